@@ -1,0 +1,77 @@
+//! The CPU reference path: plain loops, wide accumulators, the epilogue from
+//! [`crate::quant`]. It is the oracle the GPU is tested against, so it stays
+//! obviously correct rather than fast.
+
+use crate::error::{Error, Result};
+use crate::layer::{LayerKind, QLayer};
+
+/// Exact i64 accumulators `acc[n][o][oy][ox] = Σ (x - x_zp) * w` of a conv2d
+/// over a quint8 NCHW input; padded positions hold the real value 0.
+pub fn conv2d_accumulators(layer: &QLayer, x: &[u8], shape: &[usize]) -> Result<(Vec<i64>, Vec<usize>)> {
+    let out_shape = layer.output_shape(shape)?;
+    check_data_len(x.len(), shape)?;
+    let g = &layer.geometry;
+    let (n, c, h, w) = match *shape {
+        [n, k] => (n, k, 1, 1),
+        [n, c, h, w] => (n, c, h, w),
+        _ => unreachable!("output_shape checked the rank"),
+    };
+    let (oh, ow) = if layer.kind == LayerKind::Linear { (1, 1) } else { (out_shape[2], out_shape[3]) };
+    let (o, cg, og) = (g.out_channels, g.cin_per_group(), g.cout_per_group());
+    let [kh, kw] = g.kernel;
+    let zp = layer.input.zero_point as i64;
+    let mut acc = vec![0i64; n * o * oh * ow];
+    for b in 0..n {
+        for oc in 0..o {
+            let grp = oc / og;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut sum = 0i64;
+                    for ci in 0..cg {
+                        let ch = grp * cg + ci;
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.padding[0] as isize;
+                                let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.padding[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue; // padding: the real value 0
+                                }
+                                let xv = x[((b * c + ch) * h + iy as usize) * w + ix as usize] as i64 - zp;
+                                let wv = layer.weight[((oc * cg + ci) * kh + ky) * kw + kx] as i64;
+                                sum += xv * wv;
+                            }
+                        }
+                    }
+                    acc[((b * o + oc) * oh + oy) * ow + ox] = sum;
+                }
+            }
+        }
+    }
+    Ok((acc, out_shape))
+}
+
+/// Runs a fused quantized conv2d or linear layer on the CPU: accumulate
+/// exactly, then requantize each output with the layer's epilogue.
+/// `x` is quint8 in NCHW (or `[N, K]`) order; returns the output and its shape.
+pub fn run_layer(layer: &QLayer, x: &[u8], shape: &[usize]) -> Result<(Vec<u8>, Vec<usize>)> {
+    let (acc, out_shape) = conv2d_accumulators(layer, x, shape)?;
+    let o = layer.geometry.out_channels;
+    let spatial: usize = out_shape[2..].iter().product();
+    let mut y = Vec::with_capacity(acc.len());
+    for (i, &a) in acc.iter().enumerate() {
+        let oc = (i / spatial) % o;
+        let a32 = i32::try_from(a).map_err(|_| {
+            Error::config("accumulator", format!("output element {i} accumulates to {a}, outside i32 (PyTorch's accumulator)"))
+        })?;
+        y.push(layer.epilogue.apply(oc, a32));
+    }
+    Ok((y, out_shape))
+}
+
+pub(crate) fn check_data_len(len: usize, shape: &[usize]) -> Result<()> {
+    let want: usize = shape.iter().product();
+    if len != want {
+        return Err(Error::shape("input data", format!("{len} elements for shape {shape:?} ({want} expected)")));
+    }
+    Ok(())
+}

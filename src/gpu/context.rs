@@ -1,0 +1,261 @@
+//! The GPU context: adapter choice, device, queue and the pipeline cache.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+
+/// The kernel families, one WGSL file each under `shaders/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    Conv2d,
+}
+
+impl Kernel {
+    pub const ALL: &'static [Kernel] = &[Kernel::Conv2d];
+
+    /// The file name under `shaders/`.
+    pub fn file(self) -> &'static str {
+        match self {
+            Kernel::Conv2d => "conv2d.wgsl",
+        }
+    }
+
+    /// The WGSL source, compiled into the crate.
+    pub fn source(self) -> &'static str {
+        match self {
+            Kernel::Conv2d => include_str!("../../shaders/conv2d.wgsl"),
+        }
+    }
+}
+
+/// What the context found: the adapter, its backend, and what it offers.
+#[derive(Clone, Debug)]
+pub struct AdapterReport {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    /// WGSL's `packed_4x8_integer_dot_product` language feature (`dot4I8Packed`).
+    pub packed_dot: bool,
+    pub timestamps: bool,
+    pub max_storage_buffer_binding_size: u64,
+}
+
+impl std::fmt::Display for AdapterReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}, {}, driver {}); packed int8 dot product: {}; timestamps: {}",
+            self.name,
+            self.backend,
+            self.device_type,
+            if self.driver.is_empty() { "?" } else { &self.driver },
+            if self.packed_dot { "yes" } else { "no" },
+            if self.timestamps { "yes" } else { "no" },
+        )
+    }
+}
+
+/// How to get an adapter when there is none.
+pub const NO_ADAPTER_HELP: &str = "qfuse needs a GPU adapter (Vulkan, Metal, DX12 or GL). \
+On a machine without a GPU, install Mesa's software Vulkan driver (Debian/Ubuntu: \
+`sudo apt-get install mesa-vulkan-drivers`) or run `.ci/run`, which does. \
+WGPU_BACKEND (vulkan, metal, dx12, gl) and WGPU_ADAPTER_NAME choose among several.";
+
+/// Owns the device, the queue and the compiled pipelines. Every GPU function
+/// of qfuse takes a `&GpuContext`; none creates a device of its own.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    adapter: wgpu::Adapter,
+    report: AdapterReport,
+    modules: Mutex<HashMap<Kernel, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<(Kernel, String), wgpu::ComputePipeline>>,
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+impl GpuContext {
+    /// Picks an adapter (honouring `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and
+    /// `WGPU_POWER_PREF`) and opens a device on it. Blocks.
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::new_async())
+    }
+
+    /// The async form of [`GpuContext::new`].
+    pub async fn new_async() -> Result<Self> {
+        let instance = instance();
+        let adapter = Self::choose_adapter(&instance).await?;
+        Self::from_adapter(&instance, adapter).await
+    }
+
+    /// Every adapter wgpu sees (on the backends `WGPU_BACKEND` allows).
+    pub fn list_adapters() -> Vec<wgpu::AdapterInfo> {
+        let instance = instance();
+        pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all())).iter().map(|a| a.get_info()).collect()
+    }
+
+    async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+        if let Ok(want) = std::env::var("WGPU_ADAPTER_NAME") {
+            let want_l = want.to_lowercase();
+            let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+            let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+            return adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&want_l)).ok_or_else(|| {
+                Error::NoAdapter(format!("WGPU_ADAPTER_NAME={want:?} matches none of the adapters {names:?}. {NO_ADAPTER_HELP}"))
+            });
+        }
+        let power_preference = wgpu::PowerPreference::from_env().unwrap_or(wgpu::PowerPreference::HighPerformance);
+        instance
+            .request_adapter(&wgpu::RequestAdapterOptions { power_preference, ..Default::default() })
+            .await
+            .map_err(|e| Error::NoAdapter(format!("{e}. {NO_ADAPTER_HELP}")))
+    }
+
+    /// Opens a device on a given adapter, asking for the adapter's own limits
+    /// (so large tensors fit) and for timestamp queries where offered.
+    pub async fn from_adapter(instance: &wgpu::Instance, adapter: wgpu::Adapter) -> Result<Self> {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        let features = adapter.features() & wanted;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("qfuse"),
+                required_features: features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::NoAdapter(format!("could not open a device on {}: {e}", info.name)))?;
+        let packed_dot = instance.wgsl_language_features().contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct);
+        let report = AdapterReport {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            packed_dot,
+            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+        };
+        Ok(GpuContext { device, queue, adapter, report, modules: Mutex::default(), pipelines: Mutex::default() })
+    }
+
+    /// What adapter this context runs on and what it offers.
+    pub fn report(&self) -> &AdapterReport {
+        &self.report
+    }
+
+    /// The wgpu adapter.
+    pub fn adapter(&self) -> &wgpu::Adapter {
+        &self.adapter
+    }
+
+    /// The device's limits.
+    pub fn limits(&self) -> wgpu::Limits {
+        self.device.limits()
+    }
+
+    /// Checks that a storage buffer of `bytes` can be bound on this device.
+    pub fn check_storage_size(&self, what: &str, bytes: u64) -> Result<()> {
+        let l = self.device.limits();
+        let limit = (l.max_storage_buffer_binding_size as u64).min(l.max_buffer_size);
+        if bytes > limit {
+            return Err(Error::TooLarge { what: what.to_string(), needed: bytes, limit });
+        }
+        Ok(())
+    }
+
+    /// The compute pipeline of `kernel` specialised by `constants` (its
+    /// pipeline-overridable constants), compiled once and cached under
+    /// (kernel, variant).
+    pub fn pipeline(&self, kernel: Kernel, constants: &[(&str, f64)]) -> Result<wgpu::ComputePipeline> {
+        let variant = constants.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        let key = (kernel, variant);
+        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
+            return Ok(p.clone());
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = {
+            let mut modules = self.modules.lock().unwrap();
+            modules
+                .entry(kernel)
+                .or_insert_with(|| {
+                    self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(kernel.file()),
+                        source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+                    })
+                })
+                .clone()
+        };
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel.file()),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false },
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("compiling {} [{}]: {e}", kernel.file(), key.1)));
+        }
+        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Number of pipelines compiled so far (for tests and reports).
+    pub fn cached_pipelines(&self) -> usize {
+        self.pipelines.lock().unwrap().len()
+    }
+
+    /// Submits an encoder and waits for the GPU, turning validation and
+    /// out-of-memory errors into [`Error::Gpu`].
+    pub fn submit_and_wait(&self, encoder: wgpu::CommandEncoder) -> Result<()> {
+        self.queue.submit(Some(encoder.finish()));
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        Ok(())
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes and returns
+    /// the first error the device reported.
+    pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let r = f();
+        let e1 = pollster::block_on(val.pop());
+        let e2 = pollster::block_on(oom.pop());
+        let r = r?;
+        if let Some(e) = e1.or(e2) {
+            return Err(Error::Gpu(format!("{what}: {e}")));
+        }
+        Ok(r)
+    }
+
+    /// Copies a GPU buffer's first `bytes` back to the host.
+    pub fn read_buffer(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("qfuse readback"),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+        self.submit_and_wait(enc)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("readback callback never ran".into()))?
+            .map_err(|e| Error::Gpu(format!("mapping the readback buffer: {e}")))?;
+        let view = staging.get_mapped_range(..).map_err(|e| Error::Gpu(format!("reading the readback buffer: {e:?}")))?;
+        let out = view[..bytes as usize].to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+}

@@ -1,0 +1,74 @@
+//! Quantized activations on the GPU: quint8 bytes packed 4 per u32 in the
+//! NHWC4 layout (see [`super::layout`]), with their qparams.
+
+use wgpu::util::DeviceExt;
+
+use super::{layout, GpuContext};
+use crate::error::{Error, Result};
+use crate::quant::QParams;
+
+/// A quint8 tensor living on the GPU. Its logical shape is NCHW (`[N, C, H, W]`)
+/// or `[N, K]`; its bytes are packed NHWC4.
+pub struct GpuTensor {
+    pub(crate) buffer: wgpu::Buffer,
+    shape: Vec<usize>,
+    qparams: QParams,
+}
+
+impl GpuTensor {
+    pub(crate) fn usage() -> wgpu::BufferUsages {
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST
+    }
+
+    /// Bytes the tensor occupies on the GPU.
+    pub fn gpu_bytes(shape: &[usize]) -> Result<u64> {
+        Ok(layout::words(shape)? as u64 * 4)
+    }
+
+    /// Uploads quint8 NCHW data.
+    pub fn upload(ctx: &GpuContext, data: &[u8], shape: &[usize], qparams: QParams) -> Result<Self> {
+        qparams.validate("tensor")?;
+        if shape.iter().any(|&d| d == 0) {
+            return Err(Error::shape("tensor", format!("shape {shape:?} has a zero dimension")));
+        }
+        let bytes = Self::gpu_bytes(shape)?;
+        ctx.check_storage_size("activation tensor", bytes)?;
+        let words = layout::pack(data, shape)?;
+        let buffer = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("qfuse activation"),
+            contents: bytemuck::cast_slice(&words),
+            usage: Self::usage(),
+        });
+        Ok(GpuTensor { buffer, shape: shape.to_vec(), qparams })
+    }
+
+    /// An uninitialised tensor of the given shape.
+    pub fn empty(ctx: &GpuContext, shape: &[usize], qparams: QParams) -> Result<Self> {
+        let bytes = Self::gpu_bytes(shape)?;
+        ctx.check_storage_size("activation tensor", bytes)?;
+        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("qfuse activation"),
+            size: bytes.max(4),
+            usage: Self::usage(),
+            mapped_at_creation: false,
+        });
+        Ok(GpuTensor { buffer, shape: shape.to_vec(), qparams })
+    }
+
+    /// Reads the tensor back as quint8 NCHW bytes.
+    pub fn download(&self, ctx: &GpuContext) -> Result<Vec<u8>> {
+        let bytes = Self::gpu_bytes(&self.shape)?;
+        let raw = ctx.read_buffer(&self.buffer, bytes)?;
+        layout::unpack(bytemuck::cast_slice(&raw), &self.shape)
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    pub fn qparams(&self) -> QParams {
+        self.qparams
+    }
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+}

@@ -1,0 +1,304 @@
+//! Fused, quantized conv2d and linear layers on the host: geometry, fusion of
+//! float Conv+BN(+ReLU) / Linear(+ReLU), and the int8 layer both the CPU
+//! reference and the GPU run.
+
+use crate::error::{Error, Result};
+use crate::quant::{self, Activation, BatchNorm, Epilogue, QParams, Requant, WeightScheme};
+
+/// Shape and hyper-parameters of a 2-D convolution (PyTorch's `Conv2d`).
+/// A linear layer is the 1x1 convolution of a 1x1 image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dGeometry {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    /// `[kh, kw]`
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    /// Symmetric zero padding per dimension, `[ph, pw]`.
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+}
+
+impl Conv2dGeometry {
+    /// A convolution with stride 1, no padding, dilation 1, one group.
+    pub fn new(in_channels: usize, out_channels: usize, kernel: [usize; 2]) -> Self {
+        Conv2dGeometry { in_channels, out_channels, kernel, stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1 }
+    }
+    pub fn stride(mut self, s: [usize; 2]) -> Self {
+        self.stride = s;
+        self
+    }
+    pub fn padding(mut self, p: [usize; 2]) -> Self {
+        self.padding = p;
+        self
+    }
+    pub fn dilation(mut self, d: [usize; 2]) -> Self {
+        self.dilation = d;
+        self
+    }
+    pub fn groups(mut self, g: usize) -> Self {
+        self.groups = g;
+        self
+    }
+
+    /// The geometry of `Linear(in_features, out_features)`.
+    pub fn linear(in_features: usize, out_features: usize) -> Self {
+        Self::new(in_features, out_features, [1, 1])
+    }
+
+    /// Input channels per group.
+    pub fn cin_per_group(&self) -> usize {
+        self.in_channels / self.groups
+    }
+    /// Output channels per group.
+    pub fn cout_per_group(&self) -> usize {
+        self.out_channels / self.groups
+    }
+    /// Length of one output channel's reduction: `C/groups * kh * kw`.
+    pub fn reduction_len(&self) -> usize {
+        self.cin_per_group() * self.kernel[0] * self.kernel[1]
+    }
+    /// Number of weight elements, `O * C/groups * kh * kw`.
+    pub fn weight_len(&self) -> usize {
+        self.out_channels * self.reduction_len()
+    }
+
+    /// Checks the hyper-parameters on their own.
+    pub fn validate(&self) -> Result<()> {
+        let g = self;
+        if g.in_channels == 0 || g.out_channels == 0 {
+            return Err(Error::config("conv2d", format!("channels must be >= 1 (in {}, out {})", g.in_channels, g.out_channels)));
+        }
+        if g.groups == 0 || g.in_channels % g.groups != 0 || g.out_channels % g.groups != 0 {
+            return Err(Error::config(
+                "conv2d groups",
+                format!("groups {} must divide in_channels {} and out_channels {}", g.groups, g.in_channels, g.out_channels),
+            ));
+        }
+        for (name, v) in [("kernel", g.kernel), ("stride", g.stride), ("dilation", g.dilation)] {
+            if v[0] == 0 || v[1] == 0 {
+                return Err(Error::config("conv2d", format!("{name} {v:?} must be >= 1 in both dimensions")));
+            }
+        }
+        // Keep everything well inside u32 for the GPU and i32 for the accumulator.
+        let k = g.reduction_len() as u64;
+        if k * 128 * 128 + 255 * 128 * k >= i32::MAX as u64 {
+            return Err(Error::config("conv2d", format!("reduction length {k} is too long for an exact i32 accumulator")));
+        }
+        Ok(())
+    }
+
+    /// Output height and width for an `h x w` input.
+    pub fn output_hw(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+        let span = |i: usize| self.dilation[i] * (self.kernel[i] - 1) + 1;
+        let (ph, pw) = (h + 2 * self.padding[0], w + 2 * self.padding[1]);
+        if ph < span(0) || pw < span(1) {
+            return Err(Error::shape(
+                "conv2d input",
+                format!(
+                    "{h}x{w} input padded to {ph}x{pw} is smaller than the dilated {}x{} kernel",
+                    span(0),
+                    span(1)
+                ),
+            ));
+        }
+        Ok(((ph - span(0)) / self.stride[0] + 1, (pw - span(1)) / self.stride[1] + 1))
+    }
+}
+
+/// A float `Conv2d` (optionally followed by `BatchNorm2d` and ReLU), before
+/// fusion. Weight in PyTorch's `[O, C/groups, kh, kw]` layout.
+#[derive(Clone, Debug)]
+pub struct FloatConv2d {
+    pub geometry: Conv2dGeometry,
+    pub weight: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+    pub batchnorm: Option<BatchNorm>,
+    pub activation: Activation,
+}
+
+/// A float `Linear` (optionally followed by ReLU). Weight `[out, in]`.
+#[derive(Clone, Debug)]
+pub struct FloatLinear {
+    pub in_features: usize,
+    pub out_features: usize,
+    pub weight: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+    pub activation: Activation,
+}
+
+impl FloatConv2d {
+    /// Folds the BatchNorm (if any) into weight and bias, with PyTorch's formula.
+    /// Returns the fused float weight and bias (zeros if there was no bias).
+    pub fn fused_weight_bias(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.geometry.validate()?;
+        check_len("conv2d weight", self.weight.len(), self.geometry.weight_len())?;
+        if let Some(b) = &self.bias {
+            check_len("conv2d bias", b.len(), self.geometry.out_channels)?;
+        }
+        match &self.batchnorm {
+            Some(bn) => {
+                check_len("batchnorm channels", bn.gamma.len(), self.geometry.out_channels)?;
+                quant::fold_batchnorm(&self.weight, self.bias.as_deref(), bn)
+            }
+            None => Ok((self.weight.clone(), self.bias.clone().unwrap_or_else(|| vec![0.0; self.geometry.out_channels]))),
+        }
+    }
+
+    /// Fuses and quantizes this layer as PyTorch's `convert_fx` does: BN folded,
+    /// weights qint8 symmetric per channel (fbgemm) or per tensor (qnnpack).
+    pub fn quantize(&self, input: QParams, output: QParams, rule: Requant) -> Result<QLayer> {
+        let (w, b) = self.fused_weight_bias()?;
+        let (qw, scales) = quant::quantize_weight(&w, self.geometry.out_channels, default_weight_scheme(rule))?;
+        QLayer::new(LayerKind::Conv2d, self.geometry, qw, scales, b, input, output, self.activation, rule)
+    }
+}
+
+impl FloatLinear {
+    /// Quantizes this layer as PyTorch's `convert_fx` does.
+    pub fn quantize(&self, input: QParams, output: QParams, rule: Requant) -> Result<QLayer> {
+        let g = Conv2dGeometry::linear(self.in_features, self.out_features);
+        g.validate()?;
+        check_len("linear weight", self.weight.len(), g.weight_len())?;
+        let b = match &self.bias {
+            Some(b) => {
+                check_len("linear bias", b.len(), self.out_features)?;
+                b.clone()
+            }
+            None => vec![0.0; self.out_features],
+        };
+        let (qw, scales) = quant::quantize_weight(&self.weight, self.out_features, default_weight_scheme(rule))?;
+        QLayer::new(LayerKind::Linear, g, qw, scales, b, input, output, self.activation, rule)
+    }
+}
+
+/// PyTorch's default weight quantization for an engine's qconfig.
+pub fn default_weight_scheme(rule: Requant) -> WeightScheme {
+    match rule {
+        Requant::Fbgemm => WeightScheme::PerChannel,
+        Requant::Qnnpack => WeightScheme::PerTensor,
+    }
+}
+
+fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
+    if got != want {
+        return Err(Error::shape(what, format!("has {got} elements, expected {want}")));
+    }
+    Ok(())
+}
+
+/// Conv2d or linear.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerKind {
+    Conv2d,
+    Linear,
+}
+
+/// A fused, quantized conv2d or linear layer: int8 weights (zero point 0),
+/// the float bias and qparams it was made from, and its epilogue.
+#[derive(Clone, Debug)]
+pub struct QLayer {
+    pub kind: LayerKind,
+    pub geometry: Conv2dGeometry,
+    /// PyTorch's layout: `[O, C/groups, kh, kw]` or `[O, K]`.
+    pub weight: Vec<i8>,
+    pub weight_scale: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub input: QParams,
+    pub output: QParams,
+    pub activation: Activation,
+    pub requant: Requant,
+    pub epilogue: Epilogue,
+}
+
+impl QLayer {
+    /// Builds and validates a layer from quantized parts (as stored by PyTorch).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        kind: LayerKind,
+        geometry: Conv2dGeometry,
+        weight: Vec<i8>,
+        weight_scale: Vec<f32>,
+        bias: Vec<f32>,
+        input: QParams,
+        output: QParams,
+        activation: Activation,
+        requant: Requant,
+    ) -> Result<Self> {
+        geometry.validate()?;
+        if kind == LayerKind::Linear && (geometry.kernel != [1, 1] || geometry.groups != 1) {
+            return Err(Error::config("linear", "a linear layer has a 1x1 kernel and one group"));
+        }
+        check_len("weight", weight.len(), geometry.weight_len())?;
+        check_len("weight scales", weight_scale.len(), geometry.out_channels)?;
+        check_len("bias", bias.len(), geometry.out_channels)?;
+        let epilogue = Epilogue::new(requant, input, &weight_scale, &bias, output, activation)?;
+        Ok(QLayer { kind, geometry, weight, weight_scale, bias, input, output, activation, requant, epilogue })
+    }
+
+    /// Like [`QLayer::new`], also checking PyTorch's weight zero points: qfuse
+    /// supports symmetric weights only, so each must be 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_pytorch(
+        kind: LayerKind,
+        geometry: Conv2dGeometry,
+        weight: Vec<i8>,
+        weight_scale: Vec<f32>,
+        weight_zero_point: &[i32],
+        bias: Vec<f32>,
+        input: QParams,
+        output: QParams,
+        activation: Activation,
+        requant: Requant,
+    ) -> Result<Self> {
+        if let Some((o, zp)) = weight_zero_point.iter().enumerate().find(|(_, z)| **z != 0) {
+            return Err(Error::Unsupported(format!(
+                "weight zero point {zp} on output channel {o}: only symmetric weights (zero point 0) are supported"
+            )));
+        }
+        check_len("weight zero points", weight_zero_point.len(), geometry.out_channels)?;
+        Self::new(kind, geometry, weight, weight_scale, bias, input, output, activation, requant)
+    }
+
+    /// Output shape `[N, O, OH, OW]` (or `[N, O]` for linear) for an input shape,
+    /// checking that the input fits the layer.
+    pub fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
+        let g = &self.geometry;
+        match (self.kind, input_shape) {
+            (LayerKind::Linear, &[n, k]) => {
+                if n == 0 || k != g.in_channels {
+                    return Err(Error::shape("linear input", format!("got {input_shape:?}, expected [N >= 1, {}]", g.in_channels)));
+                }
+                Ok(vec![n, g.out_channels])
+            }
+            (LayerKind::Conv2d, &[n, c, h, w]) => {
+                if n == 0 || c != g.in_channels || h == 0 || w == 0 {
+                    return Err(Error::shape(
+                        "conv2d input",
+                        format!("got {input_shape:?}, expected [N >= 1, {}, H >= 1, W >= 1]", g.in_channels),
+                    ));
+                }
+                let (oh, ow) = g.output_hw(h, w)?;
+                Ok(vec![n, g.out_channels, oh, ow])
+            }
+            (LayerKind::Linear, _) => Err(Error::shape("linear input", format!("got {input_shape:?}, expected 2 dimensions [N, K]"))),
+            (LayerKind::Conv2d, _) => {
+                Err(Error::shape("conv2d input", format!("got {input_shape:?}, expected 4 dimensions [N, C, H, W]")))
+            }
+        }
+    }
+
+    /// `Σw` per output channel (for the GPU's signed-input fold).
+    pub fn weight_sums(&self) -> Vec<i32> {
+        let k = self.geometry.reduction_len();
+        self.weight.chunks(k).map(|c| c.iter().map(|&w| w as i32).sum()).collect()
+    }
+
+    /// Weight bytes as stored on the GPU (int8) and as the f32 layer would need.
+    pub fn weight_bytes(&self) -> (usize, usize) {
+        let params = self.weight.len();
+        let per_channel = self.geometry.out_channels * std::mem::size_of::<quant::ChannelEpilogue>();
+        (params + per_channel, 4 * (params + self.geometry.out_channels))
+    }
+}

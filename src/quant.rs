@@ -1,0 +1,477 @@
+//! The quantization rules, in one place, used by both the CPU reference and
+//! the GPU path: qparams, how observers choose them, quantize/dequantize,
+//! BatchNorm folding, weight quantization and the requantization epilogue.
+//!
+//! Every function follows PyTorch's arithmetic to the letter (see
+//! `tests/data/conformance/README.md`): IEEE f32 unless stated, rounding to
+//! nearest with ties to even, divisions done once on the host.
+
+use crate::error::{Error, Result};
+
+/// `torch.finfo(torch.float32).eps`, the floor PyTorch's observers put under a scale.
+pub const F32_EPS: f32 = f32::EPSILON;
+
+/// Scale and zero point of an 8-bit affine quantized activation (quint8):
+/// `real = (q - zero_point) * scale`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QParams {
+    pub scale: f32,
+    pub zero_point: i32,
+}
+
+impl QParams {
+    /// Checked constructor: the scale must be finite and positive, the zero
+    /// point in `0..=255`.
+    pub fn new(scale: f32, zero_point: i32) -> Result<Self> {
+        let q = QParams { scale, zero_point };
+        q.validate("activation")?;
+        Ok(q)
+    }
+
+    /// Checks the qparams of a quint8 tensor, naming `what` in the error.
+    pub fn validate(&self, what: &str) -> Result<()> {
+        check_scale(what, self.scale)?;
+        if !(0..=255).contains(&self.zero_point) {
+            return Err(Error::qparams(
+                what,
+                format!("zero point {} is outside quint8's range 0..=255", self.zero_point),
+            ));
+        }
+        // 1/scale must be finite too: quantize multiplies by it.
+        if !(1.0 / self.scale).is_finite() {
+            return Err(Error::qparams(what, format!("scale {:e} is too small: 1/scale overflows f32", self.scale)));
+        }
+        Ok(())
+    }
+
+    /// `1/scale`, computed once in f32 as PyTorch does.
+    pub fn inv_scale(&self) -> f32 {
+        1.0 / self.scale
+    }
+
+    /// `q = clamp(rint(x * (1/scale)) + zero_point, 0, 255)`.
+    pub fn quantize(&self, x: f32) -> u8 {
+        quantize_with_inv(x, self.inv_scale(), self.zero_point)
+    }
+
+    /// Quantizes a whole slice.
+    pub fn quantize_slice(&self, xs: &[f32]) -> Vec<u8> {
+        let inv = self.inv_scale();
+        xs.iter().map(|&x| quantize_with_inv(x, inv, self.zero_point)).collect()
+    }
+
+    /// `real = (q - zero_point) * scale`, as PyTorch's CPU dequantize computes
+    /// it: one fused multiply-add `q * scale + (-zero_point * scale)`.
+    pub fn dequantize(&self, q: u8) -> f32 {
+        let premul = -(self.zero_point as f32) * self.scale;
+        (q as f32).mul_add(self.scale, premul)
+    }
+
+    /// Dequantizes a whole slice.
+    pub fn dequantize_slice(&self, qs: &[u8]) -> Vec<f32> {
+        qs.iter().map(|&q| self.dequantize(q)).collect()
+    }
+}
+
+fn check_scale(what: &str, scale: f32) -> Result<()> {
+    if !scale.is_finite() || scale <= 0.0 {
+        return Err(Error::qparams(what, format!("scale {scale} must be finite and > 0")));
+    }
+    Ok(())
+}
+
+/// The quantize rule with a precomputed `inv = 1/scale`.
+#[inline]
+pub fn quantize_with_inv(x: f32, inv: f32, zero_point: i32) -> u8 {
+    let r = (x * inv).round_ties_even() + zero_point as f32;
+    // NaN compares false both ways; PyTorch maps it to the zero point's rounding
+    // of NaN, which is undefined. We map NaN to 0, as clamping a NaN int cast does.
+    r.clamp(0.0, 255.0) as u8
+}
+
+/// 8-bit quantized types an observer can target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QDtype {
+    /// Unsigned 8-bit (activations).
+    QUInt8,
+    /// Signed 8-bit (weights).
+    QInt8,
+}
+
+/// How an observer maps a range to qparams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QScheme {
+    /// Zero point chosen so that `[min, max]` (widened to contain 0) fills the range.
+    Affine,
+    /// Zero point in the middle; scale from `max(|min|, |max|)`.
+    Symmetric,
+}
+
+/// An observer's target: dtype, scheme and whether the range is reduced by
+/// one bit (fbgemm's activations use `reduce_range=True`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObserverSpec {
+    pub dtype: QDtype,
+    pub scheme: QScheme,
+    pub reduce_range: bool,
+}
+
+impl ObserverSpec {
+    /// `(quant_min, quant_max)` as PyTorch's `_calculate_qmin_qmax`.
+    pub fn qrange(&self) -> (i32, i32) {
+        match (self.dtype, self.reduce_range) {
+            (QDtype::QUInt8, false) => (0, 255),
+            (QDtype::QUInt8, true) => (0, 127),
+            (QDtype::QInt8, false) => (-128, 127),
+            (QDtype::QInt8, true) => (-64, 63),
+        }
+    }
+
+    /// PyTorch's `_ObserverBase._calculate_qparams(min_val, max_val)` for one
+    /// (min, max) pair: the range is widened to contain 0 (so that 0 is exactly
+    /// representable), the scale floored at `eps`, the zero point rounded ties
+    /// to even and clamped into the range.
+    pub fn qparams(&self, min_val: f32, max_val: f32) -> Result<(f32, i32)> {
+        if !(min_val.is_finite() && max_val.is_finite()) || min_val > max_val {
+            return Err(Error::qparams(
+                "observer",
+                format!("min {min_val} and max {max_val} must be finite with min <= max"),
+            ));
+        }
+        let (qmin, qmax) = self.qrange();
+        let min_neg = min_val.min(0.0);
+        let max_pos = max_val.max(0.0);
+        match self.scheme {
+            QScheme::Symmetric => {
+                let amax = (-min_neg).max(max_pos);
+                let scale = (amax / ((qmax - qmin) as f32 / 2.0)).max(F32_EPS);
+                let zp = match self.dtype {
+                    QDtype::QUInt8 => 128,
+                    QDtype::QInt8 => 0,
+                };
+                Ok((scale, zp))
+            }
+            QScheme::Affine => {
+                let scale = ((max_pos - min_neg) / (qmax - qmin) as f32).max(F32_EPS);
+                let zp = qmin - (min_neg / scale).round_ties_even() as i32;
+                Ok((scale, zp.clamp(qmin, qmax)))
+            }
+        }
+    }
+}
+
+/// The activation observer target of PyTorch's default qconfig for `engine`.
+pub fn default_activation_spec(engine: Requant) -> ObserverSpec {
+    ObserverSpec {
+        dtype: QDtype::QUInt8,
+        scheme: QScheme::Affine,
+        reduce_range: matches!(engine, Requant::Fbgemm),
+    }
+}
+
+/// BatchNorm2d parameters in eval mode.
+#[derive(Clone, Debug)]
+pub struct BatchNorm {
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+    pub running_mean: Vec<f32>,
+    pub running_var: Vec<f32>,
+    pub eps: f32,
+}
+
+/// Folds a BatchNorm into the preceding conv's weight `[O, ...]` and bias, as
+/// PyTorch's `fuse_conv_bn_weights`: `r = 1/sqrt(var + eps)`,
+/// `w' = w * (gamma * r)`, `b' = (b - mean) * r * gamma + beta`, in f32, left
+/// to right.
+pub fn fold_batchnorm(weight: &[f32], bias: Option<&[f32]>, bn: &BatchNorm) -> Result<(Vec<f32>, Vec<f32>)> {
+    let o = bn.gamma.len();
+    for (name, v) in [("beta", &bn.beta), ("running_mean", &bn.running_mean), ("running_var", &bn.running_var)] {
+        if v.len() != o {
+            return Err(Error::shape("batchnorm", format!("{name} has {} channels, gamma has {o}", v.len())));
+        }
+    }
+    if o == 0 || weight.len() % o != 0 {
+        return Err(Error::shape("batchnorm", format!("weight of {} values is not divisible into {o} channels", weight.len())));
+    }
+    if let Some(b) = bias {
+        if b.len() != o {
+            return Err(Error::shape("batchnorm", format!("bias has {} channels, batchnorm has {o}", b.len())));
+        }
+    }
+    let per = weight.len() / o;
+    let mut w = Vec::with_capacity(weight.len());
+    let mut b = Vec::with_capacity(o);
+    for c in 0..o {
+        let r = 1.0 / (bn.running_var[c] + bn.eps).sqrt();
+        let f = bn.gamma[c] * r;
+        w.extend(weight[c * per..(c + 1) * per].iter().map(|&x| x * f));
+        let b0 = bias.map_or(0.0, |b| b[c]);
+        b.push((b0 - bn.running_mean[c]) * r * bn.gamma[c] + bn.beta[c]);
+    }
+    Ok((w, b))
+}
+
+/// How weights are quantized: one scale per output channel or one for all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightScheme {
+    PerChannel,
+    PerTensor,
+}
+
+/// Quantizes a float weight `[O, ...]` to qint8, symmetric, zero point 0:
+/// `amax = max(-min(min(w), 0), max(max(w), 0))`, `scale = max(amax / 127.5, eps)`,
+/// `q = clamp(rint(w * (1/scale)), -128, 127)`. Returns the int8 weight and
+/// one scale per output channel (repeated for per-tensor).
+pub fn quantize_weight(weight: &[f32], out_channels: usize, scheme: WeightScheme) -> Result<(Vec<i8>, Vec<f32>)> {
+    if out_channels == 0 || weight.len() % out_channels != 0 {
+        return Err(Error::shape("weight", format!("{} values do not split into {out_channels} output channels", weight.len())));
+    }
+    if let Some(i) = weight.iter().position(|x| !x.is_finite()) {
+        return Err(Error::qparams("weight", format!("element {i} is {} (not finite)", weight[i])));
+    }
+    let spec = ObserverSpec { dtype: QDtype::QInt8, scheme: QScheme::Symmetric, reduce_range: false };
+    let per = weight.len() / out_channels;
+    let min_max = |s: &[f32]| s.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    let scales: Vec<f32> = match scheme {
+        WeightScheme::PerTensor => {
+            let (lo, hi) = min_max(weight);
+            vec![spec.qparams(lo, hi)?.0; out_channels]
+        }
+        WeightScheme::PerChannel => weight
+            .chunks(per)
+            .map(|c| {
+                let (lo, hi) = min_max(c);
+                spec.qparams(lo, hi).map(|q| q.0)
+            })
+            .collect::<Result<_>>()?,
+    };
+    let mut q = Vec::with_capacity(weight.len());
+    for (c, chunk) in weight.chunks(per).enumerate() {
+        let inv = 1.0 / scales[c];
+        q.extend(chunk.iter().map(|&x| (x * inv).round_ties_even().clamp(-128.0, 127.0) as i8));
+    }
+    Ok((q, scales))
+}
+
+/// Which requantization rule a conv/linear layer follows: that of PyTorch's
+/// `fbgemm` engine (float bias added to the f32 accumulator) or `qnnpack`
+/// (bias rounded to i32 and added to the integer accumulator).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Requant {
+    #[default]
+    Fbgemm,
+    Qnnpack,
+}
+
+impl Requant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Requant::Fbgemm => "fbgemm",
+            Requant::Qnnpack => "qnnpack",
+        }
+    }
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "fbgemm" => Ok(Requant::Fbgemm),
+            "qnnpack" => Ok(Requant::Qnnpack),
+            _ => Err(Error::Unsupported(format!("quantized engine {s:?} (known: fbgemm, qnnpack)"))),
+        }
+    }
+}
+
+/// The activation fused into a layer's epilogue (a clamp on the output).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Activation {
+    #[default]
+    None,
+    Relu,
+}
+
+impl Activation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::None => "none",
+            Activation::Relu => "relu",
+        }
+    }
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(Activation::None),
+            "relu" => Ok(Activation::Relu),
+            _ => Err(Error::Unsupported(format!("activation {s:?} (known: none, relu)"))),
+        }
+    }
+}
+
+/// One output channel's requantization constants, laid out as the WGSL
+/// `Chan` struct in `shaders/` (16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ChannelEpilogue {
+    /// Integer bias added to the i32 accumulator (qnnpack's rounded bias, plus,
+    /// on the GPU, the fold of the activation shift; 0 for fbgemm on the CPU).
+    pub bias_i32: i32,
+    /// Float bias in accumulator units, added after conversion (fbgemm; 0 for qnnpack).
+    pub bias_f32: f32,
+    /// `(input_scale * weight_scale) / output_scale`.
+    pub mult: f32,
+    pub _pad: u32,
+}
+
+/// The fused epilogue of a conv/linear layer, as data: per output channel
+/// `y = clamp(rint((f32(acc + bias_i32) + bias_f32) * mult) + zp, lo, hi)`.
+/// The post-ops are, in order: add the integer bias, convert exactly to f32,
+/// add the float bias, multiply, round ties to even, add the output zero
+/// point, clamp (the fused activation). The CPU reference calls
+/// [`Epilogue::apply`]; the WGSL kernels do the same steps on the same
+/// constants.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Epilogue {
+    pub channels: Vec<ChannelEpilogue>,
+    pub zero_point: i32,
+    pub lo: i32,
+    pub hi: i32,
+}
+
+impl Epilogue {
+    /// Builds the epilogue from the layer's quantization: input scale, per-channel
+    /// weight scales, the float bias, the output qparams, the activation and the rule.
+    /// Each quotient is computed once here in f32 (`atw = s_in * s_w`,
+    /// `mult = atw / s_out`, `bias / atw`).
+    pub fn new(
+        rule: Requant,
+        input: QParams,
+        weight_scales: &[f32],
+        bias: &[f32],
+        output: QParams,
+        act: Activation,
+    ) -> Result<Self> {
+        input.validate("input")?;
+        output.validate("output")?;
+        if bias.len() != weight_scales.len() {
+            return Err(Error::shape("bias", format!("{} values for {} output channels", bias.len(), weight_scales.len())));
+        }
+        let mut channels = Vec::with_capacity(bias.len());
+        for (o, (&sw, &b)) in weight_scales.iter().zip(bias).enumerate() {
+            check_scale(&format!("weight scale of output channel {o}"), sw)?;
+            if !b.is_finite() {
+                return Err(Error::qparams("bias", format!("output channel {o} has bias {b} (not finite)")));
+            }
+            let atw = input.scale * sw;
+            let mult = atw / output.scale;
+            let bq = b / atw;
+            if atw == 0.0 || !mult.is_finite() || mult == 0.0 || !bq.is_finite() {
+                return Err(Error::qparams(
+                    format!("output channel {o}"),
+                    format!("input scale {} x weight scale {sw} / output scale {} is not a usable f32 multiplier", input.scale, output.scale),
+                ));
+            }
+            let (bias_i32, bias_f32) = match rule {
+                Requant::Fbgemm => (0, bq),
+                Requant::Qnnpack => {
+                    let r = bq.round_ties_even();
+                    if r.abs() >= 2_147_483_520.0 {
+                        return Err(Error::qparams("bias", format!("output channel {o}: bias/scale {r} overflows i32")));
+                    }
+                    (r as i32, 0.0)
+                }
+            };
+            channels.push(ChannelEpilogue { bias_i32, bias_f32, mult, _pad: 0 });
+        }
+        let lo = match act {
+            Activation::Relu => output.zero_point,
+            Activation::None => 0,
+        };
+        Ok(Epilogue { channels, zero_point: output.zero_point, lo, hi: 255 })
+    }
+
+    /// Requantizes output channel `o`'s exact accumulator to 8 bits.
+    #[inline]
+    pub fn apply(&self, o: usize, acc: i32) -> u8 {
+        let c = &self.channels[o];
+        let v = acc.wrapping_add(c.bias_i32) as f32 + c.bias_f32;
+        let r = (v * c.mult).round_ties_even();
+        // Clamp in the float domain (both bounds are integers), then shift.
+        let r = r.clamp((self.lo - self.zero_point) as f32, (self.hi - self.zero_point) as f32);
+        (r as i32 + self.zero_point) as u8
+    }
+
+    /// The same epilogue for a kernel that accumulates over activations shifted
+    /// to signed bytes (`x - 128`, as `dot4I8Packed` needs): since
+    /// `Σ(x - zp)·w = Σ(x - 128)·w + (128 - zp)·Σw`, the constant
+    /// `(128 - zp)·Σw` of each output channel is folded into its integer bias.
+    /// `weight_sums[o]` is `Σw` over output channel `o`'s weights.
+    pub fn shifted_for_signed_input(&self, input_zero_point: i32, weight_sums: &[i32]) -> Epilogue {
+        let mut e = self.clone();
+        for (c, &s) in e.channels.iter_mut().zip(weight_sums) {
+            c.bias_i32 = c.bias_i32.wrapping_add((128 - input_zero_point).wrapping_mul(s));
+        }
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observer_affine_matches_pytorch_formula() {
+        let s = ObserverSpec { dtype: QDtype::QUInt8, scheme: QScheme::Affine, reduce_range: false };
+        let (scale, zp) = s.qparams(-1.0, 3.0).unwrap();
+        assert_eq!(scale, 4.0f32 / 255.0);
+        assert_eq!(zp, 0 - (-1.0f32 / scale).round_ties_even() as i32);
+        // a range that does not contain 0 is widened to contain it
+        let (scale, zp) = s.qparams(2.0, 3.0).unwrap();
+        assert_eq!((scale, zp), (3.0f32 / 255.0, 0));
+        // all-zero range: the eps floor
+        let (scale, zp) = s.qparams(0.0, 0.0).unwrap();
+        assert_eq!((scale, zp), (F32_EPS, 0));
+        let r = ObserverSpec { reduce_range: true, ..s };
+        assert_eq!(r.qparams(-1.0, 1.0).unwrap().0, 2.0f32 / 127.0);
+        assert!(s.qparams(f32::NAN, 1.0).is_err());
+    }
+
+    #[test]
+    fn observer_symmetric() {
+        let s = ObserverSpec { dtype: QDtype::QInt8, scheme: QScheme::Symmetric, reduce_range: false };
+        assert_eq!(s.qparams(-2.0, 1.0).unwrap(), (2.0f32 / 127.5, 0));
+        let u = ObserverSpec { dtype: QDtype::QUInt8, ..s };
+        assert_eq!(u.qparams(-2.0, 1.0).unwrap(), (2.0f32 / 127.5, 128));
+    }
+
+    #[test]
+    fn quantize_rounds_ties_to_even_and_clamps() {
+        let q = QParams::new(0.5, 10).unwrap();
+        assert_eq!(q.quantize(0.25), 10); // 0.5 -> 0 (even)
+        assert_eq!(q.quantize(0.75), 12); // 1.5 -> 2
+        assert_eq!(q.quantize(-100.0), 0);
+        assert_eq!(q.quantize(1000.0), 255);
+        assert_eq!(q.dequantize(12), 1.0);
+    }
+
+    #[test]
+    fn bad_qparams_are_errors() {
+        assert!(QParams::new(0.0, 0).is_err());
+        assert!(QParams::new(f32::NAN, 0).is_err());
+        assert!(QParams::new(-1.0, 0).is_err());
+        assert!(QParams::new(1.0, 256).is_err());
+        assert!(QParams::new(1.0, -1).is_err());
+        assert!(QParams::new(1e-45, 0).is_err());
+    }
+
+    #[test]
+    fn epilogue_rules() {
+        let inp = QParams::new(0.5, 3).unwrap();
+        let out = QParams::new(0.25, 100).unwrap();
+        let e = Epilogue::new(Requant::Fbgemm, inp, &[0.5], &[0.3], out, Activation::Relu).unwrap();
+        // atw = .25, bias/atw = 1.2, mult = 1
+        assert_eq!(e.apply(0, 10), (11.2f32).round_ties_even() as u8 + 100);
+        assert_eq!(e.apply(0, -1000), 100); // relu clamp at zp
+        let q = Epilogue::new(Requant::Qnnpack, inp, &[0.5], &[0.3], out, Activation::None).unwrap();
+        assert_eq!(q.channels[0].bias_i32, 1);
+        assert_eq!(q.apply(0, -1000), 0);
+        assert_eq!(q.apply(0, 1000), 255);
+        let s = q.shifted_for_signed_input(3, &[7]);
+        assert_eq!(s.channels[0].bias_i32, 1 + 125 * 7);
+    }
+}

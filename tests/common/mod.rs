@@ -1,0 +1,109 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use qfuse::GpuContext;
+use safetensors::{Dtype, SafeTensors};
+
+/// The GPU context for tests. Panics with instructions when there is no
+/// adapter: a GPU test must never pass without running on one.
+pub fn gpu() -> GpuContext {
+    match GpuContext::new() {
+        Ok(ctx) => {
+            eprintln!("GPU adapter: {}", ctx.report());
+            ctx
+        }
+        Err(e) => panic!("this test needs a GPU adapter and found none: {e}"),
+    }
+}
+
+/// One safetensors file: its JSON metadata entry and typed tensor access.
+pub struct TensorFile {
+    pub bytes: Vec<u8>,
+}
+
+impl TensorFile {
+    pub fn open(path: &Path) -> TensorFile {
+        TensorFile { bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) }
+    }
+    pub fn st(&self) -> SafeTensors<'_> {
+        SafeTensors::deserialize(&self.bytes).expect("valid safetensors")
+    }
+    pub fn meta(&self, key: &str) -> serde_json::Value {
+        let (_, m) = SafeTensors::read_metadata(&self.bytes).expect("header");
+        let s = m.metadata().as_ref().and_then(|m| m.get(key)).unwrap_or_else(|| panic!("no metadata key {key}")).clone();
+        serde_json::from_str(&s).expect("metadata JSON")
+    }
+    pub fn has(&self, name: &str) -> bool {
+        self.st().tensor(name).is_ok()
+    }
+    pub fn shape(&self, name: &str) -> Vec<usize> {
+        self.st().tensor(name).unwrap_or_else(|_| panic!("no tensor {name}")).shape().to_vec()
+    }
+    fn raw(&self, name: &str, dtype: Dtype) -> Vec<u8> {
+        let st = self.st();
+        let t = st.tensor(name).unwrap_or_else(|_| panic!("no tensor {name}"));
+        assert_eq!(t.dtype(), dtype, "dtype of {name}");
+        t.data().to_vec()
+    }
+    pub fn f32(&self, name: &str) -> Vec<f32> {
+        self.raw(name, Dtype::F32).chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    }
+    pub fn i32(&self, name: &str) -> Vec<i32> {
+        self.raw(name, Dtype::I32).chunks(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect()
+    }
+    pub fn u8(&self, name: &str) -> Vec<u8> {
+        self.raw(name, Dtype::U8)
+    }
+    pub fn i8(&self, name: &str) -> Vec<i8> {
+        self.raw(name, Dtype::I8).into_iter().map(|b| b as i8).collect()
+    }
+}
+
+/// Index and values of the first difference between two slices, if any.
+pub fn first_mismatch<T: PartialEq + Copy + std::fmt::Debug>(got: &[T], want: &[T]) -> Option<String> {
+    if got.len() != want.len() {
+        return Some(format!("length {} vs {}", got.len(), want.len()));
+    }
+    got.iter().zip(want).position(|(a, b)| a != b).map(|i| format!("index {i}: got {:?}, want {:?}", got[i], want[i]))
+}
+
+/// Float comparison by bits (so -0.0 != 0.0 and NaN == NaN of the same bits).
+pub fn first_mismatch_bits(got: &[f32], want: &[f32]) -> Option<String> {
+    let g: Vec<u32> = got.iter().map(|x| x.to_bits()).collect();
+    let w: Vec<u32> = want.iter().map(|x| x.to_bits()).collect();
+    first_mismatch(&g, &w).map(|m| {
+        let i: usize = m.split(':').next().unwrap().trim_start_matches("index ").parse().unwrap_or(0);
+        if i < got.len() && i < want.len() { format!("index {i}: got {:e}, want {:e}", got[i], want[i]) } else { m }
+    })
+}
+
+/// A small deterministic generator (SplitMix64) for seeded random tests.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
+    }
+    pub fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.range(0, xs.len() - 1)]
+    }
+    pub fn f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+    pub fn i8s(&mut self, n: usize) -> Vec<i8> {
+        (0..n).map(|_| self.next_u64() as i8).collect()
+    }
+}

@@ -1,0 +1,167 @@
+//! Every conformance case (layers quantized by PyTorch itself) on the CPU
+//! reference and on the GPU, bit for bit: quantizing the float input, fusing
+//! and quantizing the float layer, and the layer's output.
+//!
+//! Cases: `tests/data/conformance/*.safetensors`, plus every case in
+//! `$QFUSE_CONFORMANCE_DIR` when it is set.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{first_mismatch, first_mismatch_bits, gpu, TensorFile};
+use qfuse::layer::LayerKind;
+use qfuse::{Activation, BatchNorm, Conv2dGeometry, FloatConv2d, FloatLinear, GpuLayer, GpuTensor, QLayer, QParams, Requant};
+
+fn case_files() -> Vec<PathBuf> {
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/conformance")];
+    if let Ok(d) = std::env::var("QFUSE_CONFORMANCE_DIR") {
+        dirs.push(PathBuf::from(d));
+    }
+    let mut files = Vec::new();
+    for d in dirs {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&d)
+            .unwrap_or_else(|e| panic!("{}: {e}", d.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+            .collect();
+        v.sort();
+        files.extend(v);
+    }
+    files
+}
+
+fn pair(v: &serde_json::Value) -> [usize; 2] {
+    [v[0].as_u64().unwrap() as usize, v[1].as_u64().unwrap() as usize]
+}
+
+/// Checks one case; returns the list of failures (empty = pass).
+fn check_case(ctx: &qfuse::GpuContext, path: &Path) -> (String, Vec<String>) {
+    let f = TensorFile::open(path);
+    let spec = f.meta("case");
+    let name = spec["name"].as_str().unwrap().to_string();
+    let mut fails = Vec::new();
+    let rule = Requant::parse(spec["requant"].as_str().unwrap()).unwrap();
+    let act = Activation::parse(spec["activation"].as_str().unwrap()).unwrap();
+    let input = QParams::new(spec["input_scale"].as_f64().unwrap() as f32, spec["input_zero_point"].as_i64().unwrap() as i32).unwrap();
+    let output = QParams::new(spec["output_scale"].as_f64().unwrap() as f32, spec["output_zero_point"].as_i64().unwrap() as i32).unwrap();
+    let wshape = f.shape("weight");
+    let is_conv = spec["op"] == "conv2d";
+    let (kind, geom) = if is_conv {
+        let g = Conv2dGeometry::new(wshape[1] * spec["groups"].as_u64().unwrap() as usize, wshape[0], [wshape[2], wshape[3]])
+            .stride(pair(&spec["stride"]))
+            .padding(pair(&spec["padding"]))
+            .dilation(pair(&spec["dilation"]))
+            .groups(spec["groups"].as_u64().unwrap() as usize);
+        (LayerKind::Conv2d, g)
+    } else {
+        (LayerKind::Linear, Conv2dGeometry::linear(wshape[1], wshape[0]))
+    };
+
+    // 1. Quantizing the float input gives the quantized input.
+    let x = f.u8("input");
+    if let Some(m) = first_mismatch(&input.quantize_slice(&f.f32("float_input")), &x) {
+        fails.push(format!("quantize(float_input): {m}"));
+    }
+
+    // 2. Fusing and quantizing the float layer gives PyTorch's weight, scales and bias.
+    let fused = if is_conv {
+        let bn = spec["batchnorm"].as_bool().unwrap().then(|| BatchNorm {
+            gamma: f.f32("float.bn.weight"),
+            beta: f.f32("float.bn.bias"),
+            running_mean: f.f32("float.bn.running_mean"),
+            running_var: f.f32("float.bn.running_var"),
+            eps: spec["bn_eps"].as_f64().unwrap() as f32,
+        });
+        FloatConv2d {
+            geometry: geom,
+            weight: f.f32("float.conv.weight"),
+            bias: f.has("float.conv.bias").then(|| f.f32("float.conv.bias")),
+            batchnorm: bn,
+            activation: act,
+        }
+        .quantize(input, output, rule)
+    } else {
+        FloatLinear {
+            in_features: geom.in_channels,
+            out_features: geom.out_channels,
+            weight: f.f32("float.fc.weight"),
+            bias: f.has("float.fc.bias").then(|| f.f32("float.fc.bias")),
+            activation: act,
+        }
+        .quantize(input, output, rule)
+    };
+    match fused {
+        Err(e) => fails.push(format!("fuse+quantize: {e}")),
+        Ok(l) => {
+            if let Some(m) = first_mismatch(&l.weight, &f.i8("weight")) {
+                fails.push(format!("fused weight: {m}"));
+            }
+            if let Some(m) = first_mismatch_bits(&l.weight_scale, &f.f32("weight_scale")) {
+                fails.push(format!("weight scale: {m}"));
+            }
+            if let Some(m) = first_mismatch_bits(&l.bias, &f.f32("bias")) {
+                fails.push(format!("fused bias: {m}"));
+            }
+        }
+    }
+
+    // 3. The layer made from PyTorch's stored tensors computes PyTorch's output.
+    let layer = QLayer::from_pytorch(
+        kind,
+        geom,
+        f.i8("weight"),
+        f.f32("weight_scale"),
+        &f.i32("weight_zero_point"),
+        f.f32("bias"),
+        input,
+        output,
+        act,
+        rule,
+    )
+    .unwrap();
+    let want = f.u8("output");
+    let in_shape = f.shape("input");
+    match qfuse::cpu::run_layer(&layer, &x, &in_shape) {
+        Ok((y, shape)) => {
+            assert_eq!(shape, f.shape("output"));
+            if let Some(m) = first_mismatch(&y, &want) {
+                fails.push(format!("CPU output: {m}"));
+            }
+        }
+        Err(e) => fails.push(format!("CPU: {e}")),
+    }
+    let gpu_out = GpuLayer::new(ctx, &layer).and_then(|g| {
+        let t = GpuTensor::upload(ctx, &x, &in_shape, input)?;
+        g.run(ctx, &t)?.download(ctx)
+    });
+    match gpu_out {
+        Ok(y) => {
+            if let Some(m) = first_mismatch(&y, &want) {
+                fails.push(format!("GPU output: {m}"));
+            }
+        }
+        Err(e) => fails.push(format!("GPU: {e}")),
+    }
+    (name, fails)
+}
+
+#[test]
+fn conformance_cases_bit_exact_on_cpu_and_gpu() {
+    let files = case_files();
+    assert!(!files.is_empty(), "no conformance cases found");
+    let ctx = gpu();
+    let (mut passed, mut failed) = (0, 0);
+    for p in &files {
+        let (name, fails) = check_case(&ctx, p);
+        if fails.is_empty() {
+            passed += 1;
+            println!("ok   {name}");
+        } else {
+            failed += 1;
+            println!("FAIL {name}: {}", fails.join("; "));
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    assert_eq!(failed, 0, "{failed} of {} conformance cases failed", files.len());
+}

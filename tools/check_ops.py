@@ -1,0 +1,392 @@
+#!/usr/bin/env python3
+"""Recompute every quantized-op case in DIR from its inputs and metadata only,
+with the exact arithmetic written down in tests/data/ops/README.md, and compare
+bit for bit with the output PyTorch produced.
+
+Usage: python3 tools/check_ops.py DIR...      (needs numpy, safetensors; no torch)
+"""
+import glob, json, os, sys
+import numpy as np
+from safetensors import safe_open
+
+F32 = np.float32
+F64 = np.float64
+
+
+def load(path):
+    with safe_open(path, "np") as f:
+        spec = json.loads(f.metadata()["case"])
+        t = {k: f.get_tensor(k) for k in f.keys()}
+    return spec, t
+
+
+# ---------------------------------------------------------------- primitives
+
+def f32(x):
+    return np.asarray(x, dtype=F32)
+
+
+def rint(x):
+    """round to nearest, ties to even (nearbyint / cvtps2dq / WGSL round)"""
+    return np.rint(x)
+
+
+def fma32(a, b, c):
+    """f32 fused multiply-add fma(a, b, c) = RN32(a*b + c), one rounding.
+    a*b is exact in f64; the f64 sum is made round-to-odd (via TwoSum) so that
+    the final rounding to f32 is correct (no double-rounding error)."""
+    a, b, c = (np.asarray(v, F32).astype(F64) for v in (a, b, c))
+    p = a * b                     # exact: 24+24 bits < 53
+    s = p + c
+    bb = s - p
+    e = (p - (s - bb)) + (c - bb)  # exact error of s = p + c
+    odd = (s.view(np.int64) & 1) == 1
+    n = np.nextafter(s, np.where(e > 0, np.inf, -np.inf))
+    s = np.where((e != 0) & ~odd, n, s)
+    return s.astype(F32)
+
+
+def quantize_val(x, inv_scale, zp):
+    """PyTorch quantize (fbgemm::Quantize, non-legacy; QuantizeAvx2/512):
+    zp + rint(x * inv_scale), clamped to [0, 255]; inv_scale = f32(1 / scale)"""
+    return np.clip(rint(f32(x) * F32(inv_scale)).astype(np.int64) + zp, 0, 255)
+
+
+def inv(scale):
+    return F32(F32(1.0) / F32(scale))
+
+
+def deq_scalar(q, scale, zp):
+    """at::native::dequantize_val: f32(scale) * f32(q - zp)  (one rounding)"""
+    return (F32(scale) * (q.astype(np.int64) - zp).astype(F32)).astype(F32)
+
+
+def deq_vec(q, scale, zp):
+    """Vectorized<quint8>::dequantize: fma(scale, f32(q), scale * -zp)
+    where the premultiplied term is one f32 product"""
+    premul = F32(F32(scale) * F32(-zp))
+    return fma32(F32(scale), q.astype(F32), premul)
+
+
+def vec_split(n, spec):
+    """cpu_kernel_vec over a contiguous 1-D range of n elements: the vector lambda
+    handles [0, n - n % (2*VLEN)) in steps of 2*Vectorized<quint8>::size(),
+    the scalar lambda the tail.  VLEN = 64 (AVX512), 32 (AVX2)."""
+    vlen = {"AVX512": 64, "AVX2": 32}.get(spec.get("cpu_capability", "AVX2"), 32)
+    step = 2 * vlen
+    return (n // step) * step
+
+
+def pool_out(size, k, s, p, d, ceil):
+    """pooling_output_shape (ATen Pool.h)"""
+    num = size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil else 0)
+    o = num // s + 1
+    if ceil and (o - 1) * s >= size + p:
+        o -= 1
+    return o
+
+
+# ---------------------------------------------------------------- ops
+
+def op_quantize(spec, t):
+    x = t["float_input"]
+    return quantize_val(x, inv(spec["output_scale"]), spec["output_zero_point"])
+
+
+def op_dequantize(spec, t):
+    return deq_scalar(t["input"], spec["input_scale"], spec["input_zero_point"])
+
+
+def op_add(spec, t, relu):
+    a = t["input_0"].ravel().astype(np.int64)
+    b = t["input_1"].ravel().astype(np.int64)
+    (sa, sb), (za, zb) = spec["input_scale"], spec["input_zero_point"]
+    so, zo = spec["output_scale"], spec["output_zero_point"]
+    if spec["engine"] == "qnnpack":
+        # QNNPACK q8vadd (x86 SSE2): integer fixed point, round half away from zero
+        aos = F32(F32(sa) / F32(so))
+        bos = F32(F32(sb) / F32(so))
+        m = max(aos, bos)
+        exp = int(np.array(m, F32).view(np.uint32) >> 23) - 127
+        shift = 21 - exp
+        am = int(rint(aos * F32(2.0 ** shift)))
+        bm = int(rint(bos * F32(2.0 ** shift)))
+        acc = (a * am + b * bm) - (am * za + bm * zb)          # fits i32
+        mask = (1 << shift) - 1
+        rem = (acc & mask) - (acc < 0)
+        r = (acc >> shift) + (rem > (mask >> 1))
+        lo = zo if relu else 0
+        y = np.clip(np.clip(r, -32768, 32767) + zo, lo, 255)
+        return y.reshape(t["input_0"].shape)
+    # fbgemm engine: ATen qadd_kernel (dequantize, f32 add, quantize)
+    n = a.size
+    v = vec_split(n, spec)
+    c = np.empty(n, F32)
+    c[:v] = deq_vec(a[:v], sa, za) + deq_vec(b[:v], sb, zb)
+    c[v:] = deq_scalar(a[v:], sa, za) + deq_scalar(b[v:], sb, zb)
+    if relu:
+        c = np.maximum(c, F32(0))
+    y = quantize_val(c, inv(so), zo)
+    return y.reshape(t["input_0"].shape)
+
+
+def op_max_pool2d(spec, t):
+    x = t["input"].astype(np.int64)
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = spec["kernel"], spec["stride"], spec["padding"], spec["dilation"]
+    oh = pool_out(h, kh, sh, ph, dh, spec["ceil_mode"])
+    ow = pool_out(w, kw, sw, pw, dw, spec["ceil_mode"])
+    y = np.full((n, c, oh, ow), -1, np.int64)
+    # QNNPACK (engine qnnpack, ceil_mode False): its indirection buffer clamps every
+    # window tap into the image, min(max(pos, 0), size - 1), instead of skipping
+    # padded taps.  Same result unless dilation > 1 (a clamped tap can then land
+    # on a row/column that is not in the dilated window).
+    clamp_taps = spec["engine"] == "qnnpack" and not spec["ceil_mode"]
+    for i in range(oh):
+        for j in range(ow):
+            for a in range(kh):
+                for b in range(kw):
+                    hh, ww = i * sh - ph + a * dh, j * sw - pw + b * dw
+                    if clamp_taps:
+                        hh, ww = min(max(hh, 0), h - 1), min(max(ww, 0), w - 1)
+                    if 0 <= hh < h and 0 <= ww < w:
+                        y[:, :, i, j] = np.maximum(y[:, :, i, j], x[:, :, hh, ww])
+    return y
+
+
+def op_avg_pool2d(spec, t):
+    x = t["input"].astype(np.int64)
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = spec["kernel"], spec["stride"], spec["padding"]
+    ceil, cip, div = spec["ceil_mode"], spec["count_include_pad"], spec["divisor_override"]
+    zp = spec["input_zero_point"]
+    oh = pool_out(h, kh, sh, ph, 1, ceil)
+    ow = pool_out(w, kw, sw, pw, 1, ceil)
+    y = np.zeros((n, c, oh, ow), np.int64)
+    if spec["engine"] == "qnnpack" and not ceil:
+        # QNNPACK average pooling: padding holds the zero point, the divisor is
+        # always kh*kw (count_include_pad and divisor_override are ignored)
+        scale = F32(spec["input_scale"])
+        mult = F32(scale / F32(scale * F32(kh * kw)))
+        for i in range(oh):
+            for j in range(ow):
+                acc = np.zeros((n, c), np.int64)
+                for a in range(kh):
+                    for b in range(kw):
+                        hh, ww = i * sh - ph + a, j * sw - pw + b
+                        if 0 <= hh < h and 0 <= ww < w:
+                            acc += x[:, :, hh, ww] - zp
+                r = rint(acc.astype(F32) * mult).astype(np.int64)
+                y[:, :, i, j] = np.clip(np.clip(r, -32768, 32767) + zp, 0, 255)
+        return y
+    nhwc = channels_last(x.shape)
+    vlen_c = {"AVX512": 16, "AVX2": 8}.get(spec.get("cpu_capability", "AVX2"), 8)
+    cv = (c // vlen_c) * vlen_c  # channels handled by the AVX kernel in the NHWC path
+    for i in range(oh):
+        for j in range(ow):
+            hs, ws = i * sh - ph, j * sw - pw
+            he, we = min(hs + kh, h + ph), min(ws + kw, w + pw)
+            pool_size = (he - hs) * (we - ws)
+            hs, ws, he, we = max(hs, 0), max(ws, 0), min(he, h), min(we, w)
+            size = (he - hs) * (we - ws)
+            if div is not None:
+                df = div
+            elif cip:
+                df = pool_size
+            else:
+                df = size
+            s = x[:, :, hs:he, ws:we].sum(axis=(2, 3)) - size * zp
+            if not nhwc:
+                # ATen avg_pool2d_out_frame: multiplier = f32(1.0 / divide_factor) (f64 division,
+                # in/out scale ratio is 1.0); v = f32(sum) * multiplier + f32(zp); rint; clamp
+                mult = F32(1.0 / df)
+                v = F32(s.astype(F32) * mult) + F32(zp)
+                y[:, :, i, j] = np.clip(rint(v.astype(F32)), 0, 255)
+            else:
+                # _qavg_pool_nhwc_kernel: multiplier = f32(1.0f / f32(df))
+                mult = F32(F32(1.0) / F32(df))
+                sf = s.astype(F32)
+                r = np.empty(s.shape, np.int64)
+                # AVX channels: QuantizeAvx512(acc, inverse_scale = multiplier)
+                r[:, :cv] = rint(sf[:, :cv] * mult)
+                # remaining channels: quantize_val(scale = 1/multiplier) -> x * (1/(1/multiplier))
+                r[:, cv:] = rint(sf[:, cv:] * inv(F32(F32(1.0) / mult)))
+                y[:, :, i, j] = np.clip(r + zp, 0, 255)
+    return y
+
+
+def channels_last(shape):
+    """An NCHW-contiguous tensor is also channels-last contiguous when C == 1 or
+    H == W == 1; ATen's quantized avg_pool2d / adaptive_avg_pool2d then take the
+    NHWC kernels."""
+    n, c, h, w = shape
+    return c == 1 or (h == 1 and w == 1)
+
+
+def op_adaptive_avg_pool2d(spec, t):
+    x = t["input"].astype(np.int64)
+    n, c, h, w = x.shape
+    oh, ow = spec["output_size"]
+    zp = spec["input_zero_point"]
+    if spec["engine"] == "qnnpack" and not (oh == h and ow == w) and h % oh == 0 and w % ow == 0:
+        k = dict(spec)
+        k.update(kernel=[h // oh, w // ow], stride=[h // oh, w // ow], padding=[0, 0], ceil_mode=False,
+                 count_include_pad=False, divisor_override=None)
+        return op_avg_pool2d(k, t)
+    y = np.zeros((n, c, oh, ow), np.int64)
+    nhwc = channels_last(x.shape)
+    for i in range(oh):
+        hs, he = (i * h) // oh, -((-(i + 1) * h) // oh)
+        for j in range(ow):
+            ws, we = (j * w) // ow, -((-(j + 1) * w) // ow)
+            kh, kw = he - hs, we - ws
+            if not nhwc:
+                # adaptive_avg_pool_single_out_frame: kDHWr = ((1.0f / 1) / f32(kH)) / f32(kW)
+                r = F32(F32(F32(1.0) / F32(kh)) / F32(kw))
+                s = x[:, :, hs:he, ws:we].sum(axis=(2, 3))  # raw q values, zero point not removed
+                y[:, :, i, j] = rint(s.astype(F32) * r)    # no clamp needed
+            else:
+                # _qadaptive_avg_pool_kernel (NHWC): multiplier = f32(1.0f / f32(kH*kW));
+                # quantize_val(scale = 1/multiplier): zp + rint(acc * (1/(1/multiplier)))
+                mult = F32(F32(1.0) / F32(kh * kw))
+                s = x[:, :, hs:he, ws:we].sum(axis=(2, 3)) - zp * kh * kw
+                r = rint(s.astype(F32) * inv(F32(F32(1.0) / mult))).astype(np.int64)
+                y[:, :, i, j] = np.clip(r + zp, 0, 255)
+    return y
+
+
+def op_mean(spec, t):
+    x = t["input"].astype(np.int64)
+    n, c, h, w = x.shape
+    zp = spec["input_zero_point"]
+    if spec["engine"] == "qnnpack":
+        # QNNPACK global average pooling
+        scale = F32(spec["input_scale"])
+        mult = F32(scale / F32(scale * F32(h * w)))
+        acc = (x - zp).sum(axis=(2, 3))
+        r = rint(acc.astype(F32) * mult).astype(np.int64)
+        y = np.clip(np.clip(r, -32768, 32767) + zp, 0, 255)
+    else:
+        # qmean_inner_dim_kernel: rint(f32(sum of raw q) / f32(H*W))
+        s = x.sum(axis=(2, 3))
+        y = rint(s.astype(F32) / F32(h * w)).astype(np.int64)
+    if spec["keepdim"]:
+        y = y[:, :, None, None]
+    return y
+
+
+def clamp_q(spec, t, lo_f, hi_f):
+    s, z = spec["input_scale"], spec["input_zero_point"]
+    lo = quantize_val(np.array(lo_f, F32), inv(s), z)
+    hi = quantize_val(np.array(hi_f, F32), inv(s), z)
+    return np.clip(t["input"].astype(np.int64), lo, hi)
+
+
+def op_relu(spec, t):
+    return np.maximum(t["input"].astype(np.int64), spec["input_zero_point"])
+
+
+def op_hardswish(spec, t):
+    x = t["input"].ravel().astype(np.int64)
+    s, z = spec["input_scale"], spec["input_zero_point"]
+    so, zo = spec["output_scale"], spec["output_zero_point"]
+    if spec["engine"] == "qnnpack":
+        # QNNPACK lookup table (hardswish.c)
+        xf = deq_scalar(x, s, z)
+        x2 = np.minimum(np.maximum(xf + F32(3), F32(0)), F32(6))
+        hs = ((xf * x2).astype(F32) / F32(6)).astype(F32)
+        v = (hs * inv(so)).astype(F32) + F32(zo)
+        y = rint(np.clip(v.astype(F32), F32(0), F32(255))).astype(np.int64)
+        return y.reshape(t["input"].shape)
+    n = x.size
+    v = vec_split(n, spec)
+    xf = np.empty(n, F32)
+    xf[:v] = deq_vec(x[:v], s, z)
+    xf[v:] = deq_scalar(x[v:], s, z)
+    x2 = np.minimum(np.maximum(xf + F32(3), F32(0)), F32(6))
+    hs = ((xf * x2).astype(F32) / F32(6)).astype(F32)
+    return quantize_val(hs, inv(so), zo).reshape(t["input"].shape)
+
+
+def op_cat(spec, t):
+    so, zo = spec["output_scale"], spec["output_zero_point"]
+    parts = []
+    for j in range(spec["num_inputs"]):
+        d = deq_scalar(t[f"input_{j}"], spec["input_scale"][j], spec["input_zero_point"][j])
+        parts.append(quantize_val(d, inv(so), zo))
+    return np.concatenate(parts, axis=1)
+
+
+def reference(spec, t):
+    op = spec["op"]
+    if op == "quantize":
+        return op_quantize(spec, t)
+    if op == "dequantize":
+        return op_dequantize(spec, t)
+    if op in ("add", "add_relu"):
+        return op_add(spec, t, op == "add_relu")
+    if op == "max_pool2d":
+        return op_max_pool2d(spec, t)
+    if op == "avg_pool2d":
+        return op_avg_pool2d(spec, t)
+    if op == "adaptive_avg_pool2d":
+        return op_adaptive_avg_pool2d(spec, t)
+    if op == "mean":
+        return op_mean(spec, t)
+    if op == "relu":
+        return op_relu(spec, t)
+    if op == "relu6":
+        return clamp_q(spec, t, 0.0, 6.0)
+    if op == "hardtanh":
+        return clamp_q(spec, t, spec["min_val"], spec["max_val"])
+    if op == "hardswish":
+        return op_hardswish(spec, t)
+    if op == "cat":
+        return op_cat(spec, t)
+    raise ValueError(op)
+
+
+def check_inputs(spec, t):
+    """every quantized input must be torch.quantize_per_tensor of its float input"""
+    ok = True
+    names = [k for k in t if k.startswith("input")]
+    for k in names:
+        fk = "float_" + k
+        if k == "input":
+            s, z = spec["input_scale"], spec["input_zero_point"]
+        else:
+            j = int(k.split("_")[1])
+            s, z = spec["input_scale"][j], spec["input_zero_point"][j]
+        ok &= bool((quantize_val(t[fk], inv(s), z) == t[k]).all())
+    return ok
+
+
+def main():
+    paths = []
+    for d in sys.argv[1:]:
+        paths += sorted(glob.glob(os.path.join(d, "*.safetensors")))
+    if not paths:
+        sys.exit("usage: check_ops.py DIR...  (no cases found)")
+    bad = 0
+    for p in paths:
+        spec, t = load(p)
+        got = reference(spec, t)
+        want = t["output"]
+        if want.dtype == np.float32:
+            same = got.astype(F32).view(np.uint32) == want.view(np.uint32)
+            maxd = float(np.abs(got.astype(F64) - want.astype(F64)).max()) if got.shape == want.shape else -1
+        else:
+            got = np.asarray(got).reshape(want.shape) if got.size == want.size else got
+            same = got == want.astype(np.int64) if got.shape == want.shape else np.zeros(1, bool)
+            maxd = int(np.abs(got - want.astype(np.int64)).max()) if got.shape == want.shape else -1
+        inputs_ok = check_inputs(spec, t)
+        ok = got.shape == want.shape and bool(same.all()) and inputs_ok
+        bad += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {spec['name']:<28} {spec['engine']:<8} "
+              f"n={want.size:<6} exact={float(same.mean()):.5f} maxdiff={maxd} inputs_exact={inputs_ok}")
+    print(f"{len(paths) - bad} passed, {bad} failed")
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()

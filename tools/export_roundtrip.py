@@ -1,0 +1,373 @@
+#!/usr/bin/env python3
+"""Round-trip test data for qfuse: quantized PyTorch nets, their exports, inputs
+and PyTorch's outputs; and a bit-exact comparison of outputs.
+
+Usage:
+  export_roundtrip.py export DIR [--cases a,b,...] [--show-ops]
+      For each case: build the net (random weights, randomized BatchNorm
+      statistics), quantize it (FX graph mode or eager mode) calibrating on
+      random data, export DIR/NAME.safetensors with tools/qfuse_export.py, run
+      the quantized PyTorch model on a random input and write
+      DIR/NAME.input.npy (float32, with batch dim) and DIR/NAME.expected.npy
+      (float32: the model's dequantized output). The case names go to
+      DIR/cases.txt, one a line. --show-ops prints what convert_fx emitted.
+  export_roundtrip.py compare EXPECTED.npy ACTUAL.npy
+      Exit 0 if the arrays have the same shape, dtype and bits; else print
+      where they differ and exit 1.
+  export_roundtrip.py list
+      Print the case names.
+
+Cases: digits_trained (the committed models/digits.safetensors with
+tests/data/digits), digits_fx, resnet_fx, resnet_eager, mobilenet_fx,
+mlp_fx, mlp_eager, misc_fx (cat, avg_pool2d, hardswish, hardtanh, mean,
+view), and qnnpack variants resnet_fx_qnnpack, mobilenet_fx_qnnpack.
+Expected outputs are computed with torch.backends.quantized.engine set to the
+case's engine (it also picks the kernels of add, pooling, etc.).
+"""
+import argparse
+import os
+import shutil
+import sys
+import warnings
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.ao.quantization as tq
+from torch.ao.quantization import get_default_qconfig_mapping
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import qfuse_export  # noqa: E402
+import qfuse_model  # noqa: E402
+
+
+# ------------------------------------------------------------------ nets
+
+class DigitsCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1, self.relu1 = nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU()
+        self.conv2, self.bn2, self.relu2 = nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.conv3, self.bn3, self.relu3 = nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU()
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.relu1(self.bn1(self.conv1(x)))
+        x = self.pool(self.relu2(self.bn2(self.conv2(x))))
+        x = self.relu3(self.bn3(self.conv3(x)))
+        return self.fc(torch.flatten(self.gap(x), 1))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride, eager):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu2 = nn.ReLU()
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.skip = nn.quantized.FloatFunctional() if eager else None
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.skip is not None:
+            return self.skip.add_relu(out, identity)
+        return self.relu2(out + identity)
+
+    def fuse(self):
+        tq.fuse_modules(self, [["conv1", "bn1", "relu1"], ["conv2", "bn2"]], inplace=True)
+        if self.downsample is not None:
+            tq.fuse_modules(self.downsample, [["0", "1"]], inplace=True)
+
+
+class ResNetish(nn.Module):
+    def __init__(self, eager=False, widths=(16, 32, 64), ncls=10):
+        super().__init__()
+        self.eager = eager
+        self.quant = tq.QuantStub() if eager else None
+        self.dequant = tq.DeQuantStub() if eager else None
+        self.conv1 = nn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        blocks, cin = [], widths[0]
+        for i, w in enumerate(widths):
+            blocks.append(BasicBlock(cin, w, 1 if i == 0 else 2, eager))
+            blocks.append(BasicBlock(w, w, 1, eager))
+            cin = w
+        self.layers = nn.Sequential(*blocks)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(cin, ncls)
+
+    def forward(self, x):
+        if self.quant is not None:
+            x = self.quant(x)
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layers(x)
+        x = torch.flatten(self.avgpool(x), 1)
+        x = self.fc(x)
+        if self.dequant is not None:
+            x = self.dequant(x)
+        return x
+
+    def fuse(self):
+        tq.fuse_modules(self, [["conv1", "bn1", "relu"]], inplace=True)
+        for b in self.layers:
+            b.fuse()
+
+
+def _cbr6(cin, cout, k, s, groups=1):
+    return [nn.Conv2d(cin, cout, k, s, (k - 1) // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), nn.ReLU6()]
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin, cout, stride, expand):
+        super().__init__()
+        hid = cin * expand
+        layers = []
+        if expand != 1:
+            layers += _cbr6(cin, hid, 1, 1)
+        layers += _cbr6(hid, hid, 3, stride, groups=hid)
+        layers += [nn.Conv2d(hid, cout, 1, 1, 0, bias=False), nn.BatchNorm2d(cout)]
+        self.conv = nn.Sequential(*layers)
+        self.use_res = stride == 1 and cin == cout
+
+    def forward(self, x):
+        if self.use_res:
+            return x + self.conv(x)
+        return self.conv(x)
+
+
+class MobileNetV2ish(nn.Module):
+    # (expand, cout, repeats, stride)
+    CFG = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 2, 2)]
+
+    def __init__(self, ncls=10):
+        super().__init__()
+        layers = _cbr6(3, 32, 3, 2)
+        cin = 32
+        for t, c, n, s in self.CFG:
+            for i in range(n):
+                layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
+                cin = c
+        layers += _cbr6(cin, 128, 1, 1)
+        self.features = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(0.2)
+        self.classifier = nn.Linear(128, ncls)
+
+    def forward(self, x):
+        x = self.features(x)
+        x = x.mean((2, 3))
+        return self.classifier(self.dropout(x))
+
+
+class MLP(nn.Module):
+    def __init__(self, dims=(64, 128, 96, 48, 10), eager=False):
+        super().__init__()
+        mods = []
+        if eager:
+            mods.append(tq.QuantStub())
+        for i in range(len(dims) - 1):
+            mods.append(nn.Linear(dims[i], dims[i + 1]))
+            if i < len(dims) - 2:
+                mods.append(nn.ReLU())
+        if eager:
+            mods.append(tq.DeQuantStub())
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x):
+        return self.net(x)
+
+    def fuse(self):
+        names = [str(i) for i, m in enumerate(self.net)]
+        pairs = [[names[i], names[i + 1]] for i, m in enumerate(self.net)
+                 if isinstance(m, nn.Linear) and i + 1 < len(self.net) and isinstance(self.net[i + 1], nn.ReLU)]
+        tq.fuse_modules(self.net, pairs, inplace=True)
+
+
+class Misc(nn.Module):
+    """Covers the less common ops: cat, avg_pool2d, hardswish, hardtanh, relu, mean keepdim, view."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(3, 8, 5, padding=2, stride=1, dilation=1)
+        self.c = nn.Conv2d(16, 16, 3, padding=2, dilation=2, groups=4)
+        self.bn = nn.BatchNorm2d(16)
+        self.hs = nn.Hardswish()
+        self.ap = nn.AvgPool2d(3, 2, 1, count_include_pad=False, ceil_mode=True)
+        self.ht = nn.Hardtanh(-0.5, 1.5)
+        self.d = nn.Conv2d(16, 24, 1)
+        self.fc = nn.Linear(24, 7)
+
+    def forward(self, x):
+        y = torch.cat([self.a(x), self.b(x)], 1)
+        y = self.hs(self.bn(self.c(y)))
+        y = self.ap(y)
+        y = F.relu(y)
+        y = F.avg_pool2d(y, 2, 1)
+        y = self.ht(self.d(y))
+        y = torch.mean(y, dim=[2, 3], keepdim=True)
+        y = y.view(y.size(0), -1)
+        return self.fc(y)
+
+
+# ------------------------------------------------------------------ cases
+
+def _randomize_bn(model, g):
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.3, 0.3, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+                m.weight.uniform_(0.5, 1.5, generator=g)
+                m.bias.uniform_(-0.3, 0.3, generator=g)
+
+
+def _fx(model, sample, engine, calib):
+    prepared = prepare_fx(model, get_default_qconfig_mapping(engine), (sample(2),))
+    with torch.no_grad():
+        for _ in range(calib):
+            prepared(sample(8))
+    return convert_fx(prepared)
+
+
+def _eager(model, sample, engine, calib):
+    model.qconfig = tq.get_default_qconfig(engine)
+    model.fuse()
+    tq.prepare(model, inplace=True)
+    with torch.no_grad():
+        for _ in range(calib):
+            model(sample(8))
+    tq.convert(model, inplace=True)
+    return model
+
+
+# name -> (builder, input shape per sample, input kind, mode, engine, batch)
+CASES = {
+    "digits_trained": None,
+    "digits_fx": (DigitsCNN, (1, 8, 8), "unit", "fx", "fbgemm", 5),
+    "resnet_fx": (lambda: ResNetish(eager=False), (3, 48, 40), "normal", "fx", "fbgemm", 2),
+    "resnet_eager": (lambda: ResNetish(eager=True), (3, 48, 40), "normal", "eager", "fbgemm", 2),
+    "mobilenet_fx": (MobileNetV2ish, (3, 64, 64), "normal", "fx", "fbgemm", 2),
+    "mlp_fx": (MLP, (64,), "normal", "fx", "fbgemm", 7),
+    "mlp_eager": (lambda: MLP(eager=True), (64,), "normal", "eager", "fbgemm", 7),
+    "misc_fx": (Misc, (3, 17, 15), "normal", "fx", "fbgemm", 3),
+    "resnet_fx_qnnpack": (lambda: ResNetish(eager=False), (3, 48, 40), "normal", "fx", "qnnpack", 2),
+    "mobilenet_fx_qnnpack": (MobileNetV2ish, (3, 64, 64), "normal", "fx", "qnnpack", 2),
+}
+
+
+def make_case(name, out_dir, seed=0, show_ops=False):
+    if name == "digits_trained":
+        shutil.copyfile(os.path.join(ROOT, "models", "digits.safetensors"), os.path.join(out_dir, name + ".safetensors"))
+        d = os.path.join(ROOT, "tests", "data", "digits")
+        shutil.copyfile(os.path.join(d, "test_images.npy"), os.path.join(out_dir, name + ".input.npy"))
+        shutil.copyfile(os.path.join(d, "int8_logits.npy"), os.path.join(out_dir, name + ".expected.npy"))
+        return None
+    builder, shape, kind, mode, engine, batch = CASES[name]
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    torch.backends.quantized.engine = engine
+
+    def sample(n):
+        if kind == "unit":
+            return torch.rand(n, *shape, generator=g)
+        return torch.randn(n, *shape, generator=g) * 1.5 + 0.2
+
+    model = builder().eval()
+    _randomize_bn(model, g)
+    q = (_fx if mode == "fx" else _eager)(model, sample, engine, calib=4)
+    x = sample(batch)
+    with torch.no_grad():
+        y = q(x)
+    if show_ops:
+        print(f"--- {name} ({mode}, {engine}): convert_fx/convert graph")
+        seen = []
+        for s in qfuse_export.ops_used(q):
+            if s not in seen:
+                seen.append(s)
+        for s in seen:
+            print("   ", s)
+    path = os.path.join(out_dir, name + ".safetensors")
+    header = qfuse_export.export(q, x, path, engine=engine)
+    np.save(os.path.join(out_dir, name + ".input.npy"), x.numpy().astype(np.float32))
+    np.save(os.path.join(out_dir, name + ".expected.npy"), y.numpy().astype(np.float32))
+    return header
+
+
+def cmd_export(a):
+    os.makedirs(a.dir, exist_ok=True)
+    names = list(CASES) if not a.cases else a.cases.split(",")
+    for n in names:
+        if n not in CASES:
+            sys.exit(f"unknown case {n!r}; known: {', '.join(CASES)}")
+    for n in names:
+        h = make_case(n, a.dir, seed=a.seed, show_ops=a.show_ops)
+        m = qfuse_model.load(os.path.join(a.dir, n + ".safetensors"))
+        ops = {}
+        for node in m.order:
+            ops[node["op"]] = ops.get(node["op"], 0) + 1
+        print(f"{n}: {len(m.order)} nodes, engine {m.engine}, ops {ops}")
+    with open(os.path.join(a.dir, "cases.txt"), "w") as f:
+        f.write("".join(n + "\n" for n in names))
+    return 0
+
+
+def cmd_compare(a):
+    e, r = np.load(a.expected), np.load(a.actual)
+    if e.shape != r.shape or e.dtype != r.dtype:
+        print(f"MISMATCH shape/dtype: expected {e.dtype}{list(e.shape)}, got {r.dtype}{list(r.shape)}")
+        return 1
+    eb = np.ascontiguousarray(e).view(np.uint8).reshape(e.size, -1) if e.size else e
+    rb = np.ascontiguousarray(r).view(np.uint8).reshape(r.size, -1) if r.size else r
+    if np.array_equal(e, r) and np.array_equal(eb, rb):
+        print(f"OK bit-exact: {e.dtype}{list(e.shape)}")
+        return 0
+    diff = ~np.all(eb == rb, axis=1).reshape(e.shape)
+    idx = np.argwhere(diff)
+    print(f"MISMATCH: {int(diff.sum())} of {e.size} values differ; max |diff| "
+          f"{float(np.nanmax(np.abs(e.astype(np.float64) - r.astype(np.float64)))):.6g}")
+    for i in idx[:10]:
+        t = tuple(int(v) for v in i)
+        print(f"  at {list(t)}: expected {e[t]!r}, got {r[t]!r}")
+    return 1
+
+
+def main(argv=None):
+    warnings.filterwarnings("ignore")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("export", help="build, quantize and export the cases into DIR")
+    e.add_argument("dir")
+    e.add_argument("--cases", help="comma-separated subset")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--show-ops", action="store_true", help="print the ops convert_fx / convert emitted")
+    c = sub.add_parser("compare", help="bit-exact comparison of two .npy files")
+    c.add_argument("expected")
+    c.add_argument("actual")
+    sub.add_parser("list", help="print the case names")
+    a = ap.parse_args(argv)
+    if a.cmd == "export":
+        return cmd_export(a)
+    if a.cmd == "compare":
+        return cmd_compare(a)
+    print("\n".join(CASES))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

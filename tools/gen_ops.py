@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""Generate test vectors for PyTorch's quantized (quint8) operators other than
+conv2d / linear, exactly as FX graph mode (`convert_fx`) emits them.
+
+Every output is produced by PyTorch itself (CPU, quantized engine `fbgemm` or
+`qnnpack`, selected with `torch.backends.quantized.engine`). One case per
+file: `OUT/<op>_<seed>_<i>.safetensors`. `tools/check_ops.py` recomputes every
+output from the rules in `tests/data/ops/README.md`.
+
+Usage:  python3 tools/gen_ops.py OUT [--seed N] [--count-per-op N] [--ops a,b]
+Needs:  torch, numpy, safetensors
+
+What convert_fx emits (checked with torch 2.15, both engines):
+  quantize      torch.quantize_per_tensor(x, scale, zp, torch.quint8)
+  dequantize    x.dequantize()
+  add           torch.ops.quantized.add(a, b, scale, zp)
+  add_relu      torch.ops.quantized.add_relu(a, b, scale, zp)
+  max_pool2d    torch.nn.functional.max_pool2d(qx, ...)   (nn.MaxPool2d kept)
+  avg_pool2d    torch.nn.functional.avg_pool2d(qx, ...)   (nn.AvgPool2d kept)
+  adaptive_avg_pool2d  F.adaptive_avg_pool2d(qx, size)   (module kept)
+  mean          qx.mean([2, 3], keepdim=...)
+  relu          F.relu(qx);  relu6: F.relu6(qx) / nn.ReLU6;  hardtanh: F.hardtanh
+  hardswish     torch.ops.quantized.hardswish(qx, scale, zp) / nnq.Hardswish
+  cat           torch.cat([qa, qb, ...], 1)  (FX makes all qparams equal; the
+                output takes input 0's qparams) -- also generated here with
+                torch.ops.quantized.cat(xs, 1, scale, zp) and differing qparams.
+"""
+import argparse, json, os, random, warnings
+
+warnings.filterwarnings("ignore")
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.numpy import save_file
+
+OPS = ["quantize", "dequantize", "add", "add_relu", "max_pool2d", "avg_pool2d",
+       "adaptive_avg_pool2d", "mean", "relu", "relu6", "hardtanh", "hardswish", "cat"]
+ENGINES = ["fbgemm", "qnnpack"]
+
+
+def f32(v):
+    return float(np.float32(v))
+
+
+def rand_scale(rng, lo=-3.5, hi=0.3):
+    # scales as the observers produce them: f32 values
+    return f32(10 ** rng.uniform(lo, hi))
+
+
+def rand_zp(rng):
+    r = rng.random()
+    if r < 0.2:
+        return 0
+    if r < 0.35:
+        return 255
+    if r < 0.45:
+        return 128
+    return rng.randint(1, 254)
+
+
+def rand_shape(rng, big=False):
+    n = rng.choice([1, 1, 2, 3, 4])
+    c = rng.choice([1, 3, 5, 6, 7, 9, 13, 17] + ([24, 33] if big else []))
+    h = rng.choice([1, 2, 3, 4, 5, 7, 8, 9, 11, 12, 16])
+    w = rng.choice([1, 2, 3, 5, 6, 7, 8, 10, 13, 15])
+    while n * c * h * w > 3000:
+        c = max(1, c // 2)
+        n = max(1, n - 1)
+    return n, c, h, w
+
+
+def float_for(g, shape, scale, zp, spread=1.15):
+    """Random floats spanning (a bit beyond) the representable range of (scale, zp),
+    plus some values exactly on and half-way between quantization steps."""
+    lo, hi = (0 - zp) * scale, (255 - zp) * scale
+    mid, half = (lo + hi) / 2, (hi - lo) / 2 * spread
+    x = (torch.rand(*shape, generator=g, dtype=torch.float64) * 2 - 1) * half + mid
+    k = torch.randint(-zp - 3, 258 - zp, shape, generator=g).double()
+    sel = torch.rand(*shape, generator=g)
+    x = torch.where(sel < 0.15, k * scale, x)
+    x = torch.where((sel >= 0.15) & (sel < 0.3), (k + 0.5) * scale, x)
+    return x.float().contiguous()
+
+
+def q(x, scale, zp):
+    return torch.quantize_per_tensor(x, scale, zp, torch.quint8)
+
+
+def make_case(rng, g, op, engine):
+    torch.backends.quantized.engine = engine
+    spec = {"op": op, "engine": engine, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch_version": torch.__version__}
+    t = {}
+
+    def one_input(shape=None, scale=None, zp=None):
+        shape = shape or rand_shape(rng)
+        scale = scale if scale is not None else rand_scale(rng)
+        zp = zp if zp is not None else rand_zp(rng)
+        x = float_for(g, shape, scale, zp)
+        xq = q(x, scale, zp)
+        spec.update(input_scale=scale, input_zero_point=zp, shape=list(shape))
+        t["float_input"] = x.numpy()
+        t["input"] = xq.int_repr().numpy()
+        return xq
+
+    def out_q(y):
+        spec.update(output_scale=float(y.q_scale()), output_zero_point=int(y.q_zero_point()))
+        t["output"] = y.int_repr().numpy()
+
+    if op == "quantize":
+        shape = rand_shape(rng)
+        scale, zp = rand_scale(rng, -4, 1), rand_zp(rng)
+        x = float_for(g, shape, scale, zp, spread=1.4)
+        spec.update(shape=list(shape), output_scale=scale, output_zero_point=zp)
+        t["float_input"] = x.numpy()
+        t["output"] = q(x, scale, zp).int_repr().numpy()
+    elif op == "dequantize":
+        xq = one_input()
+        t["output"] = xq.dequantize().numpy()
+    elif op in ("add", "add_relu"):
+        shape = rand_shape(rng, big=True)
+        sa = rand_scale(rng, -3, 0)
+        sb = f32(sa * 10 ** rng.uniform(-1.3, 1.3))  # qnnpack needs in/out scale ratios in [2^-14, 2^8)
+        if rng.random() < 0.2:
+            sb = sa
+        za, zb = rand_zp(rng), rand_zp(rng)
+        a = float_for(g, shape, sa, za)
+        b = float_for(g, shape, sb, zb)
+        qa, qb = q(a, sa, za), q(b, sb, zb)
+        so = f32((sa + sb) * rng.uniform(0.4, 1.6))
+        zo = rand_zp(rng)
+        if op == "add_relu" and zo == 255:
+            zo = 254  # qnnpack rejects an empty [zp, 255] output range
+        fn = torch.ops.quantized.add if op == "add" else torch.ops.quantized.add_relu
+        y = fn(qa, qb, so, zo)
+        spec.update(shape=list(shape), input_scale=[sa, sb], input_zero_point=[za, zb])
+        t.update(float_input_0=a.numpy(), float_input_1=b.numpy(),
+                 input_0=qa.int_repr().numpy(), input_1=qb.int_repr().numpy())
+        out_q(y)
+    elif op == "max_pool2d":
+        k = (rng.choice([1, 2, 3, 3, 4]), rng.choice([1, 2, 3, 5]))
+        if k == (1, 1):
+            k = (2, 2)
+        s = (rng.choice([1, 2, 2, 3]), rng.choice([1, 2, 3]))
+        d = (rng.choice([1, 1, 2]), rng.choice([1, 1, 2]))
+        p = (rng.randint(0, k[0] // 2), rng.randint(0, k[1] // 2))
+        ceil = rng.random() < 0.4
+        n, c, h, w = rand_shape(rng)
+        h, w = max(h, (k[0] - 1) * d[0] + 1), max(w, (k[1] - 1) * d[1] + 1)
+        xq = one_input((n, c, h, w))
+        y = F.max_pool2d(xq, list(k), list(s), list(p), list(d), ceil_mode=ceil)
+        spec.update(kernel=list(k), stride=list(s), padding=list(p), dilation=list(d), ceil_mode=ceil)
+        out_q(y)
+    elif op == "avg_pool2d":
+        k = (rng.choice([1, 2, 3, 3, 5]), rng.choice([2, 3, 4]))
+        s = (rng.choice([1, 2, 3]), rng.choice([1, 2]))
+        p = (rng.randint(0, k[0] // 2), rng.randint(0, k[1] // 2))
+        ceil = rng.random() < 0.35
+        cip = rng.random() < 0.5
+        div = rng.choice([None, None, None, 3, 7])
+        n, c, h, w = rand_shape(rng)
+        h, w = max(h, k[0]), max(w, k[1])
+        if rng.random() < 0.2:
+            c = 1  # C == 1: the NCHW tensor is also channels-last contiguous -> NHWC kernel
+        xq = one_input((n, c, h, w))
+        y = F.avg_pool2d(xq, list(k), list(s), list(p), ceil_mode=ceil, count_include_pad=cip,
+                         divisor_override=div)
+        spec.update(kernel=list(k), stride=list(s), padding=list(p), ceil_mode=ceil,
+                    count_include_pad=cip, divisor_override=div)
+        out_q(y)
+    elif op == "adaptive_avg_pool2d":
+        n, c, h, w = rand_shape(rng)
+        h, w = max(h, 2), max(w, 2)
+        if rng.random() < 0.2:
+            c = 1  # C == 1: the NCHW tensor is also channels-last contiguous -> NHWC kernel
+        r = rng.random()
+        if r < 0.25:
+            o = (1, 1)
+        elif r < 0.5:  # divisible: the qnnpack engine takes its own path
+            dh = [x for x in range(1, h + 1) if h % x == 0 and x < h] or [1]
+            dw = [x for x in range(1, w + 1) if w % x == 0 and x < w] or [1]
+            o = (rng.choice(dh), rng.choice(dw))
+        else:
+            o = (rng.randint(1, h), rng.randint(1, w))
+        xq = one_input((n, c, h, w))
+        y = F.adaptive_avg_pool2d(xq, list(o))
+        spec.update(output_size=list(o))
+        out_q(y)
+    elif op == "mean":
+        xq = one_input()
+        keep = rng.random() < 0.5
+        y = xq.mean([2, 3], keepdim=keep)
+        spec.update(dim=[2, 3], keepdim=keep)
+        out_q(y)
+    elif op == "relu":
+        xq = one_input()
+        out_q(F.relu(xq))
+    elif op == "relu6":
+        # scales large enough that 6.0 lies inside the representable range sometimes
+        xq = one_input(scale=rand_scale(rng, -2, -0.5))
+        out_q(F.relu6(xq) if rng.random() < 0.5 else torch.nn.ReLU6()(xq))
+    elif op == "hardtanh":
+        xq = one_input(scale=rand_scale(rng, -2.5, -0.5))
+        mn = f32(rng.uniform(-3, 0.5))
+        mx = f32(mn + rng.uniform(0.1, 4))
+        if rng.random() < 0.3:
+            mn, mx = -1.0, 1.0
+        out_q(F.hardtanh(xq, mn, mx))
+        spec.update(min_val=mn, max_val=mx)
+    elif op == "hardswish":
+        xq = one_input(scale=rand_scale(rng, -2.5, -0.6))
+        so, zo = rand_scale(rng, -2.5, -0.6), rand_zp(rng)
+        if rng.random() < 0.5:
+            y = torch.ops.quantized.hardswish(xq, so, zo)
+        else:
+            m = torch.ao.nn.quantized.Hardswish(so, zo)
+            y = m(xq)
+        out_q(y)
+    elif op == "cat":
+        n, _, h, w = rand_shape(rng)
+        k = rng.choice([2, 2, 3])
+        api = "torch.cat" if rng.random() < 0.3 else "quantized.cat"
+        xs, scales, zps = [], [], []
+        for j in range(k):
+            c = rng.choice([1, 2, 3, 5, 8, 13, 16, 17])
+            s, z = rand_scale(rng, -3, 0), rand_zp(rng)
+            if j > 0 and rng.random() < 0.25:
+                s, z = scales[0], zps[0]
+            x = float_for(g, (n, c, h, w), s, z)
+            xq = q(x, s, z)
+            t[f"float_input_{j}"] = x.numpy()
+            t[f"input_{j}"] = xq.int_repr().numpy()
+            xs.append(xq); scales.append(s); zps.append(z)
+        if api == "torch.cat":
+            y = torch.cat(xs, 1)
+        else:
+            so, zo = f32(max(scales) * rng.uniform(0.5, 1.5)), rand_zp(rng)
+            if rng.random() < 0.2:
+                so, zo = scales[0], zps[0]
+            y = torch.ops.quantized.cat(xs, 1, so, zo)
+        spec.update(api=api, dim=1, num_inputs=k, input_scale=scales, input_zero_point=zps)
+        out_q(y)
+    else:
+        raise ValueError(op)
+    return spec, t
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--count-per-op", type=int, default=10, help="cases per op per engine")
+    ap.add_argument("--ops", default=",".join(OPS))
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    torch.set_num_threads(1)  # results do not depend on it for these sizes; keep runs reproducible
+    total = 0
+    for op in a.ops.split(","):
+        rng = random.Random(f"{a.seed}-{op}")
+        g = torch.Generator().manual_seed(a.seed * 1000 + OPS.index(op))
+        for i in range(a.count_per_op * len(ENGINES)):
+            engine = ENGINES[i % len(ENGINES)]
+            spec, tensors = make_case(rng, g, op, engine)
+            name = f"{op}_{a.seed}_{i:03d}"
+            spec["name"] = name
+            save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
+                      os.path.join(a.out, name + ".safetensors"),
+                      metadata={"case": json.dumps(spec, sort_keys=True)})
+            total += 1
+    print(f"wrote {total} cases to {a.out}")
+
+
+if __name__ == "__main__":
+    main()
