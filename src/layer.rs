@@ -49,11 +49,11 @@ impl Conv2dGeometry {
 
     /// Input channels per group.
     pub fn cin_per_group(&self) -> usize {
-        self.in_channels / self.groups
+        self.in_channels / self.groups.max(1)
     }
     /// Output channels per group.
     pub fn cout_per_group(&self) -> usize {
-        self.out_channels / self.groups
+        self.out_channels / self.groups.max(1)
     }
     /// Length of one output channel's reduction: `C/groups * kh * kw`.
     pub fn reduction_len(&self) -> usize {
