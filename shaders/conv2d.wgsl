@@ -32,7 +32,6 @@ struct Chan {
     bias_i32: i32,
     bias_f32: f32,
     mult: f32,
-    pad: u32,
 }
 
 override WG: u32 = 64u;

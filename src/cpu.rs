@@ -75,3 +75,53 @@ pub(crate) fn check_data_len(len: usize, shape: &[usize]) -> Result<()> {
     }
     Ok(())
 }
+
+/// A float conv2d (or linear, as a 1x1 conv of a 1x1 image) in plain f32
+/// loops, followed by the activation: the unquantized layer, for measuring
+/// how close the int8 layer comes. `weight` is `[O, C/groups, kh, kw]`.
+pub fn float_conv2d(
+    geom: &crate::layer::Conv2dGeometry,
+    weight: &[f32],
+    bias: &[f32],
+    relu: bool,
+    x: &[f32],
+    shape: &[usize],
+) -> Result<(Vec<f32>, Vec<usize>)> {
+    geom.validate()?;
+    let (n, c, h, w) = crate::gpu::layout::nchw(shape)?;
+    check_data_len(x.len(), shape)?;
+    if c != geom.in_channels {
+        return Err(Error::shape("conv2d input", format!("{c} channels, the layer has {}", geom.in_channels)));
+    }
+    let (oh, ow) = geom.output_hw(h, w)?;
+    let (o, cg, og) = (geom.out_channels, geom.cin_per_group(), geom.cout_per_group());
+    let [kh, kw] = geom.kernel;
+    let mut y = vec![0f32; n * o * oh * ow];
+    for b in 0..n {
+        for oc in 0..o {
+            let grp = oc / og;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = 0f32;
+                    for ci in 0..cg {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * geom.stride[0] + ky * geom.dilation[0]) as isize - geom.padding[0] as isize;
+                                let ix = (ox * geom.stride[1] + kx * geom.dilation[1]) as isize - geom.padding[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                s += x[((b * c + grp * cg + ci) * h + iy as usize) * w + ix as usize]
+                                    * weight[((oc * cg + ci) * kh + ky) * kw + kx];
+                            }
+                        }
+                    }
+                    let v = s + bias[oc];
+                    y[((b * o + oc) * oh + oy) * ow + ox] = if relu { v.max(0.0) } else { v };
+                }
+            }
+        }
+    }
+    let out_shape = if shape.len() == 2 { vec![n, o] } else { vec![n, o, oh, ow] };
+    Ok((y, out_shape))
+}

@@ -60,11 +60,11 @@ impl QParams {
         xs.iter().map(|&x| quantize_with_inv(x, inv, self.zero_point)).collect()
     }
 
-    /// `real = (q - zero_point) * scale`, as PyTorch's CPU dequantize computes
-    /// it: one fused multiply-add `q * scale + (-zero_point * scale)`.
+    /// `real = f32(q - zero_point) * scale`: the integer difference, converted
+    /// exactly, times the scale in one f32 multiplication (as PyTorch's CPU
+    /// dequantize computes it).
     pub fn dequantize(&self, q: u8) -> f32 {
-        let premul = -(self.zero_point as f32) * self.scale;
-        (q as f32).mul_add(self.scale, premul)
+        (q as i32 - self.zero_point) as f32 * self.scale
     }
 
     /// Dequantizes a whole slice.
@@ -304,7 +304,7 @@ impl Activation {
 }
 
 /// One output channel's requantization constants, laid out as the WGSL
-/// `Chan` struct in `shaders/` (16 bytes).
+/// `Chan` struct in `shaders/` (12 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct ChannelEpilogue {
@@ -315,7 +315,6 @@ pub struct ChannelEpilogue {
     pub bias_f32: f32,
     /// `(input_scale * weight_scale) / output_scale`.
     pub mult: f32,
-    pub _pad: u32,
 }
 
 /// The fused epilogue of a conv/linear layer, as data: per output channel
@@ -376,7 +375,7 @@ impl Epilogue {
                     (r as i32, 0.0)
                 }
             };
-            channels.push(ChannelEpilogue { bias_i32, bias_f32, mult, _pad: 0 });
+            channels.push(ChannelEpilogue { bias_i32, bias_f32, mult });
         }
         let lo = match act {
             Activation::Relu => output.zero_point,

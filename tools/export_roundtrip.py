@@ -20,7 +20,7 @@ Usage:
 Cases: digits_trained (the committed models/digits.safetensors with
 tests/data/digits), digits_fx, resnet_fx, resnet_eager, mobilenet_fx,
 mlp_fx, mlp_eager, misc_fx (cat, avg_pool2d, hardswish, hardtanh, mean,
-view), and qnnpack variants resnet_fx_qnnpack, mobilenet_fx_qnnpack.
+view), and qnnpack variants resnet_fx_qnnpack, mobilenet_fx_qnnpack, mlp_fx_qnnpack.
 Expected outputs are computed with torch.backends.quantized.engine set to the
 case's engine (it also picks the kernels of add, pooling, etc.).
 """
@@ -267,6 +267,7 @@ CASES = {
     "misc_fx": (Misc, (3, 17, 15), "normal", "fx", "fbgemm", 3),
     "resnet_fx_qnnpack": (lambda: ResNetish(eager=False), (3, 48, 40), "normal", "fx", "qnnpack", 2),
     "mobilenet_fx_qnnpack": (MobileNetV2ish, (3, 64, 64), "normal", "fx", "qnnpack", 2),
+    "mlp_fx_qnnpack": (MLP, (64,), "normal", "fx", "qnnpack", 7),
 }
 
 

@@ -45,8 +45,15 @@ import os
 import sys
 import warnings
 
-import numpy as np
-import torch
+try:
+    import numpy as np
+    import torch
+except ImportError as _e:  # let --help work without the Python deps
+    if __name__ == "__main__" and any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(__doc__)
+        sys.exit(0)
+    raise ImportError(f"{_e}; qfuse_export needs torch, numpy, safetensors: "
+                      f"pip install -r tools/requirements.txt") from _e
 import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F

@@ -56,7 +56,7 @@ FILES=(); for n in "${NAMES[@]}"; do FILES+=("$DIR/$n.safetensors"); done
 
 if [ "$EXPORT_ONLY" = 1 ]; then
   echo "== --export-only: skipping the qfuse CLI"
-  echo "${#NAMES[@]} passed, 0 failed"
+  echo "export-only: ${#NAMES[@]} models exported and validated"
   exit 0
 fi
 
