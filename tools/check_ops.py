@@ -68,13 +68,13 @@ def deq_vec(q, scale, zp):
     return fma32(F32(scale), q.astype(F32), premul)
 
 
-def vec_split(n, spec):
+def vec_split(n, spec=None):
     """cpu_kernel_vec over a contiguous 1-D range of n elements: the vector lambda
-    handles [0, n - n % (2*VLEN)) in steps of 2*Vectorized<quint8>::size(),
-    the scalar lambda the tail.  VLEN = 64 (AVX512), 32 (AVX2)."""
-    vlen = {"AVX512": 64, "AVX2": 32}.get(spec.get("cpu_capability", "AVX2"), 32)
-    step = 2 * vlen
-    return (n // step) * step
+    handles [0, n - n % 64) in steps of 2 * Vectorized<quint8>::size() = 2 * 32,
+    the scalar lambda the last n % 64 elements.  The quantized elementwise kernels
+    (qadd, qhardswish, qclamp, ...) are registered with REGISTER_DISPATCH, which
+    runs the AVX2 build even on AVX512 machines, so the step is 64 on both."""
+    return (n // 64) * 64
 
 
 def pool_out(size, k, s, p, d, ceil):
@@ -310,9 +310,20 @@ def op_hardswish(spec, t):
 
 def op_cat(spec, t):
     so, zo = spec["output_scale"], spec["output_zero_point"]
+    xs = [t[f"input_{j}"] for j in range(spec["num_inputs"])]
+    # all inputs channels-last contiguous (each has C == 1, or H == W == 1) -> qcat_nhwc_kernel
+    nhwc = all(channels_last(x.shape) for x in xs)
     parts = []
-    for j in range(spec["num_inputs"]):
-        d = deq_scalar(t[f"input_{j}"], spec["input_scale"][j], spec["input_zero_point"][j])
+    for j, x in enumerate(xs):
+        sj, zj = spec["input_scale"][j], spec["input_zero_point"][j]
+        if nhwc and sj == so and zj == zo:
+            parts.append(x.astype(np.int64))  # memcpy fast path
+            continue
+        d = deq_scalar(x, sj, zj)
+        if nhwc:
+            # per pixel, channels [0, C - C % 8) go through Vectorized dequantize (FMA)
+            cv = (x.shape[1] // 8) * 8
+            d[:, :cv] = deq_vec(x[:, :cv], sj, zj)
         parts.append(quantize_val(d, inv(so), zo))
     return np.concatenate(parts, axis=1)
 

@@ -82,6 +82,67 @@ def float_for(g, shape, scale, zp, spread=1.15):
     return x.float().contiguous()
 
 
+def _rules():
+    # the numpy rules of check_ops.py (same folder), used only to pick inputs that
+    # separate the vector (FMA) and scalar code paths; outputs always come from torch
+    import importlib, sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    return importlib.import_module("check_ops")
+
+
+def adversarial_add(rng, relu):
+    """qparams and (a, b) pairs for which the fbgemm vector path (FMA dequantize)
+    and the scalar path (plain dequantize) give different outputs."""
+    C = _rules()
+    a = np.arange(256, dtype=np.int64).repeat(256)
+    b = np.tile(np.arange(256, dtype=np.int64), 256)
+    for _ in range(400):
+        sa = rand_scale(rng, -3, 0)
+        sb = f32(sa * 10 ** rng.uniform(-1.3, 1.3))
+        so = f32((sa + sb) * rng.uniform(0.4, 1.6))
+        za, zb, zo = rand_zp(rng), rand_zp(rng), rand_zp(rng)
+        def rule(deq):
+            c = deq(a, sa, za) + deq(b, sb, zb)
+            if relu:
+                c = np.maximum(c, np.float32(0))
+            return C.quantize_val(c, C.inv(so), zo)
+        idx = np.nonzero(rule(C.deq_vec) != rule(C.deq_scalar))[0]
+        if idx.size:
+            return sa, sb, so, za, zb, zo, a[idx], b[idx]
+    return None
+
+
+def adversarial_hardswish(rng):
+    C = _rules()
+    x = np.arange(256, dtype=np.int64)
+    for _ in range(4000):
+        s, z = rand_scale(rng, -2.5, -0.6), rand_zp(rng)
+        so, zo = rand_scale(rng, -2.5, -0.6), rand_zp(rng)
+        outs = []
+        for deq in (C.deq_vec, C.deq_scalar):
+            xf = deq(x, s, z)
+            x2 = np.minimum(np.maximum(xf + np.float32(3), np.float32(0)), np.float32(6))
+            outs.append(C.quantize_val(((xf * x2).astype(np.float32) / np.float32(6)).astype(np.float32), C.inv(so), zo))
+        idx = np.nonzero(outs[0] != outs[1])[0]
+        if idx.size:
+            return s, z, so, zo, x[idx]
+    return None
+
+
+def place(rng, n, base, special):
+    """put `special` values at random positions, both in the vector part [0, n - n%64)
+    and in the scalar tail"""
+    out = base.copy()
+    v = (n // 64) * 64
+    for lo, hi in ((0, v), (v, n)):
+        if hi > lo:
+            k = min(hi - lo, 6)
+            pos = rng.sample(range(lo, hi), k)
+            for p_ in pos:
+                out[p_] = special[rng.randrange(len(special))]
+    return out
+
+
 def q(x, scale, zp):
     return torch.quantize_per_tensor(x, scale, zp, torch.quint8)
 
@@ -117,6 +178,44 @@ def make_case(rng, g, op, engine):
     elif op == "dequantize":
         xq = one_input()
         t["output"] = xq.dequantize().numpy()
+    elif op in ("add", "add_relu") and engine == "fbgemm" and rng.random() < 0.5 \
+            and (adv := adversarial_add(rng, op == "add_relu")) is not None:
+        sa, sb, so, za, zb, zo, pa, pb = adv
+        if op == "add_relu" and zo == 255:
+            zo = 254
+        n_, c_ = rng.choice([1, 2, 3]), rng.choice([3, 5, 7])
+        h_, w_ = rng.choice([5, 7, 9]), rng.choice([6, 9, 11])
+        shape = (n_, c_, h_, w_)
+        n = n_ * c_ * h_ * w_
+        pair = np.stack([pa, pb], 1)
+        base_a = torch.randint(0, 256, (n,), generator=g).numpy()
+        base_b = torch.randint(0, 256, (n,), generator=g).numpy()
+        idx = place(rng, n, np.full(n, -1), list(range(len(pa))))
+        ia = np.where(idx >= 0, pair[np.maximum(idx, 0), 0], base_a)
+        ib = np.where(idx >= 0, pair[np.maximum(idx, 0), 1], base_b)
+        # float inputs exactly on the quantization grid, so quantize_per_tensor gives ia / ib
+        a = torch.from_numpy(((ia - za) * np.float64(sa)).astype(np.float32).reshape(shape))
+        b = torch.from_numpy(((ib - zb) * np.float64(sb)).astype(np.float32).reshape(shape))
+        qa, qb = q(a, sa, za), q(b, sb, zb)
+        fn = torch.ops.quantized.add if op == "add" else torch.ops.quantized.add_relu
+        y = fn(qa, qb, so, zo)
+        spec.update(shape=list(shape), input_scale=[sa, sb], input_zero_point=[za, zb], adversarial=True)
+        t.update(float_input_0=a.numpy(), float_input_1=b.numpy(),
+                 input_0=qa.int_repr().numpy(), input_1=qb.int_repr().numpy())
+        out_q(y)
+    elif op == "hardswish" and engine == "fbgemm" and rng.random() < 0.5 \
+            and (adv := adversarial_hardswish(rng)) is not None:
+        s, z, so, zo, special = adv
+        shape = (rng.choice([1, 2]), rng.choice([3, 5]), rng.choice([5, 7]), rng.choice([6, 9]))
+        n = int(np.prod(shape))
+        base = torch.randint(0, 256, (n,), generator=g).numpy()
+        xi = place(rng, n, base, list(special))
+        x = torch.from_numpy(((xi - z) * np.float64(s)).astype(np.float32).reshape(shape))
+        xq = q(x, s, z)
+        spec.update(input_scale=s, input_zero_point=z, shape=list(shape), adversarial=True)
+        t["float_input"] = x.numpy()
+        t["input"] = xq.int_repr().numpy()
+        out_q(torch.ops.quantized.hardswish(xq, so, zo))
     elif op in ("add", "add_relu"):
         shape = rand_shape(rng, big=True)
         sa = rand_scale(rng, -3, 0)
@@ -218,11 +317,13 @@ def make_case(rng, g, op, engine):
         out_q(y)
     elif op == "cat":
         n, _, h, w = rand_shape(rng)
+        if rng.random() < 0.2:
+            h = w = 1  # every input channels-last contiguous -> qcat_nhwc_kernel
         k = rng.choice([2, 2, 3])
         api = "torch.cat" if rng.random() < 0.3 else "quantized.cat"
         xs, scales, zps = [], [], []
         for j in range(k):
-            c = rng.choice([1, 2, 3, 5, 8, 13, 16, 17])
+            c = rng.choice([1, 2, 3, 5, 8, 13, 16, 17, 40, 77])
             s, z = rand_scale(rng, -3, 0), rand_zp(rng)
             if j > 0 and rng.random() < 0.25:
                 s, z = scales[0], zps[0]
