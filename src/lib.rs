@@ -12,9 +12,12 @@ pub mod cpu;
 pub mod error;
 pub mod gpu;
 pub mod layer;
+pub mod model;
+pub mod ops;
 pub mod quant;
 
 pub use error::{Error, Result};
-pub use gpu::{GpuContext, GpuLayer, GpuTensor};
+pub use gpu::{GpuContext, GpuLayer, GpuModel, GpuTensor};
 pub use layer::{Conv2dGeometry, FloatConv2d, FloatLinear, LayerKind, QLayer};
+pub use model::{Model, Value};
 pub use quant::{Activation, BatchNorm, QParams, Requant};

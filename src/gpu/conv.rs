@@ -74,7 +74,9 @@ pub struct GpuLayer {
 pub fn pack_weights(layer: &QLayer, variant: ConvVariant) -> (Vec<u32>, u32) {
     let g = &layer.geometry;
     let (cg, [kh, kw]) = (g.cin_per_group(), g.kernel);
-    let byte = |oc: usize, ci: usize, ky: usize, kx: usize| layer.weight[((oc * cg + ci) * kh + ky) * kw + kx] as u8 as u32;
+    let byte = |oc: usize, ci: usize, ky: usize, kx: usize| {
+        layer.weight[((oc * cg + ci) * kh + ky) * kw + kx] as u8 as u32
+    };
     let mut out = Vec::new();
     let kq = match variant {
         ConvVariant::Words => {
@@ -128,22 +130,37 @@ impl GpuLayer {
     /// Uploads a layer for a given kernel variant (`Gather` runs any layer).
     pub fn with_variant(ctx: &GpuContext, layer: &QLayer, variant: ConvVariant) -> Result<Self> {
         if variant == ConvVariant::Words && ConvVariant::for_layer(layer) == ConvVariant::Gather {
-            return Err(Error::config("conv2d variant", "the word-wise kernel needs one group or C/groups divisible by 4"));
+            return Err(Error::config(
+                "conv2d variant",
+                "the word-wise kernel needs one group or C/groups divisible by 4",
+            ));
         }
         let (words, kq) = pack_weights(layer, variant);
         ctx.check_storage_size("layer weights", words.len() as u64 * 4)?;
-        let epi = layer.epilogue.shifted_for_signed_input(layer.input.zero_point, &layer.weight_sums());
-        let weights = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("qfuse weights"),
-            contents: bytemuck::cast_slice(&words),
-            usage: wgpu::BufferUsages::STORAGE,
-        });
-        let chans = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("qfuse epilogue"),
-            contents: bytemuck::cast_slice(&epi.channels),
-            usage: wgpu::BufferUsages::STORAGE,
-        });
-        Ok(GpuLayer { layer: layer.clone(), variant, weights, chans, kq })
+        let epi = layer
+            .epilogue
+            .shifted_for_signed_input(layer.input.zero_point, &layer.weight_sums());
+        let weights = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("qfuse weights"),
+                contents: bytemuck::cast_slice(&words),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+        let chans = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("qfuse epilogue"),
+                contents: bytemuck::cast_slice(&epi.channels),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+        Ok(GpuLayer {
+            layer: layer.clone(),
+            variant,
+            weights,
+            chans,
+            kq,
+        })
     }
 
     pub fn layer(&self) -> &QLayer {
@@ -163,11 +180,19 @@ impl GpuLayer {
         let out_shape = self.layer.output_shape(input_shape)?;
         let g = &self.layer.geometry;
         let (n, c, h, w) = super::layout::nchw(input_shape)?;
-        let (oh, ow) = if self.layer.kind == LayerKind::Linear { (1, 1) } else { (out_shape[2], out_shape[3]) };
+        let (oh, ow) = if self.layer.kind == LayerKind::Linear {
+            (1, 1)
+        } else {
+            (out_shape[2], out_shape[3])
+        };
         let o4 = g.out_channels.div_ceil(4);
         let total = (n * oh * ow * o4) as u64;
         if total > u32::MAX as u64 / 2 {
-            return Err(Error::TooLarge { what: "conv2d output words".into(), needed: total, limit: u32::MAX as u64 / 2 });
+            return Err(Error::TooLarge {
+                what: "conv2d output words".into(),
+                needed: total,
+                limit: u32::MAX as u64 / 2,
+            });
         }
         let zp = self.layer.input.zero_point as u32;
         let e = &self.layer.epilogue;
@@ -202,38 +227,77 @@ impl GpuLayer {
 
     /// Records this layer's one dispatch, reading `input` and writing `output`
     /// (which must be large enough for the output shape).
-    pub fn encode(&self, ctx: &GpuContext, encoder: &mut wgpu::CommandEncoder, input: &GpuTensor, output: &wgpu::Buffer) -> Result<Vec<usize>> {
+    pub fn encode(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        input: &GpuTensor,
+        output: &wgpu::Buffer,
+    ) -> Result<Vec<usize>> {
         if input.qparams() != self.layer.input {
             return Err(Error::qparams(
                 "conv2d input",
-                format!("tensor has {:?}, the layer was quantized for {:?}", input.qparams(), self.layer.input),
+                format!(
+                    "tensor has {:?}, the layer was quantized for {:?}",
+                    input.qparams(),
+                    self.layer.input
+                ),
             ));
         }
         let (params, out_shape) = self.params(input.shape())?;
         let out_bytes = GpuTensor::gpu_bytes(&out_shape)?;
         ctx.check_storage_size("conv2d output", out_bytes)?;
         if output.size() < out_bytes {
-            return Err(Error::shape("conv2d output buffer", format!("{} bytes, {out_bytes} needed", output.size())));
+            return Err(Error::shape(
+                "conv2d output buffer",
+                format!("{} bytes, {out_bytes} needed", output.size()),
+            ));
         }
-        let pipeline = ctx.pipeline(Kernel::Conv2d, &[("WG", WG as f64), ("GATHER", (self.variant == ConvVariant::Gather) as u8 as f64)])?;
-        let uniform = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("qfuse conv params"),
-            contents: bytemuck::bytes_of(&params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+        let pipeline = ctx.pipeline(
+            Kernel::Conv2d,
+            &[
+                ("WG", WG as f64),
+                ("GATHER", (self.variant == ConvVariant::Gather) as u8 as f64),
+            ],
+        )?;
+        let uniform = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("qfuse conv params"),
+                contents: bytemuck::bytes_of(&params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
         let bind = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("qfuse conv"),
             layout: &pipeline.get_bind_group_layout(0),
             entries: &[
-                wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 1, resource: input.buffer.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 2, resource: self.weights.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 3, resource: self.chans.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 4, resource: output.as_entire_binding() },
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: uniform.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: input.buffer.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: self.weights.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: self.chans.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 4,
+                    resource: output.as_entire_binding(),
+                },
             ],
         });
         let (gx, gy) = dispatch_size(ctx, params.total.div_ceil(WG))?;
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("qfuse conv2d"), timestamp_writes: None });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("qfuse conv2d"),
+            timestamp_writes: None,
+        });
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind, &[]);
         pass.dispatch_workgroups(gx, gy, 1);
@@ -262,7 +326,11 @@ pub(crate) fn dispatch_size(ctx: &GpuContext, groups: u32) -> Result<(u32, u32)>
     }
     let gy = groups.div_ceil(max);
     if gy > max {
-        return Err(Error::TooLarge { what: "dispatch workgroups".into(), needed: groups as u64, limit: max as u64 * max as u64 });
+        return Err(Error::TooLarge {
+            what: "dispatch workgroups".into(),
+            needed: groups as u64,
+            limit: max as u64 * max as u64,
+        });
     }
     Ok((max, gy))
 }

@@ -4,9 +4,11 @@
 
 mod context;
 mod conv;
+mod graph;
 pub mod layout;
 mod tensor;
 
 pub use context::{AdapterReport, GpuContext, Kernel};
 pub use conv::{ConvParams, ConvVariant, GpuLayer};
+pub use graph::GpuModel;
 pub use tensor::GpuTensor;

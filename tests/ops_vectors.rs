@@ -1,0 +1,225 @@
+//! Each op alone against vectors made by PyTorch's quantized operators
+//! (`tests/data/ops`, made by `tools/gen_ops.py`): the op runs as a one-node
+//! model on the CPU reference and on the GPU, and both equal PyTorch's output
+//! bit for bit.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{first_mismatch, first_mismatch_bits, gpu, TensorFile};
+use qfuse::model::{DType, Model, Node, Op, TensorInfo, Value};
+use qfuse::ops::{AvgPoolOpts, Pool2d};
+use qfuse::{GpuContext, QParams, Requant};
+
+fn pair(v: &serde_json::Value) -> [usize; 2] {
+    [
+        v[0].as_u64().unwrap() as usize,
+        v[1].as_u64().unwrap() as usize,
+    ]
+}
+
+fn qp(s: &serde_json::Value, z: &serde_json::Value) -> QParams {
+    QParams::new(s.as_f64().unwrap() as f32, z.as_i64().unwrap() as i32).unwrap()
+}
+
+/// The case as a one-node model, its inputs and PyTorch's output.
+fn case_model(f: &TensorFile) -> (Model, Vec<Value>, Value) {
+    let m = f.meta("case");
+    let op_name = m["op"].as_str().unwrap();
+    let engine = Requant::parse(m["engine"].as_str().unwrap()).unwrap();
+    let out_q = || qp(&m["output_scale"], &m["output_zero_point"]);
+    let n_in = if f.has("input_0") {
+        m["input_scale"].as_array().unwrap().len()
+    } else {
+        1
+    };
+    let in_name = |i: usize| {
+        if n_in == 1 && f.has("input") {
+            "input".to_string()
+        } else {
+            format!("input_{i}")
+        }
+    };
+    let in_q = |i: usize| {
+        if m["input_scale"].is_array() {
+            qp(&m["input_scale"][i], &m["input_zero_point"][i])
+        } else {
+            qp(&m["input_scale"], &m["input_zero_point"])
+        }
+    };
+    let pool = || Pool2d {
+        kernel: pair(&m["kernel"]),
+        stride: pair(&m["stride"]),
+        padding: pair(&m["padding"]),
+        dilation: if m["dilation"].is_null() {
+            [1, 1]
+        } else {
+            pair(&m["dilation"])
+        },
+        ceil_mode: m["ceil_mode"].as_bool().unwrap(),
+    };
+    let op = match op_name {
+        "quantize" => Op::Quantize(out_q()),
+        "dequantize" => Op::Dequantize,
+        "add" | "add_relu" => Op::Add {
+            relu: op_name == "add_relu",
+            out: out_q(),
+        },
+        "max_pool2d" => Op::MaxPool2d(pool()),
+        "avg_pool2d" => Op::AvgPool2d(
+            pool(),
+            AvgPoolOpts {
+                count_include_pad: m["count_include_pad"].as_bool().unwrap(),
+                divisor_override: m["divisor_override"].as_u64().map(|d| d as usize),
+            },
+        ),
+        "adaptive_avg_pool2d" => Op::AdaptiveAvgPool2d(pair(&m["output_size"])),
+        "mean" => Op::Mean {
+            keepdim: m["keepdim"].as_bool().unwrap(),
+        },
+        "relu" => Op::Relu,
+        "relu6" => Op::Relu6,
+        "hardtanh" => Op::Hardtanh {
+            min: m["min_val"].as_f64().unwrap() as f32,
+            max: m["max_val"].as_f64().unwrap() as f32,
+        },
+        "hardswish" => Op::Hardswish(out_q()),
+        "cat" => Op::Cat(out_q()),
+        other => panic!("unknown op {other}"),
+    };
+    let (mut inputs, mut values) = (Vec::new(), Vec::new());
+    if op_name == "quantize" {
+        let shape = f.shape("float_input");
+        inputs.push((
+            "x".to_string(),
+            TensorInfo {
+                shape: shape[1..].to_vec(),
+                dtype: DType::F32,
+            },
+        ));
+        values.push(Value::F32 {
+            data: f.f32("float_input"),
+            shape,
+        });
+    } else {
+        for i in 0..n_in {
+            let name = in_name(i);
+            let shape = f.shape(&name);
+            inputs.push((
+                format!("x{i}"),
+                TensorInfo {
+                    shape: shape[1..].to_vec(),
+                    dtype: DType::QUInt8(in_q(i)),
+                },
+            ));
+            values.push(Value::Q {
+                data: f.u8(&name),
+                shape,
+                q: in_q(i),
+            });
+        }
+    }
+    let node = Node {
+        name: "y".into(),
+        op,
+        inputs: inputs.iter().map(|(n, _)| n.clone()).collect(),
+    };
+    let model = Model::new(engine, inputs, vec!["y".into()], vec![node])
+        .unwrap_or_else(|e| panic!("{}: {e}", m["name"]));
+    let oshape = f.shape("output");
+    let want = if op_name == "dequantize" {
+        Value::F32 {
+            data: f.f32("output"),
+            shape: oshape,
+        }
+    } else {
+        let q = if op_name == "max_pool2d"
+            || op_name == "avg_pool2d"
+            || op_name.starts_with("adaptive")
+            || op_name == "mean"
+            || op_name.starts_with("relu")
+            || op_name == "hardtanh"
+        {
+            in_q(0)
+        } else {
+            out_q()
+        };
+        Value::Q {
+            data: f.u8("output"),
+            shape: oshape,
+            q,
+        }
+    };
+    (model, values, want)
+}
+
+fn compare(got: &Value, want: &Value) -> Option<String> {
+    if got.shape() != want.shape() {
+        return Some(format!("shape {:?}, want {:?}", got.shape(), want.shape()));
+    }
+    match (got, want) {
+        (Value::Q { data: g, q: gq, .. }, Value::Q { data: w, q: wq, .. }) => {
+            if gq != wq {
+                return Some(format!("qparams {gq:?}, want {wq:?}"));
+            }
+            first_mismatch(g, w)
+        }
+        (Value::F32 { data: g, .. }, Value::F32 { data: w, .. }) => first_mismatch_bits(g, w),
+        _ => Some("dtype differs".into()),
+    }
+}
+
+fn cases() -> Vec<PathBuf> {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ops");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn run_all(ctx: Option<&GpuContext>) {
+    let files = cases();
+    assert!(
+        files.len() >= 200,
+        "expected the committed op vectors, found {}",
+        files.len()
+    );
+    let (mut passed, mut failed) = (0, 0);
+    for p in &files {
+        let f = TensorFile::open(p);
+        let name = f.meta("case")["name"].as_str().unwrap().to_string();
+        let (model, inputs, want) = case_model(&f);
+        let got = match ctx {
+            None => model.run_cpu(&inputs),
+            Some(ctx) => qfuse::GpuModel::new(ctx, &model).and_then(|g| g.run(ctx, &inputs)),
+        };
+        let problem = match got {
+            Ok(out) => compare(&out[0], &want),
+            Err(e) => Some(e.to_string()),
+        };
+        match problem {
+            None => passed += 1,
+            Some(m) => {
+                failed += 1;
+                println!(
+                    "FAIL {name} ({}): {m}",
+                    if ctx.is_some() { "GPU" } else { "CPU" }
+                );
+            }
+        }
+    }
+    println!(
+        "{}: {passed} passed, {failed} failed",
+        if ctx.is_some() { "GPU" } else { "CPU" }
+    );
+    assert_eq!(failed, 0);
+}
+
+#[test]
+fn ops_on_cpu_equal_pytorch() {
+    run_all(None);
+}
