@@ -14,6 +14,7 @@ pub mod gpu;
 pub mod layer;
 pub mod model;
 pub mod ops;
+pub mod plan;
 pub mod quant;
 
 pub use error::{Error, Result};

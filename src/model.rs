@@ -463,7 +463,8 @@ impl Model {
         })
     }
 
-    fn check_inputs(&self, inputs: &[Value]) -> Result<usize> {
+    /// Checks inputs against the model and returns the batch size.
+    pub fn check_inputs(&self, inputs: &[Value]) -> Result<usize> {
         if inputs.len() != self.inputs.len() {
             return Err(Error::shape(
                 "model inputs",

@@ -223,3 +223,9 @@ fn run_all(ctx: Option<&GpuContext>) {
 fn ops_on_cpu_equal_pytorch() {
     run_all(None);
 }
+
+#[test]
+fn ops_on_gpu_equal_pytorch() {
+    let ctx = gpu();
+    run_all(Some(&ctx));
+}

@@ -25,18 +25,30 @@ fn log_uniform(rng: &mut Rng, lo: f32, hi: f32) -> f32 {
 
 fn random_case(seed: u64) -> Case {
     let mut rng = Rng(seed);
-    let kind = if rng.range(0, 4) == 0 { LayerKind::Linear } else { LayerKind::Conv2d };
+    let kind = if rng.range(0, 4) == 0 {
+        LayerKind::Linear
+    } else {
+        LayerKind::Conv2d
+    };
     let large = seed % 50 == 7; // a few long reductions
     let (geom, shape) = match kind {
         LayerKind::Linear => {
-            let k = if large { rng.range(4097, 6000) } else { rng.pick(&[1, 2, 3, 4, 5, 7, 8, 15, 16, 33, 64, 100, 257]) };
+            let k = if large {
+                rng.range(4097, 6000)
+            } else {
+                rng.pick(&[1, 2, 3, 4, 5, 7, 8, 15, 16, 33, 64, 100, 257])
+            };
             let o = rng.pick(&[1, 2, 3, 4, 5, 9, 10, 16, 31, 64]);
             (Conv2dGeometry::linear(k, o), vec![rng.range(1, 4), k])
         }
         LayerKind::Conv2d => {
             let style = rng.range(0, 3);
             let (cin, cout, groups) = match style {
-                0 => (rng.pick(&[1, 2, 3, 4, 5, 7, 8, 13, 16, 32]), rng.pick(&[1, 3, 4, 5, 8, 12, 17]), 1),
+                0 => (
+                    rng.pick(&[1, 2, 3, 4, 5, 7, 8, 13, 16, 32]),
+                    rng.pick(&[1, 3, 4, 5, 8, 12, 17]),
+                    1,
+                ),
                 1 => {
                     // depthwise, channel multiplier 1..3
                     let c = rng.pick(&[1, 2, 3, 4, 5, 8, 11, 16]);
@@ -51,17 +63,32 @@ fn random_case(seed: u64) -> Case {
                     (rng.pick(&[460, 512, 520]), rng.range(1, 6), 1)
                 }
             };
-            let (cin, cout, groups) = if large { (rng.pick(&[460, 512, 520]), rng.range(1, 6), 1) } else { (cin, cout, groups) };
+            let (cin, cout, groups) = if large {
+                (rng.pick(&[460, 512, 520]), rng.range(1, 6), 1)
+            } else {
+                (cin, cout, groups)
+            };
             let kernel = [rng.range(1, 5), rng.range(1, 5)];
             let kernel = if large { [3, 3] } else { kernel };
             let stride = [rng.range(1, 3), rng.range(1, 3)];
             let dilation = [rng.range(1, 2), rng.range(1, 2)];
-            let padding = [rng.range(0, kernel[0] / 2 + 1), rng.range(0, kernel[1] / 2 + 1)];
-            let g = Conv2dGeometry::new(cin, cout, kernel).stride(stride).padding(padding).dilation(dilation).groups(groups);
+            let padding = [
+                rng.range(0, kernel[0] / 2 + 1),
+                rng.range(0, kernel[1] / 2 + 1),
+            ];
+            let g = Conv2dGeometry::new(cin, cout, kernel)
+                .stride(stride)
+                .padding(padding)
+                .dilation(dilation)
+                .groups(groups);
             let span = |i: usize| dilation[i] * (kernel[i] - 1) + 1;
             let min_h = span(0).saturating_sub(2 * padding[0]).max(1);
             let min_w = span(1).saturating_sub(2 * padding[1]).max(1);
-            let (h, w) = if large { (rng.range(3, 6), rng.range(3, 6)) } else { (rng.range(min_h, min_h + 9), rng.range(min_w, min_w + 9)) };
+            let (h, w) = if large {
+                (rng.range(3, 6), rng.range(3, 6))
+            } else {
+                (rng.range(min_h, min_h + 9), rng.range(min_w, min_w + 9))
+            };
             (g, vec![rng.range(1, 3), cin, h.max(min_h), w.max(min_w)])
         }
     };
@@ -78,17 +105,30 @@ fn random_case(seed: u64) -> Case {
     let w_scales: Vec<f32> = if rng.range(0, 1) == 0 {
         vec![log_uniform(&mut rng, 1e-4, 1.0); geom.out_channels]
     } else {
-        (0..geom.out_channels).map(|_| log_uniform(&mut rng, 1e-4, 1.0)).collect()
+        (0..geom.out_channels)
+            .map(|_| log_uniform(&mut rng, 1e-4, 1.0))
+            .collect()
     };
     // Output scale around the accumulator's typical magnitude, with a spread
     // that saturates some layers and magnifies others.
     let typical = s_in * w_scales[0] * 128.0 * 40.0 * k.sqrt();
     let s_out = typical * log_uniform(&mut rng, 0.01, 10.0);
     // Bias up to a few typical accumulators, in each channel's own units.
-    let bias: Vec<f32> = w_scales.iter().map(|&sw| (rng.f32() - 0.5) * 4.0 * s_in * sw * 128.0 * 40.0 * k.sqrt()).collect();
+    let bias: Vec<f32> = w_scales
+        .iter()
+        .map(|&sw| (rng.f32() - 0.5) * 4.0 * s_in * sw * 128.0 * 40.0 * k.sqrt())
+        .collect();
     let out = QParams::new(s_out, zp(&mut rng)).unwrap();
-    let act = if rng.range(0, 1) == 0 { Activation::None } else { Activation::Relu };
-    let rule = if rng.range(0, 1) == 0 { Requant::Fbgemm } else { Requant::Qnnpack };
+    let act = if rng.range(0, 1) == 0 {
+        Activation::None
+    } else {
+        Activation::Relu
+    };
+    let rule = if rng.range(0, 1) == 0 {
+        Requant::Fbgemm
+    } else {
+        Requant::Qnnpack
+    };
     let mut weight = rng.i8s(geom.weight_len());
     let mut input = rng.bytes(shape.iter().product());
     if large && seed % 100 == 7 {
@@ -100,16 +140,36 @@ fn random_case(seed: u64) -> Case {
             *x = 255 - *x % 3;
         }
     }
-    let layer = QLayer::new(kind, geom, weight, w_scales, bias, QParams::new(s_in, in_zp).unwrap(), out, act, rule)
-        .unwrap_or_else(|e| panic!("seed {seed}: building the layer failed: {e}"));
-    Case { layer, input, shape }
+    let layer = QLayer::new(
+        kind,
+        geom,
+        weight,
+        w_scales,
+        bias,
+        QParams::new(s_in, in_zp).unwrap(),
+        out,
+        act,
+        rule,
+    )
+    .unwrap_or_else(|e| panic!("seed {seed}: building the layer failed: {e}"));
+    Case {
+        layer,
+        input,
+        shape,
+    }
 }
 
 #[test]
 fn gpu_equals_cpu_on_random_layers() {
     let ctx = gpu();
-    let count: u64 = std::env::var("QFUSE_RANDOM_LAYERS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
-    let base: u64 = std::env::var("QFUSE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed);
+    let count: u64 = std::env::var("QFUSE_RANDOM_LAYERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let base: u64 = std::env::var("QFUSE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed);
     let (mut runs, mut failures, mut over_2_24) = (0, Vec::new(), 0);
     let mut nonconstant = 0;
     for i in 0..count {
@@ -144,8 +204,23 @@ fn gpu_equals_cpu_on_random_layers() {
     for f in failures.iter().take(10) {
         println!("MISMATCH {f}");
     }
-    println!("{} passed, {} failed", runs - failures.len(), failures.len());
-    assert!(failures.is_empty(), "{} GPU runs differ from the CPU reference; first: {}", failures.len(), failures[0]);
-    assert!(over_2_24 >= 1, "no layer crossed 2^24: the test lost its coverage");
-    assert!(nonconstant as u64 > count * 3 / 4, "too many constant outputs ({nonconstant} of {count} vary): the scales are off");
+    println!(
+        "{} passed, {} failed",
+        runs - failures.len(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} GPU runs differ from the CPU reference; first: {}",
+        failures.len(),
+        failures[0]
+    );
+    assert!(
+        over_2_24 >= 1,
+        "no layer crossed 2^24: the test lost its coverage"
+    );
+    assert!(
+        nonconstant as u64 > count * 3 / 4,
+        "too many constant outputs ({nonconstant} of {count} vary): the scales are off"
+    );
 }

@@ -6,10 +6,14 @@ use std::path::Path;
 
 fn parse(path: &Path) -> naga::Module {
     let src = std::fs::read_to_string(path).unwrap();
-    let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
-    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
-        .validate(&module)
+    let module = naga::front::wgsl::parse_str(&src)
         .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
     module
 }
 
@@ -38,7 +42,11 @@ fn every_shader_parses_and_validates() {
     }
     assert!(n >= 1, "no shaders found in {}", dir.display());
     // Every file is also registered as a kernel the context can compile.
-    assert_eq!(n, qfuse::gpu::Kernel::ALL.len(), "shaders/ and Kernel::ALL disagree");
+    assert_eq!(
+        n,
+        qfuse::gpu::Kernel::ALL.len(),
+        "shaders/ and Kernel::ALL disagree"
+    );
     for k in qfuse::gpu::Kernel::ALL {
         assert!(dir.join(k.file()).exists(), "{} missing", k.file());
     }
@@ -48,6 +56,12 @@ fn every_shader_parses_and_validates() {
 fn host_structs_match_wgsl_layout() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
     let conv = parse(&dir.join("conv2d.wgsl"));
-    assert_eq!(struct_size(&conv, "Params") as usize, std::mem::size_of::<qfuse::gpu::ConvParams>());
-    assert_eq!(struct_size(&conv, "Chan") as usize, std::mem::size_of::<qfuse::quant::ChannelEpilogue>());
+    assert_eq!(
+        struct_size(&conv, "Params") as usize,
+        std::mem::size_of::<qfuse::gpu::ConvParams>()
+    );
+    assert_eq!(
+        struct_size(&conv, "Chan") as usize,
+        std::mem::size_of::<qfuse::quant::ChannelEpilogue>()
+    );
 }

@@ -9,15 +9,29 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     Conv2d,
+    Quantize,
+    Lut,
+    Add,
+    Pool,
 }
 
 impl Kernel {
-    pub const ALL: &'static [Kernel] = &[Kernel::Conv2d];
+    pub const ALL: &'static [Kernel] = &[
+        Kernel::Conv2d,
+        Kernel::Quantize,
+        Kernel::Lut,
+        Kernel::Add,
+        Kernel::Pool,
+    ];
 
     /// The file name under `shaders/`.
     pub fn file(self) -> &'static str {
         match self {
             Kernel::Conv2d => "conv2d.wgsl",
+            Kernel::Quantize => "quantize.wgsl",
+            Kernel::Lut => "lut.wgsl",
+            Kernel::Add => "add.wgsl",
+            Kernel::Pool => "pool.wgsl",
         }
     }
 
@@ -25,7 +39,28 @@ impl Kernel {
     pub fn source(self) -> &'static str {
         match self {
             Kernel::Conv2d => include_str!("../../shaders/conv2d.wgsl"),
+            Kernel::Quantize => include_str!("../../shaders/quantize.wgsl"),
+            Kernel::Lut => include_str!("../../shaders/lut.wgsl"),
+            Kernel::Add => include_str!("../../shaders/add.wgsl"),
+            Kernel::Pool => include_str!("../../shaders/pool.wgsl"),
         }
+    }
+}
+
+/// One recorded compute dispatch: pipeline, bindings and workgroup counts.
+pub struct Dispatch {
+    pub pipeline: wgpu::ComputePipeline,
+    pub bind: wgpu::BindGroup,
+    pub groups: (u32, u32),
+    pub label: &'static str,
+}
+
+impl Dispatch {
+    /// Records the dispatch into a compute pass.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind, &[]);
+        pass.dispatch_workgroups(self.groups.0, self.groups.1, 1);
     }
 }
 
@@ -252,6 +287,51 @@ impl GpuContext {
         Ok(pipeline)
     }
 
+    /// Builds one dispatch of `kernel`: binding 0 is a uniform block holding
+    /// `uniform`, bindings 1.. are `buffers` in order; `invocations` threads in
+    /// workgroups of `wg`.
+    pub fn dispatch(
+        &self,
+        kernel: Kernel,
+        constants: &[(&str, f64)],
+        uniform: &[u8],
+        buffers: &[&wgpu::Buffer],
+        invocations: u32,
+        wg: u32,
+    ) -> Result<Dispatch> {
+        use wgpu::util::DeviceExt;
+        let pipeline = self.pipeline(kernel, constants)?;
+        let ubuf = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(kernel.file()),
+                contents: uniform,
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: ubuf.as_entire_binding(),
+        }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
+        }
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.file()),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let groups = super::conv::dispatch_size(self, invocations.div_ceil(wg))?;
+        Ok(Dispatch {
+            pipeline,
+            bind,
+            groups,
+            label: kernel.file(),
+        })
+    }
+
     /// Number of pipelines compiled so far (for tests and reports).
     pub fn cached_pipelines(&self) -> usize {
         self.pipelines.lock().unwrap().len()
@@ -293,6 +373,12 @@ impl GpuContext {
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
         self.submit_and_wait(enc)?;
+        self.map_read(&staging, bytes)
+    }
+
+    /// Maps a MAP_READ buffer whose copy was already submitted and returns its
+    /// first `bytes`.
+    pub fn map_read(&self, staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);

@@ -225,6 +225,45 @@ impl GpuLayer {
         Ok((p, out_shape))
     }
 
+    /// Builds this layer's one dispatch reading `input` (an NHWC4 tensor of
+    /// `input_shape` quantized with `input_q`) and writing `output`.
+    pub fn dispatch(
+        &self,
+        ctx: &GpuContext,
+        input: &wgpu::Buffer,
+        input_shape: &[usize],
+        input_q: crate::quant::QParams,
+        output: &wgpu::Buffer,
+    ) -> Result<super::Dispatch> {
+        if input_q != self.layer.input {
+            return Err(Error::qparams(
+                "conv2d input",
+                format!(
+                    "tensor has {:?}, the layer was quantized for {:?}",
+                    input_q, self.layer.input
+                ),
+            ));
+        }
+        let (params, out_shape) = self.params(input_shape)?;
+        let out_bytes = GpuTensor::gpu_bytes(&out_shape)?;
+        ctx.check_storage_size("conv2d output", out_bytes)?;
+        if output.size() < out_bytes {
+            return Err(Error::shape(
+                "conv2d output buffer",
+                format!("{} bytes, {out_bytes} needed", output.size()),
+            ));
+        }
+        let gather = (self.variant == ConvVariant::Gather) as u8 as f64;
+        ctx.dispatch(
+            Kernel::Conv2d,
+            &[("WG", WG as f64), ("GATHER", gather)],
+            bytemuck::bytes_of(&params),
+            &[input, &self.weights, &self.chans, output],
+            params.total,
+            WG,
+        )
+    }
+
     /// Records this layer's one dispatch, reading `input` and writing `output`
     /// (which must be large enough for the output shape).
     pub fn encode(
@@ -234,73 +273,13 @@ impl GpuLayer {
         input: &GpuTensor,
         output: &wgpu::Buffer,
     ) -> Result<Vec<usize>> {
-        if input.qparams() != self.layer.input {
-            return Err(Error::qparams(
-                "conv2d input",
-                format!(
-                    "tensor has {:?}, the layer was quantized for {:?}",
-                    input.qparams(),
-                    self.layer.input
-                ),
-            ));
-        }
-        let (params, out_shape) = self.params(input.shape())?;
-        let out_bytes = GpuTensor::gpu_bytes(&out_shape)?;
-        ctx.check_storage_size("conv2d output", out_bytes)?;
-        if output.size() < out_bytes {
-            return Err(Error::shape(
-                "conv2d output buffer",
-                format!("{} bytes, {out_bytes} needed", output.size()),
-            ));
-        }
-        let pipeline = ctx.pipeline(
-            Kernel::Conv2d,
-            &[
-                ("WG", WG as f64),
-                ("GATHER", (self.variant == ConvVariant::Gather) as u8 as f64),
-            ],
-        )?;
-        let uniform = ctx
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("qfuse conv params"),
-                contents: bytemuck::bytes_of(&params),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-        let bind = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("qfuse conv"),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: uniform.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: input.buffer.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: self.weights.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 3,
-                    resource: self.chans.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 4,
-                    resource: output.as_entire_binding(),
-                },
-            ],
-        });
-        let (gx, gy) = dispatch_size(ctx, params.total.div_ceil(WG))?;
+        let out_shape = self.layer.output_shape(input.shape())?;
+        let d = self.dispatch(ctx, &input.buffer, input.shape(), input.qparams(), output)?;
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("qfuse conv2d"),
             timestamp_writes: None,
         });
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups(gx, gy, 1);
+        d.record(&mut pass);
         Ok(out_shape)
     }
 

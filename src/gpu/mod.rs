@@ -8,7 +8,12 @@ mod graph;
 pub mod layout;
 mod tensor;
 
-pub use context::{AdapterReport, GpuContext, Kernel};
+pub use context::{AdapterReport, Dispatch, GpuContext, Kernel};
 pub use conv::{ConvParams, ConvVariant, GpuLayer};
 pub use graph::GpuModel;
+
+/// The uniform blocks of the op kernels (checked against the WGSL in tests).
+pub mod ops_params {
+    pub use super::graph::{AddParams, LutParams, PoolParams, QuantizeParams};
+}
 pub use tensor::GpuTensor;
