@@ -8,11 +8,13 @@
 //! - [`cpu`]: the plain-loop CPU reference (the oracle).
 //! - [`gpu`]: the context and the WGSL kernels.
 
+pub mod bundled;
 pub mod cpu;
 pub mod error;
 pub mod gpu;
 pub mod layer;
 pub mod model;
+pub mod npy;
 pub mod ops;
 pub mod plan;
 pub mod quant;
