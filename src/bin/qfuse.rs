@@ -14,7 +14,11 @@ use qfuse::model::{DType, Model, Op};
 use qfuse::{GpuContext, GpuModel, Value};
 
 #[derive(Parser)]
-#[command(name = "qfuse", version, about = "Run PyTorch-quantized int8 models on any GPU, bit-exact")]
+#[command(
+    name = "qfuse",
+    version,
+    about = "Run PyTorch-quantized int8 models on any GPU, bit-exact"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -67,7 +71,11 @@ fn fmt_bytes(b: u64) -> String {
 
 fn info(model: &str, batch: usize) -> qfuse::Result<()> {
     let m = load(model)?;
-    println!("model {model}: engine {}, {} nodes", m.engine.name(), m.nodes.len());
+    println!(
+        "model {model}: engine {}, {} nodes",
+        m.engine.name(),
+        m.nodes.len()
+    );
     for (name, i) in &m.inputs {
         println!("  input  {name:<24} {:?} {}", i.shape, dtype(&i.dtype));
     }
@@ -90,11 +98,23 @@ fn info(model: &str, batch: usize) -> qfuse::Result<()> {
             Op::Linear(l) => format!(" {} {}", l.activation.name(), l.requant.name()),
             _ => String::new(),
         };
-        println!("  {:<20} {:<24} <- {:<30} {:?} {}{extra}", n.op.name(), n.name, n.inputs.join(", "), i.shape, dtype(&i.dtype));
+        println!(
+            "  {:<20} {:<24} <- {:<30} {:?} {}{extra}",
+            n.op.name(),
+            n.name,
+            n.inputs.join(", "),
+            i.shape,
+            dtype(&i.dtype)
+        );
     }
     println!("  outputs: {}", m.outputs.join(", "));
     let (wi, wf) = m.weight_bytes();
-    println!("weights: int8 {} vs f32 {} ({:.3}x)", fmt_bytes(wi as u64), fmt_bytes(wf as u64), wi as f64 / wf.max(1) as f64);
+    println!(
+        "weights: int8 {} vs f32 {} ({:.3}x)",
+        fmt_bytes(wi as u64),
+        fmt_bytes(wf as u64),
+        wi as f64 / wf.max(1) as f64
+    );
     let p = qfuse::plan::plan(&m, batch)?;
     println!(
         "activations (batch {batch}): planned peak int8 {} in {} buffers (all tensors {}); f32 peak {} ({:.3}x)",
@@ -133,7 +153,11 @@ fn run(model: &str, input: &str, output: &str, cpu: bool) -> qfuse::Result<()> {
     };
     let y = &out[0];
     qfuse::npy::write_f32(output, &y.to_f32(), y.shape())?;
-    eprintln!("wrote {output}: {:?} float32 ({})", y.shape(), if cpu { "CPU reference" } else { "GPU" });
+    eprintln!(
+        "wrote {output}: {:?} float32 ({})",
+        y.shape(),
+        if cpu { "CPU reference" } else { "GPU" }
+    );
     Ok(())
 }
 
@@ -141,7 +165,10 @@ fn adapters() -> qfuse::Result<()> {
     let all = GpuContext::list_adapters();
     println!("adapters wgpu sees ({}):", all.len());
     for a in &all {
-        println!("  {} ({:?}, {:?}, driver {} {})", a.name, a.backend, a.device_type, a.driver, a.driver_info);
+        println!(
+            "  {} ({:?}, {:?}, driver {} {})",
+            a.name, a.backend, a.device_type, a.driver, a.driver_info
+        );
     }
     let ctx = GpuContext::new()?;
     println!("chosen: {}", ctx.report());
@@ -152,7 +179,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Info { model, batch } => info(&model, batch),
-        Cmd::Run { model, input, output, cpu } => run(&model, &input, &output, cpu),
+        Cmd::Run {
+            model,
+            input,
+            output,
+            cpu,
+        } => run(&model, &input, &output, cpu),
         Cmd::Adapters => adapters(),
     };
     match r {
