@@ -1,0 +1,269 @@
+//! The model file: a round trip keeps every bit, and each kind of bad file is
+//! an error that says what is wrong (never a panic).
+
+use std::collections::HashMap;
+
+use qfuse::model::{Model, Value};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use serde_json::{json, Value as Json};
+
+fn digits_bytes() -> Vec<u8> {
+    qfuse::bundled::DIGITS_MODEL_BYTES.to_vec()
+}
+
+/// Re-serializes a model file after editing its header JSON and its tensors.
+fn rewrite(
+    bytes: &[u8],
+    edit_header: impl FnOnce(&mut Json),
+    edit_tensors: impl FnOnce(&mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>),
+) -> Vec<u8> {
+    let st = SafeTensors::deserialize(bytes).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(bytes).unwrap();
+    let mut header: Json =
+        serde_json::from_str(&meta.metadata().as_ref().unwrap()["qfuse"]).unwrap();
+    edit_header(&mut header);
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| {
+            (
+                n.to_string(),
+                t.dtype(),
+                t.shape().to_vec(),
+                t.data().to_vec(),
+            )
+        })
+        .collect();
+    edit_tensors(&mut tensors);
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize(
+        views,
+        Some(HashMap::from([("qfuse".to_string(), header.to_string())])),
+    )
+    .unwrap()
+}
+
+fn err_of(bytes: &[u8]) -> String {
+    match Model::from_bytes(bytes) {
+        Ok(_) => panic!("a bad file loaded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn node<'a>(h: &'a mut Json, name: &str) -> &'a mut Json {
+    h["nodes"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|n| n["name"] == name)
+        .unwrap()
+}
+
+#[test]
+fn round_trip_keeps_every_bit() {
+    let m = qfuse::bundled::digits_model().unwrap();
+    let bytes = m.to_bytes().unwrap();
+    let m2 = Model::from_bytes(&bytes).unwrap();
+    assert_eq!(
+        m2.to_bytes().unwrap(),
+        bytes,
+        "serialize(load(serialize(m))) changed"
+    );
+    let x: Vec<f32> = (0..2 * 64).map(|i| (i % 17) as f32 / 16.0).collect();
+    let input = vec![Value::F32 {
+        data: x,
+        shape: vec![2, 1, 8, 8],
+    }];
+    let (a, b) = (m.run_cpu(&input).unwrap(), m2.run_cpu(&input).unwrap());
+    assert_eq!(a, b);
+    // through the file system too
+    let p = std::env::temp_dir().join(format!(
+        "qfuse-roundtrip-{}.safetensors",
+        std::process::id()
+    ));
+    m.save(&p).unwrap();
+    assert_eq!(Model::load(&p).unwrap().run_cpu(&input).unwrap(), a);
+    std::fs::remove_file(p).unwrap();
+}
+
+#[test]
+fn truncated_file() {
+    let b = digits_bytes();
+    for cut in [0, 7, 100, b.len() / 2, b.len() - 1] {
+        let e = err_of(&b[..cut]);
+        assert!(e.contains("not a valid safetensors"), "cut at {cut}: {e}");
+    }
+}
+
+#[test]
+fn corrupted_header_bytes() {
+    let mut b = digits_bytes();
+    b[12] ^= 0x55; // inside the JSON header
+    let e = err_of(&b);
+    assert!(e.contains("bad model file"), "{e}");
+    let mut b = digits_bytes();
+    b[0] = 0xff; // header length
+    assert!(err_of(&b).contains("not a valid safetensors"));
+}
+
+#[test]
+fn wrong_dtype() {
+    let b = rewrite(
+        &digits_bytes(),
+        |_| {},
+        |t| {
+            let w = t.iter_mut().find(|t| t.0 == "conv1.weight").unwrap();
+            w.1 = Dtype::U8;
+        },
+    );
+    let e = err_of(&b);
+    assert!(
+        e.contains("conv1") && e.contains("dtype U8, expected I8"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_tensor() {
+    let b = rewrite(
+        &digits_bytes(),
+        |_| {},
+        |t| t.retain(|t| t.0 != "conv2.bias"),
+    );
+    let e = err_of(&b);
+    assert!(e.contains("\"conv2.bias\" is missing"), "{e}");
+}
+
+#[test]
+fn extra_tensor() {
+    let b = rewrite(
+        &digits_bytes(),
+        |_| {},
+        |t| t.push(("stray".into(), Dtype::F32, vec![1], vec![0; 4])),
+    );
+    assert!(err_of(&b).contains("stray"));
+}
+
+#[test]
+fn dangling_node() {
+    let b = rewrite(
+        &digits_bytes(),
+        |h| node(h, "conv2")["inputs"] = json!(["nope"]),
+        |_| {},
+    );
+    let e = err_of(&b);
+    assert!(
+        e.contains("conv2") && e.contains("\"nope\"") && e.contains("dangling"),
+        "{e}"
+    );
+}
+
+#[test]
+fn cycle() {
+    let b = rewrite(
+        &digits_bytes(),
+        |h| node(h, "conv1")["inputs"] = json!(["conv2"]),
+        |_| {},
+    );
+    let e = err_of(&b);
+    assert!(e.contains("cycle"), "{e}");
+}
+
+#[test]
+fn bad_qparams() {
+    for (field, v, needle) in [
+        ("scale", json!(-1.0), "scale -1"),
+        ("scale", json!(0.0), "scale 0"),
+        ("zero_point", json!(300), "zero_point 300"),
+        ("scale", json!("x"), "must be a number"),
+    ] {
+        let b = rewrite(
+            &digits_bytes(),
+            |h| node(h, "conv2")[field] = v.clone(),
+            |_| {},
+        );
+        let e = err_of(&b);
+        assert!(
+            e.contains("conv2") && e.contains(needle),
+            "{field}={v}: {e}"
+        );
+    }
+    // a per-channel weight scale that is not positive
+    let b = rewrite(
+        &digits_bytes(),
+        |_| {},
+        |t| {
+            let s = t.iter_mut().find(|t| t.0 == "conv1.weight_scale").unwrap();
+            s.3[0..4].copy_from_slice(&(-0.5f32).to_le_bytes());
+        },
+    );
+    let e = err_of(&b);
+    assert!(
+        e.contains("conv1") && e.contains("weight scale of output channel 0"),
+        "{e}"
+    );
+    // qparams stated on an op that keeps its input's, disagreeing
+    let b = rewrite(
+        &digits_bytes(),
+        |h| {
+            let n = node(h, "pool");
+            n["scale"] = json!(0.5);
+            n["zero_point"] = json!(3);
+        },
+        |_| {},
+    );
+    assert!(err_of(&b).contains("keeps its input's"));
+}
+
+#[test]
+fn unknown_format_version() {
+    let b = rewrite(&digits_bytes(), |h| h["format_version"] = json!(99), |_| {});
+    let e = err_of(&b);
+    assert!(
+        e.contains("format_version 99") && e.contains("version 1"),
+        "{e}"
+    );
+}
+
+#[test]
+fn wrong_shapes_and_ops() {
+    let b = rewrite(
+        &digits_bytes(),
+        |_| {},
+        |t| {
+            let w = t.iter_mut().find(|t| t.0 == "conv2.weight").unwrap();
+            w.2 = vec![32, 8, 3, 3]; // C/groups 8 but the input has 16 channels
+            w.3.truncate(32 * 8 * 9);
+        },
+    );
+    let e = err_of(&b);
+    assert!(e.contains("conv2"), "{e}");
+    let b = rewrite(
+        &digits_bytes(),
+        |h| node(h, "pool")["op"] = json!("frobnicate"),
+        |_| {},
+    );
+    assert!(err_of(&b).contains("unknown op"));
+    let b = rewrite(&digits_bytes(), |h| h["engine"] = json!("x86"), |_| {});
+    assert!(err_of(&b).contains("engine"));
+    let b = rewrite(
+        &digits_bytes(),
+        |h| h["outputs"] = json!(["nothing"]),
+        |_| {},
+    );
+    assert!(err_of(&b).contains("\"nothing\""));
+}
+
+#[test]
+fn not_a_model() {
+    let b = rewrite(&digits_bytes(), |h| *h = json!({}), |_| {});
+    assert!(err_of(&b).contains("no \"format\""));
+    assert!(Model::load("/no/such/model.safetensors")
+        .unwrap_err()
+        .to_string()
+        .contains("/no/such/model.safetensors"));
+}
