@@ -6,13 +6,19 @@
 //!     cargo run --release --example fused_layer
 
 use qfuse::quant::{default_activation_spec, ObserverSpec};
-use qfuse::{Activation, BatchNorm, Conv2dGeometry, FloatConv2d, GpuContext, GpuLayer, GpuTensor, QParams, Requant};
+use qfuse::{
+    Activation, BatchNorm, Conv2dGeometry, FloatConv2d, GpuContext, GpuLayer, GpuTensor, QParams,
+    Requant,
+};
 
 /// A small deterministic generator, so the example prints the same numbers every run.
 struct Lcg(u64);
 impl Lcg {
     fn uniform(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 40) as f32 / (1u64 << 24) as f32
     }
     fn normal(&mut self) -> f32 {
@@ -22,7 +28,11 @@ impl Lcg {
 }
 
 fn observe(spec: &ObserverSpec, xs: &[f32]) -> qfuse::Result<QParams> {
-    let (lo, hi) = xs.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+    let (lo, hi) = xs
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
     let (scale, zp) = spec.qparams(lo, hi)?;
     QParams::new(scale, zp)
 }
@@ -34,7 +44,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fan_in = (cin * 9) as f32;
     let float_layer = FloatConv2d {
         geometry: geom,
-        weight: (0..geom.weight_len()).map(|_| rng.normal() / fan_in.sqrt()).collect(),
+        weight: (0..geom.weight_len())
+            .map(|_| rng.normal() / fan_in.sqrt())
+            .collect(),
         bias: Some((0..cout).map(|_| 0.1 * rng.normal()).collect()),
         batchnorm: Some(BatchNorm {
             gamma: (0..cout).map(|_| 0.5 + rng.uniform()).collect(),
@@ -46,7 +58,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         activation: Activation::Relu,
     };
     let shape = [1, cin, h, w];
-    let x: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.normal()).collect();
+    let x: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|_| rng.normal())
+        .collect();
 
     // Calibrate as a MinMax observer would (fbgemm: reduce_range activations).
     let rule = Requant::Fbgemm;
@@ -68,11 +82,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (y_cpu, _) = qfuse::cpu::run_layer(&layer, &xq, &shape)?;
 
     let same = y_gpu.iter().zip(&y_cpu).filter(|(a, b)| a == b).count();
-    let max_err = y_gpu.iter().zip(&y_float).map(|(&q, &f)| (out_q.dequantize(q) - f).abs()).fold(0f32, f32::max);
+    let max_err = y_gpu
+        .iter()
+        .zip(&y_float)
+        .map(|(&q, &f)| (out_q.dequantize(q) - f).abs())
+        .fold(0f32, f32::max);
     let (int8_bytes, f32_bytes) = layer.weight_bytes();
     println!("layer: Conv2d({cin}, {cout}, 3x3, padding 1) + BatchNorm2d + ReLU, fused; input {shape:?} -> {out_shape:?}");
-    println!("qparams: input {in_q:?}, output {out_q:?}, {} per-channel weight scales", layer.weight_scale.len());
-    println!("GPU vs CPU reference: {same} of {} outputs equal bit for bit", y_cpu.len());
+    println!(
+        "qparams: input {in_q:?}, output {out_q:?}, {} per-channel weight scales",
+        layer.weight_scale.len()
+    );
+    println!(
+        "GPU vs CPU reference: {same} of {} outputs equal bit for bit",
+        y_cpu.len()
+    );
     println!(
         "int8 vs float layer: max |error| {max_err:.5} = {:.2} output steps (scale {:.5})",
         max_err / out_q.scale,

@@ -7,7 +7,11 @@ use crate::layer::{LayerKind, QLayer};
 
 /// Exact i64 accumulators `acc[n][o][oy][ox] = Σ (x - x_zp) * w` of a conv2d
 /// over a quint8 NCHW input; padded positions hold the real value 0.
-pub fn conv2d_accumulators(layer: &QLayer, x: &[u8], shape: &[usize]) -> Result<(Vec<i64>, Vec<usize>)> {
+pub fn conv2d_accumulators(
+    layer: &QLayer,
+    x: &[u8],
+    shape: &[usize],
+) -> Result<(Vec<i64>, Vec<usize>)> {
     let out_shape = layer.output_shape(shape)?;
     check_data_len(x.len(), shape)?;
     let g = &layer.geometry;
@@ -16,7 +20,11 @@ pub fn conv2d_accumulators(layer: &QLayer, x: &[u8], shape: &[usize]) -> Result<
         [n, c, h, w] => (n, c, h, w),
         _ => unreachable!("output_shape checked the rank"),
     };
-    let (oh, ow) = if layer.kind == LayerKind::Linear { (1, 1) } else { (out_shape[2], out_shape[3]) };
+    let (oh, ow) = if layer.kind == LayerKind::Linear {
+        (1, 1)
+    } else {
+        (out_shape[2], out_shape[3])
+    };
     let (o, cg, og) = (g.out_channels, g.cin_per_group(), g.cout_per_group());
     let [kh, kw] = g.kernel;
     let zp = layer.input.zero_point as i64;
@@ -31,12 +39,16 @@ pub fn conv2d_accumulators(layer: &QLayer, x: &[u8], shape: &[usize]) -> Result<
                         let ch = grp * cg + ci;
                         for ky in 0..kh {
                             for kx in 0..kw {
-                                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.padding[0] as isize;
-                                let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.padding[1] as isize;
+                                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize
+                                    - g.padding[0] as isize;
+                                let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize
+                                    - g.padding[1] as isize;
                                 if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
                                     continue; // padding: the real value 0
                                 }
-                                let xv = x[((b * c + ch) * h + iy as usize) * w + ix as usize] as i64 - zp;
+                                let xv = x[((b * c + ch) * h + iy as usize) * w + ix as usize]
+                                    as i64
+                                    - zp;
                                 let wv = layer.weight[((oc * cg + ci) * kh + ky) * kw + kx] as i64;
                                 sum += xv * wv;
                             }
@@ -61,7 +73,12 @@ pub fn run_layer(layer: &QLayer, x: &[u8], shape: &[usize]) -> Result<(Vec<u8>, 
     for (i, &a) in acc.iter().enumerate() {
         let oc = (i / spatial) % o;
         let a32 = i32::try_from(a).map_err(|_| {
-            Error::config("accumulator", format!("output element {i} accumulates to {a}, outside i32 (PyTorch's accumulator)"))
+            Error::config(
+                "accumulator",
+                format!(
+                    "output element {i} accumulates to {a}, outside i32 (PyTorch's accumulator)"
+                ),
+            )
         })?;
         y.push(layer.epilogue.apply(oc, a32));
     }
@@ -71,7 +88,10 @@ pub fn run_layer(layer: &QLayer, x: &[u8], shape: &[usize]) -> Result<(Vec<u8>, 
 pub(crate) fn check_data_len(len: usize, shape: &[usize]) -> Result<()> {
     let want: usize = shape.iter().product();
     if len != want {
-        return Err(Error::shape("input data", format!("{len} elements for shape {shape:?} ({want} expected)")));
+        return Err(Error::shape(
+            "input data",
+            format!("{len} elements for shape {shape:?} ({want} expected)"),
+        ));
     }
     Ok(())
 }
@@ -91,10 +111,17 @@ pub fn float_conv2d(
     let (n, c, h, w) = crate::gpu::layout::nchw(shape)?;
     check_data_len(x.len(), shape)?;
     if c != geom.in_channels {
-        return Err(Error::shape("conv2d input", format!("{c} channels, the layer has {}", geom.in_channels)));
+        return Err(Error::shape(
+            "conv2d input",
+            format!("{c} channels, the layer has {}", geom.in_channels),
+        ));
     }
     let (oh, ow) = geom.output_hw(h, w)?;
-    let (o, cg, og) = (geom.out_channels, geom.cin_per_group(), geom.cout_per_group());
+    let (o, cg, og) = (
+        geom.out_channels,
+        geom.cin_per_group(),
+        geom.cout_per_group(),
+    );
     let [kh, kw] = geom.kernel;
     let mut y = vec![0f32; n * o * oh * ow];
     for b in 0..n {
@@ -106,12 +133,15 @@ pub fn float_conv2d(
                     for ci in 0..cg {
                         for ky in 0..kh {
                             for kx in 0..kw {
-                                let iy = (oy * geom.stride[0] + ky * geom.dilation[0]) as isize - geom.padding[0] as isize;
-                                let ix = (ox * geom.stride[1] + kx * geom.dilation[1]) as isize - geom.padding[1] as isize;
+                                let iy = (oy * geom.stride[0] + ky * geom.dilation[0]) as isize
+                                    - geom.padding[0] as isize;
+                                let ix = (ox * geom.stride[1] + kx * geom.dilation[1]) as isize
+                                    - geom.padding[1] as isize;
                                 if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
                                     continue;
                                 }
-                                s += x[((b * c + grp * cg + ci) * h + iy as usize) * w + ix as usize]
+                                s += x
+                                    [((b * c + grp * cg + ci) * h + iy as usize) * w + ix as usize]
                                     * weight[((oc * cg + ci) * kh + ky) * kw + kx];
                             }
                         }
@@ -122,6 +152,10 @@ pub fn float_conv2d(
             }
         }
     }
-    let out_shape = if shape.len() == 2 { vec![n, o] } else { vec![n, o, oh, ow] };
+    let out_shape = if shape.len() == 2 {
+        vec![n, o]
+    } else {
+        vec![n, o, oh, ow]
+    };
     Ok((y, out_shape))
 }

@@ -25,7 +25,11 @@ pub enum Error {
 
     /// A tensor or a dispatch is larger than the adapter allows.
     #[error("too large for the adapter: {what} needs {needed} but the limit is {limit}")]
-    TooLarge { what: String, needed: u64, limit: u64 },
+    TooLarge {
+        what: String,
+        needed: u64,
+        limit: u64,
+    },
 
     /// No GPU adapter could be found or opened.
     #[error("no GPU adapter: {0}")]
@@ -53,12 +57,21 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn shape(what: impl Into<String>, detail: impl Into<String>) -> Self {
-        Error::Shape { what: what.into(), detail: detail.into() }
+        Error::Shape {
+            what: what.into(),
+            detail: detail.into(),
+        }
     }
     pub(crate) fn config(what: impl Into<String>, detail: impl Into<String>) -> Self {
-        Error::Config { what: what.into(), detail: detail.into() }
+        Error::Config {
+            what: what.into(),
+            detail: detail.into(),
+        }
     }
     pub(crate) fn qparams(what: impl Into<String>, detail: impl Into<String>) -> Self {
-        Error::QParams { what: what.into(), detail: detail.into() }
+        Error::QParams {
+            what: what.into(),
+            detail: detail.into(),
+        }
     }
 }

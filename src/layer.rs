@@ -23,7 +23,15 @@ pub struct Conv2dGeometry {
 impl Conv2dGeometry {
     /// A convolution with stride 1, no padding, dilation 1, one group.
     pub fn new(in_channels: usize, out_channels: usize, kernel: [usize; 2]) -> Self {
-        Conv2dGeometry { in_channels, out_channels, kernel, stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1 }
+        Conv2dGeometry {
+            in_channels,
+            out_channels,
+            kernel,
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+        }
     }
     pub fn stride(mut self, s: [usize; 2]) -> Self {
         self.stride = s;
@@ -68,23 +76,42 @@ impl Conv2dGeometry {
     pub fn validate(&self) -> Result<()> {
         let g = self;
         if g.in_channels == 0 || g.out_channels == 0 {
-            return Err(Error::config("conv2d", format!("channels must be >= 1 (in {}, out {})", g.in_channels, g.out_channels)));
+            return Err(Error::config(
+                "conv2d",
+                format!(
+                    "channels must be >= 1 (in {}, out {})",
+                    g.in_channels, g.out_channels
+                ),
+            ));
         }
         if g.groups == 0 || g.in_channels % g.groups != 0 || g.out_channels % g.groups != 0 {
             return Err(Error::config(
                 "conv2d groups",
-                format!("groups {} must divide in_channels {} and out_channels {}", g.groups, g.in_channels, g.out_channels),
+                format!(
+                    "groups {} must divide in_channels {} and out_channels {}",
+                    g.groups, g.in_channels, g.out_channels
+                ),
             ));
         }
-        for (name, v) in [("kernel", g.kernel), ("stride", g.stride), ("dilation", g.dilation)] {
+        for (name, v) in [
+            ("kernel", g.kernel),
+            ("stride", g.stride),
+            ("dilation", g.dilation),
+        ] {
             if v[0] == 0 || v[1] == 0 {
-                return Err(Error::config("conv2d", format!("{name} {v:?} must be >= 1 in both dimensions")));
+                return Err(Error::config(
+                    "conv2d",
+                    format!("{name} {v:?} must be >= 1 in both dimensions"),
+                ));
             }
         }
         // Keep everything well inside u32 for the GPU and i32 for the accumulator.
         let k = g.reduction_len() as u64;
         if k * 128 * 128 + 255 * 128 * k >= i32::MAX as u64 {
-            return Err(Error::config("conv2d", format!("reduction length {k} is too long for an exact i32 accumulator")));
+            return Err(Error::config(
+                "conv2d",
+                format!("reduction length {k} is too long for an exact i32 accumulator"),
+            ));
         }
         Ok(())
     }
@@ -103,7 +130,10 @@ impl Conv2dGeometry {
                 ),
             ));
         }
-        Ok(((ph - span(0)) / self.stride[0] + 1, (pw - span(1)) / self.stride[1] + 1))
+        Ok((
+            (ph - span(0)) / self.stride[0] + 1,
+            (pw - span(1)) / self.stride[1] + 1,
+        ))
     }
 }
 
@@ -133,16 +163,29 @@ impl FloatConv2d {
     /// Returns the fused float weight and bias (zeros if there was no bias).
     pub fn fused_weight_bias(&self) -> Result<(Vec<f32>, Vec<f32>)> {
         self.geometry.validate()?;
-        check_len("conv2d weight", self.weight.len(), self.geometry.weight_len())?;
+        check_len(
+            "conv2d weight",
+            self.weight.len(),
+            self.geometry.weight_len(),
+        )?;
         if let Some(b) = &self.bias {
             check_len("conv2d bias", b.len(), self.geometry.out_channels)?;
         }
         match &self.batchnorm {
             Some(bn) => {
-                check_len("batchnorm channels", bn.gamma.len(), self.geometry.out_channels)?;
+                check_len(
+                    "batchnorm channels",
+                    bn.gamma.len(),
+                    self.geometry.out_channels,
+                )?;
                 quant::fold_batchnorm(&self.weight, self.bias.as_deref(), bn)
             }
-            None => Ok((self.weight.clone(), self.bias.clone().unwrap_or_else(|| vec![0.0; self.geometry.out_channels]))),
+            None => Ok((
+                self.weight.clone(),
+                self.bias
+                    .clone()
+                    .unwrap_or_else(|| vec![0.0; self.geometry.out_channels]),
+            )),
         }
     }
 
@@ -150,8 +193,19 @@ impl FloatConv2d {
     /// weights qint8 symmetric per channel (fbgemm) or per tensor (qnnpack).
     pub fn quantize(&self, input: QParams, output: QParams, rule: Requant) -> Result<QLayer> {
         let (w, b) = self.fused_weight_bias()?;
-        let (qw, scales) = quant::quantize_weight(&w, self.geometry.out_channels, default_weight_scheme(rule))?;
-        QLayer::new(LayerKind::Conv2d, self.geometry, qw, scales, b, input, output, self.activation, rule)
+        let (qw, scales) =
+            quant::quantize_weight(&w, self.geometry.out_channels, default_weight_scheme(rule))?;
+        QLayer::new(
+            LayerKind::Conv2d,
+            self.geometry,
+            qw,
+            scales,
+            b,
+            input,
+            output,
+            self.activation,
+            rule,
+        )
     }
 }
 
@@ -168,8 +222,19 @@ impl FloatLinear {
             }
             None => vec![0.0; self.out_features],
         };
-        let (qw, scales) = quant::quantize_weight(&self.weight, self.out_features, default_weight_scheme(rule))?;
-        QLayer::new(LayerKind::Linear, g, qw, scales, b, input, output, self.activation, rule)
+        let (qw, scales) =
+            quant::quantize_weight(&self.weight, self.out_features, default_weight_scheme(rule))?;
+        QLayer::new(
+            LayerKind::Linear,
+            g,
+            qw,
+            scales,
+            b,
+            input,
+            output,
+            self.activation,
+            rule,
+        )
     }
 }
 
@@ -183,7 +248,10 @@ pub fn default_weight_scheme(rule: Requant) -> WeightScheme {
 
 fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
     if got != want {
-        return Err(Error::shape(what, format!("has {got} elements, expected {want}")));
+        return Err(Error::shape(
+            what,
+            format!("has {got} elements, expected {want}"),
+        ));
     }
     Ok(())
 }
@@ -228,13 +296,27 @@ impl QLayer {
     ) -> Result<Self> {
         geometry.validate()?;
         if kind == LayerKind::Linear && (geometry.kernel != [1, 1] || geometry.groups != 1) {
-            return Err(Error::config("linear", "a linear layer has a 1x1 kernel and one group"));
+            return Err(Error::config(
+                "linear",
+                "a linear layer has a 1x1 kernel and one group",
+            ));
         }
         check_len("weight", weight.len(), geometry.weight_len())?;
         check_len("weight scales", weight_scale.len(), geometry.out_channels)?;
         check_len("bias", bias.len(), geometry.out_channels)?;
         let epilogue = Epilogue::new(requant, input, &weight_scale, &bias, output, activation)?;
-        Ok(QLayer { kind, geometry, weight, weight_scale, bias, input, output, activation, requant, epilogue })
+        Ok(QLayer {
+            kind,
+            geometry,
+            weight,
+            weight_scale,
+            bias,
+            input,
+            output,
+            activation,
+            requant,
+            epilogue,
+        })
     }
 
     /// Like [`QLayer::new`], also checking PyTorch's weight zero points: qfuse
@@ -257,8 +339,22 @@ impl QLayer {
                 "weight zero point {zp} on output channel {o}: only symmetric weights (zero point 0) are supported"
             )));
         }
-        check_len("weight zero points", weight_zero_point.len(), geometry.out_channels)?;
-        Self::new(kind, geometry, weight, weight_scale, bias, input, output, activation, requant)
+        check_len(
+            "weight zero points",
+            weight_zero_point.len(),
+            geometry.out_channels,
+        )?;
+        Self::new(
+            kind,
+            geometry,
+            weight,
+            weight_scale,
+            bias,
+            input,
+            output,
+            activation,
+            requant,
+        )
     }
 
     /// Output shape `[N, O, OH, OW]` (or `[N, O]` for linear) for an input shape,
@@ -268,7 +364,10 @@ impl QLayer {
         match (self.kind, input_shape) {
             (LayerKind::Linear, &[n, k]) => {
                 if n == 0 || k != g.in_channels {
-                    return Err(Error::shape("linear input", format!("got {input_shape:?}, expected [N >= 1, {}]", g.in_channels)));
+                    return Err(Error::shape(
+                        "linear input",
+                        format!("got {input_shape:?}, expected [N >= 1, {}]", g.in_channels),
+                    ));
                 }
                 Ok(vec![n, g.out_channels])
             }
@@ -276,29 +375,43 @@ impl QLayer {
                 if n == 0 || c != g.in_channels || h == 0 || w == 0 {
                     return Err(Error::shape(
                         "conv2d input",
-                        format!("got {input_shape:?}, expected [N >= 1, {}, H >= 1, W >= 1]", g.in_channels),
+                        format!(
+                            "got {input_shape:?}, expected [N >= 1, {}, H >= 1, W >= 1]",
+                            g.in_channels
+                        ),
                     ));
                 }
                 let (oh, ow) = g.output_hw(h, w)?;
                 Ok(vec![n, g.out_channels, oh, ow])
             }
-            (LayerKind::Linear, _) => Err(Error::shape("linear input", format!("got {input_shape:?}, expected 2 dimensions [N, K]"))),
-            (LayerKind::Conv2d, _) => {
-                Err(Error::shape("conv2d input", format!("got {input_shape:?}, expected 4 dimensions [N, C, H, W]")))
-            }
+            (LayerKind::Linear, _) => Err(Error::shape(
+                "linear input",
+                format!("got {input_shape:?}, expected 2 dimensions [N, K]"),
+            )),
+            (LayerKind::Conv2d, _) => Err(Error::shape(
+                "conv2d input",
+                format!("got {input_shape:?}, expected 4 dimensions [N, C, H, W]"),
+            )),
         }
     }
 
     /// `Σw` per output channel (for the GPU's signed-input fold).
     pub fn weight_sums(&self) -> Vec<i32> {
         let k = self.geometry.reduction_len();
-        self.weight.chunks(k).map(|c| c.iter().map(|&w| w as i32).sum()).collect()
+        self.weight
+            .chunks(k)
+            .map(|c| c.iter().map(|&w| w as i32).sum())
+            .collect()
     }
 
     /// Weight bytes as stored on the GPU (int8) and as the f32 layer would need.
     pub fn weight_bytes(&self) -> (usize, usize) {
         let params = self.weight.len();
-        let per_channel = self.geometry.out_channels * std::mem::size_of::<quant::ChannelEpilogue>();
-        (params + per_channel, 4 * (params + self.geometry.out_channels))
+        let per_channel =
+            self.geometry.out_channels * std::mem::size_of::<quant::ChannelEpilogue>();
+        (
+            params + per_channel,
+            4 * (params + self.geometry.out_channels),
+        )
     }
 }

@@ -34,12 +34,18 @@ impl QParams {
         if !(0..=255).contains(&self.zero_point) {
             return Err(Error::qparams(
                 what,
-                format!("zero point {} is outside quint8's range 0..=255", self.zero_point),
+                format!(
+                    "zero point {} is outside quint8's range 0..=255",
+                    self.zero_point
+                ),
             ));
         }
         // 1/scale must be finite too: quantize multiplies by it.
         if !(1.0 / self.scale).is_finite() {
-            return Err(Error::qparams(what, format!("scale {:e} is too small: 1/scale overflows f32", self.scale)));
+            return Err(Error::qparams(
+                what,
+                format!("scale {:e} is too small: 1/scale overflows f32", self.scale),
+            ));
         }
         Ok(())
     }
@@ -57,7 +63,9 @@ impl QParams {
     /// Quantizes a whole slice.
     pub fn quantize_slice(&self, xs: &[f32]) -> Vec<u8> {
         let inv = self.inv_scale();
-        xs.iter().map(|&x| quantize_with_inv(x, inv, self.zero_point)).collect()
+        xs.iter()
+            .map(|&x| quantize_with_inv(x, inv, self.zero_point))
+            .collect()
     }
 
     /// `real = f32(q - zero_point) * scale`: the integer difference, converted
@@ -75,7 +83,10 @@ impl QParams {
 
 fn check_scale(what: &str, scale: f32) -> Result<()> {
     if !scale.is_finite() || scale <= 0.0 {
-        return Err(Error::qparams(what, format!("scale {scale} must be finite and > 0")));
+        return Err(Error::qparams(
+            what,
+            format!("scale {scale} must be finite and > 0"),
+        ));
     }
     Ok(())
 }
@@ -183,19 +194,39 @@ pub struct BatchNorm {
 /// PyTorch's `fuse_conv_bn_weights`: `r = 1/sqrt(var + eps)`,
 /// `w' = w * (gamma * r)`, `b' = (b - mean) * r * gamma + beta`, in f32, left
 /// to right.
-pub fn fold_batchnorm(weight: &[f32], bias: Option<&[f32]>, bn: &BatchNorm) -> Result<(Vec<f32>, Vec<f32>)> {
+pub fn fold_batchnorm(
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    bn: &BatchNorm,
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let o = bn.gamma.len();
-    for (name, v) in [("beta", &bn.beta), ("running_mean", &bn.running_mean), ("running_var", &bn.running_var)] {
+    for (name, v) in [
+        ("beta", &bn.beta),
+        ("running_mean", &bn.running_mean),
+        ("running_var", &bn.running_var),
+    ] {
         if v.len() != o {
-            return Err(Error::shape("batchnorm", format!("{name} has {} channels, gamma has {o}", v.len())));
+            return Err(Error::shape(
+                "batchnorm",
+                format!("{name} has {} channels, gamma has {o}", v.len()),
+            ));
         }
     }
     if o == 0 || weight.len() % o != 0 {
-        return Err(Error::shape("batchnorm", format!("weight of {} values is not divisible into {o} channels", weight.len())));
+        return Err(Error::shape(
+            "batchnorm",
+            format!(
+                "weight of {} values is not divisible into {o} channels",
+                weight.len()
+            ),
+        ));
     }
     if let Some(b) = bias {
         if b.len() != o {
-            return Err(Error::shape("batchnorm", format!("bias has {} channels, batchnorm has {o}", b.len())));
+            return Err(Error::shape(
+                "batchnorm",
+                format!("bias has {} channels, batchnorm has {o}", b.len()),
+            ));
         }
     }
     let per = weight.len() / o;
@@ -222,16 +253,38 @@ pub enum WeightScheme {
 /// `amax = max(-min(min(w), 0), max(max(w), 0))`, `scale = max(amax / 127.5, eps)`,
 /// `q = clamp(rint(w * (1/scale)), -128, 127)`. Returns the int8 weight and
 /// one scale per output channel (repeated for per-tensor).
-pub fn quantize_weight(weight: &[f32], out_channels: usize, scheme: WeightScheme) -> Result<(Vec<i8>, Vec<f32>)> {
+pub fn quantize_weight(
+    weight: &[f32],
+    out_channels: usize,
+    scheme: WeightScheme,
+) -> Result<(Vec<i8>, Vec<f32>)> {
     if out_channels == 0 || weight.len() % out_channels != 0 {
-        return Err(Error::shape("weight", format!("{} values do not split into {out_channels} output channels", weight.len())));
+        return Err(Error::shape(
+            "weight",
+            format!(
+                "{} values do not split into {out_channels} output channels",
+                weight.len()
+            ),
+        ));
     }
     if let Some(i) = weight.iter().position(|x| !x.is_finite()) {
-        return Err(Error::qparams("weight", format!("element {i} is {} (not finite)", weight[i])));
+        return Err(Error::qparams(
+            "weight",
+            format!("element {i} is {} (not finite)", weight[i]),
+        ));
     }
-    let spec = ObserverSpec { dtype: QDtype::QInt8, scheme: QScheme::Symmetric, reduce_range: false };
+    let spec = ObserverSpec {
+        dtype: QDtype::QInt8,
+        scheme: QScheme::Symmetric,
+        reduce_range: false,
+    };
     let per = weight.len() / out_channels;
-    let min_max = |s: &[f32]| s.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    let min_max = |s: &[f32]| {
+        s.iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+                (lo.min(x), hi.max(x))
+            })
+    };
     let scales: Vec<f32> = match scheme {
         WeightScheme::PerTensor => {
             let (lo, hi) = min_max(weight);
@@ -248,7 +301,11 @@ pub fn quantize_weight(weight: &[f32], out_channels: usize, scheme: WeightScheme
     let mut q = Vec::with_capacity(weight.len());
     for (c, chunk) in weight.chunks(per).enumerate() {
         let inv = 1.0 / scales[c];
-        q.extend(chunk.iter().map(|&x| (x * inv).round_ties_even().clamp(-128.0, 127.0) as i8));
+        q.extend(
+            chunk
+                .iter()
+                .map(|&x| (x * inv).round_ties_even().clamp(-128.0, 127.0) as i8),
+        );
     }
     Ok((q, scales))
 }
@@ -274,7 +331,9 @@ impl Requant {
         match s {
             "fbgemm" => Ok(Requant::Fbgemm),
             "qnnpack" => Ok(Requant::Qnnpack),
-            _ => Err(Error::Unsupported(format!("quantized engine {s:?} (known: fbgemm, qnnpack)"))),
+            _ => Err(Error::Unsupported(format!(
+                "quantized engine {s:?} (known: fbgemm, qnnpack)"
+            ))),
         }
     }
 }
@@ -298,7 +357,9 @@ impl Activation {
         match s {
             "none" => Ok(Activation::None),
             "relu" => Ok(Activation::Relu),
-            _ => Err(Error::Unsupported(format!("activation {s:?} (known: none, relu)"))),
+            _ => Err(Error::Unsupported(format!(
+                "activation {s:?} (known: none, relu)"
+            ))),
         }
     }
 }
@@ -348,13 +409,23 @@ impl Epilogue {
         input.validate("input")?;
         output.validate("output")?;
         if bias.len() != weight_scales.len() {
-            return Err(Error::shape("bias", format!("{} values for {} output channels", bias.len(), weight_scales.len())));
+            return Err(Error::shape(
+                "bias",
+                format!(
+                    "{} values for {} output channels",
+                    bias.len(),
+                    weight_scales.len()
+                ),
+            ));
         }
         let mut channels = Vec::with_capacity(bias.len());
         for (o, (&sw, &b)) in weight_scales.iter().zip(bias).enumerate() {
             check_scale(&format!("weight scale of output channel {o}"), sw)?;
             if !b.is_finite() {
-                return Err(Error::qparams("bias", format!("output channel {o} has bias {b} (not finite)")));
+                return Err(Error::qparams(
+                    "bias",
+                    format!("output channel {o} has bias {b} (not finite)"),
+                ));
             }
             let atw = input.scale * sw;
             let mult = atw / output.scale;
@@ -370,18 +441,30 @@ impl Epilogue {
                 Requant::Qnnpack => {
                     let r = bq.round_ties_even();
                     if r.abs() >= 2_147_483_520.0 {
-                        return Err(Error::qparams("bias", format!("output channel {o}: bias/scale {r} overflows i32")));
+                        return Err(Error::qparams(
+                            "bias",
+                            format!("output channel {o}: bias/scale {r} overflows i32"),
+                        ));
                     }
                     (r as i32, 0.0)
                 }
             };
-            channels.push(ChannelEpilogue { bias_i32, bias_f32, mult });
+            channels.push(ChannelEpilogue {
+                bias_i32,
+                bias_f32,
+                mult,
+            });
         }
         let lo = match act {
             Activation::Relu => output.zero_point,
             Activation::None => 0,
         };
-        Ok(Epilogue { channels, zero_point: output.zero_point, lo, hi: 255 })
+        Ok(Epilogue {
+            channels,
+            zero_point: output.zero_point,
+            lo,
+            hi: 255,
+        })
     }
 
     /// Requantizes output channel `o`'s exact accumulator to 8 bits.
@@ -391,7 +474,10 @@ impl Epilogue {
         let v = acc.wrapping_add(c.bias_i32) as f32 + c.bias_f32;
         let r = (v * c.mult).round_ties_even();
         // Clamp in the float domain (both bounds are integers), then shift.
-        let r = r.clamp((self.lo - self.zero_point) as f32, (self.hi - self.zero_point) as f32);
+        let r = r.clamp(
+            (self.lo - self.zero_point) as f32,
+            (self.hi - self.zero_point) as f32,
+        );
         (r as i32 + self.zero_point) as u8
     }
 
@@ -403,7 +489,9 @@ impl Epilogue {
     pub fn shifted_for_signed_input(&self, input_zero_point: i32, weight_sums: &[i32]) -> Epilogue {
         let mut e = self.clone();
         for (c, &s) in e.channels.iter_mut().zip(weight_sums) {
-            c.bias_i32 = c.bias_i32.wrapping_add((128 - input_zero_point).wrapping_mul(s));
+            c.bias_i32 = c
+                .bias_i32
+                .wrapping_add((128 - input_zero_point).wrapping_mul(s));
         }
         e
     }
@@ -415,7 +503,11 @@ mod tests {
 
     #[test]
     fn observer_affine_matches_pytorch_formula() {
-        let s = ObserverSpec { dtype: QDtype::QUInt8, scheme: QScheme::Affine, reduce_range: false };
+        let s = ObserverSpec {
+            dtype: QDtype::QUInt8,
+            scheme: QScheme::Affine,
+            reduce_range: false,
+        };
         let (scale, zp) = s.qparams(-1.0, 3.0).unwrap();
         assert_eq!(scale, 4.0f32 / 255.0);
         assert_eq!(zp, 0 - (-1.0f32 / scale).round_ties_even() as i32);
@@ -425,16 +517,26 @@ mod tests {
         // all-zero range: the eps floor
         let (scale, zp) = s.qparams(0.0, 0.0).unwrap();
         assert_eq!((scale, zp), (F32_EPS, 0));
-        let r = ObserverSpec { reduce_range: true, ..s };
+        let r = ObserverSpec {
+            reduce_range: true,
+            ..s
+        };
         assert_eq!(r.qparams(-1.0, 1.0).unwrap().0, 2.0f32 / 127.0);
         assert!(s.qparams(f32::NAN, 1.0).is_err());
     }
 
     #[test]
     fn observer_symmetric() {
-        let s = ObserverSpec { dtype: QDtype::QInt8, scheme: QScheme::Symmetric, reduce_range: false };
+        let s = ObserverSpec {
+            dtype: QDtype::QInt8,
+            scheme: QScheme::Symmetric,
+            reduce_range: false,
+        };
         assert_eq!(s.qparams(-2.0, 1.0).unwrap(), (2.0f32 / 127.5, 0));
-        let u = ObserverSpec { dtype: QDtype::QUInt8, ..s };
+        let u = ObserverSpec {
+            dtype: QDtype::QUInt8,
+            ..s
+        };
         assert_eq!(u.qparams(-2.0, 1.0).unwrap(), (2.0f32 / 127.5, 128));
     }
 
@@ -466,7 +568,8 @@ mod tests {
         // atw = .25, bias/atw = 1.2, mult = 1
         assert_eq!(e.apply(0, 10), (11.2f32).round_ties_even() as u8 + 100);
         assert_eq!(e.apply(0, -1000), 100); // relu clamp at zp
-        let q = Epilogue::new(Requant::Qnnpack, inp, &[0.5], &[0.3], out, Activation::None).unwrap();
+        let q =
+            Epilogue::new(Requant::Qnnpack, inp, &[0.5], &[0.3], out, Activation::None).unwrap();
         assert_eq!(q.channels[0].bias_i32, 1);
         assert_eq!(q.apply(0, -1000), 0);
         assert_eq!(q.apply(0, 1000), 255);

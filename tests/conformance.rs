@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 
 use common::{first_mismatch, first_mismatch_bits, gpu, TensorFile};
 use qfuse::layer::LayerKind;
-use qfuse::{Activation, BatchNorm, Conv2dGeometry, FloatConv2d, FloatLinear, GpuLayer, GpuTensor, QLayer, QParams, Requant};
+use qfuse::{
+    Activation, BatchNorm, Conv2dGeometry, FloatConv2d, FloatLinear, GpuLayer, GpuTensor, QLayer,
+    QParams, Requant,
+};
 
 fn case_files() -> Vec<PathBuf> {
     let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/conformance")];
@@ -32,7 +35,10 @@ fn case_files() -> Vec<PathBuf> {
 }
 
 fn pair(v: &serde_json::Value) -> [usize; 2] {
-    [v[0].as_u64().unwrap() as usize, v[1].as_u64().unwrap() as usize]
+    [
+        v[0].as_u64().unwrap() as usize,
+        v[1].as_u64().unwrap() as usize,
+    ]
 }
 
 /// Checks one case; returns the list of failures (empty = pass).
@@ -43,19 +49,34 @@ fn check_case(ctx: &qfuse::GpuContext, path: &Path) -> (String, Vec<String>) {
     let mut fails = Vec::new();
     let rule = Requant::parse(spec["requant"].as_str().unwrap()).unwrap();
     let act = Activation::parse(spec["activation"].as_str().unwrap()).unwrap();
-    let input = QParams::new(spec["input_scale"].as_f64().unwrap() as f32, spec["input_zero_point"].as_i64().unwrap() as i32).unwrap();
-    let output = QParams::new(spec["output_scale"].as_f64().unwrap() as f32, spec["output_zero_point"].as_i64().unwrap() as i32).unwrap();
+    let input = QParams::new(
+        spec["input_scale"].as_f64().unwrap() as f32,
+        spec["input_zero_point"].as_i64().unwrap() as i32,
+    )
+    .unwrap();
+    let output = QParams::new(
+        spec["output_scale"].as_f64().unwrap() as f32,
+        spec["output_zero_point"].as_i64().unwrap() as i32,
+    )
+    .unwrap();
     let wshape = f.shape("weight");
     let is_conv = spec["op"] == "conv2d";
     let (kind, geom) = if is_conv {
-        let g = Conv2dGeometry::new(wshape[1] * spec["groups"].as_u64().unwrap() as usize, wshape[0], [wshape[2], wshape[3]])
-            .stride(pair(&spec["stride"]))
-            .padding(pair(&spec["padding"]))
-            .dilation(pair(&spec["dilation"]))
-            .groups(spec["groups"].as_u64().unwrap() as usize);
+        let g = Conv2dGeometry::new(
+            wshape[1] * spec["groups"].as_u64().unwrap() as usize,
+            wshape[0],
+            [wshape[2], wshape[3]],
+        )
+        .stride(pair(&spec["stride"]))
+        .padding(pair(&spec["padding"]))
+        .dilation(pair(&spec["dilation"]))
+        .groups(spec["groups"].as_u64().unwrap() as usize);
         (LayerKind::Conv2d, g)
     } else {
-        (LayerKind::Linear, Conv2dGeometry::linear(wshape[1], wshape[0]))
+        (
+            LayerKind::Linear,
+            Conv2dGeometry::linear(wshape[1], wshape[0]),
+        )
     };
 
     // 1. Quantizing the float input gives the quantized input.
@@ -163,5 +184,10 @@ fn conformance_cases_bit_exact_on_cpu_and_gpu() {
         }
     }
     println!("{passed} passed, {failed} failed");
-    assert_eq!(failed, 0, "{failed} of {} conformance cases failed", files.len());
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} conformance cases failed",
+        files.len()
+    );
 }

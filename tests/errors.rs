@@ -5,7 +5,10 @@ mod common;
 
 use common::gpu;
 use qfuse::layer::LayerKind;
-use qfuse::{Activation, BatchNorm, Conv2dGeometry, Error, FloatConv2d, GpuLayer, GpuTensor, QLayer, QParams, Requant};
+use qfuse::{
+    Activation, BatchNorm, Conv2dGeometry, Error, FloatConv2d, GpuLayer, GpuTensor, QLayer,
+    QParams, Requant,
+};
 
 fn qp() -> QParams {
     QParams::new(0.05, 3).unwrap()
@@ -14,7 +17,17 @@ fn qp() -> QParams {
 fn conv(geom: Conv2dGeometry) -> qfuse::Result<QLayer> {
     let o = geom.out_channels;
     let n = geom.weight_len();
-    QLayer::new(LayerKind::Conv2d, geom, vec![1; n], vec![0.01; o], vec![0.0; o], qp(), qp(), Activation::Relu, Requant::Fbgemm)
+    QLayer::new(
+        LayerKind::Conv2d,
+        geom,
+        vec![1; n],
+        vec![0.01; o],
+        vec![0.0; o],
+        qp(),
+        qp(),
+        Activation::Relu,
+        Requant::Fbgemm,
+    )
 }
 
 fn err_text<T>(r: qfuse::Result<T>) -> String {
@@ -38,17 +51,52 @@ fn groups_that_do_not_divide_channels() {
 fn zero_kernel_stride_or_dilation() {
     assert!(err_text(conv(Conv2dGeometry::new(4, 4, [0, 3]))).contains("kernel"));
     assert!(err_text(conv(Conv2dGeometry::new(4, 4, [3, 3]).stride([1, 0]))).contains("stride"));
-    assert!(err_text(conv(Conv2dGeometry::new(4, 4, [3, 3]).dilation([0, 1]))).contains("dilation"));
+    assert!(
+        err_text(conv(Conv2dGeometry::new(4, 4, [3, 3]).dilation([0, 1]))).contains("dilation")
+    );
 }
 
 #[test]
 fn wrong_weight_and_bias_lengths() {
     let g = Conv2dGeometry::new(3, 4, [3, 3]);
-    let t = err_text(QLayer::new(LayerKind::Conv2d, g, vec![1; 10], vec![0.01; 4], vec![0.0; 4], qp(), qp(), Activation::None, Requant::Fbgemm));
-    assert!(t.contains("weight") && t.contains("has 10 elements, expected 108"), "{t}");
-    let t = err_text(QLayer::new(LayerKind::Conv2d, g, vec![1; 108], vec![0.01; 3], vec![0.0; 4], qp(), qp(), Activation::None, Requant::Fbgemm));
+    let t = err_text(QLayer::new(
+        LayerKind::Conv2d,
+        g,
+        vec![1; 10],
+        vec![0.01; 4],
+        vec![0.0; 4],
+        qp(),
+        qp(),
+        Activation::None,
+        Requant::Fbgemm,
+    ));
+    assert!(
+        t.contains("weight") && t.contains("has 10 elements, expected 108"),
+        "{t}"
+    );
+    let t = err_text(QLayer::new(
+        LayerKind::Conv2d,
+        g,
+        vec![1; 108],
+        vec![0.01; 3],
+        vec![0.0; 4],
+        qp(),
+        qp(),
+        Activation::None,
+        Requant::Fbgemm,
+    ));
     assert!(t.contains("weight scales"), "{t}");
-    let t = err_text(QLayer::new(LayerKind::Conv2d, g, vec![1; 108], vec![0.01; 4], vec![0.0; 5], qp(), qp(), Activation::None, Requant::Fbgemm));
+    let t = err_text(QLayer::new(
+        LayerKind::Conv2d,
+        g,
+        vec![1; 108],
+        vec![0.01; 4],
+        vec![0.0; 5],
+        qp(),
+        qp(),
+        Activation::None,
+        Requant::Fbgemm,
+    ));
     assert!(t.contains("bias"), "{t}");
 }
 
@@ -62,41 +110,119 @@ fn bad_qparams() {
     assert!(err_text(QParams::new(0.1, -1)).contains("zero point -1"));
     // A bad weight scale or bias is caught when the layer is built.
     let g = Conv2dGeometry::new(1, 2, [1, 1]);
-    let t = err_text(QLayer::new(LayerKind::Conv2d, g, vec![1; 2], vec![0.01, -1.0], vec![0.0; 2], qp(), qp(), Activation::None, Requant::Fbgemm));
+    let t = err_text(QLayer::new(
+        LayerKind::Conv2d,
+        g,
+        vec![1; 2],
+        vec![0.01, -1.0],
+        vec![0.0; 2],
+        qp(),
+        qp(),
+        Activation::None,
+        Requant::Fbgemm,
+    ));
     assert!(t.contains("weight scale of output channel 1"), "{t}");
-    let t = err_text(QLayer::new(LayerKind::Conv2d, g, vec![1; 2], vec![0.01; 2], vec![0.0, f32::NAN], qp(), qp(), Activation::None, Requant::Fbgemm));
+    let t = err_text(QLayer::new(
+        LayerKind::Conv2d,
+        g,
+        vec![1; 2],
+        vec![0.01; 2],
+        vec![0.0, f32::NAN],
+        qp(),
+        qp(),
+        Activation::None,
+        Requant::Fbgemm,
+    ));
     assert!(t.contains("output channel 1 has bias NaN"), "{t}");
     // Unvalidated qparams smuggled in through the public fields are caught too.
-    let bad = QParams { scale: 0.1, zero_point: 300 };
-    let t = err_text(QLayer::new(LayerKind::Conv2d, g, vec![1; 2], vec![0.01; 2], vec![0.0; 2], bad, qp(), Activation::None, Requant::Fbgemm));
+    let bad = QParams {
+        scale: 0.1,
+        zero_point: 300,
+    };
+    let t = err_text(QLayer::new(
+        LayerKind::Conv2d,
+        g,
+        vec![1; 2],
+        vec![0.01; 2],
+        vec![0.0; 2],
+        bad,
+        qp(),
+        Activation::None,
+        Requant::Fbgemm,
+    ));
     assert!(t.contains("zero point 300"), "{t}");
 }
 
 #[test]
 fn nonzero_weight_zero_point_is_unsupported() {
     let g = Conv2dGeometry::linear(2, 2);
-    let t = err_text(QLayer::from_pytorch(LayerKind::Linear, g, vec![1; 4], vec![0.1; 2], &[0, 5], vec![0.0; 2], qp(), qp(), Activation::None, Requant::Qnnpack));
+    let t = err_text(QLayer::from_pytorch(
+        LayerKind::Linear,
+        g,
+        vec![1; 4],
+        vec![0.1; 2],
+        &[0, 5],
+        vec![0.0; 2],
+        qp(),
+        qp(),
+        Activation::None,
+        Requant::Qnnpack,
+    ));
     assert!(t.contains("weight zero point 5 on output channel 1"), "{t}");
 }
 
 #[test]
 fn non_finite_float_weights_and_bad_batchnorm() {
     let g = Conv2dGeometry::new(1, 2, [1, 1]);
-    let f = FloatConv2d { geometry: g, weight: vec![1.0, f32::NAN], bias: None, batchnorm: None, activation: Activation::None };
+    let f = FloatConv2d {
+        geometry: g,
+        weight: vec![1.0, f32::NAN],
+        bias: None,
+        batchnorm: None,
+        activation: Activation::None,
+    };
     assert!(err_text(f.quantize(qp(), qp(), Requant::Fbgemm)).contains("element 1 is NaN"));
-    let bn = BatchNorm { gamma: vec![1.0; 3], beta: vec![0.0; 3], running_mean: vec![0.0; 3], running_var: vec![1.0; 3], eps: 1e-5 };
-    let f = FloatConv2d { geometry: g, weight: vec![1.0, 2.0], bias: None, batchnorm: Some(bn), activation: Activation::None };
+    let bn = BatchNorm {
+        gamma: vec![1.0; 3],
+        beta: vec![0.0; 3],
+        running_mean: vec![0.0; 3],
+        running_var: vec![1.0; 3],
+        eps: 1e-5,
+    };
+    let f = FloatConv2d {
+        geometry: g,
+        weight: vec![1.0, 2.0],
+        bias: None,
+        batchnorm: Some(bn),
+        activation: Activation::None,
+    };
     assert!(err_text(f.quantize(qp(), qp(), Requant::Fbgemm)).contains("batchnorm"));
 }
 
 #[test]
 fn input_shapes_that_do_not_fit() {
     let l = conv(Conv2dGeometry::new(3, 4, [3, 3])).unwrap();
-    assert!(err_text(l.output_shape(&[1, 4, 8, 8])).contains("expected [N >= 1, 3, H >= 1, W >= 1]"));
+    assert!(
+        err_text(l.output_shape(&[1, 4, 8, 8])).contains("expected [N >= 1, 3, H >= 1, W >= 1]")
+    );
     assert!(err_text(l.output_shape(&[1, 3, 8])).contains("4 dimensions"));
     assert!(err_text(l.output_shape(&[1, 3, 2, 8])).contains("smaller than the dilated 3x3 kernel"));
-    assert!(err_text(qfuse::cpu::run_layer(&l, &[0u8; 10], &[1, 3, 8, 8])).contains("10 elements for shape"));
-    let lin = QLayer::new(LayerKind::Linear, Conv2dGeometry::linear(5, 2), vec![1; 10], vec![0.1; 2], vec![0.0; 2], qp(), qp(), Activation::None, Requant::Fbgemm).unwrap();
+    assert!(
+        err_text(qfuse::cpu::run_layer(&l, &[0u8; 10], &[1, 3, 8, 8]))
+            .contains("10 elements for shape")
+    );
+    let lin = QLayer::new(
+        LayerKind::Linear,
+        Conv2dGeometry::linear(5, 2),
+        vec![1; 10],
+        vec![0.1; 2],
+        vec![0.0; 2],
+        qp(),
+        qp(),
+        Activation::None,
+        Requant::Fbgemm,
+    )
+    .unwrap();
     assert!(err_text(lin.output_shape(&[2, 4])).contains("expected [N >= 1, 5]"));
 }
 
@@ -109,14 +235,24 @@ fn gpu_rejects_bad_inputs() {
     let x = GpuTensor::upload(&ctx, &[7u8; 2 * 4 * 5 * 5], &[2, 4, 5, 5], qp()).unwrap();
     assert!(err_text(g.run(&ctx, &x)).contains("conv2d input"));
     // data length does not match the shape
-    assert!(err_text(GpuTensor::upload(&ctx, &[7u8; 10], &[1, 3, 5, 5], qp())).contains("10 elements"));
+    assert!(
+        err_text(GpuTensor::upload(&ctx, &[7u8; 10], &[1, 3, 5, 5], qp())).contains("10 elements")
+    );
     // input quantized with other qparams than the layer expects
-    let x = GpuTensor::upload(&ctx, &[7u8; 75], &[1, 3, 5, 5], QParams::new(0.5, 3).unwrap()).unwrap();
+    let x = GpuTensor::upload(
+        &ctx,
+        &[7u8; 75],
+        &[1, 3, 5, 5],
+        QParams::new(0.5, 3).unwrap(),
+    )
+    .unwrap();
     assert!(err_text(g.run(&ctx, &x)).contains("the layer was quantized for"));
     // a tensor beyond the adapter's storage-buffer limit
     let limit = ctx.limits().max_storage_buffer_binding_size as usize;
     match GpuTensor::empty(&ctx, &[1, 4, 1024, limit / 4096 + 1024], qp()) {
-        Err(Error::TooLarge { needed, limit: l, .. }) => assert!(needed > l),
+        Err(Error::TooLarge {
+            needed, limit: l, ..
+        }) => assert!(needed > l),
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("a tensor over the limit was allocated"),
     }

@@ -5,27 +5,64 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 
-/// The kernel families, one WGSL file each under `shaders/`.
+/// The kernel families, one WGSL file each under `shaders/`. Each is compiled
+/// with [`Kernel::PRELUDE`] (`shaders/common.wgsl`: the uniform block, the
+/// bindings and the requantization epilogue) prepended, so the epilogue text
+/// exists once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
+    /// One output word per invocation (`conv2d.wgsl`): any conv2d/linear.
     Conv2d,
+    /// Tiled implicit GEMM (`tiled.wgsl`): one group.
+    Tiled,
+    /// Depthwise (`depthwise.wgsl`): groups == in_channels.
+    Depthwise,
 }
 
 impl Kernel {
-    pub const ALL: &'static [Kernel] = &[Kernel::Conv2d];
+    pub const ALL: &'static [Kernel] = &[Kernel::Conv2d, Kernel::Tiled, Kernel::Depthwise];
+
+    /// The file under `shaders/` that every kernel's source starts with.
+    pub const PRELUDE: &'static str = "common.wgsl";
+    const PRELUDE_SOURCE: &'static str = include_str!("../../shaders/common.wgsl");
 
     /// The file name under `shaders/`.
     pub fn file(self) -> &'static str {
         match self {
             Kernel::Conv2d => "conv2d.wgsl",
+            Kernel::Tiled => "tiled.wgsl",
+            Kernel::Depthwise => "depthwise.wgsl",
         }
     }
 
-    /// The WGSL source, compiled into the crate.
-    pub fn source(self) -> &'static str {
+    /// The kernel file's own text, compiled into the crate.
+    pub fn body(self) -> &'static str {
         match self {
             Kernel::Conv2d => include_str!("../../shaders/conv2d.wgsl"),
+            Kernel::Tiled => include_str!("../../shaders/tiled.wgsl"),
+            Kernel::Depthwise => include_str!("../../shaders/depthwise.wgsl"),
         }
+    }
+
+    /// The complete WGSL module: the prelude followed by the kernel file.
+    pub fn source(self) -> String {
+        format!(
+            "{}\n// ---- {} ----\n{}",
+            Self::PRELUDE_SOURCE,
+            self.file(),
+            self.body()
+        )
+    }
+
+    /// Source text of a file under `shaders/` (the prelude or a kernel), or None.
+    pub fn file_source(name: &str) -> Option<&'static str> {
+        if name == Self::PRELUDE {
+            return Some(Self::PRELUDE_SOURCE);
+        }
+        Self::ALL
+            .iter()
+            .find(|k| k.file() == name)
+            .map(|k| k.body())
     }
 }
 
@@ -50,7 +87,11 @@ impl std::fmt::Display for AdapterReport {
             self.name,
             self.backend,
             self.device_type,
-            if self.driver.is_empty() { "?" } else { &self.driver },
+            if self.driver.is_empty() {
+                "?"
+            } else {
+                &self.driver
+            },
             if self.packed_dot { "yes" } else { "no" },
             if self.timestamps { "yes" } else { "no" },
         )
@@ -95,7 +136,10 @@ impl GpuContext {
     /// Every adapter wgpu sees (on the backends `WGPU_BACKEND` allows).
     pub fn list_adapters() -> Vec<wgpu::AdapterInfo> {
         let instance = instance();
-        pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all())).iter().map(|a| a.get_info()).collect()
+        pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+            .iter()
+            .map(|a| a.get_info())
+            .collect()
     }
 
     async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
@@ -107,9 +151,13 @@ impl GpuContext {
                 Error::NoAdapter(format!("WGPU_ADAPTER_NAME={want:?} matches none of the adapters {names:?}. {NO_ADAPTER_HELP}"))
             });
         }
-        let power_preference = wgpu::PowerPreference::from_env().unwrap_or(wgpu::PowerPreference::HighPerformance);
+        let power_preference =
+            wgpu::PowerPreference::from_env().unwrap_or(wgpu::PowerPreference::HighPerformance);
         instance
-            .request_adapter(&wgpu::RequestAdapterOptions { power_preference, ..Default::default() })
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference,
+                ..Default::default()
+            })
             .await
             .map_err(|e| Error::NoAdapter(format!("{e}. {NO_ADAPTER_HELP}")))
     }
@@ -119,7 +167,8 @@ impl GpuContext {
     pub async fn from_adapter(instance: &wgpu::Instance, adapter: wgpu::Adapter) -> Result<Self> {
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        let wanted =
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
         let features = adapter.features() & wanted;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -129,18 +178,31 @@ impl GpuContext {
                 ..Default::default()
             })
             .await
-            .map_err(|e| Error::NoAdapter(format!("could not open a device on {}: {e}", info.name)))?;
-        let packed_dot = instance.wgsl_language_features().contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct);
+            .map_err(|e| {
+                Error::NoAdapter(format!("could not open a device on {}: {e}", info.name))
+            })?;
+        let packed_dot = instance
+            .wgsl_language_features()
+            .contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct);
         let report = AdapterReport {
             name: info.name.clone(),
             backend: format!("{:?}", info.backend),
             device_type: format!("{:?}", info.device_type),
-            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            driver: format!("{} {}", info.driver, info.driver_info)
+                .trim()
+                .to_string(),
             packed_dot,
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
         };
-        Ok(GpuContext { device, queue, adapter, report, modules: Mutex::default(), pipelines: Mutex::default() })
+        Ok(GpuContext {
+            device,
+            queue,
+            adapter,
+            report,
+            modules: Mutex::default(),
+            pipelines: Mutex::default(),
+        })
     }
 
     /// What adapter this context runs on and what it offers.
@@ -163,7 +225,11 @@ impl GpuContext {
         let l = self.device.limits();
         let limit = (l.max_storage_buffer_binding_size as u64).min(l.max_buffer_size);
         if bytes > limit {
-            return Err(Error::TooLarge { what: what.to_string(), needed: bytes, limit });
+            return Err(Error::TooLarge {
+                what: what.to_string(),
+                needed: bytes,
+                limit,
+            });
         }
         Ok(())
     }
@@ -171,8 +237,16 @@ impl GpuContext {
     /// The compute pipeline of `kernel` specialised by `constants` (its
     /// pipeline-overridable constants), compiled once and cached under
     /// (kernel, variant).
-    pub fn pipeline(&self, kernel: Kernel, constants: &[(&str, f64)]) -> Result<wgpu::ComputePipeline> {
-        let variant = constants.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    pub fn pipeline(
+        &self,
+        kernel: Kernel,
+        constants: &[(&str, f64)],
+    ) -> Result<wgpu::ComputePipeline> {
+        let variant = constants
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
         let key = (kernel, variant);
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
@@ -183,23 +257,33 @@ impl GpuContext {
             modules
                 .entry(kernel)
                 .or_insert_with(|| {
-                    self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(kernel.file()),
-                        source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
-                    })
+                    self.device
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(kernel.file()),
+                            source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+                        })
                 })
                 .clone()
         };
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(kernel.file()),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false },
-            cache: None,
-        });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.file()),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!("compiling {} [{}]: {e}", kernel.file(), key.1)));
+            return Err(Error::Gpu(format!(
+                "compiling {} [{}]: {e}",
+                kernel.file(),
+                key.1
+            )));
         }
         self.pipelines.lock().unwrap().insert(key, pipeline.clone());
         Ok(pipeline)
@@ -214,7 +298,9 @@ impl GpuContext {
     /// out-of-memory errors into [`Error::Gpu`].
     pub fn submit_and_wait(&self, encoder: wgpu::CommandEncoder) -> Result<()> {
         self.queue.submit(Some(encoder.finish()));
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
         Ok(())
     }
 
@@ -248,11 +334,15 @@ impl GpuContext {
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
         rx.recv()
             .map_err(|_| Error::Gpu("readback callback never ran".into()))?
             .map_err(|e| Error::Gpu(format!("mapping the readback buffer: {e}")))?;
-        let view = staging.get_mapped_range(..).map_err(|e| Error::Gpu(format!("reading the readback buffer: {e:?}")))?;
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::Gpu(format!("reading the readback buffer: {e:?}")))?;
         let out = view[..bytes as usize].to_vec();
         drop(view);
         staging.unmap();

@@ -10,7 +10,10 @@ pub fn nchw(shape: &[usize]) -> Result<(usize, usize, usize, usize)> {
     match *shape {
         [n, k] => Ok((n, k, 1, 1)),
         [n, c, h, w] => Ok((n, c, h, w)),
-        _ => Err(Error::shape("tensor", format!("shape {shape:?}: expected [N, C, H, W] or [N, K]"))),
+        _ => Err(Error::shape(
+            "tensor",
+            format!("shape {shape:?}: expected [N, C, H, W] or [N, K]"),
+        )),
     }
 }
 
@@ -44,7 +47,10 @@ pub fn unpack(words: &[u32], shape: &[usize]) -> Result<Vec<u8>> {
     let (n, c, h, w) = nchw(shape)?;
     let c4 = c.div_ceil(4);
     if words.len() != n * h * w * c4 {
-        return Err(Error::shape("gpu tensor", format!("{} words for shape {shape:?}", words.len())));
+        return Err(Error::shape(
+            "gpu tensor",
+            format!("{} words for shape {shape:?}", words.len()),
+        ));
     }
     let mut out = vec![0u8; n * c * h * w];
     for b in 0..n {

@@ -8,5 +8,5 @@ pub mod layout;
 mod tensor;
 
 pub use context::{AdapterReport, GpuContext, Kernel};
-pub use conv::{ConvParams, ConvVariant, GpuLayer};
+pub use conv::{pack_weights, ConvParams, ConvVariant, GpuLayer, TileConfig};
 pub use tensor::GpuTensor;

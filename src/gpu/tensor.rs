@@ -26,20 +26,34 @@ impl GpuTensor {
     }
 
     /// Uploads quint8 NCHW data.
-    pub fn upload(ctx: &GpuContext, data: &[u8], shape: &[usize], qparams: QParams) -> Result<Self> {
+    pub fn upload(
+        ctx: &GpuContext,
+        data: &[u8],
+        shape: &[usize],
+        qparams: QParams,
+    ) -> Result<Self> {
         qparams.validate("tensor")?;
         if shape.iter().any(|&d| d == 0) {
-            return Err(Error::shape("tensor", format!("shape {shape:?} has a zero dimension")));
+            return Err(Error::shape(
+                "tensor",
+                format!("shape {shape:?} has a zero dimension"),
+            ));
         }
         let bytes = Self::gpu_bytes(shape)?;
         ctx.check_storage_size("activation tensor", bytes)?;
         let words = layout::pack(data, shape)?;
-        let buffer = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("qfuse activation"),
-            contents: bytemuck::cast_slice(&words),
-            usage: Self::usage(),
-        });
-        Ok(GpuTensor { buffer, shape: shape.to_vec(), qparams })
+        let buffer = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("qfuse activation"),
+                contents: bytemuck::cast_slice(&words),
+                usage: Self::usage(),
+            });
+        Ok(GpuTensor {
+            buffer,
+            shape: shape.to_vec(),
+            qparams,
+        })
     }
 
     /// An uninitialised tensor of the given shape.
@@ -52,7 +66,11 @@ impl GpuTensor {
             usage: Self::usage(),
             mapped_at_creation: false,
         });
-        Ok(GpuTensor { buffer, shape: shape.to_vec(), qparams })
+        Ok(GpuTensor {
+            buffer,
+            shape: shape.to_vec(),
+            qparams,
+        })
     }
 
     /// Reads the tensor back as quint8 NCHW bytes.

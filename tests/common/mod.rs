@@ -25,48 +25,76 @@ pub struct TensorFile {
 
 impl TensorFile {
     pub fn open(path: &Path) -> TensorFile {
-        TensorFile { bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) }
+        TensorFile {
+            bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        }
     }
     pub fn st(&self) -> SafeTensors<'_> {
         SafeTensors::deserialize(&self.bytes).expect("valid safetensors")
     }
     pub fn meta(&self, key: &str) -> serde_json::Value {
         let (_, m) = SafeTensors::read_metadata(&self.bytes).expect("header");
-        let s = m.metadata().as_ref().and_then(|m| m.get(key)).unwrap_or_else(|| panic!("no metadata key {key}")).clone();
+        let s = m
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(key))
+            .unwrap_or_else(|| panic!("no metadata key {key}"))
+            .clone();
         serde_json::from_str(&s).expect("metadata JSON")
     }
     pub fn has(&self, name: &str) -> bool {
         self.st().tensor(name).is_ok()
     }
     pub fn shape(&self, name: &str) -> Vec<usize> {
-        self.st().tensor(name).unwrap_or_else(|_| panic!("no tensor {name}")).shape().to_vec()
+        self.st()
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("no tensor {name}"))
+            .shape()
+            .to_vec()
     }
     fn raw(&self, name: &str, dtype: Dtype) -> Vec<u8> {
         let st = self.st();
-        let t = st.tensor(name).unwrap_or_else(|_| panic!("no tensor {name}"));
+        let t = st
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("no tensor {name}"));
         assert_eq!(t.dtype(), dtype, "dtype of {name}");
         t.data().to_vec()
     }
     pub fn f32(&self, name: &str) -> Vec<f32> {
-        self.raw(name, Dtype::F32).chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        self.raw(name, Dtype::F32)
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
     pub fn i32(&self, name: &str) -> Vec<i32> {
-        self.raw(name, Dtype::I32).chunks(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect()
+        self.raw(name, Dtype::I32)
+            .chunks(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
     pub fn u8(&self, name: &str) -> Vec<u8> {
         self.raw(name, Dtype::U8)
     }
     pub fn i8(&self, name: &str) -> Vec<i8> {
-        self.raw(name, Dtype::I8).into_iter().map(|b| b as i8).collect()
+        self.raw(name, Dtype::I8)
+            .into_iter()
+            .map(|b| b as i8)
+            .collect()
     }
 }
 
 /// Index and values of the first difference between two slices, if any.
-pub fn first_mismatch<T: PartialEq + Copy + std::fmt::Debug>(got: &[T], want: &[T]) -> Option<String> {
+pub fn first_mismatch<T: PartialEq + Copy + std::fmt::Debug>(
+    got: &[T],
+    want: &[T],
+) -> Option<String> {
     if got.len() != want.len() {
         return Some(format!("length {} vs {}", got.len(), want.len()));
     }
-    got.iter().zip(want).position(|(a, b)| a != b).map(|i| format!("index {i}: got {:?}, want {:?}", got[i], want[i]))
+    got.iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .map(|i| format!("index {i}: got {:?}, want {:?}", got[i], want[i]))
 }
 
 /// Float comparison by bits (so -0.0 != 0.0 and NaN == NaN of the same bits).
@@ -74,8 +102,18 @@ pub fn first_mismatch_bits(got: &[f32], want: &[f32]) -> Option<String> {
     let g: Vec<u32> = got.iter().map(|x| x.to_bits()).collect();
     let w: Vec<u32> = want.iter().map(|x| x.to_bits()).collect();
     first_mismatch(&g, &w).map(|m| {
-        let i: usize = m.split(':').next().unwrap().trim_start_matches("index ").parse().unwrap_or(0);
-        if i < got.len() && i < want.len() { format!("index {i}: got {:e}, want {:e}", got[i], want[i]) } else { m }
+        let i: usize = m
+            .split(':')
+            .next()
+            .unwrap()
+            .trim_start_matches("index ")
+            .parse()
+            .unwrap_or(0);
+        if i < got.len() && i < want.len() {
+            format!("index {i}: got {:e}, want {:e}", got[i], want[i])
+        } else {
+            m
+        }
     })
 }
 
