@@ -46,51 +46,52 @@ pub struct TileConfig {
     pub tn: u32,
     /// K words (input words of the reduction) per workgroup-memory slice.
     pub kt: u32,
-    /// Output pixels per invocation (register block).
-    pub rm: u32,
-    /// Output words per invocation (register block).
-    pub rn: u32,
 }
 
 /// Sizes of the workgroup arrays and the register block in `tiled.wgsl`.
 const XS_MAX: u32 = 2048;
 const WS_MAX: u32 = 512;
-const ACC_MAX: u32 = 16;
-const RM_MAX: u32 = 8;
+/// The register block of `tiled.wgsl`: pixels x output words per invocation.
+pub const TILE_RM: u32 = 4;
+pub const TILE_RN: u32 = 4;
 
 impl TileConfig {
-    /// 64 pixels x 64 channels, 4 x 16 per invocation, 64 invocations: large layers.
+    /// 64 pixels x 64 channels, 64 invocations: large layers.
     pub const LARGE: TileConfig = TileConfig {
         tm: 64,
         tn: 16,
         kt: 16,
-        rm: 4,
-        rn: 4,
     };
-    /// 128 pixels x 64 channels, 8 x 8 per invocation, 128 invocations.
+    /// 128 pixels x 64 channels, 128 invocations.
     pub const TALL: TileConfig = TileConfig {
         tm: 128,
         tn: 16,
         kt: 16,
-        rm: 8,
-        rn: 2,
     };
-    /// 8 pixels x 64 channels, 1 x 16 per invocation: few output pixels
-    /// (a linear layer's small batch), many channels.
-    pub const SKINNY: TileConfig = TileConfig {
-        tm: 8,
+    /// 64 pixels x 128 channels, 128 invocations.
+    pub const WIDE: TileConfig = TileConfig {
+        tm: 64,
         tn: 32,
         kt: 16,
-        rm: 1,
-        rn: 4,
+    };
+    /// 4 pixels x 256 channels, 16 invocations: few output pixels (a linear
+    /// layer's small batch).
+    pub const SKINNY: TileConfig = TileConfig {
+        tm: 4,
+        tn: 64,
+        kt: 8,
     };
     /// Every preset (tests run each).
-    pub const PRESETS: &'static [TileConfig] =
-        &[TileConfig::LARGE, TileConfig::TALL, TileConfig::SKINNY];
+    pub const PRESETS: &'static [TileConfig] = &[
+        TileConfig::LARGE,
+        TileConfig::TALL,
+        TileConfig::WIDE,
+        TileConfig::SKINNY,
+    ];
 
     /// Invocations per workgroup, `(tm/rm) * (tn/rn)`.
     pub fn workgroup_size(&self) -> u32 {
-        (self.tm / self.rm.max(1)) * (self.tn / self.rn.max(1))
+        (self.tm / TILE_RM) * (self.tn / TILE_RN)
     }
 
     /// Bytes of workgroup memory the kernel declares.
@@ -101,16 +102,8 @@ impl TileConfig {
         let c = self;
         let wg = c.workgroup_size();
         let bad = |why: &str| Err(Error::config("tile config", format!("{c:?}: {why}")));
-        if c.tm == 0 || c.tn == 0 || c.kt == 0 || c.rm == 0 || c.rn == 0 {
-            return bad("every size must be >= 1");
-        }
-        if c.tm % c.rm != 0 || c.tn % c.rn != 0 {
-            return bad("tm must be a multiple of rm and tn of rn");
-        }
-        if c.rm > RM_MAX || c.rm * c.rn > ACC_MAX {
-            return bad(&format!(
-                "register block too large (rm <= {RM_MAX}, rm*rn <= {ACC_MAX})"
-            ));
+        if c.tm == 0 || c.tn == 0 || c.kt == 0 || c.tm % TILE_RM != 0 || c.tn % TILE_RN != 0 {
+            return bad("tm and tn must be positive multiples of 4, kt >= 1");
         }
         if c.tm * c.kt > XS_MAX || c.tn * c.kt > WS_MAX {
             return bad(&format!(
@@ -144,13 +137,18 @@ impl TileConfig {
     /// The tile heuristic for a GEMM of `m` output pixels, `o4` output words
     /// and `kq` reduction words:
     /// - `m < 32` (a linear layer's small batch, a tiny image): [`Self::SKINNY`],
-    ///   so a workgroup does not compute 60 padding rows;
-    /// - otherwise [`Self::LARGE`] (64x64 tiles, 4x16 outputs per invocation),
-    ///   which measured fastest on lavapipe for every large shape tried
-    ///   (see `examples/kernel_speed.rs`).
-    pub fn for_shape(m: usize, _o4: usize, _kq: usize) -> TileConfig {
+    ///   so a workgroup does not compute 60 rows of padding;
+    /// - `o4 >= 32` (128 or more output channels): [`Self::WIDE`] (64 x 128),
+    ///   which halves the activation staging per output;
+    /// - otherwise [`Self::LARGE`] (64 x 64).
+    ///
+    /// Measured on lavapipe with `examples/kernel_speed.rs` (512^3 GEMM,
+    /// ResNet 3x3 convs); other adapters use the same choice for now.
+    pub fn for_shape(m: usize, o4: usize, _kq: usize) -> TileConfig {
         if m < 32 {
             TileConfig::SKINNY
+        } else if o4 >= 32 {
+            TileConfig::WIDE
         } else {
             TileConfig::LARGE
         }
@@ -498,8 +496,6 @@ impl GpuLayer {
                     ("TM", c.tm as f64),
                     ("TN", c.tn as f64),
                     ("KT", c.kt as f64),
-                    ("RM", c.rm as f64),
-                    ("RN", c.rn as f64),
                 ];
                 (ctx.pipeline(Kernel::Tiled, &constants)?, params.total)
             }
