@@ -1,12 +1,7 @@
 // Fused int8 conv2d / linear: packed int8 dot products (dot4I8Packed) and the
 // requantization epilogue in one pass. Reads 8-bit activations, writes 8-bit.
 //
-// Layout: activations are NHWC with the channels packed 4 per u32 word
-// ("NHWC4"; a linear layer's [N, K] is the 1x1 image [N, 1, 1, K]). Words hold
-// quint8 bytes; the kernel shifts them to signed (x ^ 0x80 = x - 128) for
-// dot4I8Packed, and the host folds (128 - zp) * Σw into the integer bias.
-// Padded positions read `pad_word` (the input zero point in every byte), i.e.
-// the real value 0.
+// Layout, bindings and the epilogue: see common.wgsl (prepended by the host).
 //
 // One invocation computes one output word: 4 consecutive output channels of
 // one output pixel. Specialised by pipeline-overridable constants:
@@ -18,52 +13,10 @@
 //           from any channel offset (grouped/depthwise convs with C/g not a
 //           multiple of 4); weights are packed [O][ceil(kh*kw*C/g / 4)].
 
-struct Params {
-    n: u32, c4: u32, h: u32, w: u32,
-    o: u32, o4: u32, oh: u32, ow: u32,
-    kh: u32, kw: u32, stride_h: u32, stride_w: u32,
-    pad_h: u32, pad_w: u32, dil_h: u32, dil_w: u32,
-    cg: u32, og: u32, kq: u32, pad_word: u32,
-    zp_out: i32, lo: i32, hi: i32, total: u32,
-}
-
-// One output channel's requantization constants (quant::ChannelEpilogue).
-struct Chan {
-    bias_i32: i32,
-    bias_f32: f32,
-    mult: f32,
-}
-
 override WG: u32 = 64u;
 override GATHER: bool = false;
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<u32>;
 @group(0) @binding(2) var<storage, read> wt: array<u32>;
-@group(0) @binding(3) var<storage, read> chans: array<Chan>;
-@group(0) @binding(4) var<storage, read_write> y: array<u32>;
-
-const SIGN: u32 = 0x80808080u;
-
-// f32(a), correctly rounded for every i32: both halves convert exactly and
-// the one f32 addition rounds to nearest even. (WGSL lets a plain f32(i32)
-// round either way past 2^24.)
-fn exact_f32(a: i32) -> f32 {
-    let lo = a & 0xffff;
-    return f32(a - lo) + f32(lo);
-}
-
-// The epilogue: y = clamp(rint((f32(acc + bias_i32) + bias_f32) * mult) + zp, lo, hi).
-fn requant(oc: u32, acc: i32) -> u32 {
-    let c = chans[oc];
-    let v = exact_f32(acc + c.bias_i32) + c.bias_f32;
-    let r = clamp(round(v * c.mult), f32(p.lo - p.zp_out), f32(p.hi - p.zp_out));
-    return u32(i32(r) + p.zp_out);
-}
-
-fn in_bounds(iy: i32, ix: i32) -> bool {
-    return iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w);
-}
 
 fn reduce_words(b: u32, oy: u32, ox: u32, oc: u32) -> i32 {
     let cg4 = (p.cg + 3u) / 4u;
@@ -132,19 +85,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     t = t / p.ow;
     let oy = t % p.oh;
     let b = t / p.oh;
-    var word = 0u;
+    var acc = vec4<i32>(0);
     for (var l = 0u; l < 4u; l++) {
         let oc = o4 * 4u + l;
         if oc >= p.o {
             break;
         }
-        var acc: i32;
         if GATHER {
-            acc = reduce_gather(b, oy, ox, oc);
+            acc[l] = reduce_gather(b, oy, ox, oc);
         } else {
-            acc = reduce_words(b, oy, ox, oc);
+            acc[l] = reduce_words(b, oy, ox, oc);
         }
-        word |= requant(oc, acc) << (8u * l);
     }
-    y[idx] = word;
+    y[idx] = requant_word(o4, acc);
 }

@@ -1,6 +1,7 @@
 //! Every conformance case (layers quantized by PyTorch itself) on the CPU
 //! reference and on the GPU, bit for bit: quantizing the float input, fusing
-//! and quantizing the float layer, and the layer's output.
+//! and quantizing the float layer, and the layer's output, with every GPU
+//! kernel variant that applies to the layer (a failure names the variant).
 //!
 //! Cases: `tests/data/conformance/*.safetensors`, plus every case in
 //! `$QFUSE_CONFORMANCE_DIR` when it is set.
@@ -10,6 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{first_mismatch, first_mismatch_bits, gpu, TensorFile};
+use qfuse::gpu::ConvVariant;
 use qfuse::layer::LayerKind;
 use qfuse::{
     Activation, BatchNorm, Conv2dGeometry, FloatConv2d, FloatLinear, GpuLayer, GpuTensor, QLayer,
@@ -42,7 +44,11 @@ fn pair(v: &serde_json::Value) -> [usize; 2] {
 }
 
 /// Checks one case; returns the list of failures (empty = pass).
-fn check_case(ctx: &qfuse::GpuContext, path: &Path) -> (String, Vec<String>) {
+fn check_case(
+    ctx: &qfuse::GpuContext,
+    path: &Path,
+    variants: &mut Vec<String>,
+) -> (String, Vec<String>) {
     let f = TensorFile::open(path);
     let spec = f.meta("case");
     let name = spec["name"].as_str().unwrap().to_string();
@@ -152,18 +158,34 @@ fn check_case(ctx: &qfuse::GpuContext, path: &Path) -> (String, Vec<String>) {
         }
         Err(e) => fails.push(format!("CPU: {e}")),
     }
-    let gpu_out = GpuLayer::new(ctx, &layer).and_then(|g| {
-        let t = GpuTensor::upload(ctx, &x, &in_shape, input)?;
-        g.run(ctx, &t)?.download(ctx)
-    });
-    match gpu_out {
-        Ok(y) => {
-            if let Some(m) = first_mismatch(&y, &want) {
-                fails.push(format!("GPU output: {m}"));
-            }
+    // Every kernel variant that applies to the layer, and the default choice.
+    let default = GpuLayer::new(ctx, &layer).map(|g| g.variant());
+    match &default {
+        Ok(v) if !ConvVariant::candidates(&layer).contains(v) => {
+            fails.push(format!("default variant {v:?} is not a candidate"))
         }
-        Err(e) => fails.push(format!("GPU: {e}")),
+        Err(e) => fails.push(format!("GPU default variant: {e}")),
+        _ => {}
     }
+    for v in ConvVariant::candidates(&layer) {
+        let gpu_out = GpuLayer::with_variant(ctx, &layer, v).and_then(|g| {
+            let t = GpuTensor::upload(ctx, &x, &in_shape, input)?;
+            g.run(ctx, &t)?.download(ctx)
+        });
+        match gpu_out {
+            Ok(y) => {
+                if let Some(m) = first_mismatch(&y, &want) {
+                    fails.push(format!("GPU {v:?}: {m}"));
+                }
+            }
+            Err(e) => fails.push(format!("GPU {v:?}: {e}")),
+        }
+    }
+    variants.extend(
+        ConvVariant::candidates(&layer)
+            .iter()
+            .map(|v| format!("{v:?}")),
+    );
     (name, fails)
 }
 
@@ -173,8 +195,13 @@ fn conformance_cases_bit_exact_on_cpu_and_gpu() {
     assert!(!files.is_empty(), "no conformance cases found");
     let ctx = gpu();
     let (mut passed, mut failed) = (0, 0);
+    let mut per_variant = std::collections::BTreeMap::new();
     for p in &files {
-        let (name, fails) = check_case(&ctx, p);
+        let mut variants = Vec::new();
+        let (name, fails) = check_case(&ctx, p, &mut variants);
+        for v in variants {
+            *per_variant.entry(v).or_insert(0usize) += 1;
+        }
         if fails.is_empty() {
             passed += 1;
             println!("ok   {name}");
@@ -184,6 +211,9 @@ fn conformance_cases_bit_exact_on_cpu_and_gpu() {
         }
     }
     println!("{passed} passed, {failed} failed");
+    for (v, n) in &per_variant {
+        println!("  {n:3} cases ran {v}");
+    }
     assert_eq!(
         failed,
         0,

@@ -92,6 +92,20 @@ fn random_case(seed: u64) -> Case {
             (g, vec![rng.range(1, 3), cin, h.max(min_h), w.max(min_w)])
         }
     };
+    finish_case(&mut rng, seed, large && seed % 100 == 7, kind, geom, shape)
+}
+
+/// Random qparams, weights, bias and input for a given geometry; `saturate`
+/// pushes the accumulators past 2^24.
+fn finish_case(
+    rng: &mut Rng,
+    seed: u64,
+    saturate: bool,
+    kind: LayerKind,
+    geom: Conv2dGeometry,
+    shape: Vec<usize>,
+) -> Case {
+    let mut rng = Rng(rng.next_u64());
     let k = geom.reduction_len() as f32;
     // Zero points: often the extremes.
     let zp = |rng: &mut Rng| match rng.range(0, 4) {
@@ -131,7 +145,7 @@ fn random_case(seed: u64) -> Case {
     };
     let mut weight = rng.i8s(geom.weight_len());
     let mut input = rng.bytes(shape.iter().product());
-    if large && seed % 100 == 7 {
+    if saturate {
         // Accumulators past 2^24: saturated inputs and weights of one sign.
         for w in weight.iter_mut() {
             *w = 127 - (*w as u8 % 4) as i8;
@@ -159,6 +173,130 @@ fn random_case(seed: u64) -> Case {
     }
 }
 
+/// Runs `c` with every applicable variant (and the default choice); returns the
+/// number of runs and records mismatches.
+fn check_all_variants(
+    ctx: &qfuse::GpuContext,
+    label: &str,
+    c: &Case,
+    want: &[u8],
+    failures: &mut Vec<String>,
+) -> usize {
+    let x = GpuTensor::upload(ctx, &c.input, &c.shape, c.layer.input).unwrap();
+    let mut runs = 0;
+    let variants = ConvVariant::candidates(&c.layer);
+    assert!(
+        variants.contains(&ConvVariant::choose(&c.layer, &ctx.limits())),
+        "{label}: the default variant is not a candidate"
+    );
+    for v in variants {
+        let g = GpuLayer::with_variant(ctx, &c.layer, v)
+            .unwrap_or_else(|e| panic!("{label} {v:?}: {e}"));
+        let got = g
+            .run(ctx, &x)
+            .unwrap_or_else(|e| panic!("{label} {v:?}: {e}"))
+            .download(ctx)
+            .unwrap();
+        runs += 1;
+        if let Some(m) = first_mismatch(&got, want) {
+            failures.push(format!(
+                "{label} variant {v:?}: {:?} {:?} input {:?} in {:?} out {:?} {:?} {:?}: {m}",
+                c.layer.kind,
+                c.layer.geometry,
+                c.shape,
+                c.layer.input,
+                c.layer.output,
+                c.layer.activation,
+                c.layer.requant
+            ));
+        }
+    }
+    runs
+}
+
+/// Shapes at the tiled kernel's edges: M, O/4 and K words not multiples of any
+/// tile, M = 1, O = 1, K > 4096, exactly one tile, accumulators past 2^24; and
+/// depthwise layers with channel multipliers.
+#[test]
+fn every_variant_on_tile_edge_shapes() {
+    let ctx = gpu();
+    let lin = |n: usize, k: usize, o: usize| {
+        (LayerKind::Linear, Conv2dGeometry::linear(k, o), vec![n, k])
+    };
+    let conv = |n: usize, c: usize, h: usize, w: usize, o: usize, k: usize, s: usize, p: usize| {
+        (
+            LayerKind::Conv2d,
+            Conv2dGeometry::new(c, o, [k, k])
+                .stride([s, s])
+                .padding([p, p]),
+            vec![n, c, h, w],
+        )
+    };
+    let mut shapes = vec![
+        lin(1, 1, 1),
+        lin(1, 4100, 1),
+        lin(1, 37, 200),
+        lin(3, 5000, 7),
+        lin(7, 33, 65),
+        lin(8, 64, 64),
+        lin(33, 130, 69),
+        lin(64, 64, 64),
+        lin(65, 257, 131),
+        lin(129, 20, 3),
+        conv(1, 3, 1, 1, 5, 1, 1, 0),    // M = 1
+        conv(1, 520, 3, 3, 9, 3, 1, 1),  // K = 9 * 130 words
+        conv(2, 13, 9, 7, 67, 3, 2, 1),  // odd everything
+        conv(1, 64, 8, 8, 64, 3, 1, 1),  // exactly one 64x64 tile
+        conv(1, 16, 11, 12, 1, 3, 1, 0), // O = 1
+        conv(2, 5, 17, 9, 130, 2, 1, 1),
+        conv(1, 256, 4, 5, 33, 1, 1, 0),
+    ];
+    // Depthwise, multiplier 1..3, rectangular, strided, dilated.
+    for (c, mult, k, s, d) in [
+        (1, 1, 3, 1, 1),
+        (3, 2, 3, 2, 1),
+        (8, 1, 5, 1, 2),
+        (13, 3, 3, 1, 1),
+        (32, 1, 3, 2, 1),
+        (6, 2, 1, 1, 1),
+    ] {
+        let g = Conv2dGeometry::new(c, c * mult, [k, k.max(2) - 1])
+            .stride([s, 1])
+            .padding([k / 2, 0])
+            .dilation([d, 1])
+            .groups(c);
+        shapes.push((LayerKind::Conv2d, g, vec![2, c, 9 + k * d, 7 + k]));
+    }
+    let mut rng = Rng(0xed9e);
+    let (mut runs, mut failures, mut over) = (0, Vec::new(), 0);
+    for (i, (kind, geom, shape)) in shapes.into_iter().enumerate() {
+        for saturate in [false, true] {
+            let c = finish_case(&mut rng, i as u64, saturate, kind, geom, shape.clone());
+            let (want, _) = qfuse::cpu::run_layer(&c.layer, &c.input, &c.shape).unwrap();
+            let (acc, _) = qfuse::cpu::conv2d_accumulators(&c.layer, &c.input, &c.shape).unwrap();
+            over += acc.iter().any(|a| a.abs() >= 1 << 24) as usize;
+            runs += check_all_variants(
+                &ctx,
+                &format!("edge shape {i} saturate {saturate}"),
+                &c,
+                &want,
+                &mut failures,
+            );
+        }
+    }
+    println!("{runs} GPU runs; {over} layers with accumulators >= 2^24");
+    for f in failures.iter().take(10) {
+        println!("MISMATCH {f}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} GPU runs differ from the CPU reference; first: {}",
+        failures.len(),
+        failures[0]
+    );
+    assert!(over >= 2, "no edge layer crossed 2^24");
+}
+
 #[test]
 fn gpu_equals_cpu_on_random_layers() {
     let ctx = gpu();
@@ -183,22 +321,7 @@ fn gpu_equals_cpu_on_random_layers() {
         if want.iter().any(|&v| v != want[0]) {
             nonconstant += 1;
         }
-        let mut variants = vec![ConvVariant::Gather];
-        if ConvVariant::for_layer(&c.layer) == ConvVariant::Words {
-            variants.push(ConvVariant::Words);
-        }
-        let x = GpuTensor::upload(&ctx, &c.input, &c.shape, c.layer.input).unwrap();
-        for v in variants {
-            let g = GpuLayer::with_variant(&ctx, &c.layer, v).unwrap();
-            let got = g.run(&ctx, &x).unwrap().download(&ctx).unwrap();
-            runs += 1;
-            if let Some(m) = first_mismatch(&got, &want) {
-                failures.push(format!(
-                    "seed {seed} variant {v:?}: {:?} {:?} input {:?} in {:?} out {:?} {:?} {:?}: {m}",
-                    c.layer.kind, c.layer.geometry, c.shape, c.layer.input, c.layer.output, c.layer.activation, c.layer.requant
-                ));
-            }
-        }
+        runs += check_all_variants(&ctx, &format!("seed {seed}"), &c, &want, &mut failures);
     }
     println!("{runs} GPU runs of {count} random layers (seeds {base}..{}); {over_2_24} layers with accumulators >= 2^24; {nonconstant} with non-constant outputs", base + count);
     for f in failures.iter().take(10) {

@@ -1,19 +1,22 @@
 //! Every WGSL file under `shaders/` parses and validates with naga (no GPU
-//! needed), and every uniform/storage struct shared with the host has the same
-//! size as its `#[repr(C)]` Rust twin.
+//! needed): the prelude (`common.wgsl`) on its own, and every kernel file as
+//! the module the context compiles (prelude + kernel, `Kernel::source()`).
+//! Every uniform/storage struct shared with the host has the same size as its
+//! `#[repr(C)]` Rust twin.
 
 use std::path::Path;
 
-fn parse(path: &Path) -> naga::Module {
-    let src = std::fs::read_to_string(path).unwrap();
-    let module = naga::front::wgsl::parse_str(&src)
-        .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
+use qfuse::gpu::Kernel;
+
+fn parse_str(name: &str, src: &str) -> naga::Module {
+    let module = naga::front::wgsl::parse_str(src)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
     naga::valid::Validator::new(
         naga::valid::ValidationFlags::all(),
         naga::valid::Capabilities::all(),
     )
     .validate(&module)
-    .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
+    .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
     module
 }
 
@@ -28,6 +31,14 @@ fn struct_size(module: &naga::Module, name: &str) -> u32 {
     panic!("no struct {name}");
 }
 
+fn override_names(module: &naga::Module) -> Vec<String> {
+    module
+        .overrides
+        .iter()
+        .filter_map(|(_, o)| o.name.clone())
+        .collect()
+}
+
 #[test]
 fn every_shader_parses_and_validates() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
@@ -35,33 +46,82 @@ fn every_shader_parses_and_validates() {
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "wgsl") {
-            parse(&p);
+            let name = p.file_name().unwrap().to_str().unwrap().to_string();
+            let on_disk = std::fs::read_to_string(&p).unwrap();
+            // The crate compiles in the files' text; it must be the same.
+            assert_eq!(
+                Kernel::file_source(&name),
+                Some(on_disk.as_str()),
+                "{name}: not a kernel or the prelude, or stale"
+            );
+            if name == Kernel::PRELUDE {
+                parse_str(&name, &on_disk);
+            } else {
+                let k = Kernel::ALL.iter().find(|k| k.file() == name).unwrap();
+                let m = parse_str(&name, &k.source());
+                assert!(
+                    m.entry_points.iter().any(|e| e.name == "main"),
+                    "{name}: no entry point main"
+                );
+            }
             println!("valid: {}", p.display());
             n += 1;
         }
     }
-    assert!(n >= 1, "no shaders found in {}", dir.display());
-    // Every file is also registered as a kernel the context can compile.
+    // Every kernel plus the prelude, and each kernel's file exists.
     assert_eq!(
         n,
-        qfuse::gpu::Kernel::ALL.len(),
+        Kernel::ALL.len() + 1,
         "shaders/ and Kernel::ALL disagree"
     );
-    for k in qfuse::gpu::Kernel::ALL {
+    for k in Kernel::ALL {
         assert!(dir.join(k.file()).exists(), "{} missing", k.file());
     }
 }
 
 #[test]
 fn host_structs_match_wgsl_layout() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
-    let conv = parse(&dir.join("conv2d.wgsl"));
-    assert_eq!(
-        struct_size(&conv, "Params") as usize,
-        std::mem::size_of::<qfuse::gpu::ConvParams>()
-    );
-    assert_eq!(
-        struct_size(&conv, "Chan") as usize,
-        std::mem::size_of::<qfuse::quant::ChannelEpilogue>()
-    );
+    use qfuse::gpu::ops_params::*;
+    for k in Kernel::ALL {
+        let m = parse_str(k.file(), &k.source());
+        let params = match k {
+            Kernel::Quantize => std::mem::size_of::<QuantizeParams>(),
+            Kernel::Lut => std::mem::size_of::<LutParams>(),
+            Kernel::Add => std::mem::size_of::<AddParams>(),
+            Kernel::Pool => std::mem::size_of::<PoolParams>(),
+            _ => std::mem::size_of::<qfuse::gpu::ConvParams>(),
+        };
+        assert_eq!(struct_size(&m, "Params") as usize, params, "{k:?}");
+        if k.uses_prelude() {
+            assert_eq!(
+                struct_size(&m, "Chan") as usize,
+                std::mem::size_of::<qfuse::quant::ChannelEpilogue>(),
+                "{k:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn tiled_kernel_constants_match_the_host() {
+    // The overrides the host sets exist, and the host's workgroup-memory
+    // figure is what the shader declares.
+    let m = parse_str("tiled.wgsl", &Kernel::Tiled.source());
+    let names = override_names(&m);
+    for c in ["WG", "TM", "TN", "KT"] {
+        assert!(
+            names.iter().any(|n| n == c),
+            "tiled.wgsl has no override {c}"
+        );
+    }
+    let bytes: u32 = m
+        .global_variables
+        .iter()
+        .filter(|(_, v)| v.space == naga::AddressSpace::WorkGroup)
+        .map(|(_, v)| m.types[v.ty].inner.size(m.to_ctx()))
+        .sum();
+    assert_eq!(bytes, qfuse::gpu::TileConfig::WORKGROUP_BYTES);
+    for c in qfuse::gpu::TileConfig::PRESETS {
+        c.check(&wgpu::Limits::default()).unwrap();
+    }
 }

@@ -5,29 +5,49 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 
-/// The kernel families, one WGSL file each under `shaders/`.
+/// The kernel families, one WGSL file each under `shaders/`. Each is compiled
+/// with [`Kernel::PRELUDE`] (`shaders/common.wgsl`: the uniform block, the
+/// bindings and the requantization epilogue) prepended, so the epilogue text
+/// exists once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
+    /// One output word per invocation (`conv2d.wgsl`): any conv2d/linear.
     Conv2d,
+    /// Tiled implicit GEMM (`tiled.wgsl`): one group.
+    Tiled,
+    /// Depthwise (`depthwise.wgsl`): groups == in_channels.
+    Depthwise,
+    /// f32 NCHW -> quint8 (`quantize.wgsl`).
     Quantize,
+    /// Table ops with relayout (`lut.wgsl`).
     Lut,
+    /// Quantized add (`add.wgsl`).
     Add,
+    /// Pooling and mean (`pool.wgsl`).
     Pool,
 }
 
 impl Kernel {
     pub const ALL: &'static [Kernel] = &[
         Kernel::Conv2d,
+        Kernel::Tiled,
+        Kernel::Depthwise,
         Kernel::Quantize,
         Kernel::Lut,
         Kernel::Add,
         Kernel::Pool,
     ];
 
+    /// The file under `shaders/` that every kernel's source starts with.
+    pub const PRELUDE: &'static str = "common.wgsl";
+    const PRELUDE_SOURCE: &'static str = include_str!("../../shaders/common.wgsl");
+
     /// The file name under `shaders/`.
     pub fn file(self) -> &'static str {
         match self {
             Kernel::Conv2d => "conv2d.wgsl",
+            Kernel::Tiled => "tiled.wgsl",
+            Kernel::Depthwise => "depthwise.wgsl",
             Kernel::Quantize => "quantize.wgsl",
             Kernel::Lut => "lut.wgsl",
             Kernel::Add => "add.wgsl",
@@ -35,15 +55,48 @@ impl Kernel {
         }
     }
 
-    /// The WGSL source, compiled into the crate.
-    pub fn source(self) -> &'static str {
+    /// The kernel file's own text, compiled into the crate.
+    pub fn body(self) -> &'static str {
         match self {
             Kernel::Conv2d => include_str!("../../shaders/conv2d.wgsl"),
+            Kernel::Tiled => include_str!("../../shaders/tiled.wgsl"),
+            Kernel::Depthwise => include_str!("../../shaders/depthwise.wgsl"),
             Kernel::Quantize => include_str!("../../shaders/quantize.wgsl"),
             Kernel::Lut => include_str!("../../shaders/lut.wgsl"),
             Kernel::Add => include_str!("../../shaders/add.wgsl"),
             Kernel::Pool => include_str!("../../shaders/pool.wgsl"),
         }
+    }
+
+    /// Whether the kernel is compiled with the conv prelude (`common.wgsl`:
+    /// conv uniforms, bindings and the requantization epilogue) in front.
+    pub fn uses_prelude(self) -> bool {
+        matches!(self, Kernel::Conv2d | Kernel::Tiled | Kernel::Depthwise)
+    }
+
+    /// The complete WGSL module: the prelude (for conv kernels) followed by
+    /// the kernel file.
+    pub fn source(self) -> String {
+        if !self.uses_prelude() {
+            return self.body().to_string();
+        }
+        format!(
+            "{}\n// ---- {} ----\n{}",
+            Self::PRELUDE_SOURCE,
+            self.file(),
+            self.body()
+        )
+    }
+
+    /// Source text of a file under `shaders/` (the prelude or a kernel), or None.
+    pub fn file_source(name: &str) -> Option<&'static str> {
+        if name == Self::PRELUDE {
+            return Some(Self::PRELUDE_SOURCE);
+        }
+        Self::ALL
+            .iter()
+            .find(|k| k.file() == name)
+            .map(|k| k.body())
     }
 }
 

@@ -9,7 +9,7 @@ pub mod layout;
 mod tensor;
 
 pub use context::{AdapterReport, Dispatch, GpuContext, Kernel};
-pub use conv::{ConvParams, ConvVariant, GpuLayer};
+pub use conv::{pack_weights, ConvParams, ConvVariant, GpuLayer, TileConfig};
 pub use graph::GpuModel;
 
 /// The uniform blocks of the op kernels (checked against the WGSL in tests).

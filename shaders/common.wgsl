@@ -1,0 +1,71 @@
+// Common prefix of every qfuse kernel: the uniform block, the activation,
+// epilogue and output bindings, and the exact requantization epilogue. The
+// host prepends this file to each kernel file (see Kernel::source() in
+// src/gpu/context.rs); the kernel file adds its weight binding (binding 2,
+// whose packing is its own) and its entry point `main`.
+//
+// Layout: activations are NHWC with the channels packed 4 per u32 word
+// ("NHWC4"; a linear layer's [N, K] is the 1x1 image [N, 1, 1, K]). Words hold
+// quint8 bytes; kernels shift them to signed (x ^ 0x80 = x - 128) for the
+// int8 products, and the host folds (128 - zp) * Σw into the integer bias.
+// Padded positions read `pad_word` (the input zero point in every byte), i.e.
+// the real value 0. Outputs are NHWC4 words too.
+
+struct Params {
+    n: u32, c4: u32, h: u32, w: u32,
+    o: u32, o4: u32, oh: u32, ow: u32,
+    kh: u32, kw: u32, stride_h: u32, stride_w: u32,
+    pad_h: u32, pad_w: u32, dil_h: u32, dil_w: u32,
+    cg: u32, og: u32, kq: u32, pad_word: u32,
+    // `total`: the number of work items the dispatch covers (output words,
+    // or output tiles for the tiled kernel).
+    zp_out: i32, lo: i32, hi: i32, total: u32,
+}
+
+// One output channel's requantization constants (quant::ChannelEpilogue).
+struct Chan {
+    bias_i32: i32,
+    bias_f32: f32,
+    mult: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<u32>;
+@group(0) @binding(3) var<storage, read> chans: array<Chan>;
+@group(0) @binding(4) var<storage, read_write> y: array<u32>;
+
+const SIGN: u32 = 0x80808080u;
+
+// f32(a), correctly rounded for every i32: both halves convert exactly and
+// the one f32 addition rounds to nearest even. (WGSL lets a plain f32(i32)
+// round either way past 2^24.)
+fn exact_f32(a: i32) -> f32 {
+    let lo = a & 0xffff;
+    return f32(a - lo) + f32(lo);
+}
+
+// The epilogue: y = clamp(rint((f32(acc + bias_i32) + bias_f32) * mult) + zp, lo, hi).
+fn requant(oc: u32, acc: i32) -> u32 {
+    let c = chans[oc];
+    let v = exact_f32(acc + c.bias_i32) + c.bias_f32;
+    let r = clamp(round(v * c.mult), f32(p.lo - p.zp_out), f32(p.hi - p.zp_out));
+    return u32(i32(r) + p.zp_out);
+}
+
+// Requantizes the accumulators of output word `o4` (channels 4*o4 .. 4*o4+3)
+// into one packed output word; channels past `p.o` give 0 bytes.
+fn requant_word(o4: u32, acc: vec4<i32>) -> u32 {
+    var word = 0u;
+    for (var l = 0u; l < 4u; l++) {
+        let oc = o4 * 4u + l;
+        if oc >= p.o {
+            break;
+        }
+        word |= requant(oc, acc[l]) << (8u * l);
+    }
+    return word;
+}
+
+fn in_bounds(iy: i32, ix: i32) -> bool {
+    return iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w);
+}

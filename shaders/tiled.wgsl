@@ -1,0 +1,161 @@
+// Tiled implicit-GEMM int8 conv2d / linear for one group (groups == 1):
+// M = N*OH*OW output pixels, N = O output channels (O4 = ceil(O/4) output
+// words), K = kh*kw*ceil(C/4) input words (`p.kq`), in the order (ky, kx, j).
+//
+// Layout, bindings and the epilogue: see common.wgsl (prepended by the host).
+//
+// A workgroup computes a TM-pixel x TN-output-word tile (TN*4 channels). It
+// walks K in slices of KT words; per slice it stages the TM x KT activation
+// words (already shifted to signed, padded positions as `pad_word`) and the
+// KT x TN weight vectors in workgroup memory, then every invocation
+// accumulates a 4-pixel x 4-word register block (64 i32 accumulators in 16
+// named vec4s: written out by hand because lavapipe's compiler keeps a
+// dynamically indexed private array in memory) from them with dot4I8Packed.
+// The epilogue (requant) is fused.
+//
+// Weights are packed K-major: wt[k * O4 + o4] is the vec4 of weight words
+// of the channels 4*o4 .. 4*o4+3 at K word k (zero past O).
+//
+// Pipeline-overridable constants (checked on the host, see
+// conv::TileConfig::check):
+//   TM, TN, KT   tile sizes: multiples of 4 (TM, TN), TM*KT <= XS_MAX,
+//                TN*KT <= WS_MAX
+//   WG           workgroup size, (TM/4)*(TN/4); a multiple of TM, and
+//                KT a multiple of WG/TM
+// `p.total` is the number of tiles, ceil(M/TM) * ceil(O4/TN).
+
+override WG: u32 = 64u;
+override TM: u32 = 64u;
+override TN: u32 = 16u;
+override KT: u32 = 16u;
+
+const XS_MAX: u32 = 2048u;
+const WS_MAX: u32 = 512u;
+// The register block: RM pixels x RN output words per invocation.
+const RM: u32 = 4u;
+const RN: u32 = 4u;
+
+@group(0) @binding(2) var<storage, read> wt: array<vec4<u32>>;
+
+var<workgroup> xs: array<u32, XS_MAX>;
+var<workgroup> ws: array<vec4<u32>, WS_MAX>;
+
+// The 4 output channels of output word `w` against activation word `a`.
+fn dot4(a: u32, w: vec4<u32>) -> vec4<i32> {
+    return vec4<i32>(dot4I8Packed(a, w.x), dot4I8Packed(a, w.y), dot4I8Packed(a, w.z), dot4I8Packed(a, w.w));
+}
+
+// Requantizes and stores one pixel's row of the register block: output
+// words n, n + step, n + 2*step, n + 3*step of pixel m (when inside).
+fn store(m: u32, n: u32, step: u32, c0: vec4<i32>, c1: vec4<i32>, c2: vec4<i32>, c3: vec4<i32>) {
+    if m >= p.n * p.oh * p.ow {
+        return;
+    }
+    let acc = array<vec4<i32>, 4>(c0, c1, c2, c3);
+    for (var j = 0u; j < 4u; j++) {
+        let nj = n + j * step;
+        if nj < p.o4 {
+            y[m * p.o4 + nj] = requant_word(nj, acc[j]);
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let tile = wid.x + wid.y * nwg.x;
+    if tile >= p.total {
+        return;
+    }
+    let m_total = p.n * p.oh * p.ow;
+    let n_tiles = (p.o4 + TN - 1u) / TN;
+    let m0 = (tile / n_tiles) * TM;
+    let n0 = (tile % n_tiles) * TN;
+    let cg4 = p.c4;
+
+    // Staging role: pixel `lm` of the tile, K words kk0 .. kk0+kper of each slice.
+    let lm = lid % TM;
+    let kper = KT / (WG / TM);
+    let kk0 = (lid / TM) * kper;
+    let m = m0 + lm;
+    let m_ok = m < m_total;
+    let ox = m % p.ow;
+    let t = m / p.ow;
+    let oy = t % p.oh;
+    let b = t / p.oh;
+    let iy0 = i32(oy * p.stride_h) - i32(p.pad_h);
+    let ix0 = i32(ox * p.stride_w) - i32(p.pad_w);
+
+    // Compute role: pixels px + i*(TM/RM), output words nw + j*(TN/RN).
+    let tmr = TM / RM;
+    let tnr = TN / RN;
+    let px = lid % tmr;
+    let nw = lid / tmr;
+
+    var a00 = vec4<i32>(0); var a01 = vec4<i32>(0); var a02 = vec4<i32>(0); var a03 = vec4<i32>(0);
+    var a10 = vec4<i32>(0); var a11 = vec4<i32>(0); var a12 = vec4<i32>(0); var a13 = vec4<i32>(0);
+    var a20 = vec4<i32>(0); var a21 = vec4<i32>(0); var a22 = vec4<i32>(0); var a23 = vec4<i32>(0);
+    var a30 = vec4<i32>(0); var a31 = vec4<i32>(0); var a32 = vec4<i32>(0); var a33 = vec4<i32>(0);
+    for (var k0 = 0u; k0 < p.kq; k0 += KT) {
+        for (var e = lid; e < TN * KT; e += WG) {
+            let nn = e % TN;
+            let kk = e / TN;
+            var v = vec4<u32>(0u);
+            if k0 + kk < p.kq && n0 + nn < p.o4 {
+                v = wt[(k0 + kk) * p.o4 + n0 + nn];
+            }
+            ws[e] = v;
+        }
+        var k = k0 + kk0;
+        var j = k % cg4;
+        let tap = k / cg4;
+        var kx = tap % p.kw;
+        var ky = tap / p.kw;
+        for (var s = 0u; s < kper; s++) {
+            var v = 0u; // past K the weights are 0
+            if k < p.kq && m_ok {
+                let iy = iy0 + i32(ky * p.dil_h);
+                let ix = ix0 + i32(kx * p.dil_w);
+                v = p.pad_word;
+                if in_bounds(iy, ix) {
+                    v = x[((b * p.h + u32(iy)) * p.w + u32(ix)) * p.c4 + j];
+                }
+            }
+            xs[(kk0 + s) * TM + lm] = v ^ SIGN;
+            k++;
+            j++;
+            if j == cg4 {
+                j = 0u;
+                kx++;
+                if kx == p.kw {
+                    kx = 0u;
+                    ky++;
+                }
+            }
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < KT; kk++) {
+            let xb = kk * TM + px;
+            let x0 = xs[xb];
+            let x1 = xs[xb + tmr];
+            let x2 = xs[xb + 2u * tmr];
+            let x3 = xs[xb + 3u * tmr];
+            let wb = kk * TN + nw;
+            let w0 = ws[wb];
+            let w1 = ws[wb + tnr];
+            let w2 = ws[wb + 2u * tnr];
+            let w3 = ws[wb + 3u * tnr];
+            a00 += dot4(x0, w0); a01 += dot4(x0, w1); a02 += dot4(x0, w2); a03 += dot4(x0, w3);
+            a10 += dot4(x1, w0); a11 += dot4(x1, w1); a12 += dot4(x1, w2); a13 += dot4(x1, w3);
+            a20 += dot4(x2, w0); a21 += dot4(x2, w1); a22 += dot4(x2, w2); a23 += dot4(x2, w3);
+            a30 += dot4(x3, w0); a31 += dot4(x3, w1); a32 += dot4(x3, w2); a33 += dot4(x3, w3);
+        }
+        workgroupBarrier();
+    }
+
+    let n = n0 + nw;
+    let m1 = m0 + px;
+    store(m1, n, tnr, a00, a01, a02, a03);
+    store(m1 + tmr, n, tnr, a10, a11, a12, a13);
+    store(m1 + 2u * tmr, n, tnr, a20, a21, a22, a23);
+    store(m1 + 3u * tmr, n, tnr, a30, a31, a32, a33);
+}
