@@ -517,20 +517,30 @@ impl ModelBuilder {
                 detail: "needs at least one batch".into(),
             });
         }
+        // As in PyTorch's FX flow, ops that keep their input's qparams (pools,
+        // mean, relu, relu6, hardtanh, flatten, reshape) share their input's
+        // observer: it sees their outputs too, in execution order.
+        let mut key: HashMap<&str, &str> =
+            HashMap::from([(self.input.0.as_str(), self.input.0.as_str())]);
+        for (name, op, inputs) in &self.nodes {
+            let k = if observed(op) {
+                name.as_str()
+            } else {
+                key.get(inputs[0].as_str())
+                    .copied()
+                    .unwrap_or(inputs[0].as_str())
+            };
+            key.insert(name, k);
+        }
         let mut obs: HashMap<String, Observer> = HashMap::new();
         for (x, s) in batches {
             let env = self.run_float_all(x, s)?;
-            let mut watch = vec![self.input.0.clone()];
-            watch.extend(
-                self.nodes
-                    .iter()
-                    .filter(|n| observed(&n.1))
-                    .map(|n| n.0.clone()),
-            );
-            for name in watch {
-                obs.entry(name.clone())
+            let order = std::iter::once(self.input.0.as_str())
+                .chain(self.nodes.iter().map(|n| n.0.as_str()));
+            for name in order {
+                obs.entry(key[name].to_string())
                     .or_insert_with(|| Observer::new(kind))
-                    .observe(&env[&name].0);
+                    .observe(&env[name].0);
             }
         }
         self.convert(&|name| obs[name].qparams(default_activation_spec(self.engine)))
