@@ -271,6 +271,17 @@ CASES = {
 }
 
 
+# Cases where PyTorch's own int8 output is wrong, so bit-equality is not the goal.
+# PyTorch 2.15's QNNPACK hardtanh/relu6 (x86) reads a channels-last input (every
+# quantized conv output is channels-last) as if it were contiguous NCHW: output
+# element [n, c, h, w] is the clamp of the input's memory at that NCHW offset,
+# i.e. the activations come out scrambled. qfuse computes relu6 elementwise.
+# Run explicitly with --cases mobilenet_fx_qnnpack to see the difference.
+KNOWN_PYTORCH_BUGS = {
+    "mobilenet_fx_qnnpack": "PyTorch's QNNPACK relu6 scrambles channels-last inputs (see KNOWN_PYTORCH_BUGS)",
+}
+
+
 def make_case(name, out_dir, seed=0, show_ops=False):
     if name == "digits_trained":
         shutil.copyfile(os.path.join(ROOT, "models", "digits.safetensors"), os.path.join(out_dir, name + ".safetensors"))
@@ -311,7 +322,10 @@ def make_case(name, out_dir, seed=0, show_ops=False):
 
 def cmd_export(a):
     os.makedirs(a.dir, exist_ok=True)
-    names = list(CASES) if not a.cases else a.cases.split(",")
+    names = [n for n in CASES if n not in KNOWN_PYTORCH_BUGS] if not a.cases else a.cases.split(",")
+    if not a.cases:
+        for n, why in KNOWN_PYTORCH_BUGS.items():
+            print(f"skipping {n}: {why}")
     for n in names:
         if n not in CASES:
             sys.exit(f"unknown case {n!r}; known: {', '.join(CASES)}")
