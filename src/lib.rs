@@ -8,6 +8,7 @@
 //! - [`cpu`]: the plain-loop CPU reference (the oracle).
 //! - [`gpu`]: the context and the WGSL kernels.
 
+pub mod bench;
 pub mod cpu;
 pub mod error;
 pub mod gpu;

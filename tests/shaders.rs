@@ -51,3 +51,12 @@ fn host_structs_match_wgsl_layout() {
     assert_eq!(struct_size(&conv, "Params") as usize, std::mem::size_of::<qfuse::gpu::ConvParams>());
     assert_eq!(struct_size(&conv, "Chan") as usize, std::mem::size_of::<qfuse::quant::ChannelEpilogue>());
 }
+
+#[test]
+fn bench_structs_match_wgsl_layout() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let ceil = parse(&dir.join("bench_ceiling.wgsl"));
+    assert_eq!(struct_size(&ceil, "CeilParams") as usize, std::mem::size_of::<qfuse::bench::CeilParams>());
+    let f = parse(&dir.join("conv2d_f32.wgsl"));
+    assert_eq!(struct_size(&f, "F32Params") as usize, std::mem::size_of::<qfuse::bench::F32Params>());
+}

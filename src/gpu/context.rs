@@ -9,15 +9,21 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     Conv2d,
+    /// Benchmark only: register-only int8 dot / f32 FMA loops (adapter ceilings).
+    BenchCeiling,
+    /// Benchmark only: the float baseline (f32 conv, batchnorm, relu; NHWC).
+    Conv2dF32,
 }
 
 impl Kernel {
-    pub const ALL: &'static [Kernel] = &[Kernel::Conv2d];
+    pub const ALL: &'static [Kernel] = &[Kernel::Conv2d, Kernel::BenchCeiling, Kernel::Conv2dF32];
 
     /// The file name under `shaders/`.
     pub fn file(self) -> &'static str {
         match self {
             Kernel::Conv2d => "conv2d.wgsl",
+            Kernel::BenchCeiling => "bench_ceiling.wgsl",
+            Kernel::Conv2dF32 => "conv2d_f32.wgsl",
         }
     }
 
@@ -25,6 +31,8 @@ impl Kernel {
     pub fn source(self) -> &'static str {
         match self {
             Kernel::Conv2d => include_str!("../../shaders/conv2d.wgsl"),
+            Kernel::BenchCeiling => include_str!("../../shaders/bench_ceiling.wgsl"),
+            Kernel::Conv2dF32 => include_str!("../../shaders/conv2d_f32.wgsl"),
         }
     }
 }
