@@ -11,18 +11,20 @@ use qfuse::bench::{run, BenchConfig};
 use qfuse::GpuContext;
 
 #[derive(Parser, Debug)]
-#[command(about = "Benchmark qfuse's fused int8 layers against an f32 baseline on the chosen adapter")]
+#[command(
+    about = "Benchmark qfuse's fused int8 layers against an f32 baseline on the chosen adapter"
+)]
 struct Args {
     /// Also write every number as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
-    /// Short run: smaller input resolution (64 unless --resolution) and shorter timing budgets.
+    /// Short run: smaller input resolution (32 unless --resolution) and shorter timing budgets.
     #[arg(long)]
     quick: bool,
     /// Batch sizes, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
     batch: Vec<usize>,
-    /// Input resolution of both networks (default 224, or 64 with --quick).
+    /// Input resolution of both networks (default 224, or 32 with --quick).
     #[arg(long)]
     resolution: Option<usize>,
     /// Networks, comma separated (resnet18, mobilenet_v2).
@@ -38,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cfg = BenchConfig {
         quick: args.quick,
         batches: args.batch.clone(),
-        resolution: args.resolution.unwrap_or(if args.quick { 64 } else { 224 }),
+        resolution: args.resolution.unwrap_or(if args.quick { 32 } else { 224 }),
         networks: args.networks.clone(),
         verbose: !args.silent,
     };

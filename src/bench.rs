@@ -97,12 +97,18 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Whether this context can time with timestamps written inside encoders.
 pub fn has_encoder_timestamps(ctx: &GpuContext) -> bool {
-    ctx.device.features().contains(wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+    ctx.device
+        .features()
+        .contains(wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
 }
 
 /// Times `encode` (which records one sample's GPU work): one warm-up run,
 /// then runs until `opts.budget_s` is spent, one submit each.
-pub fn measure(ctx: &GpuContext, opts: TimingOpts, encode: &mut dyn FnMut(&mut wgpu::CommandEncoder) -> Result<()>) -> Result<Timing> {
+pub fn measure(
+    ctx: &GpuContext,
+    opts: TimingOpts,
+    encode: &mut dyn FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
+) -> Result<Timing> {
     let max_runs = opts.max_runs.clamp(1, 2000);
     let ts = has_encoder_timestamps(ctx);
     let (qs, resolve) = if ts {
@@ -128,7 +134,9 @@ pub fn measure(ctx: &GpuContext, opts: TimingOpts, encode: &mut dyn FnMut(&mut w
         ctx.submit_and_wait(enc)?;
         let mut wall = Vec::new();
         let start = std::time::Instant::now();
-        while wall.len() < max_runs && (wall.len() < opts.min_runs || start.elapsed().as_secs_f64() < opts.budget_s) {
+        while wall.len() < max_runs
+            && (wall.len() < opts.min_runs || start.elapsed().as_secs_f64() < opts.budget_s)
+        {
             let i = wall.len() as u32;
             let t = std::time::Instant::now();
             let mut enc = ctx.device.create_command_encoder(&Default::default());
@@ -181,7 +189,11 @@ fn dispatch_size(ctx: &GpuContext, groups: u32) -> Result<(u32, u32)> {
     }
     let gy = groups.div_ceil(max);
     if gy > max {
-        return Err(Error::TooLarge { what: "dispatch workgroups".into(), needed: groups as u64, limit: max as u64 * max as u64 });
+        return Err(Error::TooLarge {
+            what: "dispatch workgroups".into(),
+            needed: groups as u64,
+            limit: max as u64 * max as u64,
+        });
     }
     Ok((max, gy))
 }
@@ -206,8 +218,17 @@ pub struct Ceilings {
 
 const CEIL_WG: u32 = 256;
 
-fn ceiling_loop(ctx: &GpuContext, mode: u32, groups: u32, target_s: f64, opts: TimingOpts) -> Result<(f64, Timing)> {
-    let pipeline = ctx.pipeline(Kernel::BenchCeiling, &[("WG", CEIL_WG as f64), ("MODE", mode as f64)])?;
+fn ceiling_loop(
+    ctx: &GpuContext,
+    mode: u32,
+    groups: u32,
+    target_s: f64,
+    opts: TimingOpts,
+) -> Result<(f64, Timing)> {
+    let pipeline = ctx.pipeline(
+        Kernel::BenchCeiling,
+        &[("WG", CEIL_WG as f64), ("MODE", mode as f64)],
+    )?;
     let out = ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("qfuse ceiling out"),
         size: 4096,
@@ -218,18 +239,30 @@ fn ceiling_loop(ctx: &GpuContext, mode: u32, groups: u32, target_s: f64, opts: T
     let invocations = gx as f64 * gy as f64 * CEIL_WG as f64;
     let per_step = if mode == 0 { 8.0 * 8.0 } else { 8.0 * 2.0 };
     let run = |iters: u32, opts: TimingOpts| -> Result<Timing> {
-        let params = CeilParams { iters, seed: 12345, ..Default::default() };
-        let uniform = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("qfuse ceiling params"),
-            contents: bytemuck::bytes_of(&params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+        let params = CeilParams {
+            iters,
+            seed: 12345,
+            ..Default::default()
+        };
+        let uniform = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("qfuse ceiling params"),
+                contents: bytemuck::bytes_of(&params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
         let bind = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &pipeline.get_bind_group_layout(0),
             entries: &[
-                wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 1, resource: out.as_entire_binding() },
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: uniform.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: out.as_entire_binding(),
+                },
             ],
         });
         measure(ctx, opts, &mut |enc| {
@@ -241,7 +274,11 @@ fn ceiling_loop(ctx: &GpuContext, mode: u32, groups: u32, target_s: f64, opts: T
         })
     };
     // Calibrate: double the loop count until one dispatch takes target_s.
-    let probe = TimingOpts { budget_s: 0.0, min_runs: 1, max_runs: 1 };
+    let probe = TimingOpts {
+        budget_s: 0.0,
+        min_runs: 1,
+        max_runs: 1,
+    };
     let mut iters = 16u32;
     loop {
         let t = run(iters, probe)?;
@@ -257,7 +294,11 @@ fn ceiling_loop(ctx: &GpuContext, mode: u32, groups: u32, target_s: f64, opts: T
 
 /// Measures the int8 and f32 arithmetic ceilings and the copy bandwidth.
 pub fn measure_ceilings(ctx: &GpuContext, quick: bool) -> Result<Ceilings> {
-    let opts = TimingOpts { budget_s: if quick { 0.2 } else { 0.5 }, min_runs: 3, max_runs: 50 };
+    let opts = TimingOpts {
+        budget_s: if quick { 0.2 } else { 0.5 },
+        min_runs: 3,
+        max_runs: 50,
+    };
     let target = if quick { 0.02 } else { 0.05 };
     // 2^20 invocations fill any current GPU; a CPU driver does not mind.
     let groups = (1u32 << 20) / CEIL_WG;
@@ -266,7 +307,14 @@ pub fn measure_ceilings(ctx: &GpuContext, quick: bool) -> Result<Ceilings> {
     let lim = ctx.limits();
     let want: u64 = if quick { 64 << 20 } else { 512 << 20 };
     let size = want.min(lim.max_buffer_size / 2).max(1 << 20) & !255;
-    let mk = |usage| ctx.device.create_buffer(&wgpu::BufferDescriptor { label: Some("qfuse copy"), size, usage, mapped_at_creation: false });
+    let mk = |usage| {
+        ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("qfuse copy"),
+            size,
+            usage,
+            mapped_at_creation: false,
+        })
+    };
     let src = mk(wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST);
     let dst = mk(wgpu::BufferUsages::COPY_DST);
     let copy_timing = measure(ctx, opts, &mut |enc| {
@@ -291,7 +339,10 @@ pub fn measure_ceilings(ctx: &GpuContext, quick: bool) -> Result<Ceilings> {
 pub struct Lcg(pub u64);
 impl Lcg {
     pub fn next_u32(&mut self) -> u32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 32) as u32
     }
     pub fn uniform(&mut self) -> f32 {
@@ -308,7 +359,12 @@ impl Lcg {
 #[derive(Clone, Debug)]
 pub enum Op {
     /// Conv2d (+BN) (+ReLU), or Linear when `linear`.
-    Conv { name: String, geometry: Conv2dGeometry, relu: bool, linear: bool },
+    Conv {
+        name: String,
+        geometry: Conv2dGeometry,
+        relu: bool,
+        linear: bool,
+    },
     /// Max or average pooling (omitted from the executed chain).
     Pool,
     /// Residual add (omitted from the executed chain).
@@ -338,7 +394,14 @@ struct Builder {
 
 impl Builder {
     fn new(name: &str, c: usize, res: usize) -> Self {
-        Builder { net: Network { name: name.into(), resolution: res, tensors: vec![vec![c, res, res]], steps: vec![] } }
+        Builder {
+            net: Network {
+                name: name.into(),
+                resolution: res,
+                tensors: vec![vec![c, res, res]],
+                steps: vec![],
+            },
+        }
     }
     fn push(&mut self, op: Op, inputs: Vec<usize>, shape: Vec<usize>) -> usize {
         self.net.tensors.push(shape);
@@ -347,11 +410,32 @@ impl Builder {
         output
     }
     #[allow(clippy::too_many_arguments)]
-    fn conv(&mut self, name: &str, x: usize, cout: usize, k: usize, stride: usize, groups: usize, relu: bool) -> usize {
+    fn conv(
+        &mut self,
+        name: &str,
+        x: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        groups: usize,
+        relu: bool,
+    ) -> usize {
         let s = self.net.tensors[x].clone();
-        let g = Conv2dGeometry::new(s[0], cout, [k, k]).stride([stride, stride]).padding([k / 2, k / 2]).groups(groups);
+        let g = Conv2dGeometry::new(s[0], cout, [k, k])
+            .stride([stride, stride])
+            .padding([k / 2, k / 2])
+            .groups(groups);
         let (oh, ow) = g.output_hw(s[1], s[2]).unwrap();
-        self.push(Op::Conv { name: name.into(), geometry: g, relu, linear: false }, vec![x], vec![cout, oh, ow])
+        self.push(
+            Op::Conv {
+                name: name.into(),
+                geometry: g,
+                relu,
+                linear: false,
+            },
+            vec![x],
+            vec![cout, oh, ow],
+        )
     }
     fn pool(&mut self, x: usize, k: usize, stride: usize, pad: usize) -> usize {
         let s = self.net.tensors[x].clone();
@@ -368,7 +452,16 @@ impl Builder {
     }
     fn linear(&mut self, name: &str, x: usize, out: usize) -> usize {
         let k = self.net.tensors[x][0];
-        self.push(Op::Conv { name: name.into(), geometry: Conv2dGeometry::linear(k, out), relu: false, linear: true }, vec![x], vec![out])
+        self.push(
+            Op::Conv {
+                name: name.into(),
+                geometry: Conv2dGeometry::linear(k, out),
+                relu: false,
+                linear: true,
+            },
+            vec![x],
+            vec![out],
+        )
     }
 }
 
@@ -383,7 +476,11 @@ pub fn resnet18(res: usize) -> Network {
         for blk in 0..2 {
             let s = if blk == 0 { stride } else { 1 };
             let n = format!("layer{}.{blk}", li + 1);
-            let short = if s != 1 || cin != cout { b.conv(&format!("{n}.downsample"), x, cout, 1, s, 1, false) } else { x };
+            let short = if s != 1 || cin != cout {
+                b.conv(&format!("{n}.downsample"), x, cout, 1, s, 1, false)
+            } else {
+                x
+            };
             let a = b.conv(&format!("{n}.conv1"), x, cout, 3, s, 1, true);
             let c = b.conv(&format!("{n}.conv2"), a, cout, 3, 1, 1, false);
             x = b.add(c, short);
@@ -402,7 +499,15 @@ pub fn mobilenet_v2(res: usize) -> Network {
     let mut x = b.conv("features.0", 0, 32, 3, 2, 1, true);
     let mut cin = 32;
     let mut idx = 1;
-    for &(t, c, n, s) in &[(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)] {
+    for &(t, c, n, s) in &[
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ] {
         for i in 0..n {
             let stride = if i == 0 { s } else { 1 };
             let hidden = cin * t;
@@ -413,7 +518,11 @@ pub fn mobilenet_v2(res: usize) -> Network {
             }
             h = b.conv(&format!("{name}.dw"), h, hidden, 3, stride, hidden, true);
             h = b.conv(&format!("{name}.project"), h, c, 1, 1, 1, false);
-            x = if stride == 1 && cin == c { b.add(h, x) } else { h };
+            x = if stride == 1 && cin == c {
+                b.add(h, x)
+            } else {
+                h
+            };
             cin = c;
             idx += 1;
         }
@@ -468,8 +577,18 @@ pub fn plan(net: &Network, n: usize, bytes: &dyn Fn(&[usize]) -> u64) -> Plan {
     let alloc = |t: usize, free: &mut Vec<usize>, buffer_bytes: &mut Vec<u64>| -> usize {
         // Best fit among free buffers; else grow the largest free one; else a new buffer.
         let need = size[t];
-        let fit = free.iter().enumerate().filter(|(_, &b)| buffer_bytes[b] >= need).min_by_key(|(_, &b)| buffer_bytes[b]).map(|(i, _)| i);
-        let pick = fit.or_else(|| free.iter().enumerate().max_by_key(|(_, &b)| buffer_bytes[b]).map(|(i, _)| i));
+        let fit = free
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| buffer_bytes[b] >= need)
+            .min_by_key(|(_, &b)| buffer_bytes[b])
+            .map(|(i, _)| i);
+        let pick = fit.or_else(|| {
+            free.iter()
+                .enumerate()
+                .max_by_key(|(_, &b)| buffer_bytes[b])
+                .map(|(i, _)| i)
+        });
         let b = match pick {
             Some(i) => free.swap_remove(i),
             None => {
@@ -497,13 +616,20 @@ pub fn plan(net: &Network, n: usize, bytes: &dyn Fn(&[usize]) -> u64) -> Plan {
         }
     }
     let planned_bytes = buffer_bytes.iter().sum();
-    Plan { tensor_buffer, buffer_bytes, planned_bytes, max_live_bytes: max_live }
+    Plan {
+        tensor_buffer,
+        buffer_bytes,
+        planned_bytes,
+        max_live_bytes: max_live,
+    }
 }
 
-fn int8_bytes(shape: &[usize]) -> u64 {
+/// Bytes of an int8 activation (packed NHWC4).
+pub fn int8_bytes(shape: &[usize]) -> u64 {
     GpuTensor::gpu_bytes(shape).unwrap()
 }
-fn f32_bytes(shape: &[usize]) -> u64 {
+/// Bytes of an f32 activation.
+pub fn f32_bytes(shape: &[usize]) -> u64 {
     4 * shape.iter().product::<usize>() as u64
 }
 
@@ -541,11 +667,12 @@ fn storage(ctx: &GpuContext, data: &[f32]) -> wgpu::Buffer {
     while v.len() < 4 || v.len() % 4 != 0 {
         v.push(0.0);
     }
-    ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("qfuse f32"),
-        contents: bytemuck::cast_slice(&v),
-        usage: wgpu::BufferUsages::STORAGE,
-    })
+    ctx.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("qfuse f32"),
+            contents: bytemuck::cast_slice(&v),
+            usage: wgpu::BufferUsages::STORAGE,
+        })
 }
 
 /// `[O, C/g, kh, kw]` to `[kh][kw][C/g][O]`.
@@ -556,7 +683,8 @@ fn to_khwco(g: &Conv2dGeometry, w: &[f32]) -> Vec<f32> {
         for ci in 0..cg {
             for ky in 0..kh {
                 for kx in 0..kw {
-                    out[((ky * kw + kx) * cg + ci) * o + oc] = w[((oc * cg + ci) * kh + ky) * kw + kx];
+                    out[((ky * kw + kx) * cg + ci) * o + oc] =
+                        w[((oc * cg + ci) * kh + ky) * kw + kx];
                 }
             }
         }
@@ -586,7 +714,10 @@ impl F32Layer {
         let g = &self.geometry;
         let (n, c, h, w) = crate::gpu::layout::nchw(in_shape)?;
         if g.out_channels % 4 != 0 {
-            return Err(Error::config("f32 baseline", "output channels must be a multiple of 4"));
+            return Err(Error::config(
+                "f32 baseline",
+                "output channels must be a multiple of 4",
+            ));
         }
         let (oh, ow) = g.output_hw(h, w)?;
         let o4 = g.out_channels / 4;
@@ -610,7 +741,11 @@ impl F32Layer {
             total: (n * oh * ow * o4) as u32,
             ..Default::default()
         };
-        let out = if in_shape.len() == 2 { vec![n, g.out_channels] } else { vec![n, g.out_channels, oh, ow] };
+        let out = if in_shape.len() == 2 {
+            vec![n, g.out_channels]
+        } else {
+            vec![n, g.out_channels, oh, ow]
+        };
         Ok((p, out))
     }
 
@@ -627,29 +762,60 @@ impl F32Layer {
     ) -> Result<()> {
         let (p, out_shape) = self.params(in_shape)?;
         if output.size() < f32_bytes(&out_shape) {
-            return Err(Error::shape("f32 output buffer", format!("{} bytes for {out_shape:?}", output.size())));
+            return Err(Error::shape(
+                "f32 output buffer",
+                format!("{} bytes for {out_shape:?}", output.size()),
+            ));
         }
-        let uniform = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("qfuse f32 params"),
-            contents: bytemuck::bytes_of(&p),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+        let uniform = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("qfuse f32 params"),
+                contents: bytemuck::bytes_of(&p),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
         let (gx, gy) = dispatch_size(ctx, p.total.div_ceil(64))?;
         let fused = mode == F32Mode::Fused;
-        let mut dispatch = |op: u32, relu: bool, x: &wgpu::Buffer, w: &wgpu::Buffer, ch: &wgpu::Buffer| -> Result<()> {
-            let pipeline = ctx.pipeline(Kernel::Conv2dF32, &[("WG", 64.0), ("OP", op as f64), ("RELU", relu as u8 as f64)])?;
+        let mut dispatch = |op: u32,
+                            relu: bool,
+                            x: &wgpu::Buffer,
+                            w: &wgpu::Buffer,
+                            ch: &wgpu::Buffer|
+         -> Result<()> {
+            let pipeline = ctx.pipeline(
+                Kernel::Conv2dF32,
+                &[("WG", 64.0), ("OP", op as f64), ("RELU", relu as u8 as f64)],
+            )?;
             let bind = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("qfuse f32"),
                 layout: &pipeline.get_bind_group_layout(0),
                 entries: &[
-                    wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 1, resource: x.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 2, resource: w.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 3, resource: ch.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 4, resource: output.as_entire_binding() },
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: uniform.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: x.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 2,
+                        resource: w.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 3,
+                        resource: ch.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 4,
+                        resource: output.as_entire_binding(),
+                    },
                 ],
             });
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("qfuse f32"), timestamp_writes: None });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("qfuse f32"),
+                timestamp_writes: None,
+            });
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &bind, &[]);
             pass.dispatch_workgroups(gx, gy, 1);
@@ -673,21 +839,47 @@ impl F32Layer {
 /// Builds a layer with random weights and BatchNorm, quantized (fbgemm rule)
 /// for the int8 path and kept in f32 for the baseline.
 pub fn build_layer(ctx: &GpuContext, op: &Op, rng: &mut Lcg) -> Result<BenchLayer> {
-    let Op::Conv { name, geometry: g, relu, linear } = op else {
+    let Op::Conv {
+        name,
+        geometry: g,
+        relu,
+        linear,
+    } = op
+    else {
         return Err(Error::config("bench layer", "not a conv/linear step"));
     };
     let (g, relu, linear) = (*g, *relu, *linear);
     let fan_in = g.reduction_len() as f32;
-    let weight: Vec<f32> = (0..g.weight_len()).map(|_| rng.normal() / fan_in.sqrt()).collect();
+    let weight: Vec<f32> = (0..g.weight_len())
+        .map(|_| rng.normal() / fan_in.sqrt())
+        .collect();
     let o = g.out_channels;
-    let act = if relu { Activation::Relu } else { Activation::None };
+    let act = if relu {
+        Activation::Relu
+    } else {
+        Activation::None
+    };
     let input = QParams::new(0.04, 3)?;
     let output = QParams::new(0.05, if relu { 0 } else { 128 })?;
     let (qlayer, w_raw, b_raw, bn, w_f, b_f, has_bn): (QLayer, _, _, _, _, _, _) = if linear {
         let bias: Vec<f32> = (0..o).map(|_| 0.1 * rng.normal()).collect();
-        let fl = FloatLinear { in_features: g.in_channels, out_features: o, weight: weight.clone(), bias: Some(bias.clone()), activation: act };
+        let fl = FloatLinear {
+            in_features: g.in_channels,
+            out_features: o,
+            weight: weight.clone(),
+            bias: Some(bias.clone()),
+            activation: act,
+        };
         let q = fl.quantize(input, output, Requant::Fbgemm)?;
-        (q, weight.clone(), bias.clone(), vec![0f32; 2 * o], weight, bias, false)
+        (
+            q,
+            weight.clone(),
+            bias.clone(),
+            vec![0f32; 2 * o],
+            weight,
+            bias,
+            false,
+        )
     } else {
         let bnp = BatchNorm {
             gamma: (0..o).map(|_| 0.5 + rng.uniform()).collect(),
@@ -696,11 +888,21 @@ pub fn build_layer(ctx: &GpuContext, op: &Op, rng: &mut Lcg) -> Result<BenchLaye
             running_var: (0..o).map(|_| 0.5 + rng.uniform()).collect(),
             eps: 1e-5,
         };
-        let fc = FloatConv2d { geometry: g, weight: weight.clone(), bias: None, batchnorm: Some(bnp.clone()), activation: act };
+        let fc = FloatConv2d {
+            geometry: g,
+            weight: weight.clone(),
+            bias: None,
+            batchnorm: Some(bnp.clone()),
+            activation: act,
+        };
         let q = fc.quantize(input, output, Requant::Fbgemm)?;
         let (wf, bf) = fc.fused_weight_bias()?;
-        let scale: Vec<f32> = (0..o).map(|c| bnp.gamma[c] / (bnp.running_var[c] + bnp.eps).sqrt()).collect();
-        let shift: Vec<f32> = (0..o).map(|c| bnp.beta[c] - bnp.running_mean[c] * scale[c]).collect();
+        let scale: Vec<f32> = (0..o)
+            .map(|c| bnp.gamma[c] / (bnp.running_var[c] + bnp.eps).sqrt())
+            .collect();
+        let shift: Vec<f32> = (0..o)
+            .map(|c| bnp.beta[c] - bnp.running_mean[c] * scale[c])
+            .collect();
         let mut bn = scale;
         bn.extend(shift);
         (q, weight, vec![0f32; o], bn, wf, bf, true)
@@ -718,14 +920,26 @@ pub fn build_layer(ctx: &GpuContext, op: &Op, rng: &mut Lcg) -> Result<BenchLaye
         params: g.weight_len() + o,
     };
     let int8 = GpuLayer::new(ctx, &qlayer)?;
-    Ok(BenchLayer { name: name.clone(), geometry: g, linear, relu, has_bn, int8, f32: f })
+    Ok(BenchLayer {
+        name: name.clone(),
+        geometry: g,
+        linear,
+        relu,
+        has_bn,
+        int8,
+        f32: f,
+    })
 }
 
 impl BenchLayer {
     /// Multiply-accumulates for a batch of `n` at input `in_shape` (per image).
     pub fn macs(&self, n: usize, in_shape: &[usize]) -> u64 {
         let g = &self.geometry;
-        let (oh, ow) = if self.linear { (1, 1) } else { g.output_hw(in_shape[1], in_shape[2]).unwrap() };
+        let (oh, ow) = if self.linear {
+            (1, 1)
+        } else {
+            g.output_hw(in_shape[1], in_shape[2]).unwrap()
+        };
         (n * oh * ow * g.out_channels * g.reduction_len()) as u64
     }
     fn full_shape(&self, n: usize, s: &[usize]) -> Vec<usize> {
@@ -735,18 +949,24 @@ impl BenchLayer {
     }
 }
 
-fn random_buffer(ctx: &GpuContext, bytes: u64, f32_data: bool, rng: &mut Lcg) -> wgpu::Buffer {
+/// A storage buffer of `bytes` random bytes (or uniform f32 in [-1, 1]).
+pub fn random_buffer(ctx: &GpuContext, bytes: u64, f32_data: bool, rng: &mut Lcg) -> wgpu::Buffer {
     let words = (bytes.max(16) / 4) as usize;
     let data: Vec<u32> = if f32_data {
-        (0..words).map(|_| (rng.uniform() * 2.0 - 1.0).to_bits()).collect()
+        (0..words)
+            .map(|_| (rng.uniform() * 2.0 - 1.0).to_bits())
+            .collect()
     } else {
         (0..words).map(|_| rng.next_u32()).collect()
     };
-    ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("qfuse bench activations"),
-        contents: bytemuck::cast_slice(&data),
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-    })
+    ctx.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("qfuse bench activations"),
+            contents: bytemuck::cast_slice(&data),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+        })
 }
 
 // ---------------------------------------------------------------------------
@@ -767,16 +987,32 @@ pub struct BenchConfig {
 impl BenchConfig {
     pub fn layer_opts(&self) -> TimingOpts {
         if self.quick {
-            TimingOpts { budget_s: 0.05, min_runs: 3, max_runs: 50 }
+            TimingOpts {
+                budget_s: 0.05,
+                min_runs: 3,
+                max_runs: 50,
+            }
         } else {
-            TimingOpts { budget_s: 0.5, min_runs: 5, max_runs: 200 }
+            TimingOpts {
+                budget_s: 0.5,
+                min_runs: 5,
+                max_runs: 200,
+            }
         }
     }
     pub fn e2e_opts(&self) -> TimingOpts {
         if self.quick {
-            TimingOpts { budget_s: 0.2, min_runs: 3, max_runs: 50 }
+            TimingOpts {
+                budget_s: 0.2,
+                min_runs: 3,
+                max_runs: 50,
+            }
         } else {
-            TimingOpts { budget_s: 1.0, min_runs: 5, max_runs: 200 }
+            TimingOpts {
+                budget_s: 1.0,
+                min_runs: 5,
+                max_runs: 200,
+            }
         }
     }
 }
@@ -881,7 +1117,11 @@ fn desc(l: &BenchLayer, s: &[usize]) -> String {
     if l.linear {
         return format!("linear {}->{}", g.in_channels, g.out_channels);
     }
-    let dw = if g.groups > 1 && g.groups == g.in_channels { " dw" } else { "" };
+    let dw = if g.groups > 1 && g.groups == g.in_channels {
+        " dw"
+    } else {
+        ""
+    };
     format!(
         "{}x{}{dw} {}->{} s{} @{}x{}",
         g.kernel[0], g.kernel[1], g.in_channels, g.out_channels, g.stride[0], s[1], s[2]
@@ -907,7 +1147,11 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
         let net = match name.as_str() {
             "resnet18" => resnet18(cfg.resolution),
             "mobilenet_v2" => mobilenet_v2(cfg.resolution),
-            _ => return Err(Error::Unsupported(format!("network {name:?} (known: resnet18, mobilenet_v2)"))),
+            _ => {
+                return Err(Error::Unsupported(format!(
+                    "network {name:?} (known: resnet18, mobilenet_v2)"
+                )))
+            }
         };
         log(&format!("{}: building layers", net.name));
         // Layers, one per conv step (weights differ per layer, as in a real net).
@@ -918,8 +1162,15 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
                 _ => None,
             });
         }
-        let convs: Vec<(usize, &BenchLayer)> = layers.iter().enumerate().filter_map(|(i, l)| l.as_ref().map(|l| (i, l))).collect();
-        let macs_per_image: u64 = convs.iter().map(|(i, l)| l.macs(1, &net.tensors[net.steps[*i].inputs[0]])).sum();
+        let convs: Vec<(usize, &BenchLayer)> = layers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.as_ref().map(|l| (i, l)))
+            .collect();
+        let macs_per_image: u64 = convs
+            .iter()
+            .map(|(i, l)| l.macs(1, &net.tensors[net.steps[*i].inputs[0]]))
+            .sum();
         let weight_int8_bytes: u64 = convs.iter().map(|(_, l)| l.int8.gpu_weight_bytes()).sum();
         let weight_f32_bytes: u64 = convs.iter().map(|(_, l)| 4 * l.f32.params as u64).sum();
 
@@ -945,23 +1196,43 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
                 let s = &net.tensors[net.steps[i].inputs[0]];
                 let in_shape = l.full_shape(n, s);
                 let out_shape = l.full_shape(n, &net.tensors[net.steps[i].output]);
-                log(&format!("{} batch {n}: {} {}", net.name, l.name, desc(l, s)));
-                let x8 = GpuTensor::from_buffer(random_buffer(ctx, int8_bytes(&in_shape), false, &mut rng), &in_shape, l.int8.layer().input)?;
+                log(&format!(
+                    "{} batch {n}: {} {}",
+                    net.name,
+                    l.name,
+                    desc(l, s)
+                ));
+                let x8 = GpuTensor::from_buffer(
+                    random_buffer(ctx, int8_bytes(&in_shape), false, &mut rng),
+                    &in_shape,
+                    l.int8.layer().input,
+                )?;
                 let y8 = random_buffer(ctx, int8_bytes(&out_shape), false, &mut rng);
-                let t8 = measure(ctx, cfg.layer_opts(), &mut |enc| l.int8.encode(ctx, enc, &x8, &y8).map(|_| ()))?;
+                let t8 = measure(ctx, cfg.layer_opts(), &mut |enc| {
+                    l.int8.encode(ctx, enc, &x8, &y8).map(|_| ())
+                })?;
                 drop((x8, y8));
                 let xf = random_buffer(ctx, f32_bytes(&in_shape), true, &mut rng);
                 let yf = random_buffer(ctx, f32_bytes(&out_shape), true, &mut rng);
-                let tu = measure(ctx, cfg.layer_opts(), &mut |enc| l.f32.encode(ctx, enc, F32Mode::Unfused, &xf, &in_shape, &yf))?;
-                let tf = measure(ctx, cfg.layer_opts(), &mut |enc| l.f32.encode(ctx, enc, F32Mode::Fused, &xf, &in_shape, &yf))?;
+                let tu = measure(ctx, cfg.layer_opts(), &mut |enc| {
+                    l.f32
+                        .encode(ctx, enc, F32Mode::Unfused, &xf, &in_shape, &yf)
+                })?;
+                let tf = measure(ctx, cfg.layer_opts(), &mut |enc| {
+                    l.f32.encode(ctx, enc, F32Mode::Fused, &xf, &in_shape, &yf)
+                })?;
                 let ops = 2 * l.macs(n, s);
-                let bytes = int8_bytes(&in_shape) + int8_bytes(&out_shape) + l.int8.gpu_weight_bytes();
+                let bytes =
+                    int8_bytes(&in_shape) + int8_bytes(&out_shape) + l.int8.gpu_weight_bytes();
                 let intensity = ops as f64 / bytes as f64;
                 let ops_s = ops as f64 / t8.median_s;
                 let (bound, fraction) = if intensity >= ridge {
                     ("compute", ops_s / ceilings.int8_ops_per_s)
                 } else {
-                    ("memory", bytes as f64 / t8.median_s / ceilings.copy_bytes_per_s)
+                    (
+                        "memory",
+                        bytes as f64 / t8.median_s / ceilings.copy_bytes_per_s,
+                    )
                 };
                 results.push(LayerResult {
                     name: l.name.clone(),
@@ -998,8 +1269,16 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
                 int8_buffers: p8.buffer_bytes.len(),
             });
             log(&format!("{} batch {n}: end to end", net.name));
-            let b8: Vec<wgpu::Buffer> = p8.buffer_bytes.iter().map(|&b| random_buffer(ctx, b, false, &mut rng)).collect();
-            let bf: Vec<wgpu::Buffer> = pf.buffer_bytes.iter().map(|&b| random_buffer(ctx, b, true, &mut rng)).collect();
+            let b8: Vec<wgpu::Buffer> = p8
+                .buffer_bytes
+                .iter()
+                .map(|&b| random_buffer(ctx, b, false, &mut rng))
+                .collect();
+            let bf: Vec<wgpu::Buffer> = pf
+                .buffer_bytes
+                .iter()
+                .map(|&b| random_buffer(ctx, b, true, &mut rng))
+                .collect();
             let full = |t: usize| {
                 let mut v = vec![n];
                 v.extend_from_slice(&net.tensors[t]);
@@ -1008,8 +1287,13 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
             let t8 = measure(ctx, cfg.e2e_opts(), &mut |enc| {
                 for &(i, l) in &convs {
                     let st = &net.steps[i];
-                    let x = GpuTensor::from_buffer(b8[p8.tensor_buffer[st.inputs[0]]].clone(), &full(st.inputs[0]), l.int8.layer().input)?;
-                    l.int8.encode(ctx, enc, &x, &b8[p8.tensor_buffer[st.output]])?;
+                    let x = GpuTensor::from_buffer(
+                        b8[p8.tensor_buffer[st.inputs[0]]].clone(),
+                        &full(st.inputs[0]),
+                        l.int8.layer().input,
+                    )?;
+                    l.int8
+                        .encode(ctx, enc, &x, &b8[p8.tensor_buffer[st.output]])?;
                 }
                 Ok(())
             })?;
@@ -1017,7 +1301,14 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
                 measure(ctx, cfg.e2e_opts(), &mut |enc| {
                     for &(i, l) in &convs {
                         let st = &net.steps[i];
-                        l.f32.encode(ctx, enc, mode, &bf[pf.tensor_buffer[st.inputs[0]]], &full(st.inputs[0]), &bf[pf.tensor_buffer[st.output]])?;
+                        l.f32.encode(
+                            ctx,
+                            enc,
+                            mode,
+                            &bf[pf.tensor_buffer[st.inputs[0]]],
+                            &full(st.inputs[0]),
+                            &bf[pf.tensor_buffer[st.output]],
+                        )?;
                     }
                     Ok(())
                 })
@@ -1028,7 +1319,10 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
             e2e.push(EndToEnd {
                 batch: n,
                 int8_dispatches: convs.len(),
-                f32_unfused_dispatches: convs.iter().map(|(_, l)| l.f32.dispatches(F32Mode::Unfused)).sum(),
+                f32_unfused_dispatches: convs
+                    .iter()
+                    .map(|(_, l)| l.f32.dispatches(F32Mode::Unfused))
+                    .sum(),
                 f32_fused_dispatches: convs.len(),
                 int8_images_per_s: nf / t8.median_s,
                 f32_unfused_images_per_s: nf / tu.median_s,
@@ -1072,7 +1366,11 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
             packed_dot: r.packed_dot,
             timestamps: r.timestamps,
         },
-        timing_method: if ts { "GPU timestamp queries (median)".into() } else { "wall clock: encode + submit + wait (median)".into() },
+        timing_method: if ts {
+            "GPU timestamp queries (median)".into()
+        } else {
+            "wall clock: encode + submit + wait (median)".into()
+        },
         quick: cfg.quick,
         batches: cfg.batches.clone(),
         ceilings,
@@ -1118,13 +1416,34 @@ impl Report {
         let mut s = String::new();
         let a = &self.adapter;
         let c = &self.ceilings;
-        let _ = writeln!(s, "# qfuse benchmark{}\n", if self.quick { " (--quick)" } else { "" });
-        let _ = writeln!(s, "adapter: {} ({}, {}), driver: {}", a.name, a.backend, a.device_type, if a.driver.is_empty() { "?" } else { &a.driver });
+        let _ = writeln!(
+            s,
+            "# qfuse benchmark{}\n",
+            if self.quick { " (--quick)" } else { "" }
+        );
+        let _ = writeln!(
+            s,
+            "adapter: {} ({}, {}), driver: {}",
+            a.name,
+            a.backend,
+            a.device_type,
+            if a.driver.is_empty() { "?" } else { &a.driver }
+        );
         let _ = writeln!(s, "timing: {}\n", self.timing_method);
         let _ = writeln!(s, "## Ceilings\n");
         let _ = writeln!(s, "| ceiling | rate | median time |\n|---|---|---|");
-        let _ = writeln!(s, "| int8 dot4I8Packed loop (register-only) | {}op/s | {} |", si(c.int8_ops_per_s), ms(c.int8_timing.median_s));
-        let _ = writeln!(s, "| f32 FMA loop (register-only) | {}flop/s | {} |", si(c.f32_flops_per_s), ms(c.f32_timing.median_s));
+        let _ = writeln!(
+            s,
+            "| int8 dot4I8Packed loop (register-only) | {}op/s | {} |",
+            si(c.int8_ops_per_s),
+            ms(c.int8_timing.median_s)
+        );
+        let _ = writeln!(
+            s,
+            "| f32 FMA loop (register-only) | {}flop/s | {} |",
+            si(c.f32_flops_per_s),
+            ms(c.f32_timing.median_s)
+        );
         let _ = writeln!(
             s,
             "| buffer copy ({}, read + write) | {}B/s | {} |\n",
@@ -1143,7 +1462,10 @@ impl Report {
                 net.macs_per_image / 1_000_000
             );
             let _ = writeln!(s, "| layer | shape | xN | batch | int8 kernel | int8 time | int8 op/s | bound | % of ceiling | f32 3-disp | f32 fused | f32 fused flop/s | int8 vs unfused | int8 vs fused |");
-            let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+            let _ = writeln!(
+                s,
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            );
             for l in &net.layers {
                 let _ = writeln!(
                     s,
@@ -1165,7 +1487,13 @@ impl Report {
                     l.speedup_vs_fused
                 );
             }
-            let _ = writeln!(s, "\nmemory: weights int8 {} vs f32 {} ({:.3}x)", mib(net.weight_int8_bytes), mib(net.weight_f32_bytes), net.weight_ratio);
+            let _ = writeln!(
+                s,
+                "\nmemory: weights int8 {} vs f32 {} ({:.3}x)",
+                mib(net.weight_int8_bytes),
+                mib(net.weight_f32_bytes),
+                net.weight_ratio
+            );
             for m in &net.memory {
                 let _ = writeln!(
                     s,
@@ -1181,11 +1509,36 @@ impl Report {
             let _ = writeln!(s, "\n| end to end | batch | time | images/s | images/s (wall, 1 submit) | dispatches |\n|---|---|---|---|---|---|");
             for e in &net.end_to_end {
                 for (what, t, ips, ipw, d) in [
-                    ("int8 fused", &e.int8, e.int8_images_per_s, e.int8_images_per_s_wall, e.int8_dispatches),
-                    ("f32 unfused", &e.f32_unfused, e.f32_unfused_images_per_s, e.f32_unfused_images_per_s_wall, e.f32_unfused_dispatches),
-                    ("f32 fused", &e.f32_fused, e.f32_fused_images_per_s, e.f32_fused_images_per_s_wall, e.f32_fused_dispatches),
+                    (
+                        "int8 fused",
+                        &e.int8,
+                        e.int8_images_per_s,
+                        e.int8_images_per_s_wall,
+                        e.int8_dispatches,
+                    ),
+                    (
+                        "f32 unfused",
+                        &e.f32_unfused,
+                        e.f32_unfused_images_per_s,
+                        e.f32_unfused_images_per_s_wall,
+                        e.f32_unfused_dispatches,
+                    ),
+                    (
+                        "f32 fused",
+                        &e.f32_fused,
+                        e.f32_fused_images_per_s,
+                        e.f32_fused_images_per_s_wall,
+                        e.f32_fused_dispatches,
+                    ),
                 ] {
-                    let _ = writeln!(s, "| {what} | {} | {} | {:.1} | {:.1} | {d} |", e.batch, ms(t.median_s), ips, ipw);
+                    let _ = writeln!(
+                        s,
+                        "| {what} | {} | {} | {:.1} | {:.1} | {d} |",
+                        e.batch,
+                        ms(t.median_s),
+                        ips,
+                        ipw
+                    );
                 }
             }
             for e in &net.end_to_end {
@@ -1222,9 +1575,17 @@ impl Report {
             for e in &net.end_to_end {
                 let _ = writeln!(s, "- {} batch {}: end to end int8 fused vs f32 unfused {:.2}x (target >= 3x for resnet18)", net.name, e.batch, e.speedup_vs_unfused);
             }
-            let _ = writeln!(s, "- {}: weight memory int8/f32 = {:.3} (target <= 0.26)", net.name, net.weight_ratio);
+            let _ = writeln!(
+                s,
+                "- {}: weight memory int8/f32 = {:.3} (target <= 0.26)",
+                net.name, net.weight_ratio
+            );
             for m in &net.memory {
-                let _ = writeln!(s, "- {} batch {}: planned peak activations int8/f32 = {:.3} (target <= 0.26)", net.name, m.batch, m.ratio);
+                let _ = writeln!(
+                    s,
+                    "- {} batch {}: planned peak activations int8/f32 = {:.3} (target <= 0.26)",
+                    net.name, m.batch, m.ratio
+                );
             }
         }
         let _ = writeln!(s, "\n## Notes\n");
@@ -1242,10 +1603,18 @@ mod tests {
     #[test]
     fn networks_have_the_right_size() {
         let r = resnet18(224);
-        let convs = r.steps.iter().filter(|s| matches!(s.op, Op::Conv { .. })).count();
+        let convs = r
+            .steps
+            .iter()
+            .filter(|s| matches!(s.op, Op::Conv { .. }))
+            .count();
         assert_eq!(convs, 21); // 20 convs + fc
         let m = mobilenet_v2(224);
-        let convs = m.steps.iter().filter(|s| matches!(s.op, Op::Conv { .. })).count();
+        let convs = m
+            .steps
+            .iter()
+            .filter(|s| matches!(s.op, Op::Conv { .. }))
+            .count();
         assert_eq!(convs, 53); // 52 convs + classifier
         assert_eq!(r.tensors.last().unwrap(), &vec![1000]);
     }
