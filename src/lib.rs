@@ -8,6 +8,7 @@
 //! - [`cpu`]: the plain-loop CPU reference (the oracle).
 //! - [`gpu`]: the context and the WGSL kernels.
 
+pub mod bench;
 pub mod builder;
 pub mod bundled;
 pub mod cpu;

@@ -25,6 +25,10 @@ pub enum Kernel {
     Add,
     /// Pooling and mean (`pool.wgsl`).
     Pool,
+    /// Benchmark only: register-only int8 dot / f32 FMA loops (adapter ceilings).
+    BenchCeiling,
+    /// Benchmark only: the float baseline (f32 conv, batchnorm, relu; NHWC).
+    Conv2dF32,
 }
 
 impl Kernel {
@@ -36,6 +40,8 @@ impl Kernel {
         Kernel::Lut,
         Kernel::Add,
         Kernel::Pool,
+        Kernel::BenchCeiling,
+        Kernel::Conv2dF32,
     ];
 
     /// The file under `shaders/` that every kernel's source starts with.
@@ -52,6 +58,8 @@ impl Kernel {
             Kernel::Lut => "lut.wgsl",
             Kernel::Add => "add.wgsl",
             Kernel::Pool => "pool.wgsl",
+            Kernel::BenchCeiling => "bench_ceiling.wgsl",
+            Kernel::Conv2dF32 => "conv2d_f32.wgsl",
         }
     }
 
@@ -65,6 +73,8 @@ impl Kernel {
             Kernel::Lut => include_str!("../../shaders/lut.wgsl"),
             Kernel::Add => include_str!("../../shaders/add.wgsl"),
             Kernel::Pool => include_str!("../../shaders/pool.wgsl"),
+            Kernel::BenchCeiling => include_str!("../../shaders/bench_ceiling.wgsl"),
+            Kernel::Conv2dF32 => include_str!("../../shaders/conv2d_f32.wgsl"),
         }
     }
 

@@ -73,6 +73,23 @@ impl GpuTensor {
         })
     }
 
+    /// Views an existing buffer (at least [`GpuTensor::gpu_bytes`] long) as a
+    /// tensor, e.g. a planned activation buffer shared by several tensors.
+    pub fn from_buffer(buffer: wgpu::Buffer, shape: &[usize], qparams: QParams) -> Result<Self> {
+        let bytes = Self::gpu_bytes(shape)?;
+        if buffer.size() < bytes {
+            return Err(Error::shape(
+                "tensor buffer",
+                format!("{} bytes, {bytes} needed for {shape:?}", buffer.size()),
+            ));
+        }
+        Ok(GpuTensor {
+            buffer,
+            shape: shape.to_vec(),
+            qparams,
+        })
+    }
+
     /// Reads the tensor back as quint8 NCHW bytes.
     pub fn download(&self, ctx: &GpuContext) -> Result<Vec<u8>> {
         let bytes = Self::gpu_bytes(&self.shape)?;

@@ -1,0 +1,57 @@
+//! The qfuse benchmark: adapter ceilings, per-layer int8-fused vs f32
+//! (3 dispatches: Conv, BatchNorm, ReLU; and 1 fused dispatch), memory, and
+//! end-to-end images/s for a ResNet-18-shaped and a MobileNetV2-shaped
+//! network, at batch 1 and 16. See BENCHMARKS.md.
+//!
+//!     cargo run --release --example bench -- [--json out.json] [--quick] [--batch 1,16]
+//!         [--resolution 224] [--networks resnet18,mobilenet_v2]
+
+use clap::Parser;
+use qfuse::bench::{run, BenchConfig};
+use qfuse::GpuContext;
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Benchmark qfuse's fused int8 layers against an f32 baseline on the chosen adapter"
+)]
+struct Args {
+    /// Also write every number as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Short run: smaller input resolution (32 unless --resolution) and shorter timing budgets.
+    #[arg(long)]
+    quick: bool,
+    /// Batch sizes, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    batch: Vec<usize>,
+    /// Input resolution of both networks (default 224, or 32 with --quick).
+    #[arg(long)]
+    resolution: Option<usize>,
+    /// Networks, comma separated (resnet18, mobilenet_v2).
+    #[arg(long, value_delimiter = ',', default_value = "resnet18,mobilenet_v2")]
+    networks: Vec<String>,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    silent: bool,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let cfg = BenchConfig {
+        quick: args.quick,
+        batches: args.batch.clone(),
+        resolution: args.resolution.unwrap_or(if args.quick { 32 } else { 224 }),
+        networks: args.networks.clone(),
+        verbose: !args.silent,
+    };
+    let ctx = GpuContext::new()?;
+    let t = std::time::Instant::now();
+    let report = run(&ctx, &cfg)?;
+    print!("{}", report.to_text());
+    println!("(benchmark took {:.1} s)", t.elapsed().as_secs_f64());
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
