@@ -4,7 +4,10 @@
 # runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-have_icd() { ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json 2>/dev/null | grep -q .; }
+have_icd() {
+  for f in /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json; do [ -e "$f" ] && return 0; done
+  return 1
+}
 if ! have_icd; then
   echo "tools/test.sh: no Vulkan driver found; installing Mesa's software Vulkan driver (mesa-vulkan-drivers)"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -13,4 +16,5 @@ if ! have_icd; then
   $SUDO apt-get install -y -qq mesa-vulkan-drivers >/dev/null
 fi
 # The GPU tests run one adapter at a time: the software driver uses every core per dispatch.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 cargo test --release -- --nocapture --test-threads=1 "$@"
