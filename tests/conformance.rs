@@ -43,6 +43,41 @@ fn pair(v: &serde_json::Value) -> [usize; 2] {
     ]
 }
 
+fn gpu_quantize(
+    ctx: &qfuse::GpuContext,
+    x: &[f32],
+    shape: &[usize],
+    q: QParams,
+) -> qfuse::Result<Vec<u8>> {
+    use qfuse::model::{DType, Model, Node, Op, TensorInfo, Value};
+    let info = TensorInfo {
+        shape: shape[1..].to_vec(),
+        dtype: DType::F32,
+    };
+    let node = Node {
+        name: "q".into(),
+        op: Op::Quantize(q),
+        inputs: vec!["x".into()],
+    };
+    let m = Model::new(
+        Requant::Fbgemm,
+        vec![("x".into(), info)],
+        vec!["q".into()],
+        vec![node],
+    )?;
+    let out = qfuse::GpuModel::new(ctx, &m)?.run(
+        ctx,
+        &[Value::F32 {
+            data: x.to_vec(),
+            shape: shape.to_vec(),
+        }],
+    )?;
+    match &out[0] {
+        Value::Q { data, .. } => Ok(data.clone()),
+        Value::F32 { .. } => unreachable!("quantize gives quint8"),
+    }
+}
+
 /// Checks one case; returns the list of failures (empty = pass).
 fn check_case(
     ctx: &qfuse::GpuContext,
@@ -89,6 +124,15 @@ fn check_case(
     let x = f.u8("input");
     if let Some(m) = first_mismatch(&input.quantize_slice(&f.f32("float_input")), &x) {
         fails.push(format!("quantize(float_input): {m}"));
+    }
+    // ... on the GPU too (the quantize kernel, as a one-node model).
+    match gpu_quantize(ctx, &f.f32("float_input"), &f.shape("float_input"), input) {
+        Ok(q) => {
+            if let Some(m) = first_mismatch(&q, &x) {
+                fails.push(format!("GPU quantize(float_input): {m}"));
+            }
+        }
+        Err(e) => fails.push(format!("GPU quantize: {e}")),
     }
 
     // 2. Fusing and quantizing the float layer gives PyTorch's weight, scales and bias.
