@@ -49,6 +49,40 @@ pub struct LutParams {
     pub pad1: u32,
 }
 
+impl LutParams {
+    /// Output `(c, h, w)`, input `(c, h, w)`, output words, the output channel
+    /// range `(offset, count)` this input fills, the second table's split and
+    /// whether it counts input channels (a concatenation: other bytes of shared
+    /// words are kept) or flat NCHW elements.
+    fn new(
+        o: (u32, u32, u32),
+        i: (u32, u32, u32),
+        total: u32,
+        (c_off, c_len): (u32, u32),
+        split: u32,
+        cat: bool,
+    ) -> Self {
+        LutParams {
+            oc: o.0,
+            oh: o.1,
+            ow: o.2,
+            oc4: o.0.div_ceil(4),
+            ic: i.0,
+            ih: i.1,
+            iw: i.2,
+            ic4: i.0.div_ceil(4),
+            c_off,
+            c_len,
+            split,
+            by_channel: cat as u32,
+            total,
+            merge: cat as u32,
+            pad0: 0,
+            pad1: 0,
+        }
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct AddParams {
@@ -370,24 +404,8 @@ impl GpuModel {
                     } else {
                         u32::MAX
                     };
-                    let p = LutParams {
-                        oc,
-                        oh,
-                        ow,
-                        oc4: oc.div_ceil(4),
-                        ic,
-                        ih,
-                        iw,
-                        ic4: ic.div_ceil(4),
-                        c_off: 0,
-                        c_len: oc,
-                        split,
-                        by_channel: 0,
-                        total: words,
-                        merge: 0,
-                        pad0: 0,
-                        pad1: 0,
-                    };
+                    let p =
+                        LutParams::new((oc, oh, ow), (ic, ih, iw), words, (0, oc), split, false);
                     let src_buf = &buffers[plan.assignment[src]];
                     dispatches.push(ctx.dispatch(
                         Kernel::Lut,
@@ -403,24 +421,14 @@ impl GpuModel {
                     for (inp, (t, split)) in node.inputs.iter().zip(tables) {
                         let ii = m.info(inp).expect("validated");
                         let (ic, ih, iw) = chw(ii);
-                        let p = LutParams {
-                            oc,
-                            oh,
-                            ow,
-                            oc4: oc.div_ceil(4),
-                            ic,
-                            ih,
-                            iw,
-                            ic4: ic.div_ceil(4),
-                            c_off: off,
-                            c_len: ic,
-                            split: *split,
-                            by_channel: 1,
-                            total: words,
-                            merge: 1,
-                            pad0: 0,
-                            pad1: 0,
-                        };
+                        let p = LutParams::new(
+                            (oc, oh, ow),
+                            (ic, ih, iw),
+                            words,
+                            (off, ic),
+                            *split,
+                            true,
+                        );
                         let src = &buffers[buf_of(inp)];
                         dispatches.push(ctx.dispatch(
                             Kernel::Lut,
