@@ -207,6 +207,7 @@ fn dispatch_size(ctx: &GpuContext, groups: u32) -> Result<(u32, u32)> {
 /// The adapter's own ceilings, measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct Ceilings {
+    /// Each rate is the best of three interleaved measurements.
     /// Register-only `dot4I8Packed` + accumulate loop, 8 int8 ops per step:
     /// 8 independent accumulators against one activation word that changes
     /// every step (the throughput form; fractions of the ceiling use this).
@@ -312,9 +313,23 @@ pub fn measure_ceilings(ctx: &GpuContext, quick: bool) -> Result<Ceilings> {
     let target = if quick { 0.02 } else { 0.05 };
     // 2^20 invocations fill any current GPU; a CPU driver does not mind.
     let groups = (1u32 << 20) / CEIL_WG;
-    let (int8, int8_timing) = ceiling_loop(ctx, 0, groups, target, opts)?;
-    let (int8c, int8_chained_timing) = ceiling_loop(ctx, 2, groups, target, opts)?;
-    let (f32r, f32_timing) = ceiling_loop(ctx, 1, groups, target, opts)?;
+    // On a shared machine a single measurement can land on a busy moment and
+    // understate the ceiling (inflating every fraction of it): keep the best
+    // of three, interleaved.
+    let mut best = [None, None, None];
+    for _ in 0..3 {
+        for (mode, b) in best.iter_mut().enumerate() {
+            let (rate, t) = ceiling_loop(ctx, mode as u32, groups, target, opts)?;
+            if b.as_ref().is_none_or(|(r, _): &(f64, Timing)| rate > *r) {
+                *b = Some((rate, t));
+            }
+        }
+    }
+    let [Some((int8, int8_timing)), Some((f32r, f32_timing)), Some((int8c, int8_chained_timing))] =
+        best
+    else {
+        unreachable!("three modes measured")
+    };
     let lim = ctx.limits();
     let want: u64 = if quick { 64 << 20 } else { 512 << 20 };
     let size = want.min(lim.max_buffer_size / 2).max(1 << 20) & !255;
