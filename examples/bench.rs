@@ -4,7 +4,7 @@
 //! network, at batch 1 and 16. See BENCHMARKS.md.
 //!
 //!     cargo run --release --example bench -- [--json out.json] [--quick] [--batch 1,16]
-//!         [--resolution 224] [--networks resnet18,mobilenet_v2]
+//!         [--resolution 224] [--networks resnet18,mobilenet_v2] [--budget 0.5]
 
 use clap::Parser;
 use qfuse::bench::{run, BenchConfig};
@@ -30,6 +30,10 @@ struct Args {
     /// Networks, comma separated (resnet18, mobilenet_v2).
     #[arg(long, value_delimiter = ',', default_value = "resnet18,mobilenet_v2")]
     networks: Vec<String>,
+    /// Seconds of timed runs per layer case, end-to-end cases twice this
+    /// (default 0.5, --quick 0.05); at least 5 runs (--quick 3) regardless.
+    #[arg(long)]
+    budget: Option<f64>,
     /// No progress lines on stderr.
     #[arg(long)]
     silent: bool,
@@ -43,6 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         resolution: args.resolution.unwrap_or(if args.quick { 32 } else { 224 }),
         networks: args.networks.clone(),
         verbose: !args.silent,
+        budget_s: args.budget,
     };
     let ctx = GpuContext::new()?;
     let t = std::time::Instant::now();

@@ -15,9 +15,12 @@
 use serde::Serialize;
 use wgpu::util::DeviceExt;
 
+use crate::builder::{FloatOp, ModelBuilder, ObserverKind};
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, GpuLayer, GpuTensor, Kernel};
+use crate::gpu::{GpuContext, GpuLayer, GpuModel, GpuTensor, Kernel};
 use crate::layer::{Conv2dGeometry, FloatConv2d, FloatLinear, QLayer};
+use crate::model::Value;
+use crate::ops::Pool2d;
 use crate::quant::{Activation, BatchNorm, QParams, Requant};
 
 /// Uniform block of `shaders/bench_ceiling.wgsl`.
@@ -204,14 +207,22 @@ fn dispatch_size(ctx: &GpuContext, groups: u32) -> Result<(u32, u32)> {
 /// The adapter's own ceilings, measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct Ceilings {
-    /// Register-only `dot4I8Packed` + accumulate loop, 8 int8 ops per step.
+    /// Each rate is the best of three interleaved measurements.
+    /// Register-only `dot4I8Packed` + accumulate loop, 8 int8 ops per step:
+    /// 8 independent accumulators against one activation word that changes
+    /// every step (the throughput form; fractions of the ceiling use this).
     pub int8_ops_per_s: f64,
+    /// The same dot products as 8 dependent chains `a = dot4I8Packed(a, b) + a`
+    /// (each step waits for the whole previous dot product): what the
+    /// benchmark measured as its ceiling before; latency-bound, for reference.
+    pub int8_chained_ops_per_s: f64,
     /// Register-only f32 FMA loop, 2 flops per FMA.
     pub f32_flops_per_s: f64,
     /// `copy_buffer_to_buffer`, counting bytes read plus bytes written.
     pub copy_bytes_per_s: f64,
     pub copy_buffer_bytes: u64,
     pub int8_timing: Timing,
+    pub int8_chained_timing: Timing,
     pub f32_timing: Timing,
     pub copy_timing: Timing,
 }
@@ -237,7 +248,7 @@ fn ceiling_loop(
     });
     let (gx, gy) = dispatch_size(ctx, groups)?;
     let invocations = gx as f64 * gy as f64 * CEIL_WG as f64;
-    let per_step = if mode == 0 { 8.0 * 8.0 } else { 8.0 * 2.0 };
+    let per_step = if mode == 1 { 8.0 * 2.0 } else { 8.0 * 8.0 };
     let run = |iters: u32, opts: TimingOpts| -> Result<Timing> {
         let params = CeilParams {
             iters,
@@ -302,8 +313,23 @@ pub fn measure_ceilings(ctx: &GpuContext, quick: bool) -> Result<Ceilings> {
     let target = if quick { 0.02 } else { 0.05 };
     // 2^20 invocations fill any current GPU; a CPU driver does not mind.
     let groups = (1u32 << 20) / CEIL_WG;
-    let (int8, int8_timing) = ceiling_loop(ctx, 0, groups, target, opts)?;
-    let (f32r, f32_timing) = ceiling_loop(ctx, 1, groups, target, opts)?;
+    // On a shared machine a single measurement can land on a busy moment and
+    // understate the ceiling (inflating every fraction of it): keep the best
+    // of three, interleaved.
+    let mut best = [None, None, None];
+    for _ in 0..3 {
+        for (mode, b) in best.iter_mut().enumerate() {
+            let (rate, t) = ceiling_loop(ctx, mode as u32, groups, target, opts)?;
+            if b.as_ref().is_none_or(|(r, _): &(f64, Timing)| rate > *r) {
+                *b = Some((rate, t));
+            }
+        }
+    }
+    let [Some((int8, int8_timing)), Some((f32r, f32_timing)), Some((int8c, int8_chained_timing))] =
+        best
+    else {
+        unreachable!("three modes measured")
+    };
     let lim = ctx.limits();
     let want: u64 = if quick { 64 << 20 } else { 512 << 20 };
     let size = want.min(lim.max_buffer_size / 2).max(1 << 20) & !255;
@@ -323,6 +349,8 @@ pub fn measure_ceilings(ctx: &GpuContext, quick: bool) -> Result<Ceilings> {
     })?;
     Ok(Ceilings {
         int8_ops_per_s: int8,
+        int8_chained_ops_per_s: int8c,
+        int8_chained_timing,
         f32_flops_per_s: f32r,
         copy_bytes_per_s: 2.0 * size as f64 / copy_timing.median_s,
         copy_buffer_bytes: size,
@@ -531,6 +559,238 @@ pub fn mobilenet_v2(res: usize) -> Network {
     x = b.global_pool(x);
     b.linear("classifier", x, 1000);
     b.net
+}
+
+// ---------------------------------------------------------------------------
+// The real networks: ModelBuilder -> calibration -> GpuModel
+
+/// A float network for [`ModelBuilder`] and its f32 weight bytes (BN folded:
+/// weights + one bias per output channel).
+pub struct RealNet {
+    pub builder: ModelBuilder,
+    pub f32_weight_bytes: u64,
+}
+
+struct RealBuilder {
+    b: ModelBuilder,
+    rng: Lcg,
+    f32_params: usize,
+}
+
+impl RealBuilder {
+    fn new(res: usize, seed: u64) -> Self {
+        RealBuilder {
+            b: ModelBuilder::new(Requant::Fbgemm, "x", &[3, res, res]),
+            rng: Lcg(seed),
+            f32_params: 0,
+        }
+    }
+    /// Conv (no bias) + BatchNorm (+ fused ReLU), random weights (He init).
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        &mut self,
+        name: &str,
+        x: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        groups: usize,
+        relu: bool,
+    ) -> String {
+        let g = Conv2dGeometry::new(cin, cout, [k, k])
+            .stride([stride, stride])
+            .padding([k / 2, k / 2])
+            .groups(groups);
+        let r = &mut self.rng;
+        let sd = (2.0 / g.reduction_len() as f32).sqrt();
+        let layer = FloatConv2d {
+            geometry: g,
+            weight: (0..g.weight_len()).map(|_| r.normal() * sd).collect(),
+            bias: None,
+            batchnorm: Some(BatchNorm {
+                gamma: (0..cout).map(|_| 0.5 + r.uniform()).collect(),
+                beta: (0..cout).map(|_| 0.2 * r.normal()).collect(),
+                running_mean: (0..cout).map(|_| 0.1 * r.normal()).collect(),
+                running_var: (0..cout).map(|_| 0.5 + r.uniform()).collect(),
+                eps: 1e-5,
+            }),
+            activation: if relu {
+                Activation::Relu
+            } else {
+                Activation::None
+            },
+        };
+        self.f32_params += g.weight_len() + cout;
+        self.b.conv2d(name, x, layer)
+    }
+    fn linear(&mut self, name: &str, x: &str, k: usize, o: usize) -> String {
+        let r = &mut self.rng;
+        let sd = 1.0 / (k as f32).sqrt();
+        let layer = FloatLinear {
+            in_features: k,
+            out_features: o,
+            weight: (0..k * o).map(|_| r.normal() * sd).collect(),
+            bias: Some((0..o).map(|_| 0.1 * r.normal()).collect()),
+            activation: Activation::None,
+        };
+        self.f32_params += k * o + o;
+        self.b.linear(name, x, layer)
+    }
+    fn done(self) -> RealNet {
+        RealNet {
+            builder: self.b,
+            f32_weight_bytes: 4 * self.f32_params as u64,
+        }
+    }
+}
+
+/// ResNet-18 (torchvision layout, the shapes of [`resnet18`]) as a float
+/// network: 7x7/2 stem + BN + ReLU, 3x3/2 max pool, basic blocks (two 3x3
+/// convs with BN, a 1x1/2 conv + BN downsample where the shape changes,
+/// residual add + ReLU), global average pool, flatten, linear 512 -> 1000.
+pub fn resnet18_builder(res: usize, seed: u64) -> RealNet {
+    let mut b = RealBuilder::new(res, seed);
+    b.conv("conv1", "x", 3, 64, 7, 2, 1, true);
+    let mut x = b.b.op(
+        "maxpool",
+        FloatOp::MaxPool2d(Pool2d {
+            kernel: [3, 3],
+            stride: [2, 2],
+            padding: [1, 1],
+            dilation: [1, 1],
+            ceil_mode: false,
+        }),
+        &["conv1"],
+    );
+    let mut cin = 64;
+    for (li, &(cout, stride)) in [(64, 1), (128, 2), (256, 2), (512, 2)].iter().enumerate() {
+        for blk in 0..2 {
+            let s = if blk == 0 { stride } else { 1 };
+            let n = format!("layer{}.{blk}", li + 1);
+            let short = if s != 1 || cin != cout {
+                b.conv(&format!("{n}.downsample"), &x, cin, cout, 1, s, 1, false)
+            } else {
+                x.clone()
+            };
+            let a = b.conv(&format!("{n}.conv1"), &x, cin, cout, 3, s, 1, true);
+            let c = b.conv(&format!("{n}.conv2"), &a, cout, cout, 3, 1, 1, false);
+            x = b.b.add(&format!("{n}.add"), &c, &short, true);
+            cin = cout;
+        }
+    }
+    b.b.op("avgpool", FloatOp::AdaptiveAvgPool2d([1, 1]), &[&x]);
+    b.b.op("flatten", FloatOp::Flatten, &["avgpool"]);
+    b.linear("fc", "flatten", 512, 1000);
+    b.done()
+}
+
+/// MobileNetV2 (torchvision layout, width 1.0, the shapes of
+/// [`mobilenet_v2`]) as a float network: conv + BN, then ReLU6 as its own op
+/// (quantized PyTorch does not fuse ReLU6 into the conv); inverted residuals
+/// (1x1 expand, ReLU6, 3x3 depthwise, ReLU6, 1x1 project, residual add where
+/// the shape allows), 1x1 320 -> 1280 + ReLU6, mean over H and W, linear
+/// 1280 -> 1000.
+pub fn mobilenet_v2_builder(res: usize, seed: u64) -> RealNet {
+    let mut b = RealBuilder::new(res, seed);
+    b.conv("features.0", "x", 3, 32, 3, 2, 1, false);
+    let mut x = b.b.op("features.0.relu6", FloatOp::Relu6, &["features.0"]);
+    let mut cin = 32;
+    let mut idx = 1;
+    for &(t, c, n, s) in &[
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ] {
+        for i in 0..n {
+            let stride = if i == 0 { s } else { 1 };
+            let hidden = cin * t;
+            let name = format!("features.{idx}");
+            let mut h = x.clone();
+            if t != 1 {
+                let e = b.conv(&format!("{name}.expand"), &h, cin, hidden, 1, 1, 1, false);
+                h =
+                    b.b.op(&format!("{name}.expand.relu6"), FloatOp::Relu6, &[&e]);
+            }
+            let d = b.conv(
+                &format!("{name}.dw"),
+                &h,
+                hidden,
+                hidden,
+                3,
+                stride,
+                hidden,
+                false,
+            );
+            h = b.b.op(&format!("{name}.dw.relu6"), FloatOp::Relu6, &[&d]);
+            h = b.conv(&format!("{name}.project"), &h, hidden, c, 1, 1, 1, false);
+            x = if stride == 1 && cin == c {
+                b.b.add(&format!("{name}.add"), &h, &x, false)
+            } else {
+                h
+            };
+            cin = c;
+            idx += 1;
+        }
+    }
+    let f = b.conv("features.18", &x, cin, 1280, 1, 1, 1, false);
+    b.b.op("features.18.relu6", FloatOp::Relu6, &[&f]);
+    b.b.op(
+        "pool",
+        FloatOp::Mean { keepdim: false },
+        &["features.18.relu6"],
+    );
+    b.linear("classifier", "pool", 1280, 1000);
+    b.done()
+}
+
+/// A random float32 NCHW batch (roughly standard normal).
+pub fn random_images(rng: &mut Lcg, n: usize, res: usize) -> (Vec<f32>, Vec<usize>) {
+    (
+        (0..n * 3 * res * res).map(|_| rng.normal()).collect(),
+        vec![n, 3, res, res],
+    )
+}
+
+/// Times `GpuModel::run_timed` on `input`: one warm-up run (which also makes
+/// the memory plan and records the dispatches), then runs until the budget is
+/// spent. `median_s` etc. are wall times of the whole call (input upload, one
+/// submit, wait, output readback and unpacking); `gpu_median_s` is the median
+/// GPU time of the compute pass from timestamps, where the device has them.
+pub fn measure_model(
+    ctx: &GpuContext,
+    g: &GpuModel,
+    input: &[Value],
+    opts: TimingOpts,
+) -> Result<Timing> {
+    g.run_timed(ctx, input)?;
+    let mut wall = vec![];
+    let mut gpu = vec![];
+    let start = std::time::Instant::now();
+    while wall.len() < opts.max_runs.max(1)
+        && (wall.len() < opts.min_runs || start.elapsed().as_secs_f64() < opts.budget_s)
+    {
+        let t = std::time::Instant::now();
+        let (_, ns) = g.run_timed(ctx, input)?;
+        wall.push(t.elapsed().as_secs_f64());
+        if let Some(ns) = ns {
+            gpu.push(ns * 1e-9);
+        }
+    }
+    let runs = wall.len();
+    let wall_median_s = median(&mut wall);
+    Ok(Timing {
+        median_s: wall_median_s,
+        min_s: wall[0],
+        max_s: wall[runs - 1],
+        runs,
+        gpu_median_s: (gpu.len() == runs).then(|| median(&mut gpu)),
+        wall_median_s,
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -982,19 +1242,23 @@ pub struct BenchConfig {
     pub networks: Vec<String>,
     /// Print progress to stderr.
     pub verbose: bool,
+    /// Seconds of timed runs per layer case (end-to-end cases get twice
+    /// this); `None`: 0.05 with `quick`, else 0.5. The minimum run counts
+    /// still apply.
+    pub budget_s: Option<f64>,
 }
 
 impl BenchConfig {
     pub fn layer_opts(&self) -> TimingOpts {
         if self.quick {
             TimingOpts {
-                budget_s: 0.05,
+                budget_s: self.budget_s.unwrap_or(0.05),
                 min_runs: 3,
                 max_runs: 50,
             }
         } else {
             TimingOpts {
-                budget_s: 0.5,
+                budget_s: self.budget_s.unwrap_or(0.5),
                 min_runs: 5,
                 max_runs: 200,
             }
@@ -1003,13 +1267,13 @@ impl BenchConfig {
     pub fn e2e_opts(&self) -> TimingOpts {
         if self.quick {
             TimingOpts {
-                budget_s: 0.2,
+                budget_s: self.budget_s.map_or(0.2, |b| 2.0 * b),
                 min_runs: 3,
                 max_runs: 50,
             }
         } else {
             TimingOpts {
-                budget_s: 1.0,
+                budget_s: self.budget_s.map_or(1.0, |b| 2.0 * b),
                 min_runs: 5,
                 max_runs: 200,
             }
@@ -1087,6 +1351,47 @@ pub struct EndToEnd {
     pub speedup_vs_fused: f64,
 }
 
+/// The real network (every op: quantize, convs, pools, adds, ReLU6, mean,
+/// linear, dequantize) through [`GpuModel::run`] at one batch size.
+#[derive(Clone, Debug, Serialize)]
+pub struct RealRun {
+    pub batch: usize,
+    /// `GpuModel::plan`: bytes of the planned int8 activation buffers (the peak).
+    pub int8_planned_bytes: u64,
+    /// The same plan with f32 tensors.
+    pub f32_planned_bytes: u64,
+    /// int8 / f32 planned peak activation bytes.
+    pub activation_ratio: f64,
+    pub int8_buffers: usize,
+    /// Bytes of all int8 tensors if each had its own buffer.
+    pub int8_unplanned_bytes: u64,
+    /// Wall times of `GpuModel::run` (upload + one submit + wait + readback);
+    /// `gpu_median_s`: GPU time of the compute pass from timestamps.
+    pub timing: Timing,
+    /// Images/s from the wall time (upload and readback included).
+    pub images_per_s: f64,
+    /// Images/s from the GPU time of the compute pass alone.
+    pub gpu_images_per_s: Option<f64>,
+    /// f32 unfused conv chain time (GPU if timed, else wall) / this graph's
+    /// GPU time (wall if untimed): a conservative end-to-end ratio, since the
+    /// int8 graph also runs the pools, adds and ReLU6 the f32 chain skips.
+    pub speedup_vs_f32_unfused_chain: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RealNetwork {
+    /// Nodes of the quantized model (each one dispatch, or none for aliases).
+    pub nodes: usize,
+    pub calibration: String,
+    pub calibration_s: f64,
+    /// `GpuModel::weight_bytes`: int8 weights, epilogue constants and op tables.
+    pub weight_int8_bytes: u64,
+    /// f32 weights with BN folded (weights + bias per output channel).
+    pub weight_f32_bytes: u64,
+    pub weight_ratio: f64,
+    pub runs: Vec<RealRun>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct NetworkResult {
     pub name: String,
@@ -1096,9 +1401,14 @@ pub struct NetworkResult {
     pub weight_int8_bytes: u64,
     pub weight_f32_bytes: u64,
     pub weight_ratio: f64,
+    /// The real network built with `ModelBuilder`, calibrated, run by `GpuModel`.
+    pub real: RealNetwork,
     pub layers: Vec<LayerResult>,
-    pub memory: Vec<MemoryResult>,
-    pub end_to_end: Vec<EndToEnd>,
+    /// The bench's own liveness plan of the conv chain's graph (used to
+    /// place the conv-chain buffers; the real plan is in `real`).
+    pub conv_chain_memory: Vec<MemoryResult>,
+    /// Conv/linear layers only (no pool, add, ReLU6), int8 vs f32.
+    pub conv_chain: Vec<EndToEnd>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -1128,6 +1438,64 @@ fn desc(l: &BenchLayer, s: &[usize]) -> String {
     )
 }
 
+/// Builds, calibrates and times the real network `name` at each batch.
+fn run_real(
+    ctx: &GpuContext,
+    cfg: &BenchConfig,
+    name: &str,
+    log: &dyn Fn(&str),
+) -> Result<RealNetwork> {
+    let res = cfg.resolution;
+    let net = match name {
+        "resnet18" => resnet18_builder(res, 0x7e57),
+        _ => mobilenet_v2_builder(res, 0x7e57),
+    };
+    let mut rng = Lcg(0xca1b);
+    // Calibration runs the float network on the CPU: keep it cheap.
+    let (nb, bn) = if res <= 64 { (2, 2) } else { (1, 1) };
+    log(&format!(
+        "{name}: calibrating (MinMax, {nb} random batch(es) of {bn} at {res}x{res}, float on the CPU)"
+    ));
+    let t = std::time::Instant::now();
+    let calib: Vec<_> = (0..nb).map(|_| random_images(&mut rng, bn, res)).collect();
+    let model = net.builder.calibrate(&calib, ObserverKind::MinMax)?;
+    let calibration_s = t.elapsed().as_secs_f64();
+    let g = GpuModel::new(ctx, &model)?;
+    let weight_int8_bytes = g.weight_bytes();
+    let mut runs = vec![];
+    for &n in &cfg.batches {
+        log(&format!(
+            "{name} batch {n}: real network through GpuModel::run"
+        ));
+        let (x, shape) = random_images(&mut rng, n, res);
+        let input = [Value::F32 { data: x, shape }];
+        let timing = measure_model(ctx, &g, &input, cfg.e2e_opts())?;
+        let p = g.plan(ctx, n)?;
+        let nf = n as f64;
+        runs.push(RealRun {
+            batch: n,
+            int8_planned_bytes: p.peak_bytes,
+            f32_planned_bytes: p.f32_peak_bytes,
+            activation_ratio: p.peak_bytes as f64 / p.f32_peak_bytes as f64,
+            int8_buffers: p.buffers.len(),
+            int8_unplanned_bytes: p.total_bytes,
+            images_per_s: nf / timing.wall_median_s,
+            gpu_images_per_s: timing.gpu_median_s.map(|t| nf / t),
+            speedup_vs_f32_unfused_chain: None,
+            timing,
+        });
+    }
+    Ok(RealNetwork {
+        nodes: model.nodes.len(),
+        calibration: format!("MinMax, {nb} random batch(es) of {bn}"),
+        calibration_s,
+        weight_int8_bytes,
+        weight_f32_bytes: net.f32_weight_bytes,
+        weight_ratio: weight_int8_bytes as f64 / net.f32_weight_bytes as f64,
+        runs,
+    })
+}
+
 /// Runs everything the config asks for.
 pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
     let log = |m: &str| {
@@ -1143,7 +1511,7 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
     let ridge = ceilings.int8_ops_per_s / ceilings.copy_bytes_per_s;
     let mut networks = vec![];
     let mut rng = Lcg(0x5eed);
-    for name in &cfg.networks {
+    for name in cfg.networks.iter().filter(|n| !n.is_empty()) {
         let net = match name.as_str() {
             "resnet18" => resnet18(cfg.resolution),
             "mobilenet_v2" => mobilenet_v2(cfg.resolution),
@@ -1153,6 +1521,7 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
                 )))
             }
         };
+        let real = run_real(ctx, cfg, &net.name, &log)?;
         log(&format!("{}: building layers", net.name));
         // Layers, one per conv step (weights differ per layer, as in a real net).
         let mut layers: Vec<Option<BenchLayer>> = vec![];
@@ -1345,14 +1714,25 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
             weight_int8_bytes,
             weight_f32_bytes,
             weight_ratio: weight_int8_bytes as f64 / weight_f32_bytes as f64,
+            real: {
+                let mut real = real;
+                for r in &mut real.runs {
+                    if let Some(c) = e2e.iter().find(|e| e.batch == r.batch) {
+                        let t = r.timing.gpu_median_s.unwrap_or(r.timing.wall_median_s);
+                        r.speedup_vs_f32_unfused_chain = Some(c.f32_unfused.median_s / t);
+                    }
+                }
+                real
+            },
             layers: results,
-            memory,
-            end_to_end: e2e,
+            conv_chain_memory: memory,
+            conv_chain: e2e,
         });
     }
     let notes = vec![
-        "End-to-end chains run only the conv/linear layers (int8: one fused dispatch each; f32: Conv, BatchNorm, ReLU dispatches, or one fused dispatch), encoded into one command encoder and one submit per inference. Pooling and residual adds are omitted from the executed chain (the layer after a pool reads the pool's planned buffer), but they are in the graph the memory plan is made from.".into(),
-        "Planned peak activation bytes: the sum of the activation buffers of a liveness-based plan (tensors that are not alive at once share a buffer; outputs never alias inputs), int8 in the packed NHWC4 layout (1 byte per element, channels padded to 4), f32 NHWC (4 bytes per element).".into(),
+        "Real end to end: the network built with ModelBuilder (random seeded weights, Conv+BN(+ReLU) fused), calibrated with MinMax observers on random images (the float network runs on the CPU), converted, and run by GpuModel::run: quantize, every conv/linear, max pool, residual adds, ReLU6 tables, average pool / mean, dequantize, one submit per inference. Wall time covers the f32 input upload, the run and the output readback; GPU time is from timestamps at the start and end of the compute pass.".into(),
+        "Planned peak activation bytes (real network): GpuModel::plan, i.e. qfuse::plan::plan on the quantized model: the sum of the reused activation buffers, int8 packed NHWC4 (1 byte per element, channels padded to 4) vs the same plan with f32 tensors.".into(),
+        "Conv chain: only the conv/linear layers (int8: one fused dispatch each; f32: Conv, BatchNorm, ReLU dispatches, or one fused dispatch), one command encoder and one submit per inference, on buffers from the bench's own liveness plan. The f32 baseline has no pool/add kernels, so the int8 vs f32 ratios come from this chain.".into(),
         "Weight bytes: int8 = packed int8 weights + 12 bytes of epilogue constants per output channel as held on the GPU; f32 = BN-folded f32 weights + f32 bias.".into(),
         "Ops: 2 x MACs for int8 and f32 alike. Int8 ceiling: a dot4I8Packed + accumulate counts 8 ops. Copy bandwidth counts bytes read + bytes written. A layer is memory-bound when its ops per byte (input + weights + output, int8) is below ceiling ops/s over copy bytes/s; its fraction is then of copy bandwidth.".into(),
         "f32 baseline (shaders/conv2d_f32.wgsl): NHWC, one invocation per 4 output channels of one pixel, no tiling: the same effort as the int8 kernel of shaders/conv2d.wgsl. BatchNorm and ReLU run in place.".into(),
@@ -1434,9 +1814,15 @@ impl Report {
         let _ = writeln!(s, "| ceiling | rate | median time |\n|---|---|---|");
         let _ = writeln!(
             s,
-            "| int8 dot4I8Packed loop (register-only) | {}op/s | {} |",
+            "| int8 dot4I8Packed loop (register-only, 8 independent accumulators) | {}op/s | {} |",
             si(c.int8_ops_per_s),
             ms(c.int8_timing.median_s)
+        );
+        let _ = writeln!(
+            s,
+            "| int8 dot4I8Packed, 8 dependent chains (latency-bound, reference only) | {}op/s | {} |",
+            si(c.int8_chained_ops_per_s),
+            ms(c.int8_chained_timing.median_s)
         );
         let _ = writeln!(
             s,
@@ -1487,27 +1873,47 @@ impl Report {
                     l.speedup_vs_fused
                 );
             }
+            let rn = &net.real;
             let _ = writeln!(
                 s,
-                "\nmemory: weights int8 {} vs f32 {} ({:.3}x)",
+                "\n### {} end to end: the real network through `GpuModel::run` ({} nodes, calibrated {} in {:.1} s)\n",
+                net.name, rn.nodes, rn.calibration, rn.calibration_s
+            );
+            let _ = writeln!(s, "| batch | wall (upload + run + readback) | images/s (wall) | GPU time (timestamps) | images/s (GPU) | runs | planned activations int8 | f32 | int8/f32 | vs f32 unfused conv chain |\n|---|---|---|---|---|---|---|---|---|---|");
+            for r in &rn.runs {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {:.2} | {} | {} | {} | {} | {} | {:.3} | {} |",
+                    r.batch,
+                    ms(r.timing.wall_median_s),
+                    r.images_per_s,
+                    r.timing.gpu_median_s.map_or("-".into(), ms),
+                    r.gpu_images_per_s.map_or("-".into(), |v| format!("{v:.2}")),
+                    r.timing.runs,
+                    mib(r.int8_planned_bytes),
+                    mib(r.f32_planned_bytes),
+                    r.activation_ratio,
+                    r.speedup_vs_f32_unfused_chain
+                        .map_or("-".into(), |v| format!("{v:.2}x"))
+                );
+            }
+            let _ = writeln!(
+                s,
+                "\nweights (GpuModel::weight_bytes, tables included): int8 {} vs f32 {} ({:.3}x); conv/linear layers alone: int8 {} vs f32 {} ({:.3}x)",
+                mib(rn.weight_int8_bytes),
+                mib(rn.weight_f32_bytes),
+                rn.weight_ratio,
                 mib(net.weight_int8_bytes),
                 mib(net.weight_f32_bytes),
                 net.weight_ratio
             );
-            for m in &net.memory {
-                let _ = writeln!(
-                    s,
-                    "memory: batch {}: planned peak activations int8 {} vs f32 {} ({:.3}x); max live int8 {} vs f32 {}",
-                    m.batch,
-                    mib(m.int8_planned_bytes),
-                    mib(m.f32_planned_bytes),
-                    m.ratio,
-                    mib(m.int8_max_live_bytes),
-                    mib(m.f32_max_live_bytes)
-                );
-            }
-            let _ = writeln!(s, "\n| end to end | batch | time | images/s | images/s (wall, 1 submit) | dispatches |\n|---|---|---|---|---|---|");
-            for e in &net.end_to_end {
+            let _ = writeln!(
+                s,
+                "\n### {} conv chain (conv/linear layers only: no pool, add or ReLU6; one submit; for the int8 vs f32 ratios)\n",
+                net.name
+            );
+            let _ = writeln!(s, "| conv chain | batch | time | images/s | images/s (wall, 1 submit) | dispatches |\n|---|---|---|---|---|---|");
+            for e in &net.conv_chain {
                 for (what, t, ips, ipw, d) in [
                     (
                         "int8 fused",
@@ -1533,7 +1939,7 @@ impl Report {
                 ] {
                     let _ = writeln!(
                         s,
-                        "| {what} | {} | {} | {:.1} | {:.1} | {d} |",
+                        "| {what} | {} | {} | {:.2} | {:.2} | {d} |",
                         e.batch,
                         ms(t.median_s),
                         ips,
@@ -1541,10 +1947,10 @@ impl Report {
                     );
                 }
             }
-            for e in &net.end_to_end {
+            for e in &net.conv_chain {
                 let _ = writeln!(
                     s,
-                    "\nbatch {}: int8 fused is {:.2}x faster than f32 unfused, {:.2}x than f32 fused",
+                    "\nconv chain batch {}: int8 fused is {:.2}x as fast as f32 unfused, {:.2}x as f32 fused",
                     e.batch, e.speedup_vs_unfused, e.speedup_vs_fused
                 );
             }
@@ -1557,13 +1963,15 @@ impl Report {
             .flat_map(|n| n.layers.iter())
             .filter(|l| l.bound == "compute" && l.ops >= 200_000_000)
             .collect();
-        if !big.is_empty() {
+        if big.is_empty() {
+            let _ = writeln!(s, "- large layers (>= 0.2 Gop per dispatch, compute-bound): none at this resolution/batch");
+        } else {
             let best = big.iter().map(|l| l.fraction).fold(0.0, f64::max);
             let mut f: Vec<f64> = big.iter().map(|l| l.fraction).collect();
             let med = median(&mut f);
             let _ = writeln!(
                 s,
-                "- large compute-bound layers (>= 0.2 Gop per dispatch): {} measured, median {:.1}%, best {:.1}% of the int8 ceiling; {} reach 30%, {} reach 60%",
+                "- large compute-bound layers (>= 0.2 Gop per dispatch): {} measured, median {:.1}%, best {:.1}% of the int8 ceiling; {} reach 30% (target), {} reach 60%",
                 big.len(),
                 100.0 * med,
                 100.0 * best,
@@ -1572,19 +1980,28 @@ impl Report {
             );
         }
         for net in &self.networks {
-            for e in &net.end_to_end {
-                let _ = writeln!(s, "- {} batch {}: end to end int8 fused vs f32 unfused {:.2}x (target >= 3x for resnet18)", net.name, e.batch, e.speedup_vs_unfused);
+            for e in &net.conv_chain {
+                let _ = writeln!(
+                    s,
+                    "- {} batch {}: conv chain int8 fused vs f32 unfused {:.2}x (target >= 3x)",
+                    net.name, e.batch, e.speedup_vs_unfused
+                );
+            }
+            for r in &net.real.runs {
+                if let Some(v) = r.speedup_vs_f32_unfused_chain {
+                    let _ = writeln!(s, "- {} batch {}: real int8 network vs f32 unfused conv chain {:.2}x (conservative: the int8 side also runs pools/adds/ReLU6)", net.name, r.batch, v);
+                }
             }
             let _ = writeln!(
                 s,
-                "- {}: weight memory int8/f32 = {:.3} (target <= 0.26)",
-                net.name, net.weight_ratio
+                "- {}: weight memory int8/f32 = {:.3} with op tables, {:.3} conv/linear layers only (target <= 0.26)",
+                net.name, net.real.weight_ratio, net.weight_ratio
             );
-            for m in &net.memory {
+            for r in &net.real.runs {
                 let _ = writeln!(
                     s,
-                    "- {} batch {}: planned peak activations int8/f32 = {:.3} (target <= 0.26)",
-                    net.name, m.batch, m.ratio
+                    "- {} batch {}: planned peak activations int8/f32 = {:.3} (GpuModel::plan; target <= 0.26)",
+                    net.name, r.batch, r.activation_ratio
                 );
             }
         }

@@ -534,8 +534,55 @@ impl GpuModel {
     /// NCHW, or quint8 for quantized model inputs), outputs in the order of
     /// [`Model::outputs`]. One command encoder, one queue submit.
     pub fn run(&self, ctx: &GpuContext, inputs: &[Value]) -> Result<Vec<Value>> {
+        Ok(self.run_inner(ctx, inputs, false)?.0)
+    }
+
+    /// [`GpuModel::run`], plus the GPU time of the model's compute pass in
+    /// nanoseconds, from timestamp queries written at the pass's start and
+    /// end, where the device has `TIMESTAMP_QUERY` (else `None`). The time
+    /// covers every dispatch of the inference, not the input upload or the
+    /// output readback.
+    pub fn run_timed(
+        &self,
+        ctx: &GpuContext,
+        inputs: &[Value],
+    ) -> Result<(Vec<Value>, Option<f64>)> {
+        self.run_inner(ctx, inputs, true)
+    }
+
+    fn run_inner(
+        &self,
+        ctx: &GpuContext,
+        inputs: &[Value],
+        timed: bool,
+    ) -> Result<(Vec<Value>, Option<f64>)> {
         let n = self.model.check_inputs(inputs)?;
         let prep = self.prepare(ctx, n)?;
+        let timer = (timed
+            && ctx
+                .device
+                .features()
+                .contains(wgpu::Features::TIMESTAMP_QUERY))
+        .then(|| {
+            let qs = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("qfuse model timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            });
+            let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("qfuse model timestamps"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("qfuse model timestamps"),
+                size: 16,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            (qs, resolve, staging)
+        });
         ctx.scoped("model run", || {
             for ((buf, is_f32), v) in prep.inputs.iter().zip(inputs) {
                 match (v, is_f32) {
@@ -558,7 +605,13 @@ impl GpuModel {
             {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some("qfuse model"),
-                    timestamp_writes: None,
+                    timestamp_writes: timer.as_ref().map(|(qs, ..)| {
+                        wgpu::ComputePassTimestampWrites {
+                            query_set: qs,
+                            beginning_of_pass_write_index: Some(0),
+                            end_of_pass_write_index: Some(1),
+                        }
+                    }),
                 });
                 for d in &prep.dispatches {
                     d.record(&mut pass);
@@ -567,7 +620,22 @@ impl GpuModel {
             for (b, bytes, staging) in &prep.outputs {
                 enc.copy_buffer_to_buffer(&prep.buffers[*b], 0, staging, 0, *bytes);
             }
+            if let Some((qs, resolve, staging)) = &timer {
+                enc.resolve_query_set(qs, 0..2, resolve, 0);
+                enc.copy_buffer_to_buffer(resolve, 0, staging, 0, 16);
+            }
             ctx.submit_and_wait(enc)?;
+            let gpu_ns = match &timer {
+                Some((_, _, staging)) => {
+                    let raw = ctx.map_read(staging, 16)?;
+                    let a = u64::from_le_bytes(raw[0..8].try_into().expect("8 bytes"));
+                    let b = u64::from_le_bytes(raw[8..16].try_into().expect("8 bytes"));
+                    let ns = b.wrapping_sub(a) as f64 * ctx.queue.get_timestamp_period() as f64;
+                    // A driver that writes zeros or nonsense gets no GPU time.
+                    (b > a && ns < 1e13).then_some(ns)
+                }
+                None => None,
+            };
             let mut outs = Vec::with_capacity(prep.outputs.len());
             for (o, (_, bytes, staging)) in self.model.outputs.iter().zip(&prep.outputs) {
                 let raw = ctx.map_read(staging, *bytes)?;
@@ -584,7 +652,7 @@ impl GpuModel {
                     DType::QUInt8(q) => Value::Q { data, shape, q },
                 });
             }
-            Ok(outs)
+            Ok((outs, gpu_ns))
         })
     }
 }
