@@ -1308,3 +1308,61 @@ fn topo_order(inputs: &[(String, TensorInfo)], nodes: &[Node]) -> Result<Vec<usi
     }
     Ok(order)
 }
+
+/// Folds each standalone `relu`, `relu6` or `hardtanh` that is the only reader
+/// of a conv2d/linear output into that layer's epilogue clamp. The result is
+/// bit-identical: a clamp of an already clamped byte is one clamp with both
+/// bounds clamped, `clamp(clamp(x, lo, hi), a, b) = clamp(x, clamp(lo, a, b),
+/// clamp(hi, a, b))`. The folded op becomes an identity reshape (no dispatch on
+/// the GPU). PyTorch's `convert_fx` leaves ReLU6 after a conv as its own op;
+/// this saves a pass over the tensor and the tensor itself.
+pub fn fuse_activations(model: &Model) -> Result<Model> {
+    let mut nodes = model.nodes.clone();
+    let mut readers: HashMap<&str, usize> = HashMap::new();
+    for n in &model.nodes {
+        for i in &n.inputs {
+            *readers.entry(i.as_str()).or_default() += 1;
+        }
+    }
+    for o in &model.outputs {
+        *readers.entry(o.as_str()).or_default() += 1;
+    }
+    let index: HashMap<String, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.clone(), i))
+        .collect();
+    for j in 0..nodes.len() {
+        let q = match model.info(&nodes[j].inputs[0]).and_then(|t| t.qparams()) {
+            Some(q) => q,
+            None => continue,
+        };
+        let table = match nodes[j].op {
+            Op::Relu => ops::relu_table(q),
+            Op::Relu6 => ops::hardtanh_table(q, 0.0, 6.0)?,
+            Op::Hardtanh { min, max } => ops::hardtanh_table(q, min, max)?,
+            _ => continue,
+        };
+        let src = nodes[j].inputs[0].clone();
+        let Some(&i) = index.get(&src) else { continue };
+        if readers.get(src.as_str()) != Some(&1) {
+            continue;
+        }
+        let (a, b) = (table[0] as i32, table[255] as i32);
+        match &mut nodes[i].op {
+            Op::Conv2d(l) | Op::Linear(l) => {
+                let e = &mut l.epilogue;
+                (e.lo, e.hi) = (e.lo.clamp(a, b), e.hi.clamp(a, b));
+            }
+            _ => continue,
+        }
+        let shape = model.info(&src).expect("validated").shape.clone();
+        nodes[j].op = Op::Reshape(shape);
+    }
+    Model::new(
+        model.engine,
+        model.inputs.clone(),
+        model.outputs.clone(),
+        nodes,
+    )
+}

@@ -245,3 +245,38 @@ fn resnet_memory_plan_reuses_buffers_safely() {
         }
     }
 }
+
+#[test]
+fn folding_relu6_into_conv_epilogues_changes_no_bit() {
+    for engine in [Requant::Fbgemm, Requant::Qnnpack] {
+        let b = mobilenet(engine, 99);
+        let mut rng = Rng(100);
+        let model = b
+            .calibrate(&[batch(&mut rng, 2)], ObserverKind::MinMax)
+            .unwrap();
+        let fused = qfuse::model::fuse_activations(&model).unwrap();
+        let count = |m: &Model, op: &str| m.nodes.iter().filter(|n| n.op.name() == op).count();
+        assert!(count(&model, "relu6") >= 6);
+        assert_eq!(
+            count(&fused, "relu6"),
+            0,
+            "every relu6 follows a conv and should fold"
+        );
+        let (x, shape) = batch(&mut rng, 3);
+        let input = vec![Value::F32 { data: x, shape }];
+        assert_eq!(
+            model.run_cpu(&input).unwrap(),
+            fused.run_cpu(&input).unwrap()
+        );
+        let p = (
+            qfuse::plan::plan(&model, 3).unwrap(),
+            qfuse::plan::plan(&fused, 3).unwrap(),
+        );
+        println!(
+            "mobilenet {engine:?}: {} relu6 folded; planned peak {} -> {} B",
+            count(&model, "relu6"),
+            p.0.peak_bytes,
+            p.1.peak_bytes
+        );
+    }
+}

@@ -193,6 +193,9 @@ pub struct GpuModel {
 impl GpuModel {
     /// Uploads every layer's weights and every op's tables once.
     pub fn new(ctx: &GpuContext, model: &Model) -> Result<Self> {
+        // Standalone relu/relu6/hardtanh after a conv become its epilogue clamp.
+        let fused = crate::model::fuse_activations(model)?;
+        let model = &fused;
         let place = plan::placements(model)?;
         let engine = model.engine;
         let mut nodes = Vec::with_capacity(model.nodes.len());
