@@ -186,7 +186,11 @@ fn check_all_variants(
     let mut runs = 0;
     let variants = ConvVariant::candidates(&c.layer);
     assert!(
-        variants.contains(&ConvVariant::choose(&c.layer, &ctx.limits())),
+        variants.contains(&ConvVariant::choose(
+            &c.layer,
+            &ctx.limits(),
+            ctx.device_type()
+        )),
         "{label}: the default variant is not a candidate"
     );
     for v in variants {

@@ -368,7 +368,7 @@ impl GpuModel {
             let words = (n as u32) * oh * ow * oc.div_ceil(4);
             match (&node.op, g) {
                 (Op::Conv2d(_) | Op::Linear(_), NodeGpu::Conv(l)) => {
-                    dispatches.push(l.dispatch(
+                    dispatches.extend(l.dispatch(
                         ctx,
                         &x_buf(),
                         &x_info.batched(n),
