@@ -227,7 +227,7 @@ fn check_all_variants(
             let s = s as usize;
             cov.runs += 1;
             cov.auto += matches!(v, ConvVariant::SplitK { splits: None, .. }) as usize;
-            cov.uneven += (slices % s != 0) as usize;
+            cov.uneven += !slices.is_multiple_of(s) as usize;
             cov.empty += (s > slices) as usize;
             cov.m1 += (m == 1) as usize;
             cov.over_2_24 += over as usize;
