@@ -160,7 +160,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if l.geometry.groups == 1 {
             variants.extend(tiles.iter().map(|&t| ConvVariant::Tiled(Some(t))));
         }
-        let chosen = ConvVariant::choose(&l, &ctx.limits());
+        let chosen = ConvVariant::choose(&l, &ctx.limits(), ctx.device_type());
         println!(
             "\n{} (M={m}, N={}, K={}; {:.3e} ops), default {:?}",
             s.name,

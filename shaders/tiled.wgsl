@@ -11,7 +11,8 @@
 // accumulates a 4-pixel x 4-word register block (64 i32 accumulators in 16
 // named vec4s: written out by hand because lavapipe's compiler keeps a
 // dynamically indexed private array in memory) from them with dot4I8Packed.
-// The epilogue (requant) is fused.
+// The epilogue (requant) is fused, unless the kernel runs as split-K pass 1
+// (SPLITS > 0, below).
 //
 // Weights are packed K-major: wt[k * O4 + o4] is the vec4 of weight words
 // of the channels 4*o4 .. 4*o4+3 at K word k (zero past O).
@@ -22,12 +23,21 @@
 //                TN*KT <= WS_MAX
 //   WG           workgroup size, (TM/4)*(TN/4); a multiple of TM, and
 //                KT a multiple of WG/TM
-// `p.total` is the number of tiles, ceil(M/TM) * ceil(O4/TN).
+//   SPLITS       0: one pass, the whole reduction per tile, fused epilogue.
+//                S >= 1: split-K pass 1. K is cut into S splits of `chunk`
+//                words (ceil(ceil(K/KT)/S) slices of KT, so a split never
+//                straddles a slice; trailing splits may be empty). Workgroup
+//                i computes tile i % tiles over split s = i / tiles and
+//                writes its raw i32 accumulators (bit patterns, no epilogue)
+//                to y as y[((s*M + m)*O4 + o4)*4 + l], every (s, m, o4 < O4,
+//                l) written (0 for an empty split). splitk.wgsl sums them.
+// `p.total` is the number of workgroups, ceil(M/TM) * ceil(O4/TN) * max(SPLITS, 1).
 
 override WG: u32 = 64u;
 override TM: u32 = 64u;
 override TN: u32 = 16u;
 override KT: u32 = 16u;
+override SPLITS: u32 = 0u;
 
 const XS_MAX: u32 = 2048u;
 const WS_MAX: u32 = 512u;
@@ -46,26 +56,45 @@ fn dot4(a: u32, w: vec4<u32>) -> vec4<i32> {
 }
 
 // Requantizes and stores one pixel's row of the register block: output
-// words n, n + step, n + 2*step, n + 3*step of pixel m (when inside).
-fn store(m: u32, n: u32, step: u32, c0: vec4<i32>, c1: vec4<i32>, c2: vec4<i32>, c3: vec4<i32>) {
-    if m >= p.n * p.oh * p.ow {
+// words n, n + step, n + 2*step, n + 3*step of pixel m (when inside). As
+// split-K pass 1, stores the raw accumulators of split `split` instead.
+fn store(split: u32, m: u32, n: u32, step: u32, c0: vec4<i32>, c1: vec4<i32>, c2: vec4<i32>, c3: vec4<i32>) {
+    let m_total = p.n * p.oh * p.ow;
+    if m >= m_total {
         return;
     }
     let acc = array<vec4<i32>, 4>(c0, c1, c2, c3);
     for (var j = 0u; j < 4u; j++) {
         let nj = n + j * step;
         if nj < p.o4 {
-            y[m * p.o4 + nj] = requant_word(nj, acc[j]);
+            if SPLITS > 0u {
+                let base = ((split * m_total + m) * p.o4 + nj) * 4u;
+                let bits = bitcast<vec4<u32>>(acc[j]);
+                y[base] = bits.x;
+                y[base + 1u] = bits.y;
+                y[base + 2u] = bits.z;
+                y[base + 3u] = bits.w;
+            } else {
+                y[m * p.o4 + nj] = requant_word(nj, acc[j]);
+            }
         }
     }
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let tile = wid.x + wid.y * nwg.x;
-    if tile >= p.total {
+    let idx = wid.x + wid.y * nwg.x;
+    if idx >= p.total {
         return;
     }
+    // The tile and the K range [k_begin, k_end) of this workgroup.
+    let splits = max(SPLITS, 1u);
+    let tiles = p.total / splits;
+    let tile = idx % tiles;
+    let split = idx / tiles;
+    let chunk = ((p.kq + KT - 1u) / KT + splits - 1u) / splits * KT;
+    let k_begin = split * chunk;
+    let k_end = min(k_begin + chunk, p.kq);
     let m_total = p.n * p.oh * p.ow;
     let n_tiles = (p.o4 + TN - 1u) / TN;
     let m0 = (tile / n_tiles) * TM;
@@ -95,7 +124,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     var a10 = vec4<i32>(0); var a11 = vec4<i32>(0); var a12 = vec4<i32>(0); var a13 = vec4<i32>(0);
     var a20 = vec4<i32>(0); var a21 = vec4<i32>(0); var a22 = vec4<i32>(0); var a23 = vec4<i32>(0);
     var a30 = vec4<i32>(0); var a31 = vec4<i32>(0); var a32 = vec4<i32>(0); var a33 = vec4<i32>(0);
-    for (var k0 = 0u; k0 < p.kq; k0 += KT) {
+    for (var k0 = k_begin; k0 < k_end; k0 += KT) {
         for (var e = lid; e < TN * KT; e += WG) {
             let nn = e % TN;
             let kk = e / TN;
@@ -154,8 +183,8 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 
     let n = n0 + nw;
     let m1 = m0 + px;
-    store(m1, n, tnr, a00, a01, a02, a03);
-    store(m1 + tmr, n, tnr, a10, a11, a12, a13);
-    store(m1 + 2u * tmr, n, tnr, a20, a21, a22, a23);
-    store(m1 + 3u * tmr, n, tnr, a30, a31, a32, a33);
+    store(split, m1, n, tnr, a00, a01, a02, a03);
+    store(split, m1 + tmr, n, tnr, a10, a11, a12, a13);
+    store(split, m1 + 2u * tmr, n, tnr, a20, a21, a22, a23);
+    store(split, m1 + 3u * tmr, n, tnr, a30, a31, a32, a33);
 }

@@ -1687,7 +1687,10 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
             let nf = n as f64;
             e2e.push(EndToEnd {
                 batch: n,
-                int8_dispatches: convs.len(),
+                int8_dispatches: convs
+                    .iter()
+                    .map(|&(i, l)| l.int8.dispatch_count(&full(net.steps[i].inputs[0])))
+                    .sum::<Result<usize>>()?,
                 f32_unfused_dispatches: convs
                     .iter()
                     .map(|(_, l)| l.f32.dispatches(F32Mode::Unfused))
@@ -1732,7 +1735,7 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
     let notes = vec![
         "Real end to end: the network built with ModelBuilder (random seeded weights, Conv+BN(+ReLU) fused), calibrated with MinMax observers on random images (the float network runs on the CPU), converted, and run by GpuModel::run: quantize, every conv/linear, max pool, residual adds, ReLU6 tables, average pool / mean, dequantize, one submit per inference. Wall time covers the f32 input upload, the run and the output readback; GPU time is from timestamps at the start and end of the compute pass.".into(),
         "Planned peak activation bytes (real network): GpuModel::plan, i.e. qfuse::plan::plan on the quantized model: the sum of the reused activation buffers, int8 packed NHWC4 (1 byte per element, channels padded to 4) vs the same plan with f32 tensors.".into(),
-        "Conv chain: only the conv/linear layers (int8: one fused dispatch each; f32: Conv, BatchNorm, ReLU dispatches, or one fused dispatch), one command encoder and one submit per inference, on buffers from the bench's own liveness plan. The f32 baseline has no pool/add kernels, so the int8 vs f32 ratios come from this chain.".into(),
+        "Conv chain: only the conv/linear layers (int8: one fused dispatch each, two for split-K; f32: Conv, BatchNorm, ReLU dispatches, or one fused dispatch), one command encoder and one submit per inference, on buffers from the bench's own liveness plan. The f32 baseline has no pool/add kernels, so the int8 vs f32 ratios come from this chain.".into(),
         "Weight bytes: int8 = packed int8 weights + 12 bytes of epilogue constants per output channel as held on the GPU; f32 = BN-folded f32 weights + f32 bias.".into(),
         "Ops: 2 x MACs for int8 and f32 alike. Int8 ceiling: a dot4I8Packed + accumulate counts 8 ops. Copy bandwidth counts bytes read + bytes written. A layer is memory-bound when its ops per byte (input + weights + output, int8) is below ceiling ops/s over copy bytes/s; its fraction is then of copy bandwidth.".into(),
         "f32 baseline (shaders/conv2d_f32.wgsl): NHWC, one invocation per 4 output channels of one pixel, no tiling: the same effort as the int8 kernel of shaders/conv2d.wgsl. BatchNorm and ReLU run in place.".into(),

@@ -259,3 +259,28 @@ fn gpu_rejects_bad_inputs() {
     // zero-sized dimension
     assert!(err_text(GpuTensor::upload(&ctx, &[], &[0, 3, 5, 5], qp())).contains("zero dimension"));
 }
+
+#[test]
+fn split_k_rejects_bad_configs() {
+    use qfuse::gpu::{ConvVariant, SPLITK_MAX_SPLITS};
+    let ctx = gpu();
+    let l = conv(Conv2dGeometry::new(3, 4, [3, 3])).unwrap();
+    let split = |s: u32| ConvVariant::SplitK {
+        splits: Some(s),
+        tiles: None,
+    };
+    for s in [0, SPLITK_MAX_SPLITS + 1] {
+        assert!(err_text(GpuLayer::with_variant(&ctx, &l, split(s))).contains("splits must be"));
+    }
+    // grouped layers have no split-K
+    let grouped = conv(Conv2dGeometry::new(4, 4, [3, 3]).groups(2)).unwrap();
+    assert!(err_text(GpuLayer::with_variant(&ctx, &grouped, split(2))).contains("cannot run"));
+    // partial accumulators past what one binding can index: an error, no panic
+    let g = GpuLayer::with_variant(&ctx, &l, split(SPLITK_MAX_SPLITS)).unwrap();
+    let x = GpuTensor::upload(&ctx, &vec![7u8; 3 * 514 * 514], &[1, 3, 514, 514], qp()).unwrap();
+    match g.run(&ctx, &x) {
+        Err(Error::TooLarge { needed, limit, .. }) => assert!(needed > limit),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("split-K partials over the limit were allocated"),
+    }
+}

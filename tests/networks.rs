@@ -9,6 +9,7 @@ mod common;
 
 use common::{first_mismatch, gpu, Rng};
 use qfuse::builder::{FloatOp, ModelBuilder, ObserverKind};
+use qfuse::gpu::ConvVariant;
 use qfuse::model::Value;
 use qfuse::ops::Pool2d;
 use qfuse::{
@@ -155,6 +156,18 @@ fn check_net(name: &str, build: fn(Requant, u64) -> ModelBuilder) {
         let calib: Vec<_> = (0..3).map(|_| batch(&mut rng, 4)).collect();
         let model = b.calibrate(&calib, ObserverKind::MinMax).unwrap();
         let g = GpuModel::new(&ctx, &model).unwrap();
+        // Split-K (two dispatches per layer) on every one-group conv/linear.
+        let split = GpuModel::with_variants(&ctx, &model, &|l| {
+            if l.geometry.groups == 1 {
+                ConvVariant::SplitK {
+                    splits: Some(3),
+                    tiles: None,
+                }
+            } else {
+                ConvVariant::for_layer(l)
+            }
+        })
+        .unwrap();
         for n in [1, 4] {
             let (x, shape) = batch(&mut rng, n);
             let input = vec![Value::F32 {
@@ -168,6 +181,11 @@ fn check_net(name: &str, build: fn(Requant, u64) -> ModelBuilder) {
             let ob: Vec<u32> = o.iter().map(|v| v.to_bits()).collect();
             if let Some(m) = first_mismatch(&ob, &cb) {
                 panic!("{name} {engine:?} batch {n} (seed {seed}): GPU differs from CPU at {m}");
+            }
+            let so = split.run(&ctx, &input).unwrap()[0].to_f32();
+            let sb: Vec<u32> = so.iter().map(|v| v.to_bits()).collect();
+            if let Some(m) = first_mismatch(&sb, &cb) {
+                panic!("{name} {engine:?} batch {n} (seed {seed}): split-K GPU differs from CPU at {m}");
             }
             let (f, _) = b.run_float(&x, &shape).unwrap();
             let range = f.iter().fold(0f32, |a, v| a.max(v.abs()));

@@ -2,7 +2,8 @@
 //! conv2d/linear feature: batch, odd channel counts, rectangular kernels,
 //! stride/padding/dilation per dimension, groups and depthwise with a channel
 //! multiplier, long reductions (K > 4096), accumulators past 2^24, extreme
-//! scales and zero points, both requantization rules, both kernel variants.
+//! scales and zero points, both requantization rules, every kernel variant
+//! (split-K included: chosen per shape and pinned to 1, 3 and 8 splits).
 //! Equal bit for bit; a mismatch prints the seed, the layer and the first
 //! differing element.
 
@@ -173,25 +174,64 @@ fn finish_case(
     }
 }
 
+/// What the split-K runs covered (asserted so the tests keep their reach).
+#[derive(Default, Debug)]
+struct SplitCoverage {
+    /// Runs with two passes.
+    runs: usize,
+    /// ... of them chosen by the per-shape heuristic (SplitK { splits: None }).
+    auto: usize,
+    /// ... with K slices not a multiple of the splits.
+    uneven: usize,
+    /// ... with more splits than K slices (empty splits).
+    empty: usize,
+    /// ... with one output pixel.
+    m1: usize,
+    /// ... with accumulators past 2^24.
+    over_2_24: usize,
+}
+
 /// Runs `c` with every applicable variant (and the default choice); returns the
-/// number of runs and records mismatches.
+/// number of runs and records mismatches and split-K coverage (`over`: the
+/// layer's accumulators reach 2^24).
 fn check_all_variants(
     ctx: &qfuse::GpuContext,
     label: &str,
     c: &Case,
     want: &[u8],
+    over: bool,
+    cov: &mut SplitCoverage,
     failures: &mut Vec<String>,
 ) -> usize {
     let x = GpuTensor::upload(ctx, &c.input, &c.shape, c.layer.input).unwrap();
     let mut runs = 0;
     let variants = ConvVariant::candidates(&c.layer);
     assert!(
-        variants.contains(&ConvVariant::choose(&c.layer, &ctx.limits())),
+        variants.contains(&ConvVariant::choose(
+            &c.layer,
+            &ctx.limits(),
+            ctx.device_type()
+        )),
         "{label}: the default variant is not a candidate"
     );
     for v in variants {
         let g = GpuLayer::with_variant(ctx, &c.layer, v)
             .unwrap_or_else(|e| panic!("{label} {v:?}: {e}"));
+        if let Some(s) = g.splits(&c.shape).unwrap() {
+            let geo = &c.layer.geometry;
+            let kq = geo.kernel[0] * geo.kernel[1] * geo.cin_per_group().div_ceil(4);
+            let kt = g.tile_config(&c.shape).unwrap().unwrap().kt as usize;
+            let slices = kq.div_ceil(kt);
+            let out = c.layer.output_shape(&c.shape).unwrap();
+            let m = out[0] * out.get(2).unwrap_or(&1) * out.get(3).unwrap_or(&1);
+            let s = s as usize;
+            cov.runs += 1;
+            cov.auto += matches!(v, ConvVariant::SplitK { splits: None, .. }) as usize;
+            cov.uneven += !slices.is_multiple_of(s) as usize;
+            cov.empty += (s > slices) as usize;
+            cov.m1 += (m == 1) as usize;
+            cov.over_2_24 += over as usize;
+        }
         let got = g
             .run(ctx, &x)
             .unwrap_or_else(|e| panic!("{label} {v:?}: {e}"))
@@ -267,24 +307,33 @@ fn every_variant_on_tile_edge_shapes() {
             .groups(c);
         shapes.push((LayerKind::Conv2d, g, vec![2, c, 9 + k * d, 7 + k]));
     }
+    // Latency-bound shapes split-K is for (the heuristic splits them): the
+    // H200 linear 1280 -> 1000 at batch 1 (K = 320 words, 5 splits) and a
+    // 3x3 conv at 7x7 with K = 576 words (9 splits).
+    shapes.push(lin(1, 1280, 1000));
+    shapes.push(conv(1, 256, 7, 7, 64, 3, 1, 1));
     let mut rng = Rng(0xed9e);
+    let mut cov = SplitCoverage::default();
     let (mut runs, mut failures, mut over) = (0, Vec::new(), 0);
     for (i, (kind, geom, shape)) in shapes.into_iter().enumerate() {
         for saturate in [false, true] {
             let c = finish_case(&mut rng, i as u64, saturate, kind, geom, shape.clone());
             let (want, _) = qfuse::cpu::run_layer(&c.layer, &c.input, &c.shape).unwrap();
             let (acc, _) = qfuse::cpu::conv2d_accumulators(&c.layer, &c.input, &c.shape).unwrap();
-            over += acc.iter().any(|a| a.abs() >= 1 << 24) as usize;
+            let big = acc.iter().any(|a| a.abs() >= 1 << 24);
+            over += big as usize;
             runs += check_all_variants(
                 &ctx,
                 &format!("edge shape {i} saturate {saturate}"),
                 &c,
                 &want,
+                big,
+                &mut cov,
                 &mut failures,
             );
         }
     }
-    println!("{runs} GPU runs; {over} layers with accumulators >= 2^24");
+    println!("{runs} GPU runs; {over} layers with accumulators >= 2^24; split-K {cov:?}");
     for f in failures.iter().take(10) {
         println!("MISMATCH {f}");
     }
@@ -295,6 +344,10 @@ fn every_variant_on_tile_edge_shapes() {
         failures[0]
     );
     assert!(over >= 2, "no edge layer crossed 2^24");
+    assert!(
+        cov.auto >= 6 && cov.uneven > 0 && cov.empty > 0 && cov.m1 > 0 && cov.over_2_24 > 0,
+        "split-K lost coverage: {cov:?}"
+    );
 }
 
 #[test]
@@ -310,20 +363,28 @@ fn gpu_equals_cpu_on_random_layers() {
         .unwrap_or(0x5eed);
     let (mut runs, mut failures, mut over_2_24) = (0, Vec::new(), 0);
     let mut nonconstant = 0;
+    let mut cov = SplitCoverage::default();
     for i in 0..count {
         let seed = base + i;
         let c = random_case(seed);
         let (want, _) = qfuse::cpu::run_layer(&c.layer, &c.input, &c.shape).unwrap();
         let (acc, _) = qfuse::cpu::conv2d_accumulators(&c.layer, &c.input, &c.shape).unwrap();
-        if acc.iter().any(|a| a.abs() >= 1 << 24) {
-            over_2_24 += 1;
-        }
+        let big = acc.iter().any(|a| a.abs() >= 1 << 24);
+        over_2_24 += big as usize;
         if want.iter().any(|&v| v != want[0]) {
             nonconstant += 1;
         }
-        runs += check_all_variants(&ctx, &format!("seed {seed}"), &c, &want, &mut failures);
+        runs += check_all_variants(
+            &ctx,
+            &format!("seed {seed}"),
+            &c,
+            &want,
+            big,
+            &mut cov,
+            &mut failures,
+        );
     }
-    println!("{runs} GPU runs of {count} random layers (seeds {base}..{}); {over_2_24} layers with accumulators >= 2^24; {nonconstant} with non-constant outputs", base + count);
+    println!("{runs} GPU runs of {count} random layers (seeds {base}..{}); {over_2_24} layers with accumulators >= 2^24; {nonconstant} with non-constant outputs; split-K {cov:?}", base + count);
     for f in failures.iter().take(10) {
         println!("MISMATCH {f}");
     }
@@ -343,7 +404,74 @@ fn gpu_equals_cpu_on_random_layers() {
         "no layer crossed 2^24: the test lost its coverage"
     );
     assert!(
+        cov.auto > 0 && cov.over_2_24 > 0,
+        "split-K lost coverage: {cov:?}"
+    );
+    assert!(
         nonconstant as u64 > count * 3 / 4,
         "too many constant outputs ({nonconstant} of {count} vary): the scales are off"
     );
+}
+
+/// The split-K heuristic (no GPU needed): only GPUs get the split-K variant,
+/// and it splits only few-tile, long-K shapes.
+#[test]
+fn split_k_heuristic() {
+    use qfuse::gpu::{splitk_for_shape, TileConfig};
+    use wgpu::DeviceType;
+    let mut rng = Rng(3);
+    let c = finish_case(
+        &mut rng,
+        0,
+        false,
+        LayerKind::Conv2d,
+        Conv2dGeometry::new(8, 8, [3, 3]).padding([1, 1]),
+        vec![1, 8, 5, 5],
+    );
+    let lim = wgpu::Limits::default();
+    let auto = ConvVariant::SplitK {
+        splits: None,
+        tiles: None,
+    };
+    for d in [
+        DeviceType::DiscreteGpu,
+        DeviceType::IntegratedGpu,
+        DeviceType::VirtualGpu,
+    ] {
+        assert_eq!(ConvVariant::choose(&c.layer, &lim, d), auto, "{d:?}");
+    }
+    for d in [DeviceType::Cpu, DeviceType::Other] {
+        assert_eq!(
+            ConvVariant::choose(&c.layer, &lim, d),
+            ConvVariant::Tiled(None),
+            "{d:?}"
+        );
+    }
+    // ResNet-18 layer4 3x3 512 -> 512 at 7x7: WIDE tiles, K = 1152 words.
+    let wide = TileConfig::WIDE;
+    assert_eq!(TileConfig::for_shape(49, 128, 1152), wide);
+    assert_eq!(splitk_for_shape(4, 1152, wide.kt), 18); // batch 1: 72 workgroups
+    assert_eq!(splitk_for_shape(52, 1152, wide.kt), 5); // batch 16: 260
+                                                        // Linear 1280 -> 1000 at batch 1: SKINNY tiles, K = 320 words.
+    assert_eq!(TileConfig::for_shape(1, 250, 320), TileConfig::SKINNY);
+    assert_eq!(splitk_for_shape(4, 320, 8), 5);
+    // No split: many tiles, short K, or K too short for two 64-word splits.
+    assert_eq!(splitk_for_shape(256, 4608, 16), 1);
+    assert_eq!(splitk_for_shape(1, 255, 16), 1);
+    assert_eq!(splitk_for_shape(1, 100, 16), 1);
+    // Every split keeps >= 64 K words, tiles * splits stays < 512, and no
+    // split is empty.
+    for tiles in 1..300 {
+        for kq in (1..5000).step_by(37) {
+            for kt in [8, 16] {
+                let s = splitk_for_shape(tiles, kq, kt) as usize;
+                if s > 1 {
+                    let per = kq.div_ceil(kt as usize).div_ceil(s) * kt as usize;
+                    assert!(per >= 64, "tiles {tiles} kq {kq}: {s} splits of {per}");
+                    assert!(tiles * s < 512, "tiles {tiles} kq {kq}: {s} splits");
+                    assert!((s - 1) * per < kq, "tiles {tiles} kq {kq}: empty split");
+                }
+            }
+        }
+    }
 }

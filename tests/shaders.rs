@@ -105,14 +105,23 @@ fn host_structs_match_wgsl_layout() {
 
 #[test]
 fn tiled_kernel_constants_match_the_host() {
-    // The overrides the host sets exist, and the host's workgroup-memory
+    // The overrides the host sets (tiled and split-K) exist, and the host's workgroup-memory
     // figure is what the shader declares.
     let m = parse_str("tiled.wgsl", &Kernel::Tiled.source());
     let names = override_names(&m);
-    for c in ["WG", "TM", "TN", "KT"] {
+    for c in ["WG", "TM", "TN", "KT", "SPLITS"] {
         assert!(
             names.iter().any(|n| n == c),
             "tiled.wgsl has no override {c}"
+        );
+    }
+    // Split-K pass 2 takes the same uniform block and its own overrides.
+    let r = parse_str("splitk.wgsl", &Kernel::SplitK.source());
+    let names = override_names(&r);
+    for c in ["WG", "SPLITS"] {
+        assert!(
+            names.iter().any(|n| n == c),
+            "splitk.wgsl has no override {c}"
         );
     }
     let bytes: u32 = m

@@ -13,8 +13,12 @@ use crate::error::{Error, Result};
 pub enum Kernel {
     /// One output word per invocation (`conv2d.wgsl`): any conv2d/linear.
     Conv2d,
-    /// Tiled implicit GEMM (`tiled.wgsl`): one group.
+    /// Tiled implicit GEMM (`tiled.wgsl`): one group. With its `SPLITS`
+    /// override > 0 it is also pass 1 of split-K (i32 partial accumulators).
     Tiled,
+    /// Split-K pass 2 (`splitk.wgsl`): sums the partial accumulators of pass 1
+    /// and applies the requantization epilogue.
+    SplitK,
     /// Depthwise (`depthwise.wgsl`): groups == in_channels.
     Depthwise,
     /// f32 NCHW -> quint8 (`quantize.wgsl`).
@@ -35,6 +39,7 @@ impl Kernel {
     pub const ALL: &'static [Kernel] = &[
         Kernel::Conv2d,
         Kernel::Tiled,
+        Kernel::SplitK,
         Kernel::Depthwise,
         Kernel::Quantize,
         Kernel::Lut,
@@ -53,6 +58,7 @@ impl Kernel {
         match self {
             Kernel::Conv2d => "conv2d.wgsl",
             Kernel::Tiled => "tiled.wgsl",
+            Kernel::SplitK => "splitk.wgsl",
             Kernel::Depthwise => "depthwise.wgsl",
             Kernel::Quantize => "quantize.wgsl",
             Kernel::Lut => "lut.wgsl",
@@ -68,6 +74,7 @@ impl Kernel {
         match self {
             Kernel::Conv2d => include_str!("../../shaders/conv2d.wgsl"),
             Kernel::Tiled => include_str!("../../shaders/tiled.wgsl"),
+            Kernel::SplitK => include_str!("../../shaders/splitk.wgsl"),
             Kernel::Depthwise => include_str!("../../shaders/depthwise.wgsl"),
             Kernel::Quantize => include_str!("../../shaders/quantize.wgsl"),
             Kernel::Lut => include_str!("../../shaders/lut.wgsl"),
@@ -81,7 +88,10 @@ impl Kernel {
     /// Whether the kernel is compiled with the conv prelude (`common.wgsl`:
     /// conv uniforms, bindings and the requantization epilogue) in front.
     pub fn uses_prelude(self) -> bool {
-        matches!(self, Kernel::Conv2d | Kernel::Tiled | Kernel::Depthwise)
+        matches!(
+            self,
+            Kernel::Conv2d | Kernel::Tiled | Kernel::SplitK | Kernel::Depthwise
+        )
     }
 
     /// The complete WGSL module: the prelude (for conv kernels) followed by
@@ -276,6 +286,12 @@ impl GpuContext {
         &self.adapter
     }
 
+    /// The adapter's device type (`Cpu` for lavapipe/llvmpipe/WARP); the
+    /// kernel heuristics use it ([`super::ConvVariant::choose`]).
+    pub fn device_type(&self) -> wgpu::DeviceType {
+        self.adapter.get_info().device_type
+    }
+
     /// The device's limits.
     pub fn limits(&self) -> wgpu::Limits {
         self.device.limits()
@@ -362,6 +378,26 @@ impl GpuContext {
         invocations: u32,
         wg: u32,
     ) -> Result<Dispatch> {
+        let bound: Vec<(u32, &wgpu::Buffer)> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| (i as u32 + 1, b))
+            .collect();
+        self.dispatch_bound(kernel, constants, uniform, &bound, invocations, wg)
+    }
+
+    /// [`GpuContext::dispatch`] with explicit binding numbers, for kernels
+    /// that use only some of the prelude's bindings (the pipeline layout is
+    /// derived from the bindings the kernel uses).
+    pub fn dispatch_bound(
+        &self,
+        kernel: Kernel,
+        constants: &[(&str, f64)],
+        uniform: &[u8],
+        buffers: &[(u32, &wgpu::Buffer)],
+        invocations: u32,
+        wg: u32,
+    ) -> Result<Dispatch> {
         use wgpu::util::DeviceExt;
         let pipeline = self.pipeline(kernel, constants)?;
         let ubuf = self
@@ -375,9 +411,9 @@ impl GpuContext {
             binding: 0,
             resource: ubuf.as_entire_binding(),
         }];
-        for (i, b) in buffers.iter().enumerate() {
+        for &(binding, b) in buffers {
             entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
+                binding,
                 resource: b.as_entire_binding(),
             });
         }

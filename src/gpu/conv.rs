@@ -155,6 +155,43 @@ impl TileConfig {
     }
 }
 
+/// Split-K heuristic: split only when the tiled grid has fewer workgroups
+/// than this (the GPU is then latency-bound, most of it idle)...
+pub const SPLITK_MAX_TILES: usize = 256;
+/// ... and the reduction has at least this many K words (kh*kw*ceil(C/4)).
+pub const SPLITK_MIN_K: usize = 256;
+/// Splits aim at tiles * splits >= this many workgroups (so 256 ..= 511).
+pub const SPLITK_TARGET_GROUPS: usize = 256;
+/// Every split keeps at least this many K words.
+pub const SPLITK_MIN_K_PER_SPLIT: usize = 64;
+/// The most splits a layer may be pinned to.
+pub const SPLITK_MAX_SPLITS: u32 = 4096;
+
+/// The split-K heuristic: how many K splits a tiled GEMM of `tiles`
+/// workgroups over `kq` K words (slices of `kt`) should use; 1 means no split
+/// (one fused pass).
+///
+/// Split when `tiles < SPLITK_MAX_TILES` (256) and `kq >= SPLITK_MIN_K` (256
+/// words); then `splits = ceil(256 / tiles)` (so tiles * splits lands in
+/// 256 ..= 511), capped so every split keeps >= 64 K words
+/// (`kq / 64`), and finally reduced to the number of non-empty splits once
+/// the K range is cut at whole `kt` slices. For example (H200 targets):
+/// ResNet-18 layer4 3x3 512->512 at 7x7 (K = 1152 words, 4 WIDE tiles at
+/// batch 1, 52 at batch 16) gets 18 and 5 splits; linear 1280->1000 at
+/// batch 1 (K = 320 words, 4 SKINNY tiles) gets 5.
+pub fn splitk_for_shape(tiles: usize, kq: usize, kt: u32) -> u32 {
+    if tiles == 0 || tiles >= SPLITK_MAX_TILES || kq < SPLITK_MIN_K {
+        return 1;
+    }
+    let splits = SPLITK_TARGET_GROUPS
+        .div_ceil(tiles)
+        .min(kq / SPLITK_MIN_K_PER_SPLIT)
+        .max(1);
+    let slices = kq.div_ceil(kt.max(1) as usize);
+    let per_split = slices.div_ceil(splits);
+    slices.div_ceil(per_split).min(SPLITK_MAX_SPLITS as usize) as u32
+}
+
 /// Which kernel (and, for the tiled one, which tiles) a layer runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConvVariant {
@@ -167,6 +204,22 @@ pub enum ConvVariant {
     /// Tiled implicit GEMM (`tiled.wgsl`): one group. `None` picks the tiles
     /// per input shape ([`TileConfig::for_shape`]); `Some` pins them.
     Tiled(Option<TileConfig>),
+    /// Split-K tiled implicit GEMM: one group. Pass 1 (`tiled.wgsl` with its
+    /// `SPLITS` override) computes i32 partial accumulators of each output
+    /// tile over `splits` slices of K into a scratch buffer the layer owns
+    /// (grid: tiles x splits); pass 2 (`splitk.wgsl`) sums them per output in
+    /// split order (the exact integer accumulator, equal to the unsplit sum)
+    /// and applies the epilogue. For latency-bound layers: few output tiles,
+    /// long K.
+    ///
+    /// `splits: Some(s)` always runs the two passes with `s` splits (trailing
+    /// ones may be empty when K has fewer slices); `None` picks per input
+    /// shape with [`splitk_for_shape`], which runs the one-pass tiled kernel
+    /// when it picks 1. `tiles` as in [`ConvVariant::Tiled`].
+    SplitK {
+        splits: Option<u32>,
+        tiles: Option<TileConfig>,
+    },
     /// Depthwise (`depthwise.wgsl`): groups == in_channels > 1, any channel
     /// multiplier.
     Depthwise,
@@ -179,12 +232,14 @@ impl ConvVariant {
         match self {
             ConvVariant::Gather => true,
             ConvVariant::Words => g.groups == 1 || g.cin_per_group() % 4 == 0,
-            ConvVariant::Tiled(_) => g.groups == 1,
+            ConvVariant::Tiled(_) | ConvVariant::SplitK { .. } => g.groups == 1,
             ConvVariant::Depthwise => g.groups > 1 && g.cin_per_group() == 1,
         }
     }
 
-    /// Every variant that applies to `layer`, each tile preset pinned (for tests).
+    /// Every variant that applies to `layer`, each tile preset pinned, and
+    /// split-K chosen per shape and pinned to 1, 3 and 8 splits (for tests:
+    /// K not a multiple of the splits, more splits than K slices).
     pub fn candidates(layer: &QLayer) -> Vec<ConvVariant> {
         let mut v = vec![
             ConvVariant::Words,
@@ -197,24 +252,50 @@ impl ConvVariant {
                 .iter()
                 .map(|&c| ConvVariant::Tiled(Some(c))),
         );
+        v.extend(
+            [None, Some(1), Some(3), Some(8)]
+                .into_iter()
+                .map(|splits| ConvVariant::SplitK {
+                    splits,
+                    tiles: None,
+                }),
+        );
         v.retain(|x| x.applies(layer));
         v
     }
 
     /// The kernel heuristic `GpuLayer::new` uses:
     /// - depthwise layers (groups == in_channels > 1) run [`ConvVariant::Depthwise`];
-    /// - one group runs [`ConvVariant::Tiled`]`(None)` (tiles chosen per input
-    ///   shape at encode time) when the device offers the tiled kernel's
-    ///   workgroup size and memory ([`TileConfig::check`] of every preset),
-    ///   else [`ConvVariant::Words`];
+    /// - one group runs the tiled kernel (tiles chosen per input shape at
+    ///   encode time) when the device offers its workgroup size and memory
+    ///   ([`TileConfig::check`] of every preset), else [`ConvVariant::Words`].
+    ///   On a GPU (`device` DiscreteGpu, IntegratedGpu or VirtualGpu) that is
+    ///   [`ConvVariant::SplitK`]` { splits: None, tiles: None }`: split-K
+    ///   when the input shape leaves few output tiles and a long K
+    ///   ([`splitk_for_shape`]), the one-pass tiled kernel otherwise. On
+    ///   other adapters (`Cpu`: lavapipe, where every workgroup runs on a few
+    ///   cores anyway, and `Other`) [`ConvVariant::Tiled`]`(None)`;
     /// - other grouped layers run `Words` when C/groups is a multiple of 4,
     ///   else `Gather`.
-    pub fn choose(layer: &QLayer, limits: &wgpu::Limits) -> ConvVariant {
+    pub fn choose(layer: &QLayer, limits: &wgpu::Limits, device: wgpu::DeviceType) -> ConvVariant {
         let g = &layer.geometry;
+        let gpu = matches!(
+            device,
+            wgpu::DeviceType::DiscreteGpu
+                | wgpu::DeviceType::IntegratedGpu
+                | wgpu::DeviceType::VirtualGpu
+        );
         if ConvVariant::Depthwise.applies(layer) {
             ConvVariant::Depthwise
         } else if g.groups == 1 && TileConfig::PRESETS.iter().all(|c| c.check(limits).is_ok()) {
-            ConvVariant::Tiled(None)
+            if gpu {
+                ConvVariant::SplitK {
+                    splits: None,
+                    tiles: None,
+                }
+            } else {
+                ConvVariant::Tiled(None)
+            }
         } else if ConvVariant::Words.applies(layer) {
             ConvVariant::Words
         } else {
@@ -222,9 +303,10 @@ impl ConvVariant {
         }
     }
 
-    /// [`ConvVariant::choose`] under WebGPU's default limits.
+    /// [`ConvVariant::choose`] under WebGPU's default limits, for no
+    /// particular device (never split-K).
     pub fn for_layer(layer: &QLayer) -> Self {
-        Self::choose(layer, &wgpu::Limits::default())
+        Self::choose(layer, &wgpu::Limits::default(), wgpu::DeviceType::Other)
     }
 }
 
@@ -237,9 +319,27 @@ pub struct GpuLayer {
     variant: ConvVariant,
     weights: wgpu::Buffer,
     chans: wgpu::Buffer,
-    /// Weight words per output channel (Words, Gather), K words (Tiled) or
-    /// taps (Depthwise).
+    /// Weight words per output channel (Words, Gather), K words (Tiled,
+    /// SplitK) or taps (Depthwise).
     kq: u32,
+    /// Split-K partial accumulators, grown to the largest input shape
+    /// dispatched so far (dispatches run in queue order, so one buffer
+    /// serves them all).
+    scratch: std::sync::Mutex<Option<wgpu::Buffer>>,
+}
+
+/// How a layer runs for one input shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Plan {
+    /// `conv2d.wgsl`, whole words or gathered bytes.
+    Direct {
+        gather: bool,
+    },
+    Depthwise,
+    /// `tiled.wgsl`, one pass.
+    Tiled(TileConfig),
+    /// `tiled.wgsl` as split-K pass 1 then `splitk.wgsl`.
+    SplitK(TileConfig, u32),
 }
 
 fn pack_word(f: impl Fn(usize) -> Option<u32>) -> u32 {
@@ -287,7 +387,7 @@ pub fn pack_weights(layer: &QLayer, variant: ConvVariant) -> (Vec<u32>, u32) {
             }
             kq
         }
-        ConvVariant::Tiled(_) => {
+        ConvVariant::Tiled(_) | ConvVariant::SplitK { .. } => {
             // K-major: word (k * O4 + o4) * 4 + l is channel 4*o4+l at K word
             // k = (ky * kw + kx) * cg4 + j, so a vec4 holds 4 channels.
             let cg4 = cg.div_ceil(4);
@@ -329,7 +429,11 @@ impl GpuLayer {
     /// Uploads a layer's weights and epilogue constants, with the variant
     /// [`ConvVariant::choose`] picks for the layer and the device.
     pub fn new(ctx: &GpuContext, layer: &QLayer) -> Result<Self> {
-        Self::with_variant(ctx, layer, ConvVariant::choose(layer, &ctx.limits()))
+        Self::with_variant(
+            ctx,
+            layer,
+            ConvVariant::choose(layer, &ctx.limits(), ctx.device_type()),
+        )
     }
 
     /// Uploads a layer for a given kernel variant (`Gather` runs any layer).
@@ -344,8 +448,22 @@ impl GpuLayer {
                 ),
             ));
         }
-        if let ConvVariant::Tiled(Some(c)) = variant {
-            c.check(&ctx.limits())?;
+        match variant {
+            ConvVariant::Tiled(Some(c)) | ConvVariant::SplitK { tiles: Some(c), .. } => {
+                c.check(&ctx.limits())?
+            }
+            _ => {}
+        }
+        if let ConvVariant::SplitK {
+            splits: Some(s), ..
+        } = variant
+        {
+            if s == 0 || s > SPLITK_MAX_SPLITS {
+                return Err(Error::config(
+                    "conv2d variant",
+                    format!("{variant:?}: splits must be 1 ..= {SPLITK_MAX_SPLITS}"),
+                ));
+            }
         }
         let (words, kq) = pack_weights(layer, variant);
         ctx.check_storage_size("layer weights", words.len() as u64 * 4)?;
@@ -372,6 +490,7 @@ impl GpuLayer {
             weights,
             chans,
             kq,
+            scratch: Default::default(),
         })
     }
 
@@ -387,26 +506,64 @@ impl GpuLayer {
         self.weights.size() + self.chans.size()
     }
 
+    /// How the layer runs for an input shape.
+    fn plan(&self, input_shape: &[usize]) -> Result<Plan> {
+        let shape_tiles = |pinned: Option<TileConfig>| -> Result<(TileConfig, usize)> {
+            let out = self.layer.output_shape(input_shape)?;
+            let m = out[0] * out.get(2).unwrap_or(&1) * out.get(3).unwrap_or(&1);
+            let o4 = self.layer.geometry.out_channels.div_ceil(4);
+            let c = pinned.unwrap_or_else(|| TileConfig::for_shape(m, o4, self.kq as usize));
+            Ok((c, m.div_ceil(c.tm as usize) * o4.div_ceil(c.tn as usize)))
+        };
+        Ok(match self.variant {
+            ConvVariant::Words => Plan::Direct { gather: false },
+            ConvVariant::Gather => Plan::Direct { gather: true },
+            ConvVariant::Depthwise => Plan::Depthwise,
+            ConvVariant::Tiled(pinned) => Plan::Tiled(shape_tiles(pinned)?.0),
+            ConvVariant::SplitK { splits, tiles } => {
+                let (c, n_tiles) = shape_tiles(tiles)?;
+                match splits {
+                    Some(s) => Plan::SplitK(c, s),
+                    None => match splitk_for_shape(n_tiles, self.kq as usize, c.kt) {
+                        1 => Plan::Tiled(c),
+                        s => Plan::SplitK(c, s),
+                    },
+                }
+            }
+        })
+    }
+
     /// The tiles the tiled kernel uses for an input shape (None for the
     /// other kernels).
     pub fn tile_config(&self, input_shape: &[usize]) -> Result<Option<TileConfig>> {
-        Ok(match self.variant {
-            ConvVariant::Tiled(Some(c)) => Some(c),
-            ConvVariant::Tiled(None) => {
-                let out = self.layer.output_shape(input_shape)?;
-                let m = out[0] * out.get(2).unwrap_or(&1) * out.get(3).unwrap_or(&1);
-                Some(TileConfig::for_shape(
-                    m,
-                    self.layer.geometry.out_channels.div_ceil(4),
-                    self.kq as usize,
-                ))
-            }
+        Ok(match self.plan(input_shape)? {
+            Plan::Tiled(c) | Plan::SplitK(c, _) => Some(c),
             _ => None,
         })
     }
 
+    /// The number of K splits for an input shape: `Some(s)` when the layer
+    /// runs split-K (two dispatches), None when it runs one pass.
+    pub fn splits(&self, input_shape: &[usize]) -> Result<Option<u32>> {
+        Ok(match self.plan(input_shape)? {
+            Plan::SplitK(_, s) => Some(s),
+            _ => None,
+        })
+    }
+
+    /// The number of dispatches [`GpuLayer::dispatch`] returns for an input
+    /// shape.
+    pub fn dispatch_count(&self, input_shape: &[usize]) -> Result<usize> {
+        Ok(if self.splits(input_shape)?.is_some() {
+            2
+        } else {
+            1
+        })
+    }
+
     /// The uniform block for an input shape; also returns the output shape.
-    /// `total` counts output words, or output tiles for the tiled kernel.
+    /// `total` counts output words, or output tiles for the tiled kernel
+    /// (split-K: [`GpuLayer::dispatch`] adjusts it per pass).
     pub fn params(&self, input_shape: &[usize]) -> Result<(ConvParams, Vec<usize>)> {
         let out_shape = self.layer.output_shape(input_shape)?;
         let g = &self.layer.geometry;
@@ -460,9 +617,11 @@ impl GpuLayer {
         Ok((p, out_shape))
     }
 
-    /// Builds this layer's one dispatch reading `input` (an NHWC4 tensor of
+    /// Builds this layer's dispatches reading `input` (an NHWC4 tensor of
     /// `input_shape` quantized with `input_q`) and writing `output` (which
-    /// must be large enough for the output shape).
+    /// must be large enough for the output shape): one, or two for split-K
+    /// (pass 1 into the layer's scratch buffer, then pass 2 into `output`),
+    /// to be recorded in order.
     pub fn dispatch(
         &self,
         ctx: &GpuContext,
@@ -470,7 +629,7 @@ impl GpuLayer {
         input_shape: &[usize],
         input_q: crate::quant::QParams,
         output: &wgpu::Buffer,
-    ) -> Result<super::Dispatch> {
+    ) -> Result<Vec<super::Dispatch>> {
         if input_q != self.layer.input {
             return Err(Error::qparams(
                 "conv2d input",
@@ -491,41 +650,106 @@ impl GpuLayer {
         }
         let buffers = [input, &self.weights, &self.chans, output];
         let bytes = bytemuck::bytes_of(&params);
-        match self.tile_config(input_shape)? {
-            Some(c) => {
+        let tile_constants = |c: TileConfig, splits: u32| {
+            [
+                ("WG", c.workgroup_size() as f64),
+                ("TM", c.tm as f64),
+                ("TN", c.tn as f64),
+                ("KT", c.kt as f64),
+                ("SPLITS", splits as f64),
+            ]
+        };
+        Ok(match self.plan(input_shape)? {
+            Plan::Tiled(c) => {
                 c.check(&ctx.limits())?;
-                let constants = [
-                    ("WG", c.workgroup_size() as f64),
-                    ("TM", c.tm as f64),
-                    ("TN", c.tn as f64),
-                    ("KT", c.kt as f64),
-                ];
                 // `params.total` counts workgroups here.
-                ctx.dispatch(Kernel::Tiled, &constants, bytes, &buffers, params.total, 1)
+                vec![ctx.dispatch(
+                    Kernel::Tiled,
+                    &tile_constants(c, 0),
+                    bytes,
+                    &buffers,
+                    params.total,
+                    1,
+                )?]
             }
-            None if self.variant == ConvVariant::Depthwise => ctx.dispatch(
+            Plan::SplitK(c, splits) => {
+                c.check(&ctx.limits())?;
+                let m_o4 = params.n as u64 * params.oh as u64 * params.ow as u64 * params.o4 as u64;
+                let groups = params.total as u64 * splits as u64;
+                let words = m_o4 * 4 * splits as u64;
+                if groups > u32::MAX as u64 || words > u32::MAX as u64 {
+                    return Err(Error::TooLarge {
+                        what: "split-K partial accumulators (words)".into(),
+                        needed: words.max(groups),
+                        limit: u32::MAX as u64,
+                    });
+                }
+                let scratch = self.scratch(ctx, words * 4)?;
+                let pass1 = ConvParams {
+                    total: groups as u32,
+                    ..params
+                };
+                let pass2 = ConvParams {
+                    total: m_o4 as u32,
+                    ..params
+                };
+                vec![
+                    ctx.dispatch(
+                        Kernel::Tiled,
+                        &tile_constants(c, splits),
+                        bytemuck::bytes_of(&pass1),
+                        &[input, &self.weights, &self.chans, &scratch],
+                        pass1.total,
+                        1,
+                    )?,
+                    ctx.dispatch_bound(
+                        Kernel::SplitK,
+                        &[("WG", WG as f64), ("SPLITS", splits as f64)],
+                        bytemuck::bytes_of(&pass2),
+                        &[(1, &scratch), (3, &self.chans), (4, output)],
+                        pass2.total,
+                        WG,
+                    )?,
+                ]
+            }
+            Plan::Depthwise => vec![ctx.dispatch(
                 Kernel::Depthwise,
                 &[("WG", WG as f64)],
                 bytes,
                 &buffers,
                 params.total,
                 WG,
-            ),
-            None => {
-                let gather = (self.variant == ConvVariant::Gather) as u8 as f64;
-                ctx.dispatch(
-                    Kernel::Conv2d,
-                    &[("WG", WG as f64), ("GATHER", gather)],
-                    bytes,
-                    &buffers,
-                    params.total,
-                    WG,
-                )
-            }
-        }
+            )?],
+            Plan::Direct { gather } => vec![ctx.dispatch(
+                Kernel::Conv2d,
+                &[("WG", WG as f64), ("GATHER", gather as u8 as f64)],
+                bytes,
+                &buffers,
+                params.total,
+                WG,
+            )?],
+        })
     }
 
-    /// Records this layer's one dispatch, reading `input` and writing `output`.
+    /// The split-K scratch buffer, at least `bytes` long (grown on demand).
+    fn scratch(&self, ctx: &GpuContext, bytes: u64) -> Result<wgpu::Buffer> {
+        ctx.check_storage_size("split-K partial accumulators", bytes)?;
+        let mut slot = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = slot.as_ref().filter(|b| b.size() >= bytes) {
+            return Ok(b.clone());
+        }
+        let b = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("qfuse split-K partials"),
+            size: bytes.max(16),
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        *slot = Some(b.clone());
+        Ok(b)
+    }
+
+    /// Records this layer's dispatches (one compute pass), reading `input`
+    /// and writing `output`.
     pub fn encode(
         &self,
         ctx: &GpuContext,
@@ -534,16 +758,18 @@ impl GpuLayer {
         output: &wgpu::Buffer,
     ) -> Result<Vec<usize>> {
         let out_shape = self.layer.output_shape(input.shape())?;
-        let d = self.dispatch(ctx, &input.buffer, input.shape(), input.qparams(), output)?;
+        let ds = self.dispatch(ctx, &input.buffer, input.shape(), input.qparams(), output)?;
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("qfuse conv2d"),
             timestamp_writes: None,
         });
-        d.record(&mut pass);
+        for d in &ds {
+            d.record(&mut pass);
+        }
         Ok(out_shape)
     }
 
-    /// Runs the layer on a GPU tensor: one dispatch, one submit.
+    /// Runs the layer on a GPU tensor: its dispatches, one submit.
     pub fn run(&self, ctx: &GpuContext, input: &GpuTensor) -> Result<GpuTensor> {
         ctx.scoped("conv2d", || {
             let out_shape = self.layer.output_shape(input.shape())?;

@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use wgpu::util::DeviceExt;
 
-use super::{layout, Dispatch, GpuContext, GpuLayer, Kernel};
+use super::{layout, ConvVariant, Dispatch, GpuContext, GpuLayer, Kernel};
 use crate::error::{Error, Result};
+use crate::layer::QLayer;
 use crate::model::{DType, Model, Op, TensorInfo, Value};
 use crate::ops::{self, AvgPath};
 use crate::plan::{self, MemoryPlan, Placement};
@@ -191,8 +192,20 @@ pub struct GpuModel {
 }
 
 impl GpuModel {
-    /// Uploads every layer's weights and every op's tables once.
+    /// Uploads every layer's weights and every op's tables once; each
+    /// conv/linear runs the variant [`ConvVariant::choose`] picks.
     pub fn new(ctx: &GpuContext, model: &Model) -> Result<Self> {
+        let (limits, device) = (ctx.limits(), ctx.device_type());
+        Self::with_variants(ctx, model, &|l| ConvVariant::choose(l, &limits, device))
+    }
+
+    /// [`GpuModel::new`] with each conv/linear layer's kernel variant chosen
+    /// by `variant` (for tests and benchmarks: e.g. split-K everywhere).
+    pub fn with_variants(
+        ctx: &GpuContext,
+        model: &Model,
+        variant: &dyn Fn(&QLayer) -> ConvVariant,
+    ) -> Result<Self> {
         // Standalone relu/relu6/hardtanh after a conv become its epilogue clamp.
         let fused = crate::model::fuse_activations(model)?;
         let model = &fused;
@@ -203,7 +216,9 @@ impl GpuModel {
             let info = model.info(&n.name).expect("validated");
             let in_q = |i: usize| model.info(&n.inputs[i]).and_then(|t| t.qparams());
             let g = match &n.op {
-                Op::Conv2d(l) | Op::Linear(l) => NodeGpu::Conv(GpuLayer::new(ctx, l)?),
+                Op::Conv2d(l) | Op::Linear(l) => {
+                    NodeGpu::Conv(GpuLayer::with_variant(ctx, l, variant(l))?)
+                }
                 Op::Quantize(to) => match model.nodes.iter().find(|d| d.name == n.inputs[0]) {
                     // dequantize -> quantize: one requantize table.
                     Some(d) if matches!(d.op, Op::Dequantize) => {
@@ -368,7 +383,7 @@ impl GpuModel {
             let words = (n as u32) * oh * ow * oc.div_ceil(4);
             match (&node.op, g) {
                 (Op::Conv2d(_) | Op::Linear(_), NodeGpu::Conv(l)) => {
-                    dispatches.push(l.dispatch(
+                    dispatches.extend(l.dispatch(
                         ctx,
                         &x_buf(),
                         &x_info.batched(n),

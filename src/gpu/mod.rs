@@ -9,7 +9,10 @@ pub mod layout;
 mod tensor;
 
 pub use context::{AdapterReport, Dispatch, GpuContext, Kernel};
-pub use conv::{pack_weights, ConvParams, ConvVariant, GpuLayer, TileConfig};
+pub use conv::{
+    pack_weights, splitk_for_shape, ConvParams, ConvVariant, GpuLayer, TileConfig,
+    SPLITK_MAX_SPLITS,
+};
 pub use graph::GpuModel;
 
 /// The uniform blocks of the op kernels (checked against the WGSL in tests).
