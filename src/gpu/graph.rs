@@ -249,7 +249,9 @@ impl GpuModel {
                     NodeGpu::Table(table_buffer(ctx, &tv, &ts), engine == Requant::Fbgemm)
                 }
                 // Same layout: an alias of its input, nothing to upload or run.
-                Op::Flatten | Op::Reshape(_) if place[&n.name] != Placement::Buffer => NodeGpu::None,
+                Op::Flatten | Op::Reshape(_) if place[&n.name] != Placement::Buffer => {
+                    NodeGpu::None
+                }
                 Op::Flatten | Op::Reshape(_) => {
                     let id: [u8; 256] = std::array::from_fn(|v| v as u8);
                     NodeGpu::Table(table_buffer(ctx, &id, &id), false)
