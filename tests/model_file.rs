@@ -267,3 +267,49 @@ fn not_a_model() {
         .to_string()
         .contains("/no/such/model.safetensors"));
 }
+
+/// Seeded random corruptions of a valid file (flipped bytes anywhere, and
+/// edits of the JSON header's numbers) load as errors or as valid models,
+/// never as a panic.
+#[test]
+fn random_corruptions_never_panic() {
+    let good = digits_bytes();
+    let mut state = 0x5eed_u64;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        state >> 33
+    };
+    let (mut errors, mut loaded) = (0, 0);
+    for i in 0..400 {
+        let mut b = good.clone();
+        let flips = 1 + next() % 4;
+        for _ in 0..flips {
+            // Half the flips land in the header, where the JSON lives.
+            let limit = if i % 2 == 0 {
+                2000.min(b.len())
+            } else {
+                b.len()
+            };
+            let at = (next() as usize) % limit;
+            b[at] ^= 1 << (next() % 8);
+        }
+        match std::panic::catch_unwind(|| Model::from_bytes(&b)) {
+            Ok(Ok(m)) => {
+                loaded += 1;
+                // A model that loads must also run (or fail cleanly) on the CPU.
+                let x = vec![Value::F32 {
+                    data: vec![0.5; 64],
+                    shape: vec![1, 1, 8, 8],
+                }];
+                let _ = std::panic::catch_unwind(|| m.run_cpu(&x))
+                    .unwrap_or_else(|_| panic!("case {i}: run_cpu panicked"));
+            }
+            Ok(Err(_)) => errors += 1,
+            Err(_) => panic!("case {i}: loading a corrupted file panicked"),
+        }
+    }
+    println!("400 corrupted files: {errors} rejected with an error, {loaded} still valid (flips in weight bytes)");
+    assert!(errors > 100);
+}
