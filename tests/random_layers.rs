@@ -455,19 +455,22 @@ fn split_k_heuristic() {
                                                         // Linear 1280 -> 1000 at batch 1: SKINNY tiles, K = 320 words.
     assert_eq!(TileConfig::for_shape(1, 250, 320), TileConfig::SKINNY);
     assert_eq!(splitk_for_shape(4, 320, 8), 5);
-    // No split: many tiles, short K, or K too short for two 64-word splits.
+    // Linear 512 -> 1000 at batch 1: K = 128 words, 16-word splits.
+    assert_eq!(splitk_for_shape(4, 128, 8), 8);
+    // No split: many tiles, or K too short for two splits.
     assert_eq!(splitk_for_shape(256, 4608, 16), 1);
-    assert_eq!(splitk_for_shape(1, 255, 16), 1);
-    assert_eq!(splitk_for_shape(1, 100, 16), 1);
-    // Every split keeps >= 64 K words, tiles * splits stays < 512, and no
-    // split is empty.
+    assert_eq!(splitk_for_shape(1, 63, 16), 1);
+    assert_eq!(splitk_for_shape(1, 20, 8), 1);
+    // Every split keeps >= 64 K words (16 when K < 256 words), tiles * splits
+    // stays < 512, and no split is empty.
     for tiles in 1..300 {
         for kq in (1..5000).step_by(37) {
             for kt in [8, 16] {
                 let s = splitk_for_shape(tiles, kq, kt) as usize;
                 if s > 1 {
                     let per = kq.div_ceil(kt as usize).div_ceil(s) * kt as usize;
-                    assert!(per >= 64, "tiles {tiles} kq {kq}: {s} splits of {per}");
+                    let min = if kq >= 256 { 64 } else { 16 };
+                    assert!(per >= min, "tiles {tiles} kq {kq}: {s} splits of {per}");
                     assert!(tiles * s < 512, "tiles {tiles} kq {kq}: {s} splits");
                     assert!((s - 1) * per < kq, "tiles {tiles} kq {kq}: empty split");
                 }

@@ -159,11 +159,15 @@ impl TileConfig {
 /// than this (the GPU is then latency-bound, most of it idle)...
 pub const SPLITK_MAX_TILES: usize = 256;
 /// ... and the reduction has at least this many K words (kh*kw*ceil(C/4)).
-pub const SPLITK_MIN_K: usize = 256;
+pub const SPLITK_MIN_K: usize = 64;
 /// Splits aim at tiles * splits >= this many workgroups (so 256 ..= 511).
 pub const SPLITK_TARGET_GROUPS: usize = 256;
-/// Every split keeps at least this many K words.
+/// Every split keeps at least this many K words (reductions of 256 words or
+/// more) ...
 pub const SPLITK_MIN_K_PER_SPLIT: usize = 64;
+/// ... or this many, for shorter reductions (the linear heads at small
+/// batch: K = 128 words for 512 inputs, a handful of output tiles).
+pub const SPLITK_MIN_K_PER_SPLIT_SHORT: usize = 16;
 /// The most splits a layer may be pinned to.
 pub const SPLITK_MAX_SPLITS: u32 = 4096;
 
@@ -171,11 +175,12 @@ pub const SPLITK_MAX_SPLITS: u32 = 4096;
 /// workgroups over `kq` K words (slices of `kt`) should use; 1 means no split
 /// (one fused pass).
 ///
-/// Split when `tiles < SPLITK_MAX_TILES` (256) and `kq >= SPLITK_MIN_K` (256
+/// Split when `tiles < SPLITK_MAX_TILES` (256) and `kq >= SPLITK_MIN_K` (64
 /// words); then `splits = ceil(256 / tiles)` (so tiles * splits lands in
-/// 256 ..= 511), capped so every split keeps >= 64 K words
-/// (`kq / 64`), and finally reduced to the number of non-empty splits once
-/// the K range is cut at whole `kt` slices. For example (H200 targets):
+/// 256 ..= 511), capped so every split keeps >= 64 K words (`kq / 64`; 16
+/// words when `kq < 256`), and finally reduced to the number of non-empty
+/// splits once the K range is cut at whole `kt` slices. Linear 512->1000 at
+/// batch 1 (K = 128 words, 4 SKINNY tiles) gets 8. For example (H200 targets):
 /// ResNet-18 layer4 3x3 512->512 at 7x7 (K = 1152 words, 4 WIDE tiles at
 /// batch 1, 52 at batch 16) gets 18 and 5 splits; linear 1280->1000 at
 /// batch 1 (K = 320 words, 4 SKINNY tiles) gets 5.
@@ -185,7 +190,13 @@ pub fn splitk_for_shape(tiles: usize, kq: usize, kt: u32) -> u32 {
     }
     let splits = SPLITK_TARGET_GROUPS
         .div_ceil(tiles)
-        .min(kq / SPLITK_MIN_K_PER_SPLIT)
+        .min(
+            kq / if kq >= 256 {
+                SPLITK_MIN_K_PER_SPLIT
+            } else {
+                SPLITK_MIN_K_PER_SPLIT_SHORT
+            },
+        )
         .max(1);
     let slices = kq.div_ceil(kt.max(1) as usize);
     let per_split = slices.div_ceil(splits);
