@@ -7,8 +7,11 @@
 //! compute PyTorch's qparams exactly (f32 arithmetic in PyTorch's order);
 //! [`ObserverKind::Histogram`] follows `HistogramObserver`'s algorithm (2048
 //! bins, histograms combined by upsampling when the range grows, the L2
-//! non-linear range search) in f64, and so can differ from PyTorch in the last
-//! bits of the chosen range — see `tests/calibration.rs` for how close it comes.
+//! non-linear range search), partly in f64. The float network runs on the
+//! CPU with convolutions summed as PyTorch's oneDNN sums them, so observed
+//! ranges are PyTorch's to the bit: `tests/calibration.rs` checks MinMax end to
+//! end (exact), Histogram (identical on the test network) and
+//! MovingAverageMinMax (exact but for one ulp of the linear head's scale).
 
 use std::collections::HashMap;
 

@@ -129,20 +129,24 @@ pub fn float_conv2d(
             let grp = oc / og;
             for oy in 0..oh {
                 for ox in 0..ow {
+                    // Summed as PyTorch's float conv (oneDNN) sums on x86: fused
+                    // multiply-adds, kernel taps outer, input channels inner, the
+                    // bias added last. This matters only for calibration, where a
+                    // tensor's observed min/max must be PyTorch's to the bit.
                     let mut s = 0f32;
-                    for ci in 0..cg {
-                        for ky in 0..kh {
-                            for kx in 0..kw {
-                                let iy = (oy * geom.stride[0] + ky * geom.dilation[0]) as isize
-                                    - geom.padding[0] as isize;
-                                let ix = (ox * geom.stride[1] + kx * geom.dilation[1]) as isize
-                                    - geom.padding[1] as isize;
-                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                                    continue;
-                                }
-                                s += x
-                                    [((b * c + grp * cg + ci) * h + iy as usize) * w + ix as usize]
-                                    * weight[((oc * cg + ci) * kh + ky) * kw + kx];
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy = (oy * geom.stride[0] + ky * geom.dilation[0]) as isize
+                                - geom.padding[0] as isize;
+                            let ix = (ox * geom.stride[1] + kx * geom.dilation[1]) as isize
+                                - geom.padding[1] as isize;
+                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                continue;
+                            }
+                            for ci in 0..cg {
+                                let xv = x
+                                    [((b * c + grp * cg + ci) * h + iy as usize) * w + ix as usize];
+                                s = xv.mul_add(weight[((oc * cg + ci) * kh + ky) * kw + kx], s);
                             }
                         }
                     }

@@ -1,8 +1,8 @@
 //! Calibration: the builder's observers choose the activation qparams
 //! PyTorch's FX flow chose (`tests/data/calib`, made by `tools/gen_calib.py`)
-//! for the same float network and calibration batches. MinMax and
-//! MovingAverageMinMax match exactly; the Histogram observer is printed and
-//! held to a stated bound.
+//! for the same float network and calibration batches. MinMax matches exactly, end to end; MovingAverageMinMax everywhere but
+//! the linear head (one ulp of scale there); the Histogram observer is
+//! printed (12 of 12 identical when written) and held to 1e-6 relative.
 
 mod common;
 
@@ -161,36 +161,42 @@ fn qparams_from_pytorchs_observed_ranges_are_exact() {
 }
 
 #[test]
-fn minmax_and_moving_average_calibration_matches_pytorch() {
-    // End to end from the float network: the input's qparams are exact; the
-    // others can move by an ulp or two of the scale because PyTorch's float
-    // conv (oneDNN) sums in another order than qfuse's reference loops.
-    let (mut exact, mut total, mut worst) = (0, 0, 0f32);
-    for observer in ["minmax", "moving_average"] {
-        for engine in ["fbgemm", "qnnpack"] {
-            for (name, ours, theirs) in compare(observer, engine) {
-                let rel = (ours.scale - theirs.scale).abs() / theirs.scale;
-                println!(
-                    "{observer} {engine} {name}: ours {ours:?} PyTorch {theirs:?} (rel {rel:.1e})"
-                );
-                assert_eq!(
-                    ours.zero_point, theirs.zero_point,
-                    "{observer} {engine} {name}"
-                );
-                if name == "input" {
-                    assert_eq!(ours, theirs, "{observer} {engine}: input qparams");
-                }
-                worst = worst.max(rel);
-                exact += (ours == theirs) as usize;
-                total += 1;
+fn minmax_calibration_equals_pytorch_exactly() {
+    // End to end from the float network and the calibration batches: the
+    // float reference sums like PyTorch's oneDNN conv (FMA, taps outer,
+    // channels inner), so every observed range, and so every qparams, is
+    // PyTorch's to the bit.
+    for engine in ["fbgemm", "qnnpack"] {
+        for (name, ours, theirs) in compare("minmax", engine) {
+            assert_eq!(ours, theirs, "minmax {engine}: {name}");
+        }
+        println!("minmax {engine}: all 6 activation qparams equal PyTorch's");
+    }
+}
+
+#[test]
+fn moving_average_calibration_matches_pytorch() {
+    // Exact everywhere but the linear head, whose float output (PyTorch:
+    // MKL sgemm) can differ from qfuse's reference in the last bit; there the
+    // scale may differ by one ulp.
+    let (mut exact, mut total) = (0, 0);
+    for engine in ["fbgemm", "qnnpack"] {
+        for (name, ours, theirs) in compare("moving_average", engine) {
+            let rel = (ours.scale - theirs.scale).abs() / theirs.scale;
+            println!(
+                "moving_average {engine} {name}: ours {ours:?} PyTorch {theirs:?} (rel {rel:.1e})"
+            );
+            if name == "fc" {
+                assert_eq!(ours.zero_point, theirs.zero_point, "{engine} fc");
+                assert!(rel <= 1.2e-7, "{engine} fc: scale differs by {rel:.1e}");
+            } else {
+                assert_eq!(ours, theirs, "moving_average {engine}: {name}");
             }
+            exact += (ours == theirs) as usize;
+            total += 1;
         }
     }
-    println!("MinMax/MovingAverage: {exact} of {total} qparams identical; worst scale difference {worst:.1e} relative");
-    assert!(
-        worst < 5e-7,
-        "scales differ by {worst:.1e} (more than float summation order explains)"
-    );
+    println!("MovingAverageMinMax: {exact} of {total} qparams identical");
 }
 
 #[test]
@@ -213,5 +219,5 @@ fn histogram_qparams_close_to_pytorch() {
         }
     }
     println!("histogram observer: {exact} of {total} qparams identical to PyTorch's; worst scale difference {worst:.2e} relative");
-    assert!(worst < 1e-2, "histogram scales differ by {worst:.2e}");
+    assert!(worst < 1e-6, "histogram scales differ by {worst:.2e}");
 }
