@@ -8,6 +8,8 @@
 //! - [`cpu`]: the plain-loop CPU reference (the oracle).
 //! - [`gpu`]: the context and the WGSL kernels.
 
+/// Benchmark harness used by `examples/bench.rs` and `benches/` (not part of the stable API).
+#[doc(hidden)]
 pub mod bench;
 pub mod builder;
 pub mod bundled;
