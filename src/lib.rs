@@ -5,8 +5,24 @@
 //!
 //! - [`quant`]: the quantization rules (qparams, observers, quantize, the epilogue).
 //! - [`layer`]: fusing float Conv+BN(+ReLU) and Linear(+ReLU) into int8 layers.
-//! - [`cpu`]: the plain-loop CPU reference (the oracle).
-//! - [`gpu`]: the context and the WGSL kernels.
+//! - [`cpu`] and [`ops`]: the plain-loop CPU reference (the oracle).
+//! - [`model`]: whole networks, the model file, the CPU run; [`plan`]: the
+//!   activation memory plan; [`builder`]: calibration and conversion from
+//!   float layers; [`bundled`]: the digits model shipped with the crate.
+//! - [`gpu`]: the context (device, queue, pipeline cache), GPU tensors, fused
+//!   layers and whole models on the GPU.
+//! - [`npy`]: `.npy` input and output.
+//!
+//! ```no_run
+//! use qfuse::{GpuContext, GpuModel, Value};
+//! let model = qfuse::bundled::digits_model()?;
+//! let ctx = GpuContext::new()?;
+//! let gpu = GpuModel::new(&ctx, &model)?;
+//! let x = Value::F32 { data: vec![0.5; 64], shape: vec![1, 1, 8, 8] };
+//! let logits = gpu.run(&ctx, &[x.clone()])?;
+//! assert_eq!(logits, model.run_cpu(&[x])?); // bit for bit
+//! # Ok::<(), qfuse::Error>(())
+//! ```
 
 /// Benchmark harness used by `examples/bench.rs` and `benches/` (not part of the stable API).
 #[doc(hidden)]
