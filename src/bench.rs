@@ -831,50 +831,36 @@ pub fn plan(net: &Network, n: usize, bytes: &dyn Fn(&[usize]) -> u64) -> Plan {
         }
     }
     last[net.steps.last().map_or(0, |s| s.output)] = usize::MAX;
-    let mut tensor_buffer = vec![usize::MAX; nt];
-    let mut buffer_bytes: Vec<u64> = vec![];
-    let mut free: Vec<usize> = vec![];
-    let alloc = |t: usize, free: &mut Vec<usize>, buffer_bytes: &mut Vec<u64>| -> usize {
-        // Best fit among free buffers; else grow the largest free one; else a new buffer.
-        let need = size[t];
-        let fit = free
-            .iter()
-            .enumerate()
-            .filter(|(_, &b)| buffer_bytes[b] >= need)
-            .min_by_key(|(_, &b)| buffer_bytes[b])
-            .map(|(i, _)| i);
-        let pick = fit.or_else(|| {
-            free.iter()
-                .enumerate()
-                .max_by_key(|(_, &b)| buffer_bytes[b])
-                .map(|(i, _)| i)
-        });
-        let b = match pick {
-            Some(i) => free.swap_remove(i),
-            None => {
-                buffer_bytes.push(0);
-                buffer_bytes.len() - 1
-            }
-        };
-        buffer_bytes[b] = buffer_bytes[b].max(need);
-        b
-    };
-    tensor_buffer[0] = alloc(0, &mut free, &mut buffer_bytes);
-    let mut live: u64 = size[0];
-    let mut max_live = live;
+    // Step 0 holds the input; step i + 1 runs `net.steps[i]`.
+    let mut lifetimes: Vec<crate::plan::Lifetime> = size
+        .iter()
+        .map(|&bytes| crate::plan::Lifetime {
+            def: 0,
+            last: usize::MAX,
+            bytes,
+        })
+        .collect();
     for (i, st) in net.steps.iter().enumerate() {
-        tensor_buffer[st.output] = alloc(st.output, &mut free, &mut buffer_bytes);
-        live += size[st.output];
-        max_live = max_live.max(live);
-        let mut seen = vec![];
-        for &t in &st.inputs {
-            if last[t] == i && !seen.contains(&t) {
-                seen.push(t);
-                free.push(tensor_buffer[t]);
-                live -= size[t];
-            }
+        lifetimes[st.output].def = i + 1;
+    }
+    for (t, l) in lifetimes.iter_mut().enumerate() {
+        if last[t] != usize::MAX && net.steps.iter().any(|st| st.inputs.contains(&t)) {
+            l.last = last[t] + 1;
         }
     }
+    let (buffer_bytes, tensor_buffer) = crate::plan::assign_buffers(&lifetimes);
+    // The most bytes alive at once: after each step's output is allocated,
+    // before its last-read inputs are released.
+    let max_live = (0..=net.steps.len())
+        .map(|s| {
+            lifetimes
+                .iter()
+                .filter(|l| l.def <= s && (l.last == usize::MAX || l.last >= s))
+                .map(|l| l.bytes)
+                .sum::<u64>()
+        })
+        .max()
+        .unwrap_or(0);
     let planned_bytes = buffer_bytes.iter().sum();
     Plan {
         tensor_buffer,

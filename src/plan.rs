@@ -130,51 +130,63 @@ fn f32_bytes(info: &TensorInfo, n: usize) -> u64 {
     (n * info.numel() * 4) as u64
 }
 
-/// Greedy best-fit assignment of tensors to buffers in execution order.
-fn assign(
-    order: &[(String, usize, usize)],
-    size: &dyn Fn(&str) -> u64,
-    steps: usize,
-) -> (Vec<u64>, HashMap<String, usize>) {
+/// One tensor for [`assign_buffers`]: defined (written) at step `def`, last
+/// read at step `last`, `bytes` large.
+#[derive(Clone, Copy, Debug)]
+pub struct Lifetime {
+    pub def: usize,
+    pub last: usize,
+    pub bytes: u64,
+}
+
+/// Greedy best-fit assignment of tensors to reusable buffers, in execution
+/// order: at each step the tensors defined there take a free buffer (the
+/// smallest that fits; else the largest free one, grown; else a new one), in
+/// slice order, and only then are the tensors last read there released, so
+/// an output never shares a buffer with its own inputs. Returns the buffer
+/// sizes and each tensor's buffer.
+pub fn assign_buffers(tensors: &[Lifetime]) -> (Vec<u64>, Vec<usize>) {
     let mut buffers: Vec<u64> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
-    let mut assignment = HashMap::new();
-    for s in 0..=steps {
-        for (name, _, _) in order.iter().filter(|t| t.1 == s) {
-            let need = size(name);
-            // Best fit among free buffers; else grow the largest free one; else a new one.
+    let mut slot = vec![usize::MAX; tensors.len()];
+    // A tensor that lives to the end may say so with `last: usize::MAX`.
+    let last_step = tensors
+        .iter()
+        .flat_map(|t| [t.def, t.last])
+        .filter(|&s| s != usize::MAX)
+        .max()
+        .unwrap_or(0);
+    for s in 0..=last_step {
+        for (i, t) in tensors.iter().enumerate().filter(|(_, t)| t.def == s) {
             let fit = free
                 .iter()
                 .enumerate()
-                .filter(|(_, &b)| buffers[b] >= need)
+                .filter(|(_, &b)| buffers[b] >= t.bytes)
                 .min_by_key(|(_, &b)| buffers[b])
                 .map(|(i, _)| i);
-            let slot = match fit {
-                Some(i) => free.swap_remove(i),
-                None => match free
-                    .iter()
+            let pick = fit.or_else(|| {
+                free.iter()
                     .enumerate()
                     .max_by_key(|(_, &b)| buffers[b])
                     .map(|(i, _)| i)
-                {
-                    Some(i) => {
-                        let b = free.swap_remove(i);
-                        buffers[b] = need;
-                        b
-                    }
-                    None => {
-                        buffers.push(need);
-                        buffers.len() - 1
-                    }
-                },
+            });
+            slot[i] = match pick {
+                Some(f) => {
+                    let b = free.swap_remove(f);
+                    buffers[b] = buffers[b].max(t.bytes);
+                    b
+                }
+                None => {
+                    buffers.push(t.bytes);
+                    buffers.len() - 1
+                }
             };
-            assignment.insert(name.clone(), slot);
         }
-        for (name, _, _) in order.iter().filter(|t| t.2 == s) {
-            free.push(assignment[name]);
+        for (i, _) in tensors.iter().enumerate().filter(|(_, t)| t.last == s) {
+            free.push(slot[i]);
         }
     }
-    (buffers, assignment)
+    (buffers, slot)
 }
 
 /// Plans the activation buffers of `model` for batch size `batch`.
@@ -211,8 +223,23 @@ pub fn plan(model: &Model, batch: usize) -> Result<MemoryPlan> {
         life.iter().map(|(k, &(a, b))| (k.clone(), a, b)).collect();
     order.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
     let info = |n: &str| model.info(n).expect("validated").clone();
-    let (buffers, assignment) = assign(&order, &|n| int8_bytes(&info(n), batch), steps);
-    let (fbuf, _) = assign(&order, &|n| f32_bytes(&info(n), batch), steps);
+    let lifetimes = |bytes: &dyn Fn(&str) -> u64| -> Vec<Lifetime> {
+        order
+            .iter()
+            .map(|(n, def, last)| Lifetime {
+                def: *def,
+                last: *last,
+                bytes: bytes(n),
+            })
+            .collect()
+    };
+    let (buffers, slots) = assign_buffers(&lifetimes(&|n| int8_bytes(&info(n), batch)));
+    let (fbuf, _) = assign_buffers(&lifetimes(&|n| f32_bytes(&info(n), batch)));
+    let assignment: HashMap<String, usize> = order
+        .iter()
+        .zip(slots)
+        .map(|((n, _, _), b)| (n.clone(), b))
+        .collect();
     let total_bytes = order
         .iter()
         .map(|(n, _, _)| int8_bytes(&info(n), batch))
