@@ -171,29 +171,31 @@ def k_qgemm(a, as_, az, b, bs, bz, c, ys, yz, attrs, out_dtype):
     return requantize(acc, s, yz, out_dtype)
 
 
-# QLinearAdd: MLAS AVX2 kernel (qladd_avx2.cpp), fused multiply-adds:
-#   rA = sA / sC, rB = sB / sC (f32);  fixed = f32(zC) - (rA*zA + rB*zB)
-#   both inputs vectors: v = fma(a, rA, fma(b, rB, fixed))
-#   one input a single value s (broadcast):   fixed' = fixed + s * r_s;  v = fma(x, r_x, fixed')
+# QLinearAdd: MLAS AVX2 kernel (qladd_avx2.cpp) as compiled in the PyPI build (GCC contracts the
+# scalar expressions and the mul+add intrinsics into fused multiply-adds; pinned by probes):
+#   rA = sA / sC, rB = sB / sC (f32);  fixed = f32(zC) - fma(rA, f32(zA), rB * f32(zB))
+#   both inputs vary:  v = fma(a, rA, fma(b, rB, fixed))
+#   one input is a single value over the innermost run (broadcast / scalar): the kernel is called
+#   with the varying input as "A": fixed = f32(zC) - fma(r_var, z_var, r_one * z_one);
+#   fixed' = fma(one, r_one, fixed);  v = fma(var, r_var, fixed')
 #   y = saturate(rint(v))
 def k_qlinearadd(a, sa, za, b, sb, zb, sc, zc):
     out_shape = np.broadcast_shapes(a.shape, b.shape)
     ra, rb = f32(f32(sa) / f32(sc)), f32(f32(sb) / f32(sc))
     za_, zb_, zc_ = int(za), int(zb), int(zc)
+    dtype = a.dtype
     mode = binary_mode(a.shape, b.shape)
     if mode == "scalar_a":
-        # the kernel is called with the roles swapped: (vector b, scalar a)
         a, b, ra, rb, za_, zb_ = b, a, rb, ra, zb_, za_
         mode = "scalar_b"
-    fixed = F32(F32(zc_) - F32(F32(ra * F32(za_)) + F32(rb * F32(zb_))))
+    fixed = F32(F32(zc_) - fma32(ra, F32(za_), F32(rb * F32(zb_))))
     A = np.broadcast_to(f32(a.astype(np.int32)), out_shape)
     B = np.broadcast_to(f32(b.astype(np.int32)), out_shape)
     if mode == "scalar_b":
-        fx = F32(fixed + F32(B * rb))           # per broadcast value: fixed + b * rB (mul, then add)
-        v = fma32(A, ra, fx)
+        v = fma32(A, ra, fma32(B, rb, fixed))   # same expression; fixed' = fma(b, rB, fixed) per broadcast value
     else:
         v = fma32(A, ra, fma32(B, rb, fixed))
-    return saturate(rint(v), a.dtype)
+    return saturate(rint(v), dtype)
 
 
 # QLinearMul: MLAS SSE2 kernel (qlmul.cpp): p = (a - zA) * (b - zB) exact in i32;
@@ -553,7 +555,42 @@ def run_node(n, env):
         lo = I[1] if len(I) > 1 and I[1] is not None else F32(-np.inf)
         hi = I[2] if len(I) > 2 and I[2] is not None else F32(np.inf)
         return [np.minimum(np.maximum(I[0], lo), hi)]
+    if op in ("Conv", "FusedConv") and I[0].dtype == np.float32:
+        return [float_conv_mlas(I[0], I[1], I[2] if len(I) > 2 else None, a)]
     raise NotImplementedError(f"op {n.domain}:{op}")
+
+
+def float_conv_mlas(x, w, b, attrs):
+    """Float Conv (ORT FusedConv -> MlasConv, im2col + SGEMM), modelled for small K only: each
+    output is a chain of f32 fused multiply-adds over K = (c, ky, kx) in that order starting from 0
+    (one SGEMM K block, K <= 128), then + bias (f32 add), then the activation. Padded taps are 0.0."""
+    strides, pads, dil, group = conv_attrs(attrs, w)
+    if x.ndim != 4 or group != 1:
+        raise NotImplementedError("float Conv: only 2-D, group 1 modelled")
+    n, c, H, W = x.shape
+    o, cg, kh, kw = w.shape
+    K = cg * kh * kw
+    if K > 128:
+        raise NotImplementedError("float Conv: K > 128 (several SGEMM K blocks) not modelled")
+    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    oh = (H + pads[0] + pads[2] - dil[0] * (kh - 1) - 1) // strides[0] + 1
+    ow = (W + pads[1] + pads[3] - dil[1] * (kw - 1) - 1) // strides[1] + 1
+    acc = np.zeros((n, o, oh, ow), F32)
+    for ci in range(c):
+        for ky in range(kh):
+            for kx in range(kw):
+                patch = xp[:, ci:ci + 1, ky * dil[0]: ky * dil[0] + strides[0] * (oh - 1) + 1: strides[0],
+                           kx * dil[1]: kx * dil[1] + strides[1] * (ow - 1) + 1: strides[1]]
+                acc = fma32(patch, w[:, ci, ky, kx].reshape(1, o, 1, 1), acc)
+    if b is not None:
+        acc = F32(acc + b.reshape(1, o, 1, 1))
+    act = attrs.get("activation", b"")
+    act = act.decode() if isinstance(act, bytes) else act
+    if act == "Relu":
+        acc = np.maximum(acc, F32(0.0))
+    elif act:
+        raise NotImplementedError(f"FusedConv activation {act}")
+    return acc
 
 
 def hardsigmoid_f32(x, alpha, beta):
@@ -794,6 +831,17 @@ def fuse_qdq(nodes, consts, graph_outputs, log=None):
                 removed.add(id(q))
                 log.append(f"{op}: Q/DQ dropped (same scale and zero point)")
         new_nodes.append(fused if fused is not None else n)
+    # level 2: ConvActivationFusion -- a float Conv followed by Relu becomes FusedConv (same arithmetic)
+    for n in list(new_nodes):
+        if n.op != "Conv" or n.outputs[0] in gout:
+            continue
+        cs = consumers(new_nodes, n.outputs[0])
+        if len(cs) == 1 and cs[0].op == "Relu":
+            f = Node("FusedConv", n.inputs, cs[0].outputs, dict(n.attrs, activation="Relu"), "com.microsoft")
+            new_nodes[new_nodes.index(n)] = f
+            new_nodes.remove(cs[0])
+            log.append("ConvActivationFusion: float Conv + Relu -> FusedConv")
+
     # drop nodes whose outputs nobody reads (the DQs folded into fused nodes)
     changed = True
     while changed:
