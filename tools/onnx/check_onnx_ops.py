@@ -588,6 +588,9 @@ def float_conv_mlas(x, w, b, attrs):
     act = act.decode() if isinstance(act, bytes) else act
     if act == "Relu":
         acc = np.maximum(acc, F32(0.0))
+    elif act == "Clip":
+        lo, hi = (F32(v) for v in attrs["activation_params"])
+        acc = np.minimum(np.maximum(acc, lo), hi)
     elif act:
         raise NotImplementedError(f"FusedConv activation {act}")
     return acc
@@ -836,11 +839,17 @@ def fuse_qdq(nodes, consts, graph_outputs, log=None):
         if n.op != "Conv" or n.outputs[0] in gout:
             continue
         cs = consumers(new_nodes, n.outputs[0])
-        if len(cs) == 1 and cs[0].op == "Relu":
-            f = Node("FusedConv", n.inputs, cs[0].outputs, dict(n.attrs, activation="Relu"), "com.microsoft")
+        if len(cs) == 1 and cs[0].op in ("Relu", "Clip"):
+            extra = {"activation": cs[0].op}
+            if cs[0].op == "Clip":
+                lo = consts.get(cs[0].inputs[1]) if len(cs[0].inputs) > 1 and cs[0].inputs[1] else None
+                hi = consts.get(cs[0].inputs[2]) if len(cs[0].inputs) > 2 and cs[0].inputs[2] else None
+                extra["activation_params"] = [float(-np.finfo(F32).max if lo is None else lo),
+                                              float(np.finfo(F32).max if hi is None else hi)]
+            f = Node("FusedConv", n.inputs, cs[0].outputs, dict(n.attrs, **extra), "com.microsoft")
             new_nodes[new_nodes.index(n)] = f
             new_nodes.remove(cs[0])
-            log.append("ConvActivationFusion: float Conv + Relu -> FusedConv")
+            log.append(f"ConvActivationFusion: float Conv + {cs[0].op} -> FusedConv")
 
     # drop nodes whose outputs nobody reads (the DQs folded into fused nodes)
     changed = True

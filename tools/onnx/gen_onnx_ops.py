@@ -22,6 +22,8 @@ import platform
 import shutil
 import tempfile
 
+import sys
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -496,6 +498,327 @@ def case_maxpool(rng, act="u8", shape=(1, 5, 7, 8), k=3, stride=2, pad=1, dil=1,
                "dilation": dil, "ceil_mode": ceil_mode}
 
 
+# ---------------------------------------------------------- adversarial cases
+# Inputs/qparams searched so that the rule in check_onnx_ops.py and plausible alternatives
+# (reciprocal instead of division, another product order, FMA or no FMA, zero point added after
+# rounding, ...) give different outputs: these vectors pin the detail, not just the idea.
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check_onnx_ops as R  # noqa: E402  (same folder)
+
+
+def _differs(rule_out, alt_outs):
+    return sum(int(np.any(np.asarray(a) != np.asarray(rule_out))) for a in alt_outs)
+
+
+def search(rng, draw, rule, alts, tries=400):
+    """draw(rng) -> params; rule(params) -> output; alts: list of params -> output.
+    Returns the first params where every alternative differs from the rule, else the best seen."""
+    best, best_n = None, -1
+    for _ in range(tries):
+        p = draw(rng)
+        n = _differs(rule(p), [a(p) for a in alts])
+        if n > best_n:
+            best, best_n = p, n
+        if n == len(alts):
+            break
+    return best, best_n
+
+
+def case_quantize_adversarial(rng, kind):
+    """x / s versus x * (1 / s): values next to .5 ties where the two round differently."""
+    g = G()
+    lo, hi = QRANGE[kind]
+    for _ in range(100):
+        s = rnd_scale(rng, 0.003, 0.2)
+        k = rng.integers(lo - 5, hi + 5, size=4000)
+        base = ((k + 0.5) * np.float64(s)).astype(F32)
+        x = np.nextafter(base, np.where(rng.random(4000) < 0.5, np.inf, -np.inf).astype(F32)).astype(F32)
+        x = np.where(rng.random(4000) < 0.3, base, x).astype(F32)
+        inv = F32(F32(1.0) / s)
+        d1 = np.rint(x / s)
+        d2 = np.rint(F32(x * inv))
+        pick = np.flatnonzero(d1 != d2)
+        if pick.size >= 24:
+            break
+    sel = np.concatenate([x[pick[:40]], x[rng.integers(0, 4000, size=24)]]).astype(F32)
+    zp = QDT[kind](rng.integers(lo + 20, hi - 20))
+    xi = g.inp("x", sel.reshape(1, -1))
+    y = g.node("QuantizeLinear", [xi, g.const("s", s), g.const("zp", zp)])
+    g.out(y, QDT[kind])
+    return g, {"op": "QuantizeLinear", "format": "qoperator", "act": kind, "per_axis": False,
+               "adversarial": f"{min(pick.size, 40)} inputs where x/s and x*(1/s) round differently"}
+
+
+def case_qlinearconv_adversarial(rng, act="u8"):
+    """output multiplier (xs*ws)/ys versus xs*(ws/ys), (xs/ys)*ws and an f64 product: per-channel
+    scales where the multipliers differ in the last bit, and per-channel biases chosen so that an
+    output lands where the difference changes the rounded result."""
+    g = G()
+    cin, cout, k = 8, 12, 3
+    x = rnd_q(rng, (1, cin, 6, 6), act)
+    lo, hi = QRANGE[act]
+    x_zp = QDT[act](rng.integers(lo, hi + 1))
+    w = rnd_w(rng, (cout, cin, k, k), 7)
+    acc0 = R.conv_acc(x, w, x_zp, 0, [1, 1], [1, 1, 1, 1], [1, 1], 1)[0]          # [cout, 6, 6]
+    alts = [lambda xs, ws, ys: F32(xs * F32(ws / ys)),
+            lambda xs, ws, ys: F32(F32(xs / ys) * ws),
+            lambda xs, ws, ys: F32(np.float64(xs) * np.float64(ws) / np.float64(ys))]
+    xs = rnd_scale(rng, 0.005, 0.05)
+    span = float(acc0.max() - acc0.min()) * float(xs) * 0.02
+    ys = F32(span / rng.uniform(60, 120))
+    yz = QDT[act](np.clip(np.round(-acc0.min() * float(xs) * 0.01 / ys) + lo, lo, hi))
+    ws = np.zeros(cout, F32)
+    b = np.zeros(cout, np.int32)
+    hits = 0
+    for c in range(cout):
+        alt = alts[c % len(alts)]
+        for _ in range(500):
+            wsc = rnd_scale(rng, 0.002, 0.02)
+            m = R.out_scale(xs, wsc, ys)
+            ma = alt(xs, wsc, ys)
+            if m == ma:
+                continue
+            # biases that make some output of this channel round differently
+            cand = np.arange(-30000, 30000, dtype=np.int64)
+            found = None
+            for t in acc0[c].reshape(-1)[:6]:
+                v = cand + int(t)
+                r1 = R.requantize(v, m, yz, QDT[act])
+                r2 = R.requantize(v, ma, yz, QDT[act])
+                d = np.flatnonzero(r1 != r2)
+                if d.size:
+                    found = int(cand[d[rng.integers(0, d.size)]])
+                    break
+            if found is not None:
+                ws[c], b[c] = wsc, found
+                hits += 1
+                break
+        else:
+            ws[c], b[c] = rnd_scale(rng, 0.002, 0.02), rng.integers(-2000, 2000)
+    xi = g.inp("x", x)
+    y = g.node("QLinearConv", [xi, g.const("x_scale", xs), g.const("x_zp", x_zp), g.const("w", w),
+                               g.const("w_scale", ws), g.const("w_zp", np.zeros(cout, np.int8)),
+                               g.const("y_scale", ys), g.const("y_zp", yz), g.const("b", b)],
+               kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    g.out(y, QDT[act])
+    return g, {"op": "QLinearConv", "format": "qoperator", "act": act, "weight": "s8", "per_channel": True,
+               "weight_bits": 7, "groups": 1, "stride": 1, "pad": 1, "dilation": 1, "kernel": 3, "bias": True,
+               "adversarial": f"{hits}/{cout} channels where another multiplier order changes an output"}
+
+
+def _binary_inputs(act, mode):
+    lo, hi = QRANGE[act]
+    av = np.arange(lo, hi + 1).astype(QDT[act])
+    full_a = np.repeat(av, 256).reshape(1, 256, 256)
+    full_b = np.tile(av, 256).reshape(1, 256, 256)
+    col = av.reshape(1, 256, 1)
+    return {"vector": (full_a, full_b), "scalar_b": (full_b, col), "scalar_a": (col, full_b)}[mode]
+
+
+def case_qbinary_adversarial(rng, op, act="u8", mode="vector"):
+    """QLinearAdd: fma-contracted fixed part and broadcast role swap; QLinearMul: no FMA, (sa*sb)/sc."""
+    g = G()
+    lo, hi = QRANGE[act]
+    a, b = _binary_inputs(act, mode)
+
+    def draw(r):
+        sa, sb = rnd_scale(r, 0.005, 0.1), rnd_scale(r, 0.005, 0.1)
+        sc = F32((sa + sb) * r.uniform(0.8, 1.3)) if op == "QLinearAdd" else F32(sa * sb * 128 * r.uniform(0.7, 1.5))
+        return (sa, QDT[act](r.integers(lo, hi + 1)), sb, QDT[act](r.integers(lo, hi + 1)), sc,
+                QDT[act](r.integers(lo, hi + 1)))
+
+    if op == "QLinearAdd":
+        rule = lambda p: R.k_qlinearadd(a, p[0], p[1], b, p[2], p[3], p[4], p[5])
+
+        def alt_add(p, fixed_fma, swap):
+            sa, za, sb, zb, sc, zc = p
+            A_, B_ = a, b
+            if swap and R.binary_mode(a.shape, b.shape) == "scalar_a":
+                A_, B_, sa, sb, za, zb = b, a, sb, sa, zb, za
+            ra, rb = F32(sa / sc), F32(sb / sc)
+            if fixed_fma:
+                fixed = F32(F32(int(zc)) - R.fma32(ra, F32(int(za)), F32(rb * F32(int(zb)))))
+            else:
+                fixed = F32(F32(int(zc)) - F32(F32(ra * F32(int(za))) + F32(rb * F32(int(zb)))))
+            shp = np.broadcast_shapes(A_.shape, B_.shape)
+            Af = np.broadcast_to(A_.astype(np.int32).astype(F32), shp)
+            Bf = np.broadcast_to(B_.astype(np.int32).astype(F32), shp)
+            return R.saturate(np.rint(R.fma32(Af, ra, R.fma32(Bf, rb, fixed))), A_.dtype)
+
+        alts = [lambda p: alt_add(p, False, True)]
+        if mode == "scalar_a":
+            alts.append(lambda p: alt_add(p, True, False))
+    else:
+        rule = lambda p: R.k_qlinearmul(a, p[0], p[1], b, p[2], p[3], p[4], p[5])
+
+        def alt_mul(p, fma, order):
+            sa, za, sb, zb, sc, zc = p
+            r = F32(F32(sa * sb) / sc) if order == 0 else F32(sa * F32(sb / sc))
+            pr = (a.astype(np.int64) - int(za)) * (b.astype(np.int64) - int(zb))
+            v = R.fma32(pr.astype(F32), r, F32(int(zc))) if fma else F32(F32(pr.astype(F32) * r) + F32(int(zc)))
+            return R.saturate(np.rint(v), a.dtype)
+
+        alts = [lambda p: alt_mul(p, True, 0), lambda p: alt_mul(p, False, 1)]
+    p, n = search(rng, draw, rule, alts, tries=300)
+    ai, bi = g.inp("a", a), g.inp("b", b)
+    y = g.node(op, [ai, g.const("a_scale", p[0]), g.const("a_zp", p[1]), bi, g.const("b_scale", p[2]),
+                    g.const("b_zp", p[3]), g.const("c_scale", p[4]), g.const("c_zp", p[5])], domain=MS)
+    g.out(y, QDT[act])
+    return g, {"op": op, "format": "qoperator", "act": act, "shape_a": list(a.shape), "shape_b": list(b.shape),
+               "exhaustive": True, "adversarial": f"{n}/{len(alts)} alternative formulas give other outputs"}
+
+
+def case_qgap_adversarial(rng, act="u8"):
+    """scale xs/(ys*N) versus (xs/ys)/N, an f64 scale, and the zero point added before rounding:
+    qparams where each alternative differs for some channel sum, then channels built with those sums."""
+    g = G()
+    lo, hi = QRANGE[act]
+    H, W = 6, 7
+    N = H * W
+    alts = [lambda xs, ys: F32(F32(xs / ys) / F32(N)),
+            lambda xs, ys: F32(np.float64(xs) / (np.float64(ys) * N)),
+            None]
+    sums_all = np.arange(lo * N, hi * N + 1, dtype=np.int64)
+    best = None
+    for _ in range(3000):
+        xs = rnd_scale(rng, 0.005, 0.1)
+        ys = F32(xs * rng.uniform(0.05, 0.3))
+        xz, yz = QDT[act](rng.integers(lo, hi + 1)), QDT[act](rng.integers(lo, hi + 1))
+        acc = sums_all - int(xz) * N
+        sc = F32(xs / F32(ys * F32(N)))
+        rule = R.requantize(acc, sc, yz, QDT[act])
+        picks = []
+        for k, alt in enumerate(alts):
+            if alt is None:  # zero point added in f32 before rounding
+                v = np.clip(R.i2f(acc) * sc, F32(lo - int(yz)), F32(hi - int(yz)))
+                other = R.saturate(np.rint(F32(v + F32(int(yz)))), QDT[act])
+            else:
+                other = R.requantize(acc, alt(xs, ys), yz, QDT[act])
+            d = np.flatnonzero(other != rule)
+            if d.size:
+                picks.append(sums_all[d[: 8]])
+        if best is None or len(picks) > len(best[0]):
+            best = (picks, xs, ys, xz, yz)
+        if len(picks) == len(alts):
+            break
+    picks, xs, ys, xz, yz = best
+    sums = np.concatenate(picks + [rng.integers(lo * N, hi * N + 1, size=64 - sum(len(p) for p in picks))])
+    x = np.zeros((1, len(sums), H, W), np.int64)
+    for c, sm in enumerate(sums):
+        base = sm // N
+        rem = sm - base * N
+        v = np.full(N, base)
+        v[:rem] += 1
+        rng.shuffle(v)
+        x[0, c] = v.reshape(H, W)
+    x = x.astype(QDT[act])
+    xi = g.inp("x", x)
+    y = g.node("QLinearGlobalAveragePool", [xi, g.const("x_scale", xs), g.const("x_zp", xz),
+                                            g.const("y_scale", ys), g.const("y_zp", yz)], domain=MS, channels_last=0)
+    g.out(y, QDT[act])
+    return g, {"op": "QLinearGlobalAveragePool", "format": "qoperator", "act": act, "channels_last": 0,
+               "adversarial": f"{len(picks)}/3 alternatives (scale order, f64 scale, zero point before rounding) "
+                              "differ on some channel"}
+
+
+def case_qavgpool_adversarial(rng, act="u8"):
+    """k=3, s=3 windows (count 9, no padding): qparams and window contents where the zero point added
+    after rounding, an f64 mean, and multiplying by 1/9 each give another output than the rule."""
+    g = G()
+    lo, hi = QRANGE[act]
+    C = 16
+    # candidate windows: 256 constant ones and random ones
+    cands = np.concatenate([np.repeat(np.arange(lo, hi + 1), 9).reshape(-1, 9),
+                            rng.integers(lo, hi + 1, size=(3000, 9))]).astype(np.int64)
+
+    def outs(xs, xz, ys, yz):
+        d = R.dequantize(cands, xs, xz)
+        s_ = np.zeros(len(cands), F32)
+        for t in range(9):
+            s_ = F32(s_ + d[:, t])
+        v = F32(s_ / F32(9))
+        rule = R.saturate(np.rint(F32(F32(v / ys) + F32(int(yz)))), QDT[act])
+        a0 = R.saturate(np.rint(F32(v / ys)) + int(yz), QDT[act])
+        a1 = R.saturate(np.rint(F32(F32(F32(d.astype(np.float64).mean(1)) / ys) + F32(int(yz)))), QDT[act])
+        a2 = R.saturate(np.rint(F32(F32(F32(s_ * F32(F32(1) / F32(9))) / ys) + F32(int(yz)))), QDT[act])
+        return rule, [a0, a1, a2]
+
+    best = None
+    for _ in range(1500):
+        xs = rnd_scale(rng, 0.005, 0.1)
+        p = (xs, QDT[act](rng.integers(lo, hi + 1)), F32(xs * rng.uniform(0.3, 1.5)), QDT[act](rng.integers(lo, hi + 1)))
+        rule, alts = outs(*p)
+        diffs = [np.flatnonzero(a != rule) for a in alts]
+        n = sum(int(d.size > 0) for d in diffs)
+        if best is None or n > best[0]:
+            best = (n, p, diffs)
+        if n == 3:
+            break
+    n, p, diffs = best
+    chosen = list(np.concatenate([d[:20] for d in diffs]))
+    while len(chosen) < C * 9:
+        chosen.append(int(rng.integers(0, len(cands))))
+    chosen = chosen[:C * 9]
+    x = np.zeros((1, C, 9, 9), np.int64)
+    for i, ci in enumerate(chosen):
+        c, wi = divmod(i, 9)
+        oy, ox = divmod(wi, 3)
+        x[0, c, oy * 3:oy * 3 + 3, ox * 3:ox * 3 + 3] = cands[ci].reshape(3, 3)
+    x = x.astype(QDT[act])
+    xi = g.inp("x", x)
+    y = g.node("QLinearAveragePool", [xi, g.const("x_scale", p[0]), g.const("x_zp", p[1]),
+                                      g.const("y_scale", p[2]), g.const("y_zp", p[3])], domain=MS,
+               kernel_shape=[3, 3], strides=[3, 3], pads=[0, 0, 0, 0], count_include_pad=0)
+    g.out(y, QDT[act])
+    return g, {"op": "QLinearAveragePool", "format": "qoperator", "act": act, "kernel": 3, "stride": 3, "pad": 0,
+               "count_include_pad": 0, "ceil_mode": 0, "channels_last": 0,
+               "adversarial": f"{n}/3 alternatives (zero point after rounding, f64 mean, times 1/9) differ on some window"}
+
+
+def case_qsigmoid_adversarial(rng, act="u8"):
+    """table entries where the FMA logistic kernel, the non-FMA one and an exact sigmoid disagree"""
+    g = G()
+    lo, hi = QRANGE[act]
+    x = np.arange(lo, hi + 1).astype(QDT[act]).reshape(1, 1, 16, 16)
+
+    def draw(r):
+        return rnd_scale(r, 0.02, 0.1), QDT[act](r.integers(lo + 60, hi - 60)), rnd_scale(r, 0.0035, 0.0045), QDT[act](lo)
+
+    rule = lambda p: R.k_qlut("QLinearSigmoid", x, *p, {})
+
+    def alt(p, k):
+        xs, xz, ys, yz = p
+        vals, d = R.lut_input(x.dtype, xs, xz)
+        if k == 0:
+            f = (1.0 / (1.0 + np.exp(-d.astype(np.float64)))).astype(F32)
+        else:  # the SSE2 kernel (no FMA), clamped to [0, 1]
+            c = [F32(v) for v in (4.37031012579801e-11, 1.15627324459942e-07, 6.08574864600143e-05,
+                                  8.51377133304701e-03, 2.48287947061529e-01, 6.10247389755681e-13,
+                                  5.76102136993427e-09, 6.29106785017040e-06, 1.70198817374094e-03,
+                                  1.16817656904453e-01, 9.93151921023180e-01)]
+            v = np.clip(d, F32(-18), F32(18))
+            v2 = F32(v * v)
+            pp = F32(F32(v2 * c[0]) + c[1])
+            for cc in c[2:5]:
+                pp = F32(F32(pp * v2) + cc)
+            pp = F32(pp * v)
+            q = F32(F32(v2 * c[5]) + c[6])
+            for cc in c[7:11]:
+                q = F32(F32(q * v2) + cc)
+            f = np.clip(F32(F32(pp / q) + F32(0.5)), F32(0), F32(1))
+        return R.apply_lut(x, R.quantize(f, ys, yz, x.dtype))
+
+    alts = [lambda p, k=k: alt(p, k) for k in range(2)]
+    p, n = search(rng, draw, rule, alts, tries=600)
+    xi = g.inp("x", x)
+    y = g.node("QLinearSigmoid", [xi, g.const("x_scale", p[0]), g.const("x_zp", p[1]), g.const("y_scale", p[2]),
+                                  g.const("y_zp", p[3])], domain=MS)
+    g.out(y, QDT[act])
+    return g, {"op": "QLinearSigmoid", "format": "qoperator", "act": act,
+               "adversarial": f"{n}/2 alternative sigmoids (exact, non-FMA kernel) give other tables"}
+
+
 # ------------------------------------------------------------------- QDQ cases
 
 class QDQ(G):
@@ -543,11 +866,16 @@ def act_params(rng, kind, lo_f, hi_f):
 
 
 def case_qdq_conv(rng, act="u8", per_channel=True, bits=7, act_fn=None, cin=8, cout=16, k=3, hw=(6, 6),
-                  stride=1, pad=1, groups=1, bias=True, relu_zp_at_min=True, float_bias=False):
+                  stride=1, pad=1, groups=1, bias=True, relu_zp_at_min=True, float_bias=False, quantized_input=False,
+                  clip_wider=False):
     g = QDQ()
     xs, xz = act_params(rng, act, -2.0, 3.0)
-    x = g.float_input("x", rng, (1, cin, *hw), xs, xz, act, ties=True)
-    xd = g.qdq(x, xs, xz)
+    if quantized_input:
+        # the graph input is already quantized (no QuantizeLinear in front of the DQ)
+        xd = g.dq(g.inp("x", rnd_q(rng, (1, cin, *hw), act)), xs, xz)
+    else:
+        x = g.float_input("x", rng, (1, cin, *hw), xs, xz, act, ties=True)
+        xd = g.qdq(x, xs, xz)
     wshape = (cout, cin // groups, k, k)
     w = rnd_w(rng, wshape, bits)
     ws = np.array([rnd_scale(rng, 0.002, 0.02) for _ in range(cout)], F32) if per_channel else rnd_scale(rng, 0.002, 0.02)
@@ -567,13 +895,14 @@ def case_qdq_conv(rng, act="u8", per_channel=True, bits=7, act_fn=None, cin=8, c
         ylo_f = 0.0 if relu_zp_at_min else -0.3 * est_hi
     elif act_fn == "Clip":
         y = g.node("Clip", [y, g.const("min", F32(0.0)), g.const("max", F32(6.0))])
-        ylo_f, yhi_f = 0.0, 6.0
+        ylo_f, yhi_f = (-0.5, 8.0) if clip_wider else (0.0, 6.0)
     ys, yz = act_params(rng, act, ylo_f, yhi_f)
     out = g.qdq(y, ys, yz)
     g.out(out, F32)
     return g, {"op": "Conv" + ("+" + act_fn if act_fn else ""), "format": "qdq", "act": act, "weight": "s8",
                "per_channel": per_channel, "weight_bits": bits, "groups": groups, "stride": stride, "pad": pad,
-               "kernel": k, "bias": bias, "float_bias": float_bias,
+               "kernel": k, "bias": bias, "float_bias": float_bias, "quantized_graph_input": quantized_input,
+               **({"clip_range_inside_q_range": not clip_wider} if act_fn == "Clip" else {}),
                **({"output_zp_at_qmin": relu_zp_at_min} if act_fn == "Relu" else {})}
 
 
@@ -612,12 +941,14 @@ def case_qdq_binary(rng, op, act="u8", shape_a=(1, 6, 5, 7), shape_b=(1, 6, 5, 7
     return g, {"op": op, "format": "qdq", "act": act, "shape_a": list(shape_a), "shape_b": list(shape_b)}
 
 
-def case_qdq_unary(rng, op, act="u8", shape=(1, 6, 7, 7), same_q=False, **attrs):
+def case_qdq_unary(rng, op, act="u8", shape=(1, 6, 7, 7), same_q=False, out_range=None, **attrs):
     g = QDQ()
     xs, xz = act_params(rng, act, -4.0, 4.0)
     x = g.qdq(g.float_input("x", rng, shape, xs, xz, act), xs, xz)
     y = g.node(op, [x], **attrs)
-    if same_q:
+    if out_range:
+        ys, yz = act_params(rng, act, *out_range)
+    elif same_q:
         ys, yz = xs, xz
     elif op in ("Sigmoid", "HardSigmoid", "Softmax"):
         ys, yz = act_params(rng, act, 0.0, 1.0)
@@ -742,7 +1073,6 @@ def all_cases(rng):
         for act in ("u8", "s8"):
             nm = op[7:].lower()
             add(f"q{nm}_{act}", case_qbinary, op, act=act)
-            add(f"q{nm}_{act}_exhaustive", case_qbinary, op, act=act, exhaustive=True)
             add(f"q{nm}_{act}_scalar_b", case_qbinary, op, act=act, shape_b=(1,))
             add(f"q{nm}_{act}_bcast_channel", case_qbinary, op, act=act, shape_b=(1, 8, 1, 1))
         add(f"q{nm}_u8_pow2", case_qbinary, op, act="u8", scales="pow2")
@@ -768,6 +1098,19 @@ def all_cases(rng):
     add("qsigmoid_u8_b", case_qlut, "QLinearSigmoid", act="u8")
     add("qleakyrelu_u8_a001", case_qlut, "QLinearLeakyRelu", act="u8", alpha=0.01)
 
+    # ---------------- adversarial (detail-pinning) cases
+    for act in ("u8", "s8"):
+        add(f"quantize_{act}_adv_divide", case_quantize_adversarial, act)
+        add(f"qlinearconv_{act}_adv_scale_order", case_qlinearconv_adversarial, act=act)
+        add(f"qadd_{act}_adv_fma", case_qbinary_adversarial, "QLinearAdd", act=act, mode="vector")
+        add(f"qadd_{act}_adv_scalar_b", case_qbinary_adversarial, "QLinearAdd", act=act, mode="scalar_b")
+        add(f"qadd_{act}_adv_scalar_a", case_qbinary_adversarial, "QLinearAdd", act=act, mode="scalar_a")
+        add(f"qmul_{act}_adv", case_qbinary_adversarial, "QLinearMul", act=act, mode="vector")
+        add(f"qmul_{act}_adv_scalar_a", case_qbinary_adversarial, "QLinearMul", act=act, mode="scalar_a")
+        add(f"qgap_{act}_adv", case_qgap_adversarial, act=act)
+        add(f"qavgpool_{act}_adv", case_qavgpool_adversarial, act=act)
+        add(f"qsigmoid_{act}_adv", case_qsigmoid_adversarial, act=act)
+
     # ---------------- QDQ groups
     for act in ("u8", "s8"):
         add(f"qdq_conv_{act}_pc_w7", case_qdq_conv, act=act, per_channel=True, bits=7)
@@ -776,6 +1119,8 @@ def all_cases(rng):
         add(f"qdq_conv_{act}_relu", case_qdq_conv, act=act, act_fn="Relu")
         add(f"qdq_conv_{act}_relu_zp_not_min", case_qdq_conv, act=act, act_fn="Relu", relu_zp_at_min=False)
         add(f"qdq_conv_{act}_clip06", case_qdq_conv, act=act, act_fn="Clip")
+        add(f"qdq_conv_{act}_clip_kept", case_qdq_conv, act=act, act_fn="Clip", clip_wider=True)
+        add(f"qdq_conv_{act}_quantized_input", case_qdq_conv, act=act, quantized_input=True)
         add(f"qdq_conv_{act}_depthwise", case_qdq_conv, act=act, cin=16, cout=16, groups=16)
         add(f"qdq_conv_{act}_s2_nobias", case_qdq_conv, act=act, stride=2, bias=False, hw=(7, 7))
         add(f"qdq_conv_{act}_float_bias", case_qdq_conv, act=act, float_bias=True)
@@ -795,6 +1140,7 @@ def all_cases(rng):
         add(f"qdq_leakyrelu_{act}", case_qdq_unary, "LeakyRelu", act=act, alpha=0.1)
         add(f"qdq_softmax_{act}", case_qdq_unary, "Softmax", act=act, shape=(2, 12), axis=-1)
         add(f"qdq_relu_alone_{act}", case_qdq_unary, "Relu", act=act)
+        add(f"qdq_relu_alone_{act}_zp_min", case_qdq_unary, "Relu", act=act, out_range=(0.0, 3.5))
         for op in ("Reshape", "Flatten", "Transpose", "MaxPool"):
             add(f"qdq_{op.lower()}_{act}", case_qdq_passthrough, op, act=act)
         add(f"qdq_conv_chain_{act}", case_qdq_conv_chain, act=act)
