@@ -322,7 +322,7 @@ def k_maxpool(x, attrs):
             OH -= 1
         if (OW - 1) * strides[1] >= W + pads[1]:
             OW -= 1
-    lo = RANGE[x.dtype][0]
+    lo = RANGE[x.dtype][0] if x.dtype != np.float32 else -np.inf
     y = np.full(x.shape[:2] + (OH, OW), lo, x.dtype)
     for oh in range(OH):
         for ow in range(OW):
@@ -524,9 +524,7 @@ def run_node(n, env):
         trip = [(I[i], I[i + 1], I[i + 2]) for i in range(2, len(I), 3)]
         return [k_qconcat(trip, I[0], I[1], a.get("axis"))]
     if op == "MaxPool":
-        if I[0].dtype in (np.uint8, np.int8):
-            return [k_maxpool(I[0], a)]
-        raise NotImplementedError("float MaxPool")
+        return [k_maxpool(I[0], a)]
     if op == "Reshape":
         shape = list(I[1])
         shape = [I[0].shape[i] if (s == 0 and not a.get("allowzero", 0)) else s for i, s in enumerate(shape)]
@@ -546,6 +544,9 @@ def run_node(n, env):
     if op == "Identity":
         return [I[0]]
     # ---- float ops ORT leaves unfused (exact elementwise ones only)
+    if op in ("Add", "Sub", "Mul", "Div") and I[0].dtype == np.float32:
+        f = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op]
+        return [f(I[0], I[1]).astype(F32)]
     if op == "Relu":
         return [np.maximum(I[0], F32(0.0))]
     if op == "HardSigmoid":
@@ -639,6 +640,18 @@ def fuse_qdq(nodes, consts, graph_outputs, log=None):
     consts = consts
     log = log if log is not None else []
     gout = set(graph_outputs)
+
+    # level 1: EnsureUniqueDQForNodeUnit -- a DQ read by several nodes is duplicated, one per reader;
+    # so a Q whose value fans out (e.g. a residual connection) ends up with several DQ consumers
+    for dq in [n for n in nodes if n.op == "DequantizeLinear"]:
+        cs = consumers(nodes, dq.outputs[0])
+        if len(cs) <= 1 and not (cs and dq.outputs[0] in gout):
+            continue
+        for k, c in enumerate(cs[1:] if dq.outputs[0] not in gout else cs, 1):
+            dup = Node("DequantizeLinear", dq.inputs, [f"{dq.outputs[0]}__dup{k}"], dq.attrs)
+            nodes.insert(nodes.index(dq) + 1, dup)
+            c.inputs = [dup.outputs[0] if i == dq.outputs[0] else i for i in c.inputs]
+        log.append("EnsureUniqueDQForNodeUnit: DQ duplicated")
 
     # level 1: ReluQuantFusion -- Relu -> Q whose zero point is the type's minimum: drop the Relu
     for n in list(nodes):
