@@ -543,6 +543,23 @@ def run_node(n, env):
         return [y]
     if op == "Identity":
         return [I[0]]
+    if op == "Slice":
+        x = I[0]
+        starts, ends = [int(v) for v in I[1]], [int(v) for v in I[2]]
+        axes = [int(v) for v in I[3]] if len(I) > 3 and I[3] is not None else list(range(len(starts)))
+        steps = [int(v) for v in I[4]] if len(I) > 4 and I[4] is not None else [1] * len(starts)
+        sl = [slice(None)] * x.ndim
+        for st, en, ax, sp in zip(starts, ends, axes, steps):
+            sl[ax % x.ndim] = slice(st, en, sp)
+        return [x[tuple(sl)]]
+    if op == "Gather":
+        return [np.take(I[0], np.asarray(I[1], np.int64), axis=a.get("axis", 0))]
+    if op == "Concat" and I[0].dtype == np.float32:
+        return [np.concatenate(I, axis=a["axis"])]
+    if op == "ReduceMean" and I[0].dtype == np.float32:
+        return [reducemean_f32(I[0], I[1] if len(I) > 1 and I[1] is not None else a.get("axes"), a.get("keepdims", 1))]
+    if op == "Sigmoid" and I[0].dtype == np.float32:
+        return [logistic_mlas(I[0])]
     # ---- float ops ORT leaves unfused (exact elementwise ones only)
     if op in ("Add", "Sub", "Mul", "Div") and I[0].dtype == np.float32:
         f = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op]
@@ -595,6 +612,25 @@ def float_conv_mlas(x, w, b, attrs):
     elif act:
         raise NotImplementedError(f"FusedConv activation {act}")
     return acc
+
+
+def reducemean_f32(x, axes, keepdims):
+    """float ReduceMean over trailing axes, modelled for short rows (< 8 values): the values summed
+    one after the other in f32 from the first, then divided by f32(count)."""
+    axes = sorted(int(v) % x.ndim for v in axes)
+    if axes != list(range(x.ndim - len(axes), x.ndim)):
+        raise NotImplementedError("ReduceMean over non-trailing axes")
+    lead = x.shape[:x.ndim - len(axes)]
+    r = x.reshape(int(np.prod(lead)), -1)
+    if r.shape[1] >= 8:
+        raise NotImplementedError("float ReduceMean over >= 8 values (vectorized sum order) not modelled")
+    acc = r[:, 0].copy()
+    for i in range(1, r.shape[1]):
+        acc = F32(acc + r[:, i])
+    y = F32(acc / F32(r.shape[1])).reshape(lead)
+    if keepdims:
+        y = y.reshape(lead + (1,) * len(axes))
+    return y
 
 
 def hardsigmoid_f32(x, alpha, beta):
@@ -834,7 +870,7 @@ def fuse_qdq(nodes, consts, graph_outputs, log=None):
             if fused is not None:
                 removed.add(id(q))
                 log.append(f"{op} -> {fused.op}")
-        elif op in ("Reshape", "Flatten", "Transpose", "MaxPool", "Squeeze", "Unsqueeze") and ins_dq[0]:
+        elif op in ("Reshape", "Flatten", "Transpose", "MaxPool", "Squeeze", "Unsqueeze", "Slice", "Gather") and ins_dq[0]:
             q = single_q(n.outputs[0])
             d = ins_dq[0]
             if q and scalar_const(d.inputs[1]) and scalar_const(q.inputs[1]) and len(d.inputs) > 2 and len(q.inputs) > 2 \

@@ -284,12 +284,12 @@ def case_qlinearmatmul(rng, act="u8", wkind="s8", per_col=False, bits=7, M=5, K=
     lo, hi = QRANGE[act]
     a_zp = QDT[act](rng.integers(lo, hi + 1))
     if big:
-        a = np.full(ashape, hi, QDT[act])
+        a = (hi - rng.integers(0, 3, size=ashape)).astype(QDT[act])
         a_zp = QDT[act](lo if act == "u8" else 0)
     if wkind == "s8":
         b = rnd_w(rng, (K, N), bits)
         if big:
-            b = np.full((K, N), 127 if bits == 8 else 64, np.int8)
+            b = ((127 if bits == 8 else 64) - rng.integers(0, 3, size=(K, N))).astype(np.int8)
         b_zp = np.zeros(N, np.int8) if per_col else np.int8(0)
     else:
         b = rnd_q(rng, (K, N), "u8")
