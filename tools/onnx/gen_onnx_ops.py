@@ -301,6 +301,8 @@ def case_qlinearmatmul(rng, act="u8", wkind="s8", per_col=False, bits=7, M=5, K=
     acc = (a.astype(np.int64) - int(a_zp)) @ (b.astype(np.int64) - np.asarray(b_zp, np.int64))
     f = acc * float(xs) * float(np.max(bs))
     ys, y_zp = pick_out_qparams(rng, f.min(), f.max(), act, scales == "pow2")
+    if big:  # keep the outputs inside the range: the point is the size of the accumulator
+        ys, y_zp = F32(f.max() / (QRANGE[act][1] - 3)), QDT[act](0)
     ai = g.inp("a", a)
     y = g.node("QLinearMatMul", [ai, g.const("a_scale", xs), g.const("a_zp", a_zp), g.const("b", b),
                                  g.const("b_scale", bs), g.const("b_zp", b_zp), g.const("y_scale", ys),
@@ -605,6 +607,43 @@ def case_qlinearconv_adversarial(rng, act="u8"):
     return g, {"op": "QLinearConv", "format": "qoperator", "act": act, "weight": "s8", "per_channel": True,
                "weight_bits": 7, "groups": 1, "stride": 1, "pad": 1, "dilation": 1, "kernel": 3, "bias": True,
                "adversarial": f"{hits}/{cout} channels where another multiplier order changes an output"}
+
+
+def case_qlinearconv_f32_accumulator(rng, act="u8"):
+    """|acc| > 2^24: the i32 accumulator (bias included) is converted to f32 (round to nearest even)
+    before the multiply. Power-of-two scales make the multiplier exactly 2^-18; per-channel biases put
+    one output of every channel at acc = (2k+1)*2^17 - 1 with k odd, where the exact value rounds to
+    k but f32(acc) = (2k+1)*2^17 is a tie that rounds to k+1."""
+    g = G()
+    cin, cout, k = 64, 8, 3
+    lo, hi = QRANGE[act]
+    x_zp = QDT[act](0 if act == "s8" else lo)
+    x = (hi - rng.integers(0, 20, size=(1, cin, 4, 4))).astype(QDT[act])
+    w = (64 - rng.integers(0, 8, size=(cout, cin, k, k))).astype(np.int8)
+    w[1::2] = -w[1::2]
+    acc0 = R.conv_acc(x, w, x_zp, 0, [1, 1], [1, 1, 1, 1], [1, 1], 1)[0]     # [cout, 4, 4]
+    xs, ws, ys = pow2(-4), np.full(cout, pow2(-7), F32), pow2(7)
+    assert R.out_scale(xs, ws[0], ys) == pow2(-18)
+    b = np.zeros(cout, np.int32)
+    yz = QDT[act](0 if act == "u8" else 0)
+    for c in range(cout):
+        a = int(acc0[c, 1, 1])
+        # target total (2k+1)*2^17 - 1, |total| in [2^24, 2^25], k odd, sign of the channel
+        kk = int(rng.integers(32, 63)) * 2 + 1
+        kk = kk if act == "u8" or c % 2 == 0 else -kk
+        if act == "u8":
+            kk = abs(kk)
+        target = (2 * kk + 1) * 2 ** 17 - 1
+        b[c] = target - a
+    xi = g.inp("x", x)
+    y = g.node("QLinearConv", [xi, g.const("x_scale", xs), g.const("x_zp", x_zp), g.const("w", w),
+                               g.const("w_scale", ws), g.const("w_zp", np.zeros(cout, np.int8)),
+                               g.const("y_scale", ys), g.const("y_zp", yz), g.const("b", b)],
+               kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    g.out(y, QDT[act])
+    return g, {"op": "QLinearConv", "format": "qoperator", "act": act, "weight": "s8", "per_channel": True,
+               "weight_bits": 7, "groups": 1, "stride": 1, "pad": 1, "dilation": 1, "kernel": 3, "bias": True,
+               "adversarial": "accumulators in [2^24, 2^26]: f32(acc) rounding decides one output per channel"}
 
 
 def _binary_inputs(act, mode):
@@ -1102,6 +1141,7 @@ def all_cases(rng):
     for act in ("u8", "s8"):
         add(f"quantize_{act}_adv_divide", case_quantize_adversarial, act)
         add(f"qlinearconv_{act}_adv_scale_order", case_qlinearconv_adversarial, act=act)
+        add(f"qlinearconv_{act}_adv_f32_accumulator", case_qlinearconv_f32_accumulator, act=act)
         add(f"qadd_{act}_adv_fma", case_qbinary_adversarial, "QLinearAdd", act=act, mode="vector")
         add(f"qadd_{act}_adv_scalar_b", case_qbinary_adversarial, "QLinearAdd", act=act, mode="scalar_b")
         add(f"qadd_{act}_adv_scalar_a", case_qbinary_adversarial, "QLinearAdd", act=act, mode="scalar_a")
