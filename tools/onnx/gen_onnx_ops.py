@@ -211,7 +211,12 @@ def case_qlinearconv(rng, act="u8", wkind="s8", per_channel=True, bits=7, cin=8,
         if per_channel:
             w_zp = np.full(cout, w_zp, np.uint8)  # QLinearConv: all per-channel zero points equal
     if scales == "pow2":
-        ws = np.array([pow2(-int(e)) for e in rng.integers(4, 8, size=cout)], F32)
+        # tie-friendly: small values around the zero points and multipliers 2^-1 / 2^-2 exactly,
+        # so that a quarter to a half of the outputs are exact .5 ties
+        x_zp = QDT[act](rng.integers(xlo + 10, xhi - 10))
+        x = np.clip(int(x_zp) + rng.integers(-3, 4, size=x.shape), xlo, xhi).astype(QDT[act])
+        w = rng.integers(-2, 3, size=wshape).astype(np.int8)
+        ws = np.array([pow2(-int(e)) for e in rng.integers(5, 7, size=cout)], F32)
         if not per_channel:
             ws = ws[0]
     else:
@@ -224,6 +229,8 @@ def case_qlinearconv(rng, act="u8", wkind="s8", per_channel=True, bits=7, cin=8,
     b = None
     if bias:
         b = rng.integers(-3000, 3000, size=cout).astype(np.int32)
+        if scales == "pow2":
+            b = rng.integers(-20, 21, size=cout).astype(np.int32)
         if big:
             b = rng.integers(-2 ** 26, 2 ** 26, size=cout).astype(np.int32)
         acc = acc + b.reshape(1, -1, 1, 1)
@@ -231,10 +238,11 @@ def case_qlinearconv(rng, act="u8", wkind="s8", per_channel=True, bits=7, cin=8,
     span = float(acc.max() - acc.min()) * float(xs) * wmax
     ylo, yhi = QRANGE[act]
     if scales == "pow2":
-        ys = pow2(int(np.round(np.log2(max(span, 1e-6) / 200.0))))
+        ys = pow2(-8)
+        y_zp = QDT[act]((ylo + yhi + 1) // 2 + rng.integers(-10, 10))
     else:
         ys = F32(max(span, 1e-6) / rng.uniform(180, 300))
-    y_zp = QDT[act](np.clip(np.round(-(acc.min() * xs * wmax) / ys) + ylo + rng.integers(-10, 10), ylo, yhi))
+        y_zp = QDT[act](np.clip(np.round(-(acc.min() * xs * wmax) / ys) + ylo + rng.integers(-10, 10), ylo, yhi))
     xi = g.inp("x", x)
     ins = [xi, g.const("x_scale", xs), g.const("x_zp", x_zp), g.const("w", w), g.const("w_scale", ws),
            g.const("w_zp", w_zp), g.const("y_scale", ys), g.const("y_zp", y_zp)]
@@ -295,12 +303,18 @@ def case_qlinearmatmul(rng, act="u8", wkind="s8", per_col=False, bits=7, M=5, K=
         b = rnd_q(rng, (K, N), "u8")
         b_zp = rng.integers(100, 156, size=N).astype(np.uint8) if per_col else np.uint8(rng.integers(100, 156))
     if scales == "pow2":
-        bs = np.array([pow2(-int(e)) for e in rng.integers(4, 8, size=N)], F32) if per_col else pow2(-5)
+        # tie-friendly: small values, multipliers exactly 2^-1 / 2^-2
+        a_zp = QDT[act](rng.integers(lo + 10, hi - 10))
+        a = np.clip(int(a_zp) + rng.integers(-3, 4, size=ashape), lo, hi).astype(QDT[act])
+        b = rng.integers(-2, 3, size=(K, N)).astype(np.int8)
+        bs = np.array([pow2(-int(e)) for e in rng.integers(5, 7, size=N)], F32) if per_col else pow2(-5)
     else:
         bs = np.array([rnd_scale(rng, 0.002, 0.02) for _ in range(N)], F32) if per_col else rnd_scale(rng, 0.002, 0.02)
     acc = (a.astype(np.int64) - int(a_zp)) @ (b.astype(np.int64) - np.asarray(b_zp, np.int64))
     f = acc * float(xs) * float(np.max(bs))
     ys, y_zp = pick_out_qparams(rng, f.min(), f.max(), act, scales == "pow2")
+    if scales == "pow2":
+        ys, y_zp = pow2(-8), QDT[act]((lo + hi + 1) // 2 + rng.integers(-10, 10))
     if big:  # keep the outputs inside the range: the point is the size of the accumulator
         ys, y_zp = F32(f.max() / (QRANGE[act][1] - 3)), QDT[act](0)
     ai = g.inp("a", a)
@@ -356,12 +370,18 @@ def case_qgemm(rng, act="u8", per_col=True, bits=7, M=3, K=32, N=12, bias=True, 
     b = rnd_w(rng, (N, K), bits)  # transB = 1, as the quantizer writes it
     b_zp = np.zeros(N, np.int8) if per_col else np.int8(0)
     if scales == "pow2":
-        bs = np.array([pow2(-int(e)) for e in rng.integers(4, 8, size=N)], F32) if per_col else pow2(-5)
+        # tie-friendly: small values, multipliers exactly 2^-1 / 2^-2
+        a_zp = QDT[act](rng.integers(lo + 10, hi - 10))
+        a = np.clip(int(a_zp) + rng.integers(-3, 4, size=a.shape), lo, hi).astype(QDT[act])
+        b = rng.integers(-2, 3, size=(N, K)).astype(np.int8)
+        bs = np.array([pow2(-int(e)) for e in rng.integers(5, 7, size=N)], F32) if per_col else pow2(-5)
     else:
         bs = np.array([rnd_scale(rng, 0.002, 0.02) for _ in range(N)], F32) if per_col else rnd_scale(rng, 0.002, 0.02)
     aa = (a.T if transA else a).astype(np.int64) - int(a_zp)
     acc = aa @ b.astype(np.int64).T
     c = rng.integers(-4000, 4000, size=N).astype(np.int32) if bias else None
+    if bias and scales == "pow2":
+        c = rng.integers(-20, 21, size=N).astype(np.int32)
     if bias:
         acc = acc + c
     f = acc * float(xs) * float(np.max(bs))
@@ -370,6 +390,8 @@ def case_qgemm(rng, act="u8", per_col=True, bits=7, M=3, K=32, N=12, bias=True, 
            g.const("b_zp", b_zp), g.const("c", c) if bias else ""]
     if not float_out:
         ys, y_zp = pick_out_qparams(rng, f.min(), f.max(), act, scales == "pow2")
+        if scales == "pow2":
+            ys, y_zp = pow2(-8), QDT[act]((lo + hi + 1) // 2 + rng.integers(-10, 10))
         ins += [g.const("y_scale", ys), g.const("y_zp", y_zp)]
     y = g.node("QGemm", ins, domain=MS, transA=transA, transB=1, alpha=1.0)
     g.out(y, F32 if float_out else QDT[act])
