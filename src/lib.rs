@@ -24,9 +24,6 @@
 //! # Ok::<(), qfuse::Error>(())
 //! ```
 
-/// Benchmark harness used by `examples/bench.rs` and `benches/` (not part of the stable API).
-#[doc(hidden)]
-pub mod bench;
 pub mod builder;
 pub mod bundled;
 pub mod cpu;

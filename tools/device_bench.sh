@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the qfuse benchmark on a lent NVIDIA machine (H200) through Vulkan, as
 # one prepared command (see /work/.library/device/README.md). Nothing is
-# compiled there: the release example binary built here travels in .devbin/.
+# compiled there: the release example binary built here travels in .devbin/
+# (the example is qfuse-bench/examples/bench.rs, a workspace default member,
+# so the cargo command below works from the repository root).
 #
 # Here, once, in the repository root of the checkout the device tool sends
 # (the main checkout; .gl/ and .devbin/ must be ignored by .git/info/exclude):

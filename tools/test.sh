@@ -16,5 +16,6 @@ if ! have_icd; then
   $SUDO apt-get install -y -qq mesa-vulkan-drivers >/dev/null
 fi
 # The GPU tests run one adapter at a time: the software driver uses every core per dispatch.
+# --workspace: the library and the benchmark harness (qfuse-bench/).
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
-cargo test --release -- --nocapture --test-threads=1 "$@"
+cargo test --release --workspace -- --nocapture --test-threads=1 "$@"

@@ -5,10 +5,12 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 
-/// The kernel families, one WGSL file each under `shaders/`. Each is compiled
-/// with [`Kernel::PRELUDE`] (`shaders/common.wgsl`: the uniform block, the
-/// bindings and the requantization epilogue) prepended, so the epilogue text
-/// exists once.
+/// The kernel families the library runs, one WGSL file each under
+/// `shaders/`. The conv kernels are compiled with [`Kernel::PRELUDE`]
+/// (`shaders/common.wgsl`: the uniform block, the bindings and the
+/// requantization epilogue) prepended, so the epilogue text exists once.
+/// Kernels of your own (the benchmark's baselines, say) go through
+/// [`CustomKernel`] and [`GpuContext::custom_pipeline`] instead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     /// One output word per invocation (`conv2d.wgsl`): any conv2d/linear.
@@ -29,10 +31,6 @@ pub enum Kernel {
     Add,
     /// Pooling and mean (`pool.wgsl`).
     Pool,
-    /// Benchmark only: register-only int8 dot / f32 FMA loops (adapter ceilings).
-    BenchCeiling,
-    /// Benchmark only: the float baseline (f32 conv, batchnorm, relu; NHWC).
-    Conv2dF32,
 }
 
 impl Kernel {
@@ -45,8 +43,6 @@ impl Kernel {
         Kernel::Lut,
         Kernel::Add,
         Kernel::Pool,
-        Kernel::BenchCeiling,
-        Kernel::Conv2dF32,
     ];
 
     /// The file under `shaders/` that every kernel's source starts with.
@@ -64,8 +60,6 @@ impl Kernel {
             Kernel::Lut => "lut.wgsl",
             Kernel::Add => "add.wgsl",
             Kernel::Pool => "pool.wgsl",
-            Kernel::BenchCeiling => "bench_ceiling.wgsl",
-            Kernel::Conv2dF32 => "conv2d_f32.wgsl",
         }
     }
 
@@ -80,8 +74,6 @@ impl Kernel {
             Kernel::Lut => include_str!("../../shaders/lut.wgsl"),
             Kernel::Add => include_str!("../../shaders/add.wgsl"),
             Kernel::Pool => include_str!("../../shaders/pool.wgsl"),
-            Kernel::BenchCeiling => include_str!("../../shaders/bench_ceiling.wgsl"),
-            Kernel::Conv2dF32 => include_str!("../../shaders/conv2d_f32.wgsl"),
         }
     }
 
@@ -117,6 +109,35 @@ impl Kernel {
             .iter()
             .find(|k| k.file() == name)
             .map(|k| k.body())
+    }
+}
+
+/// A WGSL compute kernel that is not one of qfuse's own [`Kernel`]s (a
+/// benchmark baseline, an experiment), for [`GpuContext::custom_pipeline`]
+/// and [`GpuContext::dispatch_custom`]. `source` is the complete module (no
+/// prelude is prepended) with an entry point `main`; `name` labels it on the
+/// GPU and in errors and keys it in the context's pipeline cache, so one
+/// name stands for one source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CustomKernel<'a> {
+    pub name: &'static str,
+    pub source: &'a str,
+}
+
+/// The pipeline cache's key for a shader module: a kernel of the library or
+/// a custom kernel (by name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum ModuleKey {
+    Kernel(Kernel),
+    Custom(&'static str),
+}
+
+impl ModuleKey {
+    fn label(self) -> &'static str {
+        match self {
+            ModuleKey::Kernel(k) => k.file(),
+            ModuleKey::Custom(name) => name,
+        }
     }
 }
 
@@ -182,8 +203,10 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     adapter: wgpu::Adapter,
     report: AdapterReport,
-    modules: Mutex<HashMap<Kernel, wgpu::ShaderModule>>,
-    pipelines: Mutex<HashMap<(Kernel, String), wgpu::ComputePipeline>>,
+    modules: Mutex<HashMap<ModuleKey, wgpu::ShaderModule>>,
+    /// The source of each custom kernel compiled so far, by name.
+    custom_sources: Mutex<HashMap<&'static str, String>>,
+    pipelines: Mutex<HashMap<(ModuleKey, String), wgpu::ComputePipeline>>,
 }
 
 fn instance() -> wgpu::Instance {
@@ -272,6 +295,7 @@ impl GpuContext {
             adapter,
             report,
             modules: Mutex::default(),
+            custom_sources: Mutex::default(),
             pipelines: Mutex::default(),
         })
     }
@@ -319,33 +343,82 @@ impl GpuContext {
         kernel: Kernel,
         constants: &[(&str, f64)],
     ) -> Result<wgpu::ComputePipeline> {
+        self.cached_pipeline(ModuleKey::Kernel(kernel), &|| kernel.source(), constants)
+    }
+
+    /// The compute pipeline of a WGSL kernel that is not one of qfuse's own
+    /// (a benchmark or experimental kernel), specialised by `constants`.
+    /// It goes through the same cache as the library's kernels, keyed by
+    /// `kernel.name`: compiled on the first call, reused after. Binding
+    /// numbers and the pipeline layout come from the WGSL (group 0; layout
+    /// derived from what the entry point `main` uses); bind it yourself, or
+    /// use [`GpuContext::dispatch_custom`].
+    ///
+    /// Errors: [`Error::Config`] if `kernel.name` was already compiled from a
+    /// different source; [`Error::Gpu`] naming the kernel if the WGSL does not
+    /// compile or has no entry point `main`.
+    pub fn custom_pipeline(
+        &self,
+        kernel: CustomKernel<'_>,
+        constants: &[(&str, f64)],
+    ) -> Result<wgpu::ComputePipeline> {
+        let CustomKernel { name, source } = kernel;
+        let registered = {
+            let mut sources = self.custom_sources.lock().unwrap();
+            match sources.get(name) {
+                Some(known) if known != source => {
+                    return Err(Error::config(
+                        format!("custom kernel {name:?}"),
+                        "this name was already compiled from a different WGSL source \
+                         (one name, one source: give the other source its own name)",
+                    ))
+                }
+                Some(_) => false,
+                None => {
+                    sources.insert(name, source.to_string());
+                    true
+                }
+            }
+        };
+        let r = self.cached_pipeline(ModuleKey::Custom(name), &|| source.to_string(), constants);
+        if r.is_err() && registered {
+            // A source that did not compile does not claim the name.
+            self.custom_sources.lock().unwrap().remove(name);
+        }
+        r
+    }
+
+    /// Looks up or compiles the pipeline of module `key` (source text from
+    /// `source`) with `constants`. Nothing is cached when compilation fails.
+    fn cached_pipeline(
+        &self,
+        key: ModuleKey,
+        source: &dyn Fn() -> String,
+        constants: &[(&str, f64)],
+    ) -> Result<wgpu::ComputePipeline> {
         let variant = constants
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(",");
-        let key = (kernel, variant);
+        let key = (key, variant);
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
+        let label = key.0.label();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = {
-            let mut modules = self.modules.lock().unwrap();
-            modules
-                .entry(kernel)
-                .or_insert_with(|| {
-                    self.device
-                        .create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(kernel.file()),
-                            source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
-                        })
+        let cached = self.modules.lock().unwrap().get(&key.0).cloned();
+        let module = cached.clone().unwrap_or_else(|| {
+            self.device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(label),
+                    source: wgpu::ShaderSource::Wgsl(source().into()),
                 })
-                .clone()
-        };
+        });
         let pipeline = self
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(kernel.file()),
+                label: Some(label),
                 layout: None,
                 module: &module,
                 entry_point: Some("main"),
@@ -356,11 +429,10 @@ impl GpuContext {
                 cache: None,
             });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!(
-                "compiling {} [{}]: {e}",
-                kernel.file(),
-                key.1
-            )));
+            return Err(Error::Gpu(format!("compiling {label} [{}]: {e}", key.1)));
+        }
+        if cached.is_none() {
+            self.modules.lock().unwrap().insert(key.0, module);
         }
         self.pipelines.lock().unwrap().insert(key, pipeline.clone());
         Ok(pipeline)
@@ -398,12 +470,47 @@ impl GpuContext {
         invocations: u32,
         wg: u32,
     ) -> Result<Dispatch> {
-        use wgpu::util::DeviceExt;
         let pipeline = self.pipeline(kernel, constants)?;
+        self.bind_dispatch(pipeline, kernel.file(), uniform, buffers, invocations, wg)
+    }
+
+    /// [`GpuContext::dispatch_bound`] for a kernel of your own (compiled and
+    /// cached by [`GpuContext::custom_pipeline`]): binding 0 of group 0 is a
+    /// uniform block holding `uniform`, `buffers` are (binding, buffer) pairs;
+    /// `invocations` threads in workgroups of `wg` (the kernel's workgroup
+    /// size), spread over a second grid dimension past the device's
+    /// per-dimension limit as by [`super::dispatch_size`] (so the kernel
+    /// must derive its index from both `workgroup_id.x` and `.y` when it can
+    /// be that large). Record it with [`Dispatch::record`].
+    pub fn dispatch_custom(
+        &self,
+        kernel: CustomKernel<'_>,
+        constants: &[(&str, f64)],
+        uniform: &[u8],
+        buffers: &[(u32, &wgpu::Buffer)],
+        invocations: u32,
+        wg: u32,
+    ) -> Result<Dispatch> {
+        let pipeline = self.custom_pipeline(kernel, constants)?;
+        self.bind_dispatch(pipeline, kernel.name, uniform, buffers, invocations, wg)
+    }
+
+    /// Binds a uniform block (binding 0) and `buffers` to `pipeline`'s group
+    /// 0 and sizes the grid.
+    fn bind_dispatch(
+        &self,
+        pipeline: wgpu::ComputePipeline,
+        label: &'static str,
+        uniform: &[u8],
+        buffers: &[(u32, &wgpu::Buffer)],
+        invocations: u32,
+        wg: u32,
+    ) -> Result<Dispatch> {
+        use wgpu::util::DeviceExt;
         let ubuf = self
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(kernel.file()),
+                label: Some(label),
                 contents: uniform,
                 usage: wgpu::BufferUsages::UNIFORM,
             });
@@ -418,7 +525,7 @@ impl GpuContext {
             });
         }
         let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(kernel.file()),
+            label: Some(label),
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
@@ -427,7 +534,7 @@ impl GpuContext {
             pipeline,
             bind,
             groups,
-            label: kernel.file(),
+            label,
         })
     }
 

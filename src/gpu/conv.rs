@@ -142,7 +142,7 @@ impl TileConfig {
     ///   which halves the activation staging per output;
     /// - otherwise [`Self::LARGE`] (64 x 64).
     ///
-    /// Measured on lavapipe with `examples/kernel_speed.rs` (512^3 GEMM,
+    /// Measured on lavapipe with `qfuse-bench/examples/kernel_speed.rs` (512^3 GEMM,
     /// ResNet 3x3 convs); other adapters use the same choice for now.
     pub fn for_shape(m: usize, o4: usize, _kq: usize) -> TileConfig {
         if m < 32 {
@@ -794,8 +794,12 @@ impl GpuLayer {
 }
 
 /// Splits a workgroup count over x and y so that neither exceeds the device's
-/// per-dimension limit; kernels recover the linear index as `x + y * nx * WG`.
-pub(crate) fn dispatch_size(ctx: &GpuContext, groups: u32) -> Result<(u32, u32)> {
+/// per-dimension limit (`(groups, 1)` when it fits in x); kernels recover the
+/// linear index as `x + y * nx * WG`. [`Error::TooLarge`] past limit².
+/// Every dispatch of qfuse is sized this way, [`GpuContext::dispatch_custom`]
+/// included; use it to size dispatches of a [`GpuContext::custom_pipeline`]
+/// bound by hand.
+pub fn dispatch_size(ctx: &GpuContext, groups: u32) -> Result<(u32, u32)> {
     let max = ctx.limits().max_compute_workgroups_per_dimension.max(1);
     if groups <= max {
         return Ok((groups.max(1), 1));

@@ -8,9 +8,9 @@ mod graph;
 pub mod layout;
 mod tensor;
 
-pub use context::{AdapterReport, Dispatch, GpuContext, Kernel};
+pub use context::{AdapterReport, CustomKernel, Dispatch, GpuContext, Kernel};
 pub use conv::{
-    pack_weights, splitk_for_shape, ConvParams, ConvVariant, GpuLayer, TileConfig,
+    dispatch_size, pack_weights, splitk_for_shape, ConvParams, ConvVariant, GpuLayer, TileConfig,
     SPLITK_MAX_SPLITS,
 };
 pub use graph::GpuModel;

@@ -7,8 +7,8 @@
 //!         [--resolution 224] [--networks resnet18,mobilenet_v2] [--budget 0.5]
 
 use clap::Parser;
-use qfuse::bench::{run, BenchConfig};
 use qfuse::GpuContext;
+use qfuse_bench::{run, BenchConfig};
 
 #[derive(Parser, Debug)]
 #[command(

@@ -2,11 +2,11 @@
 //! f32 baseline (3 dispatches, and 1 fused) on a few layer shapes. Kept
 //! short for software adapters. Each iteration is one encode + submit + wait.
 //!
-//!     cargo bench --bench kernels
+//!     cargo bench -p qfuse-bench --bench kernels
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use qfuse::bench::{build_layer, f32_bytes, int8_bytes, random_buffer, F32Mode, Lcg, Op};
 use qfuse::{Conv2dGeometry, GpuContext, GpuTensor};
+use qfuse_bench::{build_layer, f32_bytes, int8_bytes, random_buffer, Act, F32Mode, Lcg, Op};
 
 fn kernels(c: &mut Criterion) {
     let ctx = match GpuContext::new() {
@@ -45,7 +45,7 @@ fn kernels(c: &mut Criterion) {
         let op = Op::Conv {
             name: name.into(),
             geometry,
-            relu: true,
+            act: Act::Relu,
             linear: false,
         };
         let l = build_layer(&ctx, &op, &mut rng).expect("layer");

@@ -13,6 +13,7 @@ use qfuse::layer::LayerKind;
 use qfuse::{
     Activation, Conv2dGeometry, GpuContext, GpuLayer, GpuTensor, QLayer, QParams, Requant,
 };
+use qfuse_bench::Lcg;
 
 struct Shape {
     name: &'static str,
@@ -22,15 +23,9 @@ struct Shape {
 }
 
 fn layer(s: &Shape) -> qfuse::Result<QLayer> {
-    let mut seed = 0x1234_5678_u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = Lcg(0x1234_5678);
     let g = s.geom;
-    let w: Vec<i8> = (0..g.weight_len()).map(|_| next() as i8).collect();
+    let w: Vec<i8> = (0..g.weight_len()).map(|_| rng.next_u32() as i8).collect();
     let k = g.reduction_len() as f32;
     let (s_in, s_w) = (0.02, 0.01);
     QLayer::new(

@@ -1,0 +1,45 @@
+//! The qfuse benchmark harness, behind `cargo run --release --example bench`
+//! (see `BENCHMARKS.md`): adapter ceilings, per-layer int8-fused vs f32
+//! (unfused and fused) timings, memory, and end to end a ResNet-18 and a
+//! MobileNetV2, both as real networks through [`qfuse::GpuModel`] and as
+//! chains of their conv/linear layers.
+//!
+//! It is a separate crate of the workspace (not published) and uses only
+//! qfuse's public API: the int8 layers run through [`qfuse::GpuLayer`] (so
+//! whichever kernel the library picks is what gets measured), the real
+//! networks through [`qfuse::builder::ModelBuilder`] and
+//! [`qfuse::GpuModel`], and its own WGSL kernels (`shaders/`: the adapter
+//! ceilings and the f32 baseline) through [`qfuse::gpu::CustomKernel`] and
+//! the context's pipeline cache.
+//!
+//! Timing: GPU timestamp queries around each sample where the device has
+//! `TIMESTAMP_QUERY_INSIDE_ENCODERS`, wall clock (encode + submit + wait)
+//! otherwise; a warm-up run first; the median of repeated runs, repeated
+//! until a time budget is spent (at least `min_runs`).
+//!
+//! - [`timing`]: [`measure`] (one encoder per sample) and [`measure_model`].
+//! - [`ceilings`]: the adapter's int8 / f32 / copy ceilings.
+//! - [`networks`]: ResNet-18 and MobileNetV2, described once as a [`Network`]
+//!   graph; the float network for `ModelBuilder` and the activation plan of
+//!   the conv chain both come from it.
+//! - [`layers`]: one conv/linear layer as int8 ([`qfuse::GpuLayer`]) and f32
+//!   (`shaders/conv2d_f32.wgsl`) twins.
+//! - [`report`]: [`run`] and the [`Report`] (JSON and Markdown).
+
+pub mod ceilings;
+pub mod layers;
+pub mod networks;
+pub mod report;
+mod rng;
+mod text;
+pub mod timing;
+
+pub use ceilings::{measure_ceilings, CeilParams, Ceilings};
+pub use layers::{build_layer, random_buffer, BenchLayer, F32Layer, F32Mode, F32Params};
+pub use networks::{
+    f32_bytes, int8_bytes, mobilenet_v2, plan, random_images, resnet18, Act, GlobalPool, Network,
+    Op, Plan, RealNet, Step,
+};
+pub use report::{run, BenchConfig, Report};
+pub use rng::Lcg;
+pub use timing::{has_encoder_timestamps, measure, measure_model, Timing, TimingOpts};

@@ -1,0 +1,543 @@
+//! The benchmark: what to run ([`BenchConfig`]), [`run`], and every number
+//! it measures ([`Report`], serialized as the JSON that
+//! `tools/device_bench.sh` collects).
+
+use qfuse::builder::ObserverKind;
+use qfuse::{Error, GpuContext, GpuModel, GpuTensor, Result, Value};
+use serde::Serialize;
+
+use crate::ceilings::{measure_ceilings, Ceilings};
+use crate::layers::{build_layer, random_buffer, BenchLayer, F32Mode};
+use crate::networks::{
+    f32_bytes, int8_bytes, mobilenet_v2, plan, random_images, resnet18, Network, Op,
+};
+use crate::rng::Lcg;
+use crate::timing::{has_encoder_timestamps, measure, measure_model, Timing, TimingOpts};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub quick: bool,
+    pub batches: Vec<usize>,
+    /// Input resolution (224 for the real networks).
+    pub resolution: usize,
+    pub networks: Vec<String>,
+    /// Print progress to stderr.
+    pub verbose: bool,
+    /// Seconds of timed runs per layer case (end-to-end cases get twice
+    /// this); `None`: 0.05 with `quick`, else 0.5. The minimum run counts
+    /// still apply.
+    pub budget_s: Option<f64>,
+}
+
+impl BenchConfig {
+    pub fn layer_opts(&self) -> TimingOpts {
+        if self.quick {
+            TimingOpts {
+                budget_s: self.budget_s.unwrap_or(0.05),
+                min_runs: 3,
+                max_runs: 50,
+            }
+        } else {
+            TimingOpts {
+                budget_s: self.budget_s.unwrap_or(0.5),
+                min_runs: 5,
+                max_runs: 200,
+            }
+        }
+    }
+    pub fn e2e_opts(&self) -> TimingOpts {
+        if self.quick {
+            TimingOpts {
+                budget_s: self.budget_s.map_or(0.2, |b| 2.0 * b),
+                min_runs: 3,
+                max_runs: 50,
+            }
+        } else {
+            TimingOpts {
+                budget_s: self.budget_s.map_or(1.0, |b| 2.0 * b),
+                min_runs: 5,
+                max_runs: 200,
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AdapterJson {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub packed_dot: bool,
+    pub timestamps: bool,
+}
+
+/// One unique layer shape at one batch size.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerResult {
+    pub name: String,
+    /// How many layers of the network have this shape (the first one's name is shown).
+    pub count: usize,
+    pub desc: String,
+    pub batch: usize,
+    pub input_shape: Vec<usize>,
+    pub int8_kernel: String,
+    pub ops: u64,
+    /// Minimum bytes an int8 layer moves: input + weights + output.
+    pub int8_bytes: u64,
+    pub int8: Timing,
+    pub int8_ops_per_s: f64,
+    /// "compute" or "memory" (ops/byte against the ceilings' ratio).
+    pub bound: String,
+    /// Fraction of the int8 ceiling (compute-bound) or of copy bandwidth (memory-bound).
+    pub fraction: f64,
+    pub f32_unfused: Timing,
+    pub f32_unfused_dispatches: usize,
+    pub f32_fused: Timing,
+    pub f32_flops_per_s: f64,
+    /// f32 unfused time / int8 fused time.
+    pub speedup_vs_unfused: f64,
+    /// f32 fused time / int8 fused time.
+    pub speedup_vs_fused: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MemoryResult {
+    pub batch: usize,
+    pub int8_planned_bytes: u64,
+    pub f32_planned_bytes: u64,
+    pub ratio: f64,
+    pub int8_max_live_bytes: u64,
+    pub f32_max_live_bytes: u64,
+    pub int8_buffers: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EndToEnd {
+    pub batch: usize,
+    pub int8: Timing,
+    pub int8_dispatches: usize,
+    pub f32_unfused: Timing,
+    pub f32_unfused_dispatches: usize,
+    pub f32_fused: Timing,
+    pub f32_fused_dispatches: usize,
+    pub int8_images_per_s: f64,
+    pub f32_unfused_images_per_s: f64,
+    pub f32_fused_images_per_s: f64,
+    /// Images/s from the wall clock (encode + one submit + wait per inference).
+    pub int8_images_per_s_wall: f64,
+    pub f32_unfused_images_per_s_wall: f64,
+    pub f32_fused_images_per_s_wall: f64,
+    pub speedup_vs_unfused: f64,
+    pub speedup_vs_fused: f64,
+}
+
+/// The real network (every op: quantize, convs, pools, adds, ReLU6, mean,
+/// linear, dequantize) through [`GpuModel::run`] at one batch size.
+#[derive(Clone, Debug, Serialize)]
+pub struct RealRun {
+    pub batch: usize,
+    /// `GpuModel::plan`: bytes of the planned int8 activation buffers (the peak).
+    pub int8_planned_bytes: u64,
+    /// The same plan with f32 tensors.
+    pub f32_planned_bytes: u64,
+    /// int8 / f32 planned peak activation bytes.
+    pub activation_ratio: f64,
+    pub int8_buffers: usize,
+    /// Bytes of all int8 tensors if each had its own buffer.
+    pub int8_unplanned_bytes: u64,
+    /// Wall times of `GpuModel::run` (upload + one submit + wait + readback);
+    /// `gpu_median_s`: GPU time of the compute pass from timestamps.
+    pub timing: Timing,
+    /// Images/s from the wall time (upload and readback included).
+    pub images_per_s: f64,
+    /// Images/s from the GPU time of the compute pass alone.
+    pub gpu_images_per_s: Option<f64>,
+    /// f32 unfused conv chain time (GPU if timed, else wall) / this graph's
+    /// GPU time (wall if untimed): a conservative end-to-end ratio, since the
+    /// int8 graph also runs the pools, adds and ReLU6 the f32 chain skips.
+    pub speedup_vs_f32_unfused_chain: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RealNetwork {
+    /// Nodes of the quantized model (each one dispatch, or none for aliases).
+    pub nodes: usize,
+    pub calibration: String,
+    pub calibration_s: f64,
+    /// `GpuModel::weight_bytes`: int8 weights, epilogue constants and op tables.
+    pub weight_int8_bytes: u64,
+    /// f32 weights with BN folded (weights + bias per output channel).
+    pub weight_f32_bytes: u64,
+    pub weight_ratio: f64,
+    pub runs: Vec<RealRun>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NetworkResult {
+    pub name: String,
+    pub resolution: usize,
+    pub conv_layers: usize,
+    pub macs_per_image: u64,
+    pub weight_int8_bytes: u64,
+    pub weight_f32_bytes: u64,
+    pub weight_ratio: f64,
+    /// The real network built with `ModelBuilder`, calibrated, run by `GpuModel`.
+    pub real: RealNetwork,
+    pub layers: Vec<LayerResult>,
+    /// The bench's own liveness plan of the conv chain's graph (used to
+    /// place the conv-chain buffers; the real plan is in `real`).
+    pub conv_chain_memory: Vec<MemoryResult>,
+    /// Conv/linear layers only (no pool, add, ReLU6), int8 vs f32.
+    pub conv_chain: Vec<EndToEnd>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub adapter: AdapterJson,
+    pub timing_method: String,
+    pub quick: bool,
+    pub batches: Vec<usize>,
+    pub ceilings: Ceilings,
+    pub networks: Vec<NetworkResult>,
+    pub notes: Vec<String>,
+}
+
+fn desc(l: &BenchLayer, s: &[usize]) -> String {
+    let g = &l.geometry;
+    if l.linear {
+        return format!("linear {}->{}", g.in_channels, g.out_channels);
+    }
+    let dw = if g.groups > 1 && g.groups == g.in_channels {
+        " dw"
+    } else {
+        ""
+    };
+    format!(
+        "{}x{}{dw} {}->{} s{} @{}x{}",
+        g.kernel[0], g.kernel[1], g.in_channels, g.out_channels, g.stride[0], s[1], s[2]
+    )
+}
+
+/// Builds, calibrates and times the real network `name` at each batch.
+fn run_real(
+    ctx: &GpuContext,
+    cfg: &BenchConfig,
+    network: &Network,
+    log: &dyn Fn(&str),
+) -> Result<RealNetwork> {
+    let res = cfg.resolution;
+    let name = &network.name;
+    let net = network.float_network(0x7e57);
+    let mut rng = Lcg(0xca1b);
+    // Calibration runs the float network on the CPU: keep it cheap.
+    let (nb, bn) = if res <= 64 { (2, 2) } else { (1, 1) };
+    log(&format!(
+        "{name}: calibrating (MinMax, {nb} random batch(es) of {bn} at {res}x{res}, float on the CPU)"
+    ));
+    let t = std::time::Instant::now();
+    let calib: Vec<_> = (0..nb).map(|_| random_images(&mut rng, bn, res)).collect();
+    let model = net.builder.calibrate(&calib, ObserverKind::MinMax)?;
+    let calibration_s = t.elapsed().as_secs_f64();
+    let g = GpuModel::new(ctx, &model)?;
+    let weight_int8_bytes = g.weight_bytes();
+    let mut runs = vec![];
+    for &n in &cfg.batches {
+        log(&format!(
+            "{name} batch {n}: real network through GpuModel::run"
+        ));
+        let (x, shape) = random_images(&mut rng, n, res);
+        let input = [Value::F32 { data: x, shape }];
+        let timing = measure_model(ctx, &g, &input, cfg.e2e_opts())?;
+        let p = g.plan(ctx, n)?;
+        let nf = n as f64;
+        runs.push(RealRun {
+            batch: n,
+            int8_planned_bytes: p.peak_bytes,
+            f32_planned_bytes: p.f32_peak_bytes,
+            activation_ratio: p.peak_bytes as f64 / p.f32_peak_bytes as f64,
+            int8_buffers: p.buffers.len(),
+            int8_unplanned_bytes: p.total_bytes,
+            images_per_s: nf / timing.wall_median_s,
+            gpu_images_per_s: timing.gpu_median_s.map(|t| nf / t),
+            speedup_vs_f32_unfused_chain: None,
+            timing,
+        });
+    }
+    Ok(RealNetwork {
+        nodes: model.nodes.len(),
+        calibration: format!("MinMax, {nb} random batch(es) of {bn}"),
+        calibration_s,
+        weight_int8_bytes,
+        weight_f32_bytes: net.f32_weight_bytes,
+        weight_ratio: weight_int8_bytes as f64 / net.f32_weight_bytes as f64,
+        runs,
+    })
+}
+
+/// Runs everything the config asks for.
+pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
+    let log = |m: &str| {
+        if cfg.verbose {
+            eprintln!("[bench] {m}");
+        }
+    };
+    let r = ctx.report();
+    let ts = has_encoder_timestamps(ctx);
+    log(&format!("adapter: {r}"));
+    log("ceilings");
+    let ceilings = measure_ceilings(ctx, cfg.quick)?;
+    let ridge = ceilings.int8_ops_per_s / ceilings.copy_bytes_per_s;
+    let mut networks = vec![];
+    let mut rng = Lcg(0x5eed);
+    for name in cfg.networks.iter().filter(|n| !n.is_empty()) {
+        let net = match name.as_str() {
+            "resnet18" => resnet18(cfg.resolution),
+            "mobilenet_v2" => mobilenet_v2(cfg.resolution),
+            _ => {
+                return Err(Error::Unsupported(format!(
+                    "network {name:?} (known: resnet18, mobilenet_v2)"
+                )))
+            }
+        };
+        let real = run_real(ctx, cfg, &net, &log)?;
+        log(&format!("{}: building layers", net.name));
+        // Layers, one per conv step (weights differ per layer, as in a real net).
+        let mut layers: Vec<Option<BenchLayer>> = vec![];
+        for st in &net.steps {
+            layers.push(match &st.op {
+                Op::Conv { .. } => Some(build_layer(ctx, &st.op, &mut rng)?),
+                _ => None,
+            });
+        }
+        let convs: Vec<(usize, &BenchLayer)> = layers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.as_ref().map(|l| (i, l)))
+            .collect();
+        let macs_per_image: u64 = convs
+            .iter()
+            .map(|(i, l)| l.macs(1, &net.tensors[net.steps[*i].inputs[0]]))
+            .sum();
+        let weight_int8_bytes: u64 = convs.iter().map(|(_, l)| l.int8.gpu_weight_bytes()).sum();
+        let weight_f32_bytes: u64 = convs.iter().map(|(_, l)| 4 * l.f32.params as u64).sum();
+
+        // Unique shapes for the per-layer table.
+        let mut uniq: Vec<(usize, usize)> = vec![]; // (step index, count)
+        for &(i, l) in &convs {
+            let key = (desc(l, &net.tensors[net.steps[i].inputs[0]]), l.relu);
+            match uniq.iter_mut().find(|(j, _)| {
+                let lj = layers[*j].as_ref().unwrap();
+                (desc(lj, &net.tensors[net.steps[*j].inputs[0]]), lj.relu) == key
+            }) {
+                Some(u) => u.1 += 1,
+                None => uniq.push((i, 1)),
+            }
+        }
+
+        let mut results = vec![];
+        let mut memory = vec![];
+        let mut e2e = vec![];
+        for &n in &cfg.batches {
+            for &(i, count) in &uniq {
+                let l = layers[i].as_ref().unwrap();
+                let s = &net.tensors[net.steps[i].inputs[0]];
+                let in_shape = l.full_shape(n, s);
+                let out_shape = l.full_shape(n, &net.tensors[net.steps[i].output]);
+                log(&format!(
+                    "{} batch {n}: {} {}",
+                    net.name,
+                    l.name,
+                    desc(l, s)
+                ));
+                let x8 = GpuTensor::from_buffer(
+                    random_buffer(ctx, int8_bytes(&in_shape), false, &mut rng),
+                    &in_shape,
+                    l.int8.layer().input,
+                )?;
+                let y8 = random_buffer(ctx, int8_bytes(&out_shape), false, &mut rng);
+                let t8 = measure(ctx, cfg.layer_opts(), &mut |enc| {
+                    l.int8.encode(ctx, enc, &x8, &y8).map(|_| ())
+                })?;
+                drop((x8, y8));
+                let xf = random_buffer(ctx, f32_bytes(&in_shape), true, &mut rng);
+                let yf = random_buffer(ctx, f32_bytes(&out_shape), true, &mut rng);
+                let tu = measure(ctx, cfg.layer_opts(), &mut |enc| {
+                    l.f32
+                        .encode(ctx, enc, F32Mode::Unfused, &xf, &in_shape, &yf)
+                })?;
+                let tf = measure(ctx, cfg.layer_opts(), &mut |enc| {
+                    l.f32.encode(ctx, enc, F32Mode::Fused, &xf, &in_shape, &yf)
+                })?;
+                let ops = 2 * l.macs(n, s);
+                let bytes =
+                    int8_bytes(&in_shape) + int8_bytes(&out_shape) + l.int8.gpu_weight_bytes();
+                let intensity = ops as f64 / bytes as f64;
+                let ops_s = ops as f64 / t8.median_s;
+                let (bound, fraction) = if intensity >= ridge {
+                    ("compute", ops_s / ceilings.int8_ops_per_s)
+                } else {
+                    (
+                        "memory",
+                        bytes as f64 / t8.median_s / ceilings.copy_bytes_per_s,
+                    )
+                };
+                results.push(LayerResult {
+                    name: l.name.clone(),
+                    count,
+                    desc: desc(l, s),
+                    batch: n,
+                    input_shape: in_shape.clone(),
+                    int8_kernel: format!("{:?}", l.int8.variant()),
+                    ops,
+                    int8_bytes: bytes,
+                    int8_ops_per_s: ops_s,
+                    bound: bound.into(),
+                    fraction,
+                    f32_unfused_dispatches: l.f32.dispatches(F32Mode::Unfused),
+                    f32_flops_per_s: ops as f64 / tf.median_s,
+                    speedup_vs_unfused: tu.median_s / t8.median_s,
+                    speedup_vs_fused: tf.median_s / t8.median_s,
+                    int8: t8,
+                    f32_unfused: tu,
+                    f32_fused: tf,
+                });
+            }
+
+            // Memory plans and the end-to-end chains.
+            let p8 = plan(&net, n, &int8_bytes);
+            let pf = plan(&net, n, &f32_bytes);
+            memory.push(MemoryResult {
+                batch: n,
+                int8_planned_bytes: p8.planned_bytes,
+                f32_planned_bytes: pf.planned_bytes,
+                ratio: p8.planned_bytes as f64 / pf.planned_bytes as f64,
+                int8_max_live_bytes: p8.max_live_bytes,
+                f32_max_live_bytes: pf.max_live_bytes,
+                int8_buffers: p8.buffer_bytes.len(),
+            });
+            log(&format!("{} batch {n}: end to end", net.name));
+            let b8: Vec<wgpu::Buffer> = p8
+                .buffer_bytes
+                .iter()
+                .map(|&b| random_buffer(ctx, b, false, &mut rng))
+                .collect();
+            let bf: Vec<wgpu::Buffer> = pf
+                .buffer_bytes
+                .iter()
+                .map(|&b| random_buffer(ctx, b, true, &mut rng))
+                .collect();
+            let full = |t: usize| {
+                let mut v = vec![n];
+                v.extend_from_slice(&net.tensors[t]);
+                v
+            };
+            let t8 = measure(ctx, cfg.e2e_opts(), &mut |enc| {
+                for &(i, l) in &convs {
+                    let st = &net.steps[i];
+                    let x = GpuTensor::from_buffer(
+                        b8[p8.tensor_buffer[st.inputs[0]]].clone(),
+                        &full(st.inputs[0]),
+                        l.int8.layer().input,
+                    )?;
+                    l.int8
+                        .encode(ctx, enc, &x, &b8[p8.tensor_buffer[st.output]])?;
+                }
+                Ok(())
+            })?;
+            let f32_chain = |mode: F32Mode| {
+                measure(ctx, cfg.e2e_opts(), &mut |enc| {
+                    for &(i, l) in &convs {
+                        let st = &net.steps[i];
+                        l.f32.encode(
+                            ctx,
+                            enc,
+                            mode,
+                            &bf[pf.tensor_buffer[st.inputs[0]]],
+                            &full(st.inputs[0]),
+                            &bf[pf.tensor_buffer[st.output]],
+                        )?;
+                    }
+                    Ok(())
+                })
+            };
+            let tu = f32_chain(F32Mode::Unfused)?;
+            let tf = f32_chain(F32Mode::Fused)?;
+            let nf = n as f64;
+            e2e.push(EndToEnd {
+                batch: n,
+                int8_dispatches: convs
+                    .iter()
+                    .map(|&(i, l)| l.int8.dispatch_count(&full(net.steps[i].inputs[0])))
+                    .sum::<Result<usize>>()?,
+                f32_unfused_dispatches: convs
+                    .iter()
+                    .map(|(_, l)| l.f32.dispatches(F32Mode::Unfused))
+                    .sum(),
+                f32_fused_dispatches: convs.len(),
+                int8_images_per_s: nf / t8.median_s,
+                f32_unfused_images_per_s: nf / tu.median_s,
+                f32_fused_images_per_s: nf / tf.median_s,
+                int8_images_per_s_wall: nf / t8.wall_median_s,
+                f32_unfused_images_per_s_wall: nf / tu.wall_median_s,
+                f32_fused_images_per_s_wall: nf / tf.wall_median_s,
+                speedup_vs_unfused: tu.median_s / t8.median_s,
+                speedup_vs_fused: tf.median_s / t8.median_s,
+                int8: t8,
+                f32_unfused: tu,
+                f32_fused: tf,
+            });
+        }
+        networks.push(NetworkResult {
+            name: net.name.clone(),
+            resolution: net.resolution,
+            conv_layers: convs.len(),
+            macs_per_image,
+            weight_int8_bytes,
+            weight_f32_bytes,
+            weight_ratio: weight_int8_bytes as f64 / weight_f32_bytes as f64,
+            real: {
+                let mut real = real;
+                for r in &mut real.runs {
+                    if let Some(c) = e2e.iter().find(|e| e.batch == r.batch) {
+                        let t = r.timing.gpu_median_s.unwrap_or(r.timing.wall_median_s);
+                        r.speedup_vs_f32_unfused_chain = Some(c.f32_unfused.median_s / t);
+                    }
+                }
+                real
+            },
+            layers: results,
+            conv_chain_memory: memory,
+            conv_chain: e2e,
+        });
+    }
+    let notes = vec![
+        "Real end to end: the network built with ModelBuilder (random seeded weights, Conv+BN(+ReLU) fused), calibrated with MinMax observers on random images (the float network runs on the CPU), converted, and run by GpuModel::run: quantize, every conv/linear, max pool, residual adds, ReLU6 tables, average pool / mean, dequantize, one submit per inference. Wall time covers the f32 input upload, the run and the output readback; GPU time is from timestamps at the start and end of the compute pass.".into(),
+        "Planned peak activation bytes (real network): GpuModel::plan, i.e. qfuse::plan::plan on the quantized model: the sum of the reused activation buffers, int8 packed NHWC4 (1 byte per element, channels padded to 4) vs the same plan with f32 tensors.".into(),
+        "Conv chain: only the conv/linear layers (int8: one fused dispatch each, two for split-K; f32: Conv, BatchNorm, ReLU dispatches, or one fused dispatch), one command encoder and one submit per inference, on buffers from the bench's own liveness plan. The f32 baseline has no pool/add kernels, so the int8 vs f32 ratios come from this chain.".into(),
+        "Weight bytes: int8 = packed int8 weights + 12 bytes of epilogue constants per output channel as held on the GPU; f32 = BN-folded f32 weights + f32 bias.".into(),
+        "Ops: 2 x MACs for int8 and f32 alike. Int8 ceiling: a dot4I8Packed + accumulate counts 8 ops. Copy bandwidth counts bytes read + bytes written. A layer is memory-bound when its ops per byte (input + weights + output, int8) is below ceiling ops/s over copy bytes/s; its fraction is then of copy bandwidth.".into(),
+        "f32 baseline (qfuse-bench/shaders/conv2d_f32.wgsl): NHWC, one invocation per 4 output channels of one pixel, no tiling: the same effort as the int8 kernel of shaders/conv2d.wgsl. BatchNorm and ReLU run in place.".into(),
+    ];
+    Ok(Report {
+        adapter: AdapterJson {
+            name: r.name.clone(),
+            backend: r.backend.clone(),
+            device_type: r.device_type.clone(),
+            driver: r.driver.clone(),
+            packed_dot: r.packed_dot,
+            timestamps: r.timestamps,
+        },
+        timing_method: if ts {
+            "GPU timestamp queries (median)".into()
+        } else {
+            "wall clock: encode + submit + wait (median)".into()
+        },
+        quick: cfg.quick,
+        batches: cfg.batches.clone(),
+        ceilings,
+        networks,
+        notes,
+    })
+}

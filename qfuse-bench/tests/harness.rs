@@ -1,0 +1,72 @@
+//! The whole harness on the test adapter, as small as it goes (32x32, batch
+//! 1, the minimum run counts): every table gets filled, and what does not
+//! depend on timing is what the harness has always reported for these
+//! networks (node counts of the real networks, layer counts, planned bytes).
+
+use qfuse::GpuContext;
+use qfuse_bench::{run, BenchConfig};
+
+#[test]
+fn harness_runs_both_networks() {
+    let ctx = match GpuContext::new() {
+        Ok(ctx) => ctx,
+        Err(e) => panic!("this test needs a GPU adapter and found none: {e}"),
+    };
+    eprintln!("GPU adapter: {}", ctx.report());
+    let cfg = BenchConfig {
+        quick: true,
+        batches: vec![1],
+        resolution: 32,
+        networks: vec!["resnet18".into(), "mobilenet_v2".into()],
+        verbose: false,
+        budget_s: Some(0.0),
+    };
+    let t = std::time::Instant::now();
+    let r = run(&ctx, &cfg).expect("benchmark run");
+    eprintln!("harness took {:.1} s", t.elapsed().as_secs_f64());
+    let c = &r.ceilings;
+    for (what, v) in [
+        ("int8 ceiling", c.int8_ops_per_s),
+        ("f32 ceiling", c.f32_flops_per_s),
+        ("copy bandwidth", c.copy_bytes_per_s),
+    ] {
+        assert!(v.is_finite() && v > 0.0, "{what}: {v}");
+    }
+    // (name, real-network nodes, conv/linear layers, int8 / f32 planned
+    // conv-chain activation bytes at batch 1), as the harness reported them
+    // when it was part of the library.
+    let want = [
+        ("resnet18", 34, 21, 24576, 98304),
+        ("mobilenet_v2", 101, 53, 43008, 172032),
+    ];
+    assert_eq!(r.networks.len(), want.len());
+    for (net, &(name, nodes, convs, int8_b, f32_b)) in r.networks.iter().zip(&want) {
+        assert_eq!(net.name, name);
+        assert_eq!(net.real.nodes, nodes, "{name}: real network nodes");
+        assert_eq!(net.conv_layers, convs, "{name}: conv/linear layers");
+        assert_eq!(
+            net.layers.iter().map(|l| l.count).sum::<usize>(),
+            convs,
+            "{name}: the per-layer table covers every conv/linear layer"
+        );
+        let m = &net.conv_chain_memory[0];
+        assert_eq!(
+            (m.int8_planned_bytes, m.f32_planned_bytes),
+            (int8_b, f32_b),
+            "{name}: conv chain plan"
+        );
+        for l in &net.layers {
+            assert!(
+                l.speedup_vs_unfused.is_finite() && l.speedup_vs_unfused > 0.0,
+                "{name} {}: {}",
+                l.name,
+                l.speedup_vs_unfused
+            );
+        }
+        let run = &net.real.runs[0];
+        assert!(run.images_per_s > 0.0, "{name}: {}", run.images_per_s);
+        assert!(net.conv_chain[0].speedup_vs_unfused > 0.0);
+    }
+    let text = r.to_text();
+    assert!(text.contains("## Targets") && text.contains("end to end: the real network"));
+}
