@@ -42,3 +42,9 @@ pub fn by_name(name: &str) -> Result<Model> {
         ))),
     }
 }
+
+/// The README's code blocks, compiled and run as doctests (`cargo test
+/// --doc`), so that its first example stays a working program.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The crate as published builds and runs on its own: package it (`cargo
+# package`), unpack the .crate into a temporary folder, and there build the
+# library without default features (no clap, no indicatif), the binary and
+# every shipped example and bench, then run the digits example (it reads the
+# test images shipped with the crate) and the binary on the bundled model.
+# Run by .ci/run after tools/test.sh; needs an adapter like the GPU tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# Share the repository's build folder: only qfuse itself is rebuilt.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+rm -f "$CARGO_TARGET_DIR/package/qfuse-$version.crate"
+cargo package --allow-dirty --no-verify --quiet
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+tar -xzf "$CARGO_TARGET_DIR/package/qfuse-$version.crate" -C "$work"
+cd "$work/qfuse-$version"
+echo "tools/package_check.sh: the packaged crate holds $(find . -type f | wc -l) files"
+cargo build --release --locked --no-default-features --lib
+cargo build --release --locked --bins --examples --benches
+cargo run --release --locked --example digits
+cargo run --release --locked --bin qfuse -- run bundled:digits \
+  --input tests/data/digits/test_images.npy --output "$work/out.npy"
+echo "tools/package_check.sh: the packaged crate builds and runs"
