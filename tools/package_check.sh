@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The crate as published builds and runs on its own: package it (`cargo
-# package`), unpack the .crate into a temporary folder, and there build the
-# library without default features (no clap, no indicatif), the binary and
-# every shipped example and bench, then run the digits example (it reads the
-# test images shipped with the crate) and the binary on the bundled model.
+# package`), unpack the .crate into a temporary folder, and there check that
+# the library without default features depends on neither clap nor indicatif,
+# build the binary and every shipped example and bench, then run the digits
+# example (it reads the test images shipped with the crate) and the binary on
+# the bundled model. (Building the library without default features as well
+# would rebuild wgpu and every proc-macro crate, since clap's derive changes
+# syn's features: minutes of CI for what `cargo tree` shows.)
 # Run by .ci/run after tools/test.sh; needs an adapter like the GPU tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,9 +21,14 @@ trap 'rm -rf "$work"' EXIT
 tar -xzf "$CARGO_TARGET_DIR/package/qfuse-$version.crate" -C "$work"
 cd "$work/qfuse-$version"
 echo "tools/package_check.sh: the packaged crate holds $(find . -type f | wc -l) files"
-cargo build --release --locked --no-default-features --lib
+cli_deps=$(cargo tree --locked --no-default-features -e normal --prefix none \
+  | grep -E '^(clap|indicatif) ' || true)
+if [ -n "$cli_deps" ]; then
+  echo "tools/package_check.sh: the library without default features depends on: $cli_deps" >&2
+  exit 1
+fi
 cargo build --release --locked --bins --examples --benches
-cargo run --release --locked --example digits
-cargo run --release --locked --bin qfuse -- run bundled:digits \
+"$CARGO_TARGET_DIR/release/examples/digits"
+"$CARGO_TARGET_DIR/release/qfuse" run bundled:digits \
   --input tests/data/digits/test_images.npy --output "$work/out.npy"
 echo "tools/package_check.sh: the packaged crate builds and runs"
