@@ -27,6 +27,9 @@ if [ -n "$cli_deps" ]; then
   echo "tools/package_check.sh: the library without default features depends on: $cli_deps" >&2
   exit 1
 fi
+# Cargo would reuse qfuse's own artifacts built from the repository (same
+# sources, older times): build the unpacked crate's anew.
+cargo clean --release --locked -p qfuse --quiet
 cargo build --release --locked --bins --examples --benches
 "$CARGO_TARGET_DIR/release/examples/digits"
 "$CARGO_TARGET_DIR/release/qfuse" run bundled:digits \
