@@ -6,7 +6,8 @@
 //!
 //! MODEL is a model file's path, or `bundled:digits` for the model bundled
 //! with qfuse. (A bare `digits` also names the bundled model, with a note,
-//! when no file or folder of that name exists; when one does, it is a path.)
+//! when no file or folder of that name exists; when one does, it is a path.
+//! A file whose name starts with `bundled:` is `./bundled:...`.)
 //! Errors are one line on stderr (`qfuse: error: ...`, sometimes followed by a
 //! `qfuse: hint: ...` line) and a non-zero exit code.
 //!
@@ -421,11 +422,11 @@ fn adapters() -> CliResult<()> {
     let all = GpuContext::list_adapters()?;
     println!("adapters wgpu sees ({}):", all.len());
     for a in &all {
+        let driver = format!("{} {}", a.driver, a.driver_info);
         println!(
-            "  {} (driver {} {})",
+            "  {} (driver {})",
             GpuContext::describe_adapter(a),
-            a.driver,
-            a.driver_info
+            driver.trim()
         );
     }
     let ctx = GpuContext::new()?;
