@@ -194,6 +194,28 @@ pub fn plan(model: &Model, batch: usize) -> Result<MemoryPlan> {
     if batch == 0 {
         return Err(Error::shape("batch", "must be >= 1"));
     }
+    // Every size below is at most the sum of all tensors' f32 bytes: check
+    // once that it fits, so no size wraps.
+    let f32_sum = model
+        .inputs
+        .iter()
+        .map(|(_, i)| i)
+        .chain(model.nodes.iter().filter_map(|n| model.info(&n.name)))
+        .try_fold(0usize, |acc, i| {
+            i.numel()
+                .checked_mul(batch)?
+                .checked_mul(4)?
+                .checked_add(acc)
+        });
+    if f32_sum.is_none() {
+        return Err(Error::config(
+            "batch",
+            format!(
+                "batch {batch} makes the activations larger than {} bytes",
+                usize::MAX
+            ),
+        ));
+    }
     let place = placements(model)?;
     let steps = model.nodes.len() + 1;
     let mut life: HashMap<String, (usize, usize)> = HashMap::new();

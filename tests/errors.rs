@@ -284,3 +284,34 @@ fn split_k_rejects_bad_configs() {
         Ok(_) => panic!("split-K partials over the limit were allocated"),
     }
 }
+
+#[test]
+fn plan_sizes_never_wrap() {
+    let m = qfuse::bundled::digits_model().unwrap();
+    for batch in [usize::MAX, usize::MAX / 4 + 1, 1 << 60] {
+        let t = err_text(qfuse::plan::plan(&m, batch));
+        assert!(
+            t.contains(&format!("batch {batch} makes the activations larger than")),
+            "{t}"
+        );
+    }
+    // The largest batch whose sizes fit still plans, with exact sizes.
+    let p = qfuse::plan::plan(&m, 1 << 40).unwrap();
+    let one = qfuse::plan::plan(&m, 1).unwrap();
+    assert_eq!(p.peak_bytes, one.peak_bytes << 40);
+    assert!(err_text(qfuse::plan::plan(&m, 0)).contains("must be >= 1"));
+}
+
+#[test]
+fn bundled_models_by_name() {
+    assert!(qfuse::bundled::by_name("digits").is_ok());
+    let t = err_text(qfuse::bundled::by_name("nope"));
+    assert!(
+        t.contains("no bundled model named \"nope\"; the bundled models are: digits"),
+        "{t}"
+    );
+    let m = qfuse::bundled::digits_model().unwrap();
+    assert_eq!(m.inputs[0].1.shape, qfuse::bundled::DIGITS_INPUT_SHAPE);
+    let out = m.info(&m.outputs[0]).unwrap();
+    assert_eq!(out.shape, [qfuse::bundled::DIGITS_CLASSES]);
+}

@@ -190,11 +190,62 @@ impl std::fmt::Display for AdapterReport {
     }
 }
 
-/// How to get an adapter when there is none.
+/// How to get an adapter when wgpu finds none on any backend.
 pub const NO_ADAPTER_HELP: &str = "qfuse needs a GPU adapter (Vulkan, Metal, DX12 or GL). \
 On a machine without a GPU, install Mesa's software Vulkan driver (Debian/Ubuntu: \
-`sudo apt-get install mesa-vulkan-drivers`) or run `.ci/run`, which does. \
-WGPU_BACKEND (vulkan, metal, dx12, gl) and WGPU_ADAPTER_NAME choose among several.";
+`sudo apt-get install mesa-vulkan-drivers`; in qfuse's repository, `bash tools/test.sh` \
+installs it when no Vulkan driver is present).";
+
+/// How to choose among the adapters there are.
+pub const CHOOSE_ADAPTER_HELP: &str = "WGPU_BACKEND (vulkan, metal, dx12, gl; comma separated) \
+and WGPU_ADAPTER_NAME (part of an adapter's name, any case) choose among them; \
+`qfuse adapters` lists them.";
+
+/// The values `WGPU_BACKEND` may list (comma separated), with wgpu's aliases.
+const BACKEND_NAMES: &[(&[&str], wgpu::Backends)] = &[
+    (&["vulkan", "vk"], wgpu::Backends::VULKAN),
+    (&["metal", "mtl"], wgpu::Backends::METAL),
+    (&["dx12", "d3d12"], wgpu::Backends::DX12),
+    (&["gl", "gles", "opengl"], wgpu::Backends::GL),
+    (&["webgpu"], wgpu::Backends::BROWSER_WEBGPU),
+];
+
+/// See [`GpuContext::backends_from_env`].
+fn backends_from_env() -> Result<Option<wgpu::Backends>> {
+    let Ok(value) = std::env::var("WGPU_BACKEND") else {
+        return Ok(None);
+    };
+    let mut backends = wgpu::Backends::empty();
+    for item in value.split(',') {
+        let name = item.trim().to_lowercase();
+        let Some((_, b)) = BACKEND_NAMES
+            .iter()
+            .find(|(n, _)| n.contains(&name.as_str()))
+        else {
+            let valid: Vec<String> = BACKEND_NAMES
+                .iter()
+                .map(|(n, _)| match n {
+                    [one] => one.to_string(),
+                    [first, rest @ ..] => format!("{first} ({})", rest.join(", ")),
+                    [] => unreachable!(),
+                })
+                .collect();
+            return Err(Error::config(
+                "WGPU_BACKEND",
+                format!(
+                    "{item:?} (in WGPU_BACKEND={value:?}) is not a backend; valid values, comma separated: {}",
+                    valid.join(", ")
+                ),
+            ));
+        };
+        backends |= *b;
+    }
+    Ok(Some(backends))
+}
+
+fn describe_adapter(info: &wgpu::AdapterInfo) -> String {
+    format!("{} [{:?}, {:?}]", info.name, info.backend, info.device_type)
+}
 
 /// Owns the device, the queue and the compiled pipelines. Every GPU function
 /// of qfuse takes a `&GpuContext`; none creates a device of its own.
@@ -209,8 +260,40 @@ pub struct GpuContext {
     pipelines: Mutex<HashMap<(ModuleKey, String), wgpu::ComputePipeline>>,
 }
 
-fn instance() -> wgpu::Instance {
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+/// An instance on the backends `WGPU_BACKEND` allows (all when unset).
+fn instance() -> Result<wgpu::Instance> {
+    backends_from_env()?;
+    Ok(wgpu::Instance::new(
+        wgpu::InstanceDescriptor::new_without_display_handle_from_env(),
+    ))
+}
+
+/// Every adapter on every backend, described (for error messages).
+async fn every_adapter() -> Vec<String> {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = wgpu::Backends::all();
+    wgpu::Instance::new(desc)
+        .enumerate_adapters(wgpu::Backends::all())
+        .await
+        .iter()
+        .map(|a| describe_adapter(&a.get_info()))
+        .collect()
+}
+
+/// The error for "no adapter fits": the adapters there are (each with its
+/// backend) and how to choose one, or, when there is none at all, how to get one.
+async fn no_adapter(what: String) -> Error {
+    let all = every_adapter().await;
+    if all.is_empty() {
+        Error::NoAdapter(format!(
+            "{what}, and wgpu finds none on any backend. {NO_ADAPTER_HELP}"
+        ))
+    } else {
+        Error::NoAdapter(format!(
+            "{what}. The adapters wgpu finds: {}. {CHOOSE_ADAPTER_HELP}",
+            all.join("; ")
+        ))
+    }
 }
 
 impl GpuContext {
@@ -222,38 +305,67 @@ impl GpuContext {
 
     /// The async form of [`GpuContext::new`].
     pub async fn new_async() -> Result<Self> {
-        let instance = instance();
+        let instance = instance()?;
         let adapter = Self::choose_adapter(&instance).await?;
         Self::from_adapter(&instance, adapter).await
     }
 
-    /// Every adapter wgpu sees (on the backends `WGPU_BACKEND` allows).
-    pub fn list_adapters() -> Vec<wgpu::AdapterInfo> {
-        let instance = instance();
-        pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
-            .iter()
-            .map(|a| a.get_info())
-            .collect()
+    /// The backends `WGPU_BACKEND` allows: `None` when it is not set; an
+    /// error naming the value and the valid ones when it lists anything else
+    /// (wgpu itself would skip unknown names and, with none left, find no adapter).
+    pub fn backends_from_env() -> Result<Option<wgpu::Backends>> {
+        backends_from_env()
+    }
+
+    /// One adapter as error messages and `qfuse adapters` show it: name,
+    /// backend and device type (`llvmpipe (LLVM 15.0.6, 256 bits) [Vulkan, Cpu]`).
+    pub fn describe_adapter(info: &wgpu::AdapterInfo) -> String {
+        describe_adapter(info)
+    }
+
+    /// Every adapter wgpu sees (on the backends `WGPU_BACKEND` allows; an
+    /// error if it names something else).
+    pub fn list_adapters() -> Result<Vec<wgpu::AdapterInfo>> {
+        let instance = instance()?;
+        Ok(
+            pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+                .iter()
+                .map(|a| a.get_info())
+                .collect(),
+        )
     }
 
     async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+        let on = match std::env::var("WGPU_BACKEND") {
+            Ok(b) => format!(" on WGPU_BACKEND={b:?}"),
+            Err(_) => String::new(),
+        };
         if let Ok(want) = std::env::var("WGPU_ADAPTER_NAME") {
             let want_l = want.to_lowercase();
             let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
-            let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
-            return adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&want_l)).ok_or_else(|| {
-                Error::NoAdapter(format!("WGPU_ADAPTER_NAME={want:?} matches none of the adapters {names:?}. {NO_ADAPTER_HELP}"))
-            });
+            return match adapters
+                .into_iter()
+                .find(|a| a.get_info().name.to_lowercase().contains(&want_l))
+            {
+                Some(a) => Ok(a),
+                None => Err(no_adapter(format!(
+                    "WGPU_ADAPTER_NAME={want:?} matches no adapter{on}"
+                ))
+                .await),
+            };
         }
         let power_preference =
             wgpu::PowerPreference::from_env().unwrap_or(wgpu::PowerPreference::HighPerformance);
-        instance
+        match instance
             .request_adapter(&wgpu::RequestAdapterOptions {
                 power_preference,
                 ..Default::default()
             })
             .await
-            .map_err(|e| Error::NoAdapter(format!("{e}. {NO_ADAPTER_HELP}")))
+        {
+            Ok(a) => Ok(a),
+            Err(e) => Err(no_adapter(format!("no adapter{on} ({e})")).await),
+        }
     }
 
     /// Opens a device on a given adapter, asking for the adapter's own limits
