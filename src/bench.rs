@@ -958,7 +958,7 @@ impl F32Layer {
 
     fn params(&self, in_shape: &[usize]) -> Result<(F32Params, Vec<usize>)> {
         let g = &self.geometry;
-        let (n, c, h, w) = crate::gpu::layout::nchw(in_shape)?;
+        let (n, c, h, w) = crate::layout::nchw(in_shape)?;
         if g.out_channels % 4 != 0 {
             return Err(Error::config(
                 "f32 baseline",

@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::layer::{LayerKind, QLayer};
+use crate::layout::check_data_len;
 
 /// Exact i64 accumulators `acc[n][o][oy][ox] = Σ (x - x_zp) * w` of a conv2d
 /// over a quint8 NCHW input; padded positions hold the real value 0.
@@ -85,17 +86,6 @@ pub fn run_layer(layer: &QLayer, x: &[u8], shape: &[usize]) -> Result<(Vec<u8>, 
     Ok((y, out_shape))
 }
 
-pub(crate) fn check_data_len(len: usize, shape: &[usize]) -> Result<()> {
-    let want: usize = shape.iter().product();
-    if len != want {
-        return Err(Error::shape(
-            "input data",
-            format!("{len} elements for shape {shape:?} ({want} expected)"),
-        ));
-    }
-    Ok(())
-}
-
 /// A float conv2d (or linear, as a 1x1 conv of a 1x1 image) in plain f32
 /// loops, followed by the activation: the unquantized layer, for measuring
 /// how close the int8 layer comes. `weight` is `[O, C/groups, kh, kw]`.
@@ -108,7 +98,7 @@ pub fn float_conv2d(
     shape: &[usize],
 ) -> Result<(Vec<f32>, Vec<usize>)> {
     geom.validate()?;
-    let (n, c, h, w) = crate::gpu::layout::nchw(shape)?;
+    let (n, c, h, w) = crate::layout::nchw(shape)?;
     check_data_len(x.len(), shape)?;
     if c != geom.in_channels {
         return Err(Error::shape(

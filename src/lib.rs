@@ -6,6 +6,7 @@
 //! - [`quant`]: the quantization rules (qparams, observers, quantize, the epilogue).
 //! - [`layer`]: fusing float Conv+BN(+ReLU) and Linear(+ReLU) into int8 layers.
 //! - [`cpu`] and [`ops`]: the plain-loop CPU reference (the oracle).
+//! - [`layout`]: shapes and the NHWC4 GPU layout (shared by CPU and GPU).
 //! - [`model`]: whole networks, the model file, the CPU run; [`plan`]: the
 //!   activation memory plan; [`builder`]: calibration and conversion from
 //!   float layers; [`bundled`]: the digits model shipped with the crate.
@@ -33,6 +34,7 @@ pub mod cpu;
 pub mod error;
 pub mod gpu;
 pub mod layer;
+pub mod layout;
 pub mod model;
 pub mod npy;
 pub mod ops;

@@ -493,7 +493,7 @@ impl Model {
             }
             match (v, info.dtype) {
                 (Value::F32 { data, .. }, DType::F32) => {
-                    crate::cpu::check_data_len(data.len(), s)?;
+                    crate::layout::check_data_len(data.len(), s)?;
                     if let Some(i) = data.iter().position(|x| !x.is_finite()) {
                         return Err(Error::shape(
                             format!("model input {name:?}"),
@@ -502,7 +502,7 @@ impl Model {
                     }
                 }
                 (Value::Q { data, q, .. }, DType::QUInt8(want)) => {
-                    crate::cpu::check_data_len(data.len(), s)?;
+                    crate::layout::check_data_len(data.len(), s)?;
                     if *q != want {
                         return Err(Error::qparams(
                             format!("model input {name:?}"),

@@ -21,17 +21,7 @@ pub enum Placement {
     Host,
 }
 
-/// True when two per-sample shapes have the same NHWC4 layout.
-pub fn same_layout(a: &[usize], b: &[usize]) -> bool {
-    let chw = |s: &[usize]| match *s {
-        [c] => (c, 1, 1),
-        [c, h, w] => (c, h, w),
-        [c, h] => (c, h, 1),
-        _ => (0, 0, 0),
-    };
-    let (x, y) = (chw(a), chw(b));
-    x == y || (x.1 == 1 && x.2 == 1 && y.1 == 1 && y.2 == 1 && x.0 == y.0)
-}
+pub use crate::layout::same_layout;
 
 /// Placement of every tensor of the model (inputs and node outputs).
 pub fn placements(model: &Model) -> Result<HashMap<String, Placement>> {

@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use wgpu::util::DeviceExt;
 
-use super::{layout, ConvVariant, Dispatch, GpuContext, GpuLayer, Kernel};
+use super::{ConvVariant, Dispatch, GpuContext, GpuLayer, Kernel};
 use crate::error::{Error, Result};
 use crate::layer::QLayer;
+use crate::layout::{self, nchw4};
 use crate::model::{DType, Model, Op, TensorInfo, Value};
 use crate::ops::{self, AvgPath};
 use crate::plan::{self, MemoryPlan, Placement};
@@ -676,14 +677,6 @@ impl GpuModel {
             }
             Ok((outs, gpu_ns))
         })
-    }
-}
-
-/// A batched shape as the layout module sees it (`[N, C, H, W]` or `[N, K]`).
-fn nchw4(shape: &[usize]) -> Vec<usize> {
-    match *shape {
-        [n, c, h] => vec![n, c, h, 1],
-        _ => shape.to_vec(),
     }
 }
 
