@@ -73,13 +73,11 @@ pub fn run_layer(layer: &QLayer, x: &[u8], shape: &[usize]) -> Result<(Vec<u8>, 
     let mut y = Vec::with_capacity(acc.len());
     for (i, &a) in acc.iter().enumerate() {
         let oc = (i / spatial) % o;
-        let a32 = i32::try_from(a).map_err(|_| {
-            Error::config(
-                "accumulator",
-                format!(
-                    "output element {i} accumulates to {a}, outside i32 (PyTorch's accumulator)"
-                ),
-            )
+        let a32 = i32::try_from(a).map_err(|_| Error::Overflow {
+            what: "conv2d/linear".into(),
+            detail: format!(
+                "output element {i} accumulates to {a}, outside i32 (PyTorch's accumulator)"
+            ),
         })?;
         y.push(layer.epilogue.apply(oc, a32));
     }

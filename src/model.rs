@@ -28,6 +28,16 @@ pub struct TensorInfo {
     pub dtype: DType,
 }
 
+impl DType {
+    /// `"float32"` or `"quint8"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DType::F32 => "float32",
+            DType::QUInt8(_) => "quint8",
+        }
+    }
+}
+
 impl TensorInfo {
     pub fn qparams(&self) -> Option<QParams> {
         match self.dtype {
@@ -127,6 +137,13 @@ pub enum Value {
 }
 
 impl Value {
+    /// `"float32"` or `"quint8"`.
+    pub fn dtype_name(&self) -> &'static str {
+        match self {
+            Value::F32 { .. } => "float32",
+            Value::Q { .. } => "quint8",
+        }
+    }
     pub fn shape(&self) -> &[usize] {
         match self {
             Value::F32 { shape, .. } | Value::Q { shape, .. } => shape,
@@ -495,10 +512,11 @@ impl Model {
                 (Value::F32 { data, .. }, DType::F32) => {
                     crate::layout::check_data_len(data.len(), s)?;
                     if let Some(i) = data.iter().position(|x| !x.is_finite()) {
-                        return Err(Error::shape(
-                            format!("model input {name:?}"),
-                            format!("element {i} is {} (not finite)", data[i]),
-                        ));
+                        return Err(Error::NonFinite {
+                            what: format!("model input {name:?}"),
+                            index: i,
+                            value: data[i],
+                        });
                     }
                 }
                 (Value::Q { data, q, .. }, DType::QUInt8(want)) => {
@@ -510,10 +528,14 @@ impl Model {
                         ));
                     }
                 }
-                _ => {
-                    return Err(Error::shape(
+                (v, _) => {
+                    return Err(Error::dtype(
                         format!("model input {name:?}"),
-                        "wrong dtype (float32 vs quint8)",
+                        format!(
+                            "got {}, the model takes {}",
+                            v.dtype_name(),
+                            info.dtype.name()
+                        ),
                     ))
                 }
             }
@@ -877,9 +899,9 @@ impl Model {
             path: p.display().to_string(),
             source,
         })?;
-        Self::from_bytes(&bytes).map_err(|e| match e {
-            Error::Model(m) => Error::Model(format!("{}: {m}", p.display())),
-            e => e,
+        Self::from_bytes(&bytes).map_err(|e| Error::File {
+            path: p.display().to_string(),
+            source: Box::new(e),
         })
     }
 

@@ -617,7 +617,7 @@ impl GpuModel {
                         0,
                         bytemuck::cast_slice(&layout::pack(data, &nchw4(shape))?),
                     ),
-                    _ => return Err(Error::shape("model input", "wrong dtype")),
+                    _ => return Err(Error::dtype("model input", "float32 vs quint8")),
                 }
             }
             let mut enc = ctx
