@@ -1472,7 +1472,7 @@ fn run_real(
         });
     }
     Ok(RealNetwork {
-        nodes: model.nodes.len(),
+        nodes: model.nodes().len(),
         calibration: format!("MinMax, {nb} random batch(es) of {bn}"),
         calibration_s,
         weight_int8_bytes,

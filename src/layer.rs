@@ -357,6 +357,37 @@ impl QLayer {
         )
     }
 
+    /// The output bytes the epilogue clamps to, `(lo, hi)`: the fused
+    /// activation's bounds, or narrower where a standalone clamp (relu6,
+    /// hardtanh) was folded in ([`crate::model::fuse_activations`]).
+    pub fn clamp(&self) -> (i32, i32) {
+        (self.epilogue.lo, self.epilogue.hi)
+    }
+
+    /// The clamp the layer's activation alone gives: `(zp_out, 255)` for
+    /// ReLU, `(0, 255)` for none.
+    pub fn activation_clamp(&self) -> (i32, i32) {
+        (
+            crate::ops::conv::activation_lo(self.activation, self.output.zero_point),
+            255,
+        )
+    }
+
+    /// The same layer with its output clamped to the bytes `[lo, hi]`
+    /// (replacing the activation's bounds): what folding a relu6 or hardtanh
+    /// into the epilogue gives. Needs `0 <= lo <= hi <= 255`.
+    pub fn with_clamp(&self, lo: i32, hi: i32) -> Result<QLayer> {
+        if !(0 <= lo && lo <= hi && hi <= 255) {
+            return Err(Error::config(
+                "clamp",
+                format!("[{lo}, {hi}] must satisfy 0 <= lo <= hi <= 255"),
+            ));
+        }
+        let mut l = self.clone();
+        (l.epilogue.lo, l.epilogue.hi) = (lo, hi);
+        Ok(l)
+    }
+
     /// Output shape `[N, O, OH, OW]` (or `[N, O]` for linear) for an input shape,
     /// checking that the input fits the layer.
     pub fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {

@@ -273,7 +273,7 @@ fn folding_relu6_into_conv_epilogues_changes_no_bit() {
             .calibrate(&[batch(&mut rng, 2)], ObserverKind::MinMax)
             .unwrap();
         let fused = qfuse::model::fuse_activations(&model).unwrap();
-        let count = |m: &Model, op: &str| m.nodes.iter().filter(|n| n.op.name() == op).count();
+        let count = |m: &Model, op: &str| m.nodes().iter().filter(|n| n.op.name() == op).count();
         assert!(count(&model, "relu6") >= 6);
         assert_eq!(
             count(&fused, "relu6"),

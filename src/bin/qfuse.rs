@@ -73,13 +73,13 @@ fn info(model: &str, batch: usize) -> qfuse::Result<()> {
     let m = load(model)?;
     println!(
         "model {model}: engine {}, {} nodes",
-        m.engine.name(),
-        m.nodes.len()
+        m.engine().name(),
+        m.nodes().len()
     );
-    for (name, i) in &m.inputs {
+    for (name, i) in m.inputs() {
         println!("  input  {name:<24} {:?} {}", i.shape, dtype(&i.dtype));
     }
-    for n in &m.nodes {
+    for n in m.nodes() {
         let i = m.info(&n.name).expect("validated");
         let extra = match &n.op {
             Op::Conv2d(l) => {
@@ -107,7 +107,7 @@ fn info(model: &str, batch: usize) -> qfuse::Result<()> {
             dtype(&i.dtype)
         );
     }
-    println!("  outputs: {}", m.outputs.join(", "));
+    println!("  outputs: {}", m.outputs().join(", "));
     let (wi, wf) = m.weight_bytes();
     println!(
         "weights: int8 {} vs f32 {} ({:.3}x)",
@@ -136,11 +136,11 @@ fn dtype(d: &DType) -> String {
 
 fn run(model: &str, input: &str, output: &str, cpu: bool) -> qfuse::Result<()> {
     let m = load(model)?;
-    if m.inputs.len() != 1 || m.outputs.len() != 1 {
+    if m.inputs().len() != 1 || m.outputs().len() != 1 {
         return Err(qfuse::Error::Unsupported(format!(
             "`qfuse run` takes models with one input and one output; this one has {} and {}",
-            m.inputs.len(),
-            m.outputs.len()
+            m.inputs().len(),
+            m.outputs().len()
         )));
     }
     let (data, shape) = qfuse::npy::read_f32(input)?;
