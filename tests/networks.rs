@@ -158,7 +158,7 @@ fn check_net(name: &str, build: fn(Requant, u64) -> ModelBuilder) {
         let g = GpuModel::new(&ctx, &model).unwrap();
         // Split-K (two dispatches per layer) on every one-group conv/linear.
         let split = GpuModel::with_variants(&ctx, &model, &|l| {
-            if l.geometry.groups == 1 {
+            if l.geometry().groups == 1 {
                 ConvVariant::SplitK {
                     splits: Some(3),
                     tiles: None,

@@ -83,7 +83,7 @@ fn info(model: &str, batch: usize) -> qfuse::Result<()> {
         let i = m.info(&n.name).expect("validated");
         let extra = match &n.op {
             Op::Conv2d(l) => {
-                let g = &l.geometry;
+                let g = l.geometry();
                 format!(
                     " k{:?} s{:?} p{:?} d{:?} g{} {} {}",
                     g.kernel,
@@ -91,11 +91,11 @@ fn info(model: &str, batch: usize) -> qfuse::Result<()> {
                     g.padding,
                     g.dilation,
                     g.groups,
-                    l.activation.name(),
-                    l.requant.name()
+                    l.activation().name(),
+                    l.requant().name()
                 )
             }
-            Op::Linear(l) => format!(" {} {}", l.activation.name(), l.requant.name()),
+            Op::Linear(l) => format!(" {} {}", l.activation().name(), l.requant().name()),
             _ => String::new(),
         };
         println!(
