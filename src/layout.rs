@@ -31,6 +31,12 @@ pub fn chw(shape: &[usize]) -> (usize, usize, usize) {
     }
 }
 
+/// [`chw`] as u32 (kernel uniforms).
+pub fn chw_u32(shape: &[usize]) -> (u32, u32, u32) {
+    let (c, h, w) = chw(shape);
+    (c as u32, h as u32, w as u32)
+}
+
 /// True when two per-sample shapes have the same NHWC4 layout (so a reshape
 /// between them moves no byte).
 pub fn same_layout(a: &[usize], b: &[usize]) -> bool {

@@ -269,6 +269,13 @@ fn clamp_attribute_is_checked() {
         let e = err_of(&b);
         assert!(e.contains("conv2") && e.contains(needle), "{clamp}: {e}");
     }
+    // A version 1 file cannot carry one (a version 1 reader would ignore it).
+    let b = rewrite(
+        &digits_bytes(),
+        |h| node(h, "conv2")["clamp"] = json!([0, 7]),
+        |_| {},
+    );
+    assert!(err_of(&b).contains("needs format_version 2"));
     // A valid clamp loads, narrows the outputs, and is written back.
     let b = rewrite(
         &digits_bytes(),

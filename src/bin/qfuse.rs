@@ -98,6 +98,12 @@ fn info(model: &str, batch: usize) -> qfuse::Result<()> {
             Op::Linear(l) => format!(" {} {}", l.activation().name(), l.requant().name()),
             _ => String::new(),
         };
+        let extra = match &n.op {
+            Op::Conv2d(l) | Op::Linear(l) if l.clamp() != l.activation_clamp() => {
+                format!("{extra} clamp {:?}", l.clamp())
+            }
+            _ => extra,
+        };
         println!(
             "  {:<20} {:<24} <- {:<30} {:?} {}{extra}",
             n.op.name(),

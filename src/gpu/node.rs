@@ -85,8 +85,7 @@ impl GpuIo<'_> {
 
 /// `(c, h, w)` of one sample's info, as u32.
 pub(crate) fn chw(info: &TensorInfo) -> (u32, u32, u32) {
-    let (c, h, w) = crate::layout::chw(&info.shape);
-    (c as u32, h as u32, w as u32)
+    crate::layout::chw_u32(&info.shape)
 }
 
 /// A read-only storage buffer holding `bytes`.

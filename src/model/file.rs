@@ -77,6 +77,7 @@ impl Model {
                 "format_version {version} is not supported: this qfuse reads version {MIN_FORMAT_VERSION} to version {FORMAT_VERSION}"
             )));
         }
+        let version = version.as_u64().expect("checked");
         let engine = Requant::parse(top("engine")?.as_str().unwrap_or("?"))
             .map_err(|e| Error::Model(format!("\"engine\": {e}")))?;
         let inputs = parse_inputs(top("inputs")?)?;
@@ -117,7 +118,7 @@ impl Model {
         let mut nodes = Vec::with_capacity(heads.len());
         for idx in order {
             let (a, name, ins) = &heads[idx];
-            let node = parse_node(a, name, ins, &infos, engine, &tensors)?;
+            let node = parse_node(a, name, ins, &infos, (version, engine), &tensors)?;
             let ins_info: Vec<&TensorInfo> = ins.iter().map(|i| &infos[i]).collect();
             let info = infer_node(&node, &ins_info, engine)?;
             infos.insert(node.name.clone(), info);
@@ -254,7 +255,7 @@ fn parse_node(
     name: &str,
     ins: &[String],
     infos: &HashMap<String, TensorInfo>,
-    engine: Requant,
+    (version, engine): (u64, Requant),
     tensors: &Tensors<'_>,
 ) -> Result<Node> {
     let op_name = a
@@ -294,6 +295,7 @@ fn parse_node(
     let attrs = Attrs { map: a };
     let cx = ParseCx {
         node: name,
+        version,
         engine,
         inputs: inputs.clone(),
         tensors,

@@ -357,6 +357,8 @@ impl Tensors<'_> {
 /// What a parser may look at besides the node's attributes.
 pub(crate) struct ParseCx<'a> {
     pub node: &'a str,
+    /// The file's format version.
+    pub version: u64,
     pub engine: Requant,
     /// Infos of the node's inputs (in order; parsing follows the graph).
     pub inputs: Vec<&'a TensorInfo>,

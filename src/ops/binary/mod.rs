@@ -70,7 +70,7 @@ impl<'a> OpKind<'a> for Add {
     }
     fn lower(&self, sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
         let (qa, qb, qo) = (sig.q_in(0)?, sig.q_in(1)?, self.out);
-        let (c, h, w) = crate::gpu::node::chw(sig.inputs[0]);
+        let (c, h, w) = crate::layout::chw_u32(&sig.inputs[0].shape);
         let mut p = AddParams {
             c,
             h,

@@ -183,6 +183,11 @@ fn parse_layer(kind: LayerKind, a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
     let w: Vec<i8> = w.into_iter().map(|b| b as i8).collect();
     let mut l = QLayer::from_pytorch(kind, geom, w, scales, &zps, bias, q_in, out, act, rule)?;
     if let Some(v) = a.opt("clamp") {
+        if cx.version < 2 {
+            return Err(Error::Model(
+                "\"clamp\" needs format_version 2 (a version 1 reader would ignore it)".into(),
+            ));
+        }
         let pair = v
             .as_array()
             .filter(|c| c.len() == 2)

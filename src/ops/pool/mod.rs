@@ -379,8 +379,8 @@ pub(crate) struct PoolLowered {
 }
 
 fn lower(engine: Requant, op: &PoolOp, x: &TensorInfo, out: &TensorInfo) -> Result<PoolLowered> {
-    let (c, h, w) = crate::gpu::node::chw(x);
-    let (_, oh, ow) = crate::gpu::node::chw(out);
+    let (c, h, w) = crate::layout::chw_u32(&x.shape);
+    let (_, oh, ow) = crate::layout::chw_u32(&out.shape);
     let q = quantized(x)?;
     let mut p = PoolParams {
         c,
