@@ -5,7 +5,7 @@
 //! constants, and, in its `gpu.rs`, the GPU side that uploads them and
 //! records the dispatches. [`crate::model`] (validation, the CPU run, the
 //! file) and [`crate::gpu::GpuModel`] are generic drivers over that
-//! interface ([`OpKind`], [`Lowered`], [`crate::gpu::node`]).
+//! interface (`OpKind`, `Lowered`, and `gpu::node`'s `Upload` and `GpuNode`).
 //!
 //! | module | ops |
 //! | --- | --- |
@@ -17,7 +17,7 @@
 //! | [`shape`] | `flatten`, `reshape`, `cat` |
 //!
 //! Registration is in this file: the [`Op`] variant, its arm in
-//! [`Op::kind`], and the family's [`FileOp`] table in [`FILE_OPS`].
+//! `Op::kind`, and the family's `FileOp` table in `FILE_OPS`.
 //!
 //! The scalar rules shared by several ops (PyTorch's two dequantizes, the
 //! quantize rule, ATen's vector/scalar split) are here too; each op's rules
