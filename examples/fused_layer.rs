@@ -91,7 +91,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("layer: Conv2d({cin}, {cout}, 3x3, padding 1) + BatchNorm2d + ReLU, fused; input {shape:?} -> {out_shape:?}");
     println!(
         "qparams: input {in_q:?}, output {out_q:?}, {} per-channel weight scales",
-        layer.weight_scale.len()
+        layer.weight_scale().len()
     );
     println!(
         "GPU vs CPU reference: {same} of {} outputs equal bit for bit",

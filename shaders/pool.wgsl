@@ -1,5 +1,6 @@
 // Pooling on quint8 NHWC4 tensors, with PyTorch's quantized rounding (see
-// tests/data/ops/README.md and src/ops.rs). MODE: 0 max_pool2d, 1 avg_pool2d,
+// tests/data/ops/README.md and src/ops/pool/mod.rs, whose CPU loop reads the
+// same uniforms and table). MODE: 0 max_pool2d, 1 avg_pool2d,
 // 2 adaptive_avg_pool2d, 3 mean over H and W. Divisions by data-dependent
 // window sizes come from host tables (`tab`), never from WGSL's `/` on f32.
 
@@ -13,7 +14,7 @@ struct Params {
     qnnpack_mean: u32, opaque: u32, pad0: u32, pad1: u32,
 }
 
-// AvgPath in src/ops.rs
+// AvgPath in src/ops/pool/mod.rs
 const QNNPACK: u32 = 0u;
 const NHWC: u32 = 1u;
 const NCHW: u32 = 2u;

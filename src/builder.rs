@@ -406,7 +406,7 @@ impl ModelBuilder {
                 format!("{shape:?} does not match [N, {:?}]", self.input.1),
             ));
         }
-        crate::cpu::check_data_len(x.len(), shape)?;
+        crate::layout::check_data_len(x.len(), shape)?;
         env.insert(self.input.0.clone(), (x.to_vec(), shape.to_vec()));
         for (name, op, inputs) in &self.nodes {
             let get = |i: usize| -> Result<&FTensor> {

@@ -39,9 +39,46 @@ pub enum Error {
     #[error("GPU error: {0}")]
     Gpu(String),
 
-    /// A model file or tensor file could not be read or is invalid.
+    /// A tensor has the wrong element type for what reads it (float32 where
+    /// quint8 is needed, or the other way round).
+    #[error("dtype mismatch in {what}: {detail}")]
+    DType { what: String, detail: String },
+
+    /// A float value that must be finite is not (a NaN or an infinity in a
+    /// model input).
+    #[error("{what}: element {index} is {value} (not finite)")]
+    NonFinite {
+        what: String,
+        index: usize,
+        value: f32,
+    },
+
+    /// An exact integer accumulator left the range of the type that holds
+    /// it (PyTorch's i32 accumulator of a conv/linear).
+    #[error("accumulator overflow in {what}: {detail}")]
+    Overflow { what: String, detail: String },
+
+    /// A model file or graph is invalid as a whole (its header, names,
+    /// references, cycles, tensors that belong to no node).
     #[error("bad model file: {0}")]
     Model(String),
+
+    /// One node of a graph is invalid or failed; `source` is the typed cause.
+    #[error("node {node:?} ({op}): {source}")]
+    Node {
+        node: String,
+        op: String,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// An error while reading or writing the model file at `path`.
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: Box<Error>,
+    },
 
     /// An I/O error, with the path it happened on.
     #[error("{path}: {source}")]
@@ -56,6 +93,32 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The innermost error, past the [`Error::File`] and [`Error::Node`]
+    /// wrappers that say where it happened.
+    pub fn root_cause(&self) -> &Error {
+        match self {
+            Error::Node { source, .. } | Error::File { source, .. } => source.root_cause(),
+            e => e,
+        }
+    }
+    /// Wraps an error as happening in node `node` (op `op`); an error that
+    /// already names a node is kept as is.
+    pub(crate) fn in_node(self, node: &str, op: &str) -> Self {
+        match self {
+            e @ Error::Node { .. } => e,
+            e => Error::Node {
+                node: node.to_string(),
+                op: op.to_string(),
+                source: Box::new(e),
+            },
+        }
+    }
+    pub(crate) fn dtype(what: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::DType {
+            what: what.into(),
+            detail: detail.into(),
+        }
+    }
     pub(crate) fn shape(what: impl Into<String>, detail: impl Into<String>) -> Self {
         Error::Shape {
             what: what.into(),

@@ -265,22 +265,65 @@ pub enum LayerKind {
 
 /// A fused, quantized conv2d or linear layer: int8 weights (zero point 0),
 /// the float bias and qparams it was made from, and its epilogue.
+///
+/// The parts are read through accessors: the epilogue is computed from the
+/// others when the layer is built ([`QLayer::new`]), so they cannot be
+/// changed on their own.
 #[derive(Clone, Debug)]
 pub struct QLayer {
-    pub kind: LayerKind,
-    pub geometry: Conv2dGeometry,
-    /// PyTorch's layout: `[O, C/groups, kh, kw]` or `[O, K]`.
-    pub weight: Vec<i8>,
-    pub weight_scale: Vec<f32>,
-    pub bias: Vec<f32>,
-    pub input: QParams,
-    pub output: QParams,
-    pub activation: Activation,
-    pub requant: Requant,
-    pub epilogue: Epilogue,
+    pub(crate) kind: LayerKind,
+    pub(crate) geometry: Conv2dGeometry,
+    pub(crate) weight: Vec<i8>,
+    pub(crate) weight_scale: Vec<f32>,
+    pub(crate) bias: Vec<f32>,
+    pub(crate) input: QParams,
+    pub(crate) output: QParams,
+    pub(crate) activation: Activation,
+    pub(crate) requant: Requant,
+    pub(crate) epilogue: Epilogue,
 }
 
 impl QLayer {
+    /// Conv2d or linear.
+    pub fn kind(&self) -> LayerKind {
+        self.kind
+    }
+    pub fn geometry(&self) -> &Conv2dGeometry {
+        &self.geometry
+    }
+    /// The int8 weights in PyTorch's layout: `[O, C/groups, kh, kw]` or `[O, K]`.
+    pub fn weight(&self) -> &[i8] {
+        &self.weight
+    }
+    /// Per output channel weight scales (per-tensor weights repeat one value).
+    pub fn weight_scale(&self) -> &[f32] {
+        &self.weight_scale
+    }
+    /// The float bias (zeros if the layer has none).
+    pub fn bias(&self) -> &[f32] {
+        &self.bias
+    }
+    /// The input qparams the layer was quantized for.
+    pub fn input(&self) -> QParams {
+        self.input
+    }
+    /// The output qparams.
+    pub fn output(&self) -> QParams {
+        self.output
+    }
+    /// The fused activation.
+    pub fn activation(&self) -> Activation {
+        self.activation
+    }
+    /// The requantization rule (the engine's).
+    pub fn requant(&self) -> Requant {
+        self.requant
+    }
+    /// The requantization epilogue (the lowered constants).
+    pub fn epilogue(&self) -> &Epilogue {
+        &self.epilogue
+    }
+
     /// Builds and validates a layer from quantized parts (as stored by PyTorch).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -355,6 +398,37 @@ impl QLayer {
             activation,
             requant,
         )
+    }
+
+    /// The output bytes the epilogue clamps to, `(lo, hi)`: the fused
+    /// activation's bounds, or narrower where a standalone clamp (relu6,
+    /// hardtanh) was folded in ([`crate::model::fuse_activations`]).
+    pub fn clamp(&self) -> (i32, i32) {
+        (self.epilogue.lo, self.epilogue.hi)
+    }
+
+    /// The clamp the layer's activation alone gives: `(zp_out, 255)` for
+    /// ReLU, `(0, 255)` for none.
+    pub fn activation_clamp(&self) -> (i32, i32) {
+        (
+            crate::ops::conv::activation_lo(self.activation, self.output.zero_point),
+            255,
+        )
+    }
+
+    /// The same layer with its output clamped to the bytes `[lo, hi]`
+    /// (replacing the activation's bounds): what folding a relu6 or hardtanh
+    /// into the epilogue gives. Needs `0 <= lo <= hi <= 255`.
+    pub fn with_clamp(&self, lo: i32, hi: i32) -> Result<QLayer> {
+        if !(0 <= lo && lo <= hi && hi <= 255) {
+            return Err(Error::config(
+                "clamp",
+                format!("[{lo}, {hi}] must satisfy 0 <= lo <= hi <= 255"),
+            ));
+        }
+        let mut l = self.clone();
+        (l.epilogue.lo, l.epilogue.hi) = (lo, hi);
+        Ok(l)
     }
 
     /// Output shape `[N, O, OH, OW]` (or `[N, O]` for linear) for an input shape,

@@ -5,10 +5,14 @@
 //!
 //! - [`quant`]: the quantization rules (qparams, observers, quantize, the epilogue).
 //! - [`layer`]: fusing float Conv+BN(+ReLU) and Linear(+ReLU) into int8 layers.
-//! - [`cpu`] and [`ops`]: the plain-loop CPU reference (the oracle).
-//! - [`model`]: whole networks, the model file, the CPU run; [`plan`]: the
-//!   activation memory plan; [`builder`]: calibration and conversion from
-//!   float layers; [`bundled`]: the digits model shipped with the crate.
+//! - [`ops`]: one module per op family (attributes and file form, shape
+//!   inference, constants lowered once, the CPU reference loop, the GPU
+//!   side); [`cpu`]: the conv/linear reference on its own (the oracle).
+//! - [`layout`]: shapes and the NHWC4 GPU layout (shared by CPU and GPU).
+//! - [`model`]: whole networks (validation, the CPU run, fusion), the model
+//!   file; [`plan`]: the activation memory plan; [`builder`]: calibration and
+//!   conversion from float layers; [`bundled`]: the digits model shipped
+//!   with the crate.
 //! - [`gpu`]: the context (device, queue, pipeline cache), GPU tensors, fused
 //!   layers and whole models on the GPU.
 //! - [`npy`]: `.npy` input and output.
@@ -30,6 +34,7 @@ pub mod cpu;
 pub mod error;
 pub mod gpu;
 pub mod layer;
+pub mod layout;
 pub mod model;
 pub mod npy;
 pub mod ops;

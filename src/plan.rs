@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
-use crate::model::{DType, Model, Op, TensorInfo};
+use crate::model::{DType, Model, TensorInfo};
+use crate::ops::Storage;
 
 /// Where a tensor of the graph lives on the GPU.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,66 +22,86 @@ pub enum Placement {
     Host,
 }
 
-/// True when two per-sample shapes have the same NHWC4 layout.
-pub fn same_layout(a: &[usize], b: &[usize]) -> bool {
-    let chw = |s: &[usize]| match *s {
-        [c] => (c, 1, 1),
-        [c, h, w] => (c, h, w),
-        [c, h] => (c, h, 1),
-        _ => (0, 0, 0),
-    };
-    let (x, y) = (chw(a), chw(b));
-    x == y || (x.1 == 1 && x.2 == 1 && y.1 == 1 && y.2 == 1 && x.0 == y.0)
+pub use crate::layout::same_layout;
+
+/// Where every tensor of a model lives on the GPU, and the storage root of
+/// each (computed once, in topological order: following an alias or a
+/// host-side dequantize is a lookup, not a walk).
+#[derive(Clone, Debug)]
+pub struct Placements {
+    place: HashMap<String, Placement>,
+    root: HashMap<String, String>,
+}
+
+impl Placements {
+    /// Placement of every tensor of the model (inputs and node outputs), as
+    /// each op declares it.
+    pub fn new(model: &Model) -> Result<Self> {
+        let mut place = HashMap::with_capacity(model.nodes().len() + model.inputs().len());
+        let mut root: HashMap<String, String> = HashMap::with_capacity(place.capacity());
+        for (name, info) in model.inputs() {
+            place.insert(
+                name.clone(),
+                if info.dtype == DType::F32 {
+                    Placement::Host
+                } else {
+                    Placement::Buffer
+                },
+            );
+            root.insert(name.clone(), name.clone());
+        }
+        for n in model.nodes() {
+            let kind = n.op.kind();
+            let ins: Vec<&TensorInfo> = n
+                .inputs
+                .iter()
+                .map(|i| model.info(i).expect("validated"))
+                .collect();
+            let out = model.info(&n.name).expect("validated");
+            for i in &n.inputs {
+                let from_host_op = place.get(i) == Some(&Placement::Host)
+                    && !model.inputs().iter().any(|(m, _)| m == i);
+                if from_host_op && !kind.reads_dequantized() {
+                    return Err(Error::Unsupported(format!(
+                        "node {i:?}: a dequantize feeding {:?} (on the GPU a dequantize must be a model output or feed a quantize)",
+                        kind.name()
+                    )));
+                }
+            }
+            let (p, r) = match kind.storage(&ins, out) {
+                Storage::Buffer => (Placement::Buffer, n.name.clone()),
+                Storage::Alias => (
+                    Placement::Alias(n.inputs[0].clone()),
+                    root[&n.inputs[0]].clone(),
+                ),
+                Storage::Host => (Placement::Host, root[&n.inputs[0]].clone()),
+            };
+            place.insert(n.name.clone(), p);
+            root.insert(n.name.clone(), r);
+        }
+        Ok(Placements { place, root })
+    }
+
+    /// The placement of tensor `name`.
+    pub fn get(&self, name: &str) -> Option<&Placement> {
+        self.place.get(name)
+    }
+
+    /// The storage root of a tensor: following aliases and host-side
+    /// dequantizes to the tensor whose buffer holds its bytes.
+    pub fn root<'a>(&'a self, name: &'a str) -> &'a str {
+        self.root.get(name).map_or(name, |r| r.as_str())
+    }
+
+    /// Every tensor's placement.
+    pub fn map(&self) -> &HashMap<String, Placement> {
+        &self.place
+    }
 }
 
 /// Placement of every tensor of the model (inputs and node outputs).
 pub fn placements(model: &Model) -> Result<HashMap<String, Placement>> {
-    let mut p = HashMap::new();
-    for (name, info) in &model.inputs {
-        p.insert(
-            name.clone(),
-            if info.dtype == DType::F32 {
-                Placement::Host
-            } else {
-                Placement::Buffer
-            },
-        );
-    }
-    let mut users: HashMap<&str, Vec<&str>> = HashMap::new();
-    for n in &model.nodes {
-        for i in &n.inputs {
-            users.entry(i.as_str()).or_default().push(n.op.name());
-        }
-    }
-    for n in &model.nodes {
-        let place = match &n.op {
-            Op::Dequantize => {
-                if let Some(u) = users
-                    .get(n.name.as_str())
-                    .and_then(|u| u.iter().find(|&&op| op != "quantize"))
-                {
-                    return Err(Error::Unsupported(format!(
-                        "node {:?}: a dequantize feeding {u:?} (on the GPU a dequantize must be a model output or feed a quantize)",
-                        n.name
-                    )));
-                }
-                Placement::Host
-            }
-            Op::Flatten | Op::Reshape(_) => {
-                let src = &n.inputs[0];
-                let a = &model.info(src).expect("validated").shape;
-                let b = &model.info(&n.name).expect("validated").shape;
-                if same_layout(a, b) {
-                    Placement::Alias(src.clone())
-                } else {
-                    Placement::Buffer
-                }
-            }
-            _ => Placement::Buffer,
-        };
-        p.insert(n.name.clone(), place);
-    }
-    Ok(p)
+    Ok(Placements::new(model)?.place)
 }
 
 /// The buffer plan for one batch size.
@@ -103,26 +124,8 @@ pub struct MemoryPlan {
     pub f32_total_bytes: u64,
 }
 
-/// The storage root of a tensor (following aliases and dequantizes to the
-/// buffer whose bytes they read).
-pub fn root<'a>(model: &'a Model, place: &'a HashMap<String, Placement>, name: &'a str) -> &'a str {
-    match place.get(name) {
-        Some(Placement::Alias(src)) => root(model, place, src),
-        Some(Placement::Host) => match model.nodes.iter().find(|n| n.name == name) {
-            Some(n) if matches!(n.op, Op::Dequantize) => root(model, place, &n.inputs[0]),
-            _ => name,
-        },
-        _ => name,
-    }
-}
-
 fn int8_bytes(info: &TensorInfo, n: usize) -> u64 {
-    let (c, h, w) = match *info.shape {
-        [c] => (c, 1, 1),
-        [c, h] => (c, h, 1),
-        [c, h, w] => (c, h, w),
-        _ => (1, 1, 1),
-    };
+    let (c, h, w) = crate::layout::chw(&info.shape);
     (n * h * w * c.div_ceil(4) * 4) as u64
 }
 
@@ -156,8 +159,18 @@ pub fn assign_buffers(tensors: &[Lifetime]) -> (Vec<u64>, Vec<usize>) {
         .filter(|&s| s != usize::MAX)
         .max()
         .unwrap_or(0);
+    // The tensors defined and last read at each step, in slice order.
+    let mut defined: Vec<Vec<usize>> = vec![Vec::new(); last_step + 1];
+    let mut released: Vec<Vec<usize>> = vec![Vec::new(); last_step + 1];
+    for (i, t) in tensors.iter().enumerate() {
+        defined[t.def].push(i);
+        if t.last != usize::MAX {
+            released[t.last].push(i);
+        }
+    }
     for s in 0..=last_step {
-        for (i, t) in tensors.iter().enumerate().filter(|(_, t)| t.def == s) {
+        for &i in &defined[s] {
+            let t = &tensors[i];
             let fit = free
                 .iter()
                 .enumerate()
@@ -182,7 +195,7 @@ pub fn assign_buffers(tensors: &[Lifetime]) -> (Vec<u64>, Vec<usize>) {
                 }
             };
         }
-        for (i, _) in tensors.iter().enumerate().filter(|(_, t)| t.last == s) {
+        for &i in &released[s] {
             free.push(slot[i]);
         }
     }
@@ -191,16 +204,21 @@ pub fn assign_buffers(tensors: &[Lifetime]) -> (Vec<u64>, Vec<usize>) {
 
 /// Plans the activation buffers of `model` for batch size `batch`.
 pub fn plan(model: &Model, batch: usize) -> Result<MemoryPlan> {
+    plan_placed(model, &Placements::new(model)?, batch)
+}
+
+/// [`plan`] with the placements already computed.
+pub fn plan_placed(model: &Model, place: &Placements, batch: usize) -> Result<MemoryPlan> {
     if batch == 0 {
         return Err(Error::shape("batch", "must be >= 1"));
     }
     // Every size below is at most the sum of all tensors' f32 bytes: check
     // once that it fits, so no size wraps.
     let f32_sum = model
-        .inputs
+        .inputs()
         .iter()
         .map(|(_, i)| i)
-        .chain(model.nodes.iter().filter_map(|n| model.info(&n.name)))
+        .chain(model.nodes().iter().filter_map(|n| model.info(&n.name)))
         .try_fold(0usize, |acc, i| {
             i.numel()
                 .checked_mul(batch)?
@@ -216,28 +234,25 @@ pub fn plan(model: &Model, batch: usize) -> Result<MemoryPlan> {
             ),
         ));
     }
-    let place = placements(model)?;
-    let steps = model.nodes.len() + 1;
+    let steps = model.nodes().len() + 1;
     let mut life: HashMap<String, (usize, usize)> = HashMap::new();
-    for (name, _) in &model.inputs {
-        if place[name] == Placement::Buffer {
+    for (name, _) in model.inputs() {
+        if place.get(name) == Some(&Placement::Buffer) {
             life.insert(name.clone(), (0, 0));
         }
     }
-    for (i, n) in model.nodes.iter().enumerate() {
+    for (i, n) in model.nodes().iter().enumerate() {
         for inp in &n.inputs {
-            let r = root(model, &place, inp).to_string();
-            if let Some(l) = life.get_mut(&r) {
+            if let Some(l) = life.get_mut(place.root(inp)) {
                 l.1 = l.1.max(i + 1);
             }
         }
-        if place[&n.name] == Placement::Buffer {
+        if place.get(&n.name) == Some(&Placement::Buffer) {
             life.insert(n.name.clone(), (i + 1, i + 1));
         }
     }
-    for o in &model.outputs {
-        let r = root(model, &place, o).to_string();
-        if let Some(l) = life.get_mut(&r) {
+    for o in model.outputs() {
+        if let Some(l) = life.get_mut(place.root(o)) {
             l.1 = steps;
         }
     }

@@ -393,13 +393,26 @@ pub struct ChannelEpilogue {
 /// constants.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Epilogue {
-    pub channels: Vec<ChannelEpilogue>,
-    pub zero_point: i32,
-    pub lo: i32,
-    pub hi: i32,
+    pub(crate) channels: Vec<ChannelEpilogue>,
+    pub(crate) zero_point: i32,
+    pub(crate) lo: i32,
+    pub(crate) hi: i32,
 }
 
 impl Epilogue {
+    /// Per output channel constants.
+    pub fn channels(&self) -> &[ChannelEpilogue] {
+        &self.channels
+    }
+    /// The output zero point.
+    pub fn zero_point(&self) -> i32 {
+        self.zero_point
+    }
+    /// The output bytes the clamp keeps, `(lo, hi)` (`0 <= lo <= hi <= 255`).
+    pub fn clamp(&self) -> (i32, i32) {
+        (self.lo, self.hi)
+    }
+
     /// Builds the epilogue from the layer's quantization: input scale, per-channel
     /// weight scales, the float bias, the output qparams, the activation and the rule.
     /// Each quotient is computed once here in f32 (`atw = s_in * s_w`,
@@ -461,10 +474,7 @@ impl Epilogue {
                 mult,
             });
         }
-        let lo = match act {
-            Activation::Relu => output.zero_point,
-            Activation::None => 0,
-        };
+        let lo = crate::ops::conv::activation_lo(act, output.zero_point);
         Ok(Epilogue {
             channels,
             zero_point: output.zero_point,

@@ -107,10 +107,10 @@ fn compare(observer: &str, engine: &str) -> Vec<(String, QParams, QParams)> {
     };
     let model = b.calibrate(&batches, kind).unwrap();
     let ours = |name: &str| -> QParams {
-        let n = model.nodes.iter().find(|n| n.name == name).unwrap();
+        let n = model.nodes().iter().find(|n| n.name == name).unwrap();
         match &n.op {
             Op::Quantize(q) | Op::Add { out: q, .. } => *q,
-            Op::Conv2d(l) | Op::Linear(l) => l.output,
+            Op::Conv2d(l) | Op::Linear(l) => l.output(),
             op => panic!("{name}: {op:?}"),
         }
     };

@@ -165,13 +165,13 @@ fn check_case(
     match fused {
         Err(e) => fails.push(format!("fuse+quantize: {e}")),
         Ok(l) => {
-            if let Some(m) = first_mismatch(&l.weight, &f.i8("weight")) {
+            if let Some(m) = first_mismatch(l.weight(), &f.i8("weight")) {
                 fails.push(format!("fused weight: {m}"));
             }
-            if let Some(m) = first_mismatch_bits(&l.weight_scale, &f.f32("weight_scale")) {
+            if let Some(m) = first_mismatch_bits(l.weight_scale(), &f.f32("weight_scale")) {
                 fails.push(format!("weight scale: {m}"));
             }
-            if let Some(m) = first_mismatch_bits(&l.bias, &f.f32("bias")) {
+            if let Some(m) = first_mismatch_bits(l.bias(), &f.f32("bias")) {
                 fails.push(format!("fused bias: {m}"));
             }
         }

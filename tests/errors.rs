@@ -311,7 +311,74 @@ fn bundled_models_by_name() {
         "{t}"
     );
     let m = qfuse::bundled::digits_model().unwrap();
-    assert_eq!(m.inputs[0].1.shape, qfuse::bundled::DIGITS_INPUT_SHAPE);
-    let out = m.info(&m.outputs[0]).unwrap();
+    assert_eq!(m.inputs()[0].1.shape, qfuse::bundled::DIGITS_INPUT_SHAPE);
+    let out = m.info(&m.outputs()[0]).unwrap();
     assert_eq!(out.shape, [qfuse::bundled::DIGITS_CLASSES]);
+}
+
+#[test]
+fn graph_and_input_errors_are_typed_and_name_what_is_wrong() {
+    use qfuse::model::{DType, Model, Node, Op, TensorInfo, Value};
+    let q = qp();
+    let x = (
+        "x".to_string(),
+        TensorInfo {
+            shape: vec![4, 2, 2],
+            dtype: DType::QUInt8(q),
+        },
+    );
+    // An add with one input says it takes two, and which node it is.
+    let add = Node {
+        name: "sum".into(),
+        op: Op::Add {
+            relu: false,
+            out: q,
+        },
+        inputs: vec!["x".into()],
+    };
+    let e = Model::new(
+        Requant::Fbgemm,
+        vec![x.clone()],
+        vec!["sum".into()],
+        vec![add],
+    )
+    .unwrap_err();
+    let t = e.to_string();
+    assert!(
+        t.contains("\"sum\"") && t.contains("takes 2 inputs, got 1"),
+        "{t}"
+    );
+    assert!(matches!(e, Error::Node { .. }), "{e:?}");
+    assert!(matches!(e.root_cause(), Error::Config { .. }), "{e:?}");
+    // A float op on a quantized tensor: a dtype error in that node.
+    let deq = Node {
+        name: "back".into(),
+        op: Op::Quantize(q),
+        inputs: vec!["x".into()],
+    };
+    let e = Model::new(Requant::Fbgemm, vec![x], vec!["back".into()], vec![deq]).unwrap_err();
+    assert!(matches!(e.root_cause(), Error::DType { .. }), "{e:?}");
+    assert!(e.to_string().contains("\"back\""), "{e}");
+    // A non-finite input value is its own variant, naming the element.
+    let m = qfuse::bundled::digits_model().unwrap();
+    let mut data = vec![0.5; 64];
+    data[5] = f32::NAN;
+    match m.run_cpu(&[Value::F32 {
+        data,
+        shape: vec![1, 1, 8, 8],
+    }]) {
+        Err(e @ Error::NonFinite { index: 5, .. }) => {
+            assert!(e.to_string().contains("element 5 is NaN"), "{e}")
+        }
+        other => panic!("expected NonFinite, got {other:?}"),
+    }
+    // quint8 data for a float32 model input.
+    match m.run_cpu(&[Value::Q {
+        data: vec![0; 64],
+        shape: vec![1, 1, 8, 8],
+        q,
+    }]) {
+        Err(Error::DType { .. }) => {}
+        other => panic!("expected DType, got {other:?}"),
+    }
 }

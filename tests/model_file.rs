@@ -220,6 +220,87 @@ fn bad_qparams() {
 }
 
 #[test]
+fn unknown_or_misspelled_attributes_name_node_and_attribute() {
+    for (n, key) in [
+        ("conv2", "strid"),
+        ("pool", "ceil_mod"),
+        ("fc", "activaton"),
+    ] {
+        let b = rewrite(&digits_bytes(), |h| node(h, n)[key] = json!(1), |_| {});
+        let e = err_of(&b);
+        assert!(
+            e.contains(&format!("{n:?}")) && e.contains(&format!("unknown attribute {key:?}")),
+            "{n}.{key}: {e}"
+        );
+    }
+    // An op without attributes says so.
+    let b = rewrite(
+        &digits_bytes(),
+        |h| {
+            let nodes = h["nodes"].as_array_mut().unwrap();
+            let d = nodes.iter_mut().find(|n| n["op"] == "dequantize").unwrap();
+            d["scael"] = json!(0.5);
+        },
+        |_| {},
+    );
+    let e = err_of(&b);
+    assert!(
+        e.contains("unknown attribute \"scael\" (dequantize takes none)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn clamp_attribute_is_checked() {
+    for (clamp, needle) in [
+        (json!([10, 5]), "0 <= lo <= hi <= 255"),
+        (json!([0, 256]), "0 <= lo <= hi <= 255"),
+        (json!([1]), "must be [lo, hi]"),
+        (json!("relu6"), "must be [lo, hi]"),
+    ] {
+        let b = rewrite(
+            &digits_bytes(),
+            |h| {
+                h["format_version"] = json!(2);
+                node(h, "conv2")["clamp"] = clamp.clone();
+            },
+            |_| {},
+        );
+        let e = err_of(&b);
+        assert!(e.contains("conv2") && e.contains(needle), "{clamp}: {e}");
+    }
+    // A version 1 file cannot carry one (a version 1 reader would ignore it).
+    let b = rewrite(
+        &digits_bytes(),
+        |h| node(h, "conv2")["clamp"] = json!([0, 7]),
+        |_| {},
+    );
+    assert!(err_of(&b).contains("needs format_version 2"));
+    // A valid clamp loads, narrows the outputs, and is written back.
+    let b = rewrite(
+        &digits_bytes(),
+        |h| {
+            h["format_version"] = json!(2);
+            node(h, "conv2")["clamp"] = json!([0, 7]);
+        },
+        |_| {},
+    );
+    let m = Model::from_bytes(&b).unwrap();
+    let again = m.to_bytes().unwrap();
+    assert_eq!(
+        Model::from_bytes(&again).unwrap().to_bytes().unwrap(),
+        again
+    );
+    assert!(String::from_utf8_lossy(&again).contains("\\\"clamp\\\":[0,7]"));
+    let x = vec![Value::F32 {
+        data: (0..64).map(|i| (i % 9) as f32 / 8.0).collect(),
+        shape: vec![1, 1, 8, 8],
+    }];
+    let plain = qfuse::bundled::digits_model().unwrap();
+    assert_ne!(m.run_cpu(&x).unwrap(), plain.run_cpu(&x).unwrap());
+}
+
+#[test]
 fn unknown_format_version() {
     let b = rewrite(&digits_bytes(), |h| h["format_version"] = json!(99), |_| {});
     let e = err_of(&b);

@@ -158,7 +158,7 @@ fn check_net(name: &str, build: fn(Requant, u64) -> ModelBuilder) {
         let g = GpuModel::new(&ctx, &model).unwrap();
         // Split-K (two dispatches per layer) on every one-group conv/linear.
         let split = GpuModel::with_variants(&ctx, &model, &|l| {
-            if l.geometry.groups == 1 {
+            if l.geometry().groups == 1 {
                 ConvVariant::SplitK {
                     splits: Some(3),
                     tiles: None,
@@ -273,7 +273,7 @@ fn folding_relu6_into_conv_epilogues_changes_no_bit() {
             .calibrate(&[batch(&mut rng, 2)], ObserverKind::MinMax)
             .unwrap();
         let fused = qfuse::model::fuse_activations(&model).unwrap();
-        let count = |m: &Model, op: &str| m.nodes.iter().filter(|n| n.op.name() == op).count();
+        let count = |m: &Model, op: &str| m.nodes().iter().filter(|n| n.op.name() == op).count();
         assert!(count(&model, "relu6") >= 6);
         assert_eq!(
             count(&fused, "relu6"),
@@ -295,6 +295,45 @@ fn folding_relu6_into_conv_epilogues_changes_no_bit() {
             count(&model, "relu6"),
             p.0.peak_bytes,
             p.1.peak_bytes
+        );
+    }
+}
+
+/// The fused model (relu6 folded into conv epilogues, as `GpuModel` runs it)
+/// carries its clamps in the model file: saving it and loading it gives the
+/// unfused model's outputs bit for bit, on the CPU and on the GPU.
+#[test]
+fn fused_model_saves_and_loads_with_its_clamps() {
+    let ctx = gpu();
+    for engine in [Requant::Fbgemm, Requant::Qnnpack] {
+        let b = mobilenet(engine, 99);
+        let mut rng = Rng(100);
+        let model = b
+            .calibrate(&[batch(&mut rng, 2)], ObserverKind::MinMax)
+            .unwrap();
+        let g = GpuModel::new(&ctx, &model).unwrap();
+        let fused = g.model();
+        let bytes = fused.to_bytes().unwrap();
+        let header = String::from_utf8_lossy(&bytes);
+        assert!(
+            header.contains("\\\"clamp\\\"") && header.contains("\\\"format_version\\\":2"),
+            "the fused model's file does not carry its clamps (format version 2)"
+        );
+        let loaded = Model::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            loaded.to_bytes().unwrap(),
+            bytes,
+            "save(load(save(fused))) changed"
+        );
+        let (x, shape) = batch(&mut rng, 3);
+        let input = vec![Value::F32 { data: x, shape }];
+        let want = model.run_cpu(&input).unwrap();
+        assert_eq!(loaded.run_cpu(&input).unwrap(), want, "{engine:?} CPU");
+        let lg = GpuModel::new(&ctx, &loaded).unwrap();
+        assert_eq!(lg.run(&ctx, &input).unwrap(), want, "{engine:?} GPU");
+        println!(
+            "mobilenet {engine:?}: the fused model ({} bytes) saves and loads with its clamps",
+            bytes.len()
         );
     }
 }

@@ -203,7 +203,7 @@ fn check_all_variants(
     cov: &mut SplitCoverage,
     failures: &mut Vec<String>,
 ) -> usize {
-    let x = GpuTensor::upload(ctx, &c.input, &c.shape, c.layer.input).unwrap();
+    let x = GpuTensor::upload(ctx, &c.input, &c.shape, c.layer.input()).unwrap();
     let mut runs = 0;
     let variants = ConvVariant::candidates(&c.layer);
     assert!(
@@ -218,7 +218,7 @@ fn check_all_variants(
         let g = GpuLayer::with_variant(ctx, &c.layer, v)
             .unwrap_or_else(|e| panic!("{label} {v:?}: {e}"));
         if let Some(s) = g.splits(&c.shape).unwrap() {
-            let geo = &c.layer.geometry;
+            let geo = c.layer.geometry();
             let kq = geo.kernel[0] * geo.kernel[1] * geo.cin_per_group().div_ceil(4);
             let kt = g.tile_config(&c.shape).unwrap().unwrap().kt as usize;
             let slices = kq.div_ceil(kt);
@@ -241,13 +241,13 @@ fn check_all_variants(
         if let Some(m) = first_mismatch(&got, want) {
             failures.push(format!(
                 "{label} variant {v:?}: {:?} {:?} input {:?} in {:?} out {:?} {:?} {:?}: {m}",
-                c.layer.kind,
-                c.layer.geometry,
+                c.layer.kind(),
+                c.layer.geometry(),
                 c.shape,
-                c.layer.input,
-                c.layer.output,
-                c.layer.activation,
-                c.layer.requant
+                c.layer.input(),
+                c.layer.output(),
+                c.layer.activation(),
+                c.layer.requant()
             ));
         }
     }

@@ -5,7 +5,7 @@ Usage:
     python3 tools/qfuse_model.py MODEL.safetensors [MODEL2 ...] [--quiet] [--batch N]
 
 Loads each file, checks the `qfuse` JSON header and the tensors against
-docs/MODEL_FORMAT.md (format version 1), sorts the graph topologically, infers
+docs/MODEL_FORMAT.md (format versions 1 and 2), sorts the graph topologically, infers
 every node's shape for one sample, and prints a summary table. Exits 1 with
 a message naming the file and node on the first problem.
 
@@ -22,15 +22,17 @@ import sys
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Versions this reader accepts (2 adds the optional conv2d/linear `clamp`).
+FORMAT_VERSIONS = (1, 2)
 ENGINES = ("fbgemm", "qnnpack")
 
 # op -> (min inputs, max inputs (None = unbounded), required attrs, optional attrs, qparams: "given"|"input"|"float"|"none")
 OPS = {
     "quantize": (1, 1, ["scale", "zero_point"], [], "given"),
     "dequantize": (1, 1, [], [], "float"),
-    "conv2d": (1, 1, ["stride", "padding", "dilation", "groups", "activation", "scale", "zero_point"], ["requant"], "given"),
-    "linear": (1, 1, ["activation", "scale", "zero_point"], ["requant"], "given"),
+    "conv2d": (1, 1, ["stride", "padding", "dilation", "groups", "activation", "scale", "zero_point"], ["requant", "clamp"], "given"),
+    "linear": (1, 1, ["activation", "scale", "zero_point"], ["requant", "clamp"], "given"),
     "add": (2, 2, ["activation", "scale", "zero_point"], [], "given"),
     "max_pool2d": (1, 1, ["kernel_size", "stride", "padding", "dilation", "ceil_mode"], [], "input"),
     "avg_pool2d": (1, 1, ["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"], [], "input"),
@@ -197,8 +199,8 @@ def validate(header, tensors):
     if header.get("format") != "qfuse":
         raise FormatError(f"header: `format` must be \"qfuse\", got {header.get('format')!r}")
     ver = header.get("format_version")
-    if ver != FORMAT_VERSION:
-        raise FormatError(f"header: format_version {ver!r} is not supported (this reader knows version {FORMAT_VERSION})")
+    if ver not in FORMAT_VERSIONS:
+        raise FormatError(f"header: format_version {ver!r} is not supported (this reader knows versions {FORMAT_VERSIONS})")
     allowed_top = {"format", "format_version", "engine", "inputs", "outputs", "nodes"}
     for k in header:
         if k not in allowed_top:
@@ -268,6 +270,12 @@ def validate(header, tensors):
                 _err(ctx, f"`activation` must be one of {ok}, got {n['activation']!r}")
         if "requant" in n and n["requant"] not in ENGINES:
             _err(ctx, f"`requant` must be one of {ENGINES}, got {n['requant']!r}")
+        if "clamp" in n:
+            c = n["clamp"]
+            if ver < 2:
+                _err(ctx, "`clamp` needs format_version 2")
+            if not (isinstance(c, list) and len(c) == 2 and all(_is_int(v) for v in c) and 0 <= c[0] <= c[1] <= 255):
+                _err(ctx, f"`clamp` must be [lo, hi] with 0 <= lo <= hi <= 255, got {c!r}")
         if op == "conv2d":
             _pair(ctx, n, "stride", 1); _pair(ctx, n, "padding", 0); _pair(ctx, n, "dilation", 1)
             if not (_is_int(n["groups"]) and n["groups"] >= 1):

@@ -53,7 +53,7 @@ fn kernels(c: &mut Criterion) {
         let x8 = GpuTensor::from_buffer(
             random_buffer(&ctx, int8_bytes(&in_shape), false, &mut rng),
             &in_shape,
-            l.int8.layer().input,
+            l.int8.layer().input(),
         )
         .unwrap();
         let y8 = random_buffer(&ctx, int8_bytes(&out_shape), false, &mut rng);

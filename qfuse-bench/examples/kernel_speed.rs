@@ -50,7 +50,7 @@ fn time(
 ) -> qfuse::Result<f64> {
     let g = GpuLayer::with_variant(ctx, l, v)?;
     let out_shape = l.output_shape(x.shape())?;
-    let out = GpuTensor::empty(ctx, &out_shape, l.output)?;
+    let out = GpuTensor::empty(ctx, &out_shape, l.output())?;
     let once = || -> qfuse::Result<()> {
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         g.encode(ctx, &mut enc, x, out.buffer())?;
@@ -143,24 +143,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let out = l.output_shape(&s.input)?;
         let m = out[0] * out.get(2).unwrap_or(&1) * out.get(3).unwrap_or(&1);
         let ops =
-            2.0 * m as f64 * l.geometry.out_channels as f64 * l.geometry.reduction_len() as f64;
+            2.0 * m as f64 * l.geometry().out_channels as f64 * l.geometry().reduction_len() as f64;
         let data: Vec<u8> = (0..s.input.iter().product::<usize>())
             .map(|i| (i * 37 % 251) as u8)
             .collect();
-        let x = GpuTensor::upload(&ctx, &data, &s.input, l.input)?;
+        let x = GpuTensor::upload(&ctx, &data, &s.input, l.input())?;
         let mut variants: Vec<ConvVariant> = ConvVariant::candidates(&l)
             .into_iter()
             .filter(|v| !matches!(v, ConvVariant::Tiled(_)))
             .collect();
-        if l.geometry.groups == 1 {
+        if l.geometry().groups == 1 {
             variants.extend(tiles.iter().map(|&t| ConvVariant::Tiled(Some(t))));
         }
         let chosen = ConvVariant::choose(&l, &ctx.limits(), ctx.device_type());
         println!(
             "\n{} (M={m}, N={}, K={}; {:.3e} ops), default {:?}",
             s.name,
-            l.geometry.out_channels,
-            l.geometry.reduction_len(),
+            l.geometry().out_channels,
+            l.geometry().reduction_len(),
             ops,
             chosen
         );

@@ -266,7 +266,7 @@ fn run_real(
         });
     }
     Ok(RealNetwork {
-        nodes: model.nodes.len(),
+        nodes: model.nodes().len(),
         calibration: format!("MinMax, {nb} random batch(es) of {bn}"),
         calibration_s,
         weight_int8_bytes,
@@ -354,7 +354,7 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
                 let x8 = GpuTensor::from_buffer(
                     random_buffer(ctx, int8_bytes(&in_shape), false, &mut rng),
                     &in_shape,
-                    l.int8.layer().input,
+                    l.int8.layer().input(),
                 )?;
                 let y8 = random_buffer(ctx, int8_bytes(&out_shape), false, &mut rng);
                 let t8 = measure(ctx, cfg.layer_opts(), &mut |enc| {
@@ -439,7 +439,7 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
                     let x = GpuTensor::from_buffer(
                         b8[p8.tensor_buffer[st.inputs[0]]].clone(),
                         &full(st.inputs[0]),
-                        l.int8.layer().input,
+                        l.int8.layer().input(),
                     )?;
                     l.int8
                         .encode(ctx, enc, &x, &b8[p8.tensor_buffer[st.output]])?;

@@ -170,21 +170,21 @@ fn info(model: &str, batch: usize) -> CliResult<()> {
     let m = load(model)?;
     println!(
         "model {model}: engine {}, {} nodes (shapes [N, ...]: N is the batch size)",
-        m.engine.name(),
-        m.nodes.len()
+        m.engine().name(),
+        m.nodes().len()
     );
-    for (name, i) in &m.inputs {
+    for (name, i) in m.inputs() {
         println!(
             "  input  {name:<24} [{}] {}",
             batched(&i.shape),
             dtype(&i.dtype)
         );
     }
-    for n in &m.nodes {
+    for n in m.nodes() {
         let i = m.info(&n.name).expect("validated");
         let extra = match &n.op {
             Op::Conv2d(l) => {
-                let g = &l.geometry;
+                let g = &l.geometry();
                 format!(
                     " k{:?} s{:?} p{:?} d{:?} g{} {} {}",
                     g.kernel,
@@ -192,12 +192,18 @@ fn info(model: &str, batch: usize) -> CliResult<()> {
                     g.padding,
                     g.dilation,
                     g.groups,
-                    l.activation.name(),
-                    l.requant.name()
+                    l.activation().name(),
+                    l.requant().name()
                 )
             }
-            Op::Linear(l) => format!(" {} {}", l.activation.name(), l.requant.name()),
+            Op::Linear(l) => format!(" {} {}", l.activation().name(), l.requant().name()),
             _ => String::new(),
+        };
+        let extra = match &n.op {
+            Op::Conv2d(l) | Op::Linear(l) if l.clamp() != l.activation_clamp() => {
+                format!("{extra} clamp {:?}", l.clamp())
+            }
+            _ => extra,
         };
         println!(
             "  {:<20} {:<24} <- {:<30} [{}] {}{extra}",
@@ -208,7 +214,7 @@ fn info(model: &str, batch: usize) -> CliResult<()> {
             dtype(&i.dtype)
         );
     }
-    println!("  outputs: {}", m.outputs.join(", "));
+    println!("  outputs: {}", m.outputs().join(", "));
     let (wi, wf) = m.weight_bytes();
     println!(
         "weights: int8 {} vs f32 {} ({:.3}x)",
@@ -303,15 +309,15 @@ fn run(
     batch_size: Option<usize>,
 ) -> CliResult<()> {
     let m = load(model)?;
-    if m.inputs.len() != 1 || m.outputs.len() != 1 {
+    if m.inputs().len() != 1 || m.outputs().len() != 1 {
         return Err(Error::Unsupported(format!(
             "`qfuse run` takes models with one input and one output; this one has {} and {}",
-            m.inputs.len(),
-            m.outputs.len()
+            m.inputs().len(),
+            m.outputs().len()
         ))
         .into());
     }
-    let (in_name, in_info) = &m.inputs[0];
+    let (in_name, in_info) = &m.inputs()[0];
     if in_info.dtype != DType::F32 {
         return Err(Error::Unsupported(format!(
             "`qfuse run` feeds float32 input; model input {in_name:?} is {}",
@@ -344,7 +350,7 @@ fn run(
     }
     let batch = batch_size.unwrap_or(n).min(n);
     let row = in_info.numel();
-    let out_info = m.info(&m.outputs[0]).expect("validated").clone();
+    let out_info = m.info(&m.outputs()[0]).expect("validated").clone();
     let out_shape = out_info.batched(n);
 
     let setup = Instant::now();

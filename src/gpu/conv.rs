@@ -578,7 +578,7 @@ impl GpuLayer {
     pub fn params(&self, input_shape: &[usize]) -> Result<(ConvParams, Vec<usize>)> {
         let out_shape = self.layer.output_shape(input_shape)?;
         let g = &self.layer.geometry;
-        let (n, c, h, w) = super::layout::nchw(input_shape)?;
+        let (n, c, h, w) = crate::layout::nchw(input_shape)?;
         let (oh, ow) = if self.layer.kind == LayerKind::Linear {
             (1, 1)
         } else {

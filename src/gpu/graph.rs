@@ -1,176 +1,19 @@
 //! Whole models on the GPU: constants uploaded once, activations in planned,
-//! reused buffers, and one command encoder and one queue submit per inference.
+//! reused buffers, and one command encoder and one queue submit per
+//! inference. A generic driver: each node's lowered constants are uploaded
+//! and its dispatches recorded by its op's module (`src/ops/*/gpu.rs`,
+//! through [`super::node`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use wgpu::util::DeviceExt;
-
-use super::{layout, ConvVariant, Dispatch, GpuContext, GpuLayer, Kernel};
+use super::node::{GpuInput, GpuIo, GpuNode, UploadCx};
+use super::{ConvVariant, Dispatch, GpuContext};
 use crate::error::{Error, Result};
 use crate::layer::QLayer;
-use crate::model::{DType, Model, Op, TensorInfo, Value};
-use crate::ops::{self, AvgPath};
-use crate::plan::{self, MemoryPlan, Placement};
-use crate::quant::{QParams, Requant};
-
-const WG: u32 = 64;
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct QuantizeParams {
-    pub c: u32,
-    pub h: u32,
-    pub w: u32,
-    pub c4: u32,
-    pub total: u32,
-    pub zp: i32,
-    pub inv: f32,
-    pub pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct LutParams {
-    pub oc: u32,
-    pub oh: u32,
-    pub ow: u32,
-    pub oc4: u32,
-    pub ic: u32,
-    pub ih: u32,
-    pub iw: u32,
-    pub ic4: u32,
-    pub c_off: u32,
-    pub c_len: u32,
-    pub split: u32,
-    pub by_channel: u32,
-    pub total: u32,
-    pub merge: u32,
-    pub pad0: u32,
-    pub pad1: u32,
-}
-
-impl LutParams {
-    /// Output `(c, h, w)`, input `(c, h, w)`, output words, the output channel
-    /// range `(offset, count)` this input fills, the second table's split and
-    /// whether it counts input channels (a concatenation: other bytes of shared
-    /// words are kept) or flat NCHW elements.
-    fn new(
-        o: (u32, u32, u32),
-        i: (u32, u32, u32),
-        total: u32,
-        (c_off, c_len): (u32, u32),
-        split: u32,
-        cat: bool,
-    ) -> Self {
-        LutParams {
-            oc: o.0,
-            oh: o.1,
-            ow: o.2,
-            oc4: o.0.div_ceil(4),
-            ic: i.0,
-            ih: i.1,
-            iw: i.2,
-            ic4: i.0.div_ceil(4),
-            c_off,
-            c_len,
-            split,
-            by_channel: cat as u32,
-            total,
-            merge: cat as u32,
-            pad0: 0,
-            pad1: 0,
-        }
-    }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct AddParams {
-    pub c: u32,
-    pub h: u32,
-    pub w: u32,
-    pub c4: u32,
-    pub total: u32,
-    pub split: u32,
-    pub qnnpack: u32,
-    pub relu: u32,
-    pub inv: f32,
-    pub zo: i32,
-    pub lo: i32,
-    pub shift: u32,
-    pub ma: i32,
-    pub mb: i32,
-    pub za: i32,
-    pub zb: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct PoolParams {
-    pub c: u32,
-    pub h: u32,
-    pub w: u32,
-    pub c4: u32,
-    pub oh: u32,
-    pub ow: u32,
-    pub total: u32,
-    pub path: u32,
-    pub kh: u32,
-    pub kw: u32,
-    pub sh: u32,
-    pub sw: u32,
-    pub ph: u32,
-    pub pw: u32,
-    pub dh: u32,
-    pub dw: u32,
-    pub zp: i32,
-    pub clamp_taps: u32,
-    pub cip: u32,
-    pub div_override: u32,
-    pub nhwc_split: u32,
-    pub m: f32,
-    pub tab_w: u32,
-    pub tab_half: u32,
-    pub qnnpack_mean: u32,
-    pub opaque: u32,
-    pub pad0: u32,
-    pub pad1: u32,
-}
-
-fn chw(info: &TensorInfo) -> (u32, u32, u32) {
-    match *info.shape {
-        [c] => (c as u32, 1, 1),
-        [c, h] => (c as u32, h as u32, 1),
-        [c, h, w] => (c as u32, h as u32, w as u32),
-        _ => (1, 1, 1),
-    }
-}
-
-fn storage(ctx: &GpuContext, label: &str, bytes: &[u8]) -> wgpu::Buffer {
-    ctx.device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytes,
-            usage: wgpu::BufferUsages::STORAGE,
-        })
-}
-
-fn table_buffer(ctx: &GpuContext, a: &[u8; 256], b: &[u8; 256]) -> wgpu::Buffer {
-    let t: Vec<u32> = a.iter().chain(b.iter()).map(|&v| v as u32).collect();
-    storage(ctx, "qfuse table", bytemuck::cast_slice(&t))
-}
-
-/// Constants a node keeps on the GPU for every batch size.
-enum NodeGpu {
-    None,
-    Conv(GpuLayer),
-    /// One table pair (and whether the second applies from ATen's vector split).
-    Table(wgpu::Buffer, bool),
-    Cat(Vec<(wgpu::Buffer, u32)>),
-    Add(wgpu::Buffer),
-    Pool(wgpu::Buffer, PoolParams, u32),
-}
+use crate::layout::{self, nchw4};
+use crate::model::{DType, Model, Value};
+use crate::plan::{self, MemoryPlan, Placement, Placements};
 
 /// Buffers and recorded dispatches for one batch size.
 struct Prepared {
@@ -186,8 +29,8 @@ struct Prepared {
 /// A model whose weights and tables live on the GPU.
 pub struct GpuModel {
     model: Model,
-    place: HashMap<String, Placement>,
-    nodes: Vec<NodeGpu>,
+    place: Placements,
+    nodes: Vec<Box<dyn GpuNode>>,
     prepared: Mutex<HashMap<usize, Arc<Prepared>>>,
 }
 
@@ -207,100 +50,27 @@ impl GpuModel {
         variant: &dyn Fn(&QLayer) -> ConvVariant,
     ) -> Result<Self> {
         // Standalone relu/relu6/hardtanh after a conv become its epilogue clamp.
-        let fused = crate::model::fuse_activations(model)?;
-        let model = &fused;
-        let place = plan::placements(model)?;
-        let engine = model.engine;
-        let mut nodes = Vec::with_capacity(model.nodes.len());
-        for n in &model.nodes {
-            let info = model.info(&n.name).expect("validated");
-            let in_q = |i: usize| model.info(&n.inputs[i]).and_then(|t| t.qparams());
-            let g = match &n.op {
-                Op::Conv2d(l) | Op::Linear(l) => {
-                    NodeGpu::Conv(GpuLayer::with_variant(ctx, l, variant(l))?)
-                }
-                Op::Quantize(to) => match model.nodes.iter().find(|d| d.name == n.inputs[0]) {
-                    // dequantize -> quantize: one requantize table.
-                    Some(d) if matches!(d.op, Op::Dequantize) => {
-                        let from = model
-                            .info(&d.inputs[0])
-                            .and_then(|t| t.qparams())
-                            .expect("validated");
-                        let t = ops::requantize_table(from, *to);
-                        NodeGpu::Table(table_buffer(ctx, &t, &t), false)
-                    }
-                    _ => NodeGpu::None,
-                },
-                Op::Relu => {
-                    let t = ops::relu_table(in_q(0).expect("validated"));
-                    NodeGpu::Table(table_buffer(ctx, &t, &t), false)
-                }
-                Op::Relu6 | Op::Hardtanh { .. } => {
-                    let (lo, hi) = if let Op::Hardtanh { min, max } = n.op {
-                        (min, max)
-                    } else {
-                        (0.0, 6.0)
-                    };
-                    let t = ops::hardtanh_table(in_q(0).expect("validated"), lo, hi)?;
-                    NodeGpu::Table(table_buffer(ctx, &t, &t), false)
-                }
-                Op::Hardswish(out) => {
-                    let (tv, ts) = ops::hardswish_tables(engine, in_q(0).expect("validated"), *out);
-                    NodeGpu::Table(table_buffer(ctx, &tv, &ts), engine == Requant::Fbgemm)
-                }
-                // Same layout: an alias of its input, nothing to upload or run.
-                Op::Flatten | Op::Reshape(_) if place[&n.name] != Placement::Buffer => {
-                    NodeGpu::None
-                }
-                Op::Flatten | Op::Reshape(_) => {
-                    let id: [u8; 256] = std::array::from_fn(|v| v as u8);
-                    NodeGpu::Table(table_buffer(ctx, &id, &id), false)
-                }
-                Op::Cat(out) => {
-                    let shapes: Vec<Vec<usize>> = n
-                        .inputs
-                        .iter()
-                        .map(|i| model.info(i).expect("validated").batched(1))
-                        .collect();
-                    let qs: Vec<QParams> = (0..n.inputs.len())
-                        .map(|i| in_q(i).expect("validated"))
-                        .collect();
-                    let tables = ops::cat_tables(&shapes, &qs, *out);
-                    NodeGpu::Cat(
-                        tables
-                            .iter()
-                            .map(|(a, b, split)| (table_buffer(ctx, a, b), *split as u32))
-                            .collect(),
-                    )
-                }
-                Op::Add { out, .. } => {
-                    let (qa, qb) = (in_q(0).expect("validated"), in_q(1).expect("validated"));
-                    let _ = out;
-                    let mut t: Vec<f32> = Vec::with_capacity(1024);
-                    for q in [qa, qb] {
-                        t.extend((0..256).map(|v| ops::dequant_vector(v as u8, q)));
-                        t.extend((0..256).map(|v| ops::dequant_scalar(v as u8, q)));
-                    }
-                    NodeGpu::Add(storage(ctx, "qfuse add tables", bytemuck::cast_slice(&t)))
-                }
-                Op::MaxPool2d(_)
-                | Op::AvgPool2d(..)
-                | Op::AdaptiveAvgPool2d(_)
-                | Op::Mean { .. } => {
-                    let x = model.info(&n.inputs[0]).expect("validated");
-                    let (p, mode, tab) = pool_setup(engine, &n.op, x, info)?;
-                    NodeGpu::Pool(
-                        storage(ctx, "qfuse pool table", bytemuck::cast_slice(&tab)),
-                        p,
-                        mode,
-                    )
-                }
-                Op::Dequantize => NodeGpu::None,
+        let model = crate::model::fuse_activations(model)?;
+        let place = Placements::new(&model)?;
+        let mut nodes = Vec::with_capacity(model.nodes().len());
+        for n in model.nodes() {
+            let kind = n.op.kind();
+            let in_node = |e: Error| e.in_node(&n.name, kind.name());
+            let lowered = kind.lower(&model.signature(n)).map_err(in_node)?;
+            let cx = UploadCx {
+                ctx,
+                variant,
+                stored: n
+                    .inputs
+                    .iter()
+                    .map(|i| model.info(place.root(i)).expect("validated"))
+                    .collect(),
+                placement: place.get(&n.name).expect("placed"),
             };
-            nodes.push(g);
+            nodes.push(lowered.upload(&cx).map_err(in_node)?);
         }
         Ok(GpuModel {
-            model: model.clone(),
+            model,
             place,
             nodes,
             prepared: Mutex::default(),
@@ -318,15 +88,7 @@ impl GpuModel {
 
     /// Bytes of weights and tables held on the GPU.
     pub fn weight_bytes(&self) -> u64 {
-        self.nodes
-            .iter()
-            .map(|n| match n {
-                NodeGpu::Conv(l) => l.gpu_weight_bytes(),
-                NodeGpu::Table(b, _) | NodeGpu::Add(b) | NodeGpu::Pool(b, ..) => b.size(),
-                NodeGpu::Cat(v) => v.iter().map(|(b, _)| b.size()).sum(),
-                NodeGpu::None => 0,
-            })
-            .sum()
+        self.nodes.iter().map(|n| n.bytes()).sum()
     }
 
     fn prepare(&self, ctx: &GpuContext, batch: usize) -> Result<Arc<Prepared>> {
@@ -340,7 +102,7 @@ impl GpuModel {
 
     fn build(&self, ctx: &GpuContext, n: usize) -> Result<Prepared> {
         let m = &self.model;
-        let plan = plan::plan(m, n)?;
+        let plan = plan::plan_placed(m, &self.place, n)?;
         let mut buffers = Vec::with_capacity(plan.buffers.len());
         for &b in &plan.buffers {
             ctx.check_storage_size("activation buffer", b)?;
@@ -353,10 +115,9 @@ impl GpuModel {
                 mapped_at_creation: false,
             }));
         }
-        let buf_of = |name: &str| -> usize { plan.assignment[plan::root(m, &self.place, name)] };
         let mut inputs = Vec::new();
         let mut f32_inputs: HashMap<&str, wgpu::Buffer> = HashMap::new();
-        for (name, info) in &m.inputs {
+        for (name, info) in m.inputs() {
             if info.dtype == DType::F32 {
                 let bytes = (n * info.numel() * 4) as u64;
                 ctx.check_storage_size("model input", bytes)?;
@@ -369,166 +130,51 @@ impl GpuModel {
                 f32_inputs.insert(name, b.clone());
                 inputs.push((b, true));
             } else {
-                inputs.push((buffers[buf_of(name)].clone(), false));
+                inputs.push((buffers[plan.assignment[name.as_str()]].clone(), false));
             }
         }
+        // The buffer holding a tensor's bytes: its root's planned buffer, or
+        // a float32 model input's own.
+        let buffer_of = |name: &str| -> Result<&wgpu::Buffer> {
+            let r = self.place.root(name);
+            match (plan.assignment.get(r), f32_inputs.get(r)) {
+                (Some(&b), _) => Ok(&buffers[b]),
+                (None, Some(b)) => Ok(b),
+                (None, None) => Err(Error::Unsupported(format!(
+                    "tensor {name:?} has no GPU buffer"
+                ))),
+            }
+        };
         let mut dispatches = Vec::new();
-        for (node, g) in m.nodes.iter().zip(&self.nodes) {
-            let info = m.info(&node.name).expect("validated");
-            if self.place[&node.name] != Placement::Buffer {
+        for (node, g) in m.nodes().iter().zip(&self.nodes) {
+            if self.place.get(&node.name) != Some(&Placement::Buffer) {
                 continue; // aliases and host-side dequantizes record nothing
             }
-            let out = &buffers[buf_of(&node.name)];
-            let x_info = m.info(&node.inputs[0]).expect("validated");
-            let x_buf = || buffers[buf_of(&node.inputs[0])].clone();
-            let (oc, oh, ow) = chw(info);
-            let words = (n as u32) * oh * ow * oc.div_ceil(4);
-            match (&node.op, g) {
-                (Op::Conv2d(_) | Op::Linear(_), NodeGpu::Conv(l)) => {
-                    dispatches.extend(l.dispatch(
-                        ctx,
-                        &x_buf(),
-                        &x_info.batched(n),
-                        x_info.qparams().expect("validated"),
-                        out,
-                    )?);
-                }
-                (Op::Quantize(q), NodeGpu::None) => {
-                    let (c, h, w) = chw(x_info);
-                    let p = QuantizeParams {
-                        c,
-                        h,
-                        w,
-                        c4: c.div_ceil(4),
-                        total: words,
-                        zp: q.zero_point,
-                        inv: q.inv_scale(),
-                        pad: 0,
-                    };
-                    let x = &f32_inputs[node.inputs[0].as_str()];
-                    dispatches.push(ctx.dispatch(
-                        Kernel::Quantize,
-                        &[("WG", WG as f64)],
-                        bytemuck::bytes_of(&p),
-                        &[x, out],
-                        words,
-                        WG,
-                    )?);
-                }
-                (_, NodeGpu::Table(t, vec_split)) => {
-                    // A requantize reads the dequantize's input.
-                    let src = plan::root(m, &self.place, &node.inputs[0]);
-                    let src_info = m.info(src).expect("validated");
-                    let (ic, ih, iw) = chw(src_info);
-                    let numel = n * src_info.numel();
-                    let split = if *vec_split {
-                        ops::n_vec(numel) as u32
-                    } else {
-                        u32::MAX
-                    };
-                    let p =
-                        LutParams::new((oc, oh, ow), (ic, ih, iw), words, (0, oc), split, false);
-                    let src_buf = &buffers[plan.assignment[src]];
-                    dispatches.push(ctx.dispatch(
-                        Kernel::Lut,
-                        &[("WG", WG as f64)],
-                        bytemuck::bytes_of(&p),
-                        &[src_buf, t, out],
-                        words,
-                        WG,
-                    )?);
-                }
-                (Op::Cat(_), NodeGpu::Cat(tables)) => {
-                    let mut off = 0;
-                    for (inp, (t, split)) in node.inputs.iter().zip(tables) {
-                        let ii = m.info(inp).expect("validated");
-                        let (ic, ih, iw) = chw(ii);
-                        let p = LutParams::new(
-                            (oc, oh, ow),
-                            (ic, ih, iw),
-                            words,
-                            (off, ic),
-                            *split,
-                            true,
-                        );
-                        let src = &buffers[buf_of(inp)];
-                        dispatches.push(ctx.dispatch(
-                            Kernel::Lut,
-                            &[("WG", WG as f64)],
-                            bytemuck::bytes_of(&p),
-                            &[src, t, out],
-                            words,
-                            WG,
-                        )?);
-                        off += ic;
-                    }
-                }
-                (Op::Add { relu, out: qo }, NodeGpu::Add(t)) => {
-                    let (qa, qb) = (
-                        x_info.qparams().expect("validated"),
-                        m.info(&node.inputs[1])
-                            .and_then(|i| i.qparams())
-                            .expect("validated"),
-                    );
-                    let (c, h, w) = chw(x_info);
-                    let numel = n * x_info.numel();
-                    let mut p = AddParams {
-                        c,
-                        h,
-                        w,
-                        c4: c.div_ceil(4),
-                        total: words,
-                        split: ops::n_vec(numel) as u32,
-                        qnnpack: 0,
-                        relu: *relu as u32,
-                        inv: 1.0 / qo.scale,
-                        zo: qo.zero_point,
-                        lo: if *relu { qo.zero_point } else { 0 },
-                        shift: 0,
-                        ma: 0,
-                        mb: 0,
-                        za: qa.zero_point,
-                        zb: qb.zero_point,
-                    };
-                    if m.engine == Requant::Qnnpack {
-                        let (ma, mb, shift) = ops::qnnpack_add_params(qa, qb, *qo, *relu)?;
-                        p.qnnpack = 1;
-                        (p.ma, p.mb, p.shift) = (ma, mb, shift);
-                    }
-                    let b = &buffers[buf_of(&node.inputs[1])];
-                    dispatches.push(ctx.dispatch(
-                        Kernel::Add,
-                        &[("WG", WG as f64)],
-                        bytemuck::bytes_of(&p),
-                        &[&x_buf(), b, t, out],
-                        words,
-                        WG,
-                    )?);
-                }
-                (_, NodeGpu::Pool(t, p0, mode)) => {
-                    let mut p = *p0;
-                    p.total = words;
-                    dispatches.push(ctx.dispatch(
-                        Kernel::Pool,
-                        &[("WG", WG as f64), ("MODE", *mode as f64)],
-                        bytemuck::bytes_of(&p),
-                        &[&x_buf(), t, out],
-                        words,
-                        WG,
-                    )?);
-                }
-                (op, _) => {
-                    return Err(Error::Unsupported(format!(
-                        "node {:?}: {} on the GPU",
-                        node.name,
-                        op.name()
-                    )))
-                }
-            }
+            let kind = node.op.kind();
+            let in_node = |e: Error| e.in_node(&node.name, kind.name());
+            let info = |i: &str| m.info(i).expect("validated");
+            let io = GpuIo {
+                batch: n,
+                inputs: node
+                    .inputs
+                    .iter()
+                    .map(|i| {
+                        Ok(GpuInput {
+                            buf: buffer_of(i)?,
+                            info: info(i),
+                            stored: info(self.place.root(i)),
+                        })
+                    })
+                    .collect::<Result<_>>()
+                    .map_err(in_node)?,
+                output: buffer_of(&node.name).map_err(in_node)?,
+                out: info(&node.name),
+            };
+            dispatches.extend(g.record(ctx, &io).map_err(in_node)?);
         }
         let mut outputs = Vec::new();
-        for o in &m.outputs {
-            let r = plan::root(m, &self.place, o);
+        for o in m.outputs() {
+            let r = self.place.root(o);
             let Some(&b) = plan.assignment.get(r) else {
                 return Err(Error::Unsupported(format!(
                     "output {o:?} is a float32 model input: nothing runs on the GPU for it"
@@ -616,7 +262,7 @@ impl GpuModel {
                         0,
                         bytemuck::cast_slice(&layout::pack(data, &nchw4(shape))?),
                     ),
-                    _ => return Err(Error::shape("model input", "wrong dtype")),
+                    _ => return Err(Error::dtype("model input", "float32 vs quint8")),
                 }
             }
             let mut enc = ctx
@@ -659,9 +305,9 @@ impl GpuModel {
                 None => None,
             };
             let mut outs = Vec::with_capacity(prep.outputs.len());
-            for (o, (_, bytes, staging)) in self.model.outputs.iter().zip(&prep.outputs) {
+            for (o, (_, bytes, staging)) in self.model.outputs().iter().zip(&prep.outputs) {
                 let raw = ctx.map_read(staging, *bytes)?;
-                let r = plan::root(&self.model, &self.place, o);
+                let r = self.place.root(o);
                 let ri = self.model.info(r).expect("validated");
                 let q = ri.qparams().expect("quantized");
                 let data = layout::unpack(bytemuck::cast_slice(&raw), &nchw4(&ri.batched(n)))?;
@@ -677,147 +323,4 @@ impl GpuModel {
             Ok((outs, gpu_ns))
         })
     }
-}
-
-/// A batched shape as the layout module sees it (`[N, C, H, W]` or `[N, K]`).
-fn nchw4(shape: &[usize]) -> Vec<usize> {
-    match *shape {
-        [n, c, h] => vec![n, c, h, 1],
-        _ => shape.to_vec(),
-    }
-}
-
-/// Uniforms, mode and host table of a pooling node (mirrors src/ops.rs).
-fn pool_setup(
-    engine: Requant,
-    op: &Op,
-    x: &TensorInfo,
-    out: &TensorInfo,
-) -> Result<(PoolParams, u32, Vec<f32>)> {
-    let (c, h, w) = chw(x);
-    let (_, oh, ow) = chw(out);
-    let q = x.qparams().expect("validated");
-    let mut p = PoolParams {
-        c,
-        h,
-        w,
-        c4: c.div_ceil(4),
-        oh,
-        ow,
-        zp: q.zero_point,
-        ..Default::default()
-    };
-    let mut tab = vec![0f32; 1];
-    let set_window = |p: &mut PoolParams, pl: &ops::Pool2d| {
-        (p.kh, p.kw, p.sh, p.sw) = (
-            pl.kernel[0] as u32,
-            pl.kernel[1] as u32,
-            pl.stride[0] as u32,
-            pl.stride[1] as u32,
-        );
-        (p.ph, p.pw, p.dh, p.dw) = (
-            pl.padding[0] as u32,
-            pl.padding[1] as u32,
-            pl.dilation[0] as u32,
-            pl.dilation[1] as u32,
-        );
-    };
-    let avg = |p: &mut PoolParams, tab: &mut Vec<f32>, pl: &ops::Pool2d, o: &ops::AvgPoolOpts| {
-        set_window(p, pl);
-        let path = ops::avg_pool2d_path(engine, pl.ceil_mode, c as usize, h as usize, w as usize);
-        p.path = path as u32;
-        p.cip = o.count_include_pad as u32;
-        p.div_override = o.divisor_override.unwrap_or(0) as u32;
-        p.m = ops::qnnpack_avg_mult(q.scale, pl.kernel[0] * pl.kernel[1]);
-        p.nhwc_split = c - c % ops::AVG_NHWC_SPLIT as u32;
-        let max_df = (pl.kernel[0] * pl.kernel[1]).max(o.divisor_override.unwrap_or(0));
-        let recip = |df: usize| {
-            if df == 0 {
-                0.0
-            } else {
-                (1.0f64 / df as f64) as f32
-            }
-        };
-        *tab = (0..=max_df).map(recip).collect();
-        if path == AvgPath::Nhwc {
-            p.tab_half = (max_df + 1) as u32;
-            let tail: Vec<f32> = (0..=max_df)
-                .map(|df| {
-                    if df == 0 {
-                        0.0
-                    } else {
-                        1.0 / (1.0 / (1.0 / df as f32))
-                    }
-                })
-                .collect();
-            *tab = (0..=max_df)
-                .map(|df| if df == 0 { 0.0 } else { 1.0 / df as f32 })
-                .chain(tail)
-                .collect();
-        }
-    };
-    let mode = match op {
-        Op::MaxPool2d(pl) => {
-            set_window(&mut p, pl);
-            p.clamp_taps = (engine == Requant::Qnnpack && !pl.ceil_mode) as u32;
-            0
-        }
-        Op::AvgPool2d(pl, o) => {
-            avg(&mut p, &mut tab, pl, o);
-            1
-        }
-        Op::AdaptiveAvgPool2d([aoh, aow]) => {
-            let path = ops::adaptive_path(engine, c as usize, h as usize, w as usize, *aoh, *aow);
-            if path == AvgPath::Qnnpack {
-                let k = [h as usize / aoh, w as usize / aow];
-                let pl = ops::Pool2d {
-                    kernel: k,
-                    stride: k,
-                    padding: [0, 0],
-                    dilation: [1, 1],
-                    ceil_mode: false,
-                };
-                avg(
-                    &mut p,
-                    &mut tab,
-                    &pl,
-                    &ops::AvgPoolOpts {
-                        count_include_pad: true,
-                        divisor_override: None,
-                    },
-                );
-                1
-            } else {
-                p.path = path as u32;
-                let kh_max = (h as usize).div_ceil(*aoh) + 1;
-                let kw_max = (w as usize).div_ceil(*aow) + 1;
-                p.tab_w = (kw_max + 1) as u32;
-                tab = vec![0f32; (kh_max + 1) * (kw_max + 1)];
-                for kh in 1..=kh_max {
-                    for kw in 1..=kw_max {
-                        tab[kh * (kw_max + 1) + kw] = if path == AvgPath::Nhwc {
-                            let m = 1.0 / (kh * kw) as f32;
-                            1.0 / (1.0 / m)
-                        } else {
-                            (1.0 / kh as f32) / kw as f32
-                        };
-                    }
-                }
-                2
-            }
-        }
-        Op::Mean { .. } => {
-            let hw = (h * w) as usize;
-            if engine == Requant::Fbgemm && (hw >= 1 << 15 || hw * 255 >= 1 << 24) {
-                return Err(Error::Unsupported(format!(
-                    "mean over {h}x{w} = {hw} positions on the GPU (exact up to 32767)"
-                )));
-            }
-            p.qnnpack_mean = (engine == Requant::Qnnpack) as u32;
-            p.m = ops::qnnpack_avg_mult(q.scale, hw);
-            3
-        }
-        _ => unreachable!("pool_setup on a non-pool op"),
-    };
-    Ok((p, mode, tab))
 }

@@ -6,6 +6,7 @@ mod context;
 mod conv;
 mod graph;
 pub mod layout;
+pub(crate) mod node;
 mod tensor;
 
 pub use context::{AdapterReport, CustomKernel, Dispatch, GpuContext, Kernel};
@@ -17,6 +18,9 @@ pub use graph::GpuModel;
 
 /// The uniform blocks of the op kernels (checked against the WGSL in tests).
 pub mod ops_params {
-    pub use super::graph::{AddParams, LutParams, PoolParams, QuantizeParams};
+    pub use super::node::LutParams;
+    pub use crate::ops::binary::AddParams;
+    pub use crate::ops::pool::PoolParams;
+    pub use crate::ops::quantize::QuantizeParams;
 }
 pub use tensor::GpuTensor;

@@ -1,10 +1,11 @@
 //! Quantized activations on the GPU: quint8 bytes packed 4 per u32 in the
-//! NHWC4 layout (see [`super::layout`]), with their qparams.
+//! NHWC4 layout (see [`crate::layout`]), with their qparams.
 
 use wgpu::util::DeviceExt;
 
-use super::{layout, GpuContext};
+use super::GpuContext;
 use crate::error::{Error, Result};
+use crate::layout;
 use crate::quant::QParams;
 
 /// A quint8 tensor living on the GPU. Its logical shape is NCHW (`[N, C, H, W]`)

@@ -1,0 +1,365 @@
+//! `conv2d` and `linear`: the fused int8 layer ([`QLayer`]). Its lowered
+//! constants are the layer's [`crate::quant::Epilogue`] (per output channel
+//! integer bias, float bias and multiplier, and the clamp), computed once
+//! when the layer is built; the CPU loop here accumulates exactly and applies
+//! it, and the GPU side (`gpu.rs`, over [`crate::gpu::GpuLayer`]) uploads the
+//! packed weights and the same epilogue records.
+
+mod gpu;
+
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::layer::{Conv2dGeometry, LayerKind, QLayer};
+use crate::layout::check_data_len;
+use crate::model::{DType, TensorInfo, Value};
+use crate::quant::{Activation, Requant};
+
+use super::{quantized, Attrs, CpuIo, FileOp, Lowered, NodeWriter, Op, OpKind, ParseCx, Signature};
+
+pub(crate) const FILE_OPS: &[FileOp] = &[
+    FileOp {
+        name: "conv2d",
+        attributes: &[
+            "stride",
+            "padding",
+            "dilation",
+            "groups",
+            "activation",
+            "scale",
+            "zero_point",
+            "requant",
+            "clamp",
+        ],
+        parse: |a, cx| parse_layer(LayerKind::Conv2d, a, cx),
+    },
+    FileOp {
+        name: "linear",
+        attributes: &["activation", "scale", "zero_point", "requant", "clamp"],
+        parse: |a, cx| parse_layer(LayerKind::Linear, a, cx),
+    },
+];
+
+/// A conv2d or linear node.
+pub(crate) struct Conv<'a>(pub &'a QLayer);
+
+impl<'a> OpKind<'a> for Conv<'a> {
+    fn name(&self) -> &'static str {
+        match self.0.kind {
+            LayerKind::Conv2d => "conv2d",
+            LayerKind::Linear => "linear",
+        }
+    }
+    fn infer(&self, _: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
+        let l = self.0;
+        let x = ins[0];
+        let q = quantized(x)?;
+        if q != l.input {
+            return Err(Error::qparams(
+                "input",
+                format!("qparams {q:?} differ from the layer's {:?}", l.input),
+            ));
+        }
+        let out = l.output_shape(&x.batched(1))?;
+        Ok(TensorInfo {
+            shape: out[1..].to_vec(),
+            dtype: DType::QUInt8(l.output),
+        })
+    }
+    fn write(&self, w: &mut NodeWriter) {
+        let l = self.0;
+        w.put_qparams(l.output);
+        w.put("activation", json!(l.activation.name()));
+        w.put("requant", json!(l.requant.name()));
+        let g = &l.geometry;
+        if l.kind == LayerKind::Conv2d {
+            w.put("stride", json!(g.stride));
+            w.put("padding", json!(g.padding));
+            w.put("dilation", json!(g.dilation));
+            w.put("groups", json!(g.groups));
+        }
+        if l.clamp() != l.activation_clamp() {
+            // A folded relu6/hardtanh (format version 2).
+            let (lo, hi) = l.clamp();
+            w.put("clamp", json!([lo, hi]));
+            w.require_version(2);
+        }
+        let o = g.out_channels;
+        let wshape = if l.kind == LayerKind::Conv2d {
+            vec![o, g.cin_per_group(), g.kernel[0], g.kernel[1]]
+        } else {
+            vec![o, g.in_channels]
+        };
+        let f = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let name = w.node.to_string();
+        w.tensors.push((
+            format!("{name}.weight"),
+            safetensors::Dtype::I8,
+            wshape,
+            l.weight.iter().map(|&w| w as u8).collect(),
+        ));
+        w.tensors.push((
+            format!("{name}.weight_scale"),
+            safetensors::Dtype::F32,
+            vec![o],
+            f(&l.weight_scale),
+        ));
+        w.tensors.push((
+            format!("{name}.weight_zero_point"),
+            safetensors::Dtype::I32,
+            vec![o],
+            vec![0u8; 4 * o],
+        ));
+        w.tensors.push((
+            format!("{name}.bias"),
+            safetensors::Dtype::F32,
+            vec![o],
+            f(&l.bias),
+        ));
+    }
+    fn lower(&self, _: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
+        Ok(Box::new(ConvLowered(self.0)))
+    }
+    fn weight_bytes(&self) -> (usize, usize) {
+        self.0.weight_bytes()
+    }
+    fn with_clamp(&self, lo: i32, hi: i32) -> Result<Option<Op>> {
+        // clamp(clamp(x, a, b), lo, hi) = clamp(x, clamp(a, lo, hi), clamp(b, lo, hi))
+        let (a, b) = self.0.clamp();
+        let l = Box::new(self.0.with_clamp(a.clamp(lo, hi), b.clamp(lo, hi))?);
+        Ok(Some(match self.0.kind {
+            LayerKind::Conv2d => Op::Conv2d(l),
+            LayerKind::Linear => Op::Linear(l),
+        }))
+    }
+}
+
+/// The lowered conv/linear: the layer itself (its epilogue holds the constants).
+pub(crate) struct ConvLowered<'a>(pub &'a QLayer);
+
+impl Lowered for ConvLowered<'_> {
+    fn run_cpu(&self, io: &CpuIo<'_>) -> Result<Value> {
+        let (x, shape, _) = io.q(0)?;
+        io.q_out(run_layer(self.0, x, shape)?.0)
+    }
+}
+
+fn parse_layer(kind: LayerKind, a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
+    let q_in = cx.q_in()?;
+    let out = a.qparams()?;
+    let act = a.activation()?;
+    let rule = match a.opt("requant") {
+        Some(v) => Requant::parse(v.as_str().unwrap_or(""))?,
+        None => cx.engine,
+    };
+    let name = cx.node;
+    let t = cx.tensors;
+    let wname = format!("{name}.weight");
+    let (w, wshape) = t.get(&wname, safetensors::Dtype::I8, None)?;
+    let geom = if kind == LayerKind::Conv2d {
+        let [o, cg, kh, kw] = wshape[..] else {
+            return Err(Error::Model(format!(
+                "tensor {wname:?} has shape {wshape:?}, expected [O, C/groups, kh, kw]"
+            )));
+        };
+        let groups = a.usize("groups")?;
+        Conv2dGeometry::new(cg * groups, o, [kh, kw])
+            .stride(a.pair("stride")?)
+            .padding(a.pair("padding")?)
+            .dilation(a.pair("dilation")?)
+            .groups(groups)
+    } else {
+        let [o, k] = wshape[..] else {
+            return Err(Error::Model(format!(
+                "tensor {wname:?} has shape {wshape:?}, expected [O, K]"
+            )));
+        };
+        Conv2dGeometry::linear(k, o)
+    };
+    let o = geom.out_channels;
+    let scales = t.f32(&format!("{name}.weight_scale"), &[o])?;
+    let zps = t.i32(&format!("{name}.weight_zero_point"), &[o])?;
+    let bias = t.f32(&format!("{name}.bias"), &[o])?;
+    let w: Vec<i8> = w.into_iter().map(|b| b as i8).collect();
+    let mut l = QLayer::from_pytorch(kind, geom, w, scales, &zps, bias, q_in, out, act, rule)?;
+    if let Some(v) = a.opt("clamp") {
+        if cx.version < 2 {
+            return Err(Error::Model(
+                "\"clamp\" needs format_version 2 (a version 1 reader would ignore it)".into(),
+            ));
+        }
+        let pair = v
+            .as_array()
+            .filter(|c| c.len() == 2)
+            .and_then(|c| Some((c[0].as_i64()?, c[1].as_i64()?)));
+        let Some((lo, hi)) = pair else {
+            return Err(Error::Model(format!(
+                "\"clamp\" must be [lo, hi] (output bytes), got {v}"
+            )));
+        };
+        let byte = |x: i64| i32::try_from(x).unwrap_or(-1);
+        l = l.with_clamp(byte(lo), byte(hi))?;
+    }
+    Ok(match kind {
+        LayerKind::Conv2d => Op::Conv2d(Box::new(l)),
+        LayerKind::Linear => Op::Linear(Box::new(l)),
+    })
+}
+
+/// The default activation of a layer, as a clamp: `relu` clamps at the output
+/// zero point.
+pub(crate) fn activation_lo(act: Activation, zero_point: i32) -> i32 {
+    match act {
+        Activation::Relu => zero_point,
+        Activation::None => 0,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The CPU reference: plain loops, wide accumulators, the layer's epilogue.
+
+/// Exact i64 accumulators `acc[n][o][oy][ox] = Σ (x - x_zp) * w` of a conv2d
+/// over a quint8 NCHW input; padded positions hold the real value 0.
+pub fn conv2d_accumulators(
+    layer: &QLayer,
+    x: &[u8],
+    shape: &[usize],
+) -> Result<(Vec<i64>, Vec<usize>)> {
+    let out_shape = layer.output_shape(shape)?;
+    check_data_len(x.len(), shape)?;
+    let g = &layer.geometry;
+    let (n, c, h, w) = match *shape {
+        [n, k] => (n, k, 1, 1),
+        [n, c, h, w] => (n, c, h, w),
+        _ => unreachable!("output_shape checked the rank"),
+    };
+    let (oh, ow) = if layer.kind == LayerKind::Linear {
+        (1, 1)
+    } else {
+        (out_shape[2], out_shape[3])
+    };
+    let (o, cg, og) = (g.out_channels, g.cin_per_group(), g.cout_per_group());
+    let [kh, kw] = g.kernel;
+    let zp = layer.input.zero_point as i64;
+    let mut acc = vec![0i64; n * o * oh * ow];
+    for b in 0..n {
+        for oc in 0..o {
+            let grp = oc / og;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut sum = 0i64;
+                    for ci in 0..cg {
+                        let ch = grp * cg + ci;
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize
+                                    - g.padding[0] as isize;
+                                let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize
+                                    - g.padding[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue; // padding: the real value 0
+                                }
+                                let xv = x[((b * c + ch) * h + iy as usize) * w + ix as usize]
+                                    as i64
+                                    - zp;
+                                let wv = layer.weight[((oc * cg + ci) * kh + ky) * kw + kx] as i64;
+                                sum += xv * wv;
+                            }
+                        }
+                    }
+                    acc[((b * o + oc) * oh + oy) * ow + ox] = sum;
+                }
+            }
+        }
+    }
+    Ok((acc, out_shape))
+}
+
+/// Runs a fused quantized conv2d or linear layer on the CPU: accumulate
+/// exactly, then requantize each output with the layer's epilogue.
+/// `x` is quint8 in NCHW (or `[N, K]`) order; returns the output and its shape.
+pub fn run_layer(layer: &QLayer, x: &[u8], shape: &[usize]) -> Result<(Vec<u8>, Vec<usize>)> {
+    let (acc, out_shape) = conv2d_accumulators(layer, x, shape)?;
+    let o = layer.geometry.out_channels;
+    let spatial: usize = out_shape[2..].iter().product();
+    let mut y = Vec::with_capacity(acc.len());
+    for (i, &a) in acc.iter().enumerate() {
+        let oc = (i / spatial) % o;
+        let a32 = i32::try_from(a).map_err(|_| Error::Overflow {
+            what: "conv2d/linear".into(),
+            detail: format!(
+                "output element {i} accumulates to {a}, outside i32 (PyTorch's accumulator)"
+            ),
+        })?;
+        y.push(layer.epilogue.apply(oc, a32));
+    }
+    Ok((y, out_shape))
+}
+
+/// A float conv2d (or linear, as a 1x1 conv of a 1x1 image) in plain f32
+/// loops, followed by the activation: the unquantized layer, for measuring
+/// how close the int8 layer comes. `weight` is `[O, C/groups, kh, kw]`.
+pub fn float_conv2d(
+    geom: &Conv2dGeometry,
+    weight: &[f32],
+    bias: &[f32],
+    relu: bool,
+    x: &[f32],
+    shape: &[usize],
+) -> Result<(Vec<f32>, Vec<usize>)> {
+    geom.validate()?;
+    let (n, c, h, w) = crate::layout::nchw(shape)?;
+    check_data_len(x.len(), shape)?;
+    if c != geom.in_channels {
+        return Err(Error::shape(
+            "conv2d input",
+            format!("{c} channels, the layer has {}", geom.in_channels),
+        ));
+    }
+    let (oh, ow) = geom.output_hw(h, w)?;
+    let (o, cg, og) = (
+        geom.out_channels,
+        geom.cin_per_group(),
+        geom.cout_per_group(),
+    );
+    let [kh, kw] = geom.kernel;
+    let mut y = vec![0f32; n * o * oh * ow];
+    for b in 0..n {
+        for oc in 0..o {
+            let grp = oc / og;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    // Summed as PyTorch's float conv (oneDNN) sums on x86: fused
+                    // multiply-adds, kernel taps outer, input channels inner, the
+                    // bias added last. This matters only for calibration, where a
+                    // tensor's observed min/max must be PyTorch's to the bit.
+                    let mut s = 0f32;
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy = (oy * geom.stride[0] + ky * geom.dilation[0]) as isize
+                                - geom.padding[0] as isize;
+                            let ix = (ox * geom.stride[1] + kx * geom.dilation[1]) as isize
+                                - geom.padding[1] as isize;
+                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                continue;
+                            }
+                            for ci in 0..cg {
+                                let xv = x
+                                    [((b * c + grp * cg + ci) * h + iy as usize) * w + ix as usize];
+                                s = xv.mul_add(weight[((oc * cg + ci) * kh + ky) * kw + kx], s);
+                            }
+                        }
+                    }
+                    let v = s + bias[oc];
+                    y[((b * o + oc) * oh + oy) * ow + ox] = if relu { v.max(0.0) } else { v };
+                }
+            }
+        }
+    }
+    let out_shape = if shape.len() == 2 {
+        vec![n, o]
+    } else {
+        vec![n, o, oh, ow]
+    };
+    Ok((y, out_shape))
+}

@@ -1,0 +1,537 @@
+//! The operators of a graph, one module per op family. Each module owns,
+//! for its ops: the attributes and their file form, shape inference and
+//! validation, the host-computed constants (lowering: multipliers, tables,
+//! clamps computed once, as data), the CPU loop that consumes those
+//! constants, and, in its `gpu.rs`, the GPU side that uploads them and
+//! records the dispatches. [`crate::model`] (validation, the CPU run, the
+//! file) and [`crate::gpu::GpuModel`] are generic drivers over that
+//! interface (`OpKind`, `Lowered`, and `gpu::node`'s `Upload` and `GpuNode`).
+//!
+//! | module | ops |
+//! | --- | --- |
+//! | [`quantize`] | `quantize`, `dequantize` |
+//! | [`conv`] | `conv2d`, `linear` |
+//! | [`binary`] | `add` |
+//! | [`pool`] | `max_pool2d`, `avg_pool2d`, `adaptive_avg_pool2d`, `mean` |
+//! | [`table`] | `relu`, `relu6`, `hardtanh`, `hardswish` |
+//! | [`shape`] | `flatten`, `reshape`, `cat` |
+//!
+//! Registration is in this file: the [`Op`] variant, its arm in
+//! `Op::kind`, and the family's `FileOp` table in `FILE_OPS`.
+//!
+//! The scalar rules shared by several ops (PyTorch's two dequantizes, the
+//! quantize rule, ATen's vector/scalar split) are here too; each op's rules
+//! are stated in `tests/data/ops/README.md`.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+
+use serde_json::{Map, Value as Json};
+
+use crate::error::{Error, Result};
+use crate::gpu::node::Upload;
+use crate::layer::QLayer;
+use crate::model::{TensorInfo, Value};
+use crate::quant::{Activation, QParams, Requant};
+
+pub mod binary;
+pub mod conv;
+pub mod pool;
+pub mod quantize;
+pub mod shape;
+pub mod table;
+
+pub use binary::{qnnpack_add_elem, qnnpack_add_params};
+pub use pool::{
+    adaptive_path, adaptive_window, avg_pool2d_path, div_round_even, qnnpack_avg_mult, AvgPath,
+    AvgPoolOpts, Pool2d, AVG_NHWC_SPLIT,
+};
+pub use quantize::{requantize_table, requantize_table_vector};
+pub use shape::{cat_tables, is_channels_last_trivially};
+pub use table::{apply_tables, hardswish_tables, hardtanh_table, relu_table};
+
+// ---------------------------------------------------------------------------
+// The op enum (user-facing) and its registration.
+
+/// A graph operation. Each variant's attributes, rules, CPU loop and GPU side
+/// live in its family's module (see the [module docs](self)).
+#[derive(Clone, Debug)]
+pub enum Op {
+    Quantize(QParams),
+    Dequantize,
+    Conv2d(Box<QLayer>),
+    Linear(Box<QLayer>),
+    Add {
+        relu: bool,
+        out: QParams,
+    },
+    MaxPool2d(Pool2d),
+    AvgPool2d(Pool2d, AvgPoolOpts),
+    AdaptiveAvgPool2d([usize; 2]),
+    /// Mean over dims [2, 3].
+    Mean {
+        keepdim: bool,
+    },
+    Relu,
+    Relu6,
+    Hardtanh {
+        min: f32,
+        max: f32,
+    },
+    Hardswish(QParams),
+    /// `flatten(start_dim=1)`.
+    Flatten,
+    /// Reshape to a per-sample shape.
+    Reshape(Vec<usize>),
+    /// Concatenation along channels, requantized to these qparams.
+    Cat(QParams),
+}
+
+impl Op {
+    /// The op's implementation: one arm per variant, into its family's module.
+    pub(crate) fn kind(&self) -> Box<dyn OpKind<'_> + '_> {
+        match self {
+            Op::Quantize(q) => Box::new(quantize::Quantize(*q)),
+            Op::Dequantize => Box::new(quantize::Dequantize),
+            Op::Conv2d(l) | Op::Linear(l) => Box::new(conv::Conv(l)),
+            Op::Add { relu, out } => Box::new(binary::Add {
+                relu: *relu,
+                out: *out,
+            }),
+            Op::MaxPool2d(p) => Box::new(pool::PoolOp::Max(*p)),
+            Op::AvgPool2d(p, o) => Box::new(pool::PoolOp::Avg(*p, *o)),
+            Op::AdaptiveAvgPool2d(s) => Box::new(pool::PoolOp::Adaptive(*s)),
+            Op::Mean { keepdim } => Box::new(pool::PoolOp::Mean { keepdim: *keepdim }),
+            Op::Relu => Box::new(table::TableOp::Relu),
+            Op::Relu6 => Box::new(table::TableOp::Relu6),
+            Op::Hardtanh { min, max } => Box::new(table::TableOp::Hardtanh(*min, *max)),
+            Op::Hardswish(q) => Box::new(table::TableOp::Hardswish(*q)),
+            Op::Flatten => Box::new(shape::ShapeOp::Flatten),
+            Op::Reshape(s) => Box::new(shape::ShapeOp::Reshape(s)),
+            Op::Cat(q) => Box::new(shape::ShapeOp::Cat(*q)),
+        }
+    }
+
+    /// The op's name in the model file.
+    pub fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+}
+
+/// The file form of every op, by family: name, declared attributes, parser.
+pub(crate) const FILE_OPS: &[&[FileOp]] = &[
+    quantize::FILE_OPS,
+    conv::FILE_OPS,
+    binary::FILE_OPS,
+    pool::FILE_OPS,
+    table::FILE_OPS,
+    shape::FILE_OPS,
+];
+
+/// The file-form entry of op `name`.
+pub(crate) fn file_op(name: &str) -> Option<&'static FileOp> {
+    FILE_OPS
+        .iter()
+        .flat_map(|f| f.iter())
+        .find(|f| f.name == name)
+}
+
+// ---------------------------------------------------------------------------
+// The interface.
+
+/// How many inputs an op takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Arity {
+    Exactly(usize),
+    AtLeast(usize),
+}
+
+impl Arity {
+    /// An error saying what the op takes, if `n` inputs do not fit.
+    pub(crate) fn check(self, n: usize) -> Result<()> {
+        let (ok, k, at_least) = match self {
+            Arity::Exactly(k) => (n == k, k, ""),
+            Arity::AtLeast(k) => (n >= k, k, "at least "),
+        };
+        if ok {
+            return Ok(());
+        }
+        let s = if k == 1 { "" } else { "s" };
+        Err(Error::config(
+            "inputs",
+            format!("takes {at_least}{k} input{s}, got {n}"),
+        ))
+    }
+}
+
+/// Where an op's output lives on the GPU (see [`crate::plan::Placement`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Storage {
+    /// A planned buffer of its own.
+    Buffer,
+    /// The same bytes as input 0 (the packed layout does not change).
+    Alias,
+    /// Not on the GPU: input 0's bytes, dequantized on the host after readback.
+    Host,
+}
+
+/// What lowering sees: the engine and the node's inputs' and output's infos
+/// (one sample each: no batch dimension).
+pub(crate) struct Signature<'s> {
+    pub engine: Requant,
+    pub inputs: Vec<&'s TensorInfo>,
+    pub output: &'s TensorInfo,
+}
+
+impl Signature<'_> {
+    /// Input `i`'s qparams (validated to be quantized by inference).
+    pub fn q_in(&self, i: usize) -> Result<QParams> {
+        self.inputs[i]
+            .qparams()
+            .ok_or_else(|| Error::dtype("input", "float32 where quint8 is needed"))
+    }
+}
+
+/// One op, as the drivers see it. Implemented by a small view of the [`Op`]
+/// variant in the family's module; `'a` is the borrow of the variant's data
+/// (a conv borrows its [`QLayer`]).
+pub(crate) trait OpKind<'a> {
+    /// The op's name in the model file.
+    fn name(&self) -> &'static str;
+    /// How many inputs it takes.
+    fn arity(&self) -> Arity {
+        Arity::Exactly(1)
+    }
+    /// Output info (one sample's shape, dtype and qparams) from the input
+    /// infos, validating the op against them. The drivers checked the arity.
+    fn infer(&self, engine: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo>;
+    /// The file form: attributes (and tensors) of this node.
+    fn write(&self, w: &mut NodeWriter);
+    /// The host constants, computed once: what the CPU loop and the GPU
+    /// upload both consume.
+    fn lower(&self, sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>>;
+    /// Where its output lives on the GPU. Default: a planned buffer of its own.
+    fn storage(&self, _ins: &[&TensorInfo], _out: &TensorInfo) -> Storage {
+        Storage::Buffer
+    }
+    /// Whether its GPU side reads a [`Storage::Host`] input (a dequantize
+    /// kept on the host), i.e. is a quantize that becomes a requantize table.
+    fn reads_dequantized(&self) -> bool {
+        false
+    }
+    /// Weight bytes as held on the GPU (int8 and epilogue records) and as the
+    /// float layer would need (f32).
+    fn weight_bytes(&self) -> (usize, usize) {
+        (0, 0)
+    }
+    /// If the op clamps each byte to `[lo, hi]` of the input's scale (and
+    /// nothing else), those bounds for input qparams `q`.
+    fn byte_clamp(&self, _q: QParams) -> Result<Option<(i32, i32)>> {
+        Ok(None)
+    }
+    /// This op with its output further clamped to the bytes `[lo, hi]`, if it
+    /// can fold such a clamp into its own epilogue.
+    fn with_clamp(&self, _lo: i32, _hi: i32) -> Result<Option<Op>> {
+        Ok(None)
+    }
+}
+
+/// An op's lowered constants: the CPU reference consumes them here, and the
+/// GPU side ([`Upload`], in the family's `gpu.rs`) uploads them.
+pub(crate) trait Lowered: Upload {
+    /// Runs the op on the CPU on batched inputs (NCHW, or `[N, K]`).
+    fn run_cpu(&self, io: &CpuIo<'_>) -> Result<Value>;
+}
+
+/// A node's batched inputs and output info for [`Lowered::run_cpu`].
+pub(crate) struct CpuIo<'v> {
+    pub batch: usize,
+    pub inputs: Vec<&'v Value>,
+    /// One sample's output info.
+    pub output: &'v TensorInfo,
+}
+
+impl<'v> CpuIo<'v> {
+    /// Input `i` as quint8 bytes, its batched shape and its qparams.
+    pub fn q(&self, i: usize) -> Result<(&'v [u8], &'v [usize], QParams)> {
+        match self.inputs[i] {
+            Value::Q { data, shape, q } => Ok((data, shape, *q)),
+            Value::F32 { .. } => Err(Error::dtype(
+                format!("input {i}"),
+                "float32 where quint8 is needed",
+            )),
+        }
+    }
+    /// Input `i` as float32 data.
+    pub fn f32(&self, i: usize) -> Result<&'v [f32]> {
+        match self.inputs[i] {
+            Value::F32 { data, .. } => Ok(data),
+            Value::Q { .. } => Err(Error::dtype(
+                format!("input {i}"),
+                "quint8 where float32 is needed",
+            )),
+        }
+    }
+    /// The batched output shape.
+    pub fn out_shape(&self) -> Vec<usize> {
+        self.output.batched(self.batch)
+    }
+    /// A quantized output with the node's output qparams.
+    pub fn q_out(&self, data: Vec<u8>) -> Result<Value> {
+        let q = self
+            .output
+            .qparams()
+            .ok_or_else(|| Error::dtype("output", "float32 where quint8 is needed"))?;
+        crate::layout::check_data_len(data.len(), &self.out_shape())?;
+        Ok(Value::Q {
+            data,
+            shape: self.out_shape(),
+            q,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The file form.
+
+/// One op's file form: its name, the attributes it declares (any other
+/// attribute on such a node is an error), and its parser.
+pub(crate) struct FileOp {
+    pub name: &'static str,
+    pub attributes: &'static [&'static str],
+    pub parse: fn(&Attrs<'_>, &ParseCx<'_>) -> Result<Op>,
+}
+
+/// A tensor for the model file: name, dtype, shape, little-endian bytes.
+pub(crate) type FileTensor = (String, safetensors::Dtype, Vec<usize>, Vec<u8>);
+
+/// Typed access to the file's tensors, recording which ones were used.
+pub(crate) struct Tensors<'a> {
+    pub st: safetensors::SafeTensors<'a>,
+    pub used: RefCell<HashSet<String>>,
+}
+
+impl Tensors<'_> {
+    /// Tensor `name`'s bytes and shape, checking its dtype (and shape).
+    pub fn get(
+        &self,
+        name: &str,
+        dtype: safetensors::Dtype,
+        shape: Option<&[usize]>,
+    ) -> Result<(Vec<u8>, Vec<usize>)> {
+        let t = self
+            .st
+            .tensor(name)
+            .map_err(|_| Error::Model(format!("tensor {name:?} is missing")))?;
+        if t.dtype() != dtype {
+            return Err(Error::Model(format!(
+                "tensor {name:?} has dtype {:?}, expected {dtype:?}",
+                t.dtype()
+            )));
+        }
+        if let Some(s) = shape {
+            if t.shape() != s {
+                return Err(Error::Model(format!(
+                    "tensor {name:?} has shape {:?}, expected {s:?}",
+                    t.shape()
+                )));
+            }
+        }
+        self.used.borrow_mut().insert(name.to_string());
+        Ok((t.data().to_vec(), t.shape().to_vec()))
+    }
+    pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let (d, _) = self.get(name, safetensors::Dtype::F32, Some(shape))?;
+        Ok(d.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+    pub fn i32(&self, name: &str, shape: &[usize]) -> Result<Vec<i32>> {
+        let (d, _) = self.get(name, safetensors::Dtype::I32, Some(shape))?;
+        Ok(d.chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+}
+
+/// What a parser may look at besides the node's attributes.
+pub(crate) struct ParseCx<'a> {
+    pub node: &'a str,
+    /// The file's format version.
+    pub version: u64,
+    pub engine: Requant,
+    /// Infos of the node's inputs (in order; parsing follows the graph).
+    pub inputs: Vec<&'a TensorInfo>,
+    pub tensors: &'a Tensors<'a>,
+}
+
+impl ParseCx<'_> {
+    /// Input 0's qparams.
+    pub fn q_in(&self) -> Result<QParams> {
+        let x = self
+            .inputs
+            .first()
+            .ok_or_else(|| Error::Model("needs an input".into()))?;
+        x.qparams().ok_or_else(|| {
+            Error::dtype(
+                "input",
+                "float32; this op takes a quantized (quint8) tensor",
+            )
+        })
+    }
+}
+
+/// A node's attributes in the file, with typed getters whose errors name the
+/// attribute.
+pub(crate) struct Attrs<'a> {
+    pub map: &'a Map<String, Json>,
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::Model(msg.into())
+}
+
+impl Attrs<'_> {
+    pub fn get(&self, key: &str) -> Result<&Json> {
+        self.map
+            .get(key)
+            .ok_or_else(|| bad(format!("missing attribute {key:?}")))
+    }
+    pub fn opt(&self, key: &str) -> Option<&Json> {
+        self.map.get(key)
+    }
+    pub fn usize(&self, key: &str) -> Result<usize> {
+        as_usize(self.get(key)?, key)
+    }
+    pub fn pair(&self, key: &str) -> Result<[usize; 2]> {
+        let v = self.get(key)?;
+        match v.as_array().map(|x| x.as_slice()) {
+            Some([h, w]) => Ok([as_usize(h, key)?, as_usize(w, key)?]),
+            _ => Err(bad(format!("{key:?} must be [h, w], got {v}"))),
+        }
+    }
+    pub fn bool(&self, key: &str) -> Result<bool> {
+        let v = self.get(key)?;
+        v.as_bool()
+            .ok_or_else(|| bad(format!("{key:?} must be true or false, got {v}")))
+    }
+    pub fn f32(&self, key: &str) -> Result<f32> {
+        let v = self.get(key)?;
+        v.as_f64()
+            .map(|x| x as f32)
+            .ok_or_else(|| bad(format!("{key:?} must be a number, got {v}")))
+    }
+    /// `scale` and `zero_point`: quint8 qparams.
+    pub fn qparams(&self) -> Result<QParams> {
+        let s = self.get("scale")?;
+        let z = self.get("zero_point")?;
+        let scale = s
+            .as_f64()
+            .ok_or_else(|| bad(format!("scale must be a number, got {s}")))?;
+        let zp = z
+            .as_i64()
+            .ok_or_else(|| bad(format!("zero_point must be an integer, got {z}")))?;
+        if !(scale.is_finite() && scale > 0.0 && (scale as f32) > 0.0 && (scale as f32).is_finite())
+        {
+            return Err(bad(format!("scale {scale} must be a finite positive f32")));
+        }
+        if !(0..=255).contains(&zp) {
+            return Err(bad(format!(
+                "zero_point {zp} is outside quint8's range 0..=255"
+            )));
+        }
+        QParams::new(scale as f32, zp as i32)
+    }
+    pub fn activation(&self) -> Result<Activation> {
+        let v = self.get("activation")?;
+        Activation::parse(v.as_str().unwrap_or(""))
+    }
+}
+
+fn as_usize(v: &Json, key: &str) -> Result<usize> {
+    v.as_u64()
+        .map(|x| x as usize)
+        .ok_or_else(|| bad(format!("{key:?} must be a non-negative integer, got {v}")))
+}
+
+/// Collects one node's file form.
+pub(crate) struct NodeWriter<'a> {
+    pub node: &'a str,
+    pub attrs: Map<String, Json>,
+    pub tensors: &'a mut Vec<FileTensor>,
+    /// The lowest format version that can hold what was written.
+    pub version: u64,
+}
+
+impl NodeWriter<'_> {
+    /// Marks the file as needing format version `v` (a newer attribute).
+    pub fn require_version(&mut self, v: u64) {
+        self.version = self.version.max(v);
+    }
+    pub fn put(&mut self, key: &str, v: Json) {
+        self.attrs.insert(key.into(), v);
+    }
+    pub fn put_qparams(&mut self, q: QParams) {
+        self.put("scale", serde_json::json!(q.scale as f64));
+        self.put("zero_point", serde_json::json!(q.zero_point));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Scalar rules shared by several ops.
+
+/// ATen's elementwise quantized kernels run the first `n - n % 64` elements of
+/// a flat tensor through the vectorized lambda and the rest through the scalar
+/// one; for `add` and `hardswish` under fbgemm the two round differently.
+pub const VEC_SPLIT: usize = 64;
+
+/// Number of leading elements of an `n`-element tensor that take ATen's vector path.
+pub fn n_vec(n: usize) -> usize {
+    n - n % VEC_SPLIT
+}
+
+/// Scalar-path dequantize: `s * f32(q - zp)`.
+#[inline]
+pub fn dequant_scalar(q: u8, p: QParams) -> f32 {
+    p.scale * (q as i32 - p.zero_point) as f32
+}
+
+/// Vector-path dequantize: `fma(s, f32(q), s * f32(-zp))`, one rounding for
+/// the multiply-add.
+#[inline]
+pub fn dequant_vector(q: u8, p: QParams) -> f32 {
+    let premul = p.scale * (-p.zero_point) as f32;
+    p.scale.mul_add(q as f32, premul)
+}
+
+/// Rule Q with `inv = 1/s` (see [`crate::quant::quantize_with_inv`]).
+pub use crate::quant::quantize_with_inv as quantize_inv;
+
+/// `(n, c, h, w)` of a batched NCHW input, all >= 1, for ops that need 4 dimensions.
+pub(crate) fn dims4(shape: &[usize], what: &str) -> Result<(usize, usize, usize, usize)> {
+    match *shape {
+        [n, c, h, w] if n > 0 && c > 0 && h > 0 && w > 0 => Ok((n, c, h, w)),
+        _ => Err(Error::shape(
+            what,
+            format!("input shape {shape:?}: expected [N, C, H, W], all >= 1"),
+        )),
+    }
+}
+
+/// Checks that input 0 is quantized; its qparams.
+pub(crate) fn quantized(x: &TensorInfo) -> Result<QParams> {
+    x.qparams().ok_or_else(|| {
+        Error::dtype(
+            "input",
+            "float32; this op takes a quantized (quint8) tensor",
+        )
+    })
+}
+
+/// Same shape and dtype as `x`, another shape.
+pub(crate) fn keep(x: &TensorInfo, shape: Vec<usize>) -> TensorInfo {
+    TensorInfo {
+        shape,
+        dtype: x.dtype,
+    }
+}

@@ -1,0 +1,49 @@
+//! Pooling and mean on the GPU (`pool.wgsl`): the lowered table uploaded
+//! once, the uniforms completed with the batch's word count.
+
+use super::{PoolLowered, PoolMode, PoolParams};
+use crate::error::{Error, Result};
+use crate::gpu::node::{storage, GpuIo, GpuNode, Upload, UploadCx, WG};
+use crate::gpu::{Dispatch, GpuContext, Kernel};
+
+struct PoolNode {
+    p: PoolParams,
+    mode: PoolMode,
+    tab: wgpu::Buffer,
+}
+
+impl Upload for PoolLowered {
+    fn upload(&self, cx: &UploadCx<'_>) -> Result<Box<dyn GpuNode>> {
+        if !self.mean_exact {
+            let (h, w) = (self.p.h, self.p.w);
+            return Err(Error::Unsupported(format!(
+                "mean over {h}x{w} = {} positions on the GPU (exact up to 32767)",
+                h * w
+            )));
+        }
+        Ok(Box::new(PoolNode {
+            p: self.p,
+            mode: self.mode,
+            tab: storage(cx.ctx, "qfuse pool table", bytemuck::cast_slice(&self.tab)),
+        }))
+    }
+}
+
+impl GpuNode for PoolNode {
+    fn record(&self, ctx: &GpuContext, io: &GpuIo<'_>) -> Result<Vec<Dispatch>> {
+        let words = io.words();
+        let mut p = self.p;
+        p.total = words;
+        Ok(vec![ctx.dispatch(
+            Kernel::Pool,
+            &[("WG", WG as f64), ("MODE", self.mode as u32 as f64)],
+            bytemuck::bytes_of(&p),
+            &[io.inputs[0].buf, &self.tab, io.output],
+            words,
+            WG,
+        )?])
+    }
+    fn bytes(&self) -> u64 {
+        self.tab.size()
+    }
+}
