@@ -15,7 +15,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 rm -f "$CARGO_TARGET_DIR/package/qfuse-$version.crate"
-cargo package --allow-dirty --no-verify --quiet
+cargo package -p qfuse --allow-dirty --no-verify --quiet
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 tar -xzf "$CARGO_TARGET_DIR/package/qfuse-$version.crate" -C "$work"
