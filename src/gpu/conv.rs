@@ -371,7 +371,7 @@ fn pack_word(f: impl Fn(usize) -> Option<u32>) -> u32 {
 
 /// Packs a layer's int8 weights for a kernel variant (see the kernel's WGSL
 /// file); returns the words and the `kq` of the uniform block.
-pub fn pack_weights(layer: &QLayer, variant: ConvVariant) -> (Vec<u32>, u32) {
+pub(crate) fn pack_weights(layer: &QLayer, variant: ConvVariant) -> (Vec<u32>, u32) {
     let g = &layer.geometry;
     let (cg, [kh, kw]) = (g.cin_per_group(), g.kernel);
     let byte = |oc: usize, ci: usize, ky: usize, kx: usize| {

@@ -11,8 +11,7 @@ mod tensor;
 
 pub use context::{AdapterReport, CustomKernel, Dispatch, GpuContext, Kernel};
 pub use conv::{
-    dispatch_size, pack_weights, splitk_for_shape, ConvVariant, GpuLayer, TileConfig,
-    SPLITK_MAX_SPLITS,
+    dispatch_size, splitk_for_shape, ConvVariant, GpuLayer, TileConfig, SPLITK_MAX_SPLITS,
 };
 pub use graph::GpuModel;
 
