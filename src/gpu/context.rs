@@ -148,12 +148,13 @@ impl ModuleKey {
 pub struct Dispatch {
     /// The compiled kernel with its overridable constants set.
     pub pipeline: wgpu::ComputePipeline,
-    /// Bind group 0: the uniform block at binding 0, then the storage
-    /// buffers in the kernel's binding order.
+    /// Bind group 0: the uniform block at binding 0 and the kernel's
+    /// storage buffers at their bindings.
     pub bind: wgpu::BindGroup,
     /// Workgroup counts `(x, y)` (z is 1); see [`crate::gpu::dispatch_size`].
     pub groups: (u32, u32),
-    /// The kernel's file name, for GPU debuggers and profiling.
+    /// The kernel's file name (a custom kernel's `name`), for GPU debuggers,
+    /// errors and profiling.
     pub label: &'static str,
 }
 
