@@ -26,38 +26,60 @@ use crate::quant::{default_activation_spec, Activation, ObserverSpec, QParams, R
 pub enum FloatOp {
     /// Conv2d with its BatchNorm and ReLU fused (see [`FloatConv2d`]).
     Conv2d(FloatConv2d),
+    /// Linear with its ReLU fused (see [`FloatLinear`]); reads `[N, F]`.
     Linear(FloatLinear),
+    /// Elementwise sum of two tensors of one shape; observed (its output
+    /// gets its own qparams).
     Add {
+        /// Apply ReLU to the sum (PyTorch's `add_relu`).
         relu: bool,
     },
+    /// Max pooling over NCHW (see [`Pool2d`]); keeps its input's qparams.
     MaxPool2d(Pool2d),
+    /// Average pooling over NCHW; keeps its input's qparams.
     AvgPool2d(Pool2d, AvgPoolOpts),
+    /// Adaptive average pooling to this `[H, W]` output size.
     AdaptiveAvgPool2d([usize; 2]),
+    /// Mean over the spatial dims (2 and 3) of NCHW.
     Mean {
+        /// Keep them as size-1 dims (`[N, C, 1, 1]`) instead of `[N, C]`.
         keepdim: bool,
     },
+    /// `max(x, 0)`.
     Relu,
+    /// `clamp(x, 0, 6)`.
     Relu6,
+    /// `clamp(x, min, max)`.
     Hardtanh {
+        /// Lower bound, in float units.
         min: f32,
+        /// Upper bound, in float units (`min <= max`).
         max: f32,
     },
+    /// `x * relu6(x + 3) / 6`; observed.
     Hardswish,
+    /// `flatten(start_dim=1)`: `[N, ...]` to `[N, product]`.
     Flatten,
+    /// Reshape to this per-sample shape (the batch dim is kept in front).
     Reshape(Vec<usize>),
+    /// Concatenation of all inputs along channels (dim 1); observed.
     Cat,
 }
 
 /// Which observer chooses activation qparams.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ObserverKind {
+    /// The running min and max of every batch (PyTorch's `MinMaxObserver`).
     MinMax,
     /// PyTorch's default averaging constant is 0.01.
     MovingAverageMinMax {
+        /// Weight of each new batch's min/max, in (0, 1]: after the first
+        /// batch, `min += c * (batch_min - min)` (likewise for max).
         averaging_constant: f32,
     },
     /// PyTorch's default is 2048 bins.
     Histogram {
+        /// Number of histogram bins over the observed range.
         bins: usize,
     },
 }
@@ -82,6 +104,8 @@ pub struct Observer {
 }
 
 impl Observer {
+    /// An observer that has seen nothing yet; [`Observer::qparams`] needs at
+    /// least one [`Observer::observe`] with a finite value first.
     pub fn new(kind: ObserverKind) -> Self {
         Observer {
             kind,
@@ -375,12 +399,15 @@ impl ModelBuilder {
         ));
         name.to_string()
     }
+    /// Adds a [`FloatOp::Conv2d`] named `name` reading `input`; returns `name`.
     pub fn conv2d(&mut self, name: &str, input: &str, layer: FloatConv2d) -> String {
         self.op(name, FloatOp::Conv2d(layer), &[input])
     }
+    /// Adds a [`FloatOp::Linear`] named `name` reading `input`; returns `name`.
     pub fn linear(&mut self, name: &str, input: &str, layer: FloatLinear) -> String {
         self.op(name, FloatOp::Linear(layer), &[input])
     }
+    /// Adds `a + b` (then ReLU if `relu`) named `name`; returns `name`.
     pub fn add(&mut self, name: &str, a: &str, b: &str, relu: bool) -> String {
         self.op(name, FloatOp::Add { relu }, &[a, b])
     }

@@ -8,16 +8,31 @@ use thiserror::Error;
 pub enum Error {
     /// A tensor's shape does not fit what the operation needs.
     #[error("shape mismatch in {what}: {detail}")]
-    Shape { what: String, detail: String },
+    Shape {
+        /// What was being checked (a layer, a tensor, an argument), by name.
+        what: String,
+        /// The shapes found and what was expected.
+        detail: String,
+    },
 
     /// A layer's configuration is invalid (groups, stride, kernel, ...).
     #[error("invalid {what}: {detail}")]
-    Config { what: String, detail: String },
+    Config {
+        /// What was being checked (a layer, a tensor, an argument), by name.
+        what: String,
+        /// Which value is wrong and the rule it breaks.
+        detail: String,
+    },
 
     /// Quantization parameters are out of range (scale not finite and
     /// positive, zero point outside the dtype's range, ...).
     #[error("bad quantization parameters for {what}: {detail}")]
-    QParams { what: String, detail: String },
+    QParams {
+        /// What was being checked (a layer, a tensor, an argument), by name.
+        what: String,
+        /// The offending scale or zero point and its allowed range.
+        detail: String,
+    },
 
     /// Something this version of qfuse does not implement.
     #[error("unsupported: {0}")]
@@ -26,8 +41,12 @@ pub enum Error {
     /// A tensor or a dispatch is larger than the adapter allows.
     #[error("too large for the adapter: {what} needs {needed} but the limit is {limit}")]
     TooLarge {
+        /// The buffer, dispatch or workgroup that is too large.
         what: String,
+        /// What it needs, in the unit of the limit (bytes, workgroups,
+        /// invocations).
         needed: u64,
+        /// The adapter's limit (a `wgpu::Limits` field or a kernel bound).
         limit: u64,
     },
 
@@ -42,21 +61,34 @@ pub enum Error {
     /// A tensor has the wrong element type for what reads it (float32 where
     /// quint8 is needed, or the other way round).
     #[error("dtype mismatch in {what}: {detail}")]
-    DType { what: String, detail: String },
+    DType {
+        /// What was being checked (a layer, a tensor, an argument), by name.
+        what: String,
+        /// The element type found and the one expected.
+        detail: String,
+    },
 
     /// A float value that must be finite is not (a NaN or an infinity in a
     /// model input).
     #[error("{what}: element {index} is {value} (not finite)")]
     NonFinite {
+        /// The tensor that holds the value.
         what: String,
+        /// The flat (row-major) index of the first non-finite element.
         index: usize,
+        /// That element (NaN or an infinity).
         value: f32,
     },
 
     /// An exact integer accumulator left the range of the type that holds
     /// it (PyTorch's i32 accumulator of a conv/linear).
     #[error("accumulator overflow in {what}: {detail}")]
-    Overflow { what: String, detail: String },
+    Overflow {
+        /// What was being checked (a layer, a tensor, an argument), by name.
+        what: String,
+        /// Where the accumulator overflowed and its value.
+        detail: String,
+    },
 
     /// A model file or graph is invalid as a whole (its header, names,
     /// references, cycles, tensors that belong to no node).
@@ -66,8 +98,11 @@ pub enum Error {
     /// One node of a graph is invalid or failed; `source` is the typed cause.
     #[error("node {node:?} ({op}): {source}")]
     Node {
+        /// The node's name in the graph.
         node: String,
+        /// The node's op name in the model file (`conv2d`, `add`, ...).
         op: String,
+        /// The error the node raised.
         #[source]
         source: Box<Error>,
     },
@@ -75,7 +110,9 @@ pub enum Error {
     /// An error while reading or writing the model file at `path`.
     #[error("{path}: {source}")]
     File {
+        /// The model file's path as given.
         path: String,
+        /// What was wrong in it.
         #[source]
         source: Box<Error>,
     },
@@ -83,13 +120,15 @@ pub enum Error {
     /// An I/O error, with the path it happened on.
     #[error("{path}: {source}")]
     Io {
+        /// The path being read or written.
         path: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
 }
 
-/// `Result` with qfuse's [`Error`].
+/// `Result` with qfuse's [`Error`](enum@Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {

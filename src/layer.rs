@@ -9,14 +9,20 @@ use crate::quant::{self, Activation, BatchNorm, Epilogue, QParams, Requant, Weig
 /// A linear layer is the 1x1 convolution of a 1x1 image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dGeometry {
+    /// Input channels `C` (>= 1, a multiple of `groups`).
     pub in_channels: usize,
+    /// Output channels `O` (>= 1, a multiple of `groups`).
     pub out_channels: usize,
-    /// `[kh, kw]`
+    /// Kernel size `[kh, kw]`, each >= 1.
     pub kernel: [usize; 2],
+    /// Step between output positions `[sh, sw]`, in input pixels, each >= 1.
     pub stride: [usize; 2],
     /// Symmetric zero padding per dimension, `[ph, pw]`.
     pub padding: [usize; 2],
+    /// Spacing between kernel taps `[dh, dw]`, in input pixels, each >= 1.
     pub dilation: [usize; 2],
+    /// Channel groups (1: dense; `in_channels`: depthwise); must divide both
+    /// channel counts.
     pub groups: usize,
 }
 
@@ -33,18 +39,26 @@ impl Conv2dGeometry {
             groups: 1,
         }
     }
+    /// Returns the geometry with the stride `[sh, sw]` set (checked by
+    /// [`Conv2dGeometry::validate`], not here).
     pub fn stride(mut self, s: [usize; 2]) -> Self {
         self.stride = s;
         self
     }
+    /// Returns the geometry with the zero padding `[ph, pw]` set (checked by
+    /// [`Conv2dGeometry::validate`], not here).
     pub fn padding(mut self, p: [usize; 2]) -> Self {
         self.padding = p;
         self
     }
+    /// Returns the geometry with the dilation `[dh, dw]` set (checked by
+    /// [`Conv2dGeometry::validate`], not here).
     pub fn dilation(mut self, d: [usize; 2]) -> Self {
         self.dilation = d;
         self
     }
+    /// Returns the geometry with the number of groups set (checked by
+    /// [`Conv2dGeometry::validate`], not here).
     pub fn groups(mut self, g: usize) -> Self {
         self.groups = g;
         self
@@ -84,7 +98,10 @@ impl Conv2dGeometry {
                 ),
             ));
         }
-        if g.groups == 0 || g.in_channels % g.groups != 0 || g.out_channels % g.groups != 0 {
+        if g.groups == 0
+            || !g.in_channels.is_multiple_of(g.groups)
+            || !g.out_channels.is_multiple_of(g.groups)
+        {
             return Err(Error::config(
                 "conv2d groups",
                 format!(
@@ -141,20 +158,30 @@ impl Conv2dGeometry {
 /// fusion. Weight in PyTorch's `[O, C/groups, kh, kw]` layout.
 #[derive(Clone, Debug)]
 pub struct FloatConv2d {
+    /// Channels, kernel and hyper-parameters.
     pub geometry: Conv2dGeometry,
+    /// `O * C/groups * kh * kw` weights, `[O, C/groups, kh, kw]` row-major.
     pub weight: Vec<f32>,
+    /// One bias per output channel, or none (zero).
     pub bias: Option<Vec<f32>>,
+    /// The `BatchNorm2d` that follows, folded into weight and bias.
     pub batchnorm: Option<BatchNorm>,
+    /// The fused activation after the (folded) conv.
     pub activation: Activation,
 }
 
 /// A float `Linear` (optionally followed by ReLU). Weight `[out, in]`.
 #[derive(Clone, Debug)]
 pub struct FloatLinear {
+    /// Input features `K` (>= 1).
     pub in_features: usize,
+    /// Output features `O` (>= 1).
     pub out_features: usize,
+    /// `O * K` weights, `[O, K]` row-major.
     pub weight: Vec<f32>,
+    /// One bias per output feature, or none (zero).
     pub bias: Option<Vec<f32>>,
+    /// The fused activation after the linear.
     pub activation: Activation,
 }
 
@@ -259,7 +286,9 @@ fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
 /// Conv2d or linear.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LayerKind {
+    /// A 2-D convolution over NCHW input `[N, C, H, W]`.
     Conv2d,
+    /// A linear layer over `[N, K]` (run as a 1x1 convolution of a 1x1 image).
     Linear,
 }
 
@@ -288,6 +317,8 @@ impl QLayer {
     pub fn kind(&self) -> LayerKind {
         self.kind
     }
+    /// Channels, kernel and hyper-parameters (a linear layer's is
+    /// [`Conv2dGeometry::linear`]).
     pub fn geometry(&self) -> &Conv2dGeometry {
         &self.geometry
     }

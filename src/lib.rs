@@ -28,6 +28,8 @@
 //! # Ok::<(), qfuse::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod builder;
 pub mod bundled;
 pub mod cpu;

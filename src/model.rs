@@ -19,7 +19,9 @@ pub use file::{FORMAT_VERSION, MIN_FORMAT_VERSION};
 /// Element type of a tensor in the graph.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum DType {
+    /// IEEE float32 (a model input, or a dequantized output).
     F32,
+    /// Unsigned 8-bit affine quantized, with its scale and zero point.
     QUInt8(QParams),
 }
 
@@ -36,11 +38,15 @@ impl DType {
 /// Shape (one sample's: no batch dimension) and dtype of a tensor.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorInfo {
+    /// Per-sample shape, e.g. `[C, H, W]` or `[F]` (the batch size is chosen
+    /// per run).
     pub shape: Vec<usize>,
+    /// Element type, with the qparams of a quantized tensor.
     pub dtype: DType,
 }
 
 impl TensorInfo {
+    /// The qparams of a quint8 tensor; `None` for float32.
     pub fn qparams(&self) -> Option<QParams> {
         match self.dtype {
             DType::QUInt8(q) => Some(q),
@@ -62,26 +68,41 @@ impl TensorInfo {
 /// One node: an op, the tensors it reads, and its name (= its output's name).
 #[derive(Clone, Debug)]
 pub struct Node {
+    /// Unique in the model; other nodes and the outputs refer to the node's
+    /// output tensor by it.
     pub name: String,
+    /// What the node computes.
     pub op: Op,
+    /// Names of the tensors it reads (model inputs or earlier nodes), in the
+    /// op's argument order.
     pub inputs: Vec<String>,
 }
 
 /// A host tensor passed into or out of a model.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
+    /// A float32 tensor.
     F32 {
+        /// The elements, row-major (NCHW for images);
+        /// `data.len()` is the product of `shape`.
         data: Vec<f32>,
+        /// Full shape, batch dimension first (`[N, C, H, W]`, `[N, F]`).
         shape: Vec<usize>,
     },
+    /// A quint8 tensor: `real = (data[i] - q.zero_point) * q.scale`.
     Q {
+        /// The quantized elements, row-major (NCHW for images);
+        /// `data.len()` is the product of `shape`.
         data: Vec<u8>,
+        /// Full shape, batch dimension first.
         shape: Vec<usize>,
+        /// Scale and zero point of every element.
         q: QParams,
     },
 }
 
 impl Value {
+    /// The full shape, batch dimension first.
     pub fn shape(&self) -> &[usize] {
         match self {
             Value::F32 { shape, .. } | Value::Q { shape, .. } => shape,

@@ -107,6 +107,7 @@ pub fn placements(model: &Model) -> Result<HashMap<String, Placement>> {
 /// The buffer plan for one batch size.
 #[derive(Clone, Debug)]
 pub struct MemoryPlan {
+    /// The batch size the byte counts are for.
     pub batch: usize,
     /// Size in bytes of each reusable activation buffer.
     pub buffers: Vec<u64>,
@@ -121,6 +122,7 @@ pub struct MemoryPlan {
     pub total_bytes: u64,
     /// The same plan with f32 tensors (4 bytes per element, no packing).
     pub f32_peak_bytes: u64,
+    /// Bytes of all planned tensors in f32 if each had its own buffer.
     pub f32_total_bytes: u64,
 }
 
@@ -137,8 +139,11 @@ fn f32_bytes(info: &TensorInfo, n: usize) -> u64 {
 /// read at step `last`, `bytes` large.
 #[derive(Clone, Copy, Debug)]
 pub struct Lifetime {
+    /// The step that writes the tensor.
     pub def: usize,
+    /// The last step that reads it (`>= def`); its buffer is free after it.
     pub last: usize,
+    /// Its size in bytes.
     pub bytes: u64,
 }
 

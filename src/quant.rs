@@ -15,7 +15,10 @@ pub const F32_EPS: f32 = f32::EPSILON;
 /// `real = (q - zero_point) * scale`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct QParams {
+    /// Float units per quantized step; finite and > 0 in a valid value
+    /// ([`QParams::new`] checks it, the fields alone do not).
     pub scale: f32,
+    /// The quantized value that represents 0.0, in `0..=255`.
     pub zero_point: i32,
 }
 
@@ -128,8 +131,12 @@ pub enum QScheme {
 /// one bit (fbgemm's activations use `reduce_range=True`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ObserverSpec {
+    /// The quantized type whose range the qparams fill.
     pub dtype: QDtype,
+    /// Affine or symmetric mapping of the observed range.
     pub scheme: QScheme,
+    /// Use half the range (`0..=127` for quint8), as fbgemm does to keep
+    /// its 16-bit intermediate sums from saturating.
     pub reduce_range: bool,
 }
 
@@ -189,10 +196,15 @@ pub fn default_activation_spec(engine: Requant) -> ObserverSpec {
 /// BatchNorm2d parameters in eval mode.
 #[derive(Clone, Debug)]
 pub struct BatchNorm {
+    /// Per-channel scale (PyTorch's `weight`), one per output channel.
     pub gamma: Vec<f32>,
+    /// Per-channel shift (PyTorch's `bias`).
     pub beta: Vec<f32>,
+    /// The running mean subtracted in eval mode.
     pub running_mean: Vec<f32>,
+    /// The running variance (>= 0) divided by in eval mode.
     pub running_var: Vec<f32>,
+    /// Added to the variance before the square root (PyTorch's default 1e-5).
     pub eps: f32,
 }
 
@@ -218,7 +230,7 @@ pub fn fold_batchnorm(
             ));
         }
     }
-    if o == 0 || weight.len() % o != 0 {
+    if o == 0 || !weight.len().is_multiple_of(o) {
         return Err(Error::shape(
             "batchnorm",
             format!(
@@ -251,7 +263,9 @@ pub fn fold_batchnorm(
 /// How weights are quantized: one scale per output channel or one for all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightScheme {
+    /// One scale per output channel (PyTorch's default for conv and linear).
     PerChannel,
+    /// One scale for the whole weight tensor.
     PerTensor,
 }
 
@@ -264,7 +278,7 @@ pub fn quantize_weight(
     out_channels: usize,
     scheme: WeightScheme,
 ) -> Result<(Vec<i8>, Vec<f32>)> {
-    if out_channels == 0 || weight.len() % out_channels != 0 {
+    if out_channels == 0 || !weight.len().is_multiple_of(out_channels) {
         return Err(Error::shape(
             "weight",
             format!(
@@ -321,18 +335,25 @@ pub fn quantize_weight(
 /// (bias rounded to i32 and added to the integer accumulator).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Requant {
+    /// fbgemm (x86 servers): f32 bias on the f32-scaled accumulator; the
+    /// default.
     #[default]
     Fbgemm,
+    /// qnnpack (ARM, mobile): i32 bias, then one float multiplier.
     Qnnpack,
 }
 
 impl Requant {
+    /// The engine's name as PyTorch spells it (`torch.backends.quantized.engine`)
+    /// and the model file stores it: `"fbgemm"` or `"qnnpack"`.
     pub fn name(self) -> &'static str {
         match self {
             Requant::Fbgemm => "fbgemm",
             Requant::Qnnpack => "qnnpack",
         }
     }
+    /// The inverse of [`Requant::name`]; any other string is
+    /// [`Error::Unsupported`].
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "fbgemm" => Ok(Requant::Fbgemm),
@@ -347,18 +368,23 @@ impl Requant {
 /// The activation fused into a layer's epilogue (a clamp on the output).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Activation {
+    /// No activation: the output is clamped to the full `0..=255` only.
     #[default]
     None,
+    /// ReLU: the output is clamped below at its zero point.
     Relu,
 }
 
 impl Activation {
+    /// The name the model file stores: `"none"` or `"relu"`.
     pub fn name(self) -> &'static str {
         match self {
             Activation::None => "none",
             Activation::Relu => "relu",
         }
     }
+    /// The inverse of [`Activation::name`]; any other string is
+    /// [`Error::Unsupported`].
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "none" => Ok(Activation::None),

@@ -82,7 +82,7 @@ fn every_shader_parses_and_validates() {
 
 #[test]
 fn host_structs_match_wgsl_layout() {
-    use qfuse::gpu::ops_params::*;
+    use qfuse::gpu::__internal::*;
     for k in Kernel::ALL {
         let m = parse_str(k.file(), &k.source());
         let params = match k {
@@ -90,7 +90,7 @@ fn host_structs_match_wgsl_layout() {
             Kernel::Lut => std::mem::size_of::<LutParams>(),
             Kernel::Add => std::mem::size_of::<AddParams>(),
             Kernel::Pool => std::mem::size_of::<PoolParams>(),
-            _ => std::mem::size_of::<qfuse::gpu::ConvParams>(),
+            _ => std::mem::size_of::<ConvParams>(),
         };
         assert_eq!(struct_size(&m, "Params") as usize, params, "{k:?}");
         if k.uses_prelude() {

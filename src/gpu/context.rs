@@ -34,6 +34,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
+    /// Every kernel, one per file of `shaders/` besides the prelude.
     pub const ALL: &'static [Kernel] = &[
         Kernel::Conv2d,
         Kernel::Tiled,
@@ -120,7 +121,9 @@ impl Kernel {
 /// name stands for one source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CustomKernel<'a> {
+    /// Label and pipeline-cache key; one name must always mean one source.
     pub name: &'static str,
+    /// The complete WGSL module, with a `@compute fn main`.
     pub source: &'a str,
 }
 
@@ -143,9 +146,15 @@ impl ModuleKey {
 
 /// One recorded compute dispatch: pipeline, bindings and workgroup counts.
 pub struct Dispatch {
+    /// The compiled kernel with its overridable constants set.
     pub pipeline: wgpu::ComputePipeline,
+    /// Bind group 0: the uniform block at binding 0 and the kernel's
+    /// storage buffers at their bindings.
     pub bind: wgpu::BindGroup,
+    /// Workgroup counts `(x, y)` (z is 1); see [`crate::gpu::dispatch_size`].
     pub groups: (u32, u32),
+    /// The kernel's file name (a custom kernel's `name`), for GPU debuggers,
+    /// errors and profiling.
     pub label: &'static str,
 }
 
@@ -161,13 +170,22 @@ impl Dispatch {
 /// What the context found: the adapter, its backend, and what it offers.
 #[derive(Clone, Debug)]
 pub struct AdapterReport {
+    /// The adapter's name as the driver reports it (e.g. `llvmpipe (LLVM
+    /// ...)`, `NVIDIA GeForce ...`).
     pub name: String,
+    /// The wgpu backend, `Debug`-formatted (`Vulkan`, `Metal`, `Dx12`, `Gl`).
     pub backend: String,
+    /// `wgpu::DeviceType`, `Debug`-formatted (`DiscreteGpu`, `Cpu`, ...).
     pub device_type: String,
+    /// Driver name and version, as the driver reports them (may be empty).
     pub driver: String,
     /// WGSL's `packed_4x8_integer_dot_product` language feature (`dot4I8Packed`).
     pub packed_dot: bool,
+    /// The device was opened with timestamp queries (GPU timing in the
+    /// benchmarks).
     pub timestamps: bool,
+    /// The largest storage buffer one binding can hold, in bytes: it bounds
+    /// the largest activation and weight tensor.
     pub max_storage_buffer_binding_size: u64,
 }
 
@@ -250,7 +268,9 @@ fn describe_adapter(info: &wgpu::AdapterInfo) -> String {
 /// Owns the device, the queue and the compiled pipelines. Every GPU function
 /// of qfuse takes a `&GpuContext`; none creates a device of its own.
 pub struct GpuContext {
+    /// The wgpu device (for custom buffers and pipelines next to qfuse's).
     pub device: wgpu::Device,
+    /// The device's queue; qfuse submits its work here.
     pub queue: wgpu::Queue,
     adapter: wgpu::Adapter,
     report: AdapterReport,
@@ -399,7 +419,7 @@ impl GpuContext {
                 .to_string(),
             packed_dot,
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
-            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
         };
         Ok(GpuContext {
             device,
@@ -436,7 +456,7 @@ impl GpuContext {
     /// Checks that a storage buffer of `bytes` can be bound on this device.
     pub fn check_storage_size(&self, what: &str, bytes: u64) -> Result<()> {
         let l = self.device.limits();
-        let limit = (l.max_storage_buffer_binding_size as u64).min(l.max_buffer_size);
+        let limit = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
         if bytes > limit {
             return Err(Error::TooLarge {
                 what: what.to_string(),

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::layer::{LayerKind, QLayer};
 
 /// The kernel's uniform block (`Params` in `shaders/conv2d.wgsl`, 96 bytes).
+#[doc(hidden)]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct ConvParams {
@@ -53,6 +54,7 @@ const XS_MAX: u32 = 2048;
 const WS_MAX: u32 = 512;
 /// The register block of `tiled.wgsl`: pixels x output words per invocation.
 pub const TILE_RM: u32 = 4;
+/// See [`TILE_RM`].
 pub const TILE_RN: u32 = 4;
 
 impl TileConfig {
@@ -102,7 +104,12 @@ impl TileConfig {
         let c = self;
         let wg = c.workgroup_size();
         let bad = |why: &str| Err(Error::config("tile config", format!("{c:?}: {why}")));
-        if c.tm == 0 || c.tn == 0 || c.kt == 0 || c.tm % TILE_RM != 0 || c.tn % TILE_RN != 0 {
+        if c.tm == 0
+            || c.tn == 0
+            || c.kt == 0
+            || !c.tm.is_multiple_of(TILE_RM)
+            || !c.tn.is_multiple_of(TILE_RN)
+        {
             return bad("tm and tn must be positive multiples of 4, kt >= 1");
         }
         if c.tm * c.kt > XS_MAX || c.tn * c.kt > WS_MAX {
@@ -110,7 +117,7 @@ impl TileConfig {
                 "slice too large (tm*kt <= {XS_MAX}, tn*kt <= {WS_MAX})"
             ));
         }
-        if wg % c.tm != 0 || c.kt % (wg / c.tm) != 0 {
+        if !wg.is_multiple_of(c.tm) || !c.kt.is_multiple_of(wg / c.tm) {
             return bad("the workgroup size must be a multiple of tm, and kt a multiple of workgroup size / tm");
         }
         if wg > limits.max_compute_invocations_per_workgroup
@@ -228,7 +235,10 @@ pub enum ConvVariant {
     /// shape with [`splitk_for_shape`], which runs the one-pass tiled kernel
     /// when it picks 1. `tiles` as in [`ConvVariant::Tiled`].
     SplitK {
+        /// The number of K splits, `1..=`[`SPLITK_MAX_SPLITS`], or `None`
+        /// to choose per input shape.
         splits: Option<u32>,
+        /// Pinned tiles, or `None` to choose per input shape.
         tiles: Option<TileConfig>,
     },
     /// Depthwise (`depthwise.wgsl`): groups == in_channels > 1, any channel
@@ -242,7 +252,7 @@ impl ConvVariant {
         let g = &layer.geometry;
         match self {
             ConvVariant::Gather => true,
-            ConvVariant::Words => g.groups == 1 || g.cin_per_group() % 4 == 0,
+            ConvVariant::Words => g.groups == 1 || g.cin_per_group().is_multiple_of(4),
             ConvVariant::Tiled(_) | ConvVariant::SplitK { .. } => g.groups == 1,
             ConvVariant::Depthwise => g.groups > 1 && g.cin_per_group() == 1,
         }
@@ -361,7 +371,7 @@ fn pack_word(f: impl Fn(usize) -> Option<u32>) -> u32 {
 
 /// Packs a layer's int8 weights for a kernel variant (see the kernel's WGSL
 /// file); returns the words and the `kq` of the uniform block.
-pub fn pack_weights(layer: &QLayer, variant: ConvVariant) -> (Vec<u32>, u32) {
+pub(crate) fn pack_weights(layer: &QLayer, variant: ConvVariant) -> (Vec<u32>, u32) {
     let g = &layer.geometry;
     let (cg, [kh, kw]) = (g.cin_per_group(), g.kernel);
     let byte = |oc: usize, ci: usize, ky: usize, kx: usize| {
@@ -505,9 +515,11 @@ impl GpuLayer {
         })
     }
 
+    /// The host layer this was uploaded from.
     pub fn layer(&self) -> &QLayer {
         &self.layer
     }
+    /// The kernel variant it runs (as given, `None` fields still unresolved).
     pub fn variant(&self) -> ConvVariant {
         self.variant
     }
@@ -575,7 +587,7 @@ impl GpuLayer {
     /// The uniform block for an input shape; also returns the output shape.
     /// `total` counts output words, or output tiles for the tiled kernel
     /// (split-K: [`GpuLayer::dispatch`] adjusts it per pass).
-    pub fn params(&self, input_shape: &[usize]) -> Result<(ConvParams, Vec<usize>)> {
+    pub(crate) fn params(&self, input_shape: &[usize]) -> Result<(ConvParams, Vec<usize>)> {
         let out_shape = self.layer.output_shape(input_shape)?;
         let g = &self.layer.geometry;
         let (n, c, h, w) = crate::layout::nchw(input_shape)?;

@@ -77,6 +77,8 @@ impl GpuModel {
         })
     }
 
+    /// The model as it runs: the one given, with standalone activations
+    /// fused into the layers before them ([`crate::model::fuse_activations`]).
     pub fn model(&self) -> &Model {
         &self.model
     }

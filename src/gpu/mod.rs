@@ -11,13 +11,16 @@ mod tensor;
 
 pub use context::{AdapterReport, CustomKernel, Dispatch, GpuContext, Kernel};
 pub use conv::{
-    dispatch_size, pack_weights, splitk_for_shape, ConvParams, ConvVariant, GpuLayer, TileConfig,
-    SPLITK_MAX_SPLITS,
+    dispatch_size, splitk_for_shape, ConvVariant, GpuLayer, TileConfig, SPLITK_MAX_SPLITS,
 };
 pub use graph::GpuModel;
 
-/// The uniform blocks of the op kernels (checked against the WGSL in tests).
-pub mod ops_params {
+/// Not public API: the `#[repr(C)]` uniform blocks of the kernels, reachable
+/// only so that `tests/shaders.rs` can check their sizes against the WGSL
+/// declarations. They change with the shaders, without notice.
+#[doc(hidden)]
+pub mod __internal {
+    pub use super::conv::ConvParams;
     pub use super::node::LutParams;
     pub use crate::ops::binary::AddParams;
     pub use crate::ops::pool::PoolParams;

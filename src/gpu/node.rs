@@ -105,6 +105,7 @@ pub(crate) fn table_buffer(ctx: &GpuContext, a: &[u8; 256], b: &[u8; 256]) -> wg
 }
 
 /// The uniform block of `lut.wgsl`.
+#[doc(hidden)]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct LutParams {

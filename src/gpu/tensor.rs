@@ -34,7 +34,7 @@ impl GpuTensor {
         qparams: QParams,
     ) -> Result<Self> {
         qparams.validate("tensor")?;
-        if shape.iter().any(|&d| d == 0) {
+        if shape.contains(&0) {
             return Err(Error::shape(
                 "tensor",
                 format!("shape {shape:?} has a zero dimension"),
@@ -98,12 +98,16 @@ impl GpuTensor {
         layout::unpack(bytemuck::cast_slice(&raw), &self.shape)
     }
 
+    /// The logical NCHW (or `[N, F]`) shape, batch dimension first.
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
+    /// Scale and zero point of every element.
     pub fn qparams(&self) -> QParams {
         self.qparams
     }
+    /// The storage buffer: the bytes packed NHWC4 (4 channels per `u32`
+    /// word, channels padded to a multiple of 4; see [`crate::layout`]).
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer
     }

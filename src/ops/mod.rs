@@ -57,27 +57,47 @@ pub use table::{apply_tables, hardswish_tables, hardtanh_table, relu_table};
 /// live in its family's module (see the [module docs](self)).
 #[derive(Clone, Debug)]
 pub enum Op {
+    /// float32 to quint8 with these qparams, as PyTorch's
+    /// `quantize_per_tensor`: `clamp(rint(x * (1/scale)) + zero_point, 0, 255)`.
     Quantize(QParams),
+    /// quint8 to float32 (`real = (q - zero_point) * scale`).
     Dequantize,
+    /// A fused quantized conv2d over `[C, H, W]` (see [`QLayer`]).
     Conv2d(Box<QLayer>),
+    /// A fused quantized linear over `[F]`.
     Linear(Box<QLayer>),
+    /// Quantized elementwise sum of two quint8 tensors of one shape (no
+    /// broadcasting), by the engine's rule (`quantized::add`).
     Add {
+        /// Apply ReLU to the sum (`quantized::add_relu`).
         relu: bool,
+        /// The output's qparams.
         out: QParams,
     },
+    /// Max pooling; the output keeps the input's qparams.
     MaxPool2d(Pool2d),
+    /// Average pooling; the output keeps the input's qparams.
     AvgPool2d(Pool2d, AvgPoolOpts),
+    /// Adaptive average pooling to this output `[H, W]`; keeps the qparams.
     AdaptiveAvgPool2d([usize; 2]),
     /// Mean over dims [2, 3].
     Mean {
+        /// Output `[C, 1, 1]` per sample instead of `[C]`.
         keepdim: bool,
     },
+    /// `max(x, 0)` on the quantized values (clamp at the zero point).
     Relu,
+    /// `clamp(x, 0, 6)`, with the bounds quantized by the input's qparams.
     Relu6,
+    /// `clamp(x, min, max)`, with the bounds quantized by the input's
+    /// qparams; both finite, `min <= max`.
     Hardtanh {
+        /// Lower bound, in float units.
         min: f32,
+        /// Upper bound, in float units.
         max: f32,
     },
+    /// `x * relu6(x + 3) / 6`, requantized to these output qparams.
     Hardswish(QParams),
     /// `flatten(start_dim=1)`.
     Flatten,

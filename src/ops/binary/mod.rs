@@ -105,6 +105,7 @@ impl<'a> OpKind<'a> for Add {
 
 /// The uniform block of `add.wgsl`; `total` and `split` depend on the batch
 /// and are set when a batch is recorded.
+#[doc(hidden)]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct AddParams {

@@ -89,10 +89,19 @@ pub(crate) const FILE_OPS: &[FileOp] = &[
 /// Pooling hyper-parameters (`[h, w]` each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pool2d {
+    /// Window size, each >= 1.
     pub kernel: [usize; 2],
+    /// Step between windows, in input pixels, each >= 1 (PyTorch's default
+    /// is the kernel size; the model file stores it explicitly).
     pub stride: [usize; 2],
+    /// Implicit padding on both sides, at most half the kernel. Max pooling
+    /// pads with -inf, average pooling with zeros.
     pub padding: [usize; 2],
+    /// Spacing between window taps, each >= 1 (max pooling only; average
+    /// pooling needs 1).
     pub dilation: [usize; 2],
+    /// Round the output size up instead of down (a last, partial window
+    /// that starts inside the input or its left padding is kept).
     pub ceil_mode: bool,
 }
 
@@ -141,6 +150,8 @@ impl Pool2d {
         Ok(o as usize)
     }
 
+    /// The output `(height, width)` for an `h x w` input; errors as
+    /// [`Pool2d::out_len`].
     pub fn out_hw(&self, h: usize, w: usize) -> Result<(usize, usize)> {
         Ok((self.out_len(h, 0)?, self.out_len(w, 1)?))
     }
@@ -149,7 +160,10 @@ impl Pool2d {
 /// `avg_pool2d` options beyond the window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AvgPoolOpts {
+    /// Divide by the whole window, padding included, rather than by the
+    /// taps inside the input (PyTorch's default: true).
     pub count_include_pad: bool,
+    /// Divide every window by this (>= 1) instead.
     pub divisor_override: Option<usize>,
 }
 
@@ -168,6 +182,9 @@ pub enum AvgPath {
 /// Channels below this take the NHWC average kernel's vector path (AVX512 build).
 pub const AVG_NHWC_SPLIT: usize = 16;
 
+/// Which kernel PyTorch runs `avg_pool2d` with under `engine` for a `c x h x w`
+/// input: QNNPACK's own (qnnpack, floor mode), else ATen's NHWC kernel for
+/// one channel or a 1x1 image, else ATen's NCHW kernel.
 pub fn avg_pool2d_path(engine: Requant, ceil_mode: bool, c: usize, h: usize, w: usize) -> AvgPath {
     if engine == Requant::Qnnpack && !ceil_mode {
         AvgPath::Qnnpack
@@ -324,6 +341,7 @@ impl<'a> OpKind<'a> for PoolOp {
 }
 
 /// The uniform block of `pool.wgsl` (`total` is set per batch).
+#[doc(hidden)]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct PoolParams {

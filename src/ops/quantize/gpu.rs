@@ -10,6 +10,7 @@ use crate::gpu::node::{
 use crate::gpu::{Dispatch, GpuContext, Kernel};
 
 /// The uniform block of `quantize.wgsl`.
+#[doc(hidden)]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct QuantizeParams {

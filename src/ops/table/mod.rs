@@ -169,6 +169,10 @@ pub fn hardtanh_table(q: QParams, min_val: f32, max_val: f32) -> Result<[u8; 256
     Ok(std::array::from_fn(|v| (v as u8).max(lo).min(hi)))
 }
 
+// `max(0).min(6)` is kept rather than `clamp(0, 6)`: it is the order of
+// PyTorch's reference (`min(max(x + 3, 0), 6)`), and it maps NaN to 0 where
+// `clamp` would keep NaN; this table must stay bit-exact with the engine.
+#[allow(clippy::manual_clamp)]
 fn hardswish_f(x: f32) -> f32 {
     let t = (x + 3.0).max(0.0).min(6.0);
     (x * t) / 6.0
