@@ -7,7 +7,7 @@
 //! the CPU reference bit for bit. `tests/data/fuzz/` holds every crash the
 //! fuzzer found, run again by `fuzz_corpus_regressions`.
 //!
-//! `QFUSE_FUZZ_EXECS` sets the number of mutants (default 1500), `QFUSE_FUZZ_SEED`
+//! `QFUSE_FUZZ_EXECS` sets the number of mutants (default 3000), `QFUSE_FUZZ_SEED`
 //! the seed, and `QFUSE_FUZZ_SAVE=dir` saves each crashing mutant there.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -366,7 +366,7 @@ fn fuzz_model_file() {
     let execs: usize = std::env::var("QFUSE_FUZZ_EXECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1500);
+        .unwrap_or(3000);
     let seed: u64 = std::env::var("QFUSE_FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -446,20 +446,30 @@ fn fuzz_corpus_regressions() {
     let mut failures = Vec::new();
     for f in &files {
         let b = std::fs::read(f).unwrap();
-        let loaded = st.loaded;
         if let Err(e) = exec(&b, gpu.as_ref(), &mut rng, &mut st) {
             failures.push(format!("{}: {e}", f.display()));
         }
-        let what = match Model::from_bytes(&b) {
-            Err(e) => format!("error: {e}"),
-            Ok(_) => "loads".to_string(),
-        };
-        let _ = loaded;
-        println!(
-            "{}: {}",
-            f.file_name().unwrap().to_string_lossy(),
-            what.chars().take(200).collect::<String>()
-        );
+        // Each of these files crashed (a panic, an abort, or GPU != CPU
+        // after a wrapped size) before the bounds: now each is rejected at
+        // load, by an error naming the bound.
+        let name = f.file_name().unwrap().to_string_lossy();
+        match catch_unwind(|| Model::from_bytes(&b)) {
+            Ok(Err(e)) => {
+                let root = e.root_cause();
+                let typed = matches!(
+                    root,
+                    qfuse::Error::Config { .. }
+                        | qfuse::Error::TooLarge { .. }
+                        | qfuse::Error::Shape { .. }
+                );
+                println!("{name}: {e}");
+                if !typed {
+                    failures.push(format!("{name}: untyped error {root:?}"));
+                }
+            }
+            Ok(Ok(_)) => failures.push(format!("{name}: loads")),
+            Err(_) => failures.push(format!("{name}: load panicked")),
+        }
     }
     println!("fuzz corpus: {} files, {:?}", files.len(), st);
     assert!(failures.is_empty(), "{failures:#?}");
@@ -484,8 +494,6 @@ fn fuzz_rejoin_keeps_seeds_valid() {
 /// name, JSON pointer into the qfuse graph, new value)`.
 fn corpus_cases() -> Vec<(&'static str, Vec<(&'static str, Json)>)> {
     use serde_json::json;
-    let node = |i: usize, k: &str| format!("/nodes/{i}/{k}");
-    let _ = node;
     vec![
         (
             "conv_padding_1e9",
@@ -612,4 +620,25 @@ fn write_corpus() {
         outer["__metadata__"]["qfuse"] = Json::String(g.to_string());
         std::fs::write(dir.join(format!("{name}.safetensors")), join(&outer, data)).unwrap();
     }
+}
+
+/// The bounds hold for layers built in Rust too: sizes that used to wrap
+/// give typed errors.
+#[test]
+fn geometry_bounds_are_typed_errors() {
+    use qfuse::Conv2dGeometry;
+    let g = Conv2dGeometry::new(1, 1, [3, 3]).padding([1 << 63, 1]);
+    let e = g.validate().unwrap_err();
+    assert!(matches!(e, qfuse::Error::Config { .. }), "{e:?}");
+    assert!(e.to_string().contains("65536"), "{e}");
+    // output_hw itself never wraps, even unvalidated
+    let e = g.output_hw(8, 8).unwrap_err();
+    assert!(matches!(e, qfuse::Error::Config { .. }), "{e:?}");
+    let g = Conv2dGeometry::new(1, 1, [3, 3]).dilation([1 << 40, 1]);
+    assert!(g.validate().is_err());
+    assert!(g.output_hw(8, 8).is_err());
+    // the largest allowed padding works
+    let g = Conv2dGeometry::new(1, 1, [1, 1]).padding([1 << 16, 0]);
+    g.validate().unwrap();
+    assert_eq!(g.output_hw(1, 1).unwrap(), ((1 << 17) + 1, 1));
 }
