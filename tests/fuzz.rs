@@ -81,12 +81,18 @@ fn interesting(rng: &mut Rng) -> Json {
         2,
         3,
         7,
+        100,
         255,
+        4096,
+        1 << 15,
         256,
         65535,
         65536,
         65537,
         1 << 20,
+        1 << 23,
+        (1 << 23) + 1,
+        1 << 24,
         1_000_000_000,
         (1 << 31) - 1,
         1 << 31,
@@ -150,7 +156,7 @@ fn split(bytes: &[u8]) -> Option<(Json, &[u8])> {
 
 fn join(header: &Json, data: &[u8]) -> Vec<u8> {
     let mut h = header.to_string().into_bytes();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();
