@@ -38,8 +38,10 @@ pub enum Error {
     #[error("unsupported: {0}")]
     Unsupported(String),
 
-    /// A tensor or a dispatch is larger than the adapter allows.
-    #[error("too large for the adapter: {what} needs {needed} but the limit is {limit}")]
+    /// A tensor, table, allocation or dispatch is larger than a limit allows:
+    /// the adapter's, or a model-file bound (`docs/MODEL_FORMAT.md`,
+    /// "Bounds"), or the host's memory (a failed fallible allocation).
+    #[error("too large: {what} needs {needed} but the limit is {limit}")]
     TooLarge {
         /// The buffer, dispatch or workgroup that is too large.
         what: String,

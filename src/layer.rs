@@ -3,6 +3,7 @@
 //! reference and the GPU run.
 
 use crate::error::{Error, Result};
+use crate::model::MAX_CHANNELS;
 use crate::quant::{self, Activation, BatchNorm, Epilogue, QParams, Requant, WeightScheme};
 
 /// Shape and hyper-parameters of a 2-D convolution (PyTorch's `Conv2d`).
@@ -122,7 +123,25 @@ impl Conv2dGeometry {
                 ));
             }
         }
-        // Keep everything well inside u32 for the GPU and i32 for the accumulator.
+        for (name, v) in [
+            ("kernel", g.kernel),
+            ("stride", g.stride),
+            ("dilation", g.dilation),
+            ("padding", g.padding),
+        ] {
+            crate::ops::check_window(&format!("conv2d {name}"), v)?;
+        }
+        if g.in_channels > MAX_CHANNELS || g.out_channels > MAX_CHANNELS {
+            return Err(Error::config(
+                "conv2d",
+                format!(
+                    "channels (in {}, out {}) exceed the bound {MAX_CHANNELS}",
+                    g.in_channels, g.out_channels
+                ),
+            ));
+        }
+        // Keep everything well inside u32 for the GPU and i32 for the
+        // accumulator (the operands are bounded above, so this cannot overflow).
         let k = g.reduction_len() as u64;
         if k * 128 * 128 + 255 * 128 * k >= i32::MAX as u64 {
             return Err(Error::config(
@@ -135,8 +154,34 @@ impl Conv2dGeometry {
 
     /// Output height and width for an `h x w` input.
     pub fn output_hw(&self, h: usize, w: usize) -> Result<(usize, usize)> {
-        let span = |i: usize| self.dilation[i] * (self.kernel[i] - 1) + 1;
-        let (ph, pw) = (h + 2 * self.padding[0], w + 2 * self.padding[1]);
+        let too_large = || {
+            Error::config(
+                "conv2d",
+                format!(
+                    "{h}x{w} input with kernel {:?}, dilation {:?}, padding {:?}: the sizes overflow",
+                    self.kernel, self.dilation, self.padding
+                ),
+            )
+        };
+        let span = |i: usize| {
+            self.kernel[i]
+                .checked_sub(1)
+                .and_then(|k| self.dilation[i].checked_mul(k))
+                .and_then(|s| s.checked_add(1))
+                .ok_or_else(too_large)
+        };
+        let padded = |x: usize, i: usize| {
+            self.padding[i]
+                .checked_mul(2)
+                .and_then(|p| p.checked_add(x))
+                .ok_or_else(too_large)
+        };
+        if self.stride.contains(&0) {
+            return Err(Error::config("conv2d", "stride must be >= 1"));
+        }
+        let (ph, pw) = (padded(h, 0)?, padded(w, 1)?);
+        let (span0, span1) = (span(0)?, span(1)?);
+        let span = |i: usize| if i == 0 { span0 } else { span1 };
         if ph < span(0) || pw < span(1) {
             return Err(Error::shape(
                 "conv2d input",

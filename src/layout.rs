@@ -10,8 +10,9 @@ use crate::error::{Error, Result};
 
 /// Checks that `len` elements fill `shape` exactly.
 pub fn check_data_len(len: usize, shape: &[usize]) -> Result<()> {
-    let want: usize = shape.iter().product();
-    if len != want {
+    let want = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    if want != Some(len) {
+        let want = want.map_or("more than usize::MAX".to_string(), |w| w.to_string());
         return Err(Error::shape(
             "input data",
             format!("{len} elements for shape {shape:?} ({want} expected)"),

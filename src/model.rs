@@ -16,6 +16,47 @@ mod file;
 pub use crate::ops::Op;
 pub use file::{FORMAT_VERSION, MIN_FORMAT_VERSION};
 
+/// The largest kernel size, stride, dilation, padding and pooling output
+/// size a model may have in any dimension (2^16). Real networks stay far
+/// below it; the bound keeps every shape computation exact.
+pub const MAX_WINDOW: usize = 1 << 16;
+
+/// The most bytes one sample of any tensor of a model may take (2^31): each
+/// tensor's inferred shape is checked against it, with checked arithmetic,
+/// when a model is built or loaded.
+pub const MAX_SAMPLE_BYTES: usize = 1 << 31;
+
+/// The most channels (conv/linear in or out channels, features) a layer may
+/// have (2^24).
+pub const MAX_CHANNELS: usize = 1 << 24;
+
+/// Checks one tensor's per-sample shape against [`MAX_SAMPLE_BYTES`] (with
+/// checked arithmetic; `elem` bytes per element).
+pub(crate) fn check_tensor_size(what: &str, shape: &[usize], elem: usize) -> Result<()> {
+    let bytes = shape
+        .iter()
+        .try_fold(elem, |a, &d| a.checked_mul(d))
+        .unwrap_or(usize::MAX);
+    if bytes > MAX_SAMPLE_BYTES {
+        return Err(Error::TooLarge {
+            what: format!("{what} of shape {shape:?} (bytes of one sample)"),
+            needed: bytes as u64,
+            limit: MAX_SAMPLE_BYTES as u64,
+        });
+    }
+    Ok(())
+}
+
+impl TensorInfo {
+    /// Bytes of one element on the host.
+    fn elem_bytes(&self) -> usize {
+        match self.dtype {
+            DType::F32 => 4,
+            DType::QUInt8(_) => 1,
+        }
+    }
+}
+
 /// Element type of a tensor in the graph.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum DType {
@@ -154,6 +195,11 @@ fn check_inputs_decl(inputs: &[(String, TensorInfo)]) -> Result<HashMap<String, 
                 info.shape
             )));
         }
+        check_tensor_size(
+            &format!("model input {name:?}"),
+            &info.shape,
+            info.elem_bytes(),
+        )?;
         if infos.insert(name.clone(), info.clone()).is_some() {
             return Err(Error::Model(format!(
                 "model input name {name:?} is used twice"
@@ -225,6 +271,10 @@ pub(crate) fn infer_node(node: &Node, ins: &[&TensorInfo], engine: Requant) -> R
     kind.arity()
         .check(ins.len())
         .and_then(|()| kind.infer(engine, ins))
+        .and_then(|info| {
+            check_tensor_size("output", &info.shape, info.elem_bytes())?;
+            Ok(info)
+        })
         .map_err(|e| e.in_node(&node.name, kind.name()))
 }
 

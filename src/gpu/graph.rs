@@ -67,7 +67,9 @@ impl GpuModel {
                     .collect(),
                 placement: place.get(&n.name).expect("placed"),
             };
-            nodes.push(lowered.upload(&cx).map_err(in_node)?);
+            // Validation and out-of-memory errors of the uploads are returned.
+            let node = ctx.scoped("uploading", || lowered.upload(&cx));
+            nodes.push(node.map_err(in_node)?);
         }
         Ok(GpuModel {
             model,

@@ -426,7 +426,11 @@ impl Attrs<'_> {
     pub fn pair(&self, key: &str) -> Result<[usize; 2]> {
         let v = self.get(key)?;
         match v.as_array().map(|x| x.as_slice()) {
-            Some([h, w]) => Ok([as_usize(h, key)?, as_usize(w, key)?]),
+            Some([h, w]) => {
+                let p = [as_usize(h, key)?, as_usize(w, key)?];
+                check_window(key, p)?;
+                Ok(p)
+            }
             _ => Err(bad(format!("{key:?} must be [h, w], got {v}"))),
         }
     }
@@ -466,6 +470,52 @@ impl Attrs<'_> {
         let v = self.get("activation")?;
         Activation::parse(v.as_str().unwrap_or(""))
     }
+}
+
+/// Checks a window parameter (kernel, stride, padding, dilation, output size)
+/// against [`crate::model::MAX_WINDOW`].
+pub(crate) fn check_window(what: &str, v: [usize; 2]) -> Result<()> {
+    if v.iter().any(|&d| d > crate::model::MAX_WINDOW) {
+        return Err(Error::config(
+            what,
+            format!(
+                "{v:?} exceeds the bound {} (docs/MODEL_FORMAT.md, \"Bounds\")",
+                crate::model::MAX_WINDOW
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A zero-filled vector of `len` elements, allocated fallibly: an
+/// [`Error::TooLarge`] naming `what` instead of an abort.
+pub(crate) fn try_vec<T: Clone>(len: usize, fill: T, what: &str) -> Result<Vec<T>> {
+    let mut v = try_with_capacity(len, what)?;
+    v.resize(len, fill);
+    Ok(v)
+}
+
+/// An empty vector with room for `len` elements, allocated fallibly.
+pub(crate) fn try_with_capacity<T>(len: usize, what: &str) -> Result<Vec<T>> {
+    let too_large = || Error::TooLarge {
+        what: format!("{what} (bytes, host memory)"),
+        needed: (len as u64).saturating_mul(std::mem::size_of::<T>() as u64),
+        limit: isize::MAX as u64,
+    };
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| too_large())?;
+    Ok(v)
+}
+
+/// `a * b * ...` with overflow as an [`Error::TooLarge`] naming `what`.
+pub(crate) fn checked_product(what: &str, dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| Error::TooLarge {
+            what: format!("{what} {dims:?} (elements)"),
+            needed: u64::MAX,
+            limit: usize::MAX as u64,
+        })
 }
 
 fn as_usize(v: &Json, key: &str) -> Result<usize> {

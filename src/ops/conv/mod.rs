@@ -163,7 +163,19 @@ fn parse_layer(kind: LayerKind, a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
             )));
         };
         let groups = a.usize("groups")?;
-        Conv2dGeometry::new(cg * groups, o, [kh, kw])
+        let cin = cg
+            .checked_mul(groups)
+            .filter(|&c| c <= crate::model::MAX_CHANNELS)
+            .ok_or_else(|| {
+                Error::config(
+                    "conv2d",
+                    format!(
+                        "groups {groups} x {cg} input channels per group exceed the bound {}",
+                        crate::model::MAX_CHANNELS
+                    ),
+                )
+            })?;
+        Conv2dGeometry::new(cin, o, [kh, kw])
             .stride(a.pair("stride")?)
             .padding(a.pair("padding")?)
             .dilation(a.pair("dilation")?)
@@ -241,7 +253,8 @@ pub fn conv2d_accumulators(
     let (o, cg, og) = (g.out_channels, g.cin_per_group(), g.cout_per_group());
     let [kh, kw] = g.kernel;
     let zp = layer.input.zero_point as i64;
-    let mut acc = vec![0i64; n * o * oh * ow];
+    let len = super::checked_product("conv2d/linear output", &[n, o, oh, ow])?;
+    let mut acc = super::try_vec(len, 0i64, "conv2d/linear accumulators")?;
     for b in 0..n {
         for oc in 0..o {
             let grp = oc / og;
@@ -282,7 +295,7 @@ pub fn run_layer(layer: &QLayer, x: &[u8], shape: &[usize]) -> Result<(Vec<u8>, 
     let (acc, out_shape) = conv2d_accumulators(layer, x, shape)?;
     let o = layer.geometry.out_channels;
     let spatial: usize = out_shape[2..].iter().product();
-    let mut y = Vec::with_capacity(acc.len());
+    let mut y = super::try_with_capacity(acc.len(), "conv2d/linear output")?;
     for (i, &a) in acc.iter().enumerate() {
         let oc = (i / spatial) % o;
         let a32 = i32::try_from(a).map_err(|_| Error::Overflow {
@@ -323,7 +336,8 @@ pub fn float_conv2d(
         geom.cout_per_group(),
     );
     let [kh, kw] = geom.kernel;
-    let mut y = vec![0f32; n * o * oh * ow];
+    let len = super::checked_product("conv2d output", &[n, o, oh, ow])?;
+    let mut y = super::try_vec(len, 0f32, "conv2d output")?;
     for b in 0..n {
         for oc in 0..o {
             let grp = oc / og;

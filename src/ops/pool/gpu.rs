@@ -21,6 +21,8 @@ impl Upload for PoolLowered {
                 h * w
             )));
         }
+        cx.ctx
+            .check_storage_size("pool table (bytes)", self.tab.len() as u64 * 4)?;
         Ok(Box::new(PoolNode {
             p: self.p,
             mode: self.mode,

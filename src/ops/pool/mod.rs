@@ -114,6 +114,14 @@ impl Pool2d {
             self.padding[i] as i64,
             self.dilation[i] as i64,
         );
+        for (name, v) in [
+            ("kernel_size", self.kernel),
+            ("stride", self.stride),
+            ("padding", self.padding),
+            ("dilation", self.dilation),
+        ] {
+            super::check_window(&format!("pool2d {name}"), v)?;
+        }
         if k < 1 || s < 1 || d < 1 {
             return Err(Error::config(
                 "pool2d",
@@ -155,6 +163,32 @@ impl Pool2d {
     pub fn out_hw(&self, h: usize, w: usize) -> Result<(usize, usize)> {
         Ok((self.out_len(h, 0)?, self.out_len(w, 1)?))
     }
+}
+
+/// The most elements a pooling window (clipped to the padded input; for
+/// `adaptive_avg_pool2d` its largest window, for `mean` the H x W plane) may
+/// hold, and the largest `divisor_override`: 2^23, so that the i32 sum of a
+/// window stays exact and `f32` counts it exactly. The lowered tables of
+/// reciprocals have one entry per window size, so they stay within a few
+/// times this bound, and a window's work is bounded too.
+pub const MAX_POOL_DIVISOR: usize = 1 << 23;
+
+fn check_pool_window(op: &str, window: usize, what: &str) -> Result<()> {
+    if window > MAX_POOL_DIVISOR {
+        return Err(Error::config(
+            op,
+            format!("{what} of {window} elements exceeds the bound {MAX_POOL_DIVISOR}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The elements of the largest window of `p` over an `h x w` input: the
+/// kernel clipped to the padded input (saturating).
+pub(crate) fn real_window(p: &Pool2d, h: usize, w: usize) -> usize {
+    let dim =
+        |i: usize, len: usize| p.kernel[i].min(len.saturating_add(p.padding[i].saturating_mul(2)));
+    dim(0, h).saturating_mul(dim(1, w))
 }
 
 /// `avg_pool2d` options beyond the window.
@@ -284,6 +318,12 @@ impl<'a> OpKind<'a> for PoolOp {
                     if o.divisor_override == Some(0) {
                         return Err(Error::config("avg_pool2d", "divisor_override must be >= 1"));
                     }
+                    let d = o.divisor_override.unwrap_or(0);
+                    check_pool_window("avg_pool2d", d, "divisor_override")?;
+                }
+                {
+                    let what = format!("a window (kernel {:?})", p.kernel);
+                    check_pool_window(self.name(), real_window(p, h, w), &what)?;
                 }
                 let (oh, ow) = p.out_hw(h, w)?;
                 if oh == 0 || ow == 0 {
@@ -295,15 +335,22 @@ impl<'a> OpKind<'a> for PoolOp {
                 Ok(keep(x, vec![c, oh, ow]))
             }
             PoolOp::Adaptive([oh, ow]) => {
+                super::check_window("adaptive_avg_pool2d output_size", [*oh, *ow])?;
                 if *oh == 0 || *ow == 0 {
                     return Err(Error::config(
                         "adaptive_avg_pool2d",
                         "output_size must be >= 1",
                     ));
                 }
+                // The lowered table is (largest window + 1)^2 entries.
+                let window = (h.div_ceil(*oh) + 2).saturating_mul(w.div_ceil(*ow) + 2);
+                check_pool_window("adaptive_avg_pool2d", window, "a window (with its table)")?;
                 Ok(keep(x, vec![c, *oh, *ow]))
             }
-            PoolOp::Mean { keepdim } => Ok(keep(x, if *keepdim { vec![c, 1, 1] } else { vec![c] })),
+            PoolOp::Mean { keepdim } => {
+                check_pool_window("mean", h.saturating_mul(w), "an H x W plane")?;
+                Ok(keep(x, if *keepdim { vec![c, 1, 1] } else { vec![c] }))
+            }
         }
     }
     fn write(&self, w: &mut NodeWriter) {
@@ -435,7 +482,9 @@ fn lower(engine: Requant, op: &PoolOp, x: &TensorInfo, out: &TensorInfo) -> Resu
         p.div_override = o.divisor_override.unwrap_or(0) as u32;
         p.m = qnnpack_avg_mult(q.scale, pl.kernel[0] * pl.kernel[1]);
         p.nhwc_split = c - c % AVG_NHWC_SPLIT as u32;
-        let max_df = (pl.kernel[0] * pl.kernel[1]).max(o.divisor_override.unwrap_or(0));
+        // The largest divisor a window can have: the kernel clipped to the
+        // padded input (checked against MAX_POOL_DIVISOR at inference).
+        let max_df = real_window(pl, h as usize, w as usize).max(o.divisor_override.unwrap_or(0));
         let recip = |df: usize| {
             if df == 0 {
                 0.0
@@ -641,7 +690,8 @@ impl Lowered for PoolLowered {
         }
         crate::layout::check_data_len(x.len(), shape)?;
         let (oh, ow) = (p.oh as usize, p.ow as usize);
-        let mut y = Vec::with_capacity(x.len() / (h * w) * oh * ow);
+        let len = super::checked_product("pool output", &[x.len() / (h * w), oh, ow])?;
+        let mut y = super::try_with_capacity(len, "pool output")?;
         for (pi, plane) in x.chunks(h * w).enumerate() {
             let ch = pi % c;
             for oy in 0..oh {

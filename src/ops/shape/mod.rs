@@ -93,7 +93,8 @@ impl<'a> OpKind<'a> for ShapeOp<'a> {
             }
             ShapeOp::Reshape(s) => {
                 quantized(x)?;
-                if s.iter().product::<usize>() != x.numel() || s.is_empty() || s.len() > 3 {
+                let n = s.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+                if n != Some(x.numel()) || s.is_empty() || s.len() > 3 {
                     return Err(Error::shape(
                         "reshape",
                         format!("cannot reshape {:?} to {s:?}", x.shape),
@@ -121,7 +122,10 @@ impl<'a> OpKind<'a> for ShapeOp<'a> {
                 }
                 out.validate("cat output")?;
                 let mut s = x.shape.clone();
-                s[0] = ins.iter().map(|t| t.shape[0]).sum();
+                s[0] = ins
+                    .iter()
+                    .try_fold(0usize, |a, t| a.checked_add(t.shape[0]))
+                    .ok_or_else(|| Error::shape("cat", "the channels overflow"))?;
                 Ok(TensorInfo {
                     shape: s,
                     dtype: DType::QUInt8(*out),
@@ -183,7 +187,8 @@ impl Lowered for ShapeLowered {
             .map(|i| io.q(i))
             .collect::<Result<Vec<_>>>()?;
         let n = io.batch;
-        let mut y = Vec::with_capacity(io.output.numel() * n);
+        let len = super::checked_product("cat output", &io.out_shape())?;
+        let mut y = super::try_with_capacity(len, "cat output")?;
         for b in 0..n {
             for ((x, s, _), (t_lo, t_hi, split)) in ins.iter().zip(tables) {
                 let c = s[1];
