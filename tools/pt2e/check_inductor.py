@@ -85,10 +85,17 @@ def candidates_u8(acc, si, ws, b, so, zo, lo, hi):
     return out
 
 
+RULE_F32 = "(acc*si)*ws + b"
+RULE_U8 = "rint(((acc*si)*ws + b) * f32(1/so) + zo)"
+
+
 def main():
-    root = sys.argv[1]
+    args = [a for a in sys.argv[1:] if not a.startswith("-")]
+    verbose = "-v" in sys.argv
+    root = args[0]
     dirs = sorted(os.path.join(root, d) for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "case.json")))
     totals = {}
+    npass = nfail = 0
     for d in dirs:
         case = json.load(open(os.path.join(d, "case.json")))
         t = {f[:-4]: np.load(os.path.join(d, f)) for f in os.listdir(d) if f.endswith(".npy")}
@@ -98,8 +105,7 @@ def main():
         acc = accumulate(case, xq, t["weight_q"])
         ws, b = t["weight_scale"].astype(F32), t["bias"].astype(F32)
         y = t["output"]
-        print(f"{case['name']}: {case['op']}, output {case['output_kind']}, |acc| max {int(np.abs(acc).max())}, "
-              f"eager-equal {case['eager_equal_fraction']:.3f}, {case['kernel_calls'][:1]}")
+        lines = []
         if len(qa) >= 2:
             so, zo = qa[1]["scale"], qa[1]["zero_point"]
             lo, hi = qa[1]["qmin"], qa[1]["qmax"]
@@ -109,24 +115,37 @@ def main():
             if case["relu"]:
                 lo = max(lo, zo)
             cands = candidates_u8(acc, si, ws, b, so, zo, lo, hi)
+            rule, unit = RULE_U8, "step(s)"
             for k, v in cands.items():
                 dd = np.abs(v.astype(I64) - yq)
-                ex = float((dd == 0).mean())
-                totals.setdefault(k, []).append(ex == 1.0)
-                print(f"    {ex * 100:7.3f}% exact, max {int(dd.max())} step(s)   {k}")
+                totals.setdefault(k, []).append(bool((dd == 0).all()))
+                lines.append((float((dd == 0).mean()), int(dd.max()), k))
         else:
             cands = candidates_f32(acc, si, ws, b)
+            rule, unit = RULE_F32, "ulp"
             for k, v in cands.items():
                 if case["relu"]:
                     v = np.maximum(v, 0)
                 du = np.abs(v.view(np.int32).astype(I64) - y.astype(F32).view(np.int32).astype(I64))
-                ex = float((du == 0).mean())
-                totals.setdefault(k, []).append(ex == 1.0)
-                print(f"    {ex * 100:7.3f}% exact, max {int(du.max())} ulp   {k}")
+                totals.setdefault(k, []).append(bool((du == 0).all()))
+                lines.append((float((du == 0).mean()), int(du.max()), k))
+        ex, mx, _ = [l for l in lines if l[2] == rule][0]
+        ok = ex == 1.0
+        npass += ok
+        nfail += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {case['name']:<26} {case['op']}, {'u8' if len(qa) >= 2 else 'f32'} out, "
+              f"{y.size} outputs, |acc| <= {int(np.abs(acc).max())}: {ex * 100:.3f}% exact, max {mx} {unit}; "
+              f"eager pt2e equal {case['eager_equal_fraction'] * 100:.1f}%")
+        if verbose:
+            for e, m, k in sorted(lines, key=lambda l: -l[0]):
+                print(f"      {e * 100:8.3f}% exact, max {m:5d} {unit}   {k}")
     print("candidates exact on every case they apply to:")
     for k, v in totals.items():
         if all(v):
             print("   ", k, f"({len(v)} cases)")
+    print(f"rule: f32 out {RULE_F32}; u8 out {RULE_U8}")
+    print(f"{npass} passed, {nfail} failed")
+    sys.exit(1 if nfail else 0)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,43 @@ import numpy as np
 
 F32, F64, I32, I64 = np.float32, np.float64, np.int32, np.int64
 
+# --mutate NAME swaps one rule for a plausible wrong one; the vectors must then fail.
+MUTATIONS = {
+    "requant_half_away": "conv/linear requantization rounds half away from zero (not to even)",
+    "requant_premul": "conv/linear multiplier m = s_in * (w_scale / s_out) instead of (s_in * w_scale) / s_out",
+    "quantize_half_away": "quantize rounds half away from zero",
+    "quantize_div": "quantize divides by the scale instead of multiplying by f32(1/scale)",
+    "bias_f32_per_tensor": "per-tensor bias uses the per-channel f32 rule",
+    "bias_f64_per_channel": "per-channel bias uses the per-tensor f64 rule",
+    "add_half_away": "add rounds half away from zero (QNNPACK) instead of half up",
+    "add_shift21": "add uses QNNPACK's shift 21 - exponent instead of 20 - exponent",
+    "add_float": "add in f32: rint(sa/so*(a-za) + sb/so*(b-zb)) + zo",
+    "mean_sub_zp": "mean: rint(sum(q - z_in) * s_in / (N * s_out)) + z_out (zero point removed first)",
+    "mean_div": "mean: inv = (s_in / s_out) / N in one f32 division chain",
+    "clamp_int": "clamp bounds z + rint(val / scale) (zero point added after rounding)",
+    "maxpool_valid": "max pool over the valid taps only (PyTorch's definition; expected to pass)",
+    "no_clamp_merge": "no merging of a clamp into the conv/linear/max pool that feeds it",
+    "clamp_requant_round_then_zp": "clamp between different qparams adds the zero point after rounding",
+}
+MUT = None
+TIES = {}
+
+
+def count_ties(kind, v, ok=None):
+    """count exact .5 cases met by a rounding step (to show the vectors exercise ties)"""
+    v = np.asarray(v, dtype=F64)
+    t = (v - np.floor(v)) == 0.5
+    if ok is not None:
+        t &= ok
+    TIES[kind] = TIES.get(kind, 0) + int(t.sum())
+
+
+def rint_mut(v, name):
+    if MUT == name:
+        v = np.asarray(v, dtype=F64)
+        return np.sign(v) * np.floor(np.abs(v) + 0.5)
+    return np.rint(v)
+
 
 def f32(x):
     return np.asarray(x, dtype=F32)
@@ -49,6 +86,8 @@ def xnn_qs8_quantize(val, scale, zp):
     """XNNPACK requantization.h: (int8) lrintf(fminf(fmaxf(val / scale + (float) zp, -128), 127)),
     used for the clamp bounds of fused/standalone relu and hardtanh"""
     v = F32(F32(val) / F32(scale)) if np.isfinite(val) else F32(val)
+    if MUT == "clamp_int" and np.isfinite(v):
+        return int(min(max(np.rint(v) + zp, -128), 127))
     v = F32(v + F32(zp))
     v = min(max(v, F32(-128.0)), F32(127.0))
     return int(np.rint(v))
@@ -60,7 +99,9 @@ def quantize(x, scale, zp):
     """f32 -> qs8 convert (f32-qs8-vcvt; xnn_init_f32_qs8_cvt_scalar_params):
     inv = 1.0f / scale (f32 division); y = sat8(rint(x * inv) + zp)"""
     inv = F32(F32(1.0) / F32(scale))
-    v = rint(f32(x) * inv)
+    p = (f32(x) * inv).astype(F32) if MUT != "quantize_div" else (f32(x) / F32(scale)).astype(F32)
+    count_ties("quantize", p, np.abs(p) < 300)
+    v = rint_mut(p, "quantize_half_away")
     v = np.clip(v, -2.0 ** 31, 2.0 ** 31 - 1).astype(I64)
     return np.clip(v + zp, -128, 127).astype(I64)
 
@@ -78,12 +119,12 @@ def bias_i32_rule(b, wscale, in_scale, per_channel):
                  inv = f32(1.0 / bs) (f64 division, rounded to f32 when it meets the f32 tensor),
                  rint(f32(b * inv))"""
     b = f32(b)
-    if per_channel:
+    if (per_channel and MUT != "bias_f64_per_channel") or MUT == "bias_f32_per_tensor":
         bs = (f32(wscale) * F32(in_scale)).astype(F32)
         inv = (F32(1.0) / bs).astype(F32)
     else:
-        bs = F64(float(wscale[0])) * F64(in_scale)
-        inv = np.full(b.shape, F32(1.0 / bs), dtype=F32)
+        bs = np.asarray(wscale, dtype=F32).astype(F64) * F64(in_scale)
+        inv = (1.0 / bs).astype(F32)
     v = rint((b * inv).astype(F32))
     return np.clip(v, -2.0 ** 31, 2.0 ** 31 - 1).astype(I64)
 
@@ -91,6 +132,8 @@ def bias_i32_rule(b, wscale, in_scale, per_channel):
 def requant_scale(in_scale, wscale, out_scale):
     """convolution-nhwc.c init_requantization_scale_*: in_scale * kernel_scale / out_scale,
     evaluated left to right in f32"""
+    if MUT == "requant_premul":
+        return (F32(in_scale) * (f32(wscale) / F32(out_scale)).astype(F32)).astype(F32)
     return ((F32(in_scale) * f32(wscale)).astype(F32) / F32(out_scale)).astype(F32)
 
 
@@ -101,13 +144,18 @@ def requantize(acc, m, zp, lo, hi):
       y = sat16(r + zp) -> sat8 -> max(y, lo)"""
     v = (f32(wrap32(acc)) * m).astype(F32)
     v = np.minimum(v, F32(hi - zp))
-    r = rint(v).astype(I64)
+    count_ties("requantize", v, (v > lo - zp - 1) & (v < hi - zp + 1))
+    r = rint_mut(v, "requant_half_away").astype(I64)
     return np.clip(r + zp, lo, hi).astype(I64)
 
 
-def out_bounds(nd, act_lo=None, act_hi=None):
+def out_bounds(nd):
+    """conv/fully-connected output_min/max: xq(float bound) with the output qparams
+    (fused relu: [0, +inf]; a merged clamp narrows them, see merge_clamps)"""
     s, z = nd["output_scale"], nd["output_zero_point"]
     lo, hi = -128, 127
+    if "act_min" in nd:
+        return xnn_qs8_quantize(nd["act_min"], s, z), xnn_qs8_quantize(nd["act_max"], s, z)
     if nd.get("activation") == "relu":
         lo = xnn_qs8_quantize(0.0, s, z)
     return lo, hi
@@ -163,8 +211,8 @@ def add_params(sa, za, sb, zb, so, zo):
     rb = F32(F32(sb) / F32(so))
     mx = max(abs(ra), abs(rb))
     exp = int((np.array(mx, F32).view(np.uint32) >> 23)) - 127
-    shift = 20 - exp
-    assert 12 <= shift <= 30, shift
+    shift = (21 if MUT == "add_shift21" else 20) - exp
+    assert 12 <= shift <= 31, shift
     # lrintf(uint32_as_float(float_as_uint32(r) + (shift << 23))) = rint(r * 2^shift), exact scaling
     ma = int(np.rint(F64(abs(ra)) * 2.0 ** shift)) * (1 if ra >= 0 else -1)
     mb = int(np.rint(F64(abs(rb)) * 2.0 ** shift)) * (1 if rb >= 0 else -1)
@@ -178,6 +226,15 @@ def add(a, b, nd):
     ma, mb, bias, shift = add_params(sa, za, sb, zb, so, zo)
     acc = wrap32(bias + a * ma + b * mb)
     r = acc >> shift  # arithmetic shift: floor -> round half up (towards +inf)
+    exact = ma * (a - za) + mb * (b - zb)
+    half = (exact & ((1 << shift) - 1)) == (1 << (shift - 1))
+    TIES["add"] = TIES.get("add", 0) + int(half.sum())
+    TIES["add (negative)"] = TIES.get("add (negative)", 0) + int((half & (exact < 0)).sum())
+    if MUT == "add_half_away":
+        r = np.where(half & (exact < 0), r - 1, r)
+    if MUT == "add_float":
+        v = (F32(F32(sa) / F32(so)) * f32(a - za)).astype(F32) + (F32(F32(sb) / F32(so)) * f32(b - zb)).astype(F32)
+        r = np.rint(v.astype(F32)).astype(I64)
     y = np.clip(r + zo, -128, 127)
     if nd["activation"] == "relu":  # XNNPACK inserts a clamp node after the add
         y = np.maximum(y, xnn_qs8_quantize(0.0, so, zo))
@@ -185,12 +242,23 @@ def add(a, b, nd):
 
 
 def clamp(x, nd):
-    """xnn_init_qs8_clamp_scalar_params + s8-vclamp"""
+    """same qparams in and out: xnn_init_qs8_clamp_scalar_params + s8-vclamp.
+    Different qparams (relu6 left in float by the quantizer): XNNPACK has no such clamp
+    kernel and builds a 256-entry table with its reference kernel
+    (unary_ukernel_quantized): x_f = (f32(q) - f32(z_in)) * s_in; c = min(max(x_f, lo), hi);
+    y = sat8(nearbyint(f32(c * f32(1/s_out)) + f32(z_out)))"""
     s, z = nd["output_scale"], nd["output_zero_point"]
-    assert (s, z) == (nd["input_scale"], nd["input_zero_point"])
-    lo = xnn_qs8_quantize(nd["min"], s, z)
-    hi = xnn_qs8_quantize(nd["max"], s, z)
-    return np.minimum(np.maximum(x, lo), hi)
+    if (s, z) == (nd["input_scale"], nd["input_zero_point"]) and MUT != "clamp_requant_float":
+        lo = xnn_qs8_quantize(nd["min"], s, z)
+        hi = xnn_qs8_quantize(nd["max"], s, z)
+        return np.minimum(np.maximum(x, lo), hi)
+    xf = ((f32(x) - F32(nd["input_zero_point"])) * F32(nd["input_scale"])).astype(F32)
+    c = np.minimum(np.maximum(xf, F32(nd["min"])), F32(nd["max"])).astype(F32)
+    inv = F32(F32(1.0) / F32(s))
+    v = ((c * inv).astype(F32) + F32(z)).astype(F32)
+    if MUT == "clamp_requant_round_then_zp":
+        v = (np.rint((c * inv).astype(F32)) + z).astype(F32)
+    return np.clip(np.rint(v), -128, 127).astype(I64)
 
 
 def pool_out(L, k, s, p0, p1, d):
@@ -231,9 +299,26 @@ def max_pool2d(x, nd):
     eh = ceil_extra_pad(h, kh, sh, ph, dh) if nd["ceil_mode"] else 0
     ew = ceil_extra_pad(w, kw, sw, pw, dw) if nd["ceil_mode"] else 0
     oh, ow = pool_out(h, kh, sh, ph, ph + eh, dh), pool_out(w, kw, sw, pw, pw + ew, dw)
+    if MUT == "maxpool_valid":
+        y = np.full((n, c, oh, ow), -(2 ** 31), dtype=I64)
+        for oy in range(oh):
+            for ox in range(ow):
+                for i in range(kh):
+                    for j in range(kw):
+                        yy, xx = oy * sh - ph + i * dh, ox * sw - pw + j * dw
+                        if 0 <= yy < h and 0 <= xx < w:
+                            y[:, :, oy, ox] = np.maximum(y[:, :, oy, ox], x[:, :, yy, xx])
+        if "act_min" in nd:
+            s, z = nd["output_scale"], nd["output_zero_point"]
+            y = np.clip(y, xnn_qs8_quantize(nd["act_min"], s, z), xnn_qs8_quantize(nd["act_max"], s, z))
+        return y
     iy, ix = maxpool_taps(h, oh, kh, sh, ph, dh), maxpool_taps(w, ow, kw, sw, pw, dw)
     g = x[:, :, iy[:, :, None, None], ix[None, None, :, :]]  # n c oh kh ow kw
-    return g.max(axis=(3, 5))
+    y = g.max(axis=(3, 5))
+    if "act_min" in nd:  # a merged clamp: bounds quantized with the (new) output qparams
+        s, z = nd["output_scale"], nd["output_zero_point"]
+        y = np.clip(y, xnn_qs8_quantize(nd["act_min"], s, z), xnn_qs8_quantize(nd["act_max"], s, z))
+    return y
 
 
 def mean_hw(x, nd, fma=False):
@@ -247,9 +332,16 @@ def mean_hw(x, nd, fma=False):
     si, zi, so, zo = nd["input_scale"], nd["input_zero_point"], nd["output_scale"], nd["output_zero_point"]
     inv = F32(F32(F32(si) / F32(so)) * F32(F32(1.0) / F32(N)))
     zpp = F32(F32(zo) - F32(F32(N * zi) * inv))
+    if MUT == "mean_div":
+        inv = F32(F32(F32(si) / F32(so)) / F32(N))
+        zpp = F32(F32(zo) - F32(F32(N * zi) * inv))
     s = x.sum(axis=(2, 3), keepdims=True)
+    if MUT == "mean_sub_zp":
+        v = (f32(s - N * zi) * F32(F32(si) / F32(F32(N) * F32(so)))).astype(F32)
+        return np.clip(np.rint(v) + zo, -128, 127).astype(I64)
     v = (f32(s) * inv).astype(F32)
     v = (v + zpp).astype(F32)
+    count_ties("mean", v)
     return np.clip(rint(v), -128, 127).astype(I64)
 
 
@@ -300,6 +392,40 @@ def weight_rule(wf, per_channel, qmin, qmax, eps=2.0 ** -12):
 
 # ------------------------------------------------------------------ driver
 
+HAS_CLAMP = ("conv2d", "linear", "max_pool2d")
+
+
+def merge_clamps(nodes):
+    """XNNPACK subgraph optimization optimize_common_subgraphs_merge_clamps: a clamp whose
+    input is produced by a convolution / fully-connected / max-pooling node and read by
+    nothing else is removed; the producer writes the clamp's output tensor directly
+    (requantizing to the clamp's OUTPUT qparams, skipping its own) and its float bounds
+    become [min(max(p_lo, c_lo), c_hi), min(max(p_hi, c_lo), c_hi)]. A max pool has no
+    requantization: it passes its int8 values on unchanged, now read with the clamp's
+    output qparams."""
+    nodes = [dict(n) for n in nodes]
+    users = {}
+    for n in nodes:
+        for v in n["inputs"]:
+            users[v] = users.get(v, 0) + 1
+    by_out = {n["output"]: n for n in nodes}
+    keep = []
+    for n in nodes:
+        p = by_out.get(n["inputs"][0]) if n["op"] == "clamp" else None
+        if p is not None and p["op"] in HAS_CLAMP and users[n["inputs"][0]] == 1:
+            plo, phi = p.get("act_min", -np.inf), p.get("act_max", np.inf)
+            if p.get("activation") == "relu":
+                plo = max(plo, 0.0)
+            p["act_min"] = min(max(plo, n["min"]), n["max"])
+            p["act_max"] = min(max(phi, n["min"]), n["max"])
+            p["output"] = n["output"]
+            p["output_scale"], p["output_zero_point"] = n["output_scale"], n["output_zero_point"]
+            p["merged_clamp"] = n["id"]
+            continue
+        keep.append(n)
+    return keep
+
+
 def load_case(d):
     with open(os.path.join(d, "case.json")) as f:
         case = json.load(f)
@@ -316,7 +442,8 @@ def run_case(d, verbose=False):
     notes = []
     for i, inp in enumerate(case["inputs"]):
         vals[inp["name"]] = t[f"input_{i}"]
-    for nd in case["nodes"]:
+    nodes = merge_clamps(case["nodes"]) if MUT != "no_clamp_merge" else case["nodes"]
+    for nd in nodes:
         op = nd["op"]
         ins = [vals[v] for v in nd["inputs"]]
         k = nd["id"]
@@ -357,7 +484,7 @@ def run_case(d, verbose=False):
         elif op == "reshape":
             y = ins[0].reshape(nd["shape"])
         elif op == "adaptive_avg_pool2d":
-            assert nd["backend"] == "portable"
+            assert nd["backend"] == "portable", "adaptive_avg_pool2d (output > 1x1) is not delegated to XNNPACK"
             xf = dequantize(ins[0], nd["input_scale"], nd["input_zero_point"])
             yf = adaptive_avg_pool2d_portable(xf, nd["output_size"])
             y = quantize(yf, nd["output_scale"], nd["output_zero_point"])
@@ -388,8 +515,18 @@ def run_case(d, verbose=False):
 
 
 def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("-")]
-    verbose = "-v" in sys.argv
+    global MUT
+    argv = sys.argv[1:]
+    if "--mutate" in argv:
+        i = argv.index("--mutate")
+        MUT = argv[i + 1]
+        del argv[i:i + 2]
+        if MUT not in MUTATIONS:
+            print("mutations:\n" + "\n".join(f"  {k}: {v}" for k, v in MUTATIONS.items()))
+            sys.exit(2)
+        print(f"MUTATED RULE: {MUTATIONS[MUT]}")
+    args = [a for a in argv if not a.startswith("-")]
+    verbose = "-v" in argv
     dirs = []
     for a in args:
         if os.path.isfile(os.path.join(a, "case.json")):
@@ -410,6 +547,7 @@ def main():
             print("      " + "; ".join(notes))
         npass += ok
         nfail += not ok
+    print("exact .5 ties met: " + ", ".join(f"{k} {v}" for k, v in TIES.items()))
     print(f"{npass} passed, {nfail} failed")
     sys.exit(1 if nfail else 0)
 

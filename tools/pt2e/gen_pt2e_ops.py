@@ -47,6 +47,9 @@ from executorch.exir import to_edge_transform_and_lower
 from executorch.runtime import Runtime
 import executorch.backends.xnnpack.operators.quant_params as et_quant_params
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check_pt2e_ops as ref  # noqa: E402  (numpy rules, used to mine discriminating inputs)
+
 qd = torch.ops.quantized_decomposed
 aten = torch.ops.aten
 
@@ -125,7 +128,7 @@ def pow2_weights(g, shape, exps, scale_mult=None):
     output channel, so the symmetric observer's scale is exactly 2^-e (or
     scale_mult * 2^-e) and quantization is exact. Used by the tie cases."""
     o = shape[0]
-    n = torch.randint(-127, 128, shape, generator=g).double()
+    n = torch.randint(-8, 9, shape, generator=g).double()  # small: keeps acc * m inside the int8 range
     w = torch.empty(shape, dtype=torch.float64)
     for c in range(o):
         nc = n[c].flatten()
@@ -133,10 +136,6 @@ def pow2_weights(g, shape, exps, scale_mult=None):
         m = 1.0 if scale_mult is None else scale_mult[c % len(scale_mult)]
         w[c] = (nc * m * 2.0 ** -exps[c % len(exps)]).reshape(shape[1:])
     return w.float()
-
-
-def act_scale_override(values):
-    return values
 
 
 def make_cases():
@@ -169,6 +168,16 @@ def make_cases():
         [(1, 3, 9, 8)], seed=10)
     add("conv1x1_wide", lambda: Fn(lambda s, x: s.c(x), c=conv(64, 24, 1)), [(1, 64, 5, 5)], seed=11)
     add("conv_k7_big_acc", lambda: Fn(lambda s, x: s.c(x), c=conv(32, 8, 7, padding=3)), [(1, 32, 8, 8)], seed=12)
+    def conv_bn():
+        c, bn = conv(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        with torch.no_grad():
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.3, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.3, 0.3)
+        return Fn(lambda s, x: torch.relu(s.bn(s.c(x))), c=c, bn=bn)
+
+    add("conv_bn_relu", conv_bn, [(1, 3, 8, 8)], seed=13)  # prepare_pt2e folds the BatchNorm
     # --- linear
     add("linear", lambda: Fn(lambda s, x: s.l(x), l=nn.Linear(32, 10)), [(3, 32)], seed=20)
     add("linear_relu", lambda: Fn(lambda s, x: torch.relu(s.l(x)), l=nn.Linear(48, 16)), [(2, 48)], seed=21)
@@ -205,6 +214,14 @@ def make_cases():
         [(1, 3, 6, 6)], seed=61, spread=5.0)
     add("relu6_float_tail", lambda: Fn(lambda s, x: F.relu6(s.c(x)), c=conv(3, 6, 3, padding=1)),
         [(1, 3, 6, 6)], seed=62, spread=5.0)
+    add("relu6_requant", lambda: Fn(lambda s, x: s.d(F.relu6(s.c(x))), c=conv(3, 6, 3, padding=1), d=conv(6, 4, 1)),
+        [(1, 3, 6, 6)], seed=63, spread=5.0)
+    add("relu6_requant_cat", lambda: Fn(lambda s, x: (lambda r: torch.cat([r, r], 1))(F.relu6(s.c(x))), c=conv(3, 6, 3, padding=1)),
+        [(1, 3, 6, 6)], seed=64, spread=5.0)
+    add("add_relu6_requant", lambda: Fn(lambda s, x, y: s.d(F.relu6(x + y)), d=conv(4, 3, 1)),
+        [(1, 4, 5, 5), (1, 4, 5, 5)], per_channel=(True,), seed=65, spread=3.0)
+    add("maxpool_relu6_requant", lambda: Fn(lambda s, x: s.d(F.relu6(F.max_pool2d(s.c(x), 2))), c=conv(3, 6, 3, padding=1),
+                                            d=conv(6, 4, 1)), [(1, 3, 8, 8)], per_channel=(True,), seed=66, spread=5.0)
     add("flatten_linear", lambda: Fn(lambda s, x: s.l(torch.flatten(s.c(x), 1)), c=conv(3, 4, 3, padding=1),
                                      l=nn.Linear(64, 10)), [(2, 3, 4, 4)], seed=70)
     def block_fwd(s, x):  # a small residual network: every pattern of resnet18 once
@@ -232,14 +249,14 @@ def make_cases():
     for pc in (True, False):
         cases["conv_tie" + ("_pc" if pc else "_pt")] = dict(
             build=conv_tie(pc), in_shapes=[(1, 4, 6, 6)], per_channel=pc, seed=91, calib=4,
-            override=[(0, 2.0 ** -5, 3), (1, 2.0 ** -11, -7)], input_fn="grid", spread=1.0)
+            override=[(0, 2.0 ** -5, 3), (1, 2.0 ** -11, -7)], input_fn="smallgrid", spread=1.0)
     cases["conv_relu_tie"] = dict(
         build=conv_tie(True, relu=True), in_shapes=[(1, 4, 6, 6)], per_channel=True, seed=92, calib=4,
-        override=[(0, 2.0 ** -5, -4), (1, 2.0 ** -11, 0)], input_fn="grid", spread=1.0)
+        override=[(0, 2.0 ** -5, -4), (1, 2.0 ** -11, 0)], input_fn="smallgrid", spread=1.0)
     cases["linear_tie"] = dict(
         build=lambda: (lambda g: Fn(lambda s, x: s.l(x), l=_lin_pow2(g)))(torch.Generator().manual_seed(93)),
         in_shapes=[(4, 24)], per_channel=True, seed=93, calib=4,
-        override=[(0, 2.0 ** -5, 1), (1, 2.0 ** -10, 5)], input_fn="grid", spread=1.0)
+        override=[(0, 2.0 ** -5, 1), (1, 2.0 ** -10, 5)], input_fn="smallgrid", spread=1.0)
     # quantize: inputs exactly half-way between steps
     cases["quantize_tie"] = dict(
         build=lambda: Fn(lambda s, x: s.c(x), c=conv(3, 4, 1)), in_shapes=[(1, 3, 8, 8)], per_channel=True,
@@ -260,7 +277,134 @@ def make_cases():
             in_shapes=[(1, 16, hw[0], hw[1])] * 2, per_channel=True, seed=97, calib=4,
             override=[(0, 2.0 ** -5, 0), (1, 2.0 ** -5, 0), (2, 2.0 ** -5, zp), (3, 2.0 ** -5, zp)], input_fn="grid",
             spread=1.0)
+    # hardtanh bounds that fall exactly half-way between steps (min/scale = -16.5, max/scale = 20.5)
+    # with an odd zero point: separates rint(val/scale + zp) from rint(val/scale) + zp
+    cases["hardtanh_tie"] = dict(
+        build=lambda: Fn(lambda s, x: F.hardtanh(s.c(x), -16.5 * 2.0 ** -5, 20.5 * 2.0 ** -5), c=conv(3, 6, 3, padding=1)),
+        in_shapes=[(1, 3, 6, 6)], per_channel=True, seed=98, calib=4,
+        override=[(1, 2.0 ** -5, 3), (2, 2.0 ** -5, 3)], input_fn=None, spread=1.0)
+    # mined inputs / parameters: keep the ones whose output changes when a rule is replaced by
+    # a plausible alternative (tools/pt2e/check_pt2e_ops.py --mutate ...)
+    for pc in (True, False):
+        cases["conv_bias_mined" + ("_pc" if pc else "_pt")] = dict(
+            build=lambda: Fn(lambda s, x: s.c(x), c=conv(3, 64, 1)), in_shapes=[(1, 3, 4, 4)], per_channel=pc,
+            seed=101 + pc, calib=4, override=None, input_fn=None, tweak=tweak_bias, spread=1.0)
+    cases["add_mined"] = dict(
+        build=lambda: Fn(lambda s, x, y: x + y), in_shapes=[(1, 1, 1, 1024), (1, 1, 1, 1024)], per_channel=True,
+        seed=103, calib=4, override=None, tweak=tweak_add_qparams, input_fn="mine", mine=mine_add, spread=1.0)
+    cases["add_relu_mined"] = dict(
+        build=lambda: Fn(lambda s, x, y: torch.relu(x + y)), in_shapes=[(1, 1, 1, 1024), (1, 1, 1, 1024)],
+        per_channel=True, seed=104, calib=4, override=None, tweak=tweak_add_qparams, input_fn="mine",
+        mine=mine_add, spread=1.0)
     return cases
+
+
+# ------------------------------------------------------------------ mining
+
+def _qrows_to_float(q, s, z):
+    """floats that quantize exactly to q under the quantize rule"""
+    x = ((q.astype(np.float64) - z) * s).astype(np.float32)
+    assert np.array_equal(ref.quantize(x, s, z), q), "mined input does not round-trip"
+    return x
+
+
+def _with_mut(mut, fn):
+    old = ref.MUT
+    ref.MUT = mut
+    try:
+        return fn()
+    finally:
+        ref.MUT = old
+
+
+def mine_add(walker, qps, g, size=1024, random_pairs=64):
+    nd = [n for n in walker.nodes if n["op"] == "add"][0]
+    (sa, sb), (za, zb) = nd["input_scales"], nd["input_zero_points"]
+    a, b = np.meshgrid(np.arange(-128, 128), np.arange(-128, 128), indexing="ij")
+    a, b = a.ravel().astype(np.int64), b.ravel().astype(np.int64)
+    base = ref.add(a, b, nd)
+    diff = np.zeros(a.size, dtype=bool)
+    for mut in ("add_half_away", "add_shift21", "add_float"):
+        diff |= _with_mut(mut, lambda: ref.add(a, b, nd)) != base
+    rng = np.random.default_rng(int(torch.randint(0, 2 ** 31, (1,), generator=g)))
+    idx = np.flatnonzero(diff)[:size - random_pairs]
+    idx = np.concatenate([idx, rng.integers(0, a.size, size - len(idx))])
+    print(f"    mined {int(diff.sum())} discriminating pairs of {a.size}, kept {len(idx)}")
+    xa = _qrows_to_float(a[idx], sa, za).reshape(1, 1, 1, -1)
+    xb = _qrows_to_float(b[idx], sb, zb).reshape(1, 1, 1, -1)
+    return [torch.from_numpy(xa), torch.from_numpy(xb)]
+
+
+def tweak_add_qparams(cm, g, tries=300):
+    """choose add qparams (f32 scales, signed zero points) under which the most input
+    pairs separate XNNPACK's add from its alternatives (QNNPACK shift, f32 add)"""
+    rng = np.random.default_rng(int(torch.randint(0, 2 ** 31, (1,), generator=g)))
+    a, b = np.meshgrid(np.arange(-128, 128), np.arange(-128, 128), indexing="ij")
+    a, b = a.ravel().astype(np.int64), b.ravel().astype(np.int64)
+    relu = any(n.op == "call_function" and n.target == aten.relu.default for n in cm.graph.nodes)
+    best = (-1, None)
+    for _ in range(tries):
+        so = float(np.float32(10 ** rng.uniform(-2.5, -1)))
+        sa = float(np.float32(so * 10 ** rng.uniform(-0.7, 0.5)))
+        sb = float(np.float32(so * 10 ** rng.uniform(-0.7, 0.5)))
+        za, zb, zo = (int(v) for v in rng.integers(-40, 40, 3))
+        nd = dict(input_scales=[sa, sb], input_zero_points=[za, zb], output_scale=so, output_zero_point=zo,
+                  activation="relu" if relu else "none")
+        base = ref.add(a, b, nd)
+        n = sum(int((_with_mut(m, lambda: ref.add(a, b, nd)) != base).sum()) for m in ("add_shift21", "add_float"))
+        if n > best[0]:
+            best = (n, [(0, sa, za), (1, sb, zb), (2, so, zo)])
+    override_qparams(cm, best[1])
+    print(f"    add qparams {best[1]}: {best[0]} pair/alternative disagreements")
+
+
+def tweak_bias(cm, g):
+    """replace the conv bias by floats whose int32 quantization differs between the
+    per-channel (f32) and per-tensor (f64) bias rules"""
+    conv_node = [n for n in cm.graph.nodes if n.op == "call_function" and n.target == aten.conv2d.default][0]
+    xdq, wdq, bnode = conv_node.args[0], conv_node.args[1], conv_node.args[2]
+    si = float(xdq.args[1])
+    pc = wdq.target == DQ_C
+    ws = _t(cm, wdq.args[1]).float().numpy() if pc else np.array([float(wdq.args[1])], dtype=np.float32)
+    if not pc:
+        # the two rules can only differ if f32(1 / f32(ws * si)) != f32(1 / (ws * si in f64)):
+        # nudge the input scale by a few ulps until they do
+        w0 = float(ws[0])
+        while np.float32(1.0) / np.float32(np.float32(w0) * np.float32(si)) == np.float32(1.0 / (w0 * si)):
+            si = float(np.nextafter(np.float32(si), np.float32(1.0)))
+        q = xdq.args[0]
+        override_qparams(cm, [([n for n in cm.graph.nodes if n.op == "call_function" and n.target == Q_T].index(q),
+                               si, int(xdq.args[2]))])
+        print(f"    input scale set to {si!r} so that the per-tensor and per-channel bias rules differ")
+    o = _t(cm, bnode).numel()
+    ws = np.resize(ws, o).astype(np.float32)
+    rng = np.random.default_rng(int(torch.randint(0, 2 ** 31, (1,), generator=g)))
+    out = np.zeros(o, dtype=np.float32)
+    found = 0
+    for c in range(o):
+        bs = float(np.float32(ws[c]) * np.float32(si))
+        ks = rng.integers(-20000, 20000, 4000) + 0.5
+        cand = (ks * bs).astype(np.float32)
+        cand = np.concatenate([np.nextafter(cand, np.float32(np.inf)), cand, np.nextafter(cand, np.float32(-np.inf))])
+        w1 = np.full(cand.size, ws[c], dtype=np.float32)
+        r_pc = ref.bias_i32_rule(cand, w1, si, True)
+        r_pt = ref.bias_i32_rule(cand, w1, si, False)
+        d = np.flatnonzero(r_pc != r_pt)
+        if d.size and c % 4 != 3:  # every 4th channel keeps an ordinary bias
+            out[c] = cand[d[0]]
+            found += 1
+        else:
+            out[c] = cand[0]
+    with torch.no_grad():
+        _attr(cm, bnode.target).copy_(torch.from_numpy(out))
+    print(f"    {found} of {o} biases separate the per-channel and per-tensor bias rules")
+
+
+def _attr(gm, target):
+    obj = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def _lin_pow2(g):
@@ -415,6 +559,13 @@ class Walker:
         elif t == aten.add.Tensor:
             (a, sa, za), (b, sb, zb) = self.src_of_dq(op.args[0]), self.src_of_dq(op.args[1])
             self.emit("add", [a, b], out, input_scales=[sa, sb], input_zero_points=[za, zb], activation=act, **oq)
+        elif t == aten.relu6.default:
+            # XNNPACKQuantizer leaves relu6 in float: dq -> relu6 (f32) -> q with the
+            # consumer's qparams. ExecuTorch lowers it to an XNNPACK clamp from one
+            # int8 tensor to another with different qparams.
+            a, s_in, z_in = self.src_of_dq(op.args[0])
+            self.emit("clamp", [a], out, min=0.0, max=6.0, input_scale=s_in, input_zero_point=z_in,
+                      source="relu6 (float in the pt2e graph)", **oq)
         elif t in (aten.relu.default, aten.relu_.default, aten.hardtanh.default, aten.hardtanh_.default):
             a, s_in, z_in = self.src_of_dq(op.args[0])
             if t in (aten.relu.default, aten.relu_.default):
@@ -472,9 +623,11 @@ class Walker:
 def gen_inputs(g, shapes, qps, mode, spread):
     xs = []
     for i, shp in enumerate(shapes):
-        if mode in ("grid", "halfsteps") and qps is not None:
+        if mode in ("grid", "halfsteps", "smallgrid") and qps is not None:
             s, z = qps[i]
             k = torch.randint(-128, 128, shp, generator=g).double()
+            if mode == "smallgrid":  # q within z +- 6: conv/linear results stay inside the int8 range
+                k = (z + torch.randint(-6, 7, shp, generator=g)).double()
             off = 0.5 if mode == "halfsteps" else 0.0
             x = (k - z + off) * s
             if mode == "halfsteps":  # a few values outside the range too
@@ -542,12 +695,16 @@ def run_case(name, spec, outdir):
         override_qparams(cm, override)
     # inputs to record
     qps = None
-    if spec["input_fn"] in ("grid", "halfsteps"):
+    if spec.get("tweak"):
+        spec["tweak"](cm, g)
+    if spec["input_fn"] in ("grid", "halfsteps", "smallgrid", "mine"):
         qs = [n for n in cm.graph.nodes if n.op == "call_function" and n.target == Q_T and n.args[0].op == "placeholder"]
         qps = [(float(q.args[1]), int(q.args[2])) for q in qs]
-    xs = gen_inputs(g, shapes, qps, spec["input_fn"] or "randn", spec["spread"])
-
     walker = Walker(cm).run()
+    if spec["input_fn"] == "mine":
+        xs = spec["mine"](walker, qps, g)
+    else:
+        xs = gen_inputs(g, shapes, qps, spec["input_fn"] or "randn", spec["spread"])
     ep = torch.export.export(cm, tuple(xs))
     del _SERIALIZED[:]
     low = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
@@ -582,7 +739,14 @@ def run_case(name, spec, outdir):
     # float weights (for the weight-quantization rule)
     for k, nd in enumerate(walker.nodes):
         if nd.get("module"):
-            w = model.get_submodule(nd["module"]).weight.detach().float().numpy()
+            mod = model.get_submodule(nd["module"])
+            w = mod.weight.detach().float()
+            if nd["module"] == "c" and hasattr(model, "bn"):  # prepare_pt2e folded the BatchNorm
+                bn = model.bn
+                w, _ = torch.nn.utils.fusion.fuse_conv_bn_weights(
+                    mod.weight, mod.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+                w = w.detach().float()
+            w = w.numpy()
             np.save(os.path.join(outdir, f"n{k}_weight_f32.npy"), w)
             nd["arrays"].append(f"n{k}_weight_f32")
 
