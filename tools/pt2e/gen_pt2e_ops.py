@@ -23,6 +23,7 @@ bindings). For every case `OUT/<case>/` gets:
 numpy only. Rules: tests/data/pt2e/README.md.
 
 Usage:  python3 tools/pt2e/gen_pt2e_ops.py tests/data/pt2e/xnnpack [--only a,b] [--list]
+        python3 tools/pt2e/gen_pt2e_ops.py /tmp/nets --nets   (resnet18, mobilenet_v2; not committed)
 Needs:  tools/pt2e/requirements.txt (torch, torchao, executorch, numpy)
 """
 import argparse, json, os, platform, shutil, sys, warnings
@@ -136,6 +137,19 @@ def pow2_weights(g, shape, exps, scale_mult=None):
         m = 1.0 if scale_mult is None else scale_mult[c % len(scale_mult)]
         w[c] = (nc * m * 2.0 ** -exps[c % len(exps)]).reshape(shape[1:])
     return w.float()
+
+
+def net_cases():
+    """whole torchvision networks (random weights, 64x64 input): not in the committed
+    vectors (3-12 MB each); `--nets OUT` makes them for a one-off check"""
+    import torchvision
+
+    cases = {}
+    for name in ("resnet18", "mobilenet_v2"):
+        ctor = getattr(torchvision.models, name)
+        cases[name] = dict(build=lambda c=ctor: c(num_classes=10), in_shapes=[(1, 3, 64, 64)], per_channel=True,
+                           seed=5, calib=3, override=None, input_fn=None, spread=1.0)
+    return cases
 
 
 def make_cases():
@@ -421,7 +435,7 @@ Q_T = qd.quantize_per_tensor.default
 DQ_T = qd.dequantize_per_tensor.default
 DQ_C = qd.dequantize_per_channel.default
 ACTS = {aten.relu.default: "relu", aten.relu_.default: "relu"}
-FUSABLE = {aten.conv2d.default, aten.linear.default, aten.add.Tensor}
+FUSABLE = {aten.conv2d.default, aten.linear.default, aten.add.Tensor, aten.add_.Tensor}
 
 
 def _t(gm, node):
@@ -556,7 +570,7 @@ class Walker:
                 self.emit("conv2d", [a], out, **kw, **oq)
             else:
                 self.emit("linear", [a], out, **kw, **oq)
-        elif t == aten.add.Tensor:
+        elif t in (aten.add.Tensor, aten.add_.Tensor):
             (a, sa, za), (b, sb, zb) = self.src_of_dq(op.args[0]), self.src_of_dq(op.args[1])
             self.emit("add", [a, b], out, input_scales=[sa, sb], input_zero_points=[za, zb], activation=act, **oq)
         elif t == aten.relu6.default:
@@ -596,7 +610,8 @@ class Walker:
             dim = int(op.args[1]) if len(op.args) > 1 else 0
             self.emit("cat", [s[0] for s in srcs], out, dim=dim, input_scales=[s[1] for s in srcs],
                       input_zero_points=[s[2] for s in srcs], **oq)
-        elif t in (aten.flatten.using_ints, aten.view.default, aten.reshape.default):
+        elif t in (aten.flatten.using_ints, aten.view.default, aten.reshape.default, aten.dropout.default):
+            # dropout: identity in eval (the installed quantizer shares its qparams)
             a, s_in, z_in = self.src_of_dq(op.args[0])
             self.emit("reshape", [a], out, shape=list(op.meta["val"].shape), input_scale=s_in,
                       input_zero_point=z_in, **oq)
@@ -723,13 +738,19 @@ def run_case(name, spec, outdir):
     # with ExecuTorch's own QuantParams (bias scale = weight_scale * input_scale)
     biases = [(t, q) for t, q in _SERIALIZED if q.dtype == torch.int32]
     os.makedirs(outdir, exist_ok=True)
+    used = set()
     for k, nd in enumerate(walker.nodes):
         arrays = nd.pop("arrays", {})
         if nd["op"] in ("conv2d", "linear") and nd["has_bias"]:
             b = torch.from_numpy(arrays[f"n{k}_bias"])
-            hits = [q for t, q in biases if t.shape == b.shape and torch.equal(t, b)]
-            assert len(hits) == 1, f"{name}: serialized bias of node {k} not found ({len(hits)} matches)"
-            arrays[f"n{k}_bias_i32"] = hits[0].numpy().astype(np.int32)
+            hits = [i for i, (t, q) in enumerate(biases) if i not in used and t.shape == b.shape and torch.equal(t, b)]
+            assert hits, f"{name}: serialized bias of node {k} not found"
+            # equal float biases (e.g. zeros): prefer the one the rule predicts, else the first
+            want = ref.bias_i32_rule(arrays[f"n{k}_bias"], arrays[f"n{k}_weight_scale"], nd["input_scale"],
+                                     nd["weight_per_channel"])
+            pick = [i for i in hits if np.array_equal(biases[i][1].numpy().astype(np.int64), want)] or hits
+            used.add(pick[0])
+            arrays[f"n{k}_bias_i32"] = biases[pick[0]][1].numpy().astype(np.int32)
         for key, arr in arrays.items():
             np.save(os.path.join(outdir, key + ".npy"), arr)
         nd["arrays"] = sorted(arrays)
@@ -741,6 +762,9 @@ def run_case(name, spec, outdir):
         if nd.get("module"):
             mod = model.get_submodule(nd["module"])
             w = mod.weight.detach().float()
+            if any(isinstance(m, nn.BatchNorm2d) for m in model.modules()) and not (
+                    nd["module"] == "c" and hasattr(model, "bn")):
+                continue  # folded with a BatchNorm we do not track: no float weight to record
             if nd["module"] == "c" and hasattr(model, "bn"):  # prepare_pt2e folded the BatchNorm
                 bn = model.bn
                 w, _ = torch.nn.utils.fusion.fuse_conv_bn_weights(
@@ -798,8 +822,9 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--only", default="")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--nets", action="store_true", help="make the whole-network cases (resnet18, mobilenet_v2) instead")
     args = ap.parse_args()
-    cases = make_cases()
+    cases = net_cases() if args.nets else make_cases()
     if args.list:
         print("\n".join(cases))
         return
