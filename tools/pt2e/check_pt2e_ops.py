@@ -18,7 +18,7 @@ F32, F64, I32, I64 = np.float32, np.float64, np.int32, np.int64
 
 # --mutate NAME swaps one rule for a plausible wrong one; the vectors must then fail.
 MUTATIONS = {
-    "requant_half_away": "conv/linear requantization rounds half away from zero (not to even)",
+    "requant_half_away": "conv/linear/mul requantization rounds half away from zero (not to even)",
     "requant_premul": "conv/linear multiplier m = s_in * (w_scale / s_out) instead of (s_in * w_scale) / s_out",
     "quantize_half_away": "quantize rounds half away from zero",
     "quantize_div": "quantize divides by the scale instead of multiplying by f32(1/scale)",
@@ -237,6 +237,22 @@ def add(a, b, nd):
         r = np.rint(v.astype(F32)).astype(I64)
     y = np.clip(r + zo, -128, 127)
     if nd["activation"] == "relu":  # XNNPACK inserts a clamp node after the add
+        y = np.maximum(y, xnn_qs8_quantize(0.0, so, zo))
+    return y.astype(I64)
+
+
+def mul(a, b, nd):
+    """qs8-vmul-minmax-fp32 (x86: avx/sse41 mul16), xnn_init_qs8_mul_minmax_scalar_params:
+    scale = f32(f32(sa * sb) / so); p = (a - za) * (b - zb) (int16 operands, int32 product);
+    y = sat8(sat16(rint(f32(p) * scale)) + zo); mul + relu: a clamp node after it"""
+    (sa, sb), (za, zb) = nd["input_scales"], nd["input_zero_points"]
+    so, zo = nd["output_scale"], nd["output_zero_point"]
+    scale = F32(F32(F32(sa) * F32(sb)) / F32(so))
+    v = (f32((a - za) * (b - zb)) * scale).astype(F32)
+    count_ties("mul", v, np.abs(v) < 300)
+    r = np.clip(rint_mut(v, "requant_half_away"), -32768, 32767).astype(I64)
+    y = np.clip(r + zo, -128, 127)
+    if nd["activation"] == "relu":
         y = np.maximum(y, xnn_qs8_quantize(0.0, so, zo))
     return y.astype(I64)
 
@@ -471,6 +487,8 @@ def run_case(d, verbose=False):
                 notes.append(f"n{k} |acc| reaches {int(np.abs(acc).max())} (>= 2^24: f32(acc) rounds)")
         elif op == "add":
             y = add(ins[0], ins[1], nd)
+        elif op == "mul":
+            y = mul(ins[0], ins[1], nd)
         elif op == "clamp":
             y = clamp(ins[0], nd)
         elif op == "max_pool2d":

@@ -204,6 +204,9 @@ def make_cases():
     add("add_inputs", lambda: Fn(lambda s, x, y: x + y), [(1, 4, 5, 7), (1, 4, 5, 7)], per_channel=(True,), seed=32)
     add("add_relu_inputs", lambda: Fn(lambda s, x, y: torch.relu(x + y)), [(2, 3, 6, 5), (2, 3, 6, 5)],
         per_channel=(True,), seed=33)
+    add("mul_inputs", lambda: Fn(lambda s, x, y: x * y), [(1, 4, 6, 7), (1, 4, 6, 7)], per_channel=(True,), seed=36)
+    add("mul_relu_convs", lambda: Fn(lambda s, x: torch.relu(s.a(x) * s.b(x)), a=conv(3, 6, 1), b=conv(3, 6, 3, padding=1)),
+        [(1, 3, 6, 6)], seed=37)
     add("cat2", lambda: Fn(lambda s, x: torch.cat([s.a(x), s.b(x)], 1), a=conv(3, 4, 1), b=conv(3, 5, 3, padding=1)),
         [(1, 3, 6, 6)], seed=34)
     add("cat3", lambda: Fn(lambda s, x: torch.cat([s.a(x), torch.relu(s.b(x)), s.c(x)], 1),
@@ -279,6 +282,11 @@ def make_cases():
     cases["add_tie"] = dict(
         build=lambda: Fn(lambda s, x, y: x + y), in_shapes=[(1, 4, 6, 6), (1, 4, 6, 6)], per_channel=True,
         seed=95, calib=4, override=[(0, 2.0 ** -5, 3), (1, 2.0 ** -5, -6), (2, 2.0 ** -4, 1)], input_fn="grid",
+        spread=1.0)
+    # mul: sa = sb = 2^-4, so = 2^-5 -> scale 2^-3, products near zero: p/8 ties at p = 4 mod 8
+    cases["mul_tie"] = dict(
+        build=lambda: Fn(lambda s, x, y: x * y), in_shapes=[(1, 4, 6, 6), (1, 4, 6, 6)], per_channel=True,
+        seed=105, calib=4, override=[(0, 2.0 ** -4, 3), (1, 2.0 ** -4, -2), (2, 2.0 ** -5, 1)], input_fn="smallgrid",
         spread=1.0)
     cases["add_tie_ratio"] = dict(
         build=lambda: Fn(lambda s, x, y: x + y), in_shapes=[(1, 3, 7, 7), (1, 3, 7, 7)], per_channel=True,
@@ -435,7 +443,7 @@ Q_T = qd.quantize_per_tensor.default
 DQ_T = qd.dequantize_per_tensor.default
 DQ_C = qd.dequantize_per_channel.default
 ACTS = {aten.relu.default: "relu", aten.relu_.default: "relu"}
-FUSABLE = {aten.conv2d.default, aten.linear.default, aten.add.Tensor, aten.add_.Tensor}
+FUSABLE = {aten.conv2d.default, aten.linear.default, aten.add.Tensor, aten.add_.Tensor, aten.mul.Tensor}
 
 
 def _t(gm, node):
@@ -580,6 +588,9 @@ class Walker:
             a, s_in, z_in = self.src_of_dq(op.args[0])
             self.emit("clamp", [a], out, min=0.0, max=6.0, input_scale=s_in, input_zero_point=z_in,
                       source="relu6 (float in the pt2e graph)", **oq)
+        elif t == aten.mul.Tensor:
+            (a, sa, za), (b, sb, zb) = self.src_of_dq(op.args[0]), self.src_of_dq(op.args[1])
+            self.emit("mul", [a, b], out, input_scales=[sa, sb], input_zero_points=[za, zb], activation=act, **oq)
         elif t in (aten.relu.default, aten.relu_.default, aten.hardtanh.default, aten.hardtanh_.default):
             a, s_in, z_in = self.src_of_dq(op.args[0])
             if t in (aten.relu.default, aten.relu_.default):
