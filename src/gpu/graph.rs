@@ -474,9 +474,7 @@ impl GpuModel {
         }
         let fit = (limit / per.max(1)) as usize;
         let too_large = |why: String| Error::TooLarge {
-            what: format!(
-                "tensor {tensor:?} at batch {n} ({per} bytes a sample; {why})"
-            ),
+            what: format!("tensor {tensor:?} at batch {n} ({per} bytes a sample; {why})"),
             needed: per.saturating_mul(n as u64),
             limit,
         };
@@ -653,7 +651,12 @@ fn append_batch(acc: &mut Value, more: Value) {
             data.extend(d);
             shape[0] += s[0];
         }
-        (Value::Q { data, shape, .. }, Value::Q { data: d, shape: s, .. }) => {
+        (
+            Value::Q { data, shape, .. },
+            Value::Q {
+                data: d, shape: s, ..
+            },
+        ) => {
             data.extend(d);
             shape[0] += s[0];
         }

@@ -14,7 +14,7 @@ pub use conv::{
     dispatch_size, pack_weights, splitk_for_shape, ConvParams, ConvVariant, GpuLayer, TileConfig,
     SPLITK_MAX_SPLITS,
 };
-pub use graph::GpuModel;
+pub use graph::{GpuModel, DEFAULT_MEMORY_LIMIT};
 
 /// The uniform blocks of the op kernels (checked against the WGSL in tests).
 pub mod ops_params {
