@@ -278,7 +278,7 @@ impl GpuModel {
     /// tensor (name and bytes) that must fit one binding.
     fn largest_tensor(&self, ctx: &GpuContext) -> Result<(u64, String, u64)> {
         let l = ctx.limits();
-        let mut limit = (l.max_storage_buffer_binding_size as u64).min(l.max_buffer_size);
+        let mut limit = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
         if let Some(b) = self.lock_pool().binding_limit {
             limit = limit.min(b);
         }
@@ -320,7 +320,10 @@ impl GpuModel {
             .find(|(n, g)| {
                 g.vec_split()
                     && n.inputs.first().is_some_and(|i| {
-                        m.info(i).expect("validated").numel() % crate::ops::VEC_SPLIT != 0
+                        !m.info(i)
+                            .expect("validated")
+                            .numel()
+                            .is_multiple_of(crate::ops::VEC_SPLIT)
                     })
             })
             .map(|(n, _)| n.name.as_str())
@@ -331,11 +334,9 @@ impl GpuModel {
     /// (bit for bit the same as one run).
     pub fn max_batch(&self, ctx: &GpuContext) -> Result<(usize, bool)> {
         let (limit, _, per) = self.largest_tensor(ctx)?;
-        let fit = if per == 0 {
-            usize::MAX
-        } else {
-            usize::try_from(limit / per).unwrap_or(usize::MAX)
-        };
+        let fit = limit
+            .checked_div(per)
+            .map_or(usize::MAX, |f| usize::try_from(f).unwrap_or(usize::MAX));
         Ok((fit, self.batch_dependent_node().is_none()))
     }
 
@@ -469,33 +470,56 @@ impl GpuModel {
     ) -> Result<(Vec<Value>, Option<f64>)> {
         let n = self.model.check_inputs(inputs)?;
         let (limit, tensor, per) = self.largest_tensor(ctx)?;
-        if per.saturating_mul(n as u64) <= limit {
+        let dependent = self.batch_dependent_node();
+        let mut piece = n;
+        if per.saturating_mul(n as u64) > limit {
+            let fit = (limit / per.max(1)) as usize;
+            let too_large = |why: String| Error::TooLarge {
+                what: format!("tensor {tensor:?} at batch {n} ({per} bytes a sample; {why})"),
+                needed: per.saturating_mul(n as u64),
+                limit,
+            };
+            if fit == 0 {
+                return Err(too_large("not even one sample fits".into()));
+            }
+            if let Some(node) = dependent {
+                return Err(too_large(format!(
+                    "the largest batch that fits is {fit}; not split, because node {node:?} \
+                     rounds by ATen's vector/scalar split over the whole batch (fbgemm), so \
+                     pieces would round differently: run batches of at most {fit}"
+                )));
+            }
+            piece = fit;
+        }
+        loop {
+            match self.run_pieces(ctx, inputs, n, piece, timed) {
+                // A limit other than the binding size (dispatch grid, split-K
+                // scratch): smaller pieces, where that is exact.
+                Err(e) if piece > 1 && dependent.is_none() && is_too_large(&e) => piece /= 2,
+                r => return r,
+            }
+        }
+    }
+
+    /// Batch `n` in pieces of `piece` samples, concatenated (GPU times summed).
+    fn run_pieces(
+        &self,
+        ctx: &GpuContext,
+        inputs: &[Value],
+        n: usize,
+        piece: usize,
+        timed: bool,
+    ) -> Result<(Vec<Value>, Option<f64>)> {
+        if piece >= n {
             return self.run_batch(ctx, inputs, n, timed);
         }
-        let fit = (limit / per.max(1)) as usize;
-        let too_large = |why: String| Error::TooLarge {
-            what: format!("tensor {tensor:?} at batch {n} ({per} bytes a sample; {why})"),
-            needed: per.saturating_mul(n as u64),
-            limit,
-        };
-        if fit == 0 {
-            return Err(too_large("not even one sample fits".into()));
-        }
-        if let Some(node) = self.batch_dependent_node() {
-            return Err(too_large(format!(
-                "the largest batch that fits is {fit}; not split, because node {node:?} \
-                 rounds by ATen's vector/scalar split over the whole batch (fbgemm), so \
-                 pieces would round differently: run batches of at most {fit}"
-            )));
-        }
-        // In pieces of `fit` samples, concatenated (timings summed).
         let mut outs: Vec<Value> = Vec::new();
         let mut total_ns = Some(0.0);
         let mut start = 0;
         while start < n {
-            let len = fit.min(n - start);
-            let piece: Vec<Value> = inputs.iter().map(|v| slice_batch(v, start, len)).collect();
-            let (o, ns) = self.run_batch(ctx, &piece, len, timed)?;
+            let len = piece.min(n - start);
+            let part: Vec<Value> = inputs.iter().map(|v| slice_batch(v, start, len)).collect();
+            let (o, ns) = self.run_batch(ctx, &part, len, timed)?;
             total_ns = total_ns.zip(ns).map(|(a, b)| a + b);
             if outs.is_empty() {
                 outs = o;
@@ -621,6 +645,15 @@ impl GpuModel {
             Ok((outs, gpu_ns))
         })
         .inspect(|_| lease.give_back())
+    }
+}
+
+/// Whether an error is (or a node failed with) [`Error::TooLarge`].
+fn is_too_large(e: &Error) -> bool {
+    match e {
+        Error::TooLarge { .. } => true,
+        Error::Node { source, .. } => is_too_large(source),
+        _ => false,
     }
 }
 
