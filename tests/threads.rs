@@ -40,6 +40,15 @@ fn f32s(v: &[Value]) -> Vec<f32> {
 }
 
 #[test]
+fn context_and_model_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() -> &'static str {
+        std::any::type_name::<T>()
+    }
+    assert!(send_sync::<GpuModel>().ends_with("GpuModel"));
+    assert!(send_sync::<qfuse::GpuContext>().ends_with("GpuContext"));
+}
+
+#[test]
 fn eight_threads_share_one_model_and_get_their_own_results() {
     let seed = 0x7e4d_5eed;
     println!("seed {seed:#x}");
