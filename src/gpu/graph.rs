@@ -154,6 +154,10 @@ pub struct GpuModel {
     place: Placements,
     nodes: Vec<Box<dyn GpuNode>>,
     pool: Mutex<Pool>,
+    /// Per sample, the largest tensor on the GPU (name, bytes).
+    largest: (String, u64),
+    /// The first node whose results depend on the batch size, if any.
+    dependent: Option<String>,
 }
 
 impl GpuModel {
@@ -191,11 +195,15 @@ impl GpuModel {
             };
             nodes.push(lowered.upload(&cx).map_err(in_node)?);
         }
+        let largest = largest_per_sample(&model, &place)?;
+        let dependent = dependent_node(&model, &nodes);
         Ok(GpuModel {
             model,
             place,
             nodes,
             pool: Mutex::default(),
+            largest,
+            dependent,
         })
     }
 
@@ -276,64 +284,26 @@ impl GpuModel {
 
     /// The effective storage-binding limit and, per sample, the largest
     /// tensor (name and bytes) that must fit one binding.
-    fn largest_tensor(&self, ctx: &GpuContext) -> Result<(u64, String, u64)> {
+    fn largest_tensor(&self, ctx: &GpuContext) -> (u64, &str, u64) {
         let l = ctx.limits();
         let mut limit = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
         if let Some(b) = self.lock_pool().binding_limit {
             limit = limit.min(b);
         }
-        let m = &self.model;
-        let mut best = (String::new(), 0u64);
-        let mut consider = |name: &str, bytes: u64| {
-            if bytes > best.1 {
-                best = (name.to_string(), bytes);
-            }
-        };
-        for (name, info) in m.inputs() {
-            if info.dtype == DType::F32 {
-                consider(name, info.numel() as u64 * 4);
-            }
-        }
-        for name in m
-            .inputs()
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .chain(m.nodes().iter().map(|n| n.name.as_str()))
-        {
-            if self.place.get(name) == Some(&Placement::Buffer) {
-                let info = m.info(name).expect("validated");
-                if info.dtype != DType::F32 {
-                    consider(name, layout::words(&info.batched(1))? as u64 * 4);
-                }
-            }
-        }
-        Ok((limit, best.0, best.1))
+        (limit, &self.largest.0, self.largest.1)
     }
 
     /// The first node whose results depend on the batch size (ATen's vector
     /// split over the whole tensor), if any.
     fn batch_dependent_node(&self) -> Option<&str> {
-        let m = &self.model;
-        m.nodes()
-            .iter()
-            .zip(&self.nodes)
-            .find(|(n, g)| {
-                g.vec_split()
-                    && n.inputs.first().is_some_and(|i| {
-                        !m.info(i)
-                            .expect("validated")
-                            .numel()
-                            .is_multiple_of(crate::ops::VEC_SPLIT)
-                    })
-            })
-            .map(|(n, _)| n.name.as_str())
+        self.dependent.as_deref()
     }
 
     /// The largest batch whose every tensor fits one storage binding of
     /// this device, and whether a larger batch may be run in pieces of it
     /// (bit for bit the same as one run).
     pub fn max_batch(&self, ctx: &GpuContext) -> Result<(usize, bool)> {
-        let (limit, _, per) = self.largest_tensor(ctx)?;
+        let (limit, _, per) = self.largest_tensor(ctx);
         let fit = limit
             .checked_div(per)
             .map_or(usize::MAX, |f| usize::try_from(f).unwrap_or(usize::MAX));
@@ -469,7 +439,7 @@ impl GpuModel {
         timed: bool,
     ) -> Result<(Vec<Value>, Option<f64>)> {
         let n = self.model.check_inputs(inputs)?;
-        let (limit, tensor, per) = self.largest_tensor(ctx)?;
+        let (limit, tensor, per) = self.largest_tensor(ctx);
         let dependent = self.batch_dependent_node();
         let mut piece = n;
         if per.saturating_mul(n as u64) > limit {
@@ -646,6 +616,55 @@ impl GpuModel {
         })
         .inspect(|_| lease.give_back())
     }
+}
+
+/// Per sample, the model's largest tensor on the GPU (name and bytes): what
+/// must fit one storage binding.
+fn largest_per_sample(m: &Model, place: &Placements) -> Result<(String, u64)> {
+    let mut best = (String::new(), 0u64);
+    let mut consider = |name: &str, bytes: u64| {
+        if bytes > best.1 {
+            best = (name.to_string(), bytes);
+        }
+    };
+    for (name, info) in m.inputs() {
+        if info.dtype == DType::F32 {
+            consider(name, info.numel() as u64 * 4);
+        }
+    }
+    for name in m
+        .inputs()
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .chain(m.nodes().iter().map(|n| n.name.as_str()))
+    {
+        if place.get(name) == Some(&Placement::Buffer) {
+            let info = m.info(name).expect("validated");
+            if info.dtype != DType::F32 {
+                consider(name, layout::words(&info.batched(1))? as u64 * 4);
+            }
+        }
+    }
+    Ok(best)
+}
+
+/// The first node whose results depend on the batch size: one that rounds
+/// by ATen's vector split over the whole tensor, on a sample whose element
+/// count is not a multiple of [`crate::ops::VEC_SPLIT`].
+fn dependent_node(m: &Model, nodes: &[Box<dyn GpuNode>]) -> Option<String> {
+    m.nodes()
+        .iter()
+        .zip(nodes)
+        .find(|(n, g)| {
+            g.vec_split()
+                && n.inputs.first().is_some_and(|i| {
+                    !m.info(i)
+                        .expect("validated")
+                        .numel()
+                        .is_multiple_of(crate::ops::VEC_SPLIT)
+                })
+        })
+        .map(|(n, _)| n.name.clone())
 }
 
 /// Whether an error is (or a node failed with) [`Error::TooLarge`].
