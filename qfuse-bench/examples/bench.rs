@@ -5,6 +5,7 @@
 //!
 //!     cargo run --release --example bench -- [--json out.json] [--quick] [--batch 1,16]
 //!         [--resolution 224] [--networks resnet18,mobilenet_v2] [--budget 0.5]
+//!         [--threads 1,2,4,8]
 
 use clap::Parser;
 use qfuse::GpuContext;
@@ -34,6 +35,10 @@ struct Args {
     /// (default 0.5, --quick 0.05); at least 5 runs (--quick 3) regardless.
     #[arg(long)]
     budget: Option<f64>,
+    /// Thread counts sharing one GpuModel for the throughput-vs-threads
+    /// table, comma separated (0: skip it).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    threads: Vec<usize>,
     /// No progress lines on stderr.
     #[arg(long)]
     silent: bool,
@@ -48,6 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         networks: args.networks.clone(),
         verbose: !args.silent,
         budget_s: args.budget,
+        threads: args.threads.clone(),
     };
     let ctx = GpuContext::new()?;
     let t = std::time::Instant::now();

@@ -24,6 +24,7 @@
 //!   the conv chain both come from it.
 //! - [`layers`]: one conv/linear layer as int8 ([`qfuse::GpuLayer`]) and f32
 //!   (`shaders/conv2d_f32.wgsl`) twins.
+//! - [`threads`]: images/s with 1, 2, 4, 8 threads sharing one `GpuModel`.
 //! - [`report`]: [`run`] and the [`Report`] (JSON and Markdown).
 
 pub mod ceilings;
@@ -32,6 +33,7 @@ pub mod networks;
 pub mod report;
 mod rng;
 mod text;
+pub mod threads;
 pub mod timing;
 
 pub use ceilings::{measure_ceilings, CeilParams, Ceilings};
@@ -42,4 +44,5 @@ pub use networks::{
 };
 pub use report::{run, BenchConfig, Report};
 pub use rng::Lcg;
+pub use threads::{measure_threads, ThreadPoint, ThreadsResult};
 pub use timing::{has_encoder_timestamps, measure, measure_model, Timing, TimingOpts};

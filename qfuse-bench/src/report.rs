@@ -12,6 +12,7 @@ use crate::networks::{
     f32_bytes, int8_bytes, mobilenet_v2, plan, random_images, resnet18, Network, Op,
 };
 use crate::rng::Lcg;
+use crate::threads::{measure_threads, ThreadsResult};
 use crate::timing::{has_encoder_timestamps, measure, measure_model, Timing, TimingOpts};
 
 /// What to run.
@@ -28,6 +29,9 @@ pub struct BenchConfig {
     /// this); `None`: 0.05 with `quick`, else 0.5. The minimum run counts
     /// still apply.
     pub budget_s: Option<f64>,
+    /// Thread counts for the throughput-vs-threads measurement (threads
+    /// sharing one `GpuModel`); empty: skipped.
+    pub threads: Vec<usize>,
 }
 
 impl BenchConfig {
@@ -201,6 +205,8 @@ pub struct Report {
     pub batches: Vec<usize>,
     pub ceilings: Ceilings,
     pub networks: Vec<NetworkResult>,
+    /// Images/s with several threads sharing one `GpuModel`.
+    pub threads: Option<ThreadsResult>,
     pub notes: Vec<String>,
 }
 
@@ -512,7 +518,20 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
             conv_chain: e2e,
         });
     }
+    let threads = if cfg.threads.iter().any(|&t| t > 0) {
+        let counts: Vec<usize> = cfg.threads.iter().copied().filter(|&t| t > 0).collect();
+        log(&format!("threads: {counts:?} sharing one GpuModel"));
+        Some(measure_threads(
+            ctx,
+            &counts,
+            2,
+            if cfg.quick { 48 } else { 400 },
+        )?)
+    } else {
+        None
+    };
     let notes = vec![
+        "Threads: the bundled digits model at batch 2, one GpuModel shared by N threads (each run takes a pooled instance of the model's buffers; no lock is held while the GPU works), the same number of runs in all for each N, after an untimed round that builds the instances; images/s over the wall time of the whole round.".into(),
         "Real end to end: the network built with ModelBuilder (random seeded weights, Conv+BN(+ReLU) fused), calibrated with MinMax observers on random images (the float network runs on the CPU), converted, and run by GpuModel::run: quantize, every conv/linear, max pool, residual adds, ReLU6 tables, average pool / mean, dequantize, one submit per inference. Wall time covers the f32 input upload, the run and the output readback; GPU time is from timestamps at the start and end of the compute pass.".into(),
         "Planned peak activation bytes (real network): GpuModel::plan, i.e. qfuse::plan::plan on the quantized model: the sum of the reused activation buffers, int8 packed NHWC4 (1 byte per element, channels padded to 4) vs the same plan with f32 tensors.".into(),
         "Conv chain: only the conv/linear layers (int8: one fused dispatch each, two for split-K; f32: Conv, BatchNorm, ReLU dispatches, or one fused dispatch), one command encoder and one submit per inference, on buffers from the bench's own liveness plan. The f32 baseline has no pool/add kernels, so the int8 vs f32 ratios come from this chain.".into(),
@@ -538,6 +557,7 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
         batches: cfg.batches.clone(),
         ceilings,
         networks,
+        threads,
         notes,
     })
 }

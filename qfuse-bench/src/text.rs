@@ -246,6 +246,29 @@ impl Report {
                 );
             }
         }
+        if let Some(t) = &self.threads {
+            let _ = writeln!(
+                s,
+                "\n## Threads sharing one GpuModel ({}, batch {})\n",
+                t.model, t.batch
+            );
+            let _ = writeln!(
+                s,
+                "| threads | runs | wall | images/s | vs 1 thread |\n|---|---|---|---|---|"
+            );
+            let base = t.points.first().map(|p| p.images_per_s).unwrap_or(1.0);
+            for p in &t.points {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {:.0} | {:.2}x |",
+                    p.threads,
+                    p.runs,
+                    ms(p.wall_s),
+                    p.images_per_s,
+                    p.images_per_s / base
+                );
+            }
+        }
         let _ = writeln!(s, "\n## Notes\n");
         for n in &self.notes {
             let _ = writeln!(s, "- {n}");

@@ -20,10 +20,19 @@ fn harness_runs_both_networks() {
         networks: vec!["resnet18".into(), "mobilenet_v2".into()],
         verbose: false,
         budget_s: Some(0.0),
+        threads: vec![1, 2],
     };
     let t = std::time::Instant::now();
     let r = run(&ctx, &cfg).expect("benchmark run");
     eprintln!("harness took {:.1} s", t.elapsed().as_secs_f64());
+    let t = r.threads.as_ref().expect("threads measured");
+    assert_eq!(
+        t.points.iter().map(|p| p.threads).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    for p in &t.points {
+        assert!(p.images_per_s.is_finite() && p.images_per_s > 0.0, "{p:?}");
+    }
     let c = &r.ceilings;
     for (what, v) in [
         ("int8 ceiling", c.int8_ops_per_s),

@@ -685,8 +685,77 @@ impl GpuContext {
         Ok(())
     }
 
+    /// Submits an encoder without waiting and returns its submission index,
+    /// for [`GpuContext::wait_for`] or [`GpuContext::read_staging`]. Safe from
+    /// any number of threads: the queue orders submissions, and each thread
+    /// waits only for its own.
+    pub fn submit(&self, encoder: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
+        self.queue.submit(Some(encoder.finish()))
+    }
+
+    /// Waits until one submission has finished on the GPU (not the whole
+    /// queue: other threads' later submissions keep running), running every
+    /// callback that is due. Several threads may wait at once.
+    pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        Ok(())
+    }
+
+    /// Reads back MAP_READ buffers whose copies were recorded in submission
+    /// `index`: maps them all, waits for that submission only, and returns
+    /// the first `bytes` of each (then unmaps them). No lock is held while
+    /// waiting, so runs of several threads overlap on the GPU.
+    pub fn read_staging(
+        &self,
+        index: wgpu::SubmissionIndex,
+        buffers: &[(&wgpu::Buffer, u64)],
+    ) -> Result<Vec<Vec<u8>>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (i, (b, _)) in buffers.iter().enumerate() {
+            let tx = tx.clone();
+            b.map_async(wgpu::MapMode::Read, .., move |r| {
+                let _ = tx.send((i, r));
+            });
+        }
+        drop(tx);
+        self.wait_for(index)?;
+        let mut failed = None;
+        // A callback may run on another thread's poll: block until each has run.
+        for _ in 0..buffers.len() {
+            let (i, r) = rx
+                .recv()
+                .map_err(|_| Error::Gpu("readback callback never ran".into()))?;
+            if let Err(e) = r {
+                failed.get_or_insert(format!("mapping readback buffer {i}: {e}"));
+            }
+        }
+        if let Some(e) = failed {
+            for (b, _) in buffers {
+                b.unmap();
+            }
+            return Err(Error::Gpu(e));
+        }
+        let mut out = Vec::with_capacity(buffers.len());
+        for (b, bytes) in buffers {
+            let view = b
+                .get_mapped_range(..)
+                .map_err(|e| Error::Gpu(format!("reading the readback buffer: {e:?}")))?;
+            out.push(view[..*bytes as usize].to_vec());
+            drop(view);
+            b.unmap();
+        }
+        Ok(out)
+    }
+
     /// Runs `f` inside validation and out-of-memory error scopes and returns
-    /// the first error the device reported.
+    /// the first error the device reported. wgpu's error scopes are
+    /// per thread, so concurrent callers on other threads neither see nor
+    /// steal each other's errors.
     pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);

@@ -13,7 +13,7 @@ pub use context::{AdapterReport, CustomKernel, Dispatch, GpuContext, Kernel};
 pub use conv::{
     dispatch_size, splitk_for_shape, ConvVariant, GpuLayer, TileConfig, SPLITK_MAX_SPLITS,
 };
-pub use graph::GpuModel;
+pub use graph::{GpuModel, DEFAULT_MEMORY_LIMIT};
 
 /// Not public API: the `#[repr(C)]` uniform blocks of the kernels, reachable
 /// only so that `tests/shaders.rs` can check their sizes against the WGSL

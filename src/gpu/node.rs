@@ -39,6 +39,13 @@ pub(crate) trait GpuNode: wgpu::WasmNotSendSync {
     fn bytes(&self) -> u64 {
         0
     }
+    /// Whether the node rounds by ATen's vector/scalar split over the whole
+    /// flat tensor (fbgemm `add`, `hardswish`): then its results depend on
+    /// the batch size unless the per-sample element count is a multiple of
+    /// [`crate::ops::VEC_SPLIT`], and a batch must not be run in pieces.
+    fn vec_split(&self) -> bool {
+        false
+    }
 }
 
 /// A node that runs nothing on the GPU (an alias, a host-side dequantize).
@@ -208,5 +215,8 @@ impl GpuNode for TableNode {
     }
     fn bytes(&self) -> u64 {
         self.table.size()
+    }
+    fn vec_split(&self) -> bool {
+        self.vec_split
     }
 }

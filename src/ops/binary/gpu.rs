@@ -43,4 +43,7 @@ impl GpuNode for AddNode {
     fn bytes(&self) -> u64 {
         self.tables.size()
     }
+    fn vec_split(&self) -> bool {
+        self.p.qnnpack == 0
+    }
 }
