@@ -7,7 +7,8 @@
 //! - [`layer`]: fusing float Conv+BN(+ReLU) and Linear(+ReLU) into int8 layers.
 //! - [`ops`]: one module per op family (attributes and file form, shape
 //!   inference, constants lowered once, the CPU reference loop, the GPU
-//!   side); [`cpu`]: the conv/linear reference on its own (the oracle).
+//!   side); [`cpu`]: the conv/linear reference on its own (the oracle);
+//!   [`memory_format`]: which tensors PyTorch holds channels-last.
 //! - [`layout`]: shapes and the NHWC4 GPU layout (shared by CPU and GPU).
 //! - [`model`]: whole networks (validation, the CPU run, fusion), the model
 //!   file; [`plan`]: the activation memory plan; [`builder`]: calibration and
@@ -37,6 +38,7 @@ pub mod error;
 pub mod gpu;
 pub mod layer;
 pub mod layout;
+pub mod memory_format;
 pub mod model;
 pub mod npy;
 pub mod ops;
@@ -47,4 +49,4 @@ pub use error::{Error, Result};
 pub use gpu::{GpuContext, GpuLayer, GpuModel, GpuTensor};
 pub use layer::{Conv2dGeometry, FloatConv2d, FloatLinear, LayerKind, QLayer};
 pub use model::{Model, Value};
-pub use quant::{Activation, BatchNorm, QParams, Requant};
+pub use quant::{Activation, BatchNorm, Engine, QParams, Requant};

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::error::{Error, Result};
 use crate::ops::{CpuIo, Signature};
-use crate::quant::{QParams, Requant};
+use crate::quant::{Engine, QParams, Requant};
 
 mod file;
 
@@ -173,10 +173,42 @@ impl Value {
 #[derive(Clone, Debug)]
 pub struct Model {
     engine: Requant,
+    /// The PyTorch engine the model was converted with, as the file records
+    /// it (`x86` computes with fbgemm's arithmetic: `engine` is then `Fbgemm`).
+    pytorch_engine: Engine,
     inputs: Vec<(String, TensorInfo)>,
     outputs: Vec<String>,
     nodes: Vec<Node>,
     infos: HashMap<String, TensorInfo>,
+    /// The tensors PyTorch holds channels-last, from the graph as built or
+    /// loaded ([`crate::memory_format::channels_last_tensors`]); kept by
+    /// [`fuse_activations`], whose folded clamps do not change PyTorch's layouts.
+    channels_last: HashSet<String>,
+}
+
+impl Model {
+    /// A model from validated, sorted parts; its engine recorded as the
+    /// arithmetic's own ([`Model::with_pytorch_engine`] changes it) and its
+    /// memory formats derived from the graph.
+    pub(crate) fn from_parts(
+        engine: Requant,
+        inputs: Vec<(String, TensorInfo)>,
+        outputs: Vec<String>,
+        nodes: Vec<Node>,
+        infos: HashMap<String, TensorInfo>,
+    ) -> Model {
+        let mut m = Model {
+            engine,
+            pytorch_engine: Engine::from(engine),
+            inputs,
+            outputs,
+            nodes,
+            infos,
+            channels_last: HashSet::new(),
+        };
+        m.channels_last = crate::memory_format::channels_last_tensors(&m);
+        m
+    }
 }
 
 /// Checks the model inputs' declarations; their infos by name.
@@ -320,18 +352,37 @@ impl Model {
             sorted.push(n);
         }
         check_outputs(&outputs, &infos)?;
-        Ok(Model {
-            engine,
-            inputs,
-            outputs,
-            nodes: sorted,
-            infos,
-        })
+        Ok(Model::from_parts(engine, inputs, outputs, sorted, infos))
     }
 
     /// The quantized engine whose arithmetic the non-conv ops follow.
     pub fn engine(&self) -> Requant {
         self.engine
+    }
+    /// The PyTorch engine the model was converted with, as its file records
+    /// it (by default the one named like [`Model::engine`]).
+    pub fn pytorch_engine(&self) -> Engine {
+        self.pytorch_engine
+    }
+    /// Records the PyTorch engine the model was converted with (written to
+    /// the model file); it must compute with this model's arithmetic
+    /// ([`Engine::requant`] equal to [`Model::engine`]), else an error.
+    pub fn with_pytorch_engine(mut self, e: Engine) -> Result<Model> {
+        if e.requant() != self.engine {
+            return Err(Error::Model(format!(
+                "engine {:?} computes with {} arithmetic, the model with {}",
+                e.name(),
+                e.requant().name(),
+                self.engine.name()
+            )));
+        }
+        self.pytorch_engine = e;
+        Ok(self)
+    }
+    /// Whether PyTorch holds tensor `name` channels-last (see
+    /// [`crate::memory_format`]); some kernels round differently then.
+    pub fn is_channels_last(&self, name: &str) -> bool {
+        self.channels_last.contains(name)
     }
     /// The model inputs, in the order [`Model::run_cpu`] takes them.
     pub fn inputs(&self) -> &[(String, TensorInfo)] {
@@ -351,11 +402,17 @@ impl Model {
         self.infos.get(name)
     }
 
-    /// What lowering a node sees: the engine and its inputs' and output's infos.
+    /// What lowering a node sees: the engine, its inputs' and output's infos
+    /// and which inputs PyTorch holds channels-last.
     pub(crate) fn signature(&self, node: &Node) -> Signature<'_> {
         Signature {
             engine: self.engine,
             inputs: node.inputs.iter().map(|i| &self.infos[i]).collect(),
+            channels_last: node
+                .inputs
+                .iter()
+                .map(|i| self.is_channels_last(i))
+                .collect(),
             output: &self.infos[&node.name],
         }
     }
@@ -521,9 +578,11 @@ pub fn fuse_activations(model: &Model) -> Result<Model> {
     }
     Ok(Model {
         engine: model.engine,
+        pytorch_engine: model.pytorch_engine,
         inputs: model.inputs.clone(),
         outputs: model.outputs.clone(),
         nodes,
         infos: model.infos.clone(),
+        channels_last: model.channels_last.clone(),
     })
 }

@@ -332,7 +332,7 @@ pub fn quantize_weight(
 
 /// Which requantization rule a conv/linear layer follows: that of PyTorch's
 /// `fbgemm` engine (float bias added to the f32 accumulator) or `qnnpack`
-/// (bias rounded to i32 and added to the integer accumulator).
+/// (bias quantized to i32 and added to the integer accumulator).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Requant {
     /// fbgemm (x86 servers): f32 bias on the f32-scaled accumulator; the
@@ -361,6 +361,68 @@ impl Requant {
             _ => Err(Error::Unsupported(format!(
                 "quantized engine {s:?} (known: fbgemm, qnnpack)"
             ))),
+        }
+    }
+}
+
+/// A PyTorch quantized engine (`torch.backends.quantized.engine`) as a model
+/// file records it: the engine the model was converted with. `fbgemm` and
+/// `qnnpack` models run with that engine's arithmetic. `x86` (PyTorch's default
+/// engine on x86 CPUs) runs with fbgemm's: PyTorch's x86 engine computes every
+/// op as fbgemm does, except conv2d with at most 100 groups on a Linux CPU with
+/// AVX-512 VNNI, which it hands to oneDNN, whose requantization rounds
+/// differently near ties (README, "Engines").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// `fbgemm`: fbgemm's arithmetic ([`Requant::Fbgemm`]).
+    #[default]
+    Fbgemm,
+    /// `qnnpack`: QNNPACK's arithmetic ([`Requant::Qnnpack`]).
+    Qnnpack,
+    /// `x86`: computed with fbgemm's arithmetic ([`Requant::Fbgemm`]).
+    X86,
+}
+
+impl Engine {
+    /// The engine's name in PyTorch and in the model file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Fbgemm => "fbgemm",
+            Engine::Qnnpack => "qnnpack",
+            Engine::X86 => "x86",
+        }
+    }
+    /// The engine named `s`; `onednn` and unknown names are an
+    /// [`Error::Unsupported`] naming the engines qfuse knows.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "fbgemm" => Ok(Engine::Fbgemm),
+            "qnnpack" => Ok(Engine::Qnnpack),
+            "x86" => Ok(Engine::X86),
+            "onednn" => Err(Error::Unsupported(
+                "quantized engine \"onednn\": its conv/linear requantization rounds differently \
+                 from fbgemm's and qnnpack's (known: fbgemm, qnnpack, x86)"
+                    .into(),
+            )),
+            _ => Err(Error::Unsupported(format!(
+                "quantized engine {s:?} (known: fbgemm, qnnpack, x86)"
+            ))),
+        }
+    }
+    /// The arithmetic qfuse computes the engine's models with.
+    pub fn requant(self) -> Requant {
+        match self {
+            Engine::Qnnpack => Requant::Qnnpack,
+            Engine::Fbgemm | Engine::X86 => Requant::Fbgemm,
+        }
+    }
+}
+
+impl From<Requant> for Engine {
+    fn from(r: Requant) -> Engine {
+        match r {
+            Requant::Fbgemm => Engine::Fbgemm,
+            Requant::Qnnpack => Engine::Qnnpack,
         }
     }
 }
@@ -442,7 +504,8 @@ impl Epilogue {
     /// Builds the epilogue from the layer's quantization: input scale, per-channel
     /// weight scales, the float bias, the output qparams, the activation and the rule.
     /// Each quotient is computed once here in f32 (`atw = s_in * s_w`,
-    /// `mult = atw / s_out`, `bias / atw`).
+    /// `mult = atw / s_out`, fbgemm's `bias / atw`, qnnpack's
+    /// `rint(bias * (1/atw))`).
     pub fn new(
         rule: Requant,
         input: QParams,
@@ -484,7 +547,9 @@ impl Epilogue {
             let (bias_i32, bias_f32) = match rule {
                 Requant::Fbgemm => (0, bq),
                 Requant::Qnnpack => {
-                    let r = bq.round_ties_even();
+                    // The bias quantized to qint32 like any tensor: times the
+                    // f32 reciprocal of its scale, not divided by it.
+                    let r = (b * (1.0 / atw)).round_ties_even();
                     if r.abs() >= 2_147_483_520.0 {
                         return Err(Error::qparams(
                             "bias",
@@ -617,5 +682,17 @@ mod tests {
         assert_eq!(q.apply(0, 1000), 255);
         let s = q.shifted_for_signed_input(3, &[7]);
         assert_eq!(s.channels[0].bias_i32, 1 + 125 * 7);
+    }
+
+    #[test]
+    fn qnnpack_bias_is_quantized_with_the_reciprocal() {
+        // atw = 0.5 * 0.0048507247 = 0.0024253624: bias / atw = -204.5 exactly
+        // (rounds to -204), bias * (1/atw) = -204.50002 (rounds to -205, PyTorch's).
+        let inp = QParams::new(0.5, 0).unwrap();
+        let out = QParams::new(1.0, 0).unwrap();
+        let (sw, b) = (0.0048507247f32, -0.4959866f32);
+        assert_eq!((b / (0.5 * sw)).round_ties_even(), -204.0);
+        let q = Epilogue::new(Requant::Qnnpack, inp, &[sw], &[b], out, Activation::None).unwrap();
+        assert_eq!(q.channels[0].bias_i32, -205);
     }
 }

@@ -329,7 +329,9 @@ fn wrong_shapes_and_ops() {
         |_| {},
     );
     assert!(err_of(&b).contains("unknown op"));
-    let b = rewrite(&digits_bytes(), |h| h["engine"] = json!("x86"), |_| {});
+    let b = rewrite(&digits_bytes(), |h| h["engine"] = json!("onednn"), |_| {});
+    assert!(err_of(&b).contains("engine"));
+    let b = rewrite(&digits_bytes(), |h| h["engine"] = json!("mkldnn"), |_| {});
     assert!(err_of(&b).contains("engine"));
     let b = rewrite(
         &digits_bytes(),
@@ -393,4 +395,42 @@ fn random_corruptions_never_panic() {
     }
     println!("400 corrupted files: {errors} rejected with an error, {loaded} still valid (flips in weight bytes)");
     assert!(errors > 100);
+}
+
+/// `x86` (PyTorch's default engine on x86) loads, computes with fbgemm's
+/// arithmetic (the same outputs as the fbgemm file) and saves as `x86` again.
+#[test]
+fn x86_engine_round_trips_with_fbgemm_arithmetic() {
+    let fb = digits_bytes();
+    let b = rewrite(&fb, |h| h["engine"] = json!("x86"), |_| {});
+    let m = Model::from_bytes(&b).unwrap();
+    assert_eq!(m.engine(), qfuse::Requant::Fbgemm);
+    assert_eq!(m.pytorch_engine(), qfuse::Engine::X86);
+    let saved = m.to_bytes().unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&saved).unwrap();
+    let header: Json = serde_json::from_str(&meta.metadata().as_ref().unwrap()["qfuse"]).unwrap();
+    assert_eq!(header["engine"], "x86");
+    assert_eq!(
+        Model::from_bytes(&saved).unwrap().to_bytes().unwrap(),
+        saved
+    );
+    let x: Vec<f32> = (0..3 * 64)
+        .map(|i| ((i * 7) % 23) as f32 / 11.0 - 0.5)
+        .collect();
+    let input = vec![Value::F32 {
+        data: x,
+        shape: vec![3, 1, 8, 8],
+    }];
+    let want = Model::from_bytes(&fb).unwrap().run_cpu(&input).unwrap();
+    assert_eq!(m.run_cpu(&input).unwrap(), want);
+    // fuse_activations keeps the engine
+    let f = qfuse::model::fuse_activations(&m).unwrap();
+    assert_eq!(f.pytorch_engine(), qfuse::Engine::X86);
+    // an engine that does not compute with the model's arithmetic is refused
+    let e = Model::from_bytes(&fb)
+        .unwrap()
+        .with_pytorch_engine(qfuse::Engine::Qnnpack)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("qnnpack"), "{e}");
 }

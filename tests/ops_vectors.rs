@@ -1,16 +1,19 @@
 //! Each op alone against vectors made by PyTorch's quantized operators
 //! (`tests/data/ops`, made by `tools/gen_ops.py`): the op runs as a one-node
 //! model on the CPU reference and on the GPU, and both equal PyTorch's output
-//! bit for bit.
+//! bit for bit. Cases with a `producer` take their input from a quantized
+//! conv2d (a channels-last tensor in PyTorch): they run as conv2d -> op, and
+//! the conv's output must equal the case's input too.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
 use common::{first_mismatch, first_mismatch_bits, gpu, TensorFile};
+use qfuse::layer::LayerKind;
 use qfuse::model::{DType, Model, Node, Op, TensorInfo, Value};
 use qfuse::ops::{AvgPoolOpts, Pool2d};
-use qfuse::{GpuContext, QParams, Requant};
+use qfuse::{Activation, Conv2dGeometry, Engine, GpuContext, QLayer, QParams, Requant};
 
 fn pair(v: &serde_json::Value) -> [usize; 2] {
     [
@@ -23,11 +26,13 @@ fn qp(s: &serde_json::Value, z: &serde_json::Value) -> QParams {
     QParams::new(s.as_f64().unwrap() as f32, z.as_i64().unwrap() as i32).unwrap()
 }
 
-/// The case as a one-node model, its inputs and PyTorch's output.
-fn case_model(f: &TensorFile) -> (Model, Vec<Value>, Value) {
+/// The case as a one-node model (two with a producer conv), its inputs and
+/// PyTorch's outputs (the op's; with a producer also the op's input).
+fn case_model(f: &TensorFile) -> (Model, Vec<Value>, Vec<Value>) {
     let m = f.meta("case");
     let op_name = m["op"].as_str().unwrap();
-    let engine = Requant::parse(m["engine"].as_str().unwrap()).unwrap();
+    let pytorch_engine = Engine::parse(m["engine"].as_str().unwrap()).unwrap();
+    let engine = pytorch_engine.requant();
     let out_q = || qp(&m["output_scale"], &m["output_zero_point"]);
     let n_in = if f.has("input_0") {
         m["input_scale"].as_array().unwrap().len()
@@ -120,12 +125,65 @@ fn case_model(f: &TensorFile) -> (Model, Vec<Value>, Value) {
             });
         }
     }
-    let node = Node {
+    let mut node = Node {
         name: "y".into(),
         op,
         inputs: inputs.iter().map(|(n, _)| n.clone()).collect(),
     };
-    let model = Model::new(engine, inputs, vec!["y".into()], vec![node])
+    let mut nodes = Vec::new();
+    let mut outputs = vec!["y".to_string()];
+    let mut wants = Vec::new();
+    let pr = &m["producer"];
+    if !pr.is_null() {
+        // conv2d (fbgemm rule) -> op: the op's input is channels-last, as in PyTorch
+        assert_eq!(pr["op"], "conv2d");
+        let wshape = f.shape("conv.weight");
+        let (o, cin) = (wshape[0], wshape[1]);
+        let q_in = qp(&pr["input_scale"], &pr["input_zero_point"]);
+        let geom =
+            Conv2dGeometry::new(cin, o, [wshape[2], wshape[3]]).padding(pair(&pr["padding"]));
+        let layer = QLayer::from_pytorch(
+            LayerKind::Conv2d,
+            geom,
+            f.i8("conv.weight"),
+            f.f32("conv.weight_scale"),
+            &vec![0; o],
+            f.f32("conv.bias"),
+            q_in,
+            in_q(0),
+            Activation::None,
+            Requant::parse(pr["requant"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap();
+        let cshape = f.shape("conv_input");
+        inputs[0] = (
+            "x0".into(),
+            TensorInfo {
+                shape: cshape[1..].to_vec(),
+                dtype: DType::QUInt8(q_in),
+            },
+        );
+        values[0] = Value::Q {
+            data: f.u8("conv_input"),
+            shape: cshape,
+            q: q_in,
+        };
+        nodes.push(Node {
+            name: "conv".into(),
+            op: Op::Conv2d(Box::new(layer)),
+            inputs: vec!["x0".into()],
+        });
+        node.inputs[0] = "conv".into();
+        outputs.push("conv".into());
+        wants.push(Value::Q {
+            data: f.u8("input"),
+            shape: f.shape("input"),
+            q: in_q(0),
+        });
+    }
+    nodes.push(node);
+    let model = Model::new(engine, inputs, outputs, nodes)
+        .and_then(|m| m.with_pytorch_engine(pytorch_engine))
         .unwrap_or_else(|e| panic!("{}: {e}", m["name"]));
     let oshape = f.shape("output");
     let want = if op_name == "dequantize" {
@@ -151,7 +209,8 @@ fn case_model(f: &TensorFile) -> (Model, Vec<Value>, Value) {
             q,
         }
     };
-    (model, values, want)
+    wants.insert(0, want);
+    (model, values, wants)
 }
 
 fn compare(got: &Value, want: &Value) -> Option<String> {
@@ -198,7 +257,11 @@ fn run_all(ctx: Option<&GpuContext>) {
             Some(ctx) => qfuse::GpuModel::new(ctx, &model).and_then(|g| g.run(ctx, &inputs)),
         };
         let problem = match got {
-            Ok(out) => compare(&out[0], &want),
+            Ok(out) => out
+                .iter()
+                .zip(&want)
+                .enumerate()
+                .find_map(|(i, (g, w))| compare(g, w).map(|m| format!("output {i}: {m}"))),
             Err(e) => Some(e.to_string()),
         };
         match problem {

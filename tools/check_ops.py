@@ -179,7 +179,7 @@ def op_avg_pool2d(spec, t):
                 r = rint(acc.astype(F32) * mult).astype(np.int64)
                 y[:, :, i, j] = np.clip(np.clip(r, -32768, 32767) + zp, 0, 255)
         return y
-    nhwc = channels_last(x.shape)
+    nhwc = channels_last(x.shape, spec)
     vlen_c = {"AVX512": 16, "AVX2": 8}.get(spec.get("cpu_capability", "AVX2"), 8)
     cv = (c // vlen_c) * vlen_c  # channels handled by the AVX kernel in the NHWC path
     for i in range(oh):
@@ -215,12 +215,51 @@ def op_avg_pool2d(spec, t):
     return y
 
 
-def channels_last(shape):
-    """An NCHW-contiguous tensor is also channels-last contiguous when C == 1 or
-    H == W == 1; ATen's quantized avg_pool2d / adaptive_avg_pool2d then take the
-    NHWC kernels."""
+def channels_last(shape, spec=None):
+    """Is the input channels-last contiguous? It is when PyTorch holds it
+    channels-last (spec "input_layout": a conv's output), and an NCHW-contiguous
+    tensor is too when C == 1 or H == W == 1. ATen's quantized avg_pool2d /
+    adaptive_avg_pool2d then take the NHWC kernels."""
     n, c, h, w = shape
+    if spec is not None and spec.get("input_layout") == "channels_last":
+        return True
     return c == 1 or (h == 1 and w == 1)
+
+
+def cascade_sum(vals):
+    """ATen's multi_row_sum (SumKernel.cpp) for one column of f32 values: a running
+    sum per chunk of 2^p values (p = max(4, ceil_log2(n) // 4)), chunk sums carried
+    up through 3 more levels, the 4 levels added in order at the end."""
+    n = len(vals)
+    cl2 = 1 if n <= 2 else int(n - 1).bit_length()
+    p = max(4, cl2 // 4)
+    step = 1 << p
+    acc = [F32(0)] * 4
+    i = 0
+    while i + step <= n:
+        for _ in range(step):
+            acc[0] = F32(acc[0] + vals[i])
+            i += 1
+        for j in range(1, 4):
+            acc[j] = F32(acc[j] + acc[j - 1])
+            acc[j - 1] = F32(0)
+            if i & ((step - 1) << (j * p)):
+                break
+    while i < n:
+        acc[0] = F32(acc[0] + vals[i])
+        i += 1
+    return F32(F32(F32(acc[0] + acc[1]) + acc[2]) + acc[3])
+
+
+def cascade_sum_ilp4(vals):
+    """ATen's row_sum: 4 interleaved cascade sums, the n % 4 tail added to the
+    first, then the four added in order."""
+    n = len(vals)
+    m = n // 4
+    part = [cascade_sum([vals[4 * i + k] for i in range(m)]) for k in range(4)]
+    for i in range(4 * m, n):
+        part[0] = F32(part[0] + vals[i])
+    return F32(F32(F32(part[0] + part[1]) + part[2]) + part[3])
 
 
 def op_adaptive_avg_pool2d(spec, t):
@@ -234,7 +273,7 @@ def op_adaptive_avg_pool2d(spec, t):
                  count_include_pad=False, divisor_override=None)
         return op_avg_pool2d(k, t)
     y = np.zeros((n, c, oh, ow), np.int64)
-    nhwc = channels_last(x.shape)
+    nhwc = channels_last(x.shape, spec)
     for i in range(oh):
         hs, he = (i * h) // oh, -((-(i + 1) * h) // oh)
         for j in range(ow):
@@ -266,8 +305,20 @@ def op_mean(spec, t):
         acc = (x - zp).sum(axis=(2, 3))
         r = rint(acc.astype(F32) * mult).astype(np.int64)
         y = np.clip(np.clip(r, -32768, 32767) + zp, 0, 255)
+    elif spec.get("input_layout") == "channels_last" and c > 1 and h * w > 1:
+        # not contiguous: ATen dequantizes, takes an f32 mean (at::sum in its
+        # channels-last order, then / f32(H*W)) and quantizes with the input's qparams
+        d = deq_scalar(x, spec["input_scale"], zp)
+        big = 4 * 8 if c >= 8 else 4  # channels in whole groups of 4 AVX2 vectors (4 scalars if C < 8)
+        y = np.zeros((n, c), np.int64)
+        for b in range(n):
+            for ch in range(c):
+                vals = list(d[b, ch].reshape(-1))
+                ssum = cascade_sum(vals) if ch < c - c % big else cascade_sum_ilp4(vals)
+                mean = F32(ssum / F32(h * w))
+                y[b, ch] = quantize_val(np.array(mean, F32), inv(spec["input_scale"]), zp)
     else:
-        # qmean_inner_dim_kernel: rint(f32(sum of raw q) / f32(H*W))
+        # contiguous input: qmean_inner_dim_kernel: rint(f32(sum of raw q) / f32(H*W))
         s = x.sum(axis=(2, 3))
         y = rint(s.astype(F32) / F32(h * w)).astype(np.int64)
     if spec["keepdim"]:

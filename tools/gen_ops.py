@@ -8,7 +8,15 @@ file: `OUT/<op>_<seed>_<i>.safetensors`. `tools/check_ops.py` recomputes every
 output from the rules in `tests/data/ops/README.md`.
 
 Usage:  python3 tools/gen_ops.py OUT [--seed N] [--count-per-op N] [--ops a,b]
+            [--engines fbgemm,qnnpack,x86] [--prefix P] [--producer conv2d] [--tie-maps]
 Needs:  torch, numpy, safetensors
+
+--producer conv2d: the op's input is the output of a quantized conv2d (run
+under fbgemm), i.e. a channels-last tensor as in a real model, instead of a
+quantize of a contiguous float tensor (ops: max_pool2d, avg_pool2d,
+adaptive_avg_pool2d, mean, relu, hardswish). --tie-maps: mean over 2x2 and 4x4
+maps only (even H*W: exact ties of the integer mean are frequent); --big-maps:
+mean over maps of 256 to 2560 positions.
 
 What convert_fx emits (checked with torch 2.15, both engines):
   quantize      torch.quantize_per_tensor(x, scale, zp, torch.quint8)
@@ -147,14 +155,68 @@ def q(x, scale, zp):
     return torch.quantize_per_tensor(x, scale, zp, torch.quint8)
 
 
-def make_case(rng, g, op, engine):
+PRODUCER_OPS = ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "mean", "relu", "hardswish")
+
+
+def cpu_has_vnni():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "avx512_vnni" in f.read()
+    except OSError:
+        return False
+
+
+def conv_producer(rng, g, shape, spec, t):
+    """A quantized conv2d (fbgemm) whose output has `shape`: channels-last, as every
+    quantized conv output in PyTorch. Returns the output; records the conv."""
+    n, c, h, w = shape
+    cin, k = rng.choice([1, 2, 3, 5, 8]), rng.choice([1, 3])
+    s_in, z_in = rand_scale(rng, -2.5, -0.5), rand_zp(rng)
+    x = float_for(g, (n, cin, h, w), s_in, z_in)
+    wf = torch.randn(c, cin, k, k, generator=g) / (cin * k * k) ** 0.5
+    bf = torch.randn(c, generator=g) * 0.3
+    xq = q(x, s_in, z_in)
+    yf = F.conv2d(xq.dequantize(), wf, bf, padding=k // 2)
+    lo, hi = min(float(yf.min()), 0.0), max(float(yf.max()), 0.0)
+    so = f32(max((hi - lo) / 255, 1e-6) * rng.uniform(0.8, 1.2))
+    zo = int(min(max(round(-lo / so), 0), 255))
+    prev = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "fbgemm"
+    conv = torch.ao.nn.quantized.Conv2d(cin, c, k, padding=k // 2)
+    amax = wf.abs().amax(dim=(1, 2, 3)).clamp(min=1e-6)
+    ws = (amax / 127.5).double()
+    wq = torch.quantize_per_channel(wf, ws, torch.zeros(c, dtype=torch.long), 0, torch.qint8)
+    conv.set_weight_bias(wq, bf)
+    conv.scale, conv.zero_point = so, zo
+    y = conv(xq)
+    torch.backends.quantized.engine = prev
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    spec["producer"] = {"op": "conv2d", "requant": "fbgemm", "kernel": [k, k], "padding": [k // 2, k // 2],
+                        "input_scale": s_in, "input_zero_point": z_in}
+    t["conv_input"] = xq.int_repr().numpy()
+    t["conv.weight"] = wq.int_repr().numpy().astype(np.int8)
+    t["conv.weight_scale"] = wq.q_per_channel_scales().numpy().astype(np.float32)
+    t["conv.bias"] = bf.numpy().astype(np.float32)
+    return y
+
+
+def make_case(rng, g, op, engine, producer=None, tie_maps=False):
     torch.backends.quantized.engine = engine
     spec = {"op": op, "engine": engine, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "torch_version": torch.__version__}
+            "cpu_avx512_vnni": cpu_has_vnni(), "torch_version": torch.__version__}
     t = {}
 
     def one_input(shape=None, scale=None, zp=None):
         shape = shape or rand_shape(rng)
+        if producer == "conv2d":
+            if op not in PRODUCER_OPS:
+                raise ValueError(f"--producer conv2d: not for {op}")
+            xq = conv_producer(rng, g, shape, spec, t)
+            spec.update(input_scale=float(xq.q_scale()), input_zero_point=int(xq.q_zero_point()),
+                        shape=list(shape), input_layout="channels_last")
+            t["float_input"] = xq.dequantize().contiguous().numpy()
+            t["input"] = xq.int_repr().contiguous().numpy()
+            return xq
         scale = scale if scale is not None else rand_scale(rng)
         zp = zp if zp is not None else rand_zp(rng)
         x = float_for(g, shape, scale, zp)
@@ -178,7 +240,7 @@ def make_case(rng, g, op, engine):
     elif op == "dequantize":
         xq = one_input()
         t["output"] = xq.dequantize().numpy()
-    elif op in ("add", "add_relu") and engine == "fbgemm" and rng.random() < 0.5 \
+    elif op in ("add", "add_relu") and engine in ("fbgemm", "x86") and rng.random() < 0.5 \
             and (adv := adversarial_add(rng, op == "add_relu")) is not None:
         sa, sb, so, za, zb, zo, pa, pb = adv
         if op == "add_relu" and zo == 255:
@@ -203,7 +265,7 @@ def make_case(rng, g, op, engine):
         t.update(float_input_0=a.numpy(), float_input_1=b.numpy(),
                  input_0=qa.int_repr().numpy(), input_1=qb.int_repr().numpy())
         out_q(y)
-    elif op == "hardswish" and engine == "fbgemm" and rng.random() < 0.5 \
+    elif op == "hardswish" and engine in ("fbgemm", "x86") and producer is None and rng.random() < 0.5 \
             and (adv := adversarial_hardswish(rng)) is not None:
         s, z, so, zo, special = adv
         shape = (rng.choice([1, 2]), rng.choice([3, 5]), rng.choice([5, 7]), rng.choice([6, 9]))
@@ -286,8 +348,20 @@ def make_case(rng, g, op, engine):
         spec.update(output_size=list(o))
         out_q(y)
     elif op == "mean":
-        xq = one_input()
+        shape = rand_shape(rng)
+        if tie_maps == "big":
+            n_, c_ = rng.choice([1, 2]), rng.choice([3, 8, 9, 33, 40])
+            shape = (n_, c_) + rng.choice([(17, 19), (16, 16), (33, 33), (40, 40), (7, 64)])
+        elif tie_maps:
+            n_, c_ = rng.choice([1, 2]), rng.choice([2, 3, 4, 5, 8, 9, 16, 17, 32, 33, 40, 70])
+            hw = rng.choice([2, 4])
+            shape = (n_, c_, hw, hw)
+        xq = one_input(shape)
         keep = rng.random() < 0.5
+        if producer and (shape[1] == 1 or shape[2] * shape[3] == 1):
+            # PyTorch 2.15 (fbgemm/x86) raises on mean(keepdim=False) of a
+            # channels-last tensor that is also contiguous ("required rank 4 tensor")
+            keep = True
         y = xq.mean([2, 3], keepdim=keep)
         spec.update(dim=[2, 3], keepdim=keep)
         out_q(y)
@@ -352,17 +426,24 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--count-per-op", type=int, default=10, help="cases per op per engine")
     ap.add_argument("--ops", default=",".join(OPS))
+    ap.add_argument("--engines", default=",".join(ENGINES), help="fbgemm, qnnpack, x86 (cases alternate)")
+    ap.add_argument("--prefix", default="", help="prepended to every case name")
+    ap.add_argument("--producer", choices=["conv2d"], help="the op's input comes from a quantized conv2d")
+    ap.add_argument("--tie-maps", action="store_true", help="mean: 2x2 and 4x4 maps only")
+    ap.add_argument("--big-maps", action="store_true",
+                    help="mean: maps of 256 to 2560 positions (ATen's f32 sum cascades over several levels)")
     a = ap.parse_args()
+    engines = a.engines.split(",")
     os.makedirs(a.out, exist_ok=True)
     torch.set_num_threads(1)  # results do not depend on it for these sizes; keep runs reproducible
     total = 0
     for op in a.ops.split(","):
         rng = random.Random(f"{a.seed}-{op}")
         g = torch.Generator().manual_seed(a.seed * 1000 + OPS.index(op))
-        for i in range(a.count_per_op * len(ENGINES)):
-            engine = ENGINES[i % len(ENGINES)]
-            spec, tensors = make_case(rng, g, op, engine)
-            name = f"{op}_{a.seed}_{i:03d}"
+        for i in range(a.count_per_op * len(engines)):
+            engine = engines[i % len(engines)]
+            spec, tensors = make_case(rng, g, op, engine, a.producer, "big" if a.big_maps else a.tie_maps)
+            name = f"{a.prefix}{op}_{a.seed}_{i:03d}"
             spec["name"] = name
             save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
                       os.path.join(a.out, name + ".safetensors"),

@@ -23,9 +23,14 @@ Python API (the main way to use this tool):
 `example_input` is one tensor or a tuple of tensors (float32, with a batch
 dimension). The model is run on it once: every node's shape and output
 quantization parameters are recorded and checked against the exported graph.
-`engine` defaults to torch.backends.quantized.engine and must be "fbgemm" or
-"qnnpack": the engine that was active when the model was converted (it packs
-the weights and fixes the requantization rule). "x86"/"onednn" are refused.
+`engine` defaults to torch.backends.quantized.engine and must be "fbgemm",
+"qnnpack" or "x86" (PyTorch's default on x86 CPUs): the engine that was
+active when the model was converted (it packs the weights and fixes the
+requantization rule). qfuse computes "x86" models with fbgemm's arithmetic,
+which is what PyTorch's x86 engine runs, except that on a Linux CPU with
+AVX-512 VNNI it runs conv2d layers with groups <= 100 through oneDNN, whose
+requantization rounds differently near ties (a warning says so). "onednn" is
+refused.
 
 Weights, biases and quantization parameters are copied exactly as PyTorch
 stored them (weight().int_repr(), q_per_channel_scales(), bias(), scale,
@@ -633,15 +638,28 @@ def _fetch_attr(gm, target):
     return obj
 
 
+def cpu_has_avx512_vnni():
+    """Whether PyTorch's x86 engine may hand convs to oneDNN here
+    (onednn_utils::should_use_onednn_quant: Linux and cpuinfo's AVX-512 VNNI)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "avx512_vnni" in f.read()
+    except OSError:
+        return False
+
+
 def build(model, example_input, engine=None):
     """Return (header dict, tensors dict) without writing a file."""
     if engine is None:
         engine = torch.backends.quantized.engine
-    if engine not in ("fbgemm", "qnnpack"):
+    if engine not in ("fbgemm", "qnnpack", "x86"):
         raise ExportError(
-            f"quantized engine {engine!r} is not supported: qfuse reproduces 'fbgemm' or 'qnnpack'. Set "
-            f"torch.backends.quantized.engine = 'fbgemm' (or 'qnnpack') BEFORE prepare/convert (the weights are "
-            f"packed for the engine active at convert time), and export with that engine.")
+            f"quantized engine {engine!r} is not supported: qfuse reproduces 'fbgemm', 'qnnpack' and 'x86' "
+            f"(oneDNN's conv/linear requantization rounds differently). Set "
+            f"torch.backends.quantized.engine = 'x86' (or 'fbgemm', 'qnnpack') BEFORE prepare/convert (the "
+            f"weights are packed for the engine active at convert time), and export with that engine.")
     if torch.backends.quantized.engine != engine:
         warnings.warn(f"exporting for engine {engine!r} while torch.backends.quantized.engine is "
                       f"{torch.backends.quantized.engine!r}; the recorded run uses the latter")
@@ -660,6 +678,15 @@ def build(model, example_input, engine=None):
     ex = _Exporter(gm, rec.info, engine)
     ex.run(example_inputs)
     ex.prune()
+    if engine == "x86" and cpu_has_avx512_vnni():
+        onednn = [n["name"] for n in ex.nodes if n["op"] == "conv2d" and n["groups"] <= 100]
+        if onednn:
+            warnings.warn(
+                f"engine 'x86' on this CPU (AVX-512 VNNI): PyTorch runs {len(onednn)} conv2d layer(s) "
+                f"({', '.join(onednn[:4])}{', ...' if len(onednn) > 4 else ''}) through oneDNN, whose "
+                f"requantization rounds differently from fbgemm's near ties. qfuse computes fbgemm's "
+                f"arithmetic (what the x86 engine runs on CPUs without VNNI): a rare output may differ "
+                f"from this machine's PyTorch by one step.")
     header = {
         "format": "qfuse",
         "format_version": FORMAT_VERSION,
@@ -774,7 +801,7 @@ def main(argv=None):
         description="Export PyTorch-quantized int8 models to the qfuse format (docs/MODEL_FORMAT.md).",
         epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--demo", metavar="OUT", help="export a small demo CNN (FX graph mode, random weights) to OUT")
-    ap.add_argument("--engine", default="fbgemm", choices=["fbgemm", "qnnpack"], help="engine for --demo")
+    ap.add_argument("--engine", default="fbgemm", choices=["fbgemm", "qnnpack", "x86"], help="engine for --demo")
     ap.add_argument("--list-ops", action="store_true", help="print the PyTorch ops the exporter understands")
     a = ap.parse_args(argv)
     if a.list_ops:

@@ -25,7 +25,8 @@ import numpy as np
 FORMAT_VERSION = 2
 # Versions this reader accepts (2 adds the optional conv2d/linear `clamp`).
 FORMAT_VERSIONS = (1, 2)
-ENGINES = ("fbgemm", "qnnpack")
+ENGINES = ("fbgemm", "qnnpack", "x86")  # the header's engine; x86 computes with fbgemm's rules
+RULES = ("fbgemm", "qnnpack")  # a conv/linear node's requant
 
 # op -> (min inputs, max inputs (None = unbounded), required attrs, optional attrs, qparams: "given"|"input"|"float"|"none")
 OPS = {
@@ -268,8 +269,8 @@ def validate(header, tensors):
             ok = ("none", "relu")
             if n["activation"] not in ok:
                 _err(ctx, f"`activation` must be one of {ok}, got {n['activation']!r}")
-        if "requant" in n and n["requant"] not in ENGINES:
-            _err(ctx, f"`requant` must be one of {ENGINES}, got {n['requant']!r}")
+        if "requant" in n and n["requant"] not in RULES:
+            _err(ctx, f"`requant` must be one of {RULES}, got {n['requant']!r}")
         if "clamp" in n:
             c = n["clamp"]
             if ver < 2:

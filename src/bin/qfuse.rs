@@ -170,7 +170,7 @@ fn info(model: &str, batch: usize) -> CliResult<()> {
     let m = load(model)?;
     println!(
         "model {model}: engine {}, {} nodes (shapes [N, ...]: N is the batch size)",
-        m.engine().name(),
+        m.pytorch_engine().name(),
         m.nodes().len()
     );
     for (name, i) in m.inputs() {

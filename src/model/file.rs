@@ -12,7 +12,7 @@ use super::TensorInfo;
 use super::{check_inputs_decl, check_outputs, infer_node, topo_order, DType, Model, Node};
 use crate::error::{Error, Result};
 use crate::ops::{self, Attrs, NodeWriter, ParseCx, Tensors};
-use crate::quant::Requant;
+use crate::quant::{Engine, Requant};
 
 /// The newest format version this build reads, and the one it writes when a
 /// model needs it (version 2: a conv2d/linear may carry a `clamp`).
@@ -78,8 +78,9 @@ impl Model {
             )));
         }
         let version = version.as_u64().expect("checked");
-        let engine = Requant::parse(top("engine")?.as_str().unwrap_or("?"))
+        let pytorch_engine = Engine::parse(top("engine")?.as_str().unwrap_or("?"))
             .map_err(|e| Error::Model(format!("\"engine\": {e}")))?;
+        let engine = pytorch_engine.requant();
         let inputs = parse_inputs(top("inputs")?)?;
         let outputs: Vec<String> = top("outputs")?
             .as_array()
@@ -137,13 +138,7 @@ impl Model {
             return Err(Error::Model(format!("tensors {extra:?} belong to no node")));
         }
         check_outputs(&outputs, &infos)?;
-        Ok(Model {
-            engine,
-            inputs,
-            outputs,
-            nodes,
-            infos,
-        })
+        Model::from_parts(engine, inputs, outputs, nodes, infos).with_pytorch_engine(pytorch_engine)
     }
 
     /// Serializes the model to the file format, in the oldest format version
@@ -170,7 +165,7 @@ impl Model {
         let header = json!({
             "format": "qfuse",
             "format_version": version,
-            "engine": self.engine.name(),
+            "engine": self.pytorch_engine.name(),
             "inputs": self.inputs.iter().map(|(n, i)| match i.dtype {
                 DType::F32 => json!({"name": n, "shape": i.shape}),
                 DType::QUInt8(q) => json!({"name": n, "shape": i.shape, "dtype": "quint8", "scale": q.scale as f64, "zero_point": q.zero_point}),

@@ -43,8 +43,9 @@ pub mod table;
 
 pub use binary::{qnnpack_add_elem, qnnpack_add_params};
 pub use pool::{
-    adaptive_path, adaptive_window, avg_pool2d_path, div_round_even, qnnpack_avg_mult, AvgPath,
-    AvgPoolOpts, Pool2d, AVG_NHWC_SPLIT,
+    adaptive_path, adaptive_window, avg_pool2d_path, cascade_sum, cascade_sum_ilp4, div_round_even,
+    mean_f32_path, mean_sum_direct, qnnpack_avg_mult, AvgPath, AvgPoolOpts, Pool2d, AVG_NHWC_SPLIT,
+    SUM_VEC,
 };
 pub use quantize::{requantize_table, requantize_table_vector};
 pub use shape::{cat_tables, is_channels_last_trivially};
@@ -195,11 +196,15 @@ pub(crate) enum Storage {
     Host,
 }
 
-/// What lowering sees: the engine and the node's inputs' and output's infos
-/// (one sample each: no batch dimension).
+/// What lowering sees: the engine, the node's inputs' and output's infos
+/// (one sample each: no batch dimension) and their memory formats in PyTorch.
 pub(crate) struct Signature<'s> {
     pub engine: Requant,
     pub inputs: Vec<&'s TensorInfo>,
+    /// Per input: whether PyTorch holds it channels-last (see
+    /// [`crate::memory_format`]); the pools, `mean` and `cat` pick their
+    /// kernel (and rounding) by it.
+    pub channels_last: Vec<bool>,
     pub output: &'s TensorInfo,
 }
 

@@ -1,7 +1,7 @@
 //! Pooling and mean on the GPU (`pool.wgsl`): the lowered table uploaded
 //! once, the uniforms completed with the batch's word count.
 
-use super::{PoolLowered, PoolMode, PoolParams};
+use super::{MeanPath, PoolLowered, PoolMode, PoolParams};
 use crate::error::{Error, Result};
 use crate::gpu::node::{storage, GpuIo, GpuNode, Upload, UploadCx, WG};
 use crate::gpu::{Dispatch, GpuContext, Kernel};
@@ -14,7 +14,15 @@ struct PoolNode {
 
 impl Upload for PoolLowered {
     fn upload(&self, cx: &UploadCx<'_>) -> Result<Box<dyn GpuNode>> {
-        if !self.mean_exact {
+        if self.p.mean_path == MeanPath::F32 as u32 {
+            // Every value the f32 path meets stays a normal f32 in this range.
+            let s = self.p.scale;
+            if !(2f32.powi(-60)..=2f32.powi(60)).contains(&s) {
+                return Err(Error::Unsupported(format!(
+                    "mean of a channels-last tensor with scale {s:e} on the GPU (exact for scales in [2^-60, 2^60])"
+                )));
+            }
+        } else if !self.mean_exact {
             let (h, w) = (self.p.h, self.p.w);
             return Err(Error::Unsupported(format!(
                 "mean over {h}x{w} = {} positions on the GPU (exact up to 32767)",

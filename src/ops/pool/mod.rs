@@ -207,7 +207,8 @@ pub struct AvgPoolOpts {
 pub enum AvgPath {
     /// QNNPACK average pooling: divisor always kh*kw, `m = s / (s * kh*kw)`.
     Qnnpack,
-    /// ATen's channels-last kernel (C == 1 or H == W == 1).
+    /// ATen's channels-last kernel (a channels-last input: a conv's output,
+    /// or any tensor with C == 1 or H == W == 1).
     Nhwc,
     /// ATen's NCHW kernel: the zero point is added before rounding.
     Nchw,
@@ -217,12 +218,20 @@ pub enum AvgPath {
 pub const AVG_NHWC_SPLIT: usize = 16;
 
 /// Which kernel PyTorch runs `avg_pool2d` with under `engine` for a `c x h x w`
-/// input: QNNPACK's own (qnnpack, floor mode), else ATen's NHWC kernel for
-/// one channel or a 1x1 image, else ATen's NCHW kernel.
-pub fn avg_pool2d_path(engine: Requant, ceil_mode: bool, c: usize, h: usize, w: usize) -> AvgPath {
+/// input: QNNPACK's own (qnnpack, floor mode), else ATen's NHWC kernel for a
+/// channels-last input (`channels_last`: PyTorch holds it so, see
+/// [`crate::memory_format`]), one channel or a 1x1 image, else ATen's NCHW kernel.
+pub fn avg_pool2d_path(
+    engine: Requant,
+    ceil_mode: bool,
+    c: usize,
+    h: usize,
+    w: usize,
+    channels_last: bool,
+) -> AvgPath {
     if engine == Requant::Qnnpack && !ceil_mode {
         AvgPath::Qnnpack
-    } else if c == 1 || (h == 1 && w == 1) {
+    } else if channels_last || c == 1 || (h == 1 && w == 1) {
         AvgPath::Nhwc
     } else {
         AvgPath::Nchw
@@ -234,7 +243,8 @@ pub fn adaptive_window(i: usize, len: usize, out: usize) -> (usize, usize) {
     (i * len / out, ((i + 1) * len).div_ceil(out))
 }
 
-/// Which of PyTorch's kernels an `adaptive_avg_pool2d` call lands in.
+/// Which of PyTorch's kernels an `adaptive_avg_pool2d` call lands in
+/// (`channels_last` as for [`avg_pool2d_path`]).
 pub fn adaptive_path(
     engine: Requant,
     c: usize,
@@ -242,6 +252,7 @@ pub fn adaptive_path(
     w: usize,
     oh: usize,
     ow: usize,
+    channels_last: bool,
 ) -> AvgPath {
     if engine == Requant::Qnnpack
         && h.is_multiple_of(oh)
@@ -249,7 +260,7 @@ pub fn adaptive_path(
         && !(oh == h && ow == w)
     {
         AvgPath::Qnnpack
-    } else if c == 1 || (h == 1 && w == 1) {
+    } else if channels_last || c == 1 || (h == 1 && w == 1) {
         AvgPath::Nhwc
     } else {
         AvgPath::Nchw
@@ -278,6 +289,81 @@ pub fn div_round_even(sum: u32, n: u32) -> u32 {
 /// and `255 n < 2^24`. The GPU runs only these sizes.
 pub fn mean_is_exact_int(n: usize) -> bool {
     n < 1 << 15 && n * 255 < 1 << 24
+}
+
+/// ATen sums an f32 tensor over H and W of a channels-last input with vectors
+/// of this many floats (its AVX2 kernel, also on AVX512 CPUs).
+pub const SUM_VEC: usize = 8;
+
+/// Whether ATen's channels-last f32 sum adds channel `ch` of `c` with
+/// [`cascade_sum`] directly (`true`) or with [`cascade_sum_ilp4`]: channels in
+/// whole groups of 4 vectors (or, when `c < SUM_VEC`, of 4 scalars) go direct.
+pub fn mean_sum_direct(c: usize, ch: usize) -> bool {
+    let group = if c >= SUM_VEC { 4 * SUM_VEC } else { 4 };
+    ch < c - c % group
+}
+
+/// ATen's `multi_row_sum` for one column of `n` f32 values `get(0..n)`: a
+/// running sum per chunk of `2^p` values (`p = max(4, ceil_log2(n) / 4)`),
+/// chunk sums carried up through 3 more levels, the levels added at the end.
+pub fn cascade_sum(n: usize, get: impl Fn(usize) -> f32) -> f32 {
+    let ceil_log2 = if n <= 2 {
+        1
+    } else {
+        usize::BITS - (n - 1).leading_zeros()
+    };
+    let p = 4.max(ceil_log2 / 4);
+    let step = 1usize << p;
+    let mut acc = [0f32; 4];
+    let mut i = 0;
+    while i + step <= n {
+        for _ in 0..step {
+            acc[0] += get(i);
+            i += 1;
+        }
+        for j in 1..4 {
+            acc[j] += acc[j - 1];
+            acc[j - 1] = 0.0;
+            if i & ((step - 1) << (j as u32 * p)) != 0 {
+                break;
+            }
+        }
+    }
+    while i < n {
+        acc[0] += get(i);
+        i += 1;
+    }
+    acc[0] + acc[1] + acc[2] + acc[3]
+}
+
+/// ATen's `row_sum`: four interleaved [`cascade_sum`]s (values `4i + k`), the
+/// `n % 4` last values added to the first, then the four added in order.
+pub fn cascade_sum_ilp4(n: usize, get: impl Fn(usize) -> f32) -> f32 {
+    let m = n / 4;
+    let mut part: [f32; 4] = std::array::from_fn(|k| cascade_sum(m, |i| get(4 * i + k)));
+    for i in 4 * m..n {
+        part[0] += get(i);
+    }
+    part[0] + part[1] + part[2] + part[3]
+}
+
+/// Whether `mean` takes PyTorch's f32 path (fbgemm/x86 on an input that is not
+/// contiguous: channels-last with C > 1 and H*W > 1) rather than its integer
+/// fast path.
+pub fn mean_f32_path(engine: Requant, c: usize, hw: usize, channels_last: bool) -> bool {
+    engine == Requant::Fbgemm && channels_last && c > 1 && hw > 1
+}
+
+/// `mean`'s path (`PoolParams::mean_path`, `pool.wgsl`'s `mean_hw`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MeanPath {
+    /// fbgemm/x86 on a contiguous input: the integer fast path.
+    Int = 0,
+    /// QNNPACK's: `rint((Σq - n zp) * m) + zp`.
+    Qnnpack = 1,
+    /// fbgemm/x86 on a channels-last input ([`mean_f32_path`]): dequantize,
+    /// f32 sum in ATen's order, divide, requantize.
+    F32 = 2,
 }
 
 /// A pooling node.
@@ -383,6 +469,7 @@ impl<'a> OpKind<'a> for PoolOp {
             self,
             sig.inputs[0],
             sig.output,
+            sig.channels_last[0],
         )?))
     }
 }
@@ -416,10 +503,20 @@ pub struct PoolParams {
     pub m: f32,
     pub tab_w: u32,
     pub tab_half: u32,
-    pub qnnpack_mean: u32,
+    /// mean: 0 integer fast path, 1 qnnpack, 2 f32 (fbgemm/x86 on a
+    /// channels-last input); see `MeanPath`.
+    pub mean_path: u32,
     pub opaque: u32,
+    /// mean, f32 path: channels below this sum directly ([`cascade_sum`]),
+    /// the rest interleaved by 4 ([`cascade_sum_ilp4`]).
+    pub mean_split: u32,
+    /// mean, f32 path: the input scale.
+    pub scale: f32,
+    /// mean, f32 path: `1/scale`.
+    pub inv: f32,
     pub pad0: u32,
     pub pad1: u32,
+    pub pad2: u32,
 }
 
 /// `pool.wgsl`'s `MODE` override.
@@ -438,12 +535,20 @@ pub(crate) struct PoolLowered {
     pub p: PoolParams,
     pub mode: PoolMode,
     pub tab: Vec<f32>,
-    /// fbgemm mean: whether the exact integer rounding applies (the GPU
-    /// runs only then; see [`mean_is_exact_int`]).
+    /// fbgemm mean on its integer path: whether the exact integer rounding
+    /// applies (the GPU runs only then; see [`mean_is_exact_int`]).
     pub mean_exact: bool,
 }
 
-fn lower(engine: Requant, op: &PoolOp, x: &TensorInfo, out: &TensorInfo) -> Result<PoolLowered> {
+/// `channels_last`: PyTorch holds the input channels-last (a conv's output;
+/// see [`crate::memory_format`]).
+fn lower(
+    engine: Requant,
+    op: &PoolOp,
+    x: &TensorInfo,
+    out: &TensorInfo,
+    channels_last: bool,
+) -> Result<PoolLowered> {
     let (c, h, w) = crate::layout::chw_u32(&x.shape);
     let (_, oh, ow) = crate::layout::chw_u32(&out.shape);
     let q = quantized(x)?;
@@ -476,7 +581,14 @@ fn lower(engine: Requant, op: &PoolOp, x: &TensorInfo, out: &TensorInfo) -> Resu
     // the second half (from tab_half) holds the tail channels' `1/(1/m)`.
     let avg = |p: &mut PoolParams, tab: &mut Vec<f32>, pl: &Pool2d, o: &AvgPoolOpts| {
         set_window(p, pl);
-        let path = avg_pool2d_path(engine, pl.ceil_mode, c as usize, h as usize, w as usize);
+        let path = avg_pool2d_path(
+            engine,
+            pl.ceil_mode,
+            c as usize,
+            h as usize,
+            w as usize,
+            channels_last,
+        );
         p.path = path as u32;
         p.cip = o.count_include_pad as u32;
         p.div_override = o.divisor_override.unwrap_or(0) as u32;
@@ -522,7 +634,15 @@ fn lower(engine: Requant, op: &PoolOp, x: &TensorInfo, out: &TensorInfo) -> Resu
             PoolMode::Avg
         }
         PoolOp::Adaptive([aoh, aow]) => {
-            let path = adaptive_path(engine, c as usize, h as usize, w as usize, *aoh, *aow);
+            let path = adaptive_path(
+                engine,
+                c as usize,
+                h as usize,
+                w as usize,
+                *aoh,
+                *aow,
+                channels_last,
+            );
             if path == AvgPath::Qnnpack {
                 // exactly QNNPACK's avg_pool2d with kernel = stride = (H/oh, W/ow)
                 let k = [h as usize / aoh, w as usize / aow];
@@ -566,8 +686,19 @@ fn lower(engine: Requant, op: &PoolOp, x: &TensorInfo, out: &TensorInfo) -> Resu
         PoolOp::Mean { .. } => {
             let hw = (h * w) as usize;
             mean_exact = engine == Requant::Qnnpack || mean_is_exact_int(hw);
-            p.qnnpack_mean = (engine == Requant::Qnnpack) as u32;
+            p.mean_path = if engine == Requant::Qnnpack {
+                MeanPath::Qnnpack
+            } else {
+                MeanPath::Int
+            } as u32;
             p.m = qnnpack_avg_mult(q.scale, hw);
+            if mean_f32_path(engine, c as usize, hw, channels_last) {
+                p.mean_path = MeanPath::F32 as u32;
+                p.mean_split = (0..c)
+                    .find(|&ch| !mean_sum_direct(c as usize, ch as usize))
+                    .unwrap_or(c);
+                (p.scale, p.inv) = (q.scale, q.inv_scale());
+            }
             PoolMode::Mean
         }
     };
@@ -660,11 +791,22 @@ impl PoolLowered {
     }
 
     /// `mean` over one channel plane (`pool.wgsl`'s `mean_hw`): the mean rule.
-    fn mean(&self, plane: &[u8]) -> i32 {
+    fn mean(&self, plane: &[u8], ch: usize) -> i32 {
         let p = &self.p;
         let n = plane.len();
+        if p.mean_path == MeanPath::F32 as u32 {
+            // dequantize (one rounding), f32 sum in ATen's order, divide,
+            // quantize (rule Q)
+            let get = |i: usize| p.scale * (plane[i] as i32 - p.zp) as f32;
+            let sum = if (ch as u32) < p.mean_split {
+                cascade_sum(n, get)
+            } else {
+                cascade_sum_ilp4(n, get)
+            };
+            return crate::quant::quantize_with_inv(sum / n as f32, p.inv, p.zp) as i32;
+        }
         let sum: u32 = plane.iter().map(|&v| v as u32).sum();
-        if p.qnnpack_mean != 0 {
+        if p.mean_path == MeanPath::Qnnpack as u32 {
             let acc = sum as i32 - p.zp * n as i32;
             return (acc as f32 * p.m).round_ties_even() as i32 + p.zp;
         }
@@ -700,7 +842,7 @@ impl Lowered for PoolLowered {
                         PoolMode::Max => self.max_pool(plane, oy, ox),
                         PoolMode::Avg => self.avg_pool(plane, ch, oy, ox),
                         PoolMode::Adaptive => self.adaptive_pool(plane, oy, ox),
-                        PoolMode::Mean => self.mean(plane),
+                        PoolMode::Mean => self.mean(plane, ch),
                     };
                     y.push(v.clamp(0, 255) as u8);
                 }

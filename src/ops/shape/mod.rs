@@ -164,7 +164,7 @@ impl<'a> OpKind<'a> for ShapeOp<'a> {
                 let qs: Vec<QParams> = (0..sig.inputs.len())
                     .map(|i| sig.q_in(i))
                     .collect::<Result<_>>()?;
-                ShapeLowered::Cat(cat_tables(&shapes, &qs, *out))
+                ShapeLowered::Cat(cat_tables(&shapes, &qs, *out, &sig.channels_last))
             }
         }))
     }
@@ -217,13 +217,19 @@ pub fn is_channels_last_trivially(shape: &[usize]) -> bool {
 /// split, table for the rest, split)`. In ATen's channels-last path inputs with
 /// the output's qparams are copied and the first `C - C % 8` channels use the
 /// vector dequantize; otherwise every element is dequantized (scalar) and
-/// requantized.
+/// requantized. ATen takes the channels-last path when every input is
+/// channels-last: `channels_last[j]` says whether PyTorch holds input `j`
+/// so (see [`crate::memory_format`]), or its shape makes it both.
 pub fn cat_tables(
     shapes: &[Vec<usize>],
     qs: &[QParams],
     out: QParams,
+    channels_last: &[bool],
 ) -> Vec<([u8; 256], [u8; 256], usize)> {
-    let nhwc = shapes.iter().all(|s| is_channels_last_trivially(s));
+    let nhwc = shapes
+        .iter()
+        .enumerate()
+        .all(|(j, s)| channels_last.get(j) == Some(&true) || is_channels_last_trivially(s));
     shapes
         .iter()
         .zip(qs)
