@@ -43,6 +43,14 @@ pub enum Error {
     #[error("bad model file: {0}")]
     Model(String),
 
+    /// An ONNX model is malformed or inconsistent; `at` names the node, tensor or field.
+    #[error("bad ONNX model, {at}: {detail}")]
+    Onnx { at: String, detail: String },
+
+    /// An ONNX model uses something qfuse does not run; `at` names the node, tensor or field.
+    #[error("unsupported ONNX model, {at}: {detail}")]
+    OnnxUnsupported { at: String, detail: String },
+
     /// An I/O error, with the path it happened on.
     #[error("{path}: {source}")]
     Io {

@@ -32,6 +32,7 @@ pub mod gpu;
 pub mod layer;
 pub mod model;
 pub mod npy;
+pub mod onnx;
 pub mod ops;
 pub mod plan;
 pub mod quant;
