@@ -162,7 +162,7 @@ impl<'a> Fuser<'a> {
             let out = self.nodes[i].outputs[0].clone();
             let cs = self.consumers(&out);
             let in_gout = self.gout.contains(&out);
-            if cs.len() <= 1 && !(!cs.is_empty() && in_gout) {
+            if cs.len() <= 1 && (cs.is_empty() || !in_gout) {
                 i += 1;
                 continue;
             }
@@ -192,7 +192,7 @@ impl<'a> Fuser<'a> {
         let mut i = 0;
         while i < self.nodes.len() {
             let n = &self.nodes[i];
-            if !n.is("Relu") || self.gout.contains(&n.outputs[0]) {
+            if !n.is("Relu") || n.input(0).is_none() || self.gout.contains(&n.outputs[0]) {
                 i += 1;
                 continue;
             }
@@ -222,7 +222,7 @@ impl<'a> Fuser<'a> {
         let mut i = 0;
         while i < self.nodes.len() {
             let n = &self.nodes[i];
-            if !n.is("Clip") || self.gout.contains(&n.outputs[0]) {
+            if !n.is("Clip") || n.input(0).is_none() || self.gout.contains(&n.outputs[0]) {
                 i += 1;
                 continue;
             }
@@ -379,11 +379,8 @@ impl<'a> Fuser<'a> {
                     ))
                 }
             };
-            let per_channel = ws.len() > 1
-                || self.nodes[d1]
-                    .input(1)
-                    .and_then(|s| self.konst(s))
-                    .is_some_and(|t| !t.dims.is_empty());
+            // one scale (any rank) broadcasts, as numpy does in the checker
+            let per_channel = ws.len() > 1;
             if per_channel && ws.len() != b.len() {
                 return Err(bad(
                     origin,

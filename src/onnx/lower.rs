@@ -147,7 +147,7 @@ impl OnnxGraph {
             out: Vec::new(),
             gout: self.outputs.iter().map(|o| o.name.clone()).collect(),
             consumers: HashMap::new(),
-            tail: HashMap::new(),
+            tail: Vec::new(),
         };
         l.run()
     }
@@ -184,7 +184,7 @@ struct Lowerer<'a> {
     out: Vec<QNode>,
     gout: HashSet<String>,
     consumers: HashMap<String, Vec<usize>>,
-    tail: HashMap<usize, bool>,
+    tail: Vec<bool>,
 }
 
 fn qtype(e: ElemType) -> Option<QType> {
@@ -251,9 +251,15 @@ impl<'a> Lowerer<'a> {
         let mut inputs = Vec::new();
         for vi in &self.g.inputs {
             let e = vi.elem()?;
-            let id = self.push_value(&vi.name, kind_of(e), vi.known_shape(), None);
+            let shape = vi.known_shape();
+            if let Some(s) = &shape {
+                let at = format!("graph input '{}'", vi.name);
+                super::tensor::checked_count(s, &at)?;
+            }
+            let id = self.push_value(&vi.name, kind_of(e), shape, None);
             inputs.push(id);
         }
+        self.mark_tail();
         let absorbed = self.find_tables();
         for i in 0..self.nodes.len() {
             if absorbed.contains_key(&i) {
@@ -693,7 +699,8 @@ impl<'a> Lowerer<'a> {
                         format!("zero point '{z}' is not a constant initializer"),
                     )
                 })?;
-                if t.dims != st.dims {
+                // equal shapes, or one value each ([] against [1], which ORT accepts)
+                if t.dims != st.dims && !(t.len() == 1 && scales.len() == 1) {
                     return Err(bad(
                         at,
                         format!(
@@ -795,7 +802,8 @@ impl<'a> Lowerer<'a> {
             let (f, q) = if is_q(cn) {
                 (None, c)
             } else if cn.domain.is_empty()
-                && matches!(cn.op.as_str(), "Relu" | "HardSigmoid" | "Sigmoid")
+                && (matches!(cn.op.as_str(), "Relu" | "HardSigmoid" | "Sigmoid")
+                    || PASS_THROUGH.contains(&cn.op.as_str()))
                 && cn.input(0) == Some(dq.outputs[0].as_str())
             {
                 match single(&cn.outputs[0]) {
@@ -823,28 +831,22 @@ impl<'a> Lowerer<'a> {
         absorbed
     }
 
-    /// True if only float tail ops depend on node `i` (and it is one).
-    fn is_tail(&mut self, i: usize) -> bool {
-        if let Some(&t) = self.tail.get(&i) {
-            return t;
+    /// For every node: true if it is a float op that may run at the tail (only
+    /// such ops depend on it). The fused nodes are in topological order, so one
+    /// pass from the end decides (no recursion).
+    fn mark_tail(&mut self) {
+        let mut tail = vec![false; self.nodes.len()];
+        for i in (0..self.nodes.len()).rev() {
+            let n = &self.nodes[i];
+            tail[i] = n.domain.is_empty()
+                && FLOAT_TAIL.contains(&n.op.as_str())
+                && n.outputs.iter().all(|o| {
+                    self.consumers
+                        .get(o)
+                        .is_none_or(|cs| cs.iter().all(|&c| c > i && tail[c]))
+                });
         }
-        let n = &self.nodes[i];
-        let mut ok = n.domain.is_empty() && FLOAT_TAIL.contains(&n.op.as_str());
-        if ok {
-            let cs: Vec<usize> = n
-                .outputs
-                .iter()
-                .flat_map(|o| self.consumers.get(o).cloned().unwrap_or_default())
-                .collect();
-            for c in cs {
-                if !self.is_tail(c) {
-                    ok = false;
-                    break;
-                }
-            }
-        }
-        self.tail.insert(i, ok);
-        ok
+        self.tail = tail;
     }
 
     // ------------------------------------------------------------ nodes
@@ -953,7 +955,7 @@ impl<'a> Lowerer<'a> {
                 ))
             }
             ("", op) if FLOAT_TAIL.contains(&op) || KNOWN_FLOAT.contains(&op) => {
-                if !self.is_tail(i) {
+                if !self.tail[i] {
                     return Err(unsupported(
                         at,
                         format!(
@@ -1058,7 +1060,10 @@ impl<'a> Lowerer<'a> {
             }
             if c.op == "QuantizeLinear" {
                 if zp_ty(c) == Some(ElemType::I8) {
-                    return "int8 output (ORT on x86-64 fuses uint8 only)".into();
+                    return "int8 output: its QuantizeLinear feeds several nodes, so ORT keeps \
+                            it int8, and on x86-64 ORT fuses Conv/MatMul with uint8 activations \
+                            only"
+                        .into();
                 }
                 return "not fused by ORT (bias not int32, or weight type)".into();
             }
@@ -1097,7 +1102,27 @@ impl<'a> Lowerer<'a> {
             zero_point: xq.zero_points[0],
             dtype: xt,
         };
-        let shape = self.shape(x);
+        // a data-movement op (the pass-through list) between a DQ and a Q with other
+        // qparams: ORT runs DQ, the op in float, Q. The op only moves values (MaxPool:
+        // the max commutes with DQ, scale > 0), so it runs on the bytes, followed by a
+        // requantization table: the same values.
+        let (x, shape) = match &f {
+            Some(fnode) if PASS_THROUGH.contains(&fnode.op.as_str()) => {
+                let mut moved = fnode.clone();
+                moved.inputs[0] = self.values[x].name.clone();
+                if fnode.op == "MaxPool" {
+                    self.maxpool(&moved)?
+                } else {
+                    self.shape_op(&moved)?
+                }
+                if let Some(last) = self.out.last_mut() {
+                    last.ort_kernels = k(&["DequantizeLinear", fnode.op.as_str()]);
+                }
+                let id = self.ids[&fnode.outputs[0]];
+                (id, self.shape(id))
+            }
+            _ => (x, self.shape(x)),
+        };
         let yq = self.qaxis(&q, shape.as_ref().map(Vec::len), true, None)?;
         let yt = qtype(yq.dtype).unwrap_or(QType::U8);
         let y = Q {
@@ -1111,6 +1136,9 @@ impl<'a> Lowerer<'a> {
                 k(&["DequantizeLinear", "QuantizeLinear"]),
                 &q,
             ),
+            Some(fnode) if PASS_THROUGH.contains(&fnode.op.as_str()) => {
+                (TableKind::Requantize, k(&["QuantizeLinear"]), &q)
+            }
             Some(fnode) => {
                 let kind = match fnode.op.as_str() {
                     "Relu" => TableKind::Relu,
@@ -1532,6 +1560,14 @@ impl<'a> Lowerer<'a> {
             pos(ks[1], at, "kernel_shape")?,
         ];
         let stride = pair(n, "strides", at)?;
+        if let Some(s) = &nchw {
+            if s.len() != 4 {
+                return Err(unsupported(
+                    at,
+                    format!("input of shape {s:?}: 2-D pooling expected"),
+                ));
+            }
+        }
         let pads = resolve_pads(n, kernel, stride, [1, 1], nchw.as_deref(), at)?;
         let ceil = attr_i(n, "ceil_mode", 0)? != 0;
         let cip = attr_i(n, "count_include_pad", 0)? != 0;
@@ -1543,12 +1579,6 @@ impl<'a> Lowerer<'a> {
             ceil_mode: ceil,
         };
         if let Some(s) = &nchw {
-            if s.len() != 4 {
-                return Err(unsupported(
-                    at,
-                    format!("input of shape {s:?}: 2-D pooling expected"),
-                ));
-            }
             if s[2..] == kernel && pads == [0; 4] {
                 // ORT computes a whole-image window without padding as QLinearGlobalAveragePool
                 let o = self.output(
@@ -1679,7 +1709,7 @@ impl<'a> Lowerer<'a> {
             Some(Attr::Int(a)) => *a,
             _ => return Err(bad(at, "axis is missing")),
         };
-        if n.inputs.len() < 5 || (n.inputs.len() - 2) % 3 != 0 {
+        if n.inputs.len() < 5 || !(n.inputs.len() - 2).is_multiple_of(3) {
             return Err(bad(
                 at,
                 format!(
@@ -2133,10 +2163,10 @@ fn resolve_pads(
             })?;
             let mut o = [0usize; 4];
             for i in 0..2 {
-                let len = s[2 + i];
+                let len = *s.get(2 + i).ok_or_else(|| bad(at, "input is not NCHW"))?;
                 let out = len.div_ceil(stride[i]);
                 let eff = dil[i] * (kernel[i] - 1) + 1;
-                let total = ((out - 1) * stride[i] + eff).saturating_sub(len);
+                let total = (out.saturating_sub(1) * stride[i] + eff).saturating_sub(len);
                 let (b, e) = if auto == "SAME_UPPER" {
                     (total / 2, total - total / 2)
                 } else {
@@ -2274,7 +2304,7 @@ fn reshape(s: &[usize], target: &[i64], allowzero: bool, at: &str) -> Result<Vec
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or_else(|| bad(at, "shape overflows"))?;
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(bad(at, format!("cannot reshape {s:?} to {target:?}")));
         }
         o[i] = total / known;
@@ -2302,9 +2332,10 @@ fn slice_shape(
         if step == 0 {
             return Err(bad(at, "slice step 0"));
         }
-        let d = s[a] as i64;
-        let clampi = |v: i64, lo: i64, hi: i64| v.max(lo).min(hi);
-        let fix = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
+        let d = s[a] as i128;
+        let step = step as i128;
+        let clampi = |v: i128, lo: i128, hi: i128| v.max(lo).min(hi);
+        let fix = |v: i64| if v < 0 { v as i128 + d } else { v as i128 };
         let (st, en) = if step > 0 {
             (clampi(fix(starts[i]), 0, d), clampi(fix(ends[i]), 0, d))
         } else {
@@ -2320,7 +2351,7 @@ fn slice_shape(
                 0
             }
         } else if st > en {
-            (st - en + (-step) - 1) / (-step)
+            (st - en - step - 1) / (-step)
         } else {
             0
         };

@@ -167,6 +167,9 @@ pub fn eval_op(op: &QOp, inputs: &[&Tensor], at: &str) -> Result<Tensor> {
                 return Err(bad(at, "input is not NCHW"));
             }
             let (n, c, h, wd) = (d[0], d[1], d[2], d[3]);
+            if xv.len() != n * c * h * wd {
+                return Err(bad(at, "input size disagrees with its dims"));
+            }
             let (o, cg, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3]);
             let g = geom.groups;
             if c != cg * g {
@@ -224,6 +227,9 @@ pub fn eval_op(op: &QOp, inputs: &[&Tensor], at: &str) -> Result<Tensor> {
                 return Err(bad(at, "K mismatch"));
             }
             let rows = av.len() / kk.max(1);
+            if rows * kk != av.len() {
+                return Err(bad(at, "input size disagrees with its dims"));
+            }
             let mut res = Vec::with_capacity(rows * nn);
             for r in 0..rows {
                 for col in 0..nn {
@@ -254,7 +260,14 @@ pub fn eval_op(op: &QOp, inputs: &[&Tensor], at: &str) -> Result<Tensor> {
             if x.dims.len() != 2 {
                 return Err(bad(at, "A is not 2-D"));
             }
-            let m = if *trans_a { x.dims[1] } else { x.dims[0] };
+            let (m, ka) = if *trans_a {
+                (x.dims[1], x.dims[0])
+            } else {
+                (x.dims[0], x.dims[1])
+            };
+            if ka != kk || av.len() != m * kk {
+                return Err(bad(at, "A does not match the weights"));
+            }
             let at_ = |r: usize, i: usize| {
                 if *trans_a {
                     av[i * m + r]
@@ -315,6 +328,18 @@ pub fn run(l: &Lowered, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
             ValueKind::Int32 => ElemType::I32,
             ValueKind::Int64 => ElemType::I64,
         };
+        let count = t.dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let want_shape = &l.values[id].shape;
+        if count != Some(t.len()) || want_shape.as_ref().is_some_and(|s| *s != t.dims) {
+            return Err(bad(
+                format!("input '{}'", l.values[id].name),
+                format!(
+                    "shape {:?} with {} values; the model wants {want_shape:?}",
+                    t.dims,
+                    t.len()
+                ),
+            ));
+        }
         if t.elem_type() != want {
             return Err(bad(
                 format!("input '{}'", l.values[id].name),
