@@ -821,6 +821,18 @@ fn float_op_at_the_tail_is_a_float_tail_op() {
     let last = l.nodes.last().expect("node");
     assert!(matches!(&last.op, QOp::FloatTail { op_type, .. } if op_type == "Softmax"));
     assert_eq!(last.name, "node 'softmax' (Softmax)");
+    assert_eq!(l.output_names, ["p"]);
+    // a float op at the tail that is not among those qfuse runs there
+    let mut m = base_model();
+    let g = graph_mut(&mut m);
+    g.node
+        .push(node("gap", "GlobalAveragePool", "", &["y"], &["p"]));
+    g.output = vec![vi("p", FLOAT, &[1, 3, 1, 1])];
+    expect_err(
+        &m,
+        "unsupported",
+        &["node 'gap'", "float GlobalAveragePool at the graph's tail"],
+    );
 }
 
 #[test]

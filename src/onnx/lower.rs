@@ -89,6 +89,9 @@ pub struct Lowered {
     pub inputs: Vec<ValueId>,
     /// Graph outputs, in the file's order.
     pub outputs: Vec<ValueId>,
+    /// The graph outputs' names in the file (a value reached through Identity
+    /// keeps its own name in `values`).
+    pub output_names: Vec<String>,
     /// The ops, in topological order.
     pub nodes: Vec<QNode>,
 }
@@ -148,6 +151,7 @@ impl OnnxGraph {
             gout: self.outputs.iter().map(|o| o.name.clone()).collect(),
             consumers: HashMap::new(),
             tail: Vec::new(),
+            reaches_q: Vec::new(),
         };
         l.run()
     }
@@ -185,6 +189,7 @@ struct Lowerer<'a> {
     gout: HashSet<String>,
     consumers: HashMap<String, Vec<usize>>,
     tail: Vec<bool>,
+    reaches_q: Vec<bool>,
 }
 
 fn qtype(e: ElemType) -> Option<QType> {
@@ -281,6 +286,7 @@ impl<'a> Lowerer<'a> {
             outputs.push(id);
         }
         Ok(Lowered {
+            output_names: self.g.outputs.iter().map(|o| o.name.clone()).collect(),
             values: self.values,
             inputs,
             outputs,
@@ -847,6 +853,16 @@ impl<'a> Lowerer<'a> {
                 });
         }
         self.tail = tail;
+        let mut reaches_q = vec![false; self.nodes.len()];
+        for i in (0..self.nodes.len()).rev() {
+            reaches_q[i] = self.nodes[i].outputs.iter().any(|o| {
+                self.consumers.get(o).is_some_and(|cs| {
+                    cs.iter()
+                        .any(|&c| c <= i || reaches_q[c] || self.nodes[c].op == "QuantizeLinear")
+                })
+            });
+        }
+        self.reaches_q = reaches_q;
     }
 
     // ------------------------------------------------------------ nodes
@@ -958,11 +974,18 @@ impl<'a> Lowerer<'a> {
                 if !self.tail[i] {
                     return Err(unsupported(
                         at,
-                        format!(
-                            "ORT runs this {op} in float between quantized ops (it is not part \
-                             of a quantized pattern); only float ops at the graph's tail are run \
-                             (on the CPU after readback)"
-                        ),
+                        if self.reaches_q[i] {
+                            format!(
+                                "ORT runs this {op} in float between quantized ops (it is not \
+                                 part of a quantized pattern); only float ops at the graph's \
+                                 tail are run (on the CPU after readback)"
+                            )
+                        } else {
+                            format!(
+                                "float {op} at the graph's tail: qfuse runs only {} there",
+                                FLOAT_TAIL.join(", ")
+                            )
+                        },
                     ));
                 }
                 let mut ins = Vec::new();
