@@ -13,8 +13,9 @@
 //!   returns a [`Lowered`] program: [`QOp`] descriptors in topological order with
 //!   the quantization parameters of every tensor. It does not depend on qfuse's
 //!   [`crate::Model`] types.
-//! - [`reference`]: a plain-loop evaluation of the lowered Quantize, Dequantize,
-//!   Conv, MatMul and Gemm ops with ONNX Runtime's integer rules (the test oracle).
+//! - [`reference`]: a plain-loop evaluation of the lowered ops with ONNX
+//!   Runtime's rules (the test oracle: bit-exact with ORT on every supported
+//!   committed case).
 //!
 //! Every problem is an [`Error::Onnx`] (the file is malformed or inconsistent) or
 //! an [`Error::OnnxUnsupported`] (valid ONNX that qfuse does not run), naming the
