@@ -968,8 +968,10 @@ fn sniffing_tells_onnx_from_other_files() {
 /// `tests/data/onnx/zoo_matrix.json`, or, where ORT runs float ops between
 /// quantized ones (int8-activation QDQ convolutions, shufflenet's ReduceMean),
 /// is refused naming such a node. Run with the models' folder:
-/// `QFUSE_ONNX_ZOO_DIR=/tmp/zoo/q cargo test --release --test onnx_load -- --ignored zoo`
-/// (files `<model>_<QDQ|QOperator>_<u8|s8>_<pc|pt>.onnx`).
+/// `QFUSE_ONNX_ZOO_DIR=/tmp/zoo cargo test --release --test onnx_load -- --ignored zoo`
+/// (files `<model>_<QDQ|QOperator>_<u8|s8>_<pc|pt>.onnx`); with `QFUSE_ONNX_ZOO_OUT`
+/// (ORT's `<tag>.input.npy` / `<tag>.output.npy`) the reference also runs each
+/// lowered model and must equal ORT bit for bit.
 #[test]
 #[ignore = "needs the zoo models (QFUSE_ONNX_ZOO_DIR), made by tools/onnx/zoo_onnx.py's recipe"]
 fn zoo_models_lower_like_the_reference() {
@@ -1016,8 +1018,25 @@ fn zoo_models_lower_like_the_reference() {
                 got.remove("Transpose");
                 want.remove("Transpose");
                 assert_eq!(got, want, "{tag}");
+                // QFUSE_ONNX_ZOO_OUT: ORT's output on zoo_onnx.py's test image
+                // (<tag>.input.npy, <tag>.output.npy), where available
+                let mut exact = String::new();
+                if let Ok(out) = std::env::var("QFUSE_ONNX_ZOO_OUT") {
+                    let out = PathBuf::from(out);
+                    let x = read_npy(&out.join(format!("{tag}.input.npy")));
+                    let want = read_npy(&out.join(format!("{tag}.output.npy")));
+                    let t1 = std::time::Instant::now();
+                    let y = reference::run(&l, &[x]).unwrap_or_else(|e| panic!("{tag}: {e}"));
+                    let (g, w) = (bits(&y[0]), bits(&want));
+                    let diff = (0..w.len()).filter(|&i| g[i] != w[i]).count();
+                    assert_eq!(diff, 0, "{tag}: {diff}/{} outputs differ from ORT", w.len());
+                    exact = format!(
+                        ", reference bit-exact with ORT ({} ms)",
+                        t1.elapsed().as_millis()
+                    );
+                }
                 println!(
-                    "{tag}: {} ops, {ms} ms: {}",
+                    "{tag}: {} ops, {ms} ms{exact}: {}",
                     l.nodes.len(),
                     got.into_iter().collect::<Vec<_>>().join(" ")
                 );
