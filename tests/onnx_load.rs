@@ -1123,3 +1123,51 @@ fn movement_op_between_different_qparams_is_bytes_then_requantize() {
     );
     assert_eq!(l.values[l.outputs[0]].shape, Some(vec![1, 3, 4, 2]));
 }
+
+/// A per-channel weight DequantizeLinear along an axis that is not the output
+/// channels, and ops ORT may run on quantized values that qfuse lacks.
+#[test]
+fn weight_axis_and_unsupported_quantized_ops() {
+    let mut m = ModelProto::decode(&corpus_model("qdq_conv_u8_pc_w7")[..]).expect("decode");
+    let g = graph_mut(&mut m);
+    let dq = g
+        .node
+        .iter_mut()
+        .find(|n| n.input.first().map(String::as_str) == Some("w_q_7"))
+        .expect("weight DQ");
+    for a in dq
+        .attribute
+        .iter_mut()
+        .filter(|a| a.name.as_deref() == Some("axis"))
+    {
+        a.i = Some(1);
+    }
+    expect_err(
+        &m,
+        "unsupported",
+        &["(Conv -> conv_", "per-channel weight scales along axis 1"],
+    );
+    // DQ -> Resize -> Q
+    let mut m = base_model();
+    let g = graph_mut(&mut m);
+    g.node
+        .push(node("up", "Resize", "", &["y", "", "sc"], &["r"]));
+    g.node.push(node(
+        "q2",
+        "QuantizeLinear",
+        "",
+        &["r", "ys", "yz"],
+        &["rq"],
+    ));
+    g.initializer
+        .push(raw("sc", FLOAT, &[4], f32s(&[1.0, 1.0, 2.0, 2.0])));
+    g.output = vec![vi("rq", UINT8, &[1, 3, 10, 10])];
+    expect_err(
+        &m,
+        "unsupported",
+        &[
+            "node 'up' (Resize)",
+            "Resize in a quantized graph is not supported",
+        ],
+    );
+}

@@ -53,6 +53,10 @@ pub(crate) struct Fused {
     pub extra: HashMap<String, Tensor>,
 }
 
+/// Attribute the fusion adds to a fused Conv/MatMul/Gemm: the per-channel
+/// weight DequantizeLinear's axis.
+pub(crate) const WEIGHT_AXIS: &str = "qfuse.weight_axis";
+
 /// The pass-through ops of the checker (DQ -> op -> Q with equal scalar qparams
 /// runs on the quantized bytes).
 pub(crate) const PASS_THROUGH: [&str; 8] = [
@@ -516,6 +520,28 @@ impl<'a> Fuser<'a> {
         }
     }
 
+    /// The fused node keeps the weight DQ's quantization axis (ONNX default 1)
+    /// when its scales are per channel, for the lowering to check that it is
+    /// the output-channel axis.
+    fn with_weight_axis(
+        &self,
+        mut attrs: BTreeMap<String, Attr>,
+        dw: usize,
+    ) -> BTreeMap<String, Attr> {
+        let d = &self.nodes[dw];
+        if d.input(1)
+            .and_then(|s| self.konst(s))
+            .is_some_and(|t| t.len() > 1)
+        {
+            let axis = match d.attrs.get("axis") {
+                Some(Attr::Int(a)) => *a,
+                _ => 1,
+            };
+            attrs.insert(WEIGHT_AXIS.into(), Attr::Int(axis));
+        }
+        attrs
+    }
+
     /// 6. QDQSelectorActionTransformer
     fn select(&mut self) -> Result<()> {
         let mut removed: HashSet<usize> = HashSet::new();
@@ -587,8 +613,8 @@ impl<'a> Fuser<'a> {
                                     if let Some(db) = dq(2) {
                                         ins.push(dq_in(db, 0));
                                     }
-                                    fused =
-                                        Some((mk("QLinearConv", "", ins, q, n.attrs.clone()), q));
+                                    let attrs = self.with_weight_axis(n.attrs.clone(), dw);
+                                    fused = Some((mk("QLinearConv", "", ins, q, attrs), q));
                                 }
                             }
                         }
@@ -612,7 +638,8 @@ impl<'a> Fuser<'a> {
                                     dq_in(q, 1),
                                     dq_in(q, 2),
                                 ];
-                                fused = Some((mk("QLinearMatMul", "", ins, q, BTreeMap::new()), q));
+                                let attrs = self.with_weight_axis(BTreeMap::new(), db);
+                                fused = Some((mk("QLinearMatMul", "", ins, q, attrs), q));
                             }
                         }
                     }
@@ -631,7 +658,8 @@ impl<'a> Fuser<'a> {
                                     dq_in(q, 1),
                                     dq_in(q, 2),
                                 ];
-                                fused = Some((mk("QGemm", MS_DOMAIN, ins, q, n.attrs.clone()), q));
+                                let attrs = self.with_weight_axis(n.attrs.clone(), db);
+                                fused = Some((mk("QGemm", MS_DOMAIN, ins, q, attrs), q));
                             }
                         }
                     }

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::fuse::{fuse, WNode, PASS_THROUGH};
+use super::fuse::{fuse, WNode, PASS_THROUGH, WEIGHT_AXIS};
 use super::graph::{Attr, Dim, OnnxGraph, MS_DOMAIN};
 use super::qop::{AccOut, ConvGeom, PoolGeom, QAxis, QOp, QType, QWeights, ShapeOp, TableKind, Q};
 use super::reference;
@@ -970,6 +970,18 @@ impl<'a> Lowerer<'a> {
                     format!("ORT runs this {op} in float; not supported ({})", self.float_reason(i)),
                 ))
             }
+            ("", op @ ("Resize" | "Split" | "Expand" | "Tile" | "GatherElements" | "Pad"))
+                if !self.tail[i] =>
+            {
+                return Err(unsupported(
+                    at,
+                    format!(
+                        "{op} in a quantized graph is not supported (ORT runs it on the \
+                         quantized values or in float depending on its qparams; no vectors \
+                         cover it)"
+                    ),
+                ))
+            }
             ("", op) if FLOAT_TAIL.contains(&op) || KNOWN_FLOAT.contains(&op) => {
                 if !self.tail[i] {
                     return Err(unsupported(
@@ -1217,6 +1229,7 @@ impl<'a> Lowerer<'a> {
             self.q_of(xs, xz, xt, at, "x")?
         };
         let w = self.weights(w, ws, wz, 0, at)?;
+        check_weight_axis(n, &w, 0, at)?;
         if w.shape.len() != 4 {
             return Err(unsupported(
                 at,
@@ -1340,6 +1353,7 @@ impl<'a> Lowerer<'a> {
             self.q_of(asn, az, at_, at, "A")?
         };
         let w = self.weights(b, bs, bz, 1, at)?;
+        check_weight_axis(n, &w, 1, at)?;
         if w.shape.len() != 2 {
             return Err(unsupported(
                 at,
@@ -1413,6 +1427,7 @@ impl<'a> Lowerer<'a> {
             if trans_b { 0 } else { 1 },
             at,
         )?;
+        check_weight_axis(n, &w, if trans_b { 0 } else { 1 }, at)?;
         if w.shape.len() != 2 {
             return Err(bad(at, format!("B of shape {:?}: 2-D expected", w.shape)));
         }
@@ -2070,6 +2085,27 @@ fn kind_name(k: &ValueKind) -> &'static str {
         ValueKind::Int32 => "int32",
         ValueKind::Int64 => "int64",
     }
+}
+
+/// A fused QDQ Conv/MatMul/Gemm with per-channel weight scales: the weight
+/// DequantizeLinear's axis must be the output-channel axis `want` of the file's
+/// weight layout.
+fn check_weight_axis(n: &WNode, w: &QWeights, want: usize, at: &str) -> Result<()> {
+    if let Some(Attr::Int(a)) = n.attrs.get(WEIGHT_AXIS) {
+        let r = w.shape.len() as i64;
+        let a2 = if *a < 0 { a + r } else { *a };
+        if a2 != want as i64 {
+            return Err(unsupported(
+                at,
+                format!(
+                    "per-channel weight scales along axis {a} of the weight {:?}; the output \
+                     channels are axis {want}",
+                    w.shape
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_scale(s: f32, at: &str, what: &str) -> Result<()> {
