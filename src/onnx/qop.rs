@@ -232,6 +232,8 @@ pub enum QOp {
         x: QAxis,
     },
     /// QLinearConv / ConvInteger / a fused QDQ Conv (NCHW, 2-D). Input 0: x.
+    /// (ConvInteger and MatMulInteger: `out` is `Int32`, the scales in `x`/`w`
+    /// are 1.0 and unused.)
     Conv {
         /// input qparams
         x: Q,
