@@ -119,6 +119,24 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// An ONNX model is malformed or inconsistent; `at` names the node, tensor or field.
+    #[error("bad ONNX model, {at}: {detail}")]
+    Onnx {
+        /// Where: the node (`node 'conv' (QLinearConv)`), tensor or field.
+        at: String,
+        /// What is wrong there.
+        detail: String,
+    },
+
+    /// An ONNX model uses something qfuse does not run; `at` names the node, tensor or field.
+    #[error("unsupported ONNX model, {at}: {detail}")]
+    OnnxUnsupported {
+        /// Where: the node, tensor or field.
+        at: String,
+        /// What is not supported, and what to do instead where there is a way.
+        detail: String,
+    },
+
     /// An I/O error, with the path it happened on.
     #[error("{path}: {source}")]
     Io {

@@ -41,6 +41,7 @@ pub mod layout;
 pub mod memory_format;
 pub mod model;
 pub mod npy;
+pub mod onnx;
 pub mod ops;
 pub mod plan;
 pub mod quant;

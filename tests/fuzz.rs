@@ -608,24 +608,42 @@ fn corpus_cases() -> Vec<(&'static str, Vec<(&'static str, Json)>)> {
     ]
 }
 
-/// Writes the hand-made cases to `tests/data/fuzz/` (run once, by hand:
-/// `cargo test --release --test fuzz write_corpus -- --ignored`).
+/// The hand-made cases in `tests/data/fuzz/` are exactly what
+/// [`corpus_cases`] makes from the all-ops seed model (so the committed files
+/// and their description here cannot drift apart). To rewrite them after
+/// changing a case: `QFUSE_BLESS=1 cargo test --release --test fuzz
+/// hand_made_corpus_matches`.
 #[test]
-#[ignore]
-fn write_corpus() {
+fn hand_made_corpus_matches_its_description() {
     let (_, seed) = seeds().into_iter().find(|(n, _)| n == "all_ops").unwrap();
     let (mut outer, data) = split(&seed).unwrap();
     let g0: Json = serde_json::from_str(outer["__metadata__"]["qfuse"].as_str().unwrap()).unwrap();
     let dir = data_dir().join("fuzz");
-    std::fs::create_dir_all(&dir).unwrap();
+    let bless = std::env::var_os("QFUSE_BLESS").is_some();
+    let mut n = 0;
     for (name, edits) in corpus_cases() {
         let mut g = g0.clone();
         for (p, v) in edits {
             *g.pointer_mut(p).unwrap_or_else(|| panic!("{name}: no {p}")) = v;
         }
         outer["__metadata__"]["qfuse"] = Json::String(g.to_string());
-        std::fs::write(dir.join(format!("{name}.safetensors")), join(&outer, data)).unwrap();
+        let bytes = join(&outer, data);
+        let path = dir.join(format!("{name}.safetensors"));
+        if bless {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+        } else {
+            let committed = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("{}: {e} (QFUSE_BLESS=1 writes it)", path.display()));
+            assert!(
+                committed == bytes,
+                "{}: differs from corpus_cases()'s {name:?} (QFUSE_BLESS=1 rewrites it)",
+                path.display()
+            );
+        }
+        n += 1;
     }
+    assert!(n >= 20, "only {n} hand-made cases");
 }
 
 /// The bounds hold for layers built in Rust too: sizes that used to wrap
