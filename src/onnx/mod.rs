@@ -13,7 +13,7 @@
 //!   returns a [`Lowered`] program: [`QOp`] descriptors in topological order with
 //!   the quantization parameters of every tensor. It does not depend on qfuse's
 //!   [`crate::Model`] types.
-//! - [`reference`]: a plain-loop evaluation of the lowered ops with ONNX
+//! - [`mod@reference`]: a plain-loop evaluation of the lowered ops with ONNX
 //!   Runtime's rules (the test oracle: bit-exact with ORT on every supported
 //!   committed case).
 //!
