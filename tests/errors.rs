@@ -382,3 +382,34 @@ fn graph_and_input_errors_are_typed_and_name_what_is_wrong() {
         other => panic!("expected DType, got {other:?}"),
     }
 }
+
+#[test]
+fn loading_a_bundled_name_or_an_onnx_file_says_what_it_is() {
+    // A bundled model's name is not a path: the error says how to load it.
+    for name in ["digits", "bundled:digits"] {
+        let e = qfuse::Model::load(name).unwrap_err();
+        let t = e.to_string();
+        assert!(matches!(e, Error::Io { .. }), "{e:?}");
+        assert!(
+            t.contains("names a bundled model")
+                && t.contains("qfuse::bundled::by_name(\"digits\")"),
+            "{t}"
+        );
+    }
+    // Any other missing file is a plain I/O error.
+    let t = qfuse::Model::load("no-such-model.safetensors")
+        .unwrap_err()
+        .to_string();
+    assert!(!t.contains("bundled"), "{t}");
+    // An ONNX file is recognised as one, not reported as a corrupt safetensors file.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/onnx/ops/qlinearconv_u8_big_acc_w7");
+    let onnx = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "onnx"))
+        .expect("an .onnx file");
+    let e = qfuse::Model::load(&onnx).unwrap_err();
+    assert!(matches!(e.root_cause(), Error::Unsupported(_)), "{e:?}");
+    assert!(e.to_string().contains("this is an ONNX model"), "{e}");
+}

@@ -28,13 +28,40 @@ impl Model {
     /// Reads a model file.
     pub fn load(path: impl AsRef<std::path::Path>) -> Result<Model> {
         let p = path.as_ref();
-        let bytes = std::fs::read(p).map_err(|source| Error::Io {
-            path: p.display().to_string(),
-            source,
+        let bytes = std::fs::read(p).map_err(|source| {
+            // A bundled model's name is not a path: say where it is instead.
+            let name = p.to_str().unwrap_or("");
+            let name = name.strip_prefix(crate::bundled::PREFIX).unwrap_or(name);
+            let source = if source.kind() == std::io::ErrorKind::NotFound
+                && crate::bundled::NAMES.contains(&name)
+            {
+                std::io::Error::new(
+                    source.kind(),
+                    format!(
+                        "{source}; {name:?} names a bundled model, which is not a file: \
+                         qfuse::bundled::by_name({name:?}) loads it (`bundled:{name}` on \
+                         the command line)"
+                    ),
+                )
+            } else {
+                source
+            };
+            Error::Io {
+                path: p.display().to_string(),
+                source,
+            }
         })?;
         Self::from_bytes(&bytes).map_err(|e| Error::File {
             path: p.display().to_string(),
-            source: Box::new(e),
+            source: Box::new(if crate::onnx::OnnxGraph::sniff(&bytes) {
+                Error::Unsupported(
+                    "this is an ONNX model: qfuse::onnx::OnnxGraph parses and lowers it, \
+                     but running ONNX models (Model::load, qfuse run) is not supported yet"
+                        .into(),
+                )
+            } else {
+                e
+            }),
         })
     }
 
