@@ -1210,10 +1210,21 @@ impl<'a> Lowerer<'a> {
         Ok(())
     }
 
-    fn conv(&mut self, n: &WNode, integer: bool) -> Result<()> {
+    /// The quantized input, its qparams and the constant int8 weights of a
+    /// `ConvInteger`/`MatMulInteger` (`integer`: inputs x, w, x_zp, w_zp; the
+    /// input's scale is 1) or a `QLinearConv`/`QLinearMatMul` (x, x_scale,
+    /// x_zp, w, w_scale, w_zp), the weights' channel axis checked to be
+    /// `axis`. `name` names the input in errors ("x", "A").
+    fn operands(
+        &mut self,
+        n: &WNode,
+        integer: bool,
+        axis: usize,
+        name: &str,
+    ) -> Result<(ValueId, Q, QWeights)> {
         let at = n.origin.as_str();
-        let x = self.value(n.input(0), at, "input x")?;
-        let xt = self.quant(x, at, "input x")?;
+        let x = self.value(n.input(0), at, &format!("input {name}"))?;
+        let xt = self.quant(x, at, &format!("input {name}"))?;
         let (xs, xz, w, ws, wz) = if integer {
             (None, n.input(2), n.input(1), None, n.input(3))
         } else {
@@ -1222,14 +1233,20 @@ impl<'a> Lowerer<'a> {
         let xq = if integer {
             Q {
                 scale: 1.0,
-                zero_point: self.zp_scalar(xz, elem_of(xt), at, "x zero point")?,
+                zero_point: self.zp_scalar(xz, elem_of(xt), at, &format!("{name} zero point"))?,
                 dtype: xt,
             }
         } else {
-            self.q_of(xs, xz, xt, at, "x")?
+            self.q_of(xs, xz, xt, at, name)?
         };
-        let w = self.weights(w, ws, wz, 0, at)?;
-        check_weight_axis(n, &w, 0, at)?;
+        let w = self.weights(w, ws, wz, axis, at)?;
+        check_weight_axis(n, &w, axis, at)?;
+        Ok((x, xq, w))
+    }
+
+    fn conv(&mut self, n: &WNode, integer: bool) -> Result<()> {
+        let at = n.origin.as_str();
+        let (x, xq, w) = self.operands(n, integer, 0, "x")?;
         if w.shape.len() != 4 {
             return Err(unsupported(
                 at,
@@ -1297,7 +1314,7 @@ impl<'a> Lowerer<'a> {
         let (out, kind, kern) = if integer {
             (AccOut::Int32, ValueKind::Int32, "ConvInteger")
         } else {
-            let yt = self.out_type(n.input(7), xt, at)?;
+            let yt = self.out_type(n.input(7), xq.dtype, at)?;
             let y = self.q_of(n.input(6), n.input(7), yt, at, "y")?;
             let multipliers = w.scales.iter().map(|&s| (xq.scale * s) / y.scale).collect();
             (
@@ -1336,24 +1353,7 @@ impl<'a> Lowerer<'a> {
 
     fn matmul(&mut self, n: &WNode, integer: bool) -> Result<()> {
         let at = n.origin.as_str();
-        let a = self.value(n.input(0), at, "input A")?;
-        let at_ = self.quant(a, at, "input A")?;
-        let (asn, az, b, bs, bz) = if integer {
-            (None, n.input(2), n.input(1), None, n.input(3))
-        } else {
-            (n.input(1), n.input(2), n.input(3), n.input(4), n.input(5))
-        };
-        let aq = if integer {
-            Q {
-                scale: 1.0,
-                zero_point: self.zp_scalar(az, elem_of(at_), at, "A zero point")?,
-                dtype: at_,
-            }
-        } else {
-            self.q_of(asn, az, at_, at, "A")?
-        };
-        let w = self.weights(b, bs, bz, 1, at)?;
-        check_weight_axis(n, &w, 1, at)?;
+        let (a, aq, w) = self.operands(n, integer, 1, "A")?;
         if w.shape.len() != 2 {
             return Err(unsupported(
                 at,
@@ -1386,7 +1386,7 @@ impl<'a> Lowerer<'a> {
         let (out, kind, kern) = if integer {
             (AccOut::Int32, ValueKind::Int32, "MatMulInteger")
         } else {
-            let yt = self.out_type(n.input(7), at_, at)?;
+            let yt = self.out_type(n.input(7), aq.dtype, at)?;
             let y = self.q_of(n.input(6), n.input(7), yt, at, "y")?;
             let multipliers = w.scales.iter().map(|&s| (aq.scale * s) / y.scale).collect();
             (
