@@ -2240,6 +2240,7 @@ fn resolve_pads(
     }
 }
 
+/// ONNX convolution output size: a pooling window without `ceil_mode`.
 fn conv_out(
     len: usize,
     k: usize,
@@ -2249,15 +2250,7 @@ fn conv_out(
     d: usize,
     at: &str,
 ) -> Result<usize> {
-    let eff = d * (k - 1) + 1;
-    let padded = len + pb + pe;
-    if padded < eff {
-        return Err(bad(
-            at,
-            format!("kernel {k} (dilation {d}) is larger than the padded input {padded}"),
-        ));
-    }
-    Ok((padded - eff) / s + 1)
+    pool_out(len, k, s, pb, pe, d, false, at)
 }
 
 /// ONNX pooling output size; with `ceil_mode`, ORT drops a last window that
