@@ -62,16 +62,17 @@ impl TensorInfo {
 pub enum DType {
     /// IEEE float32 (a model input, or a dequantized output).
     F32,
-    /// Unsigned 8-bit affine quantized, with its scale and zero point.
+    /// 8-bit affine quantized, with its scale and zero point: quint8, or
+    /// qint8 held as uint8 images when `QParams::signed` (see [`QParams`]).
     QUInt8(QParams),
 }
 
 impl DType {
-    /// `"float32"` or `"quint8"`.
+    /// `"float32"`, `"quint8"` or `"qint8"`.
     pub fn name(&self) -> &'static str {
         match self {
             DType::F32 => "float32",
-            DType::QUInt8(_) => "quint8",
+            DType::QUInt8(q) => q.dtype_name(),
         }
     }
 }
@@ -130,7 +131,10 @@ pub enum Value {
         /// Full shape, batch dimension first (`[N, C, H, W]`, `[N, F]`).
         shape: Vec<usize>,
     },
-    /// A quint8 tensor: `real = (data[i] - q.zero_point) * q.scale`.
+    /// A quantized tensor: `real = (data[i] - q.zero_point) * q.scale`. For
+    /// a qint8 tensor (`q.signed`) `data` holds the uint8 images `v + 128` of
+    /// the int8 values `v` (and `q.zero_point` is the image's);
+    /// [`Value::q_i8`] gives the int8 values.
     Q {
         /// The quantized elements, row-major (NCHW for images);
         /// `data.len()` is the product of `shape`.
@@ -149,11 +153,32 @@ impl Value {
             Value::F32 { shape, .. } | Value::Q { shape, .. } => shape,
         }
     }
-    /// `"float32"` or `"quint8"`.
+    /// `"float32"`, `"quint8"` or `"qint8"`.
     pub fn dtype_name(&self) -> &'static str {
         match self {
             Value::F32 { .. } => "float32",
-            Value::Q { .. } => "quint8",
+            Value::Q { q, .. } => q.dtype_name(),
+        }
+    }
+    /// The int8 values of a qint8 tensor (its bytes minus 128) with its int8
+    /// zero point; `None` for float32 and quint8 tensors.
+    pub fn q_i8(&self) -> Option<(Vec<i8>, i32)> {
+        match self {
+            Value::Q { data, q, .. } if q.signed => Some((
+                data.iter().map(|&b| (b ^ 0x80) as i8).collect(),
+                q.true_zero_point(),
+            )),
+            _ => None,
+        }
+    }
+    /// A qint8 tensor from int8 values and their int8 qparams (`q` from
+    /// [`QParams::new_i8`]).
+    pub fn from_i8(data: &[i8], shape: Vec<usize>, q: QParams) -> Value {
+        debug_assert!(q.signed);
+        Value::Q {
+            data: data.iter().map(|&v| (v as u8) ^ 0x80).collect(),
+            shape,
+            q,
         }
     }
     /// The float data (dequantized if quantized).

@@ -11,37 +11,106 @@ use crate::error::{Error, Result};
 /// `torch.finfo(torch.float32).eps`, the floor PyTorch's observers put under a scale.
 pub const F32_EPS: f32 = f32::EPSILON;
 
-/// Scale and zero point of an 8-bit affine quantized activation (quint8):
+/// Scale and zero point of an 8-bit affine quantized activation:
 /// `real = (q - zero_point) * scale`.
+///
+/// A tensor is quint8 (`signed == false`) or qint8 (`signed == true`). qfuse
+/// holds both as bytes in `0..=255`: a qint8 value `v` (in `-128..=127`, zero
+/// point `z`) is held as its **uint8 image** `v + 128`, with zero point
+/// `z + 128`. `zero_point` is always the image's (`0..=255`); every rule that
+/// depends only on `q - zero_point` and saturates to the type's range is the
+/// same on the image, and the ops whose rule is not (a zero point added before
+/// rounding, as in some of ONNX Runtime's kernels) read
+/// [`QParams::true_zero_point`]. Values cross the API as
+/// images too ([`crate::Value::Q`]); [`crate::Value::q_i8`] gives the int8
+/// values back.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct QParams {
     /// Float units per quantized step; finite and > 0 in a valid value
     /// ([`QParams::new`] checks it, the fields alone do not).
     pub scale: f32,
-    /// The quantized value that represents 0.0, in `0..=255`.
+    /// The byte that represents 0.0, in `0..=255` (for qint8, the int8 zero
+    /// point + 128).
     pub zero_point: i32,
+    /// qint8 (held as uint8 images, see above) instead of quint8.
+    pub signed: bool,
 }
 
 impl QParams {
-    /// Checked constructor: the scale must be finite and positive, the zero
-    /// point in `0..=255`.
+    /// Checked constructor of quint8 qparams: the scale must be finite and
+    /// positive, the zero point in `0..=255`.
     pub fn new(scale: f32, zero_point: i32) -> Result<Self> {
-        let q = QParams { scale, zero_point };
+        let q = QParams {
+            scale,
+            zero_point,
+            signed: false,
+        };
         q.validate("activation")?;
         Ok(q)
+    }
+
+    /// Checked constructor of qint8 qparams from the int8 zero point (in
+    /// `-128..=127`); held as the uint8 image (`zero_point + 128`).
+    pub fn new_i8(scale: f32, zero_point: i32) -> Result<Self> {
+        if !(-128..=127).contains(&zero_point) {
+            return Err(Error::qparams(
+                "activation",
+                format!("zero point {zero_point} is outside qint8's range -128..=127"),
+            ));
+        }
+        let q = QParams {
+            scale,
+            zero_point: zero_point + 128,
+            signed: true,
+        };
+        q.validate("activation")?;
+        Ok(q)
+    }
+
+    /// The zero point in the tensor's own type: `zero_point - 128` for qint8.
+    pub fn true_zero_point(&self) -> i32 {
+        if self.signed {
+            self.zero_point - 128
+        } else {
+            self.zero_point
+        }
+    }
+
+    /// The type's offset: a stored byte `b` is the value `b - offset()`
+    /// (128 for qint8, 0 for quint8).
+    pub fn offset(&self) -> i32 {
+        if self.signed {
+            128
+        } else {
+            0
+        }
+    }
+
+    /// `"qint8"` or `"quint8"`.
+    pub fn dtype_name(&self) -> &'static str {
+        if self.signed {
+            "qint8"
+        } else {
+            "quint8"
+        }
     }
 
     /// Checks the qparams of a quint8 tensor, naming `what` in the error.
     pub fn validate(&self, what: &str) -> Result<()> {
         check_scale(what, self.scale)?;
         if !(0..=255).contains(&self.zero_point) {
-            return Err(Error::qparams(
-                what,
+            let msg = if self.signed {
+                format!(
+                    "zero point {} is outside qint8's range -128..=127",
+                    self.zero_point - 128
+                )
+            } else {
                 format!(
                     "zero point {} is outside quint8's range 0..=255",
                     self.zero_point
-                ),
-            ));
+                )
+            };
+            return Err(Error::qparams(what, msg));
         }
         // 1/scale must be finite too: quantize multiplies by it.
         if !(1.0 / self.scale).is_finite() {
@@ -341,6 +410,11 @@ pub enum Requant {
     Fbgemm,
     /// qnnpack (ARM, mobile): i32 bias, then one float multiplier.
     Qnnpack,
+    /// ONNX Runtime's CPU execution provider (x86-64), for models loaded from
+    /// ONNX files (`tests/data/onnx/README.md`): the conv/matmul epilogue is
+    /// qnnpack's form with the int32 bias read from the file; quantize divides
+    /// by the scale; the other ops have their own ops and rules.
+    OnnxRuntime,
 }
 
 impl Requant {
@@ -350,6 +424,7 @@ impl Requant {
         match self {
             Requant::Fbgemm => "fbgemm",
             Requant::Qnnpack => "qnnpack",
+            Requant::OnnxRuntime => "onnxruntime",
         }
     }
     /// The inverse of [`Requant::name`]; any other string is
@@ -358,8 +433,9 @@ impl Requant {
         match s {
             "fbgemm" => Ok(Requant::Fbgemm),
             "qnnpack" => Ok(Requant::Qnnpack),
+            "onnxruntime" => Ok(Requant::OnnxRuntime),
             _ => Err(Error::Unsupported(format!(
-                "quantized engine {s:?} (known: fbgemm, qnnpack)"
+                "quantized engine {s:?} (known: fbgemm, qnnpack, onnxruntime)"
             ))),
         }
     }
@@ -381,6 +457,9 @@ pub enum Engine {
     Qnnpack,
     /// `x86`: computed with fbgemm's arithmetic ([`Requant::Fbgemm`]).
     X86,
+    /// Not a PyTorch engine: a model loaded from an ONNX file, computed with
+    /// ONNX Runtime's arithmetic ([`Requant::OnnxRuntime`]).
+    OnnxRuntime,
 }
 
 impl Engine {
@@ -390,6 +469,7 @@ impl Engine {
             Engine::Fbgemm => "fbgemm",
             Engine::Qnnpack => "qnnpack",
             Engine::X86 => "x86",
+            Engine::OnnxRuntime => "onnxruntime",
         }
     }
     /// The engine named `s`; `onednn` and unknown names are an
@@ -399,6 +479,7 @@ impl Engine {
             "fbgemm" => Ok(Engine::Fbgemm),
             "qnnpack" => Ok(Engine::Qnnpack),
             "x86" => Ok(Engine::X86),
+            "onnxruntime" => Ok(Engine::OnnxRuntime),
             "onednn" => Err(Error::Unsupported(
                 "quantized engine \"onednn\": its conv/linear requantization rounds differently \
                  from fbgemm's and qnnpack's (known: fbgemm, qnnpack, x86)"
@@ -414,6 +495,7 @@ impl Engine {
         match self {
             Engine::Qnnpack => Requant::Qnnpack,
             Engine::Fbgemm | Engine::X86 => Requant::Fbgemm,
+            Engine::OnnxRuntime => Requant::OnnxRuntime,
         }
     }
 }
@@ -423,6 +505,7 @@ impl From<Requant> for Engine {
         match r {
             Requant::Fbgemm => Engine::Fbgemm,
             Requant::Qnnpack => Engine::Qnnpack,
+            Requant::OnnxRuntime => Engine::OnnxRuntime,
         }
     }
 }
@@ -558,6 +641,17 @@ impl Epilogue {
                     }
                     (r as i32, 0.0)
                 }
+                Requant::OnnxRuntime => {
+                    // ORT's WeightBiasQuantization of a float bias:
+                    // rint(bias / (x_scale * w_scale)), a true division.
+                    if bq.round_ties_even().abs() >= 2_147_483_520.0 {
+                        return Err(Error::qparams(
+                            "bias",
+                            format!("output channel {o}: bias/scale {bq} overflows i32"),
+                        ));
+                    }
+                    (bq.round_ties_even() as i32, 0.0)
+                }
             };
             channels.push(ChannelEpilogue {
                 bias_i32,
@@ -571,6 +665,61 @@ impl Epilogue {
             zero_point: output.zero_point,
             lo,
             hi: 255,
+        })
+    }
+
+    /// An epilogue from an int32 bias already in accumulator units (as ONNX
+    /// files hold it): per output channel `mult = (input.scale * w_scale) /
+    /// output.scale` (ONNX Runtime's order), `bias_i32` as given, no float
+    /// bias; the output clamped to the bytes `[lo, hi]` (for qint8 outputs, the
+    /// images of the int8 bounds).
+    pub fn from_int_bias(
+        input: QParams,
+        weight_scales: &[f32],
+        bias: &[i32],
+        output: QParams,
+        lo: i32,
+        hi: i32,
+    ) -> Result<Self> {
+        input.validate("input")?;
+        output.validate("output")?;
+        if bias.len() != weight_scales.len() {
+            return Err(Error::shape(
+                "bias",
+                format!(
+                    "{} values for {} output channels",
+                    bias.len(),
+                    weight_scales.len()
+                ),
+            ));
+        }
+        if !(0 <= lo && lo <= hi && hi <= 255) {
+            return Err(Error::qparams(
+                "clamp",
+                format!("[{lo}, {hi}] is not a byte range"),
+            ));
+        }
+        let mut channels = Vec::with_capacity(bias.len());
+        for (o, (&sw, &b)) in weight_scales.iter().zip(bias).enumerate() {
+            check_scale(&format!("weight scale of output channel {o}"), sw)?;
+            let mult = (input.scale * sw) / output.scale;
+            if !mult.is_finite() || mult == 0.0 {
+                return Err(Error::qparams(
+                    format!("output channel {o}"),
+                    format!("input scale {} x weight scale {sw} / output scale {} is not a usable f32 multiplier", input.scale, output.scale),
+                ));
+            }
+            channels.push(ChannelEpilogue {
+                bias_i32: b,
+                bias_f32: 0.0,
+                mult,
+            });
+        }
+        Ok(Epilogue {
+            channels,
+            zero_point: output.zero_point,
+            lo,
+            hi,
         })
     }
 

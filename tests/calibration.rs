@@ -121,6 +121,7 @@ fn compare(observer: &str, engine: &str) -> Vec<(String, QParams, QParams)> {
             let theirs = QParams {
                 scale: t[0].as_f64().unwrap() as f32,
                 zero_point: t[1].as_i64().unwrap() as i32,
+                signed: false,
             };
             (
                 name.to_string(),

@@ -138,6 +138,7 @@ fn bad_qparams() {
     let bad = QParams {
         scale: 0.1,
         zero_point: 300,
+        signed: false,
     };
     let t = err_text(QLayer::new(
         LayerKind::Conv2d,
