@@ -355,6 +355,10 @@ pub struct QLayer {
     pub(crate) activation: Activation,
     pub(crate) requant: Requant,
     pub(crate) epilogue: Epilogue,
+    /// The int32 bias in accumulator units, where the layer was given one
+    /// (ONNX files: [`QLayer::with_int_bias`]); `bias` then holds it
+    /// dequantized (`bias_i32 * input.scale * weight_scale`), for display only.
+    pub(crate) bias_i32: Option<Vec<i32>>,
 }
 
 impl QLayer {
@@ -435,7 +439,60 @@ impl QLayer {
             activation,
             requant,
             epilogue,
+            bias_i32: None,
         })
+    }
+
+    /// A layer with an int32 bias already in accumulator units, as ONNX files
+    /// hold it, computed with ONNX Runtime's epilogue
+    /// ([`Epilogue::from_int_bias`]: `sat(rint(f32(acc + bias) * m) + zp)`,
+    /// `m = (input.scale * weight_scale) / output.scale`); the output may be
+    /// qint8. The clamp is the output type's full range.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_int_bias(
+        kind: LayerKind,
+        geometry: Conv2dGeometry,
+        weight: Vec<i8>,
+        weight_scale: Vec<f32>,
+        bias_i32: Vec<i32>,
+        input: QParams,
+        output: QParams,
+    ) -> Result<Self> {
+        geometry.validate()?;
+        if kind == LayerKind::Linear && (geometry.kernel != [1, 1] || geometry.groups != 1) {
+            return Err(Error::config(
+                "linear",
+                "a linear layer has a 1x1 kernel and one group",
+            ));
+        }
+        check_len("weight", weight.len(), geometry.weight_len())?;
+        check_len("weight scales", weight_scale.len(), geometry.out_channels)?;
+        check_len("bias", bias_i32.len(), geometry.out_channels)?;
+        let epilogue = Epilogue::from_int_bias(input, &weight_scale, &bias_i32, output, 0, 255)?;
+        let bias = bias_i32
+            .iter()
+            .zip(&weight_scale)
+            .map(|(&b, &s)| b as f32 * (input.scale * s))
+            .collect();
+        Ok(QLayer {
+            kind,
+            geometry,
+            weight,
+            weight_scale,
+            bias,
+            input,
+            output,
+            activation: Activation::None,
+            requant: Requant::OnnxRuntime,
+            epilogue,
+            bias_i32: Some(bias_i32),
+        })
+    }
+
+    /// The int32 bias the layer was built with ([`QLayer::with_int_bias`]),
+    /// if any.
+    pub fn bias_i32(&self) -> Option<&[i32]> {
+        self.bias_i32.as_deref()
     }
 
     /// Like [`QLayer::new`], also checking PyTorch's weight zero points: qfuse

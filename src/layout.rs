@@ -54,14 +54,16 @@ pub fn nchw4(shape: &[usize]) -> Vec<usize> {
     }
 }
 
-/// `(n, c, h, w)` of a logical NCHW (or `[N, K]`) shape.
+/// `(n, c, h, w)` of a logical NCHW (or `[N, K]`, or `[N, C, H]` as
+/// `[N, C, H, 1]`) shape.
 pub fn nchw(shape: &[usize]) -> Result<(usize, usize, usize, usize)> {
     match *shape {
         [n, k] => Ok((n, k, 1, 1)),
+        [n, c, h] => Ok((n, c, h, 1)),
         [n, c, h, w] => Ok((n, c, h, w)),
         _ => Err(Error::shape(
             "tensor",
-            format!("shape {shape:?}: expected [N, C, H, W] or [N, K]"),
+            format!("shape {shape:?}: expected [N, C, H, W], [N, C, H] or [N, K]"),
         )),
     }
 }

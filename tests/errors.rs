@@ -402,7 +402,8 @@ fn loading_a_bundled_name_or_an_onnx_file_says_what_it_is() {
         .unwrap_err()
         .to_string();
     assert!(!t.contains("bundled"), "{t}");
-    // An ONNX file is recognised as one, not reported as a corrupt safetensors file.
+    // An ONNX file is recognised as one (by content too), not reported as a
+    // corrupt safetensors file, and loads.
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/onnx/ops/qlinearconv_u8_big_acc_w7");
     let onnx = std::fs::read_dir(&dir)
@@ -410,7 +411,22 @@ fn loading_a_bundled_name_or_an_onnx_file_says_what_it_is() {
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|x| x == "onnx"))
         .expect("an .onnx file");
-    let e = qfuse::Model::load(&onnx).unwrap_err();
-    assert!(matches!(e.root_cause(), Error::Unsupported(_)), "{e:?}");
-    assert!(e.to_string().contains("this is an ONNX model"), "{e}");
+    let m = qfuse::Model::load(&onnx).unwrap();
+    assert_eq!(m.engine(), qfuse::Requant::OnnxRuntime);
+    let tmp = std::env::temp_dir().join(format!("qfuse-onnx-sniff-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let bytes = std::fs::read(&onnx).unwrap();
+    let renamed = tmp.join("model.bin");
+    std::fs::write(&renamed, &bytes).unwrap();
+    assert_eq!(
+        qfuse::Model::load(&renamed).unwrap().engine(),
+        qfuse::Requant::OnnxRuntime
+    );
+    // A truncated .onnx file: an ONNX error naming the problem, in the file.
+    let cut = tmp.join("cut.onnx");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let e = qfuse::Model::load(&cut).unwrap_err();
+    assert!(matches!(e.root_cause(), Error::Onnx { .. }), "{e:?}");
+    assert!(e.to_string().contains("cut.onnx"), "{e}");
+    std::fs::remove_dir_all(&tmp).ok();
 }

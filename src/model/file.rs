@@ -25,7 +25,10 @@ pub const MIN_FORMAT_VERSION: u64 = 1;
 const NODE_KEYS: &[&str] = &["name", "op", "inputs"];
 
 impl Model {
-    /// Reads a model file.
+    /// Reads a model file: qfuse's own format, or an int8 ONNX model (by the
+    /// `.onnx` extension or by its content; external data files are read from
+    /// the model's folder), converted by [`crate::onnx::to_model`] to run with
+    /// ONNX Runtime's arithmetic.
     pub fn load(path: impl AsRef<std::path::Path>) -> Result<Model> {
         let p = path.as_ref();
         let bytes = std::fs::read(p).map_err(|source| {
@@ -51,18 +54,27 @@ impl Model {
                 source,
             }
         })?;
-        Self::from_bytes(&bytes).map_err(|e| Error::File {
+        let in_file = |e: Error| Error::File {
             path: p.display().to_string(),
-            source: Box::new(if crate::onnx::OnnxGraph::sniff(&bytes) {
-                Error::Unsupported(
-                    "this is an ONNX model: qfuse::onnx::OnnxGraph parses and lowers it, \
-                     but running ONNX models (Model::load, qfuse run) is not supported yet"
-                        .into(),
-                )
-            } else {
-                e
-            }),
-        })
+            source: Box::new(e),
+        };
+        let onnx = |bytes: &[u8]| {
+            let dir = p.parent().unwrap_or(std::path::Path::new("."));
+            crate::onnx::OnnxGraph::from_bytes_with_dir(bytes, dir)
+                .and_then(|g| crate::onnx::to_model(&g))
+                .map_err(in_file)
+        };
+        // An ONNX file by its extension, or by its content.
+        if p.extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+        {
+            return onnx(&bytes);
+        }
+        match Self::from_bytes(&bytes) {
+            Ok(m) => Ok(m),
+            Err(_) if crate::onnx::OnnxGraph::sniff(&bytes) => onnx(&bytes),
+            Err(e) => Err(in_file(e)),
+        }
     }
 
     /// Parses and validates a model file's bytes: the nodes are sorted,
@@ -195,7 +207,7 @@ impl Model {
             "engine": self.pytorch_engine.name(),
             "inputs": self.inputs.iter().map(|(n, i)| match i.dtype {
                 DType::F32 => json!({"name": n, "shape": i.shape}),
-                DType::QUInt8(q) => json!({"name": n, "shape": i.shape, "dtype": "quint8", "scale": q.scale as f64, "zero_point": q.zero_point}),
+                DType::QUInt8(q) => json!({"name": n, "shape": i.shape, "dtype": q.dtype_name(), "scale": q.scale as f64, "zero_point": q.true_zero_point()}),
             }).collect::<Vec<_>>(),
             "outputs": self.outputs,
             "nodes": nodes,
@@ -251,7 +263,7 @@ fn parse_inputs(v: &Json) -> Result<Vec<(String, TensorInfo)>> {
             })?;
         let dtype = match i.get("dtype").and_then(Json::as_str) {
             None | Some("float32") => DType::F32,
-            Some("quint8") => {
+            Some("quint8" | "qint8") => {
                 let map = i.as_object().expect("an object: it has a name");
                 DType::QUInt8(
                     Attrs { map }
@@ -261,7 +273,7 @@ fn parse_inputs(v: &Json) -> Result<Vec<(String, TensorInfo)>> {
             }
             Some(d) => {
                 return Err(Error::Model(format!(
-                    "model input {name:?}: dtype {d:?} (known: float32, quint8)"
+                    "model input {name:?}: dtype {d:?} (known: float32, quint8, qint8)"
                 )))
             }
         };
@@ -301,7 +313,8 @@ fn parse_node(
         let k = k.as_str();
         let known = NODE_KEYS.contains(&k)
             || f.attributes.contains(&k)
-            || (echo && (k == "scale" || k == "zero_point"));
+            || (echo && (k == "scale" || k == "zero_point"))
+            || (k == "dtype" && (echo || f.attributes.contains(&"scale")));
         if !known {
             return Err(in_node(Error::Model(format!(
                 "unknown attribute {k:?} ({op_name} takes {})",

@@ -464,6 +464,24 @@ impl Attrs<'_> {
         {
             return Err(bad(format!("scale {scale} must be a finite positive f32")));
         }
+        let signed = match self.map.get("dtype").map(|v| v.as_str()) {
+            None | Some(Some("quint8")) => false,
+            Some(Some("qint8")) => true,
+            Some(_) => {
+                return Err(bad(format!(
+                    "dtype {} must be \"quint8\" or \"qint8\"",
+                    self.map["dtype"]
+                )))
+            }
+        };
+        if signed {
+            if !(-128..=127).contains(&zp) {
+                return Err(bad(format!(
+                    "zero_point {zp} is outside qint8's range -128..=127"
+                )));
+            }
+            return QParams::new_i8(scale as f32, zp as i32);
+        }
         if !(0..=255).contains(&zp) {
             return Err(bad(format!(
                 "zero_point {zp} is outside quint8's range 0..=255"
@@ -548,7 +566,11 @@ impl NodeWriter<'_> {
     }
     pub fn put_qparams(&mut self, q: QParams) {
         self.put("scale", serde_json::json!(q.scale as f64));
-        self.put("zero_point", serde_json::json!(q.zero_point));
+        self.put("zero_point", serde_json::json!(q.true_zero_point()));
+        if q.signed {
+            // qint8: the file holds the int8 zero point.
+            self.put("dtype", serde_json::json!("qint8"));
+        }
     }
 }
 

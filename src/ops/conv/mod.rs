@@ -110,12 +110,21 @@ impl<'a> OpKind<'a> for Conv<'a> {
             vec![o],
             vec![0u8; 4 * o],
         ));
-        w.tensors.push((
-            format!("{name}.bias"),
-            safetensors::Dtype::F32,
-            vec![o],
-            f(&l.bias),
-        ));
+        match &l.bias_i32 {
+            // ONNX Runtime's layers: the int32 bias as the file gave it.
+            Some(b) => w.tensors.push((
+                format!("{name}.bias_i32"),
+                safetensors::Dtype::I32,
+                vec![o],
+                b.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )),
+            None => w.tensors.push((
+                format!("{name}.bias"),
+                safetensors::Dtype::F32,
+                vec![o],
+                f(&l.bias),
+            )),
+        }
     }
     fn lower(&self, _: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
         Ok(Box::new(ConvLowered(self.0)))
@@ -191,9 +200,25 @@ fn parse_layer(kind: LayerKind, a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
     let o = geom.out_channels;
     let scales = t.f32(&format!("{name}.weight_scale"), &[o])?;
     let zps = t.i32(&format!("{name}.weight_zero_point"), &[o])?;
-    let bias = t.f32(&format!("{name}.bias"), &[o])?;
     let w: Vec<i8> = w.into_iter().map(|b| b as i8).collect();
-    let mut l = QLayer::from_pytorch(kind, geom, w, scales, &zps, bias, q_in, out, act, rule)?;
+    let mut l = if rule == Requant::OnnxRuntime {
+        if let Some((o, zp)) = zps.iter().enumerate().find(|(_, z)| **z != 0) {
+            return Err(Error::Unsupported(format!(
+                "weight zero point {zp} on output channel {o}: only symmetric weights are supported"
+            )));
+        }
+        if act != crate::quant::Activation::None {
+            return Err(Error::Model(
+                "an onnxruntime layer has no fused activation (its clamp is the output type's range)"
+                    .into(),
+            ));
+        }
+        let bias = t.i32(&format!("{name}.bias_i32"), &[o])?;
+        QLayer::with_int_bias(kind, geom, w, scales, bias, q_in, out)?
+    } else {
+        let bias = t.f32(&format!("{name}.bias"), &[o])?;
+        QLayer::from_pytorch(kind, geom, w, scales, &zps, bias, q_in, out, act, rule)?
+    };
     if let Some(v) = a.opt("clamp") {
         if cx.version < 2 {
             return Err(Error::Model(

@@ -1,0 +1,638 @@
+//! An ONNX model as a qfuse [`Model`]: the lowered program ([`Lowered`]) mapped
+//! op by op onto qfuse's ops, computed with ONNX Runtime's arithmetic
+//! ([`Requant::OnnxRuntime`]; rules in `tests/data/onnx/README.md`).
+//!
+//! ONNX tensors carry the batch as their first dimension; qfuse's tensors are
+//! per sample. Dimension 0 of every graph input is taken as the batch (a
+//! symbolic `N` or a fixed size), and ops that would mix samples (a reshape,
+//! transpose, slice, concat or softmax over dimension 0) are refused. int8
+//! activations are qint8 tensors (held as uint8 images, see [`QParams`]).
+
+use std::collections::HashMap;
+
+use super::{
+    unsupported, AccOut, Dim, Lowered, OnnxGraph, QAxis, QNode, QOp, QType, QWeights, ShapeOp,
+    ValueId, ValueKind, Q,
+};
+use crate::error::Result;
+use crate::layer::{Conv2dGeometry, LayerKind, QLayer};
+use crate::model::{infer_node, DType, Model, Node, TensorInfo};
+use crate::ops::Op;
+use crate::quant::{QParams, Requant};
+
+/// The qfuse model of an ONNX graph (see the [module docs](self)).
+pub fn to_model(g: &OnnxGraph) -> Result<Model> {
+    let l = g.lower()?;
+    Converter::new(g, &l)?.run()
+}
+
+/// qfuse qparams of an ONNX activation's per-tensor qparams.
+pub fn qparams(q: &Q) -> Result<QParams> {
+    match q.dtype {
+        QType::U8 => QParams::new(q.scale, q.zero_point),
+        QType::I8 => QParams::new_i8(q.scale, q.zero_point),
+    }
+}
+
+struct Converter<'a> {
+    l: &'a Lowered,
+    /// The qfuse tensor (name) holding each lowered value, once produced.
+    name: HashMap<ValueId, String>,
+    infos: HashMap<String, TensorInfo>,
+    inputs: Vec<(String, TensorInfo)>,
+    nodes: Vec<Node>,
+}
+
+/// The ONNX node named in errors.
+fn at(n: &QNode) -> String {
+    format!("node '{}'", n.name)
+}
+
+impl<'a> Converter<'a> {
+    fn new(g: &'a OnnxGraph, l: &'a Lowered) -> Result<Self> {
+        let mut c = Converter {
+            l,
+            name: HashMap::new(),
+            infos: HashMap::new(),
+            inputs: Vec::new(),
+            nodes: Vec::new(),
+        };
+        for &id in &l.inputs {
+            let v = &l.values[id];
+            let vi = g
+                .inputs
+                .iter()
+                .find(|vi| vi.name == v.name)
+                .expect("a lowered input is a graph input");
+            let where_ = format!("graph input '{}'", v.name);
+            let dims = vi
+                .shape
+                .as_ref()
+                .ok_or_else(|| unsupported(&where_, "no shape declared"))?;
+            if dims.len() < 2 || dims.len() > 4 {
+                return Err(unsupported(
+                    &where_,
+                    format!(
+                        "rank {}: qfuse takes [N, C, H, W], [N, C, L] or [N, K] inputs (dimension 0 is the batch)",
+                        dims.len()
+                    ),
+                ));
+            }
+            let mut shape = Vec::new();
+            for (i, d) in dims.iter().enumerate().skip(1) {
+                match d {
+                    Dim::Known(n) if *n >= 1 => shape.push(*n),
+                    _ => {
+                        return Err(unsupported(
+                            &where_,
+                            format!("dimension {i} is not a fixed size (only dimension 0, the batch, may be symbolic)"),
+                        ))
+                    }
+                }
+            }
+            let dtype = match &v.kind {
+                ValueKind::Float => DType::F32,
+                ValueKind::Quant { dtype, q } => {
+                    let q = match q {
+                        Some(q) => per_tensor(q, *dtype, &where_)?,
+                        // A QOperator file states an input's qparams where it
+                        // is read: take the first reader's.
+                        // No reader states any: only byte-moving ops read it
+                        // (a MaxPool, a reshape), whose result does not depend
+                        // on them; scale 1, zero point 0.
+                        None => qparams(&stated_by_readers(l, id, 0).unwrap_or(Q {
+                            scale: 1.0,
+                            zero_point: 0,
+                            dtype: *dtype,
+                        }))
+                        .map_err(|e| unsupported(&where_, e.to_string()))?,
+                    };
+                    DType::QUInt8(q)
+                }
+                _ => {
+                    return Err(unsupported(
+                        &where_,
+                        "an integer input (qfuse takes float32, uint8 or int8)",
+                    ))
+                }
+            };
+            let info = TensorInfo { shape, dtype };
+            c.name.insert(id, v.name.clone());
+            c.infos.insert(v.name.clone(), info.clone());
+            c.inputs.push((v.name.clone(), info));
+        }
+        Ok(c)
+    }
+
+    fn run(mut self) -> Result<Model> {
+        for n in &self.l.nodes {
+            self.node(n)?;
+        }
+        let mut outputs = Vec::new();
+        for &id in &self.l.outputs {
+            let v = &self.l.values[id];
+            let name = self.name.get(&id).ok_or_else(|| {
+                unsupported(
+                    format!("graph output '{}'", v.name),
+                    "not computed by a supported op",
+                )
+            })?;
+            outputs.push(name.clone());
+        }
+        Model::new(Requant::OnnxRuntime, self.inputs, outputs, self.nodes)
+    }
+
+    /// The qfuse tensor holding value `id`, and its info.
+    fn input(&self, n: &QNode, i: usize) -> Result<(String, TensorInfo)> {
+        let id = *n
+            .inputs
+            .get(i)
+            .ok_or_else(|| super::bad(at(n), format!("input {i} is missing")))?;
+        let v = &self.l.values[id];
+        if v.constant.is_some() {
+            return Err(unsupported(
+                at(n),
+                format!("input '{}' is a constant tensor (qfuse takes constant operands only as weights)", v.name),
+            ));
+        }
+        let name = self.name.get(&id).ok_or_else(|| {
+            unsupported(
+                at(n),
+                format!("input '{}' is not computed by a supported op", v.name),
+            )
+        })?;
+        Ok((name.clone(), self.infos[name].clone()))
+    }
+
+    /// Adds a node computing output value `id` of `n`.
+    fn push(&mut self, n: &QNode, op: Op, inputs: Vec<String>) -> Result<()> {
+        let out = n.outputs[0];
+        let name = self.l.values[out].name.clone();
+        let node = Node {
+            name: name.clone(),
+            op,
+            inputs,
+        };
+        let ins: Vec<&TensorInfo> = node.inputs.iter().map(|i| &self.infos[i]).collect();
+        let info = infer_node(&node, &ins, Requant::OnnxRuntime)
+            .map_err(|e| unsupported(at(n), e.to_string()))?;
+        self.infos.insert(name.clone(), info);
+        self.nodes.push(node);
+        self.name.insert(out, name);
+        Ok(())
+    }
+
+    /// The per-tensor qparams `q` an op states for its input `i`, checked
+    /// against the producer's.
+    fn check_in_q(&self, n: &QNode, info: &TensorInfo, q: &Q) -> Result<QParams> {
+        let want = qparams(q).map_err(|e| unsupported(at(n), e.to_string()))?;
+        match info.qparams() {
+            Some(have) if have == want => Ok(want),
+            Some(have) => Err(unsupported(
+                at(n),
+                format!(
+                    "reads its input with qparams (scale {}, zero point {}, {}) but the producer gives (scale {}, zero point {}, {})",
+                    want.scale, want.true_zero_point(), want.dtype_name(),
+                    have.scale, have.true_zero_point(), have.dtype_name()
+                ),
+            )),
+            None => Err(unsupported(at(n), "a float input where a quantized one is needed")),
+        }
+    }
+
+    fn node(&mut self, n: &QNode) -> Result<()> {
+        match &n.op {
+            QOp::Quantize { y } => {
+                let (x, info) = self.input(n, 0)?;
+                if info.dtype != DType::F32 {
+                    return Err(unsupported(at(n), "QuantizeLinear of a quantized tensor"));
+                }
+                let q = per_tensor_axis(y, &at(n))?;
+                self.push(n, Op::Quantize(q), vec![x])
+            }
+            QOp::Dequantize { x: qa } => {
+                let (x, info) = self.input(n, 0)?;
+                let Some(have) = info.qparams() else {
+                    return Err(unsupported(at(n), "DequantizeLinear of a float tensor"));
+                };
+                let want = per_tensor_axis(qa, &at(n))?;
+                if want != have {
+                    return Err(unsupported(
+                        at(n),
+                        "DequantizeLinear with qparams other than its input's producer's",
+                    ));
+                }
+                self.push(n, Op::Dequantize, vec![x])
+            }
+            QOp::Conv {
+                x: xq,
+                w,
+                bias,
+                geom,
+                out,
+            } => {
+                let (x, info) = self.input(n, 0)?;
+                let q_in = self.check_in_q(n, &info, xq)?;
+                let (y, mults) = requant_out(n, out)?;
+                let [o, cg, kh, kw] = w.shape[..] else {
+                    return Err(super::bad(at(n), "conv weights are not 4-D"));
+                };
+                let [t, l, b, r] = geom.pads;
+                if t != b || l != r {
+                    return Err(unsupported(
+                        at(n),
+                        format!("asymmetric padding {:?} (qfuse pads both sides alike)", geom.pads),
+                    ));
+                }
+                let g = Conv2dGeometry::new(cg * geom.groups, o, [kh, kw])
+                    .stride(geom.stride)
+                    .padding([t, l])
+                    .dilation(geom.dilation)
+                    .groups(geom.groups);
+                let layer = self.layer(n, LayerKind::Conv2d, g, w, bias.as_deref(), q_in, y, mults)?;
+                self.push(n, Op::Conv2d(Box::new(layer)), vec![x])
+            }
+            QOp::MatMul { a, w, out } => {
+                let (x, info) = self.input(n, 0)?;
+                let q_in = self.check_in_q(n, &info, a)?;
+                let (y, mults) = requant_out(n, out)?;
+                self.linear(n, x, &info, w, None, q_in, y, mults)
+            }
+            QOp::Gemm {
+                a,
+                trans_a,
+                w,
+                bias,
+                alpha,
+                out,
+            } => {
+                if *trans_a {
+                    return Err(unsupported(at(n), "Gemm with transA=1"));
+                }
+                if *alpha != 1.0 {
+                    return Err(unsupported(at(n), format!("Gemm with alpha {alpha} (qfuse takes alpha 1)")));
+                }
+                let (x, info) = self.input(n, 0)?;
+                let q_in = self.check_in_q(n, &info, a)?;
+                let (y, mults) = requant_out(n, out)?;
+                self.linear(n, x, &info, w, bias.as_deref(), q_in, y, mults)
+            }
+            QOp::MaxPool { geom, .. } => {
+                let (x, info) = self.input(n, 0)?;
+                if info.qparams().is_none() {
+                    return Err(unsupported(at(n), "MaxPool of a float tensor outside a QDQ group"));
+                }
+                let [t, l, b, r] = geom.pads;
+                if t != b || l != r {
+                    return Err(unsupported(
+                        at(n),
+                        format!("asymmetric padding {:?}", geom.pads),
+                    ));
+                }
+                let p = crate::ops::Pool2d {
+                    kernel: geom.kernel,
+                    stride: geom.stride,
+                    padding: [t, l],
+                    dilation: geom.dilation,
+                    ceil_mode: geom.ceil_mode,
+                };
+                self.push(n, Op::MaxPool2d(p), vec![x])
+            }
+            QOp::Shape(s) => self.shape_op(n, s),
+            QOp::FloatTail { op_type, .. } => Err(unsupported(
+                at(n),
+                format!("float {op_type} after the last dequantize: not supported yet (qfuse's outputs are the dequantized values before it)"),
+            )),
+            other => Err(unsupported(
+                at(n),
+                format!("{} is not supported by qfuse's model yet", other.kind()),
+            )),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn layer(
+        &self,
+        n: &QNode,
+        kind: LayerKind,
+        g: Conv2dGeometry,
+        w: &QWeights,
+        bias: Option<&[i32]>,
+        q_in: QParams,
+        y: QParams,
+        mults: &[f32],
+    ) -> Result<QLayer> {
+        let o = g.out_channels;
+        if w.zero_points.iter().any(|&z| z != 0) {
+            return Err(unsupported(
+                at(n),
+                "weights with a non-zero zero point (qfuse takes symmetric int8 weights)",
+            ));
+        }
+        let scales = match w.scales.len() {
+            1 => vec![w.scales[0]; o],
+            k if k == o => w.scales.clone(),
+            k => {
+                return Err(super::bad(
+                    at(n),
+                    format!("{k} weight scales for {o} output channels"),
+                ))
+            }
+        };
+        let bias = bias.map_or_else(|| vec![0; o], |b| b.to_vec());
+        let l = QLayer::with_int_bias(kind, g, w.data.clone(), scales, bias, q_in, y)
+            .map_err(|e| unsupported(at(n), e.to_string()))?;
+        // The multipliers are the lowering's (ORT's order); the layer computed
+        // its own the same way: they must agree.
+        for (ch, c) in l.epilogue().channels().iter().enumerate() {
+            let m = mults[if mults.len() == 1 { 0 } else { ch }];
+            if c.mult.to_bits() != m.to_bits() {
+                return Err(super::bad(
+                    at(n),
+                    format!(
+                        "output channel {ch}: multiplier {} where ONNX Runtime computes {m}",
+                        c.mult
+                    ),
+                ));
+            }
+        }
+        Ok(l)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn linear(
+        &mut self,
+        n: &QNode,
+        x: String,
+        info: &TensorInfo,
+        w: &QWeights,
+        bias: Option<&[i32]>,
+        q_in: QParams,
+        y: QParams,
+        mults: &[f32],
+    ) -> Result<()> {
+        let [o, k] = w.shape[..] else {
+            return Err(super::bad(at(n), "matmul weights are not 2-D"));
+        };
+        if info.shape != [k] {
+            return Err(unsupported(
+                at(n),
+                format!(
+                    "input of shape [N, {}]: qfuse's linear layers take [N, K] inputs (K = {k})",
+                    info.shape
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        let g = Conv2dGeometry::linear(k, o);
+        let layer = self.layer(n, LayerKind::Linear, g, w, bias, q_in, y, mults)?;
+        self.push(n, Op::Linear(Box::new(layer)), vec![x])
+    }
+
+    fn shape_op(&mut self, n: &QNode, s: &ShapeOp) -> Result<()> {
+        let (x, info) = self.input(n, 0)?;
+        if info.qparams().is_none() {
+            return Err(unsupported(
+                at(n),
+                "a shape op on a float tensor outside a QDQ group",
+            ));
+        }
+        let per = &info.shape;
+        let numel = info.numel();
+        let reshape = |shape: Vec<usize>| -> Result<Op> {
+            if shape.is_empty() || shape.len() > 3 {
+                return Err(unsupported(
+                    at(n),
+                    format!("result of per-sample shape {shape:?}: qfuse tensors have 1 to 3 dimensions besides the batch"),
+                ));
+            }
+            Ok(Op::Reshape(shape))
+        };
+        let op = match s {
+            ShapeOp::Identity => reshape(per.clone())?,
+            ShapeOp::Flatten { axis } => {
+                let r = per.len() as i64 + 1;
+                let a = if *axis < 0 { axis + r } else { *axis };
+                if a == 1 {
+                    Op::Flatten
+                } else if a >= 2 && a <= r {
+                    let a = (a - 1) as usize;
+                    let lead: usize = per[..a].iter().product();
+                    reshape(vec![lead, numel / lead.max(1)])?
+                } else {
+                    return Err(unsupported(
+                        at(n),
+                        format!("Flatten at axis {axis} (merges the batch)"),
+                    ));
+                }
+            }
+            ShapeOp::Reshape { shape, allowzero } => {
+                reshape(per_sample_reshape(n, per, shape, *allowzero)?)?
+            }
+            ShapeOp::Squeeze { axes } => {
+                let r = per.len() as i64 + 1;
+                let mut keep = vec![true; per.len()];
+                match axes {
+                    None => {
+                        for (i, &d) in per.iter().enumerate() {
+                            keep[i] = d != 1;
+                        }
+                    }
+                    Some(ax) => {
+                        for &a in ax {
+                            let a = if a < 0 { a + r } else { a };
+                            if a <= 0 || a >= r || per[(a - 1) as usize] != 1 {
+                                return Err(unsupported(at(n), format!("Squeeze of axis {a}")));
+                            }
+                            keep[(a - 1) as usize] = false;
+                        }
+                    }
+                }
+                let shape: Vec<usize> = per
+                    .iter()
+                    .zip(&keep)
+                    .filter(|(_, k)| **k)
+                    .map(|(d, _)| *d)
+                    .collect();
+                reshape(if shape.is_empty() { vec![1] } else { shape })?
+            }
+            ShapeOp::Unsqueeze { axes } => {
+                let r = (per.len() + axes.len()) as i64 + 1;
+                let mut ax: Vec<usize> = Vec::new();
+                for &a in axes {
+                    let a = if a < 0 { a + r } else { a };
+                    if a <= 0 || a >= r {
+                        return Err(unsupported(at(n), format!("Unsqueeze at axis {a}")));
+                    }
+                    ax.push((a - 1) as usize);
+                }
+                let mut shape = Vec::new();
+                let mut it = per.iter();
+                for i in 0..per.len() + ax.len() {
+                    if ax.contains(&i) {
+                        shape.push(1);
+                    } else {
+                        shape.push(*it.next().expect("counted"));
+                    }
+                }
+                reshape(shape)?
+            }
+            other => {
+                return Err(unsupported(
+                    at(n),
+                    format!("{other:?} on quantized tensors is not supported by qfuse's model yet"),
+                ))
+            }
+        };
+        self.push(n, op, vec![x])
+    }
+}
+
+/// The qparams the readers of value `id` state for it: the first reader that
+/// states any, looking through MaxPool and shape ops (which keep their
+/// input's qparams) to their readers.
+fn stated_by_readers(l: &Lowered, id: ValueId, depth: usize) -> Option<Q> {
+    if depth > 64 {
+        return None;
+    }
+    l.nodes
+        .iter()
+        .filter(|n| n.inputs.contains(&id))
+        .find_map(|n| {
+            stated_q(n, id).or_else(|| match n.op {
+                QOp::MaxPool { .. } | QOp::Shape(_) => {
+                    stated_by_readers(l, *n.outputs.first()?, depth + 1)
+                }
+                _ => None,
+            })
+        })
+}
+
+/// The per-tensor qparams node `n` states for its input value `id`, if any.
+fn stated_q(n: &QNode, id: ValueId) -> Option<Q> {
+    let i = n.inputs.iter().position(|&v| v == id)?;
+    match (&n.op, i) {
+        (QOp::Conv { x, .. }, 0) => Some(*x),
+        (QOp::MatMul { a, .. } | QOp::Gemm { a, .. }, 0) => Some(*a),
+        (QOp::Add { a, .. } | QOp::Mul { a, .. }, 0) => Some(*a),
+        (QOp::Add { b, .. } | QOp::Mul { b, .. }, 1) => Some(*b),
+        (
+            QOp::GlobalAvgPool { x, .. }
+            | QOp::AvgPool { x, .. }
+            | QOp::Table { x, .. }
+            | QOp::Softmax { x, .. },
+            0,
+        ) => Some(*x),
+        (QOp::Concat { inputs, .. }, i) => inputs.get(i).copied(),
+        (QOp::Dequantize { x }, 0) if x.axis.is_none() && x.scales.len() == 1 => Some(Q {
+            scale: x.scales[0],
+            zero_point: x.zero_points[0],
+            dtype: match x.dtype {
+                super::ElemType::U8 => QType::U8,
+                super::ElemType::I8 => QType::I8,
+                _ => return None,
+            },
+        }),
+        _ => None,
+    }
+}
+
+/// The per-sample target of an ONNX Reshape whose dimension 0 is the batch.
+fn per_sample_reshape(
+    n: &QNode,
+    per: &[usize],
+    shape: &[i64],
+    allowzero: bool,
+) -> Result<Vec<usize>> {
+    let bad_batch = || {
+        unsupported(
+            at(n),
+            format!("Reshape to {shape:?}: dimension 0 must stay the batch (0 or -1 there)"),
+        )
+    };
+    let (&first, rest) = shape.split_first().ok_or_else(bad_batch)?;
+    let numel: usize = per.iter().product();
+    match first {
+        0 if !allowzero => {}
+        -1 if !rest.contains(&-1) => {}
+        1 => {} // a model exported at batch 1 states it; it stays the batch
+        _ => return Err(bad_batch()),
+    }
+    let mut out = Vec::with_capacity(rest.len());
+    let mut infer = None;
+    for (i, &d) in rest.iter().enumerate() {
+        match d {
+            0 if !allowzero => out.push(*per.get(i).ok_or_else(bad_batch)?),
+            -1 if infer.is_none() => {
+                infer = Some(i);
+                out.push(1);
+            }
+            d if d >= 1 => out.push(d as usize),
+            _ => return Err(unsupported(at(n), format!("Reshape to {shape:?}"))),
+        }
+    }
+    let known: usize = out.iter().product();
+    if let Some(i) = infer {
+        if known == 0 || numel % known != 0 {
+            return Err(unsupported(
+                at(n),
+                format!("Reshape of {per:?} to {shape:?}"),
+            ));
+        }
+        out[i] = numel / known;
+    }
+    if out.iter().product::<usize>() != numel {
+        return Err(unsupported(
+            at(n),
+            format!("Reshape of per-sample {per:?} to {shape:?}: the sizes differ"),
+        ));
+    }
+    Ok(out)
+}
+
+/// The output qparams and multipliers of a conv/matmul with a quantized output.
+fn requant_out<'o>(n: &QNode, out: &'o AccOut) -> Result<(QParams, &'o [f32])> {
+    match out {
+        AccOut::Requant { y, multipliers } => Ok((
+            qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?,
+            multipliers,
+        )),
+        AccOut::Int32 => Err(unsupported(
+            at(n),
+            "an int32 output (ConvInteger/MatMulInteger): qfuse's layers requantize to 8 bits",
+        )),
+        AccOut::Float { .. } => Err(unsupported(
+            at(n),
+            "a float output (QGemm without y_scale): qfuse's layers requantize to 8 bits",
+        )),
+    }
+}
+
+fn per_tensor(q: &QAxis, dtype: QType, at: &str) -> Result<QParams> {
+    if q.axis.is_some() || q.scales.len() != 1 {
+        return Err(unsupported(at, "per-axis qparams on an activation"));
+    }
+    qparams(&Q {
+        scale: q.scales[0],
+        zero_point: q.zero_points[0],
+        dtype,
+    })
+    .map_err(|e| unsupported(at, e.to_string()))
+}
+
+fn per_tensor_axis(q: &QAxis, at: &str) -> Result<QParams> {
+    let dtype = match q.dtype {
+        super::ElemType::U8 => QType::U8,
+        super::ElemType::I8 => QType::I8,
+        e => {
+            return Err(unsupported(
+                at,
+                format!("{e:?} activations (qfuse takes uint8 and int8)"),
+            ))
+        }
+    };
+    per_tensor(q, dtype, at)
+}

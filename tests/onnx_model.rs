@@ -1,0 +1,195 @@
+//! ONNX models run through qfuse's model (`qfuse::onnx::to_model`), on the CPU
+//! reference and on the GPU, against ONNX Runtime 1.32's outputs
+//! (`tests/data/onnx/ops`, see its README): every case converts and gives
+//! ORT's outputs bit for bit on both, or is refused with an error naming the
+//! node (the list below says which and why).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use qfuse::onnx::OnnxGraph;
+use qfuse::{GpuContext, GpuModel, Model, Value};
+
+fn ops_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/onnx/ops")
+}
+
+fn manifest() -> Vec<serde_json::Value> {
+    let s = std::fs::read_to_string(ops_dir().join("manifest.json")).expect("manifest.json");
+    let m: serde_json::Value = serde_json::from_str(&s).expect("manifest JSON");
+    m["cases"].as_array().expect("cases").clone()
+}
+
+/// The elements of an .npy file: float32, uint8 or int8 (as u32 bit
+/// patterns for comparison), and its shape.
+enum Npy {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+}
+
+fn read_npy(path: &Path) -> (Npy, Vec<usize>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let f = npyz::NpyFile::new(&bytes[..]).expect("npy");
+    let shape: Vec<usize> = f.shape().iter().map(|&d| d as usize).collect();
+    let data = match f.dtype().descr().as_str() {
+        "'<f4'" => Npy::F32(f.into_vec().expect("f4")),
+        "'|u1'" => Npy::U8(f.into_vec().expect("u1")),
+        "'|i1'" => Npy::I8(f.into_vec().expect("i1")),
+        d => panic!("{}: dtype {d}", path.display()),
+    };
+    (data, shape)
+}
+
+/// A graph input as the model takes it.
+fn input_value(path: &Path, info: &qfuse::model::TensorInfo) -> Value {
+    let (data, shape) = read_npy(path);
+    match (data, info.qparams()) {
+        (Npy::F32(data), None) => Value::F32 { data, shape },
+        (Npy::U8(data), Some(q)) if !q.signed => Value::Q { data, shape, q },
+        (Npy::I8(data), Some(q)) if q.signed => Value::from_i8(&data, shape, q),
+        _ => panic!("{}: dtype does not match the model input", path.display()),
+    }
+}
+
+/// Bit patterns of a qfuse output in the ONNX type (int8 values for qint8).
+fn out_bits(v: &Value) -> Vec<u32> {
+    match v {
+        Value::F32 { data, .. } => data.iter().map(|x| x.to_bits()).collect(),
+        Value::Q { data, q, .. } => data
+            .iter()
+            .map(|&b| {
+                if q.signed {
+                    (b ^ 0x80) as i8 as u32
+                } else {
+                    b as u32
+                }
+            })
+            .collect(),
+    }
+}
+
+fn npy_bits(n: &Npy) -> Vec<u32> {
+    match n {
+        Npy::F32(v) => v.iter().map(|x| x.to_bits()).collect(),
+        Npy::U8(v) => v.iter().map(|&x| x as u32).collect(),
+        Npy::I8(v) => v.iter().map(|&x| x as u32).collect(),
+    }
+}
+
+/// The cases qfuse's model does not run, with a phrase of the error. Every
+/// other case must run bit-exact.
+fn refused() -> BTreeMap<&'static str, &'static str> {
+    BTreeMap::from([])
+}
+
+/// Runs every case on the CPU (`ctx` None) or the GPU; returns
+/// (passed, failures, refusals).
+fn run_all(ctx: Option<&GpuContext>) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let (mut passed, mut failed, mut refusals) = (Vec::new(), Vec::new(), Vec::new());
+    for case in manifest() {
+        let name = case["name"].as_str().expect("name").to_string();
+        let dir = ops_dir().join(&name);
+        let model: Model =
+            match OnnxGraph::load(dir.join("model.onnx")).and_then(|g| qfuse::onnx::to_model(&g)) {
+                Ok(m) => m,
+                Err(e) => {
+                    refusals.push(format!("{name}: {e}"));
+                    continue;
+                }
+            };
+        let inputs: Vec<Value> = case["inputs"]
+            .as_array()
+            .expect("inputs")
+            .iter()
+            .zip(model.inputs())
+            .map(|(i, (_, info))| input_value(&dir.join(i["file"].as_str().expect("file")), info))
+            .collect();
+        let got = match ctx {
+            None => model.run_cpu(&inputs),
+            Some(ctx) => GpuModel::new(ctx, &model).and_then(|g| g.run(ctx, &inputs)),
+        };
+        let got = match got {
+            Ok(g) => g,
+            Err(e) => {
+                failed.push(format!("{name}: run: {e}"));
+                continue;
+            }
+        };
+        let mut problem = None;
+        for (j, o) in case["outputs"]
+            .as_array()
+            .expect("outputs")
+            .iter()
+            .enumerate()
+        {
+            let (want, wshape) = read_npy(&dir.join(o["file"].as_str().expect("file")));
+            let g = &got[j];
+            if g.shape() != wshape.as_slice() {
+                problem = Some(format!(
+                    "output {j}: shape {:?}, ORT {:?}",
+                    g.shape(),
+                    wshape
+                ));
+                break;
+            }
+            let (g, w) = (out_bits(g), npy_bits(&want));
+            if let Some(i) = (0..w.len()).find(|&i| g[i] != w[i]) {
+                let n = (0..w.len()).filter(|&i| g[i] != w[i]).count();
+                problem = Some(format!(
+                    "output {j}: {n}/{} differ, first at flat {i}: qfuse bits {:#x}, ORT {:#x}",
+                    w.len(),
+                    g[i],
+                    w[i]
+                ));
+                break;
+            }
+        }
+        match problem {
+            None => passed.push(name),
+            Some(p) => failed.push(format!("{name}: {p}")),
+        }
+    }
+    (passed, failed, refusals)
+}
+
+fn check(ctx: Option<&GpuContext>) {
+    let on = if ctx.is_some() { "GPU" } else { "CPU" };
+    let (passed, failed, refusals) = run_all(ctx);
+    for f in &failed {
+        println!("FAIL ({on}) {f}");
+    }
+    let known = refused();
+    let mut unexpected = Vec::new();
+    for r in &refusals {
+        let (name, msg) = r.split_once(": ").expect("name: error");
+        match known.get(name) {
+            Some(phrase) if msg.contains(phrase) => {}
+            _ => unexpected.push(r.clone()),
+        }
+    }
+    for r in &unexpected {
+        println!("REFUSED ({on}) {r}");
+    }
+    println!(
+        "{on}: {} passed, {} failed, {} refused ({} not in the list)",
+        passed.len(),
+        failed.len(),
+        refusals.len(),
+        unexpected.len()
+    );
+    assert!(failed.is_empty() && unexpected.is_empty());
+}
+
+#[test]
+fn onnx_cases_on_cpu_equal_onnxruntime() {
+    check(None);
+}
+
+#[test]
+fn onnx_cases_on_gpu_equal_onnxruntime() {
+    let ctx = common::gpu();
+    check(Some(&ctx));
+}
