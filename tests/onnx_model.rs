@@ -193,3 +193,85 @@ fn onnx_cases_on_gpu_equal_onnxruntime() {
     let ctx = common::gpu();
     check(Some(&ctx));
 }
+
+/// Float ops after the last dequantize run on the host after readback: the
+/// GPU's output equals the CPU reference's, and the softmax sums to 1 over
+/// its axis; a quantize reading one is refused on the GPU with an error.
+#[test]
+fn host_float_tail_runs_after_readback() {
+    use qfuse::model::{DType, Node, TensorInfo};
+    use qfuse::ops::host::HostFn;
+    use qfuse::ops::Op;
+    use qfuse::{QParams, Requant};
+    let q = QParams::new_i8(0.05, -3).unwrap();
+    let node = |name: &str, op: Op, input: &str| Node {
+        name: name.into(),
+        op,
+        inputs: vec![input.into()],
+    };
+    let nodes = vec![
+        node("q", Op::Quantize(q), "x"),
+        node("dq", Op::Dequantize, "q"),
+        node(
+            "sm",
+            Op::HostFloat(HostFn::Softmax {
+                axis: 0,
+                to_end: false,
+                log: false,
+            }),
+            "dq",
+        ),
+        node("flat", Op::HostFloat(HostFn::Reshape(vec![60])), "sm"),
+    ];
+    let m = Model::new(
+        Requant::OnnxRuntime,
+        vec![(
+            "x".into(),
+            TensorInfo {
+                shape: vec![5, 3, 4],
+                dtype: DType::F32,
+            },
+        )],
+        vec!["flat".into()],
+        nodes,
+    )
+    .unwrap();
+    let seed = 7u64;
+    let mut s = seed;
+    let data: Vec<f32> = (0..120)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 12.0
+        })
+        .collect();
+    let x = [Value::F32 {
+        data,
+        shape: vec![2, 5, 3, 4],
+    }];
+    let cpu = m.run_cpu(&x).unwrap();
+    assert_eq!(cpu[0].shape(), &[2, 60]);
+    let y = cpu[0].to_f32();
+    for b in 0..2 {
+        for hw in 0..12 {
+            let sum: f32 = (0..5).map(|c| y[b * 60 + c * 12 + hw]).sum();
+            assert!((sum - 1.0).abs() < 1e-5, "seed {seed}: sum {sum}");
+        }
+    }
+    let ctx = common::gpu();
+    let gpu = GpuModel::new(&ctx, &m).unwrap().run(&ctx, &x).unwrap();
+    assert_eq!(gpu, cpu, "seed {seed}");
+    // A quantize of a host float op's output cannot run on the GPU.
+    let mut nodes = m.nodes().to_vec();
+    nodes.push(node("q2", Op::Quantize(q), "sm"));
+    let m2 = Model::new(
+        Requant::OnnxRuntime,
+        m.inputs().to_vec(),
+        vec!["q2".into()],
+        nodes,
+    )
+    .unwrap();
+    let e = GpuModel::new(&ctx, &m2).err().expect("refused");
+    assert!(e.to_string().contains("run on the host"), "{e}");
+}

@@ -15,6 +15,7 @@
 //! | [`pool`] | `max_pool2d`, `avg_pool2d`, `adaptive_avg_pool2d`, `mean` |
 //! | [`table`] | `relu`, `relu6`, `hardtanh`, `hardswish` |
 //! | [`shape`] | `flatten`, `reshape`, `cat` |
+//! | [`host`] | `host_float` (float ops after the last dequantize, on the host) |
 //!
 //! Registration is in this file: the [`Op`] variant, its arm in
 //! `Op::kind`, and the family's `FileOp` table in `FILE_OPS`.
@@ -36,6 +37,7 @@ use crate::quant::{Activation, QParams, Requant};
 
 pub mod binary;
 pub mod conv;
+pub mod host;
 pub mod pool;
 pub mod quantize;
 pub mod shape;
@@ -106,6 +108,9 @@ pub enum Op {
     Reshape(Vec<usize>),
     /// Concatenation along channels, requantized to these qparams.
     Cat(QParams),
+    /// A float op after the last dequantize, run on the host after readback
+    /// (see [`host`]).
+    HostFloat(host::HostFn),
 }
 
 impl Op {
@@ -130,6 +135,7 @@ impl Op {
             Op::Flatten => Box::new(shape::ShapeOp::Flatten),
             Op::Reshape(s) => Box::new(shape::ShapeOp::Reshape(s)),
             Op::Cat(q) => Box::new(shape::ShapeOp::Cat(*q)),
+            Op::HostFloat(f) => Box::new(host::HostOp(f)),
         }
     }
 
@@ -147,6 +153,7 @@ pub(crate) const FILE_OPS: &[&[FileOp]] = &[
     pool::FILE_OPS,
     table::FILE_OPS,
     shape::FILE_OPS,
+    host::FILE_OPS,
 ];
 
 /// The file-form entry of op `name`.
@@ -242,6 +249,12 @@ pub(crate) trait OpKind<'a> {
     /// Whether its GPU side reads a [`Storage::Host`] input (a dequantize
     /// kept on the host), i.e. is a quantize that becomes a requantize table.
     fn reads_dequantized(&self) -> bool {
+        false
+    }
+    /// Whether it runs on the host after readback, on float32 values (a
+    /// [`host`] op): it may read a host-side dequantize, and only model
+    /// outputs may depend on it.
+    fn runs_on_host(&self) -> bool {
         false
     }
     /// Weight bytes as held on the GPU (int8 and epilogue records) and as the
