@@ -15,6 +15,7 @@
 //! | [`pool`] | `max_pool2d`, `avg_pool2d`, `adaptive_avg_pool2d`, `mean` |
 //! | [`table`] | `relu`, `relu6`, `hardtanh`, `hardswish` |
 //! | [`shape`] | `flatten`, `reshape`, `cat` |
+//! | [`ort`] | `global_avg_pool`, `avg_pool_requant`, `softmax` (ONNX Runtime's rules) |
 //!
 //! Registration is in this file: the [`Op`] variant, its arm in
 //! `Op::kind`, and the family's `FileOp` table in `FILE_OPS`.
@@ -36,6 +37,7 @@ use crate::quant::{Activation, QParams, Requant};
 
 pub mod binary;
 pub mod conv;
+pub mod ort;
 pub mod pool;
 pub mod quantize;
 pub mod shape;
@@ -47,8 +49,9 @@ pub use pool::{
     mean_f32_path, mean_sum_direct, qnnpack_avg_mult, AvgPath, AvgPoolOpts, Pool2d, AVG_NHWC_SPLIT,
     SUM_VEC,
 };
+pub use ort::{quantize_div, requantize_table_div, softmax_table, OrtPool2d};
 pub use quantize::{requantize_table, requantize_table_vector};
-pub use shape::{cat_tables, is_channels_last_trivially};
+pub use shape::{cat_tables, is_channels_last_trivially, ort_cat_tables};
 pub use table::{apply_tables, hardswish_tables, hardtanh_table, relu_table};
 
 // ---------------------------------------------------------------------------
@@ -104,8 +107,34 @@ pub enum Op {
     Flatten,
     /// Reshape to a per-sample shape.
     Reshape(Vec<usize>),
-    /// Concatenation along channels, requantized to these qparams.
+    /// Concatenation along channels, requantized to these qparams (under
+    /// `Requant::OnnxRuntime` by QLinearConcat's rule).
     Cat(QParams),
+    /// QLinearGlobalAveragePool (ONNX Runtime only): `[C, H, W]` to
+    /// `[C, 1, 1]`, `sat(rint(f32(Σq - zp·N) * (x_scale / (y_scale * N))) + zp_y)`.
+    GlobalAvgPool {
+        /// The output's qparams.
+        out: QParams,
+    },
+    /// QLinearAveragePool (ONNX Runtime only): f32 window sums of the
+    /// dequantized taps, divided by the count, requantized with the zero
+    /// point added before rounding.
+    AvgPoolRequant {
+        /// The window (ONNX's begin/end pads and `ceil_mode`).
+        pool: ort::OrtPool2d,
+        /// Divide by the whole kernel instead of the taps inside the input.
+        count_include_pad: bool,
+        /// The output's qparams.
+        out: QParams,
+    },
+    /// QLinearSoftmax (ONNX Runtime only; opset 13: one axis): ORT's table form.
+    Softmax {
+        /// The per-sample dimension the softmax runs over (0 is the first
+        /// dimension after the batch).
+        axis: usize,
+        /// The output's qparams (only `floor(1 / scale)` and the zero point enter).
+        out: QParams,
+    },
 }
 
 impl Op {
@@ -130,6 +159,13 @@ impl Op {
             Op::Flatten => Box::new(shape::ShapeOp::Flatten),
             Op::Reshape(s) => Box::new(shape::ShapeOp::Reshape(s)),
             Op::Cat(q) => Box::new(shape::ShapeOp::Cat(*q)),
+            Op::GlobalAvgPool { out } => Box::new(ort::OrtOp::GlobalAvg(*out)),
+            Op::AvgPoolRequant {
+                pool,
+                count_include_pad,
+                out,
+            } => Box::new(ort::OrtOp::AvgPool(*pool, *count_include_pad, *out)),
+            Op::Softmax { axis, out } => Box::new(ort::OrtOp::Softmax(*axis, *out)),
         }
     }
 
@@ -147,6 +183,7 @@ pub(crate) const FILE_OPS: &[&[FileOp]] = &[
     pool::FILE_OPS,
     table::FILE_OPS,
     shape::FILE_OPS,
+    ort::FILE_OPS,
 ];
 
 /// The file-form entry of op `name`.
