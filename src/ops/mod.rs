@@ -44,12 +44,12 @@ pub mod shape;
 pub mod table;
 
 pub use binary::{qnnpack_add_elem, qnnpack_add_params};
+pub use ort::{quantize_div, requantize_table_div, softmax_table, OrtPool2d};
 pub use pool::{
     adaptive_path, adaptive_window, avg_pool2d_path, cascade_sum, cascade_sum_ilp4, div_round_even,
     mean_f32_path, mean_sum_direct, qnnpack_avg_mult, AvgPath, AvgPoolOpts, Pool2d, AVG_NHWC_SPLIT,
     SUM_VEC,
 };
-pub use ort::{quantize_div, requantize_table_div, softmax_table, OrtPool2d};
 pub use quantize::{requantize_table, requantize_table_vector};
 pub use shape::{cat_tables, is_channels_last_trivially, ort_cat_tables};
 pub use table::{apply_tables, hardswish_tables, hardtanh_table, relu_table};

@@ -64,7 +64,9 @@ impl OrtNode {
 
 impl Upload for OrtLowered {
     fn upload(&self, cx: &UploadCx<'_>) -> Result<Box<dyn GpuNode>> {
-        Ok(Box::new(OrtNode::new(cx.ctx, self.p, self.mode, &self.tab)?))
+        Ok(Box::new(OrtNode::new(
+            cx.ctx, self.p, self.mode, &self.tab,
+        )?))
     }
 }
 

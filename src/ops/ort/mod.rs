@@ -21,8 +21,8 @@ use crate::model::{DType, TensorInfo, Value};
 use crate::quant::{QParams, Requant};
 
 use super::{
-    check_window, dims4, quantized, Attrs, CpuIo, FileOp, Lowered, NodeWriter, Op, OpKind,
-    ParseCx, Signature,
+    check_window, dims4, quantized, Attrs, CpuIo, FileOp, Lowered, NodeWriter, Op, OpKind, ParseCx,
+    Signature,
 };
 
 pub use gpu::OrtParams;

@@ -3,13 +3,13 @@
 //! `dequantize` records nothing (its bytes are read back and dequantized).
 
 use super::{DequantizeLowered, QuantizeLowered};
-use crate::ops::ort::gpu::OrtNode;
-use crate::ops::ort::{OrtMode, OrtParams};
 use crate::error::{Error, Result};
 use crate::gpu::node::{
     chw, table_buffer, GpuIo, GpuNode, Nothing, TableNode, Upload, UploadCx, WG,
 };
 use crate::gpu::{Dispatch, GpuContext, Kernel};
+use crate::ops::ort::gpu::OrtNode;
+use crate::ops::ort::{OrtMode, OrtParams};
 
 /// The uniform block of `quantize.wgsl`.
 #[doc(hidden)]
