@@ -31,6 +31,9 @@ pub enum Kernel {
     Add,
     /// Pooling and mean (`pool.wgsl`).
     Pool,
+    /// ONNX Runtime's float rules with exact division (`ort.wgsl`): its
+    /// quantize, global/average pooling and softmax.
+    Ort,
 }
 
 impl Kernel {
@@ -44,6 +47,7 @@ impl Kernel {
         Kernel::Lut,
         Kernel::Add,
         Kernel::Pool,
+        Kernel::Ort,
     ];
 
     /// The file under `shaders/` that every kernel's source starts with.
@@ -61,6 +65,7 @@ impl Kernel {
             Kernel::Lut => "lut.wgsl",
             Kernel::Add => "add.wgsl",
             Kernel::Pool => "pool.wgsl",
+            Kernel::Ort => "ort.wgsl",
         }
     }
 
@@ -75,6 +80,7 @@ impl Kernel {
             Kernel::Lut => include_str!("../../shaders/lut.wgsl"),
             Kernel::Add => include_str!("../../shaders/add.wgsl"),
             Kernel::Pool => include_str!("../../shaders/pool.wgsl"),
+            Kernel::Ort => include_str!("../../shaders/ort.wgsl"),
         }
     }
 

@@ -16,6 +16,7 @@
 //! | [`table`] | `relu`, `relu6`, `hardtanh`, `hardswish` |
 //! | [`shape`] | `flatten`, `reshape`, `cat` |
 //! | [`host`] | `host_float` (float ops after the last dequantize, on the host) |
+//! | [`ort`] | `global_avg_pool`, `avg_pool_requant`, `softmax` (ONNX Runtime's rules) |
 //!
 //! Registration is in this file: the [`Op`] variant, its arm in
 //! `Op::kind`, and the family's `FileOp` table in `FILE_OPS`.
@@ -38,19 +39,21 @@ use crate::quant::{Activation, QParams, Requant};
 pub mod binary;
 pub mod conv;
 pub mod host;
+pub mod ort;
 pub mod pool;
 pub mod quantize;
 pub mod shape;
 pub mod table;
 
 pub use binary::{qnnpack_add_elem, qnnpack_add_params};
+pub use ort::{quantize_div, requantize_table_div, softmax_table, OrtPool2d};
 pub use pool::{
     adaptive_path, adaptive_window, avg_pool2d_path, cascade_sum, cascade_sum_ilp4, div_round_even,
     mean_f32_path, mean_sum_direct, qnnpack_avg_mult, AvgPath, AvgPoolOpts, Pool2d, AVG_NHWC_SPLIT,
     SUM_VEC,
 };
 pub use quantize::{requantize_table, requantize_table_vector};
-pub use shape::{cat_tables, is_channels_last_trivially};
+pub use shape::{cat_tables, is_channels_last_trivially, ort_cat_tables};
 pub use table::{apply_tables, hardswish_tables, hardtanh_table, relu_table};
 
 // ---------------------------------------------------------------------------
@@ -106,11 +109,37 @@ pub enum Op {
     Flatten,
     /// Reshape to a per-sample shape.
     Reshape(Vec<usize>),
-    /// Concatenation along channels, requantized to these qparams.
+    /// Concatenation along channels, requantized to these qparams (under
+    /// `Requant::OnnxRuntime` by QLinearConcat's rule).
     Cat(QParams),
     /// A float op after the last dequantize, run on the host after readback
     /// (see [`host`]).
     HostFloat(host::HostFn),
+    /// QLinearGlobalAveragePool (ONNX Runtime only): `[C, H, W]` to
+    /// `[C, 1, 1]`, `sat(rint(f32(Σq - zp·N) * (x_scale / (y_scale * N))) + zp_y)`.
+    GlobalAvgPool {
+        /// The output's qparams.
+        out: QParams,
+    },
+    /// QLinearAveragePool (ONNX Runtime only): f32 window sums of the
+    /// dequantized taps, divided by the count, requantized with the zero
+    /// point added before rounding.
+    AvgPoolRequant {
+        /// The window (ONNX's begin/end pads and `ceil_mode`).
+        pool: ort::OrtPool2d,
+        /// Divide by the whole kernel instead of the taps inside the input.
+        count_include_pad: bool,
+        /// The output's qparams.
+        out: QParams,
+    },
+    /// QLinearSoftmax (ONNX Runtime only; opset 13: one axis): ORT's table form.
+    Softmax {
+        /// The per-sample dimension the softmax runs over (0 is the first
+        /// dimension after the batch).
+        axis: usize,
+        /// The output's qparams (only `floor(1 / scale)` and the zero point enter).
+        out: QParams,
+    },
 }
 
 impl Op {
@@ -136,6 +165,13 @@ impl Op {
             Op::Reshape(s) => Box::new(shape::ShapeOp::Reshape(s)),
             Op::Cat(q) => Box::new(shape::ShapeOp::Cat(*q)),
             Op::HostFloat(f) => Box::new(host::HostOp(f)),
+            Op::GlobalAvgPool { out } => Box::new(ort::OrtOp::GlobalAvg(*out)),
+            Op::AvgPoolRequant {
+                pool,
+                count_include_pad,
+                out,
+            } => Box::new(ort::OrtOp::AvgPool(*pool, *count_include_pad, *out)),
+            Op::Softmax { axis, out } => Box::new(ort::OrtOp::Softmax(*axis, *out)),
         }
     }
 
@@ -154,6 +190,7 @@ pub(crate) const FILE_OPS: &[&[FileOp]] = &[
     table::FILE_OPS,
     shape::FILE_OPS,
     host::FILE_OPS,
+    ort::FILE_OPS,
 ];
 
 /// The file-form entry of op `name`.
