@@ -70,6 +70,7 @@ pub fn nchw(shape: &[usize]) -> Result<(usize, usize, usize, usize)> {
 
 /// Number of u32 words a tensor of this shape occupies on the GPU (a
 /// 3-dimensional `[N, C, H]` as `[N, C, H, 1]`, see [`nchw4`]).
+/// 3-dimensional `[N, C, H]` as `[N, C, H, 1]`, as [`nchw4`]).
 pub fn words(shape: &[usize]) -> Result<usize> {
     let (n, c, h, w) = nchw(&nchw4(shape))?;
     Ok(n * h * w * c.div_ceil(4))

@@ -91,6 +91,10 @@ fn case_model(f: &TensorFile) -> (Model, Vec<Value>, Vec<Value>) {
         },
         "hardswish" => Op::Hardswish(out_q()),
         "cat" => Op::Cat(out_q()),
+        "mul" | "mul_relu" => Op::Mul {
+            relu: op_name == "mul_relu",
+            out: out_q(),
+        },
         other => panic!("unknown op {other}"),
     };
     let (mut inputs, mut values) = (Vec::new(), Vec::new());

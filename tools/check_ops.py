@@ -130,6 +130,19 @@ def op_add(spec, t, relu):
     return y.reshape(t["input_0"].shape)
 
 
+def op_mul(spec, t, relu):
+    # ATen qmul_kernel, every engine (vector and scalar paths agree):
+    # m = (sa * sb) * inv(so); c = (a - za)(b - zb) in i32; y = clamp(rint(f32(c) * m) + zo)
+    a = t["input_0"].astype(np.int64)
+    b = np.broadcast_to(t["input_1"].astype(np.int64), a.shape)
+    (sa, sb), (za, zb) = spec["input_scale"], spec["input_zero_point"]
+    so, zo = spec["output_scale"], spec["output_zero_point"]
+    m = F32(F32(F32(sa) * F32(sb)) * inv(so))
+    c = (a - za) * (b - zb)
+    v = rint(c.astype(F32) * m).astype(np.int64) + zo
+    return np.clip(v, zo if relu else 0, 255)
+
+
 def op_max_pool2d(spec, t):
     x = t["input"].astype(np.int64)
     n, c, h, w = x.shape
@@ -405,6 +418,8 @@ def reference(spec, t):
         return op_hardswish(spec, t)
     if op == "cat":
         return op_cat(spec, t)
+    if op in ("mul", "mul_relu"):
+        return op_mul(spec, t, op == "mul_relu")
     raise ValueError(op)
 
 

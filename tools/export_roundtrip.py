@@ -23,7 +23,8 @@ mlp_fx, mlp_eager, misc_fx (cat, avg_pool2d, hardswish, hardtanh, mean,
 view), meanhead_fx (a global mean over a 4x4 conv output), qnnpack variants
 resnet_fx_qnnpack, mobilenet_fx_qnnpack, mlp_fx_qnnpack, meanhead_fx_qnnpack, and
 x86-engine variants resnet_fx_x86, mobilenet_fx_x86, misc_fx_x86, mlp_fx_x86,
-meanhead_fx_x86.
+meanhead_fx_x86; squeeze-excitation (quantized mul / mul_relu with a
+[N, C, 1, 1] gate) se_fx, se_fx_qnnpack, se_fx_x86, se_eager.
 Expected outputs are computed with torch.backends.quantized.engine set to the
 case's engine (it also picks the kernels of add, pooling, etc.).
 """
@@ -244,6 +245,46 @@ class MeanHead(nn.Module):
         return self.fc(y.mean([2, 3]))
 
 
+class SqueezeExcite(nn.Module):
+    """Squeeze-excitation gating as in mobilenet_v3 / efficientnet: a conv output
+    [N, C, H, W] times a per-channel gate [N, C, 1, 1] (quantized.mul with
+    broadcasting), and a mul + relu with the broadcast operand first
+    (quantized.mul_relu(gate, x)). The gate is a hardtanh(0, 1) (qfuse has no
+    hardsigmoid). eager: FloatFunctional.mul (+ nn.ReLU) and Quant/DeQuantStub."""
+
+    def __init__(self, eager=False):
+        super().__init__()
+        self.quant = tq.QuantStub() if eager else None
+        self.dequant = tq.DeQuantStub() if eager else None
+        self.c1, self.bn1, self.relu1 = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1, self.relu2 = nn.Conv2d(16, 8, 1), nn.ReLU()
+        self.fc2, self.gate = nn.Conv2d(8, 16, 1), nn.Hardtanh(0.0, 1.0)
+        self.c2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.relu3 = nn.ReLU()
+        self.m1 = nn.quantized.FloatFunctional() if eager else None
+        self.m2 = nn.quantized.FloatFunctional() if eager else None
+
+    def forward(self, x):
+        if self.quant is not None:
+            x = self.quant(x)
+        y = self.relu1(self.bn1(self.c1(x)))
+        w = self.gate(self.fc2(self.relu2(self.fc1(self.pool(y)))))
+        if self.m1 is not None:
+            y = self.m1.mul(y, w)
+            z = self.relu3(self.m2.mul(w, self.c2(y)))  # FloatFunctional has no mul_relu
+        else:
+            y = y * w
+            z = self.relu3(torch.mul(w, self.c2(y)))
+        # the product itself is the output (a pooled head would average the check away)
+        if self.dequant is not None:
+            z = self.dequant(z)
+        return z
+
+    def fuse(self):
+        tq.fuse_modules(self, [["c1", "bn1", "relu1"], ["fc1", "relu2"]], inplace=True)
+
+
 # ------------------------------------------------------------------ cases
 
 def _randomize_bn(model, g):
@@ -296,6 +337,11 @@ CASES = {
     "misc_fx_x86": (Misc, (3, 17, 15), "normal", "fx", "x86", 3),
     "mlp_fx_x86": (MLP, (64,), "normal", "fx", "x86", 7),
     "meanhead_fx_x86": (MeanHead, (3, 16, 16), "normal", "fx", "x86", 8),
+    # squeeze-excitation: quantized.mul / mul_relu with [N, C, H, W] x [N, C, 1, 1]
+    "se_fx": (SqueezeExcite, (3, 12, 10), "normal", "fx", "fbgemm", 3),
+    "se_fx_qnnpack": (SqueezeExcite, (3, 12, 10), "normal", "fx", "qnnpack", 3),
+    "se_fx_x86": (SqueezeExcite, (3, 12, 10), "normal", "fx", "x86", 3),
+    "se_eager": (lambda: SqueezeExcite(eager=True), (3, 12, 10), "normal", "eager", "fbgemm", 3),
 }
 
 

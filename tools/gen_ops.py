@@ -32,6 +32,11 @@ What convert_fx emits (checked with torch 2.15, both engines):
   cat           torch.cat([qa, qb, ...], 1)  (FX makes all qparams equal; the
                 output takes input 0's qparams) -- also generated here with
                 torch.ops.quantized.cat(xs, 1, scale, zp) and differing qparams.
+  mul           torch.ops.quantized.mul(a, b, scale, zp) (FX `x * y`, torch.mul;
+                eager QFunctional.mul); b the same shape as a or broadcast:
+                [N, C, 1, 1] (squeeze-excitation), [N, 1, 1, 1], [N, 1, H, W];
+                a sometimes channels-last (a conv output in a real model)
+  mul_relu      torch.ops.quantized.mul_relu(a, b, scale, zp) (FX fuses mul + relu)
 """
 import argparse, json, os, random, warnings
 
@@ -42,7 +47,8 @@ import torch.nn.functional as F
 from safetensors.numpy import save_file
 
 OPS = ["quantize", "dequantize", "add", "add_relu", "max_pool2d", "avg_pool2d",
-       "adaptive_avg_pool2d", "mean", "relu", "relu6", "hardtanh", "hardswish", "cat"]
+       "adaptive_avg_pool2d", "mean", "relu", "relu6", "hardtanh", "hardswish", "cat",
+       "mul", "mul_relu"]
 ENGINES = ["fbgemm", "qnnpack"]
 
 
@@ -415,6 +421,38 @@ def make_case(rng, g, op, engine, producer=None, tie_maps=False):
             y = torch.ops.quantized.cat(xs, 1, so, zo)
         spec.update(api=api, dim=1, num_inputs=k, input_scale=scales, input_zero_point=zps)
         out_q(y)
+    elif op in ("mul", "mul_relu"):
+        n, c, h, w = rand_shape(rng, big=True)
+        form = rng.choice(["same", "channel", "channel", "scalar", "plane"])
+        sb_shape = {"same": (n, c, h, w), "channel": (n, c, 1, 1), "scalar": (n, 1, 1, 1),
+                    "plane": (n, 1, h, w)}[form]
+        layout = "channels_last" if rng.random() < 0.4 else None
+        for _ in range(50):  # redraw qparams/data until the output has some spread
+            sa, sb = rand_scale(rng, -3, 0), rand_scale(rng, -3, 0)
+            za, zb = rand_zp(rng), rand_zp(rng)
+            a = float_for(g, (n, c, h, w), sa, za)
+            b = float_for(g, sb_shape, sb, zb)
+            qa, qb = q(a, sa, za), q(b, sb, zb)
+            if layout:
+                qa = qa.contiguous(memory_format=torch.channels_last)
+            # output scale around the product's range: some outputs saturate
+            so = f32(sa * sb * 255 * 10 ** rng.uniform(-0.8, 0.5))
+            zo = rand_zp(rng)
+            if op == "mul_relu" and zo > 200:
+                zo = rng.randint(0, 200)
+            fn = torch.ops.quantized.mul if op == "mul" else torch.ops.quantized.mul_relu
+            y = fn(qa, qb, so, zo)
+            if len(np.unique(y.int_repr().numpy())) >= min(8, y.numel() // 2):
+                break
+        assert list(y.shape) == [n, c, h, w]
+        spec.update(shape=list((n, c, h, w)), input_shapes=[[n, c, h, w], list(sb_shape)],
+                    broadcast=form, input_scale=[sa, sb], input_zero_point=[za, zb])
+        if layout:
+            spec["input_layout"] = layout
+        t.update(float_input_0=a.numpy(), float_input_1=b.numpy(),
+                 input_0=qa.int_repr().contiguous().numpy(), input_1=qb.int_repr().numpy())
+        spec.update(output_scale=float(y.q_scale()), output_zero_point=int(y.q_zero_point()))
+        t["output"] = y.int_repr().contiguous().numpy()
     else:
         raise ValueError(op)
     return spec, t

@@ -17,7 +17,7 @@ Python API (the main way to use this tool):
 `export(model, example_input, path, engine=None)` accepts
   * the torch.fx.GraphModule returned by convert_fx, or
   * an eager-mode quantized nn.Module (QuantStub/DeQuantStub, fuse_modules,
-    prepare, convert; FloatFunctional add/add_relu/cat). It is traced with
+    prepare, convert; FloatFunctional add/add_relu/mul/cat). It is traced with
     torch.fx.symbolic_trace, so its forward must be traceable (no
     data-dependent control flow).
 `example_input` is one tensor or a tuple of tensors (float32, with a batch
@@ -396,6 +396,27 @@ class _Exporter:
             qp = self.given_qparams(node, self.const(node, s, "scale"), self.const(node, z, "zero_point"))
             act = "relu" if t is _qop("add_relu") else "none"
             self.env[node] = ("q", self.emit(node, "add", [x, y], activation=act, **qp))
+        elif _is_fn(t, _qop("mul"), _qop("mul_relu")):
+            an, bn = _arg(node, 0, "qa"), _arg(node, 1, "qb")
+            x = self.qin(node, an, "first input")
+            y = self.qin(node, bn, "second input")
+            s, z = _arg(node, 2, "scale"), _arg(node, 3, "zero_point")
+            self.check_qout(node)
+            qp = self.given_qparams(node, self.const(node, s, "scale"), self.const(node, z, "zero_point"))
+            out = list(self.info[node].shape)
+            sa, sb = list(self.info[an].shape), list(self.info[bn].shape)
+            if sa != out:
+                # quantized.mul is symmetric (integer product, f32 sa*sb): qfuse's mul
+                # broadcasts its second input into the first, so the full-shape one goes first
+                x, y, sa, sb = y, x, sb, sa
+            if sa != out:
+                self.fail(node, f"mul of shapes {sa} and {sb}: neither has the output's shape {out} "
+                                f"(qfuse broadcasts one input into the other)")
+            if len(sb) != len(sa) or sb[0] != sa[0]:
+                self.fail(node, f"mul of shapes {sa} and {sb}: the inputs must have the same rank and "
+                                f"batch size (broadcasting over the batch is not supported)")
+            act = "relu" if t is _qop("mul_relu") else "none"
+            self.env[node] = ("q", self.emit(node, "mul", [x, y], activation=act, **qp))
         elif _is_fn(t, _qop("cat"), torch.cat, torch.concat, getattr(torch, "concatenate", None)):
             xs = _arg(node, 0, "tensors" if t is not _qop("cat") else "qx")
             if t is _qop("cat"):
@@ -743,6 +764,8 @@ call_module   nnq.Quantize (eager QuantStub)         -> quantize
 call_module   nniq.ConvReLU2d, nnq.Conv2d            -> conv2d (activation relu/none)
 call_module   nniq.LinearReLU, nnq.Linear            -> linear
 call_function torch.ops.quantized.add / add_relu     -> add (FX and eager FloatFunctional)
+call_function torch.ops.quantized.mul / mul_relu     -> mul (FX x * y, torch.mul; eager QFunctional.mul;
+                                                        input 1 may broadcast, e.g. [N,C,H,W] x [N,C,1,1])
 call_function torch.ops.quantized.cat, torch.cat     -> cat
 call_function torch.ops.quantized.hardswish, call_module nnq.Hardswish -> hardswish
 call_module nn.ReLU, F.relu, torch.relu(_) on quint8, x.relu() -> relu

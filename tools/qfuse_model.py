@@ -46,6 +46,8 @@ OPS = {
     "flatten": (1, 1, ["start_dim", "end_dim"], [], "input"),
     "reshape": (1, 1, ["shape"], [], "input"),
     "cat": (2, None, ["dim", "scale", "zero_point"], [], "given"),
+    "mul": (2, 2, ["activation", "scale", "zero_point"], [], "given"),
+    "binary": (2, 2, ["scale", "zero_point"], ["dtype"], "given"),
 }
 # "input's" ops may carry explicit qparams equal to their input's (MODEL_FORMAT.md).
 COMMON_KEYS = {"name", "op", "inputs"}
@@ -78,7 +80,7 @@ class Model:
             if n["op"] == "conv2d":
                 w = self.tensors[n["name"] + ".weight"]
                 extra = f" w{list(w.shape)} s{n['stride']} p{n['padding']} g{n['groups']} {n['activation']}"
-            elif n["op"] in ("linear", "add"):
+            elif n["op"] in ("linear", "add", "mul"):
                 extra = f" {n['activation']}"
             lines.append(f"  {n['op']:<20} {n['name']:<28} {str(list(self.shapes[n['name']])):<18} {q}{extra}")
         return "\n".join(lines)
@@ -109,6 +111,13 @@ def _check_qparams(ctx, node):
     s, z = node["scale"], node["zero_point"]
     if not (_is_num(s) and s > 0):
         _err(ctx, f"`scale` must be a positive finite number, got {s!r}")
+    if node.get("op") == "binary" and "dtype" in node:
+        if node["dtype"] not in ("quint8", "qint8"):
+            _err(ctx, f"`dtype` must be \"quint8\" or \"qint8\", got {node['dtype']!r}")
+        if node["dtype"] == "qint8":
+            if not (_is_int(z) and -128 <= z <= 127):
+                _err(ctx, f"`zero_point` must be an integer in [-128, 127] (qint8), got {z!r}")
+            return (float(s), int(z))
     if not (_is_int(z) and 0 <= z <= 255):
         _err(ctx, f"`zero_point` must be an integer in [0, 255] (quint8), got {z!r}")
     return (float(s), int(z))
@@ -155,6 +164,12 @@ def _infer(ctx, node, in_shapes, tensors):
     if op == "add":
         if in_shapes[0] != in_shapes[1]:
             _err(ctx, f"add inputs differ in shape: {list(in_shapes[0])} vs {list(in_shapes[1])}")
+        return x
+    if op in ("mul", "binary"):
+        # input 1 broadcasts into input 0 (numpy, aligned on the right)
+        b = in_shapes[1]
+        if len(b) > len(x) or any(d not in (1, e) for d, e in zip(b[::-1], x[::-1])):
+            _err(ctx, f"input 1 {list(b)} does not broadcast into input 0 {list(x)}")
         return x
     if op in ("max_pool2d", "avg_pool2d"):
         if len(x) != 3:
@@ -320,14 +335,21 @@ def validate(header, tensors):
         if n["op"] in ("conv2d", "linear"):
             for suffix in ("weight", "weight_scale", "weight_zero_point", "bias"):
                 expected[f"{name}.{suffix}"] = (name, i, n)
+        if n["op"] == "binary":
+            expected[f"{name}.table"] = (name, i, n)
     for k in tensors:
         if k not in expected:
-            raise FormatError(f"tensor {k!r}: not allowed (no conv2d/linear node owns it)")
+            raise FormatError(f"tensor {k!r}: not allowed (no conv2d/linear/binary node owns it)")
     for k, (name, i, n) in expected.items():
         ctx = f"node {name!r} (nodes[{i}], {n['op']})"
         if k not in tensors:
             _err(ctx, f"missing tensor {k!r}")
     for name, (i, n) in by_name.items():
+        if n["op"] == "binary":
+            t = tensors[name + ".table"]
+            if t.dtype != np.uint8 or t.shape != (65536,):
+                _err(f"node {name!r} (nodes[{i}], binary)",
+                     f"`{name}.table` must be U8 [65536], got {t.dtype} {list(t.shape)}")
         if n["op"] not in ("conv2d", "linear"):
             continue
         ctx = f"node {name!r} (nodes[{i}], {n['op']})"

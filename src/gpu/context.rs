@@ -34,6 +34,8 @@ pub enum Kernel {
     /// ONNX Runtime's float rules with exact division (`ort.wgsl`): its
     /// quantize, global/average pooling and softmax.
     Ort,
+    /// Binary ops through a 65,536-entry table, with broadcasting (`binary.wgsl`).
+    Binary,
 }
 
 impl Kernel {
@@ -48,6 +50,7 @@ impl Kernel {
         Kernel::Add,
         Kernel::Pool,
         Kernel::Ort,
+        Kernel::Binary,
     ];
 
     /// The file under `shaders/` that every kernel's source starts with.
@@ -66,6 +69,7 @@ impl Kernel {
             Kernel::Add => "add.wgsl",
             Kernel::Pool => "pool.wgsl",
             Kernel::Ort => "ort.wgsl",
+            Kernel::Binary => "binary.wgsl",
         }
     }
 
@@ -81,6 +85,7 @@ impl Kernel {
             Kernel::Add => include_str!("../../shaders/add.wgsl"),
             Kernel::Pool => include_str!("../../shaders/pool.wgsl"),
             Kernel::Ort => include_str!("../../shaders/ort.wgsl"),
+            Kernel::Binary => include_str!("../../shaders/binary.wgsl"),
         }
     }
 

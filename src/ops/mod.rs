@@ -11,7 +11,7 @@
 //! | --- | --- |
 //! | [`quantize`] | `quantize`, `dequantize` |
 //! | [`conv`] | `conv2d`, `linear` |
-//! | [`binary`] | `add` |
+//! | [`binary`] | `add`, `binary`, `mul` |
 //! | [`pool`] | `max_pool2d`, `avg_pool2d`, `adaptive_avg_pool2d`, `mean` |
 //! | [`table`] | `relu`, `relu6`, `hardtanh`, `hardswish` |
 //! | [`shape`] | `flatten`, `reshape`, `cat` |
@@ -45,7 +45,10 @@ pub mod quantize;
 pub mod shape;
 pub mod table;
 
-pub use binary::{qnnpack_add_elem, qnnpack_add_params};
+pub use binary::{
+    ort_add_table, ort_mul_table, pytorch_mul_table, qnnpack_add_elem, qnnpack_add_params,
+    transpose_table, BINARY_TABLE_LEN,
+};
 pub use ort::{quantize_div, requantize_table_div, softmax_table, OrtPool2d};
 pub use pool::{
     adaptive_path, adaptive_window, avg_pool2d_path, cascade_sum, cascade_sum_ilp4, div_round_even,
@@ -140,6 +143,27 @@ pub enum Op {
         /// The output's qparams (only `floor(1 / scale)` and the zero point enter).
         out: QParams,
     },
+    /// Two quantized tensors (quint8 or qint8) through a 65,536-entry table:
+    /// output byte = `table[a_byte * 256 + b_byte]` (stored bytes: uint8
+    /// images for qint8), input 1 broadcast into input 0's shape (numpy,
+    /// right-aligned; see [`binary`]). The output has input 0's per-sample
+    /// shape and qparams `out`. Tables: [`binary::ort_add_table`],
+    /// [`binary::ort_mul_table`].
+    Binary {
+        /// 65,536 output bytes, indexed by `a * 256 + b`.
+        table: std::sync::Arc<Vec<u8>>,
+        /// The output's qparams.
+        out: QParams,
+    },
+    /// PyTorch's quantized elementwise product of two quint8 tensors
+    /// (`quantized::mul` / `mul_relu`, every engine), input 1 broadcast into
+    /// input 0 as for [`Op::Binary`] (e.g. `[C, H, W] x [C, 1, 1]`).
+    Mul {
+        /// Apply ReLU to the product (`quantized::mul_relu`).
+        relu: bool,
+        /// The output's qparams.
+        out: QParams,
+    },
 }
 
 impl Op {
@@ -172,6 +196,11 @@ impl Op {
                 out,
             } => Box::new(ort::OrtOp::AvgPool(*pool, *count_include_pad, *out)),
             Op::Softmax { axis, out } => Box::new(ort::OrtOp::Softmax(*axis, *out)),
+            Op::Binary { table, out } => Box::new(binary::Binary { table, out: *out }),
+            Op::Mul { relu, out } => Box::new(binary::Mul {
+                relu: *relu,
+                out: *out,
+            }),
         }
     }
 
