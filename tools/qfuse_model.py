@@ -46,6 +46,7 @@ OPS = {
     "flatten": (1, 1, ["start_dim", "end_dim"], [], "input"),
     "reshape": (1, 1, ["shape"], [], "input"),
     "cat": (2, None, ["dim", "scale", "zero_point"], [], "given"),
+    "lut": (1, 1, ["table", "scale", "zero_point"], ["signed"], "given"),
 }
 # "input's" ops may carry explicit qparams equal to their input's (MODEL_FORMAT.md).
 COMMON_KEYS = {"name", "op", "inputs"}
@@ -109,6 +110,13 @@ def _check_qparams(ctx, node):
     s, z = node["scale"], node["zero_point"]
     if not (_is_num(s) and s > 0):
         _err(ctx, f"`scale` must be a positive finite number, got {s!r}")
+    if node.get("signed", False) is not False:
+        # lut only: a qint8 output, with its int8 zero point
+        if node["signed"] is not True:
+            _err(ctx, f"`signed` must be true or false, got {node['signed']!r}")
+        if not (_is_int(z) and -128 <= z <= 127):
+            _err(ctx, f"`zero_point` must be an integer in [-128, 127] (qint8), got {z!r}")
+        return (float(s), int(z))
     if not (_is_int(z) and 0 <= z <= 255):
         _err(ctx, f"`zero_point` must be an integer in [0, 255] (quint8), got {z!r}")
     return (float(s), int(z))
@@ -129,7 +137,7 @@ def _pool_out(size, k, s, p, d, ceil_mode):
 def _infer(ctx, node, in_shapes, tensors):
     op = node["op"]
     x = in_shapes[0]
-    if op in ("quantize", "dequantize", "relu", "relu6", "hardtanh", "hardswish"):
+    if op in ("quantize", "dequantize", "relu", "relu6", "hardtanh", "hardswish", "lut"):
         return x
     if op == "conv2d":
         if len(x) != 3:
@@ -295,6 +303,10 @@ def validate(header, tensors):
                 _err(ctx, f"`divisor_override` must be null or a positive integer, got {d!r}")
         elif op == "adaptive_avg_pool2d":
             _pair(ctx, n, "output_size", 1)
+        elif op == "lut":
+            t = n["table"]
+            if not (isinstance(t, list) and len(t) == 256 and all(_is_int(v) and 0 <= v <= 255 for v in t)):
+                _err(ctx, f"`table` must be a list of 256 integers in [0, 255], got {str(t)[:60]}")
         elif op == "mean":
             if n["dims"] != [2, 3]:
                 _err(ctx, f"`dims` must be [2, 3], got {n['dims']!r}")

@@ -13,7 +13,7 @@
 //! | [`conv`] | `conv2d`, `linear` |
 //! | [`binary`] | `add` |
 //! | [`pool`] | `max_pool2d`, `avg_pool2d`, `adaptive_avg_pool2d`, `mean` |
-//! | [`table`] | `relu`, `relu6`, `hardtanh`, `hardswish` |
+//! | [`table`] | `relu`, `relu6`, `hardtanh`, `hardswish`, `lut` |
 //! | [`shape`] | `flatten`, `reshape`, `cat` |
 //!
 //! Registration is in this file: the [`Op`] variant, its arm in
@@ -49,7 +49,7 @@ pub use pool::{
 };
 pub use quantize::{requantize_table, requantize_table_vector};
 pub use shape::{cat_tables, is_channels_last_trivially};
-pub use table::{apply_tables, hardswish_tables, hardtanh_table, relu_table};
+pub use table::{apply_tables, hardswish_tables, hardtanh_table, onnx_table, relu_table};
 
 // ---------------------------------------------------------------------------
 // The op enum (user-facing) and its registration.
@@ -106,6 +106,17 @@ pub enum Op {
     Reshape(Vec<usize>),
     /// Concatenation along channels, requantized to these qparams.
     Cat(QParams),
+    /// A 256-entry lookup table: output byte = `table[input byte]` (the
+    /// stored byte: the uint8 image for qint8), same shape, output qparams
+    /// `out` (which may be signed: the table then holds uint8 images). Any
+    /// input qparams. Built by a converter from an elementwise function (e.g.
+    /// [`table::onnx_table`]).
+    Lut {
+        /// Output byte per input byte.
+        table: Box<[u8; 256]>,
+        /// The output's qparams.
+        out: QParams,
+    },
 }
 
 impl Op {
@@ -130,6 +141,7 @@ impl Op {
             Op::Flatten => Box::new(shape::ShapeOp::Flatten),
             Op::Reshape(s) => Box::new(shape::ShapeOp::Reshape(s)),
             Op::Cat(q) => Box::new(shape::ShapeOp::Cat(*q)),
+            Op::Lut { table, out } => Box::new(table::TableOp::Lut(table, *out)),
         }
     }
 
@@ -471,6 +483,38 @@ impl Attrs<'_> {
         }
         QParams::new(scale as f32, zp as i32)
     }
+    /// `scale`, `zero_point` and optional `signed` (default false): quint8
+    /// qparams, or qint8 when `signed` is true, whose `zero_point` is then the
+    /// int8 zero point (`-128..=127`; held as the image, see [`QParams`]).
+    pub fn qparams_signed(&self) -> Result<QParams> {
+        let signed = match self.opt("signed") {
+            None => false,
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| bad(format!("\"signed\" must be true or false, got {v}")))?,
+        };
+        if !signed {
+            return self.qparams();
+        }
+        let s = self.get("scale")?;
+        let z = self.get("zero_point")?;
+        let scale = s
+            .as_f64()
+            .ok_or_else(|| bad(format!("scale must be a number, got {s}")))?;
+        let zp = z
+            .as_i64()
+            .ok_or_else(|| bad(format!("zero_point must be an integer, got {z}")))?;
+        if !(scale.is_finite() && scale > 0.0 && (scale as f32) > 0.0 && (scale as f32).is_finite())
+        {
+            return Err(bad(format!("scale {scale} must be a finite positive f32")));
+        }
+        if !(-128..=127).contains(&zp) {
+            return Err(bad(format!(
+                "zero_point {zp} is outside qint8's range -128..=127"
+            )));
+        }
+        QParams::new_i8(scale as f32, zp as i32)
+    }
     pub fn activation(&self) -> Result<Activation> {
         let v = self.get("activation")?;
         Activation::parse(v.as_str().unwrap_or(""))
@@ -549,6 +593,15 @@ impl NodeWriter<'_> {
     pub fn put_qparams(&mut self, q: QParams) {
         self.put("scale", serde_json::json!(q.scale as f64));
         self.put("zero_point", serde_json::json!(q.zero_point));
+    }
+    /// [`Self::put_qparams`] for qparams that may be signed: a qint8 one is
+    /// written with its int8 zero point and `"signed": true`.
+    pub fn put_qparams_signed(&mut self, q: QParams) {
+        self.put("scale", serde_json::json!(q.scale as f64));
+        self.put("zero_point", serde_json::json!(q.true_zero_point()));
+        if q.signed {
+            self.put("signed", serde_json::json!(true));
+        }
     }
 }
 

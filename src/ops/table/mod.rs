@@ -1,5 +1,7 @@
 //! Elementwise ops whose result depends on the input byte alone: `relu`,
-//! `relu6`, `hardtanh`, `hardswish` (rules in `tests/data/ops/README.md`).
+//! `relu6`, `hardtanh`, `hardswish` (rules in `tests/data/ops/README.md`),
+//! and `lut`, a table given as data (built by a converter, e.g. from ONNX
+//! Runtime's table ops with [`onnx_table`]).
 //! Lowered into two 256-entry tables (ATen's vector path and its scalar
 //! tail); the CPU loop and `lut.wgsl` look bytes up in the same tables.
 
@@ -42,18 +44,65 @@ pub(crate) const FILE_OPS: &[FileOp] = &[
         attributes: &["scale", "zero_point"],
         parse: |a: &Attrs<'_>, _: &ParseCx<'_>| Ok(Op::Hardswish(a.qparams()?)),
     },
+    FileOp {
+        name: "lut",
+        attributes: &["table", "scale", "zero_point", "signed"],
+        parse: |a: &Attrs<'_>, _: &ParseCx<'_>| {
+            Ok(Op::Lut {
+                table: Box::new(parse_table(a.get("table")?)?),
+                out: a.qparams_signed()?,
+            })
+        },
+    },
 ];
 
+/// The `table` attribute of a `lut` node: exactly 256 integers in `0..=255`.
+fn parse_table(v: &serde_json::Value) -> Result<[u8; 256]> {
+    let a = v.as_array().ok_or_else(|| {
+        Error::Model(format!(
+            "\"table\" must be a list of 256 integers in 0..=255, got {}",
+            short(v)
+        ))
+    })?;
+    if a.len() != 256 {
+        return Err(Error::Model(format!(
+            "\"table\" has {} entries, must have 256 (one per input byte)",
+            a.len()
+        )));
+    }
+    let mut t = [0u8; 256];
+    for (i, (e, x)) in t.iter_mut().zip(a).enumerate() {
+        *e = x.as_u64().filter(|&b| b <= 255).ok_or_else(|| {
+            Error::Model(format!(
+                "\"table\" entry {i} is {}, must be an integer in 0..=255",
+                short(x)
+            ))
+        })? as u8;
+    }
+    Ok(t)
+}
+
+/// A JSON value for an error message, cut to a readable length.
+fn short(v: &serde_json::Value) -> String {
+    let s = v.to_string();
+    match s.char_indices().nth(60) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s,
+    }
+}
+
 /// A table op.
-pub(crate) enum TableOp {
+pub(crate) enum TableOp<'a> {
     Relu,
     Relu6,
     Hardtanh(f32, f32),
     /// With its output qparams.
     Hardswish(QParams),
+    /// A given table and the output qparams (possibly signed).
+    Lut(&'a [u8; 256], QParams),
 }
 
-impl TableOp {
+impl TableOp<'_> {
     /// `(vector-path table, tail table, whether the tail starts at ATen's
     /// vector split)` for input qparams `q`.
     fn tables(&self, engine: Requant, q: QParams) -> Result<TableLowered> {
@@ -74,17 +123,19 @@ impl TableOp {
                     vec_split: engine == Requant::Fbgemm,
                 }
             }
+            TableOp::Lut(t, _) => one(*t),
         })
     }
 }
 
-impl<'a> OpKind<'a> for TableOp {
+impl<'a> OpKind<'a> for TableOp<'_> {
     fn name(&self) -> &'static str {
         match self {
             TableOp::Relu => "relu",
             TableOp::Relu6 => "relu6",
             TableOp::Hardtanh(..) => "hardtanh",
             TableOp::Hardswish(_) => "hardswish",
+            TableOp::Lut(..) => "lut",
         }
     }
     fn infer(&self, _: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
@@ -104,6 +155,13 @@ impl<'a> OpKind<'a> for TableOp {
                     dtype: DType::QUInt8(out),
                 })
             }
+            TableOp::Lut(_, out) => {
+                out.validate("lut output")?;
+                Ok(TensorInfo {
+                    shape: x.shape.clone(),
+                    dtype: DType::QUInt8(out),
+                })
+            }
             _ => Ok(keep(x, x.shape.clone())),
         }
     }
@@ -114,6 +172,10 @@ impl<'a> OpKind<'a> for TableOp {
                 w.put("max_val", json!(max as f64));
             }
             TableOp::Hardswish(q) => w.put_qparams(q),
+            TableOp::Lut(t, q) => {
+                w.put("table", json!(t.to_vec()));
+                w.put_qparams_signed(q);
+            }
             TableOp::Relu | TableOp::Relu6 => {}
         }
     }
@@ -121,7 +183,7 @@ impl<'a> OpKind<'a> for TableOp {
         Ok(Box::new(self.tables(sig.engine, sig.q_in(0)?)?))
     }
     fn byte_clamp(&self, q: QParams) -> Result<Option<(i32, i32)>> {
-        if let TableOp::Hardswish(_) = self {
+        if let TableOp::Hardswish(_) | TableOp::Lut(..) = self {
             return Ok(None);
         }
         // A clamp table is monotone: its ends are the bounds.
@@ -222,4 +284,104 @@ pub fn apply_tables(
             }
         })
         .collect()
+}
+
+/// The table of one of ONNX Runtime's table ops ([`crate::onnx::TableKind`]),
+/// indexed by the stored input byte and holding stored output bytes (uint8
+/// images for qint8, see [`QParams`]): [`crate::onnx::reference::table`]
+/// (indexed by the input's bit pattern, holding true output values) re-indexed.
+/// `x` and `y` are the input's and output's qparams (either may be signed).
+pub fn onnx_table(kind: &crate::onnx::TableKind, x: QParams, y: QParams) -> [u8; 256] {
+    use crate::onnx::{QType, Q};
+    let to_q = |p: QParams| Q {
+        scale: p.scale,
+        zero_point: p.true_zero_point(),
+        dtype: if p.signed { QType::I8 } else { QType::U8 },
+    };
+    let t = crate::onnx::reference::table(kind, &to_q(x), &to_q(y));
+    std::array::from_fn(|b| {
+        // stored byte b is the value b - offset, whose bit pattern indexes `t`
+        let bits = (b as i32 - x.offset()) as u8;
+        (t[bits as usize] + y.offset()) as u8
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::reference::table;
+    use crate::onnx::{QType, TableKind, Q};
+
+    fn kinds() -> Vec<TableKind> {
+        vec![
+            TableKind::Sigmoid,
+            TableKind::LeakyRelu { alpha: 0.01 },
+            TableKind::HardSigmoid {
+                alpha: 0.2,
+                beta: 0.5,
+            },
+            TableKind::Relu,
+            TableKind::Requantize,
+        ]
+    }
+
+    fn onnx_q(p: QParams) -> Q {
+        Q {
+            scale: p.scale,
+            zero_point: p.true_zero_point(),
+            dtype: if p.signed { QType::I8 } else { QType::U8 },
+        }
+    }
+
+    #[test]
+    fn onnx_table_agrees_with_the_reference_for_u8_and_s8() {
+        let qs = [
+            QParams::new(0.031, 140).unwrap(),
+            QParams::new(0.0039, 0).unwrap(),
+            QParams::new_i8(0.027, -9).unwrap(),
+            QParams::new_i8(0.0078, -128).unwrap(),
+        ];
+        let mut checked = 0;
+        for kind in kinds() {
+            for &x in &qs {
+                for &y in &qs {
+                    let ours = onnx_table(&kind, x, y);
+                    let r = table(&kind, &onnx_q(x), &onnx_q(y));
+                    // every value v of the input type: ours at v's stored
+                    // byte is the reference at v's bit pattern, stored
+                    let (lo, hi) = if x.signed { (-128, 127) } else { (0, 255) };
+                    for v in lo..=hi {
+                        let stored = (v + x.offset()) as usize;
+                        let want = r[v as u8 as usize] + y.offset();
+                        assert_eq!(
+                            ours[stored] as i32, want,
+                            "{kind:?} x {x:?} y {y:?} value {v}"
+                        );
+                        checked += 1;
+                    }
+                    assert!(ours.iter().any(|&b| b != ours[0]), "{kind:?} constant");
+                }
+            }
+        }
+        assert_eq!(checked, 5 * 16 * 256);
+    }
+
+    #[test]
+    fn onnx_requantize_to_itself_is_the_identity_on_stored_bytes() {
+        for x in [
+            QParams::new(0.05, 17).unwrap(),
+            QParams::new_i8(0.05, 17).unwrap(),
+            QParams::new_i8(0.3, -128).unwrap(),
+        ] {
+            let t = onnx_table(&TableKind::Requantize, x, x);
+            for (b, &v) in t.iter().enumerate() {
+                assert_eq!(v as usize, b, "{x:?}");
+            }
+            // relu keeps bytes from the zero point up and maps the rest to it
+            let t = onnx_table(&TableKind::Relu, x, x);
+            for (b, &v) in t.iter().enumerate() {
+                assert_eq!(v as i32, (b as i32).max(x.zero_point), "{x:?} byte {b}");
+            }
+        }
+    }
 }
