@@ -13,7 +13,7 @@
 //! | [`conv`] | `conv2d`, `linear` |
 //! | [`binary`] | `add` |
 //! | [`pool`] | `max_pool2d`, `avg_pool2d`, `adaptive_avg_pool2d`, `mean` |
-//! | [`table`] | `relu`, `relu6`, `hardtanh`, `hardswish`, `lut` |
+//! | [`table`] | `relu`, `relu6`, `hardtanh`, `hardswish`, `lut`, `lut_split` |
 //! | [`shape`] | `flatten`, `reshape`, `cat` |
 //!
 //! Registration is in this file: the [`Op`] variant, its arm in
@@ -49,7 +49,9 @@ pub use pool::{
 };
 pub use quantize::{requantize_table, requantize_table_vector};
 pub use shape::{cat_tables, is_channels_last_trivially};
-pub use table::{apply_tables, hardswish_tables, hardtanh_table, onnx_table, relu_table};
+pub use table::{
+    apply_tables, apply_tables_nhwc, hardswish_tables, hardtanh_table, onnx_table, relu_table,
+};
 
 // ---------------------------------------------------------------------------
 // The op enum (user-facing) and its registration.
@@ -117,6 +119,21 @@ pub enum Op {
         /// The output's qparams.
         out: QParams,
     },
+    /// Two 256-entry lookup tables split as ATen's elementwise quantized
+    /// kernels split a tensor: elements `[0, n - n % 64)` of the flat tensor
+    /// of `n` elements, in PyTorch's memory order (NHWC for a channels-last
+    /// tensor, e.g. a conv output), take `table` (the vector body), the rest
+    /// `tail` (the scalar tail). Otherwise as [`Op::Lut`]. For PyTorch ops
+    /// whose vector and scalar code round a byte differently (the exporter
+    /// computes both tables with PyTorch).
+    LutSplit {
+        /// Output byte per input byte, vector body.
+        table: Box<[u8; 256]>,
+        /// Output byte per input byte, scalar tail.
+        tail: Box<[u8; 256]>,
+        /// The output's qparams.
+        out: QParams,
+    },
 }
 
 impl Op {
@@ -142,6 +159,9 @@ impl Op {
             Op::Reshape(s) => Box::new(shape::ShapeOp::Reshape(s)),
             Op::Cat(q) => Box::new(shape::ShapeOp::Cat(*q)),
             Op::Lut { table, out } => Box::new(table::TableOp::Lut(table, *out)),
+            Op::LutSplit { table, tail, out } => {
+                Box::new(table::TableOp::LutSplit(table, tail, *out))
+            }
         }
     }
 

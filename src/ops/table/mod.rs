@@ -45,28 +45,40 @@ pub(crate) const FILE_OPS: &[FileOp] = &[
         parse: |a: &Attrs<'_>, _: &ParseCx<'_>| Ok(Op::Hardswish(a.qparams()?)),
     },
     FileOp {
+        name: "lut_split",
+        attributes: &["table", "tail_table", "scale", "zero_point", "signed"],
+        parse: |a: &Attrs<'_>, _: &ParseCx<'_>| {
+            Ok(Op::LutSplit {
+                table: Box::new(parse_table(a.get("table")?, "table")?),
+                tail: Box::new(parse_table(a.get("tail_table")?, "tail_table")?),
+                out: a.qparams_signed()?,
+            })
+        },
+    },
+    FileOp {
         name: "lut",
         attributes: &["table", "scale", "zero_point", "signed"],
         parse: |a: &Attrs<'_>, _: &ParseCx<'_>| {
             Ok(Op::Lut {
-                table: Box::new(parse_table(a.get("table")?)?),
+                table: Box::new(parse_table(a.get("table")?, "table")?),
                 out: a.qparams_signed()?,
             })
         },
     },
 ];
 
-/// The `table` attribute of a `lut` node: exactly 256 integers in `0..=255`.
-fn parse_table(v: &serde_json::Value) -> Result<[u8; 256]> {
+/// A table attribute (`key`) of a `lut` / `lut_split` node: exactly 256
+/// integers in `0..=255`.
+fn parse_table(v: &serde_json::Value, key: &str) -> Result<[u8; 256]> {
     let a = v.as_array().ok_or_else(|| {
         Error::Model(format!(
-            "\"table\" must be a list of 256 integers in 0..=255, got {}",
+            "\"{key}\" must be a list of 256 integers in 0..=255, got {}",
             short(v)
         ))
     })?;
     if a.len() != 256 {
         return Err(Error::Model(format!(
-            "\"table\" has {} entries, must have 256 (one per input byte)",
+            "\"{key}\" has {} entries, must have 256 (one per input byte)",
             a.len()
         )));
     }
@@ -100,16 +112,21 @@ pub(crate) enum TableOp<'a> {
     Hardswish(QParams),
     /// A given table and the output qparams (possibly signed).
     Lut(&'a [u8; 256], QParams),
+    /// Given tables for ATen's vector body and its scalar tail, and the
+    /// output qparams.
+    LutSplit(&'a [u8; 256], &'a [u8; 256], QParams),
 }
 
 impl TableOp<'_> {
     /// `(vector-path table, tail table, whether the tail starts at ATen's
-    /// vector split)` for input qparams `q`.
-    fn tables(&self, engine: Requant, q: QParams) -> Result<TableLowered> {
+    /// vector split)` for input qparams `q`; `nhwc`: PyTorch holds the input
+    /// channels-last (ATen's split then counts elements in NHWC order).
+    fn tables(&self, engine: Requant, q: QParams, nhwc: bool) -> Result<TableLowered> {
         let one = |t: [u8; 256]| TableLowered {
             vec: t,
             tail: t,
             vec_split: false,
+            nhwc: false,
         };
         Ok(match *self {
             TableOp::Relu => one(relu_table(q)),
@@ -121,9 +138,16 @@ impl TableOp<'_> {
                     vec,
                     tail,
                     vec_split: engine == Requant::Fbgemm,
+                    nhwc,
                 }
             }
             TableOp::Lut(t, _) => one(*t),
+            TableOp::LutSplit(t, tail, _) => TableLowered {
+                vec: *t,
+                tail: *tail,
+                vec_split: true,
+                nhwc,
+            },
         })
     }
 }
@@ -136,6 +160,7 @@ impl<'a> OpKind<'a> for TableOp<'_> {
             TableOp::Hardtanh(..) => "hardtanh",
             TableOp::Hardswish(_) => "hardswish",
             TableOp::Lut(..) => "lut",
+            TableOp::LutSplit(..) => "lut_split",
         }
     }
     fn infer(&self, _: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
@@ -155,7 +180,7 @@ impl<'a> OpKind<'a> for TableOp<'_> {
                     dtype: DType::QUInt8(out),
                 })
             }
-            TableOp::Lut(_, out) => {
+            TableOp::Lut(_, out) | TableOp::LutSplit(_, _, out) => {
                 out.validate("lut output")?;
                 Ok(TensorInfo {
                     shape: x.shape.clone(),
@@ -176,18 +201,24 @@ impl<'a> OpKind<'a> for TableOp<'_> {
                 w.put("table", json!(t.to_vec()));
                 w.put_qparams_signed(q);
             }
+            TableOp::LutSplit(t, tail, q) => {
+                w.put("table", json!(t.to_vec()));
+                w.put("tail_table", json!(tail.to_vec()));
+                w.put_qparams_signed(q);
+            }
             TableOp::Relu | TableOp::Relu6 => {}
         }
     }
     fn lower(&self, sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
-        Ok(Box::new(self.tables(sig.engine, sig.q_in(0)?)?))
+        let nhwc = sig.channels_last.first().copied().unwrap_or(false);
+        Ok(Box::new(self.tables(sig.engine, sig.q_in(0)?, nhwc)?))
     }
     fn byte_clamp(&self, q: QParams) -> Result<Option<(i32, i32)>> {
-        if let TableOp::Hardswish(_) | TableOp::Lut(..) = self {
+        if let TableOp::Hardswish(_) | TableOp::Lut(..) | TableOp::LutSplit(..) = self {
             return Ok(None);
         }
         // A clamp table is monotone: its ends are the bounds.
-        let t = self.tables(Requant::Fbgemm, q)?.vec;
+        let t = self.tables(Requant::Fbgemm, q, false)?.vec;
         Ok(Some((t[0] as i32, t[255] as i32)))
     }
 }
@@ -197,18 +228,54 @@ pub(crate) struct TableLowered {
     pub vec: [u8; 256],
     pub tail: [u8; 256],
     pub vec_split: bool,
+    /// The split counts elements in NHWC order (PyTorch holds the input
+    /// channels-last: ATen's kernel walks memory order).
+    pub nhwc: bool,
 }
 
 impl Lowered for TableLowered {
     fn run_cpu(&self, io: &CpuIo<'_>) -> Result<Value> {
-        let (x, _, _) = io.q(0)?;
-        let split = if self.vec_split {
-            n_vec(x.len())
-        } else {
-            x.len()
-        };
-        io.q_out(apply_tables(x, &self.vec, &self.tail, split))
+        let (x, shape, _) = io.q(0)?;
+        if !self.vec_split {
+            return io.q_out(apply_tables(x, &self.vec, &self.tail, x.len()));
+        }
+        let split = n_vec(x.len());
+        match (self.nhwc, shape) {
+            (true, &[n, c, h, w]) => io.q_out(apply_tables_nhwc(
+                x,
+                [n, c, h, w],
+                &self.vec,
+                &self.tail,
+                split,
+            )),
+            _ => io.q_out(apply_tables(x, &self.vec, &self.tail, split)),
+        }
     }
+}
+
+/// [`apply_tables`] for an NCHW tensor that PyTorch holds channels-last:
+/// element `(b, c, y, x)` takes the second table when its NHWC flat index
+/// `((b*H + y)*W + x)*C + c` is `>= split`.
+pub fn apply_tables_nhwc(
+    x: &[u8],
+    [_, c, h, w]: [usize; 4],
+    vec_table: &[u8; 256],
+    tail_table: &[u8; 256],
+    split: usize,
+) -> Vec<u8> {
+    x.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let (xw, r) = (i % w, i / w);
+            let (y, r) = (r % h, r / h);
+            let (ch, b) = (r % c, r / c);
+            if ((b * h + y) * w + xw) * c + ch < split {
+                vec_table[v as usize]
+            } else {
+                tail_table[v as usize]
+            }
+        })
+        .collect()
 }
 
 /// `relu` on a quantized tensor: `max(q, zp)`.
