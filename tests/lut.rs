@@ -288,3 +288,169 @@ fn lut_bad_table_is_an_error() {
     // the edit helper itself loads an unedited file
     assert!(edited(|_| {}).is_ok());
 }
+
+/// x (quint8) -> conv2d 1x1 (identity weights: the conv's output is its input,
+/// channels-last in PyTorch) -> lut_split, and x -> lut_split (contiguous).
+fn split_model(c: usize, h: usize, w: usize, t: &[u8; 256], tail: &[u8; 256]) -> Model {
+    use qfuse::layer::LayerKind;
+    use qfuse::{Activation, Conv2dGeometry, QLayer};
+    let q = QParams::new(0.05, 100).unwrap();
+    let out = QParams::new(0.125, 7).unwrap();
+    let mut weight = vec![0i8; c * c];
+    for i in 0..c {
+        weight[i * c + i] = 1;
+    }
+    let layer = QLayer::from_pytorch(
+        LayerKind::Conv2d,
+        Conv2dGeometry::new(c, c, [1, 1]),
+        weight,
+        vec![1.0; c],
+        &vec![0; c],
+        vec![0.0; c],
+        q,
+        q,
+        Activation::None,
+        Requant::Fbgemm,
+    )
+    .unwrap();
+    let split = |name: &str, input: &str| Node {
+        name: name.into(),
+        op: Op::LutSplit {
+            table: Box::new(*t),
+            tail: Box::new(*tail),
+            out,
+        },
+        inputs: vec![input.into()],
+    };
+    Model::new(
+        Requant::Fbgemm,
+        vec![(
+            "x".into(),
+            TensorInfo {
+                shape: vec![c, h, w],
+                dtype: DType::QUInt8(q),
+            },
+        )],
+        vec!["cl".into(), "nchw".into(), "conv".into()],
+        vec![
+            Node {
+                name: "conv".into(),
+                op: Op::Conv2d(Box::new(layer)),
+                inputs: vec!["x".into()],
+            },
+            split("cl", "conv"),
+            split("nchw", "x"),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn lut_split_follows_the_memory_order_on_cpu_and_gpu() {
+    let ctx = gpu();
+    for seed in 0..4u64 {
+        let mut rng = Rng(77 + seed);
+        let (c, h, w) = (rng.range(2, 9), rng.range(2, 7), rng.range(2, 9));
+        let n = rng.range(1, 3);
+        let (t, tail) = (table(&mut rng), table(&mut rng));
+        let m = split_model(c, h, w, &t, &tail);
+        let data = rng.bytes(n * c * h * w);
+        let input = [Value::Q {
+            data: data.clone(),
+            shape: vec![n, c, h, w],
+            q: QParams::new(0.05, 100).unwrap(),
+        }];
+        let cpu = m.run_cpu(&input).unwrap();
+        // the identity conv passes the bytes through
+        let Value::Q { data: conv, .. } = &cpu[2] else {
+            panic!("conv output not quantized")
+        };
+        assert_eq!(conv, &data, "seed {seed}: identity conv changed bytes");
+        // independent rule: flat index in NHWC order (channels-last) or NCHW order
+        let total = data.len();
+        let split = total - total % 64;
+        let (mut want_cl, mut want_nchw) = (vec![0u8; total], vec![0u8; total]);
+        for b in 0..n {
+            for ch in 0..c {
+                for y in 0..h {
+                    for xx in 0..w {
+                        let i = ((b * c + ch) * h + y) * w + xx;
+                        let j = ((b * h + y) * w + xx) * c + ch;
+                        let v = data[i] as usize;
+                        want_cl[i] = if j < split { t[v] } else { tail[v] };
+                        want_nchw[i] = if i < split { t[v] } else { tail[v] };
+                    }
+                }
+            }
+        }
+        assert!(
+            want_cl != want_nchw || split == total,
+            "seed {seed}: the two orders agree, the test separates nothing"
+        );
+        let gpu_out = qfuse::GpuModel::new(&ctx, &m)
+            .unwrap()
+            .run(&ctx, &input)
+            .unwrap();
+        for (what, got) in [("CPU", &cpu), ("GPU", &gpu_out)] {
+            for (k, want) in [(0, &want_cl), (1, &want_nchw)] {
+                let Value::Q { data: g, .. } = &got[k] else {
+                    panic!("not quantized")
+                };
+                if let Some(e) = first_mismatch(g, want) {
+                    panic!(
+                        "seed {seed}, {what}, output {k}, shape {:?}: {e}",
+                        [n, c, h, w]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn lut_split_round_trip_and_bad_tail_table() {
+    let mut rng = Rng(9);
+    let (t, tail) = (table(&mut rng), table(&mut rng));
+    let m = split_model(3, 4, 5, &t, &tail);
+    let bytes = m.to_bytes().unwrap();
+    let m2 = Model::from_bytes(&bytes).unwrap();
+    assert_eq!(m2.to_bytes().unwrap(), bytes);
+    match &m2.nodes().iter().find(|n| n.name == "cl").unwrap().op {
+        Op::LutSplit {
+            table: a, tail: b, ..
+        } => {
+            assert_eq!(**a, *t);
+            assert_eq!(**b, *tail);
+        }
+        other => panic!("loaded as {}", other.name()),
+    }
+    // a bad tail table names the attribute
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let mut h: Json = serde_json::from_str(&meta.metadata().as_ref().unwrap()["qfuse"]).unwrap();
+    let node = h["nodes"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|n| n["name"] == "cl")
+        .unwrap();
+    node["tail_table"].as_array_mut().unwrap().truncate(100);
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v))
+        .collect();
+    let b = safetensors::serialize(
+        views,
+        Some(HashMap::from([("qfuse".to_string(), h.to_string())])),
+    )
+    .unwrap();
+    let e = Model::from_bytes(&b)
+        .err()
+        .expect("a bad lut_split loaded")
+        .to_string();
+    assert!(
+        e.contains("\"tail_table\" has 100 entries") && e.contains("cl"),
+        "{e}"
+    );
+}

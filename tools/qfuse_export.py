@@ -672,20 +672,21 @@ class _Exporter:
         self.env[node] = ("q", self.emit(node, "lut", [src], name=node.name, table=table, **qp))
 
     def check_positions(self, node, table, tail, what):
-        """A `lut` is exact when the op gives each byte the same result on ATen's
-        vector path and on its scalar tail (which elements take the tail depends on
-        the batch, the memory format and, for large tensors, the thread split)."""
+        """A float function between dequantize and quantize is a `lut` when it gives
+        each byte the same result on ATen's vector path and its scalar tail (the
+        float kernel splits at another step than the quantized ones, so a
+        `lut_split` would not match)."""
         if table == tail:
             return
         bad = [b for b in range(256) if table[b] != tail[b]]
         self.fail(node, f"{what}: with these qparams PyTorch rounds input byte(s) {bad[:8]} differently in "
                         f"ATen's vector body (-> {[table[b] for b in bad[:8]]}) and its scalar tail "
-                        f"(-> {[tail[b] for b in bad[:8]]}); which elements take the tail depends on the "
-                        f"batch size and memory format, so qfuse has no exact form for this op here")
+                        f"(-> {[tail[b] for b in bad[:8]]}); qfuse has no exact form for this float op here")
 
     def table_op(self, node, x, fn):
         """A quantized elementwise op on quint8 whose result depends on the byte
-        alone: a `lut` whose table PyTorch computes (torch_table)."""
+        alone (and its position: ATen's vector body or scalar tail): a `lut`, or a
+        `lut_split` where the two differ, whose tables PyTorch computes (torch_table)."""
         src = self.qin(node, x)
         self.check_qout(node)
         sq = self.observed[src][1]
@@ -693,8 +694,12 @@ class _Exporter:
         inf = self.info[node]
         if (s, z) != (inf.scale, inf.zero_point):
             self.fail(node, f"table qparams ({s}, {z}) differ from the observed ({inf.scale}, {inf.zero_point})")
-        self.check_positions(node, table, tail, _target_str(node.target))
-        self.env[node] = ("q", self.emit(node, "lut", [src], table=table, scale=s, zero_point=z))
+        if table == tail:
+            self.env[node] = ("q", self.emit(node, "lut", [src], table=table, scale=s, zero_point=z))
+        else:
+            # ATen's vector body and scalar tail round some byte differently
+            self.env[node] = ("q", self.emit(node, "lut_split", [src], table=table, tail_table=tail,
+                                             scale=s, zero_point=z))
 
     def elementwise_fn(self, node, fn):
         """sigmoid / hardsigmoid / silu / leaky_relu / elu (functions or float modules):
@@ -957,7 +962,8 @@ call_function torch.ops.quantized.add / mul (x, scalar), add_scalar / mul_scalar
 call_function torch.ops.quantized.leaky_relu / elu, nnq.LeakyReLU / nnq.ELU -> lut
 nn.Sigmoid / torch.sigmoid / x.sigmoid(), nn.Hardsigmoid / F.hardsigmoid on quint8 -> lut
 dequantize -> SiLU / Sigmoid / Hardsigmoid / LeakyReLU / ELU (float) -> quantize -> lut
-  (every lut table is computed by PyTorch itself, on each of the 256 bytes)
+  (every lut table is computed by PyTorch itself, on each of the 256 bytes; lut_split
+  where ATen's vector body and scalar tail round a byte differently)
 nn.Identity, nn.Dropout, nnq.Dropout, .contiguous()  -> removed
 F.dropout / quantized.dropout (training=False), torchvision stochastic_depth (eval) -> removed
 x.size(), x.shape[i], int arithmetic                 -> evaluated, not exported

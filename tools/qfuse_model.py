@@ -47,6 +47,7 @@ OPS = {
     "reshape": (1, 1, ["shape"], [], "input"),
     "cat": (2, None, ["dim", "scale", "zero_point"], [], "given"),
     "lut": (1, 1, ["table", "scale", "zero_point"], ["signed"], "given"),
+    "lut_split": (1, 1, ["table", "tail_table", "scale", "zero_point"], ["signed"], "given"),
 }
 # "input's" ops may carry explicit qparams equal to their input's (MODEL_FORMAT.md).
 COMMON_KEYS = {"name", "op", "inputs"}
@@ -137,7 +138,7 @@ def _pool_out(size, k, s, p, d, ceil_mode):
 def _infer(ctx, node, in_shapes, tensors):
     op = node["op"]
     x = in_shapes[0]
-    if op in ("quantize", "dequantize", "relu", "relu6", "hardtanh", "hardswish", "lut"):
+    if op in ("quantize", "dequantize", "relu", "relu6", "hardtanh", "hardswish", "lut", "lut_split"):
         return x
     if op == "conv2d":
         if len(x) != 3:
@@ -303,10 +304,11 @@ def validate(header, tensors):
                 _err(ctx, f"`divisor_override` must be null or a positive integer, got {d!r}")
         elif op == "adaptive_avg_pool2d":
             _pair(ctx, n, "output_size", 1)
-        elif op == "lut":
-            t = n["table"]
-            if not (isinstance(t, list) and len(t) == 256 and all(_is_int(v) and 0 <= v <= 255 for v in t)):
-                _err(ctx, f"`table` must be a list of 256 integers in [0, 255], got {str(t)[:60]}")
+        elif op in ("lut", "lut_split"):
+            for key in ("table", "tail_table") if op == "lut_split" else ("table",):
+                t = n[key]
+                if not (isinstance(t, list) and len(t) == 256 and all(_is_int(v) and 0 <= v <= 255 for v in t)):
+                    _err(ctx, f"`{key}` must be a list of 256 integers in [0, 255], got {str(t)[:60]}")
         elif op == "mean":
             if n["dims"] != [2, 3]:
                 _err(ctx, f"`dims` must be [2, 3], got {n['dims']!r}")
