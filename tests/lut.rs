@@ -445,10 +445,10 @@ fn lut_split_round_trip_and_bad_tail_table() {
         Some(HashMap::from([("qfuse".to_string(), h.to_string())])),
     )
     .unwrap();
-    let e = Model::from_bytes(&b)
-        .err()
-        .expect("a bad lut_split loaded")
-        .to_string();
+    let e = match Model::from_bytes(&b) {
+        Ok(_) => panic!("a bad lut_split loaded"),
+        Err(e) => e.to_string(),
+    };
     assert!(
         e.contains("\"tail_table\" has 100 entries") && e.contains("cl"),
         "{e}"
