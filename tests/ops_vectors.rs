@@ -95,6 +95,24 @@ fn case_model(f: &TensorFile) -> (Model, Vec<Value>, Vec<Value>) {
             relu: op_name == "mul_relu",
             out: out_q(),
         },
+        // PyTorch's table ops, as the exporter writes them: one table when
+        // ATen's vector body and scalar tail agree on every byte, else both
+        "hardsigmoid" | "sigmoid" | "silu" | "leaky_relu" | "elu" | "add_scalar" | "mul_scalar" => {
+            let table: Box<[u8; 256]> = Box::new(f.u8("table").try_into().unwrap());
+            let tail: Box<[u8; 256]> = Box::new(f.u8("tail_table").try_into().unwrap());
+            if table == tail {
+                Op::Lut {
+                    table,
+                    out: out_q(),
+                }
+            } else {
+                Op::LutSplit {
+                    table,
+                    tail,
+                    out: out_q(),
+                }
+            }
+        }
         other => panic!("unknown op {other}"),
     };
     let (mut inputs, mut values) = (Vec::new(), Vec::new());

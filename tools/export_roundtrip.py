@@ -25,6 +25,8 @@ resnet_fx_qnnpack, mobilenet_fx_qnnpack, mlp_fx_qnnpack, meanhead_fx_qnnpack, an
 x86-engine variants resnet_fx_x86, mobilenet_fx_x86, misc_fx_x86, mlp_fx_x86,
 meanhead_fx_x86; squeeze-excitation (quantized mul / mul_relu with a
 [N, C, 1, 1] gate) se_fx, se_fx_qnnpack, se_fx_x86, se_eager.
+meanhead_fx_x86; acts_fx, acts_fx_qnnpack, acts_fx_x86, acts_eager (Hardsigmoid,
+SiLU, LeakyReLU, ELU, Sigmoid, mul/add of a scalar, Dropout: `lut` nodes).
 Expected outputs are computed with torch.backends.quantized.engine set to the
 case's engine (it also picks the kernels of add, pooling, etc.).
 """
@@ -228,6 +230,54 @@ class Misc(nn.Module):
         return self.fc(y)
 
 
+class Acts(nn.Module):
+    """PyTorch's quantized unary ops, each exported as a `lut`: Hardsigmoid,
+    SiLU (left in float by convert_fx between dequantize and quantize),
+    LeakyReLU, ELU, Sigmoid, x * c and x + c (quantized mul/add of a scalar;
+    eager: FloatFunctional mul_scalar/add_scalar), and Dropout (removed)."""
+
+    def __init__(self, eager=False):
+        super().__init__()
+        self.eager = eager
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.hsig = nn.Hardsigmoid()
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.silu = nn.SiLU()
+        self.c = nn.Conv2d(8, 8, 1)
+        self.lrelu = nn.LeakyReLU(0.1)
+        self.elu = nn.ELU(0.8)
+        self.sig = nn.Sigmoid()
+        self.drop = nn.Dropout(0.2)
+        self.fc = nn.Linear(8, 6)
+        if eager:
+            self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
+            self.dq_silu, self.q_silu = tq.DeQuantStub(), tq.QuantStub()
+            self.mul_c, self.add_c = torch.ao.nn.quantized.FloatFunctional(), torch.ao.nn.quantized.FloatFunctional()
+
+    def forward(self, x):
+        if self.eager:
+            x = self.quant(x)
+        y = self.hsig(self.a(x))
+        y = self.b(y)
+        if self.eager:  # eager mode has no quantized SiLU: it runs in float
+            y = self.q_silu(self.silu(self.dq_silu(y)))
+        else:
+            y = self.silu(y)
+        y = self.elu(self.lrelu(self.c(y)))
+        if self.eager:
+            y = self.add_c.add_scalar(self.mul_c.mul_scalar(y, 1.5), 0.25)
+        else:
+            y = y * 1.5 + 0.25
+        y = self.drop(self.sig(y))
+        y = torch.flatten(F.adaptive_avg_pool2d(y, 1), 1)
+        if self.eager:
+            return self.dequant(self.fc(y))
+        return self.fc(y)
+
+    def fuse(self):
+        pass
+
+
 class MeanHead(nn.Module):
     """Global mean over a 4x4 conv output (channels-last in PyTorch): under
     fbgemm/x86 ATen takes its f32 mean there, which differs from the integer
@@ -342,6 +392,10 @@ CASES = {
     "se_fx_qnnpack": (SqueezeExcite, (3, 12, 10), "normal", "fx", "qnnpack", 3),
     "se_fx_x86": (SqueezeExcite, (3, 12, 10), "normal", "fx", "x86", 3),
     "se_eager": (lambda: SqueezeExcite(eager=True), (3, 12, 10), "normal", "eager", "fbgemm", 3),
+    "acts_fx": (Acts, (3, 13, 11), "normal", "fx", "fbgemm", 3),
+    "acts_fx_qnnpack": (Acts, (3, 13, 11), "normal", "fx", "qnnpack", 3),
+    "acts_fx_x86": (Acts, (3, 13, 11), "normal", "fx", "x86", 3),
+    "acts_eager": (lambda: Acts(eager=True), (3, 13, 11), "normal", "eager", "fbgemm", 3),
 }
 
 

@@ -172,6 +172,67 @@ def _qop(name):
     return getattr(_qops, name, None)
 
 
+_SIGMOID_FNS = (torch.sigmoid, F.sigmoid, getattr(torch.special, "expit", None))
+_HARDSIGMOID_FNS = (F.hardsigmoid, torch._C._nn.hardsigmoid)
+_SILU_FNS = (F.silu, torch._C._nn.silu)
+_LEAKY_FNS = (F.leaky_relu, torch._C._nn.leaky_relu)
+_ELU_FNS = (F.elu, torch._C._nn.elu)
+_DROPOUT_FNS = (F.dropout, torch.dropout, F.dropout2d, F.alpha_dropout, F.feature_alpha_dropout)
+try:
+    import torchvision.ops as _tvops
+    _STOCHASTIC_DEPTH_FNS = (_tvops.stochastic_depth, getattr(_tvops.stochastic_depth, "__wrapped__", None))
+    _STOCHASTIC_DEPTH_MODULES = (_tvops.StochasticDepth,)
+except ImportError:  # torchvision is optional
+    _STOCHASTIC_DEPTH_FNS = ()
+    _STOCHASTIC_DEPTH_MODULES = ()
+
+# Float functions PyTorch leaves between a dequantize and a quantize (SiLU under
+# convert_fx) or that a model applies to a dequantized tensor: elementwise, and
+# (checked against ATen's vector and scalar paths, tests/data/ops/README.md) the
+# same function of the input byte at every position, so DQ -> f -> Q is a `lut`.
+_FLOAT_UNARY_MODULES = {nn.SiLU: lambda m: F.silu, nn.Sigmoid: lambda m: torch.sigmoid,
+                        nn.Hardsigmoid: lambda m: F.hardsigmoid,
+                        nn.LeakyReLU: lambda m: (lambda x: F.leaky_relu(x, m.negative_slope)),
+                        nn.ELU: lambda m: (lambda x: F.elu(x, m.alpha))}
+
+
+def torch_table(fn, scale, zero_point, engine):
+    """The 256-entry table of an elementwise quantized op, computed by PyTorch
+    itself: `fn` applied to quint8 tensors with qparams (scale, zero_point)
+    holding every byte, under quantized engine `engine`. Returns
+    (table, tail_table, output scale, output zero point): `table` from one
+    tensor of the 256 bytes (every element on ATen's vector path: 256 is a
+    multiple of its 64-element quantized and 16/32-element float steps),
+    `tail_table` from tensors of 8 elements (every element on the scalar path).
+    Where they differ the op rounds by position (tests/data/ops/README.md)."""
+    prev = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine
+    mk = lambda b: torch._make_per_tensor_quantized_tensor(  # noqa: E731
+        torch.tensor(b, dtype=torch.uint8).reshape(1, len(b), 1, 1), float(scale), int(zero_point))
+    try:
+        with torch.no_grad():
+            y = fn(mk(list(range(256))))
+            tails = [fn(mk(list(range(a, a + 8)))) for a in range(0, 256, 8)]
+    finally:
+        torch.backends.quantized.engine = prev
+    for t in [y] + tails:
+        if not (isinstance(t, torch.Tensor) and t.is_quantized and t.dtype == torch.quint8
+                and t.qscheme() == torch.per_tensor_affine and t.shape == (1, t.numel(), 1, 1)):
+            raise ExportError(f"table op did not give a per-tensor quint8 tensor of the input's shape: {t!r}")
+        if (float(t.q_scale()), int(t.q_zero_point())) != (float(y.q_scale()), int(y.q_zero_point())):
+            raise ExportError("table op gave qparams that depend on the input's values")
+    table = [int(v) for v in y.int_repr().reshape(-1).tolist()]
+    tail = [int(v) for t in tails for v in t.int_repr().reshape(-1).tolist()]
+    return table, tail, float(y.q_scale()), int(y.q_zero_point())
+
+
+def float_fn_table(fn, in_scale, in_zp, out_scale, out_zp, engine):
+    """torch_table of quantize(fn(dequantize(x))) (a float function between a
+    dequantize and a quantize)."""
+    return torch_table(lambda x: torch.quantize_per_tensor(fn(x.dequantize()), out_scale, out_zp, torch.quint8),
+                       in_scale, in_zp, engine)
+
+
 # ---------------------------------------------------------------- exporter
 
 class _Exporter:
@@ -236,6 +297,9 @@ class _Exporter:
         kind, v = self.env[a]
         if kind == "q":
             return v
+        if kind == "g":
+            self.fail(node, f"{what} {a.name!r} is a float function of a dequantized tensor "
+                            f"({v[2]}); qfuse computes it only when it is quantized next (as a `lut`)")
         if kind == "f":
             self.fail(node, f"{what} {a.name!r} is a float32 tensor: PyTorch runs this op in float "
                             f"(between dequantize and quantize), which qfuse does not support. "
@@ -379,15 +443,22 @@ class _Exporter:
             x, s, z, dt = (_arg(node, 0, "input"), _arg(node, 1, "scale"), _arg(node, 2, "zero_point"),
                            _arg(node, 3, "dtype"))
             kind, v = self.value(node, x)
-            if kind != "f":
+            if kind not in ("f", "g"):
                 self.fail(node, "input must be a float32 tensor")
             if self.const(node, dt, "dtype") != torch.quint8:
                 self.fail(node, f"quantizes to {dt}; qfuse supports quint8 activations only")
             self.check_qout(node)
             qp = self.given_qparams(node, self.const(node, s, "scale"), self.const(node, z, "zero_point"))
-            self.env[node] = ("q", self.emit(node, "quantize", [v], **qp))
+            self.quantize_to(node, kind, v, qp)
         elif t is torch.dequantize:
             self.env[node] = self.dequantize(node, a[0])
+        elif _is_fn(t, _qop("add"), _qop("add_scalar"), _qop("mul"), _qop("mul_scalar")) \
+                and not isinstance(_arg(node, 1, "qb", _arg(node, 1, "b")), torch.fx.Node):
+            # quantized add/mul of a Python scalar (FX x + c, FloatFunctional.add_scalar /
+            # mul_scalar): output qparams derived by the kernel from the input's
+            c = float(self.const(node, _arg(node, 1, "qb", _arg(node, 1, "b")), "scalar"))
+            fn = _qop("add") if _is_fn(t, _qop("add"), _qop("add_scalar")) else _qop("mul")
+            self.table_op(node, _arg(node, 0, "qa"), lambda x: fn(x, c))
         elif _is_fn(t, _qop("add"), _qop("add_relu")):
             x = self.qin(node, _arg(node, 0, "qa"), "first input")
             y = self.qin(node, _arg(node, 1, "qb"), "second input")
@@ -438,6 +509,25 @@ class _Exporter:
             if len(names) < 2:
                 self.fail(node, "cat of fewer than 2 tensors is not supported")
             self.env[node] = ("q", self.emit(node, "cat", names, dim=int(dim), **qp))
+        elif _is_fn(t, *_SIGMOID_FNS) or _is_fn(t, *_HARDSIGMOID_FNS) or _is_fn(t, *_SILU_FNS) \
+                or _is_fn(t, *_LEAKY_FNS) or _is_fn(t, *_ELU_FNS):
+            self.elementwise_fn(node, t)
+        elif _is_fn(t, _qop("leaky_relu")):
+            slope = float(self.const(node, _arg(node, 1, "negative_slope", 0.01), "negative_slope"))
+            s, z = (self.const(node, _arg(node, 3, "output_scale"), "output_scale"),
+                    self.const(node, _arg(node, 4, "output_zero_point"), "output_zero_point"))
+            self.table_op(node, _arg(node, 0, "qx"),
+                          lambda x: _qop("leaky_relu")(x, slope, False, float(s), int(z)))
+        elif _is_fn(t, _qop("elu")):
+            s, z = (self.const(node, _arg(node, 1, "output_scale"), "output_scale"),
+                    self.const(node, _arg(node, 2, "output_zero_point"), "output_zero_point"))
+            alpha = float(self.const(node, _arg(node, 3, "alpha", 1.0), "alpha"))
+            scl = float(self.const(node, _arg(node, 4, "scale", 1.0), "scale"))
+            iscl = float(self.const(node, _arg(node, 5, "input_scale", 1.0), "input_scale"))
+            self.table_op(node, _arg(node, 0, "self"),
+                          lambda x: _qop("elu")(x, float(s), int(z), alpha, scl, iscl))
+        elif _is_fn(t, _qop("dropout"), *_DROPOUT_FNS, *_STOCHASTIC_DEPTH_FNS):
+            self.dropout(node)
         elif t is _qop("hardswish"):
             x = self.qin(node, _arg(node, 0, "input"))
             self.check_qout(node)
@@ -485,6 +575,8 @@ class _Exporter:
             self.env[node] = self.dequantize(node, a[0])
         elif m in ("relu", "relu_"):
             self.unary(node, "relu")
+        elif m in ("sigmoid", "sigmoid_"):
+            self.elementwise_fn(node, torch.sigmoid)
         elif m == "mean":
             self.mean(node, a[0], _arg(node, 1, "dim"), _arg(node, 2, "keepdim", False))
         elif m == "flatten":
@@ -531,13 +623,13 @@ class _Exporter:
             self.env[node] = ("q", name)
         elif isinstance(mod, nnq.Quantize):
             kind, v = self.value(node, x)
-            if kind != "f":
+            if kind not in ("f", "g"):
                 self.fail(node, "input must be a float32 tensor")
             if mod.dtype != torch.quint8:
                 self.fail(node, f"quantizes to {mod.dtype}; qfuse supports quint8 activations only")
             self.check_qout(node)
             qp = self.given_qparams(node, mod.scale.item(), mod.zero_point.item())
-            self.env[node] = ("q", self.emit(node, "quantize", [v], **qp))
+            self.quantize_to(node, kind, v, qp)
         elif isinstance(mod, nnq.DeQuantize):
             self.env[node] = self.dequantize(node, x)
         elif isinstance(mod, nnq.Hardswish):
@@ -545,6 +637,19 @@ class _Exporter:
             self.check_qout(node)
             qp = self.given_qparams(node, mod.scale, mod.zero_point)
             self.env[node] = ("q", self.emit(node, "hardswish", [src], **qp))
+        elif type(mod) is nnq.LeakyReLU:
+            slope = float(mod.negative_slope)
+            s_, z_ = float(mod.scale), int(mod.zero_point)
+            self.table_op(node, x, lambda t: _qop("leaky_relu")(t, slope, False, s_, z_))
+        elif type(mod) is nnq.ELU:
+            alpha, s_, z_ = float(mod.alpha), float(mod.scale), int(mod.zero_point)
+            self.table_op(node, x, lambda t: _qop("elu")(t, s_, z_, alpha, 1.0, 1.0))
+        elif type(mod) in _FLOAT_UNARY_MODULES:
+            self.elementwise_fn(node, _FLOAT_UNARY_MODULES[type(mod)](mod))
+        elif type(mod) in _STOCHASTIC_DEPTH_MODULES:
+            if mod.training and mod.p > 0:
+                self.fail(node, "StochasticDepth in training mode (call model.eval())")
+            self.identity(node, x)
         elif isinstance(mod, (nn.ReLU6, nnq.ReLU6)):
             self.unary(node, "relu6")
         elif type(mod) is nn.Hardtanh:
@@ -572,6 +677,104 @@ class _Exporter:
         name = self.emit(node, "dequantize", [src])
         self.deq_src[name] = src
         return ("f", name)
+
+    def quantize_to(self, node, kind, v, qp):
+        """A quantize of a float tensor, or of a pending float function of a
+        dequantized tensor (then a `lut` on the quint8 source)."""
+        if kind == "f":
+            self.env[node] = ("q", self.emit(node, "quantize", [v], **qp))
+            return
+        src, fn, what = v
+        sq = self.observed[src][1]
+        table, tail, s, z = float_fn_table(fn, sq[0], sq[1], qp["scale"], qp["zero_point"], self.engine)
+        if (s, z) != (qp["scale"], qp["zero_point"]):
+            self.fail(node, f"table qparams ({s}, {z}) differ from the quantize's {qp}")
+        self.check_positions(node, table, tail, f"dequantize -> {what} -> quantize")
+        self.env[node] = ("q", self.emit(node, "lut", [src], name=node.name, table=table, **qp))
+
+    def check_positions(self, node, table, tail, what):
+        """A float function between dequantize and quantize is a `lut` when it gives
+        each byte the same result on ATen's vector path and its scalar tail (the
+        float kernel splits at another step than the quantized ones, so a
+        `lut_split` would not match)."""
+        if table == tail:
+            return
+        bad = [b for b in range(256) if table[b] != tail[b]]
+        self.fail(node, f"{what}: with these qparams PyTorch rounds input byte(s) {bad[:8]} differently in "
+                        f"ATen's vector body (-> {[table[b] for b in bad[:8]]}) and its scalar tail "
+                        f"(-> {[tail[b] for b in bad[:8]]}); qfuse has no exact form for this float op here")
+
+    def table_op(self, node, x, fn):
+        """A quantized elementwise op on quint8 whose result depends on the byte
+        alone (and its position: ATen's vector body or scalar tail): a `lut`, or a
+        `lut_split` where the two differ, whose tables PyTorch computes (torch_table)."""
+        src = self.qin(node, x)
+        self.check_qout(node)
+        sq = self.observed[src][1]
+        table, tail, s, z = torch_table(fn, sq[0], sq[1], self.engine)
+        inf = self.info[node]
+        if (s, z) != (inf.scale, inf.zero_point):
+            self.fail(node, f"table qparams ({s}, {z}) differ from the observed ({inf.scale}, {inf.zero_point})")
+        if table == tail:
+            self.env[node] = ("q", self.emit(node, "lut", [src], table=table, scale=s, zero_point=z))
+        else:
+            # ATen's vector body and scalar tail round some byte differently
+            self.env[node] = ("q", self.emit(node, "lut_split", [src], table=table, tail_table=tail,
+                                             scale=s, zero_point=z))
+
+    def elementwise_fn(self, node, fn):
+        """sigmoid / hardsigmoid / silu / leaky_relu / elu (functions or float modules):
+        on quint8, PyTorch's quantized kernel (a `lut`); on a dequantized tensor, a
+        float function kept pending until the next quantize."""
+        x = node.args[0] if node.args else node.kwargs.get("input")
+        if node.op == "call_function":
+            # bind the constant arguments of F.leaky_relu / F.elu
+            t = node.target
+            if _is_fn(t, *_LEAKY_FNS):
+                slope = float(self.const(node, _arg(node, 1, "negative_slope", 0.01), "negative_slope"))
+                fn = lambda v, f_=t, a_=slope: f_(v, a_)  # noqa: E731
+            elif _is_fn(t, *_ELU_FNS):
+                alpha = float(self.const(node, _arg(node, 1, "alpha", 1.0), "alpha"))
+                fn = lambda v, f_=t, a_=alpha: f_(v, a_)  # noqa: E731
+        if not isinstance(x, torch.fx.Node):
+            self.fail(node, f"input must be a tensor, got {x!r}")
+        kind, v = self.env[x]
+        what = _target_str(node.target) if node.op != "call_module" else type(
+            self.gm.get_submodule(node.target)).__name__
+        if kind == "q":
+            if (node.op == "call_function" and (_is_fn(node.target, *_LEAKY_FNS) or _is_fn(node.target, *_ELU_FNS))) \
+                    or (node.op == "call_module" and type(self.gm.get_submodule(node.target)) in (nn.LeakyReLU, nn.ELU)):
+                # F.leaky_relu / F.elu applied to a quint8 tensor keep its qparams and round by
+                # ATen's vector/scalar split (tests/data/ops/README.md): not a single table
+                self.fail(node, f"{what} on a quint8 tensor rounds differently in ATen's vector body and "
+                                f"tail; convert_fx emits quantized.leaky_relu / quantized.elu instead")
+            self.table_op(node, x, fn)
+        elif kind == "f" and v in self.deq_src:
+            self.env[node] = ("g", (self.deq_src[v], fn, what))
+        elif kind == "g":
+            src, f0, w0 = v
+            self.env[node] = ("g", (src, lambda t, f0=f0, f1=fn: f1(f0(t)), f"{what}({w0})"))
+        else:
+            self.fail(node, "input is a float tensor that does not come straight from a dequantize")
+
+    def dropout(self, node):
+        """Dropout / stochastic depth in eval mode: the identity."""
+        x = node.args[0] if node.args else node.kwargs.get("input")
+        training = _arg(node, 2, "training", None)
+        if node.target is _qop("dropout"):
+            training = _arg(node, 2, "training", False)
+        elif _is_fn(node.target, *_STOCHASTIC_DEPTH_FNS):
+            training = _arg(node, 3, "training", True)
+        elif training is None:
+            training = True
+        if isinstance(training, torch.fx.Node) or bool(training):
+            p = _arg(node, 1, "p", 0.5)
+            if not (isinstance(p, (int, float)) and p == 0):
+                self.fail(node, "dropout / stochastic depth with training=True (export an eval-mode model)")
+        i, o = self.info[x], self.info[node]
+        if i.quantized and (i.scale, i.zero_point) != (o.scale, o.zero_point):
+            self.fail(node, f"dropout changes the qparams ({i.scale}, {i.zero_point}) -> ({o.scale}, {o.zero_point})")
+        self.identity(node, x)
 
     def unary(self, node, op, **attrs):
         src = self.qin(node, node.args[0] if node.args else node.kwargs["input"])
@@ -778,7 +981,14 @@ x.mean((2,3)), torch.mean(x, [2,3], keepdim)         -> mean
 torch.flatten, x.flatten, nn.Flatten                 -> flatten (start_dim 1) or reshape
 x.reshape, x.view, torch.reshape                     -> reshape (shape from the recorded run)
   (flatten/reshape/view of a dequantize output is moved before the dequantize)
+call_function torch.ops.quantized.add / mul (x, scalar), add_scalar / mul_scalar -> lut
+call_function torch.ops.quantized.leaky_relu / elu, nnq.LeakyReLU / nnq.ELU -> lut
+nn.Sigmoid / torch.sigmoid / x.sigmoid(), nn.Hardsigmoid / F.hardsigmoid on quint8 -> lut
+dequantize -> SiLU / Sigmoid / Hardsigmoid / LeakyReLU / ELU (float) -> quantize -> lut
+  (every lut table is computed by PyTorch itself, on each of the 256 bytes; lut_split
+  where ATen's vector body and scalar tail round a byte differently)
 nn.Identity, nn.Dropout, nnq.Dropout, .contiguous()  -> removed
+F.dropout / quantized.dropout (training=False), torchvision stochastic_depth (eval) -> removed
 x.size(), x.shape[i], int arithmetic                 -> evaluated, not exported
 """
 

@@ -48,6 +48,8 @@ OPS = {
     "cat": (2, None, ["dim", "scale", "zero_point"], [], "given"),
     "mul": (2, 2, ["activation", "scale", "zero_point"], [], "given"),
     "binary": (2, 2, ["scale", "zero_point"], ["dtype"], "given"),
+    "lut": (1, 1, ["table", "scale", "zero_point"], ["signed"], "given"),
+    "lut_split": (1, 1, ["table", "tail_table", "scale", "zero_point"], ["signed"], "given"),
 }
 # "input's" ops may carry explicit qparams equal to their input's (MODEL_FORMAT.md).
 COMMON_KEYS = {"name", "op", "inputs"}
@@ -118,6 +120,13 @@ def _check_qparams(ctx, node):
             if not (_is_int(z) and -128 <= z <= 127):
                 _err(ctx, f"`zero_point` must be an integer in [-128, 127] (qint8), got {z!r}")
             return (float(s), int(z))
+    if node.get("signed", False) is not False:
+        # lut only: a qint8 output, with its int8 zero point
+        if node["signed"] is not True:
+            _err(ctx, f"`signed` must be true or false, got {node['signed']!r}")
+        if not (_is_int(z) and -128 <= z <= 127):
+            _err(ctx, f"`zero_point` must be an integer in [-128, 127] (qint8), got {z!r}")
+        return (float(s), int(z))
     if not (_is_int(z) and 0 <= z <= 255):
         _err(ctx, f"`zero_point` must be an integer in [0, 255] (quint8), got {z!r}")
     return (float(s), int(z))
@@ -138,7 +147,7 @@ def _pool_out(size, k, s, p, d, ceil_mode):
 def _infer(ctx, node, in_shapes, tensors):
     op = node["op"]
     x = in_shapes[0]
-    if op in ("quantize", "dequantize", "relu", "relu6", "hardtanh", "hardswish"):
+    if op in ("quantize", "dequantize", "relu", "relu6", "hardtanh", "hardswish", "lut", "lut_split"):
         return x
     if op == "conv2d":
         if len(x) != 3:
@@ -310,6 +319,11 @@ def validate(header, tensors):
                 _err(ctx, f"`divisor_override` must be null or a positive integer, got {d!r}")
         elif op == "adaptive_avg_pool2d":
             _pair(ctx, n, "output_size", 1)
+        elif op in ("lut", "lut_split"):
+            for key in ("table", "tail_table") if op == "lut_split" else ("table",):
+                t = n[key]
+                if not (isinstance(t, list) and len(t) == 256 and all(_is_int(v) and 0 <= v <= 255 for v in t)):
+                    _err(ctx, f"`{key}` must be a list of 256 integers in [0, 255], got {str(t)[:60]}")
         elif op == "mean":
             if n["dims"] != [2, 3]:
                 _err(ctx, f"`dims` must be [2, 3], got {n['dims']!r}")

@@ -13,7 +13,7 @@
 //! | [`conv`] | `conv2d`, `linear` |
 //! | [`binary`] | `add`, `binary`, `mul` |
 //! | [`pool`] | `max_pool2d`, `avg_pool2d`, `adaptive_avg_pool2d`, `mean` |
-//! | [`table`] | `relu`, `relu6`, `hardtanh`, `hardswish` |
+//! | [`table`] | `relu`, `relu6`, `hardtanh`, `hardswish`, `lut`, `lut_split` |
 //! | [`shape`] | `flatten`, `reshape`, `cat` |
 //! | [`host`] | `host_float` (float ops after the last dequantize, on the host) |
 //! | [`ort`] | `global_avg_pool`, `avg_pool_requant`, `softmax` (ONNX Runtime's rules) |
@@ -57,7 +57,9 @@ pub use pool::{
 };
 pub use quantize::{requantize_table, requantize_table_vector};
 pub use shape::{cat_tables, is_channels_last_trivially, ort_cat_tables};
-pub use table::{apply_tables, hardswish_tables, hardtanh_table, relu_table};
+pub use table::{
+    apply_tables, apply_tables_nhwc, hardswish_tables, hardtanh_table, onnx_table, relu_table,
+};
 
 // ---------------------------------------------------------------------------
 // The op enum (user-facing) and its registration.
@@ -164,6 +166,32 @@ pub enum Op {
         /// The output's qparams.
         out: QParams,
     },
+    /// A 256-entry lookup table: output byte = `table[input byte]` (the
+    /// stored byte: the uint8 image for qint8), same shape, output qparams
+    /// `out` (which may be signed: the table then holds uint8 images). Any
+    /// input qparams. Built by a converter from an elementwise function (e.g.
+    /// [`table::onnx_table`]).
+    Lut {
+        /// Output byte per input byte.
+        table: Box<[u8; 256]>,
+        /// The output's qparams.
+        out: QParams,
+    },
+    /// Two 256-entry lookup tables split as ATen's elementwise quantized
+    /// kernels split a tensor: elements `[0, n - n % 64)` of the flat tensor
+    /// of `n` elements, in PyTorch's memory order (NHWC for a channels-last
+    /// tensor, e.g. a conv output), take `table` (the vector body), the rest
+    /// `tail` (the scalar tail). Otherwise as [`Op::Lut`]. For PyTorch ops
+    /// whose vector and scalar code round a byte differently (the exporter
+    /// computes both tables with PyTorch).
+    LutSplit {
+        /// Output byte per input byte, vector body.
+        table: Box<[u8; 256]>,
+        /// Output byte per input byte, scalar tail.
+        tail: Box<[u8; 256]>,
+        /// The output's qparams.
+        out: QParams,
+    },
 }
 
 impl Op {
@@ -201,6 +229,10 @@ impl Op {
                 relu: *relu,
                 out: *out,
             }),
+            Op::Lut { table, out } => Box::new(table::TableOp::Lut(table, *out)),
+            Op::LutSplit { table, tail, out } => {
+                Box::new(table::TableOp::LutSplit(table, tail, *out))
+            }
         }
     }
 
@@ -568,6 +600,38 @@ impl Attrs<'_> {
         }
         QParams::new(scale as f32, zp as i32)
     }
+    /// `scale`, `zero_point` and optional `signed` (default false): quint8
+    /// qparams, or qint8 when `signed` is true, whose `zero_point` is then the
+    /// int8 zero point (`-128..=127`; held as the image, see [`QParams`]).
+    pub fn qparams_signed(&self) -> Result<QParams> {
+        let signed = match self.opt("signed") {
+            None => false,
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| bad(format!("\"signed\" must be true or false, got {v}")))?,
+        };
+        if !signed {
+            return self.qparams();
+        }
+        let s = self.get("scale")?;
+        let z = self.get("zero_point")?;
+        let scale = s
+            .as_f64()
+            .ok_or_else(|| bad(format!("scale must be a number, got {s}")))?;
+        let zp = z
+            .as_i64()
+            .ok_or_else(|| bad(format!("zero_point must be an integer, got {z}")))?;
+        if !(scale.is_finite() && scale > 0.0 && (scale as f32) > 0.0 && (scale as f32).is_finite())
+        {
+            return Err(bad(format!("scale {scale} must be a finite positive f32")));
+        }
+        if !(-128..=127).contains(&zp) {
+            return Err(bad(format!(
+                "zero_point {zp} is outside qint8's range -128..=127"
+            )));
+        }
+        QParams::new_i8(scale as f32, zp as i32)
+    }
     pub fn activation(&self) -> Result<Activation> {
         let v = self.get("activation")?;
         Activation::parse(v.as_str().unwrap_or(""))
@@ -649,6 +713,15 @@ impl NodeWriter<'_> {
         if q.signed {
             // qint8: the file holds the int8 zero point.
             self.put("dtype", serde_json::json!("qint8"));
+        }
+    }
+    /// [`Self::put_qparams`] for qparams that may be signed: a qint8 one is
+    /// written with its int8 zero point and `"signed": true`.
+    pub fn put_qparams_signed(&mut self, q: QParams) {
+        self.put("scale", serde_json::json!(q.scale as f64));
+        self.put("zero_point", serde_json::json!(q.true_zero_point()));
+        if q.signed {
+            self.put("signed", serde_json::json!(true));
         }
     }
 }
