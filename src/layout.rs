@@ -66,9 +66,10 @@ pub fn nchw(shape: &[usize]) -> Result<(usize, usize, usize, usize)> {
     }
 }
 
-/// Number of u32 words a tensor of this shape occupies on the GPU.
+/// Number of u32 words a tensor of this shape (`[N, C, H, W]`, `[N, C, H]`
+/// or `[N, K]`) occupies on the GPU.
 pub fn words(shape: &[usize]) -> Result<usize> {
-    let (n, c, h, w) = nchw(shape)?;
+    let (n, c, h, w) = nchw(&nchw4(shape))?;
     Ok(n * h * w * c.div_ceil(4))
 }
 

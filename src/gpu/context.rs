@@ -31,6 +31,8 @@ pub enum Kernel {
     Add,
     /// Pooling and mean (`pool.wgsl`).
     Pool,
+    /// Byte gather through an index table (`gather.wgsl`).
+    Gather,
 }
 
 impl Kernel {
@@ -44,6 +46,7 @@ impl Kernel {
         Kernel::Lut,
         Kernel::Add,
         Kernel::Pool,
+        Kernel::Gather,
     ];
 
     /// The file under `shaders/` that every kernel's source starts with.
@@ -61,6 +64,7 @@ impl Kernel {
             Kernel::Lut => "lut.wgsl",
             Kernel::Add => "add.wgsl",
             Kernel::Pool => "pool.wgsl",
+            Kernel::Gather => "gather.wgsl",
         }
     }
 
@@ -75,6 +79,7 @@ impl Kernel {
             Kernel::Lut => include_str!("../../shaders/lut.wgsl"),
             Kernel::Add => include_str!("../../shaders/add.wgsl"),
             Kernel::Pool => include_str!("../../shaders/pool.wgsl"),
+            Kernel::Gather => include_str!("../../shaders/gather.wgsl"),
         }
     }
 

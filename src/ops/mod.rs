@@ -15,6 +15,7 @@
 //! | [`pool`] | `max_pool2d`, `avg_pool2d`, `adaptive_avg_pool2d`, `mean` |
 //! | [`table`] | `relu`, `relu6`, `hardtanh`, `hardswish` |
 //! | [`shape`] | `flatten`, `reshape`, `cat` |
+//! | [`gather`] | `gather` |
 //!
 //! Registration is in this file: the [`Op`] variant, its arm in
 //! `Op::kind`, and the family's `FileOp` table in `FILE_OPS`.
@@ -36,6 +37,7 @@ use crate::quant::{Activation, QParams, Requant};
 
 pub mod binary;
 pub mod conv;
+pub mod gather;
 pub mod pool;
 pub mod quantize;
 pub mod shape;
@@ -106,6 +108,19 @@ pub enum Op {
     Reshape(Vec<usize>),
     /// Concatenation along channels, requantized to these qparams.
     Cat(QParams),
+    /// A byte gather (see [`gather`]): output element `i` (row-major over
+    /// the per-sample `shape`, rank 1 to 3) is element `index[i]` of the
+    /// concatenation, in input order, of the inputs' per-sample row-major
+    /// elements. One or more inputs, all quantized with the same qparams,
+    /// which the output keeps. Built by [`gather::transpose_index`],
+    /// [`gather::slice_index`], [`gather::take_index`],
+    /// [`gather::concat_index`], [`gather::split_index`].
+    Gather {
+        /// The output's per-sample shape.
+        shape: Vec<usize>,
+        /// One entry per output element.
+        index: std::sync::Arc<Vec<u32>>,
+    },
 }
 
 impl Op {
@@ -130,6 +145,7 @@ impl Op {
             Op::Flatten => Box::new(shape::ShapeOp::Flatten),
             Op::Reshape(s) => Box::new(shape::ShapeOp::Reshape(s)),
             Op::Cat(q) => Box::new(shape::ShapeOp::Cat(*q)),
+            Op::Gather { shape, index } => Box::new(gather::Gather { shape, index }),
         }
     }
 
@@ -147,6 +163,7 @@ pub(crate) const FILE_OPS: &[&[FileOp]] = &[
     pool::FILE_OPS,
     table::FILE_OPS,
     shape::FILE_OPS,
+    gather::FILE_OPS,
 ];
 
 /// The file-form entry of op `name`.
