@@ -244,6 +244,57 @@ class MeanHead(nn.Module):
         return self.fc(y.mean([2, 3]))
 
 
+class ShapeToy(nn.Module):
+    """The data-movement ops: chunk, split, transpose, permute, cat along W, H
+    and channels, .contiguous(); H != W so that swapped axes show."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(4, 6, 1)
+        self.c = nn.Conv2d(4, 8, 3, padding=1)
+        self.d = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(18, 5)
+
+    def forward(self, x):
+        y = F.relu(self.a(x))                          # [N, 8, 10, 12]
+        y1, y2 = y.chunk(2, dim=1)
+        z = self.b(y2)                                 # [N, 6, 10, 12]
+        p = F.relu(self.c(y1.permute(0, 1, 3, 2)))     # [N, 8, 12, 10]
+        u = p.transpose(2, 3).contiguous()             # [N, 8, 10, 12]
+        w = torch.cat([y, u], dim=3)                   # [N, 8, 10, 24]
+        w = F.relu(self.d(w))
+        s1, s2 = torch.split(w, [3, 5], dim=1)
+        r = torch.cat([s2, s1], dim=1)                 # channels reordered
+        h = torch.cat([r, w], dim=2)                   # [N, 8, 20, 24]
+        g = F.relu(self.d(h))
+        zz = torch.cat([z, y2], dim=1)                 # [N, 10, 10, 12]
+        return self.fc(torch.cat([g.mean((2, 3)), zz.mean((2, 3))], dim=1))
+
+
+class FlattenMLP(nn.Module):
+    """An MLP whose first op is nn.Flatten on the float input."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 10))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _shufflenet():
+    import torchvision
+    return torchvision.models.shufflenet_v2_x0_5(weights=None)
+
+
+def _shufflenet_eager():
+    from torchvision.models.quantization import shufflenet_v2_x0_5
+    m = shufflenet_v2_x0_5(weights=None, quantize=False)
+    m.fuse = lambda: m.fuse_model(is_qat=False)
+    return m
+
+
 # ------------------------------------------------------------------ cases
 
 def _randomize_bn(model, g):
@@ -296,6 +347,11 @@ CASES = {
     "misc_fx_x86": (Misc, (3, 17, 15), "normal", "fx", "x86", 3),
     "mlp_fx_x86": (MLP, (64,), "normal", "fx", "x86", 7),
     "meanhead_fx_x86": (MeanHead, (3, 16, 16), "normal", "fx", "x86", 8),
+    # data movement: gather (chunk, split, transpose, permute, cat on W/H, channel shuffle)
+    "shapes_fx": (ShapeToy, (3, 10, 12), "normal", "fx", "fbgemm", 3),
+    "flatten_mlp_fx": (FlattenMLP, (3, 4, 4), "normal", "fx", "fbgemm", 5),
+    "shufflenet_fx": (_shufflenet, (3, 64, 64), "normal", "fx", "fbgemm", 2),
+    "shufflenet_eager": (_shufflenet_eager, (3, 64, 64), "normal", "eager", "fbgemm", 2),
 }
 
 

@@ -46,6 +46,7 @@ OPS = {
     "flatten": (1, 1, ["start_dim", "end_dim"], [], "input"),
     "reshape": (1, 1, ["shape"], [], "input"),
     "cat": (2, None, ["dim", "scale", "zero_point"], [], "given"),
+    "gather": (1, None, ["shape"], [], "input"),
 }
 # "input's" ops may carry explicit qparams equal to their input's (MODEL_FORMAT.md).
 COMMON_KEYS = {"name", "op", "inputs"}
@@ -184,6 +185,15 @@ def _infer(ctx, node, in_shapes, tensors):
         if int(np.prod(shp)) != int(np.prod(x)):
             _err(ctx, f"cannot reshape {list(x)} to {list(shp)}")
         return shp
+    if op == "gather":
+        shp = tuple(node["shape"])
+        idx = tensors[node["name"] + ".index"]
+        if idx.dtype != np.uint32 or idx.shape != (int(np.prod(shp)),):
+            _err(ctx, f"`{node['name']}.index` must be uint32 [{int(np.prod(shp))}], got {idx.dtype} {list(idx.shape)}")
+        total = sum(int(np.prod(s)) for s in in_shapes)
+        if idx.size and int(idx.max()) >= total:
+            _err(ctx, f"index entry {int(idx.max())} is out of range for the {total} input elements")
+        return shp
     if op == "cat":
         d = node["dim"] - 1
         for s in in_shapes[1:]:
@@ -310,6 +320,10 @@ def validate(header, tensors):
             s = n["shape"]
             if not (isinstance(s, list) and s and all(_is_int(v) and v >= 1 for v in s)):
                 _err(ctx, f"`shape` must be a non-empty list of positive integers (no -1, no batch dim), got {s!r}")
+        elif op == "gather":
+            s = n["shape"]
+            if not (isinstance(s, list) and 1 <= len(s) <= 3 and all(_is_int(v) and v >= 1 for v in s)):
+                _err(ctx, f"`shape` must be a list of 1 to 3 positive integers (no batch dim), got {s!r}")
         elif op == "cat":
             if not (_is_int(n["dim"]) and n["dim"] >= 1):
                 _err(ctx, f"`dim` must be an integer >= 1 (the batch dim 0 cannot be concatenated), got {n['dim']!r}")
@@ -320,9 +334,11 @@ def validate(header, tensors):
         if n["op"] in ("conv2d", "linear"):
             for suffix in ("weight", "weight_scale", "weight_zero_point", "bias"):
                 expected[f"{name}.{suffix}"] = (name, i, n)
+        if n["op"] == "gather":
+            expected[f"{name}.index"] = (name, i, n)
     for k in tensors:
         if k not in expected:
-            raise FormatError(f"tensor {k!r}: not allowed (no conv2d/linear node owns it)")
+            raise FormatError(f"tensor {k!r}: not allowed (no conv2d/linear/gather node owns it)")
     for k, (name, i, n) in expected.items():
         ctx = f"node {name!r} (nodes[{i}], {n['op']})"
         if k not in tensors:
@@ -387,6 +403,8 @@ def validate(header, tensors):
             for s, q in zip(n["inputs"], in_q):
                 if q is None:
                     _err(ctx, f"input {s!r} must be quint8, it is float32")
+        if op == "gather" and any(q != in_q[0] for q in in_q):
+            _err(ctx, f"inputs must share qparams, got {in_q}")
         kind = OPS[op][4]
         if kind == "given":
             qparams[name] = (float(n["scale"]), int(n["zero_point"]))
