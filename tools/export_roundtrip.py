@@ -20,7 +20,11 @@ Usage:
 Cases: digits_trained (the committed models/digits.safetensors with
 tests/data/digits), digits_fx, resnet_fx, resnet_eager, mobilenet_fx,
 mlp_fx, mlp_eager, misc_fx (cat, avg_pool2d, hardswish, hardtanh, mean,
-view), meanhead_fx (a global mean over a 4x4 conv output), qnnpack variants
+view), shapes_fx (chunk, split, transpose, permute, cat on W, H and C: gather),
+flatten_mlp_fx (nn.Flatten on the float input), shufflenet_fx and
+shufflenet_eager (torchvision's shufflenet_v2_x0_5, weights=None: channel
+shuffle, chunk), shufflenet_tiny_fx (a 3-stage ShuffleNetV2 with few
+channels, committed in tests/data/shapes), meanhead_fx (a global mean over a 4x4 conv output), qnnpack variants
 resnet_fx_qnnpack, mobilenet_fx_qnnpack, mlp_fx_qnnpack, meanhead_fx_qnnpack, and
 x86-engine variants resnet_fx_x86, mobilenet_fx_x86, misc_fx_x86, mlp_fx_x86,
 meanhead_fx_x86.
@@ -288,6 +292,11 @@ def _shufflenet():
     return torchvision.models.shufflenet_v2_x0_5(weights=None)
 
 
+def _shufflenet_tiny():
+    from torchvision.models.shufflenetv2 import ShuffleNetV2
+    return ShuffleNetV2([2, 1, 1], [8, 16, 24, 32, 48], num_classes=10)
+
+
 def _shufflenet_eager():
     from torchvision.models.quantization import shufflenet_v2_x0_5
     m = shufflenet_v2_x0_5(weights=None, quantize=False)
@@ -351,6 +360,7 @@ CASES = {
     "shapes_fx": (ShapeToy, (3, 10, 12), "normal", "fx", "fbgemm", 3),
     "flatten_mlp_fx": (FlattenMLP, (3, 4, 4), "normal", "fx", "fbgemm", 5),
     "shufflenet_fx": (_shufflenet, (3, 64, 64), "normal", "fx", "fbgemm", 2),
+    "shufflenet_tiny_fx": (_shufflenet_tiny, (3, 48, 48), "normal", "fx", "fbgemm", 2),
     "shufflenet_eager": (_shufflenet_eager, (3, 64, 64), "normal", "eager", "fbgemm", 2),
 }
 
