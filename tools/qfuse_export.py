@@ -80,15 +80,19 @@ class ExportError(Exception):
 class _Info:
     """What one FX node produced when the model ran on example_input."""
 
-    __slots__ = ("is_tensor", "quantized", "shape", "dtype", "scale", "zero_point", "value")
+    __slots__ = ("is_tensor", "quantized", "shape", "dtype", "scale", "zero_point", "value", "channels_last")
 
     def __init__(self, v):
         self.is_tensor = isinstance(v, torch.Tensor)
         self.quantized = False
         self.shape = self.dtype = self.scale = self.zero_point = None
         self.value = None
+        self.channels_last = False
         if self.is_tensor:
             self.shape = tuple(v.shape)
+            # channels-last and not also contiguous (C == 1 or H == W == 1 are both)
+            self.channels_last = v.dim() == 4 and v.is_contiguous(memory_format=torch.channels_last) \
+                and not v.is_contiguous()
             self.dtype = v.dtype
             self.quantized = v.is_quantized
             if v.is_quantized:
@@ -388,6 +392,13 @@ class _Exporter:
                                   f"dimensions besides the batch (a shape op chain is folded into one gather "
                                   f"only up to the next op that is not a shape op)")
             v.name = self.emit(v.node, "gather", v.bases, observed=False, shape=list(shape))
+            fx = getattr(v.node, "node", v.node)
+            if fx in self.info and self.info[fx].channels_last:
+                warnings.warn(
+                    f"{v.name!r}: PyTorch holds this tensor channels-last (e.g. a cat off the channels of "
+                    f"conv outputs); qfuse takes a gather's output as contiguous, so a mean, avg_pool2d or "
+                    f"channel cat reading it may round as PyTorch's contiguous kernels do, not its "
+                    f"channels-last ones (docs/MODEL_FORMAT.md, memory format)")
             self.tensors[f"{v.name}.index"] = np.ascontiguousarray(flat.astype(np.uint32))
         self.observed[v.name] = (shape, v.q)
         return v.name
