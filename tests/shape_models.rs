@@ -32,7 +32,10 @@ fn exported_shape_models_equal_pytorch_on_cpu_and_gpu() {
         let (x, shape) = qfuse::npy::read_f32(dir().join(format!("{name}.input.npy"))).unwrap();
         let (want, wshape) =
             qfuse::npy::read_f32(dir().join(format!("{name}.expected.npy"))).unwrap();
-        assert!(want.iter().any(|&v| v != want[0]), "{name}: constant output");
+        assert!(
+            want.iter().any(|&v| v != want[0]),
+            "{name}: constant output"
+        );
         let input = vec![Value::F32 { data: x, shape }];
         let cpu = model.run_cpu(&input).unwrap();
         assert_eq!(cpu[0].shape(), wshape.as_slice(), "{name}");

@@ -20,7 +20,8 @@ Usage:
 Cases: digits_trained (the committed models/digits.safetensors with
 tests/data/digits), digits_fx, resnet_fx, resnet_eager, mobilenet_fx,
 mlp_fx, mlp_eager, misc_fx (cat, avg_pool2d, hardswish, hardtanh, mean,
-view), shapes_fx (chunk, split, transpose, permute, cat on W, H and C: gather),
+view), shapes_fx and shapes_eager (chunk, split, transpose, permute, cat on
+W, H and C: gather),
 flatten_mlp_fx (nn.Flatten on the float input), shufflenet_fx and
 shufflenet_eager (torchvision's shufflenet_v2_x0_5, weights=None: channel
 shuffle, chunk), shufflenet_tiny_fx (a 3-stage ShuffleNetV2 with few
@@ -276,6 +277,20 @@ class ShapeToy(nn.Module):
         return self.fc(torch.cat([g.mean((2, 3)), zz.mean((2, 3))], dim=1))
 
 
+class ShapeToyEager(nn.Module):
+    """ShapeToy in eager mode (QuantStub/DeQuantStub): its shape ops run on quantized tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.quant, self.body, self.dequant = tq.QuantStub(), ShapeToy(), tq.DeQuantStub()
+
+    def forward(self, x):
+        return self.dequant(self.body(self.quant(x)))
+
+    def fuse(self):
+        pass
+
+
 class FlattenMLP(nn.Module):
     """An MLP whose first op is nn.Flatten on the float input."""
 
@@ -358,6 +373,7 @@ CASES = {
     "meanhead_fx_x86": (MeanHead, (3, 16, 16), "normal", "fx", "x86", 8),
     # data movement: gather (chunk, split, transpose, permute, cat on W/H, channel shuffle)
     "shapes_fx": (ShapeToy, (3, 10, 12), "normal", "fx", "fbgemm", 3),
+    "shapes_eager": (ShapeToyEager, (3, 10, 12), "normal", "eager", "fbgemm", 3),
     "flatten_mlp_fx": (FlattenMLP, (3, 4, 4), "normal", "fx", "fbgemm", 5),
     "shufflenet_fx": (_shufflenet, (3, 64, 64), "normal", "fx", "fbgemm", 2),
     "shufflenet_tiny_fx": (_shufflenet_tiny, (3, 48, 48), "normal", "fx", "fbgemm", 2),

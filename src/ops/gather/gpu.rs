@@ -99,6 +99,8 @@ impl Upload for GatherLowered {
             self.in_shapes.iter().map(|s| s.as_slice()).collect()
         };
         let (t, inputs) = self.table(&shapes)?;
+        cx.ctx
+            .check_storage_size("gather index table (bytes)", t.len() as u64 * 4)?;
         Ok(Box::new(GatherNode {
             table: storage(cx.ctx, "qfuse gather table", bytemuck::cast_slice(&t)),
             out_wps: wps(&self.out_shape) as u32,
