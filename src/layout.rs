@@ -128,4 +128,13 @@ mod tests {
         // channel 1 of pixel (0,0,0) sits in byte 1 of word 0
         assert_eq!((w[0] >> 8) as u8, data[6]);
     }
+
+    #[test]
+    fn words_of_every_rank() {
+        assert_eq!(super::words(&[2, 5, 3, 2]).unwrap(), 2 * 3 * 2 * 2);
+        // [N, C, H] is [N, C, H, 1] (a gather or reshape output of rank 2).
+        assert_eq!(super::words(&[2, 5, 3]).unwrap(), 2 * 3 * 2);
+        assert_eq!(super::words(&[2, 5]).unwrap(), 2 * 2);
+        assert!(super::words(&[2]).is_err());
+    }
 }

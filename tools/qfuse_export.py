@@ -241,6 +241,7 @@ class _Exporter:
         self.tensors = {}
         self.env = {}  # fx node -> ("q"|"f", name) for tensors, ("c", value) for constants
         self.deq_src = {}  # name of a dequantize node -> name of its quint8 input
+        self.deq_view = {}  # name of a dequantize node -> the view its input materializes
         self.names = set()
         self.inputs = []
         self.observed = {}  # exported name -> (per-sample shape, qparams or None)
@@ -440,12 +441,15 @@ class _Exporter:
                 views.append(view.derive(r, node))
             self.env[node] = ("t", [("v", w) for w in views]) if tuple_out else ("v", views[0])
         elif kind == "f" and v in self.deq_src:
-            q = self.deq_src[v]
-            view = self.name_view(node, q)
+            # a view of the dequantize's input folds into the gathers written here (the dequantize
+            # and that input's own gather are pruned when nothing else reads them)
+            view = self.deq_view.get(v) or self.name_view(node, self.deq_src[v])
             res = fn(view.idx)
             res = res if tuple_out else [res]
             outs = []
-            for i, r in enumerate(res):
+            for i, (r, o) in enumerate(zip(res, outs_inf)):
+                if tuple(r.shape) != tuple(o.shape[1:]):
+                    self.fail(node, f"internal: view shape {list(r.shape)} != PyTorch's {list(o.shape[1:])}")
                 qname = self.materialize(_View(view.bases, view.sizes, r, view.q,
                                                _Renamed(node, f"{node.name}_{i}_q" if tuple_out else f"{node.name}_q")))
                 dname = self.emit(node, "dequantize", [qname], observed=False,
@@ -803,6 +807,8 @@ class _Exporter:
         src = self.qin(node, x)
         name = self.emit(node, "dequantize", [src])
         self.deq_src[name] = src
+        if self.env[x][0] == "v":
+            self.deq_view[name] = self.env[x][1]
         return ("f", name)
 
     def unary(self, node, op, **attrs):
