@@ -50,6 +50,7 @@ OPS = {
     "binary": (2, 2, ["scale", "zero_point"], ["dtype"], "given"),
     "lut": (1, 1, ["table", "scale", "zero_point"], ["signed"], "given"),
     "lut_split": (1, 1, ["table", "tail_table", "scale", "zero_point"], ["signed"], "given"),
+    "gather": (1, None, ["shape"], [], "input"),
 }
 # "input's" ops may carry explicit qparams equal to their input's (MODEL_FORMAT.md).
 COMMON_KEYS = {"name", "op", "inputs"}
@@ -208,6 +209,15 @@ def _infer(ctx, node, in_shapes, tensors):
         if int(np.prod(shp)) != int(np.prod(x)):
             _err(ctx, f"cannot reshape {list(x)} to {list(shp)}")
         return shp
+    if op == "gather":
+        shp = tuple(node["shape"])
+        idx = tensors[node["name"] + ".index"]
+        if idx.dtype != np.uint32 or idx.shape != (int(np.prod(shp)),):
+            _err(ctx, f"`{node['name']}.index` must be uint32 [{int(np.prod(shp))}], got {idx.dtype} {list(idx.shape)}")
+        total = sum(int(np.prod(s)) for s in in_shapes)
+        if idx.size and int(idx.max()) >= total:
+            _err(ctx, f"index entry {int(idx.max())} is out of range for the {total} input elements")
+        return shp
     if op == "cat":
         d = node["dim"] - 1
         for s in in_shapes[1:]:
@@ -339,6 +349,10 @@ def validate(header, tensors):
             s = n["shape"]
             if not (isinstance(s, list) and s and all(_is_int(v) and v >= 1 for v in s)):
                 _err(ctx, f"`shape` must be a non-empty list of positive integers (no -1, no batch dim), got {s!r}")
+        elif op == "gather":
+            s = n["shape"]
+            if not (isinstance(s, list) and 1 <= len(s) <= 3 and all(_is_int(v) and v >= 1 for v in s)):
+                _err(ctx, f"`shape` must be a list of 1 to 3 positive integers (no batch dim), got {s!r}")
         elif op == "cat":
             if not (_is_int(n["dim"]) and n["dim"] >= 1):
                 _err(ctx, f"`dim` must be an integer >= 1 (the batch dim 0 cannot be concatenated), got {n['dim']!r}")
@@ -351,9 +365,11 @@ def validate(header, tensors):
                 expected[f"{name}.{suffix}"] = (name, i, n)
         if n["op"] == "binary":
             expected[f"{name}.table"] = (name, i, n)
+        if n["op"] == "gather":
+            expected[f"{name}.index"] = (name, i, n)
     for k in tensors:
         if k not in expected:
-            raise FormatError(f"tensor {k!r}: not allowed (no conv2d/linear/binary node owns it)")
+            raise FormatError(f"tensor {k!r}: not allowed (no conv2d/linear/binary/gather node owns it)")
     for k, (name, i, n) in expected.items():
         ctx = f"node {name!r} (nodes[{i}], {n['op']})"
         if k not in tensors:
@@ -423,6 +439,8 @@ def validate(header, tensors):
             for s, q in zip(n["inputs"], in_q):
                 if q is None:
                     _err(ctx, f"input {s!r} must be quint8, it is float32")
+        if op == "gather" and any(q != in_q[0] for q in in_q):
+            _err(ctx, f"inputs must share qparams, got {in_q}")
         kind = OPS[op][4]
         if kind == "given":
             qparams[name] = (float(n["scale"]), int(n["zero_point"]))

@@ -36,6 +36,8 @@ pub enum Kernel {
     Ort,
     /// Binary ops through a 65,536-entry table, with broadcasting (`binary.wgsl`).
     Binary,
+    /// Byte gather through an index table (`gather.wgsl`).
+    Gather,
 }
 
 impl Kernel {
@@ -51,6 +53,7 @@ impl Kernel {
         Kernel::Pool,
         Kernel::Ort,
         Kernel::Binary,
+        Kernel::Gather,
     ];
 
     /// The file under `shaders/` that every kernel's source starts with.
@@ -70,6 +73,7 @@ impl Kernel {
             Kernel::Pool => "pool.wgsl",
             Kernel::Ort => "ort.wgsl",
             Kernel::Binary => "binary.wgsl",
+            Kernel::Gather => "gather.wgsl",
         }
     }
 
@@ -86,6 +90,7 @@ impl Kernel {
             Kernel::Pool => include_str!("../../shaders/pool.wgsl"),
             Kernel::Ort => include_str!("../../shaders/ort.wgsl"),
             Kernel::Binary => include_str!("../../shaders/binary.wgsl"),
+            Kernel::Gather => include_str!("../../shaders/gather.wgsl"),
         }
     }
 

@@ -17,6 +17,7 @@
 //! | [`shape`] | `flatten`, `reshape`, `cat` |
 //! | [`host`] | `host_float` (float ops after the last dequantize, on the host) |
 //! | [`ort`] | `global_avg_pool`, `avg_pool_requant`, `softmax` (ONNX Runtime's rules) |
+//! | [`gather`] | `gather` |
 //!
 //! Registration is in this file: the [`Op`] variant, its arm in
 //! `Op::kind`, and the family's `FileOp` table in `FILE_OPS`.
@@ -38,6 +39,7 @@ use crate::quant::{Activation, QParams, Requant};
 
 pub mod binary;
 pub mod conv;
+pub mod gather;
 pub mod host;
 pub mod ort;
 pub mod pool;
@@ -192,6 +194,19 @@ pub enum Op {
         /// The output's qparams.
         out: QParams,
     },
+    /// A byte gather (see [`gather`]): output element `i` (row-major over
+    /// the per-sample `shape`, rank 1 to 3) is element `index[i]` of the
+    /// concatenation, in input order, of the inputs' per-sample row-major
+    /// elements. One or more inputs, all quantized with the same qparams,
+    /// which the output keeps. Built by [`gather::transpose_index`],
+    /// [`gather::slice_index`], [`gather::take_index`],
+    /// [`gather::concat_index`], [`gather::split_index`].
+    Gather {
+        /// The output's per-sample shape.
+        shape: Vec<usize>,
+        /// One entry per output element.
+        index: std::sync::Arc<Vec<u32>>,
+    },
 }
 
 impl Op {
@@ -233,6 +248,7 @@ impl Op {
             Op::LutSplit { table, tail, out } => {
                 Box::new(table::TableOp::LutSplit(table, tail, *out))
             }
+            Op::Gather { shape, index } => Box::new(gather::Gather { shape, index }),
         }
     }
 
@@ -252,6 +268,7 @@ pub(crate) const FILE_OPS: &[&[FileOp]] = &[
     shape::FILE_OPS,
     host::FILE_OPS,
     ort::FILE_OPS,
+    gather::FILE_OPS,
 ];
 
 /// The file-form entry of op `name`.
