@@ -24,7 +24,8 @@ view), meanhead_fx (a global mean over a 4x4 conv output), qnnpack variants
 resnet_fx_qnnpack, mobilenet_fx_qnnpack, mlp_fx_qnnpack, meanhead_fx_qnnpack, and
 x86-engine variants resnet_fx_x86, mobilenet_fx_x86, misc_fx_x86, mlp_fx_x86,
 meanhead_fx_x86; acts_fx, acts_fx_qnnpack, acts_fx_x86, acts_eager (Hardsigmoid,
-SiLU, LeakyReLU, ELU, Sigmoid, mul/add of a scalar, Dropout: `lut` nodes).
+SiLU, LeakyReLU, ELU, Sigmoid, mul/add of a scalar, Dropout: `lut` nodes),
+actfn_fx, actfn_fx_qnnpack (their functional forms).
 Expected outputs are computed with torch.backends.quantized.engine set to the
 case's engine (it also picks the kernels of add, pooling, etc.).
 """
@@ -276,6 +277,24 @@ class Acts(nn.Module):
         pass
 
 
+class ActsFn(nn.Module):
+    """The functional forms: F.leaky_relu / F.elu (convert_fx: quantized.leaky_relu /
+    elu), torch.sigmoid, F.hardsigmoid, x * c, x + c, F.silu (float, then quantized
+    for the next conv) and F.dropout(training=False)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 6, 3, padding=1)
+        self.c2 = nn.Conv2d(6, 6, 1)
+
+    def forward(self, x):
+        y = self.c(x)
+        y = F.elu(F.leaky_relu(y, 0.2), 0.5)
+        y = F.hardsigmoid(torch.sigmoid(y) * 2.0) + 0.5
+        y = F.dropout(self.c2(F.silu(y)), 0.3, training=False)
+        return torch.flatten(y, 1)
+
+
 class MeanHead(nn.Module):
     """Global mean over a 4x4 conv output (channels-last in PyTorch): under
     fbgemm/x86 ATen takes its f32 mean there, which differs from the integer
@@ -349,6 +368,8 @@ CASES = {
     "acts_fx_qnnpack": (Acts, (3, 13, 11), "normal", "fx", "qnnpack", 3),
     "acts_fx_x86": (Acts, (3, 13, 11), "normal", "fx", "x86", 3),
     "acts_eager": (lambda: Acts(eager=True), (3, 13, 11), "normal", "eager", "fbgemm", 3),
+    "actfn_fx": (ActsFn, (3, 9, 7), "normal", "fx", "fbgemm", 2),
+    "actfn_fx_qnnpack": (ActsFn, (3, 9, 7), "normal", "fx", "qnnpack", 2),
 }
 
 
