@@ -147,6 +147,7 @@ fn lut_cpu_is_the_table() {
 fn lut_gpu_equals_cpu() {
     let ctx = gpu();
     for seed in 0..6u64 {
+        println!("seed {}", 1000 + seed);
         let mut rng = Rng(1000 + seed);
         // input: any shape, quint8 or qint8; an odd element count covers partial words
         let c = rng.range(1, 9);
@@ -349,6 +350,7 @@ fn split_model(c: usize, h: usize, w: usize, t: &[u8; 256], tail: &[u8; 256]) ->
 fn lut_split_follows_the_memory_order_on_cpu_and_gpu() {
     let ctx = gpu();
     for seed in 0..4u64 {
+        println!("seed {}", 77 + seed);
         let mut rng = Rng(77 + seed);
         let (c, h, w) = (rng.range(2, 9), rng.range(2, 7), rng.range(2, 9));
         let n = rng.range(1, 3);

@@ -26,7 +26,8 @@ x86-engine variants resnet_fx_x86, mobilenet_fx_x86, misc_fx_x86, mlp_fx_x86,
 meanhead_fx_x86; squeeze-excitation (quantized mul / mul_relu with a
 [N, C, 1, 1] gate) se_fx, se_fx_qnnpack, se_fx_x86, se_eager.
 meanhead_fx_x86; acts_fx, acts_fx_qnnpack, acts_fx_x86, acts_eager (Hardsigmoid,
-SiLU, LeakyReLU, ELU, Sigmoid, mul/add of a scalar, Dropout: `lut` nodes).
+SiLU, LeakyReLU, ELU, Sigmoid, mul/add of a scalar, Dropout: `lut` nodes),
+actfn_fx, actfn_fx_qnnpack (their functional forms).
 Expected outputs are computed with torch.backends.quantized.engine set to the
 case's engine (it also picks the kernels of add, pooling, etc.).
 """
@@ -248,7 +249,6 @@ class Acts(nn.Module):
         self.elu = nn.ELU(0.8)
         self.sig = nn.Sigmoid()
         self.drop = nn.Dropout(0.2)
-        self.fc = nn.Linear(8, 6)
         if eager:
             self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
             self.dq_silu, self.q_silu = tq.DeQuantStub(), tq.QuantStub()
@@ -269,13 +269,32 @@ class Acts(nn.Module):
         else:
             y = y * 1.5 + 0.25
         y = self.drop(self.sig(y))
-        y = torch.flatten(F.adaptive_avg_pool2d(y, 1), 1)
+        # every activation is an output (a pool and a linear would hide a wrong byte)
+        y = torch.flatten(y, 1)
         if self.eager:
-            return self.dequant(self.fc(y))
-        return self.fc(y)
+            return self.dequant(y)
+        return y
 
     def fuse(self):
         pass
+
+
+class ActsFn(nn.Module):
+    """The functional forms: F.leaky_relu / F.elu (convert_fx: quantized.leaky_relu /
+    elu), torch.sigmoid, F.hardsigmoid, x * c, x + c, F.silu (float, then quantized
+    for the next conv) and F.dropout(training=False)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 6, 3, padding=1)
+        self.c2 = nn.Conv2d(6, 6, 1)
+
+    def forward(self, x):
+        y = self.c(x)
+        y = F.elu(F.leaky_relu(y, 0.2), 0.5)
+        y = F.hardsigmoid(torch.sigmoid(y) * 2.0) + 0.5
+        y = F.dropout(self.c2(F.silu(y)), 0.3, training=False)
+        return torch.flatten(y, 1)
 
 
 class MeanHead(nn.Module):
@@ -396,6 +415,8 @@ CASES = {
     "acts_fx_qnnpack": (Acts, (3, 13, 11), "normal", "fx", "qnnpack", 3),
     "acts_fx_x86": (Acts, (3, 13, 11), "normal", "fx", "x86", 3),
     "acts_eager": (lambda: Acts(eager=True), (3, 13, 11), "normal", "eager", "fbgemm", 3),
+    "actfn_fx": (ActsFn, (3, 9, 7), "normal", "fx", "fbgemm", 2),
+    "actfn_fx_qnnpack": (ActsFn, (3, 9, 7), "normal", "fx", "qnnpack", 2),
 }
 
 

@@ -80,11 +80,14 @@ class ExportError(Exception):
 class _Info:
     """What one FX node produced when the model ran on example_input."""
 
-    __slots__ = ("is_tensor", "quantized", "shape", "dtype", "scale", "zero_point", "value")
+    __slots__ = ("is_tensor", "quantized", "shape", "dtype", "scale", "zero_point", "value", "channels_last")
 
     def __init__(self, v):
         self.is_tensor = isinstance(v, torch.Tensor)
         self.quantized = False
+        # held channels-last only (a 4-D tensor that is not also contiguous)
+        self.channels_last = (self.is_tensor and v.dim() == 4 and not v.is_contiguous()
+                              and v.is_contiguous(memory_format=torch.channels_last))
         self.shape = self.dtype = self.scale = self.zero_point = None
         self.value = None
         if self.is_tensor:
@@ -425,6 +428,10 @@ class _Exporter:
         for x in flat:
             if not isinstance(x, torch.fx.Node) or self.env[x][0] == "c":
                 self.fail(node, f"model output {x!r} is not a tensor")
+            if self.env[x][0] == "g":
+                self.fail(node, f"model output {x.name!r} is a float function ({self.env[x][1][2]}) of a "
+                                f"dequantized tensor; qfuse computes such functions only when they are "
+                                f"quantized again (as a `lut`)")
             names.append(self.env[x][1])
         return names
 
@@ -525,7 +532,7 @@ class _Exporter:
             scl = float(self.const(node, _arg(node, 4, "scale", 1.0), "scale"))
             iscl = float(self.const(node, _arg(node, 5, "input_scale", 1.0), "input_scale"))
             self.table_op(node, _arg(node, 0, "self"),
-                          lambda x: _qop("elu")(x, float(s), int(z), alpha, scl, iscl))
+                          lambda x: _qop("elu")(x, float(s), int(z), alpha, scl, iscl), elu=True)
         elif _is_fn(t, _qop("dropout"), *_DROPOUT_FNS, *_STOCHASTIC_DEPTH_FNS):
             self.dropout(node)
         elif t is _qop("hardswish"):
@@ -643,7 +650,7 @@ class _Exporter:
             self.table_op(node, x, lambda t: _qop("leaky_relu")(t, slope, False, s_, z_))
         elif type(mod) is nnq.ELU:
             alpha, s_, z_ = float(mod.alpha), float(mod.scale), int(mod.zero_point)
-            self.table_op(node, x, lambda t: _qop("elu")(t, s_, z_, alpha, 1.0, 1.0))
+            self.table_op(node, x, lambda t: _qop("elu")(t, s_, z_, alpha, 1.0, 1.0), elu=True)
         elif type(mod) in _FLOAT_UNARY_MODULES:
             self.elementwise_fn(node, _FLOAT_UNARY_MODULES[type(mod)](mod))
         elif type(mod) in _STOCHASTIC_DEPTH_MODULES:
@@ -704,7 +711,7 @@ class _Exporter:
                         f"ATen's vector body (-> {[table[b] for b in bad[:8]]}) and its scalar tail "
                         f"(-> {[tail[b] for b in bad[:8]]}); qfuse has no exact form for this float op here")
 
-    def table_op(self, node, x, fn):
+    def table_op(self, node, x, fn, elu=False):
         """A quantized elementwise op on quint8 whose result depends on the byte
         alone (and its position: ATen's vector body or scalar tail): a `lut`, or a
         `lut_split` where the two differ, whose tables PyTorch computes (torch_table)."""
@@ -715,7 +722,20 @@ class _Exporter:
         inf = self.info[node]
         if (s, z) != (inf.scale, inf.zero_point):
             self.fail(node, f"table qparams ({s}, {z}) differ from the observed ({inf.scale}, {inf.zero_point})")
-        if table == tail:
+        if elu and self.info[x].channels_last:
+            # quantized.elu allocates a contiguous output: on a channels-last input
+            # (a conv output) TensorIterator cannot vectorize, every element takes
+            # the scalar path, and the result is contiguous. Written as lut(tail)
+            # -> flatten -> reshape, which qfuse tracks as contiguous (same bytes).
+            shape = [int(d) for d in self.info[node].shape[1:]]
+            name = self.emit(node, "lut", [src], name=node.name + "_lut", observed=False,
+                             table=tail, scale=s, zero_point=z)
+            self.observed[name] = (tuple(shape), (s, z))
+            flat = self.emit(node, "flatten", [name], name=node.name + "_nchw", observed=False,
+                             start_dim=1, end_dim=-1)
+            self.observed[flat] = ((int(np.prod(shape)),), (s, z))
+            self.env[node] = ("q", self.emit(node, "reshape", [flat], shape=shape))
+        elif table == tail:
             self.env[node] = ("q", self.emit(node, "lut", [src], table=table, scale=s, zero_point=z))
         else:
             # ATen's vector body and scalar tail round some byte differently
