@@ -23,7 +23,10 @@ mlp_fx, mlp_eager, misc_fx (cat, avg_pool2d, hardswish, hardtanh, mean,
 view), meanhead_fx (a global mean over a 4x4 conv output), qnnpack variants
 resnet_fx_qnnpack, mobilenet_fx_qnnpack, mlp_fx_qnnpack, meanhead_fx_qnnpack, and
 x86-engine variants resnet_fx_x86, mobilenet_fx_x86, misc_fx_x86, mlp_fx_x86,
-meanhead_fx_x86.
+meanhead_fx_x86 (exported with the routing of the CPU that runs this script:
+on a Linux CPU with AVX-512 VNNI their convs with groups <= 100 use oneDNN's
+rule), and onednn-engine variants resnet_fx_onednn, mobilenet_fx_onednn,
+mlp_fx_onednn.
 Expected outputs are computed with torch.backends.quantized.engine set to the
 case's engine (it also picks the kernels of add, pooling, etc.).
 """
@@ -290,12 +293,17 @@ CASES = {
     "mlp_fx_qnnpack": (MLP, (64,), "normal", "fx", "qnnpack", 7),
     "meanhead_fx": (MeanHead, (3, 16, 16), "normal", "fx", "fbgemm", 8),
     "meanhead_fx_qnnpack": (MeanHead, (3, 16, 16), "normal", "fx", "qnnpack", 8),
-    # x86: PyTorch's default engine on x86 CPUs (fbgemm's arithmetic, see the README)
+    # x86: PyTorch's default engine on x86 CPUs (fbgemm's arithmetic, convs by
+    # oneDNN on AVX-512 VNNI CPUs; see the README)
     "resnet_fx_x86": (lambda: ResNetish(eager=False), (3, 48, 40), "normal", "fx", "x86", 2),
     "mobilenet_fx_x86": (MobileNetV2ish, (3, 64, 64), "normal", "fx", "x86", 2),
     "misc_fx_x86": (Misc, (3, 17, 15), "normal", "fx", "x86", 3),
     "mlp_fx_x86": (MLP, (64,), "normal", "fx", "x86", 7),
     "meanhead_fx_x86": (MeanHead, (3, 16, 16), "normal", "fx", "x86", 8),
+    # onednn: every conv and linear by oneDNN
+    "resnet_fx_onednn": (lambda: ResNetish(eager=False), (3, 48, 40), "normal", "fx", "onednn", 2),
+    "mobilenet_fx_onednn": (MobileNetV2ish, (3, 64, 64), "normal", "fx", "onednn", 2),
+    "mlp_fx_onednn": (MLP, (64,), "normal", "fx", "onednn", 7),
 }
 
 
@@ -309,16 +317,6 @@ KNOWN_PYTORCH_BUGS = {
     "mobilenet_fx_qnnpack": "PyTorch's QNNPACK relu6 scrambles channels-last inputs (see KNOWN_PYTORCH_BUGS)",
 }
 
-# On a Linux CPU with AVX-512 VNNI, PyTorch's x86 engine runs conv2d layers with
-# groups <= 100 through oneDNN, which rounds differently from fbgemm near ties;
-# qfuse computes fbgemm's arithmetic (what x86 runs on CPUs without VNNI). These
-# cases hit such a tie on a VNNI CPU (checked: the same quantized model converted
-# with fbgemm gives PyTorch outputs that differ from x86's, and equal qfuse's).
-# The other x86 cases use oneDNN there too but hit no tie.
-ONEDNN_TIES_ON_VNNI = {
-    "mobilenet_fx_x86": "PyTorch's x86 engine runs its convs through oneDNN on this AVX-512 VNNI CPU "
-                        "(3 of 20 logits differ from fbgemm's, which qfuse computes)",
-}
 
 
 def make_case(name, out_dir, seed=0, show_ops=False):
@@ -362,8 +360,6 @@ def make_case(name, out_dir, seed=0, show_ops=False):
 def cmd_export(a):
     os.makedirs(a.dir, exist_ok=True)
     skip = dict(KNOWN_PYTORCH_BUGS)
-    if qfuse_export.cpu_has_avx512_vnni():
-        skip.update(ONEDNN_TIES_ON_VNNI)
     names = [n for n in CASES if n not in skip] if not a.cases else a.cases.split(",")
     if not a.cases:
         for n, why in skip.items():
