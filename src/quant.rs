@@ -928,6 +928,34 @@ mod tests {
     }
 
     #[test]
+    fn onednn_adds_the_zero_point_before_rounding() {
+        // s_in * s_w / s_out = 2^-4 * 2^-7 * 2^10 = 1/2: odd accumulators are ties
+        let inp = QParams::new(0.0625, 0).unwrap();
+        let out = QParams::new(2f32.powi(-10), 101).unwrap();
+        let ws = [2f32.powi(-7)];
+        let e = Epilogue::new(Requant::Onednn, inp, &ws, &[0.0], out, Activation::None).unwrap();
+        let fb = Epilogue::new(Requant::Fbgemm, inp, &ws, &[0.0], out, Activation::None).unwrap();
+        // rint(0.5 + 101) = 102 (even); fbgemm: rint(0.5) + 101 = 101
+        assert_eq!((e.apply(0, 1), fb.apply(0, 1)), (102, 101));
+        assert_eq!((e.apply(0, 3), fb.apply(0, 3)), (102, 103));
+        // t = 0.5 + 2^-20: f32(t + 200) = 200.5 (the 2^-20 is lost), rint = 200;
+        // the zero point added after rounding would give 201
+        let out = QParams::new(2f32.powi(-10), 200).unwrap();
+        let b = [2f32.powi(-30)];
+        let e = Epilogue::new(Requant::Onednn, inp, &ws, &b, out, Activation::Relu).unwrap();
+        assert_eq!(e.apply(0, 1), 200);
+        assert_eq!(e.apply(0, -1000), 200); // relu: clamped at the zero point
+        assert_eq!(e.apply(0, 1_000_000), 255);
+        // a qint8 output adds its true zero point, not its image's: with
+        // zero point 0 (image 128), t = 0.5 + 2^-20 is exact, rint = 1 (image
+        // 129); f32(t + 128) = 128.5 would round to 128
+        let out8 = QParams::new_i8(2f32.powi(-10), 0).unwrap();
+        let e8 = Epilogue::new(Requant::Onednn, inp, &ws, &b, out8, Activation::None).unwrap();
+        assert_eq!(e8.apply(0, 1), 129);
+        assert_eq!(e8.apply(0, -1_000_000), 0);
+    }
+
+    #[test]
     fn qnnpack_bias_is_quantized_with_the_reciprocal() {
         // atw = 0.5 * 0.0048507247 = 0.0024253624: bias / atw = -204.5 exactly
         // (rounds to -204), bias * (1/atw) = -204.50002 (rounds to -205, PyTorch's).
