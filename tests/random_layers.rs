@@ -506,7 +506,7 @@ fn gpu_equals_cpu_on_random_onednn_layers() {
         }
         let layer = QLayer::new(
             l.kind(),
-            l.geometry().clone(),
+            *l.geometry(),
             l.weight().to_vec(),
             l.weight_scale().to_vec(),
             l.bias().to_vec(),
