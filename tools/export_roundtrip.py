@@ -28,6 +28,10 @@ meanhead_fx_x86; squeeze-excitation (quantized mul / mul_relu with a
 meanhead_fx_x86; acts_fx, acts_fx_qnnpack, acts_fx_x86, acts_eager (Hardsigmoid,
 SiLU, LeakyReLU, ELU, Sigmoid, mul/add of a scalar, Dropout: `lut` nodes),
 actfn_fx, actfn_fx_qnnpack (their functional forms).
+meanhead_fx_x86 (exported with the routing of the CPU that runs this script:
+on a Linux CPU with AVX-512 VNNI their convs with groups <= 100 use oneDNN's
+rule), and onednn-engine variants resnet_fx_onednn, mobilenet_fx_onednn,
+mlp_fx_onednn.
 Expected outputs are computed with torch.backends.quantized.engine set to the
 case's engine (it also picks the kernels of add, pooling, etc.).
 """
@@ -400,7 +404,8 @@ CASES = {
     "mlp_fx_qnnpack": (MLP, (64,), "normal", "fx", "qnnpack", 7),
     "meanhead_fx": (MeanHead, (3, 16, 16), "normal", "fx", "fbgemm", 8),
     "meanhead_fx_qnnpack": (MeanHead, (3, 16, 16), "normal", "fx", "qnnpack", 8),
-    # x86: PyTorch's default engine on x86 CPUs (fbgemm's arithmetic, see the README)
+    # x86: PyTorch's default engine on x86 CPUs (fbgemm's arithmetic, convs by
+    # oneDNN on AVX-512 VNNI CPUs; see the README)
     "resnet_fx_x86": (lambda: ResNetish(eager=False), (3, 48, 40), "normal", "fx", "x86", 2),
     "mobilenet_fx_x86": (MobileNetV2ish, (3, 64, 64), "normal", "fx", "x86", 2),
     "misc_fx_x86": (Misc, (3, 17, 15), "normal", "fx", "x86", 3),
@@ -417,6 +422,10 @@ CASES = {
     "acts_eager": (lambda: Acts(eager=True), (3, 13, 11), "normal", "eager", "fbgemm", 3),
     "actfn_fx": (ActsFn, (3, 9, 7), "normal", "fx", "fbgemm", 2),
     "actfn_fx_qnnpack": (ActsFn, (3, 9, 7), "normal", "fx", "qnnpack", 2),
+    # onednn: every conv and linear by oneDNN
+    "resnet_fx_onednn": (lambda: ResNetish(eager=False), (3, 48, 40), "normal", "fx", "onednn", 2),
+    "mobilenet_fx_onednn": (MobileNetV2ish, (3, 64, 64), "normal", "fx", "onednn", 2),
+    "mlp_fx_onednn": (MLP, (64,), "normal", "fx", "onednn", 7),
 }
 
 
@@ -430,16 +439,6 @@ KNOWN_PYTORCH_BUGS = {
     "mobilenet_fx_qnnpack": "PyTorch's QNNPACK relu6 scrambles channels-last inputs (see KNOWN_PYTORCH_BUGS)",
 }
 
-# On a Linux CPU with AVX-512 VNNI, PyTorch's x86 engine runs conv2d layers with
-# groups <= 100 through oneDNN, which rounds differently from fbgemm near ties;
-# qfuse computes fbgemm's arithmetic (what x86 runs on CPUs without VNNI). These
-# cases hit such a tie on a VNNI CPU (checked: the same quantized model converted
-# with fbgemm gives PyTorch outputs that differ from x86's, and equal qfuse's).
-# The other x86 cases use oneDNN there too but hit no tie.
-ONEDNN_TIES_ON_VNNI = {
-    "mobilenet_fx_x86": "PyTorch's x86 engine runs its convs through oneDNN on this AVX-512 VNNI CPU "
-                        "(3 of 20 logits differ from fbgemm's, which qfuse computes)",
-}
 
 
 def make_case(name, out_dir, seed=0, show_ops=False):
@@ -483,8 +482,6 @@ def make_case(name, out_dir, seed=0, show_ops=False):
 def cmd_export(a):
     os.makedirs(a.dir, exist_ok=True)
     skip = dict(KNOWN_PYTORCH_BUGS)
-    if qfuse_export.cpu_has_avx512_vnni():
-        skip.update(ONEDNN_TIES_ON_VNNI)
     names = [n for n in CASES if n not in skip] if not a.cases else a.cases.split(",")
     if not a.cases:
         for n, why in skip.items():

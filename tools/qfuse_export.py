@@ -24,13 +24,16 @@ Python API (the main way to use this tool):
 dimension). The model is run on it once: every node's shape and output
 quantization parameters are recorded and checked against the exported graph.
 `engine` defaults to torch.backends.quantized.engine and must be "fbgemm",
-"qnnpack" or "x86" (PyTorch's default on x86 CPUs): the engine that was
-active when the model was converted (it packs the weights and fixes the
-requantization rule). qfuse computes "x86" models with fbgemm's arithmetic,
-which is what PyTorch's x86 engine runs, except that on a Linux CPU with
-AVX-512 VNNI it runs conv2d layers with groups <= 100 through oneDNN, whose
-requantization rounds differently near ties (a warning says so). "onednn" is
-refused.
+"qnnpack", "x86" (PyTorch's default on x86 CPUs) or "onednn": the engine that
+was active when the model was converted (it packs the weights and fixes the
+requantization rule). PyTorch's x86 engine computes every op as fbgemm does,
+except that on a Linux CPU with AVX-512 VNNI it packs conv2d layers with
+groups <= 100 for oneDNN, whose requantization differs near ties; "onednn"
+packs every conv2d and linear for oneDNN. For these two engines the exporter
+writes each conv2d/linear node's rule (`"requant": "onednn"` or `"fbgemm"`)
+as PyTorch runs it on the CPU named by `x86_cpu`: "auto" (default: this
+machine, i.e. the one that converted and validated the model), "vnni" (a
+Linux CPU with AVX-512 VNNI) or "no-vnni" (any other CPU, or not Linux).
 
 Weights, biases and quantization parameters are copied exactly as PyTorch
 stored them (weight().int_repr(), q_per_channel_scales(), bias(), scale,
@@ -883,10 +886,13 @@ def _fetch_attr(gm, target):
 
 
 def cpu_has_avx512_vnni():
-    """Whether PyTorch's x86 engine may hand convs to oneDNN here
+    """Whether PyTorch's x86 engine hands convs to oneDNN here
     (onednn_utils::should_use_onednn_quant: Linux and cpuinfo's AVX-512 VNNI)."""
     if not sys.platform.startswith("linux"):
         return False
+    f = getattr(torch.cpu, "_is_vnni_supported", None)  # cpuinfo, as PyTorch's dispatch asks
+    if f is not None:
+        return bool(f())
     try:
         with open("/proc/cpuinfo") as f:
             return "avx512_vnni" in f.read()
@@ -894,16 +900,28 @@ def cpu_has_avx512_vnni():
         return False
 
 
-def build(model, example_input, engine=None):
+def layer_rule(engine, op, groups, x86_cpu="auto"):
+    """The requantization rule PyTorch runs a conv2d / linear with
+    (onednn_utils::should_use_onednn_quant for x86): "onednn" or the engine's own."""
+    if x86_cpu not in ("auto", "vnni", "no-vnni"):
+        raise ExportError(f"x86_cpu must be 'auto', 'vnni' or 'no-vnni', got {x86_cpu!r}")
+    if engine == "onednn":
+        return "onednn"
+    if engine == "x86":
+        vnni = cpu_has_avx512_vnni() if x86_cpu == "auto" else x86_cpu == "vnni"
+        return "onednn" if op == "conv2d" and groups <= 100 and vnni else "fbgemm"
+    return engine
+
+
+def build(model, example_input, engine=None, x86_cpu="auto"):
     """Return (header dict, tensors dict) without writing a file."""
     if engine is None:
         engine = torch.backends.quantized.engine
-    if engine not in ("fbgemm", "qnnpack", "x86"):
+    if engine not in ("fbgemm", "qnnpack", "x86", "onednn"):
         raise ExportError(
-            f"quantized engine {engine!r} is not supported: qfuse reproduces 'fbgemm', 'qnnpack' and 'x86' "
-            f"(oneDNN's conv/linear requantization rounds differently). Set "
-            f"torch.backends.quantized.engine = 'x86' (or 'fbgemm', 'qnnpack') BEFORE prepare/convert (the "
-            f"weights are packed for the engine active at convert time), and export with that engine.")
+            f"quantized engine {engine!r} is not supported: qfuse reproduces 'fbgemm', 'qnnpack', 'x86' and "
+            f"'onednn'. Set torch.backends.quantized.engine BEFORE prepare/convert (the weights are packed for "
+            f"the engine active at convert time), and export with that engine.")
     if torch.backends.quantized.engine != engine:
         warnings.warn(f"exporting for engine {engine!r} while torch.backends.quantized.engine is "
                       f"{torch.backends.quantized.engine!r}; the recorded run uses the latter")
@@ -922,15 +940,12 @@ def build(model, example_input, engine=None):
     ex = _Exporter(gm, rec.info, engine)
     ex.run(example_inputs)
     ex.prune()
-    if engine == "x86" and cpu_has_avx512_vnni():
-        onednn = [n["name"] for n in ex.nodes if n["op"] == "conv2d" and n["groups"] <= 100]
-        if onednn:
-            warnings.warn(
-                f"engine 'x86' on this CPU (AVX-512 VNNI): PyTorch runs {len(onednn)} conv2d layer(s) "
-                f"({', '.join(onednn[:4])}{', ...' if len(onednn) > 4 else ''}) through oneDNN, whose "
-                f"requantization rounds differently from fbgemm's near ties. qfuse computes fbgemm's "
-                f"arithmetic (what the x86 engine runs on CPUs without VNNI): a rare output may differ "
-                f"from this machine's PyTorch by one step.")
+    if engine in ("x86", "onednn"):
+        # Record each layer's rule as PyTorch runs it on the chosen CPU (qfuse's
+        # default for a node without one is the AVX-512 VNNI routing).
+        for n in ex.nodes:
+            if n["op"] in ("conv2d", "linear"):
+                n["requant"] = layer_rule(engine, n["op"], n.get("groups", 1), x86_cpu)
     header = {
         "format": "qfuse",
         "format_version": FORMAT_VERSION,
@@ -954,11 +969,12 @@ def build(model, example_input, engine=None):
     return header, ex.tensors
 
 
-def export(model, example_input, path, engine=None):
-    """Write `model` (convert_fx GraphModule or eager quantized module) to `path`. Returns the header."""
+def export(model, example_input, path, engine=None, x86_cpu="auto"):
+    """Write `model` (convert_fx GraphModule or eager quantized module) to `path`. Returns the header.
+    `x86_cpu` ("auto", "vnni", "no-vnni"): which CPU's routing x86 conv layers record (module doc)."""
     from safetensors.numpy import save_file
 
-    header, tensors = build(model, example_input, engine)
+    header, tensors = build(model, example_input, engine, x86_cpu)
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     save_file(tensors, path, metadata={"qfuse": json.dumps(header)})
@@ -1054,7 +1070,8 @@ def main(argv=None):
         description="Export PyTorch-quantized int8 models to the qfuse format (docs/MODEL_FORMAT.md).",
         epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--demo", metavar="OUT", help="export a small demo CNN (FX graph mode, random weights) to OUT")
-    ap.add_argument("--engine", default="fbgemm", choices=["fbgemm", "qnnpack", "x86"], help="engine for --demo")
+    ap.add_argument("--engine", default="fbgemm", choices=["fbgemm", "qnnpack", "x86", "onednn"],
+                    help="engine for --demo")
     ap.add_argument("--list-ops", action="store_true", help="print the PyTorch ops the exporter understands")
     a = ap.parse_args(argv)
     if a.list_ops:

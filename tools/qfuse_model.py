@@ -25,8 +25,9 @@ import numpy as np
 FORMAT_VERSION = 2
 # Versions this reader accepts (2 adds the optional conv2d/linear `clamp`).
 FORMAT_VERSIONS = (1, 2)
-ENGINES = ("fbgemm", "qnnpack", "x86")  # the header's engine; x86 computes with fbgemm's rules
-RULES = ("fbgemm", "qnnpack")  # a conv/linear node's requant
+# the header's engine; x86 and onednn compute the non-conv ops with fbgemm's rules
+ENGINES = ("fbgemm", "qnnpack", "x86", "onednn")
+RULES = ("fbgemm", "qnnpack", "onednn")  # a conv/linear node's requant
 
 # op -> (min inputs, max inputs (None = unbounded), required attrs, optional attrs, qparams: "given"|"input"|"float"|"none")
 OPS = {

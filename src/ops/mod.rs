@@ -512,7 +512,11 @@ pub(crate) struct ParseCx<'a> {
     pub node: &'a str,
     /// The file's format version.
     pub version: u64,
+    /// The model's arithmetic (what the non-conv ops follow).
+    #[allow(dead_code)]
     pub engine: Requant,
+    /// The engine the file records (chooses a conv/linear's default rule).
+    pub pytorch_engine: crate::quant::Engine,
     /// Infos of the node's inputs (in order; parsing follows the graph).
     pub inputs: Vec<&'a TensorInfo>,
     pub tensors: &'a Tensors<'a>,

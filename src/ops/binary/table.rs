@@ -362,7 +362,7 @@ impl<'a> OpKind<'a> for Mul {
 fn mul_table(engine: Requant, a: QParams, b: QParams, out: QParams, relu: bool) -> Result<Vec<u8>> {
     match engine {
         // ATen's qmul_kernel serves fbgemm, qnnpack and x86 alike.
-        Requant::Fbgemm | Requant::Qnnpack => pytorch_mul_table(a, b, out, relu),
+        Requant::Fbgemm | Requant::Qnnpack | Requant::Onednn => pytorch_mul_table(a, b, out, relu),
         Requant::OnnxRuntime => Err(Error::Unsupported(
             "mul under the onnxruntime rule set (mul is PyTorch's quantized mul; ONNX Runtime's QLinearMul is a `binary` op with ort_mul_table)".into(),
         )),

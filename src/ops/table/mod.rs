@@ -314,7 +314,7 @@ pub fn hardswish_tables(engine: Requant, q: QParams, out: QParams) -> ([u8; 256]
     let inv = 1.0 / out.scale;
     match engine {
         // (ONNX Runtime models have no hardswish op: refused by inference.)
-        Requant::Fbgemm | Requant::OnnxRuntime => (
+        Requant::Fbgemm | Requant::OnnxRuntime | Requant::Onednn => (
             std::array::from_fn(|v| {
                 quantize_inv(hardswish_f(dequant_vector(v as u8, q)), inv, out.zero_point)
             }),
