@@ -47,7 +47,7 @@ struct Converter<'a> {
 
 /// The ONNX node named in errors.
 fn at(n: &QNode) -> String {
-    format!("node '{}'", n.name)
+    n.name.clone()
 }
 
 impl<'a> Converter<'a> {
@@ -312,11 +312,146 @@ impl<'a> Converter<'a> {
                 self.push(n, Op::MaxPool2d(p), vec![x])
             }
             QOp::Shape(s) => self.shape_op(n, s),
+            QOp::Table { kind, x: xq, y } => {
+                let (x, info) = self.input(n, 0)?;
+                let q_in = self.check_in_q(n, &info, xq)?;
+                let y = qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?;
+                let table = Box::new(crate::ops::onnx_table(kind, q_in, y));
+                self.push(n, Op::Lut { table, out: y }, vec![x])
+            }
+            QOp::Add { a, b, y } | QOp::Mul { a, b, y } => {
+                let (xa, ia) = self.input(n, 0)?;
+                let (xb, ib) = self.input(n, 1)?;
+                let qa = self.check_in_q(n, &ia, a)?;
+                let qb = self.check_in_q(n, &ib, b)?;
+                let y = qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?;
+                let add = matches!(n.op, QOp::Add { .. });
+                let table = |p: QParams, q: QParams| {
+                    if add {
+                        crate::ops::ort_add_table(p, q, y)
+                    } else {
+                        crate::ops::ort_mul_table(p, q, y)
+                    }
+                };
+                let full = |s: &[usize]| {
+                    std::iter::once(1)
+                        .chain(s.iter().copied())
+                        .collect::<Vec<_>>()
+                };
+                // ORT hands its kernel the varying input as "A"; qfuse
+                // broadcasts input 1 into input 0.
+                let (ins, t) = if ort_swaps(&full(&ia.shape), &full(&ib.shape)) {
+                    (vec![xb, xa], table(qb, qa))
+                } else {
+                    (vec![xa, xb], table(qa, qb))
+                };
+                self.push(
+                    n,
+                    Op::Binary {
+                        table: std::sync::Arc::new(t),
+                        out: y,
+                    },
+                    ins,
+                )
+            }
+            QOp::GlobalAvgPool {
+                x: xq,
+                y,
+                channels_last,
+            } => {
+                if *channels_last {
+                    return Err(unsupported(
+                        at(n),
+                        "an NHWC (channels_last) global average pool",
+                    ));
+                }
+                let (x, info) = self.input(n, 0)?;
+                self.check_in_q(n, &info, xq)?;
+                let y = qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?;
+                self.push(n, Op::GlobalAvgPool { out: y }, vec![x])
+            }
+            QOp::AvgPool {
+                x: xq,
+                y,
+                geom,
+                count_include_pad,
+                channels_last,
+            } => {
+                if *channels_last {
+                    return Err(unsupported(at(n), "an NHWC (channels_last) average pool"));
+                }
+                let (x, info) = self.input(n, 0)?;
+                self.check_in_q(n, &info, xq)?;
+                let y = qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?;
+                let pool = crate::ops::OrtPool2d {
+                    kernel: geom.kernel,
+                    stride: geom.stride,
+                    pads: geom.pads,
+                    ceil_mode: geom.ceil_mode,
+                };
+                self.push(
+                    n,
+                    Op::AvgPoolRequant {
+                        pool,
+                        count_include_pad: *count_include_pad,
+                        out: y,
+                    },
+                    vec![x],
+                )
+            }
+            QOp::Softmax {
+                x: xq,
+                y,
+                axis,
+                opset13,
+            } => {
+                let (x, info) = self.input(n, 0)?;
+                self.check_in_q(n, &info, xq)?;
+                let y = qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?;
+                let r = info.shape.len() as i64 + 1;
+                let a = if *axis < 0 { axis + r } else { *axis };
+                if a <= 0 || a >= r {
+                    return Err(unsupported(
+                        at(n),
+                        format!("Softmax over axis {axis} (the batch)"),
+                    ));
+                }
+                if !opset13 && a != r - 1 {
+                    return Err(unsupported(
+                        at(n),
+                        format!("Softmax (opset < 13) over the axes from {a} on"),
+                    ));
+                }
+                self.push(
+                    n,
+                    Op::Softmax {
+                        axis: (a - 1) as usize,
+                        out: y,
+                    },
+                    vec![x],
+                )
+            }
+            QOp::Concat { axis, inputs, y } => {
+                let mut names = Vec::new();
+                let mut shapes = Vec::new();
+                for (i, q) in inputs.iter().enumerate() {
+                    let (x, info) = self.input(n, i)?;
+                    self.check_in_q(n, &info, q)?;
+                    names.push(x);
+                    shapes.push(info.shape.len());
+                }
+                let y = qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?;
+                let r = shapes[0] as i64 + 1;
+                let a = if *axis < 0 { axis + r } else { *axis };
+                if a != 1 {
+                    return Err(unsupported(
+                        at(n),
+                        format!("Concat along axis {axis} (qfuse concatenates channels, axis 1)"),
+                    ));
+                }
+                self.push(n, Op::Cat(y), names)
+            }
             QOp::FloatTail { op_type, attrs } => self.float_tail(n, op_type, attrs),
-            other => Err(unsupported(
-                at(n),
-                format!("{} is not supported by qfuse's model yet", other.kind()),
-            )),
         }
     }
 
@@ -583,6 +718,25 @@ impl<'a> Converter<'a> {
                 }
                 reshape(shape)?
             }
+            ShapeOp::Transpose { perm } => {
+                let r = per.len() + 1;
+                let perm: Vec<i64> = perm
+                    .clone()
+                    .unwrap_or_else(|| (0..r as i64).rev().collect());
+                if perm.first() != Some(&0) || perm.len() != r {
+                    return Err(unsupported(
+                        at(n),
+                        format!("Transpose by {perm:?} (dimension 0, the batch, must stay first)"),
+                    ));
+                }
+                let p: Vec<usize> = perm[1..].iter().map(|&d| (d - 1).max(0) as usize).collect();
+                let (shape, index) = crate::ops::gather::transpose_index(per, &p)
+                    .map_err(|e| unsupported(at(n), e.to_string()))?;
+                Op::Gather {
+                    shape,
+                    index: std::sync::Arc::new(index),
+                }
+            }
             other => {
                 return Err(unsupported(
                     at(n),
@@ -592,6 +746,37 @@ impl<'a> Converter<'a> {
         };
         self.push(n, op, vec![x])
     }
+}
+
+/// Whether ONNX Runtime swaps the roles of a binary op's inputs (full shapes):
+/// its kernel takes the varying input as "A".
+fn ort_swaps(sa: &[usize], sb: &[usize]) -> bool {
+    let r = sa.len().max(sb.len());
+    let pad = |s: &[usize]| {
+        let mut v = vec![1; r - s.len()];
+        v.extend_from_slice(s);
+        v
+    };
+    let (sa, sb) = (pad(sa), pad(sb));
+    let (pa, pb): (usize, usize) = (sa.iter().product(), sb.iter().product());
+    if pb == 1 && pa != 1 {
+        return false;
+    }
+    if pa == 1 && pb != 1 {
+        return true;
+    }
+    if sa == sb {
+        return false;
+    }
+    let mut i = r as isize - 1;
+    while i >= 0 && sa[i as usize] == sb[i as usize] {
+        i -= 1;
+    }
+    let i = i.max(0) as usize;
+    if sb[i..].iter().all(|&d| d == 1) {
+        return false;
+    }
+    sa[i..].iter().all(|&d| d == 1)
 }
 
 /// The qparams the readers of value `id` state for it: the first reader that
