@@ -92,6 +92,7 @@ fn host_structs_match_wgsl_layout() {
             Kernel::Pool => std::mem::size_of::<PoolParams>(),
             Kernel::Binary => std::mem::size_of::<BinaryParams>(),
             Kernel::Gather => std::mem::size_of::<GatherParams>(),
+            Kernel::Ort => std::mem::size_of::<OrtParams>(),
             _ => std::mem::size_of::<ConvParams>(),
         };
         assert_eq!(struct_size(&m, "Params") as usize, params, "{k:?}");

@@ -25,6 +25,7 @@ pub mod __internal {
     pub use crate::ops::binary::AddParams;
     pub use crate::ops::binary::BinaryParams;
     pub use crate::ops::gather::GatherParams;
+    pub use crate::ops::ort::OrtParams;
     pub use crate::ops::pool::PoolParams;
     pub use crate::ops::quantize::QuantizeParams;
 }
