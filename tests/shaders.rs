@@ -90,6 +90,7 @@ fn host_structs_match_wgsl_layout() {
             Kernel::Lut => std::mem::size_of::<LutParams>(),
             Kernel::Add => std::mem::size_of::<AddParams>(),
             Kernel::Pool => std::mem::size_of::<PoolParams>(),
+            Kernel::Ort => std::mem::size_of::<OrtParams>(),
             _ => std::mem::size_of::<ConvParams>(),
         };
         assert_eq!(struct_size(&m, "Params") as usize, params, "{k:?}");

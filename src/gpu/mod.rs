@@ -23,6 +23,7 @@ pub mod __internal {
     pub use super::conv::ConvParams;
     pub use super::node::LutParams;
     pub use crate::ops::binary::AddParams;
+    pub use crate::ops::ort::OrtParams;
     pub use crate::ops::pool::PoolParams;
     pub use crate::ops::quantize::QuantizeParams;
 }
