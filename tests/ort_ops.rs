@@ -1165,3 +1165,58 @@ fn rules_that_differ_from_alternatives() {
         "seed {seed:#x}: too few softmax scales with a difference"
     );
 }
+
+/// Under ONNX Runtime a dequantize followed by a quantize (a DQ -> Q pair)
+/// is ORT's rule DQ then rule Q (divide): on the GPU one requantize table,
+/// on the CPU the two ops; both equal `qfuse::onnx::reference`.
+#[test]
+fn dequantize_quantize_pair_divides() {
+    let ctx = gpu();
+    let seed = 0xd9_u64;
+    let mut rng = Rng(seed);
+    for iter in 0..20 {
+        let signed = iter % 2 == 1;
+        let xq = rand_q(&mut rng, signed, 1e-3, 1.0);
+        let y_signed = rng.range(0, 1) == 1;
+        let yq = rand_q(&mut rng, y_signed, 1e-3, 1.0);
+        let x = q_input(&mut rng, 2, &[5, 3, 2], xq);
+        let nodes = vec![
+            Node {
+                name: "d".into(),
+                op: Op::Dequantize,
+                inputs: vec!["x".into()],
+            },
+            Node {
+                name: "y".into(),
+                op: Op::Quantize(yq),
+                inputs: vec!["d".into()],
+            },
+        ];
+        let m = Model::new(ORT, vec![("x".into(), x.0)], vec!["y".into()], nodes).unwrap();
+        let i = vec![x.1];
+        let t = tensor_of(&i[0]);
+        let axis = |q: QParams| QAxis {
+            scales: vec![q.scale],
+            zero_points: vec![q.true_zero_point()],
+            axis: None,
+            dtype: if q.signed { ElemType::I8 } else { ElemType::U8 },
+        };
+        let d = qfuse::onnx::reference::dequantize(&t, &axis(xq)).unwrap();
+        let want = match qfuse::onnx::reference::quantize(&d, &axis(yq))
+            .unwrap()
+            .data
+        {
+            TensorData::U8(v) => v,
+            TensorData::I8(v) => v.iter().map(|&b| (b as u8) ^ 0x80).collect(),
+            _ => panic!("type"),
+        };
+        let cpu = bytes(&m.run_cpu(&i).unwrap()[0]);
+        let g = bytes(&GpuModel::new(&ctx, &m).unwrap().run(&ctx, &i).unwrap()[0]);
+        if let Some(e) = first_mismatch(&cpu, &want) {
+            panic!("seed {seed:#x} iter {iter} {xq:?} -> {yq:?}: CPU {e}");
+        }
+        if let Some(e) = first_mismatch(&g, &want) {
+            panic!("seed {seed:#x} iter {iter} {xq:?} -> {yq:?}: GPU {e}");
+        }
+    }
+}
