@@ -14,6 +14,15 @@
 // products and quotients that are added come from host tables or from
 // integer code through bitcast).
 //
+// Subnormals (a GPU may flush them to zero in f32 arithmetic): fdiv and the
+// quantize input never meet f32 arithmetic, so they are exact. A quotient
+// that is subnormal is only rounded to an integer (+ a zero point), which
+// gives the same as zero. The avg pool's dequantized bytes and every sum of
+// them are 0 or normal (the host checks the input scale is in
+// [2^-100, 2^100]). A softmax row's sum holds t(0) >= 1, beside which a
+// subnormal term or a flushed partial sum below 2^-100 cannot change the
+// rounded result; its quotient's dividend is read as bits.
+//
 // Host tables (`tab`, u32 bit patterns of f32): avg pool: tab[b] = the
 // dequantized byte b, x_scale * f32(b - zp_x); softmax: tab[d] = t(d) and
 // tab[256 + d] = t(d) * floor(1 / y_scale) for d = max - x (see mod.rs).

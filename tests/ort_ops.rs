@@ -619,6 +619,105 @@ fn bytes(v: &Value) -> Vec<u8> {
     }
 }
 
+fn q_of(q: QParams) -> Q {
+    Q {
+        scale: q.scale,
+        zero_point: q.true_zero_point(),
+        dtype: if q.signed { QType::I8 } else { QType::U8 },
+    }
+}
+
+fn tensor_of(v: &Value) -> Tensor {
+    match v {
+        Value::F32 { data, shape } => Tensor {
+            dims: shape.clone(),
+            data: TensorData::F32(data.clone()),
+        },
+        Value::Q { data, shape, q } => Tensor {
+            dims: shape.clone(),
+            data: if q.signed {
+                TensorData::I8(data.iter().map(|&b| (b ^ 0x80) as i8).collect())
+            } else {
+                TensorData::U8(data.clone())
+            },
+        },
+    }
+}
+
+/// The single op of `m` run by `qfuse::onnx::reference` (an independent
+/// plain-loop implementation of ORT's rules), as stored bytes; None where
+/// the reference cannot run it (a softmax whose products overflow to
+/// infinity: the reference's integer conversion is not defined there).
+fn reference_of(m: &Model, inputs: &[Value]) -> Option<Vec<u8>> {
+    let node = &m.nodes()[0];
+    let ins: Vec<Tensor> = inputs.iter().map(tensor_of).collect();
+    let q_in = |i: usize| m.info(&node.inputs[i]).unwrap().qparams().unwrap();
+    let y = m.info("y").unwrap();
+    let yq = y.qparams().unwrap();
+    let op = match &node.op {
+        Op::Quantize(q) => QOp::Quantize {
+            y: QAxis {
+                scales: vec![q.scale],
+                zero_points: vec![q.true_zero_point()],
+                axis: None,
+                dtype: if q.signed { ElemType::I8 } else { ElemType::U8 },
+            },
+        },
+        Op::GlobalAvgPool { .. } => QOp::GlobalAvgPool {
+            x: q_of(q_in(0)),
+            y: q_of(yq),
+            channels_last: false,
+        },
+        Op::AvgPoolRequant {
+            pool,
+            count_include_pad,
+            ..
+        } => QOp::AvgPool {
+            x: q_of(q_in(0)),
+            y: q_of(yq),
+            geom: qfuse::onnx::PoolGeom {
+                kernel: pool.kernel,
+                stride: pool.stride,
+                pads: pool.pads,
+                dilation: [1, 1],
+                ceil_mode: pool.ceil_mode,
+            },
+            count_include_pad: *count_include_pad,
+            channels_last: false,
+        },
+        Op::Softmax { axis, .. } => {
+            let d = y.shape[*axis];
+            let t0 = qfuse::ops::softmax_table(q_in(0).scale, d)[0];
+            if (t0 * (1.0 / yq.scale).floor()).is_infinite() {
+                return None;
+            }
+            QOp::Softmax {
+                x: q_of(q_in(0)),
+                y: q_of(yq),
+                axis: *axis as i64 + 1,
+                opset13: true,
+            }
+        }
+        Op::Cat(_) => QOp::Concat {
+            axis: 1,
+            inputs: (0..inputs.len()).map(|i| q_of(q_in(i))).collect(),
+            y: q_of(yq),
+        },
+        other => panic!("no reference for {other:?}"),
+    };
+    let refs: Vec<&Tensor> = ins.iter().collect();
+    let n = inputs[0].shape()[0];
+    let out_shape = y.batched(n);
+    let t = qfuse::onnx::reference::eval_op(&op, &refs, Some(&out_shape), "reference").unwrap();
+    Some(match t.data {
+        TensorData::U8(v) => v,
+        TensorData::I8(v) => v.iter().map(|&b| (b as u8) ^ 0x80).collect(),
+        _ => panic!("reference output type"),
+    })
+}
+
+/// Seeded random shapes, windows, qparams (quint8 and qint8) and data: the
+/// GPU equals the CPU, and the CPU equals `qfuse::onnx::reference`.
 #[test]
 fn random_ops_gpu_equals_cpu() {
     let ctx = gpu();
@@ -626,13 +725,13 @@ fn random_ops_gpu_equals_cpu() {
     let mut rng = Rng(seed);
     let mut checked = 0usize;
     let mut distinct = std::collections::HashSet::new();
-    for iter in 0..60 {
+    let mut by_reference = 0;
+    for iter in 0..150 {
         let signed = rng.range(0, 1) == 1;
         let n = rng.range(1, 3);
         let (c, h, w) = (rng.range(1, 19), rng.range(1, 23), rng.range(1, 23));
         let xq = rand_q(&mut rng, signed, 1e-3, 2.0);
-        let y_signed = rng.range(0, 1) == 1;
-        let yq = rand_q(&mut rng, y_signed, 1e-3, 2.0);
+        let yq = rand_q(&mut rng, signed, 1e-3, 2.0);
         let (what, model, inputs) = match iter % 5 {
             0 => {
                 let yq = QParams {
@@ -738,9 +837,22 @@ fn random_ops_gpu_equals_cpu() {
                 model.nodes()[0].op
             );
         }
+        if let Some(want) = reference_of(&model, &inputs) {
+            if let Some(m) = first_mismatch(&b, &want) {
+                panic!(
+                    "seed {seed:#x} iter {iter} {what} ({:?}): CPU != qfuse::onnx::reference at {m}",
+                    model.nodes()[0].op
+                );
+            }
+            by_reference += 1;
+        }
         distinct.extend(b.iter().copied());
         checked += b.len();
     }
+    assert!(
+        by_reference >= 140,
+        "{by_reference} checked by the reference"
+    );
     assert!(
         distinct.len() > 100,
         "outputs too uniform: {}",
@@ -814,6 +926,7 @@ fn try_single(engine: Requant, op: Op, shape: &[usize], q: QParams) -> qfuse::Re
 #[test]
 fn bad_ops_give_typed_errors() {
     let q = q8(0.1, 10);
+    let s8 = QParams::new_i8(1.0 / 256.0, -128).unwrap();
     let gap = Op::GlobalAvgPool { out: q };
     let e = try_single(Requant::Fbgemm, gap.clone(), &[3, 4, 4], q).unwrap_err();
     assert!(matches!(e.root_cause(), Error::Config { .. }), "{e}");
@@ -824,6 +937,9 @@ fn bad_ops_give_typed_errors() {
     let e = try_single(ORT, Op::GlobalAvgPool { out: q8(1e-5, 0) }, &[3, 2, 2], q).unwrap_err();
     assert!(matches!(e.root_cause(), Error::QParams { .. }), "{e}");
     assert!(e.to_string().contains("2^-32, 256"), "{e}");
+    let e = try_single(ORT, Op::Softmax { axis: 0, out: s8 }, &[3, 4], q).unwrap_err();
+    assert!(matches!(e.root_cause(), Error::DType { .. }), "{e}");
+    assert!(e.to_string().contains("qint8"), "{e}");
     let sm = Op::Softmax { axis: 2, out: q };
     let e = try_single(ORT, sm, &[3, 4], q).unwrap_err();
     assert!(matches!(e.root_cause(), Error::Config { .. }), "{e}");
@@ -919,4 +1035,188 @@ fn file_form_round_trips() {
     let b = back.run_cpu(&[x]).unwrap();
     assert_eq!(a, b);
     assert_eq!(back.nodes().len(), 3);
+}
+
+/// Exhaustive inputs where ORT's rule and a plausible alternative give other
+/// bytes, found on the host: QLinearAveragePool's zero point added before
+/// rounding (vs after), QLinearSoftmax's division by the sum (vs a multiply
+/// by its reciprocal). The CPU and the GPU follow ORT's rule
+/// (`qfuse::onnx::reference`) on every input, and the alternative differs on
+/// some, so the test can fail.
+#[test]
+fn rules_that_differ_from_alternatives() {
+    let ctx = gpu();
+    let seed = 0xad_u64;
+    let mut rng = Rng(seed);
+    let all_pairs: Vec<u8> = (0..65536u32)
+        .flat_map(|v| [v as u8, (v >> 8) as u8])
+        .collect();
+    // avg pool: one 1x2 window over every pair of bytes
+    let mut found = 0;
+    for attempt in 0..20000 {
+        let signed = attempt % 2 == 1;
+        let xq = rand_q(&mut rng, signed, 1e-3, 1.0);
+        let yq = rand_q(&mut rng, signed, 1e-3, 1.0);
+        let d = |b: u8| xq.scale * (b as i32 - xq.zero_point) as f32;
+        let (z, lo) = (yq.true_zero_point() as f32, -(yq.offset() as f32));
+        let differs = all_pairs.chunks(2).any(|p| {
+            let w = (d(p[0]) + d(p[1])) / 2.0 / yq.scale;
+            let ort = (w + z).round_ties_even().clamp(lo, lo + 255.0);
+            ort != (w.round_ties_even() + z).clamp(lo, lo + 255.0)
+        });
+        if !differs {
+            continue;
+        }
+        let alt: Vec<u8> = all_pairs
+            .chunks(2)
+            .map(|p| {
+                let v = (d(p[0]) + d(p[1])) / 2.0;
+                let r = (v / yq.scale).round_ties_even() + yq.true_zero_point() as f32;
+                let lo = -(yq.offset() as f32);
+                (r.clamp(lo, lo + 255.0) as i32 + yq.offset()) as u8
+            })
+            .collect();
+        let op = Op::AvgPoolRequant {
+            pool: OrtPool2d {
+                kernel: [1, 2],
+                stride: [1, 2],
+                pads: [0; 4],
+                ceil_mode: false,
+            },
+            count_include_pad: false,
+            out: yq,
+        };
+        let info = TensorInfo {
+            shape: vec![1, 1, 2],
+            dtype: DType::QUInt8(xq),
+        };
+        let v = Value::Q {
+            data: all_pairs.clone(),
+            shape: vec![65536, 1, 1, 2],
+            q: xq,
+        };
+        let (m, i) = single(op, vec![(info, v)]);
+        let want = reference_of(&m, &i).unwrap();
+        assert!(first_mismatch(&alt, &want).is_some(), "seed {seed:#x}");
+        let cpu = bytes(&m.run_cpu(&i).unwrap()[0]);
+        let g = bytes(&GpuModel::new(&ctx, &m).unwrap().run(&ctx, &i).unwrap()[0]);
+        if let Some(e) = first_mismatch(&cpu, &want) {
+            panic!("seed {seed:#x} attempt {attempt} avg pool {xq:?} {yq:?}: CPU {e}");
+        }
+        if let Some(e) = first_mismatch(&g, &want) {
+            panic!("seed {seed:#x} attempt {attempt} avg pool {xq:?} {yq:?}: GPU {e}");
+        }
+        found += 1;
+        if found == 4 {
+            break;
+        }
+    }
+    assert_eq!(
+        found, 4,
+        "seed {seed:#x}: too few avg pool qparams with a difference"
+    );
+    // softmax over 2 values: every pair of bytes, input scales searched
+    let mut found = 0;
+    for attempt in 0..20000 {
+        let signed = attempt % 2 == 1;
+        let xq = rand_q(&mut rng, signed, 1e-2, 4.0);
+        let yq = if signed {
+            QParams::new_i8(1.0 / 256.0, -128).unwrap()
+        } else {
+            QParams::new(1.0 / 256.0, 0).unwrap()
+        };
+        let t = qfuse::ops::softmax_table(xq.scale, 2);
+        let differs = (0..256).any(|d| {
+            let sum = t[0] + t[d];
+            [t[0], t[d]].iter().any(|&e| {
+                let p = e * 256.0;
+                (p / sum).round_ties_even() != (p * (1.0 / sum)).round_ties_even()
+            })
+        });
+        if !differs {
+            continue;
+        }
+        let info = TensorInfo {
+            shape: vec![2],
+            dtype: DType::QUInt8(xq),
+        };
+        let v = Value::Q {
+            data: all_pairs.clone(),
+            shape: vec![65536, 2],
+            q: xq,
+        };
+        let (m, i) = single(Op::Softmax { axis: 0, out: yq }, vec![(info, v)]);
+        let want = reference_of(&m, &i).unwrap();
+        let cpu = bytes(&m.run_cpu(&i).unwrap()[0]);
+        let g = bytes(&GpuModel::new(&ctx, &m).unwrap().run(&ctx, &i).unwrap()[0]);
+        if let Some(e) = first_mismatch(&cpu, &want) {
+            panic!("seed {seed:#x} attempt {attempt} softmax {xq:?}: CPU {e}");
+        }
+        if let Some(e) = first_mismatch(&g, &want) {
+            panic!("seed {seed:#x} attempt {attempt} softmax {xq:?}: GPU {e}");
+        }
+        found += 1;
+        if found == 4 {
+            break;
+        }
+    }
+    assert_eq!(
+        found, 4,
+        "seed {seed:#x}: too few softmax scales with a difference"
+    );
+}
+
+/// Under ONNX Runtime a dequantize followed by a quantize (a DQ -> Q pair)
+/// is ORT's rule DQ then rule Q (divide): on the GPU one requantize table,
+/// on the CPU the two ops; both equal `qfuse::onnx::reference`.
+#[test]
+fn dequantize_quantize_pair_divides() {
+    let ctx = gpu();
+    let seed = 0xd9_u64;
+    let mut rng = Rng(seed);
+    for iter in 0..20 {
+        let signed = iter % 2 == 1;
+        let xq = rand_q(&mut rng, signed, 1e-3, 1.0);
+        let y_signed = rng.range(0, 1) == 1;
+        let yq = rand_q(&mut rng, y_signed, 1e-3, 1.0);
+        let x = q_input(&mut rng, 2, &[5, 3, 2], xq);
+        let nodes = vec![
+            Node {
+                name: "d".into(),
+                op: Op::Dequantize,
+                inputs: vec!["x".into()],
+            },
+            Node {
+                name: "y".into(),
+                op: Op::Quantize(yq),
+                inputs: vec!["d".into()],
+            },
+        ];
+        let m = Model::new(ORT, vec![("x".into(), x.0)], vec!["y".into()], nodes).unwrap();
+        let i = vec![x.1];
+        let t = tensor_of(&i[0]);
+        let axis = |q: QParams| QAxis {
+            scales: vec![q.scale],
+            zero_points: vec![q.true_zero_point()],
+            axis: None,
+            dtype: if q.signed { ElemType::I8 } else { ElemType::U8 },
+        };
+        let d = qfuse::onnx::reference::dequantize(&t, &axis(xq)).unwrap();
+        let want = match qfuse::onnx::reference::quantize(&d, &axis(yq))
+            .unwrap()
+            .data
+        {
+            TensorData::U8(v) => v,
+            TensorData::I8(v) => v.iter().map(|&b| (b as u8) ^ 0x80).collect(),
+            _ => panic!("type"),
+        };
+        let cpu = bytes(&m.run_cpu(&i).unwrap()[0]);
+        let g = bytes(&GpuModel::new(&ctx, &m).unwrap().run(&ctx, &i).unwrap()[0]);
+        if let Some(e) = first_mismatch(&cpu, &want) {
+            panic!("seed {seed:#x} iter {iter} {xq:?} -> {yq:?}: CPU {e}");
+        }
+        if let Some(e) = first_mismatch(&g, &want) {
+            panic!("seed {seed:#x} iter {iter} {xq:?} -> {yq:?}: GPU {e}");
+        }
+    }
 }

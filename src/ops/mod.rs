@@ -71,7 +71,9 @@ pub use table::{
 #[derive(Clone, Debug)]
 pub enum Op {
     /// float32 to quint8 with these qparams, as PyTorch's
-    /// `quantize_per_tensor`: `clamp(rint(x * (1/scale)) + zero_point, 0, 255)`.
+    /// `quantize_per_tensor`: `clamp(rint(x * (1/scale)) + zero_point, 0, 255)`;
+    /// under `Requant::OnnxRuntime` ORT's rule Q, `rint(x / scale)` (a true
+    /// division) instead.
     Quantize(QParams),
     /// quint8 to float32 (`real = (q - zero_point) * scale`).
     Dequantize,

@@ -258,6 +258,16 @@ impl<'a> OpKind<'a> for OrtOp {
             OrtOp::GlobalAvg(o) | OrtOp::AvgPool(_, _, o) | OrtOp::Softmax(_, o) => *o,
         };
         out.validate(&format!("{name} output"))?;
+        if out.signed != q.signed {
+            return Err(Error::dtype(
+                format!("{name} output"),
+                format!(
+                    "{}, the input is {}: ONNX Runtime's op has one type for both",
+                    out.dtype_name(),
+                    q.dtype_name()
+                ),
+            ));
+        }
         let shape = match self {
             OrtOp::GlobalAvg(o) => {
                 let [c, h, w] = x.shape[..] else {
