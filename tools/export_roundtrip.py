@@ -250,8 +250,8 @@ class MeanHead(nn.Module):
 
 
 class ShapeToy(nn.Module):
-    """The data-movement ops: chunk, split, transpose, permute, cat along W, H
-    and channels, .contiguous(); H != W so that swapped axes show."""
+    """The data-movement ops: chunk, split, transpose, permute, slicing, cat
+    along W, H and channels, .contiguous(); H != W so that swapped axes show."""
 
     def __init__(self):
         super().__init__()
@@ -274,6 +274,7 @@ class ShapeToy(nn.Module):
         h = torch.cat([r, w], dim=2)                   # [N, 8, 20, 24]
         g = F.relu(self.d(h))
         zz = torch.cat([z, y2], dim=1)                 # [N, 10, 10, 12]
+        zz = torch.cat([zz[:, :, 1:9:2], zz[:, :, -4:, :]], dim=2)  # slices of H: [N, 10, 8, 12]
         return self.fc(torch.cat([g.mean((2, 3)), zz.mean((2, 3))], dim=1))
 
 

@@ -489,6 +489,29 @@ class _Exporter:
             self.fail(node, "flatten over the batch dimension (start_dim=0) is not supported")
         self.reshape(node, src)
 
+    def tensor_getitem(self, node, src, key):
+        """x[:, ...] with slices (any step), integers and Ellipsis after a full batch slice."""
+        key = key if isinstance(key, tuple) else (key,)
+
+        def c(v):
+            return None if v is None else int(self.const(node, v, "index")) if isinstance(v, torch.fx.Node) else int(v)
+
+        parts = []
+        for k in key:
+            if isinstance(k, slice):
+                parts.append(slice(c(k.start), c(k.stop), c(k.step)))
+            elif k is Ellipsis:
+                parts.append(Ellipsis)
+            elif isinstance(k, (int, torch.fx.Node)) and not isinstance(k, bool):
+                parts.append(c(k))
+            else:
+                self.fail(node, f"indexing with {k!r} is not supported (only slices, integers and ...)")
+        if not parts or parts[0] is Ellipsis and len(parts) > 1 or parts[0] != slice(None, None, None) \
+                and parts[0] is not Ellipsis:
+            self.fail(node, "indexing must keep the whole batch dimension (x[:, ...])")
+        rest = tuple(parts[1:]) if parts[0] is not Ellipsis else ()
+        self.shape_op(node, src, lambda idx: idx[rest])
+
     def transpose(self, node, src, d0, d1):
         a, b = self.sample_dim(node, src, d0, "dim0"), self.sample_dim(node, src, d1, "dim1")
         self.shape_op(node, src, lambda idx: np.swapaxes(idx, a, b))
@@ -690,6 +713,8 @@ class _Exporter:
             self.identity(node, a[0])
         elif t is operator.getitem and isinstance(a[0], torch.fx.Node) and self.env.get(a[0], ("",))[0] == "t":
             self.env[node] = self.env[a[0]][1][a[1]]
+        elif t is operator.getitem and self.info[node].is_tensor and self.info[a[0]].is_tensor:
+            self.tensor_getitem(node, a[0], a[1])
         elif t in (operator.getitem, getattr, operator.add, operator.mul, operator.floordiv, operator.sub) \
                 and self.nontensor(node):
             pass
@@ -1015,6 +1040,7 @@ nn.AdaptiveAvgPool2d, F.adaptive_avg_pool2d          -> adaptive_avg_pool2d
 x.mean((2,3)), torch.mean(x, [2,3], keepdim)         -> mean
 torch.flatten, x.flatten, nn.Flatten                 -> flatten (start_dim 1) or reshape
 x.reshape, x.view, torch.reshape                     -> reshape (shape from the recorded run)
+x[:, a:b:s, i, ...] (slices, integers, Ellipsis; batch kept),
 torch.transpose, x.transpose, torch.permute, x.permute,
   torch.chunk, x.chunk, torch.split, x.split         -> gather (one per chunk)
   (a chain of these shape ops, torch.cat of equal qparams included, is folded into one
