@@ -379,19 +379,18 @@ class _Exporter:
             return v.name
         shape = tuple(int(d) for d in v.idx.shape)
         flat = v.idx.reshape(-1)
+        identity = len(v.bases) == 1 and flat.size == v.sizes[0] and np.array_equal(flat, np.arange(flat.size))
         if v.natural is not None:
             v.name = v.natural()
-        elif len(v.bases) == 1 and flat.size == v.sizes[0] and np.array_equal(flat, np.arange(flat.size)):
-            base = v.bases[0]
-            if tuple(self.observed[base][0]) == shape:
-                v.name = base
-            else:
-                v.name = self.emit(v.node, "reshape", [base], observed=False, shape=list(shape))
+        elif identity and tuple(self.observed[v.bases[0]][0]) == shape:
+            v.name = v.bases[0]
+        elif not 1 <= len(shape) <= 3:
+            self.fail(v.node, f"the result has per-sample shape {list(shape)}: qfuse tensors have 1 to 3 "
+                              f"dimensions besides the batch (a shape op chain is folded into one gather "
+                              f"only up to the next op that is not a shape op)")
+        elif identity:
+            v.name = self.emit(v.node, "reshape", v.bases, observed=False, shape=list(shape))
         else:
-            if not 1 <= len(shape) <= 3:
-                self.fail(v.node, f"the result has per-sample shape {list(shape)}: qfuse tensors have 1 to 3 "
-                                  f"dimensions besides the batch (a shape op chain is folded into one gather "
-                                  f"only up to the next op that is not a shape op)")
             v.name = self.emit(v.node, "gather", v.bases, observed=False, shape=list(shape))
             fx = getattr(v.node, "node", v.node)
             if fx in self.info and self.info[fx].channels_last:
