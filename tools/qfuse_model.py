@@ -348,8 +348,8 @@ def validate(header, tensors):
                 _err(ctx, f"flatten supports start_dim 1, end_dim -1 only, got {n['start_dim']!r}, {n['end_dim']!r}")
         elif op == "reshape":
             s = n["shape"]
-            if not (isinstance(s, list) and s and all(_is_int(v) and v >= 1 for v in s)):
-                _err(ctx, f"`shape` must be a non-empty list of positive integers (no -1, no batch dim), got {s!r}")
+            if not (isinstance(s, list) and 1 <= len(s) <= 3 and all(_is_int(v) and v >= 1 for v in s)):
+                _err(ctx, f"`shape` must be a list of 1 to 3 positive integers (no -1, no batch dim), got {s!r}")
         elif op == "gather":
             s = n["shape"]
             if not (isinstance(s, list) and 1 <= len(s) <= 3 and all(_is_int(v) and v >= 1 for v in s)):
