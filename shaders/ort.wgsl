@@ -1,7 +1,8 @@
 // ONNX Runtime's float rules (tests/data/onnx/README.md), exact on the GPU;
 // src/ops/ort/mod.rs runs the same uniforms and tables on the CPU. MODE:
 // 0 QuantizeLinear (rule Q, f32 NCHW -> NHWC4), 1 QLinearGlobalAveragePool,
-// 2 QLinearAveragePool, 3 QLinearSoftmax.
+// 2 QLinearAveragePool, 3 QLinearSoftmax, 4 XNNPACK's mean over H, W
+// (src/ops/xnnpack: no float arithmetic here, the host's thresholds).
 //
 // Every division is `fdiv`: IEEE binary32 division correctly rounded to
 // nearest even, in integer arithmetic on the bit patterns (WGSL's `/` on f32
@@ -160,6 +161,28 @@ fn global_avg(b: u32, c: u32) -> i32 {
     return i32(clamp(r, f32(-p.zp_out), f32(255 - p.zp_out))) + p.zp_out;
 }
 
+// XNNPACK's mean: the stored byte is the number of the 255 ascending host
+// thresholds (tab) at or below the byte sum of the plane (binary search).
+fn xnn_mean(b: u32, c: u32) -> i32 {
+    var sum = 0u;
+    for (var iy = 0u; iy < p.h; iy++) {
+        for (var ix = 0u; ix < p.w; ix++) {
+            sum += byte_at(b, iy, ix, c);
+        }
+    }
+    var lo = 0u;
+    var hi = 255u;
+    while lo < hi {
+        let mid = (lo + hi) / 2u;
+        if tab[mid] <= sum {
+            lo = mid + 1u;
+        } else {
+            hi = mid;
+        }
+    }
+    return i32(lo);
+}
+
 // f32 window sum of dequantized taps from 0.0 in row-major order,
 // v = sum / f32(count), sat(rint(v / y_scale + f32(zp_y))) with the true zp_y
 // (p.zp_out), stored + p.offset; p.bits holds y_scale.
@@ -242,6 +265,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             case 0u: { v = quantize(b, oy, ox, c); }
             case 1u: { v = global_avg(b, c); }
             case 2u: { v = avg_pool(b, oy, ox, c); }
+            case 4u: { v = xnn_mean(b, c); }
             default: { v = softmax(b, oy, ox, c); }
         }
         word |= u32(v) << (8u * l);

@@ -203,6 +203,8 @@ pub(crate) enum OrtMode {
     GlobalAvg = 1,
     AvgPool = 2,
     Softmax = 3,
+    /// XNNPACK's mean over H, W ([`crate::ops::xnnpack`]; engine `xnnpack`).
+    XnnMean = 4,
 }
 
 /// One of ORT's ops.
@@ -223,6 +225,40 @@ fn need_ort(engine: Requant, op: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// XNNPACK's `mean` over H, W (the pool op `mean` under
+/// [`Requant::Xnnpack`]), on this module's kernel: the CPU applies the rule
+/// (`p.m` = inv, `p.bits` = the f32 bits of zp', `p.zp_in` / `p.offset` = the
+/// input / output type offsets); the GPU counts the thresholds of
+/// [`crate::ops::xnnpack_mean_thresholds`] at or below the byte sum.
+pub(crate) fn xnnpack_mean_lowered<'a>(sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
+    let x = sig.inputs[0];
+    let q = sig.q_in(0)?;
+    let out = sig.output.qparams().unwrap_or(q);
+    let (c, h, w) = crate::layout::chw_u32(&x.shape);
+    let (_, oh, ow) = crate::layout::chw_u32(&sig.output.shape);
+    let n = (h * w) as usize;
+    let (inv, zpp) = crate::ops::xnnpack::xnnpack_mean_params(q, out, n);
+    let p = OrtParams {
+        c,
+        h,
+        w,
+        c4: c.div_ceil(4),
+        oh,
+        ow,
+        zp_in: q.offset(),
+        offset: out.offset(),
+        m: inv,
+        bits: zpp.to_bits(),
+        ..Default::default()
+    };
+    let tab = crate::ops::xnnpack_mean_thresholds(n, q, out);
+    Ok(Box::new(OrtLowered {
+        p,
+        mode: OrtMode::XnnMean,
+        tab,
+    }))
 }
 
 /// QLinearGlobalAveragePool's multiplier `x_scale / (y_scale * f32(N))`;
@@ -499,6 +535,19 @@ impl Lowered for OrtLowered {
             OrtMode::GlobalAvg => {
                 for (o, plane) in y.iter_mut().zip(x.chunks(h * w)) {
                     *o = self.global_avg(plane);
+                }
+            }
+            OrtMode::XnnMean => {
+                for (o, plane) in y.iter_mut().zip(x.chunks(h * w)) {
+                    let sum: u64 = plane.iter().map(|&b| b as u64).sum();
+                    *o = crate::ops::xnnpack::mean_byte_raw(
+                        sum,
+                        h * w,
+                        p.zp_in,
+                        p.m,
+                        f32::from_bits(p.bits),
+                        p.offset,
+                    );
                 }
             }
             OrtMode::AvgPool => {

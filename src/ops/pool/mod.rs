@@ -386,9 +386,16 @@ impl<'a> OpKind<'a> for PoolOp {
             PoolOp::Mean { .. } => "mean",
         }
     }
-    fn infer(&self, _: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
+    fn infer(&self, engine: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
         let x = ins[0];
         quantized(x)?;
+        if engine == Requant::Xnnpack && matches!(self, PoolOp::Avg(..) | PoolOp::Adaptive(_)) {
+            return Err(Error::config(
+                self.name(),
+                "has no rule under the xnnpack engine (XNNPACK delegates average pooling \
+                 only as `mean`; ExecuTorch's portable f32 kernel is not a qfuse op)",
+            ));
+        }
         let [c, h, w] = x.shape[..] else {
             return Err(Error::shape(
                 self.name(),
@@ -464,6 +471,9 @@ impl<'a> OpKind<'a> for PoolOp {
         }
     }
     fn lower(&self, sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
+        if let (Requant::Xnnpack, PoolOp::Mean { .. }) = (sig.engine, self) {
+            return super::ort::xnnpack_mean_lowered(sig);
+        }
         Ok(Box::new(lower(
             sig.engine,
             self,
