@@ -2,7 +2,8 @@
 // src/ops/ort/mod.rs runs the same uniforms and tables on the CPU. MODE:
 // 0 QuantizeLinear (rule Q, f32 NCHW -> NHWC4), 1 QLinearGlobalAveragePool,
 // 2 QLinearAveragePool, 3 QLinearSoftmax, 4 XNNPACK's mean over H, W
-// (src/ops/xnnpack: no float arithmetic here, the host's thresholds).
+// (src/ops/xnnpack: no float arithmetic here, the host's thresholds),
+// 5 ExecuTorch's portable adaptive_avg_pool2d quantized by XNNPACK.
 //
 // Every division is `fdiv`: IEEE binary32 division correctly rounded to
 // nearest even, in integer arithmetic on the bit patterns (WGSL's `/` on f32
@@ -183,6 +184,27 @@ fn xnn_mean(b: u32, c: u32) -> i32 {
     return i32(lo);
 }
 
+// ExecuTorch's portable adaptive average: host windows (tab[256 + oy],
+// tab[256 + oh + ox]: start | end << 16), f32 sum of the dequantized taps
+// (tab[b]) from 0.0, rows then columns, v = sum / f32(count) (fdiv), then
+// XNNPACK's quantize sat(rint(v * p.m) + zp) (one correctly rounded product).
+fn portable_adaptive(b: u32, oy: u32, ox: u32, c: u32) -> i32 {
+    let ry = tab[256u + oy];
+    let rx = tab[256u + p.oh + ox];
+    let h0 = ry & 0xffffu;
+    let h1 = ry >> 16u;
+    let w0 = rx & 0xffffu;
+    let w1 = rx >> 16u;
+    var sum = 0.0;
+    for (var iy = h0; iy < h1; iy++) {
+        for (var ix = w0; ix < w1; ix++) {
+            sum = sum + bitcast<f32>(tab[byte_at(b, iy, ix, c)]);
+        }
+    }
+    let v = fdiv(bitcast<u32>(sum), bitcast<u32>(f32((h1 - h0) * (w1 - w0))));
+    return round_add_sat(bitcast<u32>(bitcast<f32>(v) * p.m), p.zp_out, 0, 255);
+}
+
 // f32 window sum of dequantized taps from 0.0 in row-major order,
 // v = sum / f32(count), sat(rint(v / y_scale + f32(zp_y))) with the true zp_y
 // (p.zp_out), stored + p.offset; p.bits holds y_scale.
@@ -266,6 +288,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             case 1u: { v = global_avg(b, c); }
             case 2u: { v = avg_pool(b, oy, ox, c); }
             case 4u: { v = xnn_mean(b, c); }
+            case 5u: { v = portable_adaptive(b, oy, ox, c); }
             default: { v = softmax(b, oy, ox, c); }
         }
         word |= u32(v) << (8u * l);

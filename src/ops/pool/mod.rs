@@ -389,11 +389,11 @@ impl<'a> OpKind<'a> for PoolOp {
     fn infer(&self, engine: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
         let x = ins[0];
         quantized(x)?;
-        if engine == Requant::Xnnpack && matches!(self, PoolOp::Avg(..) | PoolOp::Adaptive(_)) {
+        if engine == Requant::Xnnpack && matches!(self, PoolOp::Avg(..)) {
             return Err(Error::config(
                 self.name(),
                 "has no rule under the xnnpack engine (XNNPACK delegates average pooling \
-                 only as `mean`; ExecuTorch's portable f32 kernel is not a qfuse op)",
+                 only as `mean`, ExecuTorch runs adaptive_avg_pool2d in its portable kernel)",
             ));
         }
         let [c, h, w] = x.shape[..] else {
@@ -471,8 +471,14 @@ impl<'a> OpKind<'a> for PoolOp {
         }
     }
     fn lower(&self, sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
-        if let (Requant::Xnnpack, PoolOp::Mean { .. }) = (sig.engine, self) {
-            return super::ort::xnnpack_mean_lowered(sig);
+        match (sig.engine, self) {
+            (Requant::Xnnpack, PoolOp::Mean { .. }) => {
+                return super::ort::xnnpack_mean_lowered(sig)
+            }
+            (Requant::Xnnpack, PoolOp::Adaptive(_)) => {
+                return super::ort::portable_adaptive_lowered(sig)
+            }
+            _ => {}
         }
         Ok(Box::new(lower(
             sig.engine,
