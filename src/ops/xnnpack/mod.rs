@@ -55,7 +55,7 @@ pub fn xnnpack_quantize_bound(v: f32, q: QParams) -> u8 {
 }
 
 /// The int32 bias ExecuTorch serializes for XNNPACK (`QuantParams.from_bias`
-/// + `quantize_tensor`), per output channel from the float bias `b`, the
+/// and `quantize_tensor`), per output channel from the float bias `b`, the
 /// weight scales and the input scale:
 /// per-channel weights: `bs = f32(ws[o] * s_in)`, `rint(f32(b * f32(1 / bs)))`;
 /// per-tensor weights: `bs = ws * s_in` in f64, `inv = f32(1.0 / bs)` (f64
