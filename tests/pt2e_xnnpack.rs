@@ -589,3 +589,86 @@ fn xnnpack_models_round_trip_through_the_file() {
     }
     assert_eq!(n, 92 - NOT_EXPRESSIBLE.len());
 }
+
+#[test]
+fn xnnpack_refuses_pytorch_rule_ops() {
+    // Under the xnnpack engine, ops whose rule is PyTorch's are errors that
+    // name the XNNPACK form to use.
+    let q = QParams::new_i8(0.05, -3).unwrap();
+    let x = || {
+        vec![(
+            "x".to_string(),
+            TensorInfo {
+                shape: vec![2, 3, 3],
+                dtype: DType::F32,
+            },
+        )]
+    };
+    let quant = Node {
+        name: "q".into(),
+        op: Op::Quantize(q),
+        inputs: vec!["x".into()],
+    };
+    for (op, ins, want) in [
+        (
+            Op::Add {
+                relu: false,
+                out: q,
+            },
+            vec!["q".to_string(), "q".to_string()],
+            "xnnpack_add_table",
+        ),
+        (
+            Op::Hardtanh { min: 0.0, max: 6.0 },
+            vec!["q".to_string()],
+            "xnnpack_clamp_table",
+        ),
+        (Op::Relu6, vec!["q".to_string()], "xnnpack_clamp_table"),
+    ] {
+        let n = Node {
+            name: "y".into(),
+            op,
+            inputs: ins,
+        };
+        let e = Model::new(
+            Requant::Xnnpack,
+            x(),
+            vec!["y".into()],
+            vec![quant.clone(), n],
+        )
+        .err()
+        .expect("refused");
+        assert!(e.to_string().contains(want), "{e}");
+    }
+    // add scale ratios outside XNNPACK's range [2^-10, 2^8)
+    let big = QParams::new_i8(1000.0, 0).unwrap();
+    let e = ops::xnnpack_add_table(big, q, q, false)
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("XNNPACK's range"), "{e}");
+    // the same model with XNNPACK's forms builds and runs
+    let t = ops::xnnpack_add_table(q, q, q, true).unwrap();
+    let n = Node {
+        name: "y".into(),
+        op: Op::Binary {
+            table: Arc::new(t),
+            out: q,
+        },
+        inputs: vec!["q".into(), "q".into()],
+    };
+    let m = Model::new(Requant::Xnnpack, x(), vec!["y".into()], vec![quant, n]).unwrap();
+    let data: Vec<f32> = (0..18).map(|i| i as f32 * 0.07 - 0.6).collect();
+    let y = m
+        .run_cpu(&[Value::F32 {
+            data: data.clone(),
+            shape: vec![1, 2, 3, 3],
+        }])
+        .unwrap();
+    let (v, _) = y[0].q_i8().unwrap();
+    // x + x with a relu: 2 * q(x) - zp, clamped below at the zero point
+    for (i, (&got, &xf)) in v.iter().zip(&data).enumerate() {
+        let qx = ((xf * (1.0 / 0.05)).round_ties_even() as i32 - 3).clamp(-128, 127);
+        let want = (2 * (qx + 3) - 3).clamp(-3, 127);
+        assert_eq!(got as i32, want, "element {i}");
+    }
+}

@@ -279,6 +279,13 @@ pub(crate) fn portable_adaptive_lowered<'a>(sig: &Signature<'_>) -> Result<Box<d
     check_dequant_scale("adaptive_avg_pool2d", q)?;
     let (c, h, w) = crate::layout::chw_u32(&x.shape);
     let (_, oh, ow) = crate::layout::chw_u32(&sig.output.shape);
+    if h > 0xffff || w > 0xffff {
+        // the windows are packed as start | end << 16
+        return Err(Error::shape(
+            "adaptive_avg_pool2d input",
+            format!("{h}x{w}: under the xnnpack engine H and W are at most 65535"),
+        ));
+    }
     let mut tab: Vec<u32> = (0..256)
         .map(|b| ((b - q.zero_point) as f32 * q.scale).to_bits())
         .collect();
