@@ -636,15 +636,12 @@ fn xnnpack_refuses_pytorch_rule_ops() {
             vec!["y".into()],
             vec![quant.clone(), n],
         )
-        .err()
-        .expect("refused");
+        .expect_err("refused");
         assert!(e.to_string().contains(want), "{e}");
     }
     // add scale ratios outside XNNPACK's range [2^-10, 2^8)
     let big = QParams::new_i8(1000.0, 0).unwrap();
-    let e = ops::xnnpack_add_table(big, q, q, false)
-        .err()
-        .expect("refused");
+    let e = ops::xnnpack_add_table(big, q, q, false).expect_err("refused");
     assert!(e.to_string().contains("XNNPACK's range"), "{e}");
     // the same model with XNNPACK's forms builds and runs
     let t = ops::xnnpack_add_table(q, q, q, true).unwrap();
