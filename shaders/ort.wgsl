@@ -1,7 +1,9 @@
 // ONNX Runtime's float rules (tests/data/onnx/README.md), exact on the GPU;
 // src/ops/ort/mod.rs runs the same uniforms and tables on the CPU. MODE:
 // 0 QuantizeLinear (rule Q, f32 NCHW -> NHWC4), 1 QLinearGlobalAveragePool,
-// 2 QLinearAveragePool, 3 QLinearSoftmax.
+// 2 QLinearAveragePool, 3 QLinearSoftmax, 4 XNNPACK's mean over H, W
+// (src/ops/xnnpack: no float arithmetic here, the host's thresholds),
+// 5 ExecuTorch's portable adaptive_avg_pool2d quantized by XNNPACK.
 //
 // Every division is `fdiv`: IEEE binary32 division correctly rounded to
 // nearest even, in integer arithmetic on the bit patterns (WGSL's `/` on f32
@@ -169,6 +171,49 @@ fn global_avg(b: u32, c: u32) -> i32 {
     return i32(clamp(r, f32(-p.zp_out), f32(255 - p.zp_out))) + p.zp_out;
 }
 
+// XNNPACK's mean: the stored byte is the number of the 255 ascending host
+// thresholds (tab) at or below the byte sum of the plane (binary search).
+fn xnn_mean(b: u32, c: u32) -> i32 {
+    var sum = 0u;
+    for (var iy = 0u; iy < p.h; iy++) {
+        for (var ix = 0u; ix < p.w; ix++) {
+            sum += byte_at(b, iy, ix, c);
+        }
+    }
+    var lo = 0u;
+    var hi = 255u;
+    while lo < hi {
+        let mid = (lo + hi) / 2u;
+        if tab[mid] <= sum {
+            lo = mid + 1u;
+        } else {
+            hi = mid;
+        }
+    }
+    return i32(lo);
+}
+
+// ExecuTorch's portable adaptive average: host windows (tab[256 + oy],
+// tab[256 + oh + ox]: start | end << 16), f32 sum of the dequantized taps
+// (tab[b]) from 0.0, rows then columns, v = sum / f32(count) (fdiv), then
+// XNNPACK's quantize sat(rint(v * p.m) + zp) (one correctly rounded product).
+fn portable_adaptive(b: u32, oy: u32, ox: u32, c: u32) -> i32 {
+    let ry = tab[256u + oy];
+    let rx = tab[256u + p.oh + ox];
+    let h0 = ry & 0xffffu;
+    let h1 = ry >> 16u;
+    let w0 = rx & 0xffffu;
+    let w1 = rx >> 16u;
+    var sum = 0.0;
+    for (var iy = h0; iy < h1; iy++) {
+        for (var ix = w0; ix < w1; ix++) {
+            sum = sum + bitcast<f32>(tab[byte_at(b, iy, ix, c)]);
+        }
+    }
+    let v = fdiv(bitcast<u32>(sum), bitcast<u32>(f32((h1 - h0) * (w1 - w0))));
+    return round_add_sat(bitcast<u32>(bitcast<f32>(v) * p.m), p.zp_out, 0, 255);
+}
+
 // f32 window sum of dequantized taps from 0.0 in row-major order,
 // v = sum / f32(count), sat(rint(v / y_scale + f32(zp_y))) with the true zp_y
 // (p.zp_out), stored + p.offset; p.bits holds y_scale.
@@ -251,6 +296,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             case 0u: { v = quantize(b, oy, ox, c); }
             case 1u: { v = global_avg(b, c); }
             case 2u: { v = avg_pool(b, oy, ox, c); }
+            case 4u: { v = xnn_mean(b, c); }
+            case 5u: { v = portable_adaptive(b, oy, ox, c); }
             default: { v = softmax(b, oy, ox, c); }
         }
         word |= u32(v) << (8u * l);

@@ -313,7 +313,9 @@ impl FloatLinear {
 /// PyTorch's default weight quantization for an engine's qconfig.
 pub fn default_weight_scheme(rule: Requant) -> WeightScheme {
     match rule {
-        Requant::Fbgemm | Requant::OnnxRuntime | Requant::Onednn => WeightScheme::PerChannel,
+        Requant::Fbgemm | Requant::OnnxRuntime | Requant::Onednn | Requant::Xnnpack => {
+            WeightScheme::PerChannel
+        }
         Requant::Qnnpack => WeightScheme::PerTensor,
     }
 }
@@ -458,6 +460,45 @@ impl QLayer {
         input: QParams,
         output: QParams,
     ) -> Result<Self> {
+        Self::with_int_bias_rule(
+            kind,
+            geometry,
+            weight,
+            weight_scale,
+            bias_i32,
+            input,
+            output,
+            Requant::OnnxRuntime,
+        )
+    }
+
+    /// [`QLayer::with_int_bias`] under the rule set `rule`, which must be one
+    /// whose conv/linear epilogue is this one: [`Requant::OnnxRuntime`] or
+    /// [`Requant::Xnnpack`] (ExecuTorch's XNNPACK delegate: the int32 bias
+    /// ExecuTorch serialized, see [`crate::ops::xnnpack_bias_i32`];
+    /// XNNPACK's `rint(min(f32(acc) * m, hi - zp)) + zp`, then `max(y, lo)`
+    /// is this clamp). Clamp bounds (a fused relu, a merged clamp) are set
+    /// with [`QLayer::with_clamp`] on the output bytes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_int_bias_rule(
+        kind: LayerKind,
+        geometry: Conv2dGeometry,
+        weight: Vec<i8>,
+        weight_scale: Vec<f32>,
+        bias_i32: Vec<i32>,
+        input: QParams,
+        output: QParams,
+        rule: Requant,
+    ) -> Result<Self> {
+        if !matches!(rule, Requant::OnnxRuntime | Requant::Xnnpack) {
+            return Err(Error::config(
+                "requant",
+                format!(
+                    "an int32-bias layer follows onnxruntime's or xnnpack's epilogue, not {:?}",
+                    rule.name()
+                ),
+            ));
+        }
         geometry.validate()?;
         if kind == LayerKind::Linear && (geometry.kernel != [1, 1] || geometry.groups != 1) {
             return Err(Error::config(
@@ -483,7 +524,7 @@ impl QLayer {
             input,
             output,
             activation: Activation::None,
-            requant: Requant::OnnxRuntime,
+            requant: rule,
             epilogue,
             bias_i32: Some(bias_i32),
         })

@@ -424,6 +424,14 @@ pub enum Requant {
     /// `y = clamp(rint(f32(v * f32(1/s_out)) + f32(zp_out)))`: the zero point
     /// is added in f32 **before** rounding ([`EpilogueForm::Onednn`]).
     Onednn,
+    /// ExecuTorch's XNNPACK delegate (pt2e models, `XNNPACKQuantizer`;
+    /// rules in `tests/data/pt2e/README.md`): conv/linear take the int32
+    /// bias ExecuTorch serialized ([`QLayer::with_int_bias_rule`](crate::layer::QLayer::with_int_bias_rule))
+    /// and qnnpack's fp32 epilogue on int8; quantize multiplies by `f32(1/s)`;
+    /// `mean` follows XNNPACK's global average pooling (the zero point enters
+    /// as a float correction); add, mul and clamps are tables
+    /// ([`crate::ops::xnnpack`]).
+    Xnnpack,
 }
 
 impl Requant {
@@ -435,6 +443,7 @@ impl Requant {
             Requant::Qnnpack => "qnnpack",
             Requant::OnnxRuntime => "onnxruntime",
             Requant::Onednn => "onednn",
+            Requant::Xnnpack => "xnnpack",
         }
     }
     /// The inverse of [`Requant::name`]; any other string is
@@ -445,8 +454,9 @@ impl Requant {
             "qnnpack" => Ok(Requant::Qnnpack),
             "onnxruntime" => Ok(Requant::OnnxRuntime),
             "onednn" => Ok(Requant::Onednn),
+            "xnnpack" => Ok(Requant::Xnnpack),
             _ => Err(Error::Unsupported(format!(
-                "requantization rule {s:?} (known: fbgemm, qnnpack, onnxruntime, onednn)"
+                "requantization rule {s:?} (known: fbgemm, qnnpack, onnxruntime, onednn, xnnpack)"
             ))),
         }
     }
@@ -477,6 +487,10 @@ pub enum Engine {
     /// `onednn`: every conv2d and linear by oneDNN's epilogue
     /// ([`Requant::Onednn`]), the other ops by fbgemm's arithmetic.
     Onednn,
+    /// Not a PyTorch engine: a pt2e model lowered by ExecuTorch to its
+    /// XNNPACK delegate, computed with XNNPACK's arithmetic
+    /// ([`Requant::Xnnpack`]).
+    Xnnpack,
 }
 
 impl Engine {
@@ -488,6 +502,7 @@ impl Engine {
             Engine::X86 => "x86",
             Engine::OnnxRuntime => "onnxruntime",
             Engine::Onednn => "onednn",
+            Engine::Xnnpack => "xnnpack",
         }
     }
     /// The engine named `s`; unknown names are an [`Error::Unsupported`]
@@ -499,8 +514,9 @@ impl Engine {
             "x86" => Ok(Engine::X86),
             "onnxruntime" => Ok(Engine::OnnxRuntime),
             "onednn" => Ok(Engine::Onednn),
+            "xnnpack" => Ok(Engine::Xnnpack),
             _ => Err(Error::Unsupported(format!(
-                "quantized engine {s:?} (known: fbgemm, qnnpack, x86, onednn)"
+                "quantized engine {s:?} (known: fbgemm, qnnpack, x86, onednn, onnxruntime, xnnpack)"
             ))),
         }
     }
@@ -511,6 +527,7 @@ impl Engine {
             Engine::Qnnpack => Requant::Qnnpack,
             Engine::Fbgemm | Engine::X86 | Engine::Onednn => Requant::Fbgemm,
             Engine::OnnxRuntime => Requant::OnnxRuntime,
+            Engine::Xnnpack => Requant::Xnnpack,
         }
     }
     /// The requantization rule of a conv2d (`conv == true`, with `groups`)
@@ -535,6 +552,7 @@ impl From<Requant> for Engine {
             Requant::Qnnpack => Engine::Qnnpack,
             Requant::OnnxRuntime => Engine::OnnxRuntime,
             Requant::Onednn => Engine::Onednn,
+            Requant::Xnnpack => Engine::Xnnpack,
         }
     }
 }
@@ -690,7 +708,10 @@ impl Epilogue {
             }
             let (bias_i32, bias_f32) = match rule {
                 Requant::Fbgemm => (0, bq),
-                Requant::Qnnpack => {
+                // XNNPACK: ExecuTorch's per-channel bias rule is qnnpack's
+                // (per-tensor weights need the f64 rule:
+                // ops::xnnpack_bias_i32 and QLayer::with_int_bias_rule).
+                Requant::Qnnpack | Requant::Xnnpack => {
                     // The bias quantized to qint32 like any tensor: times the
                     // f32 reciprocal of its scale, not divided by it.
                     let r = (b * (1.0 / atw)).round_ties_even();

@@ -18,6 +18,7 @@
 //! | [`host`] | `host_float` (float ops after the last dequantize, on the host) |
 //! | [`ort`] | `global_avg_pool`, `avg_pool_requant`, `softmax` (ONNX Runtime's rules) |
 //! | [`gather`] | `gather` |
+//! | [`xnnpack`] | (ExecuTorch XNNPACK's rules as tables for `binary`, `lut`, conv/linear clamps; `mean` under the engine `xnnpack`) |
 //!
 //! Registration is in this file: the [`Op`] variant, its arm in
 //! `Op::kind`, and the family's `FileOp` table in `FILE_OPS`.
@@ -46,6 +47,7 @@ pub mod pool;
 pub mod quantize;
 pub mod shape;
 pub mod table;
+pub mod xnnpack;
 
 pub use binary::{
     ort_add_table, ort_mul_table, pytorch_mul_table, qnnpack_add_elem, qnnpack_add_params,
@@ -61,6 +63,10 @@ pub use quantize::{requantize_table, requantize_table_vector};
 pub use shape::{cat_tables, is_channels_last_trivially, ort_cat_tables};
 pub use table::{
     apply_tables, apply_tables_nhwc, hardswish_tables, hardtanh_table, onnx_table, relu_table,
+};
+pub use xnnpack::{
+    xnnpack_add_params, xnnpack_add_table, xnnpack_bias_i32, xnnpack_clamp_table, xnnpack_mean,
+    xnnpack_mean_thresholds, xnnpack_merged_clamp_table, xnnpack_mul_table, xnnpack_quantize_bound,
 };
 
 // ---------------------------------------------------------------------------

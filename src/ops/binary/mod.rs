@@ -53,6 +53,13 @@ impl<'a> OpKind<'a> for Add {
         Arity::Exactly(2)
     }
     fn infer(&self, engine: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
+        if engine == Requant::Xnnpack {
+            return Err(Error::config(
+                "add",
+                "follows PyTorch's rule; under the xnnpack engine add is a `binary` op \
+                 (ops::xnnpack_add_table)",
+            ));
+        }
         let qa = quantized(ins[0])?;
         let qb = ins[1]
             .qparams()

@@ -363,6 +363,9 @@ fn mul_table(engine: Requant, a: QParams, b: QParams, out: QParams, relu: bool) 
     match engine {
         // ATen's qmul_kernel serves fbgemm, qnnpack and x86 alike.
         Requant::Fbgemm | Requant::Qnnpack | Requant::Onednn => pytorch_mul_table(a, b, out, relu),
+        Requant::Xnnpack => Err(Error::Unsupported(
+            "mul under the xnnpack rule set (XNNPACK's mul is a `binary` op with ops::xnnpack_mul_table)".into(),
+        )),
         Requant::OnnxRuntime => Err(Error::Unsupported(
             "mul under the onnxruntime rule set (mul is PyTorch's quantized mul; ONNX Runtime's QLinearMul is a `binary` op with ort_mul_table)".into(),
         )),

@@ -205,20 +205,20 @@ fn parse_layer(kind: LayerKind, a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
     let scales = t.f32(&format!("{name}.weight_scale"), &[o])?;
     let zps = t.i32(&format!("{name}.weight_zero_point"), &[o])?;
     let w: Vec<i8> = w.into_iter().map(|b| b as i8).collect();
-    let mut l = if rule == Requant::OnnxRuntime {
+    let mut l = if matches!(rule, Requant::OnnxRuntime | Requant::Xnnpack) {
         if let Some((o, zp)) = zps.iter().enumerate().find(|(_, z)| **z != 0) {
             return Err(Error::Unsupported(format!(
                 "weight zero point {zp} on output channel {o}: only symmetric weights are supported"
             )));
         }
         if act != crate::quant::Activation::None {
-            return Err(Error::Model(
-                "an onnxruntime layer has no fused activation (its clamp is the output type's range)"
-                    .into(),
-            ));
+            return Err(Error::Model(format!(
+                "an {} layer has no fused activation (its bounds are its \"clamp\")",
+                rule.name()
+            )));
         }
         let bias = t.i32(&format!("{name}.bias_i32"), &[o])?;
-        QLayer::with_int_bias(kind, geom, w, scales, bias, q_in, out)?
+        QLayer::with_int_bias_rule(kind, geom, w, scales, bias, q_in, out, rule)?
     } else {
         let bias = t.f32(&format!("{name}.bias"), &[o])?;
         QLayer::from_pytorch(kind, geom, w, scales, &zps, bias, q_in, out, act, rule)?

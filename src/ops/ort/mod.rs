@@ -203,6 +203,11 @@ pub(crate) enum OrtMode {
     GlobalAvg = 1,
     AvgPool = 2,
     Softmax = 3,
+    /// XNNPACK's mean over H, W ([`crate::ops::xnnpack`]; engine `xnnpack`).
+    XnnMean = 4,
+    /// ExecuTorch's portable `adaptive_avg_pool2d` on dequantized values,
+    /// quantized by XNNPACK (engine `xnnpack`).
+    PortableAdaptive = 5,
 }
 
 /// One of ORT's ops.
@@ -223,6 +228,90 @@ fn need_ort(engine: Requant, op: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// XNNPACK's `mean` over H, W (the pool op `mean` under
+/// [`Requant::Xnnpack`]), on this module's kernel: the CPU applies the rule
+/// (`p.m` = inv, `p.bits` = the f32 bits of zp', `p.zp_in` / `p.offset` = the
+/// input / output type offsets); the GPU counts the thresholds of
+/// [`crate::ops::xnnpack_mean_thresholds`] at or below the byte sum.
+pub(crate) fn xnnpack_mean_lowered<'a>(sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
+    let x = sig.inputs[0];
+    let q = sig.q_in(0)?;
+    let out = sig.output.qparams().unwrap_or(q);
+    let (c, h, w) = crate::layout::chw_u32(&x.shape);
+    let (_, oh, ow) = crate::layout::chw_u32(&sig.output.shape);
+    let n = (h * w) as usize;
+    let (inv, zpp) = crate::ops::xnnpack::xnnpack_mean_params(q, out, n);
+    let p = OrtParams {
+        c,
+        h,
+        w,
+        c4: c.div_ceil(4),
+        oh,
+        ow,
+        zp_in: q.offset(),
+        offset: out.offset(),
+        m: inv,
+        bits: zpp.to_bits(),
+        ..Default::default()
+    };
+    let tab = crate::ops::xnnpack_mean_thresholds(n, q, out);
+    Ok(Box::new(OrtLowered {
+        p,
+        mode: OrtMode::XnnMean,
+        tab,
+    }))
+}
+
+/// `adaptive_avg_pool2d` under [`Requant::Xnnpack`]: what ExecuTorch runs
+/// between two XNNPACK partitions, its portable f32 kernel
+/// (`op__adaptive_avg_pool2d.cpp`) on the dequantized input, then XNNPACK's
+/// quantize (README "ExecuTorch portable kernels"): windows
+/// `[floor(f32(o*L) / f32(O)), ceil(f32((o+1)*L) / f32(O)))`, `sum` in f32
+/// from 0 over the window's rows then columns of `f32(q - z) * s`,
+/// `v = sum / f32(count)`, `y = sat(rint(v * f32(1/s)) + z)` (the output
+/// keeps the input's qparams). Table: the 256 dequantized bytes, then per
+/// output row and per output column `start | end << 16`.
+pub(crate) fn portable_adaptive_lowered<'a>(sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
+    let x = sig.inputs[0];
+    let q = sig.q_in(0)?;
+    check_dequant_scale("adaptive_avg_pool2d", q)?;
+    let (c, h, w) = crate::layout::chw_u32(&x.shape);
+    let (_, oh, ow) = crate::layout::chw_u32(&sig.output.shape);
+    if h > 0xffff || w > 0xffff {
+        // the windows are packed as start | end << 16
+        return Err(Error::shape(
+            "adaptive_avg_pool2d input",
+            format!("{h}x{w}: under the xnnpack engine H and W are at most 65535"),
+        ));
+    }
+    let mut tab: Vec<u32> = (0..256)
+        .map(|b| ((b - q.zero_point) as f32 * q.scale).to_bits())
+        .collect();
+    let window = |o: u32, len: u32, n: u32| {
+        let s = ((o * len) as f32 / n as f32).floor() as u32;
+        let e = (((o + 1) * len) as f32 / n as f32).ceil() as u32;
+        s | (e.min(len) << 16)
+    };
+    tab.extend((0..oh).map(|o| window(o, h, oh)));
+    tab.extend((0..ow).map(|o| window(o, w, ow)));
+    let p = OrtParams {
+        c,
+        h,
+        w,
+        c4: c.div_ceil(4),
+        oh,
+        ow,
+        zp_out: q.zero_point,
+        m: q.inv_scale(),
+        ..Default::default()
+    };
+    Ok(Box::new(OrtLowered {
+        p,
+        mode: OrtMode::PortableAdaptive,
+        tab,
+    }))
 }
 
 /// QLinearGlobalAveragePool's multiplier `x_scale / (y_scale * f32(N))`;
@@ -429,6 +518,24 @@ impl OrtLowered {
         (r as i64 + p.zp_out as i64).clamp(0, 255) as u8
     }
 
+    /// ExecuTorch's portable adaptive average of one output, quantized by
+    /// XNNPACK's rule (see [`portable_adaptive_lowered`]).
+    fn portable_adaptive(&self, plane: &[u8], oy: usize, ox: usize) -> u8 {
+        let p = &self.p;
+        let (ry, rx) = (self.tab[256 + oy], self.tab[256 + p.oh as usize + ox]);
+        let (h0, h1) = ((ry & 0xffff) as usize, (ry >> 16) as usize);
+        let (w0, w1) = ((rx & 0xffff) as usize, (rx >> 16) as usize);
+        let w = p.w as usize;
+        let mut sum = 0f32;
+        for iy in h0..h1 {
+            for ix in w0..w1 {
+                sum += self.tab(plane[iy * w + ix] as usize);
+            }
+        }
+        let v = sum / ((h1 - h0) * (w1 - w0)) as f32;
+        crate::quant::quantize_with_inv(v, p.m, p.zp_out)
+    }
+
     /// QLinearAveragePool of one output.
     fn avg_pool(&self, plane: &[u8], oy: usize, ox: usize) -> u8 {
         let p = &self.p;
@@ -509,6 +616,29 @@ impl Lowered for OrtLowered {
             OrtMode::GlobalAvg => {
                 for (o, plane) in y.iter_mut().zip(x.chunks(h * w)) {
                     *o = self.global_avg(plane);
+                }
+            }
+            OrtMode::PortableAdaptive => {
+                let (oh, ow) = (p.oh as usize, p.ow as usize);
+                for (out, plane) in y.chunks_mut(oh * ow).zip(x.chunks(h * w)) {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            out[oy * ow + ox] = self.portable_adaptive(plane, oy, ox);
+                        }
+                    }
+                }
+            }
+            OrtMode::XnnMean => {
+                for (o, plane) in y.iter_mut().zip(x.chunks(h * w)) {
+                    let sum: u64 = plane.iter().map(|&b| b as u64).sum();
+                    *o = crate::ops::xnnpack::mean_byte_raw(
+                        sum,
+                        h * w,
+                        p.zp_in,
+                        p.m,
+                        f32::from_bits(p.bits),
+                        p.offset,
+                    );
                 }
             }
             OrtMode::AvgPool => {

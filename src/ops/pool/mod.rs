@@ -386,9 +386,16 @@ impl<'a> OpKind<'a> for PoolOp {
             PoolOp::Mean { .. } => "mean",
         }
     }
-    fn infer(&self, _: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
+    fn infer(&self, engine: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
         let x = ins[0];
         quantized(x)?;
+        if engine == Requant::Xnnpack && matches!(self, PoolOp::Avg(..)) {
+            return Err(Error::config(
+                self.name(),
+                "has no rule under the xnnpack engine (XNNPACK delegates average pooling \
+                 only as `mean`, ExecuTorch runs adaptive_avg_pool2d in its portable kernel)",
+            ));
+        }
         let [c, h, w] = x.shape[..] else {
             return Err(Error::shape(
                 self.name(),
@@ -464,6 +471,15 @@ impl<'a> OpKind<'a> for PoolOp {
         }
     }
     fn lower(&self, sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
+        match (sig.engine, self) {
+            (Requant::Xnnpack, PoolOp::Mean { .. }) => {
+                return super::ort::xnnpack_mean_lowered(sig)
+            }
+            (Requant::Xnnpack, PoolOp::Adaptive(_)) => {
+                return super::ort::portable_adaptive_lowered(sig)
+            }
+            _ => {}
+        }
         Ok(Box::new(lower(
             sig.engine,
             self,

@@ -163,9 +163,21 @@ impl<'a> OpKind<'a> for TableOp<'_> {
             TableOp::LutSplit(..) => "lut_split",
         }
     }
-    fn infer(&self, _: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
+    fn infer(&self, engine: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
         let x = ins[0];
         quantized(x)?;
+        if engine == Requant::Xnnpack
+            && matches!(
+                self,
+                TableOp::Relu6 | TableOp::Hardtanh(..) | TableOp::Hardswish(_)
+            )
+        {
+            return Err(Error::config(
+                self.name(),
+                "follows PyTorch's rule; under the xnnpack engine a clamp is a `lut` \
+                 (ops::xnnpack_clamp_table) or a conv/linear clamp",
+            ));
+        }
         match *self {
             TableOp::Hardtanh(min, max) if !(min.is_finite() && max.is_finite() && min <= max) => {
                 Err(Error::config(
@@ -314,7 +326,7 @@ pub fn hardswish_tables(engine: Requant, q: QParams, out: QParams) -> ([u8; 256]
     let inv = 1.0 / out.scale;
     match engine {
         // (ONNX Runtime models have no hardswish op: refused by inference.)
-        Requant::Fbgemm | Requant::OnnxRuntime | Requant::Onednn => (
+        Requant::Fbgemm | Requant::OnnxRuntime | Requant::Onednn | Requant::Xnnpack => (
             std::array::from_fn(|v| {
                 quantize_inv(hardswish_f(dequant_vector(v as u8, q)), inv, out.zero_point)
             }),
