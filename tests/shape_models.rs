@@ -1,7 +1,7 @@
 //! Exported PyTorch models whose shape ops became `gather` nodes
 //! (`tests/data/shapes`, see its README): qfuse's CPU and GPU outputs equal
 //! PyTorch's int8 outputs bit for bit. Covers chunk, split, transpose,
-//! permute, cat on W, H and C, ShuffleNetV2's channel shuffle and an
+//! permute, slicing, cat on W, H and C, ShuffleNetV2's channel shuffle and an
 //! nn.Flatten on the float input.
 
 mod common;

@@ -119,6 +119,57 @@ class _Recorder(torch.fx.Interpreter):
         return out
 
 
+# ---------------------------------------------------------------- views
+
+class _View:
+    """A quantized tensor that only moves the bytes of exported ones: `idx`
+    (int64, shaped as one sample of the tensor, any rank) holds, per element,
+    its position in the concatenation of the per-sample elements of `bases`
+    (exported quint8 names, in order; `sizes` their per-sample element
+    counts). All bases share the qparams `q`. A chain of shape ops composes
+    into one view, written as one `gather` node (or nothing, or a `reshape`)
+    when a compute op, an output or a dequantize needs it. `natural`, if set,
+    emits the op PyTorch ran instead (a channel `cat`, whose memory format
+    qfuse tracks), used unless the view was folded into another one."""
+
+    __slots__ = ("bases", "sizes", "idx", "q", "node", "natural", "name")
+
+    def __init__(self, bases, sizes, idx, q, node, natural=None):
+        self.bases, self.sizes, self.idx, self.q = list(bases), list(sizes), idx, q
+        self.node, self.natural, self.name = node, natural, None
+
+    def derive(self, idx, node):
+        return _View(self.bases, self.sizes, idx, self.q, node)
+
+
+class _Renamed:
+    """An fx node under another name (for the nodes a moved shape op emits)."""
+
+    def __init__(self, node, name):
+        self.node, self.name = node, name
+
+    def __getattr__(self, k):
+        return getattr(self.node, k)
+
+
+def _merge_views(views, node):
+    """The views' bases merged (each name once) and each view's idx remapped to them."""
+    bases, sizes, start = [], [], {}
+    for v in views:
+        for b, n in zip(v.bases, v.sizes):
+            if b not in start:
+                start[b] = sum(sizes)
+                bases.append(b)
+                sizes.append(n)
+    idxs = []
+    for v in views:
+        offs = np.cumsum([0] + v.sizes)
+        k = np.searchsorted(offs, v.idx, side="right") - 1
+        new = np.array([start[b] for b in v.bases], np.int64)
+        idxs.append(v.idx - offs[k] + new[k])
+    return bases, sizes, idxs
+
+
 # ---------------------------------------------------------------- helpers
 
 def _arg(node, i, name, default=None, required=False):
@@ -170,7 +221,10 @@ _RELU_FNS = (F.relu, torch.relu, torch.relu_, getattr(F, "relu_", None))
 _RELU6_FNS = (F.relu6, getattr(torch._C._nn, "relu6", None))
 _HARDTANH_FNS = (F.hardtanh, torch._C._nn.hardtanh, getattr(F, "hardtanh_", None))
 _SHAPE_METHODS = ("flatten", "reshape", "view")
-_IDENTITY_METHODS = ("contiguous", "detach")
+_IDENTITY_METHODS = ("contiguous", "detach", "clone")
+_IDENTITY_FNS = (torch.clone,)
+_TRANSPOSE_FNS = (torch.transpose, getattr(torch, "swapaxes", None), getattr(torch, "swapdims", None))
+_TRANSPOSE_METHODS = ("transpose", "swapaxes", "swapdims")
 _IDENTITY_MODULES = (nn.Identity, nn.Dropout, nnq.Dropout)
 
 
@@ -250,6 +304,7 @@ class _Exporter:
         self.tensors = {}
         self.env = {}  # fx node -> ("q"|"f", name) for tensors, ("c", value) for constants
         self.deq_src = {}  # name of a dequantize node -> name of its quint8 input
+        self.deq_view = {}  # name of a dequantize node -> the view its input materializes
         self.names = set()
         self.inputs = []
         self.observed = {}  # exported name -> (per-sample shape, qparams or None)
@@ -257,8 +312,9 @@ class _Exporter:
 
     # -- errors
     def fail(self, node, msg):
+        node = getattr(node, "node", node)  # a _Renamed
         raise ExportError(
-            f"node #{self.pos[node]} {node.name!r} (op={node.op}, target={_target_str(node.target)}): {msg}")
+            f"node #{self.pos.get(node, '?')} {node.name!r} (op={node.op}, target={_target_str(node.target)}): {msg}")
 
     # -- names
     def fresh(self, base):
@@ -296,6 +352,11 @@ class _Exporter:
             v = v.item()
         return v
 
+    def const_list(self, node, v):
+        if isinstance(v, (list, tuple)):
+            return [int(self.const(node, x, "size")) for x in v]
+        return int(self.const(node, v, "split size"))
+
     def qin(self, node, a, what="input"):
         """Name of a quint8 tensor operand."""
         if not isinstance(a, torch.fx.Node):
@@ -303,10 +364,12 @@ class _Exporter:
         kind, v = self.env[a]
         if kind == "q":
             return v
+        if kind == "v":
+            return self.materialize(v)
         if kind == "g":
             self.fail(node, f"{what} {a.name!r} is a float function of a dequantized tensor "
                             f"({v[2]}); qfuse computes it only when it is quantized next (as a `lut`)")
-        if kind == "f":
+        if kind in ("f", "fr"):
             self.fail(node, f"{what} {a.name!r} is a float32 tensor: PyTorch runs this op in float "
                             f"(between dequantize and quantize), which qfuse does not support. "
                             f"Use a form that convert_fx quantizes (e.g. nn.ReLU / F.relu instead of torch.relu).")
@@ -360,38 +423,232 @@ class _Exporter:
         self.tensors[f"{name}.weight_zero_point"] = np.ascontiguousarray(wz)
         self.tensors[f"{name}.bias"] = np.ascontiguousarray(bias)
 
-    # -- shape ops (work on quint8 directly, or are moved in front of a dequantize)
-    def shape_op(self, node, src, op, **attrs):
-        kind, v = self.env[src] if isinstance(src, torch.fx.Node) else ("c", src)
+    # -- shape ops: views of quint8 tensors (see _View), or moved in front of a dequantize
+    def as_view(self, node, a):
+        """The quint8 operand `a` as a view (an exported tensor is the identity view of itself)."""
+        kind, v = self.env[a]
+        if kind == "v":
+            return v
+        if kind != "q":
+            self.qin(node, a)  # fails with the reason
+        return self.name_view(node, v)
+
+    def name_view(self, node, v):
+        """The identity view of the exported quint8 tensor `v`."""
+        shape, q = self.observed[v]
+        n = int(np.prod(shape))
+        return _View([v], [n], np.arange(n, dtype=np.int64).reshape(shape), q, node)
+
+    def materialize(self, v):
+        """The exported name of a view: its base, a reshape of it, the natural op, or a gather."""
+        if v.name is not None:
+            return v.name
+        shape = tuple(int(d) for d in v.idx.shape)
+        flat = v.idx.reshape(-1)
+        identity = len(v.bases) == 1 and flat.size == v.sizes[0] and np.array_equal(flat, np.arange(flat.size))
+        if v.natural is not None:
+            v.name = v.natural()
+        elif identity and tuple(self.observed[v.bases[0]][0]) == shape:
+            v.name = v.bases[0]
+        elif not 1 <= len(shape) <= 3:
+            self.fail(v.node, f"the result has per-sample shape {list(shape)}: qfuse tensors have 1 to 3 "
+                              f"dimensions besides the batch (a shape op chain is folded into one gather "
+                              f"only up to the next op that is not a shape op)")
+        elif identity:
+            v.name = self.emit(v.node, "reshape", v.bases, observed=False, shape=list(shape))
+        else:
+            v.name = self.emit(v.node, "gather", v.bases, observed=False, shape=list(shape))
+            fx = getattr(v.node, "node", v.node)
+            if fx in self.info and self.info[fx].channels_last:
+                warnings.warn(
+                    f"{v.name!r}: PyTorch holds this tensor channels-last (e.g. a cat off the channels of "
+                    f"conv outputs); qfuse takes a gather's output as contiguous, so a mean, avg_pool2d or "
+                    f"channel cat reading it may round as PyTorch's contiguous kernels do, not its "
+                    f"channels-last ones (docs/MODEL_FORMAT.md, memory format)")
+            self.tensors[f"{v.name}.index"] = np.ascontiguousarray(flat.astype(np.uint32))
+        self.observed[v.name] = (shape, v.q)
+        return v.name
+
+    def sample_dim(self, node, src, d, what="dim"):
+        """A torch dim of `src` (batch included, may be negative) as a per-sample axis."""
+        nd = len(self.info[src].shape)
+        d = int(self.const(node, d, what)) if isinstance(d, torch.fx.Node) else int(d)
+        d = d + nd if d < 0 else d
+        if not 0 <= d < nd:
+            self.fail(node, f"{what} {d} is out of range for a {nd}-D tensor")
+        if d == 0:
+            self.fail(node, f"{what} 0 is the batch dimension: qfuse models are batch-agnostic")
+        return d - 1
+
+    def shape_op(self, node, src, fn, tuple_out=False):
+        """Applies `fn` (per-sample idx -> idx, or a list of them with tuple_out) to the quint8 tensor
+        `src`, or to the quint8 source of a float tensor that comes straight from a dequantize (the op
+        is moved in front of the dequantize: exact, the dequantize is elementwise), or records a
+        reshape of a float model input (done after its quantize)."""
+        if not isinstance(src, torch.fx.Node):
+            self.fail(node, f"input must be a tensor, got constant {src!r}")
+        kind, v = self.env[src]
         inf_in, inf_out = self.info[src], self.info[node]
-        if inf_out.shape[0] != inf_in.shape[0]:
-            self.fail(node, f"changes the batch dimension ({list(inf_in.shape)} -> {list(inf_out.shape)}); "
-                            f"qfuse models are batch-agnostic")
-        if op == "reshape":
-            attrs = {"shape": [int(s) for s in inf_out.shape[1:]]}
-        if kind == "q":
-            self.check_qout(node)
-            self.env[node] = ("q", self.emit(node, op, [v], **attrs))
+        outs_inf = [self.info_of(node, i) for i in range(len(inf_out.value))] if tuple_out else [inf_out]
+        for o in outs_inf:
+            if o.shape[0] != inf_in.shape[0]:
+                self.fail(node, f"changes the batch dimension ({list(inf_in.shape)} -> {list(o.shape)}); "
+                                f"qfuse models are batch-agnostic")
+        if kind in ("q", "v"):
+            self.check_qout(node) if not tuple_out else None
+            view = self.as_view(node, src)
+            res = fn(view.idx)
+            res = res if tuple_out else [res]
+            views = []
+            for r, o in zip(res, outs_inf):
+                if tuple(r.shape) != tuple(o.shape[1:]):
+                    self.fail(node, f"internal: view shape {list(r.shape)} != PyTorch's {list(o.shape[1:])}")
+                views.append(view.derive(r, node))
+            self.env[node] = ("t", [("v", w) for w in views]) if tuple_out else ("v", views[0])
         elif kind == "f" and v in self.deq_src:
-            # reshape(dequantize(q)) == dequantize(reshape(q)) exactly
-            qname = self.emit(node, op, [self.deq_src[v]], name=node.name + "_q", observed=False, **attrs)
-            self.observed[qname] = (inf_out.shape[1:], self.observed[self.deq_src[v]][1])
-            dname = self.emit(node, "dequantize", [qname])
-            self.deq_src[dname] = qname
-            self.env[node] = ("f", dname)
+            # a view of the dequantize's input folds into the gathers written here (the dequantize
+            # and that input's own gather are pruned when nothing else reads them)
+            view = self.deq_view.get(v) or self.name_view(node, self.deq_src[v])
+            res = fn(view.idx)
+            res = res if tuple_out else [res]
+            outs = []
+            for i, (r, o) in enumerate(zip(res, outs_inf)):
+                if tuple(r.shape) != tuple(o.shape[1:]):
+                    self.fail(node, f"internal: view shape {list(r.shape)} != PyTorch's {list(o.shape[1:])}")
+                qname = self.materialize(_View(view.bases, view.sizes, r, view.q,
+                                               _Renamed(node, f"{node.name}_{i}_q" if tuple_out else f"{node.name}_q")))
+                dname = self.emit(node, "dequantize", [qname], observed=False,
+                                  name=f"{node.name}_{i}" if tuple_out else None)
+                self.observed[dname] = (tuple(r.shape), None)
+                self.deq_src[dname] = qname
+                outs.append(("f", dname))
+            self.env[node] = ("t", outs) if tuple_out else outs[0]
+        elif kind in ("f", "fr") and not tuple_out and self.is_input(v):
+            # a reshape of a float model input: moved after its quantize (elementwise)
+            base = v[0] if kind == "fr" else v
+            shape = tuple(int(d) for d in inf_out.shape[1:])
+            ishape = tuple(int(d) for d in inf_in.shape[1:])
+            r = fn(np.arange(int(np.prod(ishape)), dtype=np.int64).reshape(ishape))
+            if not np.array_equal(r.reshape(-1), np.arange(r.size)):
+                self.fail(node, "only reshapes of a float model input are supported (before its quantize)")
+            self.env[node] = ("fr", (base, shape))
+        elif kind == "g":
+            self.fail(node, f"a shape op on a float function ({v[2]}) of a dequantized tensor is not "
+                            f"supported: apply it before the dequantize or after the next quantize")
         else:
             self.fail(node, "input is a float tensor that does not come straight from a dequantize")
+
+    def is_input(self, v):
+        name = v[0] if isinstance(v, tuple) else v
+        return any(i["name"] == name for i in self.inputs)
+
+    def info_of(self, node, i):
+        """The recorded info of element i of a tuple-valued node."""
+        return _Info(self.info[node].value[i])
+
+    def reshape(self, node, src):
+        shape = tuple(int(d) for d in self.info[node].shape[1:])
+        self.shape_op(node, src, lambda idx: idx.reshape(shape))
 
     def flatten(self, node, src, start_dim, end_dim):
         nd = len(self.info[src].shape)
         s = start_dim + nd if start_dim < 0 else start_dim
-        e = end_dim + nd if end_dim < 0 else end_dim
         if s == 0:
             self.fail(node, "flatten over the batch dimension (start_dim=0) is not supported")
-        if s == 1 and e == nd - 1:
-            self.shape_op(node, src, "flatten", start_dim=1, end_dim=-1)
+        self.reshape(node, src)
+
+    def tensor_getitem(self, node, src, key):
+        """x[:, ...] with slices (any step), integers and Ellipsis after a full batch slice."""
+        key = key if isinstance(key, tuple) else (key,)
+
+        def c(v):
+            return None if v is None else int(self.const(node, v, "index")) if isinstance(v, torch.fx.Node) else int(v)
+
+        parts = []
+        for k in key:
+            if isinstance(k, slice):
+                parts.append(slice(c(k.start), c(k.stop), c(k.step)))
+            elif k is Ellipsis:
+                parts.append(Ellipsis)
+            elif isinstance(k, (int, torch.fx.Node)) and not isinstance(k, bool):
+                parts.append(c(k))
+            else:
+                self.fail(node, f"indexing with {k!r} is not supported (only slices, integers and ...)")
+        if not parts or parts[0] is Ellipsis and len(parts) > 1 or parts[0] != slice(None, None, None) \
+                and parts[0] is not Ellipsis:
+            self.fail(node, "indexing must keep the whole batch dimension (x[:, ...])")
+        rest = tuple(parts[1:]) if parts[0] is not Ellipsis else ()
+        self.shape_op(node, src, lambda idx: idx[rest])
+
+    def transpose(self, node, src, d0, d1):
+        a, b = self.sample_dim(node, src, d0, "dim0"), self.sample_dim(node, src, d1, "dim1")
+        self.shape_op(node, src, lambda idx: np.swapaxes(idx, a, b))
+
+    def permute(self, node, src, dims):
+        if len(dims) == 1 and isinstance(dims[0], (list, tuple)):
+            dims = dims[0]
+        nd = len(self.info[src].shape)
+        dims = [int(self.const(node, d, "dims")) if isinstance(d, torch.fx.Node) else int(d) for d in dims]
+        dims = [d + nd if d < 0 else d for d in dims]
+        if sorted(dims) != list(range(nd)):
+            self.fail(node, f"dims {dims} are not a permutation of {nd} dimensions")
+        if dims[0] != 0:
+            self.fail(node, "permute moves the batch dimension: qfuse models are batch-agnostic")
+        perm = [d - 1 for d in dims[1:]]
+        self.shape_op(node, src, lambda idx: np.transpose(idx, perm))
+
+    def split(self, node, src, sizes, dim, chunks=None):
+        """chunk (chunks=n) or split (sizes: int or list)."""
+        a = self.sample_dim(node, src, dim)
+        n = self.info[src].shape[a + 1]
+        if chunks is not None:
+            step = -(-n // int(chunks))
+            bounds = list(range(step, n, step))
+        elif isinstance(sizes, int):
+            bounds = list(range(int(sizes), n, int(sizes)))
         else:
-            self.shape_op(node, src, "reshape")
+            bounds = list(np.cumsum([int(x) for x in sizes])[:-1])
+        self.shape_op(node, src, lambda idx: np.split(idx, bounds, axis=a), tuple_out=True)
+
+    def cat(self, node, xs, dim, qp, explicit):
+        """torch.cat / quantized::cat: a view when every input has the output's qparams (any dim);
+        else the requantizing `cat` op (channels only)."""
+        nd = len(self.info[node].shape)
+        d = dim + nd if dim < 0 else dim
+        if d == 0:
+            self.fail(node, "cat along the batch dimension is not supported")
+        out_q = (qp["scale"], qp["zero_point"])
+        views = [self.as_view(node, x) for x in xs]
+        if d != 1:
+            # ATen's cat off the channels dequantizes every input, concatenates in float and
+            # quantizes with the output's qparams: a dequantize -> quantize pair per input whose
+            # qparams differ (exact: both elementwise, the same formulas as qfuse's ops).
+            for i, w in enumerate(views):
+                if w.q != out_q:
+                    src = self.materialize(w)
+                    dq = self.emit(node, "dequantize", [src], name=f"{node.name}_in{i}_f", observed=False)
+                    self.observed[dq] = (self.observed[src][0], None)
+                    rq = self.emit(node, "quantize", [dq], name=f"{node.name}_in{i}_q", observed=False, **qp)
+                    self.observed[rq] = (self.observed[src][0], out_q)
+                    views[i] = self.name_view(node, rq)
+        if all(v.q == out_q for v in views):
+            bases, sizes, idxs = _merge_views(views, node)
+            idx = np.concatenate(idxs, axis=d - 1)
+            v = _View(bases, sizes, idx, out_q, node)
+            if d == 1 and len(xs) >= 2:
+                # PyTorch's channel cat: exported as `cat` (its memory format matters downstream)
+                # unless a shape op folds it into a gather.
+                v.natural = lambda: self.emit(node, "cat", [self.materialize(w) for w in views], observed=False,
+                                              dim=1, **qp)
+            self.env[node] = ("v", v)
+            return
+        if d != 1:
+            self.fail(node, f"cat along dim {d} of inputs with other qparams than the output's "
+                            f"({[w.q for w in views]} -> {out_q}) is not supported (only along the channels)")
+        if len(xs) < 2:
+            self.fail(node, "cat of fewer than 2 tensors is not supported")
+        names = [self.materialize(w) for w in views]
+        self.env[node] = ("q", self.emit(node, "cat", names, dim=1, **qp))
 
     def identity(self, node, src):
         self.env[node] = self.env[src]
@@ -429,13 +686,13 @@ class _Exporter:
         flat = list(a) if isinstance(a, (tuple, list)) else [a]
         names = []
         for x in flat:
-            if not isinstance(x, torch.fx.Node) or self.env[x][0] == "c":
-                self.fail(node, f"model output {x!r} is not a tensor")
-            if self.env[x][0] == "g":
+            if isinstance(x, torch.fx.Node) and self.env[x][0] == "g":
                 self.fail(node, f"model output {x.name!r} is a float function ({self.env[x][1][2]}) of a "
                                 f"dequantized tensor; qfuse computes such functions only when they are "
                                 f"quantized again (as a `lut`)")
-            names.append(self.env[x][1])
+            if not isinstance(x, torch.fx.Node) or self.env[x][0] not in ("q", "v", "f"):
+                self.fail(node, f"model output {x!r} is not a tensor")
+            names.append(self.qin(node, x) if self.env[x][0] == "v" else self.env[x][1])
         return names
 
     def nontensor(self, node):
@@ -452,14 +709,9 @@ class _Exporter:
         if t is torch.quantize_per_tensor:
             x, s, z, dt = (_arg(node, 0, "input"), _arg(node, 1, "scale"), _arg(node, 2, "zero_point"),
                            _arg(node, 3, "dtype"))
-            kind, v = self.value(node, x)
-            if kind not in ("f", "g"):
-                self.fail(node, "input must be a float32 tensor")
             if self.const(node, dt, "dtype") != torch.quint8:
                 self.fail(node, f"quantizes to {dt}; qfuse supports quint8 activations only")
-            self.check_qout(node)
-            qp = self.given_qparams(node, self.const(node, s, "scale"), self.const(node, z, "zero_point"))
-            self.quantize_to(node, kind, v, qp)
+            self.quantize(node, x, self.const(node, s, "scale"), self.const(node, z, "zero_point"))
         elif t is torch.dequantize:
             self.env[node] = self.dequantize(node, a[0])
         elif _is_fn(t, _qop("add"), _qop("add_scalar"), _qop("mul"), _qop("mul_scalar")) \
@@ -504,7 +756,9 @@ class _Exporter:
                 dim = self.const(node, _arg(node, 3, "dim", 0), "dim")
             else:
                 dim = self.const(node, _arg(node, 1, "dim", 0), "dim")
-            names = [self.qin(node, x, f"input {i}") for i, x in enumerate(xs)]
+            for i, x in enumerate(xs):
+                if not isinstance(x, torch.fx.Node) or self.env[x][0] not in ("q", "v"):
+                    self.qin(node, x, f"input {i}")  # fails with the reason
             self.check_qout(node)
             inf = self.info[node]
             if t is _qop("cat"):
@@ -512,13 +766,7 @@ class _Exporter:
                                         self.const(node, _arg(node, 2, "zero_point"), "zero_point"))
             else:  # torch.cat on quantized tensors: output takes the first input's qparams
                 qp = {"scale": inf.scale, "zero_point": inf.zero_point}
-            nd = len(inf.shape)
-            dim = dim + nd if dim < 0 else dim
-            if dim == 0:
-                self.fail(node, "cat along the batch dimension is not supported")
-            if len(names) < 2:
-                self.fail(node, "cat of fewer than 2 tensors is not supported")
-            self.env[node] = ("q", self.emit(node, "cat", names, dim=int(dim), **qp))
+            self.cat(node, list(xs), int(dim), qp, t is _qop("cat"))
         elif _is_fn(t, *_SIGMOID_FNS) or _is_fn(t, *_HARDSIGMOID_FNS) or _is_fn(t, *_SILU_FNS) \
                 or _is_fn(t, *_LEAKY_FNS) or _is_fn(t, *_ELU_FNS):
             self.elementwise_fn(node, t)
@@ -571,7 +819,21 @@ class _Exporter:
             self.flatten(node, a[0], self.const(node, _arg(node, 1, "start_dim", 0), "start_dim"),
                          self.const(node, _arg(node, 2, "end_dim", -1), "end_dim"))
         elif t is torch.reshape:
-            self.shape_op(node, a[0], "reshape")
+            self.reshape(node, a[0])
+        elif _is_fn(t, *_TRANSPOSE_FNS):
+            self.transpose(node, a[0], _arg(node, 1, "dim0"), _arg(node, 2, "dim1"))
+        elif t is torch.permute:
+            self.permute(node, a[0], [_arg(node, 1, "dims")])
+        elif t is torch.chunk:
+            self.split(node, a[0], None, _arg(node, 2, "dim", 0), chunks=self.const(node, _arg(node, 1, "chunks"), "chunks"))
+        elif t is torch.split:
+            self.split(node, a[0], self.const_list(node, _arg(node, 1, "split_size_or_sections")), _arg(node, 2, "dim", 0))
+        elif _is_fn(t, *_IDENTITY_FNS):
+            self.identity(node, a[0])
+        elif t is operator.getitem and isinstance(a[0], torch.fx.Node) and self.env.get(a[0], ("",))[0] == "t":
+            self.env[node] = self.env[a[0]][1][a[1]]
+        elif t is operator.getitem and self.info[node].is_tensor and self.info[a[0]].is_tensor:
+            self.tensor_getitem(node, a[0], a[1])
         elif t in (operator.getitem, getattr, operator.add, operator.mul, operator.floordiv, operator.sub) \
                 and self.nontensor(node):
             pass
@@ -593,7 +855,15 @@ class _Exporter:
             self.flatten(node, a[0], self.const(node, _arg(node, 1, "start_dim", 0), "start_dim"),
                          self.const(node, _arg(node, 2, "end_dim", -1), "end_dim"))
         elif m in ("reshape", "view"):
-            self.shape_op(node, a[0], "reshape")
+            self.reshape(node, a[0])
+        elif m in _TRANSPOSE_METHODS:
+            self.transpose(node, a[0], _arg(node, 1, "dim0"), _arg(node, 2, "dim1"))
+        elif m == "permute":
+            self.permute(node, a[0], list(a[1:]) or [_arg(node, None, "dims")])
+        elif m == "chunk":
+            self.split(node, a[0], None, _arg(node, 2, "dim", 0), chunks=self.const(node, _arg(node, 1, "chunks"), "chunks"))
+        elif m == "split":
+            self.split(node, a[0], self.const_list(node, _arg(node, 1, "split_size")), _arg(node, 2, "dim", 0))
         elif m in _IDENTITY_METHODS:
             self.identity(node, a[0])
         elif m in ("size", "dim") and self.nontensor(node):
@@ -632,14 +902,9 @@ class _Exporter:
             self.add_weights(node, name, mod, "linear")
             self.env[node] = ("q", name)
         elif isinstance(mod, nnq.Quantize):
-            kind, v = self.value(node, x)
-            if kind not in ("f", "g"):
-                self.fail(node, "input must be a float32 tensor")
             if mod.dtype != torch.quint8:
                 self.fail(node, f"quantizes to {mod.dtype}; qfuse supports quint8 activations only")
-            self.check_qout(node)
-            qp = self.given_qparams(node, mod.scale.item(), mod.zero_point.item())
-            self.quantize_to(node, kind, v, qp)
+            self.quantize(node, x, mod.scale.item(), mod.zero_point.item())
         elif isinstance(mod, nnq.DeQuantize):
             self.env[node] = self.dequantize(node, x)
         elif isinstance(mod, nnq.Hardswish):
@@ -682,25 +947,40 @@ class _Exporter:
             self.fail(node, f"unsupported module {type(mod).__module__}.{type(mod).__qualname__}")
 
     # -- op helpers
+    def quantize(self, node, x, scale, zp):
+        """A quantize of a float tensor; of a reshaped float model input (the
+        reshape moves after the quantize); or of a pending float function of a
+        dequantized tensor (then a `lut` on the quint8 source)."""
+        kind, v = self.value(node, x)
+        if kind not in ("f", "fr", "g"):
+            self.fail(node, "input must be a float32 tensor")
+        self.check_qout(node)
+        qp = self.given_qparams(node, scale, zp)
+        if kind == "f":
+            self.env[node] = ("q", self.emit(node, "quantize", [v], **qp))
+            return
+        if kind == "g":
+            src, fn, what = v
+            sq = self.observed[src][1]
+            table, tail, s, z = float_fn_table(fn, sq[0], sq[1], qp["scale"], qp["zero_point"], self.engine)
+            if (s, z) != (qp["scale"], qp["zero_point"]):
+                self.fail(node, f"table qparams ({s}, {z}) differ from the quantize's {qp}")
+            self.check_positions(node, table, tail, f"dequantize -> {what} -> quantize")
+            self.env[node] = ("q", self.emit(node, "lut", [src], name=node.name, table=table, **qp))
+            return
+        # quantize(reshape(x)) == reshape(quantize(x)): the model input keeps its shape
+        base, shape = v
+        qname = self.emit(node, "quantize", [base], name=node.name + "_in", observed=False, **qp)
+        self.observed[qname] = (tuple(self.observed[base][0]), (qp["scale"], qp["zero_point"]))
+        self.env[node] = ("q", self.emit(node, "reshape", [qname], shape=list(shape)))
+
     def dequantize(self, node, x):
         src = self.qin(node, x)
         name = self.emit(node, "dequantize", [src])
         self.deq_src[name] = src
+        if self.env[x][0] == "v":
+            self.deq_view[name] = self.env[x][1]
         return ("f", name)
-
-    def quantize_to(self, node, kind, v, qp):
-        """A quantize of a float tensor, or of a pending float function of a
-        dequantized tensor (then a `lut` on the quint8 source)."""
-        if kind == "f":
-            self.env[node] = ("q", self.emit(node, "quantize", [v], **qp))
-            return
-        src, fn, what = v
-        sq = self.observed[src][1]
-        table, tail, s, z = float_fn_table(fn, sq[0], sq[1], qp["scale"], qp["zero_point"], self.engine)
-        if (s, z) != (qp["scale"], qp["zero_point"]):
-            self.fail(node, f"table qparams ({s}, {z}) differ from the quantize's {qp}")
-        self.check_positions(node, table, tail, f"dequantize -> {what} -> quantize")
-        self.env[node] = ("q", self.emit(node, "lut", [src], name=node.name, table=table, **qp))
 
     def check_positions(self, node, table, tail, what):
         """A float function between dequantize and quantize is a `lut` when it gives
@@ -764,7 +1044,7 @@ class _Exporter:
         kind, v = self.env[x]
         what = _target_str(node.target) if node.op != "call_module" else type(
             self.gm.get_submodule(node.target)).__name__
-        if kind == "q":
+        if kind in ("q", "v"):
             if (node.op == "call_function" and (_is_fn(node.target, *_LEAKY_FNS) or _is_fn(node.target, *_ELU_FNS))) \
                     or (node.op == "call_module" and type(self.gm.get_submodule(node.target)) in (nn.LeakyReLU, nn.ELU)):
                 # F.leaky_relu / F.elu applied to a quint8 tensor keep its qparams and round by
@@ -874,7 +1154,8 @@ class _Exporter:
         for i in self.inputs:
             if i["name"] not in used:
                 raise ExportError(f"model input {i['name']!r} is not used by any output")
-        keep = {f"{n['name']}.{s}" for n in self.nodes for s in ("weight", "weight_scale", "weight_zero_point", "bias")}
+        keep = {f"{n['name']}.{s}" for n in self.nodes
+                for s in ("weight", "weight_scale", "weight_zero_point", "bias", "index")}
         self.tensors = {k: v for k, v in self.tensors.items() if k in keep}
 
 
@@ -1005,7 +1286,8 @@ call_module   nniq.LinearReLU, nnq.Linear            -> linear
 call_function torch.ops.quantized.add / add_relu     -> add (FX and eager FloatFunctional)
 call_function torch.ops.quantized.mul / mul_relu     -> mul (FX x * y, torch.mul; eager QFunctional.mul;
                                                         input 1 may broadcast, e.g. [N,C,H,W] x [N,C,1,1])
-call_function torch.ops.quantized.cat, torch.cat     -> cat
+call_function torch.ops.quantized.cat, torch.cat     -> cat (channels, inputs requantized), or
+  gather (any dim) when every input has the output's qparams
 call_function torch.ops.quantized.hardswish, call_module nnq.Hardswish -> hardswish
 call_module nn.ReLU, F.relu, torch.relu(_) on quint8, x.relu() -> relu
 call_module nn.ReLU6 / nnq.ReLU6, F.relu6            -> relu6
@@ -1016,14 +1298,22 @@ nn.AdaptiveAvgPool2d, F.adaptive_avg_pool2d          -> adaptive_avg_pool2d
 x.mean((2,3)), torch.mean(x, [2,3], keepdim)         -> mean
 torch.flatten, x.flatten, nn.Flatten                 -> flatten (start_dim 1) or reshape
 x.reshape, x.view, torch.reshape                     -> reshape (shape from the recorded run)
-  (flatten/reshape/view of a dequantize output is moved before the dequantize)
+x[:, a:b:s, i, ...] (slices, integers, Ellipsis; batch kept),
+torch.transpose, x.transpose, torch.permute, x.permute,
+  torch.chunk, x.chunk, torch.split, x.split         -> gather (one per chunk)
+  (a chain of these shape ops, torch.cat of equal qparams included, is folded into one
+  gather from its sources to the shape the next op needs: e.g. ShuffleNet's channel shuffle
+  x.view(b, g, c/g, h, w).transpose(1, 2).contiguous().view(b, c, h, w); intermediate
+  shapes may have any rank)
+  (shape ops on a dequantize output are moved before the dequantize; a reshape/flatten of a
+  float model input is moved after its quantize)
 call_function torch.ops.quantized.add / mul (x, scalar), add_scalar / mul_scalar -> lut
 call_function torch.ops.quantized.leaky_relu / elu, nnq.LeakyReLU / nnq.ELU -> lut
 nn.Sigmoid / torch.sigmoid / x.sigmoid(), nn.Hardsigmoid / F.hardsigmoid on quint8 -> lut
 dequantize -> SiLU / Sigmoid / Hardsigmoid / LeakyReLU / ELU (float) -> quantize -> lut
   (every lut table is computed by PyTorch itself, on each of the 256 bytes; lut_split
   where ATen's vector body and scalar tail round a byte differently)
-nn.Identity, nn.Dropout, nnq.Dropout, .contiguous()  -> removed
+nn.Identity, nn.Dropout, nnq.Dropout, .contiguous(), .clone() -> removed
 F.dropout / quantized.dropout (training=False), torchvision stochastic_depth (eval) -> removed
 x.size(), x.shape[i], int arithmetic                 -> evaluated, not exported
 """

@@ -6,8 +6,9 @@
 # 1. Makes a Python venv in .venv (repo root, gitignored) from
 #    tools/requirements.txt unless it exists. QFUSE_VENV=/path uses another.
 # 2. tools/export_roundtrip.py export: builds the digits CNN, a ResNet-style
-#    net, a MobileNetV2-style net, an MLP, ... (FX and eager mode, fbgemm and
-#    qnnpack), exports each with tools/qfuse_export.py, and writes a random
+#    net, a MobileNetV2-style net, an MLP, ShuffleNetV2 and a toy of shape ops
+#    (gather) ... (FX and eager mode, fbgemm and qnnpack), exports each with
+#    tools/qfuse_export.py, and writes a random
 #    input and PyTorch's output.
 # 3. tools/qfuse_model.py validates every exported file.
 # 4. For each case: cargo run --release --bin qfuse -- run MODEL --input X.npy
