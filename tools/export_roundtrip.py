@@ -25,7 +25,8 @@ W, H and C: gather),
 flatten_mlp_fx (nn.Flatten on the float input), shufflenet_fx and
 shufflenet_eager (torchvision's shufflenet_v2_x0_5, weights=None: channel
 shuffle, chunk), shufflenet_tiny_fx (a 3-stage ShuffleNetV2 with few
-channels, committed in tests/data/shapes), meanhead_fx (a global mean over a 4x4 conv output), qnnpack variants
+channels, committed in tests/data/shapes), shapes_acts_fx (+ qnnpack: shape
+ops around lut and mul nodes), meanhead_fx (a global mean over a 4x4 conv output), qnnpack variants
 resnet_fx_qnnpack, mobilenet_fx_qnnpack, mlp_fx_qnnpack, meanhead_fx_qnnpack, and
 x86-engine variants resnet_fx_x86, mobilenet_fx_x86, misc_fx_x86, mlp_fx_x86,
 meanhead_fx_x86; squeeze-excitation (quantized mul / mul_relu with a
@@ -406,6 +407,29 @@ class ShapeToyEager(nn.Module):
         pass
 
 
+class ShapesActs(nn.Module):
+    """Shape ops (gather) meeting table ops (lut) and mul: SiLU in float
+    between dequantize and quantize on a transposed chunk, Sigmoid on a
+    quint8 chunk, a Hardsigmoid gate from a slice times the conv output, a
+    leaky_relu on a channel slice, cat along W."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 1)
+        self.c = nn.Conv2d(8, 6, 3, padding=1)
+        self.act, self.sig, self.hs = nn.SiLU(), nn.Sigmoid(), nn.Hardsigmoid()
+
+    def forward(self, x):
+        y = self.a(x)                                  # [N, 8, 9, 7]
+        y1, y2 = y.chunk(2, dim=1)
+        z = self.act(y1.transpose(2, 3))               # dequantize -> silu -> quantize of a view
+        z = self.b(z.transpose(2, 3).contiguous())
+        w = self.c(torch.cat([z, self.sig(y2)], dim=1))
+        w = w * self.hs(w[:, :, :1, :1])               # [N, 6, 9, 7] x [N, 6, 1, 1]
+        return torch.cat([w[:, :3], F.leaky_relu(w[:, 3:], 0.1)], dim=3)
+
+
 class FlattenMLP(nn.Module):
     """An MLP whose first op is nn.Flatten on the float input."""
 
@@ -509,6 +533,9 @@ CASES = {
     "shufflenet_fx": (_shufflenet, (3, 64, 64), "normal", "fx", "fbgemm", 2),
     "shufflenet_tiny_fx": (_shufflenet_tiny, (3, 48, 48), "normal", "fx", "fbgemm", 2),
     "shufflenet_eager": (_shufflenet_eager, (3, 64, 64), "normal", "eager", "fbgemm", 2),
+    # gather with lut / mul around it
+    "shapes_acts_fx": (ShapesActs, (3, 9, 7), "normal", "fx", "fbgemm", 2),
+    "shapes_acts_fx_qnnpack": (ShapesActs, (3, 9, 7), "normal", "fx", "qnnpack", 2),
 }
 
 
