@@ -20,7 +20,13 @@ Usage:
 Cases: digits_trained (the committed models/digits.safetensors with
 tests/data/digits), digits_fx, resnet_fx, resnet_eager, mobilenet_fx,
 mlp_fx, mlp_eager, misc_fx (cat, avg_pool2d, hardswish, hardtanh, mean,
-view), meanhead_fx (a global mean over a 4x4 conv output), qnnpack variants
+view), shapes_fx and shapes_eager (chunk, split, transpose, permute, cat on
+W, H and C: gather),
+flatten_mlp_fx (nn.Flatten on the float input), shufflenet_fx and
+shufflenet_eager (torchvision's shufflenet_v2_x0_5, weights=None: channel
+shuffle, chunk), shufflenet_tiny_fx (a 3-stage ShuffleNetV2 with few
+channels, committed in tests/data/shapes), shapes_acts_fx (+ qnnpack: shape
+ops around lut and mul nodes), meanhead_fx (a global mean over a 4x4 conv output), qnnpack variants
 resnet_fx_qnnpack, mobilenet_fx_qnnpack, mlp_fx_qnnpack, meanhead_fx_qnnpack, and
 x86-engine variants resnet_fx_x86, mobilenet_fx_x86, misc_fx_x86, mlp_fx_x86,
 meanhead_fx_x86; squeeze-excitation (quantized mul / mul_relu with a
@@ -358,6 +364,100 @@ class SqueezeExcite(nn.Module):
         tq.fuse_modules(self, [["c1", "bn1", "relu1"], ["fc1", "relu2"]], inplace=True)
 
 
+class ShapeToy(nn.Module):
+    """The data-movement ops: chunk, split, transpose, permute, slicing, cat
+    along W, H and channels, .contiguous(); H != W so that swapped axes show."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(4, 6, 1)
+        self.c = nn.Conv2d(4, 8, 3, padding=1)
+        self.d = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(18, 5)
+
+    def forward(self, x):
+        y = F.relu(self.a(x))                          # [N, 8, 10, 12]
+        y1, y2 = y.chunk(2, dim=1)
+        z = self.b(y2)                                 # [N, 6, 10, 12]
+        p = F.relu(self.c(y1.permute(0, 1, 3, 2)))     # [N, 8, 12, 10]
+        u = p.transpose(2, 3).contiguous()             # [N, 8, 10, 12]
+        w = torch.cat([y, u], dim=3)                   # [N, 8, 10, 24]
+        w = F.relu(self.d(w))
+        s1, s2 = torch.split(w, [3, 5], dim=1)
+        r = torch.cat([s2, s1], dim=1)                 # channels reordered
+        h = torch.cat([r, w], dim=2)                   # [N, 8, 20, 24]
+        g = F.relu(self.d(h))
+        zz = torch.cat([z, y2], dim=1)                 # [N, 10, 10, 12]
+        zz = torch.cat([zz[:, :, 1:9:2], zz[:, :, -4:, :]], dim=2)  # slices of H: [N, 10, 8, 12]
+        return self.fc(torch.cat([g.mean((2, 3)), zz.mean((2, 3))], dim=1))
+
+
+class ShapeToyEager(nn.Module):
+    """ShapeToy in eager mode (QuantStub/DeQuantStub): its shape ops run on quantized tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.quant, self.body, self.dequant = tq.QuantStub(), ShapeToy(), tq.DeQuantStub()
+
+    def forward(self, x):
+        return self.dequant(self.body(self.quant(x)))
+
+    def fuse(self):
+        pass
+
+
+class ShapesActs(nn.Module):
+    """Shape ops (gather) meeting table ops (lut) and mul: SiLU in float
+    between dequantize and quantize on a transposed chunk, Sigmoid on a
+    quint8 chunk, a Hardsigmoid gate from a slice times the conv output, a
+    leaky_relu on a channel slice, cat along W."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 1)
+        self.c = nn.Conv2d(8, 6, 3, padding=1)
+        self.act, self.sig, self.hs = nn.SiLU(), nn.Sigmoid(), nn.Hardsigmoid()
+
+    def forward(self, x):
+        y = self.a(x)                                  # [N, 8, 9, 7]
+        y1, y2 = y.chunk(2, dim=1)
+        z = self.act(y1.transpose(2, 3))               # dequantize -> silu -> quantize of a view
+        z = self.b(z.transpose(2, 3).contiguous())
+        w = self.c(torch.cat([z, self.sig(y2)], dim=1))
+        w = w * self.hs(w[:, :, :1, :1])               # [N, 6, 9, 7] x [N, 6, 1, 1]
+        return torch.cat([w[:, :3], F.leaky_relu(w[:, 3:], 0.1)], dim=3)
+
+
+class FlattenMLP(nn.Module):
+    """An MLP whose first op is nn.Flatten on the float input."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 10))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _shufflenet():
+    import torchvision
+    return torchvision.models.shufflenet_v2_x0_5(weights=None)
+
+
+def _shufflenet_tiny():
+    from torchvision.models.shufflenetv2 import ShuffleNetV2
+    return ShuffleNetV2([2, 1, 1], [8, 16, 24, 32, 48], num_classes=10)
+
+
+def _shufflenet_eager():
+    from torchvision.models.quantization import shufflenet_v2_x0_5
+    m = shufflenet_v2_x0_5(weights=None, quantize=False)
+    m.fuse = lambda: m.fuse_model(is_qat=False)
+    return m
+
+
 # ------------------------------------------------------------------ cases
 
 def _randomize_bn(model, g):
@@ -426,6 +526,16 @@ CASES = {
     "resnet_fx_onednn": (lambda: ResNetish(eager=False), (3, 48, 40), "normal", "fx", "onednn", 2),
     "mobilenet_fx_onednn": (MobileNetV2ish, (3, 64, 64), "normal", "fx", "onednn", 2),
     "mlp_fx_onednn": (MLP, (64,), "normal", "fx", "onednn", 7),
+    # data movement: gather (chunk, split, transpose, permute, cat on W/H, channel shuffle)
+    "shapes_fx": (ShapeToy, (3, 10, 12), "normal", "fx", "fbgemm", 3),
+    "shapes_eager": (ShapeToyEager, (3, 10, 12), "normal", "eager", "fbgemm", 3),
+    "flatten_mlp_fx": (FlattenMLP, (3, 4, 4), "normal", "fx", "fbgemm", 5),
+    "shufflenet_fx": (_shufflenet, (3, 64, 64), "normal", "fx", "fbgemm", 2),
+    "shufflenet_tiny_fx": (_shufflenet_tiny, (3, 48, 48), "normal", "fx", "fbgemm", 2),
+    "shufflenet_eager": (_shufflenet_eager, (3, 64, 64), "normal", "eager", "fbgemm", 2),
+    # gather with lut / mul around it
+    "shapes_acts_fx": (ShapesActs, (3, 9, 7), "normal", "fx", "fbgemm", 2),
+    "shapes_acts_fx_qnnpack": (ShapesActs, (3, 9, 7), "normal", "fx", "qnnpack", 2),
 }
 
 

@@ -32,7 +32,7 @@ done
 
 VENV="${QFUSE_VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
-if [ ! -x "$PY" ] || ! "$PY" -c "import torch, numpy, safetensors, sklearn" 2>/dev/null; then
+if [ ! -x "$PY" ] || ! "$PY" -c "import torch, torchvision, numpy, safetensors, sklearn" 2>/dev/null; then
   echo "== creating venv $VENV from tools/requirements.txt"
   python3 -m venv "$VENV"
   "$PY" -m pip install --quiet --upgrade pip

@@ -1,0 +1,516 @@
+"""Reference reader and validator for qfuse model files (docs/MODEL_FORMAT.md).
+
+Usage (`qfuse-model` once `pip install ./python` installed the package;
+`python3 tools/qfuse_model.py` in a checkout; `python -m qfuse_export.model`):
+    qfuse-model MODEL.safetensors [MODEL2 ...] [--quiet]
+
+Loads each file, checks the `qfuse` JSON header and the tensors against
+docs/MODEL_FORMAT.md (format versions 1 and 2), sorts the graph topologically, infers
+every node's shape for one sample, and prints a summary table. Exits 1 with
+a message naming the file and node on the first problem.
+
+Python API:
+    m = load(path)          # -> Model(header, tensors, order, shapes, qparams)
+    validate(header, tensors) -> (order, shapes, qparams)   # raises FormatError
+
+Needs numpy and safetensors only (no torch).
+"""
+import argparse
+import json
+import math
+import sys
+
+import numpy as np
+
+FORMAT_VERSION = 2
+# Versions this reader accepts (2 adds the optional conv2d/linear `clamp`).
+FORMAT_VERSIONS = (1, 2)
+# the header's engine; x86 and onednn compute the non-conv ops with fbgemm's rules
+ENGINES = ("fbgemm", "qnnpack", "x86", "onednn")
+RULES = ("fbgemm", "qnnpack", "onednn")  # a conv/linear node's requant
+
+# op -> (min inputs, max inputs (None = unbounded), required attrs, optional attrs, qparams: "given"|"input"|"float"|"none")
+OPS = {
+    "quantize": (1, 1, ["scale", "zero_point"], [], "given"),
+    "dequantize": (1, 1, [], [], "float"),
+    "conv2d": (1, 1, ["stride", "padding", "dilation", "groups", "activation", "scale", "zero_point"], ["requant", "clamp"], "given"),
+    "linear": (1, 1, ["activation", "scale", "zero_point"], ["requant", "clamp"], "given"),
+    "add": (2, 2, ["activation", "scale", "zero_point"], [], "given"),
+    "max_pool2d": (1, 1, ["kernel_size", "stride", "padding", "dilation", "ceil_mode"], [], "input"),
+    "avg_pool2d": (1, 1, ["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"], [], "input"),
+    "adaptive_avg_pool2d": (1, 1, ["output_size"], [], "input"),
+    "mean": (1, 1, ["dims", "keepdim"], [], "input"),
+    "relu": (1, 1, [], [], "input"),
+    "relu6": (1, 1, [], [], "input"),
+    "hardtanh": (1, 1, ["min_val", "max_val"], [], "input"),
+    "hardswish": (1, 1, ["scale", "zero_point"], [], "given"),
+    "flatten": (1, 1, ["start_dim", "end_dim"], [], "input"),
+    "reshape": (1, 1, ["shape"], [], "input"),
+    "cat": (2, None, ["dim", "scale", "zero_point"], [], "given"),
+    "mul": (2, 2, ["activation", "scale", "zero_point"], [], "given"),
+    "binary": (2, 2, ["scale", "zero_point"], ["dtype"], "given"),
+    "lut": (1, 1, ["table", "scale", "zero_point"], ["signed"], "given"),
+    "lut_split": (1, 1, ["table", "tail_table", "scale", "zero_point"], ["signed"], "given"),
+    "gather": (1, None, ["shape"], [], "input"),
+}
+# "input's" ops may carry explicit qparams equal to their input's (MODEL_FORMAT.md).
+COMMON_KEYS = {"name", "op", "inputs"}
+
+
+class FormatError(Exception):
+    pass
+
+
+class Model:
+    def __init__(self, header, tensors, order, shapes, qparams):
+        self.header = header
+        self.tensors = tensors
+        self.order = order  # node dicts, topologically sorted
+        self.shapes = shapes  # name -> per-sample shape (tuple), inputs included
+        self.qparams = qparams  # name -> (scale, zero_point) or None for float32
+
+    @property
+    def engine(self):
+        return self.header["engine"]
+
+    def summary(self):
+        lines = []
+        for i in self.header["inputs"]:
+            lines.append(f"  input  {i['name']:<28} {'':<20} {str(list(self.shapes[i['name']])):<18} float32")
+        for n in self.order:
+            qp = self.qparams[n["name"]]
+            q = "float32" if qp is None else f"s={qp[0]:.6g} zp={qp[1]}"
+            extra = ""
+            if n["op"] == "conv2d":
+                w = self.tensors[n["name"] + ".weight"]
+                extra = f" w{list(w.shape)} s{n['stride']} p{n['padding']} g{n['groups']} {n['activation']}"
+            elif n["op"] in ("linear", "add", "mul"):
+                extra = f" {n['activation']}"
+            lines.append(f"  {n['op']:<20} {n['name']:<28} {str(list(self.shapes[n['name']])):<18} {q}{extra}")
+        return "\n".join(lines)
+
+
+def _err(ctx, msg):
+    raise FormatError(f"{ctx}: {msg}")
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v):
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _pair(ctx, node, key, minimum=None):
+    v = node[key]
+    if not (isinstance(v, list) and len(v) == 2 and all(_is_int(x) for x in v)):
+        _err(ctx, f"`{key}` must be [h, w] (two integers), got {v!r}")
+    if minimum is not None and any(x < minimum for x in v):
+        _err(ctx, f"`{key}` entries must be >= {minimum}, got {v!r}")
+    return v
+
+
+def _check_qparams(ctx, node):
+    s, z = node["scale"], node["zero_point"]
+    if not (_is_num(s) and s > 0):
+        _err(ctx, f"`scale` must be a positive finite number, got {s!r}")
+    if node.get("op") == "binary" and "dtype" in node:
+        if node["dtype"] not in ("quint8", "qint8"):
+            _err(ctx, f"`dtype` must be \"quint8\" or \"qint8\", got {node['dtype']!r}")
+        if node["dtype"] == "qint8":
+            if not (_is_int(z) and -128 <= z <= 127):
+                _err(ctx, f"`zero_point` must be an integer in [-128, 127] (qint8), got {z!r}")
+            return (float(s), int(z))
+    if node.get("signed", False) is not False:
+        # lut only: a qint8 output, with its int8 zero point
+        if node["signed"] is not True:
+            _err(ctx, f"`signed` must be true or false, got {node['signed']!r}")
+        if not (_is_int(z) and -128 <= z <= 127):
+            _err(ctx, f"`zero_point` must be an integer in [-128, 127] (qint8), got {z!r}")
+        return (float(s), int(z))
+    if not (_is_int(z) and 0 <= z <= 255):
+        _err(ctx, f"`zero_point` must be an integer in [0, 255] (quint8), got {z!r}")
+    return (float(s), int(z))
+
+
+def _pool_out(size, k, s, p, d, ceil_mode):
+    # PyTorch's pooling_output_shape
+    num = size + 2 * p - d * (k - 1) - 1
+    if ceil_mode:
+        o = -(-num // s) + 1
+        if (o - 1) * s >= size + p:
+            o -= 1
+    else:
+        o = num // s + 1
+    return o
+
+
+def _infer(ctx, node, in_shapes, tensors):
+    op = node["op"]
+    x = in_shapes[0]
+    if op in ("quantize", "dequantize", "relu", "relu6", "hardtanh", "hardswish", "lut", "lut_split"):
+        return x
+    if op == "conv2d":
+        if len(x) != 3:
+            _err(ctx, f"conv2d input must be [C, H, W] per sample, got {list(x)}")
+        w = tensors[node["name"] + ".weight"]
+        o, cg, kh, kw = w.shape
+        g = node["groups"]
+        if x[0] != cg * g:
+            _err(ctx, f"input has {x[0]} channels, weight expects {cg} x groups {g}")
+        if o % g:
+            _err(ctx, f"out channels {o} not divisible by groups {g}")
+        st, pd, dl = node["stride"], node["padding"], node["dilation"]
+        oh = (x[1] + 2 * pd[0] - dl[0] * (kh - 1) - 1) // st[0] + 1
+        ow = (x[2] + 2 * pd[1] - dl[1] * (kw - 1) - 1) // st[1] + 1
+        if oh < 1 or ow < 1:
+            _err(ctx, f"output would be empty ({oh}x{ow})")
+        return (o, oh, ow)
+    if op == "linear":
+        w = tensors[node["name"] + ".weight"]
+        if len(x) != 1 or x[0] != w.shape[1]:
+            _err(ctx, f"linear input must be [{w.shape[1]}] per sample, got {list(x)}")
+        return (w.shape[0],)
+    if op == "add":
+        if in_shapes[0] != in_shapes[1]:
+            _err(ctx, f"add inputs differ in shape: {list(in_shapes[0])} vs {list(in_shapes[1])}")
+        return x
+    if op in ("mul", "binary"):
+        # input 1 broadcasts into input 0 (numpy, aligned on the right)
+        b = in_shapes[1]
+        if len(b) > len(x) or any(d not in (1, e) for d, e in zip(b[::-1], x[::-1])):
+            _err(ctx, f"input 1 {list(b)} does not broadcast into input 0 {list(x)}")
+        return x
+    if op in ("max_pool2d", "avg_pool2d"):
+        if len(x) != 3:
+            _err(ctx, f"{op} input must be [C, H, W], got {list(x)}")
+        k, s, p = node["kernel_size"], node["stride"], node["padding"]
+        d = node["dilation"] if op == "max_pool2d" else [1, 1]
+        for i in range(2):
+            if p[i] * 2 > (k[i] - 1) * d[i] + 1:
+                _err(ctx, f"padding {p} must be at most half of kernel_size {k}")
+        oh = _pool_out(x[1], k[0], s[0], p[0], d[0], node["ceil_mode"])
+        ow = _pool_out(x[2], k[1], s[1], p[1], d[1], node["ceil_mode"])
+        if oh < 1 or ow < 1:
+            _err(ctx, f"output would be empty ({oh}x{ow})")
+        return (x[0], oh, ow)
+    if op == "adaptive_avg_pool2d":
+        if len(x) != 3:
+            _err(ctx, f"input must be [C, H, W], got {list(x)}")
+        return (x[0],) + tuple(node["output_size"])
+    if op == "mean":
+        if len(x) != 3:
+            _err(ctx, f"input must be [C, H, W], got {list(x)}")
+        return (x[0], 1, 1) if node["keepdim"] else (x[0],)
+    if op == "flatten":
+        return (int(np.prod(x)),)
+    if op == "reshape":
+        shp = tuple(node["shape"])
+        if int(np.prod(shp)) != int(np.prod(x)):
+            _err(ctx, f"cannot reshape {list(x)} to {list(shp)}")
+        return shp
+    if op == "gather":
+        shp = tuple(node["shape"])
+        idx = tensors[node["name"] + ".index"]
+        if idx.dtype != np.uint32 or idx.shape != (int(np.prod(shp)),):
+            _err(ctx, f"`{node['name']}.index` must be uint32 [{int(np.prod(shp))}], got {idx.dtype} {list(idx.shape)}")
+        total = sum(int(np.prod(s)) for s in in_shapes)
+        if idx.size and int(idx.max()) >= total:
+            _err(ctx, f"index entry {int(idx.max())} is out of range for the {total} input elements")
+        return shp
+    if op == "cat":
+        d = node["dim"] - 1
+        for s in in_shapes[1:]:
+            if len(s) != len(x) or any(a != b for i, (a, b) in enumerate(zip(s, x)) if i != d):
+                _err(ctx, f"cat inputs do not match outside dim {node['dim']}: {[list(t) for t in in_shapes]}")
+        return x[:d] + (sum(s[d] for s in in_shapes),) + x[d + 1:]
+    raise AssertionError(op)
+
+
+def validate(header, tensors):
+    """Check a parsed header and its tensors; return (order, shapes, qparams)."""
+    if not isinstance(header, dict):
+        raise FormatError("header: the `qfuse` metadata must be a JSON object")
+    if header.get("format") != "qfuse":
+        raise FormatError(f"header: `format` must be \"qfuse\", got {header.get('format')!r}")
+    ver = header.get("format_version")
+    if ver not in FORMAT_VERSIONS:
+        raise FormatError(f"header: format_version {ver!r} is not supported (this reader knows versions {FORMAT_VERSIONS})")
+    allowed_top = {"format", "format_version", "engine", "inputs", "outputs", "nodes"}
+    for k in header:
+        if k not in allowed_top:
+            raise FormatError(f"header: unknown key `{k}`")
+    if header.get("engine") not in ENGINES:
+        raise FormatError(f"header: `engine` must be one of {ENGINES}, got {header.get('engine')!r}")
+    inputs = header.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise FormatError("header: `inputs` must be a non-empty list")
+    shapes, qparams = {}, {}
+    for i, inp in enumerate(inputs):
+        ctx = f"inputs[{i}]"
+        if not isinstance(inp, dict) or set(inp) != {"name", "shape"}:
+            _err(ctx, f"must be {{\"name\", \"shape\"}}, got {inp!r}")
+        if not isinstance(inp["name"], str) or not inp["name"]:
+            _err(ctx, "`name` must be a non-empty string")
+        shp = inp["shape"]
+        if not (isinstance(shp, list) and shp and all(_is_int(v) and v >= 1 for v in shp)):
+            _err(ctx, f"`shape` must be a non-empty list of positive integers, got {shp!r}")
+        if inp["name"] in shapes:
+            _err(ctx, f"duplicate input name {inp['name']!r}")
+        shapes[inp["name"]] = tuple(shp)
+        qparams[inp["name"]] = None
+    nodes = header.get("nodes")
+    if not isinstance(nodes, list) or not nodes:
+        raise FormatError("header: `nodes` must be a non-empty list")
+    by_name = {}
+    for i, n in enumerate(nodes):
+        ctx = f"nodes[{i}]"
+        if not isinstance(n, dict):
+            _err(ctx, "must be an object")
+        name = n.get("name")
+        if not isinstance(name, str) or not name:
+            _err(ctx, "`name` must be a non-empty string")
+        ctx = f"node {name!r} (nodes[{i}])"
+        if name in by_name or name in shapes:
+            _err(ctx, "name is not unique (or equals an input name)")
+        op = n.get("op")
+        if op not in OPS:
+            _err(ctx, f"unknown op {op!r}")
+        lo, hi, req, opt, qkind = OPS[op]
+        ins = n.get("inputs")
+        if not (isinstance(ins, list) and all(isinstance(s, str) for s in ins)):
+            _err(ctx, "`inputs` must be a list of names")
+        if len(ins) < lo or (hi is not None and len(ins) > hi):
+            _err(ctx, f"{op} takes {lo}{'' if hi == lo else ' or more' if hi is None else '-%d' % hi} inputs, got {len(ins)}")
+        extra_ok = {"scale", "zero_point"} if qkind == "input" else set()
+        for k in n:
+            if k not in COMMON_KEYS and k not in req and k not in opt and k not in extra_ok:
+                _err(ctx, f"unknown key `{k}` for op {op}")
+        for k in req:
+            if k not in n:
+                _err(ctx, f"missing key `{k}` for op {op}")
+        if ("scale" in n) != ("zero_point" in n):
+            _err(ctx, "`scale` and `zero_point` must come together")
+        by_name[name] = (i, n)
+
+    # attribute checks
+    for name, (i, n) in by_name.items():
+        ctx = f"node {name!r} (nodes[{i}], {n['op']})"
+        op = n["op"]
+        if "scale" in n:
+            _check_qparams(ctx, n)
+        if "activation" in n:
+            ok = ("none", "relu")
+            if n["activation"] not in ok:
+                _err(ctx, f"`activation` must be one of {ok}, got {n['activation']!r}")
+        if "requant" in n and n["requant"] not in RULES:
+            _err(ctx, f"`requant` must be one of {RULES}, got {n['requant']!r}")
+        if "clamp" in n:
+            c = n["clamp"]
+            if ver < 2:
+                _err(ctx, "`clamp` needs format_version 2")
+            if not (isinstance(c, list) and len(c) == 2 and all(_is_int(v) for v in c) and 0 <= c[0] <= c[1] <= 255):
+                _err(ctx, f"`clamp` must be [lo, hi] with 0 <= lo <= hi <= 255, got {c!r}")
+        if op == "conv2d":
+            _pair(ctx, n, "stride", 1); _pair(ctx, n, "padding", 0); _pair(ctx, n, "dilation", 1)
+            if not (_is_int(n["groups"]) and n["groups"] >= 1):
+                _err(ctx, f"`groups` must be a positive integer, got {n['groups']!r}")
+        elif op == "max_pool2d":
+            _pair(ctx, n, "kernel_size", 1); _pair(ctx, n, "stride", 1); _pair(ctx, n, "padding", 0); _pair(ctx, n, "dilation", 1)
+            if not isinstance(n["ceil_mode"], bool):
+                _err(ctx, "`ceil_mode` must be a boolean")
+        elif op == "avg_pool2d":
+            _pair(ctx, n, "kernel_size", 1); _pair(ctx, n, "stride", 1); _pair(ctx, n, "padding", 0)
+            for k in ("ceil_mode", "count_include_pad"):
+                if not isinstance(n[k], bool):
+                    _err(ctx, f"`{k}` must be a boolean")
+            d = n["divisor_override"]
+            if d is not None and not (_is_int(d) and d >= 1):
+                _err(ctx, f"`divisor_override` must be null or a positive integer, got {d!r}")
+        elif op == "adaptive_avg_pool2d":
+            _pair(ctx, n, "output_size", 1)
+        elif op in ("lut", "lut_split"):
+            for key in ("table", "tail_table") if op == "lut_split" else ("table",):
+                t = n[key]
+                if not (isinstance(t, list) and len(t) == 256 and all(_is_int(v) and 0 <= v <= 255 for v in t)):
+                    _err(ctx, f"`{key}` must be a list of 256 integers in [0, 255], got {str(t)[:60]}")
+        elif op == "mean":
+            if n["dims"] != [2, 3]:
+                _err(ctx, f"`dims` must be [2, 3], got {n['dims']!r}")
+            if not isinstance(n["keepdim"], bool):
+                _err(ctx, "`keepdim` must be a boolean")
+        elif op == "hardtanh":
+            if not (_is_num(n["min_val"]) and _is_num(n["max_val"]) and n["min_val"] <= n["max_val"]):
+                _err(ctx, f"`min_val`/`max_val` must be numbers with min <= max, got {n['min_val']!r}, {n['max_val']!r}")
+        elif op == "flatten":
+            if n["start_dim"] != 1 or n["end_dim"] != -1:
+                _err(ctx, f"flatten supports start_dim 1, end_dim -1 only, got {n['start_dim']!r}, {n['end_dim']!r}")
+        elif op == "reshape":
+            s = n["shape"]
+            if not (isinstance(s, list) and 1 <= len(s) <= 3 and all(_is_int(v) and v >= 1 for v in s)):
+                _err(ctx, f"`shape` must be a list of 1 to 3 positive integers (no -1, no batch dim), got {s!r}")
+        elif op == "gather":
+            s = n["shape"]
+            if not (isinstance(s, list) and 1 <= len(s) <= 3 and all(_is_int(v) and v >= 1 for v in s)):
+                _err(ctx, f"`shape` must be a list of 1 to 3 positive integers (no batch dim), got {s!r}")
+        elif op == "cat":
+            if not (_is_int(n["dim"]) and n["dim"] >= 1):
+                _err(ctx, f"`dim` must be an integer >= 1 (the batch dim 0 cannot be concatenated), got {n['dim']!r}")
+
+    # tensors
+    expected = {}
+    for name, (i, n) in by_name.items():
+        if n["op"] in ("conv2d", "linear"):
+            for suffix in ("weight", "weight_scale", "weight_zero_point", "bias"):
+                expected[f"{name}.{suffix}"] = (name, i, n)
+        if n["op"] == "binary":
+            expected[f"{name}.table"] = (name, i, n)
+        if n["op"] == "gather":
+            expected[f"{name}.index"] = (name, i, n)
+    for k in tensors:
+        if k not in expected:
+            raise FormatError(f"tensor {k!r}: not allowed (no conv2d/linear/binary/gather node owns it)")
+    for k, (name, i, n) in expected.items():
+        ctx = f"node {name!r} (nodes[{i}], {n['op']})"
+        if k not in tensors:
+            _err(ctx, f"missing tensor {k!r}")
+    for name, (i, n) in by_name.items():
+        if n["op"] == "binary":
+            t = tensors[name + ".table"]
+            if t.dtype != np.uint8 or t.shape != (65536,):
+                _err(f"node {name!r} (nodes[{i}], binary)",
+                     f"`{name}.table` must be U8 [65536], got {t.dtype} {list(t.shape)}")
+        if n["op"] not in ("conv2d", "linear"):
+            continue
+        ctx = f"node {name!r} (nodes[{i}], {n['op']})"
+        w = tensors[name + ".weight"]
+        ws = tensors[name + ".weight_scale"]
+        wz = tensors[name + ".weight_zero_point"]
+        b = tensors[name + ".bias"]
+        rank = 4 if n["op"] == "conv2d" else 2
+        if w.dtype != np.int8 or w.ndim != rank:
+            _err(ctx, f"`{name}.weight` must be I8 of rank {rank}, got {w.dtype} {list(w.shape)}")
+        o = w.shape[0]
+        for t, tn, dt in ((ws, "weight_scale", np.float32), (wz, "weight_zero_point", np.int32), (b, "bias", np.float32)):
+            if t.dtype != dt or t.shape != (o,):
+                _err(ctx, f"`{name}.{tn}` must be {np.dtype(dt).name} [{o}], got {t.dtype} {list(t.shape)}")
+        if not (np.all(np.isfinite(ws)) and np.all(ws > 0)):
+            _err(ctx, "weight_scale must be positive and finite")
+        if np.any(wz != 0):
+            _err(ctx, "weight_zero_point must be all 0 (symmetric weights)")
+        if not np.all(np.isfinite(b)):
+            _err(ctx, "bias must be finite")
+        if n["op"] == "conv2d" and o % n["groups"]:
+            _err(ctx, f"out channels {o} not divisible by groups {n['groups']}")
+
+    # names and topological order
+    known = set(shapes)
+    for name, (i, n) in by_name.items():
+        for s in n["inputs"]:
+            if s not in by_name and s not in known:
+                _err(f"node {name!r} (nodes[{i}])", f"input {s!r} is neither a model input nor a node")
+    order, state = [], {}
+
+    def visit(name, stack):
+        st = state.get(name)
+        if st == 2:
+            return
+        if st == 1:
+            raise FormatError(f"graph has a cycle through {' -> '.join(stack + [name])}")
+        state[name] = 1
+        for s in by_name[name][1]["inputs"]:
+            if s in by_name:
+                visit(s, stack + [name])
+        state[name] = 2
+        order.append(by_name[name][1])
+
+    for name in sorted(by_name, key=lambda k: by_name[k][0]):
+        visit(name, [])
+
+    # types, qparams, shapes
+    for n in order:
+        name, op = n["name"], n["op"]
+        ctx = f"node {name!r} ({op})"
+        in_q = [qparams[s] for s in n["inputs"]]
+        if op == "quantize":
+            if in_q[0] is not None:
+                _err(ctx, f"input {n['inputs'][0]!r} must be float32, it is quantized")
+        else:
+            for s, q in zip(n["inputs"], in_q):
+                if q is None:
+                    _err(ctx, f"input {s!r} must be quint8, it is float32")
+        if op == "gather" and any(q != in_q[0] for q in in_q):
+            _err(ctx, f"inputs must share qparams, got {in_q}")
+        kind = OPS[op][4]
+        if kind == "given":
+            qparams[name] = (float(n["scale"]), int(n["zero_point"]))
+        elif kind == "input":
+            qparams[name] = in_q[0]
+            if "scale" in n and (float(n["scale"]), int(n["zero_point"])) != in_q[0]:
+                _err(ctx, f"explicit output qparams {(n['scale'], n['zero_point'])} differ from the input's {in_q[0]}")
+        else:
+            qparams[name] = None
+        shapes[name] = tuple(_infer(ctx, n, [shapes[s] for s in n["inputs"]], tensors))
+
+    outs = header.get("outputs")
+    if not (isinstance(outs, list) and outs and all(isinstance(s, str) for s in outs)):
+        raise FormatError("header: `outputs` must be a non-empty list of names")
+    for s in outs:
+        if s not in by_name and s not in shapes:
+            raise FormatError(f"header: output {s!r} is neither a node nor an input")
+    return order, shapes, qparams
+
+
+def read_raw(path):
+    """Return (header dict, {name: np.ndarray}) without validation."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    with safe_open(path, framework="numpy") as f:
+        meta = f.metadata() or {}
+    if "qfuse" not in meta:
+        raise FormatError(f"{path}: safetensors metadata has no `qfuse` key (keys: {sorted(meta)})")
+    extra = sorted(k for k in meta if k != "qfuse")
+    if extra:
+        raise FormatError(f"{path}: metadata must hold only the `qfuse` key, also has {extra}")
+    try:
+        header = json.loads(meta["qfuse"])
+    except json.JSONDecodeError as e:
+        raise FormatError(f"{path}: `qfuse` metadata is not valid JSON: {e}")
+    return header, load_file(path)
+
+
+def load(path):
+    header, tensors = read_raw(path)
+    try:
+        order, shapes, qparams = validate(header, tensors)
+    except FormatError as e:
+        raise FormatError(f"{path}: {e}")
+    return Model(header, tensors, order, shapes, qparams)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog="See docs/MODEL_FORMAT.md for the format.")
+    ap.add_argument("models", nargs="+", help="qfuse .safetensors files")
+    ap.add_argument("--quiet", "-q", action="store_true", help="print only one OK line per file")
+    a = ap.parse_args(argv)
+    rc = 0
+    for p in a.models:
+        try:
+            m = load(p)
+        except FormatError as e:
+            print(f"INVALID {e}", file=sys.stderr)
+            rc = 1
+            continue
+        nparam = sum(int(t.size) for t in m.tensors.values())
+        print(f"OK {p}: engine={m.engine} nodes={len(m.order)} tensors={len(m.tensors)} ({nparam} values) "
+              f"outputs={[(o, list(m.shapes[o])) for o in m.header['outputs']]}")
+        if not a.quiet:
+            print(m.summary())
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
