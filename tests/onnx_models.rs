@@ -27,7 +27,12 @@ fn read_f32(path: &Path) -> (Vec<f32>, Vec<usize>) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let f = npyz::NpyFile::new(&bytes[..]).expect("npy");
     let shape: Vec<usize> = f.shape().iter().map(|&d| d as usize).collect();
-    assert_eq!(f.dtype().descr(), "'<f4'", "{}: not float32", path.display());
+    assert_eq!(
+        f.dtype().descr(),
+        "'<f4'",
+        "{}: not float32",
+        path.display()
+    );
     (f.into_vec().expect("f4"), shape)
 }
 
@@ -36,7 +41,9 @@ fn read_f32(path: &Path) -> (Vec<f32>, Vec<usize>) {
 enum Known {
     /// `Model::load` refuses the model with an error containing the phrase.
     Refused(&'static str),
-    /// The model loads and runs, but its output differs from ORT's.
+    /// The model loads and runs, but its output differs from ORT's (none
+    /// today: once the converter accepts a model, it runs bit-exact).
+    #[allow(dead_code)]
     Mismatch(&'static str),
 }
 
@@ -44,7 +51,74 @@ enum Known {
 /// listed must load, run and equal ORT bit for bit on the CPU and the GPU.
 fn known() -> BTreeMap<&'static str, Known> {
     use Known::*;
-    BTreeMap::from([])
+    BTreeMap::from([
+        // tiny_resnet: residual Add, then GlobalAveragePool (both being added)
+        ("tiny_resnet_qdq_u8_pc", Refused("Add is not supported")),
+        ("tiny_resnet_qdq_u8_pt", Refused("Add is not supported")),
+        (
+            "tiny_resnet_qoperator_u8_pc",
+            Refused("Add is not supported"),
+        ),
+        (
+            "tiny_resnet_qoperator_u8_pt",
+            Refused("Add is not supported"),
+        ),
+        (
+            "tiny_resnet_qoperator_s8_pc",
+            Refused("Add is not supported"),
+        ),
+        // int8-activation QDQ: ORT runs the stem Conv (and the Add) in float
+        (
+            "tiny_resnet_qdq_s8_pc",
+            Refused("ORT runs this Conv in float"),
+        ),
+        // tiny_mobilenet: residual Add, then GlobalAveragePool (both being added)
+        ("tiny_mobilenet_qdq_u8_pc", Refused("Add is not supported")),
+        ("tiny_mobilenet_qdq_u8_pt", Refused("Add is not supported")),
+        (
+            "tiny_mobilenet_qoperator_u8_pc",
+            Refused("Add is not supported"),
+        ),
+        (
+            "tiny_mobilenet_qoperator_u8_pt",
+            Refused("Add is not supported"),
+        ),
+        (
+            "tiny_mobilenet_qoperator_s8_pc",
+            Refused("Add is not supported"),
+        ),
+        // int8-activation QDQ: ORT runs the stem Conv (and the Add) in float
+        (
+            "tiny_mobilenet_qdq_s8_pc",
+            Refused("ORT runs this Conv in float"),
+        ),
+        // the float Flatten in front of the first QuantizeLinear: the converter runs float ops
+        // only at the graph's tail (mlp_flat is the same net without it, and passes)
+        ("mlp_qdq_u8_pc", Refused("ORT runs this Flatten in float")),
+        ("mlp_qdq_u8_pt", Refused("ORT runs this Flatten in float")),
+        ("mlp_qdq_s8_pc", Refused("ORT runs this Flatten in float")),
+        (
+            "mlp_qoperator_u8_pc",
+            Refused("ORT runs this Flatten in float"),
+        ),
+        (
+            "mlp_qoperator_u8_pt",
+            Refused("ORT runs this Flatten in float"),
+        ),
+        (
+            "mlp_qoperator_s8_pc",
+            Refused("ORT runs this Flatten in float"),
+        ),
+        // squeezenet1_1: Fire modules concatenate (Concat being added), then GlobalAveragePool
+        (
+            "squeezenet1_1_qdq_u8_pc",
+            Refused("Concat is not supported"),
+        ),
+        (
+            "squeezenet1_1_qoperator_u8_pt",
+            Refused("Concat is not supported"),
+        ),
+    ])
 }
 
 enum Outcome {
@@ -83,7 +157,12 @@ fn run_case(case: &serde_json::Value, ctx: Option<&GpuContext>) -> Outcome {
         Ok(g) => g,
         Err(e) => return Outcome::Failed(format!("run: {e}")),
     };
-    for (j, o) in case["outputs"].as_array().expect("outputs").iter().enumerate() {
+    for (j, o) in case["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .enumerate()
+    {
         let (want, wshape) = read_f32(&dir.join(o["file"].as_str().expect("file")));
         let Some(g) = got.get(j) else {
             return Outcome::Failed(format!("no output {j}"));

@@ -5,7 +5,7 @@ Runtime's output on a seeded batch-2 float32 input.
 
     python3 tools/onnx/gen_onnx_models.py tests/data/onnx/models [--seed 1] [--only SUBSTR]
 
-Cases: three hand-written nets (tiny ResNet, tiny MobileNet, MLP) in QDQ and QOperator, uint8
+Cases: four hand-written nets (tiny ResNet, tiny MobileNet, MLP, MLP without Flatten) in QDQ and QOperator, uint8
 activations, per-channel and per-tensor int8 weights, plus int8-activation variants (per-channel,
 both formats); and torchvision's squeezenet1_1 at 32x32 in two configurations. All with
 reduce_range=True (7-bit weights, |w| <= 64): ORT's u8 x s8 kernels are exact on AVX2 CPUs
@@ -95,6 +95,19 @@ class MLP(nn.Module):
         return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
 
 
+class FlatMLP(nn.Module):
+    """The MLP on [N, 64] input: no Flatten (a float Flatten in front of the first QuantizeLinear is
+    what the MLP case adds)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(64, 32)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
 def randomize_bn(m, seed):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -112,7 +125,7 @@ def build(arch, seed):
     if hasattr(torchvision.models, arch):
         return Z.build(arch, seed)
     torch.manual_seed(seed)
-    return randomize_bn({"tiny_resnet": TinyResNet, "tiny_mobilenet": TinyMobileNet, "mlp": MLP}[arch](), seed + 1)
+    return randomize_bn({"tiny_resnet": TinyResNet, "tiny_mobilenet": TinyMobileNet, "mlp": MLP, "mlp_flat": FlatMLP}[arch](), seed + 1)
 
 
 # (architecture, input shape (batch 2), [(format, act, per_channel)])
@@ -122,6 +135,7 @@ NETS = [
     ("tiny_resnet", (2, 3, 16, 16), U8 + S8),
     ("tiny_mobilenet", (2, 3, 32, 32), U8 + S8),
     ("mlp", (2, 1, 16, 16), U8 + S8),
+    ("mlp_flat", (2, 64), U8 + S8),
     ("squeezenet1_1", (2, 3, 32, 32), [("QDQ", "u8", True), ("QOperator", "u8", False)]),
 ]
 
