@@ -129,7 +129,7 @@ def qfuse_run(qfuse, model, x, want, work, cpu, timeout):
     except subprocess.TimeoutExpired:
         return "FAIL", f"timed out after {timeout} s"
     if p.returncode != 0:
-        msg = first_line(p.stderr + p.stdout)
+        msg = first_line(p.stderr + p.stdout).replace(f"qfuse: error: {model}: ", "")
         # a panic or a crash is a bug, not a refusal
         if "panicked" in p.stderr or p.returncode < 0 or p.returncode == 101:
             return "FAIL", f"crash (exit {p.returncode}): {msg}"
@@ -141,8 +141,8 @@ def qfuse_run(qfuse, model, x, want, work, cpu, timeout):
     bad = np.nonzero(g != w)[0]
     if len(bad):
         i = int(bad[0])
-        return "FAIL", (f"{len(bad)}/{w.size} differ, first at flat {i}: qfuse {got.reshape(-1)[i]!r}, "
-                        f"ORT {want.reshape(-1)[i]!r}")
+        return "FAIL", (f"{len(bad)}/{w.size} differ, first at flat {i}: qfuse {got.reshape(-1)[i]} ({g[i]:#010x}), "
+                        f"ORT {want.reshape(-1)[i]} ({w[i]:#010x})")
     return "PASS", ""
 
 
