@@ -20,6 +20,11 @@ struct Params {
     // `total`: the number of work items the dispatch covers (output words,
     // or output tiles for the tiled kernel).
     zp_out: i32, lo: i32, hi: i32, total: u32,
+    // The epilogue's form (0: scaled, 1: oneDNN), `opaque` (always 0, see
+    // `opaque()`), and oneDNN's input scale, 1/output scale and the output
+    // type's offset (128 for qint8 images).
+    form: u32, opaque: u32, in_scale: f32, inv_out: f32,
+    offset: i32, pad0: u32, pad1: u32, pad2: u32,
 }
 
 // One output channel's requantization constants (quant::ChannelEpilogue).
@@ -44,9 +49,30 @@ fn exact_f32(a: i32) -> f32 {
     return f32(a - lo) + f32(lo);
 }
 
-// The epilogue: y = clamp(rint((f32(acc + bias_i32) + bias_f32) * mult) + zp, lo, hi).
+// `v` itself: `p.opaque` is 0, but the compiler cannot know it, so a product
+// passed through here is never contracted with the addition that follows it
+// into a fused multiply-add (which rounds once instead of twice). WGSL, SPIR-V
+// without NoContraction and the drivers below them may contract `a * b + c`.
+fn opaque(v: f32) -> f32 {
+    return bitcast<f32>(bitcast<u32>(v) ^ p.opaque);
+}
+
+// The epilogue (quant::EpilogueForm). Scaled (fbgemm, qnnpack, ONNX Runtime):
+// y = clamp(rint((f32(acc + bias_i32) + bias_f32) * mult) + zp, lo, hi), an
+// addition then a product: nothing to contract. oneDNN (mult = weight scale,
+// bias_f32 = the float bias): v = f32(f32(a * in_scale) * mult) + bias_f32,
+// y = clamp(rint(f32(v * inv_out) + f32(zp_true)) + offset, lo, hi), every step
+// rounded on its own (the two products before an addition pass opaque()).
 fn requant(oc: u32, acc: i32) -> u32 {
     let c = chans[oc];
+    if p.form == 1u {
+        let a = exact_f32(acc + c.bias_i32);
+        let v = opaque(opaque(a * p.in_scale) * c.mult) + c.bias_f32;
+        let zt = p.zp_out - p.offset;
+        let t = opaque(v * p.inv_out) + f32(zt);
+        let r = clamp(round(t), f32(p.lo - p.offset), f32(p.hi - p.offset));
+        return u32(i32(r) + p.offset);
+    }
     let v = exact_f32(acc + c.bias_i32) + c.bias_f32;
     let r = clamp(round(v * c.mult), f32(p.lo - p.zp_out), f32(p.hi - p.zp_out));
     return u32(i32(r) + p.zp_out);

@@ -7,13 +7,15 @@
 // reference's own scalar functions, so the GPU result is exact by construction.
 //
 // Two tables (512 entries): the second applies from a split point on, either a
-// flat NCHW index (ATen's vector/scalar split) or an input channel.
+// flat index (ATen's vector/scalar split: in NCHW order, or in NHWC order when
+// `split_nhwc` is set, PyTorch holding the tensor channels-last) or an input
+// channel.
 
 struct Params {
     oc: u32, oh: u32, ow: u32, oc4: u32,
     ic: u32, ih: u32, iw: u32, ic4: u32,
     c_off: u32, c_len: u32, split: u32, by_channel: u32,
-    total: u32, merge: u32, pad0: u32, pad1: u32,
+    total: u32, merge: u32, split_nhwc: u32, pad1: u32,
 }
 
 override WG: u32 = 64u;
@@ -53,6 +55,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let ix = r % p.iw;
         let byte = (x[((b * p.ih + iy) * p.iw + ix) * p.ic4 + ic / 4u] >> (8u * (ic % 4u))) & 0xffu;
         var second = b * isz + f >= p.split;
+        if p.split_nhwc != 0u {
+            second = ((b * p.ih + iy) * p.iw + ix) * p.ic + ic >= p.split;
+        }
         if p.by_channel != 0u {
             second = ic >= p.split;
         }

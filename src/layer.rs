@@ -313,7 +313,7 @@ impl FloatLinear {
 /// PyTorch's default weight quantization for an engine's qconfig.
 pub fn default_weight_scheme(rule: Requant) -> WeightScheme {
     match rule {
-        Requant::Fbgemm | Requant::OnnxRuntime => WeightScheme::PerChannel,
+        Requant::Fbgemm | Requant::OnnxRuntime | Requant::Onednn => WeightScheme::PerChannel,
         Requant::Qnnpack => WeightScheme::PerTensor,
     }
 }

@@ -68,9 +68,10 @@ pub fn nchw(shape: &[usize]) -> Result<(usize, usize, usize, usize)> {
     }
 }
 
-/// Number of u32 words a tensor of this shape occupies on the GPU.
+/// Number of u32 words a tensor of this shape (`[N, C, H, W]`, `[N, C, H]`
+/// or `[N, K]`) occupies on the GPU.
 pub fn words(shape: &[usize]) -> Result<usize> {
-    let (n, c, h, w) = nchw(shape)?;
+    let (n, c, h, w) = nchw(&nchw4(shape))?;
     Ok(n * h * w * c.div_ceil(4))
 }
 
@@ -128,5 +129,14 @@ mod tests {
         assert_eq!(super::unpack(&w, &shape).unwrap(), data);
         // channel 1 of pixel (0,0,0) sits in byte 1 of word 0
         assert_eq!((w[0] >> 8) as u8, data[6]);
+    }
+
+    #[test]
+    fn words_of_every_rank() {
+        assert_eq!(super::words(&[2, 5, 3, 2]).unwrap(), 2 * 3 * 2 * 2);
+        // [N, C, H] is [N, C, H, 1] (a gather or reshape output of rank 2).
+        assert_eq!(super::words(&[2, 5, 3]).unwrap(), 2 * 3 * 2);
+        assert_eq!(super::words(&[2, 5]).unwrap(), 2 * 2);
+        assert!(super::words(&[2]).is_err());
     }
 }

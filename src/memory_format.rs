@@ -29,6 +29,9 @@ pub fn both_formats(sample_shape: &[usize]) -> bool {
 ///   cat, whose output is channels-last);
 /// - `relu6` / `hardtanh` under qnnpack give a contiguous tensor (QNNPACK's
 ///   clamp); `mean`, `linear`, `flatten` and a `reshape` to another shape too;
+/// - `gather` gives a contiguous tensor (PyTorch's views that it stands for,
+///   a channel slice or a permute, are not channels-last; `.contiguous()`
+///   after them makes them contiguous);
 /// - every other op (quantize, dequantize, add, the pools, relu, hardswish, a
 ///   same-shape reshape) keeps its first input's format.
 ///
@@ -46,7 +49,7 @@ pub fn channels_last_tensors(model: &Model) -> HashSet<String> {
         let first = n.inputs.first().is_some_and(|i| cl.contains(i));
         let is_cl = match &n.op {
             Op::Conv2d(_) => true,
-            Op::Linear(_) | Op::Flatten | Op::Mean { .. } => false,
+            Op::Linear(_) | Op::Flatten | Op::Mean { .. } | Op::Gather { .. } => false,
             Op::Relu6 | Op::Hardtanh { .. } => first && model.engine() != Requant::Qnnpack,
             Op::Cat(_) => n
                 .inputs

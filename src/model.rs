@@ -360,6 +360,14 @@ impl Model {
         outputs: Vec<String>,
         nodes: Vec<Node>,
     ) -> Result<Model> {
+        if engine == Requant::Onednn {
+            return Err(Error::Model(
+                "\"onednn\" is a conv/linear requantization rule, not a model's arithmetic: \
+                 build the model with Requant::Fbgemm (what PyTorch's x86 and onednn engines \
+                 compute the other ops with) and give its layers Requant::Onednn"
+                    .into(),
+            ));
+        }
         let mut infos = check_inputs_decl(&inputs)?;
         let names: HashSet<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
         let edges: Vec<(&str, &[String])> = nodes

@@ -50,8 +50,17 @@ impl Placements {
             );
             root.insert(name.clone(), name.clone());
         }
+        let mut host_float = std::collections::HashSet::new();
         for n in model.nodes() {
             let kind = n.op.kind();
+            if kind.runs_on_host() {
+                host_float.insert(n.name.as_str());
+            } else if let Some(i) = n.inputs.iter().find(|i| host_float.contains(i.as_str())) {
+                return Err(Error::Unsupported(format!(
+                    "node {i:?}: a float op run on the host after readback feeds {:?} (only model outputs may depend on one)",
+                    n.name
+                )));
+            }
             let ins: Vec<&TensorInfo> = n
                 .inputs
                 .iter()
@@ -61,7 +70,7 @@ impl Placements {
             for i in &n.inputs {
                 let from_host_op = place.get(i) == Some(&Placement::Host)
                     && !model.inputs().iter().any(|(m, _)| m == i);
-                if from_host_op && !kind.reads_dequantized() {
+                if from_host_op && !kind.reads_dequantized() && !kind.runs_on_host() {
                     return Err(Error::Unsupported(format!(
                         "node {i:?}: a dequantize feeding {:?} (on the GPU a dequantize must be a model output or feed a quantize)",
                         kind.name()

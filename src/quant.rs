@@ -415,16 +415,26 @@ pub enum Requant {
     /// qnnpack's form with the int32 bias read from the file; quantize divides
     /// by the scale; the other ops have their own ops and rules.
     OnnxRuntime,
+    /// oneDNN (what PyTorch's `x86` engine runs a conv2d with at most 100
+    /// groups through on a Linux CPU with AVX-512 VNNI, and the `onednn`
+    /// engine every conv2d and linear): a conv/linear rule only, never a
+    /// model's ([`Model::new`](crate::model::Model::new) refuses it there; the
+    /// other ops of such models follow fbgemm). Per output channel
+    /// `v = f32(f32(f32(acc) * s_in) * s_w) + bias`, then
+    /// `y = clamp(rint(f32(v * f32(1/s_out)) + f32(zp_out)))`: the zero point
+    /// is added in f32 **before** rounding ([`EpilogueForm::Onednn`]).
+    Onednn,
 }
 
 impl Requant {
-    /// The engine's name as PyTorch spells it (`torch.backends.quantized.engine`)
-    /// and the model file stores it: `"fbgemm"` or `"qnnpack"`.
+    /// The rule's name as the model file stores it (a conv/linear node's
+    /// `"requant"`): `"fbgemm"`, `"qnnpack"`, `"onnxruntime"` or `"onednn"`.
     pub fn name(self) -> &'static str {
         match self {
             Requant::Fbgemm => "fbgemm",
             Requant::Qnnpack => "qnnpack",
             Requant::OnnxRuntime => "onnxruntime",
+            Requant::Onednn => "onednn",
         }
     }
     /// The inverse of [`Requant::name`]; any other string is
@@ -434,8 +444,9 @@ impl Requant {
             "fbgemm" => Ok(Requant::Fbgemm),
             "qnnpack" => Ok(Requant::Qnnpack),
             "onnxruntime" => Ok(Requant::OnnxRuntime),
+            "onednn" => Ok(Requant::Onednn),
             _ => Err(Error::Unsupported(format!(
-                "quantized engine {s:?} (known: fbgemm, qnnpack, onnxruntime)"
+                "requantization rule {s:?} (known: fbgemm, qnnpack, onnxruntime, onednn)"
             ))),
         }
     }
@@ -444,10 +455,12 @@ impl Requant {
 /// A PyTorch quantized engine (`torch.backends.quantized.engine`) as a model
 /// file records it: the engine the model was converted with. `fbgemm` and
 /// `qnnpack` models run with that engine's arithmetic. `x86` (PyTorch's default
-/// engine on x86 CPUs) runs with fbgemm's: PyTorch's x86 engine computes every
-/// op as fbgemm does, except conv2d with at most 100 groups on a Linux CPU with
-/// AVX-512 VNNI, which it hands to oneDNN, whose requantization rounds
-/// differently near ties (README, "Engines").
+/// engine on x86 CPUs) computes every op as fbgemm does, except conv2d with at
+/// most 100 groups on a Linux CPU with AVX-512 VNNI, which it hands to oneDNN
+/// ([`Requant::Onednn`]); `onednn` runs every conv2d and linear through oneDNN.
+/// A conv/linear node without its own `"requant"` gets [`Engine::layer_rule`]
+/// (for `x86`: the VNNI CPU's routing); the exporter writes each node's rule
+/// as PyTorch ran it on the exporting CPU (README, "Engines").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Engine {
     /// `fbgemm`: fbgemm's arithmetic ([`Requant::Fbgemm`]).
@@ -455,11 +468,15 @@ pub enum Engine {
     Fbgemm,
     /// `qnnpack`: QNNPACK's arithmetic ([`Requant::Qnnpack`]).
     Qnnpack,
-    /// `x86`: computed with fbgemm's arithmetic ([`Requant::Fbgemm`]).
+    /// `x86`: fbgemm's arithmetic ([`Requant::Fbgemm`]), and by default
+    /// oneDNN's epilogue for conv2d with at most 100 groups.
     X86,
     /// Not a PyTorch engine: a model loaded from an ONNX file, computed with
     /// ONNX Runtime's arithmetic ([`Requant::OnnxRuntime`]).
     OnnxRuntime,
+    /// `onednn`: every conv2d and linear by oneDNN's epilogue
+    /// ([`Requant::Onednn`]), the other ops by fbgemm's arithmetic.
+    Onednn,
 }
 
 impl Engine {
@@ -470,32 +487,43 @@ impl Engine {
             Engine::Qnnpack => "qnnpack",
             Engine::X86 => "x86",
             Engine::OnnxRuntime => "onnxruntime",
+            Engine::Onednn => "onednn",
         }
     }
-    /// The engine named `s`; `onednn` and unknown names are an
-    /// [`Error::Unsupported`] naming the engines qfuse knows.
+    /// The engine named `s`; unknown names are an [`Error::Unsupported`]
+    /// naming the engines qfuse knows.
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "fbgemm" => Ok(Engine::Fbgemm),
             "qnnpack" => Ok(Engine::Qnnpack),
             "x86" => Ok(Engine::X86),
             "onnxruntime" => Ok(Engine::OnnxRuntime),
-            "onednn" => Err(Error::Unsupported(
-                "quantized engine \"onednn\": its conv/linear requantization rounds differently \
-                 from fbgemm's and qnnpack's (known: fbgemm, qnnpack, x86)"
-                    .into(),
-            )),
+            "onednn" => Ok(Engine::Onednn),
             _ => Err(Error::Unsupported(format!(
-                "quantized engine {s:?} (known: fbgemm, qnnpack, x86)"
+                "quantized engine {s:?} (known: fbgemm, qnnpack, x86, onednn)"
             ))),
         }
     }
-    /// The arithmetic qfuse computes the engine's models with.
+    /// The arithmetic qfuse computes the engine's models with (all ops but
+    /// the conv/linear epilogues, see [`Engine::layer_rule`]).
     pub fn requant(self) -> Requant {
         match self {
             Engine::Qnnpack => Requant::Qnnpack,
-            Engine::Fbgemm | Engine::X86 => Requant::Fbgemm,
+            Engine::Fbgemm | Engine::X86 | Engine::Onednn => Requant::Fbgemm,
             Engine::OnnxRuntime => Requant::OnnxRuntime,
+        }
+    }
+    /// The requantization rule of a conv2d (`conv == true`, with `groups`)
+    /// or linear layer that does not name its own: PyTorch's dispatch
+    /// (`onednn_utils::should_use_onednn_quant`) on a Linux CPU with AVX-512
+    /// VNNI: `x86` hands conv2d with `groups <= 100` to oneDNN, linear and
+    /// the other convs to fbgemm; `onednn` hands every conv2d and linear to
+    /// oneDNN; the other engines use their own rule.
+    pub fn layer_rule(self, conv: bool, groups: usize) -> Requant {
+        match self {
+            Engine::X86 if conv && groups <= 100 => Requant::Onednn,
+            Engine::Onednn => Requant::Onednn,
+            e => e.requant(),
         }
     }
 }
@@ -506,6 +534,7 @@ impl From<Requant> for Engine {
             Requant::Fbgemm => Engine::Fbgemm,
             Requant::Qnnpack => Engine::Qnnpack,
             Requant::OnnxRuntime => Engine::OnnxRuntime,
+            Requant::Onednn => Engine::Onednn,
         }
     }
 }
@@ -542,7 +571,8 @@ impl Activation {
 }
 
 /// One output channel's requantization constants, laid out as the WGSL
-/// `Chan` struct in `shaders/` (12 bytes).
+/// `Chan` struct in `shaders/` (12 bytes). Under [`EpilogueForm::Onednn`],
+/// `bias_f32` is the float bias itself and `mult` the weight scale.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct ChannelEpilogue {
@@ -555,19 +585,46 @@ pub struct ChannelEpilogue {
     pub mult: f32,
 }
 
+/// How an epilogue turns an accumulator into an output byte (with `c` the
+/// output channel's [`ChannelEpilogue`], `zp` the output zero point; every
+/// operation one IEEE f32 rounding, ties to even).
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum EpilogueForm {
+    /// fbgemm, qnnpack, ONNX Runtime:
+    /// `y = clamp(rint((f32(acc + c.bias_i32) + c.bias_f32) * c.mult) + zp, lo, hi)`.
+    #[default]
+    Scaled,
+    /// oneDNN ([`Requant::Onednn`]), in this order, no fused multiply-add:
+    /// `a = f32(acc + c.bias_i32)`, `v = f32(f32(a * input_scale) * c.mult) + c.bias_f32`,
+    /// `y = clamp(rint(f32(v * inv_output_scale) + f32(zp_true)) + offset, lo, hi)`,
+    /// where `zp_true = zp - offset` is the zero point in the output's own type
+    /// (the zero point is added in f32 before rounding, so the image shift of a
+    /// qint8 output is not).
+    Onednn {
+        /// The input scale.
+        input_scale: f32,
+        /// `1/output_scale`, one f32 division.
+        inv_output_scale: f32,
+        /// The output type's offset ([`QParams::offset`]).
+        offset: i32,
+    },
+}
+
 /// The fused epilogue of a conv/linear layer, as data: per output channel
-/// `y = clamp(rint((f32(acc + bias_i32) + bias_f32) * mult) + zp, lo, hi)`.
-/// The post-ops are, in order: add the integer bias, convert exactly to f32,
-/// add the float bias, multiply, round ties to even, add the output zero
-/// point, clamp (the fused activation). The CPU reference calls
-/// [`Epilogue::apply`]; the WGSL kernels do the same steps on the same
-/// constants.
+/// constants ([`ChannelEpilogue`]), the output zero point, the clamp and the
+/// form ([`EpilogueForm`]). Under [`EpilogueForm::Scaled`]
+/// `y = clamp(rint((f32(acc + bias_i32) + bias_f32) * mult) + zp, lo, hi)`:
+/// add the integer bias, convert exactly to f32, add the float bias,
+/// multiply, round ties to even, add the output zero point, clamp (the fused
+/// activation). The CPU reference calls [`Epilogue::apply`]; the WGSL kernels
+/// do the same steps on the same constants.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Epilogue {
     pub(crate) channels: Vec<ChannelEpilogue>,
     pub(crate) zero_point: i32,
     pub(crate) lo: i32,
     pub(crate) hi: i32,
+    pub(crate) form: EpilogueForm,
 }
 
 impl Epilogue {
@@ -583,12 +640,16 @@ impl Epilogue {
     pub fn clamp(&self) -> (i32, i32) {
         (self.lo, self.hi)
     }
+    /// How the constants are applied.
+    pub fn form(&self) -> EpilogueForm {
+        self.form
+    }
 
     /// Builds the epilogue from the layer's quantization: input scale, per-channel
     /// weight scales, the float bias, the output qparams, the activation and the rule.
     /// Each quotient is computed once here in f32 (`atw = s_in * s_w`,
     /// `mult = atw / s_out`, fbgemm's `bias / atw`, qnnpack's
-    /// `rint(bias * (1/atw))`).
+    /// `rint(bias * (1/atw))`; oneDNN's `1/s_out`).
     pub fn new(
         rule: Requant,
         input: QParams,
@@ -652,6 +713,16 @@ impl Epilogue {
                     }
                     (bq.round_ties_even() as i32, 0.0)
                 }
+                Requant::Onednn => {
+                    // oneDNN scales the accumulator (input scale, then weight
+                    // scale) and adds the float bias itself.
+                    channels.push(ChannelEpilogue {
+                        bias_i32: 0,
+                        bias_f32: b,
+                        mult: sw,
+                    });
+                    continue;
+                }
             };
             channels.push(ChannelEpilogue {
                 bias_i32,
@@ -660,11 +731,20 @@ impl Epilogue {
             });
         }
         let lo = crate::ops::conv::activation_lo(act, output.zero_point);
+        let form = match rule {
+            Requant::Onednn => EpilogueForm::Onednn {
+                input_scale: input.scale,
+                inv_output_scale: output.inv_scale(),
+                offset: output.offset(),
+            },
+            _ => EpilogueForm::Scaled,
+        };
         Ok(Epilogue {
             channels,
             zero_point: output.zero_point,
             lo,
             hi: 255,
+            form,
         })
     }
 
@@ -720,6 +800,7 @@ impl Epilogue {
             zero_point: output.zero_point,
             lo,
             hi,
+            form: EpilogueForm::Scaled,
         })
     }
 
@@ -727,6 +808,19 @@ impl Epilogue {
     #[inline]
     pub fn apply(&self, o: usize, acc: i32) -> u8 {
         let c = &self.channels[o];
+        if let EpilogueForm::Onednn {
+            input_scale,
+            inv_output_scale,
+            offset,
+        } = self.form
+        {
+            // Rust never contracts `a * b + c` into a fused multiply-add.
+            let a = acc.wrapping_add(c.bias_i32) as f32;
+            let v = (a * input_scale) * c.mult + c.bias_f32;
+            let r = (v * inv_output_scale + (self.zero_point - offset) as f32).round_ties_even();
+            let r = r.clamp((self.lo - offset) as f32, (self.hi - offset) as f32);
+            return (r as i32 + offset) as u8;
+        }
         let v = acc.wrapping_add(c.bias_i32) as f32 + c.bias_f32;
         let r = (v * c.mult).round_ties_even();
         // Clamp in the float domain (both bounds are integers), then shift.
@@ -831,6 +925,34 @@ mod tests {
         assert_eq!(q.apply(0, 1000), 255);
         let s = q.shifted_for_signed_input(3, &[7]);
         assert_eq!(s.channels[0].bias_i32, 1 + 125 * 7);
+    }
+
+    #[test]
+    fn onednn_adds_the_zero_point_before_rounding() {
+        // s_in * s_w / s_out = 2^-4 * 2^-7 * 2^10 = 1/2: odd accumulators are ties
+        let inp = QParams::new(0.0625, 0).unwrap();
+        let out = QParams::new(2f32.powi(-10), 101).unwrap();
+        let ws = [2f32.powi(-7)];
+        let e = Epilogue::new(Requant::Onednn, inp, &ws, &[0.0], out, Activation::None).unwrap();
+        let fb = Epilogue::new(Requant::Fbgemm, inp, &ws, &[0.0], out, Activation::None).unwrap();
+        // rint(0.5 + 101) = 102 (even); fbgemm: rint(0.5) + 101 = 101
+        assert_eq!((e.apply(0, 1), fb.apply(0, 1)), (102, 101));
+        assert_eq!((e.apply(0, 3), fb.apply(0, 3)), (102, 103));
+        // t = 0.5 + 2^-20: f32(t + 200) = 200.5 (the 2^-20 is lost), rint = 200;
+        // the zero point added after rounding would give 201
+        let out = QParams::new(2f32.powi(-10), 200).unwrap();
+        let b = [2f32.powi(-30)];
+        let e = Epilogue::new(Requant::Onednn, inp, &ws, &b, out, Activation::Relu).unwrap();
+        assert_eq!(e.apply(0, 1), 200);
+        assert_eq!(e.apply(0, -1000), 200); // relu: clamped at the zero point
+        assert_eq!(e.apply(0, 1_000_000), 255);
+        // a qint8 output adds its true zero point, not its image's: with
+        // zero point 0 (image 128), t = 0.5 + 2^-20 is exact, rint = 1 (image
+        // 129); f32(t + 128) = 128.5 would round to 128
+        let out8 = QParams::new_i8(2f32.powi(-10), 0).unwrap();
+        let e8 = Epilogue::new(Requant::Onednn, inp, &ws, &b, out8, Activation::None).unwrap();
+        assert_eq!(e8.apply(0, 1), 129);
+        assert_eq!(e8.apply(0, -1_000_000), 0);
     }
 
     #[test]

@@ -14,8 +14,8 @@ use common::{first_mismatch, first_mismatch_bits, gpu, TensorFile};
 use qfuse::gpu::ConvVariant;
 use qfuse::layer::LayerKind;
 use qfuse::{
-    Activation, BatchNorm, Conv2dGeometry, FloatConv2d, FloatLinear, GpuLayer, GpuTensor, QLayer,
-    QParams, Requant,
+    Activation, BatchNorm, Conv2dGeometry, Engine, FloatConv2d, FloatLinear, GpuLayer, GpuTensor,
+    QLayer, QParams, Requant,
 };
 
 fn case_files() -> Vec<PathBuf> {
@@ -102,6 +102,19 @@ fn check_case(
     .unwrap();
     let wshape = f.shape("weight");
     let is_conv = spec["op"] == "conv2d";
+    // Cases made on a CPU with AVX-512 VNNI record the rule PyTorch's dispatch
+    // chose there; it is Engine::layer_rule's (x86: oneDNN for conv2d with
+    // groups <= 100, fbgemm otherwise; onednn: every layer).
+    if spec["cpu_avx512_vnni"].as_bool() == Some(true) {
+        let engine = Engine::parse(spec["engine"].as_str().unwrap()).unwrap();
+        let groups = spec["groups"].as_u64().unwrap_or(1) as usize;
+        if engine.layer_rule(is_conv, groups) != rule {
+            fails.push(format!(
+                "recorded rule {rule:?}, Engine::{engine:?}.layer_rule gives {:?}",
+                engine.layer_rule(is_conv, groups)
+            ));
+        }
+    }
     let (kind, geom) = if is_conv {
         let g = Conv2dGeometry::new(
             wshape[1] * spec["groups"].as_u64().unwrap() as usize,

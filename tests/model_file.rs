@@ -329,7 +329,7 @@ fn wrong_shapes_and_ops() {
         |_| {},
     );
     assert!(err_of(&b).contains("unknown op"));
-    let b = rewrite(&digits_bytes(), |h| h["engine"] = json!("onednn"), |_| {});
+    let b = rewrite(&digits_bytes(), |h| h["engine"] = json!("dnnl"), |_| {});
     assert!(err_of(&b).contains("engine"));
     let b = rewrite(&digits_bytes(), |h| h["engine"] = json!("mkldnn"), |_| {});
     assert!(err_of(&b).contains("engine"));
@@ -397,8 +397,11 @@ fn random_corruptions_never_panic() {
     assert!(errors > 100);
 }
 
-/// `x86` (PyTorch's default engine on x86) loads, computes with fbgemm's
-/// arithmetic (the same outputs as the fbgemm file) and saves as `x86` again.
+/// `x86` (PyTorch's default engine on x86) loads, computes its non-conv ops
+/// with fbgemm's arithmetic and its conv2d layers (groups <= 100, no
+/// `"requant"` in the file) with oneDNN's epilogue, which on this input gives
+/// the same outputs as the fbgemm file (they differ only very near ties), and
+/// saves as `x86` again.
 #[test]
 fn x86_engine_round_trips_with_fbgemm_arithmetic() {
     let fb = digits_bytes();
@@ -433,4 +436,72 @@ fn x86_engine_round_trips_with_fbgemm_arithmetic() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("qnnpack"), "{e}");
+}
+
+fn layer_rules(m: &Model) -> Vec<qfuse::Requant> {
+    m.nodes()
+        .iter()
+        .filter_map(|n| match &n.op {
+            qfuse::model::Op::Conv2d(l) | qfuse::model::Op::Linear(l) => Some(l.requant()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Which rule each conv/linear of an `x86` or `onednn` file follows
+/// (`Engine::layer_rule`, PyTorch's dispatch on a Linux CPU with AVX-512
+/// VNNI): x86 gives conv2d with groups <= 100 oneDNN's rule and linear
+/// fbgemm's; a node's own `"requant"` wins (the exporter writes it, for the
+/// CPU the model was exported on); onednn gives every layer oneDNN's rule;
+/// the rules survive a save and load; `onednn` is never a model's arithmetic.
+#[test]
+fn x86_and_onednn_engines_route_conv_and_linear_rules() {
+    use qfuse::{Engine, Requant};
+    let fb = digits_bytes();
+    let (o, f) = (Requant::Onednn, Requant::Fbgemm);
+    let x86 = Model::from_bytes(&rewrite(&fb, |h| h["engine"] = json!("x86"), |_| {})).unwrap();
+    assert_eq!(layer_rules(&x86), [o, o, o, f]);
+    let saved = x86.to_bytes().unwrap();
+    assert_eq!(
+        layer_rules(&Model::from_bytes(&saved).unwrap()),
+        [o, o, o, f]
+    );
+    // what the exporter writes on a CPU without VNNI: every rule fbgemm's
+    let novnni = rewrite(
+        &fb,
+        |h| {
+            h["engine"] = json!("x86");
+            for n in h["nodes"].as_array_mut().unwrap() {
+                if n["op"] == "conv2d" || n["op"] == "linear" {
+                    n["requant"] = json!("fbgemm");
+                }
+            }
+        },
+        |_| {},
+    );
+    let m = Model::from_bytes(&novnni).unwrap();
+    assert_eq!(layer_rules(&m), [f, f, f, f]);
+    assert_eq!(m.pytorch_engine(), Engine::X86);
+    let od = Model::from_bytes(&rewrite(&fb, |h| h["engine"] = json!("onednn"), |_| {})).unwrap();
+    assert_eq!(layer_rules(&od), [o, o, o, o]);
+    assert_eq!((od.engine(), od.pytorch_engine()), (f, Engine::Onednn));
+    // a fbgemm file may name oneDNN's rule per node
+    let one = rewrite(&fb, |h| h["nodes"][1]["requant"] = json!("onednn"), |_| {});
+    assert_eq!(
+        layer_rules(&Model::from_bytes(&one).unwrap())
+            .iter()
+            .filter(|&&r| r == o)
+            .count(),
+        1
+    );
+    assert_eq!(Engine::X86.layer_rule(true, 100), o);
+    assert_eq!(Engine::X86.layer_rule(true, 101), f);
+    assert_eq!(Engine::X86.layer_rule(false, 1), f);
+    assert_eq!(Engine::Onednn.layer_rule(true, 144), o);
+    assert_eq!(Engine::Fbgemm.layer_rule(true, 1), f);
+    assert_eq!(Engine::Qnnpack.layer_rule(true, 1), Requant::Qnnpack);
+    let e = Model::new(Requant::Onednn, vec![], vec![], vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("onednn"), "{e}");
 }

@@ -82,7 +82,137 @@ fn npy_bits(n: &Npy) -> Vec<u32> {
 /// The cases qfuse's model does not run, with a phrase of the error. Every
 /// other case must run bit-exact.
 fn refused() -> BTreeMap<&'static str, &'static str> {
-    BTreeMap::from([])
+    BTreeMap::from([
+        ("quantize_u8_axis", "per-axis qparams on an activation"),
+        ("quantize_u8_axis_ties", "per-axis qparams on an activation"),
+        ("dequantize_u8_axis", "per-axis qparams on an activation"),
+        ("quantize_s8_axis", "per-axis qparams on an activation"),
+        ("quantize_s8_axis_ties", "per-axis qparams on an activation"),
+        ("dequantize_s8_axis", "per-axis qparams on an activation"),
+        (
+            "dequantize_s32_tensor",
+            "an integer input (qfuse takes float32, uint8 or int8)",
+        ),
+        (
+            "qlinearconv_u8_u8w_pc",
+            "uint8 weights with zero point [113, 113, 113, 113] (not 128)",
+        ),
+        (
+            "qlinearconv_u8_u8w_pt",
+            "uint8 weights with zero point [108] (not 128): qfuse takes i",
+        ),
+        (
+            "qlinearmatmul_u8_batched",
+            "input of shape [N, 2, 24]: qfuse's linear layers take [N, K]",
+        ),
+        (
+            "qlinearmatmul_s8_batched",
+            "input of shape [N, 2, 24]: qfuse's linear layers take [N, K]",
+        ),
+        (
+            "qlinearmatmul_u8_u8w_pt",
+            "uint8 weights with zero point [149] (not 128): qfuse takes i",
+        ),
+        (
+            "matmulinteger_u8_s8",
+            "an int32 output (ConvInteger/MatMulInteger): qfuse's layers ",
+        ),
+        (
+            "matmulinteger_u8_s8_pc_zp",
+            "an int32 output (ConvInteger/MatMulInteger): qfuse's layers ",
+        ),
+        (
+            "matmulinteger_u8_u8",
+            "uint8 weights with zero point [137] (not 128): qfuse takes i",
+        ),
+        (
+            "matmulinteger_s8_s8",
+            "an int32 output (ConvInteger/MatMulInteger): qfuse's layers ",
+        ),
+        (
+            "matmulinteger_u8_s8_dynamic_b",
+            "weight 'b' is not a constant initializer (a product of two a",
+        ),
+        (
+            "convinteger_u8",
+            "uint8 weights with zero point [219] (not 128): qfuse takes i",
+        ),
+        (
+            "convinteger_u8_s2_grouped",
+            "uint8 weights with zero point [34] (not 128): qfuse takes in",
+        ),
+        (
+            "qgemm_u8_float_out",
+            "a float output (QGemm without y_scale): qfuse's layers requa",
+        ),
+        (
+            "qgemm_s8_float_out",
+            "a float output (QGemm without y_scale): qfuse's layers requa",
+        ),
+        ("qgemm_u8_nobias_transA", "Gemm with transA=1"),
+        (
+            "qadd_u8_scalar_b",
+            "rank 1: qfuse takes [N, C, H, W], [N, C, L] or [N, K] inputs",
+        ),
+        (
+            "qadd_s8_scalar_b",
+            "rank 1: qfuse takes [N, C, H, W], [N, C, L] or [N, K] inputs",
+        ),
+        (
+            "qmul_u8_scalar_b",
+            "rank 1: qfuse takes [N, C, H, W], [N, C, L] or [N, K] inputs",
+        ),
+        (
+            "qmul_s8_scalar_b",
+            "rank 1: qfuse takes [N, C, H, W], [N, C, L] or [N, K] inputs",
+        ),
+        (
+            "qgap_u8_nhwc",
+            "an NHWC (channels_last) global average pool",
+        ),
+        ("qavgpool_u8_nhwc", "an NHWC (channels_last) average pool"),
+        (
+            "qconcat_u8_axis2_alldiff",
+            "Concat along axis 2 (qfuse concatenates channels, axis 1)",
+        ),
+        (
+            "qsoftmax_u8_opset12",
+            "Softmax (opset < 13) over the axes from 1 on",
+        ),
+        (
+            "qgap_s8_nhwc",
+            "an NHWC (channels_last) global average pool",
+        ),
+        ("qavgpool_s8_nhwc", "an NHWC (channels_last) average pool"),
+        (
+            "qconcat_s8_axis2_alldiff",
+            "Concat along axis 2 (qfuse concatenates channels, axis 1)",
+        ),
+        (
+            "qsoftmax_s8_opset12",
+            "Softmax (opset < 13) over the axes from 1 on",
+        ),
+        (
+            "qdq_conv_u8_relu_zp_not_min",
+            "ORT runs this Conv in float; not supported (its Relu is not ",
+        ),
+        (
+            "qdq_conv_u8_clip_kept",
+            "ORT runs this Conv in float; not supported (its Clip is not ",
+        ),
+        (
+            "qdq_conv_s8_relu_zp_not_min",
+            "ORT runs this Conv in float; not supported (its Relu is not ",
+        ),
+        (
+            "qdq_conv_s8_clip_kept",
+            "ORT runs this Conv in float; not supported (its Clip is not ",
+        ),
+        (
+            "qdq_conv_s8_quantized_input",
+            "ORT runs this Conv in float; not supported (int8 activations",
+        ),
+    ])
 }
 
 /// Runs every case on the CPU (`ctx` None) or the GPU; returns
@@ -192,4 +322,86 @@ fn onnx_cases_on_cpu_equal_onnxruntime() {
 fn onnx_cases_on_gpu_equal_onnxruntime() {
     let ctx = common::gpu();
     check(Some(&ctx));
+}
+
+/// Float ops after the last dequantize run on the host after readback: the
+/// GPU's output equals the CPU reference's, and the softmax sums to 1 over
+/// its axis; a quantize reading one is refused on the GPU with an error.
+#[test]
+fn host_float_tail_runs_after_readback() {
+    use qfuse::model::{DType, Node, TensorInfo};
+    use qfuse::ops::host::HostFn;
+    use qfuse::ops::Op;
+    use qfuse::{QParams, Requant};
+    let q = QParams::new_i8(0.05, -3).unwrap();
+    let node = |name: &str, op: Op, input: &str| Node {
+        name: name.into(),
+        op,
+        inputs: vec![input.into()],
+    };
+    let nodes = vec![
+        node("q", Op::Quantize(q), "x"),
+        node("dq", Op::Dequantize, "q"),
+        node(
+            "sm",
+            Op::HostFloat(HostFn::Softmax {
+                axis: 0,
+                to_end: false,
+                log: false,
+            }),
+            "dq",
+        ),
+        node("flat", Op::HostFloat(HostFn::Reshape(vec![60])), "sm"),
+    ];
+    let m = Model::new(
+        Requant::OnnxRuntime,
+        vec![(
+            "x".into(),
+            TensorInfo {
+                shape: vec![5, 3, 4],
+                dtype: DType::F32,
+            },
+        )],
+        vec!["flat".into()],
+        nodes,
+    )
+    .unwrap();
+    let seed = 7u64;
+    let mut s = seed;
+    let data: Vec<f32> = (0..120)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 12.0
+        })
+        .collect();
+    let x = [Value::F32 {
+        data,
+        shape: vec![2, 5, 3, 4],
+    }];
+    let cpu = m.run_cpu(&x).unwrap();
+    assert_eq!(cpu[0].shape(), &[2, 60]);
+    let y = cpu[0].to_f32();
+    for b in 0..2 {
+        for hw in 0..12 {
+            let sum: f32 = (0..5).map(|c| y[b * 60 + c * 12 + hw]).sum();
+            assert!((sum - 1.0).abs() < 1e-5, "seed {seed}: sum {sum}");
+        }
+    }
+    let ctx = common::gpu();
+    let gpu = GpuModel::new(&ctx, &m).unwrap().run(&ctx, &x).unwrap();
+    assert_eq!(gpu, cpu, "seed {seed}");
+    // A quantize of a host float op's output cannot run on the GPU.
+    let mut nodes = m.nodes().to_vec();
+    nodes.push(node("q2", Op::Quantize(q), "sm"));
+    let m2 = Model::new(
+        Requant::OnnxRuntime,
+        m.inputs().to_vec(),
+        vec!["q2".into()],
+        nodes,
+    )
+    .unwrap();
+    let e = GpuModel::new(&ctx, &m2).err().expect("refused");
+    assert!(e.to_string().contains("run on the host"), "{e}");
 }

@@ -91,6 +91,36 @@ fn case_model(f: &TensorFile) -> (Model, Vec<Value>, Vec<Value>) {
         },
         "hardswish" => Op::Hardswish(out_q()),
         "cat" => Op::Cat(out_q()),
+        "mul" | "mul_relu" => Op::Mul {
+            relu: op_name == "mul_relu",
+            out: out_q(),
+        },
+        // PyTorch's table ops, as the exporter writes them: one table when
+        // ATen's vector body and scalar tail agree on every byte, else both
+        "hardsigmoid" | "sigmoid" | "silu" | "leaky_relu" | "elu" | "add_scalar" | "mul_scalar" => {
+            let mut table: Box<[u8; 256]> = Box::new(f.u8("table").try_into().unwrap());
+            let tail: Box<[u8; 256]> = Box::new(f.u8("tail_table").try_into().unwrap());
+            let s = f.shape("input");
+            let both = s[1] == 1 || (s[2] == 1 && s[3] == 1);
+            if op_name == "elu" && m["input_layout"] == "channels_last" && !both {
+                // quantized.elu writes a contiguous output: on a channels-last
+                // input every element takes ATen's scalar path (the exporter's
+                // lut of the tail table)
+                table = tail.clone();
+            }
+            if table == tail {
+                Op::Lut {
+                    table,
+                    out: out_q(),
+                }
+            } else {
+                Op::LutSplit {
+                    table,
+                    tail,
+                    out: out_q(),
+                }
+            }
+        }
         other => panic!("unknown op {other}"),
     };
     let (mut inputs, mut values) = (Vec::new(), Vec::new());

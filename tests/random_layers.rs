@@ -478,3 +478,76 @@ fn split_k_heuristic() {
         }
     }
 }
+
+/// oneDNN's epilogue (`Requant::Onednn`: scales applied one at a time, the
+/// float bias, the output zero point added in f32 before rounding): the
+/// random layers above rebuilt with that rule, a quarter of them with a qint8
+/// output (whose rule adds the true zero point, not the image's), GPU == CPU
+/// on every variant.
+#[test]
+fn gpu_equals_cpu_on_random_onednn_layers() {
+    let ctx = gpu();
+    let count: u64 = std::env::var("QFUSE_RANDOM_LAYERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(120, |n: u64| n.min(120));
+    let base: u64 = 0x0d11;
+    let (mut runs, mut failures, mut signed, mut over_2_24) = (0, Vec::new(), 0, 0);
+    let mut cov = SplitCoverage::default();
+    let mut nonconstant = 0;
+    for i in 0..count {
+        let seed = base + i;
+        let c = random_case(seed);
+        let l = &c.layer;
+        let mut output = l.output();
+        if seed % 4 == 1 {
+            output = QParams::new_i8(output.scale, output.zero_point - 128).unwrap();
+            signed += 1;
+        }
+        let layer = QLayer::new(
+            l.kind(),
+            *l.geometry(),
+            l.weight().to_vec(),
+            l.weight_scale().to_vec(),
+            l.bias().to_vec(),
+            l.input(),
+            output,
+            l.activation(),
+            Requant::Onednn,
+        )
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let c = Case {
+            layer,
+            input: c.input,
+            shape: c.shape,
+        };
+        let (want, _) = qfuse::cpu::run_layer(&c.layer, &c.input, &c.shape).unwrap();
+        let (acc, _) = qfuse::cpu::conv2d_accumulators(&c.layer, &c.input, &c.shape).unwrap();
+        let big = acc.iter().any(|a| a.abs() >= 1 << 24);
+        over_2_24 += big as usize;
+        nonconstant += want.iter().any(|&v| v != want[0]) as usize;
+        runs += check_all_variants(
+            &ctx,
+            &format!("onednn seed {seed}"),
+            &c,
+            &want,
+            big,
+            &mut cov,
+            &mut failures,
+        );
+    }
+    println!("{runs} GPU runs of {count} random oneDNN layers (seeds {base}..{}, {signed} with qint8 outputs, {over_2_24} with accumulators >= 2^24, {nonconstant} with non-constant outputs); split-K {cov:?}", base + count);
+    for f in failures.iter().take(10) {
+        println!("MISMATCH {f}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} GPU runs differ from the CPU reference; first: {}",
+        failures.len(),
+        failures[0]
+    );
+    assert!(
+        nonconstant as u64 > count * 2 / 3 && signed > 0 && cov.runs > 0 && over_2_24 > 0,
+        "lost coverage: {nonconstant} non-constant, {signed} signed, split-K {cov:?}"
+    );
+}

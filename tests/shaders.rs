@@ -90,6 +90,8 @@ fn host_structs_match_wgsl_layout() {
             Kernel::Lut => std::mem::size_of::<LutParams>(),
             Kernel::Add => std::mem::size_of::<AddParams>(),
             Kernel::Pool => std::mem::size_of::<PoolParams>(),
+            Kernel::Binary => std::mem::size_of::<BinaryParams>(),
+            Kernel::Gather => std::mem::size_of::<GatherParams>(),
             _ => std::mem::size_of::<ConvParams>(),
         };
         assert_eq!(struct_size(&m, "Params") as usize, params, "{k:?}");

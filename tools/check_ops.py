@@ -130,6 +130,19 @@ def op_add(spec, t, relu):
     return y.reshape(t["input_0"].shape)
 
 
+def op_mul(spec, t, relu):
+    # ATen qmul_kernel, every engine (vector and scalar paths agree):
+    # m = (sa * sb) * inv(so); c = (a - za)(b - zb) in i32; y = clamp(rint(f32(c) * m) + zo)
+    a = t["input_0"].astype(np.int64)
+    b = np.broadcast_to(t["input_1"].astype(np.int64), a.shape)
+    (sa, sb), (za, zb) = spec["input_scale"], spec["input_zero_point"]
+    so, zo = spec["output_scale"], spec["output_zero_point"]
+    m = F32(F32(F32(sa) * F32(sb)) * inv(so))
+    c = (a - za) * (b - zb)
+    v = rint(c.astype(F32) * m).astype(np.int64) + zo
+    return np.clip(v, zo if relu else 0, 255)
+
+
 def op_max_pool2d(spec, t):
     x = t["input"].astype(np.int64)
     n, c, h, w = x.shape
@@ -337,8 +350,17 @@ def op_relu(spec, t):
     return np.maximum(t["input"].astype(np.int64), spec["input_zero_point"])
 
 
+def memory_order(spec, x):
+    """x (NCHW array) flattened in PyTorch's memory order: NHWC for a channels-last
+    input (a conv output), else NCHW; and the inverse (flat -> NCHW array)."""
+    if spec.get("input_layout") == "channels_last" and x.ndim == 4:
+        n, c, h, w = x.shape
+        return x.transpose(0, 2, 3, 1).ravel(), lambda f: f.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+    return x.ravel(), lambda f: f.reshape(x.shape)
+
+
 def op_hardswish(spec, t):
-    x = t["input"].ravel().astype(np.int64)
+    x, back = memory_order(spec, t["input"].astype(np.int64))
     s, z = spec["input_scale"], spec["input_zero_point"]
     so, zo = spec["output_scale"], spec["output_zero_point"]
     if spec["engine"] == "qnnpack":
@@ -348,7 +370,7 @@ def op_hardswish(spec, t):
         hs = ((xf * x2).astype(F32) / F32(6)).astype(F32)
         v = (hs * inv(so)).astype(F32) + F32(zo)
         y = rint(np.clip(v.astype(F32), F32(0), F32(255))).astype(np.int64)
-        return y.reshape(t["input"].shape)
+        return back(y)
     n = x.size
     v = vec_split(n, spec)
     xf = np.empty(n, F32)
@@ -356,7 +378,76 @@ def op_hardswish(spec, t):
     xf[v:] = deq_scalar(x[v:], s, z)
     x2 = np.minimum(np.maximum(xf + F32(3), F32(0)), F32(6))
     hs = ((xf * x2).astype(F32) / F32(6)).astype(F32)
-    return quantize_val(hs, inv(so), zo).reshape(t["input"].shape)
+    return back(quantize_val(hs, inv(so), zo))
+
+
+LUT_OPS = ("hardsigmoid", "sigmoid", "silu", "leaky_relu", "elu", "add_scalar", "mul_scalar")
+
+
+def lut_rule_tables(spec):
+    """(vector-body table, tail table) from the rules in the README, for the table
+    ops whose arithmetic has no transcendental function; None for the others."""
+    op, eng = spec["op"], spec["engine"]
+    s, z = spec["input_scale"], spec["input_zero_point"]
+    q = np.arange(256, dtype=np.int64)
+    if op == "hardsigmoid":
+        def hsig(x):
+            return (np.minimum(np.maximum((x + F32(3)).astype(F32), F32(0)), F32(6)) / F32(6)).astype(F32)
+        if eng == "qnnpack":  # QNNPACK lookup table (hardsigmoid.c): zero point added before rounding
+            v = (inv(1 / 256) * hsig(deq_scalar(q, s, z))).astype(F32) + F32(0)
+            tb = rint(np.clip(v, F32(0), F32(255))).astype(np.int64)
+            return tb, tb
+        return (quantize_val(hsig(deq_vec(q, s, z)), inv(1 / 256), 0),
+                quantize_val(hsig(deq_scalar(q, s, z)), inv(1 / 256), 0))
+    if op == "leaky_relu":
+        a = F32(spec["negative_slope"])
+        so, zo = spec["output_scale"], spec["output_zero_point"]
+
+        def lr(x):
+            return np.where(x > 0, x, (x * a).astype(F32)).astype(F32)
+        return (quantize_val(lr(deq_vec(q, s, z)), inv(so), zo),
+                quantize_val(lr(deq_scalar(q, s, z)), inv(so), zo))
+    if op == "mul_scalar":
+        c = spec["scalar"]
+        # _mul_scalar_out: the bytes are relabelled, never rounded
+        if c > 0:
+            tb = q
+        elif c == 0:
+            tb = np.zeros(256, np.int64)
+        else:
+            tb = 255 - q
+        return tb, tb
+    if op == "add_scalar":
+        # _add_scalar_out: c_q = round(c / s); the output qparams move the zero
+        # point by c_q, or (out of range) rescale; qadd_scalar_kernel then computes
+        # requantize_from_int(f32(s) * (1/f32(s')), z', q - z + c_q) on both paths
+        c, so, zo = F64(spec["scalar"]), spec["output_scale"], spec["output_zero_point"]
+        c_q = int(np.rint(c / F64(s)))
+        m = F32(F32(s) * inv(so))
+        tb = np.clip(zo + rint((q - z + c_q).astype(F32) * m).astype(np.int64), 0, 255)
+        return tb, tb
+    return None
+
+
+def op_lut(spec, t):
+    """Output = the case's tables (the exporter's, computed by PyTorch) applied with
+    ATen's vector/scalar split in memory order; where the README gives the rule,
+    the tables must also equal it."""
+    table, tail = t["table"].astype(np.int64), t["tail_table"].astype(np.int64)
+    rule = lut_rule_tables(spec)
+    if rule is not None and not ((rule[0] == table).all() and (rule[1] == tail).all()):
+        i = int(np.nonzero((rule[0] != table) | (rule[1] != tail))[0][0])
+        print(f"     {spec['name']}: rule tables differ at byte {i}: rule {rule[0][i]}/{rule[1][i]}, "
+              f"PyTorch {table[i]}/{tail[i]}")
+        return np.full(t["input"].shape, -1)
+    x, back = memory_order(spec, t["input"].astype(np.int64))
+    v = vec_split(x.size, spec)
+    if spec["op"] == "elu" and spec.get("input_layout") == "channels_last" and not channels_last(t["input"].shape):
+        # quantized.elu's output is contiguous: with a channels-last input
+        # TensorIterator cannot vectorize, every element takes the scalar path
+        v = 0
+    y = np.where(np.arange(x.size) < v, table[x], tail[x])
+    return back(y)
 
 
 def op_cat(spec, t):
@@ -405,6 +496,10 @@ def reference(spec, t):
         return op_hardswish(spec, t)
     if op == "cat":
         return op_cat(spec, t)
+    if op in ("mul", "mul_relu"):
+        return op_mul(spec, t, op == "mul_relu")
+    if op in LUT_OPS:
+        return op_lut(spec, t)
     raise ValueError(op)
 
 

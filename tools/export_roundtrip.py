@@ -23,7 +23,15 @@ mlp_fx, mlp_eager, misc_fx (cat, avg_pool2d, hardswish, hardtanh, mean,
 view), meanhead_fx (a global mean over a 4x4 conv output), qnnpack variants
 resnet_fx_qnnpack, mobilenet_fx_qnnpack, mlp_fx_qnnpack, meanhead_fx_qnnpack, and
 x86-engine variants resnet_fx_x86, mobilenet_fx_x86, misc_fx_x86, mlp_fx_x86,
-meanhead_fx_x86.
+meanhead_fx_x86; squeeze-excitation (quantized mul / mul_relu with a
+[N, C, 1, 1] gate) se_fx, se_fx_qnnpack, se_fx_x86, se_eager.
+meanhead_fx_x86; acts_fx, acts_fx_qnnpack, acts_fx_x86, acts_eager (Hardsigmoid,
+SiLU, LeakyReLU, ELU, Sigmoid, mul/add of a scalar, Dropout: `lut` nodes),
+actfn_fx, actfn_fx_qnnpack (their functional forms).
+meanhead_fx_x86 (exported with the routing of the CPU that runs this script:
+on a Linux CPU with AVX-512 VNNI their convs with groups <= 100 use oneDNN's
+rule), and onednn-engine variants resnet_fx_onednn, mobilenet_fx_onednn,
+mlp_fx_onednn.
 Expected outputs are computed with torch.backends.quantized.engine set to the
 case's engine (it also picks the kernels of add, pooling, etc.).
 """
@@ -227,6 +235,72 @@ class Misc(nn.Module):
         return self.fc(y)
 
 
+class Acts(nn.Module):
+    """PyTorch's quantized unary ops, each exported as a `lut`: Hardsigmoid,
+    SiLU (left in float by convert_fx between dequantize and quantize),
+    LeakyReLU, ELU, Sigmoid, x * c and x + c (quantized mul/add of a scalar;
+    eager: FloatFunctional mul_scalar/add_scalar), and Dropout (removed)."""
+
+    def __init__(self, eager=False):
+        super().__init__()
+        self.eager = eager
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.hsig = nn.Hardsigmoid()
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.silu = nn.SiLU()
+        self.c = nn.Conv2d(8, 8, 1)
+        self.lrelu = nn.LeakyReLU(0.1)
+        self.elu = nn.ELU(0.8)
+        self.sig = nn.Sigmoid()
+        self.drop = nn.Dropout(0.2)
+        if eager:
+            self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
+            self.dq_silu, self.q_silu = tq.DeQuantStub(), tq.QuantStub()
+            self.mul_c, self.add_c = torch.ao.nn.quantized.FloatFunctional(), torch.ao.nn.quantized.FloatFunctional()
+
+    def forward(self, x):
+        if self.eager:
+            x = self.quant(x)
+        y = self.hsig(self.a(x))
+        y = self.b(y)
+        if self.eager:  # eager mode has no quantized SiLU: it runs in float
+            y = self.q_silu(self.silu(self.dq_silu(y)))
+        else:
+            y = self.silu(y)
+        y = self.elu(self.lrelu(self.c(y)))
+        if self.eager:
+            y = self.add_c.add_scalar(self.mul_c.mul_scalar(y, 1.5), 0.25)
+        else:
+            y = y * 1.5 + 0.25
+        y = self.drop(self.sig(y))
+        # every activation is an output (a pool and a linear would hide a wrong byte)
+        y = torch.flatten(y, 1)
+        if self.eager:
+            return self.dequant(y)
+        return y
+
+    def fuse(self):
+        pass
+
+
+class ActsFn(nn.Module):
+    """The functional forms: F.leaky_relu / F.elu (convert_fx: quantized.leaky_relu /
+    elu), torch.sigmoid, F.hardsigmoid, x * c, x + c, F.silu (float, then quantized
+    for the next conv) and F.dropout(training=False)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 6, 3, padding=1)
+        self.c2 = nn.Conv2d(6, 6, 1)
+
+    def forward(self, x):
+        y = self.c(x)
+        y = F.elu(F.leaky_relu(y, 0.2), 0.5)
+        y = F.hardsigmoid(torch.sigmoid(y) * 2.0) + 0.5
+        y = F.dropout(self.c2(F.silu(y)), 0.3, training=False)
+        return torch.flatten(y, 1)
+
+
 class MeanHead(nn.Module):
     """Global mean over a 4x4 conv output (channels-last in PyTorch): under
     fbgemm/x86 ATen takes its f32 mean there, which differs from the integer
@@ -242,6 +316,46 @@ class MeanHead(nn.Module):
         y = F.relu(self.c1(x))
         y = F.relu(self.c2(y))
         return self.fc(y.mean([2, 3]))
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-excitation gating as in mobilenet_v3 / efficientnet: a conv output
+    [N, C, H, W] times a per-channel gate [N, C, 1, 1] (quantized.mul with
+    broadcasting), and a mul + relu with the broadcast operand first
+    (quantized.mul_relu(gate, x)). The gate is a hardtanh(0, 1) (qfuse has no
+    hardsigmoid). eager: FloatFunctional.mul (+ nn.ReLU) and Quant/DeQuantStub."""
+
+    def __init__(self, eager=False):
+        super().__init__()
+        self.quant = tq.QuantStub() if eager else None
+        self.dequant = tq.DeQuantStub() if eager else None
+        self.c1, self.bn1, self.relu1 = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1, self.relu2 = nn.Conv2d(16, 8, 1), nn.ReLU()
+        self.fc2, self.gate = nn.Conv2d(8, 16, 1), nn.Hardtanh(0.0, 1.0)
+        self.c2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.relu3 = nn.ReLU()
+        self.m1 = nn.quantized.FloatFunctional() if eager else None
+        self.m2 = nn.quantized.FloatFunctional() if eager else None
+
+    def forward(self, x):
+        if self.quant is not None:
+            x = self.quant(x)
+        y = self.relu1(self.bn1(self.c1(x)))
+        w = self.gate(self.fc2(self.relu2(self.fc1(self.pool(y)))))
+        if self.m1 is not None:
+            y = self.m1.mul(y, w)
+            z = self.relu3(self.m2.mul(w, self.c2(y)))  # FloatFunctional has no mul_relu
+        else:
+            y = y * w
+            z = self.relu3(torch.mul(w, self.c2(y)))
+        # the product itself is the output (a pooled head would average the check away)
+        if self.dequant is not None:
+            z = self.dequant(z)
+        return z
+
+    def fuse(self):
+        tq.fuse_modules(self, [["c1", "bn1", "relu1"], ["fc1", "relu2"]], inplace=True)
 
 
 # ------------------------------------------------------------------ cases
@@ -290,12 +404,28 @@ CASES = {
     "mlp_fx_qnnpack": (MLP, (64,), "normal", "fx", "qnnpack", 7),
     "meanhead_fx": (MeanHead, (3, 16, 16), "normal", "fx", "fbgemm", 8),
     "meanhead_fx_qnnpack": (MeanHead, (3, 16, 16), "normal", "fx", "qnnpack", 8),
-    # x86: PyTorch's default engine on x86 CPUs (fbgemm's arithmetic, see the README)
+    # x86: PyTorch's default engine on x86 CPUs (fbgemm's arithmetic, convs by
+    # oneDNN on AVX-512 VNNI CPUs; see the README)
     "resnet_fx_x86": (lambda: ResNetish(eager=False), (3, 48, 40), "normal", "fx", "x86", 2),
     "mobilenet_fx_x86": (MobileNetV2ish, (3, 64, 64), "normal", "fx", "x86", 2),
     "misc_fx_x86": (Misc, (3, 17, 15), "normal", "fx", "x86", 3),
     "mlp_fx_x86": (MLP, (64,), "normal", "fx", "x86", 7),
     "meanhead_fx_x86": (MeanHead, (3, 16, 16), "normal", "fx", "x86", 8),
+    # squeeze-excitation: quantized.mul / mul_relu with [N, C, H, W] x [N, C, 1, 1]
+    "se_fx": (SqueezeExcite, (3, 12, 10), "normal", "fx", "fbgemm", 3),
+    "se_fx_qnnpack": (SqueezeExcite, (3, 12, 10), "normal", "fx", "qnnpack", 3),
+    "se_fx_x86": (SqueezeExcite, (3, 12, 10), "normal", "fx", "x86", 3),
+    "se_eager": (lambda: SqueezeExcite(eager=True), (3, 12, 10), "normal", "eager", "fbgemm", 3),
+    "acts_fx": (Acts, (3, 13, 11), "normal", "fx", "fbgemm", 3),
+    "acts_fx_qnnpack": (Acts, (3, 13, 11), "normal", "fx", "qnnpack", 3),
+    "acts_fx_x86": (Acts, (3, 13, 11), "normal", "fx", "x86", 3),
+    "acts_eager": (lambda: Acts(eager=True), (3, 13, 11), "normal", "eager", "fbgemm", 3),
+    "actfn_fx": (ActsFn, (3, 9, 7), "normal", "fx", "fbgemm", 2),
+    "actfn_fx_qnnpack": (ActsFn, (3, 9, 7), "normal", "fx", "qnnpack", 2),
+    # onednn: every conv and linear by oneDNN
+    "resnet_fx_onednn": (lambda: ResNetish(eager=False), (3, 48, 40), "normal", "fx", "onednn", 2),
+    "mobilenet_fx_onednn": (MobileNetV2ish, (3, 64, 64), "normal", "fx", "onednn", 2),
+    "mlp_fx_onednn": (MLP, (64,), "normal", "fx", "onednn", 7),
 }
 
 
@@ -309,16 +439,6 @@ KNOWN_PYTORCH_BUGS = {
     "mobilenet_fx_qnnpack": "PyTorch's QNNPACK relu6 scrambles channels-last inputs (see KNOWN_PYTORCH_BUGS)",
 }
 
-# On a Linux CPU with AVX-512 VNNI, PyTorch's x86 engine runs conv2d layers with
-# groups <= 100 through oneDNN, which rounds differently from fbgemm near ties;
-# qfuse computes fbgemm's arithmetic (what x86 runs on CPUs without VNNI). These
-# cases hit such a tie on a VNNI CPU (checked: the same quantized model converted
-# with fbgemm gives PyTorch outputs that differ from x86's, and equal qfuse's).
-# The other x86 cases use oneDNN there too but hit no tie.
-ONEDNN_TIES_ON_VNNI = {
-    "mobilenet_fx_x86": "PyTorch's x86 engine runs its convs through oneDNN on this AVX-512 VNNI CPU "
-                        "(3 of 20 logits differ from fbgemm's, which qfuse computes)",
-}
 
 
 def make_case(name, out_dir, seed=0, show_ops=False):
@@ -362,8 +482,6 @@ def make_case(name, out_dir, seed=0, show_ops=False):
 def cmd_export(a):
     os.makedirs(a.dir, exist_ok=True)
     skip = dict(KNOWN_PYTORCH_BUGS)
-    if qfuse_export.cpu_has_avx512_vnni():
-        skip.update(ONEDNN_TIES_ON_VNNI)
     names = [n for n in CASES if n not in skip] if not a.cases else a.cases.split(",")
     if not a.cases:
         for n, why in skip.items():

@@ -11,6 +11,9 @@ Usage:  python3 tools/gen_ops.py OUT [--seed N] [--count-per-op N] [--ops a,b]
             [--engines fbgemm,qnnpack,x86] [--prefix P] [--producer conv2d] [--tie-maps]
 Needs:  torch, numpy, safetensors
 
+--producer identity: adversarial bytes (vector body and tail round them
+differently) passed through a 1x1 identity conv, so that they sit in both parts
+of a channels-last tensor's memory order (hardswish and the table ops).
 --producer conv2d: the op's input is the output of a quantized conv2d (run
 under fbgemm), i.e. a channels-last tensor as in a real model, instead of a
 quantize of a contiguous float tensor (ops: max_pool2d, avg_pool2d,
@@ -32,6 +35,22 @@ What convert_fx emits (checked with torch 2.15, both engines):
   cat           torch.cat([qa, qb, ...], 1)  (FX makes all qparams equal; the
                 output takes input 0's qparams) -- also generated here with
                 torch.ops.quantized.cat(xs, 1, scale, zp) and differing qparams.
+  mul           torch.ops.quantized.mul(a, b, scale, zp) (FX `x * y`, torch.mul;
+                eager QFunctional.mul); b the same shape as a or broadcast:
+                [N, C, 1, 1] (squeeze-excitation), [N, 1, 1, 1], [N, 1, H, W];
+                a sometimes channels-last (a conv output in a real model)
+  mul_relu      torch.ops.quantized.mul_relu(a, b, scale, zp) (FX fuses mul + relu)
+  hardsigmoid   F.hardsigmoid(qx) / nn.Hardsigmoid (output qparams 1/256, 0)
+  sigmoid       torch.sigmoid(qx) / nn.Sigmoid (output qparams 1/256, 0)
+  silu          quantize_per_tensor(F.silu(qx.dequantize()), s, zp)  (FX leaves SiLU in float)
+  leaky_relu    torch.ops.quantized.leaky_relu(qx, slope, False, s, zp) / nnq.LeakyReLU
+  elu           torch.ops.quantized.elu(qx, s, zp, alpha) / nnq.ELU
+  add_scalar    torch.ops.quantized.add_scalar(qx, c) (FX x + c, FloatFunctional.add_scalar)
+  mul_scalar    torch.ops.quantized.mul_scalar(qx, c) (FX x * c, FloatFunctional.mul_scalar)
+  (these seven also store `table` and `tail_table`: qfuse_export.torch_table, the
+  tables the exporter writes as a `lut` node; they differ where ATen's vector
+  body and scalar tail round a byte differently -- `adversarial` cases put such
+  bytes in both parts)
 """
 import argparse, json, os, random, warnings
 
@@ -42,7 +61,11 @@ import torch.nn.functional as F
 from safetensors.numpy import save_file
 
 OPS = ["quantize", "dequantize", "add", "add_relu", "max_pool2d", "avg_pool2d",
-       "adaptive_avg_pool2d", "mean", "relu", "relu6", "hardtanh", "hardswish", "cat"]
+       "adaptive_avg_pool2d", "mean", "relu", "relu6", "hardtanh", "hardswish", "cat",
+       "mul", "mul_relu",
+       # table ops the exporter writes as `lut` nodes (tables computed by PyTorch)
+       "hardsigmoid", "sigmoid", "silu", "leaky_relu", "elu", "add_scalar", "mul_scalar"]
+LUT_OPS = ("hardsigmoid", "sigmoid", "silu", "leaky_relu", "elu", "add_scalar", "mul_scalar")
 ENGINES = ["fbgemm", "qnnpack"]
 
 
@@ -155,7 +178,72 @@ def q(x, scale, zp):
     return torch.quantize_per_tensor(x, scale, zp, torch.quint8)
 
 
-PRODUCER_OPS = ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "mean", "relu", "hardswish")
+PRODUCER_OPS = ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "mean", "relu", "hardswish") + LUT_OPS
+
+
+def lut_fn(op, spec):
+    """The PyTorch call of a table op (as convert_fx / eager convert emit it),
+    on a quint8 tensor; its constants are in spec."""
+    if op == "hardsigmoid":
+        return F.hardsigmoid
+    if op == "sigmoid":
+        return torch.sigmoid
+    if op == "silu":  # convert_fx leaves SiLU in float: dequantize -> silu -> quantize
+        so, zo = spec["output_scale"], spec["output_zero_point"]
+        return lambda x: torch.quantize_per_tensor(F.silu(x.dequantize()), so, zo, torch.quint8)
+    if op == "leaky_relu":
+        return lambda x: torch.ops.quantized.leaky_relu(x, spec["negative_slope"], False,
+                                                        spec["output_scale"], spec["output_zero_point"])
+    if op == "elu":
+        return lambda x: torch.ops.quantized.elu(x, spec["output_scale"], spec["output_zero_point"],
+                                                 spec["alpha"], 1.0, 1.0)
+    if op == "add_scalar":
+        return lambda x: torch.ops.quantized.add_scalar(x, spec["scalar"])
+    if op == "mul_scalar":
+        return lambda x: torch.ops.quantized.mul_scalar(x, spec["scalar"])
+    raise ValueError(op)
+
+
+def lut_spec(rng, op, spec):
+    """Random constants and output qparams of a table op."""
+    if op in ("leaky_relu", "elu", "silu"):
+        spec["output_scale"] = rand_scale(rng, -2.5, -0.6)
+        spec["output_zero_point"] = rand_zp(rng)
+    if op == "leaky_relu":
+        spec["negative_slope"] = f32(rng.choice([0.01, 0.1, 0.2, rng.uniform(0.001, 0.9)]))
+    if op == "elu":
+        spec["alpha"] = f32(rng.choice([1.0, rng.uniform(0.1, 2.0)]))
+    if op in ("add_scalar", "mul_scalar"):
+        spec["scalar"] = f32(rng.choice([rng.uniform(-3, 3), rng.uniform(-0.2, 0.2), 1.5, -1.0, 0.0]))
+
+
+def lut_tables(op, spec, s, z, engine):
+    import qfuse_export
+    table, tail, so, zo = qfuse_export.torch_table(lut_fn(op, spec), s, z, engine)
+    return np.array(table, np.uint8), np.array(tail, np.uint8), so, zo
+
+
+def split_possible(op, engine):
+    """Whether the op's vector body and scalar tail can round a byte differently
+    (ATen kernels with an FMA dequantize or a vectorized exp; not QNNPACK's
+    lookup tables, not the integer add/mul of a scalar; float SiLU never did in
+    our searches)."""
+    if op in ("hardsigmoid", "sigmoid"):
+        return engine != "qnnpack"
+    return op in ("leaky_relu", "elu")
+
+
+def adversarial_lut(rng, op, engine, tries=3000):
+    """qparams (and constants) whose vector-path and tail tables differ, with those bytes."""
+    for _ in range(tries):
+        spec = {}
+        lut_spec(rng, op, spec)
+        s, z = rand_scale(rng, -2.5, -0.3), rand_zp(rng)
+        table, tail, _, _ = lut_tables(op, spec, s, z, engine)
+        idx = np.nonzero(table != tail)[0]
+        if idx.size:
+            return spec, s, z, list(idx)
+    return None
 
 
 def cpu_has_vnni():
@@ -198,6 +286,47 @@ def conv_producer(rng, g, shape, spec, t):
     t["conv.weight_scale"] = wq.q_per_channel_scales().numpy().astype(np.float32)
     t["conv.bias"] = bf.numpy().astype(np.float32)
     return y
+
+
+def identity_conv_producer(xb, s, z, spec, t):
+    """A quantized 1x1 conv2d (fbgemm) with identity weights (scale 1.0, bias 0)
+    and input and output qparams (s, z): its output holds exactly the bytes xb
+    (NCHW), channels-last as every quantized conv output. Lets a case put chosen
+    bytes at chosen positions of a channels-last tensor."""
+    n, c, h, w = xb.shape
+    xb = np.ascontiguousarray(xb.astype(np.uint8))
+    xq = torch._make_per_tensor_quantized_tensor(torch.from_numpy(xb), s, z)
+    prev = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "fbgemm"
+    conv = torch.ao.nn.quantized.Conv2d(c, c, 1)
+    wq = torch.quantize_per_channel(torch.eye(c).reshape(c, c, 1, 1), torch.ones(c, dtype=torch.float64),
+                                    torch.zeros(c, dtype=torch.long), 0, torch.qint8)
+    conv.set_weight_bias(wq, torch.zeros(c))
+    conv.scale, conv.zero_point = s, z
+    y = conv(xq)
+    torch.backends.quantized.engine = prev
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y.int_repr(), xq.int_repr()), "identity conv changed the bytes"
+    spec["producer"] = {"op": "conv2d", "requant": "fbgemm", "kernel": [1, 1], "padding": [0, 0],
+                        "input_scale": s, "input_zero_point": z, "identity": True}
+    spec.update(input_scale=s, input_zero_point=z, shape=list(xb.shape), input_layout="channels_last",
+                adversarial=True)
+    t["conv_input"] = xb.astype(np.uint8)
+    t["conv.weight"] = wq.int_repr().numpy().astype(np.int8)
+    t["conv.weight_scale"] = np.ones(c, np.float32)
+    t["conv.bias"] = np.zeros(c, np.float32)
+    t["float_input"] = y.dequantize().contiguous().numpy()
+    t["input"] = y.int_repr().contiguous().numpy()
+    return y
+
+
+def place_nhwc(rng, shape, base, special):
+    """`place` over the NHWC memory order of an NCHW tensor: special values in
+    both the vector part and the scalar tail of the channels-last tensor."""
+    n, c, h, w = shape
+    flat_nhwc = base.reshape(n, c, h, w).transpose(0, 2, 3, 1).reshape(-1)
+    out = place(rng, flat_nhwc.size, flat_nhwc, special)
+    return out.reshape(n, h, w, c).transpose(0, 3, 1, 2).copy()
 
 
 def make_case(rng, g, op, engine, producer=None, tie_maps=False):
@@ -265,6 +394,15 @@ def make_case(rng, g, op, engine, producer=None, tie_maps=False):
         t.update(float_input_0=a.numpy(), float_input_1=b.numpy(),
                  input_0=qa.int_repr().numpy(), input_1=qb.int_repr().numpy())
         out_q(y)
+    elif op == "hardswish" and producer == "identity":
+        adv = None
+        while adv is None:
+            adv = adversarial_hardswish(rng)
+        s, z, so, zo, special = adv
+        shape = (rng.choice([1, 2]), rng.choice([3, 5, 9]), rng.choice([5, 7]), rng.choice([6, 9]))
+        xi = place_nhwc(rng, shape, torch.randint(0, 256, shape, generator=g).numpy(), list(special))
+        y = identity_conv_producer(xi, s, z, spec, t)
+        out_q(torch.ops.quantized.hardswish(y, so, zo))
     elif op == "hardswish" and engine in ("fbgemm", "x86") and producer is None and rng.random() < 0.5 \
             and (adv := adversarial_hardswish(rng)) is not None:
         s, z, so, zo, special = adv
@@ -415,6 +553,76 @@ def make_case(rng, g, op, engine, producer=None, tie_maps=False):
             y = torch.ops.quantized.cat(xs, 1, so, zo)
         spec.update(api=api, dim=1, num_inputs=k, input_scale=scales, input_zero_point=zps)
         out_q(y)
+    elif op in ("mul", "mul_relu"):
+        n, c, h, w = rand_shape(rng, big=True)
+        form = rng.choice(["same", "channel", "channel", "scalar", "plane"])
+        sb_shape = {"same": (n, c, h, w), "channel": (n, c, 1, 1), "scalar": (n, 1, 1, 1),
+                    "plane": (n, 1, h, w)}[form]
+        layout = "channels_last" if rng.random() < 0.4 else None
+        for _ in range(50):  # redraw qparams/data until the output has some spread
+            sa, sb = rand_scale(rng, -3, 0), rand_scale(rng, -3, 0)
+            za, zb = rand_zp(rng), rand_zp(rng)
+            a = float_for(g, (n, c, h, w), sa, za)
+            b = float_for(g, sb_shape, sb, zb)
+            qa, qb = q(a, sa, za), q(b, sb, zb)
+            if layout:
+                qa = qa.contiguous(memory_format=torch.channels_last)
+            # output scale around the product's range: some outputs saturate
+            so = f32(sa * sb * 255 * 10 ** rng.uniform(-0.8, 0.5))
+            zo = rand_zp(rng)
+            if op == "mul_relu" and zo > 200:
+                zo = rng.randint(0, 200)
+            fn = torch.ops.quantized.mul if op == "mul" else torch.ops.quantized.mul_relu
+            y = fn(qa, qb, so, zo)
+            if len(np.unique(y.int_repr().numpy())) >= min(8, y.numel() // 2):
+                break
+        assert list(y.shape) == [n, c, h, w]
+        spec.update(shape=list((n, c, h, w)), input_shapes=[[n, c, h, w], list(sb_shape)],
+                    broadcast=form, input_scale=[sa, sb], input_zero_point=[za, zb])
+        if layout:
+            spec["input_layout"] = layout
+        t.update(float_input_0=a.numpy(), float_input_1=b.numpy(),
+                 input_0=qa.int_repr().contiguous().numpy(), input_1=qb.int_repr().numpy())
+        spec.update(output_scale=float(y.q_scale()), output_zero_point=int(y.q_zero_point()))
+        t["output"] = y.int_repr().contiguous().numpy()
+    elif op in LUT_OPS and producer == "identity":
+        adv = adversarial_lut(rng, op, engine, tries=20000)
+        if adv is None:
+            raise ValueError(f"{op} ({engine}): no qparams found whose vector and tail tables differ")
+        extra, s, z, special = adv
+        spec.update(extra)
+        shape = (rng.choice([1, 2]), rng.choice([3, 5, 9]), rng.choice([5, 7]), rng.choice([6, 9]))
+        xi = place_nhwc(rng, shape, torch.randint(0, 256, shape, generator=g).numpy(), special)
+        xq = identity_conv_producer(xi, s, z, spec, t)
+        y = lut_fn(op, spec)(xq)
+        table, tail, so, zo = lut_tables(op, spec, s, z, engine)
+        assert (so, zo) == (float(y.q_scale()), int(y.q_zero_point()))
+        t["table"], t["tail_table"] = table, tail
+        out_q(y)
+    elif op in LUT_OPS:
+        adv = None
+        if producer is None and split_possible(op, engine) and rng.random() < 0.4:
+            adv = adversarial_lut(rng, op, engine)
+        if adv is not None:
+            extra, s, z, special = adv
+            spec.update(extra)
+            shape = (rng.choice([1, 2]), rng.choice([3, 5]), rng.choice([5, 7]), rng.choice([6, 9]))
+            n = int(np.prod(shape))
+            base = torch.randint(0, 256, (n,), generator=g).numpy()
+            xi = place(rng, n, base, special)
+            x = torch.from_numpy(((xi - z) * np.float64(s)).astype(np.float32).reshape(shape))
+            xq = q(x, s, z)
+            spec.update(input_scale=s, input_zero_point=z, shape=list(shape), adversarial=True)
+            t["float_input"] = x.numpy()
+            t["input"] = xq.int_repr().numpy()
+        else:
+            lut_spec(rng, op, spec)
+            xq = one_input(scale=rand_scale(rng, -2.5, -0.3))
+        y = lut_fn(op, spec)(xq)
+        table, tail, so, zo = lut_tables(op, spec, float(xq.q_scale()), int(xq.q_zero_point()), engine)
+        assert (so, zo) == (float(y.q_scale()), int(y.q_zero_point()))
+        t["table"], t["tail_table"] = table, tail
+        out_q(y)
     else:
         raise ValueError(op)
     return spec, t
@@ -428,7 +636,9 @@ def main():
     ap.add_argument("--ops", default=",".join(OPS))
     ap.add_argument("--engines", default=",".join(ENGINES), help="fbgemm, qnnpack, x86 (cases alternate)")
     ap.add_argument("--prefix", default="", help="prepended to every case name")
-    ap.add_argument("--producer", choices=["conv2d"], help="the op's input comes from a quantized conv2d")
+    ap.add_argument("--producer", choices=["conv2d", "identity"],
+                    help="the op's input comes from a quantized conv2d (identity: a 1x1 identity conv "
+                         "passing chosen adversarial bytes, channels-last; hardswish and the table ops)")
     ap.add_argument("--tie-maps", action="store_true", help="mean: 2x2 and 4x4 maps only")
     ap.add_argument("--big-maps", action="store_true",
                     help="mean: maps of 256 to 2560 positions (ATen's f32 sum cascades over several levels)")

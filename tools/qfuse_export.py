@@ -17,20 +17,23 @@ Python API (the main way to use this tool):
 `export(model, example_input, path, engine=None)` accepts
   * the torch.fx.GraphModule returned by convert_fx, or
   * an eager-mode quantized nn.Module (QuantStub/DeQuantStub, fuse_modules,
-    prepare, convert; FloatFunctional add/add_relu/cat). It is traced with
+    prepare, convert; FloatFunctional add/add_relu/mul/cat). It is traced with
     torch.fx.symbolic_trace, so its forward must be traceable (no
     data-dependent control flow).
 `example_input` is one tensor or a tuple of tensors (float32, with a batch
 dimension). The model is run on it once: every node's shape and output
 quantization parameters are recorded and checked against the exported graph.
 `engine` defaults to torch.backends.quantized.engine and must be "fbgemm",
-"qnnpack" or "x86" (PyTorch's default on x86 CPUs): the engine that was
-active when the model was converted (it packs the weights and fixes the
-requantization rule). qfuse computes "x86" models with fbgemm's arithmetic,
-which is what PyTorch's x86 engine runs, except that on a Linux CPU with
-AVX-512 VNNI it runs conv2d layers with groups <= 100 through oneDNN, whose
-requantization rounds differently near ties (a warning says so). "onednn" is
-refused.
+"qnnpack", "x86" (PyTorch's default on x86 CPUs) or "onednn": the engine that
+was active when the model was converted (it packs the weights and fixes the
+requantization rule). PyTorch's x86 engine computes every op as fbgemm does,
+except that on a Linux CPU with AVX-512 VNNI it packs conv2d layers with
+groups <= 100 for oneDNN, whose requantization differs near ties; "onednn"
+packs every conv2d and linear for oneDNN. For these two engines the exporter
+writes each conv2d/linear node's rule (`"requant": "onednn"` or `"fbgemm"`)
+as PyTorch runs it on the CPU named by `x86_cpu`: "auto" (default: this
+machine, i.e. the one that converted and validated the model), "vnni" (a
+Linux CPU with AVX-512 VNNI) or "no-vnni" (any other CPU, or not Linux).
 
 Weights, biases and quantization parameters are copied exactly as PyTorch
 stored them (weight().int_repr(), q_per_channel_scales(), bias(), scale,
@@ -80,11 +83,14 @@ class ExportError(Exception):
 class _Info:
     """What one FX node produced when the model ran on example_input."""
 
-    __slots__ = ("is_tensor", "quantized", "shape", "dtype", "scale", "zero_point", "value")
+    __slots__ = ("is_tensor", "quantized", "shape", "dtype", "scale", "zero_point", "value", "channels_last")
 
     def __init__(self, v):
         self.is_tensor = isinstance(v, torch.Tensor)
         self.quantized = False
+        # held channels-last only (a 4-D tensor that is not also contiguous)
+        self.channels_last = (self.is_tensor and v.dim() == 4 and not v.is_contiguous()
+                              and v.is_contiguous(memory_format=torch.channels_last))
         self.shape = self.dtype = self.scale = self.zero_point = None
         self.value = None
         if self.is_tensor:
@@ -172,6 +178,67 @@ def _qop(name):
     return getattr(_qops, name, None)
 
 
+_SIGMOID_FNS = (torch.sigmoid, F.sigmoid, getattr(torch.special, "expit", None))
+_HARDSIGMOID_FNS = (F.hardsigmoid, torch._C._nn.hardsigmoid)
+_SILU_FNS = (F.silu, torch._C._nn.silu)
+_LEAKY_FNS = (F.leaky_relu, torch._C._nn.leaky_relu)
+_ELU_FNS = (F.elu, torch._C._nn.elu)
+_DROPOUT_FNS = (F.dropout, torch.dropout, F.dropout2d, F.alpha_dropout, F.feature_alpha_dropout)
+try:
+    import torchvision.ops as _tvops
+    _STOCHASTIC_DEPTH_FNS = (_tvops.stochastic_depth, getattr(_tvops.stochastic_depth, "__wrapped__", None))
+    _STOCHASTIC_DEPTH_MODULES = (_tvops.StochasticDepth,)
+except ImportError:  # torchvision is optional
+    _STOCHASTIC_DEPTH_FNS = ()
+    _STOCHASTIC_DEPTH_MODULES = ()
+
+# Float functions PyTorch leaves between a dequantize and a quantize (SiLU under
+# convert_fx) or that a model applies to a dequantized tensor: elementwise, and
+# (checked against ATen's vector and scalar paths, tests/data/ops/README.md) the
+# same function of the input byte at every position, so DQ -> f -> Q is a `lut`.
+_FLOAT_UNARY_MODULES = {nn.SiLU: lambda m: F.silu, nn.Sigmoid: lambda m: torch.sigmoid,
+                        nn.Hardsigmoid: lambda m: F.hardsigmoid,
+                        nn.LeakyReLU: lambda m: (lambda x: F.leaky_relu(x, m.negative_slope)),
+                        nn.ELU: lambda m: (lambda x: F.elu(x, m.alpha))}
+
+
+def torch_table(fn, scale, zero_point, engine):
+    """The 256-entry table of an elementwise quantized op, computed by PyTorch
+    itself: `fn` applied to quint8 tensors with qparams (scale, zero_point)
+    holding every byte, under quantized engine `engine`. Returns
+    (table, tail_table, output scale, output zero point): `table` from one
+    tensor of the 256 bytes (every element on ATen's vector path: 256 is a
+    multiple of its 64-element quantized and 16/32-element float steps),
+    `tail_table` from tensors of 8 elements (every element on the scalar path).
+    Where they differ the op rounds by position (tests/data/ops/README.md)."""
+    prev = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine
+    mk = lambda b: torch._make_per_tensor_quantized_tensor(  # noqa: E731
+        torch.tensor(b, dtype=torch.uint8).reshape(1, len(b), 1, 1), float(scale), int(zero_point))
+    try:
+        with torch.no_grad():
+            y = fn(mk(list(range(256))))
+            tails = [fn(mk(list(range(a, a + 8)))) for a in range(0, 256, 8)]
+    finally:
+        torch.backends.quantized.engine = prev
+    for t in [y] + tails:
+        if not (isinstance(t, torch.Tensor) and t.is_quantized and t.dtype == torch.quint8
+                and t.qscheme() == torch.per_tensor_affine and t.shape == (1, t.numel(), 1, 1)):
+            raise ExportError(f"table op did not give a per-tensor quint8 tensor of the input's shape: {t!r}")
+        if (float(t.q_scale()), int(t.q_zero_point())) != (float(y.q_scale()), int(y.q_zero_point())):
+            raise ExportError("table op gave qparams that depend on the input's values")
+    table = [int(v) for v in y.int_repr().reshape(-1).tolist()]
+    tail = [int(v) for t in tails for v in t.int_repr().reshape(-1).tolist()]
+    return table, tail, float(y.q_scale()), int(y.q_zero_point())
+
+
+def float_fn_table(fn, in_scale, in_zp, out_scale, out_zp, engine):
+    """torch_table of quantize(fn(dequantize(x))) (a float function between a
+    dequantize and a quantize)."""
+    return torch_table(lambda x: torch.quantize_per_tensor(fn(x.dequantize()), out_scale, out_zp, torch.quint8),
+                       in_scale, in_zp, engine)
+
+
 # ---------------------------------------------------------------- exporter
 
 class _Exporter:
@@ -236,6 +303,9 @@ class _Exporter:
         kind, v = self.env[a]
         if kind == "q":
             return v
+        if kind == "g":
+            self.fail(node, f"{what} {a.name!r} is a float function of a dequantized tensor "
+                            f"({v[2]}); qfuse computes it only when it is quantized next (as a `lut`)")
         if kind == "f":
             self.fail(node, f"{what} {a.name!r} is a float32 tensor: PyTorch runs this op in float "
                             f"(between dequantize and quantize), which qfuse does not support. "
@@ -361,6 +431,10 @@ class _Exporter:
         for x in flat:
             if not isinstance(x, torch.fx.Node) or self.env[x][0] == "c":
                 self.fail(node, f"model output {x!r} is not a tensor")
+            if self.env[x][0] == "g":
+                self.fail(node, f"model output {x.name!r} is a float function ({self.env[x][1][2]}) of a "
+                                f"dequantized tensor; qfuse computes such functions only when they are "
+                                f"quantized again (as a `lut`)")
             names.append(self.env[x][1])
         return names
 
@@ -379,15 +453,22 @@ class _Exporter:
             x, s, z, dt = (_arg(node, 0, "input"), _arg(node, 1, "scale"), _arg(node, 2, "zero_point"),
                            _arg(node, 3, "dtype"))
             kind, v = self.value(node, x)
-            if kind != "f":
+            if kind not in ("f", "g"):
                 self.fail(node, "input must be a float32 tensor")
             if self.const(node, dt, "dtype") != torch.quint8:
                 self.fail(node, f"quantizes to {dt}; qfuse supports quint8 activations only")
             self.check_qout(node)
             qp = self.given_qparams(node, self.const(node, s, "scale"), self.const(node, z, "zero_point"))
-            self.env[node] = ("q", self.emit(node, "quantize", [v], **qp))
+            self.quantize_to(node, kind, v, qp)
         elif t is torch.dequantize:
             self.env[node] = self.dequantize(node, a[0])
+        elif _is_fn(t, _qop("add"), _qop("add_scalar"), _qop("mul"), _qop("mul_scalar")) \
+                and not isinstance(_arg(node, 1, "qb", _arg(node, 1, "b")), torch.fx.Node):
+            # quantized add/mul of a Python scalar (FX x + c, FloatFunctional.add_scalar /
+            # mul_scalar): output qparams derived by the kernel from the input's
+            c = float(self.const(node, _arg(node, 1, "qb", _arg(node, 1, "b")), "scalar"))
+            fn = _qop("add") if _is_fn(t, _qop("add"), _qop("add_scalar")) else _qop("mul")
+            self.table_op(node, _arg(node, 0, "qa"), lambda x: fn(x, c))
         elif _is_fn(t, _qop("add"), _qop("add_relu")):
             x = self.qin(node, _arg(node, 0, "qa"), "first input")
             y = self.qin(node, _arg(node, 1, "qb"), "second input")
@@ -396,6 +477,27 @@ class _Exporter:
             qp = self.given_qparams(node, self.const(node, s, "scale"), self.const(node, z, "zero_point"))
             act = "relu" if t is _qop("add_relu") else "none"
             self.env[node] = ("q", self.emit(node, "add", [x, y], activation=act, **qp))
+        elif _is_fn(t, _qop("mul"), _qop("mul_relu")):
+            an, bn = _arg(node, 0, "qa"), _arg(node, 1, "qb")
+            x = self.qin(node, an, "first input")
+            y = self.qin(node, bn, "second input")
+            s, z = _arg(node, 2, "scale"), _arg(node, 3, "zero_point")
+            self.check_qout(node)
+            qp = self.given_qparams(node, self.const(node, s, "scale"), self.const(node, z, "zero_point"))
+            out = list(self.info[node].shape)
+            sa, sb = list(self.info[an].shape), list(self.info[bn].shape)
+            if sa != out:
+                # quantized.mul is symmetric (integer product, f32 sa*sb): qfuse's mul
+                # broadcasts its second input into the first, so the full-shape one goes first
+                x, y, sa, sb = y, x, sb, sa
+            if sa != out:
+                self.fail(node, f"mul of shapes {sa} and {sb}: neither has the output's shape {out} "
+                                f"(qfuse broadcasts one input into the other)")
+            if len(sb) != len(sa) or sb[0] != sa[0]:
+                self.fail(node, f"mul of shapes {sa} and {sb}: the inputs must have the same rank and "
+                                f"batch size (broadcasting over the batch is not supported)")
+            act = "relu" if t is _qop("mul_relu") else "none"
+            self.env[node] = ("q", self.emit(node, "mul", [x, y], activation=act, **qp))
         elif _is_fn(t, _qop("cat"), torch.cat, torch.concat, getattr(torch, "concatenate", None)):
             xs = _arg(node, 0, "tensors" if t is not _qop("cat") else "qx")
             if t is _qop("cat"):
@@ -417,6 +519,25 @@ class _Exporter:
             if len(names) < 2:
                 self.fail(node, "cat of fewer than 2 tensors is not supported")
             self.env[node] = ("q", self.emit(node, "cat", names, dim=int(dim), **qp))
+        elif _is_fn(t, *_SIGMOID_FNS) or _is_fn(t, *_HARDSIGMOID_FNS) or _is_fn(t, *_SILU_FNS) \
+                or _is_fn(t, *_LEAKY_FNS) or _is_fn(t, *_ELU_FNS):
+            self.elementwise_fn(node, t)
+        elif _is_fn(t, _qop("leaky_relu")):
+            slope = float(self.const(node, _arg(node, 1, "negative_slope", 0.01), "negative_slope"))
+            s, z = (self.const(node, _arg(node, 3, "output_scale"), "output_scale"),
+                    self.const(node, _arg(node, 4, "output_zero_point"), "output_zero_point"))
+            self.table_op(node, _arg(node, 0, "qx"),
+                          lambda x: _qop("leaky_relu")(x, slope, False, float(s), int(z)))
+        elif _is_fn(t, _qop("elu")):
+            s, z = (self.const(node, _arg(node, 1, "output_scale"), "output_scale"),
+                    self.const(node, _arg(node, 2, "output_zero_point"), "output_zero_point"))
+            alpha = float(self.const(node, _arg(node, 3, "alpha", 1.0), "alpha"))
+            scl = float(self.const(node, _arg(node, 4, "scale", 1.0), "scale"))
+            iscl = float(self.const(node, _arg(node, 5, "input_scale", 1.0), "input_scale"))
+            self.table_op(node, _arg(node, 0, "self"),
+                          lambda x: _qop("elu")(x, float(s), int(z), alpha, scl, iscl), elu=True)
+        elif _is_fn(t, _qop("dropout"), *_DROPOUT_FNS, *_STOCHASTIC_DEPTH_FNS):
+            self.dropout(node)
         elif t is _qop("hardswish"):
             x = self.qin(node, _arg(node, 0, "input"))
             self.check_qout(node)
@@ -464,6 +585,8 @@ class _Exporter:
             self.env[node] = self.dequantize(node, a[0])
         elif m in ("relu", "relu_"):
             self.unary(node, "relu")
+        elif m in ("sigmoid", "sigmoid_"):
+            self.elementwise_fn(node, torch.sigmoid)
         elif m == "mean":
             self.mean(node, a[0], _arg(node, 1, "dim"), _arg(node, 2, "keepdim", False))
         elif m == "flatten":
@@ -510,13 +633,13 @@ class _Exporter:
             self.env[node] = ("q", name)
         elif isinstance(mod, nnq.Quantize):
             kind, v = self.value(node, x)
-            if kind != "f":
+            if kind not in ("f", "g"):
                 self.fail(node, "input must be a float32 tensor")
             if mod.dtype != torch.quint8:
                 self.fail(node, f"quantizes to {mod.dtype}; qfuse supports quint8 activations only")
             self.check_qout(node)
             qp = self.given_qparams(node, mod.scale.item(), mod.zero_point.item())
-            self.env[node] = ("q", self.emit(node, "quantize", [v], **qp))
+            self.quantize_to(node, kind, v, qp)
         elif isinstance(mod, nnq.DeQuantize):
             self.env[node] = self.dequantize(node, x)
         elif isinstance(mod, nnq.Hardswish):
@@ -524,6 +647,19 @@ class _Exporter:
             self.check_qout(node)
             qp = self.given_qparams(node, mod.scale, mod.zero_point)
             self.env[node] = ("q", self.emit(node, "hardswish", [src], **qp))
+        elif type(mod) is nnq.LeakyReLU:
+            slope = float(mod.negative_slope)
+            s_, z_ = float(mod.scale), int(mod.zero_point)
+            self.table_op(node, x, lambda t: _qop("leaky_relu")(t, slope, False, s_, z_))
+        elif type(mod) is nnq.ELU:
+            alpha, s_, z_ = float(mod.alpha), float(mod.scale), int(mod.zero_point)
+            self.table_op(node, x, lambda t: _qop("elu")(t, s_, z_, alpha, 1.0, 1.0), elu=True)
+        elif type(mod) in _FLOAT_UNARY_MODULES:
+            self.elementwise_fn(node, _FLOAT_UNARY_MODULES[type(mod)](mod))
+        elif type(mod) in _STOCHASTIC_DEPTH_MODULES:
+            if mod.training and mod.p > 0:
+                self.fail(node, "StochasticDepth in training mode (call model.eval())")
+            self.identity(node, x)
         elif isinstance(mod, (nn.ReLU6, nnq.ReLU6)):
             self.unary(node, "relu6")
         elif type(mod) is nn.Hardtanh:
@@ -551,6 +687,117 @@ class _Exporter:
         name = self.emit(node, "dequantize", [src])
         self.deq_src[name] = src
         return ("f", name)
+
+    def quantize_to(self, node, kind, v, qp):
+        """A quantize of a float tensor, or of a pending float function of a
+        dequantized tensor (then a `lut` on the quint8 source)."""
+        if kind == "f":
+            self.env[node] = ("q", self.emit(node, "quantize", [v], **qp))
+            return
+        src, fn, what = v
+        sq = self.observed[src][1]
+        table, tail, s, z = float_fn_table(fn, sq[0], sq[1], qp["scale"], qp["zero_point"], self.engine)
+        if (s, z) != (qp["scale"], qp["zero_point"]):
+            self.fail(node, f"table qparams ({s}, {z}) differ from the quantize's {qp}")
+        self.check_positions(node, table, tail, f"dequantize -> {what} -> quantize")
+        self.env[node] = ("q", self.emit(node, "lut", [src], name=node.name, table=table, **qp))
+
+    def check_positions(self, node, table, tail, what):
+        """A float function between dequantize and quantize is a `lut` when it gives
+        each byte the same result on ATen's vector path and its scalar tail (the
+        float kernel splits at another step than the quantized ones, so a
+        `lut_split` would not match)."""
+        if table == tail:
+            return
+        bad = [b for b in range(256) if table[b] != tail[b]]
+        self.fail(node, f"{what}: with these qparams PyTorch rounds input byte(s) {bad[:8]} differently in "
+                        f"ATen's vector body (-> {[table[b] for b in bad[:8]]}) and its scalar tail "
+                        f"(-> {[tail[b] for b in bad[:8]]}); qfuse has no exact form for this float op here")
+
+    def table_op(self, node, x, fn, elu=False):
+        """A quantized elementwise op on quint8 whose result depends on the byte
+        alone (and its position: ATen's vector body or scalar tail): a `lut`, or a
+        `lut_split` where the two differ, whose tables PyTorch computes (torch_table)."""
+        src = self.qin(node, x)
+        self.check_qout(node)
+        sq = self.observed[src][1]
+        table, tail, s, z = torch_table(fn, sq[0], sq[1], self.engine)
+        inf = self.info[node]
+        if (s, z) != (inf.scale, inf.zero_point):
+            self.fail(node, f"table qparams ({s}, {z}) differ from the observed ({inf.scale}, {inf.zero_point})")
+        if elu and self.info[x].channels_last:
+            # quantized.elu allocates a contiguous output: on a channels-last input
+            # (a conv output) TensorIterator cannot vectorize, every element takes
+            # the scalar path, and the result is contiguous. Written as lut(tail)
+            # -> flatten -> reshape, which qfuse tracks as contiguous (same bytes).
+            shape = [int(d) for d in self.info[node].shape[1:]]
+            name = self.emit(node, "lut", [src], name=node.name + "_lut", observed=False,
+                             table=tail, scale=s, zero_point=z)
+            self.observed[name] = (tuple(shape), (s, z))
+            flat = self.emit(node, "flatten", [name], name=node.name + "_nchw", observed=False,
+                             start_dim=1, end_dim=-1)
+            self.observed[flat] = ((int(np.prod(shape)),), (s, z))
+            self.env[node] = ("q", self.emit(node, "reshape", [flat], shape=shape))
+        elif table == tail:
+            self.env[node] = ("q", self.emit(node, "lut", [src], table=table, scale=s, zero_point=z))
+        else:
+            # ATen's vector body and scalar tail round some byte differently
+            self.env[node] = ("q", self.emit(node, "lut_split", [src], table=table, tail_table=tail,
+                                             scale=s, zero_point=z))
+
+    def elementwise_fn(self, node, fn):
+        """sigmoid / hardsigmoid / silu / leaky_relu / elu (functions or float modules):
+        on quint8, PyTorch's quantized kernel (a `lut`); on a dequantized tensor, a
+        float function kept pending until the next quantize."""
+        x = node.args[0] if node.args else node.kwargs.get("input")
+        if node.op == "call_function":
+            # bind the constant arguments of F.leaky_relu / F.elu
+            t = node.target
+            if _is_fn(t, *_LEAKY_FNS):
+                slope = float(self.const(node, _arg(node, 1, "negative_slope", 0.01), "negative_slope"))
+                fn = lambda v, f_=t, a_=slope: f_(v, a_)  # noqa: E731
+            elif _is_fn(t, *_ELU_FNS):
+                alpha = float(self.const(node, _arg(node, 1, "alpha", 1.0), "alpha"))
+                fn = lambda v, f_=t, a_=alpha: f_(v, a_)  # noqa: E731
+        if not isinstance(x, torch.fx.Node):
+            self.fail(node, f"input must be a tensor, got {x!r}")
+        kind, v = self.env[x]
+        what = _target_str(node.target) if node.op != "call_module" else type(
+            self.gm.get_submodule(node.target)).__name__
+        if kind == "q":
+            if (node.op == "call_function" and (_is_fn(node.target, *_LEAKY_FNS) or _is_fn(node.target, *_ELU_FNS))) \
+                    or (node.op == "call_module" and type(self.gm.get_submodule(node.target)) in (nn.LeakyReLU, nn.ELU)):
+                # F.leaky_relu / F.elu applied to a quint8 tensor keep its qparams and round by
+                # ATen's vector/scalar split (tests/data/ops/README.md): not a single table
+                self.fail(node, f"{what} on a quint8 tensor rounds differently in ATen's vector body and "
+                                f"tail; convert_fx emits quantized.leaky_relu / quantized.elu instead")
+            self.table_op(node, x, fn)
+        elif kind == "f" and v in self.deq_src:
+            self.env[node] = ("g", (self.deq_src[v], fn, what))
+        elif kind == "g":
+            src, f0, w0 = v
+            self.env[node] = ("g", (src, lambda t, f0=f0, f1=fn: f1(f0(t)), f"{what}({w0})"))
+        else:
+            self.fail(node, "input is a float tensor that does not come straight from a dequantize")
+
+    def dropout(self, node):
+        """Dropout / stochastic depth in eval mode: the identity."""
+        x = node.args[0] if node.args else node.kwargs.get("input")
+        training = _arg(node, 2, "training", None)
+        if node.target is _qop("dropout"):
+            training = _arg(node, 2, "training", False)
+        elif _is_fn(node.target, *_STOCHASTIC_DEPTH_FNS):
+            training = _arg(node, 3, "training", True)
+        elif training is None:
+            training = True
+        if isinstance(training, torch.fx.Node) or bool(training):
+            p = _arg(node, 1, "p", 0.5)
+            if not (isinstance(p, (int, float)) and p == 0):
+                self.fail(node, "dropout / stochastic depth with training=True (export an eval-mode model)")
+        i, o = self.info[x], self.info[node]
+        if i.quantized and (i.scale, i.zero_point) != (o.scale, o.zero_point):
+            self.fail(node, f"dropout changes the qparams ({i.scale}, {i.zero_point}) -> ({o.scale}, {o.zero_point})")
+        self.identity(node, x)
 
     def unary(self, node, op, **attrs):
         src = self.qin(node, node.args[0] if node.args else node.kwargs["input"])
@@ -639,10 +886,13 @@ def _fetch_attr(gm, target):
 
 
 def cpu_has_avx512_vnni():
-    """Whether PyTorch's x86 engine may hand convs to oneDNN here
+    """Whether PyTorch's x86 engine hands convs to oneDNN here
     (onednn_utils::should_use_onednn_quant: Linux and cpuinfo's AVX-512 VNNI)."""
     if not sys.platform.startswith("linux"):
         return False
+    f = getattr(torch.cpu, "_is_vnni_supported", None)  # cpuinfo, as PyTorch's dispatch asks
+    if f is not None:
+        return bool(f())
     try:
         with open("/proc/cpuinfo") as f:
             return "avx512_vnni" in f.read()
@@ -650,16 +900,28 @@ def cpu_has_avx512_vnni():
         return False
 
 
-def build(model, example_input, engine=None):
+def layer_rule(engine, op, groups, x86_cpu="auto"):
+    """The requantization rule PyTorch runs a conv2d / linear with
+    (onednn_utils::should_use_onednn_quant for x86): "onednn" or the engine's own."""
+    if x86_cpu not in ("auto", "vnni", "no-vnni"):
+        raise ExportError(f"x86_cpu must be 'auto', 'vnni' or 'no-vnni', got {x86_cpu!r}")
+    if engine == "onednn":
+        return "onednn"
+    if engine == "x86":
+        vnni = cpu_has_avx512_vnni() if x86_cpu == "auto" else x86_cpu == "vnni"
+        return "onednn" if op == "conv2d" and groups <= 100 and vnni else "fbgemm"
+    return engine
+
+
+def build(model, example_input, engine=None, x86_cpu="auto"):
     """Return (header dict, tensors dict) without writing a file."""
     if engine is None:
         engine = torch.backends.quantized.engine
-    if engine not in ("fbgemm", "qnnpack", "x86"):
+    if engine not in ("fbgemm", "qnnpack", "x86", "onednn"):
         raise ExportError(
-            f"quantized engine {engine!r} is not supported: qfuse reproduces 'fbgemm', 'qnnpack' and 'x86' "
-            f"(oneDNN's conv/linear requantization rounds differently). Set "
-            f"torch.backends.quantized.engine = 'x86' (or 'fbgemm', 'qnnpack') BEFORE prepare/convert (the "
-            f"weights are packed for the engine active at convert time), and export with that engine.")
+            f"quantized engine {engine!r} is not supported: qfuse reproduces 'fbgemm', 'qnnpack', 'x86' and "
+            f"'onednn'. Set torch.backends.quantized.engine BEFORE prepare/convert (the weights are packed for "
+            f"the engine active at convert time), and export with that engine.")
     if torch.backends.quantized.engine != engine:
         warnings.warn(f"exporting for engine {engine!r} while torch.backends.quantized.engine is "
                       f"{torch.backends.quantized.engine!r}; the recorded run uses the latter")
@@ -678,15 +940,12 @@ def build(model, example_input, engine=None):
     ex = _Exporter(gm, rec.info, engine)
     ex.run(example_inputs)
     ex.prune()
-    if engine == "x86" and cpu_has_avx512_vnni():
-        onednn = [n["name"] for n in ex.nodes if n["op"] == "conv2d" and n["groups"] <= 100]
-        if onednn:
-            warnings.warn(
-                f"engine 'x86' on this CPU (AVX-512 VNNI): PyTorch runs {len(onednn)} conv2d layer(s) "
-                f"({', '.join(onednn[:4])}{', ...' if len(onednn) > 4 else ''}) through oneDNN, whose "
-                f"requantization rounds differently from fbgemm's near ties. qfuse computes fbgemm's "
-                f"arithmetic (what the x86 engine runs on CPUs without VNNI): a rare output may differ "
-                f"from this machine's PyTorch by one step.")
+    if engine in ("x86", "onednn"):
+        # Record each layer's rule as PyTorch runs it on the chosen CPU (qfuse's
+        # default for a node without one is the AVX-512 VNNI routing).
+        for n in ex.nodes:
+            if n["op"] in ("conv2d", "linear"):
+                n["requant"] = layer_rule(engine, n["op"], n.get("groups", 1), x86_cpu)
     header = {
         "format": "qfuse",
         "format_version": FORMAT_VERSION,
@@ -710,11 +969,12 @@ def build(model, example_input, engine=None):
     return header, ex.tensors
 
 
-def export(model, example_input, path, engine=None):
-    """Write `model` (convert_fx GraphModule or eager quantized module) to `path`. Returns the header."""
+def export(model, example_input, path, engine=None, x86_cpu="auto"):
+    """Write `model` (convert_fx GraphModule or eager quantized module) to `path`. Returns the header.
+    `x86_cpu` ("auto", "vnni", "no-vnni"): which CPU's routing x86 conv layers record (module doc)."""
     from safetensors.numpy import save_file
 
-    header, tensors = build(model, example_input, engine)
+    header, tensors = build(model, example_input, engine, x86_cpu)
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     save_file(tensors, path, metadata={"qfuse": json.dumps(header)})
@@ -743,6 +1003,8 @@ call_module   nnq.Quantize (eager QuantStub)         -> quantize
 call_module   nniq.ConvReLU2d, nnq.Conv2d            -> conv2d (activation relu/none)
 call_module   nniq.LinearReLU, nnq.Linear            -> linear
 call_function torch.ops.quantized.add / add_relu     -> add (FX and eager FloatFunctional)
+call_function torch.ops.quantized.mul / mul_relu     -> mul (FX x * y, torch.mul; eager QFunctional.mul;
+                                                        input 1 may broadcast, e.g. [N,C,H,W] x [N,C,1,1])
 call_function torch.ops.quantized.cat, torch.cat     -> cat
 call_function torch.ops.quantized.hardswish, call_module nnq.Hardswish -> hardswish
 call_module nn.ReLU, F.relu, torch.relu(_) on quint8, x.relu() -> relu
@@ -755,7 +1017,14 @@ x.mean((2,3)), torch.mean(x, [2,3], keepdim)         -> mean
 torch.flatten, x.flatten, nn.Flatten                 -> flatten (start_dim 1) or reshape
 x.reshape, x.view, torch.reshape                     -> reshape (shape from the recorded run)
   (flatten/reshape/view of a dequantize output is moved before the dequantize)
+call_function torch.ops.quantized.add / mul (x, scalar), add_scalar / mul_scalar -> lut
+call_function torch.ops.quantized.leaky_relu / elu, nnq.LeakyReLU / nnq.ELU -> lut
+nn.Sigmoid / torch.sigmoid / x.sigmoid(), nn.Hardsigmoid / F.hardsigmoid on quint8 -> lut
+dequantize -> SiLU / Sigmoid / Hardsigmoid / LeakyReLU / ELU (float) -> quantize -> lut
+  (every lut table is computed by PyTorch itself, on each of the 256 bytes; lut_split
+  where ATen's vector body and scalar tail round a byte differently)
 nn.Identity, nn.Dropout, nnq.Dropout, .contiguous()  -> removed
+F.dropout / quantized.dropout (training=False), torchvision stochastic_depth (eval) -> removed
 x.size(), x.shape[i], int arithmetic                 -> evaluated, not exported
 """
 
@@ -801,7 +1070,8 @@ def main(argv=None):
         description="Export PyTorch-quantized int8 models to the qfuse format (docs/MODEL_FORMAT.md).",
         epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--demo", metavar="OUT", help="export a small demo CNN (FX graph mode, random weights) to OUT")
-    ap.add_argument("--engine", default="fbgemm", choices=["fbgemm", "qnnpack", "x86"], help="engine for --demo")
+    ap.add_argument("--engine", default="fbgemm", choices=["fbgemm", "qnnpack", "x86", "onednn"],
+                    help="engine for --demo")
     ap.add_argument("--list-ops", action="store_true", help="print the PyTorch ops the exporter understands")
     a = ap.parse_args(argv)
     if a.list_ops:

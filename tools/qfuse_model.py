@@ -25,8 +25,9 @@ import numpy as np
 FORMAT_VERSION = 2
 # Versions this reader accepts (2 adds the optional conv2d/linear `clamp`).
 FORMAT_VERSIONS = (1, 2)
-ENGINES = ("fbgemm", "qnnpack", "x86")  # the header's engine; x86 computes with fbgemm's rules
-RULES = ("fbgemm", "qnnpack")  # a conv/linear node's requant
+# the header's engine; x86 and onednn compute the non-conv ops with fbgemm's rules
+ENGINES = ("fbgemm", "qnnpack", "x86", "onednn")
+RULES = ("fbgemm", "qnnpack", "onednn")  # a conv/linear node's requant
 
 # op -> (min inputs, max inputs (None = unbounded), required attrs, optional attrs, qparams: "given"|"input"|"float"|"none")
 OPS = {
@@ -46,6 +47,11 @@ OPS = {
     "flatten": (1, 1, ["start_dim", "end_dim"], [], "input"),
     "reshape": (1, 1, ["shape"], [], "input"),
     "cat": (2, None, ["dim", "scale", "zero_point"], [], "given"),
+    "mul": (2, 2, ["activation", "scale", "zero_point"], [], "given"),
+    "binary": (2, 2, ["scale", "zero_point"], ["dtype"], "given"),
+    "lut": (1, 1, ["table", "scale", "zero_point"], ["signed"], "given"),
+    "lut_split": (1, 1, ["table", "tail_table", "scale", "zero_point"], ["signed"], "given"),
+    "gather": (1, None, ["shape"], [], "input"),
 }
 # "input's" ops may carry explicit qparams equal to their input's (MODEL_FORMAT.md).
 COMMON_KEYS = {"name", "op", "inputs"}
@@ -78,7 +84,7 @@ class Model:
             if n["op"] == "conv2d":
                 w = self.tensors[n["name"] + ".weight"]
                 extra = f" w{list(w.shape)} s{n['stride']} p{n['padding']} g{n['groups']} {n['activation']}"
-            elif n["op"] in ("linear", "add"):
+            elif n["op"] in ("linear", "add", "mul"):
                 extra = f" {n['activation']}"
             lines.append(f"  {n['op']:<20} {n['name']:<28} {str(list(self.shapes[n['name']])):<18} {q}{extra}")
         return "\n".join(lines)
@@ -109,6 +115,20 @@ def _check_qparams(ctx, node):
     s, z = node["scale"], node["zero_point"]
     if not (_is_num(s) and s > 0):
         _err(ctx, f"`scale` must be a positive finite number, got {s!r}")
+    if node.get("op") == "binary" and "dtype" in node:
+        if node["dtype"] not in ("quint8", "qint8"):
+            _err(ctx, f"`dtype` must be \"quint8\" or \"qint8\", got {node['dtype']!r}")
+        if node["dtype"] == "qint8":
+            if not (_is_int(z) and -128 <= z <= 127):
+                _err(ctx, f"`zero_point` must be an integer in [-128, 127] (qint8), got {z!r}")
+            return (float(s), int(z))
+    if node.get("signed", False) is not False:
+        # lut only: a qint8 output, with its int8 zero point
+        if node["signed"] is not True:
+            _err(ctx, f"`signed` must be true or false, got {node['signed']!r}")
+        if not (_is_int(z) and -128 <= z <= 127):
+            _err(ctx, f"`zero_point` must be an integer in [-128, 127] (qint8), got {z!r}")
+        return (float(s), int(z))
     if not (_is_int(z) and 0 <= z <= 255):
         _err(ctx, f"`zero_point` must be an integer in [0, 255] (quint8), got {z!r}")
     return (float(s), int(z))
@@ -129,7 +149,7 @@ def _pool_out(size, k, s, p, d, ceil_mode):
 def _infer(ctx, node, in_shapes, tensors):
     op = node["op"]
     x = in_shapes[0]
-    if op in ("quantize", "dequantize", "relu", "relu6", "hardtanh", "hardswish"):
+    if op in ("quantize", "dequantize", "relu", "relu6", "hardtanh", "hardswish", "lut", "lut_split"):
         return x
     if op == "conv2d":
         if len(x) != 3:
@@ -155,6 +175,12 @@ def _infer(ctx, node, in_shapes, tensors):
     if op == "add":
         if in_shapes[0] != in_shapes[1]:
             _err(ctx, f"add inputs differ in shape: {list(in_shapes[0])} vs {list(in_shapes[1])}")
+        return x
+    if op in ("mul", "binary"):
+        # input 1 broadcasts into input 0 (numpy, aligned on the right)
+        b = in_shapes[1]
+        if len(b) > len(x) or any(d not in (1, e) for d, e in zip(b[::-1], x[::-1])):
+            _err(ctx, f"input 1 {list(b)} does not broadcast into input 0 {list(x)}")
         return x
     if op in ("max_pool2d", "avg_pool2d"):
         if len(x) != 3:
@@ -183,6 +209,15 @@ def _infer(ctx, node, in_shapes, tensors):
         shp = tuple(node["shape"])
         if int(np.prod(shp)) != int(np.prod(x)):
             _err(ctx, f"cannot reshape {list(x)} to {list(shp)}")
+        return shp
+    if op == "gather":
+        shp = tuple(node["shape"])
+        idx = tensors[node["name"] + ".index"]
+        if idx.dtype != np.uint32 or idx.shape != (int(np.prod(shp)),):
+            _err(ctx, f"`{node['name']}.index` must be uint32 [{int(np.prod(shp))}], got {idx.dtype} {list(idx.shape)}")
+        total = sum(int(np.prod(s)) for s in in_shapes)
+        if idx.size and int(idx.max()) >= total:
+            _err(ctx, f"index entry {int(idx.max())} is out of range for the {total} input elements")
         return shp
     if op == "cat":
         d = node["dim"] - 1
@@ -295,6 +330,11 @@ def validate(header, tensors):
                 _err(ctx, f"`divisor_override` must be null or a positive integer, got {d!r}")
         elif op == "adaptive_avg_pool2d":
             _pair(ctx, n, "output_size", 1)
+        elif op in ("lut", "lut_split"):
+            for key in ("table", "tail_table") if op == "lut_split" else ("table",):
+                t = n[key]
+                if not (isinstance(t, list) and len(t) == 256 and all(_is_int(v) and 0 <= v <= 255 for v in t)):
+                    _err(ctx, f"`{key}` must be a list of 256 integers in [0, 255], got {str(t)[:60]}")
         elif op == "mean":
             if n["dims"] != [2, 3]:
                 _err(ctx, f"`dims` must be [2, 3], got {n['dims']!r}")
@@ -310,6 +350,10 @@ def validate(header, tensors):
             s = n["shape"]
             if not (isinstance(s, list) and s and all(_is_int(v) and v >= 1 for v in s)):
                 _err(ctx, f"`shape` must be a non-empty list of positive integers (no -1, no batch dim), got {s!r}")
+        elif op == "gather":
+            s = n["shape"]
+            if not (isinstance(s, list) and 1 <= len(s) <= 3 and all(_is_int(v) and v >= 1 for v in s)):
+                _err(ctx, f"`shape` must be a list of 1 to 3 positive integers (no batch dim), got {s!r}")
         elif op == "cat":
             if not (_is_int(n["dim"]) and n["dim"] >= 1):
                 _err(ctx, f"`dim` must be an integer >= 1 (the batch dim 0 cannot be concatenated), got {n['dim']!r}")
@@ -320,14 +364,23 @@ def validate(header, tensors):
         if n["op"] in ("conv2d", "linear"):
             for suffix in ("weight", "weight_scale", "weight_zero_point", "bias"):
                 expected[f"{name}.{suffix}"] = (name, i, n)
+        if n["op"] == "binary":
+            expected[f"{name}.table"] = (name, i, n)
+        if n["op"] == "gather":
+            expected[f"{name}.index"] = (name, i, n)
     for k in tensors:
         if k not in expected:
-            raise FormatError(f"tensor {k!r}: not allowed (no conv2d/linear node owns it)")
+            raise FormatError(f"tensor {k!r}: not allowed (no conv2d/linear/binary/gather node owns it)")
     for k, (name, i, n) in expected.items():
         ctx = f"node {name!r} (nodes[{i}], {n['op']})"
         if k not in tensors:
             _err(ctx, f"missing tensor {k!r}")
     for name, (i, n) in by_name.items():
+        if n["op"] == "binary":
+            t = tensors[name + ".table"]
+            if t.dtype != np.uint8 or t.shape != (65536,):
+                _err(f"node {name!r} (nodes[{i}], binary)",
+                     f"`{name}.table` must be U8 [65536], got {t.dtype} {list(t.shape)}")
         if n["op"] not in ("conv2d", "linear"):
             continue
         ctx = f"node {name!r} (nodes[{i}], {n['op']})"
@@ -387,6 +440,8 @@ def validate(header, tensors):
             for s, q in zip(n["inputs"], in_q):
                 if q is None:
                     _err(ctx, f"input {s!r} must be quint8, it is float32")
+        if op == "gather" and any(q != in_q[0] for q in in_q):
+            _err(ctx, f"inputs must share qparams, got {in_q}")
         kind = OPS[op][4]
         if kind == "given":
             qparams[name] = (float(n["scale"]), int(n["zero_point"]))

@@ -237,7 +237,12 @@ fn info(model: &str, batch: usize) -> CliResult<()> {
 fn dtype(d: &DType) -> String {
     match d {
         DType::F32 => "float32".into(),
-        DType::QUInt8(q) => format!("quint8 scale {} zp {}", q.scale, q.zero_point),
+        DType::QUInt8(q) => format!(
+            "{} scale {} zp {}",
+            q.dtype_name(),
+            q.scale,
+            q.true_zero_point()
+        ),
     }
 }
 

@@ -31,6 +31,13 @@ pub enum Kernel {
     Add,
     /// Pooling and mean (`pool.wgsl`).
     Pool,
+    /// ONNX Runtime's float rules with exact division (`ort.wgsl`): its
+    /// quantize, global/average pooling and softmax.
+    Ort,
+    /// Binary ops through a 65,536-entry table, with broadcasting (`binary.wgsl`).
+    Binary,
+    /// Byte gather through an index table (`gather.wgsl`).
+    Gather,
 }
 
 impl Kernel {
@@ -44,6 +51,9 @@ impl Kernel {
         Kernel::Lut,
         Kernel::Add,
         Kernel::Pool,
+        Kernel::Ort,
+        Kernel::Binary,
+        Kernel::Gather,
     ];
 
     /// The file under `shaders/` that every kernel's source starts with.
@@ -61,6 +71,9 @@ impl Kernel {
             Kernel::Lut => "lut.wgsl",
             Kernel::Add => "add.wgsl",
             Kernel::Pool => "pool.wgsl",
+            Kernel::Ort => "ort.wgsl",
+            Kernel::Binary => "binary.wgsl",
+            Kernel::Gather => "gather.wgsl",
         }
     }
 
@@ -75,6 +88,9 @@ impl Kernel {
             Kernel::Lut => include_str!("../../shaders/lut.wgsl"),
             Kernel::Add => include_str!("../../shaders/add.wgsl"),
             Kernel::Pool => include_str!("../../shaders/pool.wgsl"),
+            Kernel::Ort => include_str!("../../shaders/ort.wgsl"),
+            Kernel::Binary => include_str!("../../shaders/binary.wgsl"),
+            Kernel::Gather => include_str!("../../shaders/gather.wgsl"),
         }
     }
 

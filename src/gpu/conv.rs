@@ -6,7 +6,7 @@ use super::{GpuContext, GpuTensor, Kernel};
 use crate::error::{Error, Result};
 use crate::layer::{LayerKind, QLayer};
 
-/// The kernel's uniform block (`Params` in `shaders/conv2d.wgsl`, 96 bytes).
+/// The kernel's uniform block (`Params` in `shaders/common.wgsl`, 128 bytes).
 #[doc(hidden)]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
@@ -35,6 +35,20 @@ pub struct ConvParams {
     pub lo: i32,
     pub hi: i32,
     pub total: u32,
+    /// The epilogue's form: 0 [`crate::quant::EpilogueForm::Scaled`], 1 `Onednn`.
+    pub form: u32,
+    /// Always 0: XORed into a float's bits, it keeps the compiler from
+    /// contracting a product and the addition after it into an FMA.
+    pub opaque: u32,
+    /// oneDNN: the input scale.
+    pub in_scale: f32,
+    /// oneDNN: `1/output_scale`.
+    pub inv_out: f32,
+    /// oneDNN: the output type's offset (128 for qint8 images, else 0).
+    pub offset: i32,
+    pub pad0: u32,
+    pub pad1: u32,
+    pub pad2: u32,
 }
 
 /// Tile sizes of the tiled kernel (`shaders/tiled.wgsl`), passed as its
@@ -611,6 +625,14 @@ impl GpuLayer {
         };
         let zp = self.layer.input.zero_point as u32;
         let e = &self.layer.epilogue;
+        let (form, in_scale, inv_out, offset) = match e.form {
+            crate::quant::EpilogueForm::Scaled => (0, 0.0, 0.0, 0),
+            crate::quant::EpilogueForm::Onednn {
+                input_scale,
+                inv_output_scale,
+                offset,
+            } => (1, input_scale, inv_output_scale, offset),
+        };
         let p = ConvParams {
             n: n as u32,
             c4: c.div_ceil(4) as u32,
@@ -636,6 +658,12 @@ impl GpuLayer {
             lo: e.lo,
             hi: e.hi,
             total: total as u32,
+            form,
+            opaque: 0,
+            in_scale,
+            inv_out,
+            offset,
+            ..Default::default()
         };
         Ok((p, out_shape))
     }

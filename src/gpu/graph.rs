@@ -609,16 +609,42 @@ impl GpuModel {
                 let data = layout::unpack(bytemuck::cast_slice(&raw), &nchw4(&ri.batched(n)))?;
                 let shape = self.model.info(o).expect("validated").batched(n);
                 outs.push(match self.model.info(o).expect("validated").dtype {
-                    DType::F32 => Value::F32 {
-                        data: q.dequantize_slice(&data),
-                        shape,
-                    },
+                    DType::F32 => {
+                        // Dequantize, then the float ops run on the host
+                        // after readback, in order.
+                        let chain = self.host_chain(o);
+                        let mut v = q.dequantize_slice(&data);
+                        for (f, in_shape) in chain {
+                            v = crate::ops::host::HostLowered::apply(f, &v, in_shape);
+                        }
+                        Value::F32 { data: v, shape }
+                    }
                     DType::QUInt8(q) => Value::Q { data, shape, q },
                 });
             }
             Ok((outs, gpu_ns))
         })
         .inspect(|_| lease.give_back())
+    }
+}
+
+impl GpuModel {
+    /// The host float ops between output `o` and the dequantize it reads
+    /// (first to last), each with its input's per-sample shape.
+    fn host_chain(&self, o: &str) -> Vec<(&crate::ops::host::HostFn, &[usize])> {
+        let m = &self.model;
+        let mut chain = Vec::new();
+        let mut at = o;
+        while let Some(node) = m.nodes().iter().find(|n| n.name == at) {
+            let crate::ops::Op::HostFloat(f) = &node.op else {
+                break;
+            };
+            let x = &node.inputs[0];
+            chain.push((f, m.info(x).expect("validated").shape.as_slice()));
+            at = x;
+        }
+        chain.reverse();
+        chain
     }
 }
 

@@ -23,6 +23,8 @@ pub mod __internal {
     pub use super::conv::ConvParams;
     pub use super::node::LutParams;
     pub use crate::ops::binary::AddParams;
+    pub use crate::ops::binary::BinaryParams;
+    pub use crate::ops::gather::GatherParams;
     pub use crate::ops::pool::PoolParams;
     pub use crate::ops::quantize::QuantizeParams;
 }

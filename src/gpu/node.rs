@@ -130,6 +130,8 @@ pub struct LutParams {
     pub by_channel: u32,
     pub total: u32,
     pub merge: u32,
+    /// (`split_nhwc` in `lut.wgsl`) nonzero: `split` counts elements in NHWC
+    /// order (ATen's split of a channels-last tensor).
     pub pad0: u32,
     pub pad1: u32,
 }

@@ -12,7 +12,7 @@ use super::TensorInfo;
 use super::{check_inputs_decl, check_outputs, infer_node, topo_order, DType, Model, Node};
 use crate::error::{Error, Result};
 use crate::ops::{self, Attrs, NodeWriter, ParseCx, Tensors};
-use crate::quant::{Engine, Requant};
+use crate::quant::Engine;
 
 /// The newest format version this build reads, and the one it writes when a
 /// model needs it (version 2: a conv2d/linear may carry a `clamp`).
@@ -158,7 +158,7 @@ impl Model {
         let mut nodes = Vec::with_capacity(heads.len());
         for idx in order {
             let (a, name, ins) = &heads[idx];
-            let node = parse_node(a, name, ins, &infos, (version, engine), &tensors)?;
+            let node = parse_node(a, name, ins, &infos, (version, pytorch_engine), &tensors)?;
             let ins_info: Vec<&TensorInfo> = ins.iter().map(|i| &infos[i]).collect();
             let info = infer_node(&node, &ins_info, engine)?;
             infos.insert(node.name.clone(), info);
@@ -289,7 +289,7 @@ fn parse_node(
     name: &str,
     ins: &[String],
     infos: &HashMap<String, TensorInfo>,
-    (version, engine): (u64, Requant),
+    (version, pytorch_engine): (u64, Engine),
     tensors: &Tensors<'_>,
 ) -> Result<Node> {
     let op_name = a
@@ -331,7 +331,8 @@ fn parse_node(
     let cx = ParseCx {
         node: name,
         version,
-        engine,
+        engine: pytorch_engine.requant(),
+        pytorch_engine,
         inputs: inputs.clone(),
         tensors,
     };

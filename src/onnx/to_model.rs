@@ -36,6 +36,8 @@ pub fn qparams(q: &Q) -> Result<QParams> {
 
 struct Converter<'a> {
     l: &'a Lowered,
+    /// The default domain's opset.
+    opset: i64,
     /// The qfuse tensor (name) holding each lowered value, once produced.
     name: HashMap<ValueId, String>,
     infos: HashMap<String, TensorInfo>,
@@ -45,13 +47,14 @@ struct Converter<'a> {
 
 /// The ONNX node named in errors.
 fn at(n: &QNode) -> String {
-    format!("node '{}'", n.name)
+    n.name.clone()
 }
 
 impl<'a> Converter<'a> {
     fn new(g: &'a OnnxGraph, l: &'a Lowered) -> Result<Self> {
         let mut c = Converter {
             l,
+            opset: g.opset,
             name: HashMap::new(),
             infos: HashMap::new(),
             inputs: Vec::new(),
@@ -241,7 +244,10 @@ impl<'a> Converter<'a> {
                 if t != b || l != r {
                     return Err(unsupported(
                         at(n),
-                        format!("asymmetric padding {:?} (qfuse pads both sides alike)", geom.pads),
+                        format!(
+                            "asymmetric padding {:?} (qfuse pads both sides alike)",
+                            geom.pads
+                        ),
                     ));
                 }
                 let g = Conv2dGeometry::new(cg * geom.groups, o, [kh, kw])
@@ -249,7 +255,8 @@ impl<'a> Converter<'a> {
                     .padding([t, l])
                     .dilation(geom.dilation)
                     .groups(geom.groups);
-                let layer = self.layer(n, LayerKind::Conv2d, g, w, bias.as_deref(), q_in, y, mults)?;
+                let layer =
+                    self.layer(n, LayerKind::Conv2d, g, w, bias.as_deref(), q_in, y, mults)?;
                 self.push(n, Op::Conv2d(Box::new(layer)), vec![x])
             }
             QOp::MatMul { a, w, out } => {
@@ -270,7 +277,10 @@ impl<'a> Converter<'a> {
                     return Err(unsupported(at(n), "Gemm with transA=1"));
                 }
                 if *alpha != 1.0 {
-                    return Err(unsupported(at(n), format!("Gemm with alpha {alpha} (qfuse takes alpha 1)")));
+                    return Err(unsupported(
+                        at(n),
+                        format!("Gemm with alpha {alpha} (qfuse takes alpha 1)"),
+                    ));
                 }
                 let (x, info) = self.input(n, 0)?;
                 let q_in = self.check_in_q(n, &info, a)?;
@@ -280,7 +290,10 @@ impl<'a> Converter<'a> {
             QOp::MaxPool { geom, .. } => {
                 let (x, info) = self.input(n, 0)?;
                 if info.qparams().is_none() {
-                    return Err(unsupported(at(n), "MaxPool of a float tensor outside a QDQ group"));
+                    return Err(unsupported(
+                        at(n),
+                        "MaxPool of a float tensor outside a QDQ group",
+                    ));
                 }
                 let [t, l, b, r] = geom.pads;
                 if t != b || l != r {
@@ -299,15 +312,240 @@ impl<'a> Converter<'a> {
                 self.push(n, Op::MaxPool2d(p), vec![x])
             }
             QOp::Shape(s) => self.shape_op(n, s),
-            QOp::FloatTail { op_type, .. } => Err(unsupported(
-                at(n),
-                format!("float {op_type} after the last dequantize: not supported yet (qfuse's outputs are the dequantized values before it)"),
-            )),
-            other => Err(unsupported(
-                at(n),
-                format!("{} is not supported by qfuse's model yet", other.kind()),
-            )),
+            QOp::Table { kind, x: xq, y } => {
+                let (x, info) = self.input(n, 0)?;
+                let q_in = self.check_in_q(n, &info, xq)?;
+                let y = qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?;
+                let table = Box::new(crate::ops::onnx_table(kind, q_in, y));
+                self.push(n, Op::Lut { table, out: y }, vec![x])
+            }
+            QOp::Add { a, b, y } | QOp::Mul { a, b, y } => {
+                let (xa, ia) = self.input(n, 0)?;
+                let (xb, ib) = self.input(n, 1)?;
+                let qa = self.check_in_q(n, &ia, a)?;
+                let qb = self.check_in_q(n, &ib, b)?;
+                let y = qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?;
+                let add = matches!(n.op, QOp::Add { .. });
+                let table = |p: QParams, q: QParams| {
+                    if add {
+                        crate::ops::ort_add_table(p, q, y)
+                    } else {
+                        crate::ops::ort_mul_table(p, q, y)
+                    }
+                };
+                let full = |s: &[usize]| {
+                    std::iter::once(1)
+                        .chain(s.iter().copied())
+                        .collect::<Vec<_>>()
+                };
+                // ORT hands its kernel the varying input as "A"; qfuse
+                // broadcasts input 1 into input 0.
+                let (ins, t) = if ort_swaps(&full(&ia.shape), &full(&ib.shape)) {
+                    (vec![xb, xa], table(qb, qa))
+                } else {
+                    (vec![xa, xb], table(qa, qb))
+                };
+                self.push(
+                    n,
+                    Op::Binary {
+                        table: std::sync::Arc::new(t),
+                        out: y,
+                    },
+                    ins,
+                )
+            }
+            QOp::GlobalAvgPool {
+                x: xq,
+                y,
+                channels_last,
+            } => {
+                if *channels_last {
+                    return Err(unsupported(
+                        at(n),
+                        "an NHWC (channels_last) global average pool",
+                    ));
+                }
+                let (x, info) = self.input(n, 0)?;
+                self.check_in_q(n, &info, xq)?;
+                let y = qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?;
+                self.push(n, Op::GlobalAvgPool { out: y }, vec![x])
+            }
+            QOp::AvgPool {
+                x: xq,
+                y,
+                geom,
+                count_include_pad,
+                channels_last,
+            } => {
+                if *channels_last {
+                    return Err(unsupported(at(n), "an NHWC (channels_last) average pool"));
+                }
+                let (x, info) = self.input(n, 0)?;
+                self.check_in_q(n, &info, xq)?;
+                let y = qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?;
+                let pool = crate::ops::OrtPool2d {
+                    kernel: geom.kernel,
+                    stride: geom.stride,
+                    pads: geom.pads,
+                    ceil_mode: geom.ceil_mode,
+                };
+                self.push(
+                    n,
+                    Op::AvgPoolRequant {
+                        pool,
+                        count_include_pad: *count_include_pad,
+                        out: y,
+                    },
+                    vec![x],
+                )
+            }
+            QOp::Softmax {
+                x: xq,
+                y,
+                axis,
+                opset13,
+            } => {
+                let (x, info) = self.input(n, 0)?;
+                self.check_in_q(n, &info, xq)?;
+                let y = qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?;
+                let r = info.shape.len() as i64 + 1;
+                let a = if *axis < 0 { axis + r } else { *axis };
+                if a <= 0 || a >= r {
+                    return Err(unsupported(
+                        at(n),
+                        format!("Softmax over axis {axis} (the batch)"),
+                    ));
+                }
+                if !opset13 && a != r - 1 {
+                    return Err(unsupported(
+                        at(n),
+                        format!("Softmax (opset < 13) over the axes from {a} on"),
+                    ));
+                }
+                self.push(
+                    n,
+                    Op::Softmax {
+                        axis: (a - 1) as usize,
+                        out: y,
+                    },
+                    vec![x],
+                )
+            }
+            QOp::Concat { axis, inputs, y } => {
+                let mut names = Vec::new();
+                let mut shapes = Vec::new();
+                for (i, q) in inputs.iter().enumerate() {
+                    let (x, info) = self.input(n, i)?;
+                    self.check_in_q(n, &info, q)?;
+                    names.push(x);
+                    shapes.push(info.shape.len());
+                }
+                let y = qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?;
+                let r = shapes[0] as i64 + 1;
+                let a = if *axis < 0 { axis + r } else { *axis };
+                if a != 1 {
+                    return Err(unsupported(
+                        at(n),
+                        format!("Concat along axis {axis} (qfuse concatenates channels, axis 1)"),
+                    ));
+                }
+                self.push(n, Op::Cat(y), names)
+            }
+            QOp::FloatTail { op_type, attrs } => self.float_tail(n, op_type, attrs),
         }
+    }
+
+    /// A float op after the last dequantize: run on the host after readback.
+    fn float_tail(
+        &mut self,
+        n: &QNode,
+        op_type: &str,
+        attrs: &std::collections::BTreeMap<String, super::Attr>,
+    ) -> Result<()> {
+        use super::Attr;
+        use crate::ops::host::HostFn;
+        let (x, info) = self.input(n, 0)?;
+        if info.dtype != DType::F32 {
+            return Err(unsupported(
+                at(n),
+                format!("float {op_type} of a quantized tensor"),
+            ));
+        }
+        let int = |k: &str, d: i64| match attrs.get(k) {
+            Some(Attr::Int(v)) => *v,
+            _ => d,
+        };
+        let per_axis = |a: i64| -> Result<usize> {
+            let r = info.shape.len() as i64 + 1;
+            let a = if a < 0 { a + r } else { a };
+            if a <= 0 || a >= r {
+                return Err(unsupported(
+                    at(n),
+                    format!("{op_type} over axis {a} (the batch, or out of range)"),
+                ));
+            }
+            Ok((a - 1) as usize)
+        };
+        let konst = |i: usize| -> Option<&super::Tensor> {
+            n.inputs
+                .get(i)
+                .and_then(|&v| self.l.values[v].constant.as_ref())
+        };
+        let scalar = |i: usize| -> Result<Option<f32>> {
+            match konst(i).map(|t| &t.data) {
+                None => Ok(None),
+                Some(super::TensorData::F32(v)) if v.len() == 1 => Ok(Some(v[0])),
+                Some(_) => Err(unsupported(
+                    at(n),
+                    format!("{op_type} input {i} is not a float scalar constant"),
+                )),
+            }
+        };
+        let f = match op_type {
+            "Relu" => HostFn::Relu,
+            "Sigmoid" => HostFn::Sigmoid,
+            "Tanh" => HostFn::Tanh,
+            "Clip" => {
+                let (lo, hi) = match (attrs.get("min"), attrs.get("max")) {
+                    (Some(Attr::Float(a)), Some(Attr::Float(b))) => (*a, *b),
+                    _ => (
+                        scalar(1)?.unwrap_or(f32::NEG_INFINITY),
+                        scalar(2)?.unwrap_or(f32::INFINITY),
+                    ),
+                };
+                HostFn::Clip { min: lo, max: hi }
+            }
+            "Softmax" | "LogSoftmax" => {
+                let opset13 = self.opset >= 13;
+                let axis = per_axis(int("axis", if opset13 { -1 } else { 1 }))?;
+                HostFn::Softmax {
+                    axis,
+                    to_end: !opset13,
+                    log: op_type == "LogSoftmax",
+                }
+            }
+            "Flatten" => {
+                let a = int("axis", 1);
+                if a == 1 || a == -(info.shape.len() as i64 + 1) + 1 {
+                    HostFn::Reshape(vec![info.numel()])
+                } else {
+                    return Err(unsupported(at(n), format!("float Flatten at axis {a}")));
+                }
+            }
+            "Reshape" => {
+                let Some(super::TensorData::I64(shape)) = konst(1).map(|t| &t.data) else {
+                    return Err(unsupported(at(n), "float Reshape to a shape that is not a constant"));
+                };
+                HostFn::Reshape(per_sample_reshape(n, &info.shape, shape, int("allowzero", 0) != 0)?)
+            }
+            other => {
+                return Err(unsupported(
+                    at(n),
+                    format!("float {other} after the last dequantize (qfuse runs Relu, Clip, Sigmoid, Tanh, Softmax, LogSoftmax, Flatten and Reshape there)"),
+                ))
+            }
+        };
+        self.push(n, Op::HostFloat(f), vec![x])
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -480,6 +718,25 @@ impl<'a> Converter<'a> {
                 }
                 reshape(shape)?
             }
+            ShapeOp::Transpose { perm } => {
+                let r = per.len() + 1;
+                let perm: Vec<i64> = perm
+                    .clone()
+                    .unwrap_or_else(|| (0..r as i64).rev().collect());
+                if perm.first() != Some(&0) || perm.len() != r {
+                    return Err(unsupported(
+                        at(n),
+                        format!("Transpose by {perm:?} (dimension 0, the batch, must stay first)"),
+                    ));
+                }
+                let p: Vec<usize> = perm[1..].iter().map(|&d| (d - 1).max(0) as usize).collect();
+                let (shape, index) = crate::ops::gather::transpose_index(per, &p)
+                    .map_err(|e| unsupported(at(n), e.to_string()))?;
+                Op::Gather {
+                    shape,
+                    index: std::sync::Arc::new(index),
+                }
+            }
             other => {
                 return Err(unsupported(
                     at(n),
@@ -489,6 +746,37 @@ impl<'a> Converter<'a> {
         };
         self.push(n, op, vec![x])
     }
+}
+
+/// Whether ONNX Runtime swaps the roles of a binary op's inputs (full shapes):
+/// its kernel takes the varying input as "A".
+fn ort_swaps(sa: &[usize], sb: &[usize]) -> bool {
+    let r = sa.len().max(sb.len());
+    let pad = |s: &[usize]| {
+        let mut v = vec![1; r - s.len()];
+        v.extend_from_slice(s);
+        v
+    };
+    let (sa, sb) = (pad(sa), pad(sb));
+    let (pa, pb): (usize, usize) = (sa.iter().product(), sb.iter().product());
+    if pb == 1 && pa != 1 {
+        return false;
+    }
+    if pa == 1 && pb != 1 {
+        return true;
+    }
+    if sa == sb {
+        return false;
+    }
+    let mut i = r as isize - 1;
+    while i >= 0 && sa[i as usize] == sb[i as usize] {
+        i -= 1;
+    }
+    let i = i.max(0) as usize;
+    if sb[i..].iter().all(|&d| d == 1) {
+        return false;
+    }
+    sa[i..].iter().all(|&d| d == 1)
 }
 
 /// The qparams the readers of value `id` state for it: the first reader that
@@ -576,7 +864,7 @@ fn per_sample_reshape(
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || numel % known != 0 {
+        if known == 0 || !numel.is_multiple_of(known) {
             return Err(unsupported(
                 at(n),
                 format!("Reshape of {per:?} to {shape:?}"),

@@ -11,10 +11,13 @@
 //! | --- | --- |
 //! | [`quantize`] | `quantize`, `dequantize` |
 //! | [`conv`] | `conv2d`, `linear` |
-//! | [`binary`] | `add` |
+//! | [`binary`] | `add`, `binary`, `mul` |
 //! | [`pool`] | `max_pool2d`, `avg_pool2d`, `adaptive_avg_pool2d`, `mean` |
-//! | [`table`] | `relu`, `relu6`, `hardtanh`, `hardswish` |
+//! | [`table`] | `relu`, `relu6`, `hardtanh`, `hardswish`, `lut`, `lut_split` |
 //! | [`shape`] | `flatten`, `reshape`, `cat` |
+//! | [`host`] | `host_float` (float ops after the last dequantize, on the host) |
+//! | [`ort`] | `global_avg_pool`, `avg_pool_requant`, `softmax` (ONNX Runtime's rules) |
+//! | [`gather`] | `gather` |
 //!
 //! Registration is in this file: the [`Op`] variant, its arm in
 //! `Op::kind`, and the family's `FileOp` table in `FILE_OPS`.
@@ -36,20 +39,29 @@ use crate::quant::{Activation, QParams, Requant};
 
 pub mod binary;
 pub mod conv;
+pub mod gather;
+pub mod host;
+pub mod ort;
 pub mod pool;
 pub mod quantize;
 pub mod shape;
 pub mod table;
 
-pub use binary::{qnnpack_add_elem, qnnpack_add_params};
+pub use binary::{
+    ort_add_table, ort_mul_table, pytorch_mul_table, qnnpack_add_elem, qnnpack_add_params,
+    transpose_table, BINARY_TABLE_LEN,
+};
+pub use ort::{quantize_div, requantize_table_div, softmax_table, OrtPool2d};
 pub use pool::{
     adaptive_path, adaptive_window, avg_pool2d_path, cascade_sum, cascade_sum_ilp4, div_round_even,
     mean_f32_path, mean_sum_direct, qnnpack_avg_mult, AvgPath, AvgPoolOpts, Pool2d, AVG_NHWC_SPLIT,
     SUM_VEC,
 };
 pub use quantize::{requantize_table, requantize_table_vector};
-pub use shape::{cat_tables, is_channels_last_trivially};
-pub use table::{apply_tables, hardswish_tables, hardtanh_table, relu_table};
+pub use shape::{cat_tables, is_channels_last_trivially, ort_cat_tables};
+pub use table::{
+    apply_tables, apply_tables_nhwc, hardswish_tables, hardtanh_table, onnx_table, relu_table,
+};
 
 // ---------------------------------------------------------------------------
 // The op enum (user-facing) and its registration.
@@ -104,8 +116,97 @@ pub enum Op {
     Flatten,
     /// Reshape to a per-sample shape.
     Reshape(Vec<usize>),
-    /// Concatenation along channels, requantized to these qparams.
+    /// Concatenation along channels, requantized to these qparams (under
+    /// `Requant::OnnxRuntime` by QLinearConcat's rule).
     Cat(QParams),
+    /// A float op after the last dequantize, run on the host after readback
+    /// (see [`host`]).
+    HostFloat(host::HostFn),
+    /// QLinearGlobalAveragePool (ONNX Runtime only): `[C, H, W]` to
+    /// `[C, 1, 1]`, `sat(rint(f32(Σq - zp·N) * (x_scale / (y_scale * N))) + zp_y)`.
+    GlobalAvgPool {
+        /// The output's qparams.
+        out: QParams,
+    },
+    /// QLinearAveragePool (ONNX Runtime only): f32 window sums of the
+    /// dequantized taps, divided by the count, requantized with the zero
+    /// point added before rounding.
+    AvgPoolRequant {
+        /// The window (ONNX's begin/end pads and `ceil_mode`).
+        pool: ort::OrtPool2d,
+        /// Divide by the whole kernel instead of the taps inside the input.
+        count_include_pad: bool,
+        /// The output's qparams.
+        out: QParams,
+    },
+    /// QLinearSoftmax (ONNX Runtime only; opset 13: one axis): ORT's table form.
+    Softmax {
+        /// The per-sample dimension the softmax runs over (0 is the first
+        /// dimension after the batch).
+        axis: usize,
+        /// The output's qparams (only `floor(1 / scale)` and the zero point enter).
+        out: QParams,
+    },
+    /// Two quantized tensors (quint8 or qint8) through a 65,536-entry table:
+    /// output byte = `table[a_byte * 256 + b_byte]` (stored bytes: uint8
+    /// images for qint8), input 1 broadcast into input 0's shape (numpy,
+    /// right-aligned; see [`binary`]). The output has input 0's per-sample
+    /// shape and qparams `out`. Tables: [`binary::ort_add_table`],
+    /// [`binary::ort_mul_table`].
+    Binary {
+        /// 65,536 output bytes, indexed by `a * 256 + b`.
+        table: std::sync::Arc<Vec<u8>>,
+        /// The output's qparams.
+        out: QParams,
+    },
+    /// PyTorch's quantized elementwise product of two quint8 tensors
+    /// (`quantized::mul` / `mul_relu`, every engine), input 1 broadcast into
+    /// input 0 as for [`Op::Binary`] (e.g. `[C, H, W] x [C, 1, 1]`).
+    Mul {
+        /// Apply ReLU to the product (`quantized::mul_relu`).
+        relu: bool,
+        /// The output's qparams.
+        out: QParams,
+    },
+    /// A 256-entry lookup table: output byte = `table[input byte]` (the
+    /// stored byte: the uint8 image for qint8), same shape, output qparams
+    /// `out` (which may be signed: the table then holds uint8 images). Any
+    /// input qparams. Built by a converter from an elementwise function (e.g.
+    /// [`table::onnx_table`]).
+    Lut {
+        /// Output byte per input byte.
+        table: Box<[u8; 256]>,
+        /// The output's qparams.
+        out: QParams,
+    },
+    /// Two 256-entry lookup tables split as ATen's elementwise quantized
+    /// kernels split a tensor: elements `[0, n - n % 64)` of the flat tensor
+    /// of `n` elements, in PyTorch's memory order (NHWC for a channels-last
+    /// tensor, e.g. a conv output), take `table` (the vector body), the rest
+    /// `tail` (the scalar tail). Otherwise as [`Op::Lut`]. For PyTorch ops
+    /// whose vector and scalar code round a byte differently (the exporter
+    /// computes both tables with PyTorch).
+    LutSplit {
+        /// Output byte per input byte, vector body.
+        table: Box<[u8; 256]>,
+        /// Output byte per input byte, scalar tail.
+        tail: Box<[u8; 256]>,
+        /// The output's qparams.
+        out: QParams,
+    },
+    /// A byte gather (see [`gather`]): output element `i` (row-major over
+    /// the per-sample `shape`, rank 1 to 3) is element `index[i]` of the
+    /// concatenation, in input order, of the inputs' per-sample row-major
+    /// elements. One or more inputs, all quantized with the same qparams,
+    /// which the output keeps. Built by [`gather::transpose_index`],
+    /// [`gather::slice_index`], [`gather::take_index`],
+    /// [`gather::concat_index`], [`gather::split_index`].
+    Gather {
+        /// The output's per-sample shape.
+        shape: Vec<usize>,
+        /// One entry per output element.
+        index: std::sync::Arc<Vec<u32>>,
+    },
 }
 
 impl Op {
@@ -130,6 +231,24 @@ impl Op {
             Op::Flatten => Box::new(shape::ShapeOp::Flatten),
             Op::Reshape(s) => Box::new(shape::ShapeOp::Reshape(s)),
             Op::Cat(q) => Box::new(shape::ShapeOp::Cat(*q)),
+            Op::HostFloat(f) => Box::new(host::HostOp(f)),
+            Op::GlobalAvgPool { out } => Box::new(ort::OrtOp::GlobalAvg(*out)),
+            Op::AvgPoolRequant {
+                pool,
+                count_include_pad,
+                out,
+            } => Box::new(ort::OrtOp::AvgPool(*pool, *count_include_pad, *out)),
+            Op::Softmax { axis, out } => Box::new(ort::OrtOp::Softmax(*axis, *out)),
+            Op::Binary { table, out } => Box::new(binary::Binary { table, out: *out }),
+            Op::Mul { relu, out } => Box::new(binary::Mul {
+                relu: *relu,
+                out: *out,
+            }),
+            Op::Lut { table, out } => Box::new(table::TableOp::Lut(table, *out)),
+            Op::LutSplit { table, tail, out } => {
+                Box::new(table::TableOp::LutSplit(table, tail, *out))
+            }
+            Op::Gather { shape, index } => Box::new(gather::Gather { shape, index }),
         }
     }
 
@@ -147,6 +266,9 @@ pub(crate) const FILE_OPS: &[&[FileOp]] = &[
     pool::FILE_OPS,
     table::FILE_OPS,
     shape::FILE_OPS,
+    host::FILE_OPS,
+    ort::FILE_OPS,
+    gather::FILE_OPS,
 ];
 
 /// The file-form entry of op `name`.
@@ -242,6 +364,12 @@ pub(crate) trait OpKind<'a> {
     /// Whether its GPU side reads a [`Storage::Host`] input (a dequantize
     /// kept on the host), i.e. is a quantize that becomes a requantize table.
     fn reads_dequantized(&self) -> bool {
+        false
+    }
+    /// Whether it runs on the host after readback, on float32 values (a
+    /// [`host`] op): it may read a host-side dequantize, and only model
+    /// outputs may depend on it.
+    fn runs_on_host(&self) -> bool {
         false
     }
     /// Weight bytes as held on the GPU (int8 and epilogue records) and as the
@@ -384,7 +512,11 @@ pub(crate) struct ParseCx<'a> {
     pub node: &'a str,
     /// The file's format version.
     pub version: u64,
+    /// The model's arithmetic (what the non-conv ops follow).
+    #[allow(dead_code)]
     pub engine: Requant,
+    /// The engine the file records (chooses a conv/linear's default rule).
+    pub pytorch_engine: crate::quant::Engine,
     /// Infos of the node's inputs (in order; parsing follows the graph).
     pub inputs: Vec<&'a TensorInfo>,
     pub tensors: &'a Tensors<'a>,
@@ -489,6 +621,38 @@ impl Attrs<'_> {
         }
         QParams::new(scale as f32, zp as i32)
     }
+    /// `scale`, `zero_point` and optional `signed` (default false): quint8
+    /// qparams, or qint8 when `signed` is true, whose `zero_point` is then the
+    /// int8 zero point (`-128..=127`; held as the image, see [`QParams`]).
+    pub fn qparams_signed(&self) -> Result<QParams> {
+        let signed = match self.opt("signed") {
+            None => false,
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| bad(format!("\"signed\" must be true or false, got {v}")))?,
+        };
+        if !signed {
+            return self.qparams();
+        }
+        let s = self.get("scale")?;
+        let z = self.get("zero_point")?;
+        let scale = s
+            .as_f64()
+            .ok_or_else(|| bad(format!("scale must be a number, got {s}")))?;
+        let zp = z
+            .as_i64()
+            .ok_or_else(|| bad(format!("zero_point must be an integer, got {z}")))?;
+        if !(scale.is_finite() && scale > 0.0 && (scale as f32) > 0.0 && (scale as f32).is_finite())
+        {
+            return Err(bad(format!("scale {scale} must be a finite positive f32")));
+        }
+        if !(-128..=127).contains(&zp) {
+            return Err(bad(format!(
+                "zero_point {zp} is outside qint8's range -128..=127"
+            )));
+        }
+        QParams::new_i8(scale as f32, zp as i32)
+    }
     pub fn activation(&self) -> Result<Activation> {
         let v = self.get("activation")?;
         Activation::parse(v.as_str().unwrap_or(""))
@@ -570,6 +734,15 @@ impl NodeWriter<'_> {
         if q.signed {
             // qint8: the file holds the int8 zero point.
             self.put("dtype", serde_json::json!("qint8"));
+        }
+    }
+    /// [`Self::put_qparams`] for qparams that may be signed: a qint8 one is
+    /// written with its int8 zero point and `"signed": true`.
+    pub fn put_qparams_signed(&mut self, q: QParams) {
+        self.put("scale", serde_json::json!(q.scale as f64));
+        self.put("zero_point", serde_json::json!(q.true_zero_point()));
+        if q.signed {
+            self.put("signed", serde_json::json!(true));
         }
     }
 }

@@ -1,10 +1,19 @@
-//! Elementwise binary ops: `add` / `add_relu` with their own output qparams
+//! Elementwise binary ops: `binary` and `mul` (65,536-entry tables with
+//! broadcasting, in `table.rs`), and `add` / `add_relu` with their own output qparams
 //! (rules in `tests/data/ops/README.md`). Lowered once into [`AddParams`]
 //! (the `add.wgsl` uniforms: QNNPACK's fixed-point multipliers, `1/so`, the
 //! clamp) and the dequantize tables of both inputs; the CPU loop below and
 //! the GPU kernel read the same constants.
 
 mod gpu;
+mod table;
+
+#[doc(hidden)]
+pub use gpu::BinaryParams;
+pub use table::{
+    ort_add_table, ort_mul_table, pytorch_mul_table, transpose_table, BINARY_TABLE_LEN,
+};
+pub(crate) use table::{Binary, Mul};
 
 use serde_json::json;
 
@@ -17,7 +26,9 @@ use super::{
     Lowered, NodeWriter, Op, OpKind, ParseCx, Signature,
 };
 
-pub(crate) const FILE_OPS: &[FileOp] = &[FileOp {
+pub(crate) const FILE_OPS: &[FileOp] = &[ADD_FILE_OP, table::BINARY_FILE_OP, table::MUL_FILE_OP];
+
+const ADD_FILE_OP: FileOp = FileOp {
     name: "add",
     attributes: &["activation", "scale", "zero_point"],
     parse: |a: &Attrs<'_>, _: &ParseCx<'_>| {
@@ -26,7 +37,7 @@ pub(crate) const FILE_OPS: &[FileOp] = &[FileOp {
             out: a.qparams()?,
         })
     },
-}];
+};
 
 /// `add` (with a fused ReLU or not) to output qparams `out`.
 pub(crate) struct Add {

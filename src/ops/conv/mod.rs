@@ -157,10 +157,6 @@ fn parse_layer(kind: LayerKind, a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
     let q_in = cx.q_in()?;
     let out = a.qparams()?;
     let act = a.activation()?;
-    let rule = match a.opt("requant") {
-        Some(v) => Requant::parse(v.as_str().unwrap_or(""))?,
-        None => cx.engine,
-    };
     let name = cx.node;
     let t = cx.tensors;
     let wname = format!("{name}.weight");
@@ -196,6 +192,14 @@ fn parse_layer(kind: LayerKind, a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
             )));
         };
         Conv2dGeometry::linear(k, o)
+    };
+    // A node's own rule, else the engine's routing (x86: oneDNN for conv2d
+    // with groups <= 100, see Engine::layer_rule).
+    let rule = match a.opt("requant") {
+        Some(v) => Requant::parse(v.as_str().unwrap_or(""))?,
+        None => cx
+            .pytorch_engine
+            .layer_rule(kind == LayerKind::Conv2d, geom.groups),
     };
     let o = geom.out_channels;
     let scales = t.f32(&format!("{name}.weight_scale"), &[o])?;

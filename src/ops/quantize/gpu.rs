@@ -8,6 +8,8 @@ use crate::gpu::node::{
     chw, table_buffer, GpuIo, GpuNode, Nothing, TableNode, Upload, UploadCx, WG,
 };
 use crate::gpu::{Dispatch, GpuContext, Kernel};
+use crate::ops::ort::gpu::OrtNode;
+use crate::ops::ort::{OrtMode, OrtParams};
 
 /// The uniform block of `quantize.wgsl`.
 #[doc(hidden)]
@@ -39,6 +41,22 @@ impl Upload for QuantizeLowered {
                     table: table_buffer(cx.ctx, &t, &t),
                     vec_split: false,
                 })
+            }
+            // ONNX Runtime's rule Q: ort.wgsl, exact division.
+            None if self.divide_by.is_some() => {
+                let (c, h, w) = chw(cx.stored[0]);
+                let p = OrtParams {
+                    c,
+                    h,
+                    w,
+                    c4: c.div_ceil(4),
+                    oh: h,
+                    ow: w,
+                    bits: self.divide_by.unwrap_or(1.0).to_bits(),
+                    zp_out: self.zp,
+                    ..Default::default()
+                };
+                Box::new(OrtNode::new(cx.ctx, p, OrtMode::Quantize, &[0])?)
             }
             None => Box::new(QuantizeNode {
                 inv: self.inv,

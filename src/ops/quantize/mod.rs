@@ -53,10 +53,11 @@ impl<'a> OpKind<'a> for Quantize {
     fn write(&self, w: &mut NodeWriter) {
         w.put_qparams(self.0);
     }
-    fn lower(&self, _: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
+    fn lower(&self, sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
         Ok(Box::new(QuantizeLowered {
             inv: self.0.inv_scale(),
             zp: self.0.zero_point,
+            divide_by: (sig.engine == Requant::OnnxRuntime).then_some(self.0.scale),
         }))
     }
     fn reads_dequantized(&self) -> bool {
@@ -64,28 +65,37 @@ impl<'a> OpKind<'a> for Quantize {
     }
 }
 
-/// Rule Q's constants: `1/scale` (computed once) and the zero point.
+/// Rule Q's constants: `1/scale` (computed once) and the zero point; under
+/// ONNX Runtime the scale to divide by instead (ORT's rule Q:
+/// `sat(rint(x / scale) + zp)`, a true division; on the GPU `ort.wgsl`'s
+/// exactly rounded `fdiv`).
 pub(crate) struct QuantizeLowered {
     pub inv: f32,
     pub zp: i32,
+    pub divide_by: Option<f32>,
 }
 
 impl QuantizeLowered {
+    /// Rule Q on one value.
+    #[inline]
+    pub fn quantize(&self, x: f32) -> u8 {
+        match self.divide_by {
+            Some(s) => crate::ops::ort::quantize_div(x, s, self.zp),
+            None => quantize_inv(x, self.inv, self.zp),
+        }
+    }
     /// `quantize(dequantize(v))` from `from` for every byte `v`: what a
-    /// dequantize followed by this quantize computes.
+    /// dequantize followed by this quantize computes (ORT's rule DQ
+    /// `f32(q - zp) * s` is the same product as PyTorch's scalar one).
     pub fn requantize_table(&self, from: QParams) -> [u8; 256] {
-        std::array::from_fn(|v| quantize_inv(dequant_scalar(v as u8, from), self.inv, self.zp))
+        std::array::from_fn(|v| self.quantize(dequant_scalar(v as u8, from)))
     }
 }
 
 impl Lowered for QuantizeLowered {
     fn run_cpu(&self, io: &CpuIo<'_>) -> Result<Value> {
         let x = io.f32(0)?;
-        io.q_out(
-            x.iter()
-                .map(|&v| quantize_inv(v, self.inv, self.zp))
-                .collect(),
-        )
+        io.q_out(x.iter().map(|&v| self.quantize(v)).collect())
     }
 }
 
@@ -132,6 +142,7 @@ pub fn requantize_table(from: QParams, to: QParams) -> [u8; 256] {
     QuantizeLowered {
         inv: to.inv_scale(),
         zp: to.zero_point,
+        divide_by: None,
     }
     .requantize_table(from)
 }

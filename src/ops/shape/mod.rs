@@ -1,7 +1,8 @@
 //! Shape ops: `flatten`, `reshape` (the same bytes in NCHW order; on the GPU
 //! an alias when the packed layout does not change, else an identity-table
 //! relayout) and `cat` along channels (each input requantized to the
-//! output's qparams by tables lowered once).
+//! output's qparams by tables lowered once: ATen's rules, or QLinearConcat's
+//! under `Requant::OnnxRuntime`).
 
 mod gpu;
 
@@ -164,7 +165,11 @@ impl<'a> OpKind<'a> for ShapeOp<'a> {
                 let qs: Vec<QParams> = (0..sig.inputs.len())
                     .map(|i| sig.q_in(i))
                     .collect::<Result<_>>()?;
-                ShapeLowered::Cat(cat_tables(&shapes, &qs, *out, &sig.channels_last))
+                if sig.engine == Requant::OnnxRuntime {
+                    ShapeLowered::Cat(ort_cat_tables(&shapes, &qs, *out))
+                } else {
+                    ShapeLowered::Cat(cat_tables(&shapes, &qs, *out, &sig.channels_last))
+                }
             }
         }))
     }
@@ -211,6 +216,30 @@ pub fn is_channels_last_trivially(shape: &[usize]) -> bool {
         [_, _] => true,
         _ => false,
     }
+}
+
+/// Per-input tables of `cat` under ONNX Runtime (QLinearConcat): an input
+/// whose scale and zero point equal the output's is copied, any other goes
+/// through ORT's requantization table (rule DQ, then rule Q with a true
+/// division; [`crate::ops::requantize_table_div`]). Same table pair layout as
+/// [`cat_tables`].
+pub fn ort_cat_tables(
+    shapes: &[Vec<usize>],
+    qs: &[QParams],
+    out: QParams,
+) -> Vec<([u8; 256], [u8; 256], usize)> {
+    shapes
+        .iter()
+        .zip(qs)
+        .map(|(s, &q)| {
+            let t = if q.scale == out.scale && q.zero_point == out.zero_point {
+                std::array::from_fn(|v| v as u8)
+            } else {
+                crate::ops::requantize_table_div(q, out)
+            };
+            (t, t, s[1])
+        })
+        .collect()
 }
 
 /// Per-input tables of `cat` along channels: `(table for channels below the

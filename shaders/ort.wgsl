@@ -1,0 +1,250 @@
+// ONNX Runtime's float rules (tests/data/onnx/README.md), exact on the GPU;
+// src/ops/ort/mod.rs runs the same uniforms and tables on the CPU. MODE:
+// 0 QuantizeLinear (rule Q, f32 NCHW -> NHWC4), 1 QLinearGlobalAveragePool,
+// 2 QLinearAveragePool, 3 QLinearSoftmax.
+//
+// Every division is `fdiv`: IEEE binary32 division correctly rounded to
+// nearest even, in integer arithmetic on the bit patterns (WGSL's `/` on f32
+// may be off by 2.5 ULP). Operands that could be subnormal are kept as u32
+// bits (never loaded as f32), so subnormal inputs and results are exact too.
+// The f32 operations left to the GPU are additions of values read from host
+// tables, one multiplication (QLinearGlobalAveragePool) and round(): WGSL
+// defines +, * and round() on f32 as correctly rounded; none of them feeds a
+// multiplication into an addition (no FMA contraction is possible: the
+// products and quotients that are added come from host tables or from
+// integer code through bitcast).
+//
+// Host tables (`tab`, u32 bit patterns of f32): avg pool: tab[b] = the
+// dequantized byte b, x_scale * f32(b - zp_x); softmax: tab[d] = t(d) and
+// tab[256 + d] = t(d) * floor(1 / y_scale) for d = max - x (see mod.rs).
+
+struct Params {
+    c: u32, h: u32, w: u32, c4: u32,
+    oh: u32, ow: u32, total: u32, axis: u32,
+    kh: u32, kw: u32, sh: u32, sw: u32,
+    pt: u32, pl: u32, cip: u32, bits: u32,
+    zp_in: i32, zp_out: i32, offset: i32, m: f32,
+}
+
+override WG: u32 = 64u;
+override MODE: u32 = 0u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+// MODE 0: the f32 input's bit patterns; else packed NHWC4 bytes.
+@group(0) @binding(1) var<storage, read> x: array<u32>;
+@group(0) @binding(2) var<storage, read> tab: array<u32>;
+@group(0) @binding(3) var<storage, read_write> y: array<u32>;
+
+// ---- fdiv begin (tests/ort_ops.rs compiles this section on its own) ----
+const F32_NAN: u32 = 0x7fc00000u;
+const F32_INF: u32 = 0x7f800000u;
+
+// a / b for f32 bit patterns, correctly rounded to nearest even, with IEEE
+// zeros, infinities, NaN (one quiet NaN) and gradual underflow (subnormal
+// operands and results exact).
+fn fdiv(a: u32, b: u32) -> u32 {
+    let sign = (a ^ b) & 0x80000000u;
+    var ea = i32((a >> 23u) & 0xffu);
+    var eb = i32((b >> 23u) & 0xffu);
+    var ma = a & 0x7fffffu;
+    var mb = b & 0x7fffffu;
+    if (ea == 255 && ma != 0u) || (eb == 255 && mb != 0u) {
+        return F32_NAN;
+    }
+    let a_zero = (a & 0x7fffffffu) == 0u;
+    let b_zero = (b & 0x7fffffffu) == 0u;
+    if ea == 255 {
+        return select(sign | F32_INF, F32_NAN, eb == 255);
+    }
+    if eb == 255 {
+        return sign;
+    }
+    if a_zero {
+        return select(sign, F32_NAN, b_zero);
+    }
+    if b_zero {
+        return sign | F32_INF;
+    }
+    // significands in [2^23, 2^24): |a| = ma * 2^(ea - 150)
+    if ea == 0 {
+        let s = countLeadingZeros(ma) - 8u;
+        ma = ma << s;
+        ea = 1 - i32(s);
+    } else {
+        ma = ma | 0x800000u;
+    }
+    if eb == 0 {
+        let s = countLeadingZeros(mb) - 8u;
+        mb = mb << s;
+        eb = 1 - i32(s);
+    } else {
+        mb = mb | 0x800000u;
+    }
+    var e = ea - eb;
+    if ma < mb {
+        ma = ma << 1u;
+        e = e - 1;
+    }
+    // ma / mb in [1, 2): 25 quotient bits q = floor(ma / mb * 2^24), the
+    // remainder r says whether the quotient is exact.
+    var r = ma;
+    var q = 0u;
+    for (var i = 0u; i < 25u; i++) {
+        q = q << 1u;
+        if r >= mb {
+            r = r - mb;
+            q = q | 1u;
+        }
+        r = r << 1u;
+    }
+    // |a / b| = q * 2^(e - 24); biased exponent of a normal result:
+    let be = e + 127;
+    if be >= 255 {
+        return sign | F32_INF;
+    }
+    // bits to drop: 1 for a normal result, more for a subnormal one
+    let sh = u32(max(1, 2 - be));
+    if sh >= 26u {
+        return sign; // below half the smallest subnormal
+    }
+    var mant = q >> sh;
+    let rem = q & ((1u << sh) - 1u);
+    let half = 1u << (sh - 1u);
+    if rem > half || (rem == half && (r != 0u || (mant & 1u) == 1u)) {
+        mant = mant + 1u;
+    }
+    // a normal mant carries its implicit bit into the exponent field; a
+    // rounding carry (mant = 2^24, or 2^23 for a subnormal) moves up one
+    // binade, to infinity past the largest finite value.
+    let base = select(0u, u32(be - 1) << 23u, be >= 1);
+    return sign | (base + mant);
+}
+// ---- fdiv end ----
+
+// rint(v) + zp for v = bitcast<f32>(bits), saturated to the bytes [lo, hi];
+// a |v| >= 2^22 (or infinite) saturates by its sign.
+fn round_add_sat(bits: u32, zp: i32, lo: i32, hi: i32) -> i32 {
+    if (bits & 0x7fffffffu) >= 0x4a800000u {
+        return select(hi, lo, (bits >> 31u) == 1u);
+    }
+    return clamp(i32(round(bitcast<f32>(bits))) + zp, lo, hi);
+}
+
+// f32(a), correctly rounded for every i32 (a plain f32(i32) may round either
+// way past 2^24): both halves convert exactly, the one addition rounds.
+fn exact_f32(a: i32) -> f32 {
+    let lo = a & 0xffff;
+    return f32(a - lo) + f32(lo);
+}
+
+fn byte_at(b: u32, iy: u32, ix: u32, c: u32) -> u32 {
+    return (x[((b * p.h + iy) * p.w + ix) * p.c4 + c / 4u] >> (8u * (c % 4u))) & 0xffu;
+}
+
+// rule Q: sat(rint(x / s) + zp); p.bits holds s.
+fn quantize(b: u32, oy: u32, ox: u32, c: u32) -> i32 {
+    let v = x[((b * p.c + c) * p.h + oy) * p.w + ox];
+    return round_add_sat(fdiv(v, p.bits), p.zp_out, 0, 255);
+}
+
+// acc = Σq - zp_x·N (i32), sat(rint(f32(acc) * m) + zp_y)
+fn global_avg(b: u32, c: u32) -> i32 {
+    var sum = 0u;
+    for (var iy = 0u; iy < p.h; iy++) {
+        for (var ix = 0u; ix < p.w; ix++) {
+            sum += byte_at(b, iy, ix, c);
+        }
+    }
+    let acc = i32(sum) - p.zp_in * i32(p.h * p.w);
+    let r = round(exact_f32(acc) * p.m);
+    return i32(clamp(r, f32(-p.zp_out), f32(255 - p.zp_out))) + p.zp_out;
+}
+
+// f32 window sum of dequantized taps from 0.0 in row-major order,
+// v = sum / f32(count), sat(rint(v / y_scale + f32(zp_y))) with the true zp_y
+// (p.zp_out), stored + p.offset; p.bits holds y_scale.
+fn avg_pool(b: u32, oy: u32, ox: u32, c: u32) -> i32 {
+    let hs0 = i32(oy * p.sh) - i32(p.pt);
+    let ws0 = i32(ox * p.sw) - i32(p.pl);
+    let he = min(hs0 + i32(p.kh), i32(p.h));
+    let we = min(ws0 + i32(p.kw), i32(p.w));
+    let hs = max(hs0, 0);
+    let ws = max(ws0, 0);
+    var sum = 0.0;
+    for (var iy = hs; iy < he; iy++) {
+        for (var ix = ws; ix < we; ix++) {
+            sum = sum + bitcast<f32>(tab[byte_at(b, u32(iy), u32(ix), c)]);
+        }
+    }
+    let taps = u32(max(he - hs, 0) * max(we - ws, 0));
+    let count = select(taps, p.kh * p.kw, p.cip != 0u);
+    let v = fdiv(bitcast<u32>(sum), bitcast<u32>(f32(count)));
+    let w = fdiv(v, p.bits);
+    let lo = -p.offset;
+    let hi = 255 - p.offset;
+    if (w & 0x7fffffffu) >= 0x4a800000u {
+        return select(hi, lo, (w >> 31u) == 1u) + p.offset;
+    }
+    let r = round(bitcast<f32>(w) + f32(p.zp_out));
+    return i32(clamp(r, f32(lo), f32(hi))) + p.offset;
+}
+
+// Byte k of the softmax row through (b, oy, ox, c) along p.axis.
+fn row_at(b: u32, oy: u32, ox: u32, c: u32, k: u32) -> u32 {
+    switch p.axis {
+        case 0u: { return byte_at(b, oy, ox, k); }
+        case 1u: { return byte_at(b, k, ox, c); }
+        default: { return byte_at(b, oy, k, c); }
+    }
+}
+
+// min(rint(t(m - x) * floor(1/y_scale) / sum) + zp_y, 255) on the images.
+fn softmax(b: u32, oy: u32, ox: u32, c: u32) -> i32 {
+    var n = p.c;
+    if p.axis == 1u {
+        n = p.h;
+    } else if p.axis == 2u {
+        n = p.w;
+    }
+    var m = 0u;
+    for (var k = 0u; k < n; k++) {
+        m = max(m, row_at(b, oy, ox, c, k));
+    }
+    var sum = 0.0;
+    for (var k = 0u; k < n; k++) {
+        sum = sum + bitcast<f32>(tab[m - row_at(b, oy, ox, c, k)]);
+    }
+    let d = m - byte_at(b, oy, ox, c);
+    let q = fdiv(tab[256u + d], bitcast<u32>(sum));
+    return round_add_sat(q, p.zp_out, 0, 255);
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * nwg.x * WG;
+    if idx >= p.total {
+        return;
+    }
+    let c4 = idx % p.c4;
+    let pix = idx / p.c4;
+    let ox = pix % p.ow;
+    let t = pix / p.ow;
+    let oy = t % p.oh;
+    let b = t / p.oh;
+    var word = 0u;
+    for (var l = 0u; l < 4u; l++) {
+        let c = c4 * 4u + l;
+        if c >= p.c {
+            break;
+        }
+        var v: i32;
+        switch MODE {
+            case 0u: { v = quantize(b, oy, ox, c); }
+            case 1u: { v = global_avg(b, c); }
+            case 2u: { v = avg_pool(b, oy, ox, c); }
+            default: { v = softmax(b, oy, ox, c); }
+        }
+        word |= u32(v) << (8u * l);
+    }
+    y[idx] = word;
+}

@@ -1,0 +1,580 @@
+//! ONNX Runtime's own quantized ops (rules in `tests/data/onnx/README.md`):
+//! `global_avg_pool` (QLinearGlobalAveragePool), `avg_pool_requant`
+//! (QLinearAveragePool) and `softmax` (QLinearSoftmax), plus ORT's rule Q for
+//! `quantize` on the GPU. They exist only under [`Requant::OnnxRuntime`].
+//! Lowering computes, once, the uniforms of `shaders/ort.wgsl`
+//! ([`OrtParams`]) and its table (dequantized bytes, or softmax's
+//! exponentials); the CPU loop below reads exactly those constants, with
+//! Rust's correctly rounded f32 `/` where the kernel runs its integer `fdiv`.
+//!
+//! qint8 tensors are uint8 images (see [`QParams`]): the pools dequantize
+//! `byte - zero_point` (the same on images), QLinearAveragePool adds the
+//! **true** output zero point before rounding and stores `result + 128`,
+//! softmax depends only on `max - x` and adds the zero point after rounding.
+
+pub(crate) mod gpu;
+
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::model::{DType, TensorInfo, Value};
+use crate::quant::{QParams, Requant};
+
+use super::{
+    check_window, dims4, quantized, Attrs, CpuIo, FileOp, Lowered, NodeWriter, Op, OpKind, ParseCx,
+    Signature,
+};
+
+pub use gpu::OrtParams;
+
+pub(crate) const FILE_OPS: &[FileOp] = &[
+    FileOp {
+        name: "global_avg_pool",
+        attributes: &["scale", "zero_point"],
+        parse: |a: &Attrs<'_>, _: &ParseCx<'_>| Ok(Op::GlobalAvgPool { out: a.qparams()? }),
+    },
+    FileOp {
+        name: "avg_pool_requant",
+        attributes: &[
+            "kernel_size",
+            "stride",
+            "pads",
+            "ceil_mode",
+            "count_include_pad",
+            "scale",
+            "zero_point",
+        ],
+        parse: |a: &Attrs<'_>, _: &ParseCx<'_>| {
+            let v = a.get("pads")?;
+            let pads: [usize; 4] = v
+                .as_array()
+                .and_then(|p| {
+                    let p: Option<Vec<usize>> =
+                        p.iter().map(|d| d.as_u64().map(|d| d as usize)).collect();
+                    p?.try_into().ok()
+                })
+                .ok_or_else(|| {
+                    Error::Model(format!(
+                        "\"pads\" must be [top, left, bottom, right], got {v}"
+                    ))
+                })?;
+            Ok(Op::AvgPoolRequant {
+                pool: OrtPool2d {
+                    kernel: a.pair("kernel_size")?,
+                    stride: a.pair("stride")?,
+                    pads,
+                    ceil_mode: a.bool("ceil_mode")?,
+                },
+                count_include_pad: a.bool("count_include_pad")?,
+                out: a.qparams()?,
+            })
+        },
+    },
+    FileOp {
+        name: "softmax",
+        attributes: &["axis", "scale", "zero_point"],
+        parse: |a: &Attrs<'_>, _: &ParseCx<'_>| {
+            Ok(Op::Softmax {
+                axis: a.usize("axis")?,
+                out: a.qparams()?,
+            })
+        },
+    },
+];
+
+/// The window of ONNX's 2-D average pooling: begin and end pads per
+/// dimension, `ceil_mode` with ONNX Runtime's rule (a last window starting
+/// in the end padding is dropped). No dilation (QLinearAveragePool has none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrtPool2d {
+    /// `[kh, kw]`, each >= 1.
+    pub kernel: [usize; 2],
+    /// `[sh, sw]`, each >= 1.
+    pub stride: [usize; 2],
+    /// `[top, left, bottom, right]` (ONNX's order: begins, then ends), each
+    /// smaller than the kernel along its dimension.
+    pub pads: [usize; 4],
+    /// Round the output size up (ONNX `ceil_mode`).
+    pub ceil_mode: bool,
+}
+
+impl OrtPool2d {
+    /// ONNX's output length along dimension `i` (0: H, 1: W) of a `len` input.
+    pub fn out_len(&self, len: usize, i: usize) -> Result<usize> {
+        let (k, s) = (self.kernel[i], self.stride[i]);
+        let (pb, pe) = (self.pads[i], self.pads[i + 2]);
+        let padded = len + pb + pe;
+        if padded < k {
+            return Err(Error::shape(
+                "avg_pool_requant input",
+                format!(
+                    "size {len} (padded {padded}) is smaller than the kernel {:?}",
+                    self.kernel
+                ),
+            ));
+        }
+        let mut o = if self.ceil_mode {
+            (padded - k).div_ceil(s) + 1
+        } else {
+            (padded - k) / s + 1
+        };
+        if self.ceil_mode && (o - 1) * s >= len + pb {
+            o -= 1;
+        }
+        Ok(o)
+    }
+
+    /// Checks the window: kernel and stride >= 1, pads smaller than the
+    /// kernel (as ONNX Runtime requires), every value within
+    /// [`crate::model::MAX_WINDOW`].
+    pub fn validate(&self) -> Result<()> {
+        check_window("avg_pool_requant kernel_size", self.kernel)?;
+        check_window("avg_pool_requant stride", self.stride)?;
+        check_window("avg_pool_requant pads", [self.pads[0], self.pads[1]])?;
+        check_window("avg_pool_requant pads", [self.pads[2], self.pads[3]])?;
+        if self.kernel.contains(&0) || self.stride.contains(&0) {
+            return Err(Error::config(
+                "avg_pool_requant",
+                format!(
+                    "kernel {:?} and stride {:?} must be >= 1",
+                    self.kernel, self.stride
+                ),
+            ));
+        }
+        for i in 0..4 {
+            if self.pads[i] >= self.kernel[i % 2] {
+                return Err(Error::config(
+                    "avg_pool_requant",
+                    format!(
+                        "pads {:?} must be smaller than the kernel {:?}",
+                        self.pads, self.kernel
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// ORT's rule Q: `sat(rint(x / scale) + zero_point)`, a true f32 division;
+/// the byte is the image for qint8 (`zero_point` is the image's). Values
+/// past i32 saturate; NaN maps to the zero point.
+#[inline]
+pub fn quantize_div(x: f32, scale: f32, zero_point: i32) -> u8 {
+    let r = (x / scale).round_ties_even();
+    let r = if r.is_nan() {
+        0
+    } else {
+        r.clamp(-2_147_483_648.0, 2_147_483_520.0) as i64
+    };
+    (r + zero_point as i64).clamp(0, 255) as u8
+}
+
+/// ORT's requantization table: `t[b] = Q(DQ(b))` with rule DQ
+/// `f32(b - zp_from) * s_from` and rule Q (divide), indexed by stored bytes.
+pub fn requantize_table_div(from: QParams, to: QParams) -> [u8; 256] {
+    std::array::from_fn(|b| {
+        quantize_div(
+            (b as i32 - from.zero_point) as f32 * from.scale,
+            to.scale,
+            to.zero_point,
+        )
+    })
+}
+
+/// QLinearSoftmax's table for input scale `x_scale` and a reduced length
+/// `d_len`, indexed by `d = max - x` (0..=255), identical for uint8 and
+/// int8 (ORT's own tables, indexed by `255 - m + x` and `(127 - m + x) mod
+/// 256`, hold this value at those places): `shift = max(0, ln(f32(FLT_MAX /
+/// D)) - 5) / x_scale` and `t(d) = f32(exp((shift - d) * x_scale))`, in f64.
+pub fn softmax_table(x_scale: f32, d_len: usize) -> [f32; 256] {
+    let xs = x_scale as f64;
+    let shift = (((f32::MAX / d_len as f32) as f64).ln() - 5.0).max(0.0) / xs;
+    std::array::from_fn(|d| {
+        let i = 255 - d;
+        ((i as f64 - 255.0 + shift) * xs).exp() as f32
+    })
+}
+
+/// `ort.wgsl`'s `MODE` override.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OrtMode {
+    Quantize = 0,
+    GlobalAvg = 1,
+    AvgPool = 2,
+    Softmax = 3,
+}
+
+/// One of ORT's ops.
+pub(crate) enum OrtOp {
+    GlobalAvg(QParams),
+    AvgPool(OrtPool2d, bool, QParams),
+    Softmax(usize, QParams),
+}
+
+fn need_ort(engine: Requant, op: &str) -> Result<()> {
+    if engine != Requant::OnnxRuntime {
+        return Err(Error::config(
+            op,
+            format!(
+                "follows ONNX Runtime's rule; the model's engine is {:?} (needs \"onnxruntime\")",
+                engine.name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// QLinearGlobalAveragePool's multiplier `x_scale / (y_scale * f32(N))`;
+/// ORT refuses one below 2^-32 or from 256 on.
+pub fn global_avg_scale(x: QParams, y: QParams, n: usize) -> Result<f32> {
+    let m = x.scale / (y.scale * n as f32);
+    if !(m >= 2f32.powi(-32) && m < 256.0) {
+        return Err(Error::qparams(
+            "global_avg_pool",
+            format!(
+                "x_scale / (y_scale * N) = {:e} / ({:e} * {n}) = {m:e} is outside [2^-32, 256), which ONNX Runtime refuses",
+                x.scale, y.scale
+            ),
+        ));
+    }
+    Ok(m)
+}
+
+impl<'a> OpKind<'a> for OrtOp {
+    fn name(&self) -> &'static str {
+        match self {
+            OrtOp::GlobalAvg(_) => "global_avg_pool",
+            OrtOp::AvgPool(..) => "avg_pool_requant",
+            OrtOp::Softmax(..) => "softmax",
+        }
+    }
+    fn infer(&self, engine: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
+        let name = self.name();
+        need_ort(engine, name)?;
+        let x = ins[0];
+        let q = quantized(x)?;
+        let out = match self {
+            OrtOp::GlobalAvg(o) | OrtOp::AvgPool(_, _, o) | OrtOp::Softmax(_, o) => *o,
+        };
+        out.validate(&format!("{name} output"))?;
+        let shape = match self {
+            OrtOp::GlobalAvg(o) => {
+                let [c, h, w] = x.shape[..] else {
+                    return Err(Error::shape(
+                        name,
+                        format!("needs a [C, H, W] input, got {:?}", x.shape),
+                    ));
+                };
+                let n = h.saturating_mul(w);
+                check_window_elems(name, n, "an H x W plane")?;
+                global_avg_scale(q, *o, n)?;
+                vec![c, 1, 1]
+            }
+            OrtOp::AvgPool(pl, ..) => {
+                let [c, h, w] = x.shape[..] else {
+                    return Err(Error::shape(
+                        name,
+                        format!("needs a [C, H, W] input, got {:?}", x.shape),
+                    ));
+                };
+                pl.validate()?;
+                let window = pl.kernel[0].saturating_mul(pl.kernel[1]);
+                check_window_elems(name, window, "a window")?;
+                // the GPU sums f32 values that stay normal (see ort.wgsl)
+                check_dequant_scale(name, q)?;
+                let (oh, ow) = (pl.out_len(h, 0)?, pl.out_len(w, 1)?);
+                vec![c, oh, ow]
+            }
+            OrtOp::Softmax(axis, _) => {
+                if *axis >= x.shape.len() {
+                    return Err(Error::config(
+                        name,
+                        format!(
+                            "axis {axis} is not a dimension of the per-sample shape {:?}",
+                            x.shape
+                        ),
+                    ));
+                }
+                x.shape.clone()
+            }
+        };
+        Ok(TensorInfo {
+            shape,
+            dtype: DType::QUInt8(out),
+        })
+    }
+    fn write(&self, w: &mut NodeWriter) {
+        match self {
+            OrtOp::GlobalAvg(o) => w.put_qparams(*o),
+            OrtOp::AvgPool(pl, cip, o) => {
+                w.put("kernel_size", json!(pl.kernel));
+                w.put("stride", json!(pl.stride));
+                w.put("pads", json!(pl.pads));
+                w.put("ceil_mode", json!(pl.ceil_mode));
+                w.put("count_include_pad", json!(cip));
+                w.put_qparams(*o);
+            }
+            OrtOp::Softmax(axis, o) => {
+                w.put("axis", json!(axis));
+                w.put_qparams(*o);
+            }
+        }
+    }
+    fn lower(&self, sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
+        let x = sig.inputs[0];
+        let q = sig.q_in(0)?;
+        let (c, h, w) = crate::layout::chw_u32(&x.shape);
+        let (_, oh, ow) = crate::layout::chw_u32(&sig.output.shape);
+        let mut p = OrtParams {
+            c,
+            h,
+            w,
+            c4: c.div_ceil(4),
+            oh,
+            ow,
+            zp_in: q.zero_point,
+            ..Default::default()
+        };
+        let mut tab = vec![0u32; 1];
+        let mode = match self {
+            OrtOp::GlobalAvg(o) => {
+                p.m = global_avg_scale(q, *o, (h * w) as usize)?;
+                p.zp_out = o.zero_point;
+                OrtMode::GlobalAvg
+            }
+            OrtOp::AvgPool(pl, cip, o) => {
+                (p.kh, p.kw) = (pl.kernel[0] as u32, pl.kernel[1] as u32);
+                (p.sh, p.sw) = (pl.stride[0] as u32, pl.stride[1] as u32);
+                (p.pt, p.pl) = (pl.pads[0] as u32, pl.pads[1] as u32);
+                p.cip = *cip as u32;
+                p.bits = o.scale.to_bits();
+                p.zp_out = o.true_zero_point();
+                p.offset = o.offset();
+                tab = (0..256)
+                    .map(|b| (q.scale * (b - q.zero_point) as f32).to_bits())
+                    .collect();
+                OrtMode::AvgPool
+            }
+            OrtOp::Softmax(axis, o) => {
+                p.axis = *axis as u32;
+                p.zp_out = o.zero_point;
+                let n = [c, h, w][*axis] as usize;
+                let t = softmax_table(q.scale, n);
+                let yscale = (1.0f32 / o.scale).floor();
+                tab = t
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .chain(t.iter().map(|v| (v * yscale).to_bits()))
+                    .collect();
+                OrtMode::Softmax
+            }
+        };
+        Ok(Box::new(OrtLowered { p, mode, tab }))
+    }
+}
+
+fn check_window_elems(op: &str, n: usize, what: &str) -> Result<()> {
+    let max = super::pool::MAX_POOL_DIVISOR;
+    if n > max {
+        return Err(Error::config(
+            op,
+            format!("{what} of {n} elements exceeds the bound {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The dequantized bytes and every sum of them stay normal f32 (or zero) on
+/// the GPU when the input scale is in `[2^-100, 2^100]`.
+fn check_dequant_scale(op: &str, q: QParams) -> Result<()> {
+    if !(2f32.powi(-100)..=2f32.powi(100)).contains(&q.scale) {
+        return Err(Error::qparams(
+            format!("{op} input"),
+            format!("scale {:e} is outside [2^-100, 2^100]", q.scale),
+        ));
+    }
+    Ok(())
+}
+
+/// The constants of ORT's ops, shared by the CPU loop and `ort.wgsl`: the
+/// uniforms, the mode, and the table (f32 bit patterns; see each mode).
+pub(crate) struct OrtLowered {
+    pub p: OrtParams,
+    pub mode: OrtMode,
+    pub tab: Vec<u32>,
+}
+
+impl OrtLowered {
+    fn tab(&self, i: usize) -> f32 {
+        f32::from_bits(self.tab[i])
+    }
+
+    /// QLinearGlobalAveragePool of one channel plane.
+    fn global_avg(&self, plane: &[u8]) -> u8 {
+        let p = &self.p;
+        let sum: i64 = plane.iter().map(|&b| b as i64).sum();
+        let acc = (sum - p.zp_in as i64 * plane.len() as i64) as i32;
+        let r = (acc as f32 * p.m).round_ties_even();
+        (r as i64 + p.zp_out as i64).clamp(0, 255) as u8
+    }
+
+    /// QLinearAveragePool of one output.
+    fn avg_pool(&self, plane: &[u8], oy: usize, ox: usize) -> u8 {
+        let p = &self.p;
+        let (h, w) = (p.h as i64, p.w as i64);
+        let hs0 = (oy * p.sh as usize) as i64 - p.pt as i64;
+        let ws0 = (ox * p.sw as usize) as i64 - p.pl as i64;
+        let (he, we) = ((hs0 + p.kh as i64).min(h), (ws0 + p.kw as i64).min(w));
+        let (hs, ws) = (hs0.max(0), ws0.max(0));
+        let mut sum = 0f32;
+        for iy in hs..he {
+            for ix in ws..we {
+                sum += self.tab(plane[(iy * w + ix) as usize] as usize);
+            }
+        }
+        let taps = ((he - hs).max(0) * (we - ws).max(0)) as u32;
+        let count = if p.cip != 0 { p.kh * p.kw } else { taps };
+        let v = sum / count as f32;
+        let r = (v / f32::from_bits(p.bits) + p.zp_out as f32).round_ties_even();
+        let lo = -p.offset as f32;
+        let hi = (255 - p.offset) as f32;
+        (r.clamp(lo, hi) as i32 + p.offset) as u8
+    }
+
+    /// QLinearSoftmax of every row of one sample `[c, h, w]` along `p.axis`.
+    fn softmax(&self, x: &[u8], y: &mut [u8]) {
+        let p = &self.p;
+        let (c, h, w) = (p.c as usize, p.h as usize, p.w as usize);
+        let (n, stride) = match p.axis {
+            0 => (c, h * w),
+            1 => (h, w),
+            _ => (w, 1),
+        };
+        for start in 0..c * h * w {
+            // the first element of each row: index 0 along the axis
+            if (start / stride) % n != 0 {
+                continue;
+            }
+            let at = |k: usize| x[start + k * stride] as usize;
+            let m = (0..n).map(at).max().unwrap_or(0);
+            let mut sum = 0f32;
+            for k in 0..n {
+                sum += self.tab(m - at(k));
+            }
+            for k in 0..n {
+                let q = (self.tab(256 + m - at(k)) / sum).round_ties_even();
+                let v = if q >= 4194304.0 {
+                    255
+                } else {
+                    (q as i32 + p.zp_out).min(255)
+                };
+                y[start + k * stride] = v as u8;
+            }
+        }
+    }
+}
+
+impl Lowered for OrtLowered {
+    fn run_cpu(&self, io: &CpuIo<'_>) -> Result<Value> {
+        let (x, shape, _) = io.q(0)?;
+        let p = &self.p;
+        let (c, h, w) = (p.c as usize, p.h as usize, p.w as usize);
+        crate::layout::check_data_len(x.len(), shape)?;
+        let sample = c * h * w;
+        if shape.len() < 2 || shape[1..].iter().product::<usize>() != sample {
+            return Err(Error::shape(
+                "input",
+                format!("{shape:?}, lowered for [N, {c}, {h}, {w}]"),
+            ));
+        }
+        let len = super::checked_product("output", &io.out_shape())?;
+        let mut y = super::try_vec(len, 0u8, "output")?;
+        match self.mode {
+            OrtMode::Quantize => {
+                return Err(Error::Unsupported(
+                    "ort quantize runs through the quantize op".into(),
+                ))
+            }
+            OrtMode::GlobalAvg => {
+                for (o, plane) in y.iter_mut().zip(x.chunks(h * w)) {
+                    *o = self.global_avg(plane);
+                }
+            }
+            OrtMode::AvgPool => {
+                let (_, _, _, _) = dims4(shape, "avg_pool_requant input")?;
+                let (oh, ow) = (p.oh as usize, p.ow as usize);
+                for (out, plane) in y.chunks_mut(oh * ow).zip(x.chunks(h * w)) {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            out[oy * ow + ox] = self.avg_pool(plane, oy, ox);
+                        }
+                    }
+                }
+            }
+            OrtMode::Softmax => {
+                for (out, xs) in y.chunks_mut(sample).zip(x.chunks(sample)) {
+                    self.softmax(xs, out);
+                }
+            }
+        }
+        io.q_out(y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table form of the softmax equals ORT's own two tables (uint8 and
+    /// int8 indexing) as `src/onnx/reference.rs` builds them.
+    #[test]
+    fn softmax_table_is_orts_for_both_types() {
+        for (xs, d) in [(0.05f32, 10usize), (0.3, 1000), (1.7, 3), (0.001, 1)] {
+            let t = softmax_table(xs, d);
+            let x = xs as f64;
+            let shift = (((f32::MAX / d as f32) as f64).ln() - 5.0).max(0.0) / x;
+            let mut tu = [0f32; 256];
+            let mut ts = [0f32; 256];
+            for i in 0..256usize {
+                let v = ((i as f64 - 255.0 + shift) * x).exp() as f32;
+                tu[i] = v;
+                ts[(i as i32 - 128) as u8 as usize] = v;
+            }
+            for m in 0..256i32 {
+                for xv in 0..=m {
+                    let d = (m - xv) as usize;
+                    assert_eq!(t[d].to_bits(), tu[(255 - m + xv) as usize].to_bits());
+                    // int8: true values m - 128, xv - 128
+                    let (mt, xt) = (m - 128, xv - 128);
+                    let i = ((127 - mt + xt) as u32 & 0xff) as usize;
+                    assert_eq!(t[d].to_bits(), ts[i].to_bits());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn window_sizes_are_onnx() {
+        let p = OrtPool2d {
+            kernel: [2, 2],
+            stride: [2, 2],
+            pads: [0, 0, 0, 0],
+            ceil_mode: true,
+        };
+        assert_eq!(p.out_len(7, 0).unwrap(), 4);
+        let p = OrtPool2d {
+            kernel: [3, 3],
+            stride: [2, 2],
+            pads: [1, 1, 1, 1],
+            ceil_mode: false,
+        };
+        assert_eq!(p.out_len(7, 0).unwrap(), 4);
+        assert_eq!(p.out_len(8, 1).unwrap(), 4);
+        let bad = OrtPool2d {
+            pads: [3, 0, 0, 0],
+            ..p
+        };
+        assert!(matches!(bad.validate(), Err(Error::Config { .. })));
+    }
+}
