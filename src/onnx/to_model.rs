@@ -87,8 +87,13 @@ impl<'a> Converter<'a> {
                 return Err(unsupported(
                     &where_,
                     format!(
-                        "rank {}: qfuse takes [N, C, H, W], [N, C, L] or [N, K] inputs (dimension 0 is the batch)",
-                        dims.len()
+                        "rank {}: qfuse takes [N, C, H, W], [N, C, L] or [N, K] inputs (dimension 0 is the batch){}",
+                        dims.len(),
+                        if dims.len() < 2 {
+                            "; a one-element operand of QLinearAdd/QLinearMul runs when it is a constant (an initializer), as a table"
+                        } else {
+                            ""
+                        }
                     ),
                 ));
             }
@@ -363,6 +368,9 @@ impl<'a> Converter<'a> {
                 let y = qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?;
                 let table = Box::new(crate::ops::onnx_table(kind, q_in, y));
                 self.push(n, Op::Lut { table, out: y }, vec![x])
+            }
+            QOp::Add { a, b, y } | QOp::Mul { a, b, y } if self.constant_operand(n).is_some() => {
+                self.binary_const(n, a, b, y)
             }
             QOp::Add { a, b, y } | QOp::Mul { a, b, y } => {
                 let (xa, ia) = self.input(n, 0)?;
@@ -804,6 +812,91 @@ impl<'a> Converter<'a> {
             }
         };
         self.push(n, op, vec![x])
+    }
+
+    /// Which input (0 or 1) of a binary op is a constant tensor, if one is.
+    fn constant_operand(&self, n: &QNode) -> Option<usize> {
+        (0..2).find(|&i| {
+            n.inputs
+                .get(i)
+                .is_some_and(|&v| self.l.values[v].constant.is_some())
+        })
+    }
+
+    /// QLinearAdd / QLinearMul with a constant operand of one element: a
+    /// 256-entry table over the other input, the row (or column) of ORT's
+    /// binary table at the constant's byte. ORT hands its kernel the varying
+    /// input as "A" (the role swap), so the table is built in that order.
+    fn binary_const(&mut self, n: &QNode, a: &Q, b: &Q, y: &Q) -> Result<()> {
+        let c = self.constant_operand(n).expect("checked");
+        let v = 1 - c;
+        let cv = &self.l.values[n.inputs[c]];
+        let t = cv.constant.as_ref().expect("checked");
+        let byte = match &t.data {
+            super::TensorData::U8(d) if d.len() == 1 => d[0],
+            super::TensorData::I8(d) if d.len() == 1 => (d[0] as u8) ^ 0x80,
+            _ => {
+                return Err(unsupported(
+                    at(n),
+                    format!(
+                        "constant input '{}' of shape {:?}: qfuse takes a constant operand of one uint8/int8 element (as a table); a larger constant is not a qfuse input",
+                        cv.name, t.dims
+                    ),
+                ))
+            }
+        };
+        let (x, info) = self.input(n, v)?;
+        let (qa, qb) = if c == 1 { (a, b) } else { (b, a) };
+        let qv = self.check_in_q(n, &info, qa)?;
+        let qc = qparams(qb).map_err(|e| unsupported(at(n), e.to_string()))?;
+        if matches!(t.data, super::TensorData::I8(_)) != qc.signed {
+            return Err(unsupported(
+                at(n),
+                format!(
+                    "constant input '{}' is not of its zero point's type",
+                    cv.name
+                ),
+            ));
+        }
+        if t.dims.len() > info.shape.len() + 1 {
+            return Err(unsupported(
+                at(n),
+                format!(
+                    "constant input '{}' of rank {} broadcasts the output beyond its input's rank",
+                    cv.name,
+                    t.dims.len()
+                ),
+            ));
+        }
+        let y = qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?;
+        let add = matches!(n.op, QOp::Add { .. });
+        // (ORT's "A", ORT's "B"): the varying input is A unless both have
+        // one element per sample and ORT keeps the file's order.
+        let full_v: Vec<usize> = std::iter::once(1)
+            .chain(info.shape.iter().copied())
+            .collect();
+        let (fa, fb) = if c == 1 {
+            (full_v.clone(), t.dims.clone())
+        } else {
+            (t.dims.clone(), full_v.clone())
+        };
+        let swap = ort_swaps(&fa, &fb);
+        // the varying input plays ORT's A when (c == 1) == !swap
+        let v_is_a = (c == 1) != swap;
+        let (pa, pb) = if v_is_a { (qv, qc) } else { (qc, qv) };
+        let full = if add {
+            crate::ops::ort_add_table(pa, pb, y)
+        } else {
+            crate::ops::ort_mul_table(pa, pb, y)
+        };
+        let table: Box<[u8; 256]> = Box::new(std::array::from_fn(|x| {
+            if v_is_a {
+                full[x * 256 + byte as usize]
+            } else {
+                full[byte as usize * 256 + x]
+            }
+        }));
+        self.push(n, Op::Lut { table, out: y }, vec![x])
     }
 
     /// A pooling op `op` of NCHW tensors on `x`; an NHWC (`channels_last`)
