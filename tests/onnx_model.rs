@@ -274,6 +274,10 @@ fn check(ctx: Option<&GpuContext>) {
         println!("FAIL ({on}) {f}");
     }
     let known = refused();
+    // An error names the ONNX node once (not again as the qfuse node).
+    for r in &refusals {
+        assert!(!r.contains("): node \""), "node named twice: {r}");
+    }
     let mut unexpected = Vec::new();
     for r in &refusals {
         let (name, msg) = r.split_once(": ").expect("name: error");

@@ -223,8 +223,10 @@ impl<'a> Converter<'a> {
             inputs,
         };
         let ins: Vec<&TensorInfo> = node.inputs.iter().map(|i| &self.infos[i]).collect();
+        // The error names the ONNX node once (not also the qfuse node, which
+        // is named after the ONNX node's output).
         let info = infer_node(&node, &ins, Requant::OnnxRuntime)
-            .map_err(|e| unsupported(at(n), e.to_string()))?;
+            .map_err(|e| unsupported(at(n), e.root_cause().to_string()))?;
         self.infos.insert(name, info);
         self.nodes.push(node);
         Ok(())

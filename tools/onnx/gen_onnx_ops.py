@@ -1050,6 +1050,16 @@ def case_qdq_passthrough(rng, op, act="u8"):
         y = g.node("Flatten", [x], axis=1)
     elif op == "Transpose":
         y = g.node("Transpose", [x], perm=[0, 2, 3, 1])
+    elif op == "Slice":
+        # channels 1, 3, 5; columns 4, 2, 0 (negative starts, ends and step)
+        y = g.node("Slice", [x, g.const("starts", np.array([1, -1], np.int64)),
+                             g.const("ends", np.array([6, -6], np.int64)),
+                             g.const("axes", np.array([1, 3], np.int64)),
+                             g.const("steps", np.array([2, -2], np.int64))])
+    elif op == "Gather":
+        y = g.node("Gather", [x, g.const("indices", np.array([3, 0, -2], np.int64))], axis=2)
+    elif op == "GatherScalar":
+        y = g.node("Gather", [x, g.const("indices", np.array(4, np.int64))], axis=1)
     else:
         y = g.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
     g.out(g.qdq(y, xs, xz), F32)
@@ -1213,7 +1223,7 @@ def all_cases(rng):
         add(f"qdq_softmax_{act}", case_qdq_unary, "Softmax", act=act, shape=(2, 12), axis=-1)
         add(f"qdq_relu_alone_{act}", case_qdq_unary, "Relu", act=act)
         add(f"qdq_relu_alone_{act}_zp_min", case_qdq_unary, "Relu", act=act, out_range=(0.0, 3.5))
-        for op in ("Reshape", "Flatten", "Transpose", "MaxPool"):
+        for op in ("Reshape", "Flatten", "Transpose", "MaxPool", "Slice", "Gather", "GatherScalar"):
             add(f"qdq_{op.lower()}_{act}", case_qdq_passthrough, op, act=act)
         add(f"qdq_conv_chain_{act}", case_qdq_conv_chain, act=act)
     return C
