@@ -1009,7 +1009,10 @@ impl<'a> Lowerer<'a> {
                             format!(
                                 "ORT runs this {op} in float between quantized ops (it is not \
                                  part of a quantized pattern); only float ops at the graph's \
-                                 tail are run (on the CPU after readback)"
+                                 tail are run (on the CPU after readback): a float result \
+                                 that is quantized again depends on ORT's float kernel \
+                                 (summation order, vectorized math), which qfuse does not \
+                                 reproduce bit for bit"
                             )
                         } else {
                             format!(
