@@ -49,7 +49,16 @@ struct Converter<'a> {
     /// reshape moves after the QuantizeLinear, which is elementwise, so the
     /// bytes are the same.
     head: HashMap<ValueId, (String, Vec<usize>)>,
+    /// Quantized values a chain of shape ops gives a per-sample shape qfuse
+    /// tensors do not have (rank 0 or above 3, e.g. ShuffleNet's channel
+    /// shuffle `[2, C/2, H, W]`): the source tensor, the shape, and the
+    /// gather index into the source (None: a plain reshape). The next shape
+    /// op composes with it; any other reader is refused.
+    view: HashMap<ValueId, View>,
 }
+
+/// See [`Converter::view`].
+type View = (String, Vec<usize>, Option<std::sync::Arc<Vec<u32>>>);
 
 /// Float shape ops that may reshape a float graph input ahead of its
 /// QuantizeLinear.
@@ -70,6 +79,7 @@ impl<'a> Converter<'a> {
             inputs: Vec::new(),
             nodes: Vec::new(),
             head: HashMap::new(),
+            view: HashMap::new(),
         };
         for &id in &l.inputs {
             let v = &l.values[id];
@@ -173,6 +183,15 @@ impl<'a> Converter<'a> {
                 at(n),
                 format!(
                     "input '{}' is the float graph input '{src}' reshaped to per-sample {shape:?} ahead of its QuantizeLinear; qfuse moves such a reshape after the QuantizeLinear and runs nothing else on it",
+                    v.name
+                ),
+            ));
+        }
+        if let (Some((_, shape, _)), None) = (self.view.get(&id), self.name.get(&id)) {
+            return Err(unsupported(
+                at(n),
+                format!(
+                    "input '{}' has per-sample shape {shape:?}: qfuse tensors have 1 to 3 dimensions besides the batch (only shape ops may pass through other ranks)",
                     v.name
                 ),
             ));
@@ -707,21 +726,24 @@ impl<'a> Converter<'a> {
     }
 
     fn shape_op(&mut self, n: &QNode, s: &ShapeOp) -> Result<()> {
-        let (x, info) = self.input(n, 0)?;
-        if info.qparams().is_none() {
-            return Err(unsupported(
-                at(n),
-                "a shape op on a float tensor outside a QDQ group",
-            ));
-        }
-        let per = &info.shape;
-        let r = per.len() as i64 + 1;
-        let gather = |(shape, index): (Vec<usize>, Vec<u32>)| Op::Gather {
-            shape,
-            index: std::sync::Arc::new(index),
+        use std::sync::Arc;
+        let id = n.inputs[0];
+        let (x, per, first): View = match self.view.get(&id) {
+            Some(v) if !self.name.contains_key(&id) => v.clone(),
+            _ => {
+                let (x, info) = self.input(n, 0)?;
+                if info.qparams().is_none() {
+                    return Err(unsupported(
+                        at(n),
+                        "a shape op on a float tensor outside a QDQ group",
+                    ));
+                }
+                (x, info.shape, None)
+            }
         };
+        let r = per.len() as i64 + 1;
         let to_unsupported = |e: crate::Error| unsupported(at(n), e.to_string());
-        let op = match s {
+        let (shape, then): (Vec<usize>, Option<Vec<u32>>) = match s {
             ShapeOp::Transpose { perm } => {
                 let perm: Vec<i64> = perm.clone().unwrap_or_else(|| (0..r).rev().collect());
                 if perm.first() != Some(&0) || perm.len() as i64 != r {
@@ -731,7 +753,9 @@ impl<'a> Converter<'a> {
                     ));
                 }
                 let p: Vec<usize> = perm[1..].iter().map(|&d| (d - 1).max(0) as usize).collect();
-                gather(crate::ops::gather::transpose_index(per, &p).map_err(to_unsupported)?)
+                let (shape, index) =
+                    crate::ops::gather::transpose_index(&per, &p).map_err(to_unsupported)?;
+                (shape, Some(index))
             }
             ShapeOp::Slice {
                 starts,
@@ -776,10 +800,9 @@ impl<'a> Converter<'a> {
                     a2.push(a - 1);
                     t2.push(steps[j]);
                 }
-                gather(
-                    crate::ops::gather::slice_index(per, &s2, &e2, &a2, &t2)
-                        .map_err(to_unsupported)?,
-                )
+                let (shape, index) = crate::ops::gather::slice_index(&per, &s2, &e2, &a2, &t2)
+                    .map_err(to_unsupported)?;
+                (shape, Some(index))
             }
             ShapeOp::Gather {
                 indices,
@@ -793,25 +816,30 @@ impl<'a> Converter<'a> {
                         format!("Gather along axis {axis} (dimension 0 is the batch)"),
                     ));
                 }
-                gather(
-                    crate::ops::gather::take_index(per, a - 1, indices, indices_shape)
-                        .map_err(to_unsupported)?,
-                )
+                let (shape, index) =
+                    crate::ops::gather::take_index(&per, a - 1, indices, indices_shape)
+                        .map_err(to_unsupported)?;
+                (shape, Some(index))
             }
-            s => {
-                let shape = self.reshaped(n, per, s)?;
-                if shape.is_empty() || shape.len() > 3 {
-                    return Err(unsupported(
-                        at(n),
-                        format!("result of per-sample shape {shape:?}: qfuse tensors have 1 to 3 dimensions besides the batch"),
-                    ));
-                }
-                if matches!(s, ShapeOp::Flatten { .. }) && shape.len() == 1 {
-                    Op::Flatten
-                } else {
-                    Op::Reshape(shape)
-                }
-            }
+            s => (self.reshaped(n, &per, s)?, None),
+        };
+        // out[i] = source[first[then[i]]]
+        let index = match (first, then) {
+            (f, None) => f,
+            (None, Some(t)) => Some(Arc::new(t)),
+            (Some(f), Some(t)) => Some(Arc::new(
+                crate::ops::gather::compose_index(&f, &t).map_err(to_unsupported)?,
+            )),
+        };
+        if shape.is_empty() || shape.len() > 3 {
+            // a view: the next shape op composes with it
+            self.view.insert(n.outputs[0], (x, shape, index));
+            return Ok(());
+        }
+        let op = match index {
+            Some(index) => Op::Gather { shape, index },
+            None if matches!(s, ShapeOp::Flatten { .. }) && shape.len() == 1 => Op::Flatten,
+            None => Op::Reshape(shape),
         };
         self.push(n, op, vec![x])
     }

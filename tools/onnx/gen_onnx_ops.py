@@ -1058,6 +1058,12 @@ def case_qdq_passthrough(rng, op, act="u8"):
                              g.const("steps", np.array([2, -2], np.int64))])
     elif op == "Gather":
         y = g.node("Gather", [x, g.const("indices", np.array([3, 0, -2], np.int64))], axis=2)
+    elif op == "ChannelShuffle":
+        # ShuffleNet's channel shuffle, as quantize_static writes it (Q/DQ after each op): a
+        # per-sample rank-4 view between the reshapes
+        y = g.qdq(g.node("Reshape", [x, g.const("shape", np.array([1, 2, 3, 4, 5], np.int64))]), xs, xz)
+        y = g.qdq(g.node("Transpose", [y], perm=[0, 2, 1, 3, 4]), xs, xz)
+        y = g.node("Reshape", [y, g.const("shape", np.array([1, 6, 4, 5], np.int64))])
     elif op == "GatherScalar":
         y = g.node("Gather", [x, g.const("indices", np.array(4, np.int64))], axis=1)
     else:
@@ -1223,7 +1229,8 @@ def all_cases(rng):
         add(f"qdq_softmax_{act}", case_qdq_unary, "Softmax", act=act, shape=(2, 12), axis=-1)
         add(f"qdq_relu_alone_{act}", case_qdq_unary, "Relu", act=act)
         add(f"qdq_relu_alone_{act}_zp_min", case_qdq_unary, "Relu", act=act, out_range=(0.0, 3.5))
-        for op in ("Reshape", "Flatten", "Transpose", "MaxPool", "Slice", "Gather", "GatherScalar"):
+        for op in ("Reshape", "Flatten", "Transpose", "MaxPool", "Slice", "Gather", "GatherScalar",
+                   "ChannelShuffle"):
             add(f"qdq_{op.lower()}_{act}", case_qdq_passthrough, op, act=act)
         add(f"qdq_conv_chain_{act}", case_qdq_conv_chain, act=act)
     return C
