@@ -235,7 +235,7 @@ fn run_all(ctx: Option<&GpuContext>) {
         cases.len(),
         cases.join(" ")
     );
-    assert_eq!(cases.len(), 30);
+    assert_eq!(cases.len(), 38); // 8 with a constant operand (q*_const_a, q*_const_b)
     assert!(swapped >= 4);
 }
 

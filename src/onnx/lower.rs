@@ -152,6 +152,7 @@ impl OnnxGraph {
             consumers: HashMap::new(),
             tail: Vec::new(),
             reaches_q: Vec::new(),
+            float_head: HashSet::new(),
         };
         l.run()
     }
@@ -190,7 +191,16 @@ struct Lowerer<'a> {
     consumers: HashMap<String, Vec<usize>>,
     tail: Vec<bool>,
     reaches_q: Vec<bool>,
+    /// Float values a graph input becomes through shape ops only (a Flatten
+    /// or Reshape `quantize_static` leaves in front of the first
+    /// QuantizeLinear): the converter moves these shape ops after the
+    /// (elementwise) QuantizeLinear.
+    float_head: HashSet<String>,
 }
+
+/// Float shape ops that may read a float graph input ahead of its
+/// QuantizeLinear (see `Lowerer::float_head`).
+const FLOAT_HEAD: [&str; 4] = ["Flatten", "Reshape", "Squeeze", "Unsqueeze"];
 
 fn qtype(e: ElemType) -> Option<QType> {
     match e {
@@ -260,6 +270,9 @@ impl<'a> Lowerer<'a> {
             if let Some(s) = &shape {
                 let at = format!("graph input '{}'", vi.name);
                 super::tensor::checked_count(s, &at)?;
+            }
+            if e == ElemType::F32 {
+                self.float_head.insert(vi.name.clone());
             }
             let id = self.push_value(&vi.name, kind_of(e), shape, None);
             inputs.push(id);
@@ -983,14 +996,23 @@ impl<'a> Lowerer<'a> {
                 ))
             }
             ("", op) if FLOAT_TAIL.contains(&op) || KNOWN_FLOAT.contains(&op) => {
-                if !self.tail[i] {
+                let head = !self.tail[i]
+                    && FLOAT_HEAD.contains(&op)
+                    && n.input(0).is_some_and(|x| self.float_head.contains(x));
+                if head {
+                    self.float_head.insert(out0.clone());
+                }
+                if !self.tail[i] && !head {
                     return Err(unsupported(
                         at,
                         if self.reaches_q[i] {
                             format!(
                                 "ORT runs this {op} in float between quantized ops (it is not \
                                  part of a quantized pattern); only float ops at the graph's \
-                                 tail are run (on the CPU after readback)"
+                                 tail are run (on the CPU after readback): a float result \
+                                 that is quantized again depends on ORT's float kernel \
+                                 (summation order, vectorized math), which qfuse does not \
+                                 reproduce bit for bit"
                             )
                         } else {
                             format!(

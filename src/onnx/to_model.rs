@@ -43,7 +43,26 @@ struct Converter<'a> {
     infos: HashMap<String, TensorInfo>,
     inputs: Vec<(String, TensorInfo)>,
     nodes: Vec<Node>,
+    /// Float values that are a float graph input reshaped by shape ops ahead
+    /// of its QuantizeLinear (`quantize_static` leaves a Flatten there): the
+    /// graph input's qfuse name and the value's per-sample shape. The
+    /// reshape moves after the QuantizeLinear, which is elementwise, so the
+    /// bytes are the same.
+    head: HashMap<ValueId, (String, Vec<usize>)>,
+    /// Quantized values a chain of shape ops gives a per-sample shape qfuse
+    /// tensors do not have (rank 0 or above 3, e.g. ShuffleNet's channel
+    /// shuffle `[2, C/2, H, W]`): the source tensor, the shape, and the
+    /// gather index into the source (None: a plain reshape). The next shape
+    /// op composes with it; any other reader is refused.
+    view: HashMap<ValueId, View>,
 }
+
+/// See [`Converter::view`].
+type View = (String, Vec<usize>, Option<std::sync::Arc<Vec<u32>>>);
+
+/// Float shape ops that may reshape a float graph input ahead of its
+/// QuantizeLinear.
+const FLOAT_HEAD: [&str; 4] = ["Flatten", "Reshape", "Squeeze", "Unsqueeze"];
 
 /// The ONNX node named in errors.
 fn at(n: &QNode) -> String {
@@ -59,6 +78,8 @@ impl<'a> Converter<'a> {
             infos: HashMap::new(),
             inputs: Vec::new(),
             nodes: Vec::new(),
+            head: HashMap::new(),
+            view: HashMap::new(),
         };
         for &id in &l.inputs {
             let v = &l.values[id];
@@ -76,8 +97,13 @@ impl<'a> Converter<'a> {
                 return Err(unsupported(
                     &where_,
                     format!(
-                        "rank {}: qfuse takes [N, C, H, W], [N, C, L] or [N, K] inputs (dimension 0 is the batch)",
-                        dims.len()
+                        "rank {}: qfuse takes [N, C, H, W], [N, C, L] or [N, K] inputs (dimension 0 is the batch){}",
+                        dims.len(),
+                        if dims.len() < 2 {
+                            "; a one-element operand of QLinearAdd/QLinearMul runs when it is a constant (an initializer), as a table"
+                        } else {
+                            ""
+                        }
                     ),
                 ));
             }
@@ -152,6 +178,24 @@ impl<'a> Converter<'a> {
             .get(i)
             .ok_or_else(|| super::bad(at(n), format!("input {i} is missing")))?;
         let v = &self.l.values[id];
+        if let (Some((src, shape)), None) = (self.head.get(&id), self.name.get(&id)) {
+            return Err(unsupported(
+                at(n),
+                format!(
+                    "input '{}' is the float graph input '{src}' reshaped to per-sample {shape:?} ahead of its QuantizeLinear; qfuse moves such a reshape after the QuantizeLinear and runs nothing else on it",
+                    v.name
+                ),
+            ));
+        }
+        if let (Some((_, shape, _)), None) = (self.view.get(&id), self.name.get(&id)) {
+            return Err(unsupported(
+                at(n),
+                format!(
+                    "input '{}' has per-sample shape {shape:?}: qfuse tensors have 1 to 3 dimensions besides the batch (only shape ops may pass through other ranks)",
+                    v.name
+                ),
+            ));
+        }
         if v.constant.is_some() {
             return Err(unsupported(
                 at(n),
@@ -167,21 +211,43 @@ impl<'a> Converter<'a> {
         Ok((name.clone(), self.infos[name].clone()))
     }
 
-    /// Adds a node computing output value `id` of `n`.
+    /// Adds a node computing output value 0 of `n`.
     fn push(&mut self, n: &QNode, op: Op, inputs: Vec<String>) -> Result<()> {
         let out = n.outputs[0];
         let name = self.l.values[out].name.clone();
+        self.push_named(n, name.clone(), op, inputs)?;
+        self.name.insert(out, name);
+        Ok(())
+    }
+
+    /// Adds a node computing an intermediate of `n` (a requantize table, a
+    /// transpose around an NHWC op): named after `n`'s output and `what`,
+    /// unique among the model's tensors.
+    fn aux(&mut self, n: &QNode, what: &str, op: Op, inputs: Vec<String>) -> Result<String> {
+        let base = format!("{}/{what}", self.l.values[n.outputs[0]].name);
+        let mut name = base.clone();
+        let mut k = 1;
+        while self.infos.contains_key(&name) || self.l.values.iter().any(|v| v.name == name) {
+            k += 1;
+            name = format!("{base}_{k}");
+        }
+        self.push_named(n, name.clone(), op, inputs)?;
+        Ok(name)
+    }
+
+    fn push_named(&mut self, n: &QNode, name: String, op: Op, inputs: Vec<String>) -> Result<()> {
         let node = Node {
             name: name.clone(),
             op,
             inputs,
         };
         let ins: Vec<&TensorInfo> = node.inputs.iter().map(|i| &self.infos[i]).collect();
+        // The error names the ONNX node once (not also the qfuse node, which
+        // is named after the ONNX node's output).
         let info = infer_node(&node, &ins, Requant::OnnxRuntime)
-            .map_err(|e| unsupported(at(n), e.to_string()))?;
-        self.infos.insert(name.clone(), info);
+            .map_err(|e| unsupported(at(n), e.root_cause().to_string()))?;
+        self.infos.insert(name, info);
         self.nodes.push(node);
-        self.name.insert(out, name);
         Ok(())
     }
 
@@ -206,6 +272,11 @@ impl<'a> Converter<'a> {
     fn node(&mut self, n: &QNode) -> Result<()> {
         match &n.op {
             QOp::Quantize { y } => {
+                if let Some((src, shape)) = self.head.get(&n.inputs[0]).cloned() {
+                    let q = per_tensor_axis(y, &at(n))?;
+                    let x = self.aux(n, "quantize", Op::Quantize(q), vec![src])?;
+                    return self.push(n, Op::Reshape(shape), vec![x]);
+                }
                 let (x, info) = self.input(n, 0)?;
                 if info.dtype != DType::F32 {
                     return Err(unsupported(at(n), "QuantizeLinear of a quantized tensor"));
@@ -319,6 +390,9 @@ impl<'a> Converter<'a> {
                 let table = Box::new(crate::ops::onnx_table(kind, q_in, y));
                 self.push(n, Op::Lut { table, out: y }, vec![x])
             }
+            QOp::Add { a, b, y } | QOp::Mul { a, b, y } if self.constant_operand(n).is_some() => {
+                self.binary_const(n, a, b, y)
+            }
             QOp::Add { a, b, y } | QOp::Mul { a, b, y } => {
                 let (xa, ia) = self.input(n, 0)?;
                 let (xb, ib) = self.input(n, 1)?;
@@ -359,16 +433,10 @@ impl<'a> Converter<'a> {
                 y,
                 channels_last,
             } => {
-                if *channels_last {
-                    return Err(unsupported(
-                        at(n),
-                        "an NHWC (channels_last) global average pool",
-                    ));
-                }
                 let (x, info) = self.input(n, 0)?;
                 self.check_in_q(n, &info, xq)?;
                 let y = qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?;
-                self.push(n, Op::GlobalAvgPool { out: y }, vec![x])
+                self.pool(n, x, &info, *channels_last, Op::GlobalAvgPool { out: y })
             }
             QOp::AvgPool {
                 x: xq,
@@ -377,9 +445,6 @@ impl<'a> Converter<'a> {
                 count_include_pad,
                 channels_last,
             } => {
-                if *channels_last {
-                    return Err(unsupported(at(n), "an NHWC (channels_last) average pool"));
-                }
                 let (x, info) = self.input(n, 0)?;
                 self.check_in_q(n, &info, xq)?;
                 let y = qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?;
@@ -389,15 +454,12 @@ impl<'a> Converter<'a> {
                     pads: geom.pads,
                     ceil_mode: geom.ceil_mode,
                 };
-                self.push(
-                    n,
-                    Op::AvgPoolRequant {
-                        pool,
-                        count_include_pad: *count_include_pad,
-                        out: y,
-                    },
-                    vec![x],
-                )
+                let op = Op::AvgPoolRequant {
+                    pool,
+                    count_include_pad: *count_include_pad,
+                    out: y,
+                };
+                self.pool(n, x, &info, *channels_last, op)
             }
             QOp::Softmax {
                 x: xq,
@@ -434,24 +496,57 @@ impl<'a> Converter<'a> {
             QOp::Concat { axis, inputs, y } => {
                 let mut names = Vec::new();
                 let mut shapes = Vec::new();
+                let mut qs = Vec::new();
                 for (i, q) in inputs.iter().enumerate() {
                     let (x, info) = self.input(n, i)?;
-                    self.check_in_q(n, &info, q)?;
+                    qs.push(self.check_in_q(n, &info, q)?);
                     names.push(x);
-                    shapes.push(info.shape.len());
+                    shapes.push(info.shape);
                 }
                 let y = qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?;
-                let r = shapes[0] as i64 + 1;
+                let r = shapes[0].len() as i64 + 1;
                 let a = if *axis < 0 { axis + r } else { *axis };
-                if a != 1 {
+                if a <= 0 || a >= r {
                     return Err(unsupported(
                         at(n),
-                        format!("Concat along axis {axis} (qfuse concatenates channels, axis 1)"),
+                        format!("Concat along axis {axis} (dimension 0 is the batch)"),
                     ));
                 }
-                self.push(n, Op::Cat(y), names)
+                if a == 1 {
+                    return self.push(n, Op::Cat(y), names);
+                }
+                // Another axis: each input whose qparams differ from the
+                // output's is requantized first (ORT's rule Q table, as
+                // QLinearConcat does), then one gather concatenates.
+                let mut moved = Vec::new();
+                for (i, (x, q)) in names.into_iter().zip(qs).enumerate() {
+                    if q.scale == y.scale && q.zero_point == y.zero_point {
+                        moved.push(x);
+                    } else {
+                        let table = Box::new(crate::ops::requantize_table_div(q, y));
+                        moved.push(self.aux(
+                            n,
+                            &format!("requantize{i}"),
+                            Op::Lut { table, out: y },
+                            vec![x],
+                        )?);
+                    }
+                }
+                let (shape, index) = crate::ops::gather::concat_index(&shapes, a - 1)
+                    .map_err(|e| unsupported(at(n), e.to_string()))?;
+                self.push(
+                    n,
+                    Op::Gather {
+                        shape,
+                        index: std::sync::Arc::new(index),
+                    },
+                    moved,
+                )
             }
-            QOp::FloatTail { op_type, attrs } => self.float_tail(n, op_type, attrs),
+            QOp::FloatTail { op_type, attrs } => match self.head_source(n, op_type) {
+                Some(src) => self.float_head(n, op_type, attrs, src),
+                None => self.float_tail(n, op_type, attrs),
+            },
         }
     }
 
@@ -631,35 +726,261 @@ impl<'a> Converter<'a> {
     }
 
     fn shape_op(&mut self, n: &QNode, s: &ShapeOp) -> Result<()> {
-        let (x, info) = self.input(n, 0)?;
-        if info.qparams().is_none() {
-            return Err(unsupported(
-                at(n),
-                "a shape op on a float tensor outside a QDQ group",
-            ));
+        use std::sync::Arc;
+        let id = n.inputs[0];
+        let (x, per, first): View = match self.view.get(&id) {
+            Some(v) if !self.name.contains_key(&id) => v.clone(),
+            _ => {
+                let (x, info) = self.input(n, 0)?;
+                if info.qparams().is_none() {
+                    return Err(unsupported(
+                        at(n),
+                        "a shape op on a float tensor outside a QDQ group",
+                    ));
+                }
+                (x, info.shape, None)
+            }
+        };
+        let r = per.len() as i64 + 1;
+        let to_unsupported = |e: crate::Error| unsupported(at(n), e.to_string());
+        let (shape, then): (Vec<usize>, Option<Vec<u32>>) = match s {
+            ShapeOp::Transpose { perm } => {
+                let perm: Vec<i64> = perm.clone().unwrap_or_else(|| (0..r).rev().collect());
+                if perm.first() != Some(&0) || perm.len() as i64 != r {
+                    return Err(unsupported(
+                        at(n),
+                        format!("Transpose by {perm:?} (dimension 0, the batch, must stay first)"),
+                    ));
+                }
+                let p: Vec<usize> = perm[1..].iter().map(|&d| (d - 1).max(0) as usize).collect();
+                let (shape, index) =
+                    crate::ops::gather::transpose_index(&per, &p).map_err(to_unsupported)?;
+                (shape, Some(index))
+            }
+            ShapeOp::Slice {
+                starts,
+                ends,
+                axes,
+                steps,
+            } => {
+                let axes: Vec<i64> = axes
+                    .clone()
+                    .unwrap_or_else(|| (0..starts.len() as i64).collect());
+                let steps: Vec<i64> = steps.clone().unwrap_or_else(|| vec![1; starts.len()]);
+                let (mut s2, mut e2, mut a2, mut t2) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                for j in 0..starts
+                    .len()
+                    .min(ends.len())
+                    .min(axes.len())
+                    .min(steps.len())
+                {
+                    let a = if axes[j] < 0 { axes[j] + r } else { axes[j] };
+                    if a == 0 {
+                        // The whole batch (0 to the end, step 1) is the only slice of it.
+                        if starts[j] == 0 && steps[j] == 1 && ends[j] >= i32::MAX as i64 {
+                            continue;
+                        }
+                        return Err(unsupported(
+                            at(n),
+                            format!(
+                                "Slice of dimension 0 (the batch) from {} to {} step {}",
+                                starts[j], ends[j], steps[j]
+                            ),
+                        ));
+                    }
+                    if a < 0 || a >= r {
+                        return Err(super::bad(
+                            at(n),
+                            format!("Slice axis {} for rank {r}", axes[j]),
+                        ));
+                    }
+                    s2.push(starts[j]);
+                    e2.push(ends[j]);
+                    a2.push(a - 1);
+                    t2.push(steps[j]);
+                }
+                let (shape, index) = crate::ops::gather::slice_index(&per, &s2, &e2, &a2, &t2)
+                    .map_err(to_unsupported)?;
+                (shape, Some(index))
+            }
+            ShapeOp::Gather {
+                indices,
+                indices_shape,
+                axis,
+            } => {
+                let a = if *axis < 0 { axis + r } else { *axis };
+                if a <= 0 || a >= r {
+                    return Err(unsupported(
+                        at(n),
+                        format!("Gather along axis {axis} (dimension 0 is the batch)"),
+                    ));
+                }
+                let (shape, index) =
+                    crate::ops::gather::take_index(&per, a - 1, indices, indices_shape)
+                        .map_err(to_unsupported)?;
+                (shape, Some(index))
+            }
+            s => (self.reshaped(n, &per, s)?, None),
+        };
+        // out[i] = source[first[then[i]]]
+        let index = match (first, then) {
+            (f, None) => f,
+            (None, Some(t)) => Some(Arc::new(t)),
+            (Some(f), Some(t)) => Some(Arc::new(
+                crate::ops::gather::compose_index(&f, &t).map_err(to_unsupported)?,
+            )),
+        };
+        if shape.is_empty() || shape.len() > 3 {
+            // a view: the next shape op composes with it
+            self.view.insert(n.outputs[0], (x, shape, index));
+            return Ok(());
         }
-        let per = &info.shape;
-        let numel = info.numel();
-        let reshape = |shape: Vec<usize>| -> Result<Op> {
-            if shape.is_empty() || shape.len() > 3 {
+        let op = match index {
+            Some(index) => Op::Gather { shape, index },
+            None if matches!(s, ShapeOp::Flatten { .. }) && shape.len() == 1 => Op::Flatten,
+            None => Op::Reshape(shape),
+        };
+        self.push(n, op, vec![x])
+    }
+
+    /// Which input (0 or 1) of a binary op is a constant tensor, if one is.
+    fn constant_operand(&self, n: &QNode) -> Option<usize> {
+        (0..2).find(|&i| {
+            n.inputs
+                .get(i)
+                .is_some_and(|&v| self.l.values[v].constant.is_some())
+        })
+    }
+
+    /// QLinearAdd / QLinearMul with a constant operand of one element: a
+    /// 256-entry table over the other input, the row (or column) of ORT's
+    /// binary table at the constant's byte. ORT hands its kernel the varying
+    /// input as "A" (the role swap), so the table is built in that order.
+    fn binary_const(&mut self, n: &QNode, a: &Q, b: &Q, y: &Q) -> Result<()> {
+        let c = self.constant_operand(n).expect("checked");
+        let v = 1 - c;
+        let cv = &self.l.values[n.inputs[c]];
+        let t = cv.constant.as_ref().expect("checked");
+        let byte = match &t.data {
+            super::TensorData::U8(d) if d.len() == 1 => d[0],
+            super::TensorData::I8(d) if d.len() == 1 => (d[0] as u8) ^ 0x80,
+            _ => {
                 return Err(unsupported(
                     at(n),
-                    format!("result of per-sample shape {shape:?}: qfuse tensors have 1 to 3 dimensions besides the batch"),
-                ));
+                    format!(
+                        "constant input '{}' of shape {:?}: qfuse takes a constant operand of one uint8/int8 element (as a table); a larger constant is not a qfuse input",
+                        cv.name, t.dims
+                    ),
+                ))
             }
-            Ok(Op::Reshape(shape))
         };
-        let op = match s {
-            ShapeOp::Identity => reshape(per.clone())?,
+        let (x, info) = self.input(n, v)?;
+        let (qa, qb) = if c == 1 { (a, b) } else { (b, a) };
+        let qv = self.check_in_q(n, &info, qa)?;
+        let qc = qparams(qb).map_err(|e| unsupported(at(n), e.to_string()))?;
+        if matches!(t.data, super::TensorData::I8(_)) != qc.signed {
+            return Err(unsupported(
+                at(n),
+                format!(
+                    "constant input '{}' is not of its zero point's type",
+                    cv.name
+                ),
+            ));
+        }
+        if t.dims.len() > info.shape.len() + 1 {
+            return Err(unsupported(
+                at(n),
+                format!(
+                    "constant input '{}' of rank {} broadcasts the output beyond its input's rank",
+                    cv.name,
+                    t.dims.len()
+                ),
+            ));
+        }
+        let y = qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?;
+        let add = matches!(n.op, QOp::Add { .. });
+        // (ORT's "A", ORT's "B"): the varying input is A unless both have
+        // one element per sample and ORT keeps the file's order.
+        let full_v: Vec<usize> = std::iter::once(1)
+            .chain(info.shape.iter().copied())
+            .collect();
+        let (fa, fb) = if c == 1 {
+            (full_v.clone(), t.dims.clone())
+        } else {
+            (t.dims.clone(), full_v.clone())
+        };
+        let swap = ort_swaps(&fa, &fb);
+        // the varying input plays ORT's A when (c == 1) == !swap
+        let v_is_a = (c == 1) != swap;
+        let (pa, pb) = if v_is_a { (qv, qc) } else { (qc, qv) };
+        let full = if add {
+            crate::ops::ort_add_table(pa, pb, y)
+        } else {
+            crate::ops::ort_mul_table(pa, pb, y)
+        };
+        let table: Box<[u8; 256]> = Box::new(std::array::from_fn(|x| {
+            if v_is_a {
+                full[x * 256 + byte as usize]
+            } else {
+                full[byte as usize * 256 + x]
+            }
+        }));
+        self.push(n, Op::Lut { table, out: y }, vec![x])
+    }
+
+    /// A pooling op `op` of NCHW tensors on `x`; an NHWC (`channels_last`)
+    /// input is transposed to CHW first and the result back to HWC (bytes
+    /// move; the pool computes the same as ORT's NHWC kernel).
+    fn pool(
+        &mut self,
+        n: &QNode,
+        x: String,
+        info: &TensorInfo,
+        channels_last: bool,
+        op: Op,
+    ) -> Result<()> {
+        if !channels_last {
+            return self.push(n, op, vec![x]);
+        }
+        let transpose = |shape: &[usize], perm: &[usize]| -> Result<Op> {
+            let (shape, index) = crate::ops::gather::transpose_index(shape, perm)
+                .map_err(|e| unsupported(at(n), e.to_string()))?;
+            Ok(Op::Gather {
+                shape,
+                index: std::sync::Arc::new(index),
+            })
+        };
+        if info.shape.len() != 3 {
+            return Err(unsupported(
+                at(n),
+                format!(
+                    "an NHWC pool of a tensor of per-sample shape {:?} (not [H, W, C])",
+                    info.shape
+                ),
+            ));
+        }
+        let chw = self.aux(n, "to_nchw", transpose(&info.shape, &[2, 0, 1])?, vec![x])?;
+        let pooled = self.aux(n, "pool", op, vec![chw])?;
+        let shape = self.infos[&pooled].shape.clone();
+        self.push(n, transpose(&shape, &[1, 2, 0])?, vec![pooled])
+    }
+
+    /// The per-sample shape a reshaping shape op (Identity, Flatten, Reshape,
+    /// Squeeze, Unsqueeze) gives a tensor of per-sample shape `per`.
+    fn reshaped(&self, n: &QNode, per: &[usize], s: &ShapeOp) -> Result<Vec<usize>> {
+        let numel: usize = per.iter().product();
+        let r = per.len() as i64 + 1;
+        Ok(match s {
+            ShapeOp::Identity => per.to_vec(),
             ShapeOp::Flatten { axis } => {
-                let r = per.len() as i64 + 1;
                 let a = if *axis < 0 { axis + r } else { *axis };
                 if a == 1 {
-                    Op::Flatten
+                    vec![numel]
                 } else if a >= 2 && a <= r {
                     let a = (a - 1) as usize;
                     let lead: usize = per[..a].iter().product();
-                    reshape(vec![lead, numel / lead.max(1)])?
+                    vec![lead, numel / lead.max(1)]
                 } else {
                     return Err(unsupported(
                         at(n),
@@ -667,11 +988,8 @@ impl<'a> Converter<'a> {
                     ));
                 }
             }
-            ShapeOp::Reshape { shape, allowzero } => {
-                reshape(per_sample_reshape(n, per, shape, *allowzero)?)?
-            }
+            ShapeOp::Reshape { shape, allowzero } => per_sample_reshape(n, per, shape, *allowzero)?,
             ShapeOp::Squeeze { axes } => {
-                let r = per.len() as i64 + 1;
                 let mut keep = vec![true; per.len()];
                 match axes {
                     None => {
@@ -695,7 +1013,11 @@ impl<'a> Converter<'a> {
                     .filter(|(_, k)| **k)
                     .map(|(d, _)| *d)
                     .collect();
-                reshape(if shape.is_empty() { vec![1] } else { shape })?
+                if shape.is_empty() {
+                    vec![1]
+                } else {
+                    shape
+                }
             }
             ShapeOp::Unsqueeze { axes } => {
                 let r = (per.len() + axes.len()) as i64 + 1;
@@ -716,36 +1038,98 @@ impl<'a> Converter<'a> {
                         shape.push(*it.next().expect("counted"));
                     }
                 }
-                reshape(shape)?
+                shape
             }
-            ShapeOp::Transpose { perm } => {
-                let r = per.len() + 1;
-                let perm: Vec<i64> = perm
-                    .clone()
-                    .unwrap_or_else(|| (0..r as i64).rev().collect());
-                if perm.first() != Some(&0) || perm.len() != r {
-                    return Err(unsupported(
-                        at(n),
-                        format!("Transpose by {perm:?} (dimension 0, the batch, must stay first)"),
-                    ));
-                }
-                let p: Vec<usize> = perm[1..].iter().map(|&d| (d - 1).max(0) as usize).collect();
-                let (shape, index) = crate::ops::gather::transpose_index(per, &p)
-                    .map_err(|e| unsupported(at(n), e.to_string()))?;
-                Op::Gather {
-                    shape,
-                    index: std::sync::Arc::new(index),
-                }
-            }
-            other => {
-                return Err(unsupported(
-                    at(n),
-                    format!("{other:?} on quantized tensors is not supported by qfuse's model yet"),
-                ))
+            other => return Err(unsupported(at(n), format!("{other:?} is not a reshape"))),
+        })
+    }
+
+    /// The float graph input (its qfuse name) and the per-sample shape that
+    /// the float shape op `n` reshapes ahead of a QuantizeLinear, if it does.
+    fn head_source(&self, n: &QNode, op_type: &str) -> Option<(String, Vec<usize>)> {
+        if !FLOAT_HEAD.contains(&op_type) || !feeds_quantize(self.l, *n.outputs.first()?, 0) {
+            return None;
+        }
+        let id = *n.inputs.first()?;
+        if let Some(h) = self.head.get(&id) {
+            return Some(h.clone());
+        }
+        if !self.l.inputs.contains(&id) {
+            return None;
+        }
+        let name = self.name.get(&id)?;
+        let info = &self.infos[name];
+        (info.dtype == DType::F32).then(|| (name.clone(), info.shape.clone()))
+    }
+
+    /// A float shape op ahead of a QuantizeLinear (see [`Converter::head`]):
+    /// records the reshaped per-sample shape; the QuantizeLinear adds it.
+    fn float_head(
+        &mut self,
+        n: &QNode,
+        op_type: &str,
+        attrs: &std::collections::BTreeMap<String, super::Attr>,
+        (src, per): (String, Vec<usize>),
+    ) -> Result<()> {
+        use super::Attr;
+        let ints_in = |i: usize| -> Option<Vec<i64>> {
+            let t = n
+                .inputs
+                .get(i)
+                .and_then(|&v| self.l.values[v].constant.as_ref())?;
+            match &t.data {
+                super::TensorData::I64(v) => Some(v.clone()),
+                _ => None,
             }
         };
-        self.push(n, op, vec![x])
+        let int = |k: &str, d: i64| match attrs.get(k) {
+            Some(Attr::Int(v)) => *v,
+            _ => d,
+        };
+        let ints = |k: &str| match attrs.get(k) {
+            Some(Attr::Ints(v)) => Some(v.clone()),
+            _ => None,
+        };
+        let s = match op_type {
+            "Flatten" => ShapeOp::Flatten {
+                axis: int("axis", 1),
+            },
+            "Reshape" => ShapeOp::Reshape {
+                shape: ints_in(1).ok_or_else(|| {
+                    unsupported(at(n), "float Reshape to a shape that is not a constant")
+                })?,
+                allowzero: int("allowzero", 0) != 0,
+            },
+            "Squeeze" => ShapeOp::Squeeze {
+                axes: ints("axes").or_else(|| ints_in(1)),
+            },
+            _ => ShapeOp::Unsqueeze {
+                axes: ints("axes")
+                    .or_else(|| ints_in(1))
+                    .ok_or_else(|| unsupported(at(n), "float Unsqueeze without constant axes"))?,
+            },
+        };
+        let shape = self.reshaped(n, &per, &s)?;
+        self.head.insert(n.outputs[0], (src, shape));
+        Ok(())
     }
+}
+
+/// Whether value `id` is read by a QuantizeLinear, directly or through float
+/// shape ops (see [`FLOAT_HEAD`]).
+fn feeds_quantize(l: &Lowered, id: ValueId, depth: usize) -> bool {
+    depth <= 64
+        && l.nodes
+            .iter()
+            .filter(|n| n.inputs.first() == Some(&id))
+            .any(|n| match &n.op {
+                QOp::Quantize { .. } => true,
+                QOp::FloatTail { op_type, .. } if FLOAT_HEAD.contains(&op_type.as_str()) => n
+                    .outputs
+                    .first()
+                    .is_some_and(|&o| feeds_quantize(l, o, depth + 1)),
+                _ => false,
+            })
 }
 
 /// Whether ONNX Runtime swaps the roles of a binary op's inputs (full shapes):

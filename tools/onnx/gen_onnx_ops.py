@@ -399,7 +399,8 @@ def case_qgemm(rng, act="u8", per_col=True, bits=7, M=3, K=32, N=12, bias=True, 
                "weight_bits": bits, "bias": bias, "float_output": float_out, "transA": transA, "scales": scales}
 
 
-def case_qbinary(rng, op, act="u8", shape_a=(1, 8, 5, 7), shape_b=(1, 8, 5, 7), scales="random", exhaustive=False):
+def case_qbinary(rng, op, act="u8", shape_a=(1, 8, 5, 7), shape_b=(1, 8, 5, 7), scales="random", exhaustive=False,
+                 const_a=False, const_b=False):
     g = G()
     lo, hi = QRANGE[act]
     if exhaustive:
@@ -417,12 +418,17 @@ def case_qbinary(rng, op, act="u8", shape_a=(1, 8, 5, 7), shape_b=(1, 8, 5, 7), 
         sa, sb = rnd_scale(rng, 0.005, 0.1), rnd_scale(rng, 0.005, 0.1)
         sc = F32((sa + sb) * rng.uniform(0.8, 1.3)) if op == "QLinearAdd" else F32(sa * sb * 128 * rng.uniform(0.7, 1.5))
     za, zb, zc = (QDT[act](rng.integers(lo, hi + 1)) for _ in range(3))
-    ai, bi = g.inp("a", a), g.inp("b", b)
+    # const_a / const_b: that operand is an initializer (a constant tensor), not a graph input
+    ai = g.const("a", a) if const_a else g.inp("a", a)
+    bi = g.const("b", b) if const_b else g.inp("b", b)
     y = g.node(op, [ai, g.const("a_scale", sa), g.const("a_zp", za), bi, g.const("b_scale", sb),
                     g.const("b_zp", zb), g.const("c_scale", sc), g.const("c_zp", zc)], domain=MS)
     g.out(y, QDT[act])
-    return g, {"op": op, "format": "qoperator", "act": act, "shape_a": list(shape_a), "shape_b": list(shape_b),
-               "scales": scales, "exhaustive": exhaustive}
+    meta = {"op": op, "format": "qoperator", "act": act, "shape_a": list(shape_a), "shape_b": list(shape_b),
+            "scales": scales, "exhaustive": exhaustive}
+    if const_a or const_b:
+        meta["constant"] = "a" if const_a else "b"
+    return g, meta
 
 
 def case_qgap(rng, act="u8", shape=(2, 10, 5, 6), channels_last=0):
@@ -1044,6 +1050,22 @@ def case_qdq_passthrough(rng, op, act="u8"):
         y = g.node("Flatten", [x], axis=1)
     elif op == "Transpose":
         y = g.node("Transpose", [x], perm=[0, 2, 3, 1])
+    elif op == "Slice":
+        # channels 1, 3, 5; columns 4, 2, 0 (negative starts, ends and step)
+        y = g.node("Slice", [x, g.const("starts", np.array([1, -1], np.int64)),
+                             g.const("ends", np.array([6, -6], np.int64)),
+                             g.const("axes", np.array([1, 3], np.int64)),
+                             g.const("steps", np.array([2, -2], np.int64))])
+    elif op == "Gather":
+        y = g.node("Gather", [x, g.const("indices", np.array([3, 0, -2], np.int64))], axis=2)
+    elif op == "ChannelShuffle":
+        # ShuffleNet's channel shuffle, as quantize_static writes it (Q/DQ after each op): a
+        # per-sample rank-4 view between the reshapes
+        y = g.qdq(g.node("Reshape", [x, g.const("shape", np.array([1, 2, 3, 4, 5], np.int64))]), xs, xz)
+        y = g.qdq(g.node("Transpose", [y], perm=[0, 2, 1, 3, 4]), xs, xz)
+        y = g.node("Reshape", [y, g.const("shape", np.array([1, 6, 4, 5], np.int64))])
+    elif op == "GatherScalar":
+        y = g.node("Gather", [x, g.const("indices", np.array(4, np.int64))], axis=1)
     else:
         y = g.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
     g.out(g.qdq(y, xs, xz), F32)
@@ -1137,6 +1159,10 @@ def all_cases(rng):
             add(f"q{nm}_{act}_scalar_b", case_qbinary, op, act=act, shape_b=(1,))
             add(f"q{nm}_{act}_bcast_channel", case_qbinary, op, act=act, shape_b=(1, 8, 1, 1))
         add(f"q{nm}_u8_pow2", case_qbinary, op, act="u8", scales="pow2")
+        # a constant (initializer) scalar operand: b of shape [1], a of shape [] (ORT swaps the roles)
+        for act in ("u8", "s8"):
+            add(f"q{nm}_{act}_const_b", case_qbinary, op, act=act, shape_b=(1,), const_b=True)
+            add(f"q{nm}_{act}_const_a", case_qbinary, op, act=act, shape_a=(), shape_b=(1, 8, 5, 7), const_a=True)
 
     for act in ("u8", "s8"):
         add(f"qgap_{act}_nchw", case_qgap, act=act)
@@ -1203,7 +1229,8 @@ def all_cases(rng):
         add(f"qdq_softmax_{act}", case_qdq_unary, "Softmax", act=act, shape=(2, 12), axis=-1)
         add(f"qdq_relu_alone_{act}", case_qdq_unary, "Relu", act=act)
         add(f"qdq_relu_alone_{act}_zp_min", case_qdq_unary, "Relu", act=act, out_range=(0.0, 3.5))
-        for op in ("Reshape", "Flatten", "Transpose", "MaxPool"):
+        for op in ("Reshape", "Flatten", "Transpose", "MaxPool", "Slice", "Gather", "GatherScalar",
+                   "ChannelShuffle"):
             add(f"qdq_{op.lower()}_{act}", case_qdq_passthrough, op, act=act)
         add(f"qdq_conv_chain_{act}", case_qdq_conv_chain, act=act)
     return C
