@@ -20,7 +20,8 @@ use crate::model::{infer_node, DType, Model, Node, TensorInfo};
 use crate::ops::Op;
 use crate::quant::{QParams, Requant};
 
-/// The qfuse model of an ONNX graph (see the [module docs](self)).
+/// The qfuse model of an ONNX graph: each lowered op mapped onto qfuse ops
+/// computed with ONNX Runtime's arithmetic ([`Requant::OnnxRuntime`]).
 pub fn to_model(g: &OnnxGraph) -> Result<Model> {
     let l = g.lower()?;
     Converter::new(g, &l)?.run()

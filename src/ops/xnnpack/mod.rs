@@ -2,7 +2,7 @@
 //! `XNNPACKQuantizer`), as qfuse data: the rules of
 //! `tests/data/pt2e/README.md` ("XNNPACK rules") computed on the host into
 //! the tables and constants of existing ops. Models use the engine
-//! [`Requant::Xnnpack`].
+//! [`Requant::Xnnpack`](crate::quant::Requant::Xnnpack).
 //!
 //! | XNNPACK rule | qfuse op | built by |
 //! | --- | --- | --- |
