@@ -2204,7 +2204,7 @@ fn pad_maps(l: &Lowerer<'_>, n: &WNode, s: &[usize], at: &str) -> Result<Vec<Opt
     for k in 0..r {
         let (d, b, e) = (s[k] as i64, pads[k], pads[k + r]);
         let o = d + b + e;
-        if o < 1 || o > 1 << 20 || (mode == "reflect" && (b >= d || e >= d)) {
+        if !(1..=1 << 20).contains(&o) || (mode == "reflect" && (b >= d || e >= d)) {
             return Err(bad(
                 at,
                 format!("{mode} pads {b}, {e} of axis {k} (size {d})"),
@@ -2301,7 +2301,7 @@ fn resize_maps(l: &Lowerer<'_>, n: &WNode, s: &[usize], at: &str) -> Result<Vec<
     let mut maps = Vec::with_capacity(r);
     for k in 0..r {
         let (d, o, c) = (s[k] as i64, out[k], scales[k]);
-        if o < 1 || o > 1 << 20 || c <= 0.0 {
+        if !(1..=1 << 20).contains(&o) || c <= 0.0 {
             return Err(bad(at, format!("Resize of axis {k} (size {d}) to {o}")));
         }
         let mut m = Vec::with_capacity(o as usize);
