@@ -59,7 +59,7 @@ pub(crate) const WEIGHT_AXIS: &str = "qfuse.weight_axis";
 
 /// The pass-through ops of the checker (DQ -> op -> Q with equal scalar qparams
 /// runs on the quantized bytes).
-pub(crate) const PASS_THROUGH: [&str; 8] = [
+pub(crate) const PASS_THROUGH: [&str; 9] = [
     "Reshape",
     "Flatten",
     "Transpose",
@@ -68,6 +68,7 @@ pub(crate) const PASS_THROUGH: [&str; 8] = [
     "Unsqueeze",
     "Slice",
     "Gather",
+    "Resize",
 ];
 
 struct Fuser<'a> {
@@ -557,6 +558,7 @@ impl<'a> Fuser<'a> {
             let dq = |k: usize| ins_dq.get(k).copied().flatten();
             let has = |k: usize| n.input(k).is_some();
             let mut fused: Option<(WNode, usize)> = None;
+            let mut also_removed: Vec<usize> = Vec::new();
             let op = n.op.as_str();
             let fusable = [
                 "Conv",
@@ -727,6 +729,44 @@ impl<'a> Fuser<'a> {
                     }
                     _ => {}
                 }
+            } else if op == "Split" && n.domain.is_empty() && dq(0).is_some() {
+                // ORT's Split rule: DQ -> Split -> Q on every output, all with the
+                // DQ's scalar scale and zero point: the Split runs on the bytes.
+                let d = dq(0).unwrap_or_default();
+                let qs: Option<Vec<usize>> = n.outputs.iter().map(|o| self.single_q(o)).collect();
+                if let Some(qs) = qs.filter(|qs| !qs.is_empty()) {
+                    let dn = &self.nodes[d];
+                    let ok = qs.iter().all(|&q| {
+                        let qn = &self.nodes[q];
+                        self.scalar_const(dn.input(1))
+                            && self.scalar_const(qn.input(1))
+                            && dn.input(2).is_some()
+                            && qn.input(2).is_some()
+                            && self.scalar_const(dn.input(2))
+                            && self.scalar_const(qn.input(2))
+                            && self.scalar_f32(dn.input(1)).is_some()
+                            && self.scalar_f32(dn.input(1)) == self.scalar_f32(qn.input(1))
+                            && self.zp_type(dn) == self.zp_type(qn)
+                            && self.scalar_int(dn.input(2)) == self.scalar_int(qn.input(2))
+                    });
+                    if ok {
+                        let mut ins = vec![dq_in(d, 0)];
+                        ins.extend(n.inputs[1..].iter().cloned());
+                        let node = WNode {
+                            op: n.op.clone(),
+                            domain: n.domain.clone(),
+                            inputs: ins,
+                            outputs: qs
+                                .iter()
+                                .map(|&q| self.nodes[q].outputs[0].clone())
+                                .collect(),
+                            attrs: n.attrs.clone(),
+                            origin: n.origin.clone(),
+                        };
+                        also_removed.extend(&qs[1..]);
+                        fused = Some((node, qs[0]));
+                    }
+                }
             } else if PASS_THROUGH.contains(&op) && dq(0).is_some() {
                 let d = dq(0).unwrap_or_default();
                 if let Some(q) = self.single_q(&n.outputs[0]) {
@@ -761,6 +801,7 @@ impl<'a> Fuser<'a> {
             match fused {
                 Some((node, q)) => {
                     removed.insert(q);
+                    removed.extend(also_removed);
                     out.push(node);
                 }
                 None => out.push(n.clone()),

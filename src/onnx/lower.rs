@@ -822,7 +822,8 @@ impl<'a> Lowerer<'a> {
                 (None, c)
             } else if cn.domain.is_empty()
                 && (matches!(cn.op.as_str(), "Relu" | "HardSigmoid" | "Sigmoid")
-                    || PASS_THROUGH.contains(&cn.op.as_str()))
+                    || PASS_THROUGH.contains(&cn.op.as_str())
+                    || cn.op == "Pad")
                 && cn.input(0) == Some(dq.outputs[0].as_str())
             {
                 match single(&cn.outputs[0]) {
@@ -901,7 +902,9 @@ impl<'a> Lowerer<'a> {
         let n = self.nodes[i].clone();
         let at = n.origin.clone();
         let at = at.as_str();
-        if n.outputs.iter().skip(1).any(|o| !o.is_empty()) && !matches!(n.op.as_str(), "MaxPool") {
+        if n.outputs.iter().skip(1).any(|o| !o.is_empty())
+            && !matches!(n.op.as_str(), "MaxPool" | "Split")
+        {
             // only MaxPool's optional Indices is checked below; others have one output
             if n.domain.is_empty() && !FLOAT_TAIL.contains(&n.op.as_str()) {
                 return Err(unsupported(at, "a node with several outputs"));
@@ -977,6 +980,7 @@ impl<'a> Lowerer<'a> {
                     self.shape_op(&n)?
                 }
             }
+            ("", "Split") if self.is_quant_input(&n) => self.split_op(&n)?,
             ("", op @ ("Conv" | "MatMul" | "Gemm")) => {
                 return Err(unsupported(
                     at,
@@ -1164,7 +1168,7 @@ impl<'a> Lowerer<'a> {
         // the max commutes with DQ, scale > 0), so it runs on the bytes, followed by a
         // requantization table: the same values.
         let (x, shape) = match &f {
-            Some(fnode) if PASS_THROUGH.contains(&fnode.op.as_str()) => {
+            Some(fnode) if PASS_THROUGH.contains(&fnode.op.as_str()) || fnode.op == "Pad" => {
                 let mut moved = fnode.clone();
                 moved.inputs[0] = self.values[x].name.clone();
                 if fnode.op == "MaxPool" {
@@ -1193,7 +1197,7 @@ impl<'a> Lowerer<'a> {
                 k(&["DequantizeLinear", "QuantizeLinear"]),
                 &q,
             ),
-            Some(fnode) if PASS_THROUGH.contains(&fnode.op.as_str()) => {
+            Some(fnode) if PASS_THROUGH.contains(&fnode.op.as_str()) || fnode.op == "Pad" => {
                 (TableKind::Requantize, k(&["QuantizeLinear"]), &q)
             }
             Some(fnode) => {
@@ -2027,6 +2031,30 @@ impl<'a> Lowerer<'a> {
                     o,
                 )
             }
+            "Pad" => {
+                let s = xs
+                    .as_ref()
+                    .ok_or_else(|| unsupported(at, "Pad of an input of unknown shape"))?;
+                let maps = pad_maps(self, n, s, at)?;
+                let o = s
+                    .iter()
+                    .zip(&maps)
+                    .map(|(&d, m)| m.as_ref().map_or(d, Vec::len))
+                    .collect();
+                (ShapeOp::AxisMap { maps }, Some(o))
+            }
+            "Resize" => {
+                let s = xs
+                    .as_ref()
+                    .ok_or_else(|| unsupported(at, "Resize of an input of unknown shape"))?;
+                let maps = resize_maps(self, n, s, at)?;
+                let o = s
+                    .iter()
+                    .zip(&maps)
+                    .map(|(&d, m)| m.as_ref().map_or(d, Vec::len))
+                    .collect();
+                (ShapeOp::AxisMap { maps }, Some(o))
+            }
             _ => {
                 // Gather
                 let it = n
@@ -2073,6 +2101,241 @@ impl<'a> Lowerer<'a> {
         self.emit(n, QOp::Shape(op), vec![x], vec![o], vec![n.op.clone()]);
         Ok(())
     }
+}
+
+impl Lowerer<'_> {
+    /// ONNX Split on quantized bytes (ORT's QDQ Split rule, or a Split of a
+    /// quantized tensor): one [`ShapeOp::Slice`] node per output.
+    fn split_op(&mut self, n: &WNode) -> Result<()> {
+        let at = n.origin.as_str();
+        let x = self.value(n.input(0), at, "input")?;
+        let s = self
+            .shape(x)
+            .ok_or_else(|| unsupported(at, "Split of an input of unknown shape"))?;
+        let axis = attr_i(n, "axis", 0)?;
+        let a = norm_axis(axis, s.len(), at)?;
+        let d = s[a] as i64;
+        let k = n.outputs.len() as i64;
+        let sizes: Vec<i64> = match (
+            self.ints_const(n.input(1), at, "split")?,
+            attr_ints(n, "split")?,
+        ) {
+            (Some(v), _) | (None, Some(v)) => v,
+            (None, None) => {
+                let parts = attr_i(n, "num_outputs", k)?;
+                if parts != k || parts < 1 {
+                    return Err(bad(at, format!("num_outputs {parts} for {k} outputs")));
+                }
+                // ONNX: equal parts of ceil(d / parts), the last one smaller
+                let c = (d + parts - 1) / parts;
+                (0..parts).map(|j| (d - j * c).clamp(0, c)).collect()
+            }
+        };
+        if sizes.len() as i64 != k || sizes.iter().any(|&v| v < 0) || sizes.iter().sum::<i64>() != d
+        {
+            return Err(bad(
+                at,
+                format!("split {sizes:?} into {k} outputs of an axis of size {d}"),
+            ));
+        }
+        let kind = self.values[x].kind.clone();
+        let mut start = 0i64;
+        for (o, &len) in n.outputs.iter().zip(&sizes) {
+            if len == 0 {
+                return Err(unsupported(at, format!("an empty Split output '{o}'")));
+            }
+            let mut os = s.clone();
+            os[a] = len as usize;
+            let y = self.output(o, kind.clone(), Some(os), at)?;
+            let op = ShapeOp::Slice {
+                starts: vec![start],
+                ends: vec![start + len],
+                axes: Some(vec![a as i64]),
+                steps: None,
+            };
+            // ORT runs one Split kernel for all the outputs
+            let kern = if start == 0 {
+                vec![n.op.clone()]
+            } else {
+                vec![]
+            };
+            self.emit(n, QOp::Shape(op), vec![x], vec![y], kern);
+            start += len;
+        }
+        Ok(())
+    }
+}
+
+fn attr_s(n: &WNode, name: &str, default: &str) -> Result<String> {
+    match n.attrs.get(name) {
+        None => Ok(default.into()),
+        Some(Attr::String(v)) => Ok(String::from_utf8_lossy(v).into_owned()),
+        Some(_) => Err(bad(&n.origin, format!("attribute {name} is not a string"))),
+    }
+}
+
+/// Pad (modes edge and reflect) of a tensor of shape `s` as per-axis source
+/// maps. ORT runs `DQ -> Pad -> Q` in float; with equal qparams that is the same
+/// bytes, with others a requantization follows (as for the other movement ops).
+fn pad_maps(l: &Lowerer<'_>, n: &WNode, s: &[usize], at: &str) -> Result<Vec<Option<Vec<i64>>>> {
+    let mode = attr_s(n, "mode", "constant")?;
+    if mode == "constant" {
+        return Err(unsupported(
+            at,
+            "Pad mode constant on quantized values (the padding bytes are not input \
+             bytes; qfuse's gather has no fill value yet)",
+        ));
+    }
+    if mode != "edge" && mode != "reflect" {
+        return Err(unsupported(at, format!("Pad mode {mode}")));
+    }
+    if n.input(3).is_some() {
+        return Err(unsupported(at, "Pad with the axes input"));
+    }
+    let r = s.len();
+    let pads = l
+        .ints_const(n.input(1), at, "pads")?
+        .or(attr_ints(n, "pads")?)
+        .ok_or_else(|| bad(at, "pads are missing"))?;
+    if pads.len() != 2 * r {
+        return Err(bad(at, format!("pads {pads:?} for rank {r}")));
+    }
+    let mut maps = Vec::with_capacity(r);
+    for k in 0..r {
+        let (d, b, e) = (s[k] as i64, pads[k], pads[k + r]);
+        let o = d + b + e;
+        if !(1..=1 << 20).contains(&o) || (mode == "reflect" && (b >= d || e >= d)) {
+            return Err(bad(
+                at,
+                format!("{mode} pads {b}, {e} of axis {k} (size {d})"),
+            ));
+        }
+        let m: Vec<i64> = (0..o)
+            .map(|j| {
+                let i = j - b;
+                if mode == "edge" {
+                    i.clamp(0, d - 1)
+                } else if i < 0 {
+                    -i
+                } else if i > d - 1 {
+                    2 * (d - 1) - i
+                } else {
+                    i
+                }
+            })
+            .collect();
+        let identity = m.len() as i64 == d && m.iter().enumerate().all(|(j, &v)| v == j as i64);
+        maps.push((!identity).then_some(m));
+    }
+    Ok(maps)
+}
+
+/// Resize (mode nearest) of a tensor of shape `s` as per-axis source maps, with
+/// ORT's f32 arithmetic (`upsamplebase.h`: the output size, the coordinate
+/// transformation and the nearest rounding, clamped to the axis).
+fn resize_maps(l: &Lowerer<'_>, n: &WNode, s: &[usize], at: &str) -> Result<Vec<Option<Vec<i64>>>> {
+    let mode = attr_s(n, "mode", "nearest")?;
+    if mode != "nearest" {
+        return Err(unsupported(
+            at,
+            format!(
+                "Resize mode {mode} on quantized values (ORT interpolates the bytes in its own \
+                 integer/float kernel; only mode nearest is supported)"
+            ),
+        ));
+    }
+    let ctm = attr_s(n, "coordinate_transformation_mode", "half_pixel")?;
+    let nm = attr_s(n, "nearest_mode", "round_prefer_floor")?;
+    for (k, v) in [("antialias", 0), ("exclude_outside", 0)] {
+        if attr_i(n, k, 0)? != v {
+            return Err(unsupported(at, format!("Resize with {k}")));
+        }
+    }
+    if n.attrs.contains_key("axes") {
+        return Err(unsupported(at, "Resize with the axes attribute"));
+    }
+    if attr_s(n, "keep_aspect_ratio_policy", "stretch")? != "stretch" {
+        return Err(unsupported(
+            at,
+            "Resize with a keep_aspect_ratio_policy other than stretch",
+        ));
+    }
+    let r = s.len();
+    let scales: Option<Vec<f32>> = match n.input(2) {
+        Some(nm) => {
+            let t = l
+                .konst(nm)
+                .ok_or_else(|| unsupported(at, format!("scales '{nm}' is not a constant")))?;
+            let v = t
+                .as_f32()
+                .ok_or_else(|| bad(at, "scales are not float"))?
+                .to_vec();
+            (!v.is_empty()).then_some(v)
+        }
+        None => None,
+    };
+    let sizes = l.ints_const(n.input(3), at, "sizes")?;
+    let (scales, out): (Vec<f32>, Vec<i64>) = match (scales, sizes) {
+        (Some(sc), None) if sc.len() == r => {
+            let out = sc
+                .iter()
+                .zip(s)
+                .map(|(&c, &d)| (c * d as f32) as i64)
+                .collect();
+            (sc, out)
+        }
+        (None, Some(sz)) if sz.len() == r => (
+            sz.iter()
+                .zip(s)
+                .map(|(&o, &d)| o as f32 / d as f32)
+                .collect(),
+            sz,
+        ),
+        _ => {
+            return Err(bad(
+                at,
+                format!("Resize needs constant scales or sizes of rank {r}"),
+            ))
+        }
+    };
+    let mut maps = Vec::with_capacity(r);
+    for k in 0..r {
+        let (d, o, c) = (s[k] as i64, out[k], scales[k]);
+        if !(1..=1 << 20).contains(&o) || c <= 0.0 {
+            return Err(bad(at, format!("Resize of axis {k} (size {d}) to {o}")));
+        }
+        let mut m = Vec::with_capacity(o as usize);
+        for x in 0..o {
+            let xf = x as f32;
+            let orig = match ctm.as_str() {
+                "half_pixel" => (xf + 0.5) / c - 0.5,
+                "pytorch_half_pixel" if o > 1 => (xf + 0.5) / c - 0.5,
+                "pytorch_half_pixel" => 0.0,
+                "asymmetric" => xf / c,
+                "align_corners" if o == 1 => 0.0,
+                "align_corners" => xf * (d as f32 - 1.0) / (o as f32 - 1.0),
+                other => {
+                    return Err(unsupported(
+                        at,
+                        format!("Resize coordinate_transformation_mode {other}"),
+                    ))
+                }
+            };
+            let i = match nm.as_str() {
+                "round_prefer_floor" if orig == (orig as i64) as f32 + 0.5 => orig.floor() as i64,
+                "round_prefer_floor" | "round_prefer_ceil" => orig.round() as i64,
+                "floor" => orig.floor() as i64,
+                "ceil" => orig.ceil() as i64,
+                other => {
+                    return Err(unsupported(at, format!("Resize nearest_mode {other}")));
+                }
+            };
+            m.push(i.clamp(0, d - 1));
+        }
+        let identity = m.len() as i64 == d && m.iter().enumerate().all(|(j, &v)| v == j as i64);
+        maps.push((!identity).then_some(m));
+    }
+    Ok(maps)
 }
 
 /// Default-domain ops that are known and run in float (refused unless at the tail).

@@ -212,6 +212,12 @@ pub enum ShapeOp {
     },
     /// Identity.
     Identity,
+    /// A per-axis gather (Resize nearest): output element `[i_0, i_1, ...]` is
+    /// input element `[maps[0][i_0], maps[1][i_1], ...]`; `None` keeps the axis.
+    AxisMap {
+        /// one source map per axis (`None`: the axis is kept as it is)
+        maps: Vec<Option<Vec<i64>>>,
+    },
 }
 
 /// One lowered op. Inputs and outputs are [`super::ValueId`]s in the

@@ -546,6 +546,18 @@ pub fn eval_op(
                     });
                     Ok(take(x, &idx, os))
                 }
+                ShapeOp::AxisMap { maps } => {
+                    let idx = gather_index(&x.dims, &os, |o| {
+                        o.iter()
+                            .enumerate()
+                            .map(|(k, &ok)| match maps.get(k) {
+                                Some(Some(m)) => m[ok] as usize,
+                                _ => ok,
+                            })
+                            .collect()
+                    });
+                    Ok(take(x, &idx, os))
+                }
                 _ => Ok(Tensor {
                     dims: os,
                     data: x.data.clone(),

@@ -822,6 +822,34 @@ impl<'a> Converter<'a> {
                         .map_err(to_unsupported)?;
                 (shape, Some(index))
             }
+            ShapeOp::AxisMap { maps } => {
+                if maps.len() as i64 != r || maps.first().is_some_and(Option::is_some) {
+                    return Err(unsupported(
+                        at(n),
+                        "a Resize or Pad of dimension 0 (the batch)",
+                    ));
+                }
+                // one gather per mapped axis, folded into one map
+                let mut cur = per.clone();
+                let mut index: Option<Vec<u32>> = None;
+                for (k, m) in maps.iter().enumerate().skip(1) {
+                    let Some(m) = m else { continue };
+                    let (shape, t) =
+                        crate::ops::gather::take_index(&cur, k as i64 - 1, m, &[m.len()])
+                            .map_err(to_unsupported)?;
+                    index = Some(match index {
+                        None => t,
+                        Some(f) => {
+                            crate::ops::gather::compose_index(&f, &t).map_err(to_unsupported)?
+                        }
+                    });
+                    cur = shape;
+                }
+                match index {
+                    Some(i) => (cur, Some(i)),
+                    None => (cur, None),
+                }
+            }
             s => (self.reshaped(n, &per, s)?, None),
         };
         // out[i] = source[first[then[i]]]

@@ -466,6 +466,56 @@ def opt(env, name):
     return env[name] if name else None
 
 
+def _sattr(a, name, default):
+    v = a.get(name, default)
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def resize_nearest(n, I):
+    """ONNX Resize, mode nearest, with ORT's f32 arithmetic (upsamplebase.h)."""
+    a, x = n.attrs, I[0]
+    assert _sattr(a, "mode", "nearest") == "nearest", "only Resize nearest"
+    ctm = _sattr(a, "coordinate_transformation_mode", "half_pixel")
+    nm = _sattr(a, "nearest_mode", "round_prefer_floor")
+    scales = I[2] if len(I) > 2 and I[2] is not None and np.size(I[2]) else None
+    if scales is not None:
+        scales = np.asarray(scales, F32)
+        out = [int(F32(c) * F32(d)) for c, d in zip(scales, x.shape)]
+    else:
+        out = [int(v) for v in I[3]]
+        scales = [F32(o) / F32(d) for o, d in zip(out, x.shape)]
+    y = x
+    for k, (d, o, c) in enumerate(zip(x.shape, out, scales)):
+        c = F32(c)
+        idx = []
+        for j in range(o):
+            xf = F32(j)
+            if ctm == "half_pixel" or (ctm == "pytorch_half_pixel" and o > 1):
+                orig = F32(F32(xf + F32(0.5)) / c) - F32(0.5)
+            elif ctm == "pytorch_half_pixel":
+                orig = F32(0)
+            elif ctm == "asymmetric":
+                orig = F32(xf / c)
+            elif ctm == "align_corners":
+                orig = F32(0) if o == 1 else F32(F32(xf * F32(d - 1)) / F32(o - 1))
+            else:
+                raise ValueError(f"coordinate_transformation_mode {ctm}")
+            orig = F32(orig)
+            if nm == "round_prefer_floor" and orig == F32(int(orig)) + F32(0.5):
+                i = int(np.floor(orig))
+            elif nm in ("round_prefer_floor", "round_prefer_ceil"):
+                i = int(np.sign(orig) * np.floor(abs(orig) + 0.5))  # std::round: half away from zero
+            elif nm == "floor":
+                i = int(np.floor(orig))
+            elif nm == "ceil":
+                i = int(np.ceil(orig))
+            else:
+                raise ValueError(f"nearest_mode {nm}")
+            idx.append(min(max(i, 0), d - 1))
+        y = np.take(y, idx, axis=k)
+    return y
+
+
 def run_node(n, env):
     I = [opt(env, i) for i in n.inputs]
     a = n.attrs
@@ -554,6 +604,27 @@ def run_node(n, env):
         return [x[tuple(sl)]]
     if op == "Gather":
         return [np.take(I[0], np.asarray(I[1], np.int64), axis=a.get("axis", 0))]
+    if op == "Split":
+        x, ax = I[0], a.get("axis", 0) % I[0].ndim
+        d, k = x.shape[ax], len(n.outputs)
+        if len(I) > 1 and I[1] is not None:
+            sizes = [int(v) for v in I[1]]
+        else:
+            c = -(-d // a.get("num_outputs", k))
+            sizes = [min(c, max(d - j * c, 0)) for j in range(k)]
+        return np.split(x, np.cumsum(sizes)[:-1], axis=ax)
+    if op == "Pad":
+        mode = a.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        p = [int(v) for v in I[1]]
+        r = I[0].ndim
+        width = [(p[k], p[k + r]) for k in range(r)]
+        if mode == "constant":
+            c = I[2] if len(I) > 2 and I[2] is not None else 0
+            return [np.pad(I[0], width, mode="constant", constant_values=np.asarray(c, I[0].dtype))]
+        return [np.pad(I[0], width, mode=mode)]
+    if op == "Resize":
+        return [resize_nearest(n, I)]
     if op == "Concat" and I[0].dtype == np.float32:
         return [np.concatenate(I, axis=a["axis"])]
     if op == "ReduceMean" and I[0].dtype == np.float32:
@@ -870,7 +941,22 @@ def fuse_qdq(nodes, consts, graph_outputs, log=None):
             if fused is not None:
                 removed.add(id(q))
                 log.append(f"{op} -> {fused.op}")
-        elif op in ("Reshape", "Flatten", "Transpose", "MaxPool", "Squeeze", "Unsqueeze", "Slice", "Gather") and ins_dq[0]:
+        elif op == "Split" and ins_dq[0]:
+            # ORT's Split rule: DQ -> Split -> Q on every output, all with the DQ's scalar qparams
+            d = ins_dq[0]
+            qs = [single_q(o) for o in n.outputs]
+            def same(q):
+                return q and scalar_const(d.inputs[1]) and scalar_const(q.inputs[1]) and len(d.inputs) > 2 \
+                    and len(q.inputs) > 2 and scalar_const(d.inputs[2]) and scalar_const(q.inputs[2]) \
+                    and F32(consts[d.inputs[1]]) == F32(consts[q.inputs[1]]) \
+                    and consts[d.inputs[2]].dtype == consts[q.inputs[2]].dtype \
+                    and int(consts[d.inputs[2]]) == int(consts[q.inputs[2]])
+            if qs and all(same(q) for q in qs):
+                fused = Node(op, [d.inputs[0]] + n.inputs[1:], [q.outputs[0] for q in qs], n.attrs)
+                removed.update(id(q) for q in qs)
+                log.append("Split: Q/DQ dropped (same scale and zero point)")
+        elif op in ("Reshape", "Flatten", "Transpose", "MaxPool", "Squeeze", "Unsqueeze", "Slice", "Gather",
+                    "Resize") and ins_dq[0]:
             q = single_q(n.outputs[0])
             d = ins_dq[0]
             if q and scalar_const(d.inputs[1]) and scalar_const(q.inputs[1]) and len(d.inputs) > 2 and len(q.inputs) > 2 \

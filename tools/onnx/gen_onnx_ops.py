@@ -1072,6 +1072,52 @@ def case_qdq_passthrough(rng, op, act="u8"):
     return g, {"op": op, "format": "qdq", "act": act}
 
 
+def case_qdq_split(rng, act="u8", axis=1, split=None, num_outputs=None):
+    """DQ -> Split -> Q per output (same qparams): ORT runs the Split on the quantized bytes."""
+    g = QDQ()
+    xs, xz = act_params(rng, act, -2.0, 3.0)
+    x = g.qdq(g.float_input("x", rng, (1, 6, 4, 5), xs, xz, act), xs, xz)
+    ins = [x] + ([g.const("split", np.array(split, np.int64))] if split is not None else [])
+    n_out = len(split) if split is not None else num_outputs
+    extra = {"num_outputs": num_outputs} if num_outputs is not None else {}
+    ys = g.node("Split", ins, n_out=n_out, axis=axis, **extra)
+    ys = ys if isinstance(ys, list) else [ys]
+    for y in ys:
+        g.out(g.qdq(y, xs, xz), F32)
+    return g, {"op": "Split", "format": "qdq", "act": act, "axis": axis,
+               **({"split": split} if split is not None else {"num_outputs": num_outputs})}
+
+
+def case_qdq_pad(rng, act="u8", mode="constant", pads=(0, 0, 1, 2, 0, 0, 2, 0)):
+    """DQ -> Pad -> Q (same qparams); constant 0 (= the zero point's value) or edge/reflect."""
+    g = QDQ()
+    xs, xz = act_params(rng, act, -2.0, 3.0)
+    x = g.qdq(g.float_input("x", rng, (1, 3, 4, 5), xs, xz, act), xs, xz)
+    ins = [x, g.const("pads", np.array(pads, np.int64))]
+    if mode == "constant":
+        ins.append(g.const("value", np.array(0.0, F32)))
+    y = g.node("Pad", ins, mode=mode)
+    g.out(g.qdq(y, xs, xz), F32)
+    return g, {"op": "Pad", "format": "qdq", "act": act, "mode": mode, "pads": list(pads)}
+
+
+def case_qdq_resize(rng, act="u8", ctm="asymmetric", nearest="floor", scales=None, sizes=None):
+    """DQ -> Resize(nearest) -> Q (same qparams): ORT runs it on the quantized bytes."""
+    g = QDQ()
+    xs, xz = act_params(rng, act, -2.0, 3.0)
+    x = g.qdq(g.float_input("x", rng, (1, 3, 4, 5), xs, xz, act), xs, xz)
+    ins = [x, ""]
+    if scales is not None:
+        ins.append(g.const("scales", np.array(scales, F32)))
+    else:
+        ins += ["", g.const("sizes", np.array(sizes, np.int64))]
+    y = g.node("Resize", ins, mode="nearest", coordinate_transformation_mode=ctm, nearest_mode=nearest)
+    g.out(g.qdq(y, xs, xz), F32)
+    return g, {"op": "Resize", "format": "qdq", "act": act, "mode": "nearest",
+               "coordinate_transformation_mode": ctm, "nearest_mode": nearest,
+               **({"scales": scales} if scales is not None else {"sizes": sizes})}
+
+
 def case_qdq_conv_chain(rng, act="u8"):
     """DQ -> Conv -> Q -> DQ -> Conv -> Q: the second conv reads the first one's quantized output."""
     g = QDQ()
@@ -1233,6 +1279,17 @@ def all_cases(rng):
                    "ChannelShuffle"):
             add(f"qdq_{op.lower()}_{act}", case_qdq_passthrough, op, act=act)
         add(f"qdq_conv_chain_{act}", case_qdq_conv_chain, act=act)
+        add(f"qdq_split_{act}_channels", case_qdq_split, act=act, axis=1, split=[1, 2, 3])
+        add(f"qdq_split_{act}_h", case_qdq_split, act=act, axis=2, split=[3, 1])
+        add(f"qdq_split_{act}_w_num_outputs", case_qdq_split, act=act, axis=-1, num_outputs=3)
+        add(f"qdq_pad_{act}_constant", case_qdq_pad, act=act)
+        add(f"qdq_pad_{act}_edge", case_qdq_pad, act=act, mode="edge")
+        add(f"qdq_pad_{act}_reflect", case_qdq_pad, act=act, mode="reflect", pads=(0, 0, 2, 1, 0, 0, 1, 3))
+        add(f"qdq_resize_{act}_nearest_x2", case_qdq_resize, act=act, scales=[1, 1, 2, 2])
+        add(f"qdq_resize_{act}_nearest_half_pixel", case_qdq_resize, act=act, ctm="half_pixel",
+            nearest="round_prefer_floor", sizes=[1, 3, 7, 9])
+        add(f"qdq_resize_{act}_nearest_align_corners", case_qdq_resize, act=act, ctm="align_corners",
+            nearest="round_prefer_ceil", sizes=[1, 3, 8, 3])
     return C
 
 
