@@ -39,23 +39,44 @@ import torch.fx
 
 from . import xnnpack_rules as xr
 
-qd = torch.ops.quantized_decomposed
 aten = torch.ops.aten
 
-Q_T = (qd.quantize_per_tensor.default, qd.quantize_per_tensor.tensor)
-DQ_T = (qd.dequantize_per_tensor.default, qd.dequantize_per_tensor.tensor)
-DQ_C = (qd.dequantize_per_channel.default,)
-QD_OPS = Q_T + DQ_T + DQ_C + (qd.quantize_per_channel.default,)
-RELU = (aten.relu.default, aten.relu_.default)
-HARDTANH = (aten.hardtanh.default, aten.hardtanh_.default)
-RELU6 = (aten.relu6.default, aten.relu6_.default) if hasattr(aten, "relu6_") else (aten.relu6.default,)
-CONV = (aten.conv2d.default,)
-LINEAR = (aten.linear.default,)
-ADD = (aten.add.Tensor, aten.add_.Tensor)
-MUL = (aten.mul.Tensor, aten.mul_.Tensor)
-FUSABLE = CONV + LINEAR + ADD + MUL
-RESHAPE = (aten.flatten.using_ints, aten.view.default, aten.reshape.default, aten._unsafe_view.default)
-DROPOUT = (aten.dropout.default, aten.dropout_.default, aten.clone.default, aten.contiguous.default)
+
+def _init_ops():
+    """The op overloads, resolved when a pt2e model is exported: the quantized_decomposed ops
+    are registered by torchao (or torch.ao), which made the model."""
+    global Q_T, DQ_T, DQ_C, RELU, HARDTANH, RELU6, CONV, LINEAR, ADD, MUL, FUSABLE, RESHAPE, DROPOUT
+    try:
+        qd = torch.ops.quantized_decomposed
+        Q_T = (qd.quantize_per_tensor.default, qd.quantize_per_tensor.tensor)
+        DQ_T = (qd.dequantize_per_tensor.default, qd.dequantize_per_tensor.tensor)
+        DQ_C = (qd.dequantize_per_channel.default,)
+    except AttributeError as e:
+        raise ValueError(f"the quantized_decomposed ops are not registered (import torchao first): {e}") from e
+    RELU = (aten.relu.default, aten.relu_.default)
+    HARDTANH = (aten.hardtanh.default, aten.hardtanh_.default)
+    RELU6 = (aten.relu6.default,) + ((aten.relu6_.default,) if hasattr(aten, "relu6_") else ())
+    CONV = (aten.conv2d.default,)
+    LINEAR = (aten.linear.default,)
+    ADD = (aten.add.Tensor, aten.add_.Tensor)
+    MUL = (aten.mul.Tensor, aten.mul_.Tensor)
+    FUSABLE = CONV + LINEAR + ADD + MUL
+    RESHAPE = _have("flatten.using_ints", "view.default", "reshape.default", "_unsafe_view.default")
+    DROPOUT = _have("dropout.default", "dropout_.default", "clone.default", "contiguous.default")
+
+
+def _have(*names):
+    """the aten overloads of this torch among `names`"""
+    out = []
+    for n in names:
+        op, overload = n.split(".")
+        try:
+            out.append(getattr(getattr(aten, op), overload))
+        except AttributeError:
+            pass
+    return tuple(out)
+
+
 # nodes that compute nothing the exporter must map
 IGNORED = ("_assert_tensor_metadata", "_assert_scalar", "sym_size", "sym_constrain_range",
            "_guards_fn", "getitem")
@@ -66,7 +87,8 @@ def is_pt2e(model):
     if isinstance(model, torch.export.ExportedProgram):
         return True
     if isinstance(model, torch.fx.GraphModule):
-        return any(n.op == "call_function" and n.target in QD_OPS for n in model.graph.nodes)
+        return any(n.op == "call_function" and str(n.target).startswith("quantized_decomposed.")
+                   for n in model.graph.nodes)
     return False
 
 
@@ -284,8 +306,15 @@ class _Walker:
             if act is not None and act != (0.0, float("inf")):
                 self.fail(src, "add/mul fused with hardtanh: not supported (relu only)")
             if self.shape[a] != self.shape[b]:
-                self.fail(op, f"{t} inputs of shapes {self.shape[a]} and {self.shape[b]}: broadcasting is "
-                              f"not supported for XNNPACK export")
+                # qfuse's binary broadcasts input 1 into input 0 (numpy rules, aligned on the right);
+                # add and mul are symmetric, so the full-shape input goes first
+                def into(small, big):
+                    return len(small) <= len(big) and all(d in (1, e) for d, e in zip(small[::-1], big[::-1]))
+                if into(self.shape[a], self.shape[b]) and not into(self.shape[b], self.shape[a]):
+                    (a, sa, za), (b, sb, zb) = (b, sb, zb), (a, sa, za)
+                if not into(self.shape[b], self.shape[a]) or self.shape[a] != self.shape[out]:
+                    self.fail(op, f"{t} inputs of shapes {self.shape[a]} and {self.shape[b]}: only one input "
+                                  f"broadcasting into the other")
             self.emit("add" if t in ADD else "mul", [a, b], out, input_scales=[sa, sb],
                       input_zero_points=[za, zb], activation="relu" if act else "none", **oq)
         elif t in RELU + HARDTANH + RELU6:
@@ -402,6 +431,7 @@ def merge_clamps(ir):
 
 def build_xnnpack(gm, example_inputs, fail, warn):
     """The qfuse header pieces (inputs, outputs, nodes, tensors) of a pt2e graph."""
+    _init_ops()
     rec = _Recorder(gm)
     with torch.no_grad():
         rec.run(*example_inputs)
