@@ -126,6 +126,12 @@ def resnet18():
     return torchvision.models.resnet18(num_classes=10)
 
 
+def mobilenet_v2():
+    import torchvision
+
+    return torchvision.models.mobilenet_v2(num_classes=10)
+
+
 CASES = {
     # name: (build, input shape, per_channel, calibration spread)
     "smallnet_pc": (SmallNet, (8, 3, 16, 16), True),
@@ -140,6 +146,7 @@ CASES = {
     "miscnet_pt": (MiscNet, (2, 3, 12, 12), False),
     "resnet18_pc_64": (resnet18, (2, 3, 64, 64), True),
     "resnet18_pt_48": (resnet18, (1, 3, 48, 48), False),
+    "mobilenet_v2_pc_64": (mobilenet_v2, (1, 3, 64, 64), True),
 }
 
 
