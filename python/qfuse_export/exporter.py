@@ -20,6 +20,11 @@ checkout installs the package `qfuse_export`):
     prepare, convert; FloatFunctional add/add_relu/mul/cat). It is traced with
     torch.fx.symbolic_trace, so its forward must be traceable (no
     data-dependent control flow).
+  * a pt2e model: the GraphModule returned by torchao's convert_pt2e (quantized
+    with ExecuTorch's XNNPACKQuantizer) or a torch.export.ExportedProgram of it.
+    It is exported for ExecuTorch's XNNPACK delegate (engine "xnnpack", the only
+    engine for pt2e models and their default; torch.backends.quantized.engine
+    plays no part): qfuse_export.pt2e lists the patterns it maps.
 `example_input` is one tensor or a tuple of tensors (float32, with a batch
 dimension). The model is run on it once: every node's shape and output
 quantization parameters are recorded and checked against the exported graph.
@@ -1367,6 +1372,9 @@ dequantize -> SiLU / Sigmoid / Hardsigmoid / LeakyReLU / ELU (float) -> quantize
 nn.Identity, nn.Dropout, nnq.Dropout, .contiguous(), .clone() -> removed
 F.dropout / quantized.dropout (training=False), torchvision stochastic_depth (eval) -> removed
 x.size(), x.shape[i], int arithmetic                 -> evaluated, not exported
+pt2e (convert_pt2e GraphModule / ExportedProgram, XNNPACKQuantizer): engine "xnnpack",
+  the patterns listed in qfuse_export.pt2e (conv2d, linear, add, mul, clamps, max_pool2d,
+  mean / adaptive_avg_pool2d, cat, flatten / view / reshape, dropout)
 """
 
 
