@@ -220,6 +220,59 @@ def to_tensor_overloads(cm):
     return g, k
 
 
+def rules_port(trials=300, seed=7):
+    """qfuse_export.xnnpack_rules (what the exporter writes) against check_pt2e_ops.py (the numpy
+    rules that reproduce ExecuTorch on the 92 committed cases) on every input byte / byte pair,
+    for random and power-of-two qparams (exact ties): the whole models above rarely meet a tie."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import check_pt2e_ops as ref
+    from qfuse_export import xnnpack_rules as xr
+
+    rng = np.random.default_rng(seed)
+    a = np.repeat(np.arange(-128, 128), 256)
+    b = np.tile(np.arange(-128, 128), 256)
+    q = np.arange(-128, 128)
+
+    def scale():
+        if rng.random() < 0.4:
+            return float(2.0 ** int(rng.integers(-9, -3)))
+        return float(np.float32(rng.uniform(0.002, 0.05)))
+
+    for t in range(trials):
+        sa, sb, so = scale(), scale(), scale()
+        za, zb, zo = (int(v) for v in rng.integers(-128, 128, 3))
+        act = "relu" if rng.random() < 0.5 else "none"
+        nd = dict(input_scales=[sa, sb], input_zero_points=[za, zb], output_scale=so, output_zero_point=zo,
+                  activation=act)
+        lo = xr.quantize_bound(0.0, so, zo) if act == "relu" else -128
+        ratio_ok = 2.0 ** -10 <= max(sa, sb) / so < 2.0 ** 8
+        if ratio_ok:
+            want = ref.add(a, b, nd) + 128
+            got = xr.add_table(sa, za, sb, zb, so, zo, lo)
+            if not np.array_equal(got, want):
+                return f"add table differs (trial {t}: {nd})"
+        want = ref.mul(a, b, nd) + 128
+        if not np.array_equal(xr.mul_table(sa, za, sb, zb, so, zo, lo), want):
+            return f"mul table differs (trial {t}: {nd})"
+        lo_f, hi_f = sorted(float(v) for v in rng.uniform(-3, 6, 2))
+        for si, zi in ((so, zo), (sa, za)):
+            cn = dict(min=lo_f, max=hi_f, input_scale=si, input_zero_point=zi, output_scale=so,
+                      output_zero_point=zo)
+            if xr.clamp_table(si, zi, so, zo, lo_f, hi_f) != list(ref.clamp(q, cn) + 128):
+                return f"clamp table differs (trial {t}: {cn})"
+        tie = (int(rng.integers(-20, 20)) + 0.5) * so  # v / s lands on .5 (exact for power-of-two s)
+        for v in (0.0, lo_f, hi_f, 6.0, float("inf"), tie):
+            if xr.quantize_bound(v, so, zo) != ref.xnn_qs8_quantize(v, so, zo):
+                return f"quantize bound differs ({v}, {so}, {zo})"
+        ws = rng.uniform(1e-4, 1e-2, 16).astype(np.float32)
+        bias = (rng.standard_normal(16) * 3).astype(np.float32)
+        for pc in (True, False):
+            w = ws if pc else np.full(16, ws[0], np.float32)
+            if not np.array_equal(xr.bias_i32(bias, w, sa, pc), ref.bias_i32_rule(bias, w, sa, pc)):
+                return f"bias rule differs (per_channel={pc})"
+    return None
+
+
 def refusals():
     """Unsupported pt2e models must raise ExportError naming the node and op."""
     res = []
@@ -338,7 +391,7 @@ def main():
                       f"({n_ops} qfuse nodes; eager pt2e graph equal on {eager_eq:.0%}{note})")
                 npass += 1
     if not a.only:
-        for name, err in refusals():
+        for name, err in [("rules_port", rules_port())] + refusals():
             if err:
                 print(f"FAIL {name}: {err}")
                 nfail += 1
