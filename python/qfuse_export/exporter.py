@@ -20,6 +20,11 @@ checkout installs the package `qfuse_export`):
     prepare, convert; FloatFunctional add/add_relu/mul/cat). It is traced with
     torch.fx.symbolic_trace, so its forward must be traceable (no
     data-dependent control flow).
+  * a pt2e model: the GraphModule returned by torchao's convert_pt2e (quantized
+    with ExecuTorch's XNNPACKQuantizer) or a torch.export.ExportedProgram of it.
+    It is exported for ExecuTorch's XNNPACK delegate (engine "xnnpack", the only
+    engine for pt2e models and their default; torch.backends.quantized.engine
+    plays no part): qfuse_export.pt2e lists the patterns it maps.
 `example_input` is one tensor or a tuple of tensors (float32, with a batch
 dimension). The model is run on it once: every node's shape and output
 quantization parameters are recorded and checked against the exported graph.
@@ -1191,8 +1196,61 @@ def layer_rule(engine, op, groups, x86_cpu="auto"):
     return engine
 
 
+def _build_pt2e(model, example_inputs, engine):
+    """A pt2e model (convert_pt2e's GraphModule or a torch.export.ExportedProgram of it) for
+    ExecuTorch's XNNPACK delegate: qfuse_export.pt2e."""
+    from . import pt2e
+
+    if engine is None:
+        engine = "xnnpack"
+    if engine != "xnnpack":
+        raise ExportError(f"pt2e model: engine {engine!r} is not supported; pt2e models are exported for "
+                          f"ExecuTorch's XNNPACK delegate (engine 'xnnpack', XNNPACKQuantizer)")
+    if isinstance(model, torch.export.ExportedProgram):
+        gm = model.module()
+    else:
+        gm = model
+
+    def fail(node, msg):
+        if node is None:
+            raise ExportError(f"pt2e export: {msg}")
+        op = f"{node.op} {node.target}" if isinstance(node, torch.fx.Node) else str(node)
+        raise ExportError(f"pt2e export: node {node.name!r} ({op}): {msg}")
+
+    def warn(msg):
+        warnings.warn(f"pt2e export: {msg}")
+
+    try:
+        inputs, outputs, nodes, tensors, observed = pt2e.build_xnnpack(gm, example_inputs, fail, warn)
+    except ValueError as e:
+        raise ExportError(f"pt2e export: {e}") from e
+    version = 2 if any("clamp" in n for n in nodes) else 1
+    header = {
+        "format": "qfuse",
+        "format_version": version,
+        "engine": "xnnpack",
+        "inputs": inputs,
+        "outputs": outputs,
+        "nodes": nodes,
+    }
+    try:
+        _, shapes, _ = qfuse_model.validate(header, tensors)
+    except qfuse_model.FormatError as e:
+        raise ExportError(f"exported graph is invalid: {e}") from e
+    for name, shp in observed.items():
+        if name in shapes and tuple(shapes[name]) != tuple(shp):
+            raise ExportError(f"node {name!r}: format shape {list(shapes[name])} != PyTorch's {list(shp)}")
+    return header, tensors
+
+
 def build(model, example_input, engine=None, x86_cpu="auto"):
     """Return (header dict, tensors dict) without writing a file."""
+    example_inputs = tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
+    from . import pt2e
+
+    if pt2e.is_pt2e(model):
+        # pt2e: ExecuTorch's XNNPACK arithmetic; torch.backends.quantized.engine plays no part
+        return _build_pt2e(model, example_inputs, engine)
     if engine is None:
         engine = torch.backends.quantized.engine
     if engine not in ("fbgemm", "qnnpack", "x86", "onednn"):
@@ -1248,7 +1306,8 @@ def build(model, example_input, engine=None, x86_cpu="auto"):
 
 
 def export(model, example_input, path, engine=None, x86_cpu="auto"):
-    """Write `model` (convert_fx GraphModule or eager quantized module) to `path`. Returns the header.
+    """Write `model` (convert_fx GraphModule, eager quantized module, or a pt2e model: convert_pt2e's
+    GraphModule or a torch.export.ExportedProgram of it, engine "xnnpack") to `path`. Returns the header.
     `x86_cpu` ("auto", "vnni", "no-vnni"): which CPU's routing x86 conv layers record (module doc)."""
     from safetensors.numpy import save_file
 
@@ -1313,6 +1372,9 @@ dequantize -> SiLU / Sigmoid / Hardsigmoid / LeakyReLU / ELU (float) -> quantize
 nn.Identity, nn.Dropout, nnq.Dropout, .contiguous(), .clone() -> removed
 F.dropout / quantized.dropout (training=False), torchvision stochastic_depth (eval) -> removed
 x.size(), x.shape[i], int arithmetic                 -> evaluated, not exported
+pt2e (convert_pt2e GraphModule / ExportedProgram, XNNPACKQuantizer): engine "xnnpack",
+  the patterns listed in qfuse_export.pt2e (conv2d, linear, add, mul, clamps, max_pool2d,
+  mean / adaptive_avg_pool2d, cat, flatten / view / reshape, dropout)
 """
 
 

@@ -26,15 +26,17 @@ FORMAT_VERSION = 2
 # Versions this reader accepts (2 adds the optional conv2d/linear `clamp`).
 FORMAT_VERSIONS = (1, 2)
 # the header's engine; x86 and onednn compute the non-conv ops with fbgemm's rules
-ENGINES = ("fbgemm", "qnnpack", "x86", "onednn")
-RULES = ("fbgemm", "qnnpack", "onednn")  # a conv/linear node's requant
+ENGINES = ("fbgemm", "qnnpack", "x86", "onednn", "xnnpack")
+RULES = ("fbgemm", "qnnpack", "onednn", "xnnpack")  # a conv/linear node's requant
+# rules whose conv/linear hold an int32 bias `NAME.bias_i32` instead of `NAME.bias`
+INT_BIAS_RULES = ("onnxruntime", "xnnpack")
 
 # op -> (min inputs, max inputs (None = unbounded), required attrs, optional attrs, qparams: "given"|"input"|"float"|"none")
 OPS = {
-    "quantize": (1, 1, ["scale", "zero_point"], [], "given"),
+    "quantize": (1, 1, ["scale", "zero_point"], ["dtype"], "given"),
     "dequantize": (1, 1, [], [], "float"),
-    "conv2d": (1, 1, ["stride", "padding", "dilation", "groups", "activation", "scale", "zero_point"], ["requant", "clamp"], "given"),
-    "linear": (1, 1, ["activation", "scale", "zero_point"], ["requant", "clamp"], "given"),
+    "conv2d": (1, 1, ["stride", "padding", "dilation", "groups", "activation", "scale", "zero_point"], ["requant", "clamp", "dtype"], "given"),
+    "linear": (1, 1, ["activation", "scale", "zero_point"], ["requant", "clamp", "dtype"], "given"),
     "add": (2, 2, ["activation", "scale", "zero_point"], [], "given"),
     "max_pool2d": (1, 1, ["kernel_size", "stride", "padding", "dilation", "ceil_mode"], [], "input"),
     "avg_pool2d": (1, 1, ["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"], [], "input"),
@@ -46,12 +48,14 @@ OPS = {
     "hardswish": (1, 1, ["scale", "zero_point"], [], "given"),
     "flatten": (1, 1, ["start_dim", "end_dim"], [], "input"),
     "reshape": (1, 1, ["shape"], [], "input"),
-    "cat": (2, None, ["dim", "scale", "zero_point"], [], "given"),
+    "cat": (2, None, ["dim", "scale", "zero_point"], ["dtype"], "given"),
     "mul": (2, 2, ["activation", "scale", "zero_point"], [], "given"),
     "binary": (2, 2, ["scale", "zero_point"], ["dtype"], "given"),
     "lut": (1, 1, ["table", "scale", "zero_point"], ["signed"], "given"),
     "lut_split": (1, 1, ["table", "tail_table", "scale", "zero_point"], ["signed"], "given"),
     "gather": (1, None, ["shape"], [], "input"),
+    # float ops after the last dequantize (engine xnnpack writes fn "clip")
+    "host_float": (1, 1, ["fn"], ["min", "max"], "float"),
 }
 # "input's" ops may carry explicit qparams equal to their input's (MODEL_FORMAT.md).
 COMMON_KEYS = {"name", "op", "inputs"}
@@ -115,7 +119,7 @@ def _check_qparams(ctx, node):
     s, z = node["scale"], node["zero_point"]
     if not (_is_num(s) and s > 0):
         _err(ctx, f"`scale` must be a positive finite number, got {s!r}")
-    if node.get("op") == "binary" and "dtype" in node:
+    if "dtype" in node:
         if node["dtype"] not in ("quint8", "qint8"):
             _err(ctx, f"`dtype` must be \"quint8\" or \"qint8\", got {node['dtype']!r}")
         if node["dtype"] == "qint8":
@@ -149,7 +153,7 @@ def _pool_out(size, k, s, p, d, ceil_mode):
 def _infer(ctx, node, in_shapes, tensors):
     op = node["op"]
     x = in_shapes[0]
-    if op in ("quantize", "dequantize", "relu", "relu6", "hardtanh", "hardswish", "lut", "lut_split"):
+    if op in ("quantize", "dequantize", "relu", "relu6", "hardtanh", "hardswish", "lut", "lut_split", "host_float"):
         return x
     if op == "conv2d":
         if len(x) != 3:
@@ -362,7 +366,8 @@ def validate(header, tensors):
     expected = {}
     for name, (i, n) in by_name.items():
         if n["op"] in ("conv2d", "linear"):
-            for suffix in ("weight", "weight_scale", "weight_zero_point", "bias"):
+            bias = "bias_i32" if n.get("requant") in INT_BIAS_RULES else "bias"
+            for suffix in ("weight", "weight_scale", "weight_zero_point", bias):
                 expected[f"{name}.{suffix}"] = (name, i, n)
         if n["op"] == "binary":
             expected[f"{name}.table"] = (name, i, n)
@@ -387,19 +392,21 @@ def validate(header, tensors):
         w = tensors[name + ".weight"]
         ws = tensors[name + ".weight_scale"]
         wz = tensors[name + ".weight_zero_point"]
-        b = tensors[name + ".bias"]
+        bname = "bias_i32" if n.get("requant") in INT_BIAS_RULES else "bias"
+        b = tensors[name + "." + bname]
+        bdt = np.int32 if bname == "bias_i32" else np.float32
         rank = 4 if n["op"] == "conv2d" else 2
         if w.dtype != np.int8 or w.ndim != rank:
             _err(ctx, f"`{name}.weight` must be I8 of rank {rank}, got {w.dtype} {list(w.shape)}")
         o = w.shape[0]
-        for t, tn, dt in ((ws, "weight_scale", np.float32), (wz, "weight_zero_point", np.int32), (b, "bias", np.float32)):
+        for t, tn, dt in ((ws, "weight_scale", np.float32), (wz, "weight_zero_point", np.int32), (b, bname, bdt)):
             if t.dtype != dt or t.shape != (o,):
                 _err(ctx, f"`{name}.{tn}` must be {np.dtype(dt).name} [{o}], got {t.dtype} {list(t.shape)}")
         if not (np.all(np.isfinite(ws)) and np.all(ws > 0)):
             _err(ctx, "weight_scale must be positive and finite")
         if np.any(wz != 0):
             _err(ctx, "weight_zero_point must be all 0 (symmetric weights)")
-        if not np.all(np.isfinite(b)):
+        if bname == "bias" and not np.all(np.isfinite(b)):
             _err(ctx, "bias must be finite")
         if n["op"] == "conv2d" and o % n["groups"]:
             _err(ctx, f"out channels {o} not divisible by groups {n['groups']}")
@@ -433,7 +440,12 @@ def validate(header, tensors):
         name, op = n["name"], n["op"]
         ctx = f"node {name!r} ({op})"
         in_q = [qparams[s] for s in n["inputs"]]
-        if op == "quantize":
+        if op == "host_float":
+            if in_q[0] is not None:
+                _err(ctx, f"input {n['inputs'][0]!r} must be float32 (a dequantize's output), it is quantized")
+            if n["fn"] != "clip" or not (_is_num(n.get("min")) and _is_num(n.get("max")) and n["min"] <= n["max"]):
+                _err(ctx, f"host_float: this reader knows fn \"clip\" with numbers min <= max, got {n!r}")
+        elif op == "quantize":
             if in_q[0] is not None:
                 _err(ctx, f"input {n['inputs'][0]!r} must be float32, it is quantized")
         else:
