@@ -167,14 +167,6 @@ fn refused() -> BTreeMap<&'static str, &'static str> {
             "rank 1: qfuse takes [N, C, H, W], [N, C, L] or [N, K] inputs",
         ),
         (
-            "qsoftmax_u8_opset12",
-            "Softmax (opset < 13) over the axes from 1 on",
-        ),
-        (
-            "qsoftmax_s8_opset12",
-            "Softmax (opset < 13) over the axes from 1 on",
-        ),
-        (
             "qdq_conv_u8_relu_zp_not_min",
             "ORT runs this Conv in float; not supported (its Relu is not ",
         ),

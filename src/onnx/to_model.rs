@@ -480,10 +480,18 @@ impl<'a> Converter<'a> {
                     ));
                 }
                 if !opset13 && a != r - 1 {
-                    return Err(unsupported(
-                        at(n),
-                        format!("Softmax (opset < 13) over the axes from {a} on"),
-                    ));
+                    // Opset < 13: the softmax runs over the flattened axes
+                    // from `a` on (ORT's QLinearSoftmax takes D = the product
+                    // of those dimensions): reshape, softmax over the last
+                    // axis, reshape back. Reshapes move no bytes.
+                    let lead = &info.shape[..(a - 1) as usize];
+                    let d: usize = info.shape[(a - 1) as usize..].iter().product();
+                    let mut flat = lead.to_vec();
+                    flat.push(d);
+                    let last = flat.len() - 1;
+                    let f = self.aux(n, "flat", Op::Reshape(flat), vec![x])?;
+                    let s = self.aux(n, "softmax", Op::Softmax { axis: last, out: y }, vec![f])?;
+                    return self.push(n, Op::Reshape(info.shape.clone()), vec![s]);
                 }
                 self.push(
                     n,
