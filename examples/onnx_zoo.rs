@@ -18,31 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
-use qfuse::onnx::{reference, OnnxGraph, Tensor, TensorData};
-
-fn read_npy(path: &Path) -> Tensor {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let f = npyz::NpyFile::new(&bytes[..]).expect("npy");
-    let dims: Vec<usize> = f.shape().iter().map(|&d| d as usize).collect();
-    let data = match f.dtype().descr().as_str() {
-        "'<f4'" => TensorData::F32(f.into_vec().expect("f4")),
-        "'|u1'" => TensorData::U8(f.into_vec().expect("u1")),
-        "'|i1'" => TensorData::I8(f.into_vec().expect("i1")),
-        "'<i4'" => TensorData::I32(f.into_vec().expect("i4")),
-        d => panic!("{}: dtype {d}", path.display()),
-    };
-    Tensor { dims, data }
-}
-
-fn bits(t: &Tensor) -> Vec<u64> {
-    match &t.data {
-        TensorData::F32(v) => v.iter().map(|x| x.to_bits() as u64).collect(),
-        TensorData::U8(v) => v.iter().map(|&x| x as u64).collect(),
-        TensorData::I8(v) => v.iter().map(|&x| x as u8 as u64).collect(),
-        TensorData::I32(v) => v.iter().map(|&x| x as u32 as u64).collect(),
-        TensorData::I64(v) => v.iter().map(|&x| x as u64).collect(),
-    }
-}
+use qfuse::onnx::{reference, OnnxGraph};
 
 fn main() {
     let dir = PathBuf::from(
@@ -98,11 +74,13 @@ fn main() {
                 let mut exact = String::new();
                 if let Ok(out) = std::env::var("QFUSE_ONNX_ZOO_OUT") {
                     let out = PathBuf::from(out);
-                    let x = read_npy(&out.join(format!("{tag}.input.npy")));
-                    let want = read_npy(&out.join(format!("{tag}.output.npy")));
+                    let x =
+                        qfuse::npy::read_tensor(out.join(format!("{tag}.input.npy"))).expect("npy");
+                    let want = qfuse::npy::read_tensor(out.join(format!("{tag}.output.npy")))
+                        .expect("npy");
                     let t1 = std::time::Instant::now();
                     let y = reference::run(&l, &[x]).unwrap_or_else(|e| panic!("{tag}: {e}"));
-                    let (g, w) = (bits(&y[0]), bits(&want));
+                    let (g, w) = (y[0].bits(), want.bits());
                     let diff = (0..w.len()).filter(|&i| g[i] != w[i]).count();
                     assert_eq!(diff, 0, "{tag}: {diff}/{} outputs differ from ORT", w.len());
                     exact = format!(

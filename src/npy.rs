@@ -217,6 +217,55 @@ pub fn read_i64(path: impl AsRef<Path>) -> Result<(Vec<i64>, Vec<usize>)> {
     Ok((data, o.shape))
 }
 
+/// Reads an array of any element type an ONNX model's inputs and outputs
+/// use here (float32, uint8, int8, int32, int64) as an ONNX [`Tensor`]
+/// (float values are not checked for finiteness: they are data to compare,
+/// not input to quantize).
+///
+/// [`Tensor`]: crate::onnx::Tensor
+pub fn read_tensor(path: impl AsRef<Path>) -> Result<crate::onnx::Tensor> {
+    use crate::onnx::{Tensor, TensorData};
+    let path = path.as_ref();
+    let mut o = open(
+        path,
+        &[("<f4", 4), ("|u1", 1), ("|i1", 1), ("<i4", 4), ("<i8", 8)],
+        "float32, uint8, int8, int32 or int64",
+    )?;
+    let n = o.numel;
+    let descr = o.descr.clone();
+    let data = match descr.as_str() {
+        "'|u1'" => TensorData::U8(read_bytes(&mut o, path, n)?),
+        "'|i1'" => TensorData::I8(
+            read_bytes(&mut o, path, n)?
+                .into_iter()
+                .map(|b| b as i8)
+                .collect(),
+        ),
+        "'<f4'" => TensorData::F32(
+            read_bytes(&mut o, path, n * 4)?
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                .collect(),
+        ),
+        "'<i4'" => TensorData::I32(
+            read_bytes(&mut o, path, n * 4)?
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")))
+                .collect(),
+        ),
+        _ => TensorData::I64(
+            read_bytes(&mut o, path, n * 8)?
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect(),
+        ),
+    };
+    Ok(Tensor {
+        dims: o.shape,
+        data,
+    })
+}
+
 /// Writes a float32 `.npy` array of a shape given up front, in pieces, to a
 /// temporary file that [`F32Writer::finish`] renames to the destination. If
 /// the writer is dropped before `finish` (an error on the way), the temporary

@@ -20,19 +20,6 @@ fn ops_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/onnx/ops")
 }
 
-fn read_npy(path: &Path) -> Tensor {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let f = npyz::NpyFile::new(&bytes[..]).expect("npy");
-    let dims: Vec<usize> = f.shape().iter().map(|&d| d as usize).collect();
-    let data = match f.dtype().descr().as_str() {
-        "'<f4'" => TensorData::F32(f.into_vec().expect("f4")),
-        "'|u1'" => TensorData::U8(f.into_vec().expect("u1")),
-        "'|i1'" => TensorData::I8(f.into_vec().expect("i1")),
-        d => panic!("{}: dtype {d}", path.display()),
-    };
-    Tensor { dims, data }
-}
-
 fn qparams(q: &Q) -> QParams {
     match q.dtype {
         QType::U8 => QParams::new(q.scale, q.zero_point).unwrap(),
@@ -192,7 +179,7 @@ fn run_all(ctx: Option<&GpuContext>) {
             .as_array()
             .unwrap()
             .iter()
-            .map(|i| read_npy(&dir.join(i["file"].as_str().unwrap())))
+            .map(|i| qfuse::npy::read_tensor(dir.join(i["file"].as_str().unwrap())).expect("npy"))
             .collect();
         let mut env: Vec<Option<Tensor>> = l.values.iter().map(|v| v.constant.clone()).collect();
         for (&id, t) in l.inputs.iter().zip(&inputs) {
@@ -216,7 +203,7 @@ fn run_all(ctx: Option<&GpuContext>) {
         }
         assert_eq!(binaries, 1, "{name}: one Add/Mul expected");
         for (j, o) in case["outputs"].as_array().unwrap().iter().enumerate() {
-            let want = read_npy(&dir.join(o["file"].as_str().unwrap()));
+            let want = qfuse::npy::read_tensor(dir.join(o["file"].as_str().unwrap())).expect("npy");
             let got = env[l.outputs[j]].as_ref().unwrap();
             assert_eq!(got.dims, want.dims, "{name}: output {j} shape");
             let problem = match (&got.data, &want.data) {

@@ -1,66 +1,15 @@
 //! The model file: a round trip keeps every bit, and each kind of bad file is
 //! an error that says what is wrong (never a panic).
 
-use std::collections::HashMap;
+mod common;
 
+use common::file_edit::{load_err as err_of, node_mut as node, rewrite};
 use qfuse::model::{Model, Value};
-use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::{json, Value as Json};
 
 fn digits_bytes() -> Vec<u8> {
     qfuse::bundled::DIGITS_MODEL_BYTES.to_vec()
-}
-
-/// Re-serializes a model file after editing its header JSON and its tensors.
-fn rewrite(
-    bytes: &[u8],
-    edit_header: impl FnOnce(&mut Json),
-    edit_tensors: impl FnOnce(&mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>),
-) -> Vec<u8> {
-    let st = SafeTensors::deserialize(bytes).unwrap();
-    let (_, meta) = SafeTensors::read_metadata(bytes).unwrap();
-    let mut header: Json =
-        serde_json::from_str(&meta.metadata().as_ref().unwrap()["qfuse"]).unwrap();
-    edit_header(&mut header);
-    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, t)| {
-            (
-                n.to_string(),
-                t.dtype(),
-                t.shape().to_vec(),
-                t.data().to_vec(),
-            )
-        })
-        .collect();
-    edit_tensors(&mut tensors);
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
-    safetensors::serialize(
-        views,
-        Some(HashMap::from([("qfuse".to_string(), header.to_string())])),
-    )
-    .unwrap()
-}
-
-fn err_of(bytes: &[u8]) -> String {
-    match Model::from_bytes(bytes) {
-        Ok(_) => panic!("a bad file loaded"),
-        Err(e) => e.to_string(),
-    }
-}
-
-fn node<'a>(h: &'a mut Json, name: &str) -> &'a mut Json {
-    h["nodes"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|n| n["name"] == name)
-        .unwrap()
 }
 
 #[test]

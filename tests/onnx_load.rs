@@ -124,30 +124,6 @@ fn every_case_lowers_to_the_kernels_ort_ran() {
     assert_eq!((ok, no), (227, 14));
 }
 
-fn read_npy(path: &Path) -> Tensor {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let f = npyz::NpyFile::new(&bytes[..]).expect("npy");
-    let dims: Vec<usize> = f.shape().iter().map(|&d| d as usize).collect();
-    let data = match f.dtype().descr().as_str() {
-        "'<f4'" => TensorData::F32(f.into_vec().expect("f4")),
-        "'|u1'" => TensorData::U8(f.into_vec().expect("u1")),
-        "'|i1'" => TensorData::I8(f.into_vec().expect("i1")),
-        "'<i4'" => TensorData::I32(f.into_vec().expect("i4")),
-        d => panic!("{}: dtype {d}", path.display()),
-    };
-    Tensor { dims, data }
-}
-
-fn bits(t: &Tensor) -> Vec<u64> {
-    match &t.data {
-        TensorData::F32(v) => v.iter().map(|x| x.to_bits() as u64).collect(),
-        TensorData::U8(v) => v.iter().map(|&x| x as u64).collect(),
-        TensorData::I8(v) => v.iter().map(|&x| x as u8 as u64).collect(),
-        TensorData::I32(v) => v.iter().map(|&x| x as u32 as u64).collect(),
-        TensorData::I64(v) => v.iter().map(|&x| x as u64).collect(),
-    }
-}
-
 /// Every lowered case, run by the plain-loop reference of ORT's rules
 /// (`qfuse::onnx::reference`), gives ORT's outputs bit for bit: the descriptors
 /// carry what the kernels need.
@@ -173,7 +149,9 @@ fn reference_of_lowered_ops_bit_exact_with_ort() {
             .as_array()
             .expect("inputs")
             .iter()
-            .map(|i| read_npy(&dir.join(i["file"].as_str().expect("file"))))
+            .map(|i| {
+                qfuse::npy::read_tensor(dir.join(i["file"].as_str().expect("file"))).expect("npy")
+            })
             .collect();
         let got = reference::run(&l, &inputs).unwrap_or_else(|e| panic!("{name}: {e}"));
         for (j, o) in case["outputs"]
@@ -182,14 +160,15 @@ fn reference_of_lowered_ops_bit_exact_with_ort() {
             .iter()
             .enumerate()
         {
-            let want = read_npy(&dir.join(o["file"].as_str().expect("file")));
+            let want =
+                qfuse::npy::read_tensor(dir.join(o["file"].as_str().expect("file"))).expect("npy");
             assert_eq!(got[j].dims, want.dims, "{name}: output {j} shape");
             assert_eq!(
                 got[j].elem_type(),
                 want.elem_type(),
                 "{name}: output {j} type"
             );
-            let (g, w) = (bits(&got[j]), bits(&want));
+            let (g, w) = (got[j].bits(), want.bits());
             if let Some(i) = (0..w.len()).find(|&i| g[i] != w[i]) {
                 let n = (0..w.len()).filter(|&i| g[i] != w[i]).count();
                 panic!(

@@ -35,19 +35,6 @@ fn manifest() -> Vec<serde_json::Value> {
     m["cases"].as_array().expect("cases").clone()
 }
 
-fn read_npy(path: &Path) -> Tensor {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let f = npyz::NpyFile::new(&bytes[..]).expect("npy");
-    let dims: Vec<usize> = f.shape().iter().map(|&d| d as usize).collect();
-    let data = match f.dtype().descr().as_str() {
-        "'<f4'" => TensorData::F32(f.into_vec().expect("f4")),
-        "'|u1'" => TensorData::U8(f.into_vec().expect("u1")),
-        "'|i1'" => TensorData::I8(f.into_vec().expect("i1")),
-        d => panic!("{}: dtype {d}", path.display()),
-    };
-    Tensor { dims, data }
-}
-
 fn qp(q: &Q) -> QParams {
     match q.dtype {
         QType::U8 => QParams::new(q.scale, q.zero_point).unwrap(),
@@ -237,7 +224,8 @@ fn build(name: &str, case: &serde_json::Value) -> Built {
         .zip(case["inputs"].as_array().expect("inputs"))
         .enumerate()
     {
-        let t = read_npy(&dir.join(meta["file"].as_str().expect("file")));
+        let t =
+            qfuse::npy::read_tensor(dir.join(meta["file"].as_str().expect("file"))).expect("npy");
         let shape = sample_shape(&t.dims);
         let mut batched = vec![t.dims[0]];
         batched.extend(&shape);
@@ -359,7 +347,8 @@ fn run_vectors(run: &dyn Fn(&Built) -> qfuse::Result<Vec<Value>>) -> (usize, usi
             .iter()
             .enumerate()
         {
-            let want = read_npy(&dir.join(o["file"].as_str().expect("file")));
+            let want =
+                qfuse::npy::read_tensor(dir.join(o["file"].as_str().expect("file"))).expect("npy");
             match compare(name, &got[j], &want, b.nhwc) {
                 Ok(n) => values += n,
                 Err(e) => failures.push(e),

@@ -1337,21 +1337,8 @@ impl<'a> Lowerer<'a> {
         };
         let bias_name = if integer { None } else { n.input(8) };
         let bias = self.bias(bias_name, o, false, at)?;
-        let (out, kind, kern) = if integer {
-            (AccOut::Int32, ValueKind::Int32, "ConvInteger")
-        } else {
-            let yt = self.out_type(n.input(7), xq.dtype, at)?;
-            let y = self.q_of(n.input(6), n.input(7), yt, at, "y")?;
-            let multipliers = w.scales.iter().map(|&s| (xq.scale * s) / y.scale).collect();
-            (
-                AccOut::Requant { y, multipliers },
-                ValueKind::Quant {
-                    dtype: yt,
-                    q: Some(per_tensor(y)),
-                },
-                "QLinearConv",
-            )
-        };
+        let (out, kind, kern) =
+            self.acc_out(n, integer, &xq, &w.scales, ["ConvInteger", "QLinearConv"])?;
         let oshape = match &xshape {
             Some(s) => {
                 let oh = conv_out(s[2], kh, stride[0], pads[0], pads[2], dilation[0], at)?;
@@ -1375,6 +1362,35 @@ impl<'a> Lowerer<'a> {
             k(&[kern]),
         );
         Ok(())
+    }
+
+    /// The output side of QLinearConv/QLinearMatMul (y_scale and
+    /// y_zero_point at inputs 6 and 7: requantized with the multipliers
+    /// `(x_scale * w_scale) / y_scale`) or of ConvInteger/MatMulInteger (the
+    /// int32 accumulator); `names` is (integer, QLinear) for the kernel.
+    fn acc_out(
+        &mut self,
+        n: &WNode,
+        integer: bool,
+        xq: &Q,
+        w_scales: &[f32],
+        names: [&'static str; 2],
+    ) -> Result<(AccOut, ValueKind, &'static str)> {
+        if integer {
+            return Ok((AccOut::Int32, ValueKind::Int32, names[0]));
+        }
+        let at = n.origin.as_str();
+        let yt = self.out_type(n.input(7), xq.dtype, at)?;
+        let y = self.q_of(n.input(6), n.input(7), yt, at, "y")?;
+        let multipliers = w_scales.iter().map(|&s| (xq.scale * s) / y.scale).collect();
+        Ok((
+            AccOut::Requant { y, multipliers },
+            ValueKind::Quant {
+                dtype: yt,
+                q: Some(per_tensor(y)),
+            },
+            names[1],
+        ))
     }
 
     fn matmul(&mut self, n: &WNode, integer: bool) -> Result<()> {
@@ -1409,21 +1425,13 @@ impl<'a> Lowerer<'a> {
             }
             None => None,
         };
-        let (out, kind, kern) = if integer {
-            (AccOut::Int32, ValueKind::Int32, "MatMulInteger")
-        } else {
-            let yt = self.out_type(n.input(7), aq.dtype, at)?;
-            let y = self.q_of(n.input(6), n.input(7), yt, at, "y")?;
-            let multipliers = w.scales.iter().map(|&s| (aq.scale * s) / y.scale).collect();
-            (
-                AccOut::Requant { y, multipliers },
-                ValueKind::Quant {
-                    dtype: yt,
-                    q: Some(per_tensor(y)),
-                },
-                "QLinearMatMul",
-            )
-        };
+        let (out, kind, kern) = self.acc_out(
+            n,
+            integer,
+            &aq,
+            &w.scales,
+            ["MatMulInteger", "QLinearMatMul"],
+        )?;
         let y = self.output(&n.outputs[0], kind, oshape, at)?;
         self.emit(
             n,

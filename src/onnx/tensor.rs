@@ -183,6 +183,19 @@ impl Tensor {
         self.data.is_empty()
     }
 
+    /// Every element's bits, widened to u64 (floats by `to_bits`, signed
+    /// integers two's complement in their own width): for comparing tensors
+    /// bit for bit across element types.
+    pub fn bits(&self) -> Vec<u64> {
+        match &self.data {
+            TensorData::F32(v) => v.iter().map(|x| x.to_bits() as u64).collect(),
+            TensorData::U8(v) => v.iter().map(|&x| x as u64).collect(),
+            TensorData::I8(v) => v.iter().map(|&x| x as u8 as u64).collect(),
+            TensorData::I32(v) => v.iter().map(|&x| x as u32 as u64).collect(),
+            TensorData::I64(v) => v.iter().map(|&x| x as u64).collect(),
+        }
+    }
+
     /// The f32 values, or None if the tensor is not float.
     pub fn as_f32(&self) -> Option<&[f32]> {
         match &self.data {

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod file_edit;
+
 use std::path::Path;
 
 use qfuse::GpuContext;
