@@ -247,6 +247,51 @@ fn parse_layer(kind: LayerKind, a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
     })
 }
 
+/// The conv2d weight `[out_channels, in_channels / groups, kh, kw]` that
+/// makes an ordinary convolution over [`crate::ops::gather::conv_transpose_index`]'s
+/// map equal a transposed convolution of weight `weight`, PyTorch's
+/// `ConvTranspose2d` layout `[in_channels, out_channels / groups, kh, kw]`:
+/// in and out channels swapped within each group, the kernel flipped in both
+/// spatial dimensions. Per-output-channel weight scales keep their order.
+pub fn conv_transpose_weight(
+    weight: &[i8],
+    in_channels: usize,
+    out_per_group: usize,
+    groups: usize,
+    kernel: [usize; 2],
+) -> Result<Vec<i8>> {
+    let [kh, kw] = kernel;
+    let n = [in_channels, out_per_group, kh, kw]
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d));
+    if groups == 0 || in_channels % groups != 0 || n != Some(weight.len()) {
+        return Err(Error::shape(
+            "conv_transpose2d weight",
+            format!(
+                "{} values for [{in_channels}, {out_per_group}, {kh}, {kw}] in {groups} groups",
+                weight.len()
+            ),
+        ));
+    }
+    let cg = in_channels / groups;
+    let mut out = vec![0i8; weight.len()];
+    for g in 0..groups {
+        for ci in 0..cg {
+            for o in 0..out_per_group {
+                for y in 0..kh {
+                    for x in 0..kw {
+                        let src = (((g * cg + ci) * out_per_group + o) * kh + y) * kw + x;
+                        let dst = (((g * out_per_group + o) * cg + ci) * kh + (kh - 1 - y)) * kw
+                            + (kw - 1 - x);
+                        out[dst] = weight[src];
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The default activation of a layer, as a clamp: `relu` clamps at the output
 /// zero point.
 pub(crate) fn activation_lo(act: Activation, zero_point: i32) -> i32 {
