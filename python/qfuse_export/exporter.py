@@ -1297,6 +1297,12 @@ def fbgemm_direct_deconv(cin, cout, kernel, stride, padding, dilation, groups):
             and all(s in (1, 2) for s in stride) and tuple(padding) == (0, 0) and tuple(dilation) == (1, 1))
 
 
+def onednn_deconv_holes(kernel, stride, dilation):
+    """Whether some output rows/columns of a transposed conv receive no kernel tap (stride >
+    dilation * (kernel - 1) + 1). PyTorch's x86 engine on oneDNN (torch 2.15, measured) leaves such rows
+    uninitialized (arbitrary bytes in the output), so there is nothing to reproduce."""
+    return any(s > d * (k - 1) + 1 for k, s, d in zip(kernel, stride, dilation))
+
 def deconv_rule(engine, groups, output_padding, vnni):
     """The requantization rule PyTorch runs a quantized ConvTranspose2d with: qnnpack's or fbgemm's own;
     x86 hands it to oneDNN (onednn_utils::should_use_onednn_quant: AVX-512 VNNI, groups <= 100,
@@ -1434,6 +1440,12 @@ def build(model, example_input, engine=None, x86_cpu="auto"):
                 f"transposed-conv path (kernel height 2, width <= 6, groups 1, channels multiples of 8, stride 1 "
                 f"or 2, padding 0, dilation 1), whose outputs are not the exact integer result; qfuse does not "
                 f"reproduce it (use qnnpack, x86 on an AVX-512 VNNI CPU without output_padding, or another shape)")
+        if rule == "onednn" and onednn_deconv_holes(dc["kernel"], dc["stride"], dc["dilation"]):
+            raise ExportError(
+                f"node {dc['node']!r} (ConvTranspose2d, kernel {dc['kernel']}, stride {dc['stride']}, dilation "
+                f"{dc['dilation']}): the stride leaves output rows that no kernel tap reaches, and PyTorch's x86 "
+                f"engine (oneDNN) leaves those rows uninitialized (arbitrary bytes); qfuse cannot reproduce it "
+                f"(use fbgemm or qnnpack, or a kernel covering the stride)")
         if engine != "fbgemm" or rule != "fbgemm":
             n["requant"] = rule
         w = dc["weight"]

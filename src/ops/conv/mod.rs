@@ -292,6 +292,41 @@ pub fn conv_transpose_weight(
     Ok(out)
 }
 
+/// The weight PyTorch's x86 engine (torch 2.15) actually computes a quantized
+/// `ConvTranspose2d` with when it hands it to oneDNN (AVX-512 VNNI CPU,
+/// groups <= 100, output_padding 0), in the same `[in_channels, out_channels /
+/// groups, kh, kw]` layout as `weight`: per group, the `[Cin/g, Cout/g]`
+/// matrix of kernel planes read as `[Cout/g, Cin/g]` and transposed, twice.
+/// The identity when `Cin/g == Cout/g` or either is 1; otherwise PyTorch's
+/// output is not the float layer's, and this reproduces it (measured, see
+/// `tests/data/ops/README.md`). Feed the result to [`conv_transpose_weight`].
+pub fn onednn_conv_transpose_weight(
+    weight: &[i8],
+    in_channels: usize,
+    out_per_group: usize,
+    groups: usize,
+    kernel: [usize; 2],
+) -> Result<Vec<i8>> {
+    // Validates the shape (and gives the same error as conv_transpose_weight).
+    conv_transpose_weight(weight, in_channels, out_per_group, groups, kernel)?;
+    let (cg, og, kk) = (in_channels / groups, out_per_group, kernel[0] * kernel[1]);
+    let mut w = weight.to_vec();
+    let block = cg * og * kk;
+    for g in 0..groups {
+        for _ in 0..2 {
+            let a = w[g * block..(g + 1) * block].to_vec();
+            // a as [og][cg] planes, transposed to [cg][og]
+            for c in 0..cg {
+                for o in 0..og {
+                    let (dst, src) = ((c * og + o) * kk, (o * cg + c) * kk);
+                    w[g * block + dst..g * block + dst + kk].copy_from_slice(&a[src..src + kk]);
+                }
+            }
+        }
+    }
+    Ok(w)
+}
+
 /// The default activation of a layer, as a clamp: `relu` clamps at the output
 /// zero point.
 pub(crate) fn activation_lo(act: Activation, zero_point: i32) -> i32 {
