@@ -74,6 +74,7 @@ OPS = ["quantize", "dequantize", "add", "add_relu", "max_pool2d", "avg_pool2d",
        "conv_transpose2d"]
 LUT_OPS = ("hardsigmoid", "sigmoid", "silu", "leaky_relu", "elu", "add_scalar", "mul_scalar")
 ENGINES = ["fbgemm", "qnnpack"]
+PER_CHANNEL = False  # --per-channel
 
 
 def f32(v):
@@ -653,7 +654,9 @@ def conv_transpose_case(rng, g, engine, spec, t):
         d = [rng.choice([1, 1, 2]), rng.choice([1, 1, 2])]
         p = [rng.randint(0, d[a] * (k[a] - 1)) for a in range(2)]
         op = [rng.randint(0, max(s[a], d[a]) - 1) if rng.random() < 0.5 else 0 for a in range(2)]
-        per_channel = engine == "qnnpack" and groups == 1 and rng.random() < 0.5
+        if PER_CHANNEL and (engine != "qnnpack" or groups != 1):
+            continue
+        per_channel = engine == "qnnpack" and groups == 1 and (PER_CHANNEL or rng.random() < 0.5)
         bias = rng.random() < 0.7
         h, w = rng.randint(2, 7), rng.randint(2, 7)
         out = [(n - 1) * s[a] - 2 * p[a] + d[a] * (k[a] - 1) + op[a] + 1 for a, n in enumerate((h, w))]
@@ -710,7 +713,11 @@ def main():
     ap.add_argument("--tie-maps", action="store_true", help="mean: 2x2 and 4x4 maps only")
     ap.add_argument("--big-maps", action="store_true",
                     help="mean: maps of 256 to 2560 positions (ATen's f32 sum cascades over several levels)")
+    ap.add_argument("--per-channel", action="store_true",
+                    help="conv_transpose2d: per-channel weights only (engine qnnpack, groups 1)")
     a = ap.parse_args()
+    global PER_CHANNEL
+    PER_CHANNEL = a.per_channel
     engines = a.engines.split(",")
     os.makedirs(a.out, exist_ok=True)
     torch.set_num_threads(1)  # results do not depend on it for these sizes; keep runs reproducible
