@@ -1509,6 +1509,9 @@ call_method   dequantize / torch.dequantize / nnq.DeQuantize -> dequantize
 call_module   nnq.Quantize (eager QuantStub)         -> quantize
 call_module   nniq.ConvReLU2d, nnq.Conv2d            -> conv2d (activation relu/none)
 call_module   nniq.LinearReLU, nnq.Linear            -> linear
+call_module   nnq.ConvTranspose2d                     -> gather (input dilated with zero-point fill) +
+  conv2d (weight flipped, channels swapped); fbgemm, qnnpack, x86 (oneDNN or fbgemm as PyTorch routes it;
+  refused: fbgemm's direct path, oneDNN with output rows no kernel tap reaches, engine onednn)
 call_function torch.ops.quantized.add / add_relu     -> add (FX and eager FloatFunctional)
 call_function torch.ops.quantized.mul / mul_relu     -> mul (FX x * y, torch.mul; eager QFunctional.mul;
                                                         input 1 may broadcast, e.g. [N,C,H,W] x [N,C,1,1])
