@@ -264,7 +264,7 @@ pub fn conv_transpose_weight(
     let n = [in_channels, out_per_group, kh, kw]
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d));
-    if groups == 0 || in_channels % groups != 0 || n != Some(weight.len()) {
+    if groups == 0 || !in_channels.is_multiple_of(groups) || n != Some(weight.len()) {
         return Err(Error::shape(
             "conv_transpose2d weight",
             format!(
