@@ -486,3 +486,46 @@ pub fn float_conv2d(
     };
     Ok((y, out_shape))
 }
+
+#[cfg(test)]
+mod conv_transpose_tests {
+    use super::*;
+
+    #[test]
+    fn transposed_weights() {
+        // Cin 2, Cout 3, groups 1, kernel 1x2: w[i][o][0][x] = 10 i + 2 o + x.
+        let w: Vec<i8> = (0..2)
+            .flat_map(|i| (0..3).flat_map(move |o| (0..2).map(move |x| 10 * i + 2 * o + x)))
+            .collect();
+        let c = conv_transpose_weight(&w, 2, 3, 1, [1, 2]).unwrap();
+        // c[o][i][0][x] = w[i][o][0][1 - x]
+        for o in 0..3 {
+            for i in 0..2 {
+                for x in 0..2 {
+                    assert_eq!(c[(o * 2 + i) * 2 + x], (10 * i + 2 * o + 1 - x) as i8);
+                }
+            }
+        }
+        // Two groups of Cin/g 1, Cout/g 2: w [2, 2, 1, 1] = [a b | c d] -> [a, b, c, d]
+        let c = conv_transpose_weight(&[1, 2, 3, 4], 2, 2, 2, [1, 1]).unwrap();
+        assert_eq!(c, vec![1, 2, 3, 4]);
+        assert!(conv_transpose_weight(&[1, 2, 3], 2, 2, 2, [1, 1]).is_err());
+        assert!(conv_transpose_weight(&[1, 2, 3, 4], 3, 2, 2, [1, 1]).is_err());
+        // oneDNN's scramble: identity for square or single-channel groups,
+        // else per group [Cin/g, Cout/g] read as [Cout/g, Cin/g], transposed, twice.
+        let sq: Vec<i8> = (0..8).collect();
+        assert_eq!(
+            onednn_conv_transpose_weight(&sq, 2, 2, 1, [1, 2]).unwrap(),
+            sq
+        );
+        assert_eq!(
+            onednn_conv_transpose_weight(&sq, 4, 2, 4, [1, 1]).unwrap(),
+            sq
+        );
+        // [2, 3] = [[1 2 -1] [-3 -2 2]] -> [[1 -2 -3] [-1 2 2]] (measured on torch 2.15 x86)
+        assert_eq!(
+            onednn_conv_transpose_weight(&[1, 2, -1, -3, -2, 2], 2, 3, 1, [1, 1]).unwrap(),
+            vec![1, -2, -3, -1, 2, 2]
+        );
+    }
+}
