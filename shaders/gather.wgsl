@@ -2,7 +2,9 @@
 // through a host-built table from the inputs' packed words. The table holds,
 // per byte of one packed output sample (NHWC4 order: word * 4 + lane), the
 // byte's source as a byte position in the per-sample concatenation of the
-// inputs' packed words, or 0xffffffff for a padding byte. With several
+// inputs' packed words, 0xfffffe00 + b for the constant byte b (a fill
+// entry, written by every dispatch), or 0xffffffff for a padding byte. Byte
+// positions stay below 0xfffffe00. With several
 // inputs there is one dispatch per input: it fills the bytes whose source
 // lies in its range [lo, hi) and keeps the others (merge), the first one
 // writing zero to every byte it does not fill.
@@ -39,11 +41,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     for (var l = 0u; l < 4u; l++) {
         let e = table[w * 4u + l];
-        if e < p.lo || e >= p.hi {
+        var v = 0u;
+        if e >= 0xfffffe00u && e < 0xffffff00u {
+            v = e & 0xffu;
+        } else if e < p.lo || e >= p.hi {
             continue;
+        } else {
+            let r = e - p.lo;
+            v = (x[b * p.in_wps + r / 4u] >> (8u * (r % 4u))) & 0xffu;
         }
-        let r = e - p.lo;
-        let v = (x[b * p.in_wps + r / 4u] >> (8u * (r % 4u))) & 0xffu;
         word = (word & ~(0xffu << (8u * l))) | (v << (8u * l));
     }
     y[idx] = word;

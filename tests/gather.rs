@@ -11,7 +11,8 @@ use std::sync::Arc;
 use common::{first_mismatch, gpu, Rng};
 use qfuse::model::{DType, Model, Node, Op, TensorInfo, Value};
 use qfuse::ops::gather::{
-    compose_index, concat_index, slice_index, split_index, take_index, transpose_index,
+    compose_index, concat_index, conv_transpose_index, fill_byte, fill_entry, slice_index,
+    split_index, take_index, transpose_index, FILL,
 };
 use qfuse::{GpuModel, QParams, Requant};
 
@@ -76,7 +77,11 @@ fn expected(values: &[Value], index: &[u32], batch: usize) -> Vec<u8> {
             let per = data.len() / batch;
             cat.extend_from_slice(&data[b * per..(b + 1) * per]);
         }
-        y.extend(index.iter().map(|&i| cat[i as usize]));
+        y.extend(
+            index
+                .iter()
+                .map(|&i| fill_byte(i).unwrap_or_else(|| cat[i as usize])),
+        );
     }
     y
 }
@@ -472,4 +477,129 @@ fn bad_files_are_errors_naming_the_node() {
         x.3.truncate(47 * 4);
     }));
     assert!(e.contains("t.index") && e.contains("[47]"), "{e}");
+}
+
+/// Gathers with fill entries (`FILL + byte`): random maps mixing reads and
+/// fills over one or two inputs, and the transposed-convolution maps; the CPU
+/// equals the definition, the GPU equals the CPU, and the model survives the
+/// file.
+#[test]
+fn fill_entries_gpu_equals_cpu() {
+    let ctx = gpu();
+    let mut fills_seen = 0usize;
+    for seed in 0..60u64 {
+        let mut rng = Rng(1000 + seed);
+        let (what, shapes, out, index) = if seed % 2 == 0 {
+            let n = rng.range(1, 2);
+            let shapes: Vec<Vec<usize>> = (0..n).map(|_| random_shape(&mut rng, 3)).collect();
+            let total: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
+            let o = random_shape(&mut rng, 3);
+            let len: usize = o.iter().product();
+            let i: Vec<u32> = (0..len)
+                .map(|_| {
+                    if rng.range(0, 3) == 0 {
+                        fill_entry(rng.range(0, 255) as u8)
+                    } else {
+                        rng.range(0, total - 1) as u32
+                    }
+                })
+                .collect();
+            (format!("random fills {shapes:?} -> {o:?}"), shapes, o, i)
+        } else {
+            let s = random_shape(&mut rng, 3);
+            let k = [rng.range(1, 4), rng.range(1, 4)];
+            let st = [rng.range(1, 3), rng.range(1, 3)];
+            let d = [rng.range(1, 2), rng.range(1, 2)];
+            let p = [
+                rng.range(0, d[0] * (k[0] - 1)),
+                rng.range(0, d[1] * (k[1] - 1)),
+            ];
+            let op = [
+                rng.range(0, st[0].max(d[0]) - 1),
+                rng.range(0, st[1].max(d[1]) - 1),
+            ];
+            let fill = rng.range(0, 255) as u8;
+            // (padding beyond the input's reach leaves nothing: then without padding)
+            let (p, (o, i)) = match conv_transpose_index(&s, k, st, p, op, d, fill) {
+                Ok(m) => (p, m),
+                Err(_) => (
+                    [0, 0],
+                    conv_transpose_index(&s, k, st, [0, 0], op, d, fill).unwrap(),
+                ),
+            };
+            (
+                format!(
+                    "conv_transpose {s:?} k {k:?} s {st:?} p {p:?} op {op:?} d {d:?} fill {fill}"
+                ),
+                vec![s],
+                o,
+                i,
+            )
+        };
+        fills_seen += index.iter().filter(|&&e| fill_byte(e).is_some()).count();
+        let q = QParams::new(0.05 + rng.f32(), rng.range(0, 255) as i32).unwrap();
+        let batch = rng.range(1, 3);
+        let values: Vec<Value> = shapes
+            .iter()
+            .map(|s| {
+                let mut shape = vec![batch];
+                shape.extend(input_shape(s));
+                let n: usize = shape.iter().product();
+                Value::Q {
+                    data: rng.bytes(n),
+                    shape,
+                    q,
+                }
+            })
+            .collect();
+        let want = expected(&values, &index, batch);
+        let model = gather_model(&shapes, q, out.clone(), index);
+        let back = Model::from_bytes(&model.to_bytes().unwrap()).unwrap();
+        let cpu = back.run_cpu(&values).unwrap();
+        let Value::Q { data: got, .. } = &cpu[0] else {
+            panic!("seed {seed} {what}: float output")
+        };
+        if let Some(m) = first_mismatch(got, &want) {
+            panic!("seed {seed} {what}: CPU differs from the definition at {m}");
+        }
+        let g = GpuModel::new(&ctx, &back).unwrap();
+        let gout = g.run(&ctx, &values).unwrap();
+        let Value::Q { data: gd, .. } = &gout[0] else {
+            panic!("seed {seed} {what}: float GPU output")
+        };
+        if let Some(m) = first_mismatch(gd, got) {
+            panic!("seed {seed} {what} batch {batch}: GPU differs from CPU at {m}");
+        }
+    }
+    assert!(fills_seen > 1000, "only {fills_seen} fill entries");
+}
+
+#[test]
+fn bad_fill_entries_are_errors() {
+    let q = QParams::new(0.1, 3).unwrap();
+    // FILL + 255 is the last fill entry; FILL + 256 and u32::MAX are invalid.
+    let m = gather_model(&[vec![2]], q, vec![2], vec![fill_entry(255), 1]);
+    let y = m
+        .run_cpu(&[Value::Q {
+            data: vec![9, 8],
+            shape: vec![1, 2],
+            q,
+        }])
+        .unwrap();
+    let Value::Q { data, .. } = &y[0] else {
+        panic!("float output")
+    };
+    assert_eq!(data, &vec![255, 8]);
+    for bad in [FILL + 256, u32::MAX, FILL - 1] {
+        let e = build_err(&[(vec![2], Some(q))], vec![2], vec![0, bad]);
+        assert!(
+            e.contains(&format!("entry 1 is {bad}")) && e.contains("fill entry"),
+            "{e}"
+        );
+    }
+    // The conv_transpose2d map refuses bad geometry.
+    let e = conv_transpose_index(&[1, 2, 2], [3, 3], [1, 1], [0, 0], [1, 1], [1, 1], 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("output_padding"), "{e}");
 }

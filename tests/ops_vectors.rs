@@ -28,9 +28,99 @@ fn qp(s: &serde_json::Value, z: &serde_json::Value) -> QParams {
 
 /// The case as a one-node model (two with a producer conv), its inputs and
 /// PyTorch's outputs (the op's; with a producer also the op's input).
+/// A `conv_transpose2d` case as qfuse runs it (and the exporter writes it):
+/// a gather dilating the input with zero-point fill bytes, then a conv2d with
+/// the flipped, channel-swapped weight (under x86/oneDNN first scrambled as
+/// PyTorch does), with the rule PyTorch ran the layer with.
+fn conv_transpose_model(f: &TensorFile) -> (Model, Vec<Value>, Vec<Value>) {
+    use qfuse::ops::conv::{conv_transpose_weight, onednn_conv_transpose_weight};
+    use qfuse::ops::gather::conv_transpose_index;
+    let m = f.meta("case");
+    let pytorch_engine = Engine::parse(m["engine"].as_str().unwrap()).unwrap();
+    let rule = Requant::parse(m["requant"].as_str().unwrap()).unwrap();
+    let in_q = qp(&m["input_scale"], &m["input_zero_point"]);
+    let out_q = qp(&m["output_scale"], &m["output_zero_point"]);
+    let shape = f.shape("input");
+    let wshape = f.shape("weight");
+    let (cin, og, k) = (wshape[0], wshape[1], [wshape[2], wshape[3]]);
+    let groups = m["groups"].as_u64().unwrap() as usize;
+    let cout = og * groups;
+    let dilation = pair(&m["dilation"]);
+    let (gshape, index) = conv_transpose_index(
+        &shape[1..],
+        k,
+        pair(&m["stride"]),
+        pair(&m["padding"]),
+        pair(&m["output_padding"]),
+        dilation,
+        in_q.zero_point as u8,
+    )
+    .unwrap();
+    let mut w = f.i8("weight");
+    if rule == Requant::Onednn {
+        w = onednn_conv_transpose_weight(&w, cin, og, groups, k).unwrap();
+    }
+    let w = conv_transpose_weight(&w, cin, og, groups, k).unwrap();
+    let geom = Conv2dGeometry::new(cin, cout, k)
+        .dilation(dilation)
+        .groups(groups);
+    let layer = QLayer::from_pytorch(
+        LayerKind::Conv2d,
+        geom,
+        w,
+        f.f32("weight_scale"),
+        &vec![0; cout],
+        f.f32("bias"),
+        in_q,
+        out_q,
+        Activation::None,
+        rule,
+    )
+    .unwrap();
+    let nodes = vec![
+        Node {
+            name: "dilate".into(),
+            op: Op::Gather {
+                shape: gshape,
+                index: std::sync::Arc::new(index),
+            },
+            inputs: vec!["x".into()],
+        },
+        Node {
+            name: "y".into(),
+            op: Op::Conv2d(Box::new(layer)),
+            inputs: vec!["dilate".into()],
+        },
+    ];
+    let inputs = vec![(
+        "x".to_string(),
+        TensorInfo {
+            shape: shape[1..].to_vec(),
+            dtype: DType::QUInt8(in_q),
+        },
+    )];
+    let model = Model::new(pytorch_engine.requant(), inputs, vec!["y".into()], nodes)
+        .and_then(|m| m.with_pytorch_engine(pytorch_engine))
+        .unwrap_or_else(|e| panic!("{}: {e}", m["name"]));
+    let values = vec![Value::Q {
+        data: f.u8("input"),
+        shape,
+        q: in_q,
+    }];
+    let want = vec![Value::Q {
+        data: f.u8("output"),
+        shape: f.shape("output"),
+        q: out_q,
+    }];
+    (model, values, want)
+}
+
 fn case_model(f: &TensorFile) -> (Model, Vec<Value>, Vec<Value>) {
     let m = f.meta("case");
     let op_name = m["op"].as_str().unwrap();
+    if op_name == "conv_transpose2d" {
+        return conv_transpose_model(f);
+    }
     let pytorch_engine = Engine::parse(m["engine"].as_str().unwrap()).unwrap();
     let engine = pytorch_engine.requant();
     let out_q = || qp(&m["output_scale"], &m["output_zero_point"]);

@@ -524,9 +524,13 @@ def main():
         paths += sorted(glob.glob(os.path.join(d, "*.safetensors")))
     if not paths:
         sys.exit("usage: check_ops.py DIR...  (no cases found)")
-    bad = 0
+    bad = skipped = 0
     for p in paths:
         spec, t = load(p)
+        if spec["op"] == "conv_transpose2d":
+            # a layer (gather + conv2d in qfuse): checked against PyTorch's output by tests/ops_vectors.rs
+            skipped += 1
+            continue
         got = reference(spec, t)
         want = t["output"]
         if want.dtype == np.float32:
@@ -541,7 +545,8 @@ def main():
         bad += not ok
         print(f"{'ok  ' if ok else 'FAIL'} {spec['name']:<28} {spec['engine']:<8} "
               f"n={want.size:<6} exact={float(same.mean()):.5f} maxdiff={maxd} inputs_exact={inputs_ok}")
-    print(f"{len(paths) - bad} passed, {bad} failed")
+    print(f"{len(paths) - bad - skipped} passed, {bad} failed"
+          + (f", {skipped} conv_transpose2d cases skipped (layers: tests/ops_vectors.rs)" if skipped else ""))
     sys.exit(1 if bad else 0)
 
 

@@ -441,6 +441,34 @@ class FlattenMLP(nn.Module):
         return self.net(x)
 
 
+class Upsampler(nn.Module):
+    """A decoder-style net: conv, then ConvTranspose2d layers (stride 2 with padding and
+    output_padding, grouped with dilation, stride 1 without bias), and a conv head. Exported as
+    gather (zero-point fill) + conv2d per ConvTranspose2d."""
+
+    def __init__(self, eager=False):
+        super().__init__()
+        self.eager = eager
+        self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
+        self.a = nn.Conv2d(3, 6, 3, padding=1)
+        self.up1 = nn.ConvTranspose2d(6, 5, 3, stride=2, padding=1, output_padding=1)
+        self.up2 = nn.ConvTranspose2d(5, 10, (3, 2), stride=(2, 1), padding=(1, 0), groups=5, dilation=(1, 2))
+        self.up3 = nn.ConvTranspose2d(10, 4, 3, padding=1, bias=False)
+        self.head = nn.Conv2d(4, 3, 1)
+
+    def forward(self, x):
+        if self.eager:
+            x = self.quant(x)
+        y = self.head(self.up3(self.up2(self.up1(self.a(x)))))
+        return self.dequant(y) if self.eager else y
+
+    def fuse(self):
+        # eager mode refuses per-channel weight observers on ConvTranspose2d (FX's default
+        # mapping already gives them per-tensor weights)
+        for m in (self.up1, self.up2, self.up3):
+            m.qconfig = tq.QConfig(activation=self.qconfig.activation, weight=tq.default_weight_observer)
+
+
 def _shufflenet():
     import torchvision
     return torchvision.models.shufflenet_v2_x0_5(weights=None)
@@ -536,6 +564,12 @@ CASES = {
     # gather with lut / mul around it
     "shapes_acts_fx": (ShapesActs, (3, 9, 7), "normal", "fx", "fbgemm", 2),
     "shapes_acts_fx_qnnpack": (ShapesActs, (3, 9, 7), "normal", "fx", "qnnpack", 2),
+    # ConvTranspose2d: gather (zero-point fill) + conv2d
+    "upsampler_fx": (Upsampler, (3, 7, 6), "normal", "fx", "fbgemm", 2),
+    "upsampler_fx_qnnpack": (Upsampler, (3, 7, 6), "normal", "fx", "qnnpack", 2),
+    "upsampler_fx_x86": (Upsampler, (3, 7, 6), "normal", "fx", "x86", 2),
+    "upsampler_eager": (lambda: Upsampler(eager=True), (3, 7, 6), "normal", "eager", "fbgemm", 2),
+    "upsampler_eager_qnnpack": (lambda: Upsampler(eager=True), (3, 7, 6), "normal", "eager", "qnnpack", 2),
 }
 
 

@@ -47,6 +47,11 @@ What convert_fx emits (checked with torch 2.15, both engines):
   elu           torch.ops.quantized.elu(qx, s, zp, alpha) / nnq.ELU
   add_scalar    torch.ops.quantized.add_scalar(qx, c) (FX x + c, FloatFunctional.add_scalar)
   mul_scalar    torch.ops.quantized.mul_scalar(qx, c) (FX x * c, FloatFunctional.mul_scalar)
+  conv_transpose2d  torch.ao.nn.quantized.ConvTranspose2d (FX convert_fx and eager convert of
+                nn.ConvTranspose2d): random kernel, stride, padding, output_padding, dilation,
+                groups, bias; per-tensor weights (per-channel, axis 1, on qnnpack with groups 1,
+                the only engine and groups PyTorch runs them with); configurations qfuse refuses
+                (fbgemm's direct path; x86/oneDNN with rows no kernel tap reaches) are not drawn
   (these seven also store `table` and `tail_table`: qfuse_export.torch_table, the
   tables the exporter writes as a `lut` node; they differ where ATen's vector
   body and scalar tail round a byte differently -- `adversarial` cases put such
@@ -64,9 +69,12 @@ OPS = ["quantize", "dequantize", "add", "add_relu", "max_pool2d", "avg_pool2d",
        "adaptive_avg_pool2d", "mean", "relu", "relu6", "hardtanh", "hardswish", "cat",
        "mul", "mul_relu",
        # table ops the exporter writes as `lut` nodes (tables computed by PyTorch)
-       "hardsigmoid", "sigmoid", "silu", "leaky_relu", "elu", "add_scalar", "mul_scalar"]
+       "hardsigmoid", "sigmoid", "silu", "leaky_relu", "elu", "add_scalar", "mul_scalar",
+       # a layer: qfuse runs it as gather (zero-point fill) + conv2d
+       "conv_transpose2d"]
 LUT_OPS = ("hardsigmoid", "sigmoid", "silu", "leaky_relu", "elu", "add_scalar", "mul_scalar")
 ENGINES = ["fbgemm", "qnnpack"]
+PER_CHANNEL = False  # --per-channel
 
 
 def f32(v):
@@ -623,9 +631,72 @@ def make_case(rng, g, op, engine, producer=None, tie_maps=False):
         assert (so, zo) == (float(y.q_scale()), int(y.q_zero_point()))
         t["table"], t["tail_table"] = table, tail
         out_q(y)
+    elif op == "conv_transpose2d":
+        conv_transpose_case(rng, g, engine, spec, t)
     else:
         raise ValueError(op)
     return spec, t
+
+
+def conv_transpose_case(rng, g, engine, spec, t):
+    """A quantized ConvTranspose2d under `engine`, with the rule PyTorch runs it with
+    (qfuse_export.exporter.deconv_rule: x86 hands it to oneDNN on a VNNI CPU unless output_padding is
+    nonzero, else fbgemm)."""
+    from qfuse_export import exporter as qe
+    vnni = cpu_has_vnni()
+    while True:
+        groups = rng.choice([1, 1, 1, 2, 3])
+        cin, cout = groups * rng.randint(1, 4), groups * rng.randint(1, 4)
+        if rng.random() < 0.2:
+            cin, cout = 8 * groups, 8 * rng.choice([1, 2]) * groups  # multiples of 8 per group
+        k = [rng.randint(1, 4), rng.randint(1, 4)]
+        s = [rng.choice([1, 2, 2, 3]), rng.choice([1, 2, 2])]
+        d = [rng.choice([1, 1, 2]), rng.choice([1, 1, 2])]
+        p = [rng.randint(0, d[a] * (k[a] - 1)) for a in range(2)]
+        op = [rng.randint(0, max(s[a], d[a]) - 1) if rng.random() < 0.5 else 0 for a in range(2)]
+        if PER_CHANNEL and (engine != "qnnpack" or groups != 1):
+            continue
+        per_channel = engine == "qnnpack" and groups == 1 and (PER_CHANNEL or rng.random() < 0.5)
+        bias = rng.random() < 0.7
+        h, w = rng.randint(2, 7), rng.randint(2, 7)
+        out = [(n - 1) * s[a] - 2 * p[a] + d[a] * (k[a] - 1) + op[a] + 1 for a, n in enumerate((h, w))]
+        rule = qe.deconv_rule(engine, groups, op, vnni)
+        if min(out) < 1 or (rule == "fbgemm" and qe.fbgemm_direct_deconv(cin, cout, k, s, p, d, groups)) \
+                or (rule == "onednn" and qe.onednn_deconv_holes(k, s, d)):
+            continue
+        break
+    torch.backends.quantized.engine = engine
+    xs, xz = rand_scale(rng, -3.5, -1.0), rand_zp(rng)
+    x = float_for(g, (2, cin, h, w), xs, xz)
+    xq = q(x, xs, xz)
+    wf = torch.randn(cin, cout // groups, *k, generator=g) * 0.3
+    if per_channel:
+        sc = (wf.abs().amax(dim=(0, 2, 3)) / 127).clamp_min(1e-4)
+        wq = torch.quantize_per_channel(wf, sc.double(), torch.zeros(cout, dtype=torch.long), 1, torch.qint8)
+        ws = wq.q_per_channel_scales().numpy().astype(np.float32)
+    else:
+        wq = torch.quantize_per_tensor(wf, max(float(wf.abs().max()) / 127, 1e-4), 0, torch.qint8)
+        ws = np.full(cout, wq.q_scale(), np.float32)
+    bf = torch.randn(cout, generator=g) * 0.5 if bias else None
+    yf = F.conv_transpose2d(xq.dequantize(), wq.dequantize(), bf, s, p, op, groups, d)
+    lo, hi = min(float(yf.min()), 0.0), max(float(yf.max()), 0.0)
+    so = f32(max(hi - lo, 1e-3) / 255 * (0.8 + 0.4 * rng.random()))
+    zo = int(min(255, max(0, round(-lo / so))))
+    m = torch.ao.nn.quantized.ConvTranspose2d(cin, cout, k, stride=s, padding=p, output_padding=op,
+                                              groups=groups, dilation=d, bias=bias)
+    m.set_weight_bias(wq, bf)
+    m.scale, m.zero_point = so, zo
+    y = m(xq)
+    spec.update(input_scale=xs, input_zero_point=xz, shape=[2, cin, h, w], kernel=k, stride=s, padding=p,
+                output_padding=op, dilation=d, groups=groups, out_channels=cout, bias=bias,
+                per_channel=per_channel, requant=rule)
+    t["float_input"] = x.numpy()
+    t["input"] = xq.int_repr().numpy()
+    t["weight"] = wq.int_repr().numpy().astype(np.int8)
+    t["weight_scale"] = ws
+    t["bias"] = (bf if bias else torch.zeros(cout)).numpy().astype(np.float32)
+    spec.update(output_scale=float(y.q_scale()), output_zero_point=int(y.q_zero_point()))
+    t["output"] = y.int_repr().numpy()
 
 
 def main():
@@ -642,7 +713,11 @@ def main():
     ap.add_argument("--tie-maps", action="store_true", help="mean: 2x2 and 4x4 maps only")
     ap.add_argument("--big-maps", action="store_true",
                     help="mean: maps of 256 to 2560 positions (ATen's f32 sum cascades over several levels)")
+    ap.add_argument("--per-channel", action="store_true",
+                    help="conv_transpose2d: per-channel weights only (engine qnnpack, groups 1)")
     a = ap.parse_args()
+    global PER_CHANNEL
+    PER_CHANNEL = a.per_channel
     engines = a.engines.split(",")
     os.makedirs(a.out, exist_ok=True)
     torch.set_num_threads(1)  # results do not depend on it for these sizes; keep runs reproducible

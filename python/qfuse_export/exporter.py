@@ -310,6 +310,7 @@ class _Exporter:
         self.names = set()
         self.inputs = []
         self.observed = {}  # exported name -> (per-sample shape, qparams or None)
+        self.deconv = {}  # conv2d node name of a ConvTranspose2d -> its geometry (rule fixed in build)
         self.pos = {n: i for i, n in enumerate(gm.graph.nodes)}
 
     # -- errors
@@ -395,6 +396,67 @@ class _Exporter:
         return {"scale": scale, "zero_point": zp}
 
     # -- weights
+    def conv_transpose(self, node, mod, x):
+        """nnq.ConvTranspose2d -> gather (zero-point fill) + conv2d; see conv_transpose_index."""
+        if type(mod) is not nnq.ConvTranspose2d:
+            self.fail(node, f"unsupported transposed conv module {type(mod).__name__}")
+        if self.engine not in ("fbgemm", "qnnpack", "x86"):
+            self.fail(node, f"ConvTranspose2d under engine {self.engine!r} is not supported "
+                            f"(measured for fbgemm, qnnpack and x86)")
+        if mod.padding_mode != "zeros":
+            self.fail(node, f"padding_mode {mod.padding_mode!r} is not supported (only 'zeros')")
+        src = self.qin(node, x)
+        self.check_qout(node)
+        shape = list(self.info[x].shape[1:])
+        if len(shape) != 3:
+            self.fail(node, f"ConvTranspose2d input must be [N, C, H, W], got {list(self.info[x].shape)}")
+        k, s, p = _pair(mod.kernel_size), _pair(mod.stride), _pair(mod.padding)
+        op, d, g = _pair(mod.output_padding), _pair(mod.dilation), int(mod.groups)
+        w = mod.weight()
+        if w.dtype != torch.qint8:
+            self.fail(node, f"weight dtype {w.dtype}; qfuse needs qint8 weights")
+        cin, og = w.shape[0], w.shape[1]
+        cout = og * g
+        qs = w.qscheme()
+        if qs in (torch.per_channel_affine, torch.per_channel_symmetric):
+            # PyTorch runs per-channel transposed convs on qnnpack only, and there with groups 1
+            # (fbgemm/x86: "Per Channel Quantization is currently disabled for transposed conv";
+            # qnnpack with groups > 1 fails to create the op)
+            if self.engine != "qnnpack" or g != 1 or w.q_per_channel_axis() != 1:
+                self.fail(node, f"per-channel ConvTranspose2d weights (axis {w.q_per_channel_axis()}, groups {g}) "
+                                f"under engine {self.engine!r}: only qnnpack with groups 1 and axis 1 runs them")
+            ws = w.q_per_channel_scales().numpy().astype(np.float32)
+            wz = w.q_per_channel_zero_points().numpy().astype(np.int32)
+        elif qs in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            ws = np.full(cout, w.q_scale(), np.float32)
+            wz = np.full(cout, w.q_zero_point(), np.int32)
+        else:
+            self.fail(node, f"weight qscheme {qs} is not supported")
+        if np.any(wz != 0):
+            self.fail(node, "weight zero points are not all 0 (qfuse needs symmetric weights)")
+        b = mod.bias()
+        bias = np.zeros(cout, np.float32) if b is None else b.detach().numpy().astype(np.float32).copy()
+        fill = int(self.info[x].zero_point)
+        try:
+            gshape, idx = conv_transpose_index(shape, k, s, p, op, d, fill)
+        except ExportError as e:
+            self.fail(node, str(e))
+        gname = self.emit(node, "gather", [src], name=f"{node.name}_dilate", observed=False, shape=gshape)
+        self.tensors[f"{gname}.index"] = np.ascontiguousarray(idx)
+        self.observed[gname] = (gshape, (self.info[x].scale, self.info[x].zero_point))
+        qp = self.given_qparams(node, mod.scale, mod.zero_point)
+        name = self.emit(node, "conv2d", [gname], stride=[1, 1], padding=[0, 0], dilation=d, groups=g,
+                         activation="none", **qp)
+        # the rule (x86: oneDNN or fbgemm) is fixed in build(), which knows x86_cpu
+        # the weight is written in build(), once the rule is known (x86/oneDNN scrambles it)
+        self.deconv[name] = {"cin": cin, "cout": cout, "kernel": k, "stride": s, "padding": p,
+                             "output_padding": op, "dilation": d, "groups": g, "node": node.name,
+                             "weight": w.int_repr().numpy().astype(np.int8)}
+        self.tensors[f"{name}.weight_scale"] = np.ascontiguousarray(ws)
+        self.tensors[f"{name}.weight_zero_point"] = np.ascontiguousarray(wz)
+        self.tensors[f"{name}.bias"] = np.ascontiguousarray(bias)
+        self.env[node] = ("q", name)
+
     def add_weights(self, node, name, layer, kind):
         w = layer.weight()
         if w.dtype != torch.qint8:
@@ -876,7 +938,9 @@ class _Exporter:
     def call_module(self, node):
         mod = self.gm.get_submodule(node.target)
         x = node.args[0] if node.args else None
-        if isinstance(mod, (nniq.ConvReLU2d, nnq.Conv2d)):
+        if isinstance(mod, nnq.ConvTranspose2d):
+            self.conv_transpose(node, mod, x)
+        elif isinstance(mod, (nniq.ConvReLU2d, nnq.Conv2d)):
             if type(mod) not in (nniq.ConvReLU2d, nnq.Conv2d):
                 self.fail(node, f"unsupported conv module {type(mod).__name__}")
             if mod.padding_mode != "zeros":
@@ -1168,6 +1232,86 @@ def _fetch_attr(gm, target):
     return obj
 
 
+
+# -- transposed convolution: a gather (the input dilated by the stride, zero-point fill bytes
+# between and around) followed by an ordinary conv2d (weight flipped, in/out channels swapped)
+
+GATHER_FILL = qfuse_model.GATHER_FILL
+
+
+def conv_transpose_index(shape, kernel, stride, padding, output_padding, dilation, fill):
+    """(out_shape, index) of the gather that turns a per-sample [C, H, W] input of ConvTranspose2d into
+    the input of the equal ordinary conv2d (stride 1, padding 0, same dilation and groups): the input
+    dilated by the stride, padded by dilation * (kernel - 1) - padding (+ output_padding at the end;
+    a negative pad crops), the new elements the fill entry of byte `fill` (the input zero point)
+    (qfuse::ops::gather::conv_transpose_index)."""
+    c, h, w = shape
+    axes = []
+    for a, n in enumerate((h, w)):
+        k, s, p, op, d = kernel[a], stride[a], padding[a], output_padding[a], dilation[a]
+        begin = d * (k - 1) - p
+        length = (n - 1) * s + 1 + 2 * begin + op
+        if length < d * (k - 1) + 1:
+            raise ExportError(f"conv_transpose2d: input {list(shape)} gives an empty output")
+        v = np.arange(length, dtype=np.int64) - begin
+        ok = (v >= 0) & (v % s == 0) & (v // s < n)
+        axes.append(np.where(ok, v // s, -1))
+    ys, xs = axes
+    src = (np.arange(c, dtype=np.int64)[:, None, None] * (h * w) + ys[None, :, None] * w + xs[None, None, :])
+    ok = (ys[None, :, None] >= 0) & (xs[None, None, :] >= 0)
+    idx = np.where(ok, src, GATHER_FILL + int(fill)).astype(np.uint32)
+    return [c, len(ys), len(xs)], idx.reshape(-1)
+
+
+def conv_transpose_weight(w, groups):
+    """ConvTranspose2d's int8 weight [Cin, Cout/groups, kh, kw] as the equal conv2d's
+    [Cout, Cin/groups, kh, kw]: in/out channels swapped per group, the kernel flipped
+    (qfuse::ops::conv::conv_transpose_weight)."""
+    cin, og, kh, kw = w.shape
+    w = w.reshape(groups, cin // groups, og, kh, kw).transpose(0, 2, 1, 3, 4)
+    return np.ascontiguousarray(w.reshape(groups * og, cin // groups, kh, kw)[:, :, ::-1, ::-1])
+
+
+def onednn_deconv_weight(w, groups):
+    """The weight PyTorch's x86 engine actually runs a quantized ConvTranspose2d with when it hands it to
+    oneDNN (torch 2.15, measured): per group, the [Cin/g, Cout/g, kh, kw] block read as
+    [Cout/g, Cin/g, kh, kw] and transposed, twice (R T R T; kernel planes move whole). The identity
+    when Cin/g == Cout/g or either is 1; otherwise PyTorch's result is not the float layer's, and qfuse
+    reproduces PyTorch's."""
+    cin, og, kh, kw = w.shape
+    cg = cin // groups
+    out = []
+    for i in range(groups):
+        a = w[i * cg:(i + 1) * cg]
+        for _ in range(2):
+            a = np.ascontiguousarray(a.reshape(og, cg, kh, kw).transpose(1, 0, 2, 3))
+        out.append(a)
+    return np.ascontiguousarray(np.concatenate(out, 0))
+
+def fbgemm_direct_deconv(cin, cout, kernel, stride, padding, dilation, groups):
+    """Whether fbgemm runs this transposed conv through its direct-convolution path
+    (fbgemm's takeDirectConvPath: kernel height 2, width <= 6, groups 1, channels multiples of 8,
+    stride 1 or 2, padding 0, dilation 1), whose results are not the exact integer sums (measured:
+    off by up to 200 output steps in torch 2.15) and which qfuse does not reproduce."""
+    return (groups == 1 and cin % 8 == 0 and cout % 8 == 0 and kernel[0] == 2 and kernel[1] <= 6
+            and all(s in (1, 2) for s in stride) and tuple(padding) == (0, 0) and tuple(dilation) == (1, 1))
+
+
+def onednn_deconv_holes(kernel, stride, dilation):
+    """Whether some output rows/columns of a transposed conv receive no kernel tap (stride >
+    dilation * (kernel - 1) + 1). PyTorch's x86 engine on oneDNN (torch 2.15, measured) leaves such rows
+    uninitialized (arbitrary bytes in the output), so there is nothing to reproduce."""
+    return any(s > d * (k - 1) + 1 for k, s, d in zip(kernel, stride, dilation))
+
+def deconv_rule(engine, groups, output_padding, vnni):
+    """The requantization rule PyTorch runs a quantized ConvTranspose2d with: qnnpack's or fbgemm's own;
+    x86 hands it to oneDNN (onednn_utils::should_use_onednn_quant: AVX-512 VNNI, groups <= 100,
+    symmetric weight, output_padding all 0), else fbgemm."""
+    if engine == "x86":
+        return "onednn" if vnni and groups <= 100 and all(v == 0 for v in output_padding) else "fbgemm"
+    return engine
+
+
 def cpu_has_avx512_vnni():
     """Whether PyTorch's x86 engine hands convs to oneDNN here
     (onednn_utils::should_use_onednn_quant: Linux and cpuinfo's AVX-512 VNNI)."""
@@ -1280,8 +1424,34 @@ def build(model, example_input, engine=None, x86_cpu="auto"):
         # Record each layer's rule as PyTorch runs it on the chosen CPU (qfuse's
         # default for a node without one is the AVX-512 VNNI routing).
         for n in ex.nodes:
-            if n["op"] in ("conv2d", "linear"):
+            if n["op"] in ("conv2d", "linear") and n["name"] not in ex.deconv:
                 n["requant"] = layer_rule(engine, n["op"], n.get("groups", 1), x86_cpu)
+    for n in ex.nodes:
+        dc = ex.deconv.get(n["name"])
+        if dc is None:
+            continue
+        vnni = engine == "x86" and (cpu_has_avx512_vnni() if x86_cpu == "auto" else x86_cpu == "vnni")
+        rule = deconv_rule(engine, dc["groups"], dc["output_padding"], vnni)
+        if rule == "fbgemm" and fbgemm_direct_deconv(dc["cin"], dc["cout"], dc["kernel"], dc["stride"],
+                                                     dc["padding"], dc["dilation"], dc["groups"]):
+            raise ExportError(
+                f"node {dc['node']!r} (ConvTranspose2d {dc['cin']}->{dc['cout']}, kernel {dc['kernel']}, stride "
+                f"{dc['stride']}, padding {dc['padding']}): engine {engine!r} runs it through fbgemm's direct "
+                f"transposed-conv path (kernel height 2, width <= 6, groups 1, channels multiples of 8, stride 1 "
+                f"or 2, padding 0, dilation 1), whose outputs are not the exact integer result; qfuse does not "
+                f"reproduce it (use qnnpack, x86 on an AVX-512 VNNI CPU without output_padding, or another shape)")
+        if rule == "onednn" and onednn_deconv_holes(dc["kernel"], dc["stride"], dc["dilation"]):
+            raise ExportError(
+                f"node {dc['node']!r} (ConvTranspose2d, kernel {dc['kernel']}, stride {dc['stride']}, dilation "
+                f"{dc['dilation']}): the stride leaves output rows that no kernel tap reaches, and PyTorch's x86 "
+                f"engine (oneDNN) leaves those rows uninitialized (arbitrary bytes); qfuse cannot reproduce it "
+                f"(use fbgemm or qnnpack, or a kernel covering the stride)")
+        if engine != "fbgemm" or rule != "fbgemm":
+            n["requant"] = rule
+        w = dc["weight"]
+        if rule == "onednn":
+            w = onednn_deconv_weight(w, dc["groups"])
+        ex.tensors[f"{n['name']}.weight"] = conv_transpose_weight(w, dc["groups"])
     header = {
         "format": "qfuse",
         "format_version": FORMAT_VERSION,
@@ -1339,6 +1509,9 @@ call_method   dequantize / torch.dequantize / nnq.DeQuantize -> dequantize
 call_module   nnq.Quantize (eager QuantStub)         -> quantize
 call_module   nniq.ConvReLU2d, nnq.Conv2d            -> conv2d (activation relu/none)
 call_module   nniq.LinearReLU, nnq.Linear            -> linear
+call_module   nnq.ConvTranspose2d                     -> gather (input dilated with zero-point fill) +
+  conv2d (weight flipped, channels swapped); fbgemm, qnnpack, x86 (oneDNN or fbgemm as PyTorch routes it;
+  refused: fbgemm's direct path, oneDNN with output rows no kernel tap reaches, engine onednn)
 call_function torch.ops.quantized.add / add_relu     -> add (FX and eager FloatFunctional)
 call_function torch.ops.quantized.mul / mul_relu     -> mul (FX x * y, torch.mul; eager QFunctional.mul;
                                                         input 1 may broadcast, e.g. [N,C,H,W] x [N,C,1,1])

@@ -22,6 +22,10 @@ import sys
 
 import numpy as np
 
+# The first fill entry of a gather index: entry GATHER_FILL + b (b in 0..=255) writes the stored
+# byte b instead of reading an input (qfuse::ops::gather::FILL).
+GATHER_FILL = 0xFFFF_FE00
+
 FORMAT_VERSION = 2
 # Versions this reader accepts (2 adds the optional conv2d/linear `clamp`).
 FORMAT_VERSIONS = (1, 2)
@@ -220,8 +224,13 @@ def _infer(ctx, node, in_shapes, tensors):
         if idx.dtype != np.uint32 or idx.shape != (int(np.prod(shp)),):
             _err(ctx, f"`{node['name']}.index` must be uint32 [{int(np.prod(shp))}], got {idx.dtype} {list(idx.shape)}")
         total = sum(int(np.prod(s)) for s in in_shapes)
-        if idx.size and int(idx.max()) >= total:
-            _err(ctx, f"index entry {int(idx.max())} is out of range for the {total} input elements")
+        # fill entries GATHER_FILL + b write the stored byte b (src/ops/gather/mod.rs FILL)
+        reads = idx[(idx < GATHER_FILL) | (idx >= GATHER_FILL + 256)]
+        if reads.size and int(reads.max()) >= total:
+            _err(ctx, f"index entry {int(reads.max())} is out of range for the {total} input elements "
+                      f"(and not a fill entry {GATHER_FILL} + byte)")
+        if total >= GATHER_FILL:
+            _err(ctx, f"the inputs hold {total} elements per sample, at most {GATHER_FILL - 1} are addressable")
         return shp
     if op == "cat":
         d = node["dim"] - 1

@@ -247,6 +247,86 @@ fn parse_layer(kind: LayerKind, a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
     })
 }
 
+/// The conv2d weight `[out_channels, in_channels / groups, kh, kw]` that
+/// makes an ordinary convolution over [`crate::ops::gather::conv_transpose_index`]'s
+/// map equal a transposed convolution of weight `weight`, PyTorch's
+/// `ConvTranspose2d` layout `[in_channels, out_channels / groups, kh, kw]`:
+/// in and out channels swapped within each group, the kernel flipped in both
+/// spatial dimensions. Per-output-channel weight scales keep their order.
+pub fn conv_transpose_weight(
+    weight: &[i8],
+    in_channels: usize,
+    out_per_group: usize,
+    groups: usize,
+    kernel: [usize; 2],
+) -> Result<Vec<i8>> {
+    let [kh, kw] = kernel;
+    let n = [in_channels, out_per_group, kh, kw]
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d));
+    if groups == 0 || !in_channels.is_multiple_of(groups) || n != Some(weight.len()) {
+        return Err(Error::shape(
+            "conv_transpose2d weight",
+            format!(
+                "{} values for [{in_channels}, {out_per_group}, {kh}, {kw}] in {groups} groups",
+                weight.len()
+            ),
+        ));
+    }
+    let cg = in_channels / groups;
+    let mut out = vec![0i8; weight.len()];
+    for g in 0..groups {
+        for ci in 0..cg {
+            for o in 0..out_per_group {
+                for y in 0..kh {
+                    for x in 0..kw {
+                        let src = (((g * cg + ci) * out_per_group + o) * kh + y) * kw + x;
+                        let dst = (((g * out_per_group + o) * cg + ci) * kh + (kh - 1 - y)) * kw
+                            + (kw - 1 - x);
+                        out[dst] = weight[src];
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The weight PyTorch's x86 engine (torch 2.15) actually computes a quantized
+/// `ConvTranspose2d` with when it hands it to oneDNN (AVX-512 VNNI CPU,
+/// groups <= 100, output_padding 0), in the same `[in_channels, out_channels /
+/// groups, kh, kw]` layout as `weight`: per group, the `[Cin/g, Cout/g]`
+/// matrix of kernel planes read as `[Cout/g, Cin/g]` and transposed, twice.
+/// The identity when `Cin/g == Cout/g` or either is 1; otherwise PyTorch's
+/// output is not the float layer's, and this reproduces it (measured, see
+/// `tests/data/ops/README.md`). Feed the result to [`conv_transpose_weight`].
+pub fn onednn_conv_transpose_weight(
+    weight: &[i8],
+    in_channels: usize,
+    out_per_group: usize,
+    groups: usize,
+    kernel: [usize; 2],
+) -> Result<Vec<i8>> {
+    // Validates the shape (and gives the same error as conv_transpose_weight).
+    conv_transpose_weight(weight, in_channels, out_per_group, groups, kernel)?;
+    let (cg, og, kk) = (in_channels / groups, out_per_group, kernel[0] * kernel[1]);
+    let mut w = weight.to_vec();
+    let block = cg * og * kk;
+    for g in 0..groups {
+        for _ in 0..2 {
+            let a = w[g * block..(g + 1) * block].to_vec();
+            // a as [og][cg] planes, transposed to [cg][og]
+            for c in 0..cg {
+                for o in 0..og {
+                    let (dst, src) = ((c * og + o) * kk, (o * cg + c) * kk);
+                    w[g * block + dst..g * block + dst + kk].copy_from_slice(&a[src..src + kk]);
+                }
+            }
+        }
+    }
+    Ok(w)
+}
+
 /// The default activation of a layer, as a clamp: `relu` clamps at the output
 /// zero point.
 pub(crate) fn activation_lo(act: Activation, zero_point: i32) -> i32 {
@@ -405,4 +485,47 @@ pub fn float_conv2d(
         vec![n, o, oh, ow]
     };
     Ok((y, out_shape))
+}
+
+#[cfg(test)]
+mod conv_transpose_tests {
+    use super::*;
+
+    #[test]
+    fn transposed_weights() {
+        // Cin 2, Cout 3, groups 1, kernel 1x2: w[i][o][0][x] = 10 i + 2 o + x.
+        let w: Vec<i8> = (0..2)
+            .flat_map(|i| (0..3).flat_map(move |o| (0..2).map(move |x| 10 * i + 2 * o + x)))
+            .collect();
+        let c = conv_transpose_weight(&w, 2, 3, 1, [1, 2]).unwrap();
+        // c[o][i][0][x] = w[i][o][0][1 - x]
+        for o in 0..3 {
+            for i in 0..2 {
+                for x in 0..2 {
+                    assert_eq!(c[(o * 2 + i) * 2 + x], (10 * i + 2 * o + 1 - x) as i8);
+                }
+            }
+        }
+        // Two groups of Cin/g 1, Cout/g 2: w [2, 2, 1, 1] = [a b | c d] -> [a, b, c, d]
+        let c = conv_transpose_weight(&[1, 2, 3, 4], 2, 2, 2, [1, 1]).unwrap();
+        assert_eq!(c, vec![1, 2, 3, 4]);
+        assert!(conv_transpose_weight(&[1, 2, 3], 2, 2, 2, [1, 1]).is_err());
+        assert!(conv_transpose_weight(&[1, 2, 3, 4], 3, 2, 2, [1, 1]).is_err());
+        // oneDNN's scramble: identity for square or single-channel groups,
+        // else per group [Cin/g, Cout/g] read as [Cout/g, Cin/g], transposed, twice.
+        let sq: Vec<i8> = (0..8).collect();
+        assert_eq!(
+            onednn_conv_transpose_weight(&sq, 2, 2, 1, [1, 2]).unwrap(),
+            sq
+        );
+        assert_eq!(
+            onednn_conv_transpose_weight(&sq, 4, 2, 4, [1, 1]).unwrap(),
+            sq
+        );
+        // [2, 3] = [[1 2 -1] [-3 -2 2]] -> [[1 -2 -3] [-1 2 2]] (measured on torch 2.15 x86)
+        assert_eq!(
+            onednn_conv_transpose_weight(&[1, 2, -1, -3, -2, 2], 2, 3, 1, [1, 1]).unwrap(),
+            vec![1, -2, -3, -1, 2, 2]
+        );
+    }
 }

@@ -41,13 +41,14 @@ struct GatherNode {
 
 impl GatherLowered {
     /// Per byte of one packed output sample, its source byte position in the
-    /// concatenated packed inputs (`u32::MAX` for padding); per input, its
+    /// concatenated packed inputs (`u32::MAX` for padding, the index's own
+    /// `FILL + b` for a fill byte `b`); per input, its
     /// words per sample and first byte position.
     fn table(&self, in_shapes: &[&[usize]]) -> Result<Table> {
         let too_large = |what: &str, needed: usize| Error::TooLarge {
             what: format!("gather {what} (packed bytes of one sample a u32 table addresses)"),
             needed: needed as u64,
-            limit: u32::MAX as u64 - 1,
+            limit: super::FILL as u64 - 1,
         };
         // Element offset and packed byte offset of each input.
         let mut elem_off = Vec::with_capacity(in_shapes.len());
@@ -61,13 +62,13 @@ impl GatherLowered {
             byte = w
                 .checked_mul(4)
                 .and_then(|b| b.checked_add(byte))
-                .filter(|&b| b < u32::MAX as usize)
+                .filter(|&b| b < super::FILL as usize)
                 .ok_or_else(|| too_large("inputs", usize::MAX))?;
         }
         let (oc, oh, ow) = chw(&self.out_shape);
         let ow4 = wps(&self.out_shape);
         let len = ow4 * 4;
-        if len >= u32::MAX as usize {
+        if len >= super::FILL as usize {
             return Err(too_large("output", len));
         }
         let mut t: Vec<u32> = crate::ops::try_vec(len, u32::MAX, "gather table")?;
@@ -75,7 +76,14 @@ impl GatherLowered {
         for c in 0..oc {
             for y in 0..oh {
                 for x in 0..ow {
-                    let src = self.index[(c * oh + y) * ow + x] as usize;
+                    let e = self.index[(c * oh + y) * ow + x];
+                    let dst = ((y * ow + x) * oc4) * 4 + c;
+                    if super::fill_byte(e).is_some() {
+                        // The shader writes the byte itself (same encoding).
+                        t[dst] = e;
+                        continue;
+                    }
+                    let src = e as usize;
                     // The input holding element `src` (the last offset <= src).
                     let j = elem_off.partition_point(|&o| o <= src) - 1;
                     let local = src - elem_off[j];
@@ -83,7 +91,7 @@ impl GatherLowered {
                     let (ch, r) = (local / (ih * iw), local % (ih * iw));
                     let pos = (r * ic.div_ceil(4) + ch / 4) * 4 + ch % 4;
                     debug_assert!(ch < ic);
-                    t[((y * ow + x) * oc4) * 4 + c] = inputs[j].1 + pos as u32;
+                    t[dst] = inputs[j].1 + pos as u32;
                 }
             }
         }

@@ -10,9 +10,20 @@
 //! the result is exact by construction. The map applies to each sample of
 //! the batch.
 //!
+//! **Fill entries.** An index entry `FILL + b` (see [`FILL`], `b` in
+//! `0..=255`) reads no input: the output element is the byte `b` (a stored
+//! byte: the uint8 image of the output's qparams, so for a qint8 tensor the
+//! int8 value plus 128). [`fill_entry`] makes one; [`fill_byte`] reads one
+//! back. This is how a gather writes constants: the zero-point bytes a
+//! transposed convolution inserts between input elements
+//! ([`conv_transpose_index`]), or the constant of a constant-mode pad. Entries
+//! from `FILL + 256` up are invalid, and the inputs of a gather together hold
+//! fewer than `FILL` elements per sample.
+//!
 //! The index builders ([`transpose_index`], [`slice_index`], [`take_index`],
-//! [`concat_index`], [`split_index`], [`compose_index`]) work on per-sample
-//! shapes of any rank and return `(out_shape, index)`.
+//! [`concat_index`], [`split_index`], [`compose_index`],
+//! [`conv_transpose_index`]) work on per-sample shapes of any rank and return
+//! `(out_shape, index)`.
 
 use std::sync::Arc;
 
@@ -34,6 +45,25 @@ pub(crate) const FILE_OPS: &[FileOp] = &[FileOp {
     attributes: &["shape"],
     parse: parse_gather,
 }];
+
+/// The first fill entry of a gather index: the entry `FILL + b` (`b` in
+/// `0..=255`) makes its output element the stored byte `b` instead of reading
+/// an input. `0xFFFF_FE00`; entries `0xFFFF_FF00..=0xFFFF_FFFF` are invalid.
+pub const FILL: u32 = 0xFFFF_FE00;
+
+/// The index entry that writes the stored byte `b`: `FILL + b`.
+pub const fn fill_entry(b: u8) -> u32 {
+    FILL + b as u32
+}
+
+/// The byte a fill entry writes, or `None` for an entry that reads an input.
+pub const fn fill_byte(entry: u32) -> Option<u8> {
+    if entry >= FILL && entry < FILL + 256 {
+        Some((entry - FILL) as u8)
+    } else {
+        None
+    }
+}
 
 fn parse_gather(a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
     let v = a.get("shape")?;
@@ -125,15 +155,24 @@ impl<'a> OpKind<'a> for Gather<'a> {
             .index
             .iter()
             .enumerate()
-            .find(|(_, &v)| v as usize >= total)
+            .find(|(_, &v)| v as usize >= total && fill_byte(v).is_none())
         {
             return Err(Error::config(
                 "gather index",
                 format!(
-                    "entry {i} is {v}, out of range for the {total} elements of the inputs {:?}",
-                    ins.iter().map(|t| &t.shape).collect::<Vec<_>>()
+                    "entry {i} is {v}, out of range for the {total} elements of the inputs {:?} \
+                     (and not a fill entry gather::FILL + byte = {FILL}..={})",
+                    ins.iter().map(|t| &t.shape).collect::<Vec<_>>(),
+                    FILL + 255
                 ),
             ));
+        }
+        if total >= FILL as usize {
+            return Err(Error::TooLarge {
+                what: "gather inputs (elements of one sample, below the fill entries)".into(),
+                needed: total as u64,
+                limit: FILL as u64 - 1,
+            });
         }
         Ok(TensorInfo {
             shape: self.shape.to_vec(),
@@ -187,6 +226,10 @@ impl Lowered for GatherLowered {
                 sample.extend_from_slice(&x[b * p..(b + 1) * p]);
             }
             for &i in self.index.iter() {
+                if let Some(b) = fill_byte(i) {
+                    y.push(b);
+                    continue;
+                }
                 let v = *sample.get(i as usize).ok_or_else(|| {
                     Error::config(
                         "gather index",
@@ -205,11 +248,11 @@ impl Lowered for GatherLowered {
 
 fn elements(shape: &[usize], what: &str) -> Result<usize> {
     let n = super::checked_product(what, shape)?;
-    if n > u32::MAX as usize {
+    if n >= FILL as usize {
         return Err(Error::TooLarge {
             what: format!("{what} of shape {shape:?} (elements a u32 index addresses)"),
             needed: n as u64,
-            limit: u32::MAX as u64,
+            limit: FILL as u64 - 1,
         });
     }
     Ok(n)
@@ -468,11 +511,11 @@ pub fn concat_index(shapes: &[Vec<usize>], axis: i64) -> Result<(Vec<usize>, Vec
         size += s[a];
         base = base
             .checked_add(n)
-            .filter(|&b| b <= u32::MAX as usize)
+            .filter(|&b| b < FILL as usize)
             .ok_or_else(|| Error::TooLarge {
                 what: "concat inputs (elements a u32 index addresses)".into(),
                 needed: u64::MAX,
-                limit: u32::MAX as u64,
+                limit: FILL as u64 - 1,
             })?;
     }
     let mut out = first.clone();
@@ -519,11 +562,15 @@ pub fn split_index(
 }
 
 /// The index of `then` applied to the result of `first` (a chain of two
-/// gathers folded into one): `out[i] = first[then[i]]`.
+/// gathers folded into one): `out[i] = first[then[i]]`; a fill entry of
+/// `then` stays itself, and one of `first` is copied like any entry.
 pub fn compose_index(first: &[u32], then: &[u32]) -> Result<Vec<u32>> {
     then.iter()
         .enumerate()
         .map(|(i, &j)| {
+            if fill_byte(j).is_some() {
+                return Ok(j);
+            }
             first.get(j as usize).copied().ok_or_else(|| {
                 Error::config(
                     "gather index",
@@ -535,6 +582,103 @@ pub fn compose_index(first: &[u32], then: &[u32]) -> Result<Vec<u32>> {
             })
         })
         .collect()
+}
+
+/// The input of the ordinary convolution that equals a transposed one
+/// (PyTorch's `ConvTranspose2d` with these `kernel`, `stride`, `padding`,
+/// `output_padding` and `dilation`, each `[h, w]`) on a per-sample `[C, H, W]`
+/// input: the input dilated by the stride (`stride - 1` fill bytes between
+/// neighbours) and padded by `dilation * (kernel - 1) - padding` fill bytes
+/// on each side, plus `output_padding` more at the end (a negative pad crops).
+/// `fill` is the input's zero-point byte, so that the inserted elements are
+/// the real value 0 and the convolution's integer sums are exact. A conv2d
+/// with stride 1, padding 0, the same dilation and groups, and the weight of
+/// [`crate::ops::conv::conv_transpose_weight`] over this map gives
+/// `ConvTranspose2d`'s output, `(H - 1) * stride - 2 * padding + dilation *
+/// (kernel - 1) + output_padding + 1` per dimension.
+///
+/// The map's output holds about `stride^2` times the input's elements: memory
+/// grows with it on large inputs.
+pub fn conv_transpose_index(
+    shape: &[usize],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    output_padding: [usize; 2],
+    dilation: [usize; 2],
+    fill: u8,
+) -> Result<(Vec<usize>, Vec<u32>)> {
+    let [c, h, w] = shape[..] else {
+        return Err(Error::shape(
+            "conv_transpose2d input",
+            format!("per-sample shape {shape:?}, expected [C, H, W]"),
+        ));
+    };
+    elements(shape, "conv_transpose2d input")?;
+    let dims = [h, w];
+    let mut offs: Vec<Vec<usize>> = vec![(0..c).map(|ch| ch * h * w).collect()];
+    let mut out = vec![c];
+    for a in 0..2 {
+        let (k, s, p, op, d) = (
+            kernel[a],
+            stride[a],
+            padding[a],
+            output_padding[a],
+            dilation[a],
+        );
+        if k == 0 || s == 0 || d == 0 || op >= s.max(d) {
+            return Err(Error::config(
+                "conv_transpose2d",
+                format!(
+                    "kernel {kernel:?}, stride {stride:?}, dilation {dilation:?}, output_padding \
+                     {output_padding:?}: sizes must be at least 1 and output_padding smaller \
+                     than stride or dilation"
+                ),
+            ));
+        }
+        let reach = d * (k - 1);
+        // Positions of the dilated, padded axis: begin pad, then the input.
+        let begin = reach as i64 - p as i64;
+        let len = (dims[a] as i64 - 1) * s as i64 + 1 + 2 * begin + op as i64;
+        if len < reach as i64 + 1 {
+            return Err(Error::config(
+                "conv_transpose2d",
+                format!(
+                    "input {shape:?} with kernel {kernel:?}, stride {stride:?}, padding \
+                     {padding:?}, output_padding {output_padding:?}, dilation {dilation:?} \
+                     gives an empty output"
+                ),
+            ));
+        }
+        let stride_in = if a == 0 { w } else { 1 };
+        offs.push(
+            (0..len)
+                .map(|y| {
+                    let v = y - begin;
+                    if v >= 0 && v % s as i64 == 0 && ((v / s as i64) as usize) < dims[a] {
+                        (v / s as i64) as usize * stride_in
+                    } else {
+                        usize::MAX
+                    }
+                })
+                .collect(),
+        );
+        out.push(len as usize);
+    }
+    let n = elements(&out, "conv_transpose2d dilated input")?;
+    let mut index: Vec<u32> = super::try_with_capacity(n, "gather index")?;
+    for &oc in &offs[0] {
+        for &oy in &offs[1] {
+            for &ox in &offs[2] {
+                index.push(if oy == usize::MAX || ox == usize::MAX {
+                    fill_entry(fill)
+                } else {
+                    (oc + oy + ox) as u32
+                });
+            }
+        }
+    }
+    Ok((out, index))
 }
 
 #[cfg(test)]
@@ -636,5 +780,58 @@ mod tests {
         let (_, b) = transpose_index(&s1, &[1, 0]).unwrap();
         assert_eq!(compose_index(&a, &b).unwrap(), vec![0, 1, 2, 3, 4, 5]);
         assert!(compose_index(&a, &[6]).is_err());
+        // Fill entries pass through a composition.
+        assert_eq!(
+            compose_index(&[5, fill_entry(9)], &[fill_entry(3), 1, 0]).unwrap(),
+            vec![fill_entry(3), fill_entry(9), 5]
+        );
+    }
+
+    #[test]
+    fn fill_entries() {
+        assert_eq!(FILL, 0xFFFF_FE00);
+        assert_eq!(fill_entry(0), FILL);
+        assert_eq!(fill_entry(255), 0xFFFF_FEFF);
+        assert_eq!(fill_byte(fill_entry(77)), Some(77));
+        assert_eq!(fill_byte(FILL - 1), None);
+        assert_eq!(fill_byte(FILL + 256), None);
+        assert_eq!(fill_byte(u32::MAX), None);
+    }
+
+    #[test]
+    fn conv_transpose_maps() {
+        let f = fill_entry(7);
+        // [1, 2, 2], kernel 2, stride 2, padding 0: dilate to 3x3, pad 1 each side.
+        let (s, i) =
+            conv_transpose_index(&[1, 2, 2], [2, 2], [2, 2], [0, 0], [0, 0], [1, 1], 7).unwrap();
+        assert_eq!(s, vec![1, 5, 5]);
+        #[rustfmt::skip]
+        assert_eq!(i, vec![
+            f, f, f, f, f,
+            f, 0, f, 1, f,
+            f, f, f, f, f,
+            f, 2, f, 3, f,
+            f, f, f, f, f,
+        ]);
+        // Kernel 3, stride 2, padding 1, output_padding 1 on a [2, 1, 2]:
+        // H: 1 -> pad 1 + 1 + 1 + op 1 = 4; W: 2 -> 3 + 2 + 1 = 6.
+        let (s, i) =
+            conv_transpose_index(&[2, 1, 2], [3, 3], [2, 2], [1, 1], [1, 1], [1, 1], 7).unwrap();
+        assert_eq!(s, vec![2, 4, 6]);
+        assert_eq!(&i[6..12], &[f, 0, f, 1, f, f]);
+        assert_eq!(&i[24 + 6..24 + 12], &[f, 2, f, 3, f, f]);
+        assert!(i[..6].iter().chain(&i[12..24]).all(|&e| e == f));
+        // Padding beyond the kernel's reach crops: kernel 1, padding 1 on [1, 3, 3].
+        let (s, i) =
+            conv_transpose_index(&[1, 3, 3], [1, 1], [1, 1], [1, 1], [0, 0], [1, 1], 0).unwrap();
+        assert_eq!((s, i), (vec![1, 1, 1], vec![4]));
+        // Bad geometry: output_padding >= stride and dilation; empty output.
+        assert!(
+            conv_transpose_index(&[1, 2, 2], [2, 2], [1, 1], [0, 0], [1, 1], [1, 1], 0).is_err()
+        );
+        assert!(
+            conv_transpose_index(&[1, 1, 1], [1, 1], [1, 1], [1, 1], [0, 0], [1, 1], 0).is_err()
+        );
+        assert!(conv_transpose_index(&[2, 2], [1, 1], [1, 1], [0, 0], [0, 0], [1, 1], 0).is_err());
     }
 }
