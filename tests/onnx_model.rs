@@ -186,14 +186,6 @@ fn refused() -> BTreeMap<&'static str, &'static str> {
             "qdq_conv_s8_quantized_input",
             "ORT runs this Conv in float; not supported (int8 activations",
         ),
-        (
-            "qdq_pad_u8_constant",
-            "Pad mode constant on quantized values",
-        ),
-        (
-            "qdq_pad_s8_constant",
-            "Pad mode constant on quantized values",
-        ),
     ])
 }
 

@@ -153,6 +153,7 @@ impl OnnxGraph {
             tail: Vec::new(),
             reaches_q: Vec::new(),
             float_head: HashSet::new(),
+            float_pad: false,
         };
         l.run()
     }
@@ -196,6 +197,9 @@ struct Lowerer<'a> {
     /// QuantizeLinear): the converter moves these shape ops after the
     /// (elementwise) QuantizeLinear.
     float_head: HashSet<String>,
+    /// A Pad being lowered is the float Pad of a `DQ -> Pad -> Q` group
+    /// (its constant_value is a float).
+    float_pad: bool,
 }
 
 /// Float shape ops that may read a float graph input ahead of its
@@ -1174,7 +1178,10 @@ impl<'a> Lowerer<'a> {
                 if fnode.op == "MaxPool" {
                     self.maxpool(&moved)?
                 } else {
-                    self.shape_op(&moved)?
+                    self.float_pad = true;
+                    let r = self.shape_op(&moved);
+                    self.float_pad = false;
+                    r?
                 }
                 if let Some(last) = self.out.last_mut() {
                     last.ort_kernels = k(&["DequantizeLinear", fnode.op.as_str()]);
@@ -1191,6 +1198,9 @@ impl<'a> Lowerer<'a> {
             zero_point: yq.zero_points[0],
             dtype: yt,
         };
+        if let Some(fnode) = f.as_ref().filter(|f| f.op == "Pad") {
+            self.check_pad_fill(fnode, &xqq, &y)?;
+        }
         let (kind, kern, node) = match &f {
             None => (
                 TableKind::Requantize,
@@ -1361,6 +1371,37 @@ impl<'a> Lowerer<'a> {
             vec![y],
             k(&[kern]),
         );
+        Ok(())
+    }
+
+    /// A constant-mode Pad in a `DQ -> Pad -> Q` group pads the input's bytes
+    /// with `Q_x(c)` (the op just emitted), which the requantization then
+    /// maps to `Q_y(DQ_x(Q_x(c)))`; ORT pads with `c` in float, giving
+    /// `Q_y(c)`. Equal for c = 0 and for equal qparams; otherwise checked.
+    fn check_pad_fill(&self, pad: &WNode, x: &Q, y: &Q) -> Result<()> {
+        let at = pad.origin.as_str();
+        let fill = match self.out.last().map(|q| &q.op) {
+            Some(QOp::Shape(ShapeOp::AxisMap { fill: Some(f), .. })) => *f,
+            _ => return Ok(()),
+        };
+        let c = match pad.input(2).and_then(|c| self.konst(c)) {
+            Some(t) => t.as_f32().map_or(0.0, |v| v[0]),
+            None => 0.0,
+        };
+        let byte = (fill & 0xff) as usize;
+        let got = super::reference::table(&TableKind::Requantize, x, y)[byte];
+        let want = ((c / y.scale).round_ties_even() + y.zero_point as f32)
+            .clamp(y.dtype.min() as f32, y.dtype.max() as f32) as i32;
+        if got != want {
+            return Err(unsupported(
+                at,
+                format!(
+                    "Pad constant {c} between qparams (scale {}, zero point {}) and (scale {}, zero point {}): \
+                     no input byte requantizes to ORT's padding value {want}",
+                    x.scale, x.zero_point, y.scale, y.zero_point
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -2043,13 +2084,17 @@ impl<'a> Lowerer<'a> {
                 let s = xs
                     .as_ref()
                     .ok_or_else(|| unsupported(at, "Pad of an input of unknown shape"))?;
-                let maps = pad_maps(self, n, s, at)?;
+                let xq = match &self.values[x].kind {
+                    ValueKind::Quant { dtype, q } => Some((*dtype, q.clone())),
+                    _ => None,
+                };
+                let (maps, fill) = pad_maps(self, n, s, xq, at)?;
                 let o = s
                     .iter()
                     .zip(&maps)
                     .map(|(&d, m)| m.as_ref().map_or(d, Vec::len))
                     .collect();
-                (ShapeOp::AxisMap { maps }, Some(o))
+                (ShapeOp::AxisMap { maps, fill }, Some(o))
             }
             "Resize" => {
                 let s = xs
@@ -2061,7 +2106,7 @@ impl<'a> Lowerer<'a> {
                     .zip(&maps)
                     .map(|(&d, m)| m.as_ref().map_or(d, Vec::len))
                     .collect();
-                (ShapeOp::AxisMap { maps }, Some(o))
+                (ShapeOp::AxisMap { maps, fill: None }, Some(o))
             }
             _ => {
                 // Gather
@@ -2182,19 +2227,63 @@ fn attr_s(n: &WNode, name: &str, default: &str) -> Result<String> {
     }
 }
 
-/// Pad (modes edge and reflect) of a tensor of shape `s` as per-axis source
-/// maps. ORT runs `DQ -> Pad -> Q` in float; with equal qparams that is the same
-/// bytes, with others a requantization follows (as for the other movement ops).
-fn pad_maps(l: &Lowerer<'_>, n: &WNode, s: &[usize], at: &str) -> Result<Vec<Option<Vec<i64>>>> {
+/// Pad of a tensor of shape `s` as per-axis source maps, and for mode
+/// constant the fill value in the tensor's own type (map entries -1). ORT runs
+/// `DQ -> Pad -> Q` in float; with equal qparams that is the same bytes, with
+/// others a requantization follows (as for the other movement ops). `xq`: the
+/// input's type and qparams when it is quantized. The constant is a float in a
+/// QDQ group (`self.float_pad`: quantized here with the input's qparams by
+/// rule Q; absent means 0.0), or a byte of the input's type on a quantized Pad.
+fn pad_maps(
+    l: &Lowerer<'_>,
+    n: &WNode,
+    s: &[usize],
+    xq: Option<(QType, Option<QAxis>)>,
+    at: &str,
+) -> Result<(Vec<Option<Vec<i64>>>, Option<i32>)> {
     let mode = attr_s(n, "mode", "constant")?;
-    if mode == "constant" {
-        return Err(unsupported(
-            at,
-            "Pad mode constant on quantized values (the padding bytes are not input \
-             bytes; qfuse's gather has no fill value yet)",
-        ));
-    }
-    if mode != "edge" && mode != "reflect" {
+    let fill = if mode == "constant" {
+        let Some((xt, q)) = xq else {
+            return Err(unsupported(at, "Pad mode constant of a float tensor"));
+        };
+        let c = n.input(2).map(|c| {
+            l.konst(c)
+                .ok_or_else(|| unsupported(at, "a constant_value that is not a constant"))
+        });
+        let c = c.transpose()?;
+        if c.is_some_and(|c| c.len() != 1) {
+            return Err(bad(at, "constant_value has more than one element"));
+        }
+        Some(match c.map(|c| &c.data) {
+            Some(TensorData::U8(v)) if xt == QType::U8 && !l.float_pad => v[0] as i32,
+            Some(TensorData::I8(v)) if xt == QType::I8 && !l.float_pad => v[0] as i32,
+            None if !l.float_pad => 0,
+            Some(TensorData::F32(_)) | None => {
+                let c = c.and_then(|c| c.as_f32()).map_or(0.0, |v| v[0]);
+                let q = q.filter(|q| q.scales.len() == 1).ok_or_else(|| {
+                    unsupported(
+                        at,
+                        "Pad mode constant of a tensor without per-tensor qparams",
+                    )
+                })?;
+                // rule Q: sat(rint(c / s) + zp)
+                ((c / q.scales[0]).round_ties_even() + q.zero_points[0] as f32)
+                    .clamp(xt.min() as f32, xt.max() as f32) as i32
+            }
+            Some(d) => {
+                return Err(unsupported(
+                    at,
+                    format!(
+                        "constant_value of type {:?} for a Pad of {xt:?} values",
+                        d.elem_type()
+                    ),
+                ))
+            }
+        })
+    } else {
+        None
+    };
+    if mode != "edge" && mode != "reflect" && mode != "constant" {
         return Err(unsupported(at, format!("Pad mode {mode}")));
     }
     if n.input(3).is_some() {
@@ -2221,7 +2310,13 @@ fn pad_maps(l: &Lowerer<'_>, n: &WNode, s: &[usize], at: &str) -> Result<Vec<Opt
         let m: Vec<i64> = (0..o)
             .map(|j| {
                 let i = j - b;
-                if mode == "edge" {
+                if mode == "constant" {
+                    if (0..d).contains(&i) {
+                        i
+                    } else {
+                        -1
+                    }
+                } else if mode == "edge" {
                     i.clamp(0, d - 1)
                 } else if i < 0 {
                     -i
@@ -2235,7 +2330,7 @@ fn pad_maps(l: &Lowerer<'_>, n: &WNode, s: &[usize], at: &str) -> Result<Vec<Opt
         let identity = m.len() as i64 == d && m.iter().enumerate().all(|(j, &v)| v == j as i64);
         maps.push((!identity).then_some(m));
     }
-    Ok(maps)
+    Ok((maps, fill))
 }
 
 /// Resize (mode nearest) of a tensor of shape `s` as per-axis source maps, with

@@ -212,11 +212,15 @@ pub enum ShapeOp {
     },
     /// Identity.
     Identity,
-    /// A per-axis gather (Resize nearest): output element `[i_0, i_1, ...]` is
+    /// A per-axis gather (Resize nearest, Pad): output element `[i_0, i_1, ...]` is
     /// input element `[maps[0][i_0], maps[1][i_1], ...]`; `None` keeps the axis.
+    /// A map entry `-1` (Pad mode constant) makes the element `fill` instead.
     AxisMap {
         /// one source map per axis (`None`: the axis is kept as it is)
         maps: Vec<Option<Vec<i64>>>,
+        /// The value of the elements a `-1` entry selects, in the tensor's own
+        /// type (uint8 0..=255 or int8 -128..=127).
+        fill: Option<i32>,
     },
 }
 

@@ -546,17 +546,42 @@ pub fn eval_op(
                     });
                     Ok(take(x, &idx, os))
                 }
-                ShapeOp::AxisMap { maps } => {
-                    let idx = gather_index(&x.dims, &os, |o| {
-                        o.iter()
-                            .enumerate()
-                            .map(|(k, &ok)| match maps.get(k) {
-                                Some(Some(m)) => m[ok] as usize,
-                                _ => ok,
-                            })
-                            .collect()
-                    });
-                    Ok(take(x, &idx, os))
+                ShapeOp::AxisMap { maps, fill } => {
+                    // the source of each output element; None where a map
+                    // entry is -1 (Pad mode constant: the fill value)
+                    let total: usize = os.iter().product();
+                    let mut o = vec![0usize; os.len()];
+                    let mut idx: Vec<Option<usize>> = Vec::with_capacity(total);
+                    for _ in 0..total {
+                        let mut flat = Some(0usize);
+                        for (k, (&ok, &d)) in o.iter().zip(&x.dims).enumerate() {
+                            let i = match maps.get(k) {
+                                Some(Some(m)) => usize::try_from(m[ok]).ok(),
+                                _ => Some(ok),
+                            };
+                            flat = flat.zip(i).map(|(f, i)| f * d + i);
+                        }
+                        idx.push(flat);
+                        for k in (0..os.len()).rev() {
+                            o[k] += 1;
+                            if o[k] < os[k] {
+                                break;
+                            }
+                            o[k] = 0;
+                        }
+                    }
+                    if idx.iter().all(Option::is_some) {
+                        let idx: Vec<usize> = idx.into_iter().flatten().collect();
+                        return Ok(take(x, &idx, os));
+                    }
+                    let f = fill.ok_or_else(|| bad(at, "a padded element without a fill value"))?;
+                    let v =
+                        ints(x).ok_or_else(|| bad(at, "Pad mode constant of a float tensor"))?;
+                    let out = idx.iter().map(|i| i.map_or(f, |i| v[i])).collect();
+                    Ok(Tensor {
+                        dims: os,
+                        data: from_i32(out, x.elem_type()),
+                    })
                 }
                 _ => Ok(Tensor {
                     dims: os,

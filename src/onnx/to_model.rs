@@ -830,32 +830,46 @@ impl<'a> Converter<'a> {
                         .map_err(to_unsupported)?;
                 (shape, Some(index))
             }
-            ShapeOp::AxisMap { maps } => {
+            ShapeOp::AxisMap { maps, fill } => {
                 if maps.len() as i64 != r || maps.first().is_some_and(Option::is_some) {
                     return Err(unsupported(
                         at(n),
                         "a Resize or Pad of dimension 0 (the batch)",
                     ));
                 }
-                // one gather per mapped axis, folded into one map
-                let mut cur = per.clone();
-                let mut index: Option<Vec<u32>> = None;
-                for (k, m) in maps.iter().enumerate().skip(1) {
-                    let Some(m) = m else { continue };
-                    let (shape, t) =
-                        crate::ops::gather::take_index(&cur, k as i64 - 1, m, &[m.len()])
+                if let Some(f) = fill {
+                    // Pad mode constant: one map with fill entries (the
+                    // stored byte: the uint8 image of an int8 value)
+                    let signed = self.infos[&x].qparams().is_some_and(|q| q.signed);
+                    let stored = if signed { f + 128 } else { *f };
+                    let stored = u8::try_from(stored).map_err(|_| {
+                        super::bad(at(n), format!("Pad fill value {f} out of range"))
+                    })?;
+                    let (shape, index) =
+                        axis_map_index(&per, &maps[1..], crate::ops::gather::fill_entry(stored))
                             .map_err(to_unsupported)?;
-                    index = Some(match index {
-                        None => t,
-                        Some(f) => {
-                            crate::ops::gather::compose_index(&f, &t).map_err(to_unsupported)?
-                        }
-                    });
-                    cur = shape;
-                }
-                match index {
-                    Some(i) => (cur, Some(i)),
-                    None => (cur, None),
+                    (shape, Some(index))
+                } else {
+                    // one gather per mapped axis, folded into one map
+                    let mut cur = per.clone();
+                    let mut index: Option<Vec<u32>> = None;
+                    for (k, m) in maps.iter().enumerate().skip(1) {
+                        let Some(m) = m else { continue };
+                        let (shape, t) =
+                            crate::ops::gather::take_index(&cur, k as i64 - 1, m, &[m.len()])
+                                .map_err(to_unsupported)?;
+                        index = Some(match index {
+                            None => t,
+                            Some(f) => {
+                                crate::ops::gather::compose_index(&f, &t).map_err(to_unsupported)?
+                            }
+                        });
+                        cur = shape;
+                    }
+                    match index {
+                        Some(i) => (cur, Some(i)),
+                        None => (cur, None),
+                    }
                 }
             }
             s => (self.reshaped(n, &per, s)?, None),
@@ -1344,4 +1358,50 @@ fn per_tensor_axis(q: &QAxis, at: &str) -> Result<QParams> {
         }
     };
     per_tensor(q, dtype, at)
+}
+
+/// The gather index of a per-axis map over a per-sample shape `per` (`maps[k]`
+/// for axis `k`; `None` keeps the axis), with `-1` entries giving `fill`.
+fn axis_map_index(
+    per: &[usize],
+    maps: &[Option<Vec<i64>>],
+    fill: u32,
+) -> Result<(Vec<usize>, Vec<u32>)> {
+    let os: Vec<usize> = per
+        .iter()
+        .zip(maps)
+        .map(|(&d, m)| m.as_ref().map_or(d, Vec::len))
+        .collect();
+    let total = crate::ops::checked_product("padded tensor", &os)?;
+    let mut index = Vec::with_capacity(total);
+    let mut o = vec![0usize; os.len()];
+    for _ in 0..total {
+        let mut flat = Some(0u64);
+        for (k, (&ok, &d)) in o.iter().zip(per).enumerate() {
+            let i = match &maps[k] {
+                Some(m) => u64::try_from(m[ok]).ok().filter(|&i| i < d as u64),
+                None => Some(ok as u64),
+            };
+            flat = flat.zip(i).map(|(f, i)| f * d as u64 + i);
+        }
+        index.push(match flat {
+            Some(f) => u32::try_from(f)
+                .ok()
+                .filter(|&f| f < crate::ops::gather::FILL)
+                .ok_or_else(|| crate::Error::TooLarge {
+                    what: "a padded tensor's gather index".into(),
+                    needed: f,
+                    limit: u64::from(crate::ops::gather::FILL),
+                })?,
+            None => fill,
+        });
+        for k in (0..os.len()).rev() {
+            o[k] += 1;
+            if o[k] < os[k] {
+                break;
+            }
+            o[k] = 0;
+        }
+    }
+    Ok((os, index))
 }
