@@ -26,8 +26,8 @@ FORMAT_VERSION = 2
 # Versions this reader accepts (2 adds the optional conv2d/linear `clamp`).
 FORMAT_VERSIONS = (1, 2)
 # the header's engine; x86 and onednn compute the non-conv ops with fbgemm's rules
-ENGINES = ("fbgemm", "qnnpack", "x86", "onednn", "xnnpack")
-RULES = ("fbgemm", "qnnpack", "onednn", "xnnpack")  # a conv/linear node's requant
+ENGINES = ("fbgemm", "qnnpack", "x86", "onednn", "xnnpack", "inductor_x86")
+RULES = ("fbgemm", "qnnpack", "onednn", "xnnpack", "inductor_x86")  # a conv/linear node's requant
 # rules whose conv/linear hold an int32 bias `NAME.bias_i32` instead of `NAME.bias`
 INT_BIAS_RULES = ("onnxruntime", "xnnpack")
 
