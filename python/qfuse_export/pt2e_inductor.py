@@ -169,6 +169,12 @@ class _IndWalker(P._Walker):
                 self.emit("identity", [a], out)
             else:
                 self.emit("reshape", [a], out, shape=self.shape[out])
+        elif t in P.ADD and any(isinstance(v, torch.fx.Node) and v.target in P.CONV + P.LINEAR
+                                for v in op.args[:2]):
+            self.fail(op, "conv2d + add (Inductor fuses it into oneDNN's qconv2d_pointwise.binary with a "
+                          "'sum' post-op: the conv reads the other addend as a second input); qfuse's conv "
+                          "has one input (the rule is measured: tests/data/pt2e/README.md, 'Inductor x86 "
+                          "graphs')")
         elif t in P.ADD + P.MUL or t in (aten.mean.dim, aten.adaptive_avg_pool2d.default,
                                          aten.avg_pool2d.default):
             self.fail(op, f"{t} between dequantize and quantize: Inductor computes it in float C++ that qfuse "
