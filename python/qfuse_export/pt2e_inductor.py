@@ -8,7 +8,7 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
   x (f32 graph input) -> q                                  quantize (Inductor: rint(x * f32(1/s)) + z)
   conv2d/linear(dq(a), dq_per_channel(w), b) [-> relu | hardtanh] -> q
         oneDNN writes u8:                                   conv2d/linear, requant "onednn" (+ clamp)
-  conv2d(...) [-> relu | hardtanh] -> max_pool2d -> q (float max pool between the conv and q)
+  conv2d(...) [-> relu | hardtanh] -> max_pool2d [-> flatten] -> q (float max pool between the conv and q)
         oneDNN writes f32, Inductor's C++ pools and quantizes: conv2d, requant "inductor_x86"
         (+ clamp), then max_pool2d on bytes (exact: quantize is monotone)
   max_pool2d(dq(a)) -> q (equal qparams)                    max_pool2d (quantized.max_pool2d on u8)
@@ -112,6 +112,15 @@ class _IndWalker(P._Walker):
             return
         if src.op != "call_function":
             self.fail(src, f"{src.op} {src.target} feeding a quantize is not supported")
+        # a float reshape before the quantize (conv -> relu -> max pool -> flatten -> q):
+        # quantize is elementwise, so it commutes with the reshape
+        reshape = None
+        if src.target in P.RESHAPE and isinstance(src.args[0], torch.fx.Node) and \
+                src.args[0].op == "call_function" and src.args[0].target == aten.max_pool2d.default and \
+                self.single_user(src.args[0], src) and len(src.users) == 1:
+            reshape = src
+            self.covered.add(src)
+            src = src.args[0]
         # conv [-> act] -> max_pool2d -> q: oneDNN writes f32, Inductor pools and quantizes
         if src.target == aten.max_pool2d.default and isinstance(src.args[0], torch.fx.Node) and \
                 src.args[0].op == "call_function" and src.args[0].target not in P.DQ_T:
@@ -130,8 +139,17 @@ class _IndWalker(P._Walker):
             self.qp[pooled] = (s, z)
             self.shape[pooled] = list(self.v[inner].shape[1:])
             self.layer(inner, pooled, oq, act, "inductor_x86")
-            self.emit_maxpool(src, pooled, out)
+            if reshape is None:
+                self.emit_maxpool(src, pooled, out)
+                return
+            flat = out + "__pool"
+            self.qp[flat] = (s, z)
+            self.shape[flat] = list(self.v[src].shape[1:])
+            self.emit_maxpool(src, pooled, flat)
+            self.emit("reshape", [flat], out, shape=self.shape[out])
             return
+        if reshape is not None:
+            self.fail(reshape, "a float reshape before a quantize: not supported here")
         act = None
         op = src
         if src.target in P.RELU + P.HARDTANH + P.RELU6 and isinstance(src.args[0], torch.fx.Node) and \
