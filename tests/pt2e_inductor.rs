@@ -167,7 +167,7 @@ fn all_cases() -> Vec<Case> {
             expect,
         });
     }
-    assert_eq!(v.len(), 6 + 6, "the exported inductor_x86 models");
+    assert_eq!(v.len(), 6 + 9, "the exported inductor_x86 models");
     v
 }
 
@@ -291,4 +291,22 @@ fn onednn_f32_epilogue_adds_the_zero_point_after_rounding() {
     .unwrap();
     assert_eq!(r.apply(0, -1000), 101);
     assert_eq!(r.apply(0, 1_000_000), 255);
+}
+
+#[test]
+fn inductor_x86_models_round_trip_through_the_file() {
+    // every form the exporter writes (conv/linear "onednn" and "inductor_x86",
+    // host_float "onednn_linear" with its tensors) saves and loads unchanged
+    let mut n = 0;
+    for d in dirs(MODELS) {
+        let m = Model::load(d.join("model.safetensors")).unwrap();
+        let bytes = m.to_bytes().unwrap();
+        let m2 = Model::from_bytes(&bytes).unwrap();
+        assert_eq!(m2.engine(), Requant::InductorX86);
+        let (xs, x) = npy_f32(&d.join("input.npy"));
+        let x = [Value::F32 { data: x, shape: xs }];
+        assert_eq!(m.run_cpu(&x).unwrap(), m2.run_cpu(&x).unwrap(), "{d:?}");
+        n += 1;
+    }
+    assert_eq!(n, 9);
 }

@@ -1229,7 +1229,8 @@ def _build_pt2e(model, example_inputs, engine):
         inputs, outputs, nodes, tensors, observed = build(gm, example_inputs, fail, warn)
     except ValueError as e:
         raise ExportError(f"pt2e export: {e}") from e
-    version = 2 if any("clamp" in n for n in nodes) else 1
+    version = 2 if any("clamp" in n for n in nodes) or \
+        (inductor and any(n["op"] == "host_float" for n in nodes)) else 1
     header = {
         "format": "qfuse",
         "format_version": version,

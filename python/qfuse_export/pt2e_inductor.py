@@ -15,9 +15,11 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
   cat([dq(a_i)], 1) -> q (equal qparams)                    cat
   flatten / view / reshape (dq(a)) -> q (equal qparams)     flatten / reshape
   dq(a) -> graph output                                     dequantize
-Refused with ExportError naming the node: a conv/linear whose output is not quantized
-(oneDNN writes f32: a classifier's last linear, a conv + add fused as oneDNN's sum
-post-op), float add / mean / adaptive_avg_pool2d between dq and q (Inductor's float
+  linear(dq(a), w, b) [-> relu] -> graph output (oneDNN writes f32)
+                                                            dequantize + host_float "onednn_linear"
+                                                            (exact, on the host)
+Refused with ExportError naming the node: a conv whose output is not quantized
+(oneDNN writes f32), a conv + add (oneDNN's sum post-op), float add / mean / adaptive_avg_pool2d between dq and q (Inductor's float
 C++ was not reproduced), and anything else.
 """
 import numpy as np
@@ -160,6 +162,9 @@ class _IndWalker(P._Walker):
             act = self.act_of(src)
             self.covered.add(src)
             op = src.args[0]
+        if src.target in P.RELU + P.HARDTANH + P.RELU6 and isinstance(src.args[0], torch.fx.Node) and \
+                src.args[0].target in P.ADD + P.MUL:
+            op = src.args[0]   # add -> relu -> q: refused below, naming the add
         if len(src.users) != 1:
             self.fail(src, "its float output is read by the quantize and by other ops (Inductor keeps that "
                            "tensor in f32); not supported")
@@ -200,6 +205,19 @@ class _IndWalker(P._Walker):
         else:
             self.fail(op, f"op {t} is not supported for pt2e/X86InductorQuantizer export")
 
+    def run(self):
+        try:
+            return super().run()
+        except Exception as e:  # the base class's leftover message names XNNPACK
+            msg = str(e)
+            if "pt2e/XNNPACK export" in msg:
+                msg = msg.replace("is not supported for pt2e/XNNPACK export (or not between a dequantize and a "
+                                  "quantize)", "is not supported for pt2e/X86InductorQuantizer export: its output "
+                                  "stays float (no quantize reads it), and Inductor's float C++ for it is not "
+                                  "reproduced")
+                raise type(e)(msg) from None
+            raise
+
     def emit_maxpool(self, op, a, out):
         a_ = list(op.args) + [None] * (6 - len(op.args))
         k = _pair(a_[1])
@@ -219,6 +237,26 @@ class _IndWalker(P._Walker):
             out = o.name
             self.emit("dequantize", [a], out)
             return out
+        lin, relu = o, False
+        if isinstance(lin, torch.fx.Node) and lin.target in P.RELU and isinstance(lin.args[0], torch.fx.Node) \
+                and len(lin.args[0].users) == 1:
+            relu, lin = True, lin.args[0]
+        if isinstance(lin, torch.fx.Node) and lin.target in P.LINEAR and len(lin.users) == 1:
+            # a last linear: oneDNN writes f32; qfuse computes it on the host from the
+            # dequantized input (host_float onednn_linear, exact)
+            x, wdq = lin.args[0], lin.args[1]
+            bias = lin.args[2] if len(lin.args) > 2 else lin.kwargs.get("bias")
+            a, s_in, z_in = self.dq(lin, x)
+            if len(self.shape[a]) != 1:
+                self.fail(lin, f"linear on a per-sample shape {self.shape[a]}: only [N, K] inputs")
+            wq, ws, pc = self.weight(lin, wdq)
+            b = self.const(lin, bias)
+            self.covered.update([o, lin])
+            deq = o.name + "__in"
+            self.emit("dequantize", [a], deq)
+            self.emit("linear_f32", [deq], o.name, input_scale=s_in, input_zero_point=z_in, weight_q=wq,
+                      weight_scale=ws, bias=b, relu=relu, src=lin)
+            return o.name
         inner = o
         while isinstance(inner, torch.fx.Node) and inner.target in P.RELU + P.HARDTANH + P.RELU6 + P.RESHAPE:
             inner = inner.args[0]
@@ -304,6 +342,16 @@ def build_inductor(gm, example_inputs, fail, warn):
                         dilation=nd["dilation"], ceil_mode=nd["ceil_mode"])
         elif op == "cat":
             node.update(op="cat", dim=1, **qkeys(nd["output_scale"], nd["output_zero_point"]))
+        elif op == "linear_f32":
+            wq = nd["weight_q"]
+            o = wq.shape[0]
+            b = nd["bias"] if nd["bias"] is not None else np.zeros(o, dtype=np.float32)
+            node.update(op="host_float", fn="onednn_linear", input_scale=float(nd["input_scale"]),
+                        input_zero_point=int(nd["input_zero_point"]),
+                        activation="relu" if nd["relu"] else "none")
+            tensors[f"{out}.weight"] = np.ascontiguousarray(wq)
+            tensors[f"{out}.weight_scale"] = np.ascontiguousarray(nd["weight_scale"], dtype=np.float32)
+            tensors[f"{out}.bias"] = np.ascontiguousarray(b, dtype=np.float32)
         elif op == "reshape":
             shp = nd["shape"]
             if len(shp) == 1:

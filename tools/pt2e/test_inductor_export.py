@@ -90,11 +90,17 @@ CASES = {
              (1, 16, 12, 12), 9, False,
              dict(act=[(0, 2.0 ** -5, 100), (1, 2.0 ** -11, 3), (2, 2.0 ** -11, 121), (3, 2.0 ** -11, 121)],
                   wscale=[2.0 ** -7, 3 * 2.0 ** -9])),
+    # a classifier head: the last linear writes f32 (host_float onednn_linear)
+    "linear_f32_output": (lambda: Fn(lambda s, x: s.l(x), l=nn.Linear(32, 10)), (4, 32), 11, False),
+    "conv_pool_flatten_linear": (lambda: Fn(lambda s, x: s.l(torch.flatten(F.max_pool2d(torch.relu(s.a(x)), 2), 1)),
+                                            a=conv(3, 8, 3, padding=1), l=nn.Linear(8 * 4 * 4, 10)),
+                                 (2, 3, 8, 8), 14, False),
+    "linear_relu_linear": (lambda: Fn(lambda s, x: torch.relu(s.l2(torch.relu(s.l1(x)))),
+                                      l1=nn.Linear(64, 48), l2=nn.Linear(48, 16)), (8, 64), 15, False),
 }
 
 # models the exporter must refuse (with the node it names)
 REFUSED = {
-    "linear_f32_output": (lambda: Fn(lambda s, x: s.l(x), l=nn.Linear(32, 10)), (4, 32), 11, False),
     "conv_f32_output": (lambda: Fn(lambda s, x: s.a(x), a=conv(3, 8, 3)), (1, 3, 8, 8), 12, False),
     "add_float": (lambda: Fn(lambda s, x: F.max_pool2d(s.a(x) + s.b(x), 1), a=conv(3, 8, 3, padding=1),
                              b=conv(3, 8, 3, padding=1)), (1, 3, 8, 8), 13, False),
