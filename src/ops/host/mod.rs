@@ -80,7 +80,7 @@ impl OnednnLinear {
     ) -> Result<Self> {
         input.validate("onednn_linear input")?;
         let o = weight_scale.len();
-        if o == 0 || bias.len() != o || weight.is_empty() || weight.len() % o != 0 {
+        if o == 0 || bias.len() != o || weight.is_empty() || !weight.len().is_multiple_of(o) {
             return Err(Error::shape(
                 "onednn_linear",
                 format!(
