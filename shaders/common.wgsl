@@ -20,7 +20,7 @@ struct Params {
     // `total`: the number of work items the dispatch covers (output words,
     // or output tiles for the tiled kernel).
     zp_out: i32, lo: i32, hi: i32, total: u32,
-    // The epilogue's form (0: scaled, 1: oneDNN), `opaque` (always 0, see
+    // The epilogue's form (0: scaled, 1: oneDNN, 2: oneDNN f32 + Inductor quantize), `opaque` (always 0, see
     // `opaque()`), and oneDNN's input scale, 1/output scale and the output
     // type's offset (128 for qint8 images).
     form: u32, opaque: u32, in_scale: f32, inv_out: f32,
@@ -72,6 +72,14 @@ fn requant(oc: u32, acc: i32) -> u32 {
         let t = opaque(v * p.inv_out) + f32(zt);
         let r = clamp(round(t), f32(p.lo - p.offset), f32(p.hi - p.offset));
         return u32(i32(r) + p.offset);
+    }
+    // oneDNN's f32 output quantized by Inductor's C++ (EpilogueForm::OnednnF32):
+    // the same v, then y = clamp(rint(f32(v * inv_out)) + zp, lo, hi).
+    if p.form == 2u {
+        let a = exact_f32(acc + c.bias_i32);
+        let v = opaque(opaque(a * p.in_scale) * c.mult) + c.bias_f32;
+        let r = clamp(round(v * p.inv_out), f32(p.lo - p.zp_out), f32(p.hi - p.zp_out));
+        return u32(i32(r) + p.zp_out);
     }
     let v = exact_f32(acc + c.bias_i32) + c.bias_f32;
     let r = clamp(round(v * c.mult), f32(p.lo - p.zp_out), f32(p.hi - p.zp_out));

@@ -313,9 +313,11 @@ impl FloatLinear {
 /// PyTorch's default weight quantization for an engine's qconfig.
 pub fn default_weight_scheme(rule: Requant) -> WeightScheme {
     match rule {
-        Requant::Fbgemm | Requant::OnnxRuntime | Requant::Onednn | Requant::Xnnpack => {
-            WeightScheme::PerChannel
-        }
+        Requant::Fbgemm
+        | Requant::OnnxRuntime
+        | Requant::Onednn
+        | Requant::Xnnpack
+        | Requant::InductorX86 => WeightScheme::PerChannel,
         Requant::Qnnpack => WeightScheme::PerTensor,
     }
 }

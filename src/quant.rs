@@ -432,6 +432,18 @@ pub enum Requant {
     /// as a float correction); add, mul and clamps are tables
     /// ([`crate::ops::xnnpack`]).
     Xnnpack,
+    /// PyTorch 2 export models quantized with torchao's `X86InductorQuantizer`
+    /// and compiled by `torch.compile` (Inductor, freezing) on an x86 CPU with
+    /// AVX-512 VNNI (rules: `tests/data/pt2e/README.md`, "Inductor x86").
+    /// As a model's arithmetic: quantize `rint(x * f32(1/s)) + zp` (Inductor's
+    /// C++), dequantize `f32(q - zp) * s`, add/clamps as exporter tables,
+    /// max pool on bytes; the ops whose float formula was not measured are
+    /// refused. As a conv/linear rule: oneDNN wrote **f32** (`v` of
+    /// [`Requant::Onednn`]) and Inductor's C++ quantized it after a float
+    /// relu / max pool: `y = clamp(rint(f32(v * f32(1/s_out))) + zp_out)`,
+    /// the zero point added **after** rounding ([`EpilogueForm::OnednnF32`]).
+    /// A conv whose output oneDNN quantizes itself is [`Requant::Onednn`].
+    InductorX86,
 }
 
 impl Requant {
@@ -444,6 +456,7 @@ impl Requant {
             Requant::OnnxRuntime => "onnxruntime",
             Requant::Onednn => "onednn",
             Requant::Xnnpack => "xnnpack",
+            Requant::InductorX86 => "inductor_x86",
         }
     }
     /// The inverse of [`Requant::name`]; any other string is
@@ -455,8 +468,9 @@ impl Requant {
             "onnxruntime" => Ok(Requant::OnnxRuntime),
             "onednn" => Ok(Requant::Onednn),
             "xnnpack" => Ok(Requant::Xnnpack),
+            "inductor_x86" => Ok(Requant::InductorX86),
             _ => Err(Error::Unsupported(format!(
-                "requantization rule {s:?} (known: fbgemm, qnnpack, onnxruntime, onednn, xnnpack)"
+                "requantization rule {s:?} (known: fbgemm, qnnpack, onnxruntime, onednn, xnnpack, inductor_x86)"
             ))),
         }
     }
@@ -491,6 +505,11 @@ pub enum Engine {
     /// XNNPACK delegate, computed with XNNPACK's arithmetic
     /// ([`Requant::Xnnpack`]).
     Xnnpack,
+    /// Not a PyTorch quantized engine: a pt2e model quantized with
+    /// `X86InductorQuantizer` and compiled by Inductor (freezing) on an
+    /// AVX-512 VNNI CPU ([`Requant::InductorX86`]); conv/linear layers default
+    /// to [`Requant::Onednn`] (oneDNN's u8 output).
+    InductorX86,
 }
 
 impl Engine {
@@ -503,6 +522,7 @@ impl Engine {
             Engine::OnnxRuntime => "onnxruntime",
             Engine::Onednn => "onednn",
             Engine::Xnnpack => "xnnpack",
+            Engine::InductorX86 => "inductor_x86",
         }
     }
     /// The engine named `s`; unknown names are an [`Error::Unsupported`]
@@ -515,8 +535,9 @@ impl Engine {
             "onnxruntime" => Ok(Engine::OnnxRuntime),
             "onednn" => Ok(Engine::Onednn),
             "xnnpack" => Ok(Engine::Xnnpack),
+            "inductor_x86" => Ok(Engine::InductorX86),
             _ => Err(Error::Unsupported(format!(
-                "quantized engine {s:?} (known: fbgemm, qnnpack, x86, onednn, onnxruntime, xnnpack)"
+                "quantized engine {s:?} (known: fbgemm, qnnpack, x86, onednn, onnxruntime, xnnpack, inductor_x86)"
             ))),
         }
     }
@@ -528,6 +549,7 @@ impl Engine {
             Engine::Fbgemm | Engine::X86 | Engine::Onednn => Requant::Fbgemm,
             Engine::OnnxRuntime => Requant::OnnxRuntime,
             Engine::Xnnpack => Requant::Xnnpack,
+            Engine::InductorX86 => Requant::InductorX86,
         }
     }
     /// The requantization rule of a conv2d (`conv == true`, with `groups`)
@@ -539,7 +561,7 @@ impl Engine {
     pub fn layer_rule(self, conv: bool, groups: usize) -> Requant {
         match self {
             Engine::X86 if conv && groups <= 100 => Requant::Onednn,
-            Engine::Onednn => Requant::Onednn,
+            Engine::Onednn | Engine::InductorX86 => Requant::Onednn,
             e => e.requant(),
         }
     }
@@ -553,6 +575,7 @@ impl From<Requant> for Engine {
             Requant::OnnxRuntime => Engine::OnnxRuntime,
             Requant::Onednn => Engine::Onednn,
             Requant::Xnnpack => Engine::Xnnpack,
+            Requant::InductorX86 => Engine::InductorX86,
         }
     }
 }
@@ -625,6 +648,19 @@ pub enum EpilogueForm {
         inv_output_scale: f32,
         /// The output type's offset ([`QParams::offset`]).
         offset: i32,
+    },
+    /// oneDNN's f32 output quantized by Inductor's C++
+    /// ([`Requant::InductorX86`]), no fused multiply-add:
+    /// `a = f32(acc + c.bias_i32)`, `v = f32(f32(a * input_scale) * c.mult) + c.bias_f32`,
+    /// `y = clamp(rint(f32(v * inv_output_scale)) + zp, lo, hi)` (the zero
+    /// point added after rounding; a fused relu is `max(v, 0)`, the same as
+    /// the clamp at `zp`).
+    OnednnF32 {
+        /// The input scale.
+        input_scale: f32,
+        /// `1/output_scale`, one f32 division (Inductor's `f32(1.0 / s)` in
+        /// f64 is the same number).
+        inv_output_scale: f32,
     },
 }
 
@@ -734,7 +770,7 @@ impl Epilogue {
                     }
                     (bq.round_ties_even() as i32, 0.0)
                 }
-                Requant::Onednn => {
+                Requant::Onednn | Requant::InductorX86 => {
                     // oneDNN scales the accumulator (input scale, then weight
                     // scale) and adds the float bias itself.
                     channels.push(ChannelEpilogue {
@@ -757,6 +793,10 @@ impl Epilogue {
                 input_scale: input.scale,
                 inv_output_scale: output.inv_scale(),
                 offset: output.offset(),
+            },
+            Requant::InductorX86 => EpilogueForm::OnednnF32 {
+                input_scale: input.scale,
+                inv_output_scale: output.inv_scale(),
             },
             _ => EpilogueForm::Scaled,
         };
@@ -841,6 +881,20 @@ impl Epilogue {
             let r = (v * inv_output_scale + (self.zero_point - offset) as f32).round_ties_even();
             let r = r.clamp((self.lo - offset) as f32, (self.hi - offset) as f32);
             return (r as i32 + offset) as u8;
+        }
+        if let EpilogueForm::OnednnF32 {
+            input_scale,
+            inv_output_scale,
+        } = self.form
+        {
+            let a = acc.wrapping_add(c.bias_i32) as f32;
+            let v = (a * input_scale) * c.mult + c.bias_f32;
+            let r = (v * inv_output_scale).round_ties_even();
+            let r = r.clamp(
+                (self.lo - self.zero_point) as f32,
+                (self.hi - self.zero_point) as f32,
+            );
+            return (r as i32 + self.zero_point) as u8;
         }
         let v = acc.wrapping_add(c.bias_i32) as f32 + c.bias_f32;
         let r = (v * c.mult).round_ties_even();

@@ -1343,17 +1343,21 @@ def layer_rule(engine, op, groups, x86_cpu="auto"):
 def _build_pt2e(model, example_inputs, engine):
     """A pt2e model (convert_pt2e's GraphModule or a torch.export.ExportedProgram of it) for
     ExecuTorch's XNNPACK delegate: qfuse_export.pt2e."""
-    from . import pt2e
+    from . import pt2e, pt2e_inductor
 
-    if engine is None:
-        engine = "xnnpack"
-    if engine != "xnnpack":
-        raise ExportError(f"pt2e model: engine {engine!r} is not supported; pt2e models are exported for "
-                          f"ExecuTorch's XNNPACK delegate (engine 'xnnpack', XNNPACKQuantizer)")
     if isinstance(model, torch.export.ExportedProgram):
         gm = model.module()
     else:
         gm = model
+    inductor = pt2e_inductor.is_inductor_x86(gm)
+    if engine is None:
+        engine = "inductor_x86" if inductor else "xnnpack"
+    if engine != ("inductor_x86" if inductor else "xnnpack"):
+        raise ExportError(f"pt2e model: engine {engine!r} is not supported for this model; pt2e models are "
+                          f"exported for ExecuTorch's XNNPACK delegate (engine 'xnnpack', XNNPACKQuantizer, "
+                          f"int8 activations) or torch.compile's Inductor on x86 (engine 'inductor_x86', "
+                          f"X86InductorQuantizer, uint8 activations); this one has "
+                          f"{'uint8' if inductor else 'int8'} activations")
 
     def fail(node, msg):
         if node is None:
@@ -1365,14 +1369,16 @@ def _build_pt2e(model, example_inputs, engine):
         warnings.warn(f"pt2e export: {msg}")
 
     try:
-        inputs, outputs, nodes, tensors, observed = pt2e.build_xnnpack(gm, example_inputs, fail, warn)
+        build = pt2e_inductor.build_inductor if inductor else pt2e.build_xnnpack
+        inputs, outputs, nodes, tensors, observed = build(gm, example_inputs, fail, warn)
     except ValueError as e:
         raise ExportError(f"pt2e export: {e}") from e
-    version = 2 if any("clamp" in n for n in nodes) else 1
+    version = 2 if any("clamp" in n for n in nodes) or \
+        (inductor and any(n["op"] == "host_float" for n in nodes)) else 1
     header = {
         "format": "qfuse",
         "format_version": version,
-        "engine": "xnnpack",
+        "engine": engine,
         "inputs": inputs,
         "outputs": outputs,
         "nodes": nodes,

@@ -30,8 +30,8 @@ FORMAT_VERSION = 2
 # Versions this reader accepts (2 adds the optional conv2d/linear `clamp`).
 FORMAT_VERSIONS = (1, 2)
 # the header's engine; x86 and onednn compute the non-conv ops with fbgemm's rules
-ENGINES = ("fbgemm", "qnnpack", "x86", "onednn", "xnnpack")
-RULES = ("fbgemm", "qnnpack", "onednn", "xnnpack")  # a conv/linear node's requant
+ENGINES = ("fbgemm", "qnnpack", "x86", "onednn", "xnnpack", "inductor_x86")
+RULES = ("fbgemm", "qnnpack", "onednn", "xnnpack", "inductor_x86")  # a conv/linear node's requant
 # rules whose conv/linear hold an int32 bias `NAME.bias_i32` instead of `NAME.bias`
 INT_BIAS_RULES = ("onnxruntime", "xnnpack")
 
@@ -59,7 +59,7 @@ OPS = {
     "lut_split": (1, 1, ["table", "tail_table", "scale", "zero_point"], ["signed"], "given"),
     "gather": (1, None, ["shape"], [], "input"),
     # float ops after the last dequantize (engine xnnpack writes fn "clip")
-    "host_float": (1, 1, ["fn"], ["min", "max"], "float"),
+    "host_float": (1, 1, ["fn"], ["min", "max", "input_scale", "input_zero_point", "activation"], "float"),
 }
 # "input's" ops may carry explicit qparams equal to their input's (MODEL_FORMAT.md).
 COMMON_KEYS = {"name", "op", "inputs"}
@@ -157,6 +157,11 @@ def _pool_out(size, k, s, p, d, ceil_mode):
 def _infer(ctx, node, in_shapes, tensors):
     op = node["op"]
     x = in_shapes[0]
+    if op == "host_float" and node.get("fn") == "onednn_linear":
+        w = tensors[node["name"] + ".weight"]
+        if int(np.prod(x)) != w.shape[1]:
+            _err(ctx, f"onednn_linear input must have {w.shape[1]} values per sample, got {list(x)}")
+        return (w.shape[0],)
     if op in ("quantize", "dequantize", "relu", "relu6", "hardtanh", "hardswish", "lut", "lut_split", "host_float"):
         return x
     if op == "conv2d":
@@ -382,6 +387,9 @@ def validate(header, tensors):
             expected[f"{name}.table"] = (name, i, n)
         if n["op"] == "gather":
             expected[f"{name}.index"] = (name, i, n)
+        if n["op"] == "host_float" and n.get("fn") == "onednn_linear":
+            for suffix in ("weight", "weight_scale", "bias"):
+                expected[f"{name}.{suffix}"] = (name, i, n)
     for k in tensors:
         if k not in expected:
             raise FormatError(f"tensor {k!r}: not allowed (no conv2d/linear/binary/gather node owns it)")
@@ -452,8 +460,17 @@ def validate(header, tensors):
         if op == "host_float":
             if in_q[0] is not None:
                 _err(ctx, f"input {n['inputs'][0]!r} must be float32 (a dequantize's output), it is quantized")
-            if n["fn"] != "clip" or not (_is_num(n.get("min")) and _is_num(n.get("max")) and n["min"] <= n["max"]):
-                _err(ctx, f"host_float: this reader knows fn \"clip\" with numbers min <= max, got {n!r}")
+            if n["fn"] == "onednn_linear":
+                w, ws, b = (tensors.get(f"{name}.{k}") for k in ("weight", "weight_scale", "bias"))
+                if w is None or w.dtype != np.int8 or w.ndim != 2 or ws is None or b is None or \
+                        ws.shape != (w.shape[0],) or b.shape != (w.shape[0],) or \
+                        not (_is_num(n.get("input_scale")) and n["input_scale"] > 0) or \
+                        not (_is_int(n.get("input_zero_point")) and 0 <= n["input_zero_point"] <= 255) or \
+                        n.get("activation", "none") not in ("none", "relu"):
+                    _err(ctx, "host_float onednn_linear: needs I8 weight [O, K], F32 weight_scale and bias [O], "
+                              "input_scale > 0, input_zero_point in 0..=255, activation none/relu")
+            elif n["fn"] != "clip" or not (_is_num(n.get("min")) and _is_num(n.get("max")) and n["min"] <= n["max"]):
+                _err(ctx, f"host_float: this reader knows fn \"clip\" (and \"onednn_linear\") with numbers min <= max, got {n!r}")
         elif op == "quantize":
             if in_q[0] is not None:
                 _err(ctx, f"input {n['inputs'][0]!r} must be float32, it is quantized")

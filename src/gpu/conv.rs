@@ -35,7 +35,8 @@ pub struct ConvParams {
     pub lo: i32,
     pub hi: i32,
     pub total: u32,
-    /// The epilogue's form: 0 [`crate::quant::EpilogueForm::Scaled`], 1 `Onednn`.
+    /// The epilogue's form: 0 [`crate::quant::EpilogueForm::Scaled`], 1 `Onednn`,
+    /// 2 `OnednnF32`.
     pub form: u32,
     /// Always 0: XORed into a float's bits, it keeps the compiler from
     /// contracting a product and the addition after it into an FMA.
@@ -632,6 +633,10 @@ impl GpuLayer {
                 inv_output_scale,
                 offset,
             } => (1, input_scale, inv_output_scale, offset),
+            crate::quant::EpilogueForm::OnednnF32 {
+                input_scale,
+                inv_output_scale,
+            } => (2, input_scale, inv_output_scale, 0),
         };
         let p = ConvParams {
             n: n as u32,

@@ -60,6 +60,13 @@ impl<'a> OpKind<'a> for Add {
                  (ops::xnnpack_add_table)",
             ));
         }
+        if engine == Requant::InductorX86 {
+            return Err(Error::config(
+                "add",
+                "follows PyTorch's rule; under the inductor_x86 engine add is a `binary` op \
+                 (the exporter's table of Inductor's float add)",
+            ));
+        }
         let qa = quantized(ins[0])?;
         let qb = ins[1]
             .qparams()

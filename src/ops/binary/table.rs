@@ -366,6 +366,9 @@ fn mul_table(engine: Requant, a: QParams, b: QParams, out: QParams, relu: bool) 
         Requant::Xnnpack => Err(Error::Unsupported(
             "mul under the xnnpack rule set (XNNPACK's mul is a `binary` op with ops::xnnpack_mul_table)".into(),
         )),
+        Requant::InductorX86 => Err(Error::Unsupported(
+            "mul under the inductor_x86 rule set (a float mul of dequantized tensors is a `binary` op with the exporter's table)".into(),
+        )),
         Requant::OnnxRuntime => Err(Error::Unsupported(
             "mul under the onnxruntime rule set (mul is PyTorch's quantized mul; ONNX Runtime's QLinearMul is a `binary` op with ort_mul_table)".into(),
         )),

@@ -42,15 +42,124 @@ pub enum HostFn {
     },
     /// A reshape to this per-sample shape (flatten, squeeze, ...).
     Reshape(Vec<usize>),
+    /// A linear layer whose **f32** output oneDNN writes (engine
+    /// `inductor_x86`: a graph's last linear, read by no quantize), on the
+    /// dequantized input: see [`OnednnLinear`]. Bit-exact, unlike the others.
+    OnednnLinear(std::sync::Arc<OnednnLinear>),
+}
+
+/// oneDNN's linear with an f32 output (`qlinear_pointwise` with
+/// `output_dtype` float32, as Inductor calls it): from the input's
+/// dequantized values `x = f32(q - zp) * s` (the `dequantize` before it) the
+/// integers `d = rint(x / s)` are recovered exactly (`|q - zp| <= 255`), then
+/// `acc = Σ d·w` (i32, exact) and
+/// `y = f32(f32(f32(acc) * s) * weight_scale[o]) + bias[o]`, `max(y, 0)` for
+/// relu (tests/data/pt2e/README.md, "Inductor x86").
+#[derive(Clone, Debug, PartialEq)]
+pub struct OnednnLinear {
+    /// `[O, K]` int8 weights, row-major.
+    pub weight: Vec<i8>,
+    /// `[O]` weight scales.
+    pub weight_scale: Vec<f32>,
+    /// `[O]` float bias.
+    pub bias: Vec<f32>,
+    /// The input's qparams (the dequantize's).
+    pub input: crate::quant::QParams,
+    /// oneDNN's relu post-op.
+    pub relu: bool,
+}
+
+impl OnednnLinear {
+    /// Checks the parts and builds the op (`K` is `weight.len() / O`).
+    pub fn new(
+        weight: Vec<i8>,
+        weight_scale: Vec<f32>,
+        bias: Vec<f32>,
+        input: crate::quant::QParams,
+        relu: bool,
+    ) -> Result<Self> {
+        input.validate("onednn_linear input")?;
+        let o = weight_scale.len();
+        if o == 0 || bias.len() != o || weight.is_empty() || !weight.len().is_multiple_of(o) {
+            return Err(Error::shape(
+                "onednn_linear",
+                format!(
+                    "{} weights, {o} weight scales and {} biases do not make [O, K]",
+                    weight.len(),
+                    bias.len()
+                ),
+            ));
+        }
+        if weight.len() / o > 43_000 {
+            return Err(Error::config(
+                "onednn_linear",
+                "the reduction is too long for an exact i32 accumulator",
+            ));
+        }
+        if weight_scale.iter().chain(&bias).any(|v| !v.is_finite()) {
+            return Err(Error::qparams(
+                "onednn_linear",
+                "weight scales and biases must be finite",
+            ));
+        }
+        Ok(OnednnLinear {
+            weight,
+            weight_scale,
+            bias,
+            input,
+            relu,
+        })
+    }
+    /// `O`.
+    pub fn out_features(&self) -> usize {
+        self.weight_scale.len()
+    }
+    /// `K`.
+    pub fn in_features(&self) -> usize {
+        self.weight.len() / self.out_features()
+    }
+    fn apply(&self, x: &[f32]) -> Vec<f32> {
+        let (o, k) = (self.out_features(), self.in_features());
+        let s = self.input.scale;
+        let mut y = Vec::with_capacity(x.len() / k * o);
+        for row in x.chunks_exact(k) {
+            // a dequantized byte gives |d| <= 255; anything else is clamped
+            let d: Vec<i32> = row
+                .iter()
+                .map(|&v| (v / s).round_ties_even().clamp(-255.0, 255.0) as i32)
+                .collect();
+            for (c, w) in self.weight.chunks_exact(k).enumerate() {
+                let acc = d
+                    .iter()
+                    .zip(w)
+                    .fold(0i32, |a, (&d, &w)| a.wrapping_add(d * w as i32));
+                // (|d| <= 255, |w| <= 128, K <= 43000: no overflow)
+                let v = ((acc as f32) * s) * self.weight_scale[c] + self.bias[c];
+                y.push(if self.relu { v.max(0.0) } else { v });
+            }
+        }
+        y
+    }
 }
 
 pub(crate) const FILE_OPS: &[FileOp] = &[FileOp {
     name: "host_float",
-    attributes: &["fn", "min", "max", "axis", "to_end", "log", "shape"],
+    attributes: &[
+        "fn",
+        "min",
+        "max",
+        "axis",
+        "to_end",
+        "log",
+        "shape",
+        "input_scale",
+        "input_zero_point",
+        "activation",
+    ],
     parse,
 }];
 
-fn parse(a: &Attrs<'_>, _: &ParseCx<'_>) -> Result<Op> {
+fn parse(a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
     let f = a.get("fn")?;
     let f = match f.as_str() {
         Some("relu") => HostFn::Relu,
@@ -79,9 +188,31 @@ fn parse(a: &Attrs<'_>, _: &ParseCx<'_>) -> Result<Op> {
                 })?;
             HostFn::Reshape(s)
         }
+        Some("onednn_linear") => {
+            let input = crate::quant::QParams::new(
+                a.f32("input_scale")?,
+                a.usize("input_zero_point")? as i32,
+            )?;
+            let relu = a.activation()? == crate::quant::Activation::Relu;
+            let t = cx.tensors;
+            let name = cx.node;
+            let (w, wshape) = t.get(&format!("{name}.weight"), safetensors::Dtype::I8, None)?;
+            if wshape.len() != 2 {
+                return Err(Error::Model(format!(
+                    "tensor {name:?}.weight has shape {wshape:?}, expected [O, K]"
+                )));
+            }
+            let o = wshape[0];
+            let ws = t.f32(&format!("{name}.weight_scale"), &[o])?;
+            let b = t.f32(&format!("{name}.bias"), &[o])?;
+            let w = w.into_iter().map(|v| v as i8).collect();
+            HostFn::OnednnLinear(std::sync::Arc::new(OnednnLinear::new(
+                w, ws, b, input, relu,
+            )?))
+        }
         _ => {
             return Err(Error::Model(format!(
-                "\"fn\" is {f} (known: relu, clip, sigmoid, tanh, softmax, reshape)"
+                "\"fn\" is {f} (known: relu, clip, sigmoid, tanh, softmax, reshape, onednn_linear)"
             )))
         }
     };
@@ -111,6 +242,19 @@ impl<'a> OpKind<'a> for HostOp<'a> {
                     ));
                 }
                 s.clone()
+            }
+            HostFn::OnednnLinear(l) => {
+                if x.numel() != l.in_features() {
+                    return Err(Error::shape(
+                        "onednn_linear",
+                        format!(
+                            "input {:?} per sample, the weights take {}",
+                            x.shape,
+                            l.in_features()
+                        ),
+                    ));
+                }
+                vec![l.out_features()]
             }
             HostFn::Softmax { axis, .. } if *axis >= x.shape.len() => {
                 return Err(Error::shape(
@@ -148,6 +292,33 @@ impl<'a> OpKind<'a> for HostOp<'a> {
                 w.put("fn", json!("reshape"));
                 w.put("shape", json!(s));
             }
+            HostFn::OnednnLinear(l) => {
+                w.put("fn", json!("onednn_linear"));
+                w.put("input_scale", json!(l.input.scale as f64));
+                w.put("input_zero_point", json!(l.input.zero_point));
+                w.put("activation", json!(if l.relu { "relu" } else { "none" }));
+                let f = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+                let name = w.node.to_string();
+                let (o, k) = (l.out_features(), l.in_features());
+                w.tensors.push((
+                    format!("{name}.weight"),
+                    safetensors::Dtype::I8,
+                    vec![o, k],
+                    l.weight.iter().map(|&v| v as u8).collect(),
+                ));
+                w.tensors.push((
+                    format!("{name}.weight_scale"),
+                    safetensors::Dtype::F32,
+                    vec![o],
+                    f(&l.weight_scale),
+                ));
+                w.tensors.push((
+                    format!("{name}.bias"),
+                    safetensors::Dtype::F32,
+                    vec![o],
+                    f(&l.bias),
+                ));
+            }
         }
         w.require_version(2);
     }
@@ -173,6 +344,7 @@ impl HostLowered {
             HostFn::Sigmoid => x.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect(),
             HostFn::Tanh => x.iter().map(|&v| v.tanh()).collect(),
             HostFn::Reshape(_) => x.to_vec(),
+            HostFn::OnednnLinear(l) => l.apply(x),
             HostFn::Softmax { axis, to_end, log } => {
                 let per: usize = shape.iter().product();
                 let (len, inner) = if *to_end {

@@ -396,6 +396,13 @@ impl<'a> OpKind<'a> for PoolOp {
                  only as `mean`, ExecuTorch runs adaptive_avg_pool2d in its portable kernel)",
             ));
         }
+        if engine == Requant::InductorX86 && !matches!(self, PoolOp::Max(..)) {
+            return Err(Error::config(
+                self.name(),
+                "has no measured rule under the inductor_x86 engine (Inductor's float \
+                 average pooling and mean were not reproduced; tests/data/pt2e/README.md)",
+            ));
+        }
         let [c, h, w] = x.shape[..] else {
             return Err(Error::shape(
                 self.name(),

@@ -178,6 +178,18 @@ impl<'a> OpKind<'a> for TableOp<'_> {
                  (ops::xnnpack_clamp_table) or a conv/linear clamp",
             ));
         }
+        if engine == Requant::InductorX86
+            && matches!(
+                self,
+                TableOp::Relu6 | TableOp::Hardtanh(..) | TableOp::Hardswish(_)
+            )
+        {
+            return Err(Error::config(
+                self.name(),
+                "follows PyTorch's rule; under the inductor_x86 engine a float op between \
+                 dequantize and quantize is a `lut` computed by the exporter",
+            ));
+        }
         match *self {
             TableOp::Hardtanh(min, max) if !(min.is_finite() && max.is_finite() && min <= max) => {
                 Err(Error::config(
@@ -326,7 +338,11 @@ pub fn hardswish_tables(engine: Requant, q: QParams, out: QParams) -> ([u8; 256]
     let inv = 1.0 / out.scale;
     match engine {
         // (ONNX Runtime models have no hardswish op: refused by inference.)
-        Requant::Fbgemm | Requant::OnnxRuntime | Requant::Onednn | Requant::Xnnpack => (
+        Requant::Fbgemm
+        | Requant::OnnxRuntime
+        | Requant::Onednn
+        | Requant::Xnnpack
+        | Requant::InductorX86 => (
             std::array::from_fn(|v| {
                 quantize_inv(hardswish_f(dequant_vector(v as u8, q)), inv, out.zero_point)
             }),

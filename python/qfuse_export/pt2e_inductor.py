@@ -1,0 +1,370 @@
+"""Export pt2e models quantized with torchao's `X86InductorQuantizer` as qfuse
+`"engine": "inductor_x86"` files: the numbers of the converted model compiled by
+`torch.compile` (Inductor, `torch._inductor.config.freezing = True`, the torchao x86
+lowerings registered) on an x86 CPU with AVX-512 VNNI. Rules:
+tests/data/pt2e/README.md, "Inductor x86 (oneDNN) account" and "Inductor x86 graphs".
+
+Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
+  x (f32 graph input) -> q                                  quantize (Inductor: rint(x * f32(1/s)) + z)
+  conv2d/linear(dq(a), dq_per_channel(w), b) [-> relu | hardtanh] -> q
+        oneDNN writes u8:                                   conv2d/linear, requant "onednn" (+ clamp)
+  conv2d(...) [-> relu | hardtanh] -> max_pool2d [-> flatten] -> q (float max pool between the conv and q)
+        oneDNN writes f32, Inductor's C++ pools and quantizes: conv2d, requant "inductor_x86"
+        (+ clamp), then max_pool2d on bytes (exact: quantize is monotone)
+  max_pool2d(dq(a)) -> q (equal qparams)                    max_pool2d (quantized.max_pool2d on u8)
+  cat([dq(a_i)], 1) -> q (equal qparams)                    cat
+  flatten / view / reshape (dq(a)) -> q (equal qparams)     flatten / reshape
+  dq(a) -> graph output                                     dequantize
+  linear(dq(a), w, b) [-> relu] -> graph output (oneDNN writes f32)
+                                                            dequantize + host_float "onednn_linear"
+                                                            (exact, on the host)
+Refused with ExportError naming the node: a conv whose output is not quantized
+(oneDNN writes f32), a conv + add (oneDNN's sum post-op), float add / mean / adaptive_avg_pool2d between dq and q (Inductor's float
+C++ was not reproduced), and anything else.
+"""
+import numpy as np
+import torch
+import torch.fx
+
+from . import pt2e as P
+
+aten = torch.ops.aten
+
+
+def is_inductor_x86(gm):
+    """True when the graph's activations are uint8 (X86InductorQuantizer's)."""
+    P._init_ops()
+    for n in gm.graph.nodes:
+        if n.op == "call_function" and n.target in P.Q_T:
+            dt = n.kwargs.get("dtype", n.args[5] if len(n.args) > 5 else None)
+            return dt == torch.uint8
+    return False
+
+
+def onednn_u8(v, s_out, z_out):
+    """oneDNN's u8 output of an f32 value (README): clamp(rint(f32(v * f32(1/s)) + f32(z)))"""
+    inv = np.float32(1.0) / np.float32(s_out)
+    t = np.float32(np.float32(v) * inv) + np.float32(z_out)
+    return int(np.clip(np.rint(np.float32(t)), 0, 255))
+
+
+def inductor_u8(v, s_out, z_out):
+    """Inductor's quantize of an f32 value: clamp(rint(f32(v * f32(1/s))) + z)"""
+    inv = np.float32(1.0) / np.float32(s_out)
+    return int(np.clip(np.rint(np.float32(np.float32(v) * inv)) + z_out, 0, 255))
+
+
+class _IndWalker(P._Walker):
+    def check_act(self, node, q):
+        s, z, lo, hi, dt = q
+        if dt != torch.uint8:
+            self.fail(node, f"activation dtype {dt}: an X86InductorQuantizer model has uint8 activations")
+        if (lo, hi) not in ((0, 255), (0, 127)):
+            self.fail(node, f"activation range [{lo}, {hi}]: only [0, 255] (or reduce_range [0, 127])")
+        return s, z
+
+    def single_user(self, n, user):
+        return len(n.users) == 1 and next(iter(n.users)) is user
+
+    def act_of(self, n):
+        """(lo, hi) of a relu / hardtanh / relu6 node"""
+        if n.target in P.RELU:
+            return (0.0, float("inf"))
+        if n.target in P.RELU6:
+            return (0.0, 6.0)
+        lo = float(n.args[1]) if len(n.args) > 1 else float(n.kwargs.get("min_val", -1.0))
+        hi = float(n.args[2]) if len(n.args) > 2 else float(n.kwargs.get("max_val", 1.0))
+        return (lo, hi)
+
+    def layer(self, op, out, oq, act, requant):
+        t = op.target
+        x, wdq = op.args[0], op.args[1]
+        bias = op.args[2] if len(op.args) > 2 else op.kwargs.get("bias")
+        a, s_in, z_in = self.dq(op, x)
+        wq, ws, pc = self.weight(op, wdq)
+        b = self.const(op, bias)
+        kw = dict(input_scale=s_in, input_zero_point=z_in, weight_q=wq, weight_scale=ws, per_channel=pc,
+                  bias=b, src=op, requant=requant, **oq)
+        if act is not None:
+            kw.update(act_min=act[0], act_max=act[1])
+        if t in P.CONV:
+            a_ = list(op.args) + [None] * (7 - len(op.args))
+            if isinstance(a_[4], str):
+                self.fail(op, f"conv2d padding {a_[4]!r} (string padding) is not supported")
+            kw.update(stride=_pair(a_[3] or 1), padding=_pair(a_[4] or 0), dilation=_pair(a_[5] or 1),
+                      groups=int(a_[6] or 1))
+            return self.emit("conv2d", [a], out, **kw)
+        if len(self.shape[a]) != 1:
+            self.fail(op, f"linear on a per-sample shape {self.shape[a]}: only [N, K] inputs")
+        return self.emit("linear", [a], out, **kw)
+
+    def on_quantize(self, q):
+        src = q.args[0]
+        s, z = self.check_act(q, self.qargs(q))
+        out = q.name
+        self.name[q] = out
+        self.qp[out] = (s, z)
+        self.shape[out] = self.per_sample(q)
+        self.covered.add(q)
+        oq = dict(output_scale=s, output_zero_point=z)
+        if not isinstance(src, torch.fx.Node):
+            self.fail(q, "quantizes a constant")
+        if src.op == "placeholder":
+            self.emit("quantize", [self.name[src]], out, **oq)
+            return
+        if src.op != "call_function":
+            self.fail(src, f"{src.op} {src.target} feeding a quantize is not supported")
+        # a float reshape before the quantize (conv -> relu -> max pool -> flatten -> q):
+        # quantize is elementwise, so it commutes with the reshape
+        reshape = None
+        if src.target in P.RESHAPE and isinstance(src.args[0], torch.fx.Node) and \
+                src.args[0].op == "call_function" and src.args[0].target == aten.max_pool2d.default and \
+                self.single_user(src.args[0], src) and len(src.users) == 1:
+            reshape = src
+            self.covered.add(src)
+            src = src.args[0]
+        # conv [-> act] -> max_pool2d -> q: oneDNN writes f32, Inductor pools and quantizes
+        if src.target == aten.max_pool2d.default and isinstance(src.args[0], torch.fx.Node) and \
+                src.args[0].op == "call_function" and src.args[0].target not in P.DQ_T:
+            inner = src.args[0]
+            act = None
+            if inner.target in P.RELU + P.HARDTANH + P.RELU6 and self.single_user(inner, src):
+                act = self.act_of(inner)
+                self.covered.add(inner)
+                inner = inner.args[0]
+            if not (isinstance(inner, torch.fx.Node) and inner.target in P.CONV and
+                    len(inner.users) == 1):
+                self.fail(src, "a float max_pool2d of something other than one conv2d [+ relu/hardtanh] "
+                               "read by nothing else: Inductor's float path is not reproduced")
+            self.covered.update([src, inner])
+            pooled = out + "__conv"
+            self.qp[pooled] = (s, z)
+            self.shape[pooled] = list(self.v[inner].shape[1:])
+            self.layer(inner, pooled, oq, act, "inductor_x86")
+            if reshape is None:
+                self.emit_maxpool(src, pooled, out)
+                return
+            flat = out + "__pool"
+            self.qp[flat] = (s, z)
+            self.shape[flat] = list(self.v[src].shape[1:])
+            self.emit_maxpool(src, pooled, flat)
+            self.emit("reshape", [flat], out, shape=self.shape[out])
+            return
+        if reshape is not None:
+            self.fail(reshape, "a float reshape before a quantize: not supported here")
+        act = None
+        op = src
+        if src.target in P.RELU + P.HARDTANH + P.RELU6 and isinstance(src.args[0], torch.fx.Node) and \
+                src.args[0].op == "call_function" and src.args[0].target in P.CONV + P.LINEAR:
+            if len(src.args[0].users) != 1:
+                self.fail(src.args[0], "a conv/linear read by its activation and by other ops: part of its "
+                                       "output stays float (oneDNN writes f32); not supported")
+            act = self.act_of(src)
+            self.covered.add(src)
+            op = src.args[0]
+        if src.target in P.RELU + P.HARDTANH + P.RELU6 and isinstance(src.args[0], torch.fx.Node) and \
+                src.args[0].target in P.ADD + P.MUL:
+            op = src.args[0]   # add -> relu -> q: refused below, naming the add
+        if len(src.users) != 1:
+            self.fail(src, "its float output is read by the quantize and by other ops (Inductor keeps that "
+                           "tensor in f32); not supported")
+        t = op.target
+        self.covered.add(op)
+        if t in P.CONV + P.LINEAR:
+            self.layer(op, out, oq, act, "onednn")
+        elif t == aten.max_pool2d.default:
+            a, s_in, z_in = self.dq(op, op.args[0])
+            self.same(op, (s_in, z_in), (s, z))
+            self.emit_maxpool(op, a, out)
+        elif t == aten.cat.default:
+            srcs = [self.dq(op, x) for x in op.args[0]]
+            dim = int(op.args[1]) if len(op.args) > 1 else int(op.kwargs.get("dim", 0))
+            nd = len(self.shape[srcs[0][0]]) + 1
+            if dim % nd != 1:
+                self.fail(op, f"cat along dim {dim}: only the channels (dim 1)")
+            for _, si, zi in srcs:
+                self.same(op, (si, zi), (s, z))
+            self.emit("cat", [x[0] for x in srcs], out, dim=1, **oq)
+        elif t in P.RESHAPE + P.DROPOUT:
+            a, s_in, z_in = self.dq(op, op.args[0])
+            self.same(op, (s_in, z_in), (s, z))
+            if t in P.DROPOUT or self.shape[out] == self.shape[a]:
+                self.emit("identity", [a], out)
+            else:
+                self.emit("reshape", [a], out, shape=self.shape[out])
+        elif t in P.ADD and any(isinstance(v, torch.fx.Node) and v.target in P.CONV + P.LINEAR
+                                for v in op.args[:2]):
+            self.fail(op, "conv2d + add (Inductor fuses it into oneDNN's qconv2d_pointwise.binary with a "
+                          "'sum' post-op: the conv reads the other addend as a second input); qfuse's conv "
+                          "has one input (the rule is measured: tests/data/pt2e/README.md, 'Inductor x86 "
+                          "graphs')")
+        elif t in P.ADD + P.MUL or t in (aten.mean.dim, aten.adaptive_avg_pool2d.default,
+                                         aten.avg_pool2d.default):
+            self.fail(op, f"{t} between dequantize and quantize: Inductor computes it in float C++ that qfuse "
+                          f"does not reproduce yet (tests/data/pt2e/README.md, 'Inductor x86 graphs')")
+        else:
+            self.fail(op, f"op {t} is not supported for pt2e/X86InductorQuantizer export")
+
+    def run(self):
+        try:
+            return super().run()
+        except Exception as e:  # the base class's leftover message names XNNPACK
+            msg = str(e)
+            if "pt2e/XNNPACK export" in msg:
+                msg = msg.replace("is not supported for pt2e/XNNPACK export (or not between a dequantize and a "
+                                  "quantize)", "is not supported for pt2e/X86InductorQuantizer export: its output "
+                                  "stays float (no quantize reads it), and Inductor's float C++ for it is not "
+                                  "reproduced")
+                raise type(e)(msg) from None
+            raise
+
+    def emit_maxpool(self, op, a, out):
+        a_ = list(op.args) + [None] * (6 - len(op.args))
+        k = _pair(a_[1])
+        self.emit("max_pool2d", [a], out, kernel=k, stride=_pair(a_[2]) if a_[2] else k,
+                  padding=_pair(a_[3] or 0), dilation=_pair(a_[4] or 1), ceil_mode=bool(a_[5] or False))
+
+    def same(self, op, qi, qo):
+        if (np.float32(qi[0]), qi[1]) != (np.float32(qo[0]), qo[1]):
+            self.fail(op, f"input qparams {qi} differ from output qparams {qo}: not supported "
+                          f"(X86InductorQuantizer shares them for this op)")
+
+    def on_output(self, o):
+        if not isinstance(o, torch.fx.Node):
+            self.fail(None, f"graph output {o!r} is not a tensor")
+        if o.target in P.DQ_T:
+            a, s, z = self.dq(o, o)
+            out = o.name
+            self.emit("dequantize", [a], out)
+            return out
+        lin, relu = o, False
+        if isinstance(lin, torch.fx.Node) and lin.target in P.RELU and isinstance(lin.args[0], torch.fx.Node) \
+                and len(lin.args[0].users) == 1:
+            relu, lin = True, lin.args[0]
+        if isinstance(lin, torch.fx.Node) and lin.target in P.LINEAR and len(lin.users) == 1:
+            # a last linear: oneDNN writes f32; qfuse computes it on the host from the
+            # dequantized input (host_float onednn_linear, exact)
+            x, wdq = lin.args[0], lin.args[1]
+            bias = lin.args[2] if len(lin.args) > 2 else lin.kwargs.get("bias")
+            a, s_in, z_in = self.dq(lin, x)
+            if len(self.shape[a]) != 1:
+                self.fail(lin, f"linear on a per-sample shape {self.shape[a]}: only [N, K] inputs")
+            wq, ws, pc = self.weight(lin, wdq)
+            b = self.const(lin, bias)
+            self.covered.update([o, lin])
+            deq = o.name + "__in"
+            self.emit("dequantize", [a], deq)
+            self.emit("linear_f32", [deq], o.name, input_scale=s_in, input_zero_point=z_in, weight_q=wq,
+                      weight_scale=ws, bias=b, relu=relu, src=lin)
+            return o.name
+        inner = o
+        while isinstance(inner, torch.fx.Node) and inner.target in P.RELU + P.HARDTANH + P.RELU6 + P.RESHAPE:
+            inner = inner.args[0]
+        if isinstance(inner, torch.fx.Node) and inner.target in P.CONV + P.LINEAR:
+            self.fail(inner, "a conv2d/linear whose output is not quantized (a graph output): oneDNN writes "
+                             "it in f32 (v = f32(f32(f32(acc) * s_in) * ws) + b), and qfuse has no float "
+                             "conv/linear output yet")
+        self.fail(o, f"graph output from op {o.target}: outputs must be dequantized uint8 tensors")
+
+
+def _pair(v, n=2):
+    return P._pair(v, n)
+
+
+def _bound(fn, v, s, z):
+    if v == float("inf"):
+        return 255
+    if v == float("-inf"):
+        return 0
+    return fn(np.float32(v), s, z)
+
+
+def build_inductor(gm, example_inputs, fail, warn):
+    """The qfuse header pieces (inputs, outputs, nodes, tensors, observed shapes)."""
+    P._init_ops()
+    rec = P._Recorder(gm)
+    with torch.no_grad():
+        rec.run(*example_inputs)
+    w = _IndWalker(gm, rec.val, fail).run()
+    ir = w.ir
+    nodes, tensors = [], {}
+    canon = {}
+    for k, nd in enumerate(ir):
+        canon[nd["output"]] = f"{nd['op']}_{k}"
+    alias = {}
+
+    def nm(v):
+        v = canon.get(v, v)
+        return alias.get(v, v)
+
+    def qkeys(s, z):
+        return {"scale": float(s), "zero_point": int(z)}
+
+    for nd in ir:
+        op, out = nd["op"], canon[nd["output"]]
+        ins = [nm(v) for v in nd["inputs"]]
+        if op == "identity":
+            alias[out] = ins[0]
+            continue
+        node = {"name": out, "op": None, "inputs": ins}
+        if op == "quantize":
+            node.update(op="quantize", **qkeys(nd["output_scale"], nd["output_zero_point"]))
+        elif op == "dequantize":
+            node.update(op="dequantize")
+        elif op in ("conv2d", "linear"):
+            so, zo = nd["output_scale"], nd["output_zero_point"]
+            wq, ws = nd["weight_q"], nd["weight_scale"]
+            o = wq.shape[0]
+            b = nd["bias"] if nd["bias"] is not None else np.zeros(o, dtype=np.float32)
+            if b.shape != (o,):
+                fail(nd["src"], f"bias of shape {list(b.shape)} for {o} output channels")
+            node.update(op=op)
+            if op == "conv2d":
+                node.update(stride=nd["stride"], padding=nd["padding"], dilation=nd["dilation"],
+                            groups=nd["groups"])
+            act = "none"
+            lo, hi = 0, 255
+            if "act_min" in nd:
+                fn = onednn_u8 if nd["requant"] == "onednn" else inductor_u8
+                if nd["act_min"] == 0.0 and nd["act_max"] == float("inf"):
+                    act = "relu"
+                else:
+                    lo, hi = _bound(fn, nd["act_min"], so, zo), _bound(fn, nd["act_max"], so, zo)
+            node.update(activation=act, requant=nd["requant"], **qkeys(so, zo))
+            if (lo, hi) != (0, 255):
+                node["clamp"] = [int(lo), int(hi)]
+            tensors[f"{out}.weight"] = np.ascontiguousarray(wq)
+            tensors[f"{out}.weight_scale"] = np.ascontiguousarray(ws, dtype=np.float32)
+            tensors[f"{out}.weight_zero_point"] = np.zeros(o, dtype=np.int32)
+            tensors[f"{out}.bias"] = np.ascontiguousarray(b, dtype=np.float32)
+        elif op == "max_pool2d":
+            node.update(op="max_pool2d", kernel_size=nd["kernel"], stride=nd["stride"], padding=nd["padding"],
+                        dilation=nd["dilation"], ceil_mode=nd["ceil_mode"])
+        elif op == "cat":
+            node.update(op="cat", dim=1, **qkeys(nd["output_scale"], nd["output_zero_point"]))
+        elif op == "linear_f32":
+            wq = nd["weight_q"]
+            o = wq.shape[0]
+            b = nd["bias"] if nd["bias"] is not None else np.zeros(o, dtype=np.float32)
+            node.update(op="host_float", fn="onednn_linear", input_scale=float(nd["input_scale"]),
+                        input_zero_point=int(nd["input_zero_point"]),
+                        activation="relu" if nd["relu"] else "none")
+            tensors[f"{out}.weight"] = np.ascontiguousarray(wq)
+            tensors[f"{out}.weight_scale"] = np.ascontiguousarray(nd["weight_scale"], dtype=np.float32)
+            tensors[f"{out}.bias"] = np.ascontiguousarray(b, dtype=np.float32)
+        elif op == "reshape":
+            shp = nd["shape"]
+            if len(shp) == 1:
+                node.update(op="flatten", start_dim=1, end_dim=-1)
+            else:
+                node.update(op="reshape", shape=shp)
+        else:
+            raise AssertionError(op)
+        nodes.append(node)
+    inputs = [{"name": n, "shape": s} for n, s in w.inputs]
+    outputs = [nm(o) for o in w.outputs]
+    observed = {}
+    for v, shp in w.shape.items():
+        if v in canon:
+            observed[nm(v)] = shp
+    return inputs, outputs, nodes, tensors, observed

@@ -1,0 +1,312 @@
+//! torch.compile (Inductor, freezing) on pt2e models quantized with torchao's
+//! `X86InductorQuantizer`, bit for bit, without Python:
+//!
+//! - `tests/data/pt2e/inductor_x86/<case>` (the `*_u8*` cases): one conv2d
+//!   whose u8 output oneDNN requantized, recorded by `tools/pt2e/gen_inductor.py`
+//!   (`output.npy` is what the compiled model returned). Built here as
+//!   `quantize -> conv2d (Requant::Onednn) -> dequantize` under the engine
+//!   `inductor_x86`, run on the CPU and the GPU.
+//! - `tests/data/pt2e/inductor_x86_models/<case>`: whole models exported by
+//!   `qfuse_export` (`tools/pt2e/test_inductor_export.py --save`), loaded from
+//!   their files; their conv layers use both `"requant": "onednn"` and
+//!   `"inductor_x86"` (oneDNN's f32 output quantized by Inductor's C++).
+//!
+//! Vectors recorded on an Intel Xeon with AVX-512 VNNI (torch 2.15, torchao 0.18).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use qfuse::model::{DType, Node, TensorInfo};
+use qfuse::ops::Op;
+use qfuse::quant::{Activation, Engine};
+use qfuse::{Conv2dGeometry, GpuModel, LayerKind, Model, QLayer, QParams, Requant, Value};
+use serde_json::Value as Json;
+
+const LAYERS: &str = "tests/data/pt2e/inductor_x86";
+const MODELS: &str = "tests/data/pt2e/inductor_x86_models";
+
+fn npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let (data, shape) =
+        qfuse::npy::read_f32(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (shape, data)
+}
+
+fn npy_raw(path: &Path) -> (Vec<usize>, Vec<u8>) {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&b[..6], b"\x93NUMPY");
+    let (hlen, start) = if b[6] == 1 {
+        (u16::from_le_bytes([b[8], b[9]]) as usize, 10)
+    } else {
+        (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
+    };
+    let h = std::str::from_utf8(&b[start..start + hlen]).unwrap();
+    let shape: Vec<usize> = h
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    (shape, b[start + hlen..].to_vec())
+}
+
+fn qp(j: &Json) -> QParams {
+    QParams::new(
+        j["scale"].as_f64().unwrap() as f32,
+        j["zero_point"].as_i64().unwrap() as i32,
+    )
+    .unwrap()
+}
+
+fn pair(j: &Json) -> [usize; 2] {
+    [
+        j[0].as_u64().unwrap() as usize,
+        j[1].as_u64().unwrap() as usize,
+    ]
+}
+
+struct Case {
+    name: String,
+    model: Model,
+    input: Value,
+    expect: Vec<f32>,
+}
+
+/// A recorded single-conv case with a u8 output, as a qfuse model.
+fn layer_case(dir: &Path) -> Option<Case> {
+    let j: Json =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+    if j["output_kind"] != "u8" || j["op"] != "conv2d" {
+        return None;
+    }
+    let acts = j["act_qparams"].as_array().unwrap();
+    let (qi, qo) = (qp(&acts[0]), qp(&acts[1]));
+    assert_eq!(qp(&acts[2]), qo, "the max pool keeps the conv's qparams");
+    let (xs, x) = npy_f32(&dir.join("input.npy"));
+    let (ws_shape, w) = npy_raw(&dir.join("weight_q.npy"));
+    let w: Vec<i8> = w.into_iter().map(|b| b as i8).collect();
+    let (_, ws) = npy_f32(&dir.join("weight_scale.npy"));
+    let (_, bias) = npy_f32(&dir.join("bias.npy"));
+    let g = j["groups"].as_u64().unwrap() as usize;
+    let geom = Conv2dGeometry::new(ws_shape[1] * g, ws_shape[0], [ws_shape[2], ws_shape[3]])
+        .stride(pair(&j["stride"]))
+        .padding(pair(&j["padding"]))
+        .dilation(pair(&j["dilation"]))
+        .groups(g);
+    let layer = QLayer::new(
+        LayerKind::Conv2d,
+        geom,
+        w,
+        ws,
+        bias,
+        qi,
+        qo,
+        Activation::None,
+        Requant::Onednn,
+    )
+    .unwrap();
+    let node = |name: &str, op: Op, input: &str| Node {
+        name: name.into(),
+        op,
+        inputs: vec![input.into()],
+    };
+    let model = Model::new(
+        Requant::InductorX86,
+        vec![(
+            "x".into(),
+            TensorInfo {
+                shape: xs[1..].to_vec(),
+                dtype: DType::F32,
+            },
+        )],
+        vec!["y".into()],
+        vec![
+            node("xq", Op::Quantize(qi), "x"),
+            node("conv", Op::Conv2d(Box::new(layer)), "xq"),
+            node("y", Op::Dequantize, "conv"),
+        ],
+    )
+    .unwrap();
+    let (_, expect) = npy_f32(&dir.join("output.npy"));
+    Some(Case {
+        name: j["name"].as_str().unwrap().into(),
+        model,
+        input: Value::F32 { data: x, shape: xs },
+        expect,
+    })
+}
+
+fn dirs(root: &str) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(root)
+        .unwrap_or_else(|e| panic!("{root}: {e}"))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("case.json").is_file())
+        .collect();
+    v.sort();
+    v
+}
+
+fn all_cases() -> Vec<Case> {
+    let mut v: Vec<Case> = dirs(LAYERS).iter().filter_map(|d| layer_case(d)).collect();
+    assert_eq!(v.len(), 6, "the recorded u8 conv cases of {LAYERS}");
+    for d in dirs(MODELS) {
+        let model = Model::load(d.join("model.safetensors")).unwrap();
+        assert_eq!(model.engine(), Requant::InductorX86);
+        let (xs, x) = npy_f32(&d.join("input.npy"));
+        let (_, expect) = npy_f32(&d.join("output.npy"));
+        v.push(Case {
+            name: d.file_name().unwrap().to_string_lossy().into(),
+            model,
+            input: Value::F32 { data: x, shape: xs },
+            expect,
+        });
+    }
+    assert_eq!(v.len(), 6 + 9, "the exported inductor_x86 models");
+    v
+}
+
+fn check(device: &str, run: &dyn Fn(&Case) -> Vec<Value>) {
+    let (mut pass, mut fail) = (0, 0);
+    for c in all_cases() {
+        let got = run(&c);
+        assert_eq!(got.len(), 1, "{}", c.name);
+        let y = got[0].to_f32();
+        assert_eq!(y.len(), c.expect.len(), "{}", c.name);
+        let bad: Vec<usize> = (0..y.len())
+            .filter(|&i| y[i].to_bits() != c.expect[i].to_bits())
+            .collect();
+        if let Some(&i) = bad.first() {
+            println!(
+                "FAIL {} [{device}]: {} of {} differ; first at {i}: {} vs compiled {}",
+                c.name,
+                bad.len(),
+                y.len(),
+                y[i],
+                c.expect[i]
+            );
+            fail += 1;
+        } else {
+            pass += 1;
+        }
+    }
+    println!("{device}: {pass} passed, {fail} failed");
+    assert_eq!(fail, 0);
+}
+
+#[test]
+fn inductor_x86_cases_on_cpu_equal_torch_compile() {
+    check("cpu", &|c| {
+        c.model.run_cpu(std::slice::from_ref(&c.input)).unwrap()
+    });
+}
+
+#[test]
+fn inductor_x86_cases_on_gpu_equal_torch_compile() {
+    let ctx = common::gpu();
+    check("gpu", &|c| {
+        GpuModel::new(&ctx, &c.model)
+            .and_then(|g| g.run(&ctx, std::slice::from_ref(&c.input)))
+            .unwrap_or_else(|e| panic!("{}: {e}", c.name))
+    });
+}
+
+#[test]
+fn inductor_x86_names_and_refusals() {
+    assert_eq!(Engine::parse("inductor_x86").unwrap(), Engine::InductorX86);
+    assert_eq!(
+        Requant::parse("inductor_x86").unwrap(),
+        Requant::InductorX86
+    );
+    assert_eq!(Engine::InductorX86.layer_rule(true, 1), Requant::Onednn);
+    assert_eq!(Engine::InductorX86.requant(), Requant::InductorX86);
+    // PyTorch-rule ops whose Inductor float form was not measured are refused
+    let q = QParams::new(0.05, 3).unwrap();
+    let info = TensorInfo {
+        shape: vec![4, 6, 6],
+        dtype: DType::F32,
+    };
+    for op in [
+        Op::AdaptiveAvgPool2d([1, 1]),
+        Op::Hardtanh { min: 0.0, max: 1.0 },
+        Op::Mean { keepdim: true },
+    ] {
+        let name = format!("{op:?}");
+        let e = Model::new(
+            Requant::InductorX86,
+            vec![("x".into(), info.clone())],
+            vec!["y".into()],
+            vec![
+                Node {
+                    name: "xq".into(),
+                    op: Op::Quantize(q),
+                    inputs: vec!["x".into()],
+                },
+                Node {
+                    name: "y".into(),
+                    op,
+                    inputs: vec!["xq".into()],
+                },
+            ],
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{name} accepted under inductor_x86"));
+        assert!(e.to_string().contains("inductor_x86"), "{name}: {e}");
+    }
+}
+
+#[test]
+fn onednn_f32_epilogue_adds_the_zero_point_after_rounding() {
+    use qfuse::quant::Epilogue;
+    // s_in * s_w / s_out = 1/2: odd accumulators are exact ties
+    let inp = QParams::new(0.0625, 0).unwrap();
+    let out = QParams::new(2f32.powi(-10), 101).unwrap();
+    let ws = [2f32.powi(-7)];
+    let f = Epilogue::new(
+        Requant::InductorX86,
+        inp,
+        &ws,
+        &[0.0],
+        out,
+        Activation::None,
+    )
+    .unwrap();
+    let o = Epilogue::new(Requant::Onednn, inp, &ws, &[0.0], out, Activation::None).unwrap();
+    // Inductor: rint(0.5) + 101 = 101; oneDNN's u8: rint(0.5 + 101) = 102
+    assert_eq!((f.apply(0, 1), o.apply(0, 1)), (101, 102));
+    assert_eq!((f.apply(0, 3), o.apply(0, 3)), (103, 102));
+    let r = Epilogue::new(
+        Requant::InductorX86,
+        inp,
+        &ws,
+        &[0.0],
+        out,
+        Activation::Relu,
+    )
+    .unwrap();
+    assert_eq!(r.apply(0, -1000), 101);
+    assert_eq!(r.apply(0, 1_000_000), 255);
+}
+
+#[test]
+fn inductor_x86_models_round_trip_through_the_file() {
+    // every form the exporter writes (conv/linear "onednn" and "inductor_x86",
+    // host_float "onednn_linear" with its tensors) saves and loads unchanged
+    let mut n = 0;
+    for d in dirs(MODELS) {
+        let m = Model::load(d.join("model.safetensors")).unwrap();
+        let bytes = m.to_bytes().unwrap();
+        let m2 = Model::from_bytes(&bytes).unwrap();
+        assert_eq!(m2.engine(), Requant::InductorX86);
+        let (xs, x) = npy_f32(&d.join("input.npy"));
+        let x = [Value::F32 { data: x, shape: xs }];
+        assert_eq!(m.run_cpu(&x).unwrap(), m2.run_cpu(&x).unwrap(), "{d:?}");
+        n += 1;
+    }
+    assert_eq!(n, 9);
+}

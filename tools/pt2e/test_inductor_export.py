@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""End-to-end check of the pt2e exporter for torchao's X86InductorQuantizer (engine
+"inductor_x86"): small models quantized with X86InductorQuantizer (prepare_pt2e,
+calibration, convert_pt2e), exported with `qfuse_export.export` (from the GraphModule
+and from an ExportedProgram of it: the two files must be identical), run with
+`qfuse run` on the CPU (`--cpu`) and the GPU, and compared bit for bit with the model
+compiled by torch.compile (Inductor, freezing; tools/pt2e/inductor_oracle.py). Models
+the exporter must refuse (float paths qfuse does not reproduce) must raise ExportError
+naming a node. One line per case and device, then "N passed, M failed".
+
+torchvision resnet18 / mobilenet_v2 (--torchvision): whether prepare_pt2e works and
+what the exporter says.
+
+Usage: python3 tools/pt2e/test_inductor_export.py [--qfuse PATH] [--only a,b] [--no-gpu]
+           [--save DIR] [--torchvision]
+--save DIR writes DIR/<case>/{model.safetensors,input.npy,output.npy,case.json}
+(the vectors tests/pt2e_inductor.rs reads). Vectors depend on the CPU: AVX-512 VNNI here.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+
+warnings.filterwarnings("ignore")
+import logging
+
+logging.disable(logging.WARNING)
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, convert_pt2e
+from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+    X86InductorQuantizer,
+    get_default_x86_inductor_quantization_config,
+)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "python"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import qfuse_export  # noqa: E402
+from qfuse_export import ExportError  # noqa: E402
+from inductor_oracle import compiled_output  # noqa: E402
+
+
+class Fn(nn.Module):
+    def __init__(self, f, **mods):
+        super().__init__()
+        self.f = f
+        for k, v in mods.items():
+            setattr(self, k, v)
+
+    def forward(self, x):
+        return self.f(self, x)
+
+
+def conv(*a, **k):
+    return nn.Conv2d(*a, **k)
+
+
+# name -> (builder, input shape, seed, reduce_range)
+CASES = {
+    # conv -> relu -> max pool (float, Inductor's C++) -> q: requant inductor_x86 + max_pool2d;
+    # then conv -> q (oneDNN u8) -> max pool on u8
+    "conv_relu_pool_conv": (lambda: Fn(lambda s, x: F.max_pool2d(s.b(F.max_pool2d(torch.relu(s.a(x)), 2)), 1),
+                                       a=conv(3, 16, 3, padding=1), b=conv(16, 24, 3, padding=1)),
+                            (2, 3, 16, 16), 1, False),
+    "conv_pool_strided": (lambda: Fn(lambda s, x: F.max_pool2d(s.b(F.max_pool2d(s.a(x), 3, 2, 1)), 1),
+                                     a=conv(8, 16, 3, stride=2, padding=1), b=conv(16, 16, 1)),
+                          (1, 8, 20, 20), 2, False),
+    "conv_hardtanh_pool": (lambda: Fn(lambda s, x: F.max_pool2d(s.b(F.max_pool2d(F.hardtanh(s.a(x), 0.0, 6.0), 2)), 1),
+                                      a=conv(4, 16, 3, padding=1), b=conv(16, 8, 3, padding=1, groups=8 // 8)),
+                           (1, 4, 12, 12), 3, False),
+    "dw_chain": (lambda: Fn(lambda s, x: F.max_pool2d(s.c(F.max_pool2d(torch.relu(s.b(F.max_pool2d(s.a(x), 1))), 2)), 1),
+                            a=conv(8, 32, 1), b=conv(32, 32, 3, padding=1, groups=32), c=conv(32, 16, 1)),
+                 (2, 8, 10, 10), 4, False),
+    "reduce_range": (lambda: Fn(lambda s, x: F.max_pool2d(s.b(F.max_pool2d(torch.relu(s.a(x)), 2)), 1),
+                                a=conv(3, 16, 3, padding=1), b=conv(16, 24, 3, padding=1)),
+                     (1, 3, 16, 16), 5, True),
+    # exact ties in both epilogues: power-of-two scales after convert_pt2e (input 2^-5,
+    # weights 2^-7 / 3*2^-9, outputs 2^-11 with odd zero points, biases k*2^-13, inputs
+    # within zp +- 4), so acc * m often ends in .5: the zero point added after rounding
+    # (inductor_x86) and before it (onednn) give different bytes at every such tie
+    "ties": (lambda: Fn(lambda s, x: F.max_pool2d(s.b(F.max_pool2d(torch.relu(s.a(x)), 2)), 1),
+                        a=conv(16, 32, 3, padding=1), b=conv(32, 16, 3, padding=1)),
+             (1, 16, 12, 12), 9, False,
+             dict(act=[(0, 2.0 ** -5, 100), (1, 2.0 ** -11, 3), (2, 2.0 ** -11, 121), (3, 2.0 ** -11, 121)],
+                  wscale=[2.0 ** -7, 3 * 2.0 ** -9])),
+    # a classifier head: the last linear writes f32 (host_float onednn_linear)
+    "linear_f32_output": (lambda: Fn(lambda s, x: s.l(x), l=nn.Linear(32, 10)), (4, 32), 11, False),
+    "conv_pool_flatten_linear": (lambda: Fn(lambda s, x: s.l(torch.flatten(F.max_pool2d(torch.relu(s.a(x)), 2), 1)),
+                                            a=conv(3, 8, 3, padding=1), l=nn.Linear(8 * 4 * 4, 10)),
+                                 (2, 3, 8, 8), 14, False),
+    "linear_relu_linear": (lambda: Fn(lambda s, x: torch.relu(s.l2(torch.relu(s.l1(x)))),
+                                      l1=nn.Linear(64, 48), l2=nn.Linear(48, 16)), (8, 64), 15, False),
+}
+
+# models the exporter must refuse (with the node it names)
+REFUSED = {
+    "conv_f32_output": (lambda: Fn(lambda s, x: s.a(x), a=conv(3, 8, 3)), (1, 3, 8, 8), 12, False),
+    "add_float": (lambda: Fn(lambda s, x: F.max_pool2d(s.a(x) + s.b(x), 1), a=conv(3, 8, 3, padding=1),
+                             b=conv(3, 8, 3, padding=1)), (1, 3, 8, 8), 13, False),
+}
+
+
+def _attr(gm, target):
+    obj = gm
+    for p in target.split("."):
+        obj = getattr(obj, p)
+    return obj
+
+
+def apply_override(cm, override, g, shape):
+    """power-of-two qparams (tools/pt2e/gen_inductor.py's tie construction)"""
+    qd = torch.ops.quantized_decomposed
+    qs = [n for n in cm.graph.nodes if n.op == "call_function" and n.target == qd.quantize_per_tensor.default]
+    for idx, scale, zp in override["act"]:
+        q = qs[idx]
+        q.args = (q.args[0], float(scale), int(zp)) + tuple(q.args[3:])
+        for u in list(q.users):
+            if u.target == qd.dequantize_per_tensor.default:
+                u.args = (u.args[0], float(scale), int(zp)) + tuple(u.args[3:])
+    for n in cm.graph.nodes:
+        if n.op == "call_function" and n.target == qd.dequantize_per_channel.default:
+            old = _attr(cm, n.args[1].target)
+            new = torch.tensor([override["wscale"][i % len(override["wscale"])] for i in range(old.numel())],
+                               dtype=old.dtype)
+            with torch.no_grad():
+                old.copy_(new)
+        if n.op == "call_function" and n.target in (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default):
+            b = _attr(cm, n.args[2].target)
+            with torch.no_grad():
+                b.copy_(torch.randint(-64, 65, b.shape, generator=g).float() * 2.0 ** -13)
+    cm.recompile()
+    si, zi = override["act"][0][1], override["act"][0][2]
+    return (torch.randint(-4, 5, shape, generator=g).double() * si).float()
+
+
+def quantize(model, shape, seed, reduce_range, ncal=4, override=None):
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    model = model.eval()
+    calib = [torch.randn(shape, generator=g) for _ in range(ncal)]
+    x = torch.randn(shape, generator=g)
+    gm = torch.export.export(model, (calib[0],)).module()
+    q = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config(reduce_range=reduce_range))
+    pm = prepare_pt2e(gm, q)
+    for c in calib:
+        pm(c)
+    cm = convert_pt2e(pm)
+    if override:
+        x = apply_override(cm, override, g, shape)
+    return cm, x
+
+
+def distinct_relus(resnet):
+    """The workaround for X86InductorQuantizer on torchvision's resnets: prepare_pt2e fails
+    with "Input partition has more than one output node" (in _annotate_conv2d_binary_unary)
+    because each BasicBlock calls its one `self.relu` module twice; a forward with two
+    functional relus quantizes."""
+    def fwd(self, x):
+        idt = x if self.downsample is None else self.downsample(x)
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + idt)
+
+    for layer in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4):
+        for blk in layer:
+            blk.forward = fwd.__get__(blk)
+    return resnet
+
+
+def qfuse_run(qfuse, model_path, x_path, y_path, cpu):
+    env = dict(os.environ)
+    if not cpu:
+        env.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp())
+    cmd = [qfuse, "run", model_path, "--input", x_path, "--output", y_path] + (["--cpu"] if cpu else [])
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        return None, (r.stderr.strip() or r.stdout.strip()).splitlines()[-1:]
+    return np.load(y_path), None
+
+
+def compare(got, ref):
+    if got.shape != ref.shape:
+        return f"shape {got.shape} != {ref.shape}"
+    bad = np.flatnonzero(got.view(np.uint32) != ref.view(np.uint32))
+    if bad.size:
+        i = bad[0]
+        return f"{bad.size} of {ref.size} differ; first at {i}: {got.flat[i]!r} != {ref.flat[i]!r}"
+    return None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    tgt = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    ap.add_argument("--qfuse", default=os.path.join(tgt, "release", "qfuse"))
+    ap.add_argument("--only", default="")
+    ap.add_argument("--no-gpu", action="store_true")
+    ap.add_argument("--save", default="")
+    ap.add_argument("--torchvision", action="store_true")
+    a = ap.parse_args()
+    only = set(a.only.split(",")) if a.only else None
+    npass = nfail = 0
+    work = tempfile.mkdtemp(prefix="qfuse_inductor_")
+    devs = ["cpu"] + ([] if a.no_gpu else ["gpu"])
+    for name, (build, shape, seed, rr, *ov) in CASES.items():
+        if only and name not in only:
+            continue
+        try:
+            cm, x = quantize(build(), shape, seed, rr, override=ov[0] if ov else None)
+            ref = compiled_output(cm, x)
+            mp = os.path.join(work, f"{name}.safetensors")
+            h1 = qfuse_export.export(cm, x, mp)
+            h2, _ = qfuse_export.build(torch.export.export(cm, (x,)), x)
+            if json.dumps(h1, sort_keys=True) != json.dumps(h2, sort_keys=True):
+                raise AssertionError("the GraphModule and ExportedProgram headers differ")
+            eager = cm(x).detach().numpy()
+        except Exception as e:  # noqa: BLE001
+            print(f"FAIL {name}: export: {type(e).__name__}: {e}")
+            nfail += 1
+            continue
+        xp = os.path.join(work, f"{name}_x.npy")
+        np.save(xp, x.numpy())
+        ops = sorted({(n["op"], n.get("requant", "")) for n in h1["nodes"]})
+        for dev in devs:
+            got, err = qfuse_run(a.qfuse, mp, xp, os.path.join(work, f"{name}_{dev}.npy"), dev == "cpu")
+            msg = f"qfuse run: {err}" if err else compare(got, ref)
+            if msg:
+                print(f"FAIL {name} [{dev}]: {msg}")
+                nfail += 1
+            else:
+                print(f"ok   {name} [{dev}]: {ref.size} outputs bit-exact with torch.compile "
+                      f"(eager pt2e equal: {float(np.mean(eager == ref)):.4f}) ops {ops}")
+                npass += 1
+        if a.save:
+            d = os.path.join(a.save, name)
+            os.makedirs(d, exist_ok=True)
+            import shutil
+            shutil.copy(mp, os.path.join(d, "model.safetensors"))
+            np.save(os.path.join(d, "input.npy"), x.numpy())
+            np.save(os.path.join(d, "output.npy"), ref)
+            with open(os.path.join(d, "case.json"), "w") as f:
+                json.dump(dict(name=name, input_shape=list(shape), seed=seed, reduce_range=rr,
+                               torch=torch.__version__, oracle="torch.compile (Inductor, freezing=True)",
+                               cpu="x86-64 with AVX-512 VNNI", ops=[list(o) for o in ops]), f, indent=1)
+    for name, (build, shape, seed, rr) in REFUSED.items():
+        if only and name not in only:
+            continue
+        try:
+            cm, x = quantize(build(), shape, seed, rr)
+            qfuse_export.build(cm, x)
+            print(f"FAIL {name}: exported, but the exporter must refuse it")
+            nfail += 1
+        except ExportError as e:
+            if "node " in str(e):
+                print(f"ok   {name}: refused: {e}")
+                npass += 1
+            else:
+                print(f"FAIL {name}: refused without naming a node: {e}")
+                nfail += 1
+    if a.torchvision:
+        import torchvision
+        for tv in ("resnet18", "resnet18_distinct_relus", "mobilenet_v2"):
+            m = getattr(torchvision.models, tv.replace("_distinct_relus", ""))(weights=None).eval()
+            if tv.endswith("_distinct_relus"):
+                distinct_relus(m)
+            try:
+                cm, x = quantize(m, (1, 3, 224, 224), 0, False, ncal=1)
+            except Exception as e:  # noqa: BLE001
+                print(f"info {tv}: prepare/convert failed: {type(e).__name__}: {str(e)[:300]}")
+                continue
+            try:
+                qfuse_export.build(cm, x)
+                print(f"info {tv}: exported (not compared here)")
+            except ExportError as e:
+                print(f"info {tv}: quantized; exporter refuses: {str(e)[:400]}")
+    print(f"{npass} passed, {nfail} failed")
+    return 1 if nfail else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
