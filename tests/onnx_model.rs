@@ -141,14 +141,6 @@ fn refused() -> BTreeMap<&'static str, &'static str> {
             "convinteger_u8_s2_grouped",
             "uint8 weights with zero point [34] (not 128): qfuse takes in",
         ),
-        (
-            "qgemm_u8_float_out",
-            "a float output (QGemm without y_scale): qfuse's layers requa",
-        ),
-        (
-            "qgemm_s8_float_out",
-            "a float output (QGemm without y_scale): qfuse's layers requa",
-        ),
         ("qgemm_u8_nobias_transA", "Gemm with transA=1"),
         (
             "qadd_u8_scalar_b",
@@ -396,4 +388,27 @@ fn host_float_tail_runs_after_readback() {
     .unwrap();
     let e = GpuModel::new(&ctx, &m2).err().expect("refused");
     assert!(e.to_string().contains("run on the host"), "{e}");
+}
+
+/// QGemm with a float output becomes a dequantize and a host `ort_linear`:
+/// the model file keeps it (weights, int32 bias, scales) bit for bit.
+#[test]
+fn float_output_qgemm_survives_the_model_file() {
+    for name in ["qgemm_u8_float_out", "qgemm_s8_float_out"] {
+        let dir = ops_dir().join(name);
+        let g = OnnxGraph::load(dir.join("model.onnx")).expect("load");
+        let m = qfuse::onnx::to_model(&g).expect("convert");
+        let bytes = m.to_bytes().expect("save");
+        let m2 = Model::from_bytes(&bytes).expect("reload");
+        assert_eq!(m2.to_bytes().expect("save again"), bytes, "{name}");
+        let x = input_value(&dir.join("input_0.npy"), &m.inputs()[0].1);
+        let a = m.run_cpu(std::slice::from_ref(&x)).expect("run");
+        let b = m2.run_cpu(&[x]).expect("run reloaded");
+        assert_eq!(a, b, "{name}");
+        // and it does compute something: not all outputs equal
+        match &a[0] {
+            Value::F32 { data, .. } => assert!(data.iter().any(|v| *v != data[0]), "{name}"),
+            other => panic!("{name}: a float output expected, got {other:?}"),
+        }
+    }
 }

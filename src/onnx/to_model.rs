@@ -356,6 +356,9 @@ impl<'a> Converter<'a> {
                 }
                 let (x, info) = self.input(n, 0)?;
                 let q_in = self.check_in_q(n, &info, a)?;
+                if let AccOut::Float { scales } = out {
+                    return self.float_gemm(n, x, &info, w, bias.as_deref(), q_in, scales);
+                }
                 let (y, mults) = requant_out(n, out)?;
                 self.linear(n, x, &info, w, bias.as_deref(), q_in, y, mults)
             }
@@ -732,6 +735,56 @@ impl<'a> Converter<'a> {
         let g = Conv2dGeometry::linear(k, o);
         let layer = self.layer(n, LayerKind::Linear, g, w, bias, q_in, y, mults)?;
         self.push(n, Op::Linear(Box::new(layer)), vec![x])
+    }
+
+    /// QGemm with a float output (no y_scale): a dequantize, then ORT's
+    /// integer product and scaling on the host after readback
+    /// ([`crate::ops::host::OrtLinear`]); only model outputs may read it.
+    #[allow(clippy::too_many_arguments)]
+    fn float_gemm(
+        &mut self,
+        n: &QNode,
+        x: String,
+        info: &TensorInfo,
+        w: &QWeights,
+        bias: Option<&[i32]>,
+        q_in: QParams,
+        scales: &[f32],
+    ) -> Result<()> {
+        let [o, k] = w.shape[..] else {
+            return Err(super::bad(at(n), "matmul weights are not 2-D"));
+        };
+        if info.shape != [k] {
+            return Err(unsupported(
+                at(n),
+                format!(
+                    "input of per-sample shape {:?}: a float-output QGemm takes [N, K] (K = {k})",
+                    info.shape
+                ),
+            ));
+        }
+        if w.zero_points.iter().any(|&z| z != 0) {
+            return Err(unsupported(
+                at(n),
+                format!("weight zero points {:?} (qfuse takes 0)", w.zero_points),
+            ));
+        }
+        let scale = match scales.len() {
+            1 => vec![scales[0]; o],
+            l if l == o => scales.to_vec(),
+            l => return Err(super::bad(at(n), format!("{l} scales for {o} outputs"))),
+        };
+        let bias = bias.map_or_else(|| vec![0; o], <[i32]>::to_vec);
+        let lin = crate::ops::host::OrtLinear::new(w.data.clone(), bias, scale, q_in)
+            .map_err(|e| unsupported(at(n), e.to_string()))?;
+        let d = self.aux(n, "dequantize", Op::Dequantize, vec![x])?;
+        self.push(
+            n,
+            Op::HostFloat(crate::ops::host::HostFn::OrtLinear(std::sync::Arc::new(
+                lin,
+            ))),
+            vec![d],
+        )
     }
 
     fn shape_op(&mut self, n: &QNode, s: &ShapeOp) -> Result<()> {

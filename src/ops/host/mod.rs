@@ -46,6 +46,92 @@ pub enum HostFn {
     /// `inductor_x86`: a graph's last linear, read by no quantize), on the
     /// dequantized input: see [`OnednnLinear`]. Bit-exact, unlike the others.
     OnednnLinear(std::sync::Arc<OnednnLinear>),
+    /// ONNX Runtime's QGemm with a float output (no `y_scale`), computed on
+    /// the host from the dequantized input: see [`OrtLinear`]. Bit-exact.
+    OrtLinear(std::sync::Arc<OrtLinear>),
+}
+
+/// ONNX Runtime's QGemm with a float output (MLAS's scale output processor):
+/// from the dequantized input `x = f32(q - zp) * s` the integers
+/// `d = rint(x / s)` are recovered exactly, then `acc = Σ d·w + bias` (i32,
+/// exact) and `y = f32(acc) * scale[o]`, `scale[o] = f32(s * w_scale[o])`
+/// (tests/data/onnx/README.md).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OrtLinear {
+    /// `[O, K]` int8 weights (zero point 0), row-major.
+    pub weight: Vec<i8>,
+    /// `[O]` int32 bias, added to the accumulator.
+    pub bias: Vec<i32>,
+    /// `[O]` output scales.
+    pub scale: Vec<f32>,
+    /// The input's qparams (the dequantize's).
+    pub input: crate::quant::QParams,
+}
+
+impl OrtLinear {
+    /// Checks the parts and builds the op (`K` is `weight.len() / O`).
+    pub fn new(
+        weight: Vec<i8>,
+        bias: Vec<i32>,
+        scale: Vec<f32>,
+        input: crate::quant::QParams,
+    ) -> Result<Self> {
+        input.validate("ort_linear input")?;
+        let o = scale.len();
+        if o == 0 || bias.len() != o || weight.is_empty() || !weight.len().is_multiple_of(o) {
+            return Err(Error::shape(
+                "ort_linear",
+                format!(
+                    "{} weights, {} biases and {o} scales do not make [O, K]",
+                    weight.len(),
+                    bias.len()
+                ),
+            ));
+        }
+        if scale.iter().any(|v| !v.is_finite()) {
+            return Err(Error::qparams("ort_linear", "output scales must be finite"));
+        }
+        Ok(OrtLinear {
+            weight,
+            bias,
+            scale,
+            input,
+        })
+    }
+    /// `O`.
+    pub fn out_features(&self) -> usize {
+        self.scale.len()
+    }
+    /// `K`.
+    pub fn in_features(&self) -> usize {
+        self.weight.len() / self.out_features()
+    }
+    fn apply(&self, x: &[f32]) -> Vec<f32> {
+        let (o, k) = (self.out_features(), self.in_features());
+        let mut y = Vec::with_capacity(x.len() / k * o);
+        for row in x.chunks_exact(k) {
+            let d = recover(row, self.input.scale);
+            for (c, w) in self.weight.chunks_exact(k).enumerate() {
+                // i64: an i32 overflow (which ORT wraps) saturates visibly instead
+                let acc = d
+                    .iter()
+                    .zip(w)
+                    .fold(self.bias[c] as i64, |a, (&d, &w)| a + (d * w as i32) as i64);
+                let acc = acc.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+                y.push(acc as f32 * self.scale[c]);
+            }
+        }
+        y
+    }
+}
+
+/// The integers `q - zp` (|.| <= 255) behind dequantized values
+/// `f32(q - zp) * s`: exact, since the rounding error of the product and of
+/// the division is far below half a unit.
+fn recover(row: &[f32], s: f32) -> Vec<i32> {
+    row.iter()
+        .map(|&v| (v / s).round_ties_even().clamp(-255.0, 255.0) as i32)
+        .collect()
 }
 
 /// oneDNN's linear with an f32 output (`qlinear_pointwise` with
@@ -124,10 +210,7 @@ impl OnednnLinear {
         let mut y = Vec::with_capacity(x.len() / k * o);
         for row in x.chunks_exact(k) {
             // a dequantized byte gives |d| <= 255; anything else is clamped
-            let d: Vec<i32> = row
-                .iter()
-                .map(|&v| (v / s).round_ties_even().clamp(-255.0, 255.0) as i32)
-                .collect();
+            let d = recover(row, s);
             for (c, w) in self.weight.chunks_exact(k).enumerate() {
                 let acc = d
                     .iter()
@@ -210,9 +293,32 @@ fn parse(a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
                 w, ws, b, input, relu,
             )?))
         }
+        Some("ort_linear") => {
+            let input = crate::quant::QParams::new(
+                a.f32("input_scale")?,
+                a.usize("input_zero_point")? as i32,
+            )?;
+            let t = cx.tensors;
+            let name = cx.node;
+            let (w, wshape) = t.get(&format!("{name}.weight"), safetensors::Dtype::I8, None)?;
+            if wshape.len() != 2 {
+                return Err(Error::Model(format!(
+                    "tensor {name:?}.weight has shape {wshape:?}, expected [O, K]"
+                )));
+            }
+            let o = wshape[0];
+            let (b, _) = t.get(&format!("{name}.bias_i32"), safetensors::Dtype::I32, Some(&[o]))?;
+            let b = b
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let sc = t.f32(&format!("{name}.scale"), &[o])?;
+            let w = w.into_iter().map(|v| v as i8).collect();
+            HostFn::OrtLinear(std::sync::Arc::new(OrtLinear::new(w, b, sc, input)?))
+        }
         _ => {
             return Err(Error::Model(format!(
-                "\"fn\" is {f} (known: relu, clip, sigmoid, tanh, softmax, reshape, onednn_linear)"
+                "\"fn\" is {f} (known: relu, clip, sigmoid, tanh, softmax, reshape, onednn_linear, ort_linear)"
             )))
         }
     };
@@ -242,6 +348,19 @@ impl<'a> OpKind<'a> for HostOp<'a> {
                     ));
                 }
                 s.clone()
+            }
+            HostFn::OrtLinear(l) => {
+                if x.numel() != l.in_features() {
+                    return Err(Error::shape(
+                        "ort_linear",
+                        format!(
+                            "input {:?} per sample, the weights take {}",
+                            x.shape,
+                            l.in_features()
+                        ),
+                    ));
+                }
+                vec![l.out_features()]
             }
             HostFn::OnednnLinear(l) => {
                 if x.numel() != l.in_features() {
@@ -319,6 +438,31 @@ impl<'a> OpKind<'a> for HostOp<'a> {
                     f(&l.bias),
                 ));
             }
+            HostFn::OrtLinear(l) => {
+                w.put("fn", json!("ort_linear"));
+                w.put("input_scale", json!(l.input.scale as f64));
+                w.put("input_zero_point", json!(l.input.zero_point));
+                let name = w.node.to_string();
+                let (o, k) = (l.out_features(), l.in_features());
+                w.tensors.push((
+                    format!("{name}.weight"),
+                    safetensors::Dtype::I8,
+                    vec![o, k],
+                    l.weight.iter().map(|&v| v as u8).collect(),
+                ));
+                w.tensors.push((
+                    format!("{name}.bias_i32"),
+                    safetensors::Dtype::I32,
+                    vec![o],
+                    l.bias.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                ));
+                w.tensors.push((
+                    format!("{name}.scale"),
+                    safetensors::Dtype::F32,
+                    vec![o],
+                    l.scale.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                ));
+            }
         }
         w.require_version(2);
     }
@@ -345,6 +489,7 @@ impl HostLowered {
             HostFn::Tanh => x.iter().map(|&v| v.tanh()).collect(),
             HostFn::Reshape(_) => x.to_vec(),
             HostFn::OnednnLinear(l) => l.apply(x),
+            HostFn::OrtLinear(l) => l.apply(x),
             HostFn::Softmax { axis, to_end, log } => {
                 let per: usize = shape.iter().product();
                 let (len, inner) = if *to_end {
