@@ -102,14 +102,6 @@ fn refused() -> BTreeMap<&'static str, &'static str> {
             "uint8 weights with zero point [108] (not 128): qfuse takes i",
         ),
         (
-            "qlinearmatmul_u8_batched",
-            "input of shape [N, 2, 24]: qfuse's linear layers take [N, K]",
-        ),
-        (
-            "qlinearmatmul_s8_batched",
-            "input of shape [N, 2, 24]: qfuse's linear layers take [N, K]",
-        ),
-        (
             "qlinearmatmul_u8_u8w_pt",
             "uint8 weights with zero point [149] (not 128): qfuse takes i",
         ),

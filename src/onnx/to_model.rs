@@ -719,11 +719,43 @@ impl<'a> Converter<'a> {
         let [o, k] = w.shape[..] else {
             return Err(super::bad(at(n), "matmul weights are not 2-D"));
         };
+        if let [m, kk] = info.shape[..] {
+            if kk == k {
+                // [N, M, K] x [K, O]: the rows as the spatial positions of a
+                // 1x1 conv over K channels (the same integer sums and
+                // epilogue), between two transposes
+                use crate::ops::gather::transpose_index;
+                use std::sync::Arc;
+                let to_unsupported = |e: crate::Error| unsupported(at(n), e.to_string());
+                let (_, t_in) = transpose_index(&[m, k], &[1, 0]).map_err(to_unsupported)?;
+                let xt = self.aux(
+                    n,
+                    "rows_as_positions",
+                    Op::Gather {
+                        shape: vec![k, m, 1],
+                        index: Arc::new(t_in),
+                    },
+                    vec![x],
+                )?;
+                let g = Conv2dGeometry::new(k, o, [1, 1]);
+                let layer = self.layer(n, LayerKind::Conv2d, g, w, bias, q_in, y, mults)?;
+                let c = self.aux(n, "matmul", Op::Conv2d(Box::new(layer)), vec![xt])?;
+                let (_, t_out) = transpose_index(&[o, m], &[1, 0]).map_err(to_unsupported)?;
+                return self.push(
+                    n,
+                    Op::Gather {
+                        shape: vec![m, o],
+                        index: Arc::new(t_out),
+                    },
+                    vec![c],
+                );
+            }
+        }
         if info.shape != [k] {
             return Err(unsupported(
                 at(n),
                 format!(
-                    "input of shape [N, {}]: qfuse's linear layers take [N, K] inputs (K = {k})",
+                    "input of shape [N, {}]: qfuse's linear layers take [N, K] or [N, M, K] inputs (K = {k})",
                     info.shape
                         .iter()
                         .map(|d| d.to_string())
