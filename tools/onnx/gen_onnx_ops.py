@@ -1101,21 +1101,48 @@ def case_qdq_pad(rng, act="u8", mode="constant", pads=(0, 0, 1, 2, 0, 0, 2, 0)):
     return g, {"op": "Pad", "format": "qdq", "act": act, "mode": mode, "pads": list(pads)}
 
 
-def case_qdq_resize(rng, act="u8", ctm="asymmetric", nearest="floor", scales=None, sizes=None):
-    """DQ -> Resize(nearest) -> Q (same qparams): ORT runs it on the quantized bytes."""
+def case_qdq_resize(rng, act="u8", ctm="asymmetric", nearest="floor", scales=None, sizes=None,
+                    mode="nearest", shape=(1, 3, 4, 5), **attrs):
+    """DQ -> Resize -> Q (same qparams): ORT drops the DQ/Q pair and runs Resize on the
+    quantized bytes (nearest: a gather; linear: float weights, truncated)."""
     g = QDQ()
     xs, xz = act_params(rng, act, -2.0, 3.0)
-    x = g.qdq(g.float_input("x", rng, (1, 3, 4, 5), xs, xz, act), xs, xz)
+    x = g.qdq(g.float_input("x", rng, shape, xs, xz, act), xs, xz)
     ins = [x, ""]
     if scales is not None:
         ins.append(g.const("scales", np.array(scales, F32)))
     else:
         ins += ["", g.const("sizes", np.array(sizes, np.int64))]
-    y = g.node("Resize", ins, mode="nearest", coordinate_transformation_mode=ctm, nearest_mode=nearest)
+    if mode == "nearest":
+        attrs["nearest_mode"] = nearest
+    y = g.node("Resize", ins, mode=mode, coordinate_transformation_mode=ctm, **attrs)
     g.out(g.qdq(y, xs, xz), F32)
-    return g, {"op": "Resize", "format": "qdq", "act": act, "mode": "nearest",
-               "coordinate_transformation_mode": ctm, "nearest_mode": nearest,
+    return g, {"op": "Resize", "format": "qdq", "act": act, "mode": mode,
+               "coordinate_transformation_mode": ctm, **attrs,
                **({"scales": scales} if scales is not None else {"sizes": sizes})}
+
+
+def case_qdq_conv_resize(rng, act="u8", mode="linear", ctm="half_pixel"):
+    """DQ -> Conv -> Q -> DQ -> Resize -> Q -> DQ -> Conv -> Q: ORT's NHWC transformer may
+    move the Resize between its NHWC convs (then NhwcUpsampleBilinearInteger runs)."""
+    g = QDQ()
+    xs, xz = act_params(rng, act, -2.0, 3.0)
+    x = g.qdq(g.float_input("x", rng, (1, 4, 5, 6), xs, xz, act), xs, xz)
+    s1, z1 = act_params(rng, act, 0.0, 2.5)
+    for i, (cin, cout) in enumerate(((4, 8), (8, 8))):
+        ws = np.array([rnd_scale(rng, 0.01, 0.05) for _ in range(cout)], F32)
+        s_in = xs if i == 0 else s1
+        w = weight_dq(g, rnd_w(rng, (cout, cin, 3, 3), 7), ws, 0)
+        b = bias_dq(g, rng.integers(-500, 500, size=cout).astype(np.int32), s_in, ws)
+        y = g.node("Conv", [x, w, b], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+        x = g.qdq(y, s1, z1)
+        if i == 0:
+            y = g.node("Resize", [x, "", g.const("scales", np.array([1, 1, 2, 2], F32))], mode=mode,
+                       coordinate_transformation_mode=ctm)
+            x = g.qdq(y, s1, z1)
+    g.out(x, F32)
+    return g, {"op": "Conv+Resize+Conv", "format": "qdq", "act": act, "mode": mode,
+               "coordinate_transformation_mode": ctm, "weight_bits": 7}
 
 
 def case_qdq_conv_chain(rng, act="u8"):
