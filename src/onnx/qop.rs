@@ -372,6 +372,23 @@ pub enum QOp {
         /// its attributes
         attrs: BTreeMap<String, Attr>,
     },
+    /// Resize mode linear of H and W of an NCHW tensor (ORT's bilinear
+    /// kernel, see [`crate::ops::resize`]): on the bytes with truncation
+    /// (`truncate`, a QOperator Resize: `y` = `x`), or DQ -> float -> Q.
+    ResizeLinear {
+        /// input qparams
+        x: Q,
+        /// output qparams
+        y: Q,
+        /// ORT's Resize on the quantized tensor itself
+        truncate: bool,
+        /// output `[H, W]`
+        size: [usize; 2],
+        /// ORT's f32 scales for H and W
+        scales: [f32; 2],
+        /// the coordinate transformation
+        coord: crate::ops::resize::Coord,
+    },
 }
 
 impl QOp {
@@ -393,6 +410,7 @@ impl QOp {
             QOp::Softmax { .. } => "Softmax",
             QOp::Shape(_) => "Shape",
             QOp::FloatTail { .. } => "FloatTail",
+            QOp::ResizeLinear { .. } => "ResizeLinear",
         }
     }
 }

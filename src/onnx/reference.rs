@@ -471,6 +471,14 @@ pub fn eval_op(
             axis,
             opset13,
         } => softmax(x, xq, y, *axis, *opset13, at),
+        QOp::ResizeLinear {
+            x: xq,
+            y,
+            truncate,
+            size,
+            scales,
+            coord,
+        } => resize_linear(x, xq, y, *truncate, *size, *scales, *coord, at),
         QOp::Shape(sop) => {
             let os = need_shape()?.to_vec();
             match sop {
@@ -840,6 +848,62 @@ fn binary_mode(sa: &[usize], sb: &[usize]) -> Mode {
         return Mode::ScalarA;
     }
     Mode::Other
+}
+
+/// ORT's bilinear Resize of an NCHW tensor's H and W (`UpsampleBilinear`):
+/// f32 weights, `((c11*X11 + c21*X21) + c12*X12) + c22*X22`, truncated
+/// (`truncate`, true values) or rule Q of the dequantized interpolation.
+#[allow(clippy::too_many_arguments)]
+fn resize_linear(
+    x: &Tensor,
+    xq: &Q,
+    y: &Q,
+    truncate: bool,
+    size: [usize; 2],
+    scales: [f32; 2],
+    coord: crate::ops::resize::Coord,
+    at: &str,
+) -> Result<Tensor> {
+    let v = ints(x).ok_or_else(|| bad(at, "input is not quantized"))?;
+    let [n, c, h, w] = x.dims[..] else {
+        return Err(bad(at, "input is not NCHW"));
+    };
+    let [oh, ow] = size;
+    let ty = crate::ops::resize::axis_taps(coord, scales[0], oh, h);
+    let tx = crate::ops::resize::axis_taps(coord, scales[1], ow, w);
+    let val = |q: i32| {
+        if truncate {
+            q as f32
+        } else {
+            (q - xq.zero_point) as f32 * xq.scale
+        }
+    };
+    let mut out = Vec::with_capacity(n * c * oh * ow);
+    for plane in v.chunks(h * w) {
+        for (oy, a) in ty.iter().enumerate() {
+            for (ox, b) in tx.iter().enumerate() {
+                let f = if oh == h && ow == w {
+                    val(plane[oy * w + ox])
+                } else {
+                    let x11 = val(plane[a.i1 * w + b.i1]);
+                    let x21 = val(plane[a.i1 * w + b.i2]);
+                    let x12 = val(plane[a.i2 * w + b.i1]);
+                    let x22 = val(plane[a.i2 * w + b.i2]);
+                    b.d2 * a.d2 * x11 + b.d1 * a.d2 * x21 + b.d2 * a.d1 * x12 + b.d1 * a.d1 * x22
+                };
+                out.push(if truncate {
+                    sat(f.trunc(), y.dtype)
+                } else {
+                    let r = (f / y.scale).round_ties_even() as i64 + y.zero_point as i64;
+                    r.clamp(y.dtype.min() as i64, y.dtype.max() as i64) as i32
+                });
+            }
+        }
+    }
+    Ok(Tensor {
+        dims: vec![n, c, oh, ow],
+        data: from_i32(out, elem(y.dtype)),
+    })
 }
 
 fn softmax(x: &Tensor, xq: &Q, y: &Q, axis: i64, opset13: bool, at: &str) -> Result<Tensor> {

@@ -1102,12 +1102,13 @@ def case_qdq_pad(rng, act="u8", mode="constant", pads=(0, 0, 1, 2, 0, 0, 2, 0)):
 
 
 def case_qdq_resize(rng, act="u8", ctm="asymmetric", nearest="floor", scales=None, sizes=None,
-                    mode="nearest", shape=(1, 3, 4, 5), **attrs):
-    """DQ -> Resize -> Q (same qparams): ORT drops the DQ/Q pair and runs Resize on the
-    quantized bytes (nearest: a gather; linear: float weights, truncated)."""
+                    mode="nearest", shape=(1, 3, 4, 5), y_range=None, **attrs):
+    """DQ -> Resize -> Q (same qparams unless y_range): mode nearest: ORT drops the DQ/Q pair
+    and gathers the bytes; mode linear: ORT 1.32 keeps DQ -> Resize (float) -> Q."""
     g = QDQ()
     xs, xz = act_params(rng, act, -2.0, 3.0)
     x = g.qdq(g.float_input("x", rng, shape, xs, xz, act), xs, xz)
+    ys, yz = (xs, xz) if y_range is None else act_params(rng, act, *y_range)
     ins = [x, ""]
     if scales is not None:
         ins.append(g.const("scales", np.array(scales, F32)))
@@ -1116,9 +1117,27 @@ def case_qdq_resize(rng, act="u8", ctm="asymmetric", nearest="floor", scales=Non
     if mode == "nearest":
         attrs["nearest_mode"] = nearest
     y = g.node("Resize", ins, mode=mode, coordinate_transformation_mode=ctm, **attrs)
-    g.out(g.qdq(y, xs, xz), F32)
+    g.out(g.qdq(y, ys, yz), F32)
     return g, {"op": "Resize", "format": "qdq", "act": act, "mode": mode,
                "coordinate_transformation_mode": ctm, **attrs,
+               **({"scales": scales} if scales is not None else {"sizes": sizes})}
+
+
+def case_q_resize(rng, act="u8", ctm="half_pixel", scales=None, sizes=None, shape=(1, 3, 4, 5)):
+    """Q -> Resize (linear) -> DQ: ORT's Resize on the uint8/int8 tensor itself (as in a
+    QOperator model): float weights on the stored values, truncated toward zero."""
+    g = QDQ()
+    xs, xz = act_params(rng, act, -2.0, 3.0)
+    x = g.q(g.float_input("x", rng, shape, xs, xz, act), xs, xz)
+    ins = [x, ""]
+    if scales is not None:
+        ins.append(g.const("scales", np.array(scales, F32)))
+    else:
+        ins += ["", g.const("sizes", np.array(sizes, np.int64))]
+    y = g.node("Resize", ins, mode="linear", coordinate_transformation_mode=ctm)
+    g.out(g.dq(y, xs, xz), F32)
+    return g, {"op": "Resize", "format": "qoperator", "act": act, "mode": "linear",
+               "coordinate_transformation_mode": ctm,
                **({"scales": scales} if scales is not None else {"sizes": sizes})}
 
 
@@ -1317,6 +1336,28 @@ def all_cases(rng):
             nearest="round_prefer_floor", sizes=[1, 3, 7, 9])
         add(f"qdq_resize_{act}_nearest_align_corners", case_qdq_resize, act=act, ctm="align_corners",
             nearest="round_prefer_ceil", sizes=[1, 3, 8, 3])
+        # mode linear (ORT 1.32: DQ -> float Resize -> Q; on the bytes when no DQ precedes it)
+        lin = dict(act=act, mode="linear", shape=(2, 5, 6, 7))
+        add(f"qdq_resize_{act}_linear_half_pixel", case_qdq_resize, ctm="half_pixel",
+            sizes=[2, 5, 11, 15], **lin)
+        add(f"qdq_resize_{act}_linear_x2", case_qdq_resize, ctm="half_pixel", scales=[1, 1, 2, 2], **lin)
+        add(f"qdq_resize_{act}_linear_pytorch_half_pixel", case_qdq_resize, ctm="pytorch_half_pixel",
+            sizes=[2, 5, 1, 4], **lin)
+        add(f"qdq_resize_{act}_linear_asymmetric", case_qdq_resize, ctm="asymmetric",
+            scales=[1, 1, 1.7, 0.6], **lin)
+        add(f"qdq_resize_{act}_linear_align_corners", case_qdq_resize, ctm="align_corners",
+            sizes=[2, 5, 11, 13], **lin)
+        add(f"qdq_resize_{act}_linear_requant", case_qdq_resize, ctm="half_pixel",
+            sizes=[2, 5, 9, 14], y_range=(-1.0, 1.5), **lin)
+        add(f"qdq_resize_{act}_linear_w_only", case_qdq_resize, ctm="align_corners",
+            sizes=[2, 5, 6, 13], **lin)
+        add(f"qdq_conv_resize_{act}_linear", case_qdq_conv_resize, act=act)
+        add(f"q_resize_{act}_linear_half_pixel", case_q_resize, act=act, sizes=[1, 3, 7, 9])
+        add(f"q_resize_{act}_linear_align_corners", case_q_resize, act=act, ctm="align_corners",
+            sizes=[1, 3, 7, 9])
+        add(f"q_resize_{act}_linear_asymmetric_down", case_q_resize, act=act, ctm="asymmetric",
+            scales=[1, 1, 0.75, 0.5], shape=(1, 3, 8, 10))
+        add(f"qdq_resize_{act}_cubic", case_qdq_resize, ctm="half_pixel", sizes=[1, 3, 7, 9], mode="cubic")
     return C
 
 

@@ -41,7 +41,11 @@ impl Upload for ResizeLowered {
             .check_storage_size("resize table (bytes)", self.tab.len() as u64 * 4)?;
         Ok(Box::new(ResizeNode {
             p: self.p,
-            tab: storage(cx.ctx, "qfuse resize table", bytemuck::cast_slice(&self.tab)),
+            tab: storage(
+                cx.ctx,
+                "qfuse resize table",
+                bytemuck::cast_slice(&self.tab),
+            ),
         }))
     }
 }

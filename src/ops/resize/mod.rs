@@ -407,7 +407,11 @@ impl ResizeLowered {
         let xv = |b: u8| self.f(4 * (oh + p.ow as usize) + b as usize);
         if p.copy != 0 {
             let b = plane[oy * w + ox];
-            return if p.requant != 0 { self.finish(xv(b)) } else { b };
+            return if p.requant != 0 {
+                self.finish(xv(b))
+            } else {
+                b
+            };
         }
         let (ty, tx) = (4 * oy, 4 * (oh + ox));
         let (y1, y2) = (self.tab[ty] as usize, self.tab[ty + 1] as usize);
