@@ -2409,7 +2409,7 @@ fn resize_linear(
     }
     let max = crate::ops::resize::MAX_RESIZE as i64;
     for k in 2..4 {
-        if !(1..=max).contains(&out[k]) || !(scales[k].is_finite() && scales[k] > 0.0) {
+        if !((1..=max).contains(&out[k]) && scales[k].is_finite() && scales[k] > 0.0) {
             return Err(bad(
                 at,
                 format!(
