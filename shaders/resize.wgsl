@@ -14,14 +14,25 @@
 // are zero or normal: nonzero weights are >= 2^-40, table values are 0 or
 // >= 2^-40 in magnitude (input scale in [2^-40, 2^40]) and <= 255 * 2^40.
 //
-// Host table (`tab`, u32): per output row [y1, y2, dy1, dy2], per output
-// column [x1, x2, dx1, dx2] (weights as f32 bits), then tab[T + b] = the
-// value X of stored byte b (f32 bits), T = 4 * (oh + ow).
+// Mode cubic (ORT's ResizeBiCubic, rule requantize only): per output the
+// four rows `row = ((0 + c0*X) + c1*X) + ...` over the clamped columns, then
+// `res = ((0 + row0*cy0) + row1*cy1) + ...`, every product `fmul`. Values
+// below 2^-100 in magnitude never change a byte (the output scale is at
+// least 2^-40, so they quantize to the zero point, and beside a larger sum
+// they are below half an ulp), so fmul may flush products below 2^-126 and
+// subnormal sums may flush.
+//
+// Host table (`tab`, u32): linear: per output row [y1, y2, dy1, dy2], per
+// output column [x1, x2, dx1, dx2] (weights as f32 bits); cubic: per output
+// row [floor(v) as i32, cy0..cy3], per output column [floor(v), cx0..cx3];
+// then tab[T + b] = the value X of stored byte b (f32 bits),
+// T = E * (oh + ow) with E = 4 (linear) or 5 (cubic).
 
 struct Params {
     c: u32, h: u32, w: u32, c4: u32,
     oh: u32, ow: u32, total: u32, requant: u32,
     copy: u32, s_out: u32, zp_out: i32, offset: i32,
+    cubic: u32, pad0: u32, pad1: u32, pad2: u32,
 }
 
 override WG: u32 = 64u;
@@ -117,8 +128,10 @@ fn fdiv(a: u32, b: u32) -> u32 {
 }
 // ---- fdiv end ----
 
-// a * b for f32 bit patterns that are zero or normal with a zero or normal
-// product, correctly rounded to nearest even.
+// a * b for f32 bit patterns that are zero or normal, correctly rounded to
+// nearest even when the product is normal; a product below 2^-126 is
+// flushed to a signed zero (such values cannot change an output byte: see
+// the header).
 fn fmul(a: u32, b: u32) -> u32 {
     let sign = (a ^ b) & 0x80000000u;
     if (a & 0x7fffffffu) == 0u || (b & 0x7fffffffu) == 0u {
@@ -150,6 +163,9 @@ fn fmul(a: u32, b: u32) -> u32 {
     if rem > 0x800000u || (rem == 0x800000u && (mant & 1u) == 1u) {
         mant = mant + 1u;
     }
+    if e < 1 {
+        return sign;
+    }
     // a carry to 2^24 moves into the exponent field by the addition
     return sign | ((u32(e - 1) << 23u) + mant);
 }
@@ -175,8 +191,31 @@ fn finish(v: u32) -> i32 {
     return t + p.offset;
 }
 
+fn cubic(b: u32, oy: u32, ox: u32, c: u32) -> i32 {
+    let t0 = 5u * (p.oh + p.ow);
+    let ty = 5u * oy;
+    let tx = 5u * (p.oh + ox);
+    let fy = bitcast<i32>(tab[ty]);
+    let fx = bitcast<i32>(tab[tx]);
+    var res = 0.0;
+    for (var i = 0; i < 4; i++) {
+        let yy = u32(clamp(fy - 1 + i, 0, i32(p.h) - 1));
+        var row = 0.0;
+        for (var k = 0; k < 4; k++) {
+            let xx = u32(clamp(fx - 1 + k, 0, i32(p.w) - 1));
+            let v = tab[t0 + byte_at(b, yy, xx, c)];
+            row = row + bitcast<f32>(fmul(tab[tx + 1u + u32(k)], v));
+        }
+        res = res + bitcast<f32>(fmul(bitcast<u32>(row), tab[ty + 1u + u32(i)]));
+    }
+    return finish(bitcast<u32>(res));
+}
+
 fn resize(b: u32, oy: u32, ox: u32, c: u32) -> i32 {
-    let t0 = 4u * (p.oh + p.ow);
+    if p.cubic != 0u && p.copy == 0u {
+        return cubic(b, oy, ox, c);
+    }
+    let t0 = select(4u, 5u, p.cubic != 0u) * (p.oh + p.ow);
     if p.copy != 0u {
         let byte = byte_at(b, oy, ox, c);
         if p.requant == 0u {

@@ -37,7 +37,6 @@ fn refused() -> BTreeMap<&'static str, (&'static str, &'static str)> {
     let u8w = ("unsupported", "uint8 weights with zero point");
     let float_conv = ("unsupported", "ORT runs this Conv in float; not supported");
     let pad_constant = ("unsupported", "Pad mode constant on quantized values");
-    let resize_cubic = ("unsupported", "Resize mode cubic on quantized values");
     BTreeMap::from([
         ("qlinearconv_u8_u8w_pc", u8w),
         ("qlinearconv_u8_u8w_pt", u8w),
@@ -56,8 +55,6 @@ fn refused() -> BTreeMap<&'static str, (&'static str, &'static str)> {
         ("qdq_conv_s8_quantized_input", float_conv),
         ("qdq_pad_u8_constant", pad_constant),
         ("qdq_pad_s8_constant", pad_constant),
-        ("qdq_resize_u8_cubic", resize_cubic),
-        ("qdq_resize_s8_cubic", resize_cubic),
     ])
 }
 
@@ -123,8 +120,8 @@ fn every_case_lowers_to_the_kernels_ort_ran() {
         failures.len(),
         failures.join("\n")
     );
-    // 265 cases: 249 lowered exactly as ORT runs them, 16 refused
-    assert_eq!((ok, no), (249, 16));
+    // 275 cases: 261 lowered exactly as ORT runs them, 14 refused
+    assert_eq!((ok, no), (261, 14));
 }
 
 fn read_npy(path: &Path) -> Tensor {
@@ -212,7 +209,7 @@ fn reference_of_lowered_ops_bit_exact_with_ort() {
         checked.join(" ")
     );
     // every case qfuse supports
-    assert_eq!(checked.len(), 249);
+    assert_eq!(checked.len(), 261);
 }
 
 fn slice(t: &Tensor, i: usize) -> String {
@@ -1039,14 +1036,21 @@ fn weight_axis_and_unsupported_quantized_ops() {
         "unsupported",
         &["(Conv -> conv_", "per-channel weight scales along axis 1"],
     );
-    // DQ -> Resize (cubic: not supported; linear is, see tests/onnx_model.rs) -> Q
+    // DQ -> Resize (linear with antialias: not supported; plain linear and
+    // cubic are, see tests/onnx_model.rs) -> Q
     let mut m = base_model();
     let g = graph_mut(&mut m);
     let mut up = node("up", "Resize", "", &["y", "", "sc"], &["r"]);
     up.attribute.push(AttributeProto {
         name: Some("mode".into()),
         r#type: Some(AttributeType::String as i32),
-        s: Some(b"cubic".to_vec()),
+        s: Some(b"linear".to_vec()),
+        ..Default::default()
+    });
+    up.attribute.push(AttributeProto {
+        name: Some("antialias".into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(1),
         ..Default::default()
     });
     g.node.push(up);
@@ -1063,9 +1067,6 @@ fn weight_axis_and_unsupported_quantized_ops() {
     expect_err(
         &m,
         "unsupported",
-        &[
-            "node 'up' (Resize)",
-            "Resize mode cubic on quantized values",
-        ],
+        &["node 'up' (Resize)", "Resize (linear/cubic) with antialias"],
     );
 }

@@ -202,14 +202,6 @@ fn refused() -> BTreeMap<&'static str, &'static str> {
             "qdq_pad_s8_constant",
             "Pad mode constant on quantized values",
         ),
-        (
-            "qdq_resize_u8_cubic",
-            "Resize mode cubic on quantized values",
-        ),
-        (
-            "qdq_resize_s8_cubic",
-            "Resize mode cubic on quantized values",
-        ),
     ])
 }
 

@@ -1,6 +1,7 @@
-//! `resize_linear` (ONNX Runtime's bilinear Resize; ORT vectors in
+//! `resize` (ONNX Runtime's bilinear Resize; ORT vectors in
 //! `tests/onnx_model.rs`): the GPU equals the CPU reference on seeded random
-//! cases (every coordinate transformation, both rules, uint8 and int8, up-
+//! cases (linear and cubic, every coordinate transformation, both rules,
+//! uint8 and int8, up-
 //! and downscaling, extreme scales for the exact f32 products and
 //! divisions), the file form round-trips, and bad parameters are errors.
 
@@ -8,10 +9,10 @@ mod common;
 
 use common::{first_mismatch, gpu, Rng};
 use qfuse::model::{DType, Model, Node, Op, TensorInfo, Value};
-use qfuse::ops::resize::{Coord, ResizeLinear, ResizeRule};
+use qfuse::ops::resize::{Coord, Resize, ResizeMode, ResizeRule};
 use qfuse::{Error, GpuModel, QParams, Requant};
 
-fn model(x: [usize; 3], q: QParams, r: ResizeLinear) -> qfuse::Result<Model> {
+fn model(x: [usize; 3], q: QParams, r: Resize) -> qfuse::Result<Model> {
     Model::new(
         Requant::OnnxRuntime,
         vec![(
@@ -24,7 +25,7 @@ fn model(x: [usize; 3], q: QParams, r: ResizeLinear) -> qfuse::Result<Model> {
         vec!["r".into()],
         vec![Node {
             name: "r".into(),
-            op: Op::ResizeLinear(r),
+            op: Op::Resize(r),
             inputs: vec!["x".into()],
         }],
     )
@@ -41,7 +42,7 @@ fn qparams(rng: &mut Rng, signed: bool) -> QParams {
 }
 
 /// One random resize: input `[C, H, W]`, its qparams, the op.
-fn random_case(rng: &mut Rng) -> ([usize; 3], QParams, ResizeLinear) {
+fn random_case(rng: &mut Rng) -> ([usize; 3], QParams, Resize) {
     let signed = rng.range(0, 1) == 1;
     let q = qparams(rng, signed);
     let x = [rng.range(1, 9), rng.range(1, 9), rng.range(1, 9)];
@@ -75,7 +76,8 @@ fn random_case(rng: &mut Rng) -> ([usize; 3], QParams, ResizeLinear) {
             // near the input's scale (ties, saturation) or anywhere
             match rng.range(0, 1) {
                 0 => {
-                    let s = q.scale * rng.pick(&[0.5f32, 0.3, 1.0, 2.0, 0.125]);
+                    let s =
+                        (q.scale * rng.pick(&[0.5f32, 0.3, 1.0, 2.0, 0.125])).max(2f32.powi(-40));
                     let z = rng.range(0, 255) as i32;
                     if signed {
                         QParams::new_i8(s, z - 128).unwrap()
@@ -88,15 +90,22 @@ fn random_case(rng: &mut Rng) -> ([usize; 3], QParams, ResizeLinear) {
         };
         (ResizeRule::Requantize, o)
     };
+    // cubic (rule requantize only) in a third of the requantizing cases
+    let mode = if rule == ResizeRule::Requantize && rng.range(0, 2) == 0 {
+        ResizeMode::Cubic(rng.pick(&[-0.75f32, -0.5, -0.6]))
+    } else {
+        ResizeMode::Linear
+    };
     (
         x,
         q,
-        ResizeLinear {
+        Resize {
             size,
             scales,
             coord,
             rule,
             out,
+            mode,
         },
     )
 }
@@ -109,6 +118,7 @@ fn gpu_equals_cpu_on_random_resizes() {
     let mut rng = Rng(seed);
     let mut ran = 0;
     let mut nontrivial = 0;
+    let mut cubic = 0;
     for i in 0..150 {
         let (x, q, r) = random_case(&mut rng);
         let what = format!("case {i}: input {x:?} {q:?} {r:?}");
@@ -134,9 +144,11 @@ fn gpu_equals_cpu_on_random_resizes() {
         if cd.iter().any(|&b| b != cd[0]) {
             nontrivial += 1;
         }
+        cubic += matches!(r.mode, ResizeMode::Cubic(_)) as usize;
         ran += 1;
     }
     assert_eq!(ran, 150);
+    assert!(cubic >= 20, "only {cubic} cubic cases");
     assert!(
         nontrivial > 100,
         "only {nontrivial} cases with varied outputs"
@@ -151,12 +163,13 @@ fn gpu_equals_cpu_on_random_resizes() {
 fn cpu_follows_orts_formula() {
     let q = QParams::new(1.0, 0).unwrap();
     let run = |rule| {
-        let r = ResizeLinear {
+        let r = Resize {
             size: [1, 4],
             scales: [1.0, 2.0],
             coord: Coord::HalfPixel,
             rule,
             out: q,
+            mode: ResizeMode::Linear,
         };
         let m = model([1, 1, 2], q, r).unwrap();
         let v = vec![Value::Q {
@@ -174,12 +187,13 @@ fn cpu_follows_orts_formula() {
     // int8 truncates the true value toward zero: -3.25 -> -3, not -4 (the
     // image 124.75 would give 124 = -4)
     let q8 = QParams::new_i8(1.0, 0).unwrap();
-    let r = ResizeLinear {
+    let r = Resize {
         size: [1, 4],
         scales: [1.0, 2.0],
         coord: Coord::HalfPixel,
         rule: ResizeRule::Truncate,
         out: q8,
+        mode: ResizeMode::Linear,
     };
     let m = model([1, 1, 2], q8, r).unwrap();
     let v = vec![Value::Q {
@@ -202,12 +216,13 @@ fn cpu_follows_orts_formula() {
 fn file_round_trip() {
     let q = QParams::new_i8(0.02, -5).unwrap();
     let o = QParams::new_i8(0.05, 3).unwrap();
-    let r = ResizeLinear {
+    let r = Resize {
         size: [7, 3],
         scales: [7.0 / 4.0, 0.75],
         coord: Coord::AlignCorners,
         rule: ResizeRule::Requantize,
         out: o,
+        mode: ResizeMode::Linear,
     };
     let m = model([3, 4, 4], q, r).unwrap();
     let bytes = m.to_bytes().unwrap();
@@ -230,44 +245,50 @@ fn file_round_trip() {
 #[test]
 fn bad_parameters_are_errors() {
     let q = QParams::new(0.1, 3).unwrap();
-    let ok = ResizeLinear {
+    let ok = Resize {
         size: [4, 4],
         scales: [2.0, 2.0],
         coord: Coord::HalfPixel,
         rule: ResizeRule::Truncate,
         out: q,
+        mode: ResizeMode::Linear,
     };
     assert!(model([2, 2, 2], q, ok).is_ok());
-    let err = |r: ResizeLinear| {
+    let err = |r: Resize| {
         model([2, 2, 2], q, r)
             .expect_err("accepted")
             .root_cause()
             .to_string()
     };
-    let e = err(ResizeLinear { size: [0, 4], ..ok });
+    let e = err(Resize { size: [0, 4], ..ok });
     assert!(e.contains("output size [0, 4]"), "{e}");
-    let e = err(ResizeLinear {
+    let e = err(Resize {
         scales: [0.0, 2.0],
         ..ok
     });
     assert!(e.contains("must be finite and > 0"), "{e}");
-    let e = err(ResizeLinear {
+    let e = err(Resize {
         scales: [f32::NAN, 2.0],
         ..ok
     });
     assert!(e.contains("must be finite and > 0"), "{e}");
-    let e = err(ResizeLinear {
+    let e = err(Resize {
         out: QParams::new(0.2, 3).unwrap(),
         ..ok
     });
     assert!(e.contains("keeps the input's qparams"), "{e}");
-    let e = err(ResizeLinear {
+    let e = err(Resize {
         out: QParams::new_i8(0.1, 3).unwrap(),
         ..ok
     });
     assert!(e.contains("keeps the type"), "{e}");
+    let e = err(Resize {
+        mode: ResizeMode::Cubic(-0.75),
+        ..ok
+    });
+    assert!(e.contains("mode cubic runs only under rule"), "{e}");
     // a tiny weight: asymmetric with a huge scale puts sources at ~1e-30
-    let e = err(ResizeLinear {
+    let e = err(Resize {
         scales: [1e30, 2.0],
         coord: Coord::Asymmetric,
         ..ok
@@ -278,7 +299,7 @@ fn bad_parameters_are_errors() {
     let e = model(
         [2, 2, 2],
         tiny,
-        ResizeLinear {
+        Resize {
             rule: ResizeRule::Requantize,
             ..ok
         },
@@ -300,7 +321,7 @@ fn bad_parameters_are_errors() {
         vec!["r".into()],
         vec![Node {
             name: "r".into(),
-            op: Op::ResizeLinear(ok),
+            op: Op::Resize(ok),
             inputs: vec!["x".into()],
         }],
     )

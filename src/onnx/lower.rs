@@ -2367,15 +2367,30 @@ fn resize_linear(
     (x, y, truncate): (Q, Q, bool),
 ) -> Result<(QOp, Vec<usize>)> {
     let mode = attr_s(n, "mode", "nearest")?;
-    if mode != "linear" {
-        return Err(unsupported(
-            at,
-            format!("Resize mode {mode} on quantized values (nearest and linear are supported)"),
-        ));
-    }
+    let mode = match mode.as_str() {
+        "linear" => crate::ops::resize::ResizeMode::Linear,
+        "cubic" if !truncate => {
+            crate::ops::resize::ResizeMode::Cubic(attr_f(n, "cubic_coeff_a", -0.75)?)
+        }
+        "cubic" => {
+            return Err(unsupported(
+                at,
+                "Resize mode cubic on a uint8/int8 tensor (ORT casts out-of-range values; \
+                 supported between DequantizeLinear and QuantizeLinear)",
+            ))
+        }
+        _ => {
+            return Err(unsupported(
+                at,
+                format!(
+                    "Resize mode {mode} on quantized values (nearest, linear, cubic are supported)"
+                ),
+            ))
+        }
+    };
     for (k, v) in [("antialias", 0), ("exclude_outside", 0)] {
         if attr_i(n, k, 0)? != v {
-            return Err(unsupported(at, format!("Resize (linear) with {k}")));
+            return Err(unsupported(at, format!("Resize (linear/cubic) with {k}")));
         }
     }
     if n.attrs.contains_key("axes") {
@@ -2420,13 +2435,14 @@ fn resize_linear(
         }
     }
     let size = [out[2] as usize, out[3] as usize];
-    let op = QOp::ResizeLinear {
+    let op = QOp::Resize {
         x,
         y,
         truncate,
         size,
         scales: [scales[2], scales[3]],
         coord,
+        mode,
     };
     Ok((op, vec![s[0], s[1], size[0], size[1]]))
 }

@@ -375,7 +375,7 @@ pub enum QOp {
     /// Resize mode linear of H and W of an NCHW tensor (ORT's bilinear
     /// kernel, see [`crate::ops::resize`]): on the bytes with truncation
     /// (`truncate`, a QOperator Resize: `y` = `x`), or DQ -> float -> Q.
-    ResizeLinear {
+    Resize {
         /// input qparams
         x: Q,
         /// output qparams
@@ -388,6 +388,8 @@ pub enum QOp {
         scales: [f32; 2],
         /// the coordinate transformation
         coord: crate::ops::resize::Coord,
+        /// linear or cubic
+        mode: crate::ops::resize::ResizeMode,
     },
 }
 
@@ -410,7 +412,7 @@ impl QOp {
             QOp::Softmax { .. } => "Softmax",
             QOp::Shape(_) => "Shape",
             QOp::FloatTail { .. } => "FloatTail",
-            QOp::ResizeLinear { .. } => "ResizeLinear",
+            QOp::Resize { .. } => "Resize",
         }
     }
 }

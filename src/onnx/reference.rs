@@ -471,14 +471,15 @@ pub fn eval_op(
             axis,
             opset13,
         } => softmax(x, xq, y, *axis, *opset13, at),
-        QOp::ResizeLinear {
+        QOp::Resize {
             x: xq,
             y,
             truncate,
             size,
             scales,
             coord,
-        } => resize_linear(x, xq, y, *truncate, *size, *scales, *coord, at),
+            mode,
+        } => resize_linear(x, xq, y, *truncate, *size, *scales, (*coord, *mode), at),
         QOp::Shape(sop) => {
             let os = need_shape()?.to_vec();
             match sop {
@@ -861,7 +862,7 @@ fn resize_linear(
     truncate: bool,
     size: [usize; 2],
     scales: [f32; 2],
-    coord: crate::ops::resize::Coord,
+    (coord, mode): (crate::ops::resize::Coord, crate::ops::resize::ResizeMode),
     at: &str,
 ) -> Result<Tensor> {
     let v = ints(x).ok_or_else(|| bad(at, "input is not quantized"))?;
@@ -884,6 +885,21 @@ fn resize_linear(
             for (ox, b) in tx.iter().enumerate() {
                 let f = if oh == h && ow == w {
                     val(plane[oy * w + ox])
+                } else if let crate::ops::resize::ResizeMode::Cubic(ca) = mode {
+                    // ORT's ResizeBiCubic: rows from 0, then the column
+                    let (fy, cy) = crate::ops::resize::cubic_taps(coord, scales[0], oh, h, ca)[oy];
+                    let (fx, cx) = crate::ops::resize::cubic_taps(coord, scales[1], ow, w, ca)[ox];
+                    let mut res = 0f32;
+                    for (i, cyi) in cy.iter().enumerate() {
+                        let yy = (fy - 1 + i as i64).clamp(0, h as i64 - 1) as usize;
+                        let mut row = 0f32;
+                        for (k, cxk) in cx.iter().enumerate() {
+                            let xx = (fx - 1 + k as i64).clamp(0, w as i64 - 1) as usize;
+                            row += (cxk / 1.0) * val(plane[yy * w + xx]);
+                        }
+                        res += row * cyi / 1.0;
+                    }
+                    res
                 } else {
                     let x11 = val(plane[a.i1 * w + b.i1]);
                     let x21 = val(plane[a.i1 * w + b.i2]);

@@ -462,13 +462,14 @@ impl<'a> Converter<'a> {
                 };
                 self.pool(n, x, &info, *channels_last, op)
             }
-            QOp::ResizeLinear {
+            QOp::Resize {
                 x: xq,
                 y,
                 truncate,
                 size,
                 scales,
                 coord,
+                mode,
             } => {
                 let (x, info) = self.input(n, 0)?;
                 self.check_in_q(n, &info, xq)?;
@@ -478,14 +479,15 @@ impl<'a> Converter<'a> {
                 } else {
                     crate::ops::resize::ResizeRule::Requantize
                 };
-                let op = crate::ops::resize::ResizeLinear {
+                let op = crate::ops::resize::Resize {
                     size: *size,
                     scales: *scales,
                     coord: *coord,
                     rule,
                     out,
+                    mode: *mode,
                 };
-                self.push(n, Op::ResizeLinear(op), vec![x])
+                self.push(n, Op::Resize(op), vec![x])
             }
             QOp::Softmax {
                 x: xq,
@@ -1250,7 +1252,7 @@ fn stated_q(n: &QNode, id: ValueId) -> Option<Q> {
             | QOp::AvgPool { x, .. }
             | QOp::Table { x, .. }
             | QOp::Softmax { x, .. }
-            | QOp::ResizeLinear { x, .. },
+            | QOp::Resize { x, .. },
             0,
         ) => Some(*x),
         (QOp::Concat { inputs, .. }, i) => inputs.get(i).copied(),

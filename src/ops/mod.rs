@@ -18,7 +18,7 @@
 //! | [`host`] | `host_float` (float ops after the last dequantize, on the host) |
 //! | [`ort`] | `global_avg_pool`, `avg_pool_requant`, `softmax` (ONNX Runtime's rules) |
 //! | [`gather`] | `gather` |
-//! | [`resize`] | `resize_linear` (ONNX Runtime's bilinear Resize) |
+//! | [`resize`] | `resize` (ONNX Runtime's bilinear Resize) |
 //! | [`xnnpack`] | (ExecuTorch XNNPACK's rules as tables for `binary`, `lut`, conv/linear clamps; `mean` under the engine `xnnpack`) |
 //!
 //! Registration is in this file: the [`Op`] variant, its arm in
@@ -218,7 +218,7 @@ pub enum Op {
         index: std::sync::Arc<Vec<u32>>,
     },
     /// ONNX Runtime's bilinear `Resize` of H and W (see [`resize`]).
-    ResizeLinear(resize::ResizeLinear),
+    Resize(resize::Resize),
 }
 
 impl Op {
@@ -261,7 +261,7 @@ impl Op {
                 Box::new(table::TableOp::LutSplit(table, tail, *out))
             }
             Op::Gather { shape, index } => Box::new(gather::Gather { shape, index }),
-            Op::ResizeLinear(r) => Box::new(*r),
+            Op::Resize(r) => Box::new(*r),
         }
     }
 

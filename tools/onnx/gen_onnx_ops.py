@@ -1358,6 +1358,16 @@ def all_cases(rng):
         add(f"q_resize_{act}_linear_asymmetric_down", case_q_resize, act=act, ctm="asymmetric",
             scales=[1, 1, 0.75, 0.5], shape=(1, 3, 8, 10))
         add(f"qdq_resize_{act}_cubic", case_qdq_resize, ctm="half_pixel", sizes=[1, 3, 7, 9], mode="cubic")
+        cub = dict(act=act, mode="cubic", shape=(2, 4, 6, 7))
+        add(f"qdq_resize_{act}_cubic_x2", case_qdq_resize, ctm="half_pixel", scales=[1, 1, 2, 2], **cub)
+        add(f"qdq_resize_{act}_cubic_align_corners", case_qdq_resize, ctm="align_corners",
+            sizes=[2, 4, 11, 13], **cub)
+        add(f"qdq_resize_{act}_cubic_asymmetric_down", case_qdq_resize, ctm="asymmetric",
+            scales=[1, 1, 0.6, 1.5], **cub)
+        add(f"qdq_resize_{act}_cubic_pytorch_half_pixel_a05", case_qdq_resize, ctm="pytorch_half_pixel",
+            sizes=[2, 4, 9, 1], cubic_coeff_a=-0.5, **cub)
+        add(f"qdq_resize_{act}_cubic_requant", case_qdq_resize, ctm="half_pixel", sizes=[2, 4, 13, 10],
+            y_range=(-1.0, 1.5), **cub)
     return C
 
 

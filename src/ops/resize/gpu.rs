@@ -1,4 +1,4 @@
-//! `resize_linear` on the GPU (`resize.wgsl`): the lowered table uploaded
+//! `resize` on the GPU (`resize.wgsl`): the lowered table uploaded
 //! once, the uniforms completed with the batch's word count.
 
 use super::ResizeLowered;
@@ -28,6 +28,10 @@ pub struct ResizeParams {
     pub zp_out: i32,
     /// The output type's offset (128 for int8).
     pub offset: i32,
+    /// 1: mode cubic (5-word table entries).
+    pub cubic: u32,
+    /// Padding to 16 bytes.
+    pub pad: [u32; 3],
 }
 
 pub(crate) struct ResizeNode {

@@ -1,4 +1,4 @@
-//! `resize_linear`: ONNX Runtime's bilinear `Resize` (mode `linear`) of the
+//! `resize`: ONNX Runtime's bilinear `Resize` (mode `linear`) of the
 //! H and W axes of a quantized `[C, H, W]` tensor, bit-exact with ORT 1.32's
 //! CPU kernel (`UpsampleBilinear` in `upsample.h`, float weights).
 //!
@@ -43,12 +43,14 @@ use super::{quantized, Attrs, CpuIo, FileOp, Lowered, NodeWriter, Op, OpKind, Pa
 pub use gpu::ResizeParams;
 
 pub(crate) const FILE_OPS: &[FileOp] = &[FileOp {
-    name: "resize_linear",
+    name: "resize",
     attributes: &[
         "size",
         "scales",
         "coordinate_transformation_mode",
         "rule",
+        "mode",
+        "cubic_coeff_a",
         "scale",
         "zero_point",
     ],
@@ -126,7 +128,7 @@ impl ResizeRule {
 
 /// A bilinear resize of H and W (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ResizeLinear {
+pub struct Resize {
     /// Output `[H, W]`, each in `1..=MAX_RESIZE`.
     pub size: [usize; 2],
     /// ORT's f32 scales for H and W (the `scales` input, or
@@ -138,6 +140,53 @@ pub struct ResizeLinear {
     pub rule: ResizeRule,
     /// The output's qparams (the input's under [`ResizeRule::Truncate`]).
     pub out: QParams,
+    /// Linear, or cubic (only under [`ResizeRule::Requantize`]).
+    pub mode: ResizeMode,
+}
+
+/// The interpolation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ResizeMode {
+    /// ORT's `UpsampleBilinear` (the module docs).
+    Linear,
+    /// ORT's `ResizeBiCubic` with this `cubic_coeff_a` (see [`cubic_coeffs`]).
+    Cubic(f32),
+}
+
+/// ORT's cubic coefficients (`GetCubicCoeffs`, Keys) of the fraction `s`, in f32.
+pub fn cubic_coeffs(s: f32, a: f32) -> [f32; 4] {
+    let s = s.abs();
+    let t0 = s + 1.0;
+    let t2 = 1.0 - s;
+    let t3 = 2.0 - s;
+    [
+        ((a * t0 - 5.0 * a) * t0 + 8.0 * a) * t0 - 4.0 * a,
+        ((a + 2.0) * s - (a + 3.0)) * s * s + 1.0,
+        ((a + 2.0) * t2 - (a + 3.0)) * t2 * t2 + 1.0,
+        ((a * t3 - 5.0 * a) * t3 + 8.0 * a) * t3 - 4.0 * a,
+    ]
+}
+
+/// One output index's cubic taps: `floor(v)` and the four coefficients of
+/// inputs `floor(v) - 1 ..= floor(v) + 2` (clamped to the axis when read).
+pub fn cubic_taps(
+    coord: Coord,
+    scale: f32,
+    out_len: usize,
+    in_len: usize,
+    a: f32,
+) -> Vec<(i64, [f32; 4])> {
+    (0..out_len)
+        .map(|x| {
+            let v = if scale == 1.0 {
+                x as f32
+            } else {
+                coord.source(x, scale, out_len, in_len)
+            };
+            let f = v.floor();
+            (f as i64, cubic_coeffs(v - f, a))
+        })
+        .collect()
 }
 
 fn parse_resize(a: &Attrs<'_>, _: &ParseCx<'_>) -> Result<Op> {
@@ -174,12 +223,23 @@ fn parse_resize(a: &Attrs<'_>, _: &ParseCx<'_>) -> Result<Op> {
             )))
         }
     };
-    Ok(Op::ResizeLinear(ResizeLinear {
+    let mode = match a.get("mode")?.as_str() {
+        Some("linear") => ResizeMode::Linear,
+        Some("cubic") => ResizeMode::Cubic(a.f32("cubic_coeff_a")?),
+        _ => {
+            return Err(Error::Model(format!(
+                "mode {} is not \"linear\" or \"cubic\"",
+                a.get("mode")?
+            )))
+        }
+    };
+    Ok(Op::Resize(Resize {
         size,
         scales,
         coord,
         rule,
         out: a.qparams()?,
+        mode,
     }))
 }
 
@@ -227,7 +287,7 @@ fn check_taps(taps: &[Tap], axis: &str) -> Result<()> {
         for d in [t.d1, t.d2] {
             if d != 0.0 && d < tiny {
                 return Err(Error::config(
-                    "resize_linear",
+                    "resize",
                     format!("the {axis} weight {d:e} of output {i} is below 2^-40 (not supported)"),
                 ));
             }
@@ -236,25 +296,25 @@ fn check_taps(taps: &[Tap], axis: &str) -> Result<()> {
     Ok(())
 }
 
-impl ResizeLinear {
+impl Resize {
     fn check(&self, x: &TensorInfo) -> Result<QParams> {
         let q = quantized(x)?;
         let [_, h, w] = x.shape[..] else {
             return Err(Error::shape(
-                "resize_linear",
+                "resize",
                 format!("needs a [C, H, W] input, got {:?}", x.shape),
             ));
         };
         if h == 0 || w == 0 {
             return Err(Error::shape(
-                "resize_linear input",
+                "resize input",
                 format!("{:?} has an empty axis", x.shape),
             ));
         }
         for (k, &o) in self.size.iter().enumerate() {
             if !(1..=MAX_RESIZE).contains(&o) {
                 return Err(Error::shape(
-                    "resize_linear",
+                    "resize",
                     format!(
                         "output size {:?}: each of H, W must be in 1..={MAX_RESIZE} (axis {k} is {o})",
                         self.size
@@ -265,15 +325,15 @@ impl ResizeLinear {
         for s in self.scales {
             if !(s.is_finite() && s > 0.0) {
                 return Err(Error::config(
-                    "resize_linear",
+                    "resize",
                     format!("scales {:?} must be finite and > 0", self.scales),
                 ));
             }
         }
-        self.out.validate("resize_linear output")?;
+        self.out.validate("resize output")?;
         if self.out.signed != q.signed {
             return Err(Error::dtype(
-                "resize_linear output",
+                "resize output",
                 format!(
                     "{}, the input is {}: ONNX Runtime's Resize keeps the type",
                     self.out.dtype_name(),
@@ -284,7 +344,7 @@ impl ResizeLinear {
         match self.rule {
             ResizeRule::Truncate if self.out != q => {
                 return Err(Error::QParams {
-                    what: "resize_linear output".into(),
+                    what: "resize output".into(),
                     detail: format!(
                         "{:?} differ from the input's {q:?}: rule \"truncate\" keeps the input's qparams",
                         self.out
@@ -293,14 +353,48 @@ impl ResizeLinear {
             }
             ResizeRule::Requantize if !(2f32.powi(-40)..=2f32.powi(40)).contains(&q.scale) => {
                 return Err(Error::qparams(
-                    "resize_linear input",
+                    "resize input",
                     format!("scale {:e} is outside [2^-40, 2^40]", q.scale),
                 ))
             }
             _ => {}
         }
-        check_taps(&self.taps(0, h), "H")?;
-        check_taps(&self.taps(1, w), "W")?;
+        if self.rule == ResizeRule::Requantize && self.out.scale < 2f32.powi(-40) {
+            return Err(Error::qparams(
+                "resize output",
+                format!("scale {:e} is below 2^-40", self.out.scale),
+            ));
+        }
+        match self.mode {
+            ResizeMode::Linear => {
+                check_taps(&self.taps(0, h), "H")?;
+                check_taps(&self.taps(1, w), "W")?;
+            }
+            ResizeMode::Cubic(a) => {
+                if self.rule != ResizeRule::Requantize {
+                    return Err(Error::config(
+                        "resize",
+                        "mode cubic runs only under rule \"requantize\" (ORT's cubic on the \
+                         bytes casts out-of-range values: not supported)",
+                    ));
+                }
+                if !(a.is_finite() && a.abs() <= 16.0) {
+                    return Err(Error::config(
+                        "resize",
+                        format!("cubic_coeff_a {a} must be finite, at most 16 in magnitude"),
+                    ));
+                }
+                for (axis, d, k) in [("H", h, 0), ("W", w, 1)] {
+                    let taps = cubic_taps(self.coord, self.scales[k], self.size[k], d, a);
+                    if taps.iter().any(|(f, _)| f.unsigned_abs() > 1 << 24) {
+                        return Err(Error::config(
+                            "resize",
+                            format!("a {axis} source coordinate is out of range"),
+                        ));
+                    }
+                }
+            }
+        }
         Ok(q)
     }
 
@@ -309,14 +403,14 @@ impl ResizeLinear {
     }
 }
 
-impl<'a> OpKind<'a> for ResizeLinear {
+impl<'a> OpKind<'a> for Resize {
     fn name(&self) -> &'static str {
-        "resize_linear"
+        "resize"
     }
     fn infer(&self, engine: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
         if engine != Requant::OnnxRuntime {
             return Err(Error::config(
-                "resize_linear",
+                "resize",
                 format!(
                     "follows ONNX Runtime's rule; the model's engine is {:?} (needs \"onnxruntime\")",
                     engine.name()
@@ -337,6 +431,13 @@ impl<'a> OpKind<'a> for ResizeLinear {
         );
         w.put("coordinate_transformation_mode", json!(self.coord.name()));
         w.put("rule", json!(self.rule.name()));
+        match self.mode {
+            ResizeMode::Linear => w.put("mode", json!("linear")),
+            ResizeMode::Cubic(a) => {
+                w.put("mode", json!("cubic"));
+                w.put("cubic_coeff_a", json!(a as f64));
+            }
+        }
         w.put_qparams(self.out);
     }
     fn lower(&self, sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
@@ -345,8 +446,20 @@ impl<'a> OpKind<'a> for ResizeLinear {
         let (c, h, w) = (x.shape[0], x.shape[1], x.shape[2]);
         let [oh, ow] = self.size;
         let mut tab: Vec<u32> = Vec::with_capacity(4 * (oh + ow) + 256);
-        for t in self.taps(0, h).iter().chain(&self.taps(1, w)) {
-            tab.extend([t.i1 as u32, t.i2 as u32, t.d1.to_bits(), t.d2.to_bits()]);
+        match self.mode {
+            ResizeMode::Linear => {
+                for t in self.taps(0, h).iter().chain(&self.taps(1, w)) {
+                    tab.extend([t.i1 as u32, t.i2 as u32, t.d1.to_bits(), t.d2.to_bits()]);
+                }
+            }
+            ResizeMode::Cubic(a) => {
+                let ty = cubic_taps(self.coord, self.scales[0], oh, h, a);
+                let tx = cubic_taps(self.coord, self.scales[1], ow, w, a);
+                for (f, c) in ty.iter().chain(&tx) {
+                    tab.push(*f as i32 as u32);
+                    tab.extend(c.iter().map(|v| v.to_bits()));
+                }
+            }
         }
         let truncate = self.rule == ResizeRule::Truncate;
         tab.extend((0..256).map(|b: i32| {
@@ -366,6 +479,8 @@ impl<'a> OpKind<'a> for ResizeLinear {
             total: 0,
             requant: (!truncate) as u32,
             copy: (oh == h && ow == w) as u32,
+            cubic: matches!(self.mode, ResizeMode::Cubic(_)) as u32,
+            pad: [0; 3],
             s_out: self.out.scale.to_bits(),
             zp_out: self.out.zero_point,
             offset: self.out.offset(),
@@ -404,7 +519,8 @@ impl ResizeLowered {
     fn at(&self, plane: &[u8], oy: usize, ox: usize) -> u8 {
         let p = &self.p;
         let (w, oh) = (p.w as usize, p.oh as usize);
-        let xv = |b: u8| self.f(4 * (oh + p.ow as usize) + b as usize);
+        let e = if p.cubic != 0 { 5 } else { 4 };
+        let xv = |b: u8| self.f(e * (oh + p.ow as usize) + b as usize);
         if p.copy != 0 {
             let b = plane[oy * w + ox];
             return if p.requant != 0 {
@@ -412,6 +528,23 @@ impl ResizeLowered {
             } else {
                 b
             };
+        }
+        if p.cubic != 0 {
+            // ORT's ResizeBiCubic: rows first, each from 0, then the column
+            let (ty, tx) = (5 * oy, 5 * (oh + ox));
+            let (fy, fx) = (self.tab[ty] as i32 as i64, self.tab[tx] as i32 as i64);
+            let (h, wl) = (p.h as i64, w as i64);
+            let mut res = 0f32;
+            for i in 0..4 {
+                let yy = (fy - 1 + i as i64).clamp(0, h - 1) as usize;
+                let mut row = 0f32;
+                for k in 0..4 {
+                    let xx = (fx - 1 + k as i64).clamp(0, wl - 1) as usize;
+                    row += self.f(tx + 1 + k) * xv(plane[yy * w + xx]);
+                }
+                res += row * self.f(ty + 1 + i);
+            }
+            return self.finish(res);
         }
         let (ty, tx) = (4 * oy, 4 * (oh + ox));
         let (y1, y2) = (self.tab[ty] as usize, self.tab[ty + 1] as usize);
@@ -436,13 +569,13 @@ impl Lowered for ResizeLowered {
         let sample = c * h * w;
         if shape.len() != 4 || shape[1..].iter().product::<usize>() != sample {
             return Err(Error::shape(
-                "resize_linear input",
+                "resize input",
                 format!("{shape:?}, lowered for [N, {c}, {h}, {w}]"),
             ));
         }
         let (oh, ow) = (p.oh as usize, p.ow as usize);
-        let len = super::checked_product("resize_linear output", &io.out_shape())?;
-        let mut y = super::try_vec(len, 0u8, "resize_linear output")?;
+        let len = super::checked_product("resize output", &io.out_shape())?;
+        let mut y = super::try_vec(len, 0u8, "resize output")?;
         for (out, plane) in y.chunks_mut(oh * ow).zip(x.chunks(h * w)) {
             for oy in 0..oh {
                 for ox in 0..ow {
