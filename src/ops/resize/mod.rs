@@ -1,6 +1,8 @@
-//! `resize`: ONNX Runtime's bilinear `Resize` (mode `linear`) of the
-//! H and W axes of a quantized `[C, H, W]` tensor, bit-exact with ORT 1.32's
-//! CPU kernel (`UpsampleBilinear` in `upsample.h`, float weights).
+//! `resize`: ONNX Runtime's `Resize` of the H and W axes of a quantized
+//! `[C, H, W]` tensor, mode `linear` (bit-exact with ORT 1.32's CPU kernel
+//! `UpsampleBilinear` in `upsample.h`, float weights; described below) or
+//! mode `cubic` (`ResizeBiCubic`, rule requantize only: see [`cubic_coeffs`],
+//! [`cubic_taps`] and `docs/MODEL_FORMAT.md`).
 //!
 //! Per output axis (`o` outputs from `d` inputs, f32 `scale`): the source
 //! coordinate `v` is `f32(o_idx)` when `scale == 1`, else the
