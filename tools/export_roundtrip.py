@@ -469,6 +469,39 @@ class Upsampler(nn.Module):
             m.qconfig = tq.QConfig(activation=self.qconfig.activation, weight=tq.default_weight_observer)
 
 
+class UpsampleNet(nn.Module):
+    """A small FPN-style net: nn.Upsample(scale_factor=2, nearest) of a conv output added to a
+    skip conv, F.interpolate to a size that is not a multiple (nearest), and upsamplings of 1x1
+    maps: one held channels-last (a pooled conv output), one with NCHW strides (the pooled
+    quantized input), which PyTorch writes in NHWC order into an NCHW output (reproduced)."""
+
+    def __init__(self, eager=False):
+        super().__init__()
+        self.quant, self.dequant = (tq.QuantStub(), tq.DeQuantStub()) if eager else (None, None)
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.down = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.skip = nn.quantized.FloatFunctional() if eager else None
+        self.b = nn.Conv2d(8, 6, 3, padding=1)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.c = nn.Conv2d(6, 6, 1)
+
+    def forward(self, x):
+        if self.quant is not None:
+            x = self.quant(x)
+        y = self.a(x)                                          # [N, 8, 10, 12]
+        z = self.up(self.down(y))                              # [N, 8, 10, 12]
+        y = self.skip.add(y, z) if self.skip is not None else y + z
+        w = self.b(F.interpolate(y, size=(13, 17), mode="nearest"))
+        g = F.interpolate(self.gap(w), scale_factor=3.0, mode="nearest")   # 1x1 (channels-last) -> 3x3
+        gx = F.interpolate(self.gap(x), size=(3, 3), mode="nearest")      # 1x1 (NCHW: scrambled)
+        out = torch.cat([self.c(F.interpolate(w, size=(3, 3), mode="nearest")), g, gx], dim=1)
+        return self.dequant(out) if self.dequant is not None else out
+
+    def fuse(self):
+        pass
+
+
 def _shufflenet():
     import torchvision
     return torchvision.models.shufflenet_v2_x0_5(weights=None)
@@ -570,6 +603,11 @@ CASES = {
     "upsampler_fx_x86": (Upsampler, (3, 7, 6), "normal", "fx", "x86", 2),
     "upsampler_eager": (lambda: Upsampler(eager=True), (3, 7, 6), "normal", "eager", "fbgemm", 2),
     "upsampler_eager_qnnpack": (lambda: Upsampler(eager=True), (3, 7, 6), "normal", "eager", "qnnpack", 2),
+    # nearest upsampling (gather)
+    "upsample_fx": (UpsampleNet, (3, 10, 12), "normal", "fx", "fbgemm", 3),
+    "upsample_fx_qnnpack": (UpsampleNet, (3, 10, 12), "normal", "fx", "qnnpack", 3),
+    "upsample_fx_x86": (UpsampleNet, (3, 10, 12), "normal", "fx", "x86", 3),
+    "upsample_eager": (lambda: UpsampleNet(eager=True), (3, 10, 12), "normal", "eager", "fbgemm", 3),
 }
 
 

@@ -85,7 +85,8 @@ class ExportError(Exception):
 class _Info:
     """What one FX node produced when the model ran on example_input."""
 
-    __slots__ = ("is_tensor", "quantized", "shape", "dtype", "scale", "zero_point", "value", "channels_last")
+    __slots__ = ("is_tensor", "quantized", "shape", "dtype", "scale", "zero_point", "value", "channels_last",
+                 "stride")
 
     def __init__(self, v):
         self.is_tensor = isinstance(v, torch.Tensor)
@@ -94,9 +95,10 @@ class _Info:
         self.channels_last = (self.is_tensor and v.dim() == 4 and not v.is_contiguous()
                               and v.is_contiguous(memory_format=torch.channels_last))
         self.shape = self.dtype = self.scale = self.zero_point = None
-        self.value = None
+        self.value = self.stride = None
         if self.is_tensor:
             self.shape = tuple(v.shape)
+            self.stride = tuple(v.stride()) if v.layout == torch.strided else None
             self.dtype = v.dtype
             self.quantized = v.is_quantized
             if v.is_quantized:
@@ -173,6 +175,20 @@ def _merge_views(views, node):
 
 
 # ---------------------------------------------------------------- helpers
+
+def _cl_strides(sizes, strides):
+    """c10's is_channels_last_strides_2d for a 4-D tensor: what suggest_memory_format says."""
+    if strides is None or strides[1] == 0:
+        return False
+    m = 0
+    for d in (1, 3, 2, 0):
+        if strides[d] < m:
+            return False
+        if d == 0 and m == strides[1]:
+            return False
+        m = strides[d] * (sizes[d] if sizes[d] > 1 else 1)
+    return True
+
 
 def _arg(node, i, name, default=None, required=False):
     """Positional-or-keyword argument of an FX node."""
@@ -877,6 +893,10 @@ class _Exporter:
                          g(4, "ceil_mode", False), g(5, "count_include_pad", True), g(6, "divisor_override", None))
         elif _is_fn(t, *_ADAPT_FNS):
             self.adaptive(node, a[0])
+        elif t is F.interpolate:
+            g = lambda i, n, d: self.const(node, _arg(node, i, n, d), n)  # noqa: E731
+            self.upsample(node, a[0], g(2, "scale_factor", None), g(3, "mode", "nearest"),
+                          g(5, "recompute_scale_factor", None), g(6, "antialias", False))
         elif t is torch.mean:
             self.mean(node, a[0], _arg(node, 1, "dim"), _arg(node, 2, "keepdim", False))
         elif t is torch.flatten:
@@ -1005,6 +1025,8 @@ class _Exporter:
                          mod.divisor_override)
         elif type(mod) is nn.AdaptiveAvgPool2d:
             self.adaptive(node, x)
+        elif type(mod) is nn.Upsample:
+            self.upsample(node, x, mod.scale_factor, mod.mode, mod.recompute_scale_factor, False)
         elif type(mod) is nn.Flatten:
             self.flatten(node, x, mod.start_dim, mod.end_dim)
         elif type(mod) in _IDENTITY_MODULES:
@@ -1190,6 +1212,51 @@ class _Exporter:
         self.same_qparams(node, x)
         out = self.info[node].shape
         self.env[node] = ("q", self.emit(node, "adaptive_avg_pool2d", [src], output_size=[int(out[2]), int(out[3])]))
+
+    def upsample(self, node, x, scale_factor, mode, recompute, antialias):
+        """F.interpolate / nn.Upsample of a quint8 tensor, mode nearest: a gather (ATen's
+        UpSampleNearest2d: per axis src = dst if out == in, dst >> 1 if out == 2 in, else
+        min(floor(f32(dst) * scale), in - 1) with scale = f32(1 / scale_factor) when the op gets
+        the scale factor, else f32(in) / f32(out)). A 1x1 input with C > 1 is both contiguous and
+        channels-last: ATen then writes NHWC bytes into an NCHW output, reproduced here.
+        (tools/torch_upsample_rules.py checks these rules; bilinear is not supported.)"""
+        if mode != "nearest":
+            self.fail(node, f"upsampling mode {mode!r} on a quantized tensor is not supported (only "
+                            f"'nearest'; PyTorch's bilinear rules are in tools/torch_upsample_rules.py)")
+        if antialias:
+            self.fail(node, "antialias upsampling is not supported")
+        ish, osh = list(self.info[x].shape), list(self.info[node].shape)
+        if len(ish) != 4:
+            self.fail(node, f"upsampling of a {len(ish)}-D tensor: only 2-D (NCHW) is supported")
+        sf = None
+        if scale_factor is not None and not recompute:
+            sf = list(scale_factor) if isinstance(scale_factor, (tuple, list)) else [scale_factor] * 2
+        f32 = np.float32
+
+        def src(i, o, sc):
+            if o == i:
+                return np.arange(o)
+            if o == 2 * i:
+                return np.arange(o) >> 1
+            s = f32(1.0 / float(sc)) if sc is not None and float(sc) > 0 else f32(i) / f32(o)
+            return np.minimum(np.floor(np.arange(o).astype(f32) * s).astype(np.int64), i - 1)
+
+        # ATen's nearest kernel takes the NHWC path when the input is_contiguous(channels_last)
+        # (a 1x1 map always is) and allocates the output in input.suggest_memory_format(), which
+        # for a 1x1 map depends on its strides (c10's is_channels_last_strides_2d): NCHW strides
+        # give an NCHW output filled in NHWC order.
+        scrambled = ish[2] == 1 and ish[3] == 1 and ish[1] > 1 and not _cl_strides(ish, self.info[x].stride)
+        hi = src(ish[2], osh[2], sf[0] if sf else None)
+        wi = src(ish[3], osh[3], sf[1] if sf else None)
+        c = ish[1]
+
+        def fn(idx):
+            if scrambled:
+                flat = idx.reshape(-1)
+                return flat[np.arange(c * osh[2] * osh[3]) % c].reshape(c, osh[2], osh[3])
+            return idx[:, hi][:, :, wi]
+
+        self.shape_op(node, x, fn)
 
     def mean(self, node, x, dims, keepdim):
         src = self.qin(node, x)
@@ -1528,6 +1595,7 @@ call_module nn.ReLU, F.relu, torch.relu(_) on quint8, x.relu() -> relu
 call_module nn.ReLU6 / nnq.ReLU6, F.relu6            -> relu6
 call_module nn.Hardtanh, F.hardtanh                  -> hardtanh
 nn.MaxPool2d, F.max_pool2d                           -> max_pool2d
+nn.Upsample, F.interpolate (mode nearest)            -> gather
 nn.AvgPool2d, F.avg_pool2d (torch._C._nn.avg_pool2d) -> avg_pool2d
 nn.AdaptiveAvgPool2d, F.adaptive_avg_pool2d          -> adaptive_avg_pool2d
 x.mean((2,3)), torch.mean(x, [2,3], keepdim)         -> mean

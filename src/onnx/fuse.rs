@@ -767,7 +767,14 @@ impl<'a> Fuser<'a> {
                         fused = Some((node, qs[0]));
                     }
                 }
-            } else if PASS_THROUGH.contains(&op) && dq(0).is_some() {
+            } else if PASS_THROUGH.contains(&op)
+                && dq(0).is_some()
+                // ORT 1.32 keeps DQ -> Resize -> Q in float unless the mode is nearest
+                && (op != "Resize"
+                    || n.attrs
+                        .get("mode")
+                        .is_none_or(|m| matches!(m, Attr::String(s) if s == b"nearest")))
+            {
                 let d = dq(0).unwrap_or_default();
                 if let Some(q) = self.single_q(&n.outputs[0]) {
                     let dn = &self.nodes[d];

@@ -977,6 +977,12 @@ impl<'a> Lowerer<'a> {
                 let x = self.value(n.input(0), at, "input")?;
                 self.ids.insert(out0, x);
             }
+            ("", "Resize")
+                if self.is_quant_input(&n)
+                    && attr_s(&n, "mode", "nearest").map_or(true, |m| m != "nearest") =>
+            {
+                self.resize_on_bytes(&n)?
+            }
             ("", op) if (PASS_THROUGH.contains(&op)) && self.is_quant_input(&n) => {
                 if op == "MaxPool" {
                     self.maxpool(&n)?
@@ -1171,6 +1177,45 @@ impl<'a> Lowerer<'a> {
         // qparams: ORT runs DQ, the op in float, Q. The op only moves values (MaxPool:
         // the max commutes with DQ, scale > 0), so it runs on the bytes, followed by a
         // requantization table: the same values.
+        if let Some(fnode) = f.as_ref().filter(|f| {
+            f.op == "Resize" && attr_s(f, "mode", "nearest").map_or(true, |m| m != "nearest")
+        }) {
+            // DQ -> Resize (linear) -> Q: ORT 1.32 runs the Resize in float
+            let s = self
+                .shape(x)
+                .ok_or_else(|| unsupported(at.as_str(), "Resize of an input of unknown shape"))?;
+            let yq = self.qaxis(&q, Some(s.len()), true, None)?;
+            if yq.axis.is_some() || yq.scales.len() != 1 {
+                return Err(unsupported(
+                    fnode.origin.as_str(),
+                    "Resize (linear) followed by a per-axis QuantizeLinear",
+                ));
+            }
+            let y = Q {
+                scale: yq.scales[0],
+                zero_point: yq.zero_points[0],
+                dtype: qtype(yq.dtype).unwrap_or(QType::U8),
+            };
+            let (op, os) = resize_linear(self, fnode, &s, fnode.origin.as_str(), (xqq, y, false))?;
+            let o = self.output(
+                &q.outputs[0],
+                ValueKind::Quant {
+                    dtype: y.dtype,
+                    q: Some(yq),
+                },
+                Some(os),
+                &fnode.origin,
+            )?;
+            let fnode = fnode.clone();
+            self.emit(
+                &fnode,
+                op,
+                vec![x],
+                vec![o],
+                k(&["DequantizeLinear", "Resize", "QuantizeLinear"]),
+            );
+            return Ok(());
+        }
         let (x, shape) = match &f {
             Some(fnode) if PASS_THROUGH.contains(&fnode.op.as_str()) || fnode.op == "Pad" => {
                 let mut moved = fnode.clone();
@@ -1923,6 +1968,36 @@ impl<'a> Lowerer<'a> {
         Ok(())
     }
 
+    /// A Resize (mode linear) on a uint8/int8 tensor (QOperator): ORT's
+    /// bilinear kernel on the bytes, truncated; the input's qparams.
+    fn resize_on_bytes(&mut self, n: &WNode) -> Result<()> {
+        let at = n.origin.as_str();
+        let x = self.value(n.input(0), at, "input")?;
+        let kind = self.values[x].kind.clone();
+        let q = match &kind {
+            ValueKind::Quant { dtype, q: Some(q) } if q.axis.is_none() && q.scales.len() == 1 => {
+                Q {
+                    scale: q.scales[0],
+                    zero_point: q.zero_points[0],
+                    dtype: *dtype,
+                }
+            }
+            _ => {
+                return Err(unsupported(
+                    at,
+                    "Resize (linear) of a tensor without per-tensor qparams",
+                ))
+            }
+        };
+        let s = self
+            .shape(x)
+            .ok_or_else(|| unsupported(at, "Resize of an input of unknown shape"))?;
+        let (op, os) = resize_linear(self, n, &s, at, (q, q, true))?;
+        let o = self.output(&n.outputs[0], kind, Some(os), at)?;
+        self.emit(n, op, vec![x], vec![o], vec![n.op.clone()]);
+        Ok(())
+    }
+
     fn shape_op(&mut self, n: &WNode) -> Result<()> {
         let at = n.origin.as_str();
         let x = self.value(n.input(0), at, "input")?;
@@ -2333,36 +2408,15 @@ fn pad_maps(
     Ok((maps, fill))
 }
 
-/// Resize (mode nearest) of a tensor of shape `s` as per-axis source maps, with
-/// ORT's f32 arithmetic (`upsamplebase.h`: the output size, the coordinate
-/// transformation and the nearest rounding, clamped to the axis).
-fn resize_maps(l: &Lowerer<'_>, n: &WNode, s: &[usize], at: &str) -> Result<Vec<Option<Vec<i64>>>> {
-    let mode = attr_s(n, "mode", "nearest")?;
-    if mode != "nearest" {
-        return Err(unsupported(
-            at,
-            format!(
-                "Resize mode {mode} on quantized values (ORT interpolates the bytes in its own \
-                 integer/float kernel; only mode nearest is supported)"
-            ),
-        ));
-    }
-    let ctm = attr_s(n, "coordinate_transformation_mode", "half_pixel")?;
-    let nm = attr_s(n, "nearest_mode", "round_prefer_floor")?;
-    for (k, v) in [("antialias", 0), ("exclude_outside", 0)] {
-        if attr_i(n, k, 0)? != v {
-            return Err(unsupported(at, format!("Resize with {k}")));
-        }
-    }
-    if n.attrs.contains_key("axes") {
-        return Err(unsupported(at, "Resize with the axes attribute"));
-    }
-    if attr_s(n, "keep_aspect_ratio_policy", "stretch")? != "stretch" {
-        return Err(unsupported(
-            at,
-            "Resize with a keep_aspect_ratio_policy other than stretch",
-        ));
-    }
+/// A Resize's constant scales or sizes for an input of shape `s`, as ORT
+/// takes them: `(scales, output sizes)`, the sizes `trunc(f32(scale) * d)`
+/// from scales, the scales `f32(o) / f32(d)` from sizes.
+fn resize_scales(
+    l: &Lowerer<'_>,
+    n: &WNode,
+    s: &[usize],
+    at: &str,
+) -> Result<(Vec<f32>, Vec<i64>)> {
     let r = s.len();
     let scales: Option<Vec<f32>> = match n.input(2) {
         Some(nm) => {
@@ -2401,6 +2455,133 @@ fn resize_maps(l: &Lowerer<'_>, n: &WNode, s: &[usize], at: &str) -> Result<Vec<
             ))
         }
     };
+    Ok((scales, out))
+}
+
+/// Resize mode linear of an NCHW tensor of shape `s` (batch included): the
+/// lowered op, ORT's bilinear kernel (see [`crate::ops::resize`]); refuses
+/// cubic, antialias, other axes than H and W, and the coordinate
+/// transformations qfuse does not run, naming the node.
+fn resize_linear(
+    l: &Lowerer<'_>,
+    n: &WNode,
+    s: &[usize],
+    at: &str,
+    (x, y, truncate): (Q, Q, bool),
+) -> Result<(QOp, Vec<usize>)> {
+    let mode = attr_s(n, "mode", "nearest")?;
+    let mode = match mode.as_str() {
+        "linear" => crate::ops::resize::ResizeMode::Linear,
+        "cubic" if !truncate => {
+            crate::ops::resize::ResizeMode::Cubic(attr_f(n, "cubic_coeff_a", -0.75)?)
+        }
+        "cubic" => {
+            return Err(unsupported(
+                at,
+                "Resize mode cubic on a uint8/int8 tensor (ORT casts out-of-range values; \
+                 supported between DequantizeLinear and QuantizeLinear)",
+            ))
+        }
+        _ => {
+            return Err(unsupported(
+                at,
+                format!(
+                    "Resize mode {mode} on quantized values (nearest, linear, cubic are supported)"
+                ),
+            ))
+        }
+    };
+    for (k, v) in [("antialias", 0), ("exclude_outside", 0)] {
+        if attr_i(n, k, 0)? != v {
+            return Err(unsupported(at, format!("Resize (linear/cubic) with {k}")));
+        }
+    }
+    if n.attrs.contains_key("axes") {
+        return Err(unsupported(at, "Resize with the axes attribute"));
+    }
+    if attr_s(n, "keep_aspect_ratio_policy", "stretch")? != "stretch" {
+        return Err(unsupported(
+            at,
+            "Resize with a keep_aspect_ratio_policy other than stretch",
+        ));
+    }
+    let ctm = attr_s(n, "coordinate_transformation_mode", "half_pixel")?;
+    let coord = crate::ops::resize::Coord::parse(&ctm).ok_or_else(|| {
+        unsupported(
+            at,
+            format!("Resize (linear) coordinate_transformation_mode {ctm}"),
+        )
+    })?;
+    if s.len() != 4 {
+        return Err(unsupported(
+            at,
+            format!("Resize (linear) of a rank-{} tensor (NCHW only)", s.len()),
+        ));
+    }
+    let (scales, out) = resize_scales(l, n, s, at)?;
+    if scales[0] != 1.0 || scales[1] != 1.0 || out[0] != s[0] as i64 || out[1] != s[1] as i64 {
+        return Err(unsupported(
+            at,
+            format!("Resize (linear) with scales {scales:?}: only H and W may change"),
+        ));
+    }
+    let max = crate::ops::resize::MAX_RESIZE as i64;
+    for k in 2..4 {
+        if !((1..=max).contains(&out[k]) && scales[k].is_finite() && scales[k] > 0.0) {
+            return Err(bad(
+                at,
+                format!(
+                    "Resize of axis {k} (size {}) to {} (scale {})",
+                    s[k], out[k], scales[k]
+                ),
+            ));
+        }
+    }
+    let size = [out[2] as usize, out[3] as usize];
+    let op = QOp::Resize {
+        x,
+        y,
+        truncate,
+        size,
+        scales: [scales[2], scales[3]],
+        coord,
+        mode,
+    };
+    Ok((op, vec![s[0], s[1], size[0], size[1]]))
+}
+
+/// Resize (mode nearest) of a tensor of shape `s` as per-axis source maps, with
+/// ORT's f32 arithmetic (`upsamplebase.h`: the output size, the coordinate
+/// transformation and the nearest rounding, clamped to the axis).
+fn resize_maps(l: &Lowerer<'_>, n: &WNode, s: &[usize], at: &str) -> Result<Vec<Option<Vec<i64>>>> {
+    let mode = attr_s(n, "mode", "nearest")?;
+    if mode != "nearest" {
+        return Err(unsupported(
+            at,
+            format!(
+                "Resize mode {mode} on quantized values (ORT interpolates the bytes in its own \
+                 integer/float kernel; only mode nearest is supported)"
+            ),
+        ));
+    }
+    let ctm = attr_s(n, "coordinate_transformation_mode", "half_pixel")?;
+    let nm = attr_s(n, "nearest_mode", "round_prefer_floor")?;
+    for (k, v) in [("antialias", 0), ("exclude_outside", 0)] {
+        if attr_i(n, k, 0)? != v {
+            return Err(unsupported(at, format!("Resize with {k}")));
+        }
+    }
+    if n.attrs.contains_key("axes") {
+        return Err(unsupported(at, "Resize with the axes attribute"));
+    }
+    if attr_s(n, "keep_aspect_ratio_policy", "stretch")? != "stretch" {
+        return Err(unsupported(
+            at,
+            "Resize with a keep_aspect_ratio_policy other than stretch",
+        ));
+    }
+    let r = s.len();
+    let (scales, out) = resize_scales(l, n, s, at)?;
     let mut maps = Vec::with_capacity(r);
     for k in 0..r {
         let (d, o, c) = (s[k] as i64, out[k], scales[k]);

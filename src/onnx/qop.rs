@@ -376,6 +376,25 @@ pub enum QOp {
         /// its attributes
         attrs: BTreeMap<String, Attr>,
     },
+    /// Resize mode linear of H and W of an NCHW tensor (ORT's bilinear
+    /// kernel, see [`crate::ops::resize`]): on the bytes with truncation
+    /// (`truncate`, a QOperator Resize: `y` = `x`), or DQ -> float -> Q.
+    Resize {
+        /// input qparams
+        x: Q,
+        /// output qparams
+        y: Q,
+        /// ORT's Resize on the quantized tensor itself
+        truncate: bool,
+        /// output `[H, W]`
+        size: [usize; 2],
+        /// ORT's f32 scales for H and W
+        scales: [f32; 2],
+        /// the coordinate transformation
+        coord: crate::ops::resize::Coord,
+        /// linear or cubic
+        mode: crate::ops::resize::ResizeMode,
+    },
 }
 
 impl QOp {
@@ -397,6 +416,7 @@ impl QOp {
             QOp::Softmax { .. } => "Softmax",
             QOp::Shape(_) => "Shape",
             QOp::FloatTail { .. } => "FloatTail",
+            QOp::Resize { .. } => "Resize",
         }
     }
 }

@@ -471,6 +471,15 @@ pub fn eval_op(
             axis,
             opset13,
         } => softmax(x, xq, y, *axis, *opset13, at),
+        QOp::Resize {
+            x: xq,
+            y,
+            truncate,
+            size,
+            scales,
+            coord,
+            mode,
+        } => resize_linear(x, xq, y, *truncate, *size, *scales, (*coord, *mode), at),
         QOp::Shape(sop) => {
             let os = need_shape()?.to_vec();
             match sop {
@@ -865,6 +874,77 @@ fn binary_mode(sa: &[usize], sb: &[usize]) -> Mode {
         return Mode::ScalarA;
     }
     Mode::Other
+}
+
+/// ORT's bilinear Resize of an NCHW tensor's H and W (`UpsampleBilinear`):
+/// f32 weights, `((c11*X11 + c21*X21) + c12*X12) + c22*X22`, truncated
+/// (`truncate`, true values) or rule Q of the dequantized interpolation.
+#[allow(clippy::too_many_arguments)]
+fn resize_linear(
+    x: &Tensor,
+    xq: &Q,
+    y: &Q,
+    truncate: bool,
+    size: [usize; 2],
+    scales: [f32; 2],
+    (coord, mode): (crate::ops::resize::Coord, crate::ops::resize::ResizeMode),
+    at: &str,
+) -> Result<Tensor> {
+    let v = ints(x).ok_or_else(|| bad(at, "input is not quantized"))?;
+    let [n, c, h, w] = x.dims[..] else {
+        return Err(bad(at, "input is not NCHW"));
+    };
+    let [oh, ow] = size;
+    let ty = crate::ops::resize::axis_taps(coord, scales[0], oh, h);
+    let tx = crate::ops::resize::axis_taps(coord, scales[1], ow, w);
+    let val = |q: i32| {
+        if truncate {
+            q as f32
+        } else {
+            (q - xq.zero_point) as f32 * xq.scale
+        }
+    };
+    let mut out = Vec::with_capacity(n * c * oh * ow);
+    for plane in v.chunks(h * w) {
+        for (oy, a) in ty.iter().enumerate() {
+            for (ox, b) in tx.iter().enumerate() {
+                let f = if oh == h && ow == w {
+                    val(plane[oy * w + ox])
+                } else if let crate::ops::resize::ResizeMode::Cubic(ca) = mode {
+                    // ORT's ResizeBiCubic: rows from 0, then the column
+                    let (fy, cy) = crate::ops::resize::cubic_taps(coord, scales[0], oh, h, ca)[oy];
+                    let (fx, cx) = crate::ops::resize::cubic_taps(coord, scales[1], ow, w, ca)[ox];
+                    let mut res = 0f32;
+                    for (i, cyi) in cy.iter().enumerate() {
+                        let yy = (fy - 1 + i as i64).clamp(0, h as i64 - 1) as usize;
+                        let mut row = 0f32;
+                        for (k, cxk) in cx.iter().enumerate() {
+                            let xx = (fx - 1 + k as i64).clamp(0, w as i64 - 1) as usize;
+                            row += (cxk / 1.0) * val(plane[yy * w + xx]);
+                        }
+                        res += row * cyi / 1.0;
+                    }
+                    res
+                } else {
+                    let x11 = val(plane[a.i1 * w + b.i1]);
+                    let x21 = val(plane[a.i1 * w + b.i2]);
+                    let x12 = val(plane[a.i2 * w + b.i1]);
+                    let x22 = val(plane[a.i2 * w + b.i2]);
+                    b.d2 * a.d2 * x11 + b.d1 * a.d2 * x21 + b.d2 * a.d1 * x12 + b.d1 * a.d1 * x22
+                };
+                out.push(if truncate {
+                    sat(f.trunc(), y.dtype)
+                } else {
+                    let r = (f / y.scale).round_ties_even() as i64 + y.zero_point as i64;
+                    r.clamp(y.dtype.min() as i64, y.dtype.max() as i64) as i32
+                });
+            }
+        }
+    }
+    Ok(Tensor {
+        dims: vec![n, c, oh, ow],
+        data: from_i32(out, elem(y.dtype)),
+    })
 }
 
 fn softmax(x: &Tensor, xq: &Q, y: &Q, axis: i64, opset13: bool, at: &str) -> Result<Tensor> {

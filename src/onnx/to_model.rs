@@ -465,6 +465,33 @@ impl<'a> Converter<'a> {
                 };
                 self.pool(n, x, &info, *channels_last, op)
             }
+            QOp::Resize {
+                x: xq,
+                y,
+                truncate,
+                size,
+                scales,
+                coord,
+                mode,
+            } => {
+                let (x, info) = self.input(n, 0)?;
+                self.check_in_q(n, &info, xq)?;
+                let out = qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?;
+                let rule = if *truncate {
+                    crate::ops::resize::ResizeRule::Truncate
+                } else {
+                    crate::ops::resize::ResizeRule::Requantize
+                };
+                let op = crate::ops::resize::Resize {
+                    size: *size,
+                    scales: *scales,
+                    coord: *coord,
+                    rule,
+                    out,
+                    mode: *mode,
+                };
+                self.push(n, Op::Resize(op), vec![x])
+            }
             QOp::Softmax {
                 x: xq,
                 y,
@@ -1331,7 +1358,8 @@ fn stated_q(n: &QNode, id: ValueId) -> Option<Q> {
             QOp::GlobalAvgPool { x, .. }
             | QOp::AvgPool { x, .. }
             | QOp::Table { x, .. }
-            | QOp::Softmax { x, .. },
+            | QOp::Softmax { x, .. }
+            | QOp::Resize { x, .. },
             0,
         ) => Some(*x),
         (QOp::Concat { inputs, .. }, i) => inputs.get(i).copied(),

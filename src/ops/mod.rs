@@ -18,6 +18,7 @@
 //! | [`host`] | `host_float` (float ops after the last dequantize, on the host) |
 //! | [`ort`] | `global_avg_pool`, `avg_pool_requant`, `softmax` (ONNX Runtime's rules) |
 //! | [`gather`] | `gather` |
+//! | [`resize`] | `resize` (ONNX Runtime's bilinear Resize) |
 //! | [`xnnpack`] | (ExecuTorch XNNPACK's rules as tables for `binary`, `lut`, conv/linear clamps; `mean` under the engine `xnnpack`) |
 //!
 //! Registration is in this file: the [`Op`] variant, its arm in
@@ -45,6 +46,7 @@ pub mod host;
 pub mod ort;
 pub mod pool;
 pub mod quantize;
+pub mod resize;
 pub mod shape;
 pub mod table;
 pub mod xnnpack;
@@ -215,6 +217,8 @@ pub enum Op {
         /// One entry per output element.
         index: std::sync::Arc<Vec<u32>>,
     },
+    /// ONNX Runtime's bilinear `Resize` of H and W (see [`resize`]).
+    Resize(resize::Resize),
 }
 
 impl Op {
@@ -257,6 +261,7 @@ impl Op {
                 Box::new(table::TableOp::LutSplit(table, tail, *out))
             }
             Op::Gather { shape, index } => Box::new(gather::Gather { shape, index }),
+            Op::Resize(r) => Box::new(*r),
         }
     }
 
@@ -277,6 +282,7 @@ pub(crate) const FILE_OPS: &[&[FileOp]] = &[
     host::FILE_OPS,
     ort::FILE_OPS,
     gather::FILE_OPS,
+    resize::FILE_OPS,
 ];
 
 /// The file-form entry of op `name`.

@@ -516,6 +516,130 @@ def resize_nearest(n, I):
     return y
 
 
+def resize_linear(n, I):
+    """ONNX Resize, mode linear, as ORT 1.32's UpsampleBilinear (NCHW, H and W): f32 weights,
+    (((dx2*dy2)*X11 + (dx1*dy2)*X21) + (dx2*dy1)*X12) + (dx1*dy1)*X22; on uint8/int8 the result
+    is truncated toward zero (static_cast), on float it is the value."""
+    a, x = n.attrs, I[0]
+    ctm = _sattr(a, "coordinate_transformation_mode", "half_pixel")
+    scales = I[2] if len(I) > 2 and I[2] is not None and np.size(I[2]) else None
+    if scales is not None:
+        scales = [F32(c) for c in np.asarray(scales, F32)]
+        out = [int(F32(c) * F32(d)) for c, d in zip(scales, x.shape)]
+    else:
+        out = [int(v) for v in I[3]]
+        scales = [F32(o) / F32(d) for o, d in zip(out, x.shape)]
+    assert x.ndim == 4 and out[:2] == list(x.shape[:2]), "linear: NCHW, H and W only"
+    if out == list(x.shape):
+        return x.copy()
+
+    def taps(d, o, c):
+        r = []
+        for j in range(o):
+            xf = F32(j)
+            if c == F32(1):
+                v = xf
+            elif ctm == "half_pixel" or (ctm == "pytorch_half_pixel" and o > 1):
+                v = F32(F32(xf + F32(0.5)) / c) - F32(0.5)
+            elif ctm == "pytorch_half_pixel":
+                v = F32(0)
+            elif ctm == "asymmetric":
+                v = F32(xf / c)
+            elif ctm == "align_corners":
+                v = F32(0) if o == 1 else F32(F32(xf * F32(d - 1)) / F32(o - 1))
+            else:
+                raise ValueError(f"coordinate_transformation_mode {ctm}")
+            v = max(F32(0), min(F32(v), F32(d - 1)))
+            i1 = min(int(v), d - 1)
+            i2 = min(i1 + 1, d - 1)
+            d1, d2 = (F32(0.5), F32(0.5)) if i1 == i2 else (F32(abs(v - F32(i1))), F32(abs(v - F32(i2))))
+            r.append((i1, i2, d1, d2))
+        return r
+
+    ty, tx = taps(x.shape[2], out[2], scales[2]), taps(x.shape[3], out[3], scales[3])
+    X = x.astype(F32)
+    y = np.zeros(out, F32)
+    for a_, (y1, y2, dy1, dy2) in enumerate(ty):
+        for b_, (x1, x2, dx1, dx2) in enumerate(tx):
+            v = F32(dx2 * dy2) * X[:, :, y1, x1]
+            v = (v + F32(dx1 * dy2) * X[:, :, y1, x2]).astype(F32)
+            v = (v + F32(dx2 * dy1) * X[:, :, y2, x1]).astype(F32)
+            v = (v + F32(dx1 * dy1) * X[:, :, y2, x2]).astype(F32)
+            y[:, :, a_, b_] = v
+    if x.dtype == np.float32:
+        return y
+    return np.trunc(y).astype(x.dtype)
+
+
+def resize_cubic(n, I):
+    """ONNX Resize, mode cubic, as ORT 1.32's ResizeBiCubic (NCHW, float; exclude_outside 0):
+    Keys coefficients (cubic_coeff_a, default -0.75) of s = v - floor(v) in f32, the rows
+    interpolated first (sum from 0 of f32(coeff / 1) * X over x - 1 .. x + 2, clamped to the
+    image), then the column (sum of row_result * coeff / 1)."""
+    a, x = n.attrs, I[0]
+    ctm = _sattr(a, "coordinate_transformation_mode", "half_pixel")
+    A = F32(a.get("cubic_coeff_a", -0.75))
+    if a.get("exclude_outside", 0):
+        raise NotImplementedError("Resize cubic with exclude_outside")
+    scales = I[2] if len(I) > 2 and I[2] is not None and np.size(I[2]) else None
+    if scales is not None:
+        scales = [F32(c) for c in np.asarray(scales, F32)]
+        out = [int(F32(c) * F32(d)) for c, d in zip(scales, x.shape)]
+    else:
+        out = [int(v) for v in I[3]]
+        scales = [F32(o) / F32(d) for o, d in zip(out, x.shape)]
+    if x.dtype != np.float32 or x.ndim != 4 or out[:2] != list(x.shape[:2]):
+        raise NotImplementedError("Resize cubic: float NCHW only")
+    if out == list(x.shape):
+        return x.copy()
+
+    def orig(j, c, d, o):
+        xf = F32(j)
+        if c == F32(1):
+            return xf
+        if ctm == "half_pixel" or (ctm == "pytorch_half_pixel" and o > 1):
+            return F32(F32(F32(xf + F32(0.5)) / c) - F32(0.5))
+        if ctm == "pytorch_half_pixel":
+            return F32(0)
+        if ctm == "asymmetric":
+            return F32(xf / c)
+        if ctm == "align_corners":
+            return F32(0) if o == 1 else F32(F32(xf * F32(d - 1)) / F32(o - 1))
+        raise NotImplementedError(f"coordinate_transformation_mode {ctm}")
+
+    def coeffs(s):
+        s = F32(abs(s))
+        one, two = F32(1), F32(2)
+        t0 = F32(s + one)
+        c0 = F32(F32(F32(F32(F32(A * t0) - F32(F32(5) * A)) * t0) + F32(F32(8) * A)) * t0) - F32(F32(4) * A)
+        c1 = F32(F32(F32(F32(F32(A + two) * s) - F32(A + F32(3))) * s) * s) + one
+        t2 = F32(one - s)
+        c2 = F32(F32(F32(F32(F32(A + two) * t2) - F32(A + F32(3))) * t2) * t2) + one
+        t3 = F32(two - s)
+        c3 = F32(F32(F32(F32(F32(A * t3) - F32(F32(5) * A)) * t3) + F32(F32(8) * A)) * t3) - F32(F32(4) * A)
+        return [F32(c0), F32(c1), F32(c2), F32(c3)]
+
+    H, W = x.shape[2], x.shape[3]
+    y = np.zeros(out, F32)
+    for a_ in range(out[2]):
+        vy = orig(a_, scales[2], H, out[2])
+        yi = int(np.floor(vy))
+        cy = coeffs(F32(vy - F32(yi)))
+        for b_ in range(out[3]):
+            vx = orig(b_, scales[3], W, out[3])
+            xi = int(np.floor(vx))
+            cx = coeffs(F32(vx - F32(xi)))
+            res = np.zeros(x.shape[:2], F32)
+            for i, yy in enumerate(range(yi - 1, yi + 3)):
+                row = np.zeros(x.shape[:2], F32)
+                for k, xx in enumerate(range(xi - 1, xi + 3)):
+                    v = x[:, :, min(max(yy, 0), H - 1), min(max(xx, 0), W - 1)]
+                    row = (row + F32(cx[k] / F32(1)) * v).astype(F32)
+                res = (res + (row * cy[i]).astype(F32) / F32(1)).astype(F32)
+            y[:, :, a_, b_] = res
+    return y
+
+
 def run_node(n, env):
     I = [opt(env, i) for i in n.inputs]
     a = n.attrs
@@ -624,6 +748,10 @@ def run_node(n, env):
             return [np.pad(I[0], width, mode="constant", constant_values=np.asarray(c, I[0].dtype))]
         return [np.pad(I[0], width, mode=mode)]
     if op == "Resize":
+        if _sattr(a, "mode", "nearest") == "linear":
+            return [resize_linear(n, I)]
+        if _sattr(a, "mode", "nearest") == "cubic":
+            return [resize_cubic(n, I)]
         return [resize_nearest(n, I)]
     if op == "Concat" and I[0].dtype == np.float32:
         return [np.concatenate(I, axis=a["axis"])]
@@ -964,7 +1092,9 @@ def fuse_qdq(nodes, consts, graph_outputs, log=None):
                     and F32(consts[d.inputs[1]]) == F32(consts[q.inputs[1]]) \
                     and consts[d.inputs[2]].dtype == consts[q.inputs[2]].dtype \
                     and int(consts[d.inputs[2]]) == int(consts[q.inputs[2]]) \
-                    and (op != "MaxPool" or F32(consts[q.inputs[1]]) > 0):
+                    and (op != "MaxPool" or F32(consts[q.inputs[1]]) > 0) \
+                    and (op != "Resize" or _sattr(n.attrs, "mode", "nearest") == "nearest"):
+                # (ORT 1.32 keeps DQ -> Resize -> Q in float for modes linear and cubic)
                 fused = Node(op, [d.inputs[0]] + n.inputs[1:], q.outputs, n.attrs)
                 removed.add(id(q))
                 log.append(f"{op}: Q/DQ dropped (same scale and zero point)")

@@ -1101,21 +1101,67 @@ def case_qdq_pad(rng, act="u8", mode="constant", pads=(0, 0, 1, 2, 0, 0, 2, 0)):
     return g, {"op": "Pad", "format": "qdq", "act": act, "mode": mode, "pads": list(pads)}
 
 
-def case_qdq_resize(rng, act="u8", ctm="asymmetric", nearest="floor", scales=None, sizes=None):
-    """DQ -> Resize(nearest) -> Q (same qparams): ORT runs it on the quantized bytes."""
+def case_qdq_resize(rng, act="u8", ctm="asymmetric", nearest="floor", scales=None, sizes=None,
+                    mode="nearest", shape=(1, 3, 4, 5), y_range=None, **attrs):
+    """DQ -> Resize -> Q (same qparams unless y_range): mode nearest: ORT drops the DQ/Q pair
+    and gathers the bytes; mode linear: ORT 1.32 keeps DQ -> Resize (float) -> Q."""
     g = QDQ()
     xs, xz = act_params(rng, act, -2.0, 3.0)
-    x = g.qdq(g.float_input("x", rng, (1, 3, 4, 5), xs, xz, act), xs, xz)
+    x = g.qdq(g.float_input("x", rng, shape, xs, xz, act), xs, xz)
+    ys, yz = (xs, xz) if y_range is None else act_params(rng, act, *y_range)
     ins = [x, ""]
     if scales is not None:
         ins.append(g.const("scales", np.array(scales, F32)))
     else:
         ins += ["", g.const("sizes", np.array(sizes, np.int64))]
-    y = g.node("Resize", ins, mode="nearest", coordinate_transformation_mode=ctm, nearest_mode=nearest)
-    g.out(g.qdq(y, xs, xz), F32)
-    return g, {"op": "Resize", "format": "qdq", "act": act, "mode": "nearest",
-               "coordinate_transformation_mode": ctm, "nearest_mode": nearest,
+    if mode == "nearest":
+        attrs["nearest_mode"] = nearest
+    y = g.node("Resize", ins, mode=mode, coordinate_transformation_mode=ctm, **attrs)
+    g.out(g.qdq(y, ys, yz), F32)
+    return g, {"op": "Resize", "format": "qdq", "act": act, "mode": mode,
+               "coordinate_transformation_mode": ctm, **attrs,
                **({"scales": scales} if scales is not None else {"sizes": sizes})}
+
+
+def case_q_resize(rng, act="u8", ctm="half_pixel", scales=None, sizes=None, shape=(1, 3, 4, 5)):
+    """Q -> Resize (linear) -> DQ: ORT's Resize on the uint8/int8 tensor itself (as in a
+    QOperator model): float weights on the stored values, truncated toward zero."""
+    g = QDQ()
+    xs, xz = act_params(rng, act, -2.0, 3.0)
+    x = g.q(g.float_input("x", rng, shape, xs, xz, act), xs, xz)
+    ins = [x, ""]
+    if scales is not None:
+        ins.append(g.const("scales", np.array(scales, F32)))
+    else:
+        ins += ["", g.const("sizes", np.array(sizes, np.int64))]
+    y = g.node("Resize", ins, mode="linear", coordinate_transformation_mode=ctm)
+    g.out(g.dq(y, xs, xz), F32)
+    return g, {"op": "Resize", "format": "qoperator", "act": act, "mode": "linear",
+               "coordinate_transformation_mode": ctm,
+               **({"scales": scales} if scales is not None else {"sizes": sizes})}
+
+
+def case_qdq_conv_resize(rng, act="u8", mode="linear", ctm="half_pixel"):
+    """DQ -> Conv -> Q -> DQ -> Resize -> Q -> DQ -> Conv -> Q: ORT's NHWC transformer may
+    move the Resize between its NHWC convs (then NhwcUpsampleBilinearInteger runs)."""
+    g = QDQ()
+    xs, xz = act_params(rng, act, -2.0, 3.0)
+    x = g.qdq(g.float_input("x", rng, (1, 4, 5, 6), xs, xz, act), xs, xz)
+    s1, z1 = act_params(rng, act, 0.0, 2.5)
+    for i, (cin, cout) in enumerate(((4, 8), (8, 8))):
+        ws = np.array([rnd_scale(rng, 0.01, 0.05) for _ in range(cout)], F32)
+        s_in = xs if i == 0 else s1
+        w = weight_dq(g, rnd_w(rng, (cout, cin, 3, 3), 7), ws, 0)
+        b = bias_dq(g, rng.integers(-500, 500, size=cout).astype(np.int32), s_in, ws)
+        y = g.node("Conv", [x, w, b], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+        x = g.qdq(y, s1, z1)
+        if i == 0:
+            y = g.node("Resize", [x, "", g.const("scales", np.array([1, 1, 2, 2], F32))], mode=mode,
+                       coordinate_transformation_mode=ctm)
+            x = g.qdq(y, s1, z1)
+    g.out(x, F32)
+    return g, {"op": "Conv+Resize+Conv", "format": "qdq", "act": act, "mode": mode,
+               "coordinate_transformation_mode": ctm, "weight_bits": 7}
 
 
 def case_qdq_conv_chain(rng, act="u8"):
@@ -1290,6 +1336,38 @@ def all_cases(rng):
             nearest="round_prefer_floor", sizes=[1, 3, 7, 9])
         add(f"qdq_resize_{act}_nearest_align_corners", case_qdq_resize, act=act, ctm="align_corners",
             nearest="round_prefer_ceil", sizes=[1, 3, 8, 3])
+        # mode linear (ORT 1.32: DQ -> float Resize -> Q; on the bytes when no DQ precedes it)
+        lin = dict(act=act, mode="linear", shape=(2, 5, 6, 7))
+        add(f"qdq_resize_{act}_linear_half_pixel", case_qdq_resize, ctm="half_pixel",
+            sizes=[2, 5, 11, 15], **lin)
+        add(f"qdq_resize_{act}_linear_x2", case_qdq_resize, ctm="half_pixel", scales=[1, 1, 2, 2], **lin)
+        add(f"qdq_resize_{act}_linear_pytorch_half_pixel", case_qdq_resize, ctm="pytorch_half_pixel",
+            sizes=[2, 5, 1, 4], **lin)
+        add(f"qdq_resize_{act}_linear_asymmetric", case_qdq_resize, ctm="asymmetric",
+            scales=[1, 1, 1.7, 0.6], **lin)
+        add(f"qdq_resize_{act}_linear_align_corners", case_qdq_resize, ctm="align_corners",
+            sizes=[2, 5, 11, 13], **lin)
+        add(f"qdq_resize_{act}_linear_requant", case_qdq_resize, ctm="half_pixel",
+            sizes=[2, 5, 9, 14], y_range=(-1.0, 1.5), **lin)
+        add(f"qdq_resize_{act}_linear_w_only", case_qdq_resize, ctm="align_corners",
+            sizes=[2, 5, 6, 13], **lin)
+        add(f"qdq_conv_resize_{act}_linear", case_qdq_conv_resize, act=act)
+        add(f"q_resize_{act}_linear_half_pixel", case_q_resize, act=act, sizes=[1, 3, 7, 9])
+        add(f"q_resize_{act}_linear_align_corners", case_q_resize, act=act, ctm="align_corners",
+            sizes=[1, 3, 7, 9])
+        add(f"q_resize_{act}_linear_asymmetric_down", case_q_resize, act=act, ctm="asymmetric",
+            scales=[1, 1, 0.75, 0.5], shape=(1, 3, 8, 10))
+        add(f"qdq_resize_{act}_cubic", case_qdq_resize, ctm="half_pixel", sizes=[1, 3, 7, 9], mode="cubic")
+        cub = dict(act=act, mode="cubic", shape=(2, 4, 6, 7))
+        add(f"qdq_resize_{act}_cubic_x2", case_qdq_resize, ctm="half_pixel", scales=[1, 1, 2, 2], **cub)
+        add(f"qdq_resize_{act}_cubic_align_corners", case_qdq_resize, ctm="align_corners",
+            sizes=[2, 4, 11, 13], **cub)
+        add(f"qdq_resize_{act}_cubic_asymmetric_down", case_qdq_resize, ctm="asymmetric",
+            scales=[1, 1, 0.6, 1.5], **cub)
+        add(f"qdq_resize_{act}_cubic_pytorch_half_pixel_a05", case_qdq_resize, ctm="pytorch_half_pixel",
+            sizes=[2, 4, 9, 1], cubic_coeff_a=-0.5, **cub)
+        add(f"qdq_resize_{act}_cubic_requant", case_qdq_resize, ctm="half_pixel", sizes=[2, 4, 13, 10],
+            y_range=(-1.0, 1.5), **cub)
     return C
 
 
