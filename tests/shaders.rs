@@ -93,6 +93,7 @@ fn host_structs_match_wgsl_layout() {
             Kernel::Binary => std::mem::size_of::<BinaryParams>(),
             Kernel::Gather => std::mem::size_of::<GatherParams>(),
             Kernel::Ort => std::mem::size_of::<OrtParams>(),
+            Kernel::ChannelLut => std::mem::size_of::<ChannelLutParams>(),
             _ => std::mem::size_of::<ConvParams>(),
         };
         assert_eq!(struct_size(&m, "Params") as usize, params, "{k:?}");

@@ -38,6 +38,8 @@ pub enum Kernel {
     Binary,
     /// Byte gather through an index table (`gather.wgsl`).
     Gather,
+    /// Per-channel 256-entry tables (`chanlut.wgsl`).
+    ChannelLut,
 }
 
 impl Kernel {
@@ -54,6 +56,7 @@ impl Kernel {
         Kernel::Ort,
         Kernel::Binary,
         Kernel::Gather,
+        Kernel::ChannelLut,
     ];
 
     /// The file under `shaders/` that every kernel's source starts with.
@@ -74,6 +77,7 @@ impl Kernel {
             Kernel::Ort => "ort.wgsl",
             Kernel::Binary => "binary.wgsl",
             Kernel::Gather => "gather.wgsl",
+            Kernel::ChannelLut => "chanlut.wgsl",
         }
     }
 
@@ -91,6 +95,7 @@ impl Kernel {
             Kernel::Ort => include_str!("../../shaders/ort.wgsl"),
             Kernel::Binary => include_str!("../../shaders/binary.wgsl"),
             Kernel::Gather => include_str!("../../shaders/gather.wgsl"),
+            Kernel::ChannelLut => include_str!("../../shaders/chanlut.wgsl"),
         }
     }
 

@@ -18,6 +18,7 @@
 //! | [`host`] | `host_float` (float ops after the last dequantize, on the host) |
 //! | [`ort`] | `global_avg_pool`, `avg_pool_requant`, `softmax` (ONNX Runtime's rules) |
 //! | [`gather`] | `gather` |
+//! | [`chanlut`] | `channel_lut` |
 //! | [`xnnpack`] | (ExecuTorch XNNPACK's rules as tables for `binary`, `lut`, conv/linear clamps; `mean` under the engine `xnnpack`) |
 //!
 //! Registration is in this file: the [`Op`] variant, its arm in
@@ -39,6 +40,7 @@ use crate::model::{TensorInfo, Value};
 use crate::quant::{Activation, QParams, Requant};
 
 pub mod binary;
+pub mod chanlut;
 pub mod conv;
 pub mod gather;
 pub mod host;
@@ -215,6 +217,19 @@ pub enum Op {
         /// One entry per output element.
         index: std::sync::Arc<Vec<u32>>,
     },
+    /// One 256-entry lookup table per channel (see [`chanlut`]): output byte
+    /// = `tables[c * 256 + input byte]`, `c` the element's index along dim 0
+    /// of the per-sample shape (`[C, H, W]`, `[C, H]` or `[C]`), stored bytes
+    /// (uint8 images for qint8). Same shape, output qparams `out` (may be
+    /// signed). PyTorch's quantized `batch_norm2d` (+ relu) and `prelu`, ONNX
+    /// Runtime's float `BatchNormalization` between DQ and Q
+    /// ([`chanlut::ort_batch_norm_tables`]).
+    ChannelLut {
+        /// `C * 256` output bytes, channel-major.
+        tables: std::sync::Arc<Vec<u8>>,
+        /// The output's qparams.
+        out: QParams,
+    },
 }
 
 impl Op {
@@ -257,6 +272,7 @@ impl Op {
                 Box::new(table::TableOp::LutSplit(table, tail, *out))
             }
             Op::Gather { shape, index } => Box::new(gather::Gather { shape, index }),
+            Op::ChannelLut { tables, out } => Box::new(chanlut::ChannelLut { tables, out: *out }),
         }
     }
 
@@ -277,6 +293,7 @@ pub(crate) const FILE_OPS: &[&[FileOp]] = &[
     host::FILE_OPS,
     ort::FILE_OPS,
     gather::FILE_OPS,
+    chanlut::FILE_OPS,
 ];
 
 /// The file-form entry of op `name`.

@@ -1,0 +1,149 @@
+//! `channel_lut`: one 256-entry table per channel. Output byte =
+//! `tables[c * 256 + input byte]`, where `c` is the element's index along
+//! dim 0 of the per-sample shape (`[C, H, W]`, `[C, H]` or `[C]`); stored
+//! bytes throughout (uint8 images for qint8, see [`QParams`]).
+//!
+//! The exact form of every per-channel elementwise quantized op: PyTorch's
+//! `quantized::batch_norm2d` / `batch_norm2d_relu` and `quantized::prelu`
+//! (the exporter computes the tables with PyTorch itself; whether a channel
+//! takes ATen's vector or scalar code depends on the channel alone, so the
+//! tables absorb that split), and ONNX Runtime's float `BatchNormalization`
+//! between a DequantizeLinear and a QuantizeLinear ([`ort_batch_norm_tables`]).
+
+mod gpu;
+
+#[doc(hidden)]
+pub use gpu::ChannelLutParams;
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::model::{DType, TensorInfo, Value};
+use crate::quant::{QParams, Requant};
+
+use super::{quantized, Attrs, CpuIo, FileOp, Lowered, NodeWriter, Op, OpKind, ParseCx, Signature};
+
+pub(crate) const FILE_OPS: &[FileOp] = &[FileOp {
+    name: "channel_lut",
+    attributes: &["scale", "zero_point", "signed"],
+    parse: parse_channel_lut,
+}];
+
+fn parse_channel_lut(a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
+    let x = cx
+        .inputs
+        .first()
+        .ok_or_else(|| Error::Model("needs an input".into()))?;
+    let c = *x.shape.first().ok_or_else(|| {
+        Error::shape(
+            "channel_lut",
+            "input is a scalar per sample; the channel is dim 0 of the per-sample shape",
+        )
+    })?;
+    let name = format!("{}.tables", cx.node);
+    let (bytes, _) = cx
+        .tensors
+        .get(&name, safetensors::Dtype::U8, Some(&[c, 256]))?;
+    Ok(Op::ChannelLut {
+        tables: Arc::new(bytes),
+        out: a.qparams_signed()?,
+    })
+}
+
+/// The `channel_lut` op's view of [`Op::ChannelLut`].
+pub(crate) struct ChannelLut<'a> {
+    pub tables: &'a Arc<Vec<u8>>,
+    pub out: QParams,
+}
+
+impl<'a> OpKind<'a> for ChannelLut<'a> {
+    fn name(&self) -> &'static str {
+        "channel_lut"
+    }
+    fn infer(&self, _: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
+        let x = ins[0];
+        quantized(x)?;
+        self.out.validate("channel_lut output")?;
+        let c = *x.shape.first().ok_or_else(|| {
+            Error::shape(
+                "channel_lut",
+                "input is a scalar per sample; the channel is dim 0 of the per-sample shape",
+            )
+        })?;
+        if x.shape.len() > 3 {
+            return Err(Error::shape(
+                "channel_lut",
+                format!(
+                    "input shape {:?}: a per-sample shape has 1 to 3 dimensions",
+                    x.shape
+                ),
+            ));
+        }
+        if c.checked_mul(256) != Some(self.tables.len()) {
+            return Err(Error::shape(
+                "channel_lut tables",
+                format!(
+                    "{} bytes for an input of {c} channels (shape {:?}): {c} x 256 expected",
+                    self.tables.len(),
+                    x.shape
+                ),
+            ));
+        }
+        Ok(TensorInfo {
+            shape: x.shape.clone(),
+            dtype: DType::QUInt8(self.out),
+        })
+    }
+    fn write(&self, w: &mut NodeWriter) {
+        w.put_qparams_signed(self.out);
+        let name = format!("{}.tables", w.node);
+        let c = self.tables.len() / 256;
+        w.tensors.push((
+            name,
+            safetensors::Dtype::U8,
+            vec![c, 256],
+            self.tables.to_vec(),
+        ));
+    }
+    fn lower(&self, sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
+        let shape = &sig.inputs[0].shape;
+        Ok(Box::new(ChannelLutLowered {
+            tables: Arc::clone(self.tables),
+            channels: shape[0],
+            plane: shape[1..].iter().product(),
+        }))
+    }
+}
+
+/// The tables and the geometry the CPU loop needs.
+pub(crate) struct ChannelLutLowered {
+    pub tables: Arc<Vec<u8>>,
+    pub channels: usize,
+    /// Elements per channel of one sample.
+    pub plane: usize,
+}
+
+impl Lowered for ChannelLutLowered {
+    fn run_cpu(&self, io: &CpuIo<'_>) -> Result<Value> {
+        let (x, _, _) = io.q(0)?;
+        io.q_out(apply_channel_tables(
+            x,
+            &self.tables,
+            self.channels,
+            self.plane,
+        ))
+    }
+}
+
+/// Applies per-channel tables to batched NCHW-ordered bytes: element `i` is
+/// in channel `(i / plane) % channels`.
+pub fn apply_channel_tables(x: &[u8], tables: &[u8], channels: usize, plane: usize) -> Vec<u8> {
+    let plane = plane.max(1);
+    x.chunks(plane)
+        .enumerate()
+        .flat_map(|(k, run)| {
+            let t = &tables[(k % channels) * 256..][..256];
+            run.iter().map(move |&v| t[v as usize])
+        })
+        .collect()
+}
