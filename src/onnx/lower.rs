@@ -8,7 +8,9 @@ use std::collections::{HashMap, HashSet};
 
 use super::fuse::{fuse, WNode, PASS_THROUGH, WEIGHT_AXIS};
 use super::graph::{Attr, Dim, OnnxGraph, MS_DOMAIN};
-use super::qop::{AccOut, ConvGeom, PoolGeom, QAxis, QOp, QType, QWeights, ShapeOp, TableKind, Q};
+use super::qop::{
+    AccOut, BnParams, ConvGeom, PoolGeom, QAxis, QOp, QType, QWeights, ShapeOp, TableKind, Q,
+};
 use super::reference;
 use super::tensor::{ElemType, Tensor, TensorData};
 use super::{bad, unsupported};
@@ -818,8 +820,31 @@ impl<'a> Lowerer<'a> {
             };
             let cn = &self.nodes[c];
             let is_q = |n: &WNode| n.op == "QuantizeLinear" && n.domain.is_empty();
+            let mut relu_after_bn = None;
             let (f, q) = if is_q(cn) {
                 (None, c)
+            } else if cn.domain.is_empty()
+                && cn.op == "BatchNormalization"
+                && self.bn_params(cn, &dq.outputs[0]).is_some()
+            {
+                // DQ -> BatchNormalization (-> Relu) -> Q: per channel a function of the byte
+                match single(&cn.outputs[0]) {
+                    Some(q) if is_q(&self.nodes[q]) => (Some(c), q),
+                    Some(r)
+                        if self.nodes[r].op == "Relu"
+                            && self.nodes[r].domain.is_empty()
+                            && self.nodes[r].input(0) == Some(cn.outputs[0].as_str()) =>
+                    {
+                        match single(&self.nodes[r].outputs[0]) {
+                            Some(q) if is_q(&self.nodes[q]) => {
+                                relu_after_bn = Some(r);
+                                (Some(c), q)
+                            }
+                            _ => continue,
+                        }
+                    }
+                    _ => continue,
+                }
             } else if cn.domain.is_empty()
                 && (matches!(cn.op.as_str(), "Relu" | "HardSigmoid" | "Sigmoid")
                     || PASS_THROUGH.contains(&cn.op.as_str())
@@ -845,6 +870,9 @@ impl<'a> Lowerer<'a> {
             }
             if let Some(f) = f {
                 absorbed.insert(f, d);
+            }
+            if let Some(r) = relu_after_bn {
+                absorbed.insert(r, d);
             }
             absorbed.insert(q, d);
         }
@@ -1132,6 +1160,100 @@ impl<'a> Lowerer<'a> {
         "its output is not read by exactly one QuantizeLinear".into()
     }
 
+    /// The constant parameters of an inference `BatchNormalization` reading
+    /// `input` (one output, `training_mode` 0, four constant f32 vectors of one
+    /// length), or None.
+    fn bn_params(&self, n: &WNode, input: &str) -> Option<BnParams> {
+        if n.input(0) != Some(input)
+            || n.outputs.iter().skip(1).any(|o| !o.is_empty())
+            || matches!(n.attrs.get("training_mode"), Some(Attr::Int(v)) if *v != 0)
+        {
+            return None;
+        }
+        let f = |i: usize| -> Option<Vec<f32>> {
+            match &self.konst(n.input(i)?)?.data {
+                TensorData::F32(v) => Some(v.clone()),
+                _ => None,
+            }
+        };
+        let p = BnParams {
+            scale: f(1)?,
+            bias: f(2)?,
+            mean: f(3)?,
+            var: f(4)?,
+        };
+        let c = p.scale.len();
+        (c > 0 && [&p.bias, &p.mean, &p.var].iter().all(|v| v.len() == c)).then_some(p)
+    }
+
+    /// DQ -> BatchNormalization (-> Relu) -> Q (`members`: the absorbed nodes
+    /// after DQ `d`, in order) as one [`QOp::BatchNorm`].
+    fn batch_norm(&mut self, d: usize, members: &[usize], x: ValueId, xq: QAxis) -> Result<()> {
+        let dq = self.nodes[d].clone();
+        let bn = self.nodes[members[0]].clone();
+        let q = self.nodes[*members.last().unwrap_or(&d)].clone();
+        let relu = members.len() == 3;
+        let at = bn.origin.clone();
+        let params = self
+            .bn_params(&bn, &dq.outputs[0])
+            .ok_or_else(|| unsupported(at.as_str(), "BatchNormalization parameters"))?;
+        let xt =
+            qtype(xq.dtype).ok_or_else(|| unsupported(at.as_str(), "int32 input to a float op"))?;
+        let xqq = Q {
+            scale: xq.scales[0],
+            zero_point: xq.zero_points[0],
+            dtype: xt,
+        };
+        let shape = self.shape(x);
+        if let Some(s) = &shape {
+            if s.len() < 2 || s[1] != params.scale.len() {
+                return Err(unsupported(
+                    at.as_str(),
+                    format!(
+                        "BatchNormalization of {} channels on an input of shape {s:?}",
+                        params.scale.len()
+                    ),
+                ));
+            }
+        }
+        let eps = attr_f(&bn, "epsilon", 1e-5)?;
+        let yq = self.qaxis(&q, shape.as_ref().map(Vec::len), true, None)?;
+        let yt = qtype(yq.dtype).unwrap_or(QType::U8);
+        let y = Q {
+            scale: yq.scales[0],
+            zero_point: yq.zero_points[0],
+            dtype: yt,
+        };
+        let mut kern = vec!["DequantizeLinear", "BatchNormalization"];
+        if relu {
+            kern.push("Relu");
+        }
+        kern.push("QuantizeLinear");
+        let o = self.output(
+            &q.outputs[0],
+            ValueKind::Quant {
+                dtype: yt,
+                q: Some(yq),
+            },
+            shape,
+            &q.origin,
+        )?;
+        self.emit(
+            &bn,
+            QOp::BatchNorm {
+                x: xqq,
+                y,
+                params: std::sync::Arc::new(params),
+                eps,
+                relu,
+            },
+            vec![x],
+            vec![o],
+            k(&kern),
+        );
+        Ok(())
+    }
+
     fn table(
         &mut self,
         d: usize,
@@ -1150,6 +1272,11 @@ impl<'a> Lowerer<'a> {
             m.sort();
             m
         };
+        if let Some(&b) = members.first() {
+            if self.nodes[b].op == "BatchNormalization" {
+                return self.batch_norm(d, &members, x, xq);
+            }
+        }
         let q = self.nodes[*members.last().unwrap_or(&d)].clone();
         let f = if members.len() == 2 {
             Some(self.nodes[members[0]].clone())

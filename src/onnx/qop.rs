@@ -348,6 +348,24 @@ pub enum QOp {
         /// output qparams
         y: Q,
     },
+    /// A float `BatchNormalization` (inference, constant parameters), optionally
+    /// followed by a float `Relu`, between a DequantizeLinear and a
+    /// QuantizeLinear, as ORT runs it: `f = f32(q - zp) * s`, `inv = 1 / sqrt(var
+    /// + eps)`, `a = inv * scale`, `b = bias - mean * a`, `y = f * a + b` (f32,
+    /// no fused multiply-add), then QuantizeLinear. Per channel (dim 1) a
+    /// function of the byte: a `channel_lut`.
+    BatchNorm {
+        /// input qparams
+        x: Q,
+        /// output qparams
+        y: Q,
+        /// per-channel `scale`, `B`, `input_mean`, `input_var`
+        params: std::sync::Arc<BnParams>,
+        /// `epsilon`
+        eps: f32,
+        /// a float `Relu` follows
+        relu: bool,
+    },
     /// com.microsoft QLinearSoftmax (ORT's table form; only `floor(1/y_scale)`
     /// and `y.zero_point` of `y` enter).
     Softmax {
@@ -390,9 +408,33 @@ impl QOp {
             QOp::MaxPool { .. } => "MaxPool",
             QOp::Concat { .. } => "Concat",
             QOp::Table { .. } => "Table",
+            QOp::BatchNorm { .. } => "BatchNorm",
             QOp::Softmax { .. } => "Softmax",
             QOp::Shape(_) => "Shape",
             QOp::FloatTail { .. } => "FloatTail",
         }
+    }
+}
+
+/// The constant per-channel inputs of a `BatchNormalization`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BnParams {
+    /// `scale` (gamma)
+    pub scale: Vec<f32>,
+    /// `B` (beta)
+    pub bias: Vec<f32>,
+    /// `input_mean`
+    pub mean: Vec<f32>,
+    /// `input_var`
+    pub var: Vec<f32>,
+}
+
+impl BnParams {
+    /// ORT's folded `(a, b)` of channel `c`: `inv = 1 / sqrt(var + eps)`,
+    /// `a = inv * scale`, `b = bias - mean * a` (f32, each op rounded).
+    pub fn folded(&self, c: usize, eps: f32) -> (f32, f32) {
+        let inv = 1.0 / (self.var[c] + eps).sqrt();
+        let a = inv * self.scale[c];
+        (a, self.bias[c] - self.mean[c] * a)
     }
 }

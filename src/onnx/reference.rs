@@ -303,6 +303,52 @@ pub fn eval_op(
             let t = table(kind, xq, y);
             map_bytes(x, xq.dtype, |b| t[b as usize], y.dtype)
         }
+        QOp::BatchNorm {
+            x: xq,
+            y,
+            params,
+            eps,
+            relu,
+        } => {
+            // element by element in f32, as ORT's BatchNorm kernel (Eigen) computes
+            if x.dims.len() < 2 || x.dims[1] != params.scale.len() {
+                return Err(bad(
+                    at,
+                    format!(
+                        "input dims {:?}: channel dim 1 must have {} entries",
+                        x.dims,
+                        params.scale.len()
+                    ),
+                ));
+            }
+            let c = x.dims[1];
+            let plane: usize = x.dims[2..].iter().product();
+            let q: Vec<i32> = match (&x.data, xq.dtype) {
+                (TensorData::U8(v), QType::U8) => v.iter().map(|&b| b as i32).collect(),
+                (TensorData::I8(v), QType::I8) => v.iter().map(|&b| b as i32).collect(),
+                _ => return Err(bad(at, "input type differs from the DequantizeLinear's")),
+            };
+            let out = q
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let (a, b) = params.folded((i / plane.max(1)) % c, *eps);
+                    let f = xq.scale * (v - xq.zero_point) as f32;
+                    let mut r = f * a + b;
+                    if *relu {
+                        r = r.max(0.0);
+                    }
+                    sat(
+                        (r / y.scale).round_ties_even() + y.zero_point as f32,
+                        y.dtype,
+                    )
+                })
+                .collect();
+            Ok(Tensor {
+                dims: x.dims.clone(),
+                data: from_i32(out, elem(y.dtype)),
+            })
+        }
         QOp::Concat {
             axis,
             inputs: qs,

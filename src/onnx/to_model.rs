@@ -391,6 +391,39 @@ impl<'a> Converter<'a> {
                 let table = Box::new(crate::ops::onnx_table(kind, q_in, y));
                 self.push(n, Op::Lut { table, out: y }, vec![x])
             }
+            QOp::BatchNorm {
+                x: xq,
+                y,
+                params,
+                eps,
+                relu,
+            } => {
+                let (x, info) = self.input(n, 0)?;
+                let q_in = self.check_in_q(n, &info, xq)?;
+                let y = qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?;
+                if info.shape.first() != Some(&params.scale.len()) {
+                    return Err(unsupported(
+                        at(n),
+                        format!(
+                            "BatchNormalization of {} channels on a per-sample shape {:?}",
+                            params.scale.len(),
+                            info.shape
+                        ),
+                    ));
+                }
+                let ab: Vec<(f32, f32)> = (0..params.scale.len())
+                    .map(|c| params.folded(c, *eps))
+                    .collect();
+                let tables = crate::ops::chanlut::ort_batch_norm_tables(q_in, y, &ab, *relu);
+                self.push(
+                    n,
+                    Op::ChannelLut {
+                        tables: std::sync::Arc::new(tables),
+                        out: y,
+                    },
+                    vec![x],
+                )
+            }
             QOp::Add { a, b, y } | QOp::Mul { a, b, y } if self.constant_operand(n).is_some() => {
                 self.binary_const(n, a, b, y)
             }
@@ -1224,6 +1257,7 @@ fn stated_q(n: &QNode, id: ValueId) -> Option<Q> {
             QOp::GlobalAvgPool { x, .. }
             | QOp::AvgPool { x, .. }
             | QOp::Table { x, .. }
+            | QOp::BatchNorm { x, .. }
             | QOp::Softmax { x, .. },
             0,
         ) => Some(*x),

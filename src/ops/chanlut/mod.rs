@@ -147,3 +147,33 @@ pub fn apply_channel_tables(x: &[u8], tables: &[u8], channels: usize, plane: usi
         })
         .collect()
 }
+
+/// The `channel_lut` tables of ONNX Runtime's float `BatchNormalization`
+/// (optionally followed by a float `Relu`) between a DequantizeLinear with
+/// qparams `x` and a QuantizeLinear with qparams `y` (either may be qint8;
+/// stored bytes in and out). `ab[c]` is channel `c`'s folded `(a, b)`
+/// ([`crate::onnx::BnParams::folded`]). Per byte, as ORT computes it:
+/// `f = f32(q - zp_x) * s_x`, `v = f * a + b` (two roundings, no fused
+/// multiply-add), `relu`: `max(v, 0)`, then QuantizeLinear
+/// `sat(rint(v / s_y) + zp_y)` (a true division, ties to even).
+pub fn ort_batch_norm_tables(x: QParams, y: QParams, ab: &[(f32, f32)], relu: bool) -> Vec<u8> {
+    let (lo, hi) = if y.signed {
+        (-128.0, 127.0)
+    } else {
+        (0.0, 255.0)
+    };
+    let mut t = Vec::with_capacity(ab.len() * 256);
+    for &(a, b) in ab {
+        for byte in 0..256i32 {
+            let q = byte - x.offset();
+            let f = (q - x.true_zero_point()) as f32 * x.scale;
+            let mut v = f * a + b;
+            if relu {
+                v = v.max(0.0);
+            }
+            let r = ((v / y.scale).round_ties_even() + y.true_zero_point() as f32).clamp(lo, hi);
+            t.push((r as i32 + y.offset()) as u8);
+        }
+    }
+    t
+}
