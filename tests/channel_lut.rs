@@ -2,13 +2,17 @@
 //! per-sample shape): the file round trip, the CPU loop against a direct
 //! computation, GPU == CPU on seeded random tables, shapes and data (rank 1
 //! to 3, channel counts not a multiple of 4, quint8 and qint8, after an
-//! aliased reshape), and the errors bad tables give.
+//! aliased reshape), the errors bad tables give, and PyTorch's vectors
+//! (`tests/data/chanlut`, `tools/gen_chanlut_ops.py`): quantized batch_norm2d
+//! (+ relu) and prelu under fbgemm, qnnpack and x86 — the exporter's tables
+//! reproduce PyTorch's output on CPU and GPU, and the Rust rules
+//! (`pytorch_batch_norm_tables`, `pytorch_prelu_tables`) give those tables.
 
 mod common;
 
 use std::sync::Arc;
 
-use common::{first_mismatch, gpu, Rng};
+use common::{first_mismatch, gpu, Rng, TensorFile};
 use qfuse::model::{DType, Model, Node, Op, TensorInfo, Value};
 use qfuse::{Error, QParams, Requant};
 
@@ -206,4 +210,113 @@ fn channel_lut_bad_tables_are_errors() {
     let e = bad(vec![0; 255], vec![1]).unwrap_err();
     assert!(e.to_string().contains("255 bytes"), "{e}");
     assert!(bad(vec![0; 2 * 256], vec![2, 1, 1]).is_ok());
+}
+
+fn qp(m: &serde_json::Value, s: &str, z: &str) -> QParams {
+    QParams::new(m[s].as_f64().unwrap() as f32, m[z].as_i64().unwrap() as i32).unwrap()
+}
+
+#[test]
+fn pytorch_vectors_channel_lut_cpu_gpu_and_rules() {
+    use qfuse::ops::chanlut::{pytorch_batch_norm_tables, pytorch_prelu_tables, BatchNormParams};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/chanlut");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    paths.sort();
+    assert!(
+        paths.len() >= 48,
+        "{} cases in {}",
+        paths.len(),
+        dir.display()
+    );
+    let ctx = gpu();
+    let (mut ties, mut cl, mut scalar_tail) = (0, 0, 0);
+    for p in &paths {
+        let f = TensorFile::open(p);
+        let m = f.meta("case");
+        let name = m["name"].as_str().unwrap().to_string();
+        let op = m["op"].as_str().unwrap();
+        let shape: Vec<usize> = m["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        let (qi, qo) = (
+            qp(&m, "input_scale", "input_zero_point"),
+            qp(&m, "output_scale", "output_zero_point"),
+        );
+        let c = shape[1];
+        let tables = f.u8("tables");
+        assert_eq!(tables.len(), c * 256, "{name}");
+        // the Rust rule gives PyTorch's tables
+        let rule = if op.starts_with("batch_norm2d") {
+            let (w, b, mean, var) = (f.f32("weight"), f.f32("bias"), f.f32("mean"), f.f32("var"));
+            let bp = BatchNormParams {
+                weight: &w,
+                bias: &b,
+                mean: &mean,
+                var: &var,
+                eps: m["eps"].as_f64().unwrap(),
+            };
+            if c % 64 != 0 {
+                scalar_tail += 1;
+            }
+            pytorch_batch_norm_tables(qi, qo, &bp, op == "batch_norm2d_relu")
+        } else {
+            pytorch_prelu_tables(
+                qi,
+                qo,
+                &f.u8("weight_q"),
+                m["weight_scale"].as_f64().unwrap() as f32,
+                m["weight_zero_point"].as_i64().unwrap() as i32,
+                c,
+            )
+        };
+        if let Some(mm) = first_mismatch(&rule, &tables) {
+            panic!("{name}: Rust rule vs PyTorch's tables (index = channel * 256 + byte): {mm}");
+        }
+        ties += m["ties"].as_bool().unwrap() as usize;
+        cl += (m["input_layout"] == "channels_last") as usize;
+        // channel_lut with those tables reproduces PyTorch's output, CPU and GPU
+        let model = Model::new(
+            Requant::Fbgemm,
+            qin(shape[1..].to_vec(), qi),
+            vec!["y".into()],
+            vec![Node {
+                name: "y".into(),
+                op: Op::ChannelLut {
+                    tables: Arc::new(tables),
+                    out: qo,
+                },
+                inputs: vec!["x".into()],
+            }],
+        )
+        .unwrap();
+        let input = [Value::Q {
+            data: f.u8("input"),
+            shape: shape.clone(),
+            q: qi,
+        }];
+        let want = f.u8("output");
+        let cpu = model.run_cpu(&input).unwrap();
+        let g = qfuse::GpuModel::new(&ctx, &model).unwrap();
+        let got = g.run(&ctx, &input).unwrap();
+        for (what, v) in [("CPU", &cpu[0]), ("GPU", &got[0])] {
+            let Value::Q { data, q, .. } = v else {
+                panic!("{name}: {what} output not quantized")
+            };
+            assert_eq!(*q, qo, "{name} {what}");
+            if let Some(mm) = first_mismatch(data, &want) {
+                panic!("{name}: {what} vs PyTorch: {mm}");
+            }
+        }
+    }
+    assert!(
+        ties >= 8 && cl >= 16 && scalar_tail >= 8,
+        "{ties} {cl} {scalar_tail}"
+    );
 }

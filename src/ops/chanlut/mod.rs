@@ -177,3 +177,84 @@ pub fn ort_batch_norm_tables(x: QParams, y: QParams, ab: &[(f32, f32)], relu: bo
     }
     t
 }
+
+/// A quantized `BatchNorm2d`'s parameters (PyTorch's float32 buffers).
+#[derive(Clone, Debug)]
+pub struct BatchNormParams<'a> {
+    /// `weight` (gamma), per channel.
+    pub weight: &'a [f32],
+    /// `bias` (beta), per channel.
+    pub bias: &'a [f32],
+    /// `running_mean`, per channel.
+    pub mean: &'a [f32],
+    /// `running_var`, per channel.
+    pub var: &'a [f32],
+    /// `eps` (a double in PyTorch).
+    pub eps: f64,
+}
+
+/// The `channel_lut` tables of PyTorch's `quantized::batch_norm2d` (`relu`:
+/// `batch_norm2d_relu`), every engine (ATen's kernel; quint8 in and out),
+/// with input qparams `x` and output qparams `y`. ATen folds per channel
+/// (`compute_fused_params`, doubles where the scales enter):
+/// `inv = f32(1.0 / f64(sqrt(var + f32(eps))))`,
+/// `alpha = f32(f64(inv * weight) * (f64(s_x) / f64(s_y)))`,
+/// `beta = f32(f64(bias - mean * inv * weight) / f64(s_y))`, then per byte
+/// `q = clamp(rint(fma(alpha, f32(byte - zp_x), beta)) + zp_y, 0, 255)`, and
+/// `relu`: `max(q, zp_y)`. Its vector body and its scalar channel tail both
+/// compute the fused multiply-add (vectors: `tests/data/chanlut`).
+pub fn pytorch_batch_norm_tables(
+    x: QParams,
+    y: QParams,
+    p: &BatchNormParams<'_>,
+    relu: bool,
+) -> Vec<u8> {
+    let ratio = x.scale as f64 / y.scale as f64;
+    let mut t = Vec::with_capacity(p.weight.len() * 256);
+    for c in 0..p.weight.len() {
+        let inv = (1.0 / ((p.var[c] + p.eps as f32).sqrt() as f64)) as f32;
+        let alpha = ((inv * p.weight[c]) as f64 * ratio) as f32;
+        let beta = ((p.bias[c] - p.mean[c] * inv * p.weight[c]) as f64 / y.scale as f64) as f32;
+        for b in 0..256i32 {
+            let v = alpha.mul_add((b - x.zero_point) as f32, beta);
+            let mut q = v.round_ties_even() as i64 + y.zero_point as i64;
+            if relu {
+                q = q.max(y.zero_point as i64);
+            }
+            t.push(q.clamp(0, 255) as u8);
+        }
+    }
+    t
+}
+
+/// The `channel_lut` tables of PyTorch's `quantized::prelu` (every engine;
+/// quint8 in and out) of `channels` channels with quint8 weight bytes `w`
+/// (one per channel, or one for all) quantized with `(w_scale, w_zp)`.
+/// ATen: `m = s_x * w_scale * (1 / s_y)` (f32), `one = quantize(1.0)` with
+/// the weight's qparams, per byte `pos = max(q, zp_x) - zp_x`,
+/// `neg = min(q, zp_x) - zp_x`, `acc = pos * (one - w_zp) + neg * (w - w_zp)`
+/// (integers), `clamp(rint(f32(acc) * m) + zp_y, 0, 255)`: its vector and
+/// scalar code agree.
+pub fn pytorch_prelu_tables(
+    x: QParams,
+    y: QParams,
+    w: &[u8],
+    w_scale: f32,
+    w_zp: i32,
+    channels: usize,
+) -> Vec<u8> {
+    let m = x.scale * w_scale * (1.0 / y.scale);
+    let one = crate::quant::quantize_with_inv(1.0, 1.0 / w_scale, w_zp) as i32 - w_zp;
+    let mut t = Vec::with_capacity(channels * 256);
+    for c in 0..channels {
+        let wc = w[if w.len() == 1 { 0 } else { c }] as i32 - w_zp;
+        for b in 0..256i32 {
+            let pos = b.max(x.zero_point) - x.zero_point;
+            let neg = b.min(x.zero_point) - x.zero_point;
+            let acc = pos * one + neg * wc;
+            let q = (acc as f32 * m).round_ties_even() as i64 + y.zero_point as i64;
+            t.push(q.clamp(0, 255) as u8);
+        }
+    }
+    t
+}
