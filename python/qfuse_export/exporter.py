@@ -293,10 +293,10 @@ def torch_channel_tables(fn, channels, rank, scale, zero_point, engine):
     (quantized BatchNorm2d / BNReLU2d, PReLU), computed by PyTorch itself: `fn`
     applied under `engine` to a quint8 tensor with qparams (scale, zero_point) of
     `channels` channels (dim 1) and rank `rank`, every channel holding every byte.
-    ATen's batch norm walks each pixel's channels, the first ones on its vector
-    path and the last C mod 16 (AVX-512) on its scalar path: which path a value
-    takes depends on its channel alone, the same here as in the model, so the
-    tables are exact for any batch and memory format (tests/data/ops/README.md).
+    ATen's batch norm walks each pixel's channels, the first C - C mod 64 on its
+    (AVX-512) vector path and the rest on its scalar path: which path a value takes
+    depends on its channel alone, the same here as in the model, so the tables are
+    exact for any batch and memory format (tests/data/chanlut/README.md).
     Returns (tables: C*256 bytes, channel-major; output scale; output zero point)."""
     prev = torch.backends.quantized.engine
     torch.backends.quantized.engine = engine
