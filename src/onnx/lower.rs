@@ -9,7 +9,8 @@ use std::collections::{HashMap, HashSet};
 use super::fuse::{fuse, WNode, PASS_THROUGH, WEIGHT_AXIS};
 use super::graph::{Attr, Dim, OnnxGraph, MS_DOMAIN};
 use super::qop::{
-    AccOut, BnParams, ConvGeom, PoolGeom, QAxis, QOp, QType, QWeights, ShapeOp, TableKind, Q,
+    AccOut, BnParams, ChannelFn, ConvGeom, FloatBinOp, PoolGeom, QAxis, QOp, QType, QWeights,
+    ShapeOp, TableKind, Q,
 };
 use super::reference;
 use super::tensor::{ElemType, Tensor, TensorData};
@@ -823,11 +824,9 @@ impl<'a> Lowerer<'a> {
             let mut relu_after_bn = None;
             let (f, q) = if is_q(cn) {
                 (None, c)
-            } else if cn.domain.is_empty()
-                && cn.op == "BatchNormalization"
-                && self.bn_params(cn, &dq.outputs[0]).is_some()
-            {
-                // DQ -> BatchNormalization (-> Relu) -> Q: per channel a function of the byte
+            } else if cn.domain.is_empty() && self.channel_fn(cn, &dq.outputs[0], None).is_some() {
+                // DQ -> BatchNormalization or Add/Sub/Mul/Div with a per-channel constant
+                // (-> Relu) -> Q: per channel a function of the byte
                 match single(&cn.outputs[0]) {
                     Some(q) if is_q(&self.nodes[q]) => (Some(c), q),
                     Some(r)
@@ -1186,17 +1185,83 @@ impl<'a> Lowerer<'a> {
         (c > 0 && [&p.bias, &p.mean, &p.var].iter().all(|v| v.len() == c)).then_some(p)
     }
 
-    /// DQ -> BatchNormalization (-> Relu) -> Q (`members`: the absorbed nodes
-    /// after DQ `d`, in order) as one [`QOp::BatchNorm`].
-    fn batch_norm(&mut self, d: usize, members: &[usize], x: ValueId, xq: QAxis) -> Result<()> {
+    /// The float per-channel function of `n` reading `input` (the output of
+    /// a DequantizeLinear): an inference `BatchNormalization`, or
+    /// `Add`/`Sub`/`Mul`/`Div` whose other operand is a constant f32 tensor of
+    /// one value or one per channel (every dimension 1 but the channel dim 1,
+    /// right-aligned against the input's rank `rank`; unknown: at most one
+    /// dimension above 1), or None.
+    fn channel_fn(&self, n: &WNode, input: &str, rank: Option<usize>) -> Option<ChannelFn> {
+        if !n.domain.is_empty() {
+            return None;
+        }
+        if n.op == "BatchNormalization" {
+            let params = self.bn_params(n, input)?;
+            let eps = attr_f(n, "epsilon", 1e-5).ok()?;
+            return Some(ChannelFn::BatchNorm { params, eps });
+        }
+        let op = match n.op.as_str() {
+            "Add" => FloatBinOp::Add,
+            "Sub" => FloatBinOp::Sub,
+            "Mul" => FloatBinOp::Mul,
+            "Div" => FloatBinOp::Div,
+            _ => return None,
+        };
+        if n.inputs.len() != 2 || n.outputs.iter().skip(1).any(|o| !o.is_empty()) {
+            return None;
+        }
+        let const_first = n.input(1) == Some(input);
+        if !const_first && n.input(0) != Some(input) {
+            return None;
+        }
+        let kname = n.input(if const_first { 0 } else { 1 })?;
+        if kname == input {
+            return None;
+        }
+        let k = self.konst(kname)?;
+        let TensorData::F32(kv) = &k.data else {
+            return None;
+        };
+        let ok = match rank {
+            Some(rank) if k.dims.len() <= rank => {
+                // right-aligned: dimension i of the constant is input dimension i + off
+                let off = rank - k.dims.len();
+                k.dims
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &d)| d == 1 || i + off == 1)
+            }
+            Some(_) => false,
+            None => k.dims.iter().filter(|&&d| d > 1).count() <= 1,
+        };
+        (ok && !kv.is_empty()).then(|| ChannelFn::Binary {
+            op,
+            k: kv.clone(),
+            const_first,
+        })
+    }
+
+    /// DQ -> per-channel float op (-> Relu) -> Q (`members`: the absorbed
+    /// nodes after DQ `d`, in order) as one [`QOp::ChannelFloat`].
+    fn channel_float(&mut self, d: usize, members: &[usize], x: ValueId, xq: QAxis) -> Result<()> {
         let dq = self.nodes[d].clone();
-        let bn = self.nodes[members[0]].clone();
+        let fnode = self.nodes[members[0]].clone();
         let q = self.nodes[*members.last().unwrap_or(&d)].clone();
         let relu = members.len() == 3;
-        let at = bn.origin.clone();
-        let params = self
-            .bn_params(&bn, &dq.outputs[0])
-            .ok_or_else(|| unsupported(at.as_str(), "BatchNormalization parameters"))?;
+        let at = fnode.origin.clone();
+        let shape = self.shape(x);
+        let f = self
+            .channel_fn(&fnode, &dq.outputs[0], shape.as_ref().map(Vec::len))
+            .ok_or_else(|| {
+                unsupported(
+                    at.as_str(),
+                    format!(
+                        "{}: ORT runs it in float between quantized ops, and its constant operand \
+                         does not broadcast per channel (dim 1) over the input's shape {shape:?}",
+                        fnode.op
+                    ),
+                )
+            })?;
         let xt =
             qtype(xq.dtype).ok_or_else(|| unsupported(at.as_str(), "int32 input to a float op"))?;
         let xqq = Q {
@@ -1204,19 +1269,14 @@ impl<'a> Lowerer<'a> {
             zero_point: xq.zero_points[0],
             dtype: xt,
         };
-        let shape = self.shape(x);
-        if let Some(s) = &shape {
-            if s.len() < 2 || s[1] != params.scale.len() {
+        if let (Some(s), Some(c)) = (&shape, f.channels()) {
+            if s.len() < 2 || s[1] != c {
                 return Err(unsupported(
                     at.as_str(),
-                    format!(
-                        "BatchNormalization of {} channels on an input of shape {s:?}",
-                        params.scale.len()
-                    ),
+                    format!("{} of {c} channels on an input of shape {s:?}", fnode.op),
                 ));
             }
         }
-        let eps = attr_f(&bn, "epsilon", 1e-5)?;
         let yq = self.qaxis(&q, shape.as_ref().map(Vec::len), true, None)?;
         let yt = qtype(yq.dtype).unwrap_or(QType::U8);
         let y = Q {
@@ -1224,11 +1284,12 @@ impl<'a> Lowerer<'a> {
             zero_point: yq.zero_points[0],
             dtype: yt,
         };
-        let mut kern = vec!["DequantizeLinear", "BatchNormalization"];
+        let mut kern = vec!["DequantizeLinear", fnode.op.as_str()];
         if relu {
             kern.push("Relu");
         }
         kern.push("QuantizeLinear");
+        let kern = k(&kern);
         let o = self.output(
             &q.outputs[0],
             ValueKind::Quant {
@@ -1239,17 +1300,16 @@ impl<'a> Lowerer<'a> {
             &q.origin,
         )?;
         self.emit(
-            &bn,
-            QOp::BatchNorm {
+            &fnode,
+            QOp::ChannelFloat {
                 x: xqq,
                 y,
-                params: std::sync::Arc::new(params),
-                eps,
+                f: std::sync::Arc::new(f),
                 relu,
             },
             vec![x],
             vec![o],
-            k(&kern),
+            kern,
         );
         Ok(())
     }
@@ -1273,8 +1333,9 @@ impl<'a> Lowerer<'a> {
             m
         };
         if let Some(&b) = members.first() {
-            if self.nodes[b].op == "BatchNormalization" {
-                return self.batch_norm(d, &members, x, xq);
+            let dq_out = self.nodes[d].outputs[0].clone();
+            if self.channel_fn(&self.nodes[b], &dq_out, None).is_some() {
+                return self.channel_float(d, &members, x, xq);
             }
         }
         let q = self.nodes[*members.last().unwrap_or(&d)].clone();

@@ -348,21 +348,18 @@ pub enum QOp {
         /// output qparams
         y: Q,
     },
-    /// A float `BatchNormalization` (inference, constant parameters), optionally
-    /// followed by a float `Relu`, between a DequantizeLinear and a
-    /// QuantizeLinear, as ORT runs it: `f = f32(q - zp) * s`, `inv = 1 / sqrt(var
-    /// + eps)`, `a = inv * scale`, `b = bias - mean * a`, `y = f * a + b` (f32,
-    /// no fused multiply-add), then QuantizeLinear. Per channel (dim 1) a
-    /// function of the byte: a `channel_lut`.
-    BatchNorm {
+    /// A float per-channel elementwise op ORT runs between a DequantizeLinear
+    /// and a QuantizeLinear ([`ChannelFn`]: `BatchNormalization`, or
+    /// `Add`/`Sub`/`Mul`/`Div` with a constant of one value or one per channel),
+    /// optionally followed by a float `Relu`: per channel (dim 1) a function of
+    /// the byte, a `channel_lut`.
+    ChannelFloat {
         /// input qparams
         x: Q,
         /// output qparams
         y: Q,
-        /// per-channel `scale`, `B`, `input_mean`, `input_var`
-        params: std::sync::Arc<BnParams>,
-        /// `epsilon`
-        eps: f32,
+        /// the float function of channel and value
+        f: std::sync::Arc<ChannelFn>,
         /// a float `Relu` follows
         relu: bool,
     },
@@ -408,7 +405,7 @@ impl QOp {
             QOp::MaxPool { .. } => "MaxPool",
             QOp::Concat { .. } => "Concat",
             QOp::Table { .. } => "Table",
-            QOp::BatchNorm { .. } => "BatchNorm",
+            QOp::ChannelFloat { .. } => "ChannelFloat",
             QOp::Softmax { .. } => "Softmax",
             QOp::Shape(_) => "Shape",
             QOp::FloatTail { .. } => "FloatTail",
@@ -436,5 +433,72 @@ impl BnParams {
         let inv = 1.0 / (self.var[c] + eps).sqrt();
         let a = inv * self.scale[c];
         (a, self.bias[c] - self.mean[c] * a)
+    }
+}
+
+/// A float binary op with a constant operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloatBinOp {
+    /// `Add`
+    Add,
+    /// `Sub`
+    Sub,
+    /// `Mul`
+    Mul,
+    /// `Div`
+    Div,
+}
+
+/// The float function of a [`QOp::ChannelFloat`], as ORT's CPU kernels compute
+/// it in f32 (checked against ORT 1.32: `tests/data/onnx/ops`, `qdq_batchnorm_*`,
+/// `qdq_chconst_*`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum ChannelFn {
+    /// Inference `BatchNormalization`: `v * a + b` with ORT's folded `(a, b)`
+    /// ([`BnParams::folded`]; a multiply and an add, no fused multiply-add).
+    BatchNorm {
+        /// the per-channel inputs
+        params: BnParams,
+        /// `epsilon`
+        eps: f32,
+    },
+    /// `v op k` (`k op v` when `const_first`), one IEEE f32 operation; `k` has
+    /// one value or one per channel.
+    Binary {
+        /// the op
+        op: FloatBinOp,
+        /// the constant (1 or C values)
+        k: Vec<f32>,
+        /// the constant is the first operand
+        const_first: bool,
+    },
+}
+
+impl ChannelFn {
+    /// Its channel count, when it has one value per channel.
+    pub fn channels(&self) -> Option<usize> {
+        match self {
+            ChannelFn::BatchNorm { params, .. } => Some(params.scale.len()),
+            ChannelFn::Binary { k, .. } => (k.len() > 1).then_some(k.len()),
+        }
+    }
+    /// The function at channel `c` of the dequantized value `v`.
+    pub fn apply(&self, c: usize, v: f32) -> f32 {
+        match self {
+            ChannelFn::BatchNorm { params, eps } => {
+                let (a, b) = params.folded(c, *eps);
+                v * a + b
+            }
+            ChannelFn::Binary { op, k, const_first } => {
+                let k = k[if k.len() == 1 { 0 } else { c }];
+                let (l, r) = if *const_first { (k, v) } else { (v, k) };
+                match op {
+                    FloatBinOp::Add => l + r,
+                    FloatBinOp::Sub => l - r,
+                    FloatBinOp::Mul => l * r,
+                    FloatBinOp::Div => l / r,
+                }
+            }
+        }
     }
 }

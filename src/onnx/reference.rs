@@ -303,26 +303,21 @@ pub fn eval_op(
             let t = table(kind, xq, y);
             map_bytes(x, xq.dtype, |b| t[b as usize], y.dtype)
         }
-        QOp::BatchNorm {
-            x: xq,
-            y,
-            params,
-            eps,
-            relu,
-        } => {
-            // element by element in f32, as ORT's BatchNorm kernel (Eigen) computes
-            if x.dims.len() < 2 || x.dims[1] != params.scale.len() {
-                return Err(bad(
-                    at,
-                    format!(
-                        "input dims {:?}: channel dim 1 must have {} entries",
-                        x.dims,
-                        params.scale.len()
-                    ),
-                ));
+        QOp::ChannelFloat { x: xq, y, f, relu } => {
+            // element by element in f32, as ORT's float kernels compute
+            let c = x.dims.get(1).copied().unwrap_or(1);
+            if let Some(fc) = f.channels() {
+                if x.dims.len() < 2 || c != fc {
+                    return Err(bad(
+                        at,
+                        format!(
+                            "input dims {:?}: channel dim 1 must have {fc} entries",
+                            x.dims
+                        ),
+                    ));
+                }
             }
-            let c = x.dims[1];
-            let plane: usize = x.dims[2..].iter().product();
+            let plane: usize = x.dims.iter().skip(2).product();
             let q: Vec<i32> = match (&x.data, xq.dtype) {
                 (TensorData::U8(v), QType::U8) => v.iter().map(|&b| b as i32).collect(),
                 (TensorData::I8(v), QType::I8) => v.iter().map(|&b| b as i32).collect(),
@@ -332,9 +327,8 @@ pub fn eval_op(
                 .iter()
                 .enumerate()
                 .map(|(i, &v)| {
-                    let (a, b) = params.folded((i / plane.max(1)) % c, *eps);
-                    let f = xq.scale * (v - xq.zero_point) as f32;
-                    let mut r = f * a + b;
+                    let d = xq.scale * (v - xq.zero_point) as f32;
+                    let mut r = f.apply((i / plane.max(1)) % c.max(1), d);
                     if *relu {
                         r = r.max(0.0);
                     }

@@ -391,30 +391,24 @@ impl<'a> Converter<'a> {
                 let table = Box::new(crate::ops::onnx_table(kind, q_in, y));
                 self.push(n, Op::Lut { table, out: y }, vec![x])
             }
-            QOp::BatchNorm {
-                x: xq,
-                y,
-                params,
-                eps,
-                relu,
-            } => {
+            QOp::ChannelFloat { x: xq, y, f, relu } => {
                 let (x, info) = self.input(n, 0)?;
                 let q_in = self.check_in_q(n, &info, xq)?;
                 let y = qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?;
-                if info.shape.first() != Some(&params.scale.len()) {
+                let c = info.shape.first().copied().unwrap_or(1);
+                if f.channels().is_some_and(|fc| fc != c) || info.shape.is_empty() {
                     return Err(unsupported(
                         at(n),
                         format!(
-                            "BatchNormalization of {} channels on a per-sample shape {:?}",
-                            params.scale.len(),
+                            "a per-channel float op of {:?} channels on a per-sample shape {:?}",
+                            f.channels(),
                             info.shape
                         ),
                     ));
                 }
-                let ab: Vec<(f32, f32)> = (0..params.scale.len())
-                    .map(|c| params.folded(c, *eps))
-                    .collect();
-                let tables = crate::ops::chanlut::ort_batch_norm_tables(q_in, y, &ab, *relu);
+                let tables = crate::ops::chanlut::ort_channel_tables(q_in, y, c, *relu, |ch, v| {
+                    f.apply(ch, v)
+                });
                 self.push(
                     n,
                     Op::ChannelLut {
@@ -1257,7 +1251,7 @@ fn stated_q(n: &QNode, id: ValueId) -> Option<Q> {
             QOp::GlobalAvgPool { x, .. }
             | QOp::AvgPool { x, .. }
             | QOp::Table { x, .. }
-            | QOp::BatchNorm { x, .. }
+            | QOp::ChannelFloat { x, .. }
             | QOp::Softmax { x, .. },
             0,
         ) => Some(*x),

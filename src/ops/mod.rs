@@ -222,8 +222,8 @@ pub enum Op {
     /// of the per-sample shape (`[C, H, W]`, `[C, H]` or `[C]`), stored bytes
     /// (uint8 images for qint8). Same shape, output qparams `out` (may be
     /// signed). PyTorch's quantized `batch_norm2d` (+ relu) and `prelu`, ONNX
-    /// Runtime's float `BatchNormalization` between DQ and Q
-    /// ([`chanlut::ort_batch_norm_tables`]).
+    /// Runtime's float `BatchNormalization` (and `Add`/`Sub`/`Mul`/`Div` with a
+    /// per-channel constant) between DQ and Q ([`chanlut::ort_channel_tables`]).
     ChannelLut {
         /// `C * 256` output bytes, channel-major.
         tables: std::sync::Arc<Vec<u8>>,

@@ -1054,6 +1054,24 @@ def case_qdq_batchnorm(rng, act="u8", shape=(2, 20, 5, 6), relu=False, ties=Fals
     return g, {"op": "BatchNormalization", "format": "qdq", "act": act, "relu": relu, "ties": ties}
 
 
+def case_qdq_chconst(rng, op, act="u8", kshape=(6, 1, 1), const_first=False, relu=False):
+    """DQ -> Add/Sub/Mul/Div with a float constant (one value or one per channel) (-> Relu) -> Q:
+    ORT runs it in float (no QDQ pattern has a float initializer operand)."""
+    g = QDQ()
+    shape = (2, 6, 5, 7)
+    xs, xz = act_params(rng, act, -4.0, 4.0)
+    k = (rng.uniform(0.4, 2.0, kshape) * rng.choice([-1.0, 1.0], kshape)).astype(F32)
+    x = g.qdq(g.float_input("x", rng, shape, xs, xz, act), xs, xz)
+    kc = g.const("k", k)
+    y = g.node(op, [kc, x] if const_first else [x, kc])
+    if relu:
+        y = g.node("Relu", [y])
+    ys, yz = act_params(rng, act, -5.0, 5.0)
+    g.out(g.qdq(y, ys, yz), F32)
+    return g, {"op": op, "format": "qdq", "act": act, "const_shape": list(kshape), "const_first": const_first,
+               "relu": relu}
+
+
 def case_qdq_concat(rng, act="u8", n_in=3):
     g = QDQ()
     ins = []
@@ -1314,6 +1332,10 @@ def all_cases(rng):
         add(f"qdq_batchnorm_{act}", case_qdq_batchnorm, act=act)
         add(f"qdq_batchnorm_{act}_relu", case_qdq_batchnorm, act=act, relu=True, shape=(2, 70, 3, 4))
         add(f"qdq_batchnorm_{act}_ties", case_qdq_batchnorm, act=act, ties=True, shape=(1, 9, 6, 6))
+        add(f"qdq_chconst_{act}_mul", case_qdq_chconst, "Mul", act=act)
+        add(f"qdq_chconst_{act}_add_relu", case_qdq_chconst, "Add", act=act, kshape=(1, 6, 1, 1), relu=True)
+        add(f"qdq_chconst_{act}_sub_first", case_qdq_chconst, "Sub", act=act, const_first=True)
+        add(f"qdq_chconst_{act}_div_scalar", case_qdq_chconst, "Div", act=act, kshape=())
         add(f"qdq_resize_{act}_nearest_x2", case_qdq_resize, act=act, scales=[1, 1, 2, 2])
         add(f"qdq_resize_{act}_nearest_half_pixel", case_qdq_resize, act=act, ctm="half_pixel",
             nearest="round_prefer_floor", sizes=[1, 3, 7, 9])

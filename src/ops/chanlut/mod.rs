@@ -8,7 +8,8 @@
 //! (the exporter computes the tables with PyTorch itself; whether a channel
 //! takes ATen's vector or scalar code depends on the channel alone, so the
 //! tables absorb that split), and ONNX Runtime's float `BatchNormalization`
-//! between a DequantizeLinear and a QuantizeLinear ([`ort_batch_norm_tables`]).
+//! or `Add`/`Sub`/`Mul`/`Div` with a constant between a DequantizeLinear and a
+//! QuantizeLinear ([`ort_channel_tables`]).
 
 mod gpu;
 
@@ -148,26 +149,32 @@ pub fn apply_channel_tables(x: &[u8], tables: &[u8], channels: usize, plane: usi
         .collect()
 }
 
-/// The `channel_lut` tables of ONNX Runtime's float `BatchNormalization`
-/// (optionally followed by a float `Relu`) between a DequantizeLinear with
-/// qparams `x` and a QuantizeLinear with qparams `y` (either may be qint8;
-/// stored bytes in and out). `ab[c]` is channel `c`'s folded `(a, b)`
-/// ([`crate::onnx::BnParams::folded`]). Per byte, as ORT computes it:
-/// `f = f32(q - zp_x) * s_x`, `v = f * a + b` (two roundings, no fused
-/// multiply-add), `relu`: `max(v, 0)`, then QuantizeLinear
-/// `sat(rint(v / s_y) + zp_y)` (a true division, ties to even).
-pub fn ort_batch_norm_tables(x: QParams, y: QParams, ab: &[(f32, f32)], relu: bool) -> Vec<u8> {
+/// The `channel_lut` tables of a float per-channel function ONNX Runtime runs
+/// between a DequantizeLinear with qparams `x` and a QuantizeLinear with
+/// qparams `y` (either may be qint8; stored bytes in and out), optionally
+/// followed by a float `Relu`: per channel `c < channels` and byte,
+/// `v = f(c, f32(q - zp_x) * s_x)`, `relu`: `max(v, 0)`, then QuantizeLinear
+/// `sat(rint(v / s_y) + zp_y)` (a true division, ties to even). `f` is ORT's
+/// f32 arithmetic ([`crate::onnx::ChannelFn::apply`]: `BatchNormalization`,
+/// `Add`/`Sub`/`Mul`/`Div` with a constant).
+pub fn ort_channel_tables(
+    x: QParams,
+    y: QParams,
+    channels: usize,
+    relu: bool,
+    f: impl Fn(usize, f32) -> f32,
+) -> Vec<u8> {
     let (lo, hi) = if y.signed {
         (-128.0, 127.0)
     } else {
         (0.0, 255.0)
     };
-    let mut t = Vec::with_capacity(ab.len() * 256);
-    for &(a, b) in ab {
+    let mut t = Vec::with_capacity(channels * 256);
+    for c in 0..channels {
         for byte in 0..256i32 {
             let q = byte - x.offset();
-            let f = (q - x.true_zero_point()) as f32 * x.scale;
-            let mut v = f * a + b;
+            let d = (q - x.true_zero_point()) as f32 * x.scale;
+            let mut v = f(c, d);
             if relu {
                 v = v.max(0.0);
             }
