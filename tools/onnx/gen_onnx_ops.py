@@ -1068,7 +1068,8 @@ def case_qdq_chconst(rng, op, act="u8", kshape=(6, 1, 1), const_first=False, rel
         y = g.node("Relu", [y])
     ys, yz = act_params(rng, act, -5.0, 5.0)
     g.out(g.qdq(y, ys, yz), F32)
-    return g, {"op": op, "format": "qdq", "act": act, "const_shape": list(kshape), "const_first": const_first,
+    return g, {"op": "FloatConst", "float_op": op, "format": "qdq", "act": act, "const_shape": list(kshape),
+               "const_first": const_first,
                "relu": relu}
 
 
