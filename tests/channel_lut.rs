@@ -262,7 +262,7 @@ fn pytorch_vectors_channel_lut_cpu_gpu_and_rules() {
                 var: &var,
                 eps: m["eps"].as_f64().unwrap(),
             };
-            if c % 64 != 0 {
+            if !c.is_multiple_of(64) {
                 scalar_tail += 1;
             }
             pytorch_batch_norm_tables(qi, qo, &bp, op == "batch_norm2d_relu")
