@@ -1159,6 +1159,31 @@ impl<'a> Lowerer<'a> {
         "its output is not read by exactly one QuantizeLinear".into()
     }
 
+    /// The values of a constant f32 tensor, or of a DequantizeLinear of a
+    /// constant (`quantize_static` quantizes BatchNormalization's scale and
+    /// bias: ORT computes `f32(q - zp) * s` for them, as here).
+    fn const_f32(&self, name: &str) -> Option<Vec<f32>> {
+        if let Some(t) = self.konst(name) {
+            return match &t.data {
+                TensorData::F32(v) => Some(v.clone()),
+                _ => None,
+            };
+        }
+        let p = self.nodes.iter().find(|n| {
+            n.domain.is_empty()
+                && n.op == "DequantizeLinear"
+                && n.outputs.first().map(String::as_str) == Some(name)
+        })?;
+        let c = self.konst(p.input(0)?)?;
+        let xq = self
+            .qaxis(p, Some(c.dims.len()), false, Some(c.elem_type()))
+            .ok()?;
+        match reference::dequantize(c, &xq).ok()?.data {
+            TensorData::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+
     /// The constant parameters of an inference `BatchNormalization` reading
     /// `input` (one output, `training_mode` 0, four constant f32 vectors of one
     /// length), or None.
@@ -1169,12 +1194,7 @@ impl<'a> Lowerer<'a> {
         {
             return None;
         }
-        let f = |i: usize| -> Option<Vec<f32>> {
-            match &self.konst(n.input(i)?)?.data {
-                TensorData::F32(v) => Some(v.clone()),
-                _ => None,
-            }
-        };
+        let f = |i: usize| self.const_f32(n.input(i)?);
         let p = BnParams {
             scale: f(1)?,
             bias: f(2)?,
