@@ -519,6 +519,36 @@ def _shufflenet_eager():
     return m
 
 
+class PreAct(nn.Module):
+    """Per-channel elementwise ops, each exported as a `channel_lut`: densenet121's
+    pre-activation cat -> BatchNorm2d -> ReLU (convert_fx cannot fold it into a
+    conv: quantized BNReLU2d), a standalone BatchNorm2d after an add, PReLU with
+    per-channel and with a single weight. 70 channels: ATen's batch norm runs 64 of
+    them on its (AVX-512) vector path and 6 on its scalar path."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 30, 3, padding=1)
+        self.b = nn.Conv2d(30, 40, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(70)
+        self.relu1 = nn.ReLU()
+        self.c = nn.Conv2d(70, 24, 1)
+        self.d = nn.Conv2d(70, 24, 1)
+        self.bn2 = nn.BatchNorm2d(24)
+        self.prelu = nn.PReLU(24)
+        self.prelu1 = nn.PReLU()
+        with torch.no_grad():
+            self.prelu.weight.copy_(torch.linspace(-0.6, 0.9, 24))
+            self.prelu1.weight.fill_(0.3)
+
+    def forward(self, x):
+        a = self.a(x)
+        b = self.b(a)
+        y = self.relu1(self.bn1(torch.cat([a, b], 1)))
+        z = self.bn2(self.c(y) + self.d(y))
+        return torch.flatten(self.prelu1(self.prelu(z)), 1)
+
+
 # ------------------------------------------------------------------ cases
 
 def _randomize_bn(model, g):
@@ -608,6 +638,10 @@ CASES = {
     "upsample_fx_qnnpack": (UpsampleNet, (3, 10, 12), "normal", "fx", "qnnpack", 3),
     "upsample_fx_x86": (UpsampleNet, (3, 10, 12), "normal", "fx", "x86", 3),
     "upsample_eager": (lambda: UpsampleNet(eager=True), (3, 10, 12), "normal", "eager", "fbgemm", 3),
+    # channel_lut: quantized BatchNorm2d, BNReLU2d, PReLU
+    "preact_fx": (PreAct, (3, 9, 7), "normal", "fx", "fbgemm", 3),
+    "preact_fx_qnnpack": (PreAct, (3, 9, 7), "normal", "fx", "qnnpack", 3),
+    "preact_fx_x86": (PreAct, (3, 9, 7), "normal", "fx", "x86", 3),
 }
 
 

@@ -304,6 +304,38 @@ def torch_table(fn, scale, zero_point, engine):
     return table, tail, float(y.q_scale()), int(y.q_zero_point())
 
 
+def torch_channel_tables(fn, channels, rank, scale, zero_point, engine):
+    """The per-channel 256-entry tables of a per-channel elementwise quantized op
+    (quantized BatchNorm2d / BNReLU2d, PReLU), computed by PyTorch itself: `fn`
+    applied under `engine` to a quint8 tensor with qparams (scale, zero_point) of
+    `channels` channels (dim 1) and rank `rank`, every channel holding every byte.
+    ATen's batch norm walks each pixel's channels, the first C - C mod 64 on its
+    (AVX-512) vector path and the rest on its scalar path: which path a value takes
+    depends on its channel alone, the same here as in the model, so the tables are
+    exact for any batch and memory format (tests/data/chanlut/README.md).
+    Returns (tables: C*256 bytes, channel-major; output scale; output zero point)."""
+    prev = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine
+    b = torch.arange(256, dtype=torch.uint8).repeat(channels, 1)  # [C, 256]
+    if rank == 4:
+        b = b.reshape(1, channels, 16, 16)
+    elif rank == 3:
+        b = b.reshape(1, channels, 256)
+    else:
+        b = b.t().contiguous()  # [256, C]
+    try:
+        with torch.no_grad():
+            y = fn(torch._make_per_tensor_quantized_tensor(b, float(scale), int(zero_point)))
+    finally:
+        torch.backends.quantized.engine = prev
+    if not (isinstance(y, torch.Tensor) and y.is_quantized and y.dtype == torch.quint8
+            and y.qscheme() == torch.per_tensor_affine and tuple(y.shape) == tuple(b.shape)):
+        raise ExportError(f"per-channel table op did not give a per-tensor quint8 tensor of the input's shape: {y!r}")
+    r = y.int_repr()
+    r = r.t() if rank == 2 else r.reshape(channels, 256)
+    return [int(v) for v in r.reshape(-1).tolist()], float(y.q_scale()), int(y.q_zero_point())
+
+
 def float_fn_table(fn, in_scale, in_zp, out_scale, out_zp, engine):
     """torch_table of quantize(fn(dequantize(x))) (a float function between a
     dequantize and a quantize)."""
@@ -1005,6 +1037,12 @@ class _Exporter:
         elif type(mod) is nnq.ELU:
             alpha, s_, z_ = float(mod.alpha), float(mod.scale), int(mod.zero_point)
             self.table_op(node, x, lambda t: _qop("elu")(t, s_, z_, alpha, 1.0, 1.0), elu=True)
+        elif type(mod) in (nnq.BatchNorm2d, nniq.BNReLU2d, nnq.PReLU):
+            self.channel_table_op(node, x, mod)
+        elif type(mod) is nnq.Softmax:
+            self.fail(node, "quantized Softmax (quantized::softmax) is not elementwise: each output depends on "
+                            "every element along its dim; qfuse has no exact form for PyTorch's softmax (leave it "
+                            "after the last dequantize, in float)")
         elif type(mod) in _FLOAT_UNARY_MODULES:
             self.elementwise_fn(node, _FLOAT_UNARY_MODULES[type(mod)](mod))
         elif type(mod) in _STOCHASTIC_DEPTH_MODULES:
@@ -1081,6 +1119,25 @@ class _Exporter:
         self.fail(node, f"{what}: with these qparams PyTorch rounds input byte(s) {bad[:8]} differently in "
                         f"ATen's vector body (-> {[table[b] for b in bad[:8]]}) and its scalar tail "
                         f"(-> {[tail[b] for b in bad[:8]]}); qfuse has no exact form for this float op here")
+
+    def channel_table_op(self, node, x, fn):
+        """A quantized per-channel elementwise op (quantized BatchNorm2d / BNReLU2d,
+        PReLU): a `channel_lut` whose tables PyTorch computes (torch_channel_tables)."""
+        src = self.qin(node, x)
+        self.check_qout(node)
+        shape = [int(d) for d in self.info[x].shape]
+        if not 2 <= len(shape) <= 4:
+            self.fail(node, f"input must be [N, C], [N, C, L] or [N, C, H, W], got {shape}")
+        if isinstance(fn, (nnq.BatchNorm2d, nniq.BNReLU2d)) and len(shape) != 4:
+            self.fail(node, f"quantized batch_norm2d takes a 4-D input, got {shape}")
+        sq = self.observed[src][1]
+        tables, s, z = torch_channel_tables(fn, shape[1], len(shape), sq[0], sq[1], self.engine)
+        inf = self.info[node]
+        if (s, z) != (inf.scale, inf.zero_point):
+            self.fail(node, f"table qparams ({s}, {z}) differ from the observed ({inf.scale}, {inf.zero_point})")
+        name = self.emit(node, "channel_lut", [src], scale=s, zero_point=z)
+        self.tensors[f"{name}.tables"] = np.ascontiguousarray(np.asarray(tables, dtype=np.uint8).reshape(shape[1], 256))
+        self.env[node] = ("q", name)
 
     def table_op(self, node, x, fn, elu=False):
         """A quantized elementwise op on quint8 whose result depends on the byte
@@ -1288,7 +1345,7 @@ class _Exporter:
             if i["name"] not in used:
                 raise ExportError(f"model input {i['name']!r} is not used by any output")
         keep = {f"{n['name']}.{s}" for n in self.nodes
-                for s in ("weight", "weight_scale", "weight_zero_point", "bias", "index")}
+                for s in ("weight", "weight_scale", "weight_zero_point", "bias", "index", "tables")}
         self.tensors = {k: v for k, v in self.tensors.items() if k in keep}
 
 
@@ -1616,6 +1673,9 @@ nn.Sigmoid / torch.sigmoid / x.sigmoid(), nn.Hardsigmoid / F.hardsigmoid on quin
 dequantize -> SiLU / Sigmoid / Hardsigmoid / LeakyReLU / ELU (float) -> quantize -> lut
   (every lut table is computed by PyTorch itself, on each of the 256 bytes; lut_split
   where ATen's vector body and scalar tail round a byte differently)
+nnq.BatchNorm2d, nniq.BNReLU2d (quantized::batch_norm2d / batch_norm2d_relu), nnq.PReLU
+  (quantized::prelu, per-channel or single weight) -> channel_lut (tables computed by PyTorch)
+nnq.Softmax                                          -> refused (not elementwise)
 nn.Identity, nn.Dropout, nnq.Dropout, .contiguous(), .clone() -> removed
 F.dropout / quantized.dropout (training=False), torchvision stochastic_depth (eval) -> removed
 x.size(), x.shape[i], int arithmetic                 -> evaluated, not exported

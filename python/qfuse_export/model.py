@@ -58,6 +58,7 @@ OPS = {
     "lut": (1, 1, ["table", "scale", "zero_point"], ["signed"], "given"),
     "lut_split": (1, 1, ["table", "tail_table", "scale", "zero_point"], ["signed"], "given"),
     "gather": (1, None, ["shape"], [], "input"),
+    "channel_lut": (1, 1, ["scale", "zero_point"], ["signed"], "given"),
     # float ops after the last dequantize (engine xnnpack writes fn "clip")
     "host_float": (1, 1, ["fn"], ["min", "max", "input_scale", "input_zero_point", "activation"], "float"),
 }
@@ -223,6 +224,13 @@ def _infer(ctx, node, in_shapes, tensors):
         if int(np.prod(shp)) != int(np.prod(x)):
             _err(ctx, f"cannot reshape {list(x)} to {list(shp)}")
         return shp
+    if op == "channel_lut":
+        if not 1 <= len(x) <= 3:
+            _err(ctx, f"channel_lut input must be [C], [C, H] or [C, H, W] per sample, got {list(x)}")
+        t = tensors[node["name"] + ".tables"]
+        if t.dtype != np.uint8 or t.shape != (x[0], 256):
+            _err(ctx, f"`{node['name']}.tables` must be U8 [{x[0]}, 256], got {t.dtype} {list(t.shape)}")
+        return x
     if op == "gather":
         shp = tuple(node["shape"])
         idx = tensors[node["name"] + ".index"]
@@ -390,9 +398,11 @@ def validate(header, tensors):
         if n["op"] == "host_float" and n.get("fn") == "onednn_linear":
             for suffix in ("weight", "weight_scale", "bias"):
                 expected[f"{name}.{suffix}"] = (name, i, n)
+        if n["op"] == "channel_lut":
+            expected[f"{name}.tables"] = (name, i, n)
     for k in tensors:
         if k not in expected:
-            raise FormatError(f"tensor {k!r}: not allowed (no conv2d/linear/binary/gather node owns it)")
+            raise FormatError(f"tensor {k!r}: not allowed (no conv2d/linear/binary/gather/channel_lut node owns it)")
     for k, (name, i, n) in expected.items():
         ctx = f"node {name!r} (nodes[{i}], {n['op']})"
         if k not in tensors:

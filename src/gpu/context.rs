@@ -40,6 +40,8 @@ pub enum Kernel {
     Gather,
     /// ONNX Runtime's bilinear Resize, exact f32 (`resize.wgsl`).
     Resize,
+    /// Per-channel 256-entry tables (`chanlut.wgsl`).
+    ChannelLut,
 }
 
 impl Kernel {
@@ -57,6 +59,7 @@ impl Kernel {
         Kernel::Binary,
         Kernel::Gather,
         Kernel::Resize,
+        Kernel::ChannelLut,
     ];
 
     /// The file under `shaders/` that every kernel's source starts with.
@@ -78,6 +81,7 @@ impl Kernel {
             Kernel::Binary => "binary.wgsl",
             Kernel::Gather => "gather.wgsl",
             Kernel::Resize => "resize.wgsl",
+            Kernel::ChannelLut => "chanlut.wgsl",
         }
     }
 
@@ -96,6 +100,7 @@ impl Kernel {
             Kernel::Binary => include_str!("../../shaders/binary.wgsl"),
             Kernel::Gather => include_str!("../../shaders/gather.wgsl"),
             Kernel::Resize => include_str!("../../shaders/resize.wgsl"),
+            Kernel::ChannelLut => include_str!("../../shaders/chanlut.wgsl"),
         }
     }
 

@@ -24,6 +24,7 @@ pub mod __internal {
     pub use super::node::LutParams;
     pub use crate::ops::binary::AddParams;
     pub use crate::ops::binary::BinaryParams;
+    pub use crate::ops::chanlut::ChannelLutParams;
     pub use crate::ops::gather::GatherParams;
     pub use crate::ops::ort::OrtParams;
     pub use crate::ops::pool::PoolParams;

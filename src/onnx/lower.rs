@@ -8,7 +8,10 @@ use std::collections::{HashMap, HashSet};
 
 use super::fuse::{fuse, WNode, PASS_THROUGH, WEIGHT_AXIS};
 use super::graph::{Attr, Dim, OnnxGraph, MS_DOMAIN};
-use super::qop::{AccOut, ConvGeom, PoolGeom, QAxis, QOp, QType, QWeights, ShapeOp, TableKind, Q};
+use super::qop::{
+    AccOut, BnParams, ChannelFn, ConvGeom, FloatBinOp, PoolGeom, QAxis, QOp, QType, QWeights,
+    ShapeOp, TableKind, Q,
+};
 use super::reference;
 use super::tensor::{ElemType, Tensor, TensorData};
 use super::{bad, unsupported};
@@ -822,8 +825,29 @@ impl<'a> Lowerer<'a> {
             };
             let cn = &self.nodes[c];
             let is_q = |n: &WNode| n.op == "QuantizeLinear" && n.domain.is_empty();
+            let mut relu_after_bn = None;
             let (f, q) = if is_q(cn) {
                 (None, c)
+            } else if cn.domain.is_empty() && self.channel_fn(cn, &dq.outputs[0], None).is_some() {
+                // DQ -> BatchNormalization or Add/Sub/Mul/Div with a per-channel constant
+                // (-> Relu) -> Q: per channel a function of the byte
+                match single(&cn.outputs[0]) {
+                    Some(q) if is_q(&self.nodes[q]) => (Some(c), q),
+                    Some(r)
+                        if self.nodes[r].op == "Relu"
+                            && self.nodes[r].domain.is_empty()
+                            && self.nodes[r].input(0) == Some(cn.outputs[0].as_str()) =>
+                    {
+                        match single(&self.nodes[r].outputs[0]) {
+                            Some(q) if is_q(&self.nodes[q]) => {
+                                relu_after_bn = Some(r);
+                                (Some(c), q)
+                            }
+                            _ => continue,
+                        }
+                    }
+                    _ => continue,
+                }
             } else if cn.domain.is_empty()
                 && (matches!(cn.op.as_str(), "Relu" | "HardSigmoid" | "Sigmoid")
                     || PASS_THROUGH.contains(&cn.op.as_str())
@@ -849,6 +873,9 @@ impl<'a> Lowerer<'a> {
             }
             if let Some(f) = f {
                 absorbed.insert(f, d);
+            }
+            if let Some(r) = relu_after_bn {
+                absorbed.insert(r, d);
             }
             absorbed.insert(q, d);
         }
@@ -1142,6 +1169,181 @@ impl<'a> Lowerer<'a> {
         "its output is not read by exactly one QuantizeLinear".into()
     }
 
+    /// The values of a constant f32 tensor, or of a DequantizeLinear of a
+    /// constant (`quantize_static` quantizes BatchNormalization's scale and
+    /// bias: ORT computes `f32(q - zp) * s` for them, as here).
+    fn const_f32(&self, name: &str) -> Option<Vec<f32>> {
+        if let Some(t) = self.konst(name) {
+            return match &t.data {
+                TensorData::F32(v) => Some(v.clone()),
+                _ => None,
+            };
+        }
+        let p = self.nodes.iter().find(|n| {
+            n.domain.is_empty()
+                && n.op == "DequantizeLinear"
+                && n.outputs.first().map(String::as_str) == Some(name)
+        })?;
+        let c = self.konst(p.input(0)?)?;
+        let xq = self
+            .qaxis(p, Some(c.dims.len()), false, Some(c.elem_type()))
+            .ok()?;
+        match reference::dequantize(c, &xq).ok()?.data {
+            TensorData::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The constant parameters of an inference `BatchNormalization` reading
+    /// `input` (one output, `training_mode` 0, four constant f32 vectors of one
+    /// length), or None.
+    fn bn_params(&self, n: &WNode, input: &str) -> Option<BnParams> {
+        if n.input(0) != Some(input)
+            || n.outputs.iter().skip(1).any(|o| !o.is_empty())
+            || matches!(n.attrs.get("training_mode"), Some(Attr::Int(v)) if *v != 0)
+        {
+            return None;
+        }
+        let f = |i: usize| self.const_f32(n.input(i)?);
+        let p = BnParams {
+            scale: f(1)?,
+            bias: f(2)?,
+            mean: f(3)?,
+            var: f(4)?,
+        };
+        let c = p.scale.len();
+        (c > 0 && [&p.bias, &p.mean, &p.var].iter().all(|v| v.len() == c)).then_some(p)
+    }
+
+    /// The float per-channel function of `n` reading `input` (the output of
+    /// a DequantizeLinear): an inference `BatchNormalization`, or
+    /// `Add`/`Sub`/`Mul`/`Div` whose other operand is a constant f32 tensor of
+    /// one value or one per channel (every dimension 1 but the channel dim 1,
+    /// right-aligned against the input's rank `rank`; unknown: at most one
+    /// dimension above 1), or None.
+    fn channel_fn(&self, n: &WNode, input: &str, rank: Option<usize>) -> Option<ChannelFn> {
+        if !n.domain.is_empty() {
+            return None;
+        }
+        if n.op == "BatchNormalization" {
+            let params = self.bn_params(n, input)?;
+            let eps = attr_f(n, "epsilon", 1e-5).ok()?;
+            return Some(ChannelFn::BatchNorm { params, eps });
+        }
+        let op = match n.op.as_str() {
+            "Add" => FloatBinOp::Add,
+            "Sub" => FloatBinOp::Sub,
+            "Mul" => FloatBinOp::Mul,
+            "Div" => FloatBinOp::Div,
+            _ => return None,
+        };
+        if n.inputs.len() != 2 || n.outputs.iter().skip(1).any(|o| !o.is_empty()) {
+            return None;
+        }
+        let const_first = n.input(1) == Some(input);
+        if !const_first && n.input(0) != Some(input) {
+            return None;
+        }
+        let kname = n.input(if const_first { 0 } else { 1 })?;
+        if kname == input {
+            return None;
+        }
+        let k = self.konst(kname)?;
+        let TensorData::F32(kv) = &k.data else {
+            return None;
+        };
+        let ok = match rank {
+            Some(rank) if k.dims.len() <= rank => {
+                // right-aligned: dimension i of the constant is input dimension i + off
+                let off = rank - k.dims.len();
+                k.dims
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &d)| d == 1 || i + off == 1)
+            }
+            Some(_) => false,
+            None => k.dims.iter().filter(|&&d| d > 1).count() <= 1,
+        };
+        (ok && !kv.is_empty()).then(|| ChannelFn::Binary {
+            op,
+            k: kv.clone(),
+            const_first,
+        })
+    }
+
+    /// DQ -> per-channel float op (-> Relu) -> Q (`members`: the absorbed
+    /// nodes after DQ `d`, in order) as one [`QOp::ChannelFloat`].
+    fn channel_float(&mut self, d: usize, members: &[usize], x: ValueId, xq: QAxis) -> Result<()> {
+        let dq = self.nodes[d].clone();
+        let fnode = self.nodes[members[0]].clone();
+        let q = self.nodes[*members.last().unwrap_or(&d)].clone();
+        let relu = members.len() == 3;
+        let at = fnode.origin.clone();
+        let shape = self.shape(x);
+        let f = self
+            .channel_fn(&fnode, &dq.outputs[0], shape.as_ref().map(Vec::len))
+            .ok_or_else(|| {
+                unsupported(
+                    at.as_str(),
+                    format!(
+                        "{}: ORT runs it in float between quantized ops, and its constant operand \
+                         does not broadcast per channel (dim 1) over the input's shape {shape:?}",
+                        fnode.op
+                    ),
+                )
+            })?;
+        let xt =
+            qtype(xq.dtype).ok_or_else(|| unsupported(at.as_str(), "int32 input to a float op"))?;
+        let xqq = Q {
+            scale: xq.scales[0],
+            zero_point: xq.zero_points[0],
+            dtype: xt,
+        };
+        if let (Some(s), Some(c)) = (&shape, f.channels()) {
+            if s.len() < 2 || s[1] != c {
+                return Err(unsupported(
+                    at.as_str(),
+                    format!("{} of {c} channels on an input of shape {s:?}", fnode.op),
+                ));
+            }
+        }
+        let yq = self.qaxis(&q, shape.as_ref().map(Vec::len), true, None)?;
+        let yt = qtype(yq.dtype).unwrap_or(QType::U8);
+        let y = Q {
+            scale: yq.scales[0],
+            zero_point: yq.zero_points[0],
+            dtype: yt,
+        };
+        let mut kern = vec!["DequantizeLinear", fnode.op.as_str()];
+        if relu {
+            kern.push("Relu");
+        }
+        kern.push("QuantizeLinear");
+        let kern = k(&kern);
+        let o = self.output(
+            &q.outputs[0],
+            ValueKind::Quant {
+                dtype: yt,
+                q: Some(yq),
+            },
+            shape,
+            &q.origin,
+        )?;
+        self.emit(
+            &fnode,
+            QOp::ChannelFloat {
+                x: xqq,
+                y,
+                f: std::sync::Arc::new(f),
+                relu,
+            },
+            vec![x],
+            vec![o],
+            kern,
+        );
+        Ok(())
+    }
+
     fn table(
         &mut self,
         d: usize,
@@ -1160,6 +1362,12 @@ impl<'a> Lowerer<'a> {
             m.sort();
             m
         };
+        if let Some(&b) = members.first() {
+            let dq_out = self.nodes[d].outputs[0].clone();
+            if self.channel_fn(&self.nodes[b], &dq_out, None).is_some() {
+                return self.channel_float(d, &members, x, xq);
+            }
+        }
         let q = self.nodes[*members.last().unwrap_or(&d)].clone();
         let f = if members.len() == 2 {
             Some(self.nodes[members[0]].clone())

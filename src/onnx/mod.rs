@@ -38,7 +38,10 @@ pub mod proto {
 
 pub use graph::{Attr, Dim, Node, OnnxGraph, ValueInfo, DEFAULT_OPSETS};
 pub use lower::{Lowered, QNode, Value, ValueId, ValueKind};
-pub use qop::{AccOut, ConvGeom, PoolGeom, QAxis, QOp, QType, QWeights, ShapeOp, TableKind, Q};
+pub use qop::{
+    AccOut, BnParams, ChannelFn, ConvGeom, FloatBinOp, PoolGeom, QAxis, QOp, QType, QWeights,
+    ShapeOp, TableKind, Q,
+};
 pub use tensor::{ElemType, Tensor, TensorData};
 pub use to_model::{qparams, to_model};
 

@@ -352,6 +352,21 @@ pub enum QOp {
         /// output qparams
         y: Q,
     },
+    /// A float per-channel elementwise op ORT runs between a DequantizeLinear
+    /// and a QuantizeLinear ([`ChannelFn`]: `BatchNormalization`, or
+    /// `Add`/`Sub`/`Mul`/`Div` with a constant of one value or one per channel),
+    /// optionally followed by a float `Relu`: per channel (dim 1) a function of
+    /// the byte, a `channel_lut`.
+    ChannelFloat {
+        /// input qparams
+        x: Q,
+        /// output qparams
+        y: Q,
+        /// the float function of channel and value
+        f: std::sync::Arc<ChannelFn>,
+        /// a float `Relu` follows
+        relu: bool,
+    },
     /// com.microsoft QLinearSoftmax (ORT's table form; only `floor(1/y_scale)`
     /// and `y.zero_point` of `y` enter).
     Softmax {
@@ -413,10 +428,101 @@ impl QOp {
             QOp::MaxPool { .. } => "MaxPool",
             QOp::Concat { .. } => "Concat",
             QOp::Table { .. } => "Table",
+            QOp::ChannelFloat { .. } => "ChannelFloat",
             QOp::Softmax { .. } => "Softmax",
             QOp::Shape(_) => "Shape",
             QOp::FloatTail { .. } => "FloatTail",
             QOp::Resize { .. } => "Resize",
+        }
+    }
+}
+
+/// The constant per-channel inputs of a `BatchNormalization`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BnParams {
+    /// `scale` (gamma)
+    pub scale: Vec<f32>,
+    /// `B` (beta)
+    pub bias: Vec<f32>,
+    /// `input_mean`
+    pub mean: Vec<f32>,
+    /// `input_var`
+    pub var: Vec<f32>,
+}
+
+impl BnParams {
+    /// ORT's folded `(a, b)` of channel `c`: `inv = 1 / sqrt(var + eps)`,
+    /// `a = inv * scale`, `b = bias - mean * a` (f32, each op rounded).
+    pub fn folded(&self, c: usize, eps: f32) -> (f32, f32) {
+        let inv = 1.0 / (self.var[c] + eps).sqrt();
+        let a = inv * self.scale[c];
+        (a, self.bias[c] - self.mean[c] * a)
+    }
+}
+
+/// A float binary op with a constant operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloatBinOp {
+    /// `Add`
+    Add,
+    /// `Sub`
+    Sub,
+    /// `Mul`
+    Mul,
+    /// `Div`
+    Div,
+}
+
+/// The float function of a [`QOp::ChannelFloat`], as ORT's CPU kernels compute
+/// it in f32 (checked against ORT 1.32: `tests/data/onnx/ops`, `qdq_batchnorm_*`,
+/// `qdq_chconst_*`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum ChannelFn {
+    /// Inference `BatchNormalization`: `v * a + b` with ORT's folded `(a, b)`
+    /// ([`BnParams::folded`]; a multiply and an add, no fused multiply-add).
+    BatchNorm {
+        /// the per-channel inputs
+        params: BnParams,
+        /// `epsilon`
+        eps: f32,
+    },
+    /// `v op k` (`k op v` when `const_first`), one IEEE f32 operation; `k` has
+    /// one value or one per channel.
+    Binary {
+        /// the op
+        op: FloatBinOp,
+        /// the constant (1 or C values)
+        k: Vec<f32>,
+        /// the constant is the first operand
+        const_first: bool,
+    },
+}
+
+impl ChannelFn {
+    /// Its channel count, when it has one value per channel.
+    pub fn channels(&self) -> Option<usize> {
+        match self {
+            ChannelFn::BatchNorm { params, .. } => Some(params.scale.len()),
+            ChannelFn::Binary { k, .. } => (k.len() > 1).then_some(k.len()),
+        }
+    }
+    /// The function at channel `c` of the dequantized value `v`.
+    pub fn apply(&self, c: usize, v: f32) -> f32 {
+        match self {
+            ChannelFn::BatchNorm { params, eps } => {
+                let (a, b) = params.folded(c, *eps);
+                v * a + b
+            }
+            ChannelFn::Binary { op, k, const_first } => {
+                let k = k[if k.len() == 1 { 0 } else { c }];
+                let (l, r) = if *const_first { (k, v) } else { (v, k) };
+                match op {
+                    FloatBinOp::Add => l + r,
+                    FloatBinOp::Sub => l - r,
+                    FloatBinOp::Mul => l * r,
+                    FloatBinOp::Div => l / r,
+                }
+            }
         }
     }
 }

@@ -303,6 +303,46 @@ pub fn eval_op(
             let t = table(kind, xq, y);
             map_bytes(x, xq.dtype, |b| t[b as usize], y.dtype)
         }
+        QOp::ChannelFloat { x: xq, y, f, relu } => {
+            // element by element in f32, as ORT's float kernels compute
+            let c = x.dims.get(1).copied().unwrap_or(1);
+            if let Some(fc) = f.channels() {
+                if x.dims.len() < 2 || c != fc {
+                    return Err(bad(
+                        at,
+                        format!(
+                            "input dims {:?}: channel dim 1 must have {fc} entries",
+                            x.dims
+                        ),
+                    ));
+                }
+            }
+            let plane: usize = x.dims.iter().skip(2).product();
+            let q: Vec<i32> = match (&x.data, xq.dtype) {
+                (TensorData::U8(v), QType::U8) => v.iter().map(|&b| b as i32).collect(),
+                (TensorData::I8(v), QType::I8) => v.iter().map(|&b| b as i32).collect(),
+                _ => return Err(bad(at, "input type differs from the DequantizeLinear's")),
+            };
+            let out = q
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let d = xq.scale * (v - xq.zero_point) as f32;
+                    let mut r = f.apply((i / plane.max(1)) % c.max(1), d);
+                    if *relu {
+                        r = r.max(0.0);
+                    }
+                    sat(
+                        (r / y.scale).round_ties_even() + y.zero_point as f32,
+                        y.dtype,
+                    )
+                })
+                .collect();
+            Ok(Tensor {
+                dims: x.dims.clone(),
+                data: from_i32(out, elem(y.dtype)),
+            })
+        }
         QOp::Concat {
             axis,
             inputs: qs,

@@ -394,6 +394,33 @@ impl<'a> Converter<'a> {
                 let table = Box::new(crate::ops::onnx_table(kind, q_in, y));
                 self.push(n, Op::Lut { table, out: y }, vec![x])
             }
+            QOp::ChannelFloat { x: xq, y, f, relu } => {
+                let (x, info) = self.input(n, 0)?;
+                let q_in = self.check_in_q(n, &info, xq)?;
+                let y = qparams(y).map_err(|e| unsupported(at(n), e.to_string()))?;
+                let c = info.shape.first().copied().unwrap_or(1);
+                if f.channels().is_some_and(|fc| fc != c) || info.shape.is_empty() {
+                    return Err(unsupported(
+                        at(n),
+                        format!(
+                            "a per-channel float op of {:?} channels on a per-sample shape {:?}",
+                            f.channels(),
+                            info.shape
+                        ),
+                    ));
+                }
+                let tables = crate::ops::chanlut::ort_channel_tables(q_in, y, c, *relu, |ch, v| {
+                    f.apply(ch, v)
+                });
+                self.push(
+                    n,
+                    Op::ChannelLut {
+                        tables: std::sync::Arc::new(tables),
+                        out: y,
+                    },
+                    vec![x],
+                )
+            }
             QOp::Add { a, b, y } | QOp::Mul { a, b, y } if self.constant_operand(n).is_some() => {
                 self.binary_const(n, a, b, y)
             }
@@ -1358,6 +1385,7 @@ fn stated_q(n: &QNode, id: ValueId) -> Option<Q> {
             QOp::GlobalAvgPool { x, .. }
             | QOp::AvgPool { x, .. }
             | QOp::Table { x, .. }
+            | QOp::ChannelFloat { x, .. }
             | QOp::Softmax { x, .. }
             | QOp::Resize { x, .. },
             0,

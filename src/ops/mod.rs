@@ -19,6 +19,7 @@
 //! | [`ort`] | `global_avg_pool`, `avg_pool_requant`, `softmax` (ONNX Runtime's rules) |
 //! | [`gather`] | `gather` |
 //! | [`resize`] | `resize` (ONNX Runtime's bilinear Resize) |
+//! | [`chanlut`] | `channel_lut` |
 //! | [`xnnpack`] | (ExecuTorch XNNPACK's rules as tables for `binary`, `lut`, conv/linear clamps; `mean` under the engine `xnnpack`) |
 //!
 //! Registration is in this file: the [`Op`] variant, its arm in
@@ -40,6 +41,7 @@ use crate::model::{TensorInfo, Value};
 use crate::quant::{Activation, QParams, Requant};
 
 pub mod binary;
+pub mod chanlut;
 pub mod conv;
 pub mod gather;
 pub mod host;
@@ -219,6 +221,19 @@ pub enum Op {
     },
     /// ONNX Runtime's bilinear `Resize` of H and W (see [`resize`]).
     Resize(resize::Resize),
+    /// One 256-entry lookup table per channel (see [`chanlut`]): output byte
+    /// = `tables[c * 256 + input byte]`, `c` the element's index along dim 0
+    /// of the per-sample shape (`[C, H, W]`, `[C, H]` or `[C]`), stored bytes
+    /// (uint8 images for qint8). Same shape, output qparams `out` (may be
+    /// signed). PyTorch's quantized `batch_norm2d` (+ relu) and `prelu`, ONNX
+    /// Runtime's float `BatchNormalization` (and `Add`/`Sub`/`Mul`/`Div` with a
+    /// per-channel constant) between DQ and Q ([`chanlut::ort_channel_tables`]).
+    ChannelLut {
+        /// `C * 256` output bytes, channel-major.
+        tables: std::sync::Arc<Vec<u8>>,
+        /// The output's qparams.
+        out: QParams,
+    },
 }
 
 impl Op {
@@ -262,6 +277,7 @@ impl Op {
             }
             Op::Gather { shape, index } => Box::new(gather::Gather { shape, index }),
             Op::Resize(r) => Box::new(*r),
+            Op::ChannelLut { tables, out } => Box::new(chanlut::ChannelLut { tables, out: *out }),
         }
     }
 
@@ -283,6 +299,7 @@ pub(crate) const FILE_OPS: &[&[FileOp]] = &[
     ort::FILE_OPS,
     gather::FILE_OPS,
     resize::FILE_OPS,
+    chanlut::FILE_OPS,
 ];
 
 /// The file-form entry of op `name`.

@@ -1028,6 +1028,51 @@ def case_qdq_unary(rng, op, act="u8", shape=(1, 6, 7, 7), same_q=False, out_rang
                **{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in attrs.items()}}
 
 
+def case_qdq_batchnorm(rng, act="u8", shape=(2, 20, 5, 6), relu=False, ties=False):
+    """DQ -> BatchNormalization (-> Relu) -> Q: ORT runs it in float (densenet121's pre-activation
+    norm after a Concat). ties: channels with scale 1, mean 0, bias 0, var 1 - eps and power-of-two
+    qparams, so BN(DQ(q)) / y_scale lands on halves."""
+    g = QDQ()
+    c = shape[1]
+    xs, xz = act_params(rng, act, -4.0, 4.0)
+    sc = rng.uniform(-1.5, 1.5, c).astype(F32)
+    b = rng.uniform(-1.0, 1.0, c).astype(F32)
+    mean = rng.uniform(-1.0, 1.0, c).astype(F32)
+    var = rng.uniform(0.2, 2.0, c).astype(F32)
+    eps = 1e-5
+    ys, yz = act_params(rng, act, -3.0, 3.5)
+    if ties:
+        xs, ys = F32(0.125), F32(0.25)
+        k = c // 2
+        sc[:k], b[:k], mean[:k], var[:k] = 1.0, 0.0, 0.0, F32(1.0) - F32(eps)
+    x = g.qdq(g.float_input("x", rng, shape, xs, xz, act), xs, xz)
+    y = g.node("BatchNormalization", [x, g.const("scale", sc), g.const("B", b), g.const("mean", mean),
+                                      g.const("var", var)], epsilon=eps)
+    if relu:
+        y = g.node("Relu", [y])
+    g.out(g.qdq(y, ys, yz), F32)
+    return g, {"op": "BatchNormalization", "format": "qdq", "act": act, "relu": relu, "ties": ties}
+
+
+def case_qdq_chconst(rng, op, act="u8", kshape=(6, 1, 1), const_first=False, relu=False):
+    """DQ -> Add/Sub/Mul/Div with a float constant (one value or one per channel) (-> Relu) -> Q:
+    ORT runs it in float (no QDQ pattern has a float initializer operand)."""
+    g = QDQ()
+    shape = (2, 6, 5, 7)
+    xs, xz = act_params(rng, act, -4.0, 4.0)
+    k = (rng.uniform(0.4, 2.0, kshape) * rng.choice([-1.0, 1.0], kshape)).astype(F32)
+    x = g.qdq(g.float_input("x", rng, shape, xs, xz, act), xs, xz)
+    kc = g.const("k", k)
+    y = g.node(op, [kc, x] if const_first else [x, kc])
+    if relu:
+        y = g.node("Relu", [y])
+    ys, yz = act_params(rng, act, -5.0, 5.0)
+    g.out(g.qdq(y, ys, yz), F32)
+    return g, {"op": "FloatConst", "float_op": op, "format": "qdq", "act": act, "const_shape": list(kshape),
+               "const_first": const_first,
+               "relu": relu}
+
+
 def case_qdq_concat(rng, act="u8", n_in=3):
     g = QDQ()
     ins = []
@@ -1331,6 +1376,13 @@ def all_cases(rng):
         add(f"qdq_pad_{act}_constant", case_qdq_pad, act=act)
         add(f"qdq_pad_{act}_edge", case_qdq_pad, act=act, mode="edge")
         add(f"qdq_pad_{act}_reflect", case_qdq_pad, act=act, mode="reflect", pads=(0, 0, 2, 1, 0, 0, 1, 3))
+        add(f"qdq_batchnorm_{act}", case_qdq_batchnorm, act=act)
+        add(f"qdq_batchnorm_{act}_relu", case_qdq_batchnorm, act=act, relu=True, shape=(2, 70, 3, 4))
+        add(f"qdq_batchnorm_{act}_ties", case_qdq_batchnorm, act=act, ties=True, shape=(1, 9, 6, 6))
+        add(f"qdq_chconst_{act}_mul", case_qdq_chconst, "Mul", act=act)
+        add(f"qdq_chconst_{act}_add_relu", case_qdq_chconst, "Add", act=act, kshape=(1, 6, 1, 1), relu=True)
+        add(f"qdq_chconst_{act}_sub_first", case_qdq_chconst, "Sub", act=act, const_first=True)
+        add(f"qdq_chconst_{act}_div_scalar", case_qdq_chconst, "Div", act=act, kshape=())
         add(f"qdq_resize_{act}_nearest_x2", case_qdq_resize, act=act, scales=[1, 1, 2, 2])
         add(f"qdq_resize_{act}_nearest_half_pixel", case_qdq_resize, act=act, ctm="half_pixel",
             nearest="round_prefer_floor", sizes=[1, 3, 7, 9])
