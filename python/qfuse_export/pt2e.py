@@ -29,6 +29,8 @@ dequantize_per_tensor of an int8 tensor; `.default` and `.tensor` overloads):
   adaptive_avg_pool2d(dq(a), k > 1) -> q                     adaptive_avg_pool2d (ExecuTorch's portable kernel)
   cat([dq(a_i)], 1) -> q (equal qparams)                     cat
   flatten / view / reshape / dropout (eval) (dq(a)) -> q     flatten / reshape / removed
+  sigmoid / tanh / hardswish / hardsigmoid / silu / gelu / leaky_relu chains (dq(a)) -> q
+                                                             lut (XNNPACK's table of the chain)
   dq(a) -> graph output                                      dequantize
   dq(a) -> relu6 / hardtanh / relu -> graph output (float)   dequantize + host_float clip
 Anything else raises ExportError naming the node and its op.
@@ -45,7 +47,7 @@ aten = torch.ops.aten
 def _init_ops():
     """The op overloads, resolved when a pt2e model is exported: the quantized_decomposed ops
     are registered by torchao (or torch.ao), which made the model."""
-    global Q_T, DQ_T, DQ_C, RELU, HARDTANH, RELU6, CONV, LINEAR, ADD, MUL, FUSABLE, RESHAPE, DROPOUT
+    global Q_T, DQ_T, DQ_C, RELU, HARDTANH, RELU6, CONV, LINEAR, ADD, MUL, FUSABLE, RESHAPE, DROPOUT, UNARY
     try:
         qd = torch.ops.quantized_decomposed
         Q_T = (qd.quantize_per_tensor.default, qd.quantize_per_tensor.tensor)
@@ -63,6 +65,10 @@ def _init_ops():
     FUSABLE = CONV + LINEAR + ADD + MUL
     RESHAPE = _have("flatten.using_ints", "view.default", "reshape.default", "_unsafe_view.default")
     DROPOUT = _have("dropout.default", "dropout_.default", "clone.default", "contiguous.default")
+    UNARY = {}
+    for fn in xr.UNARY_FNS:
+        for op in _have(f"{fn}.default", f"{fn}_.default"):
+            UNARY[op] = fn
 
 
 def _have(*names):
@@ -277,6 +283,9 @@ class _Walker:
             self.fail(op, f"{op.op} {op.target} feeding a quantize is not supported")
         t = op.target
         self.covered.add(op)
+        if t in UNARY:
+            self.on_unary(op, out, oq)
+            return
         if t in CONV + LINEAR:
             x, wdq = op.args[0], op.args[1]
             bias = op.args[2] if len(op.args) > 2 else op.kwargs.get("bias")
@@ -373,6 +382,28 @@ class _Walker:
                 self.emit("reshape", [a], out, shape=self.shape[out])
         else:
             self.fail(op, f"op {t} is not supported for pt2e/XNNPACK export")
+
+    def on_unary(self, op, out, oq):
+        """dq(a) -> f -> [g -> ...] -> q, f, g float unary ops: one 256-entry table (XNNPACK fuses
+        the chain into a LUT, xnn_subgraph_fuse_unary_quantized_into_lut)"""
+        chain = []
+        n = op
+        while isinstance(n, torch.fx.Node) and n.op == "call_function" and n.target in UNARY:
+            fn = UNARY[n.target]
+            param = None
+            if fn == "leaky_relu":
+                param = float(n.args[1]) if len(n.args) > 1 else float(n.kwargs.get("negative_slope", 0.01))
+            if fn == "gelu":
+                approx = n.kwargs.get("approximate", n.args[1] if len(n.args) > 1 else "none")
+                if approx != "none":
+                    self.fail(n, f"gelu(approximate={approx!r}): only the erf form is supported")
+            if n is not op and len(n.users) != 1:
+                self.fail(n, f"{fn} read by {len(n.users)} nodes inside a chain of float unary ops")
+            self.covered.add(n)
+            chain.append((fn, param))
+            n = n.args[0]
+        a, s_in, z_in = self.dq(op, n)
+        self.emit("unary", [a], out, chain=chain[::-1], input_scale=s_in, input_zero_point=z_in, **oq)
 
     def same(self, op, qi, qo):
         if (np.float32(qi[0]), qi[1]) != (np.float32(qo[0]), qo[1]):
@@ -500,6 +531,11 @@ def build_xnnpack(gm, example_inputs, fail, warn):
         elif op == "clamp":
             t = xr.clamp_table(nd["input_scale"], nd["input_zero_point"], nd["output_scale"],
                                nd["output_zero_point"], nd["min"], nd["max"])
+            node.update(op="lut", table=t, scale=float(nd["output_scale"]), zero_point=int(nd["output_zero_point"]),
+                        signed=True)
+        elif op == "unary":
+            t = xr.unary_table(nd["chain"], nd["input_scale"], nd["input_zero_point"], nd["output_scale"],
+                               nd["output_zero_point"])
             node.update(op="lut", table=t, scale=float(nd["output_scale"]), zero_point=int(nd["output_zero_point"]),
                         signed=True)
         elif op == "max_pool2d":
