@@ -136,14 +136,16 @@ class UnaryNet(nn.Module):
         self.c3 = nn.Conv2d(8, 8, 1)
         self.c4 = nn.Conv2d(8, 8, 1)
         self.c5 = nn.Conv2d(8, 6, 3)
+        self.c0 = nn.Conv2d(8, 8, 1)
 
     def forward(self, x):
-        a = F.hardswish(self.c1(x))
+        # the gates pool quantized conv outputs: a pool of a unary op's float output is refused
+        a = self.c0(F.hardswish(self.c1(x)))
         s = F.hardsigmoid(self.f2(F.relu(self.f1(a.mean([2, 3], keepdim=True)))))
         a = a * s
-        b = F.silu(self.c2(a))
+        b = self.c2(a)
         g = torch.sigmoid(self.g2(F.silu(self.g1(F.adaptive_avg_pool2d(b, 1)))))
-        b = b * g
+        b = F.silu(b) * g
         c = torch.tanh(self.c3(b)) + F.gelu(self.c4(b))
         return self.c5(F.leaky_relu(c, 0.2))
 
