@@ -172,10 +172,9 @@ class _Walker:
         """(qfuse value, scale, zp) behind a dequantize_per_tensor input of `user` (a view is
         written out as a gather / reshape first unless `virtual`)"""
         if isinstance(dq, torch.fx.Node) and dq.op == "call_function" and dq.target in UNARY:
-            self.fail(user, f"reads the float output of {UNARY[dq.target]} ({dq.name}) directly: XNNPACKQuantizer "
-                            f"leaves that edge unquantized (the unary op's output is read by more than one op), "
-                            f"so ExecuTorch runs {user.target} in f32 on it (XNNPACK's f32 kernels and summation "
-                            f"order), which qfuse does not reproduce")
+            self.fail(user, f"reads the float output of {UNARY[dq.target]} ({dq.name}) directly (XNNPACKQuantizer "
+                            f"does not quantize that edge; e.g. a squeeze-excitation pool of a hardswish / silu "
+                            f"output): ExecuTorch runs {user.target} in f32 on it, which qfuse does not reproduce")
         if not (isinstance(dq, torch.fx.Node) and dq.op == "call_function" and dq.target in DQ_T):
             what = dq.target if isinstance(dq, torch.fx.Node) else type(dq).__name__
             self.fail(user, f"input {getattr(dq, 'name', dq)} ({what}) is not a dequantize_per_tensor: "
@@ -325,8 +324,8 @@ class _Walker:
             self.fail(op, f"{op.op} {op.target} feeding a quantize is not supported")
         t = op.target
         self.covered.add(op)
-        if t in UNARY:
-            self.on_unary(op, out, oq)
+        if t in UNARY or self.is_shape_op(op):
+            self.on_float_chain(op, out, oq)
             return
         if t in CONV + LINEAR:
             x, wdq = op.args[0], op.args[1]
@@ -423,35 +422,6 @@ class _Walker:
             for _, si, zi in srcs:
                 self.same(op, (si, zi), (s, z))
             self.emit("cat", [x[0] for x in srcs], out, dim=1, **oq)
-        elif self.is_shape_op(op):
-            # shape ops move bytes: a chain of them (each with shared qparams, or in float between
-            # one dq and one q) composes into one view, written as a gather / reshape when a
-            # compute op reads it (ShuffleNet's channel shuffle view(b, g, c/g, h, w) ->
-            # transpose(1, 2) -> contiguous -> view(b, c, h, w) -> chunk). Between different
-            # qparams, ExecuTorch dequantizes, moves f32 values and quantizes: a requantizing
-            # table (the empty unary chain) on the source, then the view.
-            chain = []
-            n = op
-            while isinstance(n, torch.fx.Node) and self.is_shape_op(n):
-                chain.append(n)
-                self.covered.add(n)
-                if n.target == operator.getitem:
-                    self.covered.add(n.args[0])
-                    n = n.args[0]
-                n = n.args[0]
-            a, s_in, z_in = self.dq(op, n, virtual=True)
-            base, idx = self.view_of(a)
-            for m in reversed(chain):
-                idx = self.move(m, idx)
-            if list(idx.shape) != list(self.shape[out]):
-                self.fail(op, f"shape ops give {list(idx.shape)}, PyTorch {self.shape[out]}")
-            if (np.float32(s_in), z_in) != (np.float32(s), z):
-                rq = f"{out}__requant"
-                self.qp[rq] = (s, z)
-                self.shape[rq] = list(self.shape[base])
-                self.emit("unary", [base], rq, chain=[], input_scale=s_in, input_zero_point=z_in, **oq)
-                base = rq
-            self.views[out] = (base, np.ascontiguousarray(idx))
         else:
             self.fail(op, f"op {t} is not supported for pt2e/XNNPACK export")
 
@@ -500,27 +470,50 @@ class _Walker:
         start = sum(sizes[:k])
         return np.take(idx, np.arange(start, start + sizes[k]), axis=dim - 1)
 
-    def on_unary(self, op, out, oq):
-        """dq(a) -> f -> [g -> ...] -> q, f, g float unary ops: one 256-entry table (XNNPACK fuses
-        the chain into a LUT, xnn_subgraph_fuse_unary_quantized_into_lut)"""
-        chain = []
+    def on_float_chain(self, op, out, oq):
+        """dq(a) -> a chain of float unary ops (sigmoid, hardswish, ...) and shape ops (view,
+        transpose, chunk, dropout, ...) in any order -> q. Unary ops are elementwise and shape
+        ops move bytes, so the chain is one 256-entry table (XNNPACK runs such a unary chain as
+        a LUT, xnn_subgraph_fuse_unary_quantized_into_lut; the f32 values are the same when it
+        does not fuse) on the source, then one view of it, written as a gather / reshape when a
+        compute op reads it (ShuffleNet's channel shuffle view(b, g, c/g, h, w) ->
+        transpose(1, 2) -> contiguous -> view(b, c, h, w) -> chunk). Shape ops alone between
+        equal qparams need no table; between different qparams the table requantizes."""
+        fns, moves = [], []
         n = op
-        while isinstance(n, torch.fx.Node) and n.op == "call_function" and n.target in UNARY:
-            fn = UNARY[n.target]
-            param = None
-            if fn == "leaky_relu":
-                param = float(n.args[1]) if len(n.args) > 1 else float(n.kwargs.get("negative_slope", 0.01))
-            if fn == "gelu":
-                approx = n.kwargs.get("approximate", n.args[1] if len(n.args) > 1 else "none")
-                if approx != "none":
-                    self.fail(n, f"gelu(approximate={approx!r}): only the erf form is supported")
-            if n is not op and len(n.users) != 1:
-                self.fail(n, f"{fn} read by {len(n.users)} nodes inside a chain of float unary ops")
+        while isinstance(n, torch.fx.Node) and n.op == "call_function" and (n.target in UNARY or
+                                                                              self.is_shape_op(n)):
             self.covered.add(n)
-            chain.append((fn, param))
+            if n.target in UNARY:
+                fn = UNARY[n.target]
+                param = None
+                if fn == "leaky_relu":
+                    param = float(n.args[1]) if len(n.args) > 1 else float(n.kwargs.get("negative_slope", 0.01))
+                if fn == "gelu":
+                    approx = n.kwargs.get("approximate", n.args[1] if len(n.args) > 1 else "none")
+                    if approx != "none":
+                        self.fail(n, f"gelu(approximate={approx!r}): only the erf form is supported")
+                fns.append((fn, param))
+            else:
+                moves.append(n)
+                if n.target == operator.getitem:
+                    self.covered.add(n.args[0])
+                    n = n.args[0]
             n = n.args[0]
-        a, s_in, z_in = self.dq(op, n)
-        self.emit("unary", [a], out, chain=chain[::-1], input_scale=s_in, input_zero_point=z_in, **oq)
+        a, s_in, z_in = self.dq(op, n, virtual=True)
+        s, z = oq["output_scale"], oq["output_zero_point"]
+        base, idx = self.view_of(a)
+        for m in reversed(moves):
+            idx = self.move(m, idx)
+        if list(idx.shape) != list(self.shape[out]):
+            self.fail(op, f"shape ops give {list(idx.shape)}, PyTorch {self.shape[out]}")
+        if fns or (np.float32(s_in), z_in) != (np.float32(s), z):
+            lut = f"{out}__lut"
+            self.qp[lut] = (s, z)
+            self.shape[lut] = list(self.shape[base])
+            self.emit("unary", [base], lut, chain=fns[::-1], input_scale=s_in, input_zero_point=z_in, **oq)
+            base = lut
+        self.views[out] = (base, np.ascontiguousarray(idx))
 
     def same(self, op, qi, qo):
         if (np.float32(qi[0]), qi[1]) != (np.float32(qo[0]), qo[1]):
