@@ -407,6 +407,26 @@ fn build(dir: &Path, case: &Json) -> Result<Built, String> {
                 }),
                 ins,
             ),
+            "unary" => {
+                // a float unary op between dq and q: the exporter's table (recorded in the
+                // case by tools/pt2e/gen_pt2e_unary.py from qfuse_export.xnnpack_rules,
+                // README "unary ops"), run as an Op::Lut; the outputs are ExecuTorch's
+                let t: Vec<u8> = nd["table"]
+                    .as_array()
+                    .ok_or("unary without a table")?
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as u8)
+                    .collect();
+                let table: [u8; 256] = t.try_into().map_err(|_| "a unary table of 256 bytes")?;
+                push(
+                    out_name,
+                    Op::Lut {
+                        table: Box::new(table),
+                        out: qp(nd, "output_scale", "output_zero_point"),
+                    },
+                    ins,
+                );
+            }
             other => return Err(format!("op {other} has no qfuse form")),
         }
     }
@@ -511,7 +531,7 @@ fn cases() -> Vec<(String, PathBuf, Json)> {
 /// Runs every case with `run`, prints one line per failure and the count.
 fn run_all(device: &str, run: &dyn Fn(&Built) -> Result<Vec<Value>, String>) {
     let all = cases();
-    assert_eq!(all.len(), 92, "the committed XNNPACK cases");
+    assert_eq!(all.len(), 99, "the committed XNNPACK cases");
     let (mut pass, mut fail, mut skipped) = (0, 0, 0);
     for (name, dir, case) in &all {
         let why = NOT_EXPRESSIBLE.iter().find(|(n, _)| n == name);
@@ -587,7 +607,7 @@ fn xnnpack_models_round_trip_through_the_file() {
         assert_eq!(a, c, "{name}: the reloaded model computes differently");
         n += 1;
     }
-    assert_eq!(n, 92 - NOT_EXPRESSIBLE.len());
+    assert_eq!(n, 99 - NOT_EXPRESSIBLE.len());
 }
 
 #[test]

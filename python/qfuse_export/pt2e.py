@@ -28,11 +28,17 @@ dequantize_per_tensor of an int8 tensor; `.default` and `.tensor` overloads):
   mean(dq(a), [2, 3] / [-2, -1], keepdim=True), adaptive_avg_pool2d(dq(a), 1) -> q   mean
   adaptive_avg_pool2d(dq(a), k > 1) -> q                     adaptive_avg_pool2d (ExecuTorch's portable kernel)
   cat([dq(a_i)], 1) -> q (equal qparams)                     cat
-  flatten / view / reshape / dropout (eval) (dq(a)) -> q     flatten / reshape / removed
+  flatten / view / reshape / dropout (eval) / transpose / permute / split / chunk (dq(a)) -> q
+                                                             composed into one view per consumer:
+                                                             removed, reshape / flatten or gather
+  sigmoid / tanh / hardswish / hardsigmoid / silu / gelu / leaky_relu chains (dq(a)) -> q
+                                                             lut (XNNPACK's table of the chain)
   dq(a) -> graph output                                      dequantize
   dq(a) -> relu6 / hardtanh / relu -> graph output (float)   dequantize + host_float clip
 Anything else raises ExportError naming the node and its op.
 """
+import operator
+
 import numpy as np
 import torch
 import torch.fx
@@ -45,7 +51,7 @@ aten = torch.ops.aten
 def _init_ops():
     """The op overloads, resolved when a pt2e model is exported: the quantized_decomposed ops
     are registered by torchao (or torch.ao), which made the model."""
-    global Q_T, DQ_T, DQ_C, RELU, HARDTANH, RELU6, CONV, LINEAR, ADD, MUL, FUSABLE, RESHAPE, DROPOUT
+    global Q_T, DQ_T, DQ_C, RELU, HARDTANH, RELU6, CONV, LINEAR, ADD, MUL, FUSABLE, RESHAPE, DROPOUT, UNARY, MOVE, SPLIT
     try:
         qd = torch.ops.quantized_decomposed
         Q_T = (qd.quantize_per_tensor.default, qd.quantize_per_tensor.tensor)
@@ -63,6 +69,12 @@ def _init_ops():
     FUSABLE = CONV + LINEAR + ADD + MUL
     RESHAPE = _have("flatten.using_ints", "view.default", "reshape.default", "_unsafe_view.default")
     DROPOUT = _have("dropout.default", "dropout_.default", "clone.default", "contiguous.default")
+    MOVE = _have("transpose.int", "permute.default")
+    SPLIT = _have("split.Tensor", "split_with_sizes.default", "chunk.default")
+    UNARY = {}
+    for fn in xr.UNARY_FNS:
+        for op in _have(f"{fn}.default", f"{fn}_.default"):
+            UNARY[op] = fn
 
 
 def _have(*names):
@@ -124,6 +136,7 @@ class _Walker:
         self.inputs = []
         self.outputs = []
         self.covered = set()
+        self.views = {}       # value name -> (base value, int64 index of per-sample shape)
 
     # -- values
     def scalar(self, node, a, what):
@@ -155,8 +168,13 @@ class _Walker:
             self.fail(node, f"activation range [{lo}, {hi}] {dt}: only int8 [-128, 127] is supported")
         return s, z
 
-    def dq(self, user, dq):
-        """(qfuse value, scale, zp) behind a dequantize_per_tensor input of `user`"""
+    def dq(self, user, dq, virtual=False):
+        """(qfuse value, scale, zp) behind a dequantize_per_tensor input of `user` (a view is
+        written out as a gather / reshape first unless `virtual`)"""
+        if isinstance(dq, torch.fx.Node) and dq.op == "call_function" and dq.target in UNARY:
+            self.fail(user, f"reads the float output of {UNARY[dq.target]} ({dq.name}) directly (XNNPACKQuantizer "
+                            f"does not quantize that edge; e.g. a squeeze-excitation pool of a hardswish / silu "
+                            f"output): ExecuTorch runs {user.target} in f32 on it, which qfuse does not reproduce")
         if not (isinstance(dq, torch.fx.Node) and dq.op == "call_function" and dq.target in DQ_T):
             what = dq.target if isinstance(dq, torch.fx.Node) else type(dq).__name__
             self.fail(user, f"input {getattr(dq, 'name', dq)} ({what}) is not a dequantize_per_tensor: "
@@ -170,7 +188,36 @@ class _Walker:
         if (np.float32(s), z) != (np.float32(self.qp[a][0]), self.qp[a][1]):
             self.fail(dq, f"dequantizes with ({s}, {z}) a tensor quantized with {self.qp[a]}")
         self.covered.add(dq)
+        if not virtual:
+            a = self.materialize(user, a)
         return a, s, z
+
+    def view_of(self, a):
+        """(base, index) of a value: a view of an exported tensor, or the tensor itself"""
+        if a in self.views:
+            return self.views[a]
+        return a, np.arange(int(np.prod(self.shape[a])), dtype=np.int64).reshape(self.shape[a])
+
+    def materialize(self, user, a):
+        """the exported name of a value that may be a view (a chain of shape ops with shared
+        qparams): its base, a reshape of it, or one gather of its bytes"""
+        if a not in self.views:
+            return a
+        base, idx = self.views.pop(a)
+        shape = list(idx.shape)
+        flat = idx.reshape(-1)
+        n_base = int(np.prod(self.shape[base]))
+        identity = flat.size == n_base and np.array_equal(flat, np.arange(n_base))
+        if identity and shape == list(self.shape[base]):
+            self.emit("identity", [base], a)
+        elif not 1 <= len(shape) <= 3:
+            self.fail(user, f"reads a tensor of per-sample shape {shape} (from shape ops): qfuse tensors have 1 "
+                            f"to 3 dimensions besides the batch")
+        elif identity:
+            self.emit("reshape", [base], a, shape=shape)
+        else:
+            self.emit("gather", [base], a, shape=shape, index=flat.astype(np.uint32))
+        return a
 
     def weight(self, user, wdq):
         if not (isinstance(wdq, torch.fx.Node) and wdq.target in DQ_C + DQ_T):
@@ -277,6 +324,9 @@ class _Walker:
             self.fail(op, f"{op.op} {op.target} feeding a quantize is not supported")
         t = op.target
         self.covered.add(op)
+        if t in UNARY or self.is_shape_op(op):
+            self.on_float_chain(op, out, oq)
+            return
         if t in CONV + LINEAR:
             x, wdq = op.args[0], op.args[1]
             bias = op.args[2] if len(op.args) > 2 else op.kwargs.get("bias")
@@ -342,8 +392,20 @@ class _Walker:
             if t == aten.mean.dim:
                 dims = sorted(int(d) % 4 for d in op.args[1])
                 keep = op.args[2] if len(op.args) > 2 else op.kwargs.get("keepdim", False)
-                if dims != [2, 3] or not keep:
-                    self.fail(op, f"mean over {list(op.args[1])} keepdim={keep}: only over [2, 3] with keepdim")
+                if dims != [2, 3]:
+                    self.fail(op, f"mean over {list(op.args[1])}: only over [2, 3]")
+                if not keep:
+                    # not delegated (XNNPACK's partitioner takes mean.dim only with keepdim):
+                    # ExecuTorch's portable mean.out (f32 sum in row-major order, / f32(H*W)), the
+                    # portable adaptive_avg_pool2d rule for one 1x1 window; then the [C] view
+                    self.same(op, (s_in, z_in), (s, z))
+                    pooled = f"{out}__pool"
+                    self.qp[pooled] = (s, z)
+                    self.shape[pooled] = [self.shape[a][0], 1, 1]
+                    self.emit("adaptive_avg_pool2d", [a], pooled, output_size=[1, 1], input_scale=s_in,
+                              input_zero_point=z_in, **oq)
+                    self.views[out] = (pooled, np.arange(self.shape[a][0], dtype=np.int64))
+                    return
             self.same(op, (s_in, z_in), (s, z))
             self.emit("mean_hw", [a], out, input_scale=s_in, input_zero_point=z_in, **oq)
         elif t == aten.adaptive_avg_pool2d.default:
@@ -360,19 +422,98 @@ class _Walker:
             for _, si, zi in srcs:
                 self.same(op, (si, zi), (s, z))
             self.emit("cat", [x[0] for x in srcs], out, dim=1, **oq)
-        elif t in RESHAPE + DROPOUT:
-            a, s_in, z_in = self.dq(op, op.args[0])
-            if t in DROPOUT and t != aten.clone.default and t != aten.contiguous.default:
-                train = op.args[2] if len(op.args) > 2 else op.kwargs.get("train", False)
-                if train:
-                    self.fail(op, "dropout in training mode")
-            self.same(op, (s_in, z_in), (s, z))
-            if t in DROPOUT or self.shape[out] == self.shape[a]:
-                self.emit("identity", [a], out)
-            else:
-                self.emit("reshape", [a], out, shape=self.shape[out])
         else:
             self.fail(op, f"op {t} is not supported for pt2e/XNNPACK export")
+
+    def is_shape_op(self, n):
+        return n.op == "call_function" and (n.target in RESHAPE + DROPOUT + MOVE or (
+            n.target == operator.getitem and isinstance(n.args[0], torch.fx.Node) and n.args[0].target in SPLIT))
+
+    def move(self, m, idx):
+        """the per-sample index after shape op `m`"""
+        t = m.target
+        nd = idx.ndim + 1
+        if t in DROPOUT:
+            if t not in (aten.clone.default, aten.contiguous.default):
+                train = m.args[2] if len(m.args) > 2 else m.kwargs.get("train", False)
+                if train:
+                    self.fail(m, "dropout in training mode")
+            return idx
+        if t in RESHAPE:
+            full = list(self.v[m].shape)
+            if full[0] != self.v[m.args[0]].shape[0] or int(np.prod(full[1:])) != idx.size:
+                self.fail(m, f"reshape to {full} moves elements across the batch dimension")
+            return idx.reshape(full[1:])
+        if t == aten.transpose.int:
+            d0, d1 = int(m.args[1]) % nd, int(m.args[2]) % nd
+            if 0 in (d0, d1) and d0 != d1:
+                self.fail(m, "transpose of the batch dimension")
+            return np.swapaxes(idx, d0 - 1, d1 - 1) if d0 != d1 else idx
+        if t == aten.permute.default:
+            dims = [int(d) % nd for d in m.args[1]]
+            if dims[0] != 0:
+                self.fail(m, "permute of the batch dimension")
+            return np.transpose(idx, [d - 1 for d in dims[1:]])
+        sp, k = m.args[0], int(m.args[1])
+        dim = sp.args[2] if len(sp.args) > 2 else sp.kwargs.get("dim", 0)
+        dim = int(dim) % nd
+        if dim == 0:
+            self.fail(sp, "split along the batch dimension")
+        n = idx.shape[dim - 1]
+        if sp.target == aten.chunk.default:
+            c = -(-n // int(sp.args[1]))
+            sizes = [min(c, n - i) for i in range(0, n, c)]
+        elif isinstance(sp.args[1], int):
+            sizes = [min(int(sp.args[1]), n - i) for i in range(0, n, int(sp.args[1]))]
+        else:
+            sizes = [int(v) for v in sp.args[1]]
+        start = sum(sizes[:k])
+        return np.take(idx, np.arange(start, start + sizes[k]), axis=dim - 1)
+
+    def on_float_chain(self, op, out, oq):
+        """dq(a) -> a chain of float unary ops (sigmoid, hardswish, ...) and shape ops (view,
+        transpose, chunk, dropout, ...) in any order -> q. Unary ops are elementwise and shape
+        ops move bytes, so the chain is one 256-entry table (XNNPACK runs such a unary chain as
+        a LUT, xnn_subgraph_fuse_unary_quantized_into_lut; the f32 values are the same when it
+        does not fuse) on the source, then one view of it, written as a gather / reshape when a
+        compute op reads it (ShuffleNet's channel shuffle view(b, g, c/g, h, w) ->
+        transpose(1, 2) -> contiguous -> view(b, c, h, w) -> chunk). Shape ops alone between
+        equal qparams need no table; between different qparams the table requantizes."""
+        fns, moves = [], []
+        n = op
+        while isinstance(n, torch.fx.Node) and n.op == "call_function" and (n.target in UNARY or
+                                                                              self.is_shape_op(n)):
+            self.covered.add(n)
+            if n.target in UNARY:
+                fn = UNARY[n.target]
+                param = None
+                if fn == "leaky_relu":
+                    param = float(n.args[1]) if len(n.args) > 1 else float(n.kwargs.get("negative_slope", 0.01))
+                if fn == "gelu":
+                    approx = n.kwargs.get("approximate", n.args[1] if len(n.args) > 1 else "none")
+                    if approx != "none":
+                        self.fail(n, f"gelu(approximate={approx!r}): only the erf form is supported")
+                fns.append((fn, param))
+            else:
+                moves.append(n)
+                if n.target == operator.getitem:
+                    self.covered.add(n.args[0])
+                    n = n.args[0]
+            n = n.args[0]
+        a, s_in, z_in = self.dq(op, n, virtual=True)
+        s, z = oq["output_scale"], oq["output_zero_point"]
+        base, idx = self.view_of(a)
+        for m in reversed(moves):
+            idx = self.move(m, idx)
+        if list(idx.shape) != list(self.shape[out]):
+            self.fail(op, f"shape ops give {list(idx.shape)}, PyTorch {self.shape[out]}")
+        if fns or (np.float32(s_in), z_in) != (np.float32(s), z):
+            lut = f"{out}__lut"
+            self.qp[lut] = (s, z)
+            self.shape[lut] = list(self.shape[base])
+            self.emit("unary", [base], lut, chain=fns[::-1], input_scale=s_in, input_zero_point=z_in, **oq)
+            base = lut
+        self.views[out] = (base, np.ascontiguousarray(idx))
 
     def same(self, op, qi, qo):
         if (np.float32(qi[0]), qi[1]) != (np.float32(qo[0]), qo[1]):
@@ -502,6 +643,11 @@ def build_xnnpack(gm, example_inputs, fail, warn):
                                nd["output_zero_point"], nd["min"], nd["max"])
             node.update(op="lut", table=t, scale=float(nd["output_scale"]), zero_point=int(nd["output_zero_point"]),
                         signed=True)
+        elif op == "unary":
+            t = xr.unary_table(nd["chain"], nd["input_scale"], nd["input_zero_point"], nd["output_scale"],
+                               nd["output_zero_point"])
+            node.update(op="lut", table=t, scale=float(nd["output_scale"]), zero_point=int(nd["output_zero_point"]),
+                        signed=True)
         elif op == "max_pool2d":
             node.update(op="max_pool2d", kernel_size=nd["kernel"], stride=nd["stride"], padding=nd["padding"],
                         dilation=nd["dilation"], ceil_mode=nd["ceil_mode"])
@@ -524,6 +670,9 @@ def build_xnnpack(gm, example_inputs, fail, warn):
             node.update(op="adaptive_avg_pool2d", output_size=nd["output_size"])
         elif op == "cat":
             node.update(op="cat", dim=1, **qkeys(nd["output_scale"], nd["output_zero_point"]))
+        elif op == "gather":
+            node.update(op="gather", shape=nd["shape"])
+            tensors[f"{out}.index"] = np.ascontiguousarray(nd["index"], dtype=np.uint32)
         elif op == "reshape":
             shp = nd["shape"]
             if len(shp) == 1:

@@ -107,3 +107,78 @@ def merged_clamp_table(so, zo, vmin, vmax):
     passed on unchanged, read with the clamp's output qparams and clamped to
     [xq(min), xq(max)] there (README "clamp")."""
     return clamp_table(so, zo, so, zo, vmin, vmax)
+
+
+# -- float unary ops between a dequantize and a quantize (README "unary ops")
+
+UNARY_FNS = ("sigmoid", "tanh", "hardswish", "hardsigmoid", "silu", "gelu", "leaky_relu")
+
+
+def _f32_exact(fr):
+    """the f32 nearest to the exact rational `fr` (ties to even)"""
+    from fractions import Fraction
+
+    c = F32(float(fr))  # within one f32 ulp of fr
+    best = None
+    for v in (np.nextafter(c, F32(-np.inf)), c, np.nextafter(c, F32(np.inf))):
+        d = abs(Fraction(float(v)) - fr)
+        even = int(np.array(v, F32).view(np.uint32)) % 2 == 0
+        if best is None or d < best[0] or (d == best[0] and even):
+            best = (d, v)
+    return F32(best[1])
+
+
+def _fma_f32(a, b, c):
+    """f32 fused multiply-add a * b + c, one rounding (as _mm512_fmadd_ps)"""
+    from fractions import Fraction
+
+    return np.array([_f32_exact(Fraction(float(x)) * Fraction(float(b)) + Fraction(float(c))) for x in a],
+                    dtype=F32)
+
+
+def unary_f32(fn, x, param=None):
+    """XNNPACK's f32 value of `fn` on the f32 array `x` (the op as ExecuTorch lowers it):
+    hardswish: XNNPACK's f32-vhswish (all x86 kernels: fma(x, 0x1.555556p-3, 0.5), clamp to
+    [0, 1], times x); hardsigmoid: the aten decomposition ExecuTorch lowers (f32 add 3, clamp
+    to [0, 6], f32 divide by 6); silu: the decomposition x * sigmoid(x) (two f32 ops);
+    leaky_relu: x < 0 ? f32(x * slope) : x; sigmoid, tanh, gelu (erf form): the correctly
+    rounded f32 value (XNNPACK's polynomial / rational kernels are within a few ulp of it,
+    which changes a quantized value only when an output lies within those ulp of a rounding
+    tie: see tests/data/pt2e/README.md)."""
+    import math
+
+    x = np.asarray(x, dtype=F32)
+    x64 = x.astype(F64)
+    if fn == "sigmoid":
+        return (1.0 / (1.0 + np.exp(-x64))).astype(F32)
+    if fn == "tanh":
+        return np.tanh(x64).astype(F32)
+    if fn == "gelu":
+        return np.array([0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))) for v in x64]).astype(F32)
+    if fn == "hardswish":
+        t = _fma_f32(x, F32(float.fromhex("0x1.555556p-3")), F32(0.5))
+        t = np.minimum(np.maximum(t, F32(0.0)), F32(1.0))
+        return (t * x).astype(F32)
+    if fn == "hardsigmoid":
+        t = (x + F32(3.0)).astype(F32)
+        t = np.minimum(np.maximum(t, F32(0.0)), F32(6.0))
+        return (t / F32(6.0)).astype(F32)
+    if fn == "silu":
+        return (x * unary_f32("sigmoid", x)).astype(F32)
+    if fn == "leaky_relu":
+        return np.where(x < 0, (x * F32(param)).astype(F32), x).astype(F32)
+    raise ValueError(f"unary op {fn!r}: not one of {', '.join(UNARY_FNS)}")
+
+
+def unary_table(chain, si, zi, so, zo):
+    """A chain of float unary ops between dequantize (si, zi) and quantize (so, zo) as the
+    256-entry table XNNPACK builds by running the chain on every int8 value
+    (xnn_subgraph_fuse_unary_quantized_into_lut): x = f32(q - zi) * si, each op in f32,
+    y = sat8(rint(f32(v * f32(1 / so))) + zo). `chain`: [(fn, param)]. Stored bytes."""
+    q = np.arange(-128, 128, dtype=I64)
+    v = ((q - int(zi)).astype(F32) * F32(si)).astype(F32)
+    for fn, param in chain:
+        v = unary_f32(fn, v, param)
+    inv = F32(F32(1.0) / F32(so))
+    y = np.clip(np.rint((v * inv).astype(F32)).astype(I64) + int(zo), -128, 127)
+    return [int(t) + 128 for t in y]

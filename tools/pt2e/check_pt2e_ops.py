@@ -442,6 +442,15 @@ def merge_clamps(nodes):
     return keep
 
 
+def unary_rule(chain, si, zi, so, zo):
+    """the float-unary-op table (README "unary ops"): qfuse_export.xnnpack_rules.unary_table"""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                    "python"))
+    from qfuse_export.xnnpack_rules import unary_table
+
+    return unary_table(chain, si, zi, so, zo)
+
+
 def load_case(d):
     with open(os.path.join(d, "case.json")) as f:
         case = json.load(f)
@@ -506,6 +515,14 @@ def run_case(d, verbose=False):
             xf = dequantize(ins[0], nd["input_scale"], nd["input_zero_point"])
             yf = adaptive_avg_pool2d_portable(xf, nd["output_size"])
             y = quantize(yf, nd["output_scale"], nd["output_zero_point"])
+        elif op == "unary":
+            # the exporter's table rule (qfuse_export.xnnpack_rules.unary_table), and the case's
+            # recorded table (what tests/pt2e_xnnpack.rs runs) must be that table
+            table = np.array(unary_rule([(nd["fn"], nd.get("param"))], nd["input_scale"], nd["input_zero_point"],
+                                        nd["output_scale"], nd["output_zero_point"]), dtype=I64)
+            if "table" in nd and list(nd["table"]) != table.tolist():
+                notes.append(f"n{k} recorded table differs from the rule")
+            y = table[ins[0].astype(I64) + 128] - 128
         elif op == "f32_clamp":
             y = np.minimum(np.maximum(ins[0], F32(nd["min"])), F32(nd["max"])).astype(F32)
         else:

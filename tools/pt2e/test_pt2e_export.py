@@ -120,6 +120,36 @@ class FeatMap(nn.Module):
         return self.c3(d * self.g(gate))
 
 
+class UnaryNet(nn.Module):
+    """the float unary ops XNNPACK runs as 256-entry tables (dq -> f -> q): hardswish,
+    a squeeze-excitation gate (mean, conv, relu, conv, hardsigmoid / sigmoid, mul), silu,
+    tanh, gelu, leaky_relu"""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.f1 = nn.Conv2d(8, 4, 1)
+        self.f2 = nn.Conv2d(4, 8, 1)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.g1 = nn.Conv2d(8, 4, 1)
+        self.g2 = nn.Conv2d(4, 8, 1)
+        self.c3 = nn.Conv2d(8, 8, 1)
+        self.c4 = nn.Conv2d(8, 8, 1)
+        self.c5 = nn.Conv2d(8, 6, 3)
+        self.c0 = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        # the gates pool quantized conv outputs: a pool of a unary op's float output is refused
+        a = self.c0(F.hardswish(self.c1(x)))
+        s = F.hardsigmoid(self.f2(F.relu(self.f1(a.mean([2, 3], keepdim=True)))))
+        a = a * s
+        b = self.c2(a)
+        g = torch.sigmoid(self.g2(F.silu(self.g1(F.adaptive_avg_pool2d(b, 1)))))
+        b = F.silu(b) * g
+        c = torch.tanh(self.c3(b)) + F.gelu(self.c4(b))
+        return self.c5(F.leaky_relu(c, 0.2))
+
+
 def resnet18():
     import torchvision
 
@@ -147,6 +177,8 @@ CASES = {
     "resnet18_pc_64": (resnet18, (2, 3, 64, 64), True),
     "resnet18_pt_48": (resnet18, (1, 3, 48, 48), False),
     "mobilenet_v2_pc_64": (mobilenet_v2, (1, 3, 64, 64), True),
+    "unarynet_pc": (UnaryNet, (2, 3, 15, 15), True),
+    "unarynet_pt": (UnaryNet, (2, 3, 15, 15), False),
 }
 
 
@@ -278,6 +310,8 @@ def refusals():
     res = []
 
     class Sig(nn.Module):
+        """a float op as the graph's output (sigmoid of a dequantized tensor)"""
+
         def __init__(self):
             super().__init__()
             self.c = nn.Conv2d(3, 4, 3)
@@ -285,23 +319,25 @@ def refusals():
         def forward(self, x):
             return torch.sigmoid(self.c(x))
 
-    class Gelu(nn.Module):
+    class Elu(nn.Module):
+        """elu between dq and q: ExecuTorch lowers it outside the unary-table path"""
+
         def __init__(self):
             super().__init__()
             self.c = nn.Conv2d(3, 4, 3)
             self.d = nn.Conv2d(4, 4, 1)
 
         def forward(self, x):
-            return self.d(F.gelu(self.c(x)))
+            return self.d(F.elu(self.c(x)))
 
-    for name, m in (("refuse_sigmoid", Sig()), ("refuse_gelu", Gelu())):
+    for name, m in (("refuse_sigmoid_output", Sig()), ("refuse_elu", Elu())):
         cm, x = quantize(m.eval(), (1, 3, 8, 8), True, 0)
         try:
             qfuse_export.build(cm, x)
             res.append((name, "no ExportError"))
         except ExportError as e:
             msg = str(e)
-            ok = "node '" in msg and ("sigmoid" in msg or "gelu" in msg)
+            ok = "node '" in msg and ("sigmoid" in msg or "elu" in msg)
             res.append((name, None if ok else f"message does not name the node and op: {msg}"))
     # the .tensor overloads of quantize/dequantize_per_tensor give the same file
     cm, x = quantize(SmallNet().eval(), (2, 3, 8, 8), True, 0)
