@@ -1466,7 +1466,7 @@ fn requant_out<'o>(n: &QNode, out: &'o AccOut) -> Result<(QParams, &'o [f32])> {
         )),
         AccOut::Int32 => Err(unsupported(
             at(n),
-            "an int32 output (ConvInteger/MatMulInteger): qfuse's layers requantize to 8 bits",
+            "an int32 output (ConvInteger/MatMulInteger): qfuse's layers requantize to 8 bits; these ops come from dynamic quantization (quantize_dynamic: activation qparams computed at run time), which qfuse does not run; quantize the model with quantize_static",
         )),
         AccOut::Float { .. } => Err(unsupported(
             at(n),
