@@ -1,6 +1,8 @@
 // Quantized add / add_relu of two tensors of the same shape (NHWC4 words).
 // fbgemm: c = D(a) + D(b) with the dequantize tables (ATen's vector path for
-// flat NCHW index < split, scalar after), relu, then quantize with 1/so.
+// flat index < split, scalar after; the index in NCHW order, or NHWC when
+// `order` is 1: PyTorch holds both inputs channels-last; `order` 2 (mixed
+// formats) comes with split 0), relu, then quantize with 1/so.
 // qnnpack: QNNPACK's fixed point, acc = ma*(a-za) + mb*(b-zb), rounded half
 // away from zero by `shift` bits.
 
@@ -9,6 +11,7 @@ struct Params {
     total: u32, split: u32, qnnpack: u32, relu: u32,
     inv: f32, zo: i32, lo: i32, shift: u32,
     ma: i32, mb: i32, za: i32, zb: i32,
+    order: u32, pad0: u32, pad1: u32, pad2: u32,
 }
 
 override WG: u32 = 64u;
@@ -55,7 +58,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     for (var l = 0u; l < 4u; l++) {
         let c = c4 * 4u + l;
         if c < p.c {
-            let flat = ((b * p.c + c) * p.h + hy) * p.w + wx;
+            var flat = ((b * p.c + c) * p.h + hy) * p.w + wx;
+            if p.order == 1u {
+                flat = ((b * p.h + hy) * p.w + wx) * p.c + c;
+            }
             word |= add_one((wa >> (8u * l)) & 0xffu, (wb >> (8u * l)) & 0xffu, flat) << (8u * l);
         }
     }

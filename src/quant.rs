@@ -622,7 +622,7 @@ pub struct ChannelEpilogue {
     pub bias_i32: i32,
     /// Float bias in accumulator units, added after conversion (fbgemm; 0 for qnnpack).
     pub bias_f32: f32,
-    /// `(input_scale * weight_scale) / output_scale`.
+    /// `(input_scale * weight_scale) / output_scale` (qnnpack: `* (1 / output_scale)`).
     pub mult: f32,
 }
 
@@ -702,7 +702,7 @@ impl Epilogue {
     /// Builds the epilogue from the layer's quantization: input scale, per-channel
     /// weight scales, the float bias, the output qparams, the activation and the rule.
     /// Each quotient is computed once here in f32 (`atw = s_in * s_w`,
-    /// `mult = atw / s_out`, fbgemm's `bias / atw`, qnnpack's
+    /// `mult = atw / s_out` (qnnpack: `atw * (1/s_out)`), fbgemm's `bias / atw`, qnnpack's
     /// `rint(bias * (1/atw))`; oneDNN's `1/s_out`).
     pub fn new(
         rule: Requant,
@@ -734,7 +734,13 @@ impl Epilogue {
                 ));
             }
             let atw = input.scale * sw;
-            let mult = atw / output.scale;
+            // QNNPACK (PyTorch's generate_requantization_scales) multiplies by
+            // the f32 reciprocal of the output scale; the quotient differs by
+            // one ulp for some qparams (conformance `qnnpack_mult_tie_*`).
+            let mult = match rule {
+                Requant::Qnnpack => atw * (1.0f32 / output.scale),
+                _ => atw / output.scale,
+            };
             let bq = b / atw;
             if atw == 0.0 || !mult.is_finite() || mult == 0.0 || !bq.is_finite() {
                 return Err(Error::qparams(
@@ -1040,5 +1046,20 @@ mod tests {
         assert_eq!((b / (0.5 * sw)).round_ties_even(), -204.0);
         let q = Epilogue::new(Requant::Qnnpack, inp, &[sw], &[b], out, Activation::None).unwrap();
         assert_eq!(q.channels[0].bias_i32, -205);
+    }
+
+    #[test]
+    fn qnnpack_multiplier_uses_the_reciprocal() {
+        // torchvision mobilenet_v2 (FX, qnnpack), features.2.conv.2: acc + bias =
+        // -6418; (s_in * s_w) / s_out gives -75.49999 (-> -75, byte 21), QNNPACK's
+        // (s_in * s_w) * (1 / s_out) is one ulp larger: -75.5 (-> -76, byte 20,
+        // PyTorch's output).
+        let inp = QParams::new(0.0062543526, 128).unwrap();
+        let out = QParams::new(0.0060735065, 96).unwrap();
+        let sw = [0.011423635f32];
+        let q = Epilogue::new(Requant::Qnnpack, inp, &sw, &[0.0], out, Activation::None).unwrap();
+        assert_eq!(q.apply(0, -6418), 20);
+        let f = Epilogue::new(Requant::Fbgemm, inp, &sw, &[0.0], out, Activation::None).unwrap();
+        assert_eq!(f.apply(0, -6418), 21);
     }
 }

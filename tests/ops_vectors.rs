@@ -253,11 +253,19 @@ fn case_model(f: &TensorFile) -> (Model, Vec<Value>, Vec<Value>) {
     let mut nodes = Vec::new();
     let mut outputs = vec!["y".to_string()];
     let mut wants = Vec::new();
-    let pr = &m["producer"];
-    if !pr.is_null() {
-        // conv2d (fbgemm rule) -> op: the op's input is channels-last, as in PyTorch
+    // conv2d (fbgemm rule) -> op: the op's input is channels-last, as in
+    // PyTorch. `producer` feeds input 0; `producer_1` (add with both inputs
+    // or only the second channels-last) input 1, from `conv1.*`/`conv_input_1`.
+    for (i, key, pre, cin_name) in [
+        (0usize, "producer", "conv", "conv_input"),
+        (1, "producer_1", "conv1", "conv_input_1"),
+    ] {
+        let pr = &m[key];
+        if pr.is_null() {
+            continue;
+        }
         assert_eq!(pr["op"], "conv2d");
-        let wshape = f.shape("conv.weight");
+        let wshape = f.shape(&format!("{pre}.weight"));
         let (o, cin) = (wshape[0], wshape[1]);
         let q_in = qp(&pr["input_scale"], &pr["input_zero_point"]);
         let geom =
@@ -265,40 +273,45 @@ fn case_model(f: &TensorFile) -> (Model, Vec<Value>, Vec<Value>) {
         let layer = QLayer::from_pytorch(
             LayerKind::Conv2d,
             geom,
-            f.i8("conv.weight"),
-            f.f32("conv.weight_scale"),
+            f.i8(&format!("{pre}.weight")),
+            f.f32(&format!("{pre}.weight_scale")),
             &vec![0; o],
-            f.f32("conv.bias"),
+            f.f32(&format!("{pre}.bias")),
             q_in,
-            in_q(0),
+            in_q(i),
             Activation::None,
             Requant::parse(pr["requant"].as_str().unwrap()).unwrap(),
         )
         .unwrap();
-        let cshape = f.shape("conv_input");
-        inputs[0] = (
-            "x0".into(),
+        let cshape = f.shape(cin_name);
+        inputs[i] = (
+            format!("x{i}"),
             TensorInfo {
                 shape: cshape[1..].to_vec(),
                 dtype: DType::QUInt8(q_in),
             },
         );
-        values[0] = Value::Q {
-            data: f.u8("conv_input"),
+        values[i] = Value::Q {
+            data: f.u8(cin_name),
             shape: cshape,
             q: q_in,
         };
+        let conv = if i == 0 {
+            "conv".to_string()
+        } else {
+            format!("conv{i}")
+        };
         nodes.push(Node {
-            name: "conv".into(),
+            name: conv.clone(),
             op: Op::Conv2d(Box::new(layer)),
-            inputs: vec!["x0".into()],
+            inputs: vec![format!("x{i}")],
         });
-        node.inputs[0] = "conv".into();
-        outputs.push("conv".into());
+        node.inputs[i] = conv.clone();
+        outputs.push(conv);
         wants.push(Value::Q {
-            data: f.u8("input"),
-            shape: f.shape("input"),
-            q: in_q(0),
+            data: f.u8(&in_name(i)),
+            shape: f.shape(&in_name(i)),
+            q: in_q(i),
         });
     }
     nodes.push(node);

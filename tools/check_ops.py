@@ -118,15 +118,32 @@ def op_add(spec, t, relu):
         lo = zo if relu else 0
         y = np.clip(np.clip(r, -32768, 32767) + zo, lo, 255)
         return y.reshape(t["input_0"].shape)
-    # fbgemm engine: ATen qadd_kernel (dequantize, f32 add, quantize)
+    # fbgemm engine: ATen qadd_kernel (dequantize, f32 add, quantize). The split
+    # counts elements in memory order: NHWC when both inputs are channels-last,
+    # NCHW when both are contiguous; with one of each (not both_formats)
+    # TensorIterator cannot vectorize and every element takes the scalar path.
     n = a.size
     v = vec_split(n, spec)
+    shp = t["input_0"].shape
+    lay = spec.get("input_layouts")
+    restore = None
+    if lay is not None and len(shp) == 4:
+        trivial = shp[1] == 1 or (shp[2] == 1 and shp[3] == 1)
+        if not trivial and lay[0] != lay[1]:
+            v = 0
+        elif not trivial and lay[0] == "channels_last":
+            nn_, cc, hh, ww = shp
+            a = t["input_0"].astype(np.int64).transpose(0, 2, 3, 1).ravel()
+            b = t["input_1"].astype(np.int64).transpose(0, 2, 3, 1).ravel()
+            restore = lambda f: f.reshape(nn_, hh, ww, cc).transpose(0, 3, 1, 2)
     c = np.empty(n, F32)
     c[:v] = deq_vec(a[:v], sa, za) + deq_vec(b[:v], sb, zb)
     c[v:] = deq_scalar(a[v:], sa, za) + deq_scalar(b[v:], sb, zb)
     if relu:
         c = np.maximum(c, F32(0))
     y = quantize_val(c, inv(so), zo)
+    if restore is not None:
+        return restore(y)
     return y.reshape(t["input_0"].shape)
 
 

@@ -377,7 +377,8 @@ def make_case(rng, g, op, engine, producer=None, tie_maps=False):
     elif op == "dequantize":
         xq = one_input()
         t["output"] = xq.dequantize().numpy()
-    elif op in ("add", "add_relu") and engine in ("fbgemm", "x86") and rng.random() < 0.5 \
+    elif op in ("add", "add_relu") and engine in ("fbgemm", "x86") and producer != "identity" \
+            and rng.random() < 0.5 \
             and (adv := adversarial_add(rng, op == "add_relu")) is not None:
         sa, sb, so, za, zb, zo, pa, pb = adv
         if op == "add_relu" and zo == 255:
@@ -402,6 +403,44 @@ def make_case(rng, g, op, engine, producer=None, tie_maps=False):
         t.update(float_input_0=a.numpy(), float_input_1=b.numpy(),
                  input_0=qa.int_repr().numpy(), input_1=qb.int_repr().numpy())
         out_q(y)
+    elif op in ("add", "add_relu") and producer == "identity":
+        # adversarial pairs in the vector body and the tail of the NHWC order;
+        # each input channels-last (through a 1x1 identity conv) or contiguous:
+        # both channels-last (the split counts NHWC order), or one of each
+        # (every element on the scalar path)
+        adv = None
+        while adv is None:
+            adv = adversarial_add(rng, op == "add_relu")
+        sa, sb, so, za, zb, zo, pa, pb = adv
+        if op == "add_relu" and zo == 255:
+            zo = 254
+        shape = (rng.choice([1, 2]), rng.choice([3, 5, 9]), rng.choice([5, 7]), rng.choice([6, 9]))
+        idx = place_nhwc(rng, shape, np.full(shape, -1), list(range(len(pa))))
+        ia = np.where(idx >= 0, pa[np.maximum(idx, 0)], torch.randint(0, 256, shape, generator=g).numpy())
+        ib = np.where(idx >= 0, pb[np.maximum(idx, 0)], torch.randint(0, 256, shape, generator=g).numpy())
+        layouts = rng.choice([["channels_last", "channels_last"]] * 2 + [["channels_last", "contiguous"],
+                                                                          ["contiguous", "channels_last"]])
+        qs = []
+        for i, (xb, s_, z_) in enumerate(((ia, sa, za), (ib, sb, zb))):
+            if layouts[i] == "channels_last":
+                sp, tt = {}, {}
+                y = identity_conv_producer(xb, s_, z_, sp, tt)
+                spec["producer" if i == 0 else "producer_1"] = sp["producer"]
+                sfx, pre = ("", "conv") if i == 0 else ("_1", "conv1")
+                t["conv_input" + sfx] = tt["conv_input"]
+                for k_ in ("weight", "weight_scale", "bias"):
+                    t[f"{pre}.{k_}"] = tt[f"conv.{k_}"]
+            else:
+                y = torch._make_per_tensor_quantized_tensor(torch.from_numpy(xb.astype(np.uint8)), s_, z_)
+            qs.append(y)
+            t[f"float_input_{i}"] = y.dequantize().contiguous().numpy()
+            t[f"input_{i}"] = y.int_repr().contiguous().numpy()
+        fn = torch.ops.quantized.add if op == "add" else torch.ops.quantized.add_relu
+        spec.update(shape=list(shape), input_scale=[sa, sb], input_zero_point=[za, zb], adversarial=True,
+                    input_layouts=layouts)
+        if layouts[0] == "channels_last":
+            spec["input_layout"] = "channels_last"
+        out_q(fn(qs[0], qs[1], so, zo))
     elif op == "hardswish" and producer == "identity":
         adv = None
         while adv is None:

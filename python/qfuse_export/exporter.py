@@ -345,6 +345,27 @@ def float_fn_table(fn, in_scale, in_zp, out_scale, out_zp, engine):
 
 # ---------------------------------------------------------------- exporter
 
+# What to do instead, for ops qfuse's format cannot express (yet).
+_LATER = ("export only the part of the model before it (run the rest in PyTorch on the dequantized "
+          "output), or replace it with a supported op (docs/MODEL_FORMAT.md lists them)")
+_HINTS = [
+    (("BNReLU", "BatchNorm", "batch_norm"),
+     "qfuse has no standalone quantized BatchNorm2d yet: fold it into a preceding conv (conv -> bn [-> relu], "
+     "fused by prepare_fx / fuse_modules), or " + _LATER),
+    (("PReLU", "prelu"), "qfuse has no PReLU yet: " + _LATER),
+    (("Softmax", "softmax"), "qfuse has no softmax yet: apply it to the model's float output, or " + _LATER),
+    (("ConvTranspose", "conv_transpose"), "qfuse has no transposed convolution yet: " + _LATER),
+    (("Upsample", "upsample", "interpolate"), "qfuse has no upsampling yet: " + _LATER),
+]
+
+
+def _unsupported_hint(what):
+    for keys, hint in _HINTS:
+        if any(k in what for k in keys):
+            return hint
+    return "qfuse's format has no op for it: " + _LATER
+
+
 class _Exporter:
     def __init__(self, gm, infos, engine):
         self.gm = gm
@@ -954,7 +975,7 @@ class _Exporter:
                 and self.nontensor(node):
             pass
         else:
-            self.fail(node, "unsupported function")
+            self.fail(node, "unsupported function; " + _unsupported_hint(_target_str(t)))
 
     def call_method(self, node):
         m = node.target
@@ -985,7 +1006,7 @@ class _Exporter:
         elif m in ("size", "dim") and self.nontensor(node):
             pass
         else:
-            self.fail(node, "unsupported method")
+            self.fail(node, f"unsupported method {m!r}; " + _unsupported_hint(str(m)))
 
     def call_module(self, node):
         mod = self.gm.get_submodule(node.target)
@@ -1070,7 +1091,8 @@ class _Exporter:
         elif type(mod) in _IDENTITY_MODULES:
             self.identity(node, x)
         else:
-            self.fail(node, f"unsupported module {type(mod).__module__}.{type(mod).__qualname__}")
+            self.fail(node, f"unsupported module {type(mod).__module__}.{type(mod).__qualname__}; "
+                            + _unsupported_hint(type(mod).__name__))
 
     # -- op helpers
     def quantize(self, node, x, scale, zp):

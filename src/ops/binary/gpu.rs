@@ -31,7 +31,11 @@ impl GpuNode for AddNode {
         let words = io.words();
         let mut p = self.p;
         p.total = words;
-        p.split = crate::ops::n_vec(io.batch * a.info.numel()) as u32;
+        p.split = if p.order == super::ADD_SPLIT_NONE {
+            0
+        } else {
+            crate::ops::n_vec(io.batch * a.info.numel()) as u32
+        };
         Ok(vec![ctx.dispatch(
             Kernel::Add,
             &[("WG", WG as f64)],

@@ -113,7 +113,12 @@ impl<'a> OpKind<'a> for Add {
             mb: 0,
             za: qa.zero_point,
             zb: qb.zero_point,
+            order: ADD_SPLIT_NCHW,
+            pad0: 0,
+            pad1: 0,
+            pad2: 0,
         };
+        p.order = add_split_order(sig);
         if sig.engine == Requant::Qnnpack {
             let (ma, mb, shift) = qnnpack_add_params(qa, qb, qo, self.relu)?;
             p.qnnpack = 1;
@@ -125,6 +130,31 @@ impl<'a> OpKind<'a> for Add {
             tables.extend((0..256).map(|v| dequant_scalar(v as u8, q)));
         }
         Ok(Box::new(AddLowered { p, tables }))
+    }
+}
+
+/// `AddParams::order`: ATen's vector/scalar split counted in NCHW order (both
+/// inputs contiguous).
+pub const ADD_SPLIT_NCHW: u32 = 0;
+/// ... counted in NHWC order (both inputs channels-last: every residual add
+/// of two conv outputs).
+pub const ADD_SPLIT_NHWC: u32 = 1;
+/// Every element on the scalar path (one input contiguous, the other
+/// channels-last: TensorIterator cannot vectorize the inner loop).
+pub const ADD_SPLIT_NONE: u32 = 2;
+
+/// How fbgemm's `qadd` splits its elements between the vector body and the
+/// scalar tail, from the inputs' memory formats in PyTorch (a tensor in
+/// [`crate::memory_format::both_formats`] is either).
+fn add_split_order(sig: &Signature<'_>) -> u32 {
+    let fmt = |i: usize| {
+        let both = crate::memory_format::both_formats(&sig.inputs[i].shape);
+        (!both).then(|| sig.channels_last.get(i).copied().unwrap_or(false))
+    };
+    match (fmt(0), fmt(1)) {
+        (Some(a), Some(b)) if a != b => ADD_SPLIT_NONE,
+        (Some(true), _) | (_, Some(true)) => ADD_SPLIT_NHWC,
+        _ => ADD_SPLIT_NCHW,
     }
 }
 
@@ -150,6 +180,11 @@ pub struct AddParams {
     pub mb: i32,
     pub za: i32,
     pub zb: i32,
+    /// [`ADD_SPLIT_NCHW`], [`ADD_SPLIT_NHWC`] or [`ADD_SPLIT_NONE`].
+    pub order: u32,
+    pub pad0: u32,
+    pub pad1: u32,
+    pub pad2: u32,
 }
 
 /// An add's constants: the uniforms and `[D_v(a), D_s(a), D_v(b), D_s(b)]`
@@ -172,11 +207,26 @@ impl Lowered for AddLowered {
                 .map(|i| qnnpack_add_elem(a[i], b[i], p.za, p.zb, p.ma, p.mb, p.shift, p.zo, p.lo))
                 .collect()
         } else {
-            let nv = n_vec(n);
+            let nv = if p.order == ADD_SPLIT_NONE {
+                0
+            } else {
+                n_vec(n)
+            };
+            let nhwc = p.order == ADD_SPLIT_NHWC;
+            let (c, h, w) = (p.c as usize, p.h as usize, p.w as usize);
             let t = &self.tables;
             (0..n)
                 .map(|i| {
-                    let off = if i < nv { 0 } else { 256 };
+                    // the element's index in PyTorch's memory order
+                    let m = if nhwc {
+                        let (xw, r) = (i % w, i / w);
+                        let (y, r) = (r % h, r / h);
+                        let (ch, b) = (r % c, r / c);
+                        ((b * h + y) * w + xw) * c + ch
+                    } else {
+                        i
+                    };
+                    let off = if m < nv { 0 } else { 256 };
                     let mut c = t[a[i] as usize + off] + t[512 + b[i] as usize + off];
                     if p.relu != 0 {
                         c = c.max(0.0);
