@@ -2510,6 +2510,9 @@ fn attr_s(n: &WNode, name: &str, default: &str) -> Result<String> {
     }
 }
 
+/// Per-axis source maps (`None`: the axis is kept), as in `ShapeOp::AxisMap`.
+type AxisMaps = Vec<Option<Vec<i64>>>;
+
 /// Pad of a tensor of shape `s` as per-axis source maps, and for mode
 /// constant the fill value in the tensor's own type (map entries -1). ORT runs
 /// `DQ -> Pad -> Q` in float; with equal qparams that is the same bytes, with
@@ -2523,7 +2526,7 @@ fn pad_maps(
     s: &[usize],
     xq: Option<(QType, Option<QAxis>)>,
     at: &str,
-) -> Result<(Vec<Option<Vec<i64>>>, Option<i32>)> {
+) -> Result<(AxisMaps, Option<i32>)> {
     let mode = attr_s(n, "mode", "constant")?;
     let fill = if mode == "constant" {
         let Some((xt, q)) = xq else {
