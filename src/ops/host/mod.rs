@@ -272,48 +272,24 @@ fn parse(a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
             HostFn::Reshape(s)
         }
         Some("onednn_linear") => {
-            let input = crate::quant::QParams::new(
-                a.f32("input_scale")?,
-                a.usize("input_zero_point")? as i32,
-            )?;
+            let (input, w, o) = host_linear_parts(a, cx)?;
             let relu = a.activation()? == crate::quant::Activation::Relu;
-            let t = cx.tensors;
-            let name = cx.node;
-            let (w, wshape) = t.get(&format!("{name}.weight"), safetensors::Dtype::I8, None)?;
-            if wshape.len() != 2 {
-                return Err(Error::Model(format!(
-                    "tensor {name:?}.weight has shape {wshape:?}, expected [O, K]"
-                )));
-            }
-            let o = wshape[0];
+            let (t, name) = (cx.tensors, cx.node);
             let ws = t.f32(&format!("{name}.weight_scale"), &[o])?;
             let b = t.f32(&format!("{name}.bias"), &[o])?;
-            let w = w.into_iter().map(|v| v as i8).collect();
             HostFn::OnednnLinear(std::sync::Arc::new(OnednnLinear::new(
                 w, ws, b, input, relu,
             )?))
         }
         Some("ort_linear") => {
-            let input = crate::quant::QParams::new(
-                a.f32("input_scale")?,
-                a.usize("input_zero_point")? as i32,
-            )?;
-            let t = cx.tensors;
-            let name = cx.node;
-            let (w, wshape) = t.get(&format!("{name}.weight"), safetensors::Dtype::I8, None)?;
-            if wshape.len() != 2 {
-                return Err(Error::Model(format!(
-                    "tensor {name:?}.weight has shape {wshape:?}, expected [O, K]"
-                )));
-            }
-            let o = wshape[0];
+            let (input, w, o) = host_linear_parts(a, cx)?;
+            let (t, name) = (cx.tensors, cx.node);
             let (b, _) = t.get(&format!("{name}.bias_i32"), safetensors::Dtype::I32, Some(&[o]))?;
             let b = b
                 .chunks_exact(4)
                 .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
             let sc = t.f32(&format!("{name}.scale"), &[o])?;
-            let w = w.into_iter().map(|v| v as i8).collect();
             HostFn::OrtLinear(std::sync::Arc::new(OrtLinear::new(w, b, sc, input)?))
         }
         _ => {
@@ -323,6 +299,47 @@ fn parse(a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
         }
     };
     Ok(Op::HostFloat(f))
+}
+
+/// The parts both host linears read: the input's qparams and the `[O, K]`
+/// int8 weight (and `O`).
+fn host_linear_parts(
+    a: &Attrs<'_>,
+    cx: &ParseCx<'_>,
+) -> Result<(crate::quant::QParams, Vec<i8>, usize)> {
+    let input =
+        crate::quant::QParams::new(a.f32("input_scale")?, a.usize("input_zero_point")? as i32)?;
+    let name = cx.node;
+    let (w, wshape) = cx
+        .tensors
+        .get(&format!("{name}.weight"), safetensors::Dtype::I8, None)?;
+    if wshape.len() != 2 {
+        return Err(Error::Model(format!(
+            "tensor {name:?}.weight has shape {wshape:?}, expected [O, K]"
+        )));
+    }
+    Ok((input, w.into_iter().map(|v| v as i8).collect(), wshape[0]))
+}
+
+/// Writes what both host linears share: the input's qparams and the
+/// `NAME.weight` tensor.
+fn write_host_linear(
+    w: &mut NodeWriter,
+    f: &str,
+    input: crate::quant::QParams,
+    weight: &[i8],
+    o: usize,
+) {
+    w.put("fn", json!(f));
+    w.put("input_scale", json!(input.scale as f64));
+    w.put("input_zero_point", json!(input.zero_point));
+    let name = w.node.to_string();
+    w.tensors.push((
+        format!("{name}.weight"),
+        safetensors::Dtype::I8,
+        vec![o, weight.len() / o],
+        weight.iter().map(|&v| v as u8).collect(),
+    ));
 }
 
 pub(crate) struct HostOp<'a>(pub &'a HostFn);
@@ -349,31 +366,19 @@ impl<'a> OpKind<'a> for HostOp<'a> {
                 }
                 s.clone()
             }
-            HostFn::OrtLinear(l) => {
-                if x.numel() != l.in_features() {
+            HostFn::OrtLinear(_) | HostFn::OnednnLinear(_) => {
+                let (what, k, o) = match self.0 {
+                    HostFn::OrtLinear(l) => ("ort_linear", l.in_features(), l.out_features()),
+                    HostFn::OnednnLinear(l) => ("onednn_linear", l.in_features(), l.out_features()),
+                    _ => unreachable!("matched above"),
+                };
+                if x.numel() != k {
                     return Err(Error::shape(
-                        "ort_linear",
-                        format!(
-                            "input {:?} per sample, the weights take {}",
-                            x.shape,
-                            l.in_features()
-                        ),
+                        what,
+                        format!("input {:?} per sample, the weights take {k}", x.shape),
                     ));
                 }
-                vec![l.out_features()]
-            }
-            HostFn::OnednnLinear(l) => {
-                if x.numel() != l.in_features() {
-                    return Err(Error::shape(
-                        "onednn_linear",
-                        format!(
-                            "input {:?} per sample, the weights take {}",
-                            x.shape,
-                            l.in_features()
-                        ),
-                    ));
-                }
-                vec![l.out_features()]
+                vec![o]
             }
             HostFn::Softmax { axis, .. } if *axis >= x.shape.len() => {
                 return Err(Error::shape(
@@ -412,19 +417,11 @@ impl<'a> OpKind<'a> for HostOp<'a> {
                 w.put("shape", json!(s));
             }
             HostFn::OnednnLinear(l) => {
-                w.put("fn", json!("onednn_linear"));
-                w.put("input_scale", json!(l.input.scale as f64));
-                w.put("input_zero_point", json!(l.input.zero_point));
+                let o = l.out_features();
+                write_host_linear(w, "onednn_linear", l.input, &l.weight, o);
                 w.put("activation", json!(if l.relu { "relu" } else { "none" }));
                 let f = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
                 let name = w.node.to_string();
-                let (o, k) = (l.out_features(), l.in_features());
-                w.tensors.push((
-                    format!("{name}.weight"),
-                    safetensors::Dtype::I8,
-                    vec![o, k],
-                    l.weight.iter().map(|&v| v as u8).collect(),
-                ));
                 w.tensors.push((
                     format!("{name}.weight_scale"),
                     safetensors::Dtype::F32,
@@ -439,17 +436,9 @@ impl<'a> OpKind<'a> for HostOp<'a> {
                 ));
             }
             HostFn::OrtLinear(l) => {
-                w.put("fn", json!("ort_linear"));
-                w.put("input_scale", json!(l.input.scale as f64));
-                w.put("input_zero_point", json!(l.input.zero_point));
+                let o = l.out_features();
+                write_host_linear(w, "ort_linear", l.input, &l.weight, o);
                 let name = w.node.to_string();
-                let (o, k) = (l.out_features(), l.in_features());
-                w.tensors.push((
-                    format!("{name}.weight"),
-                    safetensors::Dtype::I8,
-                    vec![o, k],
-                    l.weight.iter().map(|&v| v as u8).collect(),
-                ));
                 w.tensors.push((
                     format!("{name}.bias_i32"),
                     safetensors::Dtype::I32,
