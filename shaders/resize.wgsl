@@ -32,7 +32,7 @@ struct Params {
     c: u32, h: u32, w: u32, c4: u32,
     oh: u32, ow: u32, total: u32, requant: u32,
     copy: u32, s_out: u32, zp_out: i32, offset: i32,
-    cubic: u32, pad0: u32, pad1: u32, pad2: u32,
+    cubic: u32, torch: u32, body: u32, pad0: u32,
 }
 
 override WG: u32 = 64u;
@@ -42,91 +42,7 @@ override WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read> tab: array<u32>;
 @group(0) @binding(3) var<storage, read_write> y: array<u32>;
 
-// ---- fdiv begin (tests/ort_ops.rs compiles this section on its own) ----
-const F32_NAN: u32 = 0x7fc00000u;
-const F32_INF: u32 = 0x7f800000u;
-
-// a / b for f32 bit patterns, correctly rounded to nearest even, with IEEE
-// zeros, infinities, NaN (one quiet NaN) and gradual underflow (subnormal
-// operands and results exact).
-fn fdiv(a: u32, b: u32) -> u32 {
-    let sign = (a ^ b) & 0x80000000u;
-    var ea = i32((a >> 23u) & 0xffu);
-    var eb = i32((b >> 23u) & 0xffu);
-    var ma = a & 0x7fffffu;
-    var mb = b & 0x7fffffu;
-    if (ea == 255 && ma != 0u) || (eb == 255 && mb != 0u) {
-        return F32_NAN;
-    }
-    let a_zero = (a & 0x7fffffffu) == 0u;
-    let b_zero = (b & 0x7fffffffu) == 0u;
-    if ea == 255 {
-        return select(sign | F32_INF, F32_NAN, eb == 255);
-    }
-    if eb == 255 {
-        return sign;
-    }
-    if a_zero {
-        return select(sign, F32_NAN, b_zero);
-    }
-    if b_zero {
-        return sign | F32_INF;
-    }
-    // significands in [2^23, 2^24): |a| = ma * 2^(ea - 150)
-    if ea == 0 {
-        let s = countLeadingZeros(ma) - 8u;
-        ma = ma << s;
-        ea = 1 - i32(s);
-    } else {
-        ma = ma | 0x800000u;
-    }
-    if eb == 0 {
-        let s = countLeadingZeros(mb) - 8u;
-        mb = mb << s;
-        eb = 1 - i32(s);
-    } else {
-        mb = mb | 0x800000u;
-    }
-    var e = ea - eb;
-    if ma < mb {
-        ma = ma << 1u;
-        e = e - 1;
-    }
-    // ma / mb in [1, 2): 25 quotient bits q = floor(ma / mb * 2^24), the
-    // remainder r says whether the quotient is exact.
-    var r = ma;
-    var q = 0u;
-    for (var i = 0u; i < 25u; i++) {
-        q = q << 1u;
-        if r >= mb {
-            r = r - mb;
-            q = q | 1u;
-        }
-        r = r << 1u;
-    }
-    // |a / b| = q * 2^(e - 24); biased exponent of a normal result:
-    let be = e + 127;
-    if be >= 255 {
-        return sign | F32_INF;
-    }
-    // bits to drop: 1 for a normal result, more for a subnormal one
-    let sh = u32(max(1, 2 - be));
-    if sh >= 26u {
-        return sign; // below half the smallest subnormal
-    }
-    var mant = q >> sh;
-    let rem = q & ((1u << sh) - 1u);
-    let half = 1u << (sh - 1u);
-    if rem > half || (rem == half && (r != 0u || (mant & 1u) == 1u)) {
-        mant = mant + 1u;
-    }
-    // a normal mant carries its implicit bit into the exponent field; a
-    // rounding carry (mant = 2^24, or 2^23 for a subnormal) moves up one
-    // binade, to infinity past the largest finite value.
-    let base = select(0u, u32(be - 1) << 23u, be >= 1);
-    return sign | (base + mant);
-}
-// ---- fdiv end ----
+// fdiv, ffma: in the prelude float.wgsl (prepended by the context).
 
 // a * b for f32 bit patterns that are zero or normal, correctly rounded to
 // nearest even when the product is normal; a product below 2^-126 is
@@ -211,7 +127,60 @@ fn cubic(b: u32, oy: u32, ox: u32, c: u32) -> i32 {
     return finish(bitcast<u32>(res));
 }
 
+// PyTorch's quantized bilinear (mode torch_bilinear; rules in
+// src/ops/resize/mod.rs and docs/MODEL_FORMAT.md). Table per output row
+// [h0, h1, l0, l1] (indices, f32 weights), per output column [w0, w1, l0,
+// l1], then the true values of the 256 bytes. Every product, sum and fused
+// multiply-add is the float prelude's integer-exact one (fmul_exact,
+// fadd_exact, ffma: one IEEE rounding each, so the driver can neither fuse
+// the contiguous kernel's products into its sums nor split the NHWC
+// kernel's fused ones).
+fn torch_bilinear(b: u32, oy: u32, ox: u32, c: u32) -> i32 {
+    if p.copy != 0u {
+        return i32(byte_at(b, oy, ox, c));
+    }
+    let t0 = 4u * (p.oh + p.ow);
+    let ty = 4u * oy;
+    let tx = 4u * (p.oh + ox);
+    let y0 = tab[ty];
+    let y1 = tab[ty + 1u];
+    let h0 = tab[ty + 2u];
+    let h1 = tab[ty + 3u];
+    let x0 = tab[tx];
+    let x1 = tab[tx + 1u];
+    let w0 = tab[tx + 2u];
+    let w1 = tab[tx + 3u];
+    let p00 = tab[t0 + byte_at(b, y0, x0, c)];
+    let p01 = tab[t0 + byte_at(b, y0, x1, c)];
+    let p10 = tab[t0 + byte_at(b, y1, x0, c)];
+    let p11 = tab[t0 + byte_at(b, y1, x1, c)];
+    var r: u32;
+    if p.torch == 1u {
+        // contiguous (NCHW) kernel: plain f32, no FMA
+        let a = fadd_exact(fmul_exact(w0, p00), fmul_exact(w1, p01));
+        let bb = fadd_exact(fmul_exact(w0, p10), fmul_exact(w1, p11));
+        r = fadd_exact(fmul_exact(h0, a), fmul_exact(h1, bb));
+    } else if c < p.body {
+        // NHWC kernel, vector body
+        let a = ffma(w1, p01, fmul_exact(w0, p00));
+        let bb = ffma(w1, p11, fmul_exact(w0, p10));
+        r = ffma(h1, bb, fmul_exact(h0, a));
+    } else {
+        // NHWC kernel, scalar tail
+        let a = ffma(w0, p00, fmul_exact(w1, p01));
+        let bb = ffma(w0, p10, fmul_exact(w1, p11));
+        r = ffma(h0, a, fmul_exact(h1, bb));
+    }
+    let zp = p.zp_out - p.offset;
+    // r - f32(zp), |.| < 2^10: round() is exact, ties to even
+    let v = bitcast<f32>(fadd_exact(r, bitcast<u32>(-f32(zp))));
+    return clamp(i32(round(v)) + zp, -p.offset, 255 - p.offset) + p.offset;
+}
+
 fn resize(b: u32, oy: u32, ox: u32, c: u32) -> i32 {
+    if p.torch != 0u {
+        return torch_bilinear(b, oy, ox, c);
+    }
     if p.cubic != 0u && p.copy == 0u {
         return cubic(b, oy, ox, c);
     }

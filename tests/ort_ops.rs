@@ -385,9 +385,11 @@ fn committed_vectors_bit_exact_on_gpu() {
 // ---------------------------------------------------------------------------
 // fdiv
 
-/// `ort.wgsl`'s `fdiv` section, compiled on its own with a test entry point.
+/// The float prelude's `fdiv` section (what `ort.wgsl` is compiled with),
+/// compiled on its own with a test entry point.
 fn fdiv_kernel() -> String {
-    let body = Kernel::Ort.body();
+    let body = Kernel::file_source(Kernel::FLOAT_PRELUDE).expect("float prelude");
+    assert!(Kernel::Ort.uses_float_prelude());
     let a = body.find("// ---- fdiv begin").expect("fdiv begin marker");
     let b = body.find("// ---- fdiv end").expect("fdiv end marker");
     format!(

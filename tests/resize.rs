@@ -333,16 +333,18 @@ fn bad_parameters_are_errors() {
     );
 }
 
-/// `resize.wgsl` carries `ort.wgsl`'s `fdiv` verbatim (tested there).
+/// `resize.wgsl` and `ort.wgsl` are compiled with the one `fdiv` of the
+/// float prelude (tested in tests/ort_ops.rs); neither file has its own.
 #[test]
 fn fdiv_is_orts() {
-    let section = |s: &'static str| {
-        let a = s.find("// ---- fdiv begin").expect("begin");
-        let b = s.find("// ---- fdiv end").expect("end");
-        &s[a..b]
-    };
-    assert_eq!(
-        section(include_str!("../shaders/resize.wgsl")),
-        section(include_str!("../shaders/ort.wgsl"))
-    );
+    use qfuse::gpu::Kernel;
+    let prelude = Kernel::file_source(Kernel::FLOAT_PRELUDE).expect("float prelude");
+    assert_eq!(prelude.matches("fn fdiv(").count(), 1);
+    for k in [Kernel::Resize, Kernel::Ort] {
+        assert!(k.uses_float_prelude(), "{k:?}");
+        assert!(!k.body().contains("fn fdiv("), "{k:?} has its own fdiv");
+        let src = k.source();
+        assert!(src.starts_with(prelude), "{k:?}");
+        assert_eq!(src.matches("fn fdiv(").count(), 1, "{k:?}");
+    }
 }

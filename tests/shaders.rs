@@ -55,7 +55,7 @@ fn every_shader_parses_and_validates() {
                 Some(on_disk.as_str()),
                 "{name}: not a kernel or the prelude, or stale"
             );
-            if name == Kernel::PRELUDE {
+            if name == Kernel::PRELUDE || name == Kernel::FLOAT_PRELUDE {
                 parse_str(&name, &on_disk);
             } else {
                 let k = Kernel::ALL.iter().find(|k| k.file() == name).unwrap();
@@ -69,10 +69,10 @@ fn every_shader_parses_and_validates() {
             n += 1;
         }
     }
-    // Every kernel plus the prelude, and each kernel's file exists.
+    // Every kernel plus the two preludes, and each kernel's file exists.
     assert_eq!(
         n,
-        Kernel::ALL.len() + 1,
+        Kernel::ALL.len() + 2,
         "shaders/ and Kernel::ALL disagree"
     );
     for k in Kernel::ALL {

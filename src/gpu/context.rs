@@ -65,6 +65,11 @@ impl Kernel {
     /// The file under `shaders/` that every kernel's source starts with.
     pub const PRELUDE: &'static str = "common.wgsl";
     const PRELUDE_SOURCE: &'static str = include_str!("../../shaders/common.wgsl");
+    /// The file under `shaders/` with exact f32 arithmetic in integer code
+    /// (`fdiv`, `ffma`, `fmul_exact`, `fadd_exact`), prepended to the
+    /// kernels of [`Kernel::uses_float_prelude`].
+    pub const FLOAT_PRELUDE: &'static str = "float.wgsl";
+    const FLOAT_PRELUDE_SOURCE: &'static str = include_str!("../../shaders/float.wgsl");
 
     /// The file name under `shaders/`.
     pub fn file(self) -> &'static str {
@@ -113,9 +118,22 @@ impl Kernel {
         )
     }
 
-    /// The complete WGSL module: the prelude (for conv kernels) followed by
-    /// the kernel file.
+    /// Whether the kernel is compiled with [`Kernel::FLOAT_PRELUDE`] in front.
+    pub fn uses_float_prelude(self) -> bool {
+        matches!(self, Kernel::Ort | Kernel::Resize)
+    }
+
+    /// The complete WGSL module: the prelude (for conv kernels) or the
+    /// float prelude followed by the kernel file.
     pub fn source(self) -> String {
+        if self.uses_float_prelude() {
+            return format!(
+                "{}\n// ---- {} ----\n{}",
+                Self::FLOAT_PRELUDE_SOURCE,
+                self.file(),
+                self.body()
+            );
+        }
         if !self.uses_prelude() {
             return self.body().to_string();
         }
@@ -131,6 +149,9 @@ impl Kernel {
     pub fn file_source(name: &str) -> Option<&'static str> {
         if name == Self::PRELUDE {
             return Some(Self::PRELUDE_SOURCE);
+        }
+        if name == Self::FLOAT_PRELUDE {
+            return Some(Self::FLOAT_PRELUDE_SOURCE);
         }
         Self::ALL
             .iter()

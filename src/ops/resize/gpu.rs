@@ -30,8 +30,12 @@ pub struct ResizeParams {
     pub offset: i32,
     /// 1: mode cubic (5-word table entries).
     pub cubic: u32,
+    /// Mode torch_bilinear: 0 no, 1 the contiguous kernel, 2 the NHWC one.
+    pub torch: u32,
+    /// Under `torch == 2`: channels below take the vector formula.
+    pub body: u32,
     /// Padding to 16 bytes.
-    pub pad: [u32; 3],
+    pub pad: u32,
 }
 
 pub(crate) struct ResizeNode {

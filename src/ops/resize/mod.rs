@@ -55,6 +55,8 @@ pub(crate) const FILE_OPS: &[FileOp] = &[FileOp {
         "cubic_coeff_a",
         "scale",
         "zero_point",
+        "layout",
+        "lanes",
     ],
     parse: parse_resize,
 }];
@@ -117,6 +119,10 @@ pub enum ResizeRule {
     Truncate,
     /// ORT's DQ -> Resize (float) -> Q.
     Requantize,
+    /// PyTorch's quantized upsampling (mode [`ResizeMode::TorchBilinear`]
+    /// only): `sat(rint(v - f32(zp)) + zp)` on true values, the input's
+    /// qparams.
+    Round,
 }
 
 impl ResizeRule {
@@ -124,6 +130,7 @@ impl ResizeRule {
         match self {
             ResizeRule::Truncate => "truncate",
             ResizeRule::Requantize => "requantize",
+            ResizeRule::Round => "round",
         }
     }
 }
@@ -153,6 +160,108 @@ pub enum ResizeMode {
     Linear,
     /// ORT's `ResizeBiCubic` with this `cubic_coeff_a` (see [`cubic_coeffs`]).
     Cubic(f32),
+    /// PyTorch's quantized bilinear upsampling (ATen's
+    /// `upsample_bilinear2d` of a quantized tensor; the rules are in
+    /// [`torch_taps`] and `docs/MODEL_FORMAT.md`): rule [`ResizeRule::Round`],
+    /// coordinate transformation [`Coord::AlignCorners`] or
+    /// [`Coord::HalfPixel`] (PyTorch's `scale * (x + 0.5) - 0.5`, 0 when
+    /// negative), and `scales` holding ATen's per-axis f32 scale
+    /// ([`torch_scale`]: input step per output step, not ORT's out/in).
+    TorchBilinear {
+        /// The input was channels-last (`is_contiguous(channels_last)`,
+        /// every quantized conv output): ATen's NHWC kernel, with FMA;
+        /// false: the contiguous NCHW kernel, no FMA.
+        channels_last: bool,
+        /// The NHWC kernel's vector width (8: ATen's AVX2 kernel): channels
+        /// below `lanes * floor(C / lanes)` take the vector formula.
+        lanes: u32,
+    },
+}
+
+/// ATen's per-axis scale (`area_pixel_compute_scale<float>`): the source
+/// step per output index. `align_corners`: `f32(in - 1) / f32(out - 1)` (0
+/// when `out == 1`); else `f32(1 / scale_factor)` (the reciprocal in f64)
+/// when the op is given a scale factor, else `f32(in) / f32(out)`.
+pub fn torch_scale(
+    in_len: usize,
+    out_len: usize,
+    align_corners: bool,
+    scale_factor: Option<f64>,
+) -> f32 {
+    if align_corners {
+        if out_len > 1 {
+            (in_len as f32 - 1.0) / (out_len as f32 - 1.0)
+        } else {
+            0.0
+        }
+    } else if let Some(s) = scale_factor.filter(|s| *s > 0.0) {
+        (1.0 / s) as f32
+    } else {
+        in_len as f32 / out_len as f32
+    }
+}
+
+/// One output index's taps under PyTorch's bilinear rule: source indices
+/// `i0` and `i1` (`i0 + 1`, or `i0` on the last row/column) and their f32
+/// weights `l0 = 1 - l1`, `l1 = v - i0`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TorchTap {
+    /// `trunc(v)`.
+    pub i0: usize,
+    /// `i0 + 1` when `i0 < in - 1`, else `i0`.
+    pub i1: usize,
+    /// The weight of `i0`.
+    pub l0: f32,
+    /// The weight of `i1`.
+    pub l1: f32,
+}
+
+/// The taps of one axis under PyTorch's rule (ATen's
+/// `area_pixel_compute_source_index<float>`, then `h1 = trunc(v)`,
+/// `l1 = v - h1`, `l0 = 1 - l1`, all f32): `align_corners`:
+/// `v = scale * f32(x)`; else `v = scale * (f32(x) + 0.5) - 0.5`, 0 when
+/// negative, computed as `fma(scale, x + 0.5, -0.5)` (one rounding,
+/// `f32::mul_add`) when `fused` (the channels-last kernel is compiled with
+/// FMA contraction), else as a product then a difference. `None` when a
+/// source index is at or past `in_len` (a scale that does not fit the
+/// sizes).
+pub fn torch_taps(
+    align_corners: bool,
+    scale: f32,
+    out_len: usize,
+    in_len: usize,
+    fused: bool,
+) -> Option<Vec<TorchTap>> {
+    (0..out_len)
+        .map(|x| {
+            let d = x as f32;
+            let v = if align_corners {
+                scale * d
+            } else {
+                let v = if fused {
+                    scale.mul_add(d + 0.5, -0.5)
+                } else {
+                    scale * (d + 0.5) - 0.5
+                };
+                if v < 0.0 {
+                    0.0
+                } else {
+                    v
+                }
+            };
+            if !(v.is_finite() && v >= 0.0 && v < in_len as f32) {
+                return None;
+            }
+            let i0 = (v as usize).min(in_len - 1);
+            let l1 = v - i0 as f32;
+            Some(TorchTap {
+                i0,
+                i1: if i0 + 1 < in_len { i0 + 1 } else { i0 },
+                l0: 1.0 - l1,
+                l1,
+            })
+        })
+        .collect()
 }
 
 /// ORT's cubic coefficients (`GetCubicCoeffs`, Keys) of the fraction `s`, in f32.
@@ -219,18 +328,40 @@ fn parse_resize(a: &Attrs<'_>, _: &ParseCx<'_>) -> Result<Op> {
     let rule = match r.as_str() {
         Some("truncate") => ResizeRule::Truncate,
         Some("requantize") => ResizeRule::Requantize,
+        Some("round") => ResizeRule::Round,
         _ => {
             return Err(Error::Model(format!(
-                "rule {r} is not \"truncate\" or \"requantize\""
+                "rule {r} is not \"truncate\", \"requantize\" or \"round\""
             )))
         }
     };
     let mode = match a.get("mode")?.as_str() {
         Some("linear") => ResizeMode::Linear,
         Some("cubic") => ResizeMode::Cubic(a.f32("cubic_coeff_a")?),
+        Some("torch_bilinear") => {
+            let l = a.get("layout")?;
+            let channels_last = match l.as_str() {
+                Some("channels_last") => true,
+                Some("contiguous") => false,
+                _ => {
+                    return Err(Error::Model(format!(
+                        "layout {l} is not \"channels_last\" or \"contiguous\""
+                    )))
+                }
+            };
+            let n = a.get("lanes")?;
+            let lanes = n
+                .as_u64()
+                .filter(|n| (1..=64).contains(n))
+                .ok_or_else(|| Error::Model(format!("lanes {n} must be an integer in 1..=64")))?;
+            ResizeMode::TorchBilinear {
+                channels_last,
+                lanes: lanes as u32,
+            }
+        }
         _ => {
             return Err(Error::Model(format!(
-                "mode {} is not \"linear\" or \"cubic\"",
+                "mode {} is not \"linear\", \"cubic\" or \"torch_bilinear\"",
                 a.get("mode")?
             )))
         }
@@ -324,6 +455,15 @@ impl Resize {
                 ));
             }
         }
+        if let ResizeMode::TorchBilinear { .. } = self.mode {
+            return self.check_torch(q, h, w);
+        }
+        if self.rule == ResizeRule::Round {
+            return Err(Error::config(
+                "resize",
+                "rule \"round\" runs only with mode \"torch_bilinear\"",
+            ));
+        }
         for s in self.scales {
             if !(s.is_finite() && s > 0.0) {
                 return Err(Error::config(
@@ -396,8 +536,83 @@ impl Resize {
                     }
                 }
             }
+            ResizeMode::TorchBilinear { .. } => {}
         }
         Ok(q)
+    }
+
+    /// The checks of mode torch_bilinear (after the shape checks).
+    fn check_torch(&self, q: QParams, h: usize, w: usize) -> Result<QParams> {
+        let ResizeMode::TorchBilinear { lanes, .. } = self.mode else {
+            unreachable!("check_torch of another mode")
+        };
+        if !(1..=64).contains(&lanes) {
+            return Err(Error::config(
+                "resize",
+                format!("lanes {lanes} must be in 1..=64"),
+            ));
+        }
+        if self.rule != ResizeRule::Round {
+            return Err(Error::config(
+                "resize",
+                format!(
+                    "mode torch_bilinear runs under rule \"round\", got {:?}",
+                    self.rule.name()
+                ),
+            ));
+        }
+        if !matches!(self.coord, Coord::AlignCorners | Coord::HalfPixel) {
+            return Err(Error::config(
+                "resize",
+                format!(
+                    "mode torch_bilinear takes coordinate_transformation_mode \"align_corners\" \
+                     or \"half_pixel\" (PyTorch's), got {:?}",
+                    self.coord.name()
+                ),
+            ));
+        }
+        for s in self.scales {
+            if !(s.is_finite() && s >= 0.0) {
+                return Err(Error::config(
+                    "resize",
+                    format!("scales {:?} must be finite and >= 0", self.scales),
+                ));
+            }
+        }
+        if self.out != q {
+            return Err(Error::QParams {
+                what: "resize output".into(),
+                detail: format!(
+                    "{:?} differ from the input's {q:?}: PyTorch's upsampling keeps the input's qparams",
+                    self.out
+                ),
+            });
+        }
+        for (axis, k, d) in [("H", 0, h), ("W", 1, w)] {
+            if self.torch_taps(k, d).is_none() {
+                return Err(Error::config(
+                    "resize",
+                    format!(
+                        "scale {:e} on {axis} ({d} -> {}) gives a source index past the input",
+                        self.scales[k], self.size[k]
+                    ),
+                ));
+            }
+        }
+        Ok(q)
+    }
+
+    fn torch_taps(&self, axis: usize, in_len: usize) -> Option<Vec<TorchTap>> {
+        let ResizeMode::TorchBilinear { channels_last, .. } = self.mode else {
+            return None;
+        };
+        torch_taps(
+            self.coord == Coord::AlignCorners,
+            self.scales[axis],
+            self.size[axis],
+            in_len,
+            channels_last,
+        )
     }
 
     fn taps(&self, axis: usize, in_len: usize) -> Vec<Tap> {
@@ -410,7 +625,15 @@ impl<'a> OpKind<'a> for Resize {
         "resize"
     }
     fn infer(&self, engine: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
-        if engine != Requant::OnnxRuntime {
+        let torch = matches!(self.mode, ResizeMode::TorchBilinear { .. });
+        if torch && engine == Requant::OnnxRuntime {
+            return Err(Error::config(
+                "resize",
+                "mode torch_bilinear follows PyTorch's (ATen's) kernel; the model's engine is \
+                 \"onnxruntime\"",
+            ));
+        }
+        if !torch && engine != Requant::OnnxRuntime {
             return Err(Error::config(
                 "resize",
                 format!(
@@ -439,6 +662,19 @@ impl<'a> OpKind<'a> for Resize {
                 w.put("mode", json!("cubic"));
                 w.put("cubic_coeff_a", json!(a as f64));
             }
+            ResizeMode::TorchBilinear {
+                channels_last,
+                lanes,
+            } => {
+                w.put("mode", json!("torch_bilinear"));
+                let l = if channels_last {
+                    "channels_last"
+                } else {
+                    "contiguous"
+                };
+                w.put("layout", json!(l));
+                w.put("lanes", json!(lanes));
+            }
         }
         w.put_qparams(self.out);
     }
@@ -448,7 +684,24 @@ impl<'a> OpKind<'a> for Resize {
         let (c, h, w) = (x.shape[0], x.shape[1], x.shape[2]);
         let [oh, ow] = self.size;
         let mut tab: Vec<u32> = Vec::with_capacity(4 * (oh + ow) + 256);
+        let mut torch = 0u32;
+        let mut body = 0u32;
         match self.mode {
+            ResizeMode::TorchBilinear {
+                channels_last,
+                lanes,
+            } => {
+                let (Some(ty), Some(tx)) = (self.torch_taps(0, h), self.torch_taps(1, w)) else {
+                    unreachable!("checked by check_torch")
+                };
+                for t in ty.iter().chain(&tx) {
+                    tab.extend([t.i0 as u32, t.i1 as u32, t.l0.to_bits(), t.l1.to_bits()]);
+                }
+                torch = if channels_last { 2 } else { 1 };
+                if channels_last {
+                    body = (lanes as usize * (c / lanes as usize)) as u32;
+                }
+            }
             ResizeMode::Linear => {
                 for t in self.taps(0, h).iter().chain(&self.taps(1, w)) {
                     tab.extend([t.i1 as u32, t.i2 as u32, t.d1.to_bits(), t.d2.to_bits()]);
@@ -463,7 +716,8 @@ impl<'a> OpKind<'a> for Resize {
                 }
             }
         }
-        let truncate = self.rule == ResizeRule::Truncate;
+        // true values for truncate and round (PyTorch's f32(stored int))
+        let truncate = self.rule != ResizeRule::Requantize;
         tab.extend((0..256).map(|b: i32| {
             if truncate {
                 ((b - q.offset()) as f32).to_bits()
@@ -480,9 +734,12 @@ impl<'a> OpKind<'a> for Resize {
             ow: ow as u32,
             total: 0,
             requant: (!truncate) as u32,
-            copy: (oh == h && ow == w) as u32,
+            // ATen's contiguous kernel copies equal sizes; its NHWC one computes
+            copy: (oh == h && ow == w && torch != 2) as u32,
             cubic: matches!(self.mode, ResizeMode::Cubic(_)) as u32,
-            pad: [0; 3],
+            torch,
+            body,
+            pad: 0,
             s_out: self.out.scale.to_bits(),
             zp_out: self.out.zero_point,
             offset: self.out.offset(),
@@ -515,6 +772,40 @@ impl ResizeLowered {
             let t = v.trunc().clamp(-(p.offset as f32), (255 - p.offset) as f32);
             (t as i32 + p.offset) as u8
         }
+    }
+
+    /// One output of channel `c`'s plane under PyTorch's bilinear rule.
+    fn torch_at(&self, plane: &[u8], oy: usize, ox: usize, c: usize) -> u8 {
+        let p = &self.p;
+        let (w, oh) = (p.w as usize, p.oh as usize);
+        if p.copy != 0 {
+            return plane[oy * w + ox];
+        }
+        let t0 = 4 * (oh + p.ow as usize);
+        let xv = |iy: u32, ix: u32| self.f(t0 + plane[iy as usize * w + ix as usize] as usize);
+        let (ty, tx) = (4 * oy, 4 * (oh + ox));
+        let (y0, y1) = (self.tab[ty], self.tab[ty + 1]);
+        let (h0, h1) = (self.f(ty + 2), self.f(ty + 3));
+        let (x0, x1) = (self.tab[tx], self.tab[tx + 1]);
+        let (w0, w1) = (self.f(tx + 2), self.f(tx + 3));
+        let (p00, p01, p10, p11) = (xv(y0, x0), xv(y0, x1), xv(y1, x0), xv(y1, x1));
+        // Rust never contracts `a * b + c`: each product is rounded
+        let r = if p.torch == 1 {
+            let a = w0 * p00 + w1 * p01;
+            let b = w0 * p10 + w1 * p11;
+            h0 * a + h1 * b
+        } else if (c as u32) < p.body {
+            let a = w1.mul_add(p01, w0 * p00);
+            let b = w1.mul_add(p11, w0 * p10);
+            h1.mul_add(b, h0 * a)
+        } else {
+            let a = w0.mul_add(p00, w1 * p01);
+            let b = w0.mul_add(p10, w1 * p11);
+            h0.mul_add(a, h1 * b)
+        };
+        let zp = p.zp_out - p.offset;
+        let k = (r - zp as f32).round_ties_even() as i32;
+        ((k + zp).clamp(-p.offset, 255 - p.offset) + p.offset) as u8
     }
 
     /// One output of one channel plane.
@@ -578,10 +869,14 @@ impl Lowered for ResizeLowered {
         let (oh, ow) = (p.oh as usize, p.ow as usize);
         let len = super::checked_product("resize output", &io.out_shape())?;
         let mut y = super::try_vec(len, 0u8, "resize output")?;
-        for (out, plane) in y.chunks_mut(oh * ow).zip(x.chunks(h * w)) {
+        for (k, (out, plane)) in y.chunks_mut(oh * ow).zip(x.chunks(h * w)).enumerate() {
             for oy in 0..oh {
                 for ox in 0..ow {
-                    out[oy * ow + ox] = self.at(plane, oy, ox);
+                    out[oy * ow + ox] = if p.torch != 0 {
+                        self.torch_at(plane, oy, ox, k % c)
+                    } else {
+                        self.at(plane, oy, ox)
+                    };
                 }
             }
         }
