@@ -502,6 +502,46 @@ class UpsampleNet(nn.Module):
         pass
 
 
+class BilinearNet(nn.Module):
+    """Bilinear upsampling (resize mode torch_bilinear): nn.Upsample(scale_factor=1.5) of a
+    13-channel conv output (channels-last: ATen's NHWC kernel, 8-lane vector body and a
+    5-channel tail), F.interpolate of the contiguous quantized input to a size with
+    align_corners=True (the NCHW kernel), a downscale-and-upscale of an 8-channel map (body
+    only) with per-axis scale factors, and bilinear of 1x1 maps, channels-last and NCHW (a
+    gather)."""
+
+    def __init__(self, eager=False):
+        super().__init__()
+        self.quant, self.dequant = (tq.QuantStub(), tq.DeQuantStub()) if eager else (None, None)
+        self.cat1 = nn.quantized.FloatFunctional() if eager else None
+        self.cat2 = nn.quantized.FloatFunctional() if eager else None
+        self.a = nn.Conv2d(3, 13, 3, padding=1)
+        self.up = nn.Upsample(scale_factor=1.5, mode="bilinear", align_corners=False)
+        self.c = nn.Conv2d(3, 4, 1)
+        self.b = nn.Conv2d(17, 8, 3, padding=1)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        if self.quant is not None:
+            x = self.quant(x)
+        cat = (lambda t, d: self.cat1.cat(t, dim=d)) if self.cat1 is not None else torch.cat
+        cat2 = (lambda t, d: self.cat2.cat(t, dim=d)) if self.cat2 is not None else torch.cat
+        y = self.a(x)                                                          # [N, 13, 10, 12]
+        # [N, 13, 15, 18]; FX runs nn.Upsample(bilinear) in float (between dequantize and
+        # quantize), F.interpolate on the quantized tensor; eager runs the module quantized
+        u = self.up(y) if self.quant is not None else F.interpolate(y, scale_factor=1.5, mode="bilinear")
+        v = F.interpolate(x, size=(15, 18), mode="bilinear", align_corners=True)  # NCHW input
+        w = self.b(cat([u, self.c(v)], 1))                                     # [N, 8, 15, 18]
+        z = F.interpolate(w, scale_factor=(0.7, 2.5), mode="bilinear")         # [N, 8, 10, 45]
+        g = F.interpolate(self.gap(w), size=(10, 45), mode="bilinear")         # 1x1 channels-last
+        gx = F.interpolate(self.gap(x), size=(10, 45), mode="bilinear", align_corners=True)  # 1x1 NCHW
+        out = cat2([z, g, gx], 1)
+        return self.dequant(out) if self.dequant is not None else out
+
+    def fuse(self):
+        pass
+
+
 def _shufflenet():
     import torchvision
     return torchvision.models.shufflenet_v2_x0_5(weights=None)
@@ -638,6 +678,11 @@ CASES = {
     "upsample_fx_qnnpack": (UpsampleNet, (3, 10, 12), "normal", "fx", "qnnpack", 3),
     "upsample_fx_x86": (UpsampleNet, (3, 10, 12), "normal", "fx", "x86", 3),
     "upsample_eager": (lambda: UpsampleNet(eager=True), (3, 10, 12), "normal", "eager", "fbgemm", 3),
+    # bilinear upsampling (resize mode torch_bilinear)
+    "bilinear_fx": (BilinearNet, (3, 10, 12), "normal", "fx", "fbgemm", 2),
+    "bilinear_fx_qnnpack": (BilinearNet, (3, 10, 12), "normal", "fx", "qnnpack", 2),
+    "bilinear_fx_x86": (BilinearNet, (3, 10, 12), "normal", "fx", "x86", 2),
+    "bilinear_eager": (lambda: BilinearNet(eager=True), (3, 10, 12), "normal", "eager", "fbgemm", 2),
     # channel_lut: quantized BatchNorm2d, BNReLU2d, PReLU
     "preact_fx": (PreAct, (3, 9, 7), "normal", "fx", "fbgemm", 3),
     "preact_fx_qnnpack": (PreAct, (3, 9, 7), "normal", "fx", "qnnpack", 3),
@@ -792,7 +837,6 @@ PENDING_OPS = [
     (("PReLU", "prelu"), "PReLU"),
     (("Softmax", "softmax"), "Softmax"),
     (("ConvTranspose", "conv_transpose"), "ConvTranspose2d"),
-    (("Upsample", "upsample", "interpolate"), "Upsample"),
 ]
 
 

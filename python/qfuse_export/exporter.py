@@ -190,6 +190,19 @@ def _cl_strides(sizes, strides):
     return True
 
 
+def _cl_contiguous(sizes, strides):
+    """c10's compute_channels_last_contiguous_2d: tensor.is_contiguous(channels_last)."""
+    if strides is None or len(sizes) != 4:
+        return False
+    expected = 1
+    for d in (1, 3, 2, 0):
+        if sizes[d] != 1:
+            if strides[d] != expected:
+                return False
+            expected *= sizes[d]
+    return True
+
+
 def _arg(node, i, name, default=None, required=False):
     """Positional-or-keyword argument of an FX node."""
     if i is not None and len(node.args) > i:
@@ -949,7 +962,8 @@ class _Exporter:
         elif t is F.interpolate:
             g = lambda i, n, d: self.const(node, _arg(node, i, n, d), n)  # noqa: E731
             self.upsample(node, a[0], g(2, "scale_factor", None), g(3, "mode", "nearest"),
-                          g(5, "recompute_scale_factor", None), g(6, "antialias", False))
+                          g(5, "recompute_scale_factor", None), g(6, "antialias", False),
+                          g(4, "align_corners", None))
         elif t is torch.mean:
             self.mean(node, a[0], _arg(node, 1, "dim"), _arg(node, 2, "keepdim", False))
         elif t is torch.flatten:
@@ -1084,8 +1098,9 @@ class _Exporter:
                          mod.divisor_override)
         elif type(mod) is nn.AdaptiveAvgPool2d:
             self.adaptive(node, x)
-        elif type(mod) is nn.Upsample:
-            self.upsample(node, x, mod.scale_factor, mod.mode, mod.recompute_scale_factor, False)
+        elif isinstance(mod, nn.Upsample):  # UpsamplingNearest2d / UpsamplingBilinear2d too
+            self.upsample(node, x, mod.scale_factor, mod.mode, mod.recompute_scale_factor, False,
+                          mod.align_corners)
         elif type(mod) is nn.Flatten:
             self.flatten(node, x, mod.start_dim, mod.end_dim)
         elif type(mod) in _IDENTITY_MODULES:
@@ -1292,16 +1307,18 @@ class _Exporter:
         out = self.info[node].shape
         self.env[node] = ("q", self.emit(node, "adaptive_avg_pool2d", [src], output_size=[int(out[2]), int(out[3])]))
 
-    def upsample(self, node, x, scale_factor, mode, recompute, antialias):
-        """F.interpolate / nn.Upsample of a quint8 tensor, mode nearest: a gather (ATen's
+    def upsample(self, node, x, scale_factor, mode, recompute, antialias, align_corners=None):
+        """F.interpolate / nn.Upsample of a quint8 tensor. Mode nearest: a gather (ATen's
         UpSampleNearest2d: per axis src = dst if out == in, dst >> 1 if out == 2 in, else
         min(floor(f32(dst) * scale), in - 1) with scale = f32(1 / scale_factor) when the op gets
         the scale factor, else f32(in) / f32(out)). A 1x1 input with C > 1 is both contiguous and
         channels-last: ATen then writes NHWC bytes into an NCHW output, reproduced here.
-        (tools/torch_upsample_rules.py checks these rules; bilinear is not supported.)"""
-        if mode != "nearest":
+        Mode bilinear: `resize` mode torch_bilinear (see bilinear()); of a 1x1 input every
+        output is the input byte (a constant interpolates to itself), so it is the same gather.
+        (tools/torch_upsample_rules.py checks these rules.)"""
+        if mode not in ("nearest", "bilinear"):
             self.fail(node, f"upsampling mode {mode!r} on a quantized tensor is not supported (only "
-                            f"'nearest'; PyTorch's bilinear rules are in tools/torch_upsample_rules.py)")
+                            f"'nearest' and 'bilinear')")
         if antialias:
             self.fail(node, "antialias upsampling is not supported")
         ish, osh = list(self.info[x].shape), list(self.info[node].shape)
@@ -1325,8 +1342,14 @@ class _Exporter:
         # for a 1x1 map depends on its strides (c10's is_channels_last_strides_2d): NCHW strides
         # give an NCHW output filled in NHWC order.
         scrambled = ish[2] == 1 and ish[3] == 1 and ish[1] > 1 and not _cl_strides(ish, self.info[x].stride)
-        hi = src(ish[2], osh[2], sf[0] if sf else None)
-        wi = src(ish[3], osh[3], sf[1] if sf else None)
+        if mode == "bilinear" and not (ish[2] == 1 and ish[3] == 1):
+            return self.bilinear(node, x, sf, bool(align_corners))
+        if mode == "bilinear":
+            hi = np.zeros(osh[2], np.int64)
+            wi = np.zeros(osh[3], np.int64)
+        else:
+            hi = src(ish[2], osh[2], sf[0] if sf else None)
+            wi = src(ish[3], osh[3], sf[1] if sf else None)
         c = ish[1]
 
         def fn(idx):
@@ -1336,6 +1359,40 @@ class _Exporter:
             return idx[:, hi][:, :, wi]
 
         self.shape_op(node, x, fn)
+
+    def bilinear(self, node, x, sf, align_corners):
+        """Bilinear upsampling of a quint8 tensor -> resize, mode torch_bilinear (ATen's
+        upsample_bilinear2d of a quantized tensor; docs/MODEL_FORMAT.md). Records ATen's f32
+        scale per axis (area_pixel_compute_scale<float>), align_corners, and which kernel ATen
+        ran: the NHWC one (FMA, 8-lane vector body) when the input is_contiguous(channels_last)
+        (every quantized conv output), else the contiguous NCHW one (no FMA)."""
+        src = self.qin(node, x)
+        self.check_qout(node)
+        self.same_qparams(node, x)
+        ish, osh = list(self.info[x].shape), list(self.info[node].shape)
+        cl = _cl_contiguous(ish, self.info[x].stride)
+        lanes = 8
+        if cl:
+            cap = torch.backends.cpu.get_cpu_capability()
+            if cap not in ("AVX2", "AVX512"):
+                self.fail(node, f"bilinear upsampling of a channels-last tensor: ATen's vector width on "
+                                f"CPU capability {cap!r} is not measured (only AVX2/AVX512: 8 lanes)")
+        f32 = np.float32
+
+        def scale(i, o, s):
+            if align_corners:
+                return f32(i - 1) / f32(o - 1) if o > 1 else f32(0)
+            if s is not None and float(s) > 0:
+                return f32(1.0 / float(s))
+            return f32(i) / f32(o)
+
+        scales = [scale(ish[2], osh[2], sf[0] if sf else None), scale(ish[3], osh[3], sf[1] if sf else None)]
+        inf = self.info[node]
+        self.env[node] = ("q", self.emit(
+            node, "resize", [src], size=[int(osh[2]), int(osh[3])], scales=[float(v) for v in scales],
+            coordinate_transformation_mode="align_corners" if align_corners else "half_pixel",
+            rule="round", mode="torch_bilinear", layout="channels_last" if cl else "contiguous",
+            lanes=lanes, scale=inf.scale, zero_point=inf.zero_point))
 
     def mean(self, node, x, dims, keepdim):
         src = self.qin(node, x)
@@ -1675,6 +1732,8 @@ call_module nn.ReLU6 / nnq.ReLU6, F.relu6            -> relu6
 call_module nn.Hardtanh, F.hardtanh                  -> hardtanh
 nn.MaxPool2d, F.max_pool2d                           -> max_pool2d
 nn.Upsample, F.interpolate (mode nearest)            -> gather
+nn.Upsample, F.interpolate (mode bilinear, align_corners either way)
+                                                     -> resize (mode torch_bilinear; a 1x1 input: gather)
 nn.AvgPool2d, F.avg_pool2d (torch._C._nn.avg_pool2d) -> avg_pool2d
 nn.AdaptiveAvgPool2d, F.adaptive_avg_pool2d          -> adaptive_avg_pool2d
 x.mean((2,3)), torch.mean(x, [2,3], keepdim)         -> mean

@@ -59,6 +59,10 @@ OPS = {
     "lut_split": (1, 1, ["table", "tail_table", "scale", "zero_point"], ["signed"], "given"),
     "gather": (1, None, ["shape"], [], "input"),
     "channel_lut": (1, 1, ["scale", "zero_point"], ["signed"], "given"),
+    # this reader checks mode torch_bilinear (PyTorch's bilinear upsampling); the ONNX modes
+    # linear/cubic come from ONNX files
+    "resize": (1, 1, ["size", "scales", "coordinate_transformation_mode", "rule", "mode", "scale", "zero_point"],
+               ["layout", "lanes", "cubic_coeff_a"], "given"),
     # float ops after the last dequantize (engine xnnpack writes fn "clip")
     "host_float": (1, 1, ["fn"], ["min", "max", "input_scale", "input_zero_point", "activation"], "float"),
 }
@@ -231,6 +235,10 @@ def _infer(ctx, node, in_shapes, tensors):
         if t.dtype != np.uint8 or t.shape != (x[0], 256):
             _err(ctx, f"`{node['name']}.tables` must be U8 [{x[0]}, 256], got {t.dtype} {list(t.shape)}")
         return x
+    if op == "resize":
+        if len(x) != 3:
+            _err(ctx, f"resize input must be [C, H, W], got {list(x)}")
+        return (x[0],) + tuple(node["size"])
     if op == "gather":
         shp = tuple(node["shape"])
         idx = tensors[node["name"] + ".index"]
@@ -380,6 +388,22 @@ def validate(header, tensors):
             s = n["shape"]
             if not (isinstance(s, list) and 1 <= len(s) <= 3 and all(_is_int(v) and v >= 1 for v in s)):
                 _err(ctx, f"`shape` must be a list of 1 to 3 positive integers (no batch dim), got {s!r}")
+        elif op == "resize":
+            _pair(ctx, n, "size", 1)
+            sc = n["scales"]
+            if not (isinstance(sc, list) and len(sc) == 2 and all(_is_num(v) and math.isfinite(v) and v >= 0 for v in sc)):
+                _err(ctx, f"`scales` must be two finite numbers >= 0, got {sc!r}")
+            if n["mode"] != "torch_bilinear":
+                _err(ctx, f"this reader knows resize mode \"torch_bilinear\" only, got {n['mode']!r}")
+            if n["rule"] != "round":
+                _err(ctx, f"mode torch_bilinear needs rule \"round\", got {n['rule']!r}")
+            if n["coordinate_transformation_mode"] not in ("align_corners", "half_pixel"):
+                _err(ctx, "mode torch_bilinear needs coordinate_transformation_mode \"align_corners\" or "
+                          f"\"half_pixel\", got {n['coordinate_transformation_mode']!r}")
+            if n.get("layout") not in ("channels_last", "contiguous"):
+                _err(ctx, f"`layout` must be \"channels_last\" or \"contiguous\", got {n.get('layout')!r}")
+            if not (_is_int(n.get("lanes")) and 1 <= n["lanes"] <= 64):
+                _err(ctx, f"`lanes` must be an integer in 1..=64, got {n.get('lanes')!r}")
         elif op == "cat":
             if not (_is_int(n["dim"]) and n["dim"] >= 1):
                 _err(ctx, f"`dim` must be an integer >= 1 (the batch dim 0 cannot be concatenated), got {n['dim']!r}")
@@ -488,6 +512,8 @@ def validate(header, tensors):
             for s, q in zip(n["inputs"], in_q):
                 if q is None:
                     _err(ctx, f"input {s!r} must be quint8, it is float32")
+        if op == "resize" and (float(n["scale"]), int(n["zero_point"])) != in_q[0]:
+            _err(ctx, f"resize output qparams {(n['scale'], n['zero_point'])} differ from the input's {in_q[0]}")
         if op == "gather" and any(q != in_q[0] for q in in_q):
             _err(ctx, f"inputs must share qparams, got {in_q}")
         kind = OPS[op][4]
