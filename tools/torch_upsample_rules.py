@@ -18,6 +18,7 @@ Rules (PyTorch 2.15, x86-64 Xeon with AVX-512 VNNI; the output keeps the input's
   0.5 (0 if negative). h1 = trunc(v), h1p = 1 if h1 < in-1 else 0, l1 = v - h1, l0 = 1 - l1.
 - bilinear on a contiguous (NCHW) input (UpSampleBilinear2d.cpp, plain f32, no FMA; v without
   FMA): r = h0*(w0*p00 + w1*p01) + h1*(w0*p10 + w1*p11) - f32(zp), y = sat(rint(r) + zp).
+  An output the size of the input is a copy (whatever the scale; the NHWC kernel computes).
 - bilinear on a channels-last input (every quantized conv output; QuantizedOpKernels.cpp's
   qupsample_bilinear2d_nhwc_kernel, compiled with FMA contraction): v = fma(scale, dst + 0.5,
   -0.5). Channels [0, 8*floor(C/8)) (the vector body: ATen dispatches this kernel at its AVX2
@@ -26,6 +27,8 @@ Rules (PyTorch 2.15, x86-64 Xeon with AVX-512 VNNI; the output keeps the input's
   channels (scalar tail): A = fma(w0, p00, w1*p01), B = fma(w0, p10, w1*p11),
   r = fma(h0, A, h1*B) - f32(zp). y = sat(rint(r) + zp). Which channels take which formula
   depends on the CPU capability ATen picks (8 lanes measured; 16 under AVX-512 dispatch).
+qfuse runs bilinear as `resize` mode torch_bilinear (vectors: tools/gen_torch_upsample.py,
+tests/data/upsample/README.md).
 """
 import argparse
 import sys
@@ -84,6 +87,8 @@ def taps(i, o, ac, sc, fused):
 
 def bilinear(x, zp, oh, ow, ac, sc, channels_last):
     n_, c_, H, W = x.shape
+    if not channels_last and (oh, ow) == (H, W):
+        return x.astype(np.int64)  # ATen's contiguous kernel copies
     th, tw = taps(H, oh, ac, sc, channels_last), taps(W, ow, ac, sc, channels_last)
     y = np.zeros((n_, c_, oh, ow), np.int64)
     vec = 8 * (c_ // 8) if channels_last else 0
@@ -128,6 +133,8 @@ def main():
             q = torch._make_per_tensor_quantized_tensor(torch.from_numpy(x), 0.05, zp)
             if cl:
                 q = q.contiguous(memory_format=torch.channels_last)
+            # ATen picks the NHWC kernel for any is_contiguous(channels_last) input (C == 1 too)
+            cl = q.is_contiguous(memory_format=torch.channels_last)
             if t % 3 == 0:
                 sc = float(rng.choice([1.5, 2.0, 2.5, 3.0, 1.7]))
                 kw = dict(scale_factor=sc)
