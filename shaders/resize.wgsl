@@ -1,4 +1,5 @@
-// ONNX Runtime's bilinear Resize (mode linear) on quantized bytes, exact;
+// ONNX Runtime's bilinear Resize (mode linear, cubic) and PyTorch's
+// quantized bilinear upsampling (mode torch_bilinear) on quantized bytes, exact;
 // src/ops/resize/mod.rs runs the same uniforms and table on the CPU and
 // states the rule. One invocation per output word (NHWC4, 4 channels).
 //
@@ -9,8 +10,9 @@
 // from integer code through bitcast, so no compiler can contract a multiply
 // into the following add (an FMA would round once instead of twice). The
 // three additions are WGSL f32 `+`, correctly rounded. The division of rule
-// Q is `fdiv` (below, copied verbatim from ort.wgsl; a test checks they
-// are the same text). The host guarantees that fmul's operands and results
+// Q is `fdiv` of the float prelude (float.wgsl, shared with ort.wgsl).
+// Mode torch_bilinear (PyTorch's bilinear) is torch_bilinear() below. The
+// host guarantees (ORT modes) that fmul's operands and results
 // are zero or normal: nonzero weights are >= 2^-40, table values are 0 or
 // >= 2^-40 in magnitude (input scale in [2^-40, 2^40]) and <= 255 * 2^40.
 //

@@ -38,7 +38,7 @@ pub enum Kernel {
     Binary,
     /// Byte gather through an index table (`gather.wgsl`).
     Gather,
-    /// ONNX Runtime's bilinear Resize, exact f32 (`resize.wgsl`).
+    /// ONNX Runtime's Resize and PyTorch's bilinear upsampling, exact f32 (`resize.wgsl`).
     Resize,
     /// Per-channel 256-entry tables (`chanlut.wgsl`).
     ChannelLut,

@@ -2,7 +2,10 @@
 //! `[C, H, W]` tensor, mode `linear` (bit-exact with ORT 1.32's CPU kernel
 //! `UpsampleBilinear` in `upsample.h`, float weights; described below) or
 //! mode `cubic` (`ResizeBiCubic`, rule requantize only: see [`cubic_coeffs`],
-//! [`cubic_taps`] and `docs/MODEL_FORMAT.md`).
+//! [`cubic_taps`] and `docs/MODEL_FORMAT.md`); and PyTorch's quantized
+//! bilinear upsampling, mode `torch_bilinear` (ATen's two kernels, rule
+//! round: see [`ResizeMode::TorchBilinear`], [`torch_scale`], [`torch_taps`],
+//! `tests/data/upsample/README.md`).
 //!
 //! Per output axis (`o` outputs from `d` inputs, f32 `scale`): the source
 //! coordinate `v` is `f32(o_idx)` when `scale == 1`, else the
@@ -30,7 +33,10 @@
 //!
 //! The GPU kernel (`shaders/resize.wgsl`) multiplies in integer arithmetic
 //! on f32 bit patterns (correctly rounded, so no multiply can be contracted
-//! into an add) and divides with `ort.wgsl`'s `fdiv`; see there.
+//! into an add) and divides with the float prelude's `fdiv`
+//! (`shaders/float.wgsl`); mode torch_bilinear computes every product, sum
+//! and fused multiply-add with the prelude's integer-exact `fmul_exact`,
+//! `fadd_exact` and `ffma`.
 
 pub(crate) mod gpu;
 
