@@ -611,6 +611,21 @@ impl Activation {
     }
 }
 
+/// The input scale oneDNN multiplies the accumulator by when PyTorch runs a
+/// conv/linear from its oneDNN-packed weights (the `x86` engine's convs on
+/// AVX-512 VNNI CPUs, the `onednn` engine): PyTorch hands ideep the reciprocal
+/// `f32(1.0 / s)` (computed in f64, `ideep::scale_t(1, 1.0/input_scale)`), and
+/// ideep inverts it back for oneDNN (`s = 1.0 / s`, again in f64, stored as
+/// f32). The round trip is not the identity: for about one f32 scale in six
+/// it lands one ulp away from `s`, and that ulp moves outputs near a .5 tie
+/// (conformance `onednn_src_*`; found in torchvision's resnext101_64x4d under
+/// x86). Inductor's `onednn.qconv2d_pointwise` passes the scale itself
+/// ([`EpilogueForm::OnednnF32`] uses `s`).
+pub fn onednn_src_scale(s: f32) -> f32 {
+    let ideep = (1.0f64 / s as f64) as f32;
+    (1.0f64 / ideep as f64) as f32
+}
+
 /// One output channel's requantization constants, laid out as the WGSL
 /// `Chan` struct in `shaders/` (12 bytes). Under [`EpilogueForm::Onednn`],
 /// `bias_f32` is the float bias itself and `mult` the weight scale.
@@ -642,9 +657,13 @@ pub enum EpilogueForm {
     /// (the zero point is added in f32 before rounding, so the image shift of a
     /// qint8 output is not).
     Onednn {
-        /// The input scale.
+        /// The input scale as oneDNN receives it from PyTorch:
+        /// [`onednn_src_scale`] of the input's scale (a reciprocal round trip).
         input_scale: f32,
-        /// `1/output_scale`, one f32 division.
+        /// `1/output_scale`, one f32 division. (PyTorch hands ideep
+        /// `f32(1/s)`, ideep hands oneDNN its reciprocal and oneDNN multiplies
+        /// by the reciprocal of that: three correctly rounded reciprocals,
+        /// which give the first one back.)
         inv_output_scale: f32,
         /// The output type's offset ([`QParams::offset`]).
         offset: i32,
@@ -796,7 +815,7 @@ impl Epilogue {
         let lo = crate::ops::conv::activation_lo(act, output.zero_point);
         let form = match rule {
             Requant::Onednn => EpilogueForm::Onednn {
-                input_scale: input.scale,
+                input_scale: onednn_src_scale(input.scale),
                 inv_output_scale: output.inv_scale(),
                 offset: output.offset(),
             },
@@ -954,6 +973,34 @@ mod tests {
         };
         assert_eq!(r.qparams(-1.0, 1.0).unwrap().0, 2.0f32 / 127.0);
         assert!(s.qparams(f32::NAN, 1.0).is_err());
+    }
+
+    #[test]
+    fn onednn_src_scale_is_pytorchs_reciprocal_round_trip() {
+        // resnext101_64x4d (x86 engine) layer3.21.conv1's input scale: the
+        // round trip moves it by one ulp (one output there was a .5 tie).
+        let s = f32::from_bits(0.053523306f32.to_bits());
+        let rt = onednn_src_scale(s);
+        assert_eq!(rt, f32::from_bits(s.to_bits() - 1), "{s:e} -> {rt:e}");
+        // powers of two and many scales come back unchanged
+        assert_eq!(onednn_src_scale(0.125), 0.125);
+        assert_eq!(onednn_src_scale(0.5), 0.5);
+        // the oneDNN epilogue carries the round-tripped scale, Inductor's the scale itself
+        let (i, o) = (QParams::new(s, 3).unwrap(), QParams::new(0.08, 7).unwrap());
+        let e = Epilogue::new(Requant::Onednn, i, &[0.01], &[0.2], o, Activation::Relu).unwrap();
+        assert!(matches!(e.form(), EpilogueForm::Onednn { input_scale, .. } if input_scale == rt));
+        let e = Epilogue::new(
+            Requant::InductorX86,
+            i,
+            &[0.01],
+            &[0.2],
+            o,
+            Activation::Relu,
+        )
+        .unwrap();
+        assert!(
+            matches!(e.form(), EpilogueForm::OnednnF32 { input_scale, .. } if input_scale == s)
+        );
     }
 
     #[test]

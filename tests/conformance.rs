@@ -278,3 +278,125 @@ fn conformance_cases_bit_exact_on_cpu_and_gpu() {
         files.len()
     );
 }
+
+/// The exact i64 accumulators of a conformance case (naive loops; `[N, O, OH, OW]`
+/// or `[N, O]` row-major), from its stored input, weight and geometry.
+fn case_accumulators(f: &TensorFile, spec: &serde_json::Value) -> Vec<i64> {
+    let x = f.u8("input");
+    let w = f.i8("weight");
+    let zx = spec["input_zero_point"].as_i64().unwrap();
+    let xs = f.shape("input");
+    let ws = f.shape("weight");
+    if spec["op"] != "conv2d" {
+        let (n, k, o) = (xs[0], xs[1], ws[0]);
+        let mut acc = vec![0i64; n * o];
+        for b in 0..n {
+            for oc in 0..o {
+                acc[b * o + oc] = (0..k)
+                    .map(|i| (x[b * k + i] as i64 - zx) * w[oc * k + i] as i64)
+                    .sum();
+            }
+        }
+        return acc;
+    }
+    let (n, c, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
+    let (o, cg, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
+    let [sh, sw] = pair(&spec["stride"]);
+    let [ph, pw] = pair(&spec["padding"]);
+    let [dh, dw] = pair(&spec["dilation"]);
+    let groups = spec["groups"].as_u64().unwrap() as usize;
+    let og = o / groups;
+    let oh = (h + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
+    let ow = (wd + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
+    let mut acc = vec![0i64; n * o * oh * ow];
+    for b in 0..n {
+        for oc in 0..o {
+            let g = oc / og;
+            for y in 0..oh {
+                for xx in 0..ow {
+                    let mut s = 0i64;
+                    for ci in 0..cg {
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let iy = (y * sh + i * dh) as isize - ph as isize;
+                                let ix = (xx * sw + j * dw) as isize - pw as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                    continue; // padding holds the real 0
+                                }
+                                let cin = g * cg + ci;
+                                let xv = x[((b * c + cin) * h + iy as usize) * wd + ix as usize];
+                                let wv = w[((oc * cg + ci) * kh + i) * kw + j];
+                                s += (xv as i64 - zx) * wv as i64;
+                            }
+                        }
+                    }
+                    acc[((b * o + oc) * oh + y) * ow + xx] = s;
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// oneDNN's rule with the input scale `s_in` it multiplies by, in plain f32
+/// steps (tests/data/conformance/README.md, rule 5, `onednn`).
+fn onednn_rule(spec: &serde_json::Value, f: &TensorFile, acc: &[i64], s_in: f32) -> Vec<u8> {
+    let ws = f.f32("weight_scale");
+    let bias = f.f32("bias");
+    let o = ws.len();
+    let per = acc.len() / f.shape("input")[0] / o;
+    let s_out = spec["output_scale"].as_f64().unwrap() as f32;
+    let zp = spec["output_zero_point"].as_i64().unwrap() as i32;
+    let lo = if spec["activation"] == "relu" { zp } else { 0 };
+    let inv = 1.0f32 / s_out;
+    acc.iter()
+        .enumerate()
+        .map(|(i, &a)| {
+            let oc = (i / per) % o;
+            let v = (a as f32 * s_in) * ws[oc] + bias[oc];
+            let r = (v * inv + zp as f32).round_ties_even() as i32;
+            r.clamp(lo, 255) as u8
+        })
+        .collect()
+}
+
+/// PyTorch hands oneDNN the input scale through a reciprocal round trip
+/// (`qfuse::quant::onednn_src_scale`), not the scale itself. The `*_src_*`
+/// cases have input scales that the round trip moves by one ulp and outputs
+/// at ties: each case's output follows the round-tripped scale, and the plain
+/// scale gives another output somewhere in every case.
+#[test]
+fn onednn_src_cases_pin_the_input_scale_round_trip() {
+    let files: Vec<PathBuf> = case_files()
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().contains("_src_"))
+        .collect();
+    assert!(
+        files.len() >= 5,
+        "expected the *_src_* cases, found {}",
+        files.len()
+    );
+    for p in &files {
+        let f = TensorFile::open(p);
+        let spec = f.meta("case");
+        let name = spec["name"].as_str().unwrap().to_string();
+        assert_eq!(spec["requant"], "onednn", "{name}");
+        let s = spec["input_scale"].as_f64().unwrap() as f32;
+        let rt = qfuse::quant::onednn_src_scale(s);
+        assert_ne!(rt, s, "{name}: the round trip must move this scale");
+        let acc = case_accumulators(&f, &spec);
+        let want = f.u8("output");
+        assert_eq!(acc.len(), want.len(), "{name}");
+        let good = onednn_rule(&spec, &f, &acc, rt);
+        if let Some(m) = first_mismatch(&good, &want) {
+            panic!("{name}: the round-tripped input scale {rt:e}: {m}");
+        }
+        let plain = onednn_rule(&spec, &f, &acc, s);
+        let differ = plain.iter().zip(&want).filter(|(a, b)| a != b).count();
+        println!("{name}: the plain input scale {s:e} gives {differ} other outputs");
+        assert!(
+            differ > 0,
+            "{name}: the plain input scale gives the same output"
+        );
+    }
+}

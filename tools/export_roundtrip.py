@@ -34,6 +34,9 @@ meanhead_fx_x86; squeeze-excitation (quantized mul / mul_relu with a
 meanhead_fx_x86; acts_fx, acts_fx_qnnpack, acts_fx_x86, acts_eager (Hardsigmoid,
 SiLU, LeakyReLU, ELU, Sigmoid, mul/add of a scalar, Dropout: `lut` nodes),
 actfn_fx, actfn_fx_qnnpack (their functional forms).
+preact_fx (+ _qnnpack, _x86) and preact_eager (+ _qnnpack, _x86): standalone
+quantized BatchNorm2d / BNReLU2d (after a cat, after an add) and PReLU
+(per-channel and single weight), exported as `channel_lut` nodes.
 meanhead_fx_x86 (exported with the routing of the CPU that runs this script:
 on a Linux CPU with AVX-512 VNNI their convs with groups <= 100 use oneDNN's
 rule), and onednn-engine variants resnet_fx_onednn, mobilenet_fx_onednn,
@@ -564,10 +567,19 @@ class PreAct(nn.Module):
     pre-activation cat -> BatchNorm2d -> ReLU (convert_fx cannot fold it into a
     conv: quantized BNReLU2d), a standalone BatchNorm2d after an add, PReLU with
     per-channel and with a single weight. 70 channels: ATen's batch norm runs 64 of
-    them on its (AVX-512) vector path and 6 on its scalar path."""
+    them on its (AVX-512) vector path and 6 on its scalar path. Eager mode
+    (eager=True): QuantStub/DeQuantStub, FloatFunctional cat and add, bn1 + relu1
+    fused by fuse_modules into BNReLU2d (quantized: nniq.BNReLU2d), bn2 left
+    alone (nnq.BatchNorm2d), PReLU -> nnq.PReLU (with a per-tensor weight
+    observer: see fuse)."""
 
-    def __init__(self):
+    def __init__(self, eager=False):
         super().__init__()
+        self.eager = eager
+        if eager:
+            self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
+            self.cat = torch.ao.nn.quantized.FloatFunctional()
+            self.add = torch.ao.nn.quantized.FloatFunctional()
         self.a = nn.Conv2d(3, 30, 3, padding=1)
         self.b = nn.Conv2d(30, 40, 3, padding=1)
         self.bn1 = nn.BatchNorm2d(70)
@@ -582,11 +594,26 @@ class PreAct(nn.Module):
             self.prelu1.weight.fill_(0.3)
 
     def forward(self, x):
+        if self.eager:
+            x = self.quant(x)
         a = self.a(x)
         b = self.b(a)
-        y = self.relu1(self.bn1(torch.cat([a, b], 1)))
-        z = self.bn2(self.c(y) + self.d(y))
-        return torch.flatten(self.prelu1(self.prelu(z)), 1)
+        ab = self.cat.cat([a, b], 1) if self.eager else torch.cat([a, b], 1)
+        y = self.relu1(self.bn1(ab))
+        s = self.add.add(self.c(y), self.d(y)) if self.eager else self.c(y) + self.d(y)
+        z = self.bn2(s)
+        y = torch.flatten(self.prelu1(self.prelu(z)), 1)
+        return self.dequant(y) if self.eager else y
+
+    def fuse(self):
+        if self.eager:
+            tq.fuse_modules(self, [["bn1", "relu1"]], inplace=True)
+            # PyTorch 2.15's eager convert quantizes PReLU's weight with the
+            # qconfig's weight observer; fbgemm's and x86's per-channel one fails
+            # on the 1-D weight (IndexError in PerChannelMinMaxObserver), so the
+            # PReLUs get a per-tensor weight observer (qnnpack's default).
+            for m in (self.prelu, self.prelu1):
+                m.qconfig = self.qconfig._replace(weight=tq.default_weight_observer)
 
 
 # ------------------------------------------------------------------ cases
@@ -687,6 +714,11 @@ CASES = {
     "preact_fx": (PreAct, (3, 9, 7), "normal", "fx", "fbgemm", 3),
     "preact_fx_qnnpack": (PreAct, (3, 9, 7), "normal", "fx", "qnnpack", 3),
     "preact_fx_x86": (PreAct, (3, 9, 7), "normal", "fx", "x86", 3),
+    # eager mode: standalone quantized BNReLU2d (after a FloatFunctional cat),
+    # BatchNorm2d (after a FloatFunctional add), PReLU
+    "preact_eager": (lambda: PreAct(eager=True), (3, 9, 7), "normal", "eager", "fbgemm", 3),
+    "preact_eager_qnnpack": (lambda: PreAct(eager=True), (3, 9, 7), "normal", "eager", "qnnpack", 3),
+    "preact_eager_x86": (lambda: PreAct(eager=True), (3, 9, 7), "normal", "eager", "x86", 3),
 }
 
 

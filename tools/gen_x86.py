@@ -16,8 +16,12 @@ Modes:
           variants of the oneDNN rule (and fbgemm's) give another output;
   tie     power-of-two input, weight and output scales, no bias: every odd
           accumulator is an exact .5 tie; odd output zero points.
+  src     as tie, but an input scale s that PyTorch's reciprocal round trip
+          f32(1/f32(1/s)) (check.onednn_src_scale) does not give back, and the
+          output scale s * 2 * max weight scale: the outputs sit at ties that the
+          round trip moves (mutation onednn_src_scale).
 
-Usage: python3 tools/gen_x86.py OUT --mode random|mined|tie [--seed N]
+Usage: python3 tools/gen_x86.py OUT --mode random|mined|tie|src [--seed N]
            [--count N] [--engine x86|onednn] [--families a,b] [--prefix P]
 Needs: torch (x86 build), numpy, safetensors. Run on a Linux CPU with
 AVX-512 VNNI to get oneDNN cases (the script says which rule each case got).
@@ -80,8 +84,9 @@ def build(rng, g, fam, engine, mode):
     act = nn.ReLU() if act_name == "relu" else None
     in_shift = rng.uniform(-1.0, 1.0)
     in_gain = rng.choice([0.05, 0.5, 1.0, 4.0])
-    has_bias = rng.random() < 0.85 and mode != "tie"
-    bn = rng.random() < 0.6 and mode != "tie"
+    tie = mode in ("tie", "src")
+    has_bias = rng.random() < 0.85 and not tie
+    bn = rng.random() < 0.6 and not tie
     if fam == "linear":
         n = rng.choice([1, 2, 3, 7])
         fin = rng.choice([3, 9, 16, 33, 64, 100, 256]); fout = rng.choice([2, 5, 8, 10, 31, 64])
@@ -100,7 +105,7 @@ def build(rng, g, fam, engine, mode):
         shape = (n, cin, h, w)
         spec = dict(op="conv2d")
     model.eval()
-    if mode == "tie":
+    if tie:
         # per output channel amax = 127.5 * 2^-e: weight scale exactly 2^-e
         wt = model.conv.weight if spec["op"] == "conv2d" else model.fc.weight
         with torch.no_grad():
@@ -123,7 +128,7 @@ def build(rng, g, fam, engine, mode):
     prefix = "conv" if spec["op"] == "conv2d" else "fc"
     s_in = float(getattr(q, f"{prefix}_input_scale_0"))
     z_in = int(getattr(q, f"{prefix}_input_zero_point_0"))
-    if mode in ("mined", "tie"):
+    if mode in ("mined", "tie", "src"):
         # odd, large output zero points: adding it before or after rounding differs
         layer.zero_point = rng.choice([101, 127, 131, 157, 183, 199])
     if mode == "tie":
@@ -131,6 +136,14 @@ def build(rng, g, fam, engine, mode):
         z_in = rng.randrange(90, 160)
         ws_max = max(float(s) for s in layer.weight().q_per_channel_scales())
         layer.scale = s_in * ws_max * 2.0  # a power of two: t = acc * 2^-j, j >= 1
+    if mode == "src":
+        z_in = rng.randrange(90, 160)
+        while True:  # an input scale the reciprocal round trip moves
+            s_in = float(F32(rng.uniform(0.01, 0.2)))
+            if check.onednn_src_scale(s_in) != F32(s_in):
+                break
+        ws_max = max(float(s) for s in layer.weight().q_per_channel_scales())
+        layer.scale = float(F32(s_in * ws_max * 2.0))
     return spec, act_name, act, bn, has_bias, groups, shape, sample, layer, s_in, z_in, model, float_params
 
 
@@ -166,7 +179,7 @@ def accumulators(spec, xq, w):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
-    ap.add_argument("--mode", default="random", choices=["random", "mined", "tie"])
+    ap.add_argument("--mode", default="random", choices=["random", "mined", "tie", "src"])
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--count", type=int, default=12)
     ap.add_argument("--engine", default="x86", choices=["x86", "onednn"])
