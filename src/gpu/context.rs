@@ -42,6 +42,8 @@ pub enum Kernel {
     Resize,
     /// Per-channel 256-entry tables (`chanlut.wgsl`).
     ChannelLut,
+    /// PyTorch's quantized softmax (`qsoftmax.wgsl`).
+    QSoftmax,
 }
 
 impl Kernel {
@@ -60,6 +62,7 @@ impl Kernel {
         Kernel::Gather,
         Kernel::Resize,
         Kernel::ChannelLut,
+        Kernel::QSoftmax,
     ];
 
     /// The file under `shaders/` that every kernel's source starts with.
@@ -82,6 +85,7 @@ impl Kernel {
             Kernel::Gather => "gather.wgsl",
             Kernel::Resize => "resize.wgsl",
             Kernel::ChannelLut => "chanlut.wgsl",
+            Kernel::QSoftmax => "qsoftmax.wgsl",
         }
     }
 
@@ -101,6 +105,7 @@ impl Kernel {
             Kernel::Gather => include_str!("../../shaders/gather.wgsl"),
             Kernel::Resize => include_str!("../../shaders/resize.wgsl"),
             Kernel::ChannelLut => include_str!("../../shaders/chanlut.wgsl"),
+            Kernel::QSoftmax => include_str!("../../shaders/qsoftmax.wgsl"),
         }
     }
 
