@@ -59,6 +59,7 @@ OPS = {
     "lut_split": (1, 1, ["table", "tail_table", "scale", "zero_point"], ["signed"], "given"),
     "gather": (1, None, ["shape"], [], "input"),
     "channel_lut": (1, 1, ["scale", "zero_point"], ["signed"], "given"),
+    "qsoftmax": (1, 1, ["dim", "scale", "zero_point"], ["dtype"], "given"),
     # float ops after the last dequantize (engine xnnpack writes fn "clip")
     "host_float": (1, 1, ["fn"], ["min", "max", "input_scale", "input_zero_point", "activation"], "float"),
 }
@@ -230,6 +231,13 @@ def _infer(ctx, node, in_shapes, tensors):
         t = tensors[node["name"] + ".tables"]
         if t.dtype != np.uint8 or t.shape != (x[0], 256):
             _err(ctx, f"`{node['name']}.tables` must be U8 [{x[0]}, 256], got {t.dtype} {list(t.shape)}")
+        return x
+    if op == "qsoftmax":
+        if not 1 <= len(x) <= 3:
+            _err(ctx, f"qsoftmax input must be [C], [C, H] or [C, H, W] per sample, got {list(x)}")
+        d = node["dim"]
+        if not isinstance(d, int) or isinstance(d, bool) or not 0 <= d < len(x):
+            _err(ctx, f"qsoftmax dim {d!r} is not a dimension of the per-sample shape {list(x)}")
         return x
     if op == "gather":
         shp = tuple(node["shape"])
