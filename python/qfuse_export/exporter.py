@@ -1178,7 +1178,7 @@ class _Exporter:
                             "(permute first), engine qnnpack with output qparams (1/256, 0), or leave the "
                             "softmax after the last dequantize, in float")
         inf = self.info[node]
-        if qnnpack and nd == 4 and inf.stride is not None and not (
+        if qnnpack and nd >= 3 and inf.stride is not None and not (
                 self.info[node].channels_last or inf.stride == _contiguous_strides(inf.shape)):
             # QNNPACK's kernel over a dim whose stride is not 1 returns a permuted view:
             # neither contiguous nor channels-last, which qfuse's layout rules do not model
