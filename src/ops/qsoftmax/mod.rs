@@ -98,17 +98,19 @@ pub fn qnnpack_row(t: &[u32; 256], x: &[u8], y: &mut [u8]) {
 
 /// Sleef's `expf_u10` (`Sleef_expf16_u10`, what ATen's
 /// `Vectorized<float>::exp` calls on AVX-512 and AVX2), every multiply-add
-/// a true fused one.
+/// a true fused one. The constants are Sleef's f32 values as bit patterns
+/// (`L2Uf` 0.693145751953125, `L2Lf` 1.428606765e-6, then the polynomial's
+/// 1.98527617e-4, 1.39304355e-3, 8.33336078e-3, 4.16664854e-2, 0.166666672).
 pub fn sleef_expf_u10(d: f32) -> f32 {
     let q = (d * std::f32::consts::LOG2_E).round_ties_even() as i32;
     let qf = q as f32;
-    let mut s = qf.mul_add(-0.693_145_751_953_125, d);
-    s = qf.mul_add(-1.428_606_765_330_187_045e-6, s);
-    let mut u = 0.000_198_527_617_612_853_646_278_381_f32;
-    u = u.mul_add(s, 0.001_393_043_552_525_341_510_772_71);
-    u = u.mul_add(s, 0.008_333_360_776_305_198_669_433_59);
-    u = u.mul_add(s, 0.041_666_485_369_205_474_853_515_6);
-    u = u.mul_add(s, 0.166_666_671_633_720_397_949_219);
+    let mut s = qf.mul_add(-f32::from_bits(0x3f31_7200), d);
+    s = qf.mul_add(-f32::from_bits(0x35bf_be8e), s);
+    let mut u = f32::from_bits(0x3950_2bda);
+    u = u.mul_add(s, f32::from_bits(0x3ab6_96c9));
+    u = u.mul_add(s, f32::from_bits(0x3c08_88a6));
+    u = u.mul_add(s, f32::from_bits(0x3d2a_aa7a));
+    u = u.mul_add(s, f32::from_bits(0x3e2a_aaab));
     u = u.mul_add(s, 0.5);
     u = 1.0 + (s * s).mul_add(u, s);
     // vldexp2: u * 2^(q >> 1) * 2^(q - (q >> 1))
