@@ -29,6 +29,11 @@ pub fn both_formats(sample_shape: &[usize]) -> bool {
 ///   cat, whose output is channels-last);
 /// - `relu6` / `hardtanh` under qnnpack give a contiguous tensor (QNNPACK's
 ///   clamp); `mean`, `linear`, `flatten` and a `reshape` to another shape too;
+/// - `qsoftmax` is channels-last only under QNNPACK's kernel over C of a
+///   channels-last input (its output takes the input's strides); ATen's path
+///   gives a contiguous tensor (QNNPACK's over C of a contiguous input or over
+///   H gives permuted strides, neither format: the exporter refuses a
+///   layout-dependent op after it);
 /// - `gather` gives a contiguous tensor (PyTorch's views that it stands for,
 ///   a channel slice or a permute, are not channels-last; `.contiguous()`
 ///   after them makes them contiguous);
@@ -56,6 +61,14 @@ pub fn channels_last_tensors(model: &Model) -> HashSet<String> {
                 .iter()
                 .all(|i| cl.contains(i) || both_formats(&shape(i))),
             Op::Reshape(s) => first && n.inputs.first().is_some_and(|i| shape(i) == *s),
+            Op::QSoftmax { dim, out } => {
+                let x = n.inputs.first().and_then(|i| model.info(i));
+                let qnn = x.and_then(|x| x.qparams()).is_some_and(|q| {
+                    crate::ops::qsoftmax::softmax_rule(model.engine(), q, *out).ok()
+                        == Some(crate::ops::qsoftmax::SoftmaxRule::Qnnpack)
+                });
+                first && qnn && *dim == 0
+            }
             _ => first,
         };
         if is_cl {

@@ -616,6 +616,44 @@ class PreAct(nn.Module):
                 m.qconfig = self.qconfig._replace(weight=tq.default_weight_observer)
 
 
+class SoftmaxNet(nn.Module):
+    """Quantized softmax (nn.Softmax; FX: nnq.Softmax with fixed qparams (1/256, 0); eager:
+    nnq.Softmax through a custom mapping, with observed qparams): a classifier head
+    (softmax over the 37 logits of a linear, the last dim) and softmax over W of a
+    channels-last conv output. `seg` adds a segmentation head, softmax over the 21 channels
+    of a conv output (dim 1, channels-last), exact under qnnpack's integer kernel only."""
+
+    def __init__(self, eager=False, seg=False):
+        super().__init__()
+        self.eager, self.seg = eager, seg
+        self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
+        self.cat = nn.quantized.FloatFunctional()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 37)
+        self.sm = nn.Softmax(dim=1)
+        self.sm_w = nn.Softmax(dim=3)  # (dim=-1 on a channels-last tensor crashes qnnpack: PyTorch bug)
+        self.head = nn.Conv2d(8, 21, 1)
+        self.sm_c = nn.Softmax(dim=1)
+
+    def forward(self, x):
+        if self.eager:
+            x = self.quant(x)
+        a = self.relu(self.conv(x))
+        cls = self.sm(self.fc(torch.flatten(self.pool(a), 1)))
+        w = torch.flatten(self.sm_w(a), 1)
+        outs = [cls, w]
+        if self.seg:
+            outs.append(torch.flatten(self.sm_c(self.head(a)), 1))
+        if self.eager:
+            return self.dequant(self.cat.cat(outs, 1))
+        return torch.cat(outs, 1)
+
+    def fuse(self):
+        tq.fuse_modules(self, [["conv", "relu"]], inplace=True)
+
+
 # ------------------------------------------------------------------ cases
 
 def _randomize_bn(model, g):
@@ -639,11 +677,22 @@ def _fx(model, sample, engine, calib, calib_batch=8):
 def _eager(model, sample, engine, calib, calib_batch=8):
     model.qconfig = tq.get_default_qconfig(engine)
     model.fuse()
-    tq.prepare(model, inplace=True)
+    allow = None
+    if any(type(m) is nn.Softmax for m in model.modules()):
+        # eager prepare observes nn.Softmax only when asked to
+        from torch.ao.quantization.quantization_mappings import get_default_qconfig_propagation_list
+        allow = get_default_qconfig_propagation_list() | {nn.Softmax}
+    tq.prepare(model, allow_list=allow, inplace=True)
     with torch.no_grad():
         for _ in range(calib):
             model(sample(calib_batch))
-    tq.convert(model, inplace=True)
+    mapping = None
+    if any(type(m) is nn.Softmax for m in model.modules()):
+        # eager convert has no default mapping for nn.Softmax
+        import torch.ao.nn.quantized as nnq
+        from torch.ao.quantization.quantization_mappings import get_default_static_quant_module_mappings
+        mapping = {**get_default_static_quant_module_mappings(), nn.Softmax: nnq.Softmax}
+    tq.convert(model, mapping=mapping, inplace=True)
     return model
 
 
@@ -719,6 +768,11 @@ CASES = {
     "preact_eager": (lambda: PreAct(eager=True), (3, 9, 7), "normal", "eager", "fbgemm", 3),
     "preact_eager_qnnpack": (lambda: PreAct(eager=True), (3, 9, 7), "normal", "eager", "qnnpack", 3),
     "preact_eager_x86": (lambda: PreAct(eager=True), (3, 9, 7), "normal", "eager", "x86", 3),
+    "softmax_fx": (SoftmaxNet, (3, 6, 20), "normal", "fx", "fbgemm", 3),
+    "softmax_fx_x86": (SoftmaxNet, (3, 6, 20), "normal", "fx", "x86", 3),
+    "softmax_fx_qnnpack": (lambda: SoftmaxNet(seg=True), (3, 6, 20), "normal", "fx", "qnnpack", 3),
+    "softmax_eager": (lambda: SoftmaxNet(eager=True), (3, 6, 20), "normal", "eager", "fbgemm", 3),
+    "softmax_eager_qnnpack": (lambda: SoftmaxNet(eager=True), (3, 6, 20), "normal", "eager", "qnnpack", 3),
 }
 
 
@@ -867,7 +921,6 @@ def make_case(name, out_dir, seed=0, show_ops=False):
 PENDING_OPS = [
     (("BatchNorm", "batch_norm", "BNReLU", "bn_relu"), "quantized BatchNorm2d(+ReLU)"),
     (("PReLU", "prelu"), "PReLU"),
-    (("Softmax", "softmax"), "Softmax"),
     (("ConvTranspose", "conv_transpose"), "ConvTranspose2d"),
 ]
 

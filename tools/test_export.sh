@@ -21,7 +21,7 @@
 # 2. tools/export_roundtrip.py export: quantizes and exports each case (package
 #    python/qfuse_export), writes a random input and PyTorch's output. A case the
 #    exporter refuses is "failed", or "pending" when it needs an op that is being
-#    added (quantized BatchNorm2d, PReLU, Softmax, ConvTranspose2d).
+#    added (quantized BatchNorm2d, PReLU, ConvTranspose2d).
 # 3. tools/qfuse_model.py validates each exported file.
 # 4. qfuse run MODEL on the GPU and with --cpu (the reference path), each
 #    compared bit for bit with PyTorch's output (export_roundtrip.py compare).

@@ -82,6 +82,14 @@ class ExportError(Exception):
 
 # ---------------------------------------------------------------- recording
 
+def _contiguous_strides(shape):
+    st, acc = [], 1
+    for d in reversed(shape):
+        st.append(acc)
+        acc *= int(d)
+    return tuple(reversed(st))
+
+
 class _Info:
     """What one FX node produced when the model ran on example_input."""
 
@@ -366,7 +374,6 @@ _HINTS = [
      "qfuse has no standalone quantized BatchNorm2d yet: fold it into a preceding conv (conv -> bn [-> relu], "
      "fused by prepare_fx / fuse_modules), or " + _LATER),
     (("PReLU", "prelu"), "qfuse has no PReLU yet: " + _LATER),
-    (("Softmax", "softmax"), "qfuse has no softmax yet: apply it to the model's float output, or " + _LATER),
     (("ConvTranspose", "conv_transpose"), "qfuse has no transposed convolution yet: " + _LATER),
     (("Upsample", "upsample", "interpolate"), "qfuse has no upsampling yet: " + _LATER),
 ]
@@ -1075,9 +1082,7 @@ class _Exporter:
         elif type(mod) in (nnq.BatchNorm2d, nniq.BNReLU2d, nnq.PReLU):
             self.channel_table_op(node, x, mod)
         elif type(mod) is nnq.Softmax:
-            self.fail(node, "quantized Softmax (quantized::softmax) is not elementwise: each output depends on "
-                            "every element along its dim; qfuse has no exact form for PyTorch's softmax (leave it "
-                            "after the last dequantize, in float)")
+            self.softmax(node, x, mod.dim, mod.scale, mod.zero_point)
         elif type(mod) in _FLOAT_UNARY_MODULES:
             self.elementwise_fn(node, _FLOAT_UNARY_MODULES[type(mod)](mod))
         elif type(mod) in _STOCHASTIC_DEPTH_MODULES:
@@ -1156,6 +1161,51 @@ class _Exporter:
         self.fail(node, f"{what}: with these qparams PyTorch rounds input byte(s) {bad[:8]} differently in "
                         f"ATen's vector body (-> {[table[b] for b in bad[:8]]}) and its scalar tail "
                         f"(-> {[tail[b] for b in bad[:8]]}); qfuse has no exact form for this float op here")
+
+    def softmax(self, node, x, dim, scale, zp):
+        """nnq.Softmax (quantized::softmax) -> qsoftmax. PyTorch runs QNNPACK's integer
+        softargmax when the engine is qnnpack and the output qparams are exactly (1/256, 0)
+        (FX's fixed qparams), any dim; else dequantize -> at::softmax -> quantize, which
+        qfuse reproduces over the last dim only (tests/data/ops/README.md, "qsoftmax")."""
+        src = self.qin(node, x)
+        self.check_qout(node)
+        qp = self.given_qparams(node, scale, zp)
+        shape = [int(d) for d in self.info[x].shape]
+        if dim is None:
+            self.fail(node, "Softmax with dim=None (PyTorch's legacy implicit dim): give the dim explicitly")
+        nd = len(shape)
+        if not 2 <= nd <= 4:
+            self.fail(node, f"softmax input must have 2 to 4 dimensions ([N, ...]), got {shape}")
+        d = int(dim)
+        if not -nd <= d < nd:
+            self.fail(node, f"softmax dim {d} is out of range for the input shape {shape}")
+        d %= nd
+        if d == 0:
+            self.fail(node, "softmax over the batch dimension: qfuse runs each sample on its own")
+        qnnpack = self.engine == "qnnpack" and qp["scale"] == 2.0 ** -8 and qp["zero_point"] == 0
+        if not qnnpack and d != nd - 1:
+            self.fail(node, f"quantized softmax over dim {d} of {shape} (not the last) under engine "
+                            f"{self.engine!r} with output qparams ({qp['scale']}, {qp['zero_point']}): ATen's "
+                            "float softmax (_vec_softmax) computes exp with Sleef on the positions its "
+                            "16-wide vector loop covers and with glibc's expf on the rest, which its thread "
+                            "split picks; glibc's expf differs from Sleef's in about 1 of 11 arguments, so "
+                            "qfuse has no exact form. Exact alternatives: softmax over the last dim "
+                            "(permute first), engine qnnpack with output qparams (1/256, 0), or leave the "
+                            "softmax after the last dequantize, in float")
+        inf = self.info[node]
+        if qnnpack and nd >= 3 and inf.stride is not None and not (
+                self.info[node].channels_last or inf.stride == _contiguous_strides(inf.shape)):
+            # QNNPACK's kernel over a dim whose stride is not 1 returns a permuted view:
+            # neither contiguous nor channels-last, which qfuse's layout rules do not model
+            for u in node.users:
+                if not (u.op == "output" or (u.op == "call_method" and u.target == "dequantize") or
+                        (u.op == "call_module" and isinstance(self.gm.get_submodule(u.target),
+                                                              (nnq.DeQuantize,)))):
+                    self.fail(node, f"quantized softmax over dim {d} under qnnpack leaves a permuted "
+                                    f"tensor (strides {inf.stride}), and {u.name!r} reads it; qfuse models "
+                                    "contiguous and channels-last tensors only (dequantize it first)")
+        name = self.emit(node, "qsoftmax", [src], dim=d - 1, **qp)
+        self.env[node] = ("q", name)
 
     def channel_table_op(self, node, x, fn):
         """A quantized per-channel elementwise op (quantized BatchNorm2d / BNReLU2d,
@@ -1756,7 +1806,8 @@ dequantize -> SiLU / Sigmoid / Hardsigmoid / LeakyReLU / ELU (float) -> quantize
   where ATen's vector body and scalar tail round a byte differently)
 nnq.BatchNorm2d, nniq.BNReLU2d (quantized::batch_norm2d / batch_norm2d_relu), nnq.PReLU
   (quantized::prelu, per-channel or single weight) -> channel_lut (tables computed by PyTorch)
-nnq.Softmax                                          -> refused (not elementwise)
+nnq.Softmax (quantized::softmax; FX: nn.Softmax)    -> qsoftmax (engine qnnpack with output (1/256, 0):
+  QNNPACK's integer kernel, any dim; otherwise ATen's float path, over the last dim only)
 nn.Identity, nn.Dropout, nnq.Dropout, .contiguous(), .clone() -> removed
 F.dropout / quantized.dropout (training=False), torchvision stochastic_depth (eval) -> removed
 x.size(), x.shape[i], int arithmetic                 -> evaluated, not exported

@@ -63,6 +63,7 @@ OPS = {
     # linear/cubic come from ONNX files
     "resize": (1, 1, ["size", "scales", "coordinate_transformation_mode", "rule", "mode", "scale", "zero_point"],
                ["layout", "lanes", "cubic_coeff_a"], "given"),
+    "qsoftmax": (1, 1, ["dim", "scale", "zero_point"], ["dtype"], "given"),
     # float ops after the last dequantize (engine xnnpack writes fn "clip")
     "host_float": (1, 1, ["fn"], ["min", "max", "input_scale", "input_zero_point", "activation"], "float"),
 }
@@ -239,6 +240,13 @@ def _infer(ctx, node, in_shapes, tensors):
         if len(x) != 3:
             _err(ctx, f"resize input must be [C, H, W], got {list(x)}")
         return (x[0],) + tuple(node["size"])
+    if op == "qsoftmax":
+        if not 1 <= len(x) <= 3:
+            _err(ctx, f"qsoftmax input must be [C], [C, H] or [C, H, W] per sample, got {list(x)}")
+        d = node["dim"]
+        if not isinstance(d, int) or isinstance(d, bool) or not 0 <= d < len(x):
+            _err(ctx, f"qsoftmax dim {d!r} is not a dimension of the per-sample shape {list(x)}")
+        return x
     if op == "gather":
         shp = tuple(node["shape"])
         idx = tensors[node["name"] + ".index"]

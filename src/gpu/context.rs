@@ -42,6 +42,8 @@ pub enum Kernel {
     Resize,
     /// Per-channel 256-entry tables (`chanlut.wgsl`).
     ChannelLut,
+    /// PyTorch's quantized softmax (`qsoftmax.wgsl`).
+    QSoftmax,
 }
 
 impl Kernel {
@@ -60,6 +62,7 @@ impl Kernel {
         Kernel::Gather,
         Kernel::Resize,
         Kernel::ChannelLut,
+        Kernel::QSoftmax,
     ];
 
     /// The file under `shaders/` that every kernel's source starts with.
@@ -87,6 +90,7 @@ impl Kernel {
             Kernel::Gather => "gather.wgsl",
             Kernel::Resize => "resize.wgsl",
             Kernel::ChannelLut => "chanlut.wgsl",
+            Kernel::QSoftmax => "qsoftmax.wgsl",
         }
     }
 
@@ -106,6 +110,7 @@ impl Kernel {
             Kernel::Gather => include_str!("../../shaders/gather.wgsl"),
             Kernel::Resize => include_str!("../../shaders/resize.wgsl"),
             Kernel::ChannelLut => include_str!("../../shaders/chanlut.wgsl"),
+            Kernel::QSoftmax => include_str!("../../shaders/qsoftmax.wgsl"),
         }
     }
 
@@ -120,7 +125,7 @@ impl Kernel {
 
     /// Whether the kernel is compiled with [`Kernel::FLOAT_PRELUDE`] in front.
     pub fn uses_float_prelude(self) -> bool {
-        matches!(self, Kernel::Ort | Kernel::Resize)
+        matches!(self, Kernel::Ort | Kernel::Resize | Kernel::QSoftmax)
     }
 
     /// The complete WGSL module: the prelude (for conv kernels) or the

@@ -47,6 +47,7 @@ pub mod gather;
 pub mod host;
 pub mod ort;
 pub mod pool;
+pub mod qsoftmax;
 pub mod quantize;
 pub mod resize;
 pub mod shape;
@@ -234,6 +235,17 @@ pub enum Op {
         /// The output's qparams.
         out: QParams,
     },
+    /// PyTorch's quantized softmax (`quantized::softmax`, `nnq.Softmax`):
+    /// QNNPACK's integer softargmax under engine qnnpack with output qparams
+    /// (1/256, 0), else ATen's float softmax over the last dim (see
+    /// [`qsoftmax`]).
+    QSoftmax {
+        /// The per-sample dimension the softmax runs over (0 is the first
+        /// dimension after the batch).
+        dim: usize,
+        /// The output's qparams.
+        out: QParams,
+    },
 }
 
 impl Op {
@@ -278,6 +290,10 @@ impl Op {
             Op::Gather { shape, index } => Box::new(gather::Gather { shape, index }),
             Op::Resize(r) => Box::new(*r),
             Op::ChannelLut { tables, out } => Box::new(chanlut::ChannelLut { tables, out: *out }),
+            Op::QSoftmax { dim, out } => Box::new(qsoftmax::QSoftmax {
+                dim: *dim,
+                out: *out,
+            }),
         }
     }
 
@@ -300,6 +316,7 @@ pub(crate) const FILE_OPS: &[&[FileOp]] = &[
     gather::FILE_OPS,
     resize::FILE_OPS,
     chanlut::FILE_OPS,
+    qsoftmax::FILE_OPS,
 ];
 
 /// The file-form entry of op `name`.
