@@ -607,6 +607,34 @@ impl QLayer {
         Ok(l)
     }
 
+    /// The same layer with oneDNN's `sum` post-op: a second input, of the
+    /// output's shape and quantized with `sum`, added in f32 before the
+    /// requantization ([`quant::EpilogueForm::OnednnSum`]). Needs the
+    /// [`Requant::Onednn`] rule.
+    pub fn with_sum(&self, sum: QParams) -> Result<QLayer> {
+        let mut l = self.clone();
+        l.epilogue = self.epilogue.with_sum(sum)?;
+        Ok(l)
+    }
+
+    /// The second addend's qparams, if the layer has oneDNN's `sum` post-op
+    /// ([`QLayer::with_sum`]).
+    pub fn sum_input(&self) -> Option<QParams> {
+        match self.epilogue.form {
+            quant::EpilogueForm::OnednnSum {
+                sum_scale,
+                sum_zero_point,
+                sum_offset,
+                ..
+            } => Some(QParams {
+                scale: sum_scale,
+                zero_point: sum_zero_point + sum_offset,
+                signed: sum_offset != 0,
+            }),
+            _ => None,
+        }
+    }
+
     /// Output shape `[N, O, OH, OW]` (or `[N, O]` for linear) for an input shape,
     /// checking that the input fits the layer.
     pub fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {

@@ -662,6 +662,29 @@ pub enum EpilogueForm {
         /// f64 is the same number).
         inv_output_scale: f32,
     },
+    /// oneDNN's conv with a `sum` post-op (Inductor's `qconv2d_pointwise.binary`
+    /// for `conv(dq(x)) + dq(a) [-> relu] -> q`, X86InductorQuantizer's residual
+    /// add; measured in `tests/data/pt2e/README.md`): the conv's second input
+    /// `a` (same shape as the output, qparams `sum_scale`, `sum_zero_point`)
+    /// is added in f32, no fused multiply-add:
+    /// `v` as under [`EpilogueForm::Onednn`], `d = f32(f32(a - sum_zero_point) * sum_scale)`,
+    /// `t = f32(v + d)` (relu: `max(t, 0)`, the same as the clamp at `zp`),
+    /// `y = clamp(rint(f32(t * inv_output_scale) + f32(zp_true)) + offset, lo, hi)`
+    /// (the zero point added before rounding, as for `Onednn`).
+    OnednnSum {
+        /// The input scale.
+        input_scale: f32,
+        /// `1/output_scale`, one f32 division.
+        inv_output_scale: f32,
+        /// The output type's offset ([`QParams::offset`]).
+        offset: i32,
+        /// The second addend's scale.
+        sum_scale: f32,
+        /// The second addend's true zero point (in its own type).
+        sum_zero_point: i32,
+        /// The second addend's offset ([`QParams::offset`]).
+        sum_offset: i32,
+    },
 }
 
 /// The fused epilogue of a conv/linear layer, as data: per output channel
@@ -871,9 +894,73 @@ impl Epilogue {
         })
     }
 
+    /// This epilogue (oneDNN's, [`EpilogueForm::Onednn`]) with oneDNN's `sum`
+    /// post-op reading a second addend quantized with `sum`
+    /// ([`EpilogueForm::OnednnSum`]); any other form is [`Error::Unsupported`].
+    pub fn with_sum(&self, sum: QParams) -> Result<Epilogue> {
+        sum.validate("sum input")?;
+        let EpilogueForm::Onednn {
+            input_scale,
+            inv_output_scale,
+            offset,
+        } = self.form
+        else {
+            return Err(Error::Unsupported(format!(
+                "a conv/linear with a second (sum) input needs the onednn rule, the layer has {:?}",
+                self.form
+            )));
+        };
+        let mut e = self.clone();
+        e.form = EpilogueForm::OnednnSum {
+            input_scale,
+            inv_output_scale,
+            offset,
+            sum_scale: sum.scale,
+            sum_zero_point: sum.true_zero_point(),
+            sum_offset: sum.offset(),
+        };
+        Ok(e)
+    }
+
+    /// Requantizes output channel `o`'s exact accumulator plus the stored byte
+    /// `a` of the second addend ([`EpilogueForm::OnednnSum`]); under any other
+    /// form `a` is ignored ([`Epilogue::apply`]).
+    #[inline]
+    pub fn apply_sum(&self, o: usize, acc: i32, a: u8) -> u8 {
+        let EpilogueForm::OnednnSum {
+            input_scale,
+            inv_output_scale,
+            offset,
+            sum_scale,
+            sum_zero_point,
+            sum_offset,
+        } = self.form
+        else {
+            return self.apply(o, acc);
+        };
+        let c = &self.channels[o];
+        // Rust never contracts `a * b + c` into a fused multiply-add.
+        let x = acc.wrapping_add(c.bias_i32) as f32;
+        let v = (x * input_scale) * c.mult + c.bias_f32;
+        let d = ((a as i32 - sum_offset - sum_zero_point) as f32) * sum_scale;
+        let t = v + d;
+        let r = (t * inv_output_scale + (self.zero_point - offset) as f32).round_ties_even();
+        let r = r.clamp((self.lo - offset) as f32, (self.hi - offset) as f32);
+        (r as i32 + offset) as u8
+    }
+
     /// Requantizes output channel `o`'s exact accumulator to 8 bits.
     #[inline]
     pub fn apply(&self, o: usize, acc: i32) -> u8 {
+        if let EpilogueForm::OnednnSum {
+            sum_zero_point,
+            sum_offset,
+            ..
+        } = self.form
+        {
+            // The second addend at its zero point (the real value 0).
+            return self.apply_sum(o, acc, (sum_zero_point + sum_offset) as u8);
+        }
         let c = &self.channels[o];
         if let EpilogueForm::Onednn {
             input_scale,

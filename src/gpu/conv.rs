@@ -36,7 +36,9 @@ pub struct ConvParams {
     pub hi: i32,
     pub total: u32,
     /// The epilogue's form: 0 [`crate::quant::EpilogueForm::Scaled`], 1 `Onednn`,
-    /// 2 `OnednnF32`.
+    /// 2 `OnednnF32`, 3 `OnednnSum` (then `pad0` holds the addend's scale as
+    /// f32 bits and `pad1` its zero point's stored byte; the output buffer
+    /// holds the addend when the kernel starts).
     pub form: u32,
     /// Always 0: XORed into a float's bits, it keeps the compiler from
     /// contracting a product and the addition after it into an FMA.
@@ -626,6 +628,7 @@ impl GpuLayer {
         };
         let zp = self.layer.input.zero_point as u32;
         let e = &self.layer.epilogue;
+        let (mut pad0, mut pad1) = (0u32, 0u32);
         let (form, in_scale, inv_out, offset) = match e.form {
             crate::quant::EpilogueForm::Scaled => (0, 0.0, 0.0, 0),
             crate::quant::EpilogueForm::Onednn {
@@ -637,6 +640,19 @@ impl GpuLayer {
                 input_scale,
                 inv_output_scale,
             } => (2, input_scale, inv_output_scale, 0),
+            crate::quant::EpilogueForm::OnednnSum {
+                input_scale,
+                inv_output_scale,
+                offset,
+                sum_scale,
+                sum_zero_point,
+                sum_offset,
+            } => {
+                // The addend's scale, and the stored byte of its zero point.
+                pad0 = sum_scale.to_bits();
+                pad1 = (sum_zero_point + sum_offset) as u32;
+                (3, input_scale, inv_output_scale, offset)
+            }
         };
         let p = ConvParams {
             n: n as u32,
@@ -668,6 +684,8 @@ impl GpuLayer {
             in_scale,
             inv_out,
             offset,
+            pad0,
+            pad1,
             ..Default::default()
         };
         Ok((p, out_shape))

@@ -15,7 +15,9 @@ use crate::layout::check_data_len;
 use crate::model::{DType, TensorInfo, Value};
 use crate::quant::{Activation, Requant};
 
-use super::{quantized, Attrs, CpuIo, FileOp, Lowered, NodeWriter, Op, OpKind, ParseCx, Signature};
+use super::{
+    quantized, Arity, Attrs, CpuIo, FileOp, Lowered, NodeWriter, Op, OpKind, ParseCx, Signature,
+};
 
 pub(crate) const FILE_OPS: &[FileOp] = &[
     FileOp {
@@ -50,6 +52,10 @@ impl<'a> OpKind<'a> for Conv<'a> {
             LayerKind::Linear => "linear",
         }
     }
+    fn arity(&self) -> Arity {
+        // oneDNN's sum post-op reads a second addend.
+        Arity::Exactly(if self.0.sum_input().is_some() { 2 } else { 1 })
+    }
     fn infer(&self, _: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
         let l = self.0;
         let x = ins[0];
@@ -61,6 +67,26 @@ impl<'a> OpKind<'a> for Conv<'a> {
             ));
         }
         let out = l.output_shape(&x.batched(1))?;
+        if let Some(sq) = l.sum_input() {
+            let a = ins[1];
+            let qa = quantized(a)?;
+            if qa != sq {
+                return Err(Error::qparams(
+                    "sum input (input 1)",
+                    format!("qparams {qa:?} differ from the layer's sum post-op {sq:?}"),
+                ));
+            }
+            if a.shape != out[1..] {
+                return Err(Error::shape(
+                    "sum input (input 1)",
+                    format!(
+                        "per-sample shape {:?}, the conv's output is {:?}",
+                        a.shape,
+                        &out[1..]
+                    ),
+                ));
+            }
+        }
         Ok(TensorInfo {
             shape: out[1..].to_vec(),
             dtype: DType::QUInt8(l.output),
@@ -149,6 +175,10 @@ pub(crate) struct ConvLowered<'a>(pub &'a QLayer);
 impl Lowered for ConvLowered<'_> {
     fn run_cpu(&self, io: &CpuIo<'_>) -> Result<Value> {
         let (x, shape, _) = io.q(0)?;
+        if self.0.sum_input().is_some() {
+            let (a, ashape, _) = io.q(1)?;
+            return io.q_out(run_layer_sum(self.0, x, shape, a, ashape)?.0);
+        }
         io.q_out(run_layer(self.0, x, shape)?.0)
     }
 }
@@ -240,6 +270,13 @@ fn parse_layer(kind: LayerKind, a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
         };
         let byte = |x: i64| i32::try_from(x).unwrap_or(-1);
         l = l.with_clamp(byte(lo), byte(hi))?;
+    }
+    // A second input: oneDNN's sum post-op, reading that input's qparams.
+    if cx.inputs.len() == 2 {
+        let sq = cx.inputs[1]
+            .qparams()
+            .ok_or_else(|| Error::dtype("sum input (input 1) of a conv2d/linear", "float32"))?;
+        l = l.with_sum(sq)?;
     }
     Ok(match kind {
         LayerKind::Conv2d => Op::Conv2d(Box::new(l)),
@@ -414,6 +451,39 @@ pub fn run_layer(layer: &QLayer, x: &[u8], shape: &[usize]) -> Result<(Vec<u8>, 
             ),
         })?;
         y.push(layer.epilogue.apply(oc, a32));
+    }
+    Ok((y, out_shape))
+}
+
+/// [`run_layer`] for a layer with oneDNN's `sum` post-op
+/// ([`QLayer::with_sum`]): `a` (shape `a_shape`, the output's) is the second
+/// addend, added by the epilogue ([`crate::quant::Epilogue::apply_sum`]).
+pub fn run_layer_sum(
+    layer: &QLayer,
+    x: &[u8],
+    shape: &[usize],
+    a: &[u8],
+    a_shape: &[usize],
+) -> Result<(Vec<u8>, Vec<usize>)> {
+    let (acc, out_shape) = conv2d_accumulators(layer, x, shape)?;
+    if a_shape != out_shape.as_slice() || a.len() != acc.len() {
+        return Err(Error::shape(
+            "sum input (input 1)",
+            format!("shape {a_shape:?}, the conv's output is {out_shape:?}"),
+        ));
+    }
+    let o = layer.geometry.out_channels;
+    let spatial: usize = out_shape[2..].iter().product();
+    let mut y = super::try_with_capacity(acc.len(), "conv2d/linear output")?;
+    for (i, (&s, &ab)) in acc.iter().zip(a).enumerate() {
+        let oc = (i / spatial) % o;
+        let a32 = i32::try_from(s).map_err(|_| Error::Overflow {
+            what: "conv2d/linear".into(),
+            detail: format!(
+                "output element {i} accumulates to {s}, outside i32 (the engine's accumulator)"
+            ),
+        })?;
+        y.push(layer.epilogue.apply_sum(oc, a32, ab));
     }
     Ok((y, out_shape))
 }
