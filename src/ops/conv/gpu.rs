@@ -9,6 +9,16 @@ use crate::gpu::{Dispatch, GpuContext, GpuLayer, Kernel};
 
 impl Upload for ConvLowered<'_> {
     fn upload(&self, cx: &UploadCx<'_>) -> Result<Box<dyn GpuNode>> {
+        if self.0.global_pool() {
+            // The pooled pass reads split-K's partial accumulators.
+            let v = crate::gpu::ConvVariant::SplitK {
+                splits: Some(1),
+                tiles: None,
+            };
+            return Ok(Box::new(SumPoolLayer(GpuLayer::with_variant(
+                cx.ctx, self.0, v,
+            )?)));
+        }
         let layer = GpuLayer::with_variant(cx.ctx, self.0, (cx.variant)(self.0))?;
         if self.0.sum_input().is_some() {
             let ident: [u8; 256] = std::array::from_fn(|i| i as u8);
@@ -71,5 +81,35 @@ impl GpuNode for GpuLayer {
     }
     fn bytes(&self) -> u64 {
         self.gpu_weight_bytes()
+    }
+}
+
+/// A conv with oneDNN's sum post-op, f32 output, and a global average
+/// ([`GpuLayer::dispatch_sum_pool`]).
+struct SumPoolLayer(GpuLayer);
+
+impl GpuNode for SumPoolLayer {
+    fn record(&self, ctx: &GpuContext, io: &GpuIo<'_>) -> Result<Vec<Dispatch>> {
+        let x = &io.inputs[0];
+        let q = x
+            .stored
+            .qparams()
+            .ok_or_else(|| Error::dtype("conv2d input", "float32 on the GPU"))?;
+        if q != self.0.layer().input() {
+            return Err(Error::qparams(
+                "conv2d input",
+                format!("tensor has {q:?}, the layer was quantized for {:?}", self.0.layer().input()),
+            ));
+        }
+        self.0.dispatch_sum_pool(
+            ctx,
+            x.buf,
+            &x.info.batched(io.batch),
+            io.inputs[1].buf,
+            io.output,
+        )
+    }
+    fn bytes(&self) -> u64 {
+        self.0.gpu_weight_bytes()
     }
 }

@@ -32,6 +32,7 @@ pub(crate) const FILE_OPS: &[FileOp] = &[
             "zero_point",
             "requant",
             "clamp",
+            "global_avg_pool",
         ],
         parse: |a, cx| parse_layer(LayerKind::Conv2d, a, cx),
     },
@@ -87,14 +88,22 @@ impl<'a> OpKind<'a> for Conv<'a> {
                 ));
             }
         }
+        let shape = if l.global_pool() {
+            vec![out[1], 1, 1]
+        } else {
+            out[1..].to_vec()
+        };
         Ok(TensorInfo {
-            shape: out[1..].to_vec(),
+            shape,
             dtype: DType::QUInt8(l.output),
         })
     }
     fn write(&self, w: &mut NodeWriter) {
         let l = self.0;
         w.put_qparams(l.output);
+        if l.global_pool() {
+            w.put("global_avg_pool", json!(true));
+        }
         w.put("activation", json!(l.activation.name()));
         w.put("requant", json!(l.requant.name()));
         let g = &l.geometry;
@@ -175,6 +184,10 @@ pub(crate) struct ConvLowered<'a>(pub &'a QLayer);
 impl Lowered for ConvLowered<'_> {
     fn run_cpu(&self, io: &CpuIo<'_>) -> Result<Value> {
         let (x, shape, _) = io.q(0)?;
+        if self.0.global_pool() {
+            let (a, ashape, _) = io.q(1)?;
+            return io.q_out(run_layer_sum_pool(self.0, x, shape, a, ashape)?.0);
+        }
         if self.0.sum_input().is_some() {
             let (a, ashape, _) = io.q(1)?;
             return io.q_out(run_layer_sum(self.0, x, shape, a, ashape)?.0);
@@ -277,6 +290,24 @@ fn parse_layer(kind: LayerKind, a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
             .qparams()
             .ok_or_else(|| Error::dtype("sum input (input 1) of a conv2d/linear", "float32"))?;
         l = l.with_sum(sq)?;
+    }
+    if let Some(v) = a.opt("global_avg_pool") {
+        match v.as_bool() {
+            Some(false) => {}
+            Some(true) if cx.inputs.len() == 2 && kind == LayerKind::Conv2d => {
+                l = l.with_global_pool()?
+            }
+            Some(true) => {
+                return Err(Error::Model(
+                    "\"global_avg_pool\" needs a conv2d with a second (sum) input".into(),
+                ))
+            }
+            None => {
+                return Err(Error::Model(format!(
+                    "\"global_avg_pool\" must be a boolean, got {v}"
+                )))
+            }
+        }
     }
     Ok(match kind {
         LayerKind::Conv2d => Op::Conv2d(Box::new(l)),
@@ -486,6 +517,40 @@ pub fn run_layer_sum(
         y.push(layer.epilogue.apply_sum(oc, a32, ab));
     }
     Ok((y, out_shape))
+}
+
+/// [`run_layer_sum`] for a layer ending in a global average
+/// ([`QLayer::with_global_pool`]): output `[N, O, 1, 1]`.
+pub fn run_layer_sum_pool(
+    layer: &QLayer,
+    x: &[u8],
+    shape: &[usize],
+    a: &[u8],
+    a_shape: &[usize],
+) -> Result<(Vec<u8>, Vec<usize>)> {
+    let (acc, out_shape) = conv2d_accumulators(layer, x, shape)?;
+    if a_shape != out_shape.as_slice() || a.len() != acc.len() {
+        return Err(Error::shape(
+            "sum input (input 1)",
+            format!("shape {a_shape:?}, the conv's output is {out_shape:?}"),
+        ));
+    }
+    let (n, o) = (out_shape[0], out_shape[1]);
+    let hw: usize = out_shape[2..].iter().product();
+    let mut y = Vec::with_capacity(n * o);
+    for (i, (plane, ap)) in acc.chunks(hw).zip(a.chunks(hw)).enumerate() {
+        let oc = i % o;
+        let mut sum = 0f32;
+        for (&s, &ab) in plane.iter().zip(ap) {
+            let a32 = i32::try_from(s).map_err(|_| Error::Overflow {
+                what: "conv2d".into(),
+                detail: format!("an accumulator of {s} is outside i32 (the engine's)"),
+            })?;
+            sum += layer.epilogue.pool_value(oc, a32, ab);
+        }
+        y.push(layer.epilogue.pool_quantize(sum, hw));
+    }
+    Ok((y, vec![n, o, 1, 1]))
 }
 
 /// A float conv2d (or linear, as a 1x1 conv of a 1x1 image) in plain f32
