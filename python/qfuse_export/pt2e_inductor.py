@@ -85,6 +85,38 @@ class _IndWalker(P._Walker):
         hi = float(n.args[2]) if len(n.args) > 2 else float(n.kwargs.get("max_val", 1.0))
         return (lo, hi)
 
+    def on_sum_pool(self, q, src, out, oq):
+        reshape = None
+        if src.target in P.RESHAPE and isinstance(src.args[0], torch.fx.Node) and len(src.users) == 1:
+            reshape, src = src, src.args[0]
+        if not (src.op == "call_function" and src.target == aten.adaptive_avg_pool2d.default and
+                _pair(src.args[1]) == [1, 1] and len(src.users) == 1):
+            return False
+        inner = src.args[0]
+        relu = None
+        if isinstance(inner, torch.fx.Node) and inner.target in P.RELU and len(inner.users) == 1:
+            relu, inner = inner, inner.args[0]
+        if not (isinstance(inner, torch.fx.Node) and inner.target in P.ADD and len(inner.users) == 1):
+            return False
+        sc = self.sum_conv(inner)
+        if sc is None:
+            return False
+        conv_node, other = sc
+        if conv_node.args[6:7] and int(conv_node.args[6] or 1) != 1:
+            self.fail(conv_node, "a grouped conv with a sum post-op read by a global average: only groups 1 "
+                                 "(qfuse runs it on the split-K kernels)")
+        self.covered.update([x for x in (reshape, src, relu, inner, conv_node) if x is not None])
+        a_sum, _, _ = self.dq(inner, other)
+        pooled = out if reshape is None else out + "__pool"
+        if reshape is not None:
+            self.qp[pooled] = self.qp[out]
+            self.shape[pooled] = list(self.v[src].shape[1:])
+        act = (0.0, float("inf")) if relu is not None else None
+        self.layer(conv_node, pooled, oq, act, "onednn", extra=[a_sum], global_avg_pool=True)
+        if reshape is not None:
+            self.emit("reshape", [pooled], out, shape=self.shape[out])
+        return True
+
     def sum_conv(self, add):
         """(conv node, the dequantize of the other addend) when `add` is conv(dq(x)) + dq(a) with the
         conv read by the add alone (Inductor's qconv2d_pointwise.binary pattern), else None"""
@@ -97,7 +129,7 @@ class _IndWalker(P._Walker):
                 return c, o
         return None
 
-    def layer(self, op, out, oq, act, requant, extra=()):
+    def layer(self, op, out, oq, act, requant, extra=(), global_avg_pool=False):
         t = op.target
         x, wdq = op.args[0], op.args[1]
         bias = op.args[2] if len(op.args) > 2 else op.kwargs.get("bias")
@@ -108,6 +140,8 @@ class _IndWalker(P._Walker):
                   bias=b, src=op, requant=requant, **oq)
         if act is not None:
             kw.update(act_min=act[0], act_max=act[1])
+        if global_avg_pool:
+            kw.update(global_avg_pool=True)
         if t in P.CONV:
             a_ = list(op.args) + [None] * (7 - len(op.args))
             if isinstance(a_[4], str):
@@ -138,6 +172,10 @@ class _IndWalker(P._Walker):
             return
         if src.op != "call_function":
             self.fail(src, f"{src.op} {src.target} feeding a quantize is not supported")
+        # relu(conv(dq(x)) + dq(a)) -> adaptive_avg_pool2d(1) [-> flatten] -> q (a resnet's end):
+        # oneDNN's conv with a sum post-op writes f32, Inductor's C++ averages and quantizes
+        if self.on_sum_pool(q, src, out, oq):
+            return
         # a float reshape before the quantize (conv -> relu -> max pool -> flatten -> q):
         # quantize is elementwise, so it commutes with the reshape
         reshape = None
@@ -406,6 +444,8 @@ def build_inductor(gm, example_inputs, fail, warn):
                 else:
                     lo, hi = _bound(fn, nd["act_min"], so, zo), _bound(fn, nd["act_max"], so, zo)
             node.update(activation=act, requant=nd["requant"], **qkeys(so, zo))
+            if nd.get("global_avg_pool"):
+                node["global_avg_pool"] = True
             if (lo, hi) != (0, 255):
                 node["clamp"] = [int(lo), int(hi)]
             tensors[f"{out}.weight"] = np.ascontiguousarray(wq)

@@ -724,7 +724,10 @@ impl GpuLayer {
         let Plan::SplitK(c, splits) = self.plan(input_shape)? else {
             return Err(Error::config(
                 "conv2d with a global average",
-                format!("runs on the split-K kernels only, the layer has {:?}", self.variant),
+                format!(
+                    "runs on the split-K kernels only, the layer has {:?}",
+                    self.variant
+                ),
             ));
         };
         c.check(&ctx.limits())?;
@@ -869,7 +872,12 @@ impl GpuLayer {
                         Kernel::SplitK,
                         &[("WG", WG as f64), ("SPLITS", splits as f64)],
                         bytemuck::bytes_of(&pass2),
-                        &[(1, &scratch), (2, &self.weights), (3, &self.chans), (4, output)],
+                        &[
+                            (1, &scratch),
+                            (2, &self.weights),
+                            (3, &self.chans),
+                            (4, output),
+                        ],
                         pass2.total,
                         WG,
                     )?,

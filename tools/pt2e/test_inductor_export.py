@@ -64,6 +64,11 @@ def _res(s, h, relu):
     return F.max_pool2d(s.c(torch.relu(y) if relu else y), 1)
 
 
+def _tail(s, h):
+    """a resnet's end: relu(s.b(h) + h), global average, flatten, s.l"""
+    return s.l(torch.flatten(F.adaptive_avg_pool2d(torch.relu(s.b(h) + h), (1, 1)), 1))
+
+
 def conv(*a, **k):
     return nn.Conv2d(*a, **k)
 
@@ -135,6 +140,20 @@ CASES = {
                                                          0.2, False)),
                               g=nn.Sequential(conv(3, 24, 3, padding=1), nn.ReLU()), l=nn.Linear(24, 10)),
                    (1, 3, 13, 13), 27, False),
+    # a resnet's end: relu(conv(dq(h)) + dq(h)) -> adaptive_avg_pool2d(1) -> flatten -> q -> linear:
+    # the conv with a sum post-op writes f32 (relu), Inductor's C++ averages and quantizes
+    "sum_pool_2x2": (lambda: Fn(lambda s, x: _tail(s, s.h(x)),
+                                h=nn.Sequential(conv(8, 32, 3, stride=2, padding=1), nn.ReLU()),
+                                b=conv(32, 32, 3, padding=1), l=nn.Linear(32, 10)),
+                     (2, 8, 4, 4), 31, False),
+    "sum_pool_7x7": (lambda: Fn(lambda s, x: _tail(s, s.h(x)),
+                                h=nn.Sequential(conv(8, 64, 3, stride=2, padding=1), nn.ReLU()),
+                                b=conv(64, 64, 3, padding=1), l=nn.Linear(64, 10)),
+                     (1, 8, 14, 14), 32, False),
+    "sum_pool_13x11": (lambda: Fn(lambda s, x: _tail(s, s.h(x)),
+                                  h=nn.Sequential(conv(4, 20, 3, padding=1), nn.ReLU()),
+                                  b=conv(20, 20, 1), l=nn.Linear(20, 10)),
+                       (1, 4, 13, 11), 33, False),
 }
 
 # models the exporter must refuse (with the node it names)

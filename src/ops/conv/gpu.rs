@@ -98,7 +98,10 @@ impl GpuNode for SumPoolLayer {
         if q != self.0.layer().input() {
             return Err(Error::qparams(
                 "conv2d input",
-                format!("tensor has {q:?}, the layer was quantized for {:?}", self.0.layer().input()),
+                format!(
+                    "tensor has {q:?}, the layer was quantized for {:?}",
+                    self.0.layer().input()
+                ),
             ));
         }
         self.0.dispatch_sum_pool(
