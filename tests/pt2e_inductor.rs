@@ -167,7 +167,7 @@ fn all_cases() -> Vec<Case> {
             expect,
         });
     }
-    assert_eq!(v.len(), 6 + 9, "the exported inductor_x86 models");
+    assert_eq!(v.len(), 6 + 20, "the exported inductor_x86 models");
     v
 }
 
@@ -232,7 +232,8 @@ fn inductor_x86_names_and_refusals() {
         dtype: DType::F32,
     };
     for op in [
-        Op::AdaptiveAvgPool2d([1, 1]),
+        // (the global average, [1, 1], is measured and runs: the model cases)
+        Op::AdaptiveAvgPool2d([2, 2]),
         Op::Hardtanh { min: 0.0, max: 1.0 },
         Op::Mean { keepdim: true },
     ] {
@@ -308,5 +309,74 @@ fn inductor_x86_models_round_trip_through_the_file() {
         assert_eq!(m.run_cpu(&x).unwrap(), m2.run_cpu(&x).unwrap(), "{d:?}");
         n += 1;
     }
-    assert_eq!(n, 9);
+    assert_eq!(n, 20);
+}
+
+#[test]
+fn inductor_x86_cases_on_every_gpu_kernel_variant() {
+    // the sum post-op (the addend copied into the output, read back by every
+    // conv kernel's epilogue) and the pooled split-K pass, on each kernel:
+    // the k-th applicable candidate of every layer (tiles pinned, split-K
+    // with 1, 3 and 8 splits included)
+    use qfuse::gpu::ConvVariant;
+    let ctx = common::gpu();
+    let max = 12;
+    for k in 0..max {
+        let pick = move |l: &qfuse::QLayer| {
+            let c: Vec<ConvVariant> = ConvVariant::candidates(l)
+                .into_iter()
+                .filter(|v| v.applies(l))
+                .collect();
+            c[k % c.len()]
+        };
+        check(&format!("gpu variant #{k}"), &|c| {
+            GpuModel::with_variants(&ctx, &c.model, &pick)
+                .and_then(|g| g.run(&ctx, std::slice::from_ref(&c.input)))
+                .unwrap_or_else(|e| panic!("{} (variant #{k}): {e}", c.name))
+        });
+    }
+}
+
+#[test]
+fn onednn_sum_adds_the_zero_point_before_rounding() {
+    use qfuse::quant::Epilogue;
+    // v = acc * 2^-4 * 2^-7 = acc * 2^-11; output scale 2^-10: v * inv = acc / 2;
+    // addend scale 2^-10, zero point 100: d * inv = a - 100
+    let inp = QParams::new(0.0625, 0).unwrap();
+    let out = QParams::new(2f32.powi(-10), 101).unwrap();
+    let sum = QParams::new(2f32.powi(-10), 100).unwrap();
+    let ws = [2f32.powi(-7)];
+    let e = Epilogue::new(Requant::Onednn, inp, &ws, &[0.0], out, Activation::None)
+        .unwrap()
+        .with_sum(sum)
+        .unwrap();
+    // acc 1, a 103: rint(3.5 + 101) = 104 (the zero point after rounding: rint(3.5) + 101 = 105);
+    // acc 1, a 100: rint(0.5 + 101) = 102 (after rounding: rint(0.5) + 101 = 101)
+    assert_eq!(e.apply_sum(0, 1, 103), 104);
+    assert_eq!(e.apply_sum(0, 1, 100), 102);
+    assert_eq!(e.apply_sum(0, 3, 100), 102);
+    assert_eq!(e.apply_sum(0, -1000, 0), 0);
+    assert_eq!(e.apply(0, 1), 102, "apply: the addend at its zero point");
+    // only the onednn rule takes a sum
+    let f = Epilogue::new(Requant::Fbgemm, inp, &ws, &[0.0], out, Activation::None).unwrap();
+    assert!(f.with_sum(sum).is_err());
+    // the pooled form: mean of relu(t) over 4 pixels, zero point after rounding
+    let p = Epilogue::new(Requant::Onednn, inp, &ws, &[0.0], out, Activation::Relu)
+        .unwrap()
+        .with_sum(sum)
+        .unwrap()
+        .with_global_pool(true)
+        .unwrap();
+    let vals: Vec<f32> = [(1, 100), (2, 100), (-4, 99), (0, 101)]
+        .iter()
+        .map(|&(acc, a)| p.pool_value(0, acc, a))
+        .collect();
+    assert_eq!(
+        vals,
+        vec![2f32.powi(-11), 2f32.powi(-10), 0.0, 2f32.powi(-10)]
+    );
+    // S = 5 * 2^-11, m = S / 4, m * inv = 0.625 -> 1, + 101
+    assert_eq!(p.pool_quantize(vals.iter().sum(), 4), 102);
+    // m * inv = 0.5 exactly: ties to even, then the zero point: 101
+    assert_eq!(p.pool_quantize(2.0 * 2f32.powi(-10), 4), 101);
 }

@@ -128,6 +128,10 @@ CASES = {
                       dict(act=[(0, 2.0 ** -5, 100), (1, 2.0 ** -11, 3), (2, 2.0 ** -11, 121), (3, 2.0 ** -11, 121),
                                 (4, 2.0 ** -11, 121)],
                            wscale=[2.0 ** -7, 3 * 2.0 ** -9])),
+    # two convs added: one carries the sum post-op, the other's output is quantized (the former
+    # "add_float" refusal)
+    "conv_plus_conv": (lambda: Fn(lambda s, x: F.max_pool2d(s.a(x) + s.b(x), 1), a=conv(3, 8, 3, padding=1),
+                                  b=conv(3, 8, 3, padding=1)), (1, 3, 8, 8), 13, False),
     # a global average pool between dq and q (Inductor's C++), then the classifier
     "pool_7x7_linear": (lambda: Fn(lambda s, x: s.l(torch.flatten(F.adaptive_avg_pool2d(s.g(x), (1, 1)), 1)),
                                    g=nn.Sequential(conv(3, 32, 3, stride=2, padding=1), nn.ReLU()),
@@ -159,8 +163,12 @@ CASES = {
 # models the exporter must refuse (with the node it names)
 REFUSED = {
     "conv_f32_output": (lambda: Fn(lambda s, x: s.a(x), a=conv(3, 8, 3)), (1, 3, 8, 8), 12, False),
-    "add_float": (lambda: Fn(lambda s, x: F.max_pool2d(s.a(x) + s.b(x), 1), a=conv(3, 8, 3, padding=1),
-                             b=conv(3, 8, 3, padding=1)), (1, 3, 8, 8), 13, False),
+    # two f32 conv outputs max-pooled and added in float before a quantize (Inductor's C++ on f32
+    # tensors qfuse does not hold)
+    "add_float_pools": (lambda: Fn(lambda s, x: s.c(F.max_pool2d(torch.relu(s.a(x)), 2) +
+                                                    F.max_pool2d(torch.relu(s.b(x)), 2)),
+                                   a=conv(3, 8, 3, padding=1), b=conv(3, 8, 3, padding=1), c=conv(8, 8, 1)),
+                        (1, 3, 8, 8), 13, False),
 }
 
 

@@ -10,10 +10,16 @@ use crate::gpu::{Dispatch, GpuContext, GpuLayer, Kernel};
 impl Upload for ConvLowered<'_> {
     fn upload(&self, cx: &UploadCx<'_>) -> Result<Box<dyn GpuNode>> {
         if self.0.global_pool() {
-            // The pooled pass reads split-K's partial accumulators.
-            let v = crate::gpu::ConvVariant::SplitK {
-                splits: Some(1),
-                tiles: None,
+            // The pooled pass reads split-K's partial accumulators: the
+            // chooser's split-K variant, else one split.
+            let v = match (cx.variant)(self.0) {
+                v @ crate::gpu::ConvVariant::SplitK {
+                    splits: Some(_), ..
+                } => v,
+                _ => crate::gpu::ConvVariant::SplitK {
+                    splits: Some(1),
+                    tiles: None,
+                },
             };
             return Ok(Box::new(SumPoolLayer(GpuLayer::with_variant(
                 cx.ctx, self.0, v,
