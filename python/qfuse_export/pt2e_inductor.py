@@ -11,6 +11,14 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
   conv2d(...) [-> relu | hardtanh] -> max_pool2d [-> flatten] -> q (float max pool between the conv and q)
         oneDNN writes f32, Inductor's C++ pools and quantizes: conv2d, requant "inductor_x86"
         (+ clamp), then max_pool2d on bytes (exact: quantize is monotone)
+  conv2d(dq(x)) + dq(a) [-> relu] -> q (either order)       conv2d with inputs [x, a], requant "onednn":
+        oneDNN's sum post-op (qconv2d_pointwise.binary)     t = v + f32((a - za) * sa), relu, then the
+                                                            u8 rule (zero point before rounding)
+  relu(conv2d(dq(x)) + dq(a)) -> adaptive_avg_pool2d(1) [-> flatten] -> q (a resnet's end: oneDNN writes
+        f32, Inductor's C++ averages and quantizes)         conv2d with inputs [x, a], "global_avg_pool"
+  adaptive_avg_pool2d(dq(a), 1) / mean(dq(a), [2, 3]) -> q (equal qparams)
+                                                            adaptive_avg_pool2d [1, 1] (+ reshape)
+  dq -> flatten [-> dropout] -> q with other qparams        reshape + lut (dequantize-quantize table)
   max_pool2d(dq(a)) -> q (equal qparams)                    max_pool2d (quantized.max_pool2d on u8)
   cat([dq(a_i)], 1) -> q (equal qparams)                    cat
   flatten / view / reshape (dq(a)) -> q (equal qparams)     flatten / reshape
@@ -19,8 +27,9 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
                                                             dequantize + host_float "onednn_linear"
                                                             (exact, on the host)
 Refused with ExportError naming the node: a conv whose output is not quantized
-(oneDNN writes f32), a conv + add (oneDNN's sum post-op), float add / mean / adaptive_avg_pool2d between dq and q (Inductor's float
-C++ was not reproduced), and anything else.
+(oneDNN writes f32) other than the resnet end above, float ops on float conv outputs (an add of
+two relu / max pool outputs: Inductor's C++ on f32 tensors qfuse does not hold), avg_pool2d,
+and anything else.
 """
 import numpy as np
 import torch
