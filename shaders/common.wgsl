@@ -87,17 +87,18 @@ fn requant(oc: u32, acc: i32) -> u32 {
 }
 
 // oneDNN's sum post-op (quant::EpilogueForm::OnednnSum, form 3): `a` is the
-// second addend's stored byte (p.pad0: its scale as f32 bits, p.pad1: its
-// zero point's stored byte); v as under form 1, d = f32(f32(a - za) * sa),
-// t = f32(v + d), y = clamp(rint(f32(t * inv_out) + f32(zp_true)) + offset).
+// second addend's stored byte (p.pad0: f32(sa / so) as f32 bits, p.pad1: its
+// zero point's stored byte); v as under form 1, u = f32(v * inv_out),
+// w = f32(f32(a - za) * (sa / so)), t = f32(u + w),
+// y = clamp(rint(f32(t + f32(zp_true))) + offset) (relu: the clamp at zp).
 fn requant_sum(oc: u32, acc: i32, a: u32) -> u32 {
     let c = chans[oc];
     let x = exact_f32(acc + c.bias_i32);
     let v = opaque(opaque(x * p.in_scale) * c.mult) + c.bias_f32;
-    let d = opaque(f32(i32(a) - i32(p.pad1)) * bitcast<f32>(p.pad0));
-    let t = v + d;
+    let w = opaque(f32(i32(a) - i32(p.pad1)) * bitcast<f32>(p.pad0));
+    let t = opaque(v * p.inv_out) + w;
     let zt = p.zp_out - p.offset;
-    let r = clamp(round(opaque(t * p.inv_out) + f32(zt)), f32(p.lo - p.offset), f32(p.hi - p.offset));
+    let r = clamp(round(t + f32(zt)), f32(p.lo - p.offset), f32(p.hi - p.offset));
     return u32(i32(r) + p.offset);
 }
 

@@ -666,10 +666,11 @@ pub enum EpilogueForm {
     /// for `conv(dq(x)) + dq(a) [-> relu] -> q`, X86InductorQuantizer's residual
     /// add; measured in `tests/data/pt2e/README.md`): the conv's second input
     /// `a` (same shape as the output, qparams `sum_scale`, `sum_zero_point`)
-    /// is added in f32, no fused multiply-add:
-    /// `v` as under [`EpilogueForm::Onednn`], `d = f32(f32(a - sum_zero_point) * sum_scale)`,
-    /// `t = f32(v + d)` (relu: `max(t, 0)`, the same as the clamp at `zp`),
-    /// `y = clamp(rint(f32(t * inv_output_scale) + f32(zp_true)) + offset, lo, hi)`
+    /// is added in the output's units, no fused multiply-add:
+    /// `v` as under [`EpilogueForm::Onednn`], `u = f32(v * inv_output_scale)`,
+    /// `w = f32(f32(a - sum_zero_point) * sum_mult)` (`sum_mult = f32(sum_scale / output_scale)`),
+    /// `t = f32(u + w)` (relu: `max(t, 0)`, the same as the clamp at `zp`),
+    /// `y = clamp(rint(f32(t + f32(zp_true))) + offset, lo, hi)`
     /// (the zero point added before rounding, as for `Onednn`).
     OnednnSum {
         /// The input scale.
@@ -684,6 +685,8 @@ pub enum EpilogueForm {
         sum_zero_point: i32,
         /// The second addend's offset ([`QParams::offset`]).
         sum_offset: i32,
+        /// `f32(sum_scale / output_scale)`: the addend rescaled to the output.
+        sum_mult: f32,
     },
     /// oneDNN's conv with a `sum` post-op and an **f32** output, averaged
     /// over H, W and quantized by Inductor's C++ (the end of a torchvision
@@ -918,8 +921,18 @@ impl Epilogue {
     /// This epilogue (oneDNN's, [`EpilogueForm::Onednn`]) with oneDNN's `sum`
     /// post-op reading a second addend quantized with `sum`
     /// ([`EpilogueForm::OnednnSum`]); any other form is [`Error::Unsupported`].
-    pub fn with_sum(&self, sum: QParams) -> Result<Epilogue> {
+    pub fn with_sum(&self, sum: QParams, output_scale: f32) -> Result<Epilogue> {
         sum.validate("sum input")?;
+        let sum_mult = sum.scale / output_scale;
+        if !sum_mult.is_finite() || sum_mult == 0.0 {
+            return Err(Error::qparams(
+                "sum input",
+                format!(
+                    "scale {} / output scale {output_scale} is not a usable f32 multiplier",
+                    sum.scale
+                ),
+            ));
+        }
         let EpilogueForm::Onednn {
             input_scale,
             inv_output_scale,
@@ -939,6 +952,7 @@ impl Epilogue {
             sum_scale: sum.scale,
             sum_zero_point: sum.true_zero_point(),
             sum_offset: sum.offset(),
+            sum_mult,
         };
         Ok(e)
     }
@@ -954,6 +968,7 @@ impl Epilogue {
             sum_scale,
             sum_zero_point,
             sum_offset: 0,
+            ..
         } = self.form
         else {
             return Err(Error::Unsupported(format!(
@@ -1028,17 +1043,19 @@ impl Epilogue {
             sum_scale,
             sum_zero_point,
             sum_offset,
+            sum_mult,
         } = self.form
         else {
             return self.apply(o, acc);
         };
+        let _ = sum_scale;
         let c = &self.channels[o];
         // Rust never contracts `a * b + c` into a fused multiply-add.
         let x = acc.wrapping_add(c.bias_i32) as f32;
         let v = (x * input_scale) * c.mult + c.bias_f32;
-        let d = ((a as i32 - sum_offset - sum_zero_point) as f32) * sum_scale;
-        let t = v + d;
-        let r = (t * inv_output_scale + (self.zero_point - offset) as f32).round_ties_even();
+        let w = ((a as i32 - sum_offset - sum_zero_point) as f32) * sum_mult;
+        let t = v * inv_output_scale + w;
+        let r = (t + (self.zero_point - offset) as f32).round_ties_even();
         let r = r.clamp((self.lo - offset) as f32, (self.hi - offset) as f32);
         (r as i32 + offset) as u8
     }

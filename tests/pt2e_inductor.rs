@@ -348,7 +348,7 @@ fn onednn_sum_adds_the_zero_point_before_rounding() {
     let ws = [2f32.powi(-7)];
     let e = Epilogue::new(Requant::Onednn, inp, &ws, &[0.0], out, Activation::None)
         .unwrap()
-        .with_sum(sum)
+        .with_sum(sum, out.scale)
         .unwrap();
     // acc 1, a 103: rint(3.5 + 101) = 104 (the zero point after rounding: rint(3.5) + 101 = 105);
     // acc 1, a 100: rint(0.5 + 101) = 102 (after rounding: rint(0.5) + 101 = 101)
@@ -359,11 +359,11 @@ fn onednn_sum_adds_the_zero_point_before_rounding() {
     assert_eq!(e.apply(0, 1), 102, "apply: the addend at its zero point");
     // only the onednn rule takes a sum
     let f = Epilogue::new(Requant::Fbgemm, inp, &ws, &[0.0], out, Activation::None).unwrap();
-    assert!(f.with_sum(sum).is_err());
+    assert!(f.with_sum(sum, out.scale).is_err());
     // the pooled form: mean of relu(t) over 4 pixels, zero point after rounding
     let p = Epilogue::new(Requant::Onednn, inp, &ws, &[0.0], out, Activation::Relu)
         .unwrap()
-        .with_sum(sum)
+        .with_sum(sum, out.scale)
         .unwrap()
         .with_global_pool(true)
         .unwrap();
