@@ -12,8 +12,8 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
         oneDNN writes f32, Inductor's C++ pools and quantizes: conv2d, requant "inductor_x86"
         (+ clamp), then max_pool2d on bytes (exact: quantize is monotone)
   conv2d(dq(x)) + dq(a) [-> relu] -> q (either order)       conv2d with inputs [x, a], requant "onednn":
-        oneDNN's sum post-op (qconv2d_pointwise.binary)     t = v + f32((a - za) * sa), relu, then the
-                                                            u8 rule (zero point before rounding)
+        oneDNN's sum post-op (qconv2d_pointwise.binary)     t = f32(v * inv) + f32((a - za) * f32(sa/so)),
+                                                            relu, rint(t + zo) (zero point before rounding)
   relu(conv2d(dq(x)) + dq(a)) -> adaptive_avg_pool2d(1) [-> flatten] -> q (a resnet's end: oneDNN writes
         f32, Inductor's C++ averages and quantizes)         conv2d with inputs [x, a], "global_avg_pool"
   adaptive_avg_pool2d(dq(a), 1) / mean(dq(a), [2, 3]) -> q (equal qparams)
