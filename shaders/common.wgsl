@@ -86,6 +86,22 @@ fn requant(oc: u32, acc: i32) -> u32 {
     return u32(i32(r) + p.zp_out);
 }
 
+// oneDNN's sum post-op (quant::EpilogueForm::OnednnSum, form 3): `a` is the
+// second addend's stored byte (p.pad0: f32(sa / so) as f32 bits, p.pad1: its
+// zero point's stored byte); v as under form 1, u = f32(v * inv_out),
+// w = f32(f32(a - za) * (sa / so)), t = f32(u + w),
+// y = clamp(rint(f32(t + f32(zp_true))) + offset) (relu: the clamp at zp).
+fn requant_sum(oc: u32, acc: i32, a: u32) -> u32 {
+    let c = chans[oc];
+    let x = exact_f32(acc + c.bias_i32);
+    let v = opaque(opaque(x * p.in_scale) * c.mult) + c.bias_f32;
+    let w = opaque(f32(i32(a) - i32(p.pad1)) * bitcast<f32>(p.pad0));
+    let t = opaque(v * p.inv_out) + w;
+    let zt = p.zp_out - p.offset;
+    let r = clamp(round(t + f32(zt)), f32(p.lo - p.offset), f32(p.hi - p.offset));
+    return u32(i32(r) + p.offset);
+}
+
 // Requantizes the accumulators of output word `o4` (channels 4*o4 .. 4*o4+3)
 // into one packed output word; channels past `p.o` give 0 bytes.
 fn requant_word(o4: u32, acc: vec4<i32>) -> u32 {
@@ -102,4 +118,23 @@ fn requant_word(o4: u32, acc: vec4<i32>) -> u32 {
 
 fn in_bounds(iy: i32, ix: i32) -> bool {
     return iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w);
+}
+
+// The output word at `idx` (output word `o4` of its pixel): requant_word, or
+// under form 3 the sum post-op with the addend word the host copied into `y`
+// before the dispatch (every kernel reads and writes only its own words).
+fn requant_at(idx: u32, o4: u32, acc: vec4<i32>) -> u32 {
+    if p.form != 3u {
+        return requant_word(o4, acc);
+    }
+    let a = y[idx];
+    var word = 0u;
+    for (var l = 0u; l < 4u; l++) {
+        let oc = o4 * 4u + l;
+        if oc >= p.o {
+            break;
+        }
+        word |= requant_sum(oc, acc[l], (a >> (8u * l)) & 0xffu) << (8u * l);
+    }
+    return word;
 }

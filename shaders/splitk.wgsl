@@ -21,11 +21,72 @@
 
 override WG: u32 = 64u;
 override SPLITS: u32 = 1u;
+// 1: the layer ends in a global average (quant::EpilogueForm::OnednnSumPool,
+// form 4): `p.total` is N * O4, one invocation per output word of a sample;
+// binding 2 holds the sum addend (NHWC4 words of the conv's output shape).
+override POOL: u32 = 0u;
+
+// The weights' binding of the other kernels; unused here except by POOL.
+@group(0) @binding(2) var<storage, read> addend: array<u32>;
+
+// One pixel's f32 value under form 4: v as under form 1, plus
+// d = f32(f32(a - za) * sa) (p.pad0: sa as f32 bits, p.pad1: za), then
+// oneDNN's relu post-op when p.pad2 is 1.
+fn pool_value(oc: u32, acc: i32, a: u32) -> f32 {
+    let c = chans[oc];
+    let x = exact_f32(acc + c.bias_i32);
+    let v = opaque(opaque(x * p.in_scale) * c.mult) + c.bias_f32;
+    let d = opaque(f32(i32(a) - i32(p.pad1)) * bitcast<f32>(p.pad0));
+    let t = v + d;
+    if p.pad2 == 1u {
+        return max(t, 0.0);
+    }
+    return t;
+}
+
+// Output word o4 of sample n: per channel, the pixels' values summed in f32
+// in row-major order from 0, divided by f32(H*W), then
+// clamp(rint(f32(m * inv_out)) + zp, lo, hi) (Inductor's quantize).
+fn pool_word(idx: u32) -> u32 {
+    let o4 = idx % p.o4;
+    let n = idx / p.o4;
+    let hw = p.oh * p.ow;
+    let stride = p.n * hw * p.o4 * 4u;
+    var s = vec4<f32>(0.0);
+    for (var i = 0u; i < hw; i++) {
+        let w = (n * hw + i) * p.o4 + o4;
+        var acc = vec4<i32>(0);
+        for (var sp = 0u; sp < SPLITS; sp++) {
+            let b = sp * stride + w * 4u;
+            acc += bitcast<vec4<i32>>(vec4<u32>(x[b], x[b + 1u], x[b + 2u], x[b + 3u]));
+        }
+        let a = addend[w];
+        for (var l = 0u; l < 4u; l++) {
+            if o4 * 4u + l < p.o {
+                s[l] = s[l] + pool_value(o4 * 4u + l, acc[l], (a >> (8u * l)) & 0xffu);
+            }
+        }
+    }
+    var word = 0u;
+    for (var l = 0u; l < 4u; l++) {
+        if o4 * 4u + l >= p.o {
+            break;
+        }
+        let m = s[l] / f32(hw);
+        let r = clamp(round(m * p.inv_out), f32(p.lo - p.zp_out), f32(p.hi - p.zp_out));
+        word |= u32(i32(r) + p.zp_out) << (8u * l);
+    }
+    return word;
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = gid.x + gid.y * nwg.x * WG;
     if idx >= p.total {
+        return;
+    }
+    if POOL == 1u {
+        y[idx] = pool_word(idx);
         return;
     }
     let o4 = idx % p.o4;
@@ -36,5 +97,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let b = s * stride + idx * 4u;
         acc += bitcast<vec4<i32>>(vec4<u32>(x[b], x[b + 1u], x[b + 2u], x[b + 3u]));
     }
-    y[idx] = requant_word(o4, acc);
+    y[idx] = requant_at(idx, o4, acc);
 }

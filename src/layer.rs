@@ -607,6 +607,63 @@ impl QLayer {
         Ok(l)
     }
 
+    /// The same layer with oneDNN's `sum` post-op: a second input, of the
+    /// output's shape and quantized with `sum`, added in f32 before the
+    /// requantization ([`quant::EpilogueForm::OnednnSum`]). Needs the
+    /// [`Requant::Onednn`] rule.
+    pub fn with_sum(&self, sum: QParams) -> Result<QLayer> {
+        let mut l = self.clone();
+        l.epilogue = self.epilogue.with_sum(sum, self.output.scale)?;
+        Ok(l)
+    }
+
+    /// The same layer (with a sum input, [`QLayer::with_sum`]) followed by a
+    /// global average and Inductor's quantize to the layer's output qparams
+    /// ([`quant::EpilogueForm::OnednnSumPool`]; output `[O, 1, 1]`). The
+    /// layer's relu becomes oneDNN's relu post-op before the average.
+    pub fn with_global_pool(&self) -> Result<QLayer> {
+        let mut l = self.clone();
+        l.epilogue = self
+            .epilogue
+            .with_global_pool(self.activation == Activation::Relu)?;
+        Ok(l)
+    }
+
+    /// Whether the layer ends in a global average ([`QLayer::with_global_pool`]).
+    pub fn global_pool(&self) -> bool {
+        matches!(
+            self.epilogue.form,
+            quant::EpilogueForm::OnednnSumPool { .. }
+        )
+    }
+
+    /// The second addend's qparams, if the layer has oneDNN's `sum` post-op
+    /// ([`QLayer::with_sum`]).
+    pub fn sum_input(&self) -> Option<QParams> {
+        match self.epilogue.form {
+            quant::EpilogueForm::OnednnSum {
+                sum_scale,
+                sum_zero_point,
+                sum_offset,
+                ..
+            } => Some(QParams {
+                scale: sum_scale,
+                zero_point: sum_zero_point + sum_offset,
+                signed: sum_offset != 0,
+            }),
+            quant::EpilogueForm::OnednnSumPool {
+                sum_scale,
+                sum_zero_point,
+                ..
+            } => Some(QParams {
+                scale: sum_scale,
+                zero_point: sum_zero_point,
+                signed: false,
+            }),
+            _ => None,
+        }
+    }
+
     /// Output shape `[N, O, OH, OW]` (or `[N, O]` for linear) for an input shape,
     /// checking that the input fits the layer.
     pub fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {

@@ -681,6 +681,53 @@ pub enum EpilogueForm {
         /// f64 is the same number).
         inv_output_scale: f32,
     },
+    /// oneDNN's conv with a `sum` post-op (Inductor's `qconv2d_pointwise.binary`
+    /// for `conv(dq(x)) + dq(a) [-> relu] -> q`, X86InductorQuantizer's residual
+    /// add; measured in `tests/data/pt2e/README.md`): the conv's second input
+    /// `a` (same shape as the output, qparams `sum_scale`, `sum_zero_point`)
+    /// is added in the output's units, no fused multiply-add:
+    /// `v` as under [`EpilogueForm::Onednn`], `u = f32(v * inv_output_scale)`,
+    /// `w = f32(f32(a - sum_zero_point) * sum_mult)` (`sum_mult = f32(sum_scale / output_scale)`),
+    /// `t = f32(u + w)` (relu: `max(t, 0)`, the same as the clamp at `zp`),
+    /// `y = clamp(rint(f32(t + f32(zp_true))) + offset, lo, hi)`
+    /// (the zero point added before rounding, as for `Onednn`).
+    OnednnSum {
+        /// The input scale.
+        input_scale: f32,
+        /// `1/output_scale`, one f32 division.
+        inv_output_scale: f32,
+        /// The output type's offset ([`QParams::offset`]).
+        offset: i32,
+        /// The second addend's scale.
+        sum_scale: f32,
+        /// The second addend's true zero point (in its own type).
+        sum_zero_point: i32,
+        /// The second addend's offset ([`QParams::offset`]).
+        sum_offset: i32,
+        /// `f32(sum_scale / output_scale)`: the addend rescaled to the output.
+        sum_mult: f32,
+    },
+    /// oneDNN's conv with a `sum` post-op and an **f32** output, averaged
+    /// over H, W and quantized by Inductor's C++ (the end of a torchvision
+    /// resnet under X86InductorQuantizer: `relu(conv(dq(x)) + dq(a))` read by
+    /// `adaptive_avg_pool2d(1)` then a quantize; tests/data/pt2e/README.md):
+    /// per output pixel `t = f32(v + d)` as under [`EpilogueForm::OnednnSum`]
+    /// (`relu`: `max(t, 0)`), per channel `S` the f32 sum of `t` over the
+    /// pixels in row-major order from 0, `m = f32(S / f32(H*W))`,
+    /// `y = clamp(rint(f32(m * inv_output_scale)) + zp, lo, hi)` (zero point
+    /// after rounding). The layer's output is `[O, 1, 1]`; uint8 only.
+    OnednnSumPool {
+        /// The input scale.
+        input_scale: f32,
+        /// `1/output_scale` (of the quantize after the pool).
+        inv_output_scale: f32,
+        /// The second addend's scale.
+        sum_scale: f32,
+        /// The second addend's zero point (uint8).
+        sum_zero_point: i32,
+        /// oneDNN's relu post-op after the sum, before the pool.
+        relu: bool,
+    },
 }
 
 /// The fused epilogue of a conv/linear layer, as data: per output channel
@@ -890,9 +937,164 @@ impl Epilogue {
         })
     }
 
+    /// This epilogue (oneDNN's, [`EpilogueForm::Onednn`]) with oneDNN's `sum`
+    /// post-op reading a second addend quantized with `sum`
+    /// ([`EpilogueForm::OnednnSum`]); any other form is [`Error::Unsupported`].
+    pub fn with_sum(&self, sum: QParams, output_scale: f32) -> Result<Epilogue> {
+        sum.validate("sum input")?;
+        let sum_mult = sum.scale / output_scale;
+        if !sum_mult.is_finite() || sum_mult == 0.0 {
+            return Err(Error::qparams(
+                "sum input",
+                format!(
+                    "scale {} / output scale {output_scale} is not a usable f32 multiplier",
+                    sum.scale
+                ),
+            ));
+        }
+        let EpilogueForm::Onednn {
+            input_scale,
+            inv_output_scale,
+            offset,
+        } = self.form
+        else {
+            return Err(Error::Unsupported(format!(
+                "a conv/linear with a second (sum) input needs the onednn rule, the layer has {:?}",
+                self.form
+            )));
+        };
+        let mut e = self.clone();
+        e.form = EpilogueForm::OnednnSum {
+            input_scale,
+            inv_output_scale,
+            offset,
+            sum_scale: sum.scale,
+            sum_zero_point: sum.true_zero_point(),
+            sum_offset: sum.offset(),
+            sum_mult,
+        };
+        Ok(e)
+    }
+
+    /// This epilogue ([`EpilogueForm::OnednnSum`], uint8) turned into
+    /// [`EpilogueForm::OnednnSumPool`]: f32 output, `relu`, then the global
+    /// average and Inductor's quantize to the epilogue's output qparams.
+    pub fn with_global_pool(&self, relu: bool) -> Result<Epilogue> {
+        let EpilogueForm::OnednnSum {
+            input_scale,
+            inv_output_scale,
+            offset: 0,
+            sum_scale,
+            sum_zero_point,
+            sum_offset: 0,
+            ..
+        } = self.form
+        else {
+            return Err(Error::Unsupported(format!(
+                "a global average after a conv needs a uint8 conv with a sum input (onednn), the layer has {:?}",
+                self.form
+            )));
+        };
+        let mut e = self.clone();
+        e.form = EpilogueForm::OnednnSumPool {
+            input_scale,
+            inv_output_scale,
+            sum_scale,
+            sum_zero_point,
+            relu,
+        };
+        Ok(e)
+    }
+
+    /// Under [`EpilogueForm::OnednnSumPool`]: one output pixel's f32 value
+    /// `t` (relu applied) from channel `o`'s exact accumulator and the
+    /// addend's byte `a`; under any other form 0.
+    #[inline]
+    pub fn pool_value(&self, o: usize, acc: i32, a: u8) -> f32 {
+        let EpilogueForm::OnednnSumPool {
+            input_scale,
+            sum_scale,
+            sum_zero_point,
+            relu,
+            ..
+        } = self.form
+        else {
+            return 0.0;
+        };
+        let c = &self.channels[o];
+        let x = acc.wrapping_add(c.bias_i32) as f32;
+        let v = (x * input_scale) * c.mult + c.bias_f32;
+        let t = v + (a as i32 - sum_zero_point) as f32 * sum_scale;
+        if relu {
+            t.max(0.0)
+        } else {
+            t
+        }
+    }
+
+    /// Under [`EpilogueForm::OnednnSumPool`]: the output byte of a channel
+    /// whose `count` pixel values summed (in order, from 0) to `sum`.
+    #[inline]
+    pub fn pool_quantize(&self, sum: f32, count: usize) -> u8 {
+        let inv = match self.form {
+            EpilogueForm::OnednnSumPool {
+                inv_output_scale, ..
+            } => inv_output_scale,
+            _ => 0.0,
+        };
+        let m = sum / count as f32;
+        let r = (m * inv).round_ties_even().clamp(
+            (self.lo - self.zero_point) as f32,
+            (self.hi - self.zero_point) as f32,
+        );
+        (r as i32 + self.zero_point) as u8
+    }
+
+    /// Requantizes output channel `o`'s exact accumulator plus the stored byte
+    /// `a` of the second addend ([`EpilogueForm::OnednnSum`]); under any other
+    /// form `a` is ignored ([`Epilogue::apply`]).
+    #[inline]
+    pub fn apply_sum(&self, o: usize, acc: i32, a: u8) -> u8 {
+        let EpilogueForm::OnednnSum {
+            input_scale,
+            inv_output_scale,
+            offset,
+            sum_scale,
+            sum_zero_point,
+            sum_offset,
+            sum_mult,
+        } = self.form
+        else {
+            return self.apply(o, acc);
+        };
+        let _ = sum_scale;
+        let c = &self.channels[o];
+        // Rust never contracts `a * b + c` into a fused multiply-add.
+        let x = acc.wrapping_add(c.bias_i32) as f32;
+        let v = (x * input_scale) * c.mult + c.bias_f32;
+        let w = ((a as i32 - sum_offset - sum_zero_point) as f32) * sum_mult;
+        let t = v * inv_output_scale + w;
+        let r = (t + (self.zero_point - offset) as f32).round_ties_even();
+        let r = r.clamp((self.lo - offset) as f32, (self.hi - offset) as f32);
+        (r as i32 + offset) as u8
+    }
+
     /// Requantizes output channel `o`'s exact accumulator to 8 bits.
     #[inline]
     pub fn apply(&self, o: usize, acc: i32) -> u8 {
+        if let EpilogueForm::OnednnSum {
+            sum_zero_point,
+            sum_offset,
+            ..
+        } = self.form
+        {
+            // The second addend at its zero point (the real value 0).
+            return self.apply_sum(o, acc, (sum_zero_point + sum_offset) as u8);
+        }
+        if let EpilogueForm::OnednnSumPool { sum_zero_point, .. } = self.form {
+            // One pixel, the addend at its zero point.
+            return self.pool_quantize(self.pool_value(o, acc, sum_zero_point as u8), 1);
+        }
         let c = &self.channels[o];
         if let EpilogueForm::Onednn {
             input_scale,

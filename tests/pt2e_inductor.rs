@@ -167,7 +167,7 @@ fn all_cases() -> Vec<Case> {
             expect,
         });
     }
-    assert_eq!(v.len(), 6 + 9, "the exported inductor_x86 models");
+    assert_eq!(v.len(), 6 + 20, "the exported inductor_x86 models");
     v
 }
 
@@ -232,7 +232,8 @@ fn inductor_x86_names_and_refusals() {
         dtype: DType::F32,
     };
     for op in [
-        Op::AdaptiveAvgPool2d([1, 1]),
+        // (the global average, [1, 1], is measured and runs: the model cases)
+        Op::AdaptiveAvgPool2d([2, 2]),
         Op::Hardtanh { min: 0.0, max: 1.0 },
         Op::Mean { keepdim: true },
     ] {
@@ -308,5 +309,206 @@ fn inductor_x86_models_round_trip_through_the_file() {
         assert_eq!(m.run_cpu(&x).unwrap(), m2.run_cpu(&x).unwrap(), "{d:?}");
         n += 1;
     }
-    assert_eq!(n, 9);
+    assert_eq!(n, 20);
+}
+
+#[test]
+fn inductor_x86_cases_on_every_gpu_kernel_variant() {
+    // the sum post-op (the addend copied into the output, read back by every
+    // conv kernel's epilogue) and the pooled split-K pass, on each kernel:
+    // the k-th applicable candidate of every layer (tiles pinned, split-K
+    // with 1, 3 and 8 splits included)
+    use qfuse::gpu::ConvVariant;
+    let ctx = common::gpu();
+    let max = 12;
+    for k in 0..max {
+        let pick = move |l: &qfuse::QLayer| {
+            let c: Vec<ConvVariant> = ConvVariant::candidates(l)
+                .into_iter()
+                .filter(|v| v.applies(l))
+                .collect();
+            c[k % c.len()]
+        };
+        check(&format!("gpu variant #{k}"), &|c| {
+            GpuModel::with_variants(&ctx, &c.model, &pick)
+                .and_then(|g| g.run(&ctx, std::slice::from_ref(&c.input)))
+                .unwrap_or_else(|e| panic!("{} (variant #{k}): {e}", c.name))
+        });
+    }
+}
+
+#[test]
+fn onednn_sum_adds_the_zero_point_before_rounding() {
+    use qfuse::quant::Epilogue;
+    // v = acc * 2^-4 * 2^-7 = acc * 2^-11; output scale 2^-10: v * inv = acc / 2;
+    // addend scale 2^-10, zero point 100: d * inv = a - 100
+    let inp = QParams::new(0.0625, 0).unwrap();
+    let out = QParams::new(2f32.powi(-10), 101).unwrap();
+    let sum = QParams::new(2f32.powi(-10), 100).unwrap();
+    let ws = [2f32.powi(-7)];
+    let e = Epilogue::new(Requant::Onednn, inp, &ws, &[0.0], out, Activation::None)
+        .unwrap()
+        .with_sum(sum, out.scale)
+        .unwrap();
+    // acc 1, a 103: rint(3.5 + 101) = 104 (the zero point after rounding: rint(3.5) + 101 = 105);
+    // acc 1, a 100: rint(0.5 + 101) = 102 (after rounding: rint(0.5) + 101 = 101)
+    assert_eq!(e.apply_sum(0, 1, 103), 104);
+    assert_eq!(e.apply_sum(0, 1, 100), 102);
+    assert_eq!(e.apply_sum(0, 3, 100), 102);
+    assert_eq!(e.apply_sum(0, -1000, 0), 0);
+    assert_eq!(e.apply(0, 1), 102, "apply: the addend at its zero point");
+    // only the onednn rule takes a sum
+    let f = Epilogue::new(Requant::Fbgemm, inp, &ws, &[0.0], out, Activation::None).unwrap();
+    assert!(f.with_sum(sum, out.scale).is_err());
+    // the pooled form: mean of relu(t) over 4 pixels, zero point after rounding
+    let p = Epilogue::new(Requant::Onednn, inp, &ws, &[0.0], out, Activation::Relu)
+        .unwrap()
+        .with_sum(sum, out.scale)
+        .unwrap()
+        .with_global_pool(true)
+        .unwrap();
+    let vals: Vec<f32> = [(1, 100), (2, 100), (-4, 99), (0, 101)]
+        .iter()
+        .map(|&(acc, a)| p.pool_value(0, acc, a))
+        .collect();
+    assert_eq!(
+        vals,
+        vec![2f32.powi(-11), 2f32.powi(-10), 0.0, 2f32.powi(-10)]
+    );
+    // S = 5 * 2^-11, m = S / 4, m * inv = 0.625 -> 1, + 101
+    assert_eq!(p.pool_quantize(vals.iter().sum(), 4), 102);
+    // m * inv = 0.5 exactly: ties to even, then the zero point: 101
+    assert_eq!(p.pool_quantize(2.0 * 2f32.powi(-10), 4), 101);
+}
+
+const SUM: &str = "tests/data/pt2e/inductor_x86_sum";
+
+/// The recorded oneDNN sum layers (`tools/pt2e/gen_onednn_sum.py`) as models:
+/// the input and the addend given as their dequantized values, quantized back
+/// (exactly), then the conv with the sum input; the output is the u8 tensor.
+fn sum_cases() -> Vec<(String, Model, Vec<Value>, Vec<u8>)> {
+    let mut v = Vec::new();
+    for d in dirs(SUM) {
+        let j: Json =
+            serde_json::from_str(&std::fs::read_to_string(d.join("case.json")).unwrap()).unwrap();
+        let (qi, qa, qo) = (qp(&j["input"]), qp(&j["addend"]), qp(&j["output"]));
+        let (xs, x) = npy_raw(&d.join("x_u8.npy"));
+        let (as_, a) = npy_raw(&d.join("addend_u8.npy"));
+        let (ws_shape, w) = npy_raw(&d.join("weight_q.npy"));
+        let (_, ws) = npy_f32(&d.join("weight_scale.npy"));
+        let (_, bias) = npy_f32(&d.join("bias.npy"));
+        let (_, expect) = npy_raw(&d.join("output_u8.npy"));
+        let geom = Conv2dGeometry::new(ws_shape[1], ws_shape[0], [ws_shape[2], ws_shape[3]])
+            .stride(pair(&j["stride"]))
+            .padding(pair(&j["padding"]))
+            .dilation(pair(&j["dilation"]));
+        let act = if j["relu"].as_bool().unwrap() {
+            Activation::Relu
+        } else {
+            Activation::None
+        };
+        let layer = QLayer::new(
+            LayerKind::Conv2d,
+            geom,
+            w.into_iter().map(|b| b as i8).collect(),
+            ws,
+            bias,
+            qi,
+            qo,
+            act,
+            Requant::Onednn,
+        )
+        .unwrap()
+        .with_sum(qa)
+        .unwrap();
+        let f32_info = |s: &[usize]| TensorInfo {
+            shape: s[1..].to_vec(),
+            dtype: DType::F32,
+        };
+        let model = Model::new(
+            Requant::InductorX86,
+            vec![("x".into(), f32_info(&xs)), ("a".into(), f32_info(&as_))],
+            vec!["y".into()],
+            vec![
+                Node {
+                    name: "xq".into(),
+                    op: Op::Quantize(qi),
+                    inputs: vec!["x".into()],
+                },
+                Node {
+                    name: "aq".into(),
+                    op: Op::Quantize(qa),
+                    inputs: vec!["a".into()],
+                },
+                Node {
+                    name: "y".into(),
+                    op: Op::Conv2d(Box::new(layer)),
+                    inputs: vec!["xq".into(), "aq".into()],
+                },
+            ],
+        )
+        .unwrap();
+        let deq = |q: QParams, b: &[u8], s: Vec<usize>| Value::F32 {
+            data: q.dequantize_slice(b),
+            shape: s,
+        };
+        let inputs = vec![deq(qi, &x, xs), deq(qa, &a, as_)];
+        v.push((
+            j["name"].as_str().unwrap().to_string(),
+            model,
+            inputs,
+            expect,
+        ));
+    }
+    assert_eq!(v.len(), 4, "the recorded sum layers of {SUM}");
+    v
+}
+
+fn check_sum(device: &str, run: &dyn Fn(&Model, &[Value]) -> Vec<Value>) {
+    let mut fail = 0;
+    for (name, model, inputs, expect) in sum_cases() {
+        let got = run(&model, &inputs);
+        let Value::Q { data, .. } = &got[0] else {
+            panic!("{name}: a float output")
+        };
+        assert_eq!(data.len(), expect.len(), "{name}");
+        let bad: Vec<usize> = (0..data.len()).filter(|&i| data[i] != expect[i]).collect();
+        if let Some(&i) = bad.first() {
+            println!(
+                "FAIL {name} [{device}]: {} of {} bytes differ; first at {i}: {} vs oneDNN {}",
+                bad.len(),
+                data.len(),
+                data[i],
+                expect[i]
+            );
+            fail += 1;
+        }
+    }
+    assert_eq!(fail, 0, "{device}");
+}
+
+#[test]
+fn onednn_sum_layers_equal_onednn_on_cpu_and_gpu() {
+    // crafted exact ties: adding the zero point after rounding misses 394 of
+    // 784 bytes of sum_tie and 178 of sum_tie_relu (measured in Python)
+    check_sum("cpu", &|m, x| m.run_cpu(x).unwrap());
+    let ctx = common::gpu();
+    check_sum("gpu", &|m, x| {
+        GpuModel::new(&ctx, m).and_then(|g| g.run(&ctx, x)).unwrap()
+    });
+    use qfuse::gpu::ConvVariant;
+    for k in 0..8 {
+        let pick = move |l: &QLayer| {
+            let c: Vec<ConvVariant> = ConvVariant::candidates(l)
+                .into_iter()
+                .filter(|v| v.applies(l))
+                .collect();
+            c[k % c.len()]
+        };
+        check_sum(&format!("gpu variant #{k}"), &|m, x| {
+            GpuModel::with_variants(&ctx, m, &pick)
+                .and_then(|g| g.run(&ctx, x))
+                .unwrap()
+        });
+    }
 }

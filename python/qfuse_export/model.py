@@ -39,7 +39,7 @@ INT_BIAS_RULES = ("onnxruntime", "xnnpack")
 OPS = {
     "quantize": (1, 1, ["scale", "zero_point"], ["dtype"], "given"),
     "dequantize": (1, 1, [], [], "float"),
-    "conv2d": (1, 1, ["stride", "padding", "dilation", "groups", "activation", "scale", "zero_point"], ["requant", "clamp", "dtype"], "given"),
+    "conv2d": (1, 2, ["stride", "padding", "dilation", "groups", "activation", "scale", "zero_point"], ["requant", "clamp", "dtype", "global_avg_pool"], "given"),
     "linear": (1, 1, ["activation", "scale", "zero_point"], ["requant", "clamp", "dtype"], "given"),
     "add": (2, 2, ["activation", "scale", "zero_point"], [], "given"),
     "max_pool2d": (1, 1, ["kernel_size", "stride", "padding", "dilation", "ceil_mode"], [], "input"),
@@ -185,6 +185,16 @@ def _infer(ctx, node, in_shapes, tensors):
         ow = (x[2] + 2 * pd[1] - dl[1] * (kw - 1) - 1) // st[1] + 1
         if oh < 1 or ow < 1:
             _err(ctx, f"output would be empty ({oh}x{ow})")
+        if len(in_shapes) == 2:
+            # oneDNN's sum post-op: the second input is added (onednn rule only)
+            if node.get("requant") != "onednn":
+                _err(ctx, "a second (sum) input needs \"requant\": \"onednn\"")
+            if tuple(in_shapes[1]) != (o, oh, ow):
+                _err(ctx, f"sum input (input 1) is {list(in_shapes[1])}, the output {[o, oh, ow]}")
+        if node.get("global_avg_pool", False):
+            if len(in_shapes) != 2:
+                _err(ctx, "`global_avg_pool` needs a second (sum) input")
+            return (o, 1, 1)
         return (o, oh, ow)
     if op == "linear":
         w = tensors[node["name"] + ".weight"]

@@ -11,6 +11,14 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
   conv2d(...) [-> relu | hardtanh] -> max_pool2d [-> flatten] -> q (float max pool between the conv and q)
         oneDNN writes f32, Inductor's C++ pools and quantizes: conv2d, requant "inductor_x86"
         (+ clamp), then max_pool2d on bytes (exact: quantize is monotone)
+  conv2d(dq(x)) + dq(a) [-> relu] -> q (either order)       conv2d with inputs [x, a], requant "onednn":
+        oneDNN's sum post-op (qconv2d_pointwise.binary)     t = f32(v * inv) + f32((a - za) * f32(sa/so)),
+                                                            relu, rint(t + zo) (zero point before rounding)
+  relu(conv2d(dq(x)) + dq(a)) -> adaptive_avg_pool2d(1) [-> flatten] -> q (a resnet's end: oneDNN writes
+        f32, Inductor's C++ averages and quantizes)         conv2d with inputs [x, a], "global_avg_pool"
+  adaptive_avg_pool2d(dq(a), 1) / mean(dq(a), [2, 3]) -> q (equal qparams)
+                                                            adaptive_avg_pool2d [1, 1] (+ reshape)
+  dq -> flatten [-> dropout] -> q with other qparams        reshape + lut (dequantize-quantize table)
   max_pool2d(dq(a)) -> q (equal qparams)                    max_pool2d (quantized.max_pool2d on u8)
   cat([dq(a_i)], 1) -> q (equal qparams)                    cat
   flatten / view / reshape (dq(a)) -> q (equal qparams)     flatten / reshape
@@ -19,8 +27,9 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
                                                             dequantize + host_float "onednn_linear"
                                                             (exact, on the host)
 Refused with ExportError naming the node: a conv whose output is not quantized
-(oneDNN writes f32), a conv + add (oneDNN's sum post-op), float add / mean / adaptive_avg_pool2d between dq and q (Inductor's float
-C++ was not reproduced), and anything else.
+(oneDNN writes f32) other than the resnet end above, float ops on float conv outputs (an add of
+two relu / max pool outputs: Inductor's C++ on f32 tensors qfuse does not hold), avg_pool2d,
+and anything else.
 """
 import numpy as np
 import torch
@@ -54,6 +63,15 @@ def inductor_u8(v, s_out, z_out):
     return int(np.clip(np.rint(np.float32(np.float32(v) * inv)) + z_out, 0, 255))
 
 
+def inductor_requant_table(s_in, z_in, s_out, z_out):
+    """Inductor's C++ dequantize then quantize of every u8 byte: x = f32(f32(q - z_in) * s_in),
+    y = clamp(rint(f32(x * c)) + z_out, 0, 255), c = f32(1.0 / s_out) (f64 division, as emitted)"""
+    c = np.float32(1.0 / float(s_out))
+    x = (np.arange(256, dtype=np.float32) - np.float32(z_in)).astype(np.float32) * np.float32(s_in)
+    r = np.rint((x.astype(np.float32) * c).astype(np.float32)) + z_out
+    return [int(v) for v in np.clip(r, 0, 255)]
+
+
 class _IndWalker(P._Walker):
     def check_act(self, node, q):
         s, z, lo, hi, dt = q
@@ -76,7 +94,51 @@ class _IndWalker(P._Walker):
         hi = float(n.args[2]) if len(n.args) > 2 else float(n.kwargs.get("max_val", 1.0))
         return (lo, hi)
 
-    def layer(self, op, out, oq, act, requant):
+    def on_sum_pool(self, q, src, out, oq):
+        reshape = None
+        if src.target in P.RESHAPE and isinstance(src.args[0], torch.fx.Node) and len(src.users) == 1:
+            reshape, src = src, src.args[0]
+        if not (src.op == "call_function" and src.target == aten.adaptive_avg_pool2d.default and
+                _pair(src.args[1]) == [1, 1] and len(src.users) == 1):
+            return False
+        inner = src.args[0]
+        relu = None
+        if isinstance(inner, torch.fx.Node) and inner.target in P.RELU and len(inner.users) == 1:
+            relu, inner = inner, inner.args[0]
+        if not (isinstance(inner, torch.fx.Node) and inner.target in P.ADD and len(inner.users) == 1):
+            return False
+        sc = self.sum_conv(inner)
+        if sc is None:
+            return False
+        conv_node, other = sc
+        if conv_node.args[6:7] and int(conv_node.args[6] or 1) != 1:
+            self.fail(conv_node, "a grouped conv with a sum post-op read by a global average: only groups 1 "
+                                 "(qfuse runs it on the split-K kernels)")
+        self.covered.update([x for x in (reshape, src, relu, inner, conv_node) if x is not None])
+        a_sum, _, _ = self.dq(inner, other)
+        pooled = out if reshape is None else out + "__pool"
+        if reshape is not None:
+            self.qp[pooled] = self.qp[out]
+            self.shape[pooled] = list(self.v[src].shape[1:])
+        act = (0.0, float("inf")) if relu is not None else None
+        self.layer(conv_node, pooled, oq, act, "onednn", extra=[a_sum], global_avg_pool=True)
+        if reshape is not None:
+            self.emit("reshape", [pooled], out, shape=self.shape[out])
+        return True
+
+    def sum_conv(self, add):
+        """(conv node, the dequantize of the other addend) when `add` is conv(dq(x)) + dq(a) with the
+        conv read by the add alone (Inductor's qconv2d_pointwise.binary pattern), else None"""
+        if len(add.args) < 2 or (len(add.args) > 2 and add.args[2] != 1) or add.kwargs.get("alpha", 1) != 1:
+            return None
+        a, b = add.args[0], add.args[1]
+        for c, o in ((a, b), (b, a)):
+            if isinstance(c, torch.fx.Node) and c.op == "call_function" and c.target in P.CONV and \
+                    len(c.users) == 1 and isinstance(o, torch.fx.Node) and o.target in P.DQ_T:
+                return c, o
+        return None
+
+    def layer(self, op, out, oq, act, requant, extra=(), global_avg_pool=False):
         t = op.target
         x, wdq = op.args[0], op.args[1]
         bias = op.args[2] if len(op.args) > 2 else op.kwargs.get("bias")
@@ -87,13 +149,18 @@ class _IndWalker(P._Walker):
                   bias=b, src=op, requant=requant, **oq)
         if act is not None:
             kw.update(act_min=act[0], act_max=act[1])
+        if global_avg_pool:
+            kw.update(global_avg_pool=True)
         if t in P.CONV:
             a_ = list(op.args) + [None] * (7 - len(op.args))
             if isinstance(a_[4], str):
                 self.fail(op, f"conv2d padding {a_[4]!r} (string padding) is not supported")
             kw.update(stride=_pair(a_[3] or 1), padding=_pair(a_[4] or 0), dilation=_pair(a_[5] or 1),
                       groups=int(a_[6] or 1))
-            return self.emit("conv2d", [a], out, **kw)
+            if extra and self.shape[extra[0]] != list(self.v[op].shape[1:]):
+                self.fail(op, f"the sum addend has shape {self.shape[extra[0]]}, the conv's output "
+                              f"{list(self.v[op].shape[1:])} (no broadcasting)")
+            return self.emit("conv2d", [a] + list(extra), out, **kw)
         if len(self.shape[a]) != 1:
             self.fail(op, f"linear on a per-sample shape {self.shape[a]}: only [N, K] inputs")
         return self.emit("linear", [a], out, **kw)
@@ -114,6 +181,10 @@ class _IndWalker(P._Walker):
             return
         if src.op != "call_function":
             self.fail(src, f"{src.op} {src.target} feeding a quantize is not supported")
+        # relu(conv(dq(x)) + dq(a)) -> adaptive_avg_pool2d(1) [-> flatten] -> q (a resnet's end):
+        # oneDNN's conv with a sum post-op writes f32, Inductor's C++ averages and quantizes
+        if self.on_sum_pool(q, src, out, oq):
+            return
         # a float reshape before the quantize (conv -> relu -> max pool -> flatten -> q):
         # quantize is elementwise, so it commutes with the reshape
         reshape = None
@@ -164,7 +235,26 @@ class _IndWalker(P._Walker):
             op = src.args[0]
         if src.target in P.RELU + P.HARDTANH + P.RELU6 and isinstance(src.args[0], torch.fx.Node) and \
                 src.args[0].target in P.ADD + P.MUL:
-            op = src.args[0]   # add -> relu -> q: refused below, naming the add
+            op = src.args[0]   # add -> relu -> q (a conv + sum below, or refused naming the add)
+        # conv(dq(x)) + dq(a) [-> relu] -> q: oneDNN's conv with a sum post-op
+        sum_conv = self.sum_conv(op) if op.target in P.ADD else None
+        if sum_conv is not None:
+            if op is not src:
+                if src.target not in P.RELU:
+                    self.fail(src, f"{src.target} after a conv + add: only relu is fused (Inductor's "
+                                   f"qconv2d_pointwise.binary with a 'relu' unary post-op)")
+                if len(op.users) != 1:
+                    self.fail(op, "a conv + add read by its relu and by other ops: not supported")
+                act = (0.0, float("inf"))
+                self.covered.add(src)
+            if len(src.users) != 1:
+                self.fail(src, "its float output is read by the quantize and by other ops (Inductor keeps "
+                               "that tensor in f32); not supported")
+            conv_node, other = sum_conv
+            self.covered.update([op, conv_node])
+            a_sum, _, _ = self.dq(op, other)
+            self.layer(conv_node, out, oq, act, "onednn", extra=[a_sum])
+            return
         if len(src.users) != 1:
             self.fail(src, "its float output is read by the quantize and by other ops (Inductor keeps that "
                            "tensor in f32); not supported")
@@ -186,18 +276,50 @@ class _IndWalker(P._Walker):
                 self.same(op, (si, zi), (s, z))
             self.emit("cat", [x[0] for x in srcs], out, dim=1, **oq)
         elif t in P.RESHAPE + P.DROPOUT:
+            x = op.args[0]
+            if t in P.DROPOUT and isinstance(x, torch.fx.Node) and x.op == "call_function" and \
+                    x.target in P.RESHAPE and len(x.users) == 1:
+                # dq -> flatten -> dropout -> q (a classifier's head, e.g. mobilenet_v2): one view
+                self.covered.add(x)
+                op, t = x, x.target
             a, s_in, z_in = self.dq(op, op.args[0])
-            self.same(op, (s_in, z_in), (s, z))
+            view = out
+            if (np.float32(s_in), z_in) != (np.float32(s), z):
+                # dq -> view -> q with other qparams (a dropout observed on its own): Inductor's C++
+                # dequantizes and quantizes each byte, a 256-entry table
+                view = out + "__view"
+                self.qp[view] = (s_in, z_in)
+                self.shape[view] = self.shape[out]
             if t in P.DROPOUT or self.shape[out] == self.shape[a]:
-                self.emit("identity", [a], out)
+                self.emit("identity", [a], view)
             else:
-                self.emit("reshape", [a], out, shape=self.shape[out])
+                self.emit("reshape", [a], view, shape=self.shape[out])
+            if view != out:
+                self.emit("requant_table", [view], out, table=inductor_requant_table(s_in, z_in, s, z), **oq)
         elif t in P.ADD and any(isinstance(v, torch.fx.Node) and v.target in P.CONV + P.LINEAR
                                 for v in op.args[:2]):
             self.fail(op, "conv2d + add (Inductor fuses it into oneDNN's qconv2d_pointwise.binary with a "
                           "'sum' post-op: the conv reads the other addend as a second input); qfuse's conv "
                           "has one input (the rule is measured: tests/data/pt2e/README.md, 'Inductor x86 "
                           "graphs')")
+        elif t == aten.mean.dim or (t == aten.adaptive_avg_pool2d.default and _pair(op.args[1]) == [1, 1]):
+            # Inductor's C++ global average of a channels-last u8 tensor: per channel an f32 sum
+            # of f32(q - z) * s over the pixels in order, / f32(H*W), then rint(m * f32(1/s)) + z
+            a, s_in, z_in = self.dq(op, op.args[0])
+            self.same(op, (s_in, z_in), (s, z))
+            if t == aten.mean.dim:
+                dims = sorted(int(d) % 4 for d in op.args[1])
+                keep = bool(op.args[2]) if len(op.args) > 2 else bool(op.kwargs.get("keepdim", False))
+                if dims != [2, 3]:
+                    self.fail(op, f"mean over dims {op.args[1]}: only H, W")
+                if not keep:
+                    pooled = out + "__pool"
+                    self.qp[pooled] = (s, z)
+                    self.shape[pooled] = self.shape[a][:1] + [1, 1]
+                    self.emit("adaptive_avg_pool2d", [a], pooled, output_size=[1, 1])
+                    self.emit("reshape", [pooled], out, shape=self.shape[out])
+                    return
+            self.emit("adaptive_avg_pool2d", [a], out, output_size=[1, 1])
         elif t in P.ADD + P.MUL or t in (aten.mean.dim, aten.adaptive_avg_pool2d.default,
                                          aten.avg_pool2d.default):
             self.fail(op, f"{t} between dequantize and quantize: Inductor computes it in float C++ that qfuse "
@@ -331,12 +453,18 @@ def build_inductor(gm, example_inputs, fail, warn):
                 else:
                     lo, hi = _bound(fn, nd["act_min"], so, zo), _bound(fn, nd["act_max"], so, zo)
             node.update(activation=act, requant=nd["requant"], **qkeys(so, zo))
+            if nd.get("global_avg_pool"):
+                node["global_avg_pool"] = True
             if (lo, hi) != (0, 255):
                 node["clamp"] = [int(lo), int(hi)]
             tensors[f"{out}.weight"] = np.ascontiguousarray(wq)
             tensors[f"{out}.weight_scale"] = np.ascontiguousarray(ws, dtype=np.float32)
             tensors[f"{out}.weight_zero_point"] = np.zeros(o, dtype=np.int32)
             tensors[f"{out}.bias"] = np.ascontiguousarray(b, dtype=np.float32)
+        elif op == "adaptive_avg_pool2d":
+            node.update(op="adaptive_avg_pool2d", output_size=nd["output_size"])
+        elif op == "requant_table":
+            node.update(op="lut", table=nd["table"], **qkeys(nd["output_scale"], nd["output_zero_point"]))
         elif op == "max_pool2d":
             node.update(op="max_pool2d", kernel_size=nd["kernel"], stride=nd["stride"], padding=nd["padding"],
                         dilation=nd["dilation"], ceil_mode=nd["ceil_mode"])

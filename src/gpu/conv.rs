@@ -36,7 +36,9 @@ pub struct ConvParams {
     pub hi: i32,
     pub total: u32,
     /// The epilogue's form: 0 [`crate::quant::EpilogueForm::Scaled`], 1 `Onednn`,
-    /// 2 `OnednnF32`.
+    /// 2 `OnednnF32`, 3 `OnednnSum` (then `pad0` holds `f32(sa / so)` as
+    /// f32 bits and `pad1` the addend's zero point's stored byte; the output
+    /// buffer holds the addend when the kernel starts), 4 `OnednnSumPool`.
     pub form: u32,
     /// Always 0: XORed into a float's bits, it keeps the compiler from
     /// contracting a product and the addition after it into an FMA.
@@ -626,6 +628,7 @@ impl GpuLayer {
         };
         let zp = self.layer.input.zero_point as u32;
         let e = &self.layer.epilogue;
+        let (mut pad0, mut pad1, mut pad2) = (0u32, 0u32, 0u32);
         let (form, in_scale, inv_out, offset) = match e.form {
             crate::quant::EpilogueForm::Scaled => (0, 0.0, 0.0, 0),
             crate::quant::EpilogueForm::Onednn {
@@ -637,6 +640,34 @@ impl GpuLayer {
                 input_scale,
                 inv_output_scale,
             } => (2, input_scale, inv_output_scale, 0),
+            crate::quant::EpilogueForm::OnednnSum {
+                input_scale,
+                inv_output_scale,
+                offset,
+                sum_scale,
+                sum_zero_point,
+                sum_offset,
+                sum_mult,
+            } => {
+                // The addend's multiplier sa/so, and the stored byte of its zero point.
+                let _ = sum_scale;
+                pad0 = sum_mult.to_bits();
+                pad1 = (sum_zero_point + sum_offset) as u32;
+                (3, input_scale, inv_output_scale, offset)
+            }
+            crate::quant::EpilogueForm::OnednnSumPool {
+                input_scale,
+                inv_output_scale,
+                sum_scale,
+                sum_zero_point,
+                relu,
+            } => {
+                // pad2: oneDNN's relu before the average (splitk.wgsl, POOL).
+                pad0 = sum_scale.to_bits();
+                pad1 = sum_zero_point as u32;
+                pad2 = relu as u32;
+                (4, input_scale, inv_output_scale, 0)
+            }
         };
         let p = ConvParams {
             n: n as u32,
@@ -668,9 +699,90 @@ impl GpuLayer {
             in_scale,
             inv_out,
             offset,
-            ..Default::default()
+            pad0,
+            pad1,
+            pad2,
         };
         Ok((p, out_shape))
+    }
+
+    /// The dispatches of a layer ending in a global average
+    /// ([`QLayer::with_global_pool`]): split-K pass 1 (`tiled.wgsl`, the
+    /// layer's splits, at least 1) into the scratch buffer, then
+    /// `splitk.wgsl` with `POOL = 1`: one invocation per output word of each
+    /// sample walks the pixels in row-major order, sums oneDNN's f32 values
+    /// (the `addend` word of each pixel read at binding 2) and quantizes the
+    /// average into `output` (`[N, O, 1, 1]`, NHWC4). Needs the split-K
+    /// variant ([`ConvVariant::SplitK`]).
+    pub fn dispatch_sum_pool(
+        &self,
+        ctx: &GpuContext,
+        input: &wgpu::Buffer,
+        input_shape: &[usize],
+        addend: &wgpu::Buffer,
+        output: &wgpu::Buffer,
+    ) -> Result<Vec<super::Dispatch>> {
+        let (params, out_shape) = self.params(input_shape)?;
+        let Plan::SplitK(c, splits) = self.plan(input_shape)? else {
+            return Err(Error::config(
+                "conv2d with a global average",
+                format!(
+                    "runs on the split-K kernels only, the layer has {:?}",
+                    self.variant
+                ),
+            ));
+        };
+        c.check(&ctx.limits())?;
+        let pooled = GpuTensor::gpu_bytes(&[out_shape[0], out_shape[1], 1, 1])?;
+        if output.size() < pooled || addend.size() < GpuTensor::gpu_bytes(&out_shape)? {
+            return Err(Error::shape(
+                "conv2d with a global average",
+                format!("output buffer of {} bytes, {pooled} needed", output.size()),
+            ));
+        }
+        let m_o4 = params.n as u64 * params.oh as u64 * params.ow as u64 * params.o4 as u64;
+        let groups = params.total as u64 * splits as u64;
+        let words = m_o4 * 4 * splits as u64;
+        if groups > u32::MAX as u64 || words > u32::MAX as u64 {
+            return Err(Error::TooLarge {
+                what: "split-K partial accumulators (words)".into(),
+                needed: words.max(groups),
+                limit: u32::MAX as u64,
+            });
+        }
+        let scratch = self.scratch(ctx, words * 4)?;
+        let pass1 = ConvParams {
+            total: groups as u32,
+            ..params
+        };
+        let pass2 = ConvParams {
+            total: params.n * params.o4,
+            ..params
+        };
+        Ok(vec![
+            ctx.dispatch(
+                Kernel::Tiled,
+                &[
+                    ("WG", c.workgroup_size() as f64),
+                    ("TM", c.tm as f64),
+                    ("TN", c.tn as f64),
+                    ("KT", c.kt as f64),
+                    ("SPLITS", splits as f64),
+                ],
+                bytemuck::bytes_of(&pass1),
+                &[input, &self.weights, &self.chans, &scratch],
+                pass1.total,
+                1,
+            )?,
+            ctx.dispatch_bound(
+                Kernel::SplitK,
+                &[("WG", WG as f64), ("SPLITS", splits as f64), ("POOL", 1.0)],
+                bytemuck::bytes_of(&pass2),
+                &[(1, &scratch), (2, addend), (3, &self.chans), (4, output)],
+                pass2.total,
+                WG,
+            )?,
+        ])
     }
 
     /// Builds this layer's dispatches reading `input` (an NHWC4 tensor of
@@ -762,7 +874,12 @@ impl GpuLayer {
                         Kernel::SplitK,
                         &[("WG", WG as f64), ("SPLITS", splits as f64)],
                         bytemuck::bytes_of(&pass2),
-                        &[(1, &scratch), (3, &self.chans), (4, output)],
+                        &[
+                            (1, &scratch),
+                            (2, &self.weights),
+                            (3, &self.chans),
+                            (4, output),
+                        ],
                         pass2.total,
                         WG,
                     )?,

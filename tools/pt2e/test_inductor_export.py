@@ -58,6 +58,17 @@ class Fn(nn.Module):
         return self.f(self, x)
 
 
+def _res(s, h, relu):
+    """a residual block's end: s.b(h) + h [-> relu], then s.c and a max pool (so s.c's output is quantized)"""
+    y = s.b(h) + h
+    return F.max_pool2d(s.c(torch.relu(y) if relu else y), 1)
+
+
+def _tail(s, h):
+    """a resnet's end: relu(s.b(h) + h), global average, flatten, s.l"""
+    return s.l(torch.flatten(F.adaptive_avg_pool2d(torch.relu(s.b(h) + h), (1, 1)), 1))
+
+
 def conv(*a, **k):
     return nn.Conv2d(*a, **k)
 
@@ -97,13 +108,67 @@ CASES = {
                                  (2, 3, 8, 8), 14, False),
     "linear_relu_linear": (lambda: Fn(lambda s, x: torch.relu(s.l2(torch.relu(s.l1(x)))),
                                       l1=nn.Linear(64, 48), l2=nn.Linear(48, 16)), (8, 64), 15, False),
+    # residual adds: conv(dq(h)) + dq(h) [-> relu] -> q, oneDNN's conv with a sum post-op (a conv
+    # reads the sum so that it is quantized; the last conv writes f32 into a max pool, as above)
+    "conv_add_relu": (lambda: Fn(lambda s, x: _res(s, s.h(x), True),
+                                 h=nn.Sequential(conv(4, 16, 3, padding=1), nn.ReLU()), b=conv(16, 16, 3, padding=1),
+                                 c=conv(16, 8, 1)),
+                      (2, 4, 10, 10), 21, False),
+    "conv_add": (lambda: Fn(lambda s, x: _res(s, s.h(x), False),
+                            h=nn.Sequential(conv(4, 24, 1), nn.ReLU()), b=conv(24, 24, 1), c=conv(24, 8, 1)),
+                 (1, 4, 9, 9), 22, False),
+    "conv_add_downsample": (lambda: Fn(lambda s, x: F.max_pool2d(s.c(torch.relu(s.b(torch.relu(s.a(x))) + s.d(x))), 1),
+                                       a=conv(8, 16, 3, stride=2, padding=1), b=conv(16, 16, 3, padding=1),
+                                       d=conv(8, 16, 1, stride=2), c=conv(16, 8, 1)),
+                            (1, 8, 12, 12), 23, False),
+    "conv_add_ties": (lambda: Fn(lambda s, x: _res(s, s.h(x), True),
+                                 h=nn.Sequential(conv(16, 16, 3, padding=1), nn.ReLU()), b=conv(16, 16, 3, padding=1),
+                                 c=conv(16, 16, 1)),
+                      (1, 16, 8, 8), 24, False,
+                      dict(act=[(0, 2.0 ** -5, 100), (1, 2.0 ** -11, 3), (2, 2.0 ** -11, 121), (3, 2.0 ** -11, 121),
+                                (4, 2.0 ** -11, 121)],
+                           wscale=[2.0 ** -7, 3 * 2.0 ** -9])),
+    # two convs added: one carries the sum post-op, the other's output is quantized (the former
+    # "add_float" refusal)
+    "conv_plus_conv": (lambda: Fn(lambda s, x: F.max_pool2d(s.a(x) + s.b(x), 1), a=conv(3, 8, 3, padding=1),
+                                  b=conv(3, 8, 3, padding=1)), (1, 3, 8, 8), 13, False),
+    # a global average pool between dq and q (Inductor's C++), then the classifier
+    "pool_7x7_linear": (lambda: Fn(lambda s, x: s.l(torch.flatten(F.adaptive_avg_pool2d(s.g(x), (1, 1)), 1)),
+                                   g=nn.Sequential(conv(3, 32, 3, stride=2, padding=1), nn.ReLU()),
+                                   l=nn.Linear(32, 10)),
+                        (2, 3, 14, 14), 25, False),
+    "pool_5x6": (lambda: Fn(lambda s, x: s.l(torch.flatten(F.adaptive_avg_pool2d(s.g(x), (1, 1)), 1)),
+                            g=nn.Sequential(conv(3, 40, 3, padding=1), nn.ReLU()), l=nn.Linear(40, 10)),
+                 (1, 3, 5, 6), 26, False),
+    "pool_13x13": (lambda: Fn(lambda s, x: s.l(F.dropout(torch.flatten(F.adaptive_avg_pool2d(s.g(x), (1, 1)), 1),
+                                                         0.2, False)),
+                              g=nn.Sequential(conv(3, 24, 3, padding=1), nn.ReLU()), l=nn.Linear(24, 10)),
+                   (1, 3, 13, 13), 27, False),
+    # a resnet's end: relu(conv(dq(h)) + dq(h)) -> adaptive_avg_pool2d(1) -> flatten -> q -> linear:
+    # the conv with a sum post-op writes f32 (relu), Inductor's C++ averages and quantizes
+    "sum_pool_2x2": (lambda: Fn(lambda s, x: _tail(s, s.h(x)),
+                                h=nn.Sequential(conv(8, 32, 3, stride=2, padding=1), nn.ReLU()),
+                                b=conv(32, 32, 3, padding=1), l=nn.Linear(32, 10)),
+                     (2, 8, 4, 4), 31, False),
+    "sum_pool_7x7": (lambda: Fn(lambda s, x: _tail(s, s.h(x)),
+                                h=nn.Sequential(conv(8, 64, 3, stride=2, padding=1), nn.ReLU()),
+                                b=conv(64, 64, 3, padding=1), l=nn.Linear(64, 10)),
+                     (1, 8, 14, 14), 32, False),
+    "sum_pool_13x11": (lambda: Fn(lambda s, x: _tail(s, s.h(x)),
+                                  h=nn.Sequential(conv(4, 20, 3, padding=1), nn.ReLU()),
+                                  b=conv(20, 20, 1), l=nn.Linear(20, 10)),
+                       (1, 4, 13, 11), 33, False),
 }
 
 # models the exporter must refuse (with the node it names)
 REFUSED = {
     "conv_f32_output": (lambda: Fn(lambda s, x: s.a(x), a=conv(3, 8, 3)), (1, 3, 8, 8), 12, False),
-    "add_float": (lambda: Fn(lambda s, x: F.max_pool2d(s.a(x) + s.b(x), 1), a=conv(3, 8, 3, padding=1),
-                             b=conv(3, 8, 3, padding=1)), (1, 3, 8, 8), 13, False),
+    # two f32 conv outputs max-pooled and added in float before a quantize (Inductor's C++ on f32
+    # tensors qfuse does not hold)
+    "add_float_pools": (lambda: Fn(lambda s, x: s.c(F.max_pool2d(torch.relu(s.a(x)), 2) +
+                                                    F.max_pool2d(torch.relu(s.b(x)), 2)),
+                                   a=conv(3, 8, 3, padding=1), b=conv(3, 8, 3, padding=1), c=conv(8, 8, 1)),
+                        (1, 3, 8, 8), 13, False),
 }
 
 

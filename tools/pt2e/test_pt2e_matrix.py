@@ -83,6 +83,32 @@ def build_model(name, seed):
     return m.eval()
 
 
+def distinct_relus(model):
+    """X86InductorQuantizer's prepare_pt2e fails on torchvision's resnets ("Input partition has
+    more than one output node", _annotate_conv2d_binary_unary): each BasicBlock / Bottleneck
+    calls its one `self.relu` module two or three times. The same blocks with functional relus
+    (the same float model) quantize; a user does the same."""
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    def basic(self, x):
+        idt = x if self.downsample is None else self.downsample(x)
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + idt)
+
+    def bottleneck(self, x):
+        idt = x if self.downsample is None else self.downsample(x)
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = torch.relu(self.bn2(self.conv2(out)))
+        return torch.relu(self.bn3(self.conv3(out)) + idt)
+
+    for m in model.modules():
+        if isinstance(m, BasicBlock):
+            m.forward = basic.__get__(m)
+        elif isinstance(m, Bottleneck):
+            m.forward = bottleneck.__get__(m)
+    return model
+
+
 def quantize(model, shape, quantizer, seed):
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, convert_pt2e
 
@@ -98,6 +124,8 @@ def quantize(model, shape, quantizer, seed):
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
 
         q = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+    if quantizer == "x86_inductor":
+        distinct_relus(model)
     gm = torch.export.export(model, (calib[0],)).module()
     pm = prepare_pt2e(gm, q)
     with torch.no_grad():

@@ -15,7 +15,9 @@ use crate::layout::check_data_len;
 use crate::model::{DType, TensorInfo, Value};
 use crate::quant::{Activation, Requant};
 
-use super::{quantized, Attrs, CpuIo, FileOp, Lowered, NodeWriter, Op, OpKind, ParseCx, Signature};
+use super::{
+    quantized, Arity, Attrs, CpuIo, FileOp, Lowered, NodeWriter, Op, OpKind, ParseCx, Signature,
+};
 
 pub(crate) const FILE_OPS: &[FileOp] = &[
     FileOp {
@@ -30,6 +32,7 @@ pub(crate) const FILE_OPS: &[FileOp] = &[
             "zero_point",
             "requant",
             "clamp",
+            "global_avg_pool",
         ],
         parse: |a, cx| parse_layer(LayerKind::Conv2d, a, cx),
     },
@@ -50,6 +53,10 @@ impl<'a> OpKind<'a> for Conv<'a> {
             LayerKind::Linear => "linear",
         }
     }
+    fn arity(&self) -> Arity {
+        // oneDNN's sum post-op reads a second addend.
+        Arity::Exactly(if self.0.sum_input().is_some() { 2 } else { 1 })
+    }
     fn infer(&self, _: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
         let l = self.0;
         let x = ins[0];
@@ -61,14 +68,42 @@ impl<'a> OpKind<'a> for Conv<'a> {
             ));
         }
         let out = l.output_shape(&x.batched(1))?;
+        if let Some(sq) = l.sum_input() {
+            let a = ins[1];
+            let qa = quantized(a)?;
+            if qa != sq {
+                return Err(Error::qparams(
+                    "sum input (input 1)",
+                    format!("qparams {qa:?} differ from the layer's sum post-op {sq:?}"),
+                ));
+            }
+            if a.shape != out[1..] {
+                return Err(Error::shape(
+                    "sum input (input 1)",
+                    format!(
+                        "per-sample shape {:?}, the conv's output is {:?}",
+                        a.shape,
+                        &out[1..]
+                    ),
+                ));
+            }
+        }
+        let shape = if l.global_pool() {
+            vec![out[1], 1, 1]
+        } else {
+            out[1..].to_vec()
+        };
         Ok(TensorInfo {
-            shape: out[1..].to_vec(),
+            shape,
             dtype: DType::QUInt8(l.output),
         })
     }
     fn write(&self, w: &mut NodeWriter) {
         let l = self.0;
         w.put_qparams(l.output);
+        if l.global_pool() {
+            w.put("global_avg_pool", json!(true));
+        }
         w.put("activation", json!(l.activation.name()));
         w.put("requant", json!(l.requant.name()));
         let g = &l.geometry;
@@ -149,6 +184,14 @@ pub(crate) struct ConvLowered<'a>(pub &'a QLayer);
 impl Lowered for ConvLowered<'_> {
     fn run_cpu(&self, io: &CpuIo<'_>) -> Result<Value> {
         let (x, shape, _) = io.q(0)?;
+        if self.0.global_pool() {
+            let (a, ashape, _) = io.q(1)?;
+            return io.q_out(run_layer_sum_pool(self.0, x, shape, a, ashape)?.0);
+        }
+        if self.0.sum_input().is_some() {
+            let (a, ashape, _) = io.q(1)?;
+            return io.q_out(run_layer_sum(self.0, x, shape, a, ashape)?.0);
+        }
         io.q_out(run_layer(self.0, x, shape)?.0)
     }
 }
@@ -240,6 +283,31 @@ fn parse_layer(kind: LayerKind, a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
         };
         let byte = |x: i64| i32::try_from(x).unwrap_or(-1);
         l = l.with_clamp(byte(lo), byte(hi))?;
+    }
+    // A second input: oneDNN's sum post-op, reading that input's qparams.
+    if cx.inputs.len() == 2 {
+        let sq = cx.inputs[1]
+            .qparams()
+            .ok_or_else(|| Error::dtype("sum input (input 1) of a conv2d/linear", "float32"))?;
+        l = l.with_sum(sq)?;
+    }
+    if let Some(v) = a.opt("global_avg_pool") {
+        match v.as_bool() {
+            Some(false) => {}
+            Some(true) if cx.inputs.len() == 2 && kind == LayerKind::Conv2d => {
+                l = l.with_global_pool()?
+            }
+            Some(true) => {
+                return Err(Error::Model(
+                    "\"global_avg_pool\" needs a conv2d with a second (sum) input".into(),
+                ))
+            }
+            None => {
+                return Err(Error::Model(format!(
+                    "\"global_avg_pool\" must be a boolean, got {v}"
+                )))
+            }
+        }
     }
     Ok(match kind {
         LayerKind::Conv2d => Op::Conv2d(Box::new(l)),
@@ -416,6 +484,73 @@ pub fn run_layer(layer: &QLayer, x: &[u8], shape: &[usize]) -> Result<(Vec<u8>, 
         y.push(layer.epilogue.apply(oc, a32));
     }
     Ok((y, out_shape))
+}
+
+/// [`run_layer`] for a layer with oneDNN's `sum` post-op
+/// ([`QLayer::with_sum`]): `a` (shape `a_shape`, the output's) is the second
+/// addend, added by the epilogue ([`crate::quant::Epilogue::apply_sum`]).
+pub fn run_layer_sum(
+    layer: &QLayer,
+    x: &[u8],
+    shape: &[usize],
+    a: &[u8],
+    a_shape: &[usize],
+) -> Result<(Vec<u8>, Vec<usize>)> {
+    let (acc, out_shape) = conv2d_accumulators(layer, x, shape)?;
+    if a_shape != out_shape.as_slice() || a.len() != acc.len() {
+        return Err(Error::shape(
+            "sum input (input 1)",
+            format!("shape {a_shape:?}, the conv's output is {out_shape:?}"),
+        ));
+    }
+    let o = layer.geometry.out_channels;
+    let spatial: usize = out_shape[2..].iter().product();
+    let mut y = super::try_with_capacity(acc.len(), "conv2d/linear output")?;
+    for (i, (&s, &ab)) in acc.iter().zip(a).enumerate() {
+        let oc = (i / spatial) % o;
+        let a32 = i32::try_from(s).map_err(|_| Error::Overflow {
+            what: "conv2d/linear".into(),
+            detail: format!(
+                "output element {i} accumulates to {s}, outside i32 (the engine's accumulator)"
+            ),
+        })?;
+        y.push(layer.epilogue.apply_sum(oc, a32, ab));
+    }
+    Ok((y, out_shape))
+}
+
+/// [`run_layer_sum`] for a layer ending in a global average
+/// ([`QLayer::with_global_pool`]): output `[N, O, 1, 1]`.
+pub fn run_layer_sum_pool(
+    layer: &QLayer,
+    x: &[u8],
+    shape: &[usize],
+    a: &[u8],
+    a_shape: &[usize],
+) -> Result<(Vec<u8>, Vec<usize>)> {
+    let (acc, out_shape) = conv2d_accumulators(layer, x, shape)?;
+    if a_shape != out_shape.as_slice() || a.len() != acc.len() {
+        return Err(Error::shape(
+            "sum input (input 1)",
+            format!("shape {a_shape:?}, the conv's output is {out_shape:?}"),
+        ));
+    }
+    let (n, o) = (out_shape[0], out_shape[1]);
+    let hw: usize = out_shape[2..].iter().product();
+    let mut y = Vec::with_capacity(n * o);
+    for (i, (plane, ap)) in acc.chunks(hw).zip(a.chunks(hw)).enumerate() {
+        let oc = i % o;
+        let mut sum = 0f32;
+        for (&s, &ab) in plane.iter().zip(ap) {
+            let a32 = i32::try_from(s).map_err(|_| Error::Overflow {
+                what: "conv2d".into(),
+                detail: format!("an accumulator of {s} is outside i32 (the engine's)"),
+            })?;
+            sum += layer.epilogue.pool_value(oc, a32, ab);
+        }
+        y.push(layer.epilogue.pool_quantize(sum, hw));
+    }
+    Ok((y, vec![n, o, 1, 1]))
 }
 
 /// A float conv2d (or linear, as a 1x1 conv of a 1x1 image) in plain f32

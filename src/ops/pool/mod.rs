@@ -396,7 +396,12 @@ impl<'a> OpKind<'a> for PoolOp {
                  only as `mean`, ExecuTorch runs adaptive_avg_pool2d in its portable kernel)",
             ));
         }
-        if engine == Requant::InductorX86 && !matches!(self, PoolOp::Max(..)) {
+        // Inductor's global average (adaptive_avg_pool2d to 1x1) of a
+        // channels-last u8 tensor: ExecuTorch portable's rule, the same
+        // arithmetic (tests/data/pt2e/README.md, "Inductor x86 graphs").
+        if engine == Requant::InductorX86
+            && !matches!(self, PoolOp::Max(..) | PoolOp::Adaptive([1, 1]))
+        {
             return Err(Error::config(
                 self.name(),
                 "has no measured rule under the inductor_x86 engine (Inductor's float \
@@ -482,7 +487,8 @@ impl<'a> OpKind<'a> for PoolOp {
             (Requant::Xnnpack, PoolOp::Mean { .. }) => {
                 return super::ort::xnnpack_mean_lowered(sig)
             }
-            (Requant::Xnnpack, PoolOp::Adaptive(_)) => {
+            (Requant::Xnnpack, PoolOp::Adaptive(_))
+            | (Requant::InductorX86, PoolOp::Adaptive([1, 1])) => {
                 return super::ort::portable_adaptive_lowered(sig)
             }
             _ => {}
