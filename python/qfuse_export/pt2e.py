@@ -52,6 +52,7 @@ def _init_ops():
     """The op overloads, resolved when a pt2e model is exported: the quantized_decomposed ops
     are registered by torchao (or torch.ao), which made the model."""
     global Q_T, DQ_T, DQ_C, RELU, HARDTANH, RELU6, CONV, LINEAR, ADD, MUL, FUSABLE, RESHAPE, DROPOUT, UNARY, MOVE, SPLIT
+    global BN, BN_NATIVE, AVG_POOL
     try:
         qd = torch.ops.quantized_decomposed
         Q_T = (qd.quantize_per_tensor.default, qd.quantize_per_tensor.tensor)
@@ -66,6 +67,9 @@ def _init_ops():
     LINEAR = (aten.linear.default,)
     ADD = (aten.add.Tensor, aten.add_.Tensor)
     MUL = (aten.mul.Tensor, aten.mul_.Tensor)
+    BN = _have("batch_norm.default")
+    BN_NATIVE = _have("_native_batch_norm_legit_no_training.default")
+    AVG_POOL = _have("avg_pool2d.default")
     FUSABLE = CONV + LINEAR + ADD + MUL
     RESHAPE = _have("flatten.using_ints", "view.default", "reshape.default", "_unsafe_view.default")
     DROPOUT = _have("dropout.default", "dropout_.default", "clone.default", "contiguous.default")
@@ -309,7 +313,13 @@ class _Walker:
             return
         act = None
         op = src
-        if (src.op == "call_function" and src.target in RELU + HARDTANH
+        if (src.op == "call_function" and src.target in RELU + HARDTANH + RELU6
+                and isinstance(src.args[0], torch.fx.Node) and self.bn_of(src.args[0]) is not None
+                and len(src.args[0].users) == 1):
+            # batch_norm -> relu / hardtanh: the float clamp of XNNPACK's f32 depthwise conv
+            act = self.fuse_bn_act(src)
+            op = src.args[0]
+        elif (src.op == "call_function" and src.target in RELU + HARDTANH
                 and isinstance(src.args[0], torch.fx.Node) and src.args[0].op == "call_function"
                 and src.args[0].target in FUSABLE and len(src.args[0].users) == 1):
             # an activation fused into its producer (one annotated pattern, no q/dq between)
@@ -322,6 +332,9 @@ class _Walker:
             op = src.args[0]
         if op.op != "call_function":
             self.fail(op, f"{op.op} {op.target} feeding a quantize is not supported")
+        if self.bn_of(op) is not None:
+            self.on_batch_norm(self.bn_of(op), op, out, oq, act)
+            return
         t = op.target
         self.covered.add(op)
         if t in UNARY or self.is_shape_op(op):
@@ -424,6 +437,69 @@ class _Walker:
             self.emit("cat", [x[0] for x in srcs], out, dim=1, **oq)
         else:
             self.fail(op, f"op {t} is not supported for pt2e/XNNPACK export")
+
+    def bn_of(self, n):
+        """the batch norm node behind `n` (an aten batch_norm, or getitem 0 of a
+        _native_batch_norm_legit_no_training), else None"""
+        if not (isinstance(n, torch.fx.Node) and n.op == "call_function"):
+            return None
+        if n.target in BN:
+            return n
+        if n.target == operator.getitem and n.args[1] == 0 and isinstance(n.args[0], torch.fx.Node) \
+                and n.args[0].op == "call_function" and n.args[0].target in BN_NATIVE:
+            return n.args[0]
+        return None
+
+    def fuse_bn_act(self, src):
+        """the float bounds of `relu / relu6 / hardtanh(batch_norm)`"""
+        self.covered.add(src)
+        if src.target in RELU:
+            return 0.0, float("inf")
+        if src.target in RELU6:
+            return 0.0, 6.0
+        return (float(src.args[1]) if len(src.args) > 1 else float(src.kwargs.get("min_val", -1.0)),
+                float(src.args[2]) if len(src.args) > 2 else float(src.kwargs.get("max_val", 1.0)))
+
+    def on_batch_norm(self, bn, op, out, oq, act):
+        """dq(a) -> batch_norm (eval) [-> relu / hardtanh] -> q: ExecuTorch's XNNPACK partitioner
+        decomposes the batch norm into an f32 1x1 depthwise convolution (DecomposeBatchNorm), run
+        by XNNPACK in f32 between its qs8 -> f32 and f32 -> qs8 converts: per channel an
+        elementwise map of the input byte, one 256-entry table per channel (channel_lut;
+        xnnpack_rules.batch_norm_tables; README "batch norm")."""
+        self.covered.update([bn, op])
+        a_ = list(bn.args)
+        if bn.target in BN:
+            names = ["input", "weight", "bias", "running_mean", "running_var", "training", "momentum", "eps"]
+        else:
+            names = ["input", "weight", "bias", "running_mean", "running_var", "momentum", "eps"]
+        arg = {k: (a_[i] if i < len(a_) else bn.kwargs.get(k)) for i, k in enumerate(names)}
+        if arg.get("training"):
+            self.fail(bn, "batch_norm in training mode")
+        a, s_in, z_in = self.dq(bn, arg["input"])
+        if not 1 <= len(self.shape[a]) <= 3:
+            self.fail(bn, f"batch_norm on a per-sample shape {self.shape[a]}: only [C], [C, L] or [C, H, W]")
+        c = self.shape[a][0]
+
+        def param(k, required):
+            n = arg[k]
+            if n is None and not required:
+                return None
+            t = self.v.get(n) if isinstance(n, torch.fx.Node) else None
+            if not isinstance(t, torch.Tensor) or t.dtype != torch.float32 or t.numel() != c:
+                self.fail(bn, f"batch_norm {k} is not a float32 constant of {c} values (ExecuTorch "
+                              f"decomposes only static batch norms)")
+            self.covered.add(n)
+            return t.detach().reshape(-1).numpy().astype(np.float32)
+
+        mean, var = param("running_mean", True), param("running_var", True)
+        gamma, beta = param("weight", False), param("bias", False)
+        eps = arg["eps"]
+        if isinstance(eps, torch.fx.Node):
+            self.fail(bn, "batch_norm eps is not a constant")
+        lo, hi = act if act is not None else (-np.inf, np.inf)
+        tables = xr.batch_norm_tables(mean, var, gamma, beta, float(eps), s_in, z_in, oq["output_scale"],
+                                      oq["output_zero_point"], lo, hi)
+        self.emit("batch_norm", [a], out, tables=tables, input_scale=s_in, input_zero_point=z_in, **oq)
 
     def is_shape_op(self, n):
         return n.op == "call_function" and (n.target in RESHAPE + DROPOUT + MOVE or (
@@ -664,6 +740,10 @@ def build_xnnpack(gm, example_inputs, fail, warn):
                                                        nd["act_min"], nd["act_max"]),
                         "scale": float(nd["output_scale"]), "zero_point": int(nd["output_zero_point"]),
                         "signed": True}
+        elif op == "batch_norm":
+            node.update(op="channel_lut", scale=float(nd["output_scale"]), zero_point=int(nd["output_zero_point"]),
+                        signed=True)
+            tensors[f"{out}.tables"] = np.ascontiguousarray(nd["tables"], dtype=np.uint8)
         elif op == "mean_hw":
             node.update(op="mean", dims=[2, 3], keepdim=True)
         elif op == "adaptive_avg_pool2d":
