@@ -27,6 +27,8 @@ dequantize_per_tensor of an int8 tensor; `.default` and `.tensor` overloads):
   max_pool2d(dq(a)) -> q                                     max_pool2d
   mean(dq(a), [2, 3] / [-2, -1], keepdim=True), adaptive_avg_pool2d(dq(a), 1) -> q   mean
   adaptive_avg_pool2d(dq(a), k > 1) -> q                     adaptive_avg_pool2d (ExecuTorch's portable kernel)
+  avg_pool2d(dq(a), ...) -> q                                portable_avg_pool2d (ExecuTorch's portable kernel)
+  batch_norm(dq(a)) (eval) [-> relu / relu6 / hardtanh] -> q  channel_lut (XNNPACK's f32 1x1 depthwise conv)
   cat([dq(a_i)], 1) -> q (equal qparams)                     cat
   flatten / view / reshape / dropout (eval) / transpose / permute / split / chunk (dq(a)) -> q
                                                              composed into one view per consumer:
@@ -426,6 +428,24 @@ class _Walker:
             self.same(op, (s_in, z_in), (s, z))
             self.emit("adaptive_avg_pool2d", [a], out, output_size=_pair(op.args[1]), input_scale=s_in,
                       input_zero_point=z_in, **oq)
+        elif t in AVG_POOL:
+            # not delegated (XNNPACK's partitioner takes avg_pool2d only in f32): ExecuTorch's
+            # portable kernel on the dequantized input, then the next partition's quantize
+            # (README "ExecuTorch portable kernels"); the quantizer gives it its own output qparams
+            a, s_in, z_in = self.dq(op, op.args[0])
+            a_ = list(op.args) + [None] * (7 - len(op.args))
+            names = ["input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                     "divisor_override"]
+            arg = {k: (a_[i] if a_[i] is not None else op.kwargs.get(k)) for i, k in enumerate(names)}
+            if len(self.shape[a]) != 3:
+                self.fail(op, f"avg_pool2d of a per-sample shape {self.shape[a]}: only [C, H, W]")
+            k = _pair(arg["kernel_size"])
+            div = arg["divisor_override"]
+            self.emit("avg_pool2d", [a], out, kernel=k, stride=_pair(arg["stride"]) if arg["stride"] else k,
+                      padding=_pair(arg["padding"] or 0), ceil_mode=bool(arg["ceil_mode"] or False),
+                      count_include_pad=True if arg["count_include_pad"] is None else bool(arg["count_include_pad"]),
+                      divisor_override=None if div is None else int(div), input_scale=s_in, input_zero_point=z_in,
+                      **oq)
         elif t == aten.cat.default:
             srcs = [self.dq(op, x) for x in op.args[0]]
             dim = int(op.args[1]) if len(op.args) > 1 else int(op.kwargs.get("dim", 0))
@@ -748,6 +768,11 @@ def build_xnnpack(gm, example_inputs, fail, warn):
             node.update(op="mean", dims=[2, 3], keepdim=True)
         elif op == "adaptive_avg_pool2d":
             node.update(op="adaptive_avg_pool2d", output_size=nd["output_size"])
+        elif op == "avg_pool2d":
+            node.update(op="portable_avg_pool2d", kernel_size=nd["kernel"], stride=nd["stride"],
+                        padding=nd["padding"], ceil_mode=nd["ceil_mode"], count_include_pad=nd["count_include_pad"],
+                        divisor_override=nd["divisor_override"], scale=float(nd["output_scale"]),
+                        zero_point=int(nd["output_zero_point"]), signed=True)
         elif op == "cat":
             node.update(op="cat", dim=1, **qkeys(nd["output_scale"], nd["output_zero_point"]))
         elif op == "gather":

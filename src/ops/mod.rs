@@ -234,6 +234,17 @@ pub enum Op {
         /// The output's qparams.
         out: QParams,
     },
+    /// ExecuTorch's portable `avg_pool2d` kernel (f32, on the dequantized
+    /// input) between two XNNPACK partitions, quantized to `out` (engine
+    /// `xnnpack` only; see [`ort`] and tests/data/pt2e/README.md).
+    PortableAvgPool2d {
+        /// The window (PyTorch's; no dilation).
+        pool: Pool2d,
+        /// `count_include_pad`, `divisor_override`.
+        opts: AvgPoolOpts,
+        /// The output's qparams (may be signed).
+        out: QParams,
+    },
 }
 
 impl Op {
@@ -278,6 +289,11 @@ impl Op {
             Op::Gather { shape, index } => Box::new(gather::Gather { shape, index }),
             Op::Resize(r) => Box::new(*r),
             Op::ChannelLut { tables, out } => Box::new(chanlut::ChannelLut { tables, out: *out }),
+            Op::PortableAvgPool2d { pool, opts, out } => Box::new(ort::PortableAvgPool {
+                pool: *pool,
+                opts: *opts,
+                out: *out,
+            }),
         }
     }
 
