@@ -181,6 +181,12 @@ class _Walker:
             self.fail(user, f"reads the float output of {UNARY[dq.target]} ({dq.name}) directly (XNNPACKQuantizer "
                             f"does not quantize that edge; e.g. a squeeze-excitation pool of a hardswish / silu "
                             f"output): ExecuTorch runs {user.target} in f32 on it, which qfuse does not reproduce")
+        if isinstance(dq, torch.fx.Node) and dq.op == "call_function" and dq.target not in DQ_T and \
+                dq.target not in Q_T and any(isinstance(a, torch.fx.Node) for a in dq.args):
+            self.fail(user, f"reads the float output of {dq.target} ({dq.name}) directly: a chain of float ops "
+                            f"between a dequantize and a quantize that ExecuTorch computes in f32 (e.g. "
+                            f"densenet's batch_norm -> relu -> adaptive_avg_pool2d: XNNPACK's f32 global "
+                            f"average pooling), which qfuse does not reproduce")
         if not (isinstance(dq, torch.fx.Node) and dq.op == "call_function" and dq.target in DQ_T):
             what = dq.target if isinstance(dq, torch.fx.Node) else type(dq).__name__
             self.fail(user, f"input {getattr(dq, 'name', dq)} ({what}) is not a dequantize_per_tensor: "
@@ -441,9 +447,15 @@ class _Walker:
                 self.fail(op, f"avg_pool2d of a per-sample shape {self.shape[a]}: only [C, H, W]")
             k = _pair(arg["kernel_size"])
             div = arg["divisor_override"]
+            cip = True if arg["count_include_pad"] is None else bool(arg["count_include_pad"])
+            pad = _pair(arg["padding"] or 0)
+            if not arg["ceil_mode"] and not (cip and any(pad)) and div in (None, k[0] * k[1]):
+                # executorch AvgPoolingConfig: then XNNPACK runs it (f32 average pooling)
+                self.fail(op, f"avg_pool2d {k} without ceil_mode, padding counted in the divisor or a divisor "
+                              f"override is delegated to XNNPACK's f32 average pooling, which qfuse does not "
+                              f"reproduce (only ExecuTorch's portable avg_pool2d is mapped)")
             self.emit("avg_pool2d", [a], out, kernel=k, stride=_pair(arg["stride"]) if arg["stride"] else k,
-                      padding=_pair(arg["padding"] or 0), ceil_mode=bool(arg["ceil_mode"] or False),
-                      count_include_pad=True if arg["count_include_pad"] is None else bool(arg["count_include_pad"]),
+                      padding=pad, ceil_mode=bool(arg["ceil_mode"] or False), count_include_pad=cip,
                       divisor_override=None if div is None else int(div), input_scale=s_in, input_zero_point=z_in,
                       **oq)
         elif t == aten.cat.default:
