@@ -3,7 +3,7 @@
 // 0 QuantizeLinear (rule Q, f32 NCHW -> NHWC4), 1 QLinearGlobalAveragePool,
 // 2 QLinearAveragePool, 3 QLinearSoftmax, 4 XNNPACK's mean over H, W
 // (src/ops/xnnpack: no float arithmetic here, the host's thresholds),
-// 5 ExecuTorch's portable adaptive_avg_pool2d quantized by XNNPACK.
+// 5 ExecuTorch's portable adaptive_avg_pool2d / avg_pool2d quantized by XNNPACK.
 //
 // Every division is `fdiv`: IEEE binary32 division correctly rounded to
 // nearest even, in integer arithmetic on the bit patterns (WGSL's `/` on f32
@@ -109,9 +109,11 @@ fn xnn_mean(b: u32, c: u32) -> i32 {
     return i32(lo);
 }
 
-// ExecuTorch's portable adaptive average: host windows (tab[256 + oy],
-// tab[256 + oh + ox]: start | end << 16), f32 sum of the dequantized taps
-// (tab[b]) from 0.0, rows then columns, v = sum / f32(count) (fdiv), then
+// ExecuTorch's portable adaptive_avg_pool2d / avg_pool2d: host windows
+// (tab[256 + oy], tab[256 + oh + ox]: start | end << 16), f32 sum of the
+// dequantized taps (tab[b]) from 0.0, rows then columns, v = sum / f32(count)
+// (fdiv; count = p.kh (divisor_override) when not 0, else the product of the
+// host factors tab[256 + oh + ow + oy] * tab[256 + 2 oh + ow + ox]), then
 // XNNPACK's quantize sat(rint(v * p.m) + zp) (one correctly rounded product).
 fn portable_adaptive(b: u32, oy: u32, ox: u32, c: u32) -> i32 {
     let ry = tab[256u + oy];
@@ -126,7 +128,11 @@ fn portable_adaptive(b: u32, oy: u32, ox: u32, c: u32) -> i32 {
             sum = sum + bitcast<f32>(tab[byte_at(b, iy, ix, c)]);
         }
     }
-    let v = fdiv(bitcast<u32>(sum), bitcast<u32>(f32((h1 - h0) * (w1 - w0))));
+    var count = p.kh;
+    if (count == 0u) {
+        count = tab[256u + p.oh + p.ow + oy] * tab[256u + 2u * p.oh + p.ow + ox];
+    }
+    let v = fdiv(bitcast<u32>(sum), bitcast<u32>(f32(count)));
     return round_add_sat(bitcast<u32>(bitcast<f32>(v) * p.m), p.zp_out, 0, 255);
 }
 

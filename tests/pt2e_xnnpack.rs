@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use qfuse::model::{DType, Node, TensorInfo};
 use qfuse::ops::host::HostFn;
-use qfuse::ops::{self, Op, Pool2d};
+use qfuse::ops::{self, AvgPoolOpts, Op, Pool2d};
 use qfuse::{Conv2dGeometry, GpuModel, LayerKind, Model, QLayer, QParams, Requant, Value};
 use serde_json::Value as Json;
 
@@ -65,7 +65,7 @@ fn npy(path: &Path) -> Npy {
     let data = b[start + hlen..].to_vec();
     let size = match descr {
         "<f4" | "<i4" => 4,
-        "|i1" => 1,
+        "|i1" | "|u1" => 1,
         d => panic!("{}: dtype {d}", path.display()),
     };
     assert_eq!(data.len(), shape.iter().product::<usize>() * size);
@@ -94,6 +94,10 @@ impl Npy {
     fn i8(&self) -> Vec<i8> {
         assert_eq!(self.descr, "|i1");
         self.data.iter().map(|&b| b as i8).collect()
+    }
+    fn u8(&self) -> Vec<u8> {
+        assert_eq!(self.descr, "|u1");
+        self.data.clone()
     }
 }
 
@@ -427,6 +431,49 @@ fn build(dir: &Path, case: &Json) -> Result<Built, String> {
                     ins,
                 );
             }
+            "batch_norm" => {
+                // a BatchNorm not after a conv: ExecuTorch's f32 1x1 depthwise conv in the
+                // XNNPACK delegate, as the exporter's per-channel tables (recorded by
+                // tools/pt2e/gen_pt2e_portable.py from qfuse_export.xnnpack_rules, README
+                // "batch norm"), run as an Op::ChannelLut; the outputs are ExecuTorch's
+                let t = arr(&format!("n{k}_tables"));
+                let c = nd["channels"]
+                    .as_u64()
+                    .ok_or("batch_norm without channels")? as usize;
+                if t.shape != [c, 256] {
+                    return Err(format!("n{k}_tables of shape {:?}", t.shape));
+                }
+                push(
+                    out_name,
+                    Op::ChannelLut {
+                        tables: Arc::new(t.u8()),
+                        out: qp(nd, "output_scale", "output_zero_point"),
+                    },
+                    ins,
+                );
+            }
+            "avg_pool2d" => {
+                // ExecuTorch's portable avg_pool2d between two XNNPACK partitions
+                let divisor_override = nd["divisor_override"].as_u64().map(|d| d as usize);
+                push(
+                    out_name,
+                    Op::PortableAvgPool2d {
+                        pool: Pool2d {
+                            kernel: usize2(&nd["kernel"]),
+                            stride: usize2(&nd["stride"]),
+                            padding: usize2(&nd["padding"]),
+                            dilation: [1, 1],
+                            ceil_mode: nd["ceil_mode"].as_bool().unwrap(),
+                        },
+                        opts: AvgPoolOpts {
+                            count_include_pad: nd["count_include_pad"].as_bool().unwrap(),
+                            divisor_override,
+                        },
+                        out: qp(nd, "output_scale", "output_zero_point"),
+                    },
+                    ins,
+                );
+            }
             other => return Err(format!("op {other} has no qfuse form")),
         }
     }
@@ -531,7 +578,7 @@ fn cases() -> Vec<(String, PathBuf, Json)> {
 /// Runs every case with `run`, prints one line per failure and the count.
 fn run_all(device: &str, run: &dyn Fn(&Built) -> Result<Vec<Value>, String>) {
     let all = cases();
-    assert_eq!(all.len(), 99, "the committed XNNPACK cases");
+    assert_eq!(all.len(), 102, "the committed XNNPACK cases");
     let (mut pass, mut fail, mut skipped) = (0, 0, 0);
     for (name, dir, case) in &all {
         let why = NOT_EXPRESSIBLE.iter().find(|(n, _)| n == name);
@@ -607,7 +654,7 @@ fn xnnpack_models_round_trip_through_the_file() {
         assert_eq!(a, c, "{name}: the reloaded model computes differently");
         n += 1;
     }
-    assert_eq!(n, 99 - NOT_EXPRESSIBLE.len());
+    assert_eq!(n, 102 - NOT_EXPRESSIBLE.len());
 }
 
 #[test]

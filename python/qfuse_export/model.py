@@ -64,6 +64,9 @@ OPS = {
     "resize": (1, 1, ["size", "scales", "coordinate_transformation_mode", "rule", "mode", "scale", "zero_point"],
                ["layout", "lanes", "cubic_coeff_a"], "given"),
     "qsoftmax": (1, 1, ["dim", "scale", "zero_point"], ["dtype"], "given"),
+    # engine xnnpack: ExecuTorch's portable avg_pool2d, quantized to the given qparams
+    "portable_avg_pool2d": (1, 1, ["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                                   "divisor_override", "scale", "zero_point"], ["signed"], "given"),
     # float ops after the last dequantize (engine xnnpack writes fn "clip")
     "host_float": (1, 1, ["fn"], ["min", "max", "input_scale", "input_zero_point", "activation"], "float"),
 }
@@ -211,7 +214,7 @@ def _infer(ctx, node, in_shapes, tensors):
         if len(b) > len(x) or any(d not in (1, e) for d, e in zip(b[::-1], x[::-1])):
             _err(ctx, f"input 1 {list(b)} does not broadcast into input 0 {list(x)}")
         return x
-    if op in ("max_pool2d", "avg_pool2d"):
+    if op in ("max_pool2d", "avg_pool2d", "portable_avg_pool2d"):
         if len(x) != 3:
             _err(ctx, f"{op} input must be [C, H, W], got {list(x)}")
         k, s, p = node["kernel_size"], node["stride"], node["padding"]

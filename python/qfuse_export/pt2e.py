@@ -27,6 +27,8 @@ dequantize_per_tensor of an int8 tensor; `.default` and `.tensor` overloads):
   max_pool2d(dq(a)) -> q                                     max_pool2d
   mean(dq(a), [2, 3] / [-2, -1], keepdim=True), adaptive_avg_pool2d(dq(a), 1) -> q   mean
   adaptive_avg_pool2d(dq(a), k > 1) -> q                     adaptive_avg_pool2d (ExecuTorch's portable kernel)
+  avg_pool2d(dq(a), ...) -> q                                portable_avg_pool2d (ExecuTorch's portable kernel)
+  batch_norm(dq(a)) (eval) [-> relu / relu6 / hardtanh] -> q  channel_lut (XNNPACK's f32 1x1 depthwise conv)
   cat([dq(a_i)], 1) -> q (equal qparams)                     cat
   flatten / view / reshape / dropout (eval) / transpose / permute / split / chunk (dq(a)) -> q
                                                              composed into one view per consumer:
@@ -52,6 +54,7 @@ def _init_ops():
     """The op overloads, resolved when a pt2e model is exported: the quantized_decomposed ops
     are registered by torchao (or torch.ao), which made the model."""
     global Q_T, DQ_T, DQ_C, RELU, HARDTANH, RELU6, CONV, LINEAR, ADD, MUL, FUSABLE, RESHAPE, DROPOUT, UNARY, MOVE, SPLIT
+    global BN, BN_NATIVE, AVG_POOL
     try:
         qd = torch.ops.quantized_decomposed
         Q_T = (qd.quantize_per_tensor.default, qd.quantize_per_tensor.tensor)
@@ -66,6 +69,9 @@ def _init_ops():
     LINEAR = (aten.linear.default,)
     ADD = (aten.add.Tensor, aten.add_.Tensor)
     MUL = (aten.mul.Tensor, aten.mul_.Tensor)
+    BN = _have("batch_norm.default")
+    BN_NATIVE = _have("_native_batch_norm_legit_no_training.default")
+    AVG_POOL = _have("avg_pool2d.default")
     FUSABLE = CONV + LINEAR + ADD + MUL
     RESHAPE = _have("flatten.using_ints", "view.default", "reshape.default", "_unsafe_view.default")
     DROPOUT = _have("dropout.default", "dropout_.default", "clone.default", "contiguous.default")
@@ -175,6 +181,12 @@ class _Walker:
             self.fail(user, f"reads the float output of {UNARY[dq.target]} ({dq.name}) directly (XNNPACKQuantizer "
                             f"does not quantize that edge; e.g. a squeeze-excitation pool of a hardswish / silu "
                             f"output): ExecuTorch runs {user.target} in f32 on it, which qfuse does not reproduce")
+        if isinstance(dq, torch.fx.Node) and dq.op == "call_function" and dq.target not in DQ_T and \
+                dq.target not in Q_T and any(isinstance(a, torch.fx.Node) for a in dq.args):
+            self.fail(user, f"reads the float output of {dq.target} ({dq.name}) directly: a chain of float ops "
+                            f"between a dequantize and a quantize that ExecuTorch computes in f32 (e.g. "
+                            f"densenet's batch_norm -> relu -> adaptive_avg_pool2d: XNNPACK's f32 global "
+                            f"average pooling), which qfuse does not reproduce")
         if not (isinstance(dq, torch.fx.Node) and dq.op == "call_function" and dq.target in DQ_T):
             what = dq.target if isinstance(dq, torch.fx.Node) else type(dq).__name__
             self.fail(user, f"input {getattr(dq, 'name', dq)} ({what}) is not a dequantize_per_tensor: "
@@ -309,7 +321,13 @@ class _Walker:
             return
         act = None
         op = src
-        if (src.op == "call_function" and src.target in RELU + HARDTANH
+        if (src.op == "call_function" and src.target in RELU + HARDTANH + RELU6
+                and isinstance(src.args[0], torch.fx.Node) and self.bn_of(src.args[0]) is not None
+                and len(src.args[0].users) == 1):
+            # batch_norm -> relu / hardtanh: the float clamp of XNNPACK's f32 depthwise conv
+            act = self.fuse_bn_act(src)
+            op = src.args[0]
+        elif (src.op == "call_function" and src.target in RELU + HARDTANH
                 and isinstance(src.args[0], torch.fx.Node) and src.args[0].op == "call_function"
                 and src.args[0].target in FUSABLE and len(src.args[0].users) == 1):
             # an activation fused into its producer (one annotated pattern, no q/dq between)
@@ -322,6 +340,9 @@ class _Walker:
             op = src.args[0]
         if op.op != "call_function":
             self.fail(op, f"{op.op} {op.target} feeding a quantize is not supported")
+        if self.bn_of(op) is not None:
+            self.on_batch_norm(self.bn_of(op), op, out, oq, act)
+            return
         t = op.target
         self.covered.add(op)
         if t in UNARY or self.is_shape_op(op):
@@ -413,6 +434,30 @@ class _Walker:
             self.same(op, (s_in, z_in), (s, z))
             self.emit("adaptive_avg_pool2d", [a], out, output_size=_pair(op.args[1]), input_scale=s_in,
                       input_zero_point=z_in, **oq)
+        elif t in AVG_POOL:
+            # not delegated (XNNPACK's partitioner takes avg_pool2d only in f32): ExecuTorch's
+            # portable kernel on the dequantized input, then the next partition's quantize
+            # (README "ExecuTorch portable kernels"); the quantizer gives it its own output qparams
+            a, s_in, z_in = self.dq(op, op.args[0])
+            a_ = list(op.args) + [None] * (7 - len(op.args))
+            names = ["input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                     "divisor_override"]
+            arg = {k: (a_[i] if a_[i] is not None else op.kwargs.get(k)) for i, k in enumerate(names)}
+            if len(self.shape[a]) != 3:
+                self.fail(op, f"avg_pool2d of a per-sample shape {self.shape[a]}: only [C, H, W]")
+            k = _pair(arg["kernel_size"])
+            div = arg["divisor_override"]
+            cip = True if arg["count_include_pad"] is None else bool(arg["count_include_pad"])
+            pad = _pair(arg["padding"] or 0)
+            if not arg["ceil_mode"] and not (cip and any(pad)) and div in (None, k[0] * k[1]):
+                # executorch AvgPoolingConfig: then XNNPACK runs it (f32 average pooling)
+                self.fail(op, f"avg_pool2d {k} without ceil_mode, padding counted in the divisor or a divisor "
+                              f"override is delegated to XNNPACK's f32 average pooling, which qfuse does not "
+                              f"reproduce (only ExecuTorch's portable avg_pool2d is mapped)")
+            self.emit("avg_pool2d", [a], out, kernel=k, stride=_pair(arg["stride"]) if arg["stride"] else k,
+                      padding=pad, ceil_mode=bool(arg["ceil_mode"] or False), count_include_pad=cip,
+                      divisor_override=None if div is None else int(div), input_scale=s_in, input_zero_point=z_in,
+                      **oq)
         elif t == aten.cat.default:
             srcs = [self.dq(op, x) for x in op.args[0]]
             dim = int(op.args[1]) if len(op.args) > 1 else int(op.kwargs.get("dim", 0))
@@ -424,6 +469,69 @@ class _Walker:
             self.emit("cat", [x[0] for x in srcs], out, dim=1, **oq)
         else:
             self.fail(op, f"op {t} is not supported for pt2e/XNNPACK export")
+
+    def bn_of(self, n):
+        """the batch norm node behind `n` (an aten batch_norm, or getitem 0 of a
+        _native_batch_norm_legit_no_training), else None"""
+        if not (isinstance(n, torch.fx.Node) and n.op == "call_function"):
+            return None
+        if n.target in BN:
+            return n
+        if n.target == operator.getitem and n.args[1] == 0 and isinstance(n.args[0], torch.fx.Node) \
+                and n.args[0].op == "call_function" and n.args[0].target in BN_NATIVE:
+            return n.args[0]
+        return None
+
+    def fuse_bn_act(self, src):
+        """the float bounds of `relu / relu6 / hardtanh(batch_norm)`"""
+        self.covered.add(src)
+        if src.target in RELU:
+            return 0.0, float("inf")
+        if src.target in RELU6:
+            return 0.0, 6.0
+        return (float(src.args[1]) if len(src.args) > 1 else float(src.kwargs.get("min_val", -1.0)),
+                float(src.args[2]) if len(src.args) > 2 else float(src.kwargs.get("max_val", 1.0)))
+
+    def on_batch_norm(self, bn, op, out, oq, act):
+        """dq(a) -> batch_norm (eval) [-> relu / hardtanh] -> q: ExecuTorch's XNNPACK partitioner
+        decomposes the batch norm into an f32 1x1 depthwise convolution (DecomposeBatchNorm), run
+        by XNNPACK in f32 between its qs8 -> f32 and f32 -> qs8 converts: per channel an
+        elementwise map of the input byte, one 256-entry table per channel (channel_lut;
+        xnnpack_rules.batch_norm_tables; README "batch norm")."""
+        self.covered.update([bn, op])
+        a_ = list(bn.args)
+        if bn.target in BN:
+            names = ["input", "weight", "bias", "running_mean", "running_var", "training", "momentum", "eps"]
+        else:
+            names = ["input", "weight", "bias", "running_mean", "running_var", "momentum", "eps"]
+        arg = {k: (a_[i] if i < len(a_) else bn.kwargs.get(k)) for i, k in enumerate(names)}
+        if arg.get("training"):
+            self.fail(bn, "batch_norm in training mode")
+        a, s_in, z_in = self.dq(bn, arg["input"])
+        if not 1 <= len(self.shape[a]) <= 3:
+            self.fail(bn, f"batch_norm on a per-sample shape {self.shape[a]}: only [C], [C, L] or [C, H, W]")
+        c = self.shape[a][0]
+
+        def param(k, required):
+            n = arg[k]
+            if n is None and not required:
+                return None
+            t = self.v.get(n) if isinstance(n, torch.fx.Node) else None
+            if not isinstance(t, torch.Tensor) or t.dtype != torch.float32 or t.numel() != c:
+                self.fail(bn, f"batch_norm {k} is not a float32 constant of {c} values (ExecuTorch "
+                              f"decomposes only static batch norms)")
+            self.covered.add(n)
+            return t.detach().reshape(-1).numpy().astype(np.float32)
+
+        mean, var = param("running_mean", True), param("running_var", True)
+        gamma, beta = param("weight", False), param("bias", False)
+        eps = arg["eps"]
+        if isinstance(eps, torch.fx.Node):
+            self.fail(bn, "batch_norm eps is not a constant")
+        lo, hi = act if act is not None else (-np.inf, np.inf)
+        tables = xr.batch_norm_tables(mean, var, gamma, beta, float(eps), s_in, z_in, oq["output_scale"],
+                                      oq["output_zero_point"], lo, hi)
+        self.emit("batch_norm", [a], out, tables=tables, input_scale=s_in, input_zero_point=z_in, **oq)
 
     def is_shape_op(self, n):
         return n.op == "call_function" and (n.target in RESHAPE + DROPOUT + MOVE or (
@@ -664,10 +772,19 @@ def build_xnnpack(gm, example_inputs, fail, warn):
                                                        nd["act_min"], nd["act_max"]),
                         "scale": float(nd["output_scale"]), "zero_point": int(nd["output_zero_point"]),
                         "signed": True}
+        elif op == "batch_norm":
+            node.update(op="channel_lut", scale=float(nd["output_scale"]), zero_point=int(nd["output_zero_point"]),
+                        signed=True)
+            tensors[f"{out}.tables"] = np.ascontiguousarray(nd["tables"], dtype=np.uint8)
         elif op == "mean_hw":
             node.update(op="mean", dims=[2, 3], keepdim=True)
         elif op == "adaptive_avg_pool2d":
             node.update(op="adaptive_avg_pool2d", output_size=nd["output_size"])
+        elif op == "avg_pool2d":
+            node.update(op="portable_avg_pool2d", kernel_size=nd["kernel"], stride=nd["stride"],
+                        padding=nd["padding"], ceil_mode=nd["ceil_mode"], count_include_pad=nd["count_include_pad"],
+                        divisor_override=nd["divisor_override"], scale=float(nd["output_scale"]),
+                        zero_point=int(nd["output_zero_point"]), signed=True)
         elif op == "cat":
             node.update(op="cat", dim=1, **qkeys(nd["output_scale"], nd["output_zero_point"]))
         elif op == "gather":

@@ -182,3 +182,56 @@ def unary_table(chain, si, zi, so, zo):
     inv = F32(F32(1.0) / F32(so))
     y = np.clip(np.rint((v * inv).astype(F32)).astype(I64) + int(zo), -128, 127)
     return [int(t) + 128 for t in y]
+
+
+def fma_f32(a, b, c):
+    """f32 fused multiply-add `a * b + c` with one rounding (as `_mm512_fmadd_ps`), elementwise
+    with numpy broadcasting, exact: the product of two f32 is exact in f64; `s = p + c` rounded
+    in f64 with its exact error `e` (TwoSum); rounding `s` to f32 gives the correctly rounded
+    result unless `s` lies exactly halfway between two f32 and `e != 0` (a double-rounding
+    tie), where the result is the neighbour on `e`'s side."""
+    p = np.asarray(a, F32).astype(F64) * np.asarray(b, F32).astype(F64)
+    c = np.asarray(c, F32).astype(F64)
+    s = p + c
+    bb = s - p
+    e = (p - (s - bb)) + (c - bb)
+    r = s.astype(F32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        lo = np.where(r.astype(F64) > s, np.nextafter(r, F32(-np.inf)), r)
+        hi = np.nextafter(lo, F32(np.inf))
+        mid = (lo.astype(F64) + hi.astype(F64)) / 2
+    tie = (s == mid) & (e != 0)
+    return np.where(tie, np.where(e > 0, hi, lo), r).astype(F32)
+
+
+def batch_norm_weights(mean, var, gamma, beta, eps):
+    """ExecuTorch's DecomposeBatchNorm.compute_w_and_b (a BatchNorm not after a conv becomes
+    an f32 1x1 depthwise convolution in the XNNPACK delegate): in f64,
+    `d = sqrt(var + f64(f32(eps)))` (eps goes through a float32 tensor), `w = f32(gamma / d)`,
+    `b = f32(-mean * gamma / d + beta)` (left to right); gamma / beta None: 1 / 0."""
+    m64 = np.asarray(mean, F32).astype(F64)
+    v64 = np.asarray(var, F32).astype(F64)
+    g64 = np.asarray(gamma, F32).astype(F64) if gamma is not None else np.ones(1, F64)
+    b64 = np.asarray(beta, F32).astype(F64) if beta is not None else np.zeros(1, F64)
+    d = np.sqrt(v64 + F64(F32(eps)))
+    w = (g64 / d).astype(F32)
+    b = (-m64 * g64 / d + b64).astype(F32)
+    c = m64.size
+    return np.broadcast_to(w, (c,)).copy(), np.broadcast_to(b, (c,)).copy()
+
+
+def batch_norm_tables(mean, var, gamma, beta, eps, si, zi, so, zo, lo=-np.inf, hi=np.inf):
+    """`dq(si, zi) -> batch_norm (eval) [-> relu / hardtanh(lo, hi)] -> q(so, zo)` as ExecuTorch
+    runs it with the XNNPACK delegate: the batch norm is an f32 1x1 depthwise convolution with
+    the weights of `batch_norm_weights`, computed by XNNPACK's f32 kernels (on this AVX-512 CPU
+    one FMA: `y = fma(x, w[c], b[c])`), its output clamp `min(max(y, lo), hi)`, then XNNPACK's
+    f32 -> qs8 convert. `x = f32(q - zi) * si`; `q' = sat8(rint(f32(y * f32(1 / so))) + zo)`.
+    Returns the [C, 256] uint8 tables of a qfuse `channel_lut` (stored bytes: images v + 128)."""
+    w, b = batch_norm_weights(mean, var, gamma, beta, eps)
+    q = np.arange(-128, 128, dtype=I64)
+    x = ((q - int(zi)).astype(F32) * F32(si)).astype(F32)
+    y = fma_f32(x[None, :], w[:, None], b[:, None])
+    y = np.minimum(np.maximum(y, F32(lo)), F32(hi)).astype(F32)
+    inv = F32(F32(1.0) / F32(so))
+    t = np.clip(np.rint((y * inv).astype(F32)).astype(I64) + int(zo), -128, 127)
+    return (t + 128).astype(np.uint8)

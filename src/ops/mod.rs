@@ -246,6 +246,17 @@ pub enum Op {
         /// The output's qparams.
         out: QParams,
     },
+    /// ExecuTorch's portable `avg_pool2d` kernel (f32, on the dequantized
+    /// input) between two XNNPACK partitions, quantized to `out` (engine
+    /// `xnnpack` only; see [`ort`] and tests/data/pt2e/README.md).
+    PortableAvgPool2d {
+        /// The window (PyTorch's; no dilation).
+        pool: Pool2d,
+        /// `count_include_pad`, `divisor_override`.
+        opts: AvgPoolOpts,
+        /// The output's qparams (may be signed).
+        out: QParams,
+    },
 }
 
 impl Op {
@@ -292,6 +303,11 @@ impl Op {
             Op::ChannelLut { tables, out } => Box::new(chanlut::ChannelLut { tables, out: *out }),
             Op::QSoftmax { dim, out } => Box::new(qsoftmax::QSoftmax {
                 dim: *dim,
+                out: *out,
+            }),
+            Op::PortableAvgPool2d { pool, opts, out } => Box::new(ort::PortableAvgPool {
+                pool: *pool,
+                opts: *opts,
                 out: *out,
             }),
         }

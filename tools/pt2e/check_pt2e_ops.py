@@ -33,6 +33,10 @@ MUTATIONS = {
     "maxpool_valid": "max pool over the valid taps only (PyTorch's definition; expected to pass)",
     "no_clamp_merge": "no merging of a clamp into the conv/linear/max pool that feeds it",
     "clamp_requant_round_then_zp": "clamp between different qparams adds the zero point after rounding",
+    "bn_mul_add": "batch norm: f32(f32(x * w) + b) (no FMA) instead of fma(x, w, b)",
+    "bn_portable": "batch norm: ExecuTorch's portable formula ((x - mean) * invstd) * gamma + beta",
+    "avgpool_inv": "portable avg_pool2d multiplies the sum by f32(1 / count) instead of dividing",
+    "avgpool_cip_valid": "portable avg_pool2d with count_include_pad divides by the whole kernel (ONNX's count)",
 }
 MUT = None
 TIES = {}
@@ -451,6 +455,70 @@ def unary_rule(chain, si, zi, so, zo):
     return unary_table(chain, si, zi, so, zo)
 
 
+def batch_norm_rule(nd, t, k):
+    """README "batch norm": qfuse_export.xnnpack_rules.batch_norm_tables (the FMA rule), or a
+    mutated candidate; [C, 256] int8 values indexed by the input's stored byte"""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                    "python"))
+    from qfuse_export import xnnpack_rules as xr
+
+    mean, var, gamma, beta = (t[f"n{k}_{n}"] for n in ("running_mean", "running_var", "weight", "bias"))
+    si, zi, so, zo = nd["input_scale"], nd["input_zero_point"], nd["output_scale"], nd["output_zero_point"]
+    lo, hi = F32(float(nd["act_min"])), F32(float(nd["act_max"]))
+    if MUT not in ("bn_mul_add", "bn_portable"):
+        return xr.batch_norm_tables(mean, var, gamma, beta, nd["eps"], si, zi, so, zo, lo, hi).astype(I64) - 128
+    x = ((np.arange(-128, 128) - zi).astype(F32) * F32(si)).astype(F32)[None, :]
+    if MUT == "bn_mul_add":
+        w, b = xr.batch_norm_weights(mean, var, gamma, beta, nd["eps"])
+        y = ((x * w[:, None]).astype(F32) + b[:, None]).astype(F32)
+    else:
+        invstd = (1.0 / np.sqrt(var.astype(F64) + nd["eps"])).astype(F32)
+        y = ((((x - mean[:, None]).astype(F32) * invstd[:, None]).astype(F32) * gamma[:, None]).astype(F32)
+             + beta[:, None]).astype(F32)
+    y = np.minimum(np.maximum(y, lo), hi)
+    return np.clip(np.rint((y * F32(F32(1) / F32(so))).astype(F32)).astype(I64) + zo, -128, 127)
+
+
+def avg_pool2d_portable(xf, nd):
+    """ExecuTorch kernels/portable/cpu/op_avg_pool2d.cpp (kernel_reduction_then_map_2d) on f32:
+    i0 = o*s - p, i1 = min(i0 + k, L + p), taps [max(i0, 0), min(i1, L)); the first tap, then
+    `tap + acc` in row-major order; out = acc / f32(count), count = (i1 - i0) products
+    (count_include_pad), the taps' count, or divisor_override"""
+    n, c, h, w = xf.shape
+    (kh, kw), (sh, sw), (ph, pw) = nd["kernel"], nd["stride"], nd["padding"]
+    cm, cip, dv = nd["ceil_mode"], nd["count_include_pad"], nd["divisor_override"]
+
+    def out_len(L, k, s, p):
+        num = L + 2 * p - k
+        o = (-(-num // s) if cm else num // s) + 1
+        if cm and (o - 1) * s >= L + p:
+            o -= 1
+        return o
+
+    OH, OW = out_len(h, kh, sh, ph), out_len(w, kw, sw, pw)
+    y = np.zeros((n, c, OH, OW), dtype=F32)
+    for oy in range(OH):
+        h0 = oy * sh - ph
+        h1 = min(h0 + kh, h + ph)
+        for ox in range(OW):
+            w0 = ox * sw - pw
+            w1 = min(w0 + kw, w + pw)
+            pool = (h1 - h0) * (w1 - w0)
+            a0, a1, b0, b1 = max(h0, 0), min(h1, h), max(w0, 0), min(w1, w)
+            if MUT == "avgpool_cip_valid" and cip:
+                pool = kh * kw
+            count = dv if dv is not None else (pool if cip else (a1 - a0) * (b1 - b0))
+            acc = None
+            for i in range(a0, a1):
+                for j in range(b0, b1):
+                    acc = xf[:, :, i, j].astype(F32) if acc is None else (xf[:, :, i, j] + acc).astype(F32)
+            if MUT == "avgpool_inv":
+                y[:, :, oy, ox] = (acc * (F32(1) / F32(count))).astype(F32)
+            else:
+                y[:, :, oy, ox] = (acc / F32(count)).astype(F32)
+    return y
+
+
 def load_case(d):
     with open(os.path.join(d, "case.json")) as f:
         case = json.load(f)
@@ -523,6 +591,17 @@ def run_case(d, verbose=False):
             if "table" in nd and list(nd["table"]) != table.tolist():
                 notes.append(f"n{k} recorded table differs from the rule")
             y = table[ins[0].astype(I64) + 128] - 128
+        elif op == "batch_norm":
+            table = batch_norm_rule(nd, t, k)
+            if MUT is None and not np.array_equal(table + 128, t[f"n{k}_tables"].astype(I64)):
+                notes.append(f"n{k} recorded tables differ from the rule")
+            c = table.shape[0]
+            ch = np.arange(c).reshape((1, c) + (1,) * (ins[0].ndim - 2))
+            y = table[ch, ins[0].astype(I64) + 128]
+        elif op == "avg_pool2d":
+            assert nd["backend"] == "portable", "this avg_pool2d is delegated to XNNPACK (f32 pooling: no rule)"
+            xf = dequantize(ins[0], nd["input_scale"], nd["input_zero_point"])
+            y = quantize(avg_pool2d_portable(xf, nd), nd["output_scale"], nd["output_zero_point"])
         elif op == "f32_clamp":
             y = np.minimum(np.maximum(ins[0], F32(nd["min"])), F32(nd["max"])).astype(F32)
         else:

@@ -27,6 +27,8 @@ use super::{
 
 pub use gpu::OrtParams;
 
+use super::pool::{AvgPoolOpts, Pool2d, MAX_POOL_DIVISOR};
+
 pub(crate) const FILE_OPS: &[FileOp] = &[
     FileOp {
         name: "global_avg_pool",
@@ -77,6 +79,42 @@ pub(crate) const FILE_OPS: &[FileOp] = &[
             Ok(Op::Softmax {
                 axis: a.usize("axis")?,
                 out: a.qparams()?,
+            })
+        },
+    },
+    FileOp {
+        name: "portable_avg_pool2d",
+        attributes: &[
+            "kernel_size",
+            "stride",
+            "padding",
+            "ceil_mode",
+            "count_include_pad",
+            "divisor_override",
+            "scale",
+            "zero_point",
+            "signed",
+        ],
+        parse: |a: &Attrs<'_>, _: &ParseCx<'_>| {
+            let pool = Pool2d {
+                kernel: a.pair("kernel_size")?,
+                stride: a.pair("stride")?,
+                padding: a.pair("padding")?,
+                dilation: [1, 1],
+                ceil_mode: a.bool("ceil_mode")?,
+            };
+            let divisor_override = if a.get("divisor_override")?.is_null() {
+                None
+            } else {
+                Some(a.usize("divisor_override")?)
+            };
+            Ok(Op::PortableAvgPool2d {
+                pool,
+                opts: AvgPoolOpts {
+                    count_include_pad: a.bool("count_include_pad")?,
+                    divisor_override,
+                },
+                out: a.qparams_signed()?,
             })
         },
     },
@@ -272,7 +310,9 @@ pub(crate) fn xnnpack_mean_lowered<'a>(sig: &Signature<'_>) -> Result<Box<dyn Lo
 /// from 0 over the window's rows then columns of `f32(q - z) * s`,
 /// `v = sum / f32(count)`, `y = sat(rint(v * f32(1/s)) + z)` (the output
 /// keeps the input's qparams). Table: the 256 dequantized bytes, then per
-/// output row and per output column `start | end << 16`.
+/// output row and per output column `start | end << 16`, then per output row
+/// and per output column the divisor's factor (here the window's length;
+/// `count = f32(factor_row * factor_col)`, or `p.kh` when not 0).
 pub(crate) fn portable_adaptive_lowered<'a>(sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
     let x = sig.inputs[0];
     let q = sig.q_in(0)?;
@@ -296,6 +336,10 @@ pub(crate) fn portable_adaptive_lowered<'a>(sig: &Signature<'_>) -> Result<Box<d
     };
     tab.extend((0..oh).map(|o| window(o, h, oh)));
     tab.extend((0..ow).map(|o| window(o, w, ow)));
+    // the divisor's factors: each window's length
+    let len = |i: usize| (tab[i] >> 16) - (tab[i] & 0xffff);
+    let factors: Vec<u32> = (256..256 + (oh + ow) as usize).map(len).collect();
+    tab.extend(factors);
     let p = OrtParams {
         c,
         h,
@@ -486,6 +530,161 @@ fn check_window_elems(op: &str, n: usize, what: &str) -> Result<()> {
 
 /// The dequantized bytes and every sum of them stay normal f32 (or zero) on
 /// the GPU when the input scale is in `[2^-100, 2^100]`.
+/// ExecuTorch's window of output `o` along one dimension of length `len` in
+/// its portable `avg_pool2d` (`kernel_reduction_then_map_2d`): `i0 = o*s - p`,
+/// `i1 = min(i0 + k, len + p)`, the taps `[max(i0, 0), min(i1, len))`, and
+/// the divisor's factor `i1 - i0` (count_include_pad) or the taps' count.
+fn portable_pool_window(o: usize, len: usize, k: usize, s: usize, p: usize, cip: bool) -> [u32; 2] {
+    let i0 = (o * s) as i64 - p as i64;
+    let i1 = (i0 + k as i64).min((len + p) as i64);
+    let (c0, c1) = (i0.max(0), i1.min(len as i64));
+    let factor = if cip { i1 - i0 } else { (c1 - c0).max(0) };
+    [(c0 as u32) | ((c1.max(c0) as u32) << 16), factor as u32]
+}
+
+/// `portable_avg_pool2d` ([`Op::PortableAvgPool2d`], engine `xnnpack` only):
+/// ExecuTorch's portable `avg_pool2d` kernel on the dequantized input,
+/// quantized by XNNPACK's (or the portable) quantize to `out`
+/// (tests/data/pt2e/README.md "ExecuTorch portable kernels"): per output the
+/// taps of [`portable_pool_window`] summed in f32 in row-major order
+/// (`f32(q - z) * s` each), `v = sum / f32(count)` with `count` the product
+/// of the two factors or `divisor_override`, `y = sat(rint(v * f32(1/s_out))
+/// + z_out)`. Lowered to `ort.wgsl` mode 5 with these windows and factors.
+pub(crate) struct PortableAvgPool {
+    pub pool: Pool2d,
+    pub opts: AvgPoolOpts,
+    pub out: QParams,
+}
+
+impl<'a> OpKind<'a> for PortableAvgPool {
+    fn name(&self) -> &'static str {
+        "portable_avg_pool2d"
+    }
+    fn infer(&self, engine: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
+        let name = self.name();
+        if engine != Requant::Xnnpack {
+            return Err(Error::config(
+                name,
+                format!(
+                    "is ExecuTorch's portable kernel under the XNNPACK delegate; the model's engine is {:?} (needs \"xnnpack\")",
+                    engine.name()
+                ),
+            ));
+        }
+        let x = ins[0];
+        let q = quantized(x)?;
+        self.out.validate(&format!("{name} output"))?;
+        check_dequant_scale(name, q)?;
+        let [c, h, w] = x.shape[..] else {
+            return Err(Error::shape(
+                name,
+                format!("needs a [C, H, W] input, got {:?}", x.shape),
+            ));
+        };
+        let p = &self.pool;
+        if p.dilation != [1, 1] {
+            return Err(Error::config(name, "dilation must be [1, 1]"));
+        }
+        match self.opts.divisor_override {
+            Some(0) => return Err(Error::config(name, "divisor_override must be >= 1")),
+            Some(d) if d > MAX_POOL_DIVISOR => {
+                return Err(Error::config(
+                    name,
+                    format!("divisor_override {d} exceeds the bound {MAX_POOL_DIVISOR}"),
+                ))
+            }
+            _ => {}
+        }
+        let window = super::pool::real_window(p, h, w);
+        if window > MAX_POOL_DIVISOR {
+            return Err(Error::config(
+                name,
+                format!("a window of {window} elements exceeds the bound {MAX_POOL_DIVISOR}"),
+            ));
+        }
+        if h > 0xffff || w > 0xffff {
+            // the windows are packed as start | end << 16
+            return Err(Error::shape(
+                name,
+                format!("input {h}x{w}: H and W are at most 65535"),
+            ));
+        }
+        let (oh, ow) = p.out_hw(h, w)?;
+        if oh == 0 || ow == 0 {
+            return Err(Error::shape(
+                name,
+                format!("output would be empty ({oh}x{ow})"),
+            ));
+        }
+        Ok(TensorInfo {
+            shape: vec![c, oh, ow],
+            dtype: DType::QUInt8(self.out),
+        })
+    }
+    fn write(&self, w: &mut NodeWriter) {
+        let p = &self.pool;
+        w.put("kernel_size", json!(p.kernel));
+        w.put("stride", json!(p.stride));
+        w.put("padding", json!(p.padding));
+        w.put("ceil_mode", json!(p.ceil_mode));
+        w.put("count_include_pad", json!(self.opts.count_include_pad));
+        w.put("divisor_override", json!(self.opts.divisor_override));
+        w.put_qparams_signed(self.out);
+    }
+    fn lower(&self, sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
+        let x = sig.inputs[0];
+        let q = sig.q_in(0)?;
+        let (c, h, w) = crate::layout::chw_u32(&x.shape);
+        let (_, oh, ow) = crate::layout::chw_u32(&sig.output.shape);
+        let p = &self.pool;
+        let cip = self.opts.count_include_pad;
+        let win = |o: u32, i: usize, len: u32| {
+            portable_pool_window(
+                o as usize,
+                len as usize,
+                p.kernel[i],
+                p.stride[i],
+                p.padding[i],
+                cip,
+            )
+        };
+        let rows: Vec<[u32; 2]> = (0..oh).map(|o| win(o, 0, h)).collect();
+        let cols: Vec<[u32; 2]> = (0..ow).map(|o| win(o, 1, w)).collect();
+        for r in rows.iter().chain(&cols) {
+            if r[0] & 0xffff >= r[0] >> 16 {
+                return Err(Error::config(
+                    self.name(),
+                    format!("a window holds no input tap ({:?})", self.pool),
+                ));
+            }
+        }
+        let mut tab: Vec<u32> = (0..256)
+            .map(|b| ((b - q.zero_point) as f32 * q.scale).to_bits())
+            .collect();
+        tab.extend(rows.iter().map(|r| r[0]));
+        tab.extend(cols.iter().map(|r| r[0]));
+        tab.extend(rows.iter().map(|r| r[1]));
+        tab.extend(cols.iter().map(|r| r[1]));
+        let params = OrtParams {
+            c,
+            h,
+            w,
+            c4: c.div_ceil(4),
+            oh,
+            ow,
+            kh: self.opts.divisor_override.unwrap_or(0) as u32,
+            zp_out: self.out.zero_point,
+            m: self.out.inv_scale(),
+            ..Default::default()
+        };
+        Ok(Box::new(OrtLowered {
+            p: params,
+            mode: OrtMode::PortableAdaptive,
+            tab,
+        }))
+    }
+}
+
 fn check_dequant_scale(op: &str, q: QParams) -> Result<()> {
     if !(2f32.powi(-100)..=2f32.powi(100)).contains(&q.scale) {
         return Err(Error::qparams(
@@ -532,7 +731,13 @@ impl OrtLowered {
                 sum += self.tab(plane[iy * w + ix] as usize);
             }
         }
-        let v = sum / ((h1 - h0) * (w1 - w0)) as f32;
+        let (oh, ow) = (p.oh as usize, p.ow as usize);
+        let count = if p.kh != 0 {
+            p.kh
+        } else {
+            self.tab[256 + oh + ow + oy] * self.tab[256 + 2 * oh + ow + ox]
+        };
+        let v = sum / count as f32;
         crate::quant::quantize_with_inv(v, p.m, p.zp_out)
     }
 
