@@ -10,7 +10,7 @@
 //!   quantize_per_tensor`, reproduced for `dim` = the last dimension only
 //!   (ATen's `_vec_softmax_lastdim` with AVX-512's 16 lanes, [`aten_row`]).
 //!   Over another dim ATen's `_vec_softmax` runs glibc's `expf` on positions
-//!   chosen by its thread split; [`QSoftmax::infer`] refuses it.
+//!   chosen by its thread split; its shape check (`infer`) refuses it.
 //!
 //! Rules: `tests/data/ops/README.md` ("qsoftmax"). The CPU loop here and
 //! `qsoftmax.wgsl` read the same lowered constants.
