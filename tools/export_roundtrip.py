@@ -550,8 +550,9 @@ class BilinearModuleNet(nn.Module):
     float upsample_bilinear2d -> quantize; resize mode torch_bilinear_float): a 13-channel
     conv output (channels-last, small output: ATen's channels-last kernel, 8-lane body and a
     5-channel tail), a 16-channel conv output to a large size (channels-last, C > 3: the
-    channels-last kernel), and the 3-channel NCHW quantized input to a large size with
-    align_corners=True (OH + OW > 128, C <= 3: the generic kernel)."""
+    channels-last kernel), and the 3-channel NCHW quantized input (after a quantized ReLU,
+    which keeps it NCHW; the float input itself would not be dequantized) to a large size
+    with align_corners=True (OH + OW > 128, C <= 3: the generic kernel)."""
 
     def __init__(self):
         super().__init__()
@@ -560,11 +561,12 @@ class BilinearModuleNet(nn.Module):
         self.b = nn.Conv2d(13, 16, 3, padding=1)
         self.up_big = nn.Upsample(size=(70, 66), mode="bilinear", align_corners=False)
         self.up_in = nn.Upsample(size=(70, 66), mode="bilinear", align_corners=True)
+        self.relu = nn.ReLU()
 
     def forward(self, x):
         u = self.up(self.a(x))                         # [N, 13, 15, 18]
         w = self.up_big(self.b(u))                     # [N, 16, 70, 66]
-        return torch.cat([w, self.up_in(x)], 1)        # [N, 19, 70, 66]
+        return torch.cat([w, self.up_in(self.relu(x))], 1)  # [N, 19, 70, 66]
 
     def fuse(self):
         pass

@@ -536,7 +536,8 @@ def validate(header, tensors):
             for s, q in zip(n["inputs"], in_q):
                 if q is None:
                     _err(ctx, f"input {s!r} must be quint8, it is float32")
-        if op == "resize" and (float(n["scale"]), int(n["zero_point"])) != in_q[0]:
+        if op == "resize" and n.get("mode") == "torch_bilinear" \
+                and (float(n["scale"]), int(n["zero_point"])) != in_q[0]:
             _err(ctx, f"resize output qparams {(n['scale'], n['zero_point'])} differ from the input's {in_q[0]}")
         if op == "gather" and any(q != in_q[0] for q in in_q):
             _err(ctx, f"inputs must share qparams, got {in_q}")
