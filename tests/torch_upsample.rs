@@ -697,6 +697,27 @@ fn fx_float_taps_and_errors() {
     let t = torch_float_taps(false, 0.5, 4, 2, false).unwrap();
     assert_eq!((t[1].i0, t[1].i1, t[1].l1), (0, 1, 0.25));
     assert_eq!((t[3].i0, t[3].i1, t[3].l0, t[3].l1), (1, 1, 0.75, 0.25));
+    // the file form round-trips (both kernels), and the loaded model computes the same bytes
+    let qi = QParams::new_i8(0.02, -5).unwrap();
+    for cl in [false, true] {
+        let r = torch_float_resize([7, 5], [0.5, 0.8], true, QParams::new(0.05, 7).unwrap(), cl);
+        let m = model(Requant::Qnnpack, &[11, 4, 4], qi, r).unwrap();
+        let bytes = m.to_bytes().unwrap();
+        let back = Model::from_bytes(&bytes).unwrap();
+        assert_eq!(back.to_bytes().unwrap(), bytes);
+        let Op::Resize(b) = &back.nodes()[0].op else {
+            panic!("not a resize")
+        };
+        assert_eq!(*b, r);
+        let mut rng = Rng(12);
+        let v = vec![Value::Q {
+            data: rng.bytes(2 * 11 * 16),
+            shape: vec![2, 11, 4, 4],
+            q: qi,
+        }];
+        let (a, c) = (m.run_cpu(&v).unwrap(), back.run_cpu(&v).unwrap());
+        assert_eq!(bytes_of(&a[0]), bytes_of(&c[0]));
+    }
     // the float mode needs rule requantize
     let q = QParams::new(0.1, 3).unwrap();
     let mut r = torch_float_resize([4, 4], [0.5, 0.5], false, q, true);

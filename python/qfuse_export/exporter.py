@@ -1833,6 +1833,8 @@ nn.MaxPool2d, F.max_pool2d                           -> max_pool2d
 nn.Upsample, F.interpolate (mode nearest)            -> gather
 nn.Upsample, F.interpolate (mode bilinear, align_corners either way)
                                                      -> resize (mode torch_bilinear; a 1x1 input: gather)
+dequantize -> nn.Upsample / F.interpolate (bilinear, float: FX's module) -> quantize
+                                                     -> resize (mode torch_bilinear_float, the quantize's qparams)
 nn.AvgPool2d, F.avg_pool2d (torch._C._nn.avg_pool2d) -> avg_pool2d
 nn.AdaptiveAvgPool2d, F.adaptive_avg_pool2d          -> adaptive_avg_pool2d
 x.mean((2,3)), torch.mean(x, [2,3], keepdim)         -> mean
