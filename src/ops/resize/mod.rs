@@ -1016,7 +1016,10 @@ impl ResizeLowered {
                 }
             };
             // quantize_per_tensor: rint(r * f32(1 / s)) + zp, saturated
-            let k = (r * f32::from_bits(p.s_out)).round_ties_even() as i64;
+            // clamped first so an overflow to infinity saturates without an i64 overflow
+            let k = (r * f32::from_bits(p.s_out))
+                .round_ties_even()
+                .clamp(-1024.0, 1024.0) as i64;
             return (k + p.zp_out as i64).clamp(0, 255) as u8;
         }
         let r = if p.torch == 1 {
