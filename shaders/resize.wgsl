@@ -156,6 +156,9 @@ fn torch_bilinear(b: u32, oy: u32, ox: u32, c: u32) -> i32 {
     let p01 = tab[t0 + byte_at(b, y0, x1, c)];
     let p10 = tab[t0 + byte_at(b, y1, x0, c)];
     let p11 = tab[t0 + byte_at(b, y1, x1, c)];
+    if p.torch >= 3u {
+        return torch_bilinear_float(p00, p01, p10, p11, h0, h1, w0, w1, c);
+    }
     var r: u32;
     if p.torch == 1u {
         // contiguous (NCHW) kernel: plain f32, no FMA
@@ -177,6 +180,34 @@ fn torch_bilinear(b: u32, oy: u32, ox: u32, c: u32) -> i32 {
     // r - f32(zp), |.| < 2^10: round() is exact, ties to even
     let v = bitcast<f32>(fadd_exact(r, bitcast<u32>(-f32(zp))));
     return clamp(i32(round(v)) + zp, -p.offset, 255 - p.offset) + p.offset;
+}
+
+// PyTorch's FLOAT bilinear between a dequantize and quantize_per_tensor
+// (mode torch_bilinear_float): the table values are the dequantized f32 of
+// the bytes; torch 3: ATen's generic kernel, t0 = fma(p00, w0, p01*w1),
+// t1 = fma(p10, w0, p11*w1), r = fma(t0, h0, t1*h1); torch 4: its
+// channels-last kernel, w00 = h0*w0 ..., channels below p.body
+// r = fma(p00, w00, fma(p01, w01, fma(p11, w11, p10*w10))), the others
+// r = fma(p11, w11, fma(p10, w10, fma(p00, w00, p01*w01))). Then
+// sat(rint(r * s_out) + zp_out), s_out holding f32(1 / scale).
+fn torch_bilinear_float(p00: u32, p01: u32, p10: u32, p11: u32, h0: u32, h1: u32, w0: u32, w1: u32, c: u32) -> i32 {
+    var r: u32;
+    if p.torch == 3u {
+        let t0 = ffma(p00, w0, fmul_exact(p01, w1));
+        let t1 = ffma(p10, w0, fmul_exact(p11, w1));
+        r = ffma(t0, h0, fmul_exact(t1, h1));
+    } else {
+        let w00 = fmul_exact(h0, w0);
+        let w01 = fmul_exact(h0, w1);
+        let w10 = fmul_exact(h1, w0);
+        let w11 = fmul_exact(h1, w1);
+        if c < p.body {
+            r = ffma(p00, w00, ffma(p01, w01, ffma(p11, w11, fmul_exact(p10, w10))));
+        } else {
+            r = ffma(p11, w11, ffma(p10, w10, ffma(p00, w00, fmul_exact(p01, w01))));
+        }
+    }
+    return round_add_sat(fmul_exact(r, p.s_out), p.zp_out);
 }
 
 fn resize(b: u32, oy: u32, ox: u32, c: u32) -> i32 {

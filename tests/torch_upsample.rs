@@ -12,7 +12,9 @@ use common::file_edit::{load_err, node_mut, rewrite};
 use common::{first_mismatch, gpu, Rng, TensorFile};
 use qfuse::gpu::{CustomKernel, Kernel};
 use qfuse::model::{DType, Model, Node, Op, TensorInfo, Value};
-use qfuse::ops::resize::{torch_scale, torch_taps, Coord, Resize, ResizeMode, ResizeRule};
+use qfuse::ops::resize::{
+    torch_float_taps, torch_scale, torch_taps, Coord, Resize, ResizeMode, ResizeRule,
+};
 use qfuse::{Error, GpuContext, GpuModel, QParams, Requant};
 use wgpu::util::DeviceExt;
 
@@ -248,6 +250,12 @@ fn pytorch_vectors_cpu_and_gpu() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("bilinear_")
+        })
         .collect();
     paths.sort();
     assert_eq!(paths.len(), 48, "cases in {}", dir.display());
@@ -501,4 +509,227 @@ fn file_round_trip_and_errors() {
         |_| {},
     ));
     assert!(e.contains("round"), "{e}");
+}
+
+// ---------------------------------------------------------------------------
+// mode torch_bilinear_float (FX's dequantize -> float upsample -> quantize)
+
+fn torch_float_resize(
+    size: [usize; 2],
+    scales: [f32; 2],
+    ac: bool,
+    out: QParams,
+    cl: bool,
+) -> Resize {
+    Resize {
+        size,
+        scales,
+        coord: if ac {
+            Coord::AlignCorners
+        } else {
+            Coord::HalfPixel
+        },
+        rule: ResizeRule::Requantize,
+        out,
+        mode: ResizeMode::TorchBilinearFloat {
+            channels_last: cl,
+            lanes: 8,
+        },
+    }
+}
+
+#[test]
+fn fx_float_vectors_cpu_and_gpu() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/upsample");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("float_")
+        })
+        .collect();
+    paths.sort();
+    assert_eq!(paths.len(), 36, "float cases in {}", dir.display());
+    let ctx = gpu();
+    let (mut clk, mut generic, mut ac, mut body, mut tail, mut signed, mut values) =
+        (0, 0, 0, 0, 0, 0, 0);
+    for path in &paths {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let f = TensorFile::open(path);
+        let m = f.meta("case");
+        let us = |k: &str| -> Vec<usize> {
+            m[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect()
+        };
+        let (shape, size) = (us("shape"), us("size"));
+        let (c, h, w) = (shape[1], shape[2], shape[3]);
+        let align = m["align_corners"].as_bool().unwrap();
+        let kernel_cl = m["kernel"] == "channels_last";
+        let sf: Option<Vec<f64>> = m["scale_factor"]
+            .as_array()
+            .map(|a| a.iter().map(|v| v.as_f64().unwrap()).collect());
+        let scale = m["scale"].as_f64().unwrap() as f32;
+        let zp = m["zero_point"].as_i64().unwrap() as i32;
+        let q = if m["dtype"] == "qint8" {
+            signed += 1;
+            QParams::new_i8(scale, zp).unwrap()
+        } else {
+            QParams::new(scale, zp).unwrap()
+        };
+        let out = QParams::new(
+            m["out_scale"].as_f64().unwrap() as f32,
+            m["out_zero_point"].as_i64().unwrap() as i32,
+        )
+        .unwrap();
+        let scales = [
+            torch_scale(h, size[0], align, sf.as_ref().map(|s| s[0])),
+            torch_scale(w, size[1], align, sf.as_ref().map(|s| s[1])),
+        ];
+        let want_scales = f.f32("scales");
+        assert_eq!(
+            scales.map(f32::to_bits).to_vec(),
+            want_scales.iter().map(|s| s.to_bits()).collect::<Vec<_>>(),
+            "{name}: torch_scale vs ATen's"
+        );
+        let engine = match m["engine"].as_str().unwrap() {
+            "qnnpack" => Requant::Qnnpack,
+            _ => Requant::Fbgemm,
+        };
+        let mut r = torch_float_resize([size[0], size[1]], scales, align, out, kernel_cl);
+        r.mode = ResizeMode::TorchBilinearFloat {
+            channels_last: kernel_cl,
+            lanes: m["lanes"].as_u64().unwrap() as u32,
+        };
+        let model = model(engine, &shape[1..], q, r).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let input = [Value::Q {
+            data: f.u8("input"),
+            shape: shape.clone(),
+            q,
+        }];
+        let want = f.u8("output");
+        let cpu = model.run_cpu(&input).unwrap();
+        let gpu = GpuModel::new(&ctx, &model)
+            .unwrap()
+            .run(&ctx, &input)
+            .unwrap();
+        for (what, v) in [("CPU", &cpu[0]), ("GPU", &gpu[0])] {
+            if let Some(mm) = first_mismatch(bytes_of(v), &want) {
+                panic!("{name}: {what} vs PyTorch: {mm}");
+            }
+        }
+        values += want.len();
+        ac += align as usize;
+        if kernel_cl {
+            clk += 1;
+            body += (c >= 8) as usize;
+            tail += (c % 8 != 0) as usize;
+        } else {
+            generic += 1;
+        }
+    }
+    assert!(
+        clk >= 12 && generic >= 3 && ac >= 12 && body >= 6 && tail >= 6 && signed >= 3,
+        "{clk} {generic} {ac} {body} {tail} {signed}"
+    );
+    println!(
+        "{} cases, {values} bytes bit-exact with PyTorch's dq -> upsample -> q",
+        paths.len()
+    );
+}
+
+#[test]
+fn fx_float_gpu_equals_cpu_on_random_cases() {
+    let ctx = gpu();
+    let seed = 0xf10a7_u64;
+    let mut rng = Rng(seed);
+    let mut varied = 0;
+    for case in 0..40 {
+        let c = rng.pick(&[1usize, 3, 8, 13, 16, 20]);
+        let (h, w) = (rng.range(1, 8), rng.range(1, 8));
+        let size = [rng.range(1, 19), rng.range(1, 19)];
+        let ac = rng.range(0, 1) == 1;
+        let cl = rng.range(0, 1) == 1;
+        let q = QParams::new(0.001 + rng.f32(), rng.range(0, 255) as i32).unwrap();
+        let out = QParams::new(q.scale * (0.3 + rng.f32()), rng.range(0, 255) as i32).unwrap();
+        let scales = [
+            torch_scale(h, size[0], ac, None),
+            torch_scale(w, size[1], ac, None),
+        ];
+        let r = torch_float_resize(size, scales, ac, out, cl);
+        let model = model(Requant::Fbgemm, &[c, h, w], q, r).unwrap();
+        let data: Vec<u8> = (0..2 * c * h * w)
+            .map(|_| rng.range(0, 256) as u8)
+            .collect();
+        let input = [Value::Q {
+            data,
+            shape: vec![2, c, h, w],
+            q,
+        }];
+        let cpu = model.run_cpu(&input).unwrap();
+        let gpu = GpuModel::new(&ctx, &model)
+            .unwrap()
+            .run(&ctx, &input)
+            .unwrap();
+        let (a, b) = (bytes_of(&cpu[0]), bytes_of(&gpu[0]));
+        varied += a.iter().any(|&v| v != a[0]) as usize;
+        if let Some(mm) = first_mismatch(b, a) {
+            panic!("seed {seed:#x} case {case} (c {c}, {h}x{w} -> {size:?}, cl {cl}): GPU vs CPU: {mm}");
+        }
+    }
+    assert!(
+        varied >= 30,
+        "seed {seed:#x}: only {varied} of 40 outputs vary"
+    );
+}
+
+#[test]
+fn fx_float_taps_and_errors() {
+    // an axis whose size is kept takes (x, x, 1, 0) whatever the scale
+    let t = torch_float_taps(false, 0.7, 3, 3, true).unwrap();
+    assert_eq!((t[2].i0, t[2].i1, t[2].l0, t[2].l1), (2, 2, 1.0, 0.0));
+    // 2 -> 4 half-pixel: v = 0.5 * (x + 0.5) - 0.5 -> 0, 0.25, 0.75, 1.25 (clamped index)
+    let t = torch_float_taps(false, 0.5, 4, 2, false).unwrap();
+    assert_eq!((t[1].i0, t[1].i1, t[1].l1), (0, 1, 0.25));
+    assert_eq!((t[3].i0, t[3].i1, t[3].l0, t[3].l1), (1, 1, 0.75, 0.25));
+    // the file form round-trips (both kernels), and the loaded model computes the same bytes
+    let qi = QParams::new_i8(0.02, -5).unwrap();
+    for cl in [false, true] {
+        let r = torch_float_resize([7, 5], [0.5, 0.8], true, QParams::new(0.05, 7).unwrap(), cl);
+        let m = model(Requant::Qnnpack, &[11, 4, 4], qi, r).unwrap();
+        let bytes = m.to_bytes().unwrap();
+        let back = Model::from_bytes(&bytes).unwrap();
+        assert_eq!(back.to_bytes().unwrap(), bytes);
+        let Op::Resize(b) = &back.nodes()[0].op else {
+            panic!("not a resize")
+        };
+        assert_eq!(*b, r);
+        let mut rng = Rng(12);
+        let v = vec![Value::Q {
+            data: rng.bytes(2 * 11 * 16),
+            shape: vec![2, 11, 4, 4],
+            q: qi,
+        }];
+        let (a, c) = (m.run_cpu(&v).unwrap(), back.run_cpu(&v).unwrap());
+        assert_eq!(bytes_of(&a[0]), bytes_of(&c[0]));
+    }
+    // the float mode needs rule requantize
+    let q = QParams::new(0.1, 3).unwrap();
+    let mut r = torch_float_resize([4, 4], [0.5, 0.5], false, q, true);
+    r.rule = ResizeRule::Round;
+    let e = model(Requant::Fbgemm, &[3, 2, 2], q, r).unwrap_err();
+    assert!(e.to_string().contains("requantize"), "{e}");
+    // and PyTorch's engine
+    let r = torch_float_resize([4, 4], [0.5, 0.5], false, q, true);
+    let e = model(Requant::OnnxRuntime, &[3, 2, 2], q, r).unwrap_err();
+    assert!(e.to_string().contains("onnxruntime"), "{e}");
+    // a scale that is not finite
+    let r = torch_float_resize([4, 4], [f32::INFINITY, 0.5], false, q, true);
+    let e = model(Requant::Fbgemm, &[3, 2, 2], q, r).unwrap_err();
+    assert!(e.to_string().contains("scales"), "{e}");
 }

@@ -545,6 +545,33 @@ class BilinearNet(nn.Module):
         pass
 
 
+class BilinearModuleNet(nn.Module):
+    """nn.Upsample(mode='bilinear') modules under FX, which runs them in float (dequantize ->
+    float upsample_bilinear2d -> quantize; resize mode torch_bilinear_float): a 13-channel
+    conv output (channels-last, small output: ATen's channels-last kernel, 8-lane body and a
+    5-channel tail), a 16-channel conv output to a large size (channels-last, C > 3: the
+    channels-last kernel), and the 3-channel NCHW quantized input (after a quantized ReLU,
+    which keeps it NCHW; the float input itself would not be dequantized) to a large size
+    with align_corners=True (OH + OW > 128, C <= 3: the generic kernel)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 13, 3, padding=1)
+        self.up = nn.Upsample(scale_factor=1.5, mode="bilinear", align_corners=False)
+        self.b = nn.Conv2d(13, 16, 3, padding=1)
+        self.up_big = nn.Upsample(size=(70, 66), mode="bilinear", align_corners=False)
+        self.up_in = nn.Upsample(size=(70, 66), mode="bilinear", align_corners=True)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        u = self.up(self.a(x))                         # [N, 13, 15, 18]
+        w = self.up_big(self.b(u))                     # [N, 16, 70, 66]
+        return torch.cat([w, self.up_in(self.relu(x))], 1)  # [N, 19, 70, 66]
+
+    def fuse(self):
+        pass
+
+
 def _shufflenet():
     import torchvision
     return torchvision.models.shufflenet_v2_x0_5(weights=None)
@@ -759,6 +786,10 @@ CASES = {
     "bilinear_fx_qnnpack": (BilinearNet, (3, 10, 12), "normal", "fx", "qnnpack", 2),
     "bilinear_fx_x86": (BilinearNet, (3, 10, 12), "normal", "fx", "x86", 2),
     "bilinear_eager": (lambda: BilinearNet(eager=True), (3, 10, 12), "normal", "eager", "fbgemm", 2),
+    # nn.Upsample(bilinear) modules that FX runs in float (resize mode torch_bilinear_float)
+    "bilinear_module_fx": (BilinearModuleNet, (3, 10, 12), "normal", "fx", "fbgemm", 2),
+    "bilinear_module_fx_x86": (BilinearModuleNet, (3, 10, 12), "normal", "fx", "x86", 2),
+    "bilinear_module_fx_qnnpack": (BilinearModuleNet, (3, 10, 12), "normal", "fx", "qnnpack", 2),
     # channel_lut: quantized BatchNorm2d, BNReLU2d, PReLU
     "preact_fx": (PreAct, (3, 9, 7), "normal", "fx", "fbgemm", 3),
     "preact_fx_qnnpack": (PreAct, (3, 9, 7), "normal", "fx", "qnnpack", 3),

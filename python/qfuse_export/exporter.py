@@ -458,6 +458,9 @@ class _Exporter:
             return v
         if kind == "v":
             return self.materialize(v)
+        if kind == "gu":
+            self.fail(node, f"{what} {a.name!r} is a float bilinear upsampling of a dequantized tensor; "
+                            f"qfuse computes it only when it is quantized next")
         if kind == "g":
             self.fail(node, f"{what} {a.name!r} is a float function of a dequantized tensor "
                             f"({v[2]}); qfuse computes it only when it is quantized next (as a `lut`)")
@@ -1120,10 +1123,14 @@ class _Exporter:
         reshape moves after the quantize); or of a pending float function of a
         dequantized tensor (then a `lut` on the quint8 source)."""
         kind, v = self.value(node, x)
-        if kind not in ("f", "fr", "g"):
+        if kind not in ("f", "fr", "g", "gu"):
             self.fail(node, "input must be a float32 tensor")
         self.check_qout(node)
         qp = self.given_qparams(node, scale, zp)
+        if kind == "gu":
+            src, attrs = v
+            self.env[node] = ("q", self.emit(node, "resize", [src], **attrs, **qp))
+            return
         if kind == "f":
             self.env[node] = ("q", self.emit(node, "quantize", [v], **qp))
             return
@@ -1366,6 +1373,11 @@ class _Exporter:
         Mode bilinear: `resize` mode torch_bilinear (see bilinear()); of a 1x1 input every
         output is the input byte (a constant interpolates to itself), so it is the same gather.
         (tools/torch_upsample_rules.py checks these rules.)"""
+        if mode == "bilinear" and not antialias and self.env.get(x, (None,))[0] == "f" \
+                and self.env[x][1] in self.deq_src:
+            # FX leaves an nn.Upsample(bilinear) module in float: dequantize -> float
+            # upsample_bilinear2d -> quantize (to the next quantize's qparams)
+            return self.float_bilinear(node, x, scale_factor, recompute, bool(align_corners))
         if mode not in ("nearest", "bilinear"):
             self.fail(node, f"upsampling mode {mode!r} on a quantized tensor is not supported (only "
                             f"'nearest' and 'bilinear')")
@@ -1409,6 +1421,43 @@ class _Exporter:
             return idx[:, hi][:, :, wi]
 
         self.shape_op(node, x, fn)
+
+    def float_bilinear(self, node, x, scale_factor, recompute, align_corners):
+        """F.interpolate(bilinear) of a dequantized quint8 tensor, pending until the quantize
+        that follows: ATen's FLOAT kernel (tools/torch_float_upsample_rules.py), exported as
+        `resize` mode torch_bilinear_float with that quantize's qparams. Records the kernel
+        ATen picks (upsample_bilinear2d_kernel_impl_float): the channels-last one when the
+        float input is_contiguous(channels_last) with C > 3, or OH + OW <= 128, or one thread
+        and C == 3 (torch.get_num_threads() now); else the generic one."""
+        ish, osh = list(self.info[x].shape), list(self.info[node].shape)
+        if len(ish) != 4:
+            self.fail(node, f"upsampling of a {len(ish)}-D tensor: only 2-D (NCHW) is supported")
+        sf = None
+        if scale_factor is not None and not recompute:
+            sf = list(scale_factor) if isinstance(scale_factor, (tuple, list)) else [scale_factor] * 2
+        cap = torch.backends.cpu.get_cpu_capability()
+        if cap not in ("AVX2", "AVX512"):
+            self.fail(node, f"float bilinear upsampling: ATen's vector width on CPU capability {cap!r} is "
+                            f"not measured (only AVX2/AVX512: 8 lanes)")
+        f32 = np.float32
+
+        def scale(i, o, s):
+            if align_corners:
+                return f32(i - 1) / f32(o - 1) if o > 1 else f32(0)
+            if s is not None and float(s) > 0:
+                return f32(1.0 / float(s))
+            return f32(i) / f32(o)
+
+        cl_in = _cl_contiguous(ish, self.info[x].stride)
+        c = ish[1]
+        use_cl = (cl_in and c > 3) or osh[2] + osh[3] <= 128 or (torch.get_num_threads() == 1 and c == 3)
+        attrs = dict(size=[int(osh[2]), int(osh[3])],
+                     scales=[float(scale(ish[2], osh[2], sf[0] if sf else None)),
+                             float(scale(ish[3], osh[3], sf[1] if sf else None))],
+                     coordinate_transformation_mode="align_corners" if align_corners else "half_pixel",
+                     rule="requantize", mode="torch_bilinear_float",
+                     layout="channels_last" if use_cl else "contiguous", lanes=8)
+        self.env[node] = ("gu", (self.deq_src[self.env[x][1]], attrs))
 
     def bilinear(self, node, x, sf, align_corners):
         """Bilinear upsampling of a quint8 tensor -> resize, mode torch_bilinear (ATen's
@@ -1784,6 +1833,8 @@ nn.MaxPool2d, F.max_pool2d                           -> max_pool2d
 nn.Upsample, F.interpolate (mode nearest)            -> gather
 nn.Upsample, F.interpolate (mode bilinear, align_corners either way)
                                                      -> resize (mode torch_bilinear; a 1x1 input: gather)
+dequantize -> nn.Upsample / F.interpolate (bilinear, float: FX's module) -> quantize
+                                                     -> resize (mode torch_bilinear_float, the quantize's qparams)
 nn.AvgPool2d, F.avg_pool2d (torch._C._nn.avg_pool2d) -> avg_pool2d
 nn.AdaptiveAvgPool2d, F.adaptive_avg_pool2d          -> adaptive_avg_pool2d
 x.mean((2,3)), torch.mean(x, [2,3], keepdim)         -> mean

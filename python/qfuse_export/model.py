@@ -59,7 +59,8 @@ OPS = {
     "lut_split": (1, 1, ["table", "tail_table", "scale", "zero_point"], ["signed"], "given"),
     "gather": (1, None, ["shape"], [], "input"),
     "channel_lut": (1, 1, ["scale", "zero_point"], ["signed"], "given"),
-    # this reader checks mode torch_bilinear (PyTorch's bilinear upsampling); the ONNX modes
+    # this reader checks modes torch_bilinear (PyTorch's quantized bilinear upsampling) and
+    # torch_bilinear_float (FX's dequantize -> float bilinear -> quantize); the ONNX modes
     # linear/cubic come from ONNX files
     "resize": (1, 1, ["size", "scales", "coordinate_transformation_mode", "rule", "mode", "scale", "zero_point"],
                ["layout", "lanes", "cubic_coeff_a"], "given"),
@@ -414,10 +415,12 @@ def validate(header, tensors):
             sc = n["scales"]
             if not (isinstance(sc, list) and len(sc) == 2 and all(_is_num(v) and math.isfinite(v) and v >= 0 for v in sc)):
                 _err(ctx, f"`scales` must be two finite numbers >= 0, got {sc!r}")
-            if n["mode"] != "torch_bilinear":
-                _err(ctx, f"this reader knows resize mode \"torch_bilinear\" only, got {n['mode']!r}")
-            if n["rule"] != "round":
-                _err(ctx, f"mode torch_bilinear needs rule \"round\", got {n['rule']!r}")
+            if n["mode"] not in ("torch_bilinear", "torch_bilinear_float"):
+                _err(ctx, f"this reader knows resize modes \"torch_bilinear\" and \"torch_bilinear_float\" "
+                          f"only, got {n['mode']!r}")
+            want_rule = "round" if n["mode"] == "torch_bilinear" else "requantize"
+            if n["rule"] != want_rule:
+                _err(ctx, f"mode {n['mode']} needs rule \"{want_rule}\", got {n['rule']!r}")
             if n["coordinate_transformation_mode"] not in ("align_corners", "half_pixel"):
                 _err(ctx, "mode torch_bilinear needs coordinate_transformation_mode \"align_corners\" or "
                           f"\"half_pixel\", got {n['coordinate_transformation_mode']!r}")
@@ -533,7 +536,8 @@ def validate(header, tensors):
             for s, q in zip(n["inputs"], in_q):
                 if q is None:
                     _err(ctx, f"input {s!r} must be quint8, it is float32")
-        if op == "resize" and (float(n["scale"]), int(n["zero_point"])) != in_q[0]:
+        if op == "resize" and n.get("mode") == "torch_bilinear" \
+                and (float(n["scale"]), int(n["zero_point"])) != in_q[0]:
             _err(ctx, f"resize output qparams {(n['scale'], n['zero_point'])} differ from the input's {in_q[0]}")
         if op == "gather" and any(q != in_q[0] for q in in_q):
             _err(ctx, f"inputs must share qparams, got {in_q}")

@@ -182,6 +182,72 @@ pub enum ResizeMode {
         /// below `lanes * floor(C / lanes)` take the vector formula.
         lanes: u32,
     },
+    /// PyTorch's FLOAT bilinear upsampling between a dequantize and a
+    /// `quantize_per_tensor` (FX's `dq -> nn.Upsample -> q`; rules in
+    /// [`torch_float_taps`], `tests/data/upsample/README.md` and
+    /// `tools/torch_float_upsample_rules.py`): rule [`ResizeRule::Requantize`]
+    /// with PyTorch's quantize (`sat(rint(v * f32(1 / s_out)) + zp_out)`),
+    /// coordinates as [`ResizeMode::TorchBilinear`], `scales` ATen's.
+    TorchBilinearFloat {
+        /// ATen's `cpu_upsample_linear_channels_last` kernel (taken when the
+        /// input is channels-last with C > 3, or OH + OW <= 128, or one
+        /// thread and C == 3); false: `upsample_generic_Nd_kernel_impl`.
+        channels_last: bool,
+        /// The channels-last kernel's vector width (8 measured).
+        lanes: u32,
+    },
+}
+
+/// The taps of one axis under ATen's float bilinear rule
+/// (`compute_source_index_and_lambda<float>`): an axis whose output length
+/// equals its input's takes `(x, x, 1, 0)`; else `v` as in [`torch_taps`]
+/// (`fused`: the channels-last kernel), `i0 = min(floor(v), in - 1)`,
+/// `l1 = clamp(v - i0, 0, 1)`, `l0 = 1 - l1`. `None` when `v` is not finite.
+pub fn torch_float_taps(
+    align_corners: bool,
+    scale: f32,
+    out_len: usize,
+    in_len: usize,
+    fused: bool,
+) -> Option<Vec<TorchTap>> {
+    (0..out_len)
+        .map(|x| {
+            if out_len == in_len {
+                return Some(TorchTap {
+                    i0: x,
+                    i1: x,
+                    l0: 1.0,
+                    l1: 0.0,
+                });
+            }
+            let d = x as f32;
+            let v = if align_corners {
+                scale * d
+            } else {
+                let v = if fused {
+                    scale.mul_add(d + 0.5, -0.5)
+                } else {
+                    scale * (d + 0.5) - 0.5
+                };
+                if v < 0.0 {
+                    0.0
+                } else {
+                    v
+                }
+            };
+            if !(v.is_finite() && v >= 0.0) {
+                return None;
+            }
+            let i0 = (v.floor() as usize).min(in_len - 1);
+            let l1 = (v - i0 as f32).clamp(0.0, 1.0);
+            Some(TorchTap {
+                i0,
+                i1: if i0 + 1 < in_len { i0 + 1 } else { i0 },
+                l0: 1.0 - l1,
+                l1,
+            })
+        })
+        .collect()
 }
 
 /// ATen's per-axis scale (`area_pixel_compute_scale<float>`): the source
@@ -365,9 +431,17 @@ fn parse_resize(a: &Attrs<'_>, _: &ParseCx<'_>) -> Result<Op> {
                 lanes: lanes as u32,
             }
         }
+        Some("torch_bilinear_float") => {
+            let (channels_last, lanes) = parse_torch_kernel(a)?;
+            ResizeMode::TorchBilinearFloat {
+                channels_last,
+                lanes,
+            }
+        }
         _ => {
             return Err(Error::Model(format!(
-                "mode {} is not \"linear\", \"cubic\" or \"torch_bilinear\"",
+                "mode {} is not \"linear\", \"cubic\", \"torch_bilinear\" or \
+                 \"torch_bilinear_float\"",
                 a.get("mode")?
             )))
         }
@@ -380,6 +454,26 @@ fn parse_resize(a: &Attrs<'_>, _: &ParseCx<'_>) -> Result<Op> {
         out: a.qparams()?,
         mode,
     }))
+}
+
+/// The `layout` and `lanes` attributes of mode torch_bilinear_float.
+fn parse_torch_kernel(a: &Attrs<'_>) -> Result<(bool, u32)> {
+    let l = a.get("layout")?;
+    let channels_last = match l.as_str() {
+        Some("channels_last") => true,
+        Some("contiguous") => false,
+        _ => {
+            return Err(Error::Model(format!(
+                "layout {l} is not \"channels_last\" or \"contiguous\""
+            )))
+        }
+    };
+    let n = a.get("lanes")?;
+    let lanes = n
+        .as_u64()
+        .filter(|n| (1..=64).contains(n))
+        .ok_or_else(|| Error::Model(format!("lanes {n} must be an integer in 1..=64")))?;
+    Ok((channels_last, lanes as u32))
 }
 
 /// One output index's source rows/columns and weights (ORT's
@@ -464,6 +558,9 @@ impl Resize {
         if let ResizeMode::TorchBilinear { .. } = self.mode {
             return self.check_torch(q, h, w);
         }
+        if let ResizeMode::TorchBilinearFloat { .. } = self.mode {
+            return self.check_torch_float(q, h, w);
+        }
         if self.rule == ResizeRule::Round {
             return Err(Error::config(
                 "resize",
@@ -542,7 +639,70 @@ impl Resize {
                     }
                 }
             }
-            ResizeMode::TorchBilinear { .. } => {}
+            ResizeMode::TorchBilinear { .. } | ResizeMode::TorchBilinearFloat { .. } => {}
+        }
+        Ok(q)
+    }
+
+    /// The checks of mode torch_bilinear_float (after the shape checks).
+    fn check_torch_float(&self, q: QParams, h: usize, w: usize) -> Result<QParams> {
+        let ResizeMode::TorchBilinearFloat { lanes, .. } = self.mode else {
+            unreachable!("check_torch_float of another mode")
+        };
+        if !(1..=64).contains(&lanes) {
+            return Err(Error::config(
+                "resize",
+                format!("lanes {lanes} must be in 1..=64"),
+            ));
+        }
+        if self.rule != ResizeRule::Requantize {
+            return Err(Error::config(
+                "resize",
+                format!(
+                    "mode torch_bilinear_float runs under rule \"requantize\", got {:?}",
+                    self.rule.name()
+                ),
+            ));
+        }
+        if !matches!(self.coord, Coord::AlignCorners | Coord::HalfPixel) {
+            return Err(Error::config(
+                "resize",
+                format!(
+                    "mode torch_bilinear_float takes coordinate_transformation_mode \
+                     \"align_corners\" or \"half_pixel\" (PyTorch's), got {:?}",
+                    self.coord.name()
+                ),
+            ));
+        }
+        for s in self.scales {
+            if !(s.is_finite() && s >= 0.0) {
+                return Err(Error::config(
+                    "resize",
+                    format!("scales {:?} must be finite and >= 0", self.scales),
+                ));
+            }
+        }
+        self.out.validate("resize output")?;
+        let inv = 1.0 / self.out.scale;
+        if !(inv.is_finite() && inv > 0.0) {
+            return Err(Error::qparams(
+                "resize output",
+                format!(
+                    "scale {:e}: its f32 reciprocal is not finite",
+                    self.out.scale
+                ),
+            ));
+        }
+        for (axis, k, d) in [("H", 0, h), ("W", 1, w)] {
+            if self.torch_taps(k, d).is_none() {
+                return Err(Error::config(
+                    "resize",
+                    format!(
+                        "scale {:e} on {axis} ({d} -> {}) gives a source index that is not finite",
+                        self.scales[k], self.size[k]
+                    ),
+                ));
+            }
         }
         Ok(q)
     }
@@ -609,6 +769,15 @@ impl Resize {
     }
 
     fn torch_taps(&self, axis: usize, in_len: usize) -> Option<Vec<TorchTap>> {
+        if let ResizeMode::TorchBilinearFloat { channels_last, .. } = self.mode {
+            return torch_float_taps(
+                self.coord == Coord::AlignCorners,
+                self.scales[axis],
+                self.size[axis],
+                in_len,
+                channels_last,
+            );
+        }
         let ResizeMode::TorchBilinear { channels_last, .. } = self.mode else {
             return None;
         };
@@ -631,7 +800,10 @@ impl<'a> OpKind<'a> for Resize {
         "resize"
     }
     fn infer(&self, engine: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
-        let torch = matches!(self.mode, ResizeMode::TorchBilinear { .. });
+        let torch = matches!(
+            self.mode,
+            ResizeMode::TorchBilinear { .. } | ResizeMode::TorchBilinearFloat { .. }
+        );
         if torch && engine == Requant::OnnxRuntime {
             return Err(Error::config(
                 "resize",
@@ -681,6 +853,19 @@ impl<'a> OpKind<'a> for Resize {
                 w.put("layout", json!(l));
                 w.put("lanes", json!(lanes));
             }
+            ResizeMode::TorchBilinearFloat {
+                channels_last,
+                lanes,
+            } => {
+                w.put("mode", json!("torch_bilinear_float"));
+                let l = if channels_last {
+                    "channels_last"
+                } else {
+                    "contiguous"
+                };
+                w.put("layout", json!(l));
+                w.put("lanes", json!(lanes));
+            }
         }
         w.put_qparams(self.out);
     }
@@ -704,6 +889,21 @@ impl<'a> OpKind<'a> for Resize {
                     tab.extend([t.i0 as u32, t.i1 as u32, t.l0.to_bits(), t.l1.to_bits()]);
                 }
                 torch = if channels_last { 2 } else { 1 };
+                if channels_last {
+                    body = (lanes as usize * (c / lanes as usize)) as u32;
+                }
+            }
+            ResizeMode::TorchBilinearFloat {
+                channels_last,
+                lanes,
+            } => {
+                let (Some(ty), Some(tx)) = (self.torch_taps(0, h), self.torch_taps(1, w)) else {
+                    unreachable!("checked by check_torch_float")
+                };
+                for t in ty.iter().chain(&tx) {
+                    tab.extend([t.i0 as u32, t.i1 as u32, t.l0.to_bits(), t.l1.to_bits()]);
+                }
+                torch = if channels_last { 4 } else { 3 };
                 if channels_last {
                     body = (lanes as usize * (c / lanes as usize)) as u32;
                 }
@@ -741,12 +941,17 @@ impl<'a> OpKind<'a> for Resize {
             total: 0,
             requant: (!truncate) as u32,
             // ATen's contiguous kernel copies equal sizes; its NHWC one computes
-            copy: (oh == h && ow == w && torch != 2) as u32,
+            copy: (oh == h && ow == w && torch == 1) as u32,
             cubic: matches!(self.mode, ResizeMode::Cubic(_)) as u32,
             torch,
             body,
             pad: 0,
-            s_out: self.out.scale.to_bits(),
+            // mode torch_bilinear_float: PyTorch's quantize multiplies by f32(1 / s)
+            s_out: if torch >= 3 {
+                (1.0 / self.out.scale).to_bits()
+            } else {
+                self.out.scale.to_bits()
+            },
             zp_out: self.out.zero_point,
             offset: self.out.offset(),
         };
@@ -796,6 +1001,27 @@ impl ResizeLowered {
         let (w0, w1) = (self.f(tx + 2), self.f(tx + 3));
         let (p00, p01, p10, p11) = (xv(y0, x0), xv(y0, x1), xv(y1, x0), xv(y1, x1));
         // Rust never contracts `a * b + c`: each product is rounded
+        if p.torch >= 3 {
+            let r = if p.torch == 3 {
+                // generic kernel: t0 * h0 + t1 * h1, each contracted
+                let t0 = p00.mul_add(w0, p01 * w1);
+                let t1 = p10.mul_add(w0, p11 * w1);
+                t0.mul_add(h0, t1 * h1)
+            } else {
+                let (w00, w01, w10, w11) = (h0 * w0, h0 * w1, h1 * w0, h1 * w1);
+                if (c as u32) < p.body {
+                    p00.mul_add(w00, p01.mul_add(w01, p11.mul_add(w11, p10 * w10)))
+                } else {
+                    p11.mul_add(w11, p10.mul_add(w10, p00.mul_add(w00, p01 * w01)))
+                }
+            };
+            // quantize_per_tensor: rint(r * f32(1 / s)) + zp, saturated
+            // clamped first so an overflow to infinity saturates without an i64 overflow
+            let k = (r * f32::from_bits(p.s_out))
+                .round_ties_even()
+                .clamp(-1024.0, 1024.0) as i64;
+            return (k + p.zp_out as i64).clamp(0, 255) as u8;
+        }
         let r = if p.torch == 1 {
             let a = w0 * p00 + w1 * p01;
             let b = w0 * p10 + w1 * p11;
