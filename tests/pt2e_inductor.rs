@@ -419,7 +419,6 @@ fn sum_cases() -> Vec<(String, Model, Vec<Value>, Vec<u8>)> {
             Requant::Onednn,
         )
         .unwrap()
-        .with_plain_src_scale()
         .with_sum(qa)
         .unwrap();
         let f32_info = |s: &[usize]| TensorInfo {
@@ -652,7 +651,13 @@ fn inductor_src_scale_is_the_scale_itself_on_cpu_and_gpu() {
 fn inductor_x86_model_file_conv_uses_the_scale_itself() {
     // the model loader (engine inductor_x86, "requant": "onednn") builds the
     // same epilogue as with_plain_src_scale
+    // (plain convs only: the loader keeps the round trip for sum convs, as
+    // measured inside Inductor's resnext50_32x4d; src_tie_sum is a direct
+    // binary_tensor call)
     for (name, model, inputs, expect) in src_cases(true) {
+        if name.ends_with("_sum") {
+            continue;
+        }
         let back = Model::from_bytes(&model.to_bytes().unwrap()).unwrap();
         let Value::Q { data, .. } = &back.run_cpu(&inputs).unwrap()[0] else {
             panic!("{name}: a float output")
