@@ -607,6 +607,16 @@ impl QLayer {
         Ok(l)
     }
 
+    /// The same layer with oneDNN multiplying the accumulator by the input
+    /// scale itself (Inductor's calls, engine `inductor_x86`) rather than by
+    /// PyTorch eager's reciprocal round trip of it
+    /// ([`quant::Epilogue::with_src_scale`]); other rules are unchanged.
+    pub fn with_plain_src_scale(&self) -> QLayer {
+        let mut l = self.clone();
+        l.epilogue = self.epilogue.with_src_scale(self.input.scale);
+        l
+    }
+
     /// The same layer with oneDNN's `sum` post-op: a second input, of the
     /// output's shape and quantized with `sum`, added in f32 before the
     /// requantization ([`quant::EpilogueForm::OnednnSum`]). Needs the

@@ -937,6 +937,29 @@ impl Epilogue {
         })
     }
 
+    /// This epilogue ([`EpilogueForm::Onednn`]) with oneDNN multiplying by
+    /// `input_scale` itself instead of [`onednn_src_scale`] of it: Inductor's
+    /// `onednn.qconv_pointwise` / `qlinear_pointwise` (engine `inductor_x86`)
+    /// hand oneDNN the scale with no reciprocal round trip (measured on
+    /// torchvision resnext50_32x4d, `tests/data/pt2e/README.md`). Any other
+    /// form is returned unchanged.
+    pub fn with_src_scale(&self, input_scale: f32) -> Epilogue {
+        let mut e = self.clone();
+        if let EpilogueForm::Onednn {
+            inv_output_scale,
+            offset,
+            ..
+        } = self.form
+        {
+            e.form = EpilogueForm::Onednn {
+                input_scale,
+                inv_output_scale,
+                offset,
+            };
+        }
+        e
+    }
+
     /// This epilogue (oneDNN's, [`EpilogueForm::Onednn`]) with oneDNN's `sum`
     /// post-op reading a second addend quantized with `sum`
     /// ([`EpilogueForm::OnednnSum`]); any other form is [`Error::Unsupported`].

@@ -284,6 +284,13 @@ fn parse_layer(kind: LayerKind, a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
         let byte = |x: i64| i32::try_from(x).unwrap_or(-1);
         l = l.with_clamp(byte(lo), byte(hi))?;
     }
+    // Inductor's plain qconv/qlinear calls: oneDNN multiplies by the input
+    // scale itself (no reciprocal round trip as in PyTorch's eager
+    // x86/onednn engines). Its sum convs (a second input) measured on
+    // resnext50_32x4d keep the round trip (tests/data/pt2e/README.md).
+    if cx.pytorch_engine == crate::quant::Engine::InductorX86 && cx.inputs.len() == 1 {
+        l = l.with_plain_src_scale();
+    }
     // A second input: oneDNN's sum post-op, reading that input's qparams.
     if cx.inputs.len() == 2 {
         let sq = cx.inputs[1]
