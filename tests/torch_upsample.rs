@@ -243,6 +243,96 @@ fn bytes_of(v: &Value) -> &[u8] {
     }
 }
 
+/// One committed PyTorch upsampling case: its metadata, input qparams
+/// and ATen's scales (checked against [`torch_scale`]).
+struct UpCase {
+    name: String,
+    f: TensorFile,
+    m: serde_json::Value,
+    shape: Vec<usize>,
+    size: Vec<usize>,
+    align: bool,
+    q: QParams,
+    scales: [f32; 2],
+    engine: Requant,
+}
+
+fn read_up_case(path: &std::path::Path) -> UpCase {
+    let name = path.file_name().unwrap().to_string_lossy().to_string();
+    let f = TensorFile::open(path);
+    let m = f.meta("case");
+    let us = |k: &str| -> Vec<usize> {
+        m[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect()
+    };
+    let (shape, size) = (us("shape"), us("size"));
+    let (h, w) = (shape[2], shape[3]);
+    let align = m["align_corners"].as_bool().unwrap();
+    let sf: Option<Vec<f64>> = m["scale_factor"]
+        .as_array()
+        .map(|a| a.iter().map(|v| v.as_f64().unwrap()).collect());
+    let scale = m["scale"].as_f64().unwrap() as f32;
+    let zp = m["zero_point"].as_i64().unwrap() as i32;
+    let q = if m["dtype"] == "qint8" {
+        QParams::new_i8(scale, zp).unwrap()
+    } else {
+        QParams::new(scale, zp).unwrap()
+    };
+    let scales = [
+        torch_scale(h, size[0], align, sf.as_ref().map(|s| s[0])),
+        torch_scale(w, size[1], align, sf.as_ref().map(|s| s[1])),
+    ];
+    let want_scales = f.f32("scales");
+    assert_eq!(
+        scales.map(f32::to_bits).to_vec(),
+        want_scales.iter().map(|s| s.to_bits()).collect::<Vec<_>>(),
+        "{name}: torch_scale vs ATen's"
+    );
+    let engine = match m["engine"].as_str().unwrap() {
+        "qnnpack" => Requant::Qnnpack,
+        _ => Requant::Fbgemm,
+    };
+    UpCase {
+        name,
+        f,
+        m,
+        shape,
+        size,
+        align,
+        q,
+        scales,
+        engine,
+    }
+}
+
+/// Runs `r` on the case's input on the CPU and the GPU and compares both
+/// with PyTorch's output; returns the number of values compared.
+fn check_up_case(ctx: &GpuContext, case: &UpCase, r: Resize) -> usize {
+    let name = &case.name;
+    let model =
+        model(case.engine, &case.shape[1..], case.q, r).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let input = [Value::Q {
+        data: case.f.u8("input"),
+        shape: case.shape.clone(),
+        q: case.q,
+    }];
+    let want = case.f.u8("output");
+    let cpu = model.run_cpu(&input).unwrap();
+    let gpu = GpuModel::new(ctx, &model)
+        .unwrap()
+        .run(ctx, &input)
+        .unwrap();
+    for (what, v) in [("CPU", &cpu[0]), ("GPU", &gpu[0])] {
+        if let Some(mm) = first_mismatch(bytes_of(v), &want) {
+            panic!("{name}: {what} vs PyTorch: {mm}");
+        }
+    }
+    want.len()
+}
+
 #[test]
 fn pytorch_vectors_cpu_and_gpu() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/upsample");
@@ -262,74 +352,23 @@ fn pytorch_vectors_cpu_and_gpu() {
     let ctx = gpu();
     let (mut cl, mut ac, mut body, mut tail, mut signed, mut values) = (0, 0, 0, 0, 0, 0);
     for path in &paths {
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let f = TensorFile::open(path);
-        let m = f.meta("case");
-        let us = |k: &str| -> Vec<usize> {
-            m[k].as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as usize)
-                .collect()
-        };
-        let (shape, size) = (us("shape"), us("size"));
-        let (c, h, w) = (shape[1], shape[2], shape[3]);
-        let align = m["align_corners"].as_bool().unwrap();
+        let case = read_up_case(path);
+        let (m, size, align, q, scales) = (&case.m, &case.size, case.align, case.q, case.scales);
+        let c = case.shape[1];
+        signed += q.signed as usize;
         let layout_cl = m["layout"] == "channels_last";
-        let sf: Option<Vec<f64>> = m["scale_factor"]
-            .as_array()
-            .map(|a| a.iter().map(|v| v.as_f64().unwrap()).collect());
-        let scale = m["scale"].as_f64().unwrap() as f32;
-        let zp = m["zero_point"].as_i64().unwrap() as i32;
-        let q = if m["dtype"] == "qint8" {
-            signed += 1;
-            QParams::new_i8(scale, zp).unwrap()
-        } else {
-            QParams::new(scale, zp).unwrap()
-        };
-        let scales = [
-            torch_scale(h, size[0], align, sf.as_ref().map(|s| s[0])),
-            torch_scale(w, size[1], align, sf.as_ref().map(|s| s[1])),
-        ];
-        let want_scales = f.f32("scales");
-        assert_eq!(
-            scales.map(f32::to_bits).to_vec(),
-            want_scales.iter().map(|s| s.to_bits()).collect::<Vec<_>>(),
-            "{name}: torch_scale vs ATen's"
-        );
-        let engine = match m["engine"].as_str().unwrap() {
-            "qnnpack" => Requant::Qnnpack,
-            _ => Requant::Fbgemm,
-        };
         let lanes = m["lanes"].as_u64().unwrap() as u32;
         let mut r = torch_resize([size[0], size[1]], scales, align, q, layout_cl);
         r.mode = ResizeMode::TorchBilinear {
             channels_last: layout_cl,
             lanes,
         };
-        let model = model(engine, &shape[1..], q, r).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let input = [Value::Q {
-            data: f.u8("input"),
-            shape: shape.clone(),
-            q,
-        }];
-        let want = f.u8("output");
-        let cpu = model.run_cpu(&input).unwrap();
-        let gpu = GpuModel::new(&ctx, &model)
-            .unwrap()
-            .run(&ctx, &input)
-            .unwrap();
-        for (what, v) in [("CPU", &cpu[0]), ("GPU", &gpu[0])] {
-            if let Some(mm) = first_mismatch(bytes_of(v), &want) {
-                panic!("{name}: {what} vs PyTorch: {mm}");
-            }
-        }
-        values += want.len();
+        values += check_up_case(&ctx, &case, r);
         cl += layout_cl as usize;
         ac += align as usize;
         if layout_cl {
             body += (c >= 8) as usize;
-            tail += (c % 8 != 0) as usize;
+            tail += (c % 8 > 0) as usize;
         }
     }
     assert!(
@@ -557,78 +596,27 @@ fn fx_float_vectors_cpu_and_gpu() {
     let (mut clk, mut generic, mut ac, mut body, mut tail, mut signed, mut values) =
         (0, 0, 0, 0, 0, 0, 0);
     for path in &paths {
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let f = TensorFile::open(path);
-        let m = f.meta("case");
-        let us = |k: &str| -> Vec<usize> {
-            m[k].as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as usize)
-                .collect()
-        };
-        let (shape, size) = (us("shape"), us("size"));
-        let (c, h, w) = (shape[1], shape[2], shape[3]);
-        let align = m["align_corners"].as_bool().unwrap();
+        let case = read_up_case(path);
+        let (m, size, align, q, scales) = (&case.m, &case.size, case.align, case.q, case.scales);
+        let c = case.shape[1];
+        signed += q.signed as usize;
         let kernel_cl = m["kernel"] == "channels_last";
-        let sf: Option<Vec<f64>> = m["scale_factor"]
-            .as_array()
-            .map(|a| a.iter().map(|v| v.as_f64().unwrap()).collect());
-        let scale = m["scale"].as_f64().unwrap() as f32;
-        let zp = m["zero_point"].as_i64().unwrap() as i32;
-        let q = if m["dtype"] == "qint8" {
-            signed += 1;
-            QParams::new_i8(scale, zp).unwrap()
-        } else {
-            QParams::new(scale, zp).unwrap()
-        };
         let out = QParams::new(
             m["out_scale"].as_f64().unwrap() as f32,
             m["out_zero_point"].as_i64().unwrap() as i32,
         )
         .unwrap();
-        let scales = [
-            torch_scale(h, size[0], align, sf.as_ref().map(|s| s[0])),
-            torch_scale(w, size[1], align, sf.as_ref().map(|s| s[1])),
-        ];
-        let want_scales = f.f32("scales");
-        assert_eq!(
-            scales.map(f32::to_bits).to_vec(),
-            want_scales.iter().map(|s| s.to_bits()).collect::<Vec<_>>(),
-            "{name}: torch_scale vs ATen's"
-        );
-        let engine = match m["engine"].as_str().unwrap() {
-            "qnnpack" => Requant::Qnnpack,
-            _ => Requant::Fbgemm,
-        };
         let mut r = torch_float_resize([size[0], size[1]], scales, align, out, kernel_cl);
         r.mode = ResizeMode::TorchBilinearFloat {
             channels_last: kernel_cl,
             lanes: m["lanes"].as_u64().unwrap() as u32,
         };
-        let model = model(engine, &shape[1..], q, r).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let input = [Value::Q {
-            data: f.u8("input"),
-            shape: shape.clone(),
-            q,
-        }];
-        let want = f.u8("output");
-        let cpu = model.run_cpu(&input).unwrap();
-        let gpu = GpuModel::new(&ctx, &model)
-            .unwrap()
-            .run(&ctx, &input)
-            .unwrap();
-        for (what, v) in [("CPU", &cpu[0]), ("GPU", &gpu[0])] {
-            if let Some(mm) = first_mismatch(bytes_of(v), &want) {
-                panic!("{name}: {what} vs PyTorch: {mm}");
-            }
-        }
-        values += want.len();
+        values += check_up_case(&ctx, &case, r);
         ac += align as usize;
         if kernel_cl {
             clk += 1;
             body += (c >= 8) as usize;
-            tail += (c % 8 != 0) as usize;
+            tail += (c % 8 > 0) as usize;
         } else {
             generic += 1;
         }

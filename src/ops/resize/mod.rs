@@ -644,22 +644,21 @@ impl Resize {
         Ok(q)
     }
 
-    /// The checks of mode torch_bilinear_float (after the shape checks).
-    fn check_torch_float(&self, q: QParams, h: usize, w: usize) -> Result<QParams> {
-        let ResizeMode::TorchBilinearFloat { lanes, .. } = self.mode else {
-            unreachable!("check_torch_float of another mode")
-        };
+    /// The checks the two PyTorch bilinear modes share: `lanes`, the rule
+    /// each runs under, PyTorch's coordinate modes, finite scales.
+    fn check_torch_common(&self, mode: &str, lanes: u32, rule: ResizeRule) -> Result<()> {
         if !(1..=64).contains(&lanes) {
             return Err(Error::config(
                 "resize",
                 format!("lanes {lanes} must be in 1..=64"),
             ));
         }
-        if self.rule != ResizeRule::Requantize {
+        if self.rule != rule {
             return Err(Error::config(
                 "resize",
                 format!(
-                    "mode torch_bilinear_float runs under rule \"requantize\", got {:?}",
+                    "mode {mode} runs under rule {:?}, got {:?}",
+                    rule.name(),
                     self.rule.name()
                 ),
             ));
@@ -668,8 +667,8 @@ impl Resize {
             return Err(Error::config(
                 "resize",
                 format!(
-                    "mode torch_bilinear_float takes coordinate_transformation_mode \
-                     \"align_corners\" or \"half_pixel\" (PyTorch's), got {:?}",
+                    "mode {mode} takes coordinate_transformation_mode \"align_corners\" \
+                     or \"half_pixel\" (PyTorch's), got {:?}",
                     self.coord.name()
                 ),
             ));
@@ -682,6 +681,15 @@ impl Resize {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// The checks of mode torch_bilinear_float (after the shape checks).
+    fn check_torch_float(&self, q: QParams, h: usize, w: usize) -> Result<QParams> {
+        let ResizeMode::TorchBilinearFloat { lanes, .. } = self.mode else {
+            unreachable!("check_torch_float of another mode")
+        };
+        self.check_torch_common("torch_bilinear_float", lanes, ResizeRule::Requantize)?;
         self.out.validate("resize output")?;
         let inv = 1.0 / self.out.scale;
         if !(inv.is_finite() && inv > 0.0) {
@@ -712,39 +720,7 @@ impl Resize {
         let ResizeMode::TorchBilinear { lanes, .. } = self.mode else {
             unreachable!("check_torch of another mode")
         };
-        if !(1..=64).contains(&lanes) {
-            return Err(Error::config(
-                "resize",
-                format!("lanes {lanes} must be in 1..=64"),
-            ));
-        }
-        if self.rule != ResizeRule::Round {
-            return Err(Error::config(
-                "resize",
-                format!(
-                    "mode torch_bilinear runs under rule \"round\", got {:?}",
-                    self.rule.name()
-                ),
-            ));
-        }
-        if !matches!(self.coord, Coord::AlignCorners | Coord::HalfPixel) {
-            return Err(Error::config(
-                "resize",
-                format!(
-                    "mode torch_bilinear takes coordinate_transformation_mode \"align_corners\" \
-                     or \"half_pixel\" (PyTorch's), got {:?}",
-                    self.coord.name()
-                ),
-            ));
-        }
-        for s in self.scales {
-            if !(s.is_finite() && s >= 0.0) {
-                return Err(Error::config(
-                    "resize",
-                    format!("scales {:?} must be finite and >= 0", self.scales),
-                ));
-            }
-        }
+        self.check_torch_common("torch_bilinear", lanes, ResizeRule::Round)?;
         if self.out != q {
             return Err(Error::QParams {
                 what: "resize output".into(),
