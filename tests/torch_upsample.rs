@@ -368,7 +368,7 @@ fn pytorch_vectors_cpu_and_gpu() {
         ac += align as usize;
         if layout_cl {
             body += (c >= 8) as usize;
-            tail += (c % 8 > 0) as usize;
+            tail += !c.is_multiple_of(8) as usize;
         }
     }
     assert!(
@@ -616,7 +616,7 @@ fn fx_float_vectors_cpu_and_gpu() {
         if kernel_cl {
             clk += 1;
             body += (c >= 8) as usize;
-            tail += (c % 8 > 0) as usize;
+            tail += !c.is_multiple_of(8) as usize;
         } else {
             generic += 1;
         }
