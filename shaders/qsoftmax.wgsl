@@ -2,7 +2,10 @@
 // uniforms and table on the CPU; rules in tests/data/ops/README.md). MODE:
 // 0 QNNPACK's integer softargmax (tab: 256 u32, u32 arithmetic wraps as in C);
 // 1 ATen's float path over the last dim (tab: 65,536 f32 bit patterns,
-//   tab[m * 256 + b] = sleef_expf(D(b) - D(m)), computed on the host).
+//   tab[m * 256 + b] = sleef_expf(D(b) - D(m)), computed on the host);
+// 2 ATen's float path over another dim (_vec_softmax; tab: the Sleef table
+//   of mode 1, then 65,536 entries of glibc's expf at the same arguments;
+//   aten_tail picks which one a position reads, by ATen's thread split).
 // One invocation per packed NHWC4 output word; each of its bytes recomputes
 // its row's max and sum (the same values for every element of a row).
 //
@@ -17,6 +20,7 @@
 struct Params {
     c: u32, h: u32, w: u32, c4: u32,
     total: u32, dim: u32, zp_out: i32, inv_bits: u32,
+    threads: u32, pad0: u32, pad1: u32, pad2: u32,
 }
 
 override WG: u32 = 64u;
@@ -112,6 +116,60 @@ fn aten(b: u32, oy: u32, ox: u32, c: u32) -> u32 {
     return u32(clamp(i32(round(v)) + p.zp_out, 0, 255));
 }
 
+// Whether ATen's _vec_softmax computes position `pos` (of `total`, rows of
+// `inner`) in its scalar tail: its thread split gives each thread a range of
+// ceil(total / min(threads, total)) positions, walked 16 at a time while the
+// 16 stay inside the row and the range (mod.rs: aten_scalar_position).
+fn aten_tail(pos: u32, total: u32, inner: u32, threads: u32) -> bool {
+    var b = 0u;
+    var e = total;
+    if threads > 1u && total > 1u {
+        let nt = min(threads, total);
+        let chunk = (total + nt - 1u) / nt;
+        b = pos / chunk * chunk;
+        e = min(total, b + chunk);
+    }
+    let row = pos / inner;
+    var start = 0u;
+    if row == b / inner {
+        start = b % inner;
+    }
+    let j = pos % inner;
+    let blk = start + (j - start) / 16u * 16u;
+    return !(blk + 16u <= inner && row * inner + blk + 16u <= e);
+}
+
+// ATen over a dim other than the last (dim 0: C, rows of H*W positions;
+// dim 1: H, rows of W): sum = 0 + e_0 + e_1 + ... in order, y = e / sum
+// (fdiv), then rint(y * (1 / s_out)) + zp with the product exact in integer
+// code (fmul_exact), so a subnormal e is never flushed.
+fn aten_dim(b: u32, oy: u32, ox: u32, c: u32) -> u32 {
+    let n = row_len();
+    let batch = p.total / (p.h * p.w * p.c4);
+    var inner = p.w;
+    var pos = (b * p.c + c) * p.w + ox;
+    if p.dim == 0u {
+        inner = p.h * p.w;
+        pos = b * inner + oy * p.w + ox;
+    }
+    let total = batch * (p.c * p.h * p.w / n);
+    var base = row_max(b, oy, ox, c, n) * 256u;
+    if aten_tail(pos, total, inner, p.threads) {
+        base += 65536u;
+    }
+    var sum = 0.0;
+    for (var k = 0u; k < n; k++) {
+        sum = sum + ev(base, row_at(b, oy, ox, c, k));
+    }
+    let e = tab[base + byte_at(b, oy, ox, c)];
+    let y = fdiv(e, bitcast<u32>(sum));
+    let v = bitcast<f32>(fmul_exact(y, p.inv_bits));
+    if abs(v) >= 4194304.0 {
+        return select(255u, 0u, v < 0.0);
+    }
+    return u32(clamp(i32(round(v)) + p.zp_out, 0, 255));
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = gid.x + gid.y * nwg.x * WG;
@@ -133,8 +191,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         var v: u32;
         if MODE == 0u {
             v = qnnpack(b, oy, ox, c);
-        } else {
+        } else if MODE == 1u {
             v = aten(b, oy, ox, c);
+        } else {
+            v = aten_dim(b, oy, ox, c);
         }
         word |= v << (8u * l);
     }

@@ -61,7 +61,7 @@ pub fn channels_last_tensors(model: &Model) -> HashSet<String> {
                 .iter()
                 .all(|i| cl.contains(i) || both_formats(&shape(i))),
             Op::Reshape(s) => first && n.inputs.first().is_some_and(|i| shape(i) == *s),
-            Op::QSoftmax { dim, out } => {
+            Op::QSoftmax { dim, out, .. } => {
                 let x = n.inputs.first().and_then(|i| model.info(i));
                 let qnn = x.and_then(|x| x.qparams()).is_some_and(|q| {
                     crate::ops::qsoftmax::softmax_rule(model.engine(), q, *out).ok()

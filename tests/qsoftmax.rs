@@ -4,14 +4,16 @@
 //! GPU — QNNPACK's integer softargmax (engine qnnpack, output (1/256, 0): any
 //! dim, contiguous and channels-last inputs) and ATen's float path over the
 //! last dim (fbgemm, x86, qnnpack with other output qparams); GPU == CPU on
-//! seeded random data; the file round trip; the refused combination (ATen's
-//! path over a dim other than the last) is a typed error.
+//! seeded random data; the file round trip. ATen's path over a dim other
+//! than the last (`atendim_*`, recorded at 1 to 16 intra-op threads) is
+//! checked on its f32 softmax too (Sleef's and glibc's `expf` by ATen's
+//! thread split); without a thread count it is a typed error.
 
 mod common;
 
 use std::path::Path;
 
-use common::{first_mismatch, gpu, Rng, TensorFile};
+use common::{first_mismatch, first_mismatch_bits, gpu, Rng, TensorFile};
 use qfuse::model::{DType, Model, Node, Op, TensorInfo, Value};
 use qfuse::{Error, QParams, Requant};
 
@@ -21,6 +23,17 @@ fn model(
     dim: usize,
     qi: QParams,
     qo: QParams,
+) -> qfuse::Result<Model> {
+    model_t(engine, shape, dim, qi, qo, None)
+}
+
+fn model_t(
+    engine: Requant,
+    shape: &[usize],
+    dim: usize,
+    qi: QParams,
+    qo: QParams,
+    threads: Option<usize>,
 ) -> qfuse::Result<Model> {
     Model::new(
         engine,
@@ -34,7 +47,11 @@ fn model(
         vec!["y".into()],
         vec![Node {
             name: "y".into(),
-            op: Op::QSoftmax { dim, out: qo },
+            op: Op::QSoftmax {
+                dim,
+                out: qo,
+                threads,
+            },
             inputs: vec!["x".into()],
         }],
     )
@@ -56,6 +73,23 @@ struct Case {
     qo: QParams,
     input: Vec<u8>,
     output: Vec<u8>,
+    /// `atendim_*`: ATen's thread count and its f32 softmax.
+    threads: Option<usize>,
+    floats: Option<Vec<f32>>,
+}
+
+impl Case {
+    fn model(&self) -> Model {
+        model_t(
+            self.engine,
+            &self.shape[1..],
+            self.dim,
+            self.qi,
+            self.qo,
+            self.threads,
+        )
+        .unwrap()
+    }
 }
 
 fn vectors() -> Vec<Case> {
@@ -94,6 +128,8 @@ fn vectors() -> Vec<Case> {
                 .unwrap(),
                 input: f.u8("input"),
                 output: f.u8("output"),
+                threads: s["threads"].as_u64().map(|t| t as usize),
+                floats: f.has("softmax_f32").then(|| f.f32("softmax_f32")),
                 shape,
             }
         })
@@ -120,8 +156,7 @@ fn qsoftmax_pytorch_vectors_cpu() {
             "{}: constant output",
             c.name
         );
-        let m = model(c.engine, &c.shape[1..], c.dim, c.qi, c.qo).unwrap();
-        let got = m.run_cpu(&input_of(c)).unwrap();
+        let got = c.model().run_cpu(&input_of(c)).unwrap();
         if let Some(mm) = first_mismatch(bytes_of(&got[0]), &c.output) {
             panic!("{} (shape {:?}, dim {}): {mm}", c.name, c.shape, c.dim);
         }
@@ -132,8 +167,58 @@ fn qsoftmax_pytorch_vectors_cpu() {
         }
     }
     assert!(
-        qnnpack >= 9 && aten >= 30,
+        qnnpack >= 9 && aten >= 60,
         "{qnnpack} qnnpack, {aten} aten cases"
+    );
+}
+
+/// [outer, len, inner] of a batched NCHW shape for a softmax over `dim`
+/// (an index into the whole shape).
+fn split3(shape: &[usize], dim: usize) -> [usize; 3] {
+    [
+        shape[..dim].iter().product(),
+        shape[dim],
+        shape[dim + 1..].iter().product(),
+    ]
+}
+
+#[test]
+fn qsoftmax_aten_other_dim_floats() {
+    // ATen's f32 softmax over a dim other than the last, as recorded at the
+    // case's thread count, bit for bit; and the rule's two parts matter: the
+    // same inputs with Sleef's expf everywhere (a 16-wide vector step
+    // everywhere), or at another thread count, give other floats.
+    let cases: Vec<Case> = vectors()
+        .into_iter()
+        .filter(|c| c.floats.is_some())
+        .collect();
+    assert!(cases.len() >= 25, "only {} atendim cases", cases.len());
+    let (mut split_matters, mut threads_seen) = (0, std::collections::BTreeSet::new());
+    for c in &cases {
+        let want = c.floats.as_ref().unwrap();
+        let t = c.threads.expect("atendim case without threads");
+        threads_seen.insert(t);
+        let geo = split3(&c.shape, c.dim + 1);
+        let got = qfuse::ops::qsoftmax::aten_dim_floats(&c.input, c.qi, geo, t);
+        if let Some(mm) = first_mismatch_bits(&got, want) {
+            panic!(
+                "{} (shape {:?}, dim {}, {t} threads): f32 softmax: {mm}",
+                c.name, c.shape, c.dim
+            );
+        }
+        for other in [1, 2, 3, 64] {
+            if other != t
+                && qfuse::ops::qsoftmax::aten_dim_floats(&c.input, c.qi, geo, other) != got
+            {
+                split_matters += 1;
+                break;
+            }
+        }
+    }
+    assert!(threads_seen.len() >= 5, "thread counts {threads_seen:?}");
+    assert!(
+        split_matters >= 5,
+        "only {split_matters} cases where the thread split changes the floats"
     );
 }
 
@@ -141,8 +226,7 @@ fn qsoftmax_pytorch_vectors_cpu() {
 fn qsoftmax_pytorch_vectors_gpu() {
     let ctx = gpu();
     for c in &vectors() {
-        let m = model(c.engine, &c.shape[1..], c.dim, c.qi, c.qo).unwrap();
-        let g = qfuse::GpuModel::new(&ctx, &m).unwrap();
+        let g = qfuse::GpuModel::new(&ctx, &c.model()).unwrap();
         let got = g.run(&ctx, &input_of(c)).unwrap();
         if let Some(mm) = first_mismatch(bytes_of(&got[0]), &c.output) {
             panic!("{} (shape {:?}, dim {}): GPU: {mm}", c.name, c.shape, c.dim);
@@ -153,7 +237,7 @@ fn qsoftmax_pytorch_vectors_gpu() {
 #[test]
 fn qsoftmax_gpu_equals_cpu_random() {
     let ctx = gpu();
-    for seed in 0..16u64 {
+    for seed in 0..24u64 {
         let seed = 4100 + seed;
         println!("seed {seed}");
         let mut rng = Rng(seed);
@@ -173,11 +257,13 @@ fn qsoftmax_gpu_equals_cpu_random() {
             (
                 Requant::Fbgemm,
                 QParams::new(0.003 + rng.f32().abs() * 0.01, rng.range(0, 30) as i32).unwrap(),
-                shape.len() - 1,
+                rng.range(0, shape.len() - 1),
             )
         };
+        // ATen's path over another dim: thread counts 1 to 9
+        let threads = (!qnn && dim + 1 != shape.len()).then(|| rng.range(1, 9));
         let qi = QParams::new(0.01 + rng.f32().abs() * 0.2, rng.range(0, 255) as i32).unwrap();
-        let m = model(engine, &shape, dim, qi, qo).unwrap();
+        let m = model_t(engine, &shape, dim, qi, qo, threads).unwrap();
         let n = rng.range(1, 4);
         let numel: usize = shape.iter().product();
         let data = rng.bytes(n * numel);
@@ -192,7 +278,9 @@ fn qsoftmax_gpu_equals_cpu_random() {
         let g = qfuse::GpuModel::new(&ctx, &m).unwrap();
         let got = g.run(&ctx, &input).unwrap();
         if let Some(mm) = first_mismatch(bytes_of(&got[0]), bytes_of(&cpu[0])) {
-            panic!("seed {seed}, shape {bshape:?}, dim {dim}, {engine:?}: {mm}");
+            panic!(
+                "seed {seed}, shape {bshape:?}, dim {dim}, {engine:?}, threads {threads:?}: {mm}"
+            );
         }
     }
 }
@@ -214,7 +302,7 @@ fn qsoftmax_round_trip() {
 }
 
 #[test]
-fn qsoftmax_aten_rule_refuses_inner_dims() {
+fn qsoftmax_aten_rule_needs_threads_for_inner_dims() {
     let qi = QParams::new(0.05, 7).unwrap();
     let qo = QParams::new(1.0 / 256.0, 0).unwrap();
     // ATen's path (fbgemm; qnnpack with other output qparams) over dim 0 of [C, H, W]
@@ -226,10 +314,107 @@ fn qsoftmax_aten_rule_refuses_inner_dims() {
         assert!(matches!(e.root_cause(), Error::Config { .. }), "{e:?}");
         assert!(e.to_string().contains("not the last"), "{e}");
     }
+    // with the thread count PyTorch ran with, ATen's path over dim 0 is exact
+    for t in [1, 4] {
+        model_t(Requant::Fbgemm, &[5, 3, 4], 0, qi, qo, Some(t)).unwrap();
+    }
+    // a file with threads 0 is refused by name
+    let mut m = model_t(Requant::Fbgemm, &[5, 3, 4], 0, qi, qo, Some(2)).unwrap();
+    let bytes = m.to_bytes().unwrap();
+    let key = bytes
+        .windows(7)
+        .position(|w| w == b"threads")
+        .expect("threads not written");
+    let m2 = Model::from_bytes(&bytes).unwrap();
+    assert_eq!(
+        m2.to_bytes().unwrap(),
+        bytes,
+        "threads lost in the round trip"
+    );
+    // the same file with threads 0 (same length: the header stays valid)
+    let mut bad = bytes.clone();
+    let two = key + bad[key..].iter().position(|&b| b == b'2').unwrap();
+    bad[two] = b'0';
+    let e = Model::from_bytes(&bad).unwrap_err();
+    assert!(e.to_string().contains("threads"), "{e}");
+    m = m2;
+    drop(m);
     // a dim past the shape
     let e = model(Requant::Qnnpack, &[5, 3], 2, qi, qo).unwrap_err();
     assert!(e.to_string().contains("not a dimension"), "{e}");
     // qnnpack over dim 0 is fine, fbgemm over the last dim too
     model(Requant::Qnnpack, &[5, 3, 4], 0, qi, qo).unwrap();
     model(Requant::Fbgemm, &[5, 3, 4], 2, qi, qo).unwrap();
+}
+
+#[test]
+fn qsoftmax_aten_split_reaches_the_bytes() {
+    // A crafted case where Sleef's and glibc's expf give different output
+    // bytes, so the GPU must pick each position's exp as ATen's thread split
+    // does: per-sample [2, 1, 20], softmax over dim 0 (inner 20): with one
+    // thread positions 0..16 take the vector step (Sleef), 16..20 the scalar
+    // tail (glibc); with 3 threads (chunks of 14 over 2 samples) all of them
+    // take the tail. Channel 0 holds the max byte, channel 1 byte `b`.
+    use qfuse::ops::qsoftmax::{glibc_expf, sleef_expf_u10};
+    let qi = QParams::new(0.0625, 0).unwrap();
+    let (m, b) = (
+        255u8,
+        (0..255u8)
+            .find(|&b| {
+                let d = 0.0625 * b as f32 - 0.0625 * 255.0;
+                let (s, g) = (sleef_expf_u10(d), glibc_expf(d));
+                s / (1.0 + s) != g / (1.0 + g)
+            })
+            .expect("no argument where the two expf differ"),
+    );
+    let d = 0.0625 * b as f32 - 0.0625 * 255.0;
+    let fs = sleef_expf_u10(d) / (1.0 + sleef_expf_u10(d));
+    let fg = glibc_expf(d) / (1.0 + glibc_expf(d));
+    // an output scale whose 1/s puts a rounding boundary between fs and fg
+    let mut s_out = fs.max(fg) / 200.5;
+    let mut found = None;
+    for _ in 0..4096 {
+        let inv = 1.0f32 / s_out;
+        let (a, c) = ((fs * inv).round_ties_even(), (fg * inv).round_ties_even());
+        if a != c && a < 250.0 {
+            found = Some(s_out);
+            break;
+        }
+        s_out = f32::from_bits(s_out.to_bits() + 1);
+    }
+    let qo = QParams::new(found.expect("no separating output scale"), 0).unwrap();
+    let mut data = Vec::new();
+    for _ in 0..2 {
+        data.extend(std::iter::repeat_n(m, 20));
+        data.extend(std::iter::repeat_n(b, 20));
+    }
+    let input = [Value::Q {
+        data,
+        shape: vec![2, 2, 1, 20],
+        q: qi,
+    }];
+    let ctx = gpu();
+    for threads in [1usize, 3] {
+        let mdl = model_t(Requant::Fbgemm, &[2, 1, 20], 0, qi, qo, Some(threads)).unwrap();
+        let cpu = mdl.run_cpu(&input).unwrap();
+        let y = bytes_of(&cpu[0]);
+        // sample 0, channel 1: positions 0..16 and 16..20
+        let (vec_byte, tail_byte) = (y[20], y[36]);
+        if threads == 1 {
+            assert_ne!(
+                vec_byte, tail_byte,
+                "the crafted case does not separate Sleef from glibc"
+            );
+        } else {
+            assert_eq!(
+                vec_byte, tail_byte,
+                "3 threads: every position is in a tail"
+            );
+        }
+        let g = qfuse::GpuModel::new(&ctx, &mdl).unwrap();
+        let got = g.run(&ctx, &input).unwrap();
+        if let Some(mm) = first_mismatch(bytes_of(&got[0]), y) {
+            panic!("{threads} threads: GPU vs CPU: {mm}");
+        }
+    }
 }

@@ -237,7 +237,7 @@ pub enum Op {
     },
     /// PyTorch's quantized softmax (`quantized::softmax`, `nnq.Softmax`):
     /// QNNPACK's integer softargmax under engine qnnpack with output qparams
-    /// (1/256, 0), else ATen's float softmax over the last dim (see
+    /// (1/256, 0), else ATen's float softmax (see
     /// [`qsoftmax`]).
     QSoftmax {
         /// The per-sample dimension the softmax runs over (0 is the first
@@ -245,6 +245,11 @@ pub enum Op {
         dim: usize,
         /// The output's qparams.
         out: QParams,
+        /// ATen's intra-op thread count (`torch.get_num_threads()`) where
+        /// PyTorch ran the model: needed only by ATen's float path over a dim
+        /// other than the last, whose thread split picks the positions that
+        /// take glibc's `expf` (see [`qsoftmax`]).
+        threads: Option<usize>,
     },
     /// ExecuTorch's portable `avg_pool2d` kernel (f32, on the dequantized
     /// input) between two XNNPACK partitions, quantized to `out` (engine
@@ -301,9 +306,10 @@ impl Op {
             Op::Gather { shape, index } => Box::new(gather::Gather { shape, index }),
             Op::Resize(r) => Box::new(*r),
             Op::ChannelLut { tables, out } => Box::new(chanlut::ChannelLut { tables, out: *out }),
-            Op::QSoftmax { dim, out } => Box::new(qsoftmax::QSoftmax {
+            Op::QSoftmax { dim, out, threads } => Box::new(qsoftmax::QSoftmax {
                 dim: *dim,
                 out: *out,
+                threads: *threads,
             }),
             Op::PortableAvgPool2d { pool, opts, out } => Box::new(ort::PortableAvgPool {
                 pool: *pool,

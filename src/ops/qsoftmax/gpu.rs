@@ -22,6 +22,9 @@ pub struct QSoftmaxParams {
     pub zp_out: i32,
     /// `1 / s_out` (f32 bits; aten rule).
     pub inv_bits: u32,
+    /// ATen's thread count (aten rule over a dim other than the last).
+    pub threads: u32,
+    pub pad: [u32; 3],
 }
 
 struct QSoftmaxNode {
@@ -44,12 +47,15 @@ impl Upload for QSoftmaxLowered {
             dim: self.dim as u32,
             zp_out: self.out.zero_point,
             inv_bits: (1.0f32 / self.out.scale).to_bits(),
+            threads: self.threads.min(u32::MAX as usize) as u32,
+            pad: [0; 3],
         };
         Ok(Box::new(QSoftmaxNode {
             p,
             mode: match self.rule {
                 SoftmaxRule::Qnnpack => 0,
-                SoftmaxRule::Aten => 1,
+                SoftmaxRule::Aten if self.lastdim => 1,
+                SoftmaxRule::Aten => 2,
             },
             tab: storage(
                 cx.ctx,

@@ -7,10 +7,13 @@
 //!   (1/256, 0), which FX's fixed-qparams observer gives): QNNPACK's integer
 //!   `softargmax` ([`qnnpack_table`], [`qnnpack_row`]), any dim, any layout.
 //! - **aten** (every other case): `dequantize -> at::softmax(dim) ->
-//!   quantize_per_tensor`, reproduced for `dim` = the last dimension only
-//!   (ATen's `_vec_softmax_lastdim` with AVX-512's 16 lanes, [`aten_row`]).
-//!   Over another dim ATen's `_vec_softmax` runs glibc's `expf` on positions
-//!   chosen by its thread split; its shape check (`infer`) refuses it.
+//!   quantize_per_tensor`. Over the last dim ATen's `_vec_softmax_lastdim`
+//!   with AVX-512's 16 lanes ([`aten_row`]). Over another dim ATen's
+//!   `_vec_softmax`: one position (all indices but `dim`) at a time, 16
+//!   positions per vector step with Sleef's `expf`, the rest one by one with
+//!   glibc's `expf` ([`glibc_expf`]); which positions take which is decided by
+//!   ATen's thread split ([`aten_scalar_position`]), so the op records the
+//!   thread count PyTorch ran with (`threads`; [`aten_dim_floats`]).
 //!
 //! Rules: `tests/data/ops/README.md` ("qsoftmax"). The CPU loop here and
 //! `qsoftmax.wgsl` read the same lowered constants.
@@ -30,11 +33,23 @@ use super::{quantized, Attrs, CpuIo, FileOp, Lowered, NodeWriter, Op, OpKind, Pa
 
 pub(crate) const FILE_OPS: &[FileOp] = &[FileOp {
     name: "qsoftmax",
-    attributes: &["dim", "scale", "zero_point", "dtype"],
+    attributes: &["dim", "scale", "zero_point", "dtype", "threads"],
     parse: |a: &Attrs<'_>, _: &ParseCx<'_>| {
+        let threads = match a.opt("threads") {
+            None => None,
+            Some(_) => match a.usize("threads")? {
+                0 => {
+                    return Err(Error::Model(
+                        "qsoftmax: \"threads\" must be at least 1, got 0".into(),
+                    ))
+                }
+                t => Some(t),
+            },
+        };
         Ok(Op::QSoftmax {
             dim: a.usize("dim")?,
             out: a.qparams()?,
+            threads,
         })
     },
 }];
@@ -131,16 +146,181 @@ pub fn sleef_expf_u10(d: f32) -> f32 {
 /// `sleef_expf_u10(D(b) - D(m))`, `D(q) = s * f32(q - zp)` (at::dequantize,
 /// scalar form), for stored bytes `b <= m`.
 pub fn aten_exp_table(x: QParams) -> Vec<f32> {
+    exp_table(x, sleef_expf_u10)
+}
+
+/// glibc's `expf` (glibc 2.28 and later: `sysdeps/ieee754/flt-32/e_expf.c`,
+/// from Arm's optimized-routines) as x86-64 runs it on a CPU with FMA (the
+/// `__expf_fma` variant, which GCC compiles with every multiply-add
+/// contracted, including `InvLn2N * x + SHIFT` and `InvLn2N * x - kd`).
+/// Checked against glibc 2.36's `expf` on every f32 from -0 down to -110
+/// (1,121,714,177 arguments, all equal); the SSE2 variant differs from it
+/// at -0x1.f8cbb2p5 (0xc27c65d9) only in that range. Softmax only takes
+/// arguments <= 0.
+pub fn glibc_expf(x: f32) -> f32 {
+    const TAB: [u64; 32] = [
+        0x3ff0000000000000,
+        0x3fefd9b0d3158574,
+        0x3fefb5586cf9890f,
+        0x3fef9301d0125b51,
+        0x3fef72b83c7d517b,
+        0x3fef54873168b9aa,
+        0x3fef387a6e756238,
+        0x3fef1e9df51fdee1,
+        0x3fef06fe0a31b715,
+        0x3feef1a7373aa9cb,
+        0x3feedea64c123422,
+        0x3feece086061892d,
+        0x3feebfdad5362a27,
+        0x3feeb42b569d4f82,
+        0x3feeab07dd485429,
+        0x3feea47eb03a5585,
+        0x3feea09e667f3bcd,
+        0x3fee9f75e8ec5f74,
+        0x3feea11473eb0187,
+        0x3feea589994cce13,
+        0x3feeace5422aa0db,
+        0x3feeb737b0cdc5e5,
+        0x3feec49182a3f090,
+        0x3feed503b23e255d,
+        0x3feee89f995ad3ad,
+        0x3feeff76f2fb5e47,
+        0x3fef199bdd85529c,
+        0x3fef3720dcef9069,
+        0x3fef5818dcfba487,
+        0x3fef7c97337b9b5f,
+        0x3fefa4afa2a490da,
+        0x3fefd0765b6e4540,
+    ];
+    const N: f64 = 32.0;
+    let abstop = (x.to_bits() >> 20) & 0x7ff;
+    if abstop >= 0x42b {
+        // |x| >= 88 or NaN
+        if x == f32::NEG_INFINITY {
+            return 0.0;
+        }
+        if abstop >= 0x7f8 {
+            return x + x;
+        }
+        if x > f32::from_bits(0x42b1_7217) {
+            return f32::INFINITY;
+        }
+        if x < f32::from_bits(0xc2cf_f1b4) {
+            return 0.0;
+        }
+    }
+    let invln2n = f64::from_bits(0x3ff7_1547_652b_82fe) * N;
+    let c0 = f64::from_bits(0x3fac_6af8_4b91_2394) / N / N / N;
+    let c1 = f64::from_bits(0x3fce_bfce_50fa_c4f3) / N / N;
+    let c2 = f64::from_bits(0x3fe6_2e42_ff0c_52d6) / N;
+    let shift = f64::from_bits(0x4338_0000_0000_0000);
+    let xd = x as f64;
+    let kd = invln2n.mul_add(xd, shift);
+    let ki = kd.to_bits();
+    let r = invln2n.mul_add(xd, -(kd - shift));
+    let s = f64::from_bits(TAB[(ki % 32) as usize].wrapping_add(ki << 47));
+    let z = c0.mul_add(r, c1);
+    let y = c2.mul_add(r, 1.0);
+    let y = z.mul_add(r * r, y);
+    (y * s) as f32
+}
+
+/// [`aten_exp_table`] with glibc's `expf` ([`glibc_expf`]): ATen's scalar
+/// tail of `_vec_softmax`.
+pub fn aten_glibc_exp_table(x: QParams) -> Vec<f32> {
+    exp_table(x, glibc_expf)
+}
+
+fn exp_table(x: QParams, exp: fn(f32) -> f32) -> Vec<f32> {
     let d: Vec<f32> = (0..256)
         .map(|b| super::dequant_scalar(b as u8, x))
         .collect();
     let mut t = vec![0f32; 65536];
     for m in 0..256 {
         for b in 0..=m {
-            t[m * 256 + b] = sleef_expf_u10(d[b] - d[m]);
+            t[m * 256 + b] = exp(d[b] - d[m]);
         }
     }
     t
+}
+
+/// Whether ATen's `_vec_softmax` computes position `pos` (of `total` =
+/// outer * inner, `pos = outer_index * inner + inner_index`) in its scalar
+/// tail (glibc's `expf`) rather than its 16-wide vector step (Sleef's), when
+/// PyTorch runs with `threads` intra-op threads. `at::parallel_for` over
+/// `[0, total)` gives thread `t` the range `[t * chunk, (t + 1) * chunk)`,
+/// `chunk = ceil(total / min(threads, total))` (its grain size is below 16
+/// for every dim size: measured, and any grain below 16 gives the same
+/// split); each thread walks its range taking 16 positions at once while
+/// they stay inside both the row of `inner` positions and its range, the
+/// rest of that row (or of its range) one by one.
+pub fn aten_scalar_position(pos: usize, total: usize, inner: usize, threads: usize) -> bool {
+    const L: usize = ATEN_LANES;
+    let (b, e) = if threads > 1 && total > 1 {
+        let nt = threads.min(total);
+        let chunk = total.div_ceil(nt);
+        let b = pos / chunk * chunk;
+        (b, total.min(b + chunk))
+    } else {
+        (0, total)
+    };
+    let row = pos / inner;
+    let start = if row == b / inner { b % inner } else { 0 };
+    let j = pos % inner;
+    let block = start + (j - start) / L * L;
+    !(block + L <= inner && row * inner + block + L <= e)
+}
+
+/// ATen's `_vec_softmax` (a dim other than the last) on a quantized input:
+/// `x` holds `outer * len * inner` bytes in NCHW order (the whole batch:
+/// `outer` counts every sample), the softmax runs over the middle index.
+/// Per position: `m` the max byte, `e_k = exp(D(x_k) - D(m))` with Sleef's
+/// or glibc's `expf` ([`aten_scalar_position`]), `sum = 0 + e_0 + e_1 + ...`
+/// in f32, `y_k = e_k / sum`. Returns the f32 softmax (what `at::softmax`
+/// of the dequantized tensor gives).
+pub fn aten_dim_floats(
+    x: &[u8],
+    q: QParams,
+    [outer, len, inner]: [usize; 3],
+    threads: usize,
+) -> Vec<f32> {
+    let sleef = aten_exp_table(q);
+    let glibc = aten_glibc_exp_table(q);
+    let mut y = vec![0f32; x.len()];
+    aten_dim_run(&sleef, &glibc, x, [outer, len, inner], threads, |i, v| {
+        y[i] = v
+    });
+    y
+}
+
+fn aten_dim_run(
+    sleef: &[f32],
+    glibc: &[f32],
+    x: &[u8],
+    [outer, len, inner]: [usize; 3],
+    threads: usize,
+    mut put: impl FnMut(usize, f32),
+) {
+    let total = outer * inner;
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |k: usize| (o * len + k) * inner + i;
+            let m = (0..len).map(|k| x[at(k)]).max().unwrap_or(0) as usize;
+            let t = if aten_scalar_position(o * inner + i, total, inner, threads) {
+                glibc
+            } else {
+                sleef
+            };
+            let e = |k: usize| t[m * 256 + x[at(k)] as usize];
+            let mut sum = 0f32;
+            for k in 0..len {
+                sum += e(k);
+            }
+            for k in 0..len {
+                put(at(k), e(k) / sum);
+            }
+        }
+    }
 }
 
 /// Lanes of ATen's `Vectorized<float>` in the AVX-512 build of the softmax
@@ -193,6 +373,7 @@ pub fn aten_row(table: &[f32], out: QParams, x: &[u8], e: &mut Vec<f32>, y: &mut
 pub(crate) struct QSoftmax {
     pub dim: usize,
     pub out: QParams,
+    pub threads: Option<usize>,
 }
 
 impl<'a> OpKind<'a> for QSoftmax {
@@ -221,14 +402,17 @@ impl<'a> OpKind<'a> for QSoftmax {
                 ),
             ));
         }
-        if softmax_rule(engine, q, self.out)? == SoftmaxRule::Aten && self.dim + 1 != x.shape.len()
+        if softmax_rule(engine, q, self.out)? == SoftmaxRule::Aten
+            && self.dim + 1 != x.shape.len()
+            && self.threads.is_none()
         {
             return Err(Error::config(
                 "qsoftmax",
                 format!(
-                    "dim {} of {:?} is not the last: ATen's float softmax over another dim \
-                     runs glibc's expf on elements its thread split picks, not reproducible \
-                     (engine {engine:?}; only qnnpack with output qparams (1/256, 0) is exact there)",
+                    "dim {} of {:?} is not the last, and the node has no \"threads\": ATen's \
+                     float softmax over another dim (engine {engine:?}) computes exp with Sleef or \
+                     glibc by its thread split, so the file must record the thread count PyTorch \
+                     ran with (torch.get_num_threads(); qfuse_export records it)",
                     self.dim, x.shape
                 ),
             ));
@@ -241,6 +425,9 @@ impl<'a> OpKind<'a> for QSoftmax {
     fn write(&self, w: &mut NodeWriter) {
         w.put("dim", json!(self.dim));
         w.put_qparams(self.out);
+        if let Some(t) = self.threads {
+            w.put("threads", json!(t));
+        }
     }
     fn lower(&self, sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
         let x = sig.inputs[0];
@@ -248,9 +435,15 @@ impl<'a> OpKind<'a> for QSoftmax {
         let rule = softmax_rule(sig.engine, q, self.out)?;
         let (c, h, w) = crate::layout::chw(&x.shape);
         let len = [c, h, w][self.dim];
+        let lastdim = self.dim + 1 == x.shape.len();
         let tab: Vec<u32> = match rule {
             SoftmaxRule::Qnnpack => qnnpack_table(len, q.scale).to_vec(),
-            SoftmaxRule::Aten => aten_exp_table(q).iter().map(|v| v.to_bits()).collect(),
+            SoftmaxRule::Aten if lastdim => aten_exp_table(q).iter().map(|v| v.to_bits()).collect(),
+            SoftmaxRule::Aten => aten_exp_table(q)
+                .iter()
+                .chain(aten_glibc_exp_table(q).iter())
+                .map(|v| v.to_bits())
+                .collect(),
         };
         Ok(Box::new(QSoftmaxLowered {
             rule,
@@ -258,18 +451,25 @@ impl<'a> OpKind<'a> for QSoftmax {
             chw: [c, h, w],
             out: self.out,
             tab,
+            lastdim,
+            threads: self.threads.unwrap_or(1),
         }))
     }
 }
 
 /// The lowered constants: the rule, the geometry and the table (QNNPACK's
-/// 256 u32, or ATen's 65,536 f32 bit patterns).
+/// 256 u32, or ATen's 65,536 f32 bit patterns of Sleef's `expf`, followed
+/// over a dim other than the last by 65,536 of glibc's).
 pub(crate) struct QSoftmaxLowered {
     pub rule: SoftmaxRule,
     pub dim: usize,
     pub chw: [usize; 3],
     pub out: QParams,
     pub tab: Vec<u32>,
+    /// `dim` is the last dimension of the per-sample shape.
+    pub lastdim: bool,
+    /// ATen's thread count (the aten rule over another dim).
+    pub threads: usize,
 }
 
 impl Lowered for QSoftmaxLowered {
@@ -281,6 +481,22 @@ impl Lowered for QSoftmaxLowered {
         let stride: usize = self.chw[self.dim + 1..].iter().product();
         let sample = c * h * w;
         let mut y = vec![0u8; x.len()];
+        if self.rule == SoftmaxRule::Aten && !self.lastdim {
+            let table: Vec<f32> = self.tab.iter().map(|&b| f32::from_bits(b)).collect();
+            let (sleef, glibc) = table.split_at(65536);
+            let outer = x.len() / (len * stride);
+            let inv = 1.0f32 / self.out.scale;
+            let zp = self.out.zero_point;
+            aten_dim_run(
+                sleef,
+                glibc,
+                x,
+                [outer, len, stride],
+                self.threads,
+                |i, v| y[i] = super::quantize_inv(v, inv, zp),
+            );
+            return io.q_out(y);
+        }
         let qt: [u32; 256] = if self.rule == SoftmaxRule::Qnnpack {
             self.tab[..256].try_into().expect("256 entries")
         } else {
