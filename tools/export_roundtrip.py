@@ -648,7 +648,9 @@ class SoftmaxNet(nn.Module):
     nnq.Softmax through a custom mapping, with observed qparams): a classifier head
     (softmax over the 37 logits of a linear, the last dim) and softmax over W of a
     channels-last conv output. `seg` adds a segmentation head, softmax over the 21 channels
-    of a conv output (dim 1, channels-last), exact under qnnpack's integer kernel only."""
+    of a conv output (dim 1, channels-last): qnnpack's integer kernel, or (fbgemm, x86)
+    ATen's float path over a dim other than the last, whose result depends on the thread
+    count (recorded by the exporter; run these cases with OMP_NUM_THREADS=5 too)."""
 
     def __init__(self, eager=False, seg=False):
         super().__init__()
@@ -804,6 +806,9 @@ CASES = {
     "softmax_fx_qnnpack": (lambda: SoftmaxNet(seg=True), (3, 6, 20), "normal", "fx", "qnnpack", 3),
     "softmax_eager": (lambda: SoftmaxNet(eager=True), (3, 6, 20), "normal", "eager", "fbgemm", 3),
     "softmax_eager_qnnpack": (lambda: SoftmaxNet(eager=True), (3, 6, 20), "normal", "eager", "qnnpack", 3),
+    "softmax_seg_fx": (lambda: SoftmaxNet(seg=True), (3, 6, 20), "normal", "fx", "fbgemm", 3),
+    "softmax_seg_fx_x86": (lambda: SoftmaxNet(seg=True), (3, 9, 13), "normal", "fx", "x86", 3),
+    "softmax_seg_eager": (lambda: SoftmaxNet(eager=True, seg=True), (3, 6, 20), "normal", "eager", "fbgemm", 3),
 }
 
 

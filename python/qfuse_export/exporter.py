@@ -1172,8 +1172,10 @@ class _Exporter:
     def softmax(self, node, x, dim, scale, zp):
         """nnq.Softmax (quantized::softmax) -> qsoftmax. PyTorch runs QNNPACK's integer
         softargmax when the engine is qnnpack and the output qparams are exactly (1/256, 0)
-        (FX's fixed qparams), any dim; else dequantize -> at::softmax -> quantize, which
-        qfuse reproduces over the last dim only (tests/data/ops/README.md, "qsoftmax")."""
+        (FX's fixed qparams), any dim; else dequantize -> at::softmax -> quantize; over a
+        dim other than the last ATen's result depends on its thread count, which is recorded
+        (`threads`: torch.get_num_threads() of the exporting process; tests/data/ops/README.md,
+        "qsoftmax")."""
         src = self.qin(node, x)
         self.check_qout(node)
         qp = self.given_qparams(node, scale, zp)
@@ -1190,15 +1192,12 @@ class _Exporter:
         if d == 0:
             self.fail(node, "softmax over the batch dimension: qfuse runs each sample on its own")
         qnnpack = self.engine == "qnnpack" and qp["scale"] == 2.0 ** -8 and qp["zero_point"] == 0
+        extra = {}
         if not qnnpack and d != nd - 1:
-            self.fail(node, f"quantized softmax over dim {d} of {shape} (not the last) under engine "
-                            f"{self.engine!r} with output qparams ({qp['scale']}, {qp['zero_point']}): ATen's "
-                            "float softmax (_vec_softmax) computes exp with Sleef on the positions its "
-                            "16-wide vector loop covers and with glibc's expf on the rest, which its thread "
-                            "split picks; glibc's expf differs from Sleef's in about 1 of 11 arguments, so "
-                            "qfuse has no exact form. Exact alternatives: softmax over the last dim "
-                            "(permute first), engine qnnpack with output qparams (1/256, 0), or leave the "
-                            "softmax after the last dequantize, in float")
+            # ATen's _vec_softmax over another dim: which positions take Sleef's expf
+            # (16-wide vector steps) and which glibc's (the scalar tail) follows ATen's
+            # thread split, so the file records this process's intra-op thread count
+            extra["threads"] = int(torch.get_num_threads())
         inf = self.info[node]
         if qnnpack and nd >= 3 and inf.stride is not None and not (
                 self.info[node].channels_last or inf.stride == _contiguous_strides(inf.shape)):
@@ -1211,7 +1210,7 @@ class _Exporter:
                     self.fail(node, f"quantized softmax over dim {d} under qnnpack leaves a permuted "
                                     f"tensor (strides {inf.stride}), and {u.name!r} reads it; qfuse models "
                                     "contiguous and channels-last tensors only (dequantize it first)")
-        name = self.emit(node, "qsoftmax", [src], dim=d - 1, **qp)
+        name = self.emit(node, "qsoftmax", [src], dim=d - 1, **qp, **extra)
         self.env[node] = ("q", name)
 
     def channel_table_op(self, node, x, fn):
@@ -1858,7 +1857,8 @@ dequantize -> SiLU / Sigmoid / Hardsigmoid / LeakyReLU / ELU (float) -> quantize
 nnq.BatchNorm2d, nniq.BNReLU2d (quantized::batch_norm2d / batch_norm2d_relu), nnq.PReLU
   (quantized::prelu, per-channel or single weight) -> channel_lut (tables computed by PyTorch)
 nnq.Softmax (quantized::softmax; FX: nn.Softmax)    -> qsoftmax (engine qnnpack with output (1/256, 0):
-  QNNPACK's integer kernel, any dim; otherwise ATen's float path, over the last dim only)
+  QNNPACK's integer kernel, any dim; otherwise ATen's float path, any dim: over a dim other
+  than the last the file records torch.get_num_threads(), which ATen's result depends on)
 nn.Identity, nn.Dropout, nnq.Dropout, .contiguous(), .clone() -> removed
 F.dropout / quantized.dropout (training=False), torchvision stochastic_depth (eval) -> removed
 x.size(), x.shape[i], int arithmetic                 -> evaluated, not exported

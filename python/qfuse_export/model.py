@@ -64,7 +64,7 @@ OPS = {
     # linear/cubic come from ONNX files
     "resize": (1, 1, ["size", "scales", "coordinate_transformation_mode", "rule", "mode", "scale", "zero_point"],
                ["layout", "lanes", "cubic_coeff_a"], "given"),
-    "qsoftmax": (1, 1, ["dim", "scale", "zero_point"], ["dtype"], "given"),
+    "qsoftmax": (1, 1, ["dim", "scale", "zero_point"], ["dtype", "threads"], "given"),
     # engine xnnpack: ExecuTorch's portable avg_pool2d, quantized to the given qparams
     "portable_avg_pool2d": (1, 1, ["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
                                    "divisor_override", "scale", "zero_point"], ["signed"], "given"),
@@ -260,6 +260,9 @@ def _infer(ctx, node, in_shapes, tensors):
         d = node["dim"]
         if not isinstance(d, int) or isinstance(d, bool) or not 0 <= d < len(x):
             _err(ctx, f"qsoftmax dim {d!r} is not a dimension of the per-sample shape {list(x)}")
+        t = node.get("threads")
+        if t is not None and (not isinstance(t, int) or isinstance(t, bool) or t < 1):
+            _err(ctx, f"qsoftmax threads {t!r} must be an integer >= 1")
         return x
     if op == "gather":
         shp = tuple(node["shape"])
