@@ -258,7 +258,7 @@ class _IndWalker(P._Walker):
                 src.args[0].target in P.CONV + P.LINEAR:
             self.fail(src, "conv -> silu -> q: Inductor's qconv_pointwise(..., 'swish'), oneDNN's swish "
                            "post-op (its own polynomial exp; rule measured in tests/data/pt2e/README.md, "
-                           "'Eltwise post-ops') is not implemented in qfuse's conv epilogue yet")
+                           "'Eltwise post-ops and squeeze-excitation') is not implemented in qfuse's conv epilogue yet")
         act = None
         op = src
         if src.target in P.RELU + P.HARDTANH + P.RELU6 and isinstance(src.args[0], torch.fx.Node) and \
