@@ -753,7 +753,7 @@ pub enum EpilogueForm {
 #[inline]
 pub fn onednn_hardswish(x: f32) -> f32 {
     let t = x * (1.0f32 / 6.0) + 0.5;
-    t.min(1.0).max(0.0) * x
+    t.clamp(0.0, 1.0) * x
 }
 
 /// The fused epilogue of a conv/linear layer, as data: per output channel
