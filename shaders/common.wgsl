@@ -73,6 +73,20 @@ fn requant(oc: u32, acc: i32) -> u32 {
         let r = clamp(round(t), f32(p.lo - p.offset), f32(p.hi - p.offset));
         return u32(i32(r) + p.offset);
     }
+    // oneDNN's hardswish post-op (EpilogueForm::OnednnHardswish, form 5): the
+    // same v, e = f32(max(min(f32(f32(v * f32(1/6)) + 0.5), 1), 0) * v), then
+    // as form 1 (the products before an addition pass opaque()).
+    if p.form == 5u {
+        let a = exact_f32(acc + c.bias_i32);
+        let v = opaque(opaque(a * p.in_scale) * c.mult) + c.bias_f32;
+        // f32(1/6) = 0x3e2aaaab, as bits (an abstract-float constant may round either way)
+        let h = clamp(opaque(v * bitcast<f32>(0x3e2aaaabu)) + 0.5, 0.0, 1.0);
+        let e = h * v;
+        let zt = p.zp_out - p.offset;
+        let t = opaque(e * p.inv_out) + f32(zt);
+        let r = clamp(round(t), f32(p.lo - p.offset), f32(p.hi - p.offset));
+        return u32(i32(r) + p.offset);
+    }
     // oneDNN's f32 output quantized by Inductor's C++ (EpilogueForm::OnednnF32):
     // the same v, then y = clamp(rint(f32(v * inv_out)) + zp, lo, hi).
     if p.form == 2u {

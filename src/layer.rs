@@ -639,6 +639,30 @@ impl QLayer {
         Ok(l)
     }
 
+    /// The same layer with oneDNN's `hardswish` eltwise post-op before the
+    /// output quantization ([`quant::EpilogueForm::OnednnHardswish`]; Inductor's
+    /// `conv -> hardswish -> q`). Needs the [`Requant::Onednn`] rule, no sum input
+    /// and no fused activation.
+    pub fn with_hardswish(&self) -> Result<QLayer> {
+        if self.activation != Activation::None {
+            return Err(Error::config(
+                "hardswish",
+                "a layer with a fused relu cannot also have oneDNN's hardswish post-op",
+            ));
+        }
+        let mut l = self.clone();
+        l.epilogue = self.epilogue.with_hardswish()?;
+        Ok(l)
+    }
+
+    /// Whether the layer has oneDNN's `hardswish` post-op ([`QLayer::with_hardswish`]).
+    pub fn hardswish(&self) -> bool {
+        matches!(
+            self.epilogue.form,
+            quant::EpilogueForm::OnednnHardswish { .. }
+        )
+    }
+
     /// Whether the layer ends in a global average ([`QLayer::with_global_pool`]).
     pub fn global_pool(&self) -> bool {
         matches!(

@@ -728,6 +728,32 @@ pub enum EpilogueForm {
         /// oneDNN's relu post-op after the sum, before the pool.
         relu: bool,
     },
+    /// oneDNN's conv with a `hardswish` eltwise post-op and a quantized
+    /// output (Inductor's `qconv_pointwise(..., 'hardswish')` for
+    /// `conv -> hardswish -> q` under X86InductorQuantizer; oneDNN 3.13's
+    /// `jit_uni_eltwise_injector`, alpha `f32(1/6)`, beta `0.5`, measured in
+    /// `tests/data/pt2e/README.md`): `v` as under [`EpilogueForm::Onednn`],
+    /// `h = max(min(f32(f32(v * f32(1/6)) + 0.5), 1), 0)`, `e = f32(h * v)`,
+    /// `y = clamp(rint(f32(e * inv_output_scale) + f32(zp_true)) + offset, lo, hi)`;
+    /// no fused multiply-add.
+    OnednnHardswish {
+        /// The input scale.
+        input_scale: f32,
+        /// `1/output_scale`, one f32 division.
+        inv_output_scale: f32,
+        /// The output type's offset ([`QParams::offset`]).
+        offset: i32,
+    },
+}
+
+/// oneDNN's `hardswish` eltwise (x64 JIT injector, alpha `f32(1/6)`, beta
+/// `0.5` as PyTorch's `ideep::attr_t::fuse_hardswish()` passes them):
+/// `x * max(min(f32(f32(x * alpha) + beta), 1), 0)`, each step one f32
+/// rounding (Rust never contracts `a * b + c`).
+#[inline]
+pub fn onednn_hardswish(x: f32) -> f32 {
+    let t = x * (1.0f32 / 6.0) + 0.5;
+    t.clamp(0.0, 1.0) * x
 }
 
 /// The fused epilogue of a conv/linear layer, as data: per output channel
@@ -1029,6 +1055,31 @@ impl Epilogue {
         Ok(e)
     }
 
+    /// This epilogue (oneDNN's, [`EpilogueForm::Onednn`]) with oneDNN's
+    /// `hardswish` eltwise post-op before the output quantization
+    /// ([`EpilogueForm::OnednnHardswish`]); any other form is
+    /// [`Error::Unsupported`].
+    pub fn with_hardswish(&self) -> Result<Epilogue> {
+        let EpilogueForm::Onednn {
+            input_scale,
+            inv_output_scale,
+            offset,
+        } = self.form
+        else {
+            return Err(Error::Unsupported(format!(
+                "oneDNN's hardswish post-op needs a conv/linear under the onednn rule with one input, the layer has {:?}",
+                self.form
+            )));
+        };
+        let mut e = self.clone();
+        e.form = EpilogueForm::OnednnHardswish {
+            input_scale,
+            inv_output_scale,
+            offset,
+        };
+        Ok(e)
+    }
+
     /// Under [`EpilogueForm::OnednnSumPool`]: one output pixel's f32 value
     /// `t` (relu applied) from channel `o`'s exact accumulator and the
     /// addend's byte `a`; under any other form 0.
@@ -1128,6 +1179,18 @@ impl Epilogue {
             // Rust never contracts `a * b + c` into a fused multiply-add.
             let a = acc.wrapping_add(c.bias_i32) as f32;
             let v = (a * input_scale) * c.mult + c.bias_f32;
+            let r = (v * inv_output_scale + (self.zero_point - offset) as f32).round_ties_even();
+            let r = r.clamp((self.lo - offset) as f32, (self.hi - offset) as f32);
+            return (r as i32 + offset) as u8;
+        }
+        if let EpilogueForm::OnednnHardswish {
+            input_scale,
+            inv_output_scale,
+            offset,
+        } = self.form
+        {
+            let a = acc.wrapping_add(c.bias_i32) as f32;
+            let v = onednn_hardswish((a * input_scale) * c.mult + c.bias_f32);
             let r = (v * inv_output_scale + (self.zero_point - offset) as f32).round_ties_even();
             let r = r.clamp((self.lo - offset) as f32, (self.hi - offset) as f32);
             return (r as i32 + offset) as u8;

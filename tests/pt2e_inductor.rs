@@ -666,3 +666,170 @@ fn inductor_x86_model_file_conv_uses_the_scale_itself() {
         assert_eq!(bad, 0, "{name}: {bad} bytes differ after the model file");
     }
 }
+
+const ELT: &str = "tests/data/pt2e/inductor_x86_eltwise";
+
+/// The recorded `hardswish` layers of `tools/pt2e/gen_onednn_eltwise.py`
+/// (`onednn.qconv_pointwise.tensor(..., 'hardswish')`, u8 output) as
+/// `inductor_x86` models `quantize -> conv2d`; `hardswish: false` leaves the
+/// post-op out (the vectors must then fail).
+fn eltwise_cases(hardswish: bool) -> Vec<(String, Model, Vec<Value>, Vec<u8>)> {
+    let mut v = Vec::new();
+    for d in dirs(ELT) {
+        let j: Json =
+            serde_json::from_str(&std::fs::read_to_string(d.join("case.json")).unwrap()).unwrap();
+        if j["post_op"] != "hardswish" || j["output"]["dtype"] != "uint8" {
+            continue;
+        }
+        let (qi, qo) = (qp(&j["input"]), qp(&j["output"]));
+        let (xs, x) = npy_raw(&d.join("x_u8.npy"));
+        let (ws_shape, w) = npy_raw(&d.join("weight_q.npy"));
+        let (_, ws) = npy_f32(&d.join("weight_scale.npy"));
+        let (_, bias) = npy_f32(&d.join("bias.npy"));
+        let (_, expect) = npy_raw(&d.join("output_u8.npy"));
+        let geom = Conv2dGeometry::new(ws_shape[1], ws_shape[0], [ws_shape[2], ws_shape[3]])
+            .stride(pair(&j["stride"]))
+            .padding(pair(&j["padding"]))
+            .dilation(pair(&j["dilation"]));
+        let mut layer = QLayer::new(
+            LayerKind::Conv2d,
+            geom,
+            w.into_iter().map(|b| b as i8).collect(),
+            ws,
+            bias,
+            qi,
+            qo,
+            Activation::None,
+            Requant::Onednn,
+        )
+        .unwrap()
+        .with_plain_src_scale();
+        if hardswish {
+            layer = layer.with_hardswish().unwrap();
+        }
+        let infos = vec![(
+            "x".into(),
+            TensorInfo {
+                shape: xs[1..].to_vec(),
+                dtype: DType::F32,
+            },
+        )];
+        let nodes = vec![
+            Node {
+                name: "xq".into(),
+                op: Op::Quantize(qi),
+                inputs: vec!["x".into()],
+            },
+            Node {
+                name: "y".into(),
+                op: Op::Conv2d(Box::new(layer)),
+                inputs: vec!["xq".into()],
+            },
+        ];
+        let model = Model::new(Requant::InductorX86, infos, vec!["y".into()], nodes).unwrap();
+        let input = Value::F32 {
+            data: qi.dequantize_slice(&x),
+            shape: xs,
+        };
+        v.push((
+            j["name"].as_str().unwrap().to_string(),
+            model,
+            vec![input],
+            expect,
+        ));
+    }
+    assert_eq!(v.len(), 3, "the recorded hardswish u8 layers of {ELT}");
+    v
+}
+
+fn eltwise_mismatches(
+    hardswish: bool,
+    run: &dyn Fn(&Model, &[Value]) -> Vec<Value>,
+) -> Vec<(String, usize)> {
+    eltwise_cases(hardswish)
+        .into_iter()
+        .map(|(name, model, inputs, expect)| {
+            let got = run(&model, &inputs);
+            let Value::Q { data, .. } = &got[0] else {
+                panic!("{name}: a float output")
+            };
+            assert_eq!(data.len(), expect.len(), "{name}");
+            let bad: Vec<usize> = (0..data.len()).filter(|&i| data[i] != expect[i]).collect();
+            if let Some(&i) = bad.first() {
+                println!(
+                    "{name} (hardswish {hardswish}): {} of {} bytes differ; first at {i}: {} vs oneDNN {}",
+                    bad.len(),
+                    data.len(),
+                    data[i],
+                    expect[i]
+                );
+            }
+            (name, bad.len())
+        })
+        .collect()
+}
+
+#[test]
+fn onednn_hardswish_post_op_equals_onednn_on_cpu_and_gpu() {
+    let none = eltwise_mismatches(false, &|m, x| m.run_cpu(x).unwrap());
+    assert!(
+        none.iter().all(|(_, n)| *n > 1000),
+        "post-op not separated: {none:?}"
+    );
+    let cpu = eltwise_mismatches(true, &|m, x| m.run_cpu(x).unwrap());
+    assert!(cpu.iter().all(|(_, n)| *n == 0), "cpu: {cpu:?}");
+    // through the model file ("eltwise": "hardswish")
+    for (name, model, inputs, expect) in eltwise_cases(true) {
+        let back = Model::from_bytes(&model.to_bytes().unwrap()).unwrap();
+        let Value::Q { data, .. } = &back.run_cpu(&inputs).unwrap()[0] else {
+            panic!("{name}: a float output")
+        };
+        let bad = (0..data.len()).filter(|&i| data[i] != expect[i]).count();
+        assert_eq!(bad, 0, "{name}: {bad} bytes differ after the model file");
+    }
+    let ctx = common::gpu();
+    let gpu = eltwise_mismatches(true, &|m, x| {
+        GpuModel::new(&ctx, m).and_then(|g| g.run(&ctx, x)).unwrap()
+    });
+    assert!(gpu.iter().all(|(_, n)| *n == 0), "gpu: {gpu:?}");
+}
+
+#[test]
+fn onednn_hardswish_matches_onednn_f32_outputs_bit_for_bit() {
+    // hardswish_f32: oneDNN's f32 output (scale 1.0) of the same post-op, the
+    // eltwise value itself; v = f32(f32(f32(acc) * s_in) * ws) + b
+    let d = Path::new(ELT).join("hardswish_f32");
+    let j: Json =
+        serde_json::from_str(&std::fs::read_to_string(d.join("case.json")).unwrap()).unwrap();
+    let (si, zi) = (
+        j["input"]["scale"].as_f64().unwrap() as f32,
+        j["input"]["zero_point"].as_i64().unwrap() as i32,
+    );
+    let (xs, x) = npy_raw(&d.join("x_u8.npy"));
+    let (wsh, w) = npy_raw(&d.join("weight_q.npy"));
+    let (_, ws) = npy_f32(&d.join("weight_scale.npy"));
+    let (_, b) = npy_f32(&d.join("bias.npy"));
+    let (_, expect) = npy_f32(&d.join("output_f32.npy"));
+    assert_eq!((wsh[2], wsh[3]), (1, 1), "a 1x1 conv");
+    let (o_n, c_n, hw) = (wsh[0], wsh[1], xs[2] * xs[3]);
+    let (mut bad, mut fma_bad) = (0, 0);
+    for o in 0..o_n {
+        for p in 0..hw {
+            let acc: i32 = (0..c_n)
+                .map(|c| (x[c * hw + p] as i32 - zi) * (w[o * c_n + c] as i8 as i32))
+                .sum();
+            let v = ((acc as f32) * si) * ws[o] + b[o];
+            let e = expect[o * hw + p];
+            if qfuse::quant::onednn_hardswish(v).to_bits() != e.to_bits() {
+                bad += 1;
+            }
+            // a fused multiply-add for x * alpha + beta: must differ somewhere
+            let t = v.mul_add(1.0f32 / 6.0, 0.5).clamp(0.0, 1.0) * v;
+            if t.to_bits() != e.to_bits() {
+                fma_bad += 1;
+            }
+        }
+    }
+    assert_eq!(bad, 0, "{bad} of {} f32 outputs differ", o_n * hw);
+    assert!(fma_bad > 0, "the FMA form is not separated");
+}

@@ -39,8 +39,8 @@ INT_BIAS_RULES = ("onnxruntime", "xnnpack")
 OPS = {
     "quantize": (1, 1, ["scale", "zero_point"], ["dtype"], "given"),
     "dequantize": (1, 1, [], [], "float"),
-    "conv2d": (1, 2, ["stride", "padding", "dilation", "groups", "activation", "scale", "zero_point"], ["requant", "clamp", "dtype", "global_avg_pool"], "given"),
-    "linear": (1, 1, ["activation", "scale", "zero_point"], ["requant", "clamp", "dtype"], "given"),
+    "conv2d": (1, 2, ["stride", "padding", "dilation", "groups", "activation", "scale", "zero_point"], ["requant", "clamp", "dtype", "global_avg_pool", "eltwise"], "given"),
+    "linear": (1, 1, ["activation", "scale", "zero_point"], ["requant", "clamp", "dtype", "eltwise"], "given"),
     "add": (2, 2, ["activation", "scale", "zero_point"], [], "given"),
     "max_pool2d": (1, 1, ["kernel_size", "stride", "padding", "dilation", "ceil_mode"], [], "input"),
     "avg_pool2d": (1, 1, ["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"], [], "input"),
@@ -195,6 +195,10 @@ def _infer(ctx, node, in_shapes, tensors):
                 _err(ctx, "a second (sum) input needs \"requant\": \"onednn\"")
             if tuple(in_shapes[1]) != (o, oh, ow):
                 _err(ctx, f"sum input (input 1) is {list(in_shapes[1])}, the output {[o, oh, ow]}")
+        if "eltwise" in node and (node["eltwise"] != "hardswish" or node.get("requant") != "onednn" or
+                                  len(in_shapes) != 1 or node.get("activation") != "none"):
+            _err(ctx, "`eltwise` must be \"hardswish\" (oneDNN's post-op) on a one-input \"onednn\" layer "
+                      "without activation")
         if node.get("global_avg_pool", False):
             if len(in_shapes) != 2:
                 _err(ctx, "`global_avg_pool` needs a second (sum) input")

@@ -8,6 +8,8 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
   x (f32 graph input) -> q                                  quantize (Inductor: rint(x * f32(1/s)) + z)
   conv2d/linear(dq(a), dq_per_channel(w), b) [-> relu | hardtanh] -> q
         oneDNN writes u8:                                   conv2d/linear, requant "onednn" (+ clamp)
+  conv2d(dq(a), dq_per_channel(w), b) -> hardswish -> q  conv2d, requant "onednn", "eltwise": "hardswish"
+        (oneDNN's hardswish post-op, u8 output)
   conv2d(...) [-> relu | hardtanh] -> max_pool2d [-> flatten] -> q (float max pool between the conv and q)
         oneDNN writes f32, Inductor's C++ pools and quantizes: conv2d, requant "inductor_x86"
         (+ clamp), then max_pool2d on bytes (exact: quantize is monotone)
@@ -138,7 +140,7 @@ class _IndWalker(P._Walker):
                 return c, o
         return None
 
-    def layer(self, op, out, oq, act, requant, extra=(), global_avg_pool=False):
+    def layer(self, op, out, oq, act, requant, extra=(), global_avg_pool=False, eltwise=None):
         t = op.target
         x, wdq = op.args[0], op.args[1]
         bias = op.args[2] if len(op.args) > 2 else op.kwargs.get("bias")
@@ -151,6 +153,8 @@ class _IndWalker(P._Walker):
             kw.update(act_min=act[0], act_max=act[1])
         if global_avg_pool:
             kw.update(global_avg_pool=True)
+        if eltwise is not None:
+            kw.update(eltwise=eltwise)
         if t in P.CONV:
             a_ = list(op.args) + [None] * (7 - len(op.args))
             if isinstance(a_[4], str):
@@ -223,6 +227,38 @@ class _IndWalker(P._Walker):
             return
         if reshape is not None:
             self.fail(reshape, "a float reshape before a quantize: not supported here")
+        hsw = (aten.hardswish.default, aten.hardswish_.default)
+        silu = (aten.silu.default, aten.silu_.default)
+        if src.target in hsw + silu + P.RELU + P.HARDTANH + P.RELU6 and isinstance(src.args[0], torch.fx.Node) \
+                and src.args[0].op == "call_function" and src.args[0].target in P.CONV + P.LINEAR and \
+                len(src.users) > 1:
+            others = [u for u in src.users if u is not q]
+            se = [u for u in others if u.target in P.MUL]
+            if se:
+                self.fail(se[0], f"squeeze-excitation: the mul reads the float output of {src.name} "
+                                 f"({src.target}) of {src.args[0].name}: Inductor has oneDNN write that conv "
+                                 f"in f32 (its post-op applied), quantizes it in C++ for the pool only, "
+                                 f"and multiplies the f32 tensor by the gate (hardsigmoid / sigmoid of the "
+                                 f"f32 output of the second SE conv) in C++ before quantizing; qfuse holds "
+                                 f"no f32 tensors (tests/data/pt2e/README.md, 'Squeeze-excitation')")
+            self.fail(src, "its float output is read by the quantize and by other ops (Inductor keeps that "
+                           "tensor in f32); not supported")
+        if src.target in hsw and isinstance(src.args[0], torch.fx.Node) and src.args[0].op == "call_function" \
+                and src.args[0].target in P.CONV + P.LINEAR and len(src.args[0].users) == 1:
+            # conv -> hardswish -> q: Inductor's qconv_pointwise(..., 'hardswish'), oneDNN's
+            # eltwise post-op before its output quantization (EpilogueForm::OnednnHardswish)
+            if src.args[0].target in P.LINEAR:
+                self.fail(src, "linear -> hardswish -> q: X86InductorQuantizer does not fuse it (Inductor's "
+                               "qlinear writes f32 and its C++ computes x * clamp(x + 3, 0, 6) / 6); not "
+                               "reproduced")
+            self.covered.update([src, src.args[0]])
+            self.layer(src.args[0], out, oq, None, "onednn", eltwise="hardswish")
+            return
+        if src.target in silu and isinstance(src.args[0], torch.fx.Node) and \
+                src.args[0].target in P.CONV + P.LINEAR:
+            self.fail(src, "conv -> silu -> q: Inductor's qconv_pointwise(..., 'swish'), oneDNN's swish "
+                           "post-op (its own polynomial exp; rule measured in tests/data/pt2e/README.md, "
+                           "'Eltwise post-ops and squeeze-excitation') is not implemented in qfuse's conv epilogue yet")
         act = None
         op = src
         if src.target in P.RELU + P.HARDTANH + P.RELU6 and isinstance(src.args[0], torch.fx.Node) and \
@@ -455,6 +491,8 @@ def build_inductor(gm, example_inputs, fail, warn):
             node.update(activation=act, requant=nd["requant"], **qkeys(so, zo))
             if nd.get("global_avg_pool"):
                 node["global_avg_pool"] = True
+            if nd.get("eltwise"):
+                node["eltwise"] = nd["eltwise"]
             if (lo, hi) != (0, 255):
                 node["clamp"] = [int(lo), int(hi)]
             tensors[f"{out}.weight"] = np.ascontiguousarray(wq)

@@ -38,7 +38,8 @@ pub struct ConvParams {
     /// The epilogue's form: 0 [`crate::quant::EpilogueForm::Scaled`], 1 `Onednn`,
     /// 2 `OnednnF32`, 3 `OnednnSum` (then `pad0` holds `f32(sa / so)` as
     /// f32 bits and `pad1` the addend's zero point's stored byte; the output
-    /// buffer holds the addend when the kernel starts), 4 `OnednnSumPool`.
+    /// buffer holds the addend when the kernel starts), 4 `OnednnSumPool`,
+    /// 5 `OnednnHardswish`.
     pub form: u32,
     /// Always 0: XORed into a float's bits, it keeps the compiler from
     /// contracting a product and the addition after it into an FMA.
@@ -668,6 +669,11 @@ impl GpuLayer {
                 pad2 = relu as u32;
                 (4, input_scale, inv_output_scale, 0)
             }
+            crate::quant::EpilogueForm::OnednnHardswish {
+                input_scale,
+                inv_output_scale,
+                offset,
+            } => (5, input_scale, inv_output_scale, offset),
         };
         let p = ConvParams {
             n: n as u32,

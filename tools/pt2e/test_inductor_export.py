@@ -158,6 +158,12 @@ CASES = {
                                   h=nn.Sequential(conv(4, 20, 3, padding=1), nn.ReLU()),
                                   b=conv(20, 20, 1), l=nn.Linear(20, 10)),
                        (1, 4, 13, 11), 33, False),
+    # conv -> hardswish -> q: oneDNN's hardswish post-op (qconv_pointwise(..., 'hardswish')),
+    # also on a depthwise conv, as in mobilenet_v3
+    "conv_hardswish": (lambda: Fn(lambda s, x: F.max_pool2d(s.c(F.hardswish(s.b(F.hardswish(s.a(x))))), 1),
+                                  a=conv(3, 16, 3, padding=1), b=conv(16, 16, 3, padding=1, groups=16),
+                                  c=conv(16, 8, 1)),
+                       (2, 3, 12, 12), 21, False),
 }
 
 # models the exporter must refuse (with the node it names)

@@ -33,12 +33,20 @@ pub(crate) const FILE_OPS: &[FileOp] = &[
             "requant",
             "clamp",
             "global_avg_pool",
+            "eltwise",
         ],
         parse: |a, cx| parse_layer(LayerKind::Conv2d, a, cx),
     },
     FileOp {
         name: "linear",
-        attributes: &["activation", "scale", "zero_point", "requant", "clamp"],
+        attributes: &[
+            "activation",
+            "scale",
+            "zero_point",
+            "requant",
+            "clamp",
+            "eltwise",
+        ],
         parse: |a, cx| parse_layer(LayerKind::Linear, a, cx),
     },
 ];
@@ -103,6 +111,9 @@ impl<'a> OpKind<'a> for Conv<'a> {
         w.put_qparams(l.output);
         if l.global_pool() {
             w.put("global_avg_pool", json!(true));
+        }
+        if l.hardswish() {
+            w.put("eltwise", json!("hardswish"));
         }
         w.put("activation", json!(l.activation.name()));
         w.put("requant", json!(l.requant.name()));
@@ -290,6 +301,23 @@ fn parse_layer(kind: LayerKind, a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
     // resnext50_32x4d keep the round trip (tests/data/pt2e/README.md).
     if cx.pytorch_engine == crate::quant::Engine::InductorX86 && cx.inputs.len() == 1 {
         l = l.with_plain_src_scale();
+    }
+    // oneDNN's eltwise post-op before its output quantization (Inductor's
+    // `qconv_pointwise(..., 'hardswish')`).
+    if let Some(v) = a.opt("eltwise") {
+        match v.as_str() {
+            Some("hardswish") if cx.inputs.len() == 1 => l = l.with_hardswish()?,
+            Some("hardswish") => {
+                return Err(Error::Model(
+                    "\"eltwise\": \"hardswish\" on a conv2d with a second (sum) input".into(),
+                ))
+            }
+            _ => {
+                return Err(Error::Unsupported(format!(
+                    "\"eltwise\" {v} (known: \"hardswish\", oneDNN's post-op under the onednn rule)"
+                )))
+            }
+        }
     }
     // A second input: oneDNN's sum post-op, reading that input's qparams.
     if cx.inputs.len() == 2 {
