@@ -832,7 +832,7 @@ impl<'a> OpKind<'a> for XnnpackChannelMean<'a> {
 pub fn channel_mean_f32(value: impl Fn(u8) -> f32, plane: &[u8], inv_n: f32) -> f32 {
     let mut sum = 0f32;
     for &b in plane {
-        sum = value(b) + sum;
+        sum += value(b); // f32 addition commutes: XNNPACK's `row + acc`
     }
     sum * inv_n
 }
