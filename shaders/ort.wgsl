@@ -3,7 +3,9 @@
 // 0 QuantizeLinear (rule Q, f32 NCHW -> NHWC4), 1 QLinearGlobalAveragePool,
 // 2 QLinearAveragePool, 3 QLinearSoftmax, 4 XNNPACK's mean over H, W
 // (src/ops/xnnpack: no float arithmetic here, the host's thresholds),
-// 5 ExecuTorch's portable adaptive_avg_pool2d / avg_pool2d quantized by XNNPACK.
+// 5 ExecuTorch's portable adaptive_avg_pool2d / avg_pool2d quantized by XNNPACK,
+// 6 XNNPACK's f32 global average of per-channel f32 values of the bytes
+// (xnnpack_channel_mean).
 //
 // Every division is `fdiv`: IEEE binary32 division correctly rounded to
 // nearest even, in integer arithmetic on the bit patterns (WGSL's `/` on f32
@@ -136,6 +138,23 @@ fn portable_adaptive(b: u32, oy: u32, ox: u32, c: u32) -> i32 {
     return round_add_sat(bitcast<u32>(bitcast<f32>(v) * p.m), p.zp_out, 0, 255);
 }
 
+// xnnpack_channel_mean: tab[c * 256 + byte] holds the f32 value of a byte of
+// channel c (host table: no zero or normal value is subnormal); XNNPACK's
+// f32-rdsum order, one accumulator from 0.0 over the pixels in row-major
+// order, times f32(1/N) (p.bits), then XNNPACK's convert sat(rint(v * p.m) +
+// zp) (p.m = f32(1/s_out)). Two products, no addition after them (no FMA
+// contraction possible); the sums are of host values.
+fn xnn_channel_mean(b: u32, c: u32) -> i32 {
+    var sum = 0.0;
+    for (var iy = 0u; iy < p.h; iy++) {
+        for (var ix = 0u; ix < p.w; ix++) {
+            sum = bitcast<f32>(tab[c * 256u + byte_at(b, iy, ix, c)]) + sum;
+        }
+    }
+    let v = sum * bitcast<f32>(p.bits);
+    return round_add_sat(bitcast<u32>(v * p.m), p.zp_out, 0, 255);
+}
+
 // f32 window sum of dequantized taps from 0.0 in row-major order,
 // v = sum / f32(count), sat(rint(v / y_scale + f32(zp_y))) with the true zp_y
 // (p.zp_out), stored + p.offset; p.bits holds y_scale.
@@ -220,6 +239,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             case 2u: { v = avg_pool(b, oy, ox, c); }
             case 4u: { v = xnn_mean(b, c); }
             case 5u: { v = portable_adaptive(b, oy, ox, c); }
+            case 6u: { v = xnn_channel_mean(b, c); }
             default: { v = softmax(b, oy, ox, c); }
         }
         word |= u32(v) << (8u * l);

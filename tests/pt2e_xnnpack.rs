@@ -452,6 +452,38 @@ fn build(dir: &Path, case: &Json) -> Result<Built, String> {
                     ins,
                 );
             }
+            "batch_norm_mean" => {
+                // densenet's tail, left in float by XNNPACKQuantizer: XNNPACK's f32 batch
+                // norm (+ clamp) per byte, its f32 global average and convert, as an
+                // Op::XnnpackChannelMean over the exporter's f32 values (recorded by
+                // tools/pt2e/gen_pt2e_portable.py, README "batch norm + mean"), which must
+                // be the rule's values computed here from the BatchNorm's parameters
+                let t = arr(&format!("n{k}_values"));
+                let c = nd["channels"]
+                    .as_u64()
+                    .ok_or("batch_norm_mean without channels")? as usize;
+                if t.shape != [c, 256] {
+                    return Err(format!("n{k}_values of shape {:?}", t.shape));
+                }
+                let values = t.f32();
+                let want = bn_values(&|n| arr(&format!("n{k}_{n}")).f32(), nd);
+                if let Some(i) =
+                    (0..values.len()).find(|&i| values[i].to_bits() != want[i].to_bits())
+                {
+                    return Err(format!(
+                        "n{k}_values[{i}] = {} but the rule gives {}",
+                        values[i], want[i]
+                    ));
+                }
+                push(
+                    out_name,
+                    Op::XnnpackChannelMean {
+                        values: Arc::new(values),
+                        out: qp(nd, "output_scale", "output_zero_point"),
+                    },
+                    ins,
+                );
+            }
             "avg_pool2d" => {
                 // ExecuTorch's portable avg_pool2d between two XNNPACK partitions
                 let divisor_override = nd["divisor_override"].as_u64().map(|d| d as usize);
@@ -505,6 +537,37 @@ fn build(dir: &Path, case: &Json) -> Result<Built, String> {
         inputs: values,
         expect,
     })
+}
+
+/// The f32 value XNNPACK computes for every stored byte of a
+/// `dq -> batch_norm [-> clamp]` (README "batch norm"), per channel: weights
+/// in f64 (`w = f32(gamma / d)`, `b = f32(-mean * gamma / d + beta)`, `d =
+/// sqrt(var + f64(f32(eps)))`), `x = f32(q - z) * s`, `fma(x, w, b)`, the
+/// clamp; `[C * 256]`, indexed by the stored byte `q + 128`.
+fn bn_values(param: &dyn Fn(&str) -> Vec<f32>, nd: &Json) -> Vec<f32> {
+    let (mean, var, gamma, beta) = (
+        param("running_mean"),
+        param("running_var"),
+        param("weight"),
+        param("bias"),
+    );
+    let eps = nd["eps"].as_f64().unwrap() as f32 as f64;
+    let (s, z) = (
+        nd["input_scale"].as_f64().unwrap() as f32,
+        nd["input_zero_point"].as_i64().unwrap() as i32,
+    );
+    let (lo, hi) = (num(&nd["act_min"]), num(&nd["act_max"]));
+    let mut out = Vec::with_capacity(mean.len() * 256);
+    for c in 0..mean.len() {
+        let d = (var[c] as f64 + eps).sqrt();
+        let w = (gamma[c] as f64 / d) as f32;
+        let b = (-(mean[c] as f64) * gamma[c] as f64 / d + beta[c] as f64) as f32;
+        for q in -128..128 {
+            let x = (q - z) as f32 * s;
+            out.push(x.mul_add(w, b).max(lo).min(hi));
+        }
+    }
+    out
 }
 
 /// The first difference between the run's outputs and ExecuTorch's.
@@ -578,7 +641,7 @@ fn cases() -> Vec<(String, PathBuf, Json)> {
 /// Runs every case with `run`, prints one line per failure and the count.
 fn run_all(device: &str, run: &dyn Fn(&Built) -> Result<Vec<Value>, String>) {
     let all = cases();
-    assert_eq!(all.len(), 102, "the committed XNNPACK cases");
+    assert_eq!(all.len(), 103, "the committed XNNPACK cases");
     let (mut pass, mut fail, mut skipped) = (0, 0, 0);
     for (name, dir, case) in &all {
         let why = NOT_EXPRESSIBLE.iter().find(|(n, _)| n == name);
@@ -639,6 +702,59 @@ fn xnnpack_cases_on_gpu_equal_executorch() {
 }
 
 #[test]
+fn xnnpack_f32_mean_equals_executorch() {
+    // The f32 chains of `batch_norm_mean` (no quantize after the pool: ExecuTorch
+    // returned XNNPACK's pooled f32 values): qfuse's rule (`ops::channel_mean_f32`
+    // over the values of `bn_values`) must give every f32 bit for bit.
+    let dir = Path::new(DIR).join("batch_norm_mean");
+    let (_, _, case) = cases()
+        .into_iter()
+        .find(|(n, _, _)| n == "batch_norm_mean")
+        .expect("the batch_norm_mean case");
+    let chains = case["f32_chains"].as_array().expect("f32_chains");
+    assert!(!chains.is_empty());
+    let mut checked = 0;
+    for ch in chains {
+        let j = ch["id"].as_u64().unwrap();
+        let arr = |n: &str| npy(&dir.join(format!("f{j}_{n}.npy")));
+        let values = arr("values").f32();
+        let want = bn_values(&|n| arr(n).f32(), ch);
+        assert!(
+            values
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "f32 chain {j}: recorded values differ from the rule"
+        );
+        let x = arr("input");
+        let (c, n) = (x.shape[1], x.shape[2] * x.shape[3]);
+        let q = QParams::new_i8(
+            ch["input_scale"].as_f64().unwrap() as f32,
+            ch["input_zero_point"].as_i64().unwrap() as i32,
+        )
+        .unwrap();
+        let bytes = q.quantize_slice(&x.f32());
+        let y = arr("output").f32();
+        assert_eq!(y.len(), c);
+        let inv_n = 1.0f32 / n as f32;
+        for k in 0..c {
+            let t = &values[k * 256..][..256];
+            let m = ops::channel_mean_f32(|b| t[b as usize], &bytes[k * n..][..n], inv_n);
+            assert_eq!(
+                m.to_bits(),
+                y[k].to_bits(),
+                "f32 chain {j} ({:?}), channel {k}: {m} vs ExecuTorch {}",
+                x.shape,
+                y[k]
+            );
+            checked += 1;
+        }
+    }
+    println!("{checked} pooled f32 values equal ExecuTorch's");
+    assert_eq!(checked, chains.len() * 100);
+}
+
+#[test]
 fn xnnpack_models_round_trip_through_the_file() {
     // every op form used above survives the model file and runs the same
     let mut n = 0;
@@ -654,7 +770,7 @@ fn xnnpack_models_round_trip_through_the_file() {
         assert_eq!(a, c, "{name}: the reloaded model computes differently");
         n += 1;
     }
-    assert_eq!(n, 102 - NOT_EXPRESSIBLE.len());
+    assert_eq!(n, 103 - NOT_EXPRESSIBLE.len());
 }
 
 #[test]

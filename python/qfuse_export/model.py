@@ -68,6 +68,8 @@ OPS = {
     # engine xnnpack: ExecuTorch's portable avg_pool2d, quantized to the given qparams
     "portable_avg_pool2d": (1, 1, ["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
                                    "divisor_override", "scale", "zero_point"], ["signed"], "given"),
+    # engine xnnpack: XNNPACK's f32 global average of per-channel f32 values of the bytes
+    "xnnpack_channel_mean": (1, 1, ["scale", "zero_point"], ["signed"], "given"),
     # float ops after the last dequantize (engine xnnpack writes fn "clip")
     "host_float": (1, 1, ["fn"], ["min", "max", "input_scale", "input_zero_point", "activation"], "float"),
 }
@@ -254,6 +256,13 @@ def _infer(ctx, node, in_shapes, tensors):
         if t.dtype != np.uint8 or t.shape != (x[0], 256):
             _err(ctx, f"`{node['name']}.tables` must be U8 [{x[0]}, 256], got {t.dtype} {list(t.shape)}")
         return x
+    if op == "xnnpack_channel_mean":
+        if len(x) != 3:
+            _err(ctx, f"xnnpack_channel_mean input must be [C, H, W] per sample, got {list(x)}")
+        t = tensors[node["name"] + ".values"]
+        if t.dtype != np.float32 or t.shape != (x[0], 256):
+            _err(ctx, f"`{node['name']}.values` must be F32 [{x[0]}, 256], got {t.dtype} {list(t.shape)}")
+        return (x[0], 1, 1)
     if op == "resize":
         if len(x) != 3:
             _err(ctx, f"resize input must be [C, H, W], got {list(x)}")
@@ -455,9 +464,11 @@ def validate(header, tensors):
                 expected[f"{name}.{suffix}"] = (name, i, n)
         if n["op"] == "channel_lut":
             expected[f"{name}.tables"] = (name, i, n)
+        if n["op"] == "xnnpack_channel_mean":
+            expected[f"{name}.values"] = (name, i, n)
     for k in tensors:
         if k not in expected:
-            raise FormatError(f"tensor {k!r}: not allowed (no conv2d/linear/binary/gather/channel_lut node owns it)")
+            raise FormatError(f"tensor {k!r}: not allowed (no conv2d/linear/binary/gather/channel_lut/xnnpack_channel_mean node owns it)")
     for k, (name, i, n) in expected.items():
         ctx = f"node {name!r} (nodes[{i}], {n['op']})"
         if k not in tensors:

@@ -29,6 +29,8 @@ dequantize_per_tensor of an int8 tensor; `.default` and `.tensor` overloads):
   adaptive_avg_pool2d(dq(a), k > 1) -> q                     adaptive_avg_pool2d (ExecuTorch's portable kernel)
   avg_pool2d(dq(a), ...) -> q                                portable_avg_pool2d (ExecuTorch's portable kernel)
   batch_norm(dq(a)) (eval) [-> relu / relu6 / hardtanh] -> q  channel_lut (XNNPACK's f32 1x1 depthwise conv)
+  adaptive_avg_pool2d(batch_norm(dq(a)) [-> relu ...], 1) / mean(keepdim) [-> flatten] -> q
+                                                             xnnpack_channel_mean (XNNPACK's f32 global average)
   cat([dq(a_i)], 1) -> q (equal qparams)                     cat
   flatten / view / reshape / dropout (eval) / transpose / permute / split / chunk (dq(a)) -> q
                                                              composed into one view per consumer:
@@ -184,9 +186,9 @@ class _Walker:
         if isinstance(dq, torch.fx.Node) and dq.op == "call_function" and dq.target not in DQ_T and \
                 dq.target not in Q_T and any(isinstance(a, torch.fx.Node) for a in dq.args):
             self.fail(user, f"reads the float output of {dq.target} ({dq.name}) directly: a chain of float ops "
-                            f"between a dequantize and a quantize that ExecuTorch computes in f32 (e.g. "
-                            f"densenet's batch_norm -> relu -> adaptive_avg_pool2d: XNNPACK's f32 global "
-                            f"average pooling), which qfuse does not reproduce")
+                            f"between a dequantize and a quantize that ExecuTorch computes in f32, which qfuse "
+                            f"does not reproduce (mapped float chains: unary ops, a batch norm [+ relu] alone "
+                            f"or under a global average pool)")
         if not (isinstance(dq, torch.fx.Node) and dq.op == "call_function" and dq.target in DQ_T):
             what = dq.target if isinstance(dq, torch.fx.Node) else type(dq).__name__
             self.fail(user, f"input {getattr(dq, 'name', dq)} ({what}) is not a dequantize_per_tensor: "
@@ -343,6 +345,9 @@ class _Walker:
         if self.bn_of(op) is not None:
             self.on_batch_norm(self.bn_of(op), op, out, oq, act)
             return
+        if act is None and self.bn_pool(op) is not None:
+            self.on_bn_mean(op, out, oq)
+            return
         t = op.target
         self.covered.add(op)
         if t in UNARY or self.is_shape_op(op):
@@ -492,12 +497,8 @@ class _Walker:
         return (float(src.args[1]) if len(src.args) > 1 else float(src.kwargs.get("min_val", -1.0)),
                 float(src.args[2]) if len(src.args) > 2 else float(src.kwargs.get("max_val", 1.0)))
 
-    def on_batch_norm(self, bn, op, out, oq, act):
-        """dq(a) -> batch_norm (eval) [-> relu / hardtanh] -> q: ExecuTorch's XNNPACK partitioner
-        decomposes the batch norm into an f32 1x1 depthwise convolution (DecomposeBatchNorm), run
-        by XNNPACK in f32 between its qs8 -> f32 and f32 -> qs8 converts: per channel an
-        elementwise map of the input byte, one 256-entry table per channel (channel_lut;
-        xnnpack_rules.batch_norm_tables; README "batch norm")."""
+    def bn_args(self, bn, op):
+        """(input value, s_in, z_in, mean, var, gamma, beta, eps) of a batch norm (eval) node"""
         self.covered.update([bn, op])
         a_ = list(bn.args)
         if bn.target in BN:
@@ -528,10 +529,72 @@ class _Walker:
         eps = arg["eps"]
         if isinstance(eps, torch.fx.Node):
             self.fail(bn, "batch_norm eps is not a constant")
+        return a, s_in, z_in, mean, var, gamma, beta, float(eps)
+
+    def on_batch_norm(self, bn, op, out, oq, act):
+        """dq(a) -> batch_norm (eval) [-> relu / hardtanh] -> q: ExecuTorch's XNNPACK partitioner
+        decomposes the batch norm into an f32 1x1 depthwise convolution (DecomposeBatchNorm), run
+        by XNNPACK in f32 between its qs8 -> f32 and f32 -> qs8 converts: per channel an
+        elementwise map of the input byte, one 256-entry table per channel (channel_lut;
+        xnnpack_rules.batch_norm_tables; README "batch norm")."""
+        a, s_in, z_in, mean, var, gamma, beta, eps = self.bn_args(bn, op)
         lo, hi = act if act is not None else (-np.inf, np.inf)
-        tables = xr.batch_norm_tables(mean, var, gamma, beta, float(eps), s_in, z_in, oq["output_scale"],
+        tables = xr.batch_norm_tables(mean, var, gamma, beta, eps, s_in, z_in, oq["output_scale"],
                                       oq["output_zero_point"], lo, hi)
         self.emit("batch_norm", [a], out, tables=tables, input_scale=s_in, input_zero_point=z_in, **oq)
+
+    def bn_pool(self, n):
+        """(pool, activation or None, batch norm, batch norm output) when `n` is a global average
+        pool (adaptive_avg_pool2d(1) / mean over H, W) of `[relu / relu6 / hardtanh](batch_norm(dq))`,
+        each read only by the next: densenet's tail, which XNNPACKQuantizer leaves in float"""
+        if not (isinstance(n, torch.fx.Node) and n.op == "call_function"):
+            return None
+        if n.target == aten.adaptive_avg_pool2d.default:
+            if _pair(n.args[1]) != [1, 1]:
+                return None
+        elif n.target != aten.mean.dim:
+            return None
+        src = n.args[0]
+        if not isinstance(src, torch.fx.Node) or len(src.users) != 1:
+            return None
+        act = None
+        if src.op == "call_function" and src.target in RELU + HARDTANH + RELU6:
+            act, src = src, src.args[0]
+            if not isinstance(src, torch.fx.Node) or len(src.users) != 1:
+                return None
+        bn = self.bn_of(src)
+        return None if bn is None else (n, act, bn, src)
+
+    def on_bn_mean(self, pool, out, oq):
+        """dq(a) -> batch_norm [-> relu / relu6 / hardtanh] -> adaptive_avg_pool2d(1) / mean(keepdim)
+        [-> shape ops] -> q, all in float between the dequantize and the quantize (densenet's
+        `norm5 -> relu -> adaptive_avg_pool2d -> flatten`): XNNPACK runs the batch norm as its f32
+        depthwise conv (+ clamp), the pool as its f32 global average (static_mean: one sequential
+        f32 sum per channel in row-major pixel order, times f32(1.0f / N)) and converts to qs8:
+        `xnnpack_channel_mean` over the per-byte f32 values (README "batch norm + mean"). Emits
+        the [C, 1, 1] int8 value `out`."""
+        pool, act, bn, bn_out = self.bn_pool(pool)
+        if pool.target == aten.mean.dim:
+            dims = sorted(int(d) % 4 for d in pool.args[1])
+            keep = pool.args[2] if len(pool.args) > 2 else pool.kwargs.get("keepdim", False)
+            if dims != [2, 3]:
+                self.fail(pool, f"mean over {list(pool.args[1])}: only over [2, 3]")
+            if not keep:
+                self.fail(pool, "a float mean without keepdim of a batch norm: ExecuTorch runs it with its "
+                                "portable mean kernel (not XNNPACK's global average), which is not mapped; use "
+                                "keepdim=True or adaptive_avg_pool2d")
+        self.covered.add(pool)
+        lo, hi = -np.inf, np.inf
+        if act is not None:
+            lo, hi = self.fuse_bn_act(act)
+        a, s_in, z_in, mean, var, gamma, beta, eps = self.bn_args(bn, bn_out)
+        if len(self.shape[a]) != 3:
+            self.fail(pool, f"global average of a per-sample shape {self.shape[a]}: only [C, H, W]")
+        values = xr.batch_norm_values(mean, var, gamma, beta, eps, s_in, z_in, lo, hi)
+        self.qp[out] = (oq["output_scale"], oq["output_zero_point"])
+        self.shape[out] = [self.shape[a][0], 1, 1]
+        self.emit("batch_norm_mean", [a], out, values=values, input_scale=s_in, input_zero_point=z_in, **oq)
+        return out
 
     def is_shape_op(self, n):
         return n.op == "call_function" and (n.target in RESHAPE + DROPOUT + MOVE or (
@@ -608,8 +671,12 @@ class _Walker:
                     self.covered.add(n.args[0])
                     n = n.args[0]
             n = n.args[0]
-        a, s_in, z_in = self.dq(op, n, virtual=True)
         s, z = oq["output_scale"], oq["output_zero_point"]
+        if not fns and self.bn_pool(n) is not None:
+            # densenet's tail: batch_norm -> relu -> pool in float, then flatten
+            a, s_in, z_in = self.on_bn_mean(n, f"{out}__mean", oq), s, z
+        else:
+            a, s_in, z_in = self.dq(op, n, virtual=True)
         base, idx = self.view_of(a)
         for m in reversed(moves):
             idx = self.move(m, idx)
@@ -776,6 +843,10 @@ def build_xnnpack(gm, example_inputs, fail, warn):
             node.update(op="channel_lut", scale=float(nd["output_scale"]), zero_point=int(nd["output_zero_point"]),
                         signed=True)
             tensors[f"{out}.tables"] = np.ascontiguousarray(nd["tables"], dtype=np.uint8)
+        elif op == "batch_norm_mean":
+            node.update(op="xnnpack_channel_mean", scale=float(nd["output_scale"]),
+                        zero_point=int(nd["output_zero_point"]), signed=True)
+            tensors[f"{out}.values"] = np.ascontiguousarray(nd["values"], dtype=np.float32)
         elif op == "mean_hw":
             node.update(op="mean", dims=[2, 3], keepdim=True)
         elif op == "adaptive_avg_pool2d":

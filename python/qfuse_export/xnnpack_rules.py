@@ -220,18 +220,47 @@ def batch_norm_weights(mean, var, gamma, beta, eps):
     return np.broadcast_to(w, (c,)).copy(), np.broadcast_to(b, (c,)).copy()
 
 
-def batch_norm_tables(mean, var, gamma, beta, eps, si, zi, so, zo, lo=-np.inf, hi=np.inf):
-    """`dq(si, zi) -> batch_norm (eval) [-> relu / hardtanh(lo, hi)] -> q(so, zo)` as ExecuTorch
-    runs it with the XNNPACK delegate: the batch norm is an f32 1x1 depthwise convolution with
-    the weights of `batch_norm_weights`, computed by XNNPACK's f32 kernels (on this AVX-512 CPU
-    one FMA: `y = fma(x, w[c], b[c])`), its output clamp `min(max(y, lo), hi)`, then XNNPACK's
-    f32 -> qs8 convert. `x = f32(q - zi) * si`; `q' = sat8(rint(f32(y * f32(1 / so))) + zo)`.
-    Returns the [C, 256] uint8 tables of a qfuse `channel_lut` (stored bytes: images v + 128)."""
+def batch_norm_values(mean, var, gamma, beta, eps, si, zi, lo=-np.inf, hi=np.inf):
+    """The f32 value XNNPACK computes for every input byte of `dq(si, zi) -> batch_norm (eval)
+    [-> relu / hardtanh(lo, hi)]`: the batch norm is an f32 1x1 depthwise convolution with the
+    weights of `batch_norm_weights`, computed by XNNPACK's f32 kernels (on this AVX-512 CPU
+    one FMA: `y = fma(x, w[c], b[c])`), then its output clamp `min(max(y, lo), hi)`;
+    `x = f32(q - zi) * si`. Returns [C, 256] f32, indexed by the stored byte (image v + 128)."""
     w, b = batch_norm_weights(mean, var, gamma, beta, eps)
     q = np.arange(-128, 128, dtype=I64)
     x = ((q - int(zi)).astype(F32) * F32(si)).astype(F32)
     y = fma_f32(x[None, :], w[:, None], b[:, None])
-    y = np.minimum(np.maximum(y, F32(lo)), F32(hi)).astype(F32)
+    return np.minimum(np.maximum(y, F32(lo)), F32(hi)).astype(F32)
+
+
+def batch_norm_tables(mean, var, gamma, beta, eps, si, zi, so, zo, lo=-np.inf, hi=np.inf):
+    """`dq(si, zi) -> batch_norm (eval) [-> relu / hardtanh(lo, hi)] -> q(so, zo)` as ExecuTorch
+    runs it with the XNNPACK delegate: `batch_norm_values`, then XNNPACK's f32 -> qs8 convert
+    `q' = sat8(rint(f32(y * f32(1 / so))) + zo)`.
+    Returns the [C, 256] uint8 tables of a qfuse `channel_lut` (stored bytes: images v + 128)."""
+    y = batch_norm_values(mean, var, gamma, beta, eps, si, zi, lo, hi)
     inv = F32(F32(1.0) / F32(so))
     t = np.clip(np.rint((y * inv).astype(F32)).astype(I64) + int(zo), -128, 127)
     return (t + 128).astype(np.uint8)
+
+
+def channel_mean_f32(values, q):
+    """XNNPACK's f32 global average pooling (`static_mean` over H, W of an NHWC tensor:
+    `f32-rdsum` 7p7x kernels, one accumulator per channel) of the f32 values `values[c][byte]`
+    ([C, 256], e.g. `batch_norm_values`) of the int8 input `q` ([N, C, H, W], true values):
+    `acc = 0; acc = v_p + acc` over the pixels in row-major order, then `acc * f32(1.0f / N)`
+    (`reduce-nd.c`: `scale = 1.0f / num_reduction_elements`). Returns [N, C] f32."""
+    n, c, h, w = q.shape
+    v = np.asarray(values, F32)[np.arange(c)[None, :, None], (np.asarray(q, I64) + 128).reshape(n, c, h * w)]
+    acc = np.zeros((n, c), F32)
+    for p in range(h * w):
+        acc = (v[:, :, p] + acc).astype(F32)
+    return (acc * F32(F32(1.0) / F32(h * w))).astype(F32)
+
+
+def channel_mean_quantized(values, q, so, zo):
+    """`channel_mean_f32`, then XNNPACK's f32 -> qs8 convert `sat8(rint(f32(m * f32(1/so))) + zo)`:
+    [N, C] int8 (true values)"""
+    m = channel_mean_f32(values, q)
+    inv = F32(F32(1.0) / F32(so))
+    return np.clip(np.rint((m * inv).astype(F32)).astype(I64) + int(zo), -128, 127)

@@ -58,7 +58,7 @@ pub use binary::{
     ort_add_table, ort_mul_table, pytorch_mul_table, qnnpack_add_elem, qnnpack_add_params,
     transpose_table, BINARY_TABLE_LEN,
 };
-pub use ort::{quantize_div, requantize_table_div, softmax_table, OrtPool2d};
+pub use ort::{channel_mean_f32, quantize_div, requantize_table_div, softmax_table, OrtPool2d};
 pub use pool::{
     adaptive_path, adaptive_window, avg_pool2d_path, cascade_sum, cascade_sum_ilp4, div_round_even,
     mean_f32_path, mean_sum_direct, qnnpack_avg_mult, AvgPath, AvgPoolOpts, Pool2d, AVG_NHWC_SPLIT,
@@ -262,6 +262,17 @@ pub enum Op {
         /// The output's qparams (may be signed).
         out: QParams,
     },
+    /// XNNPACK's f32 global average of per-channel f32 values of the input
+    /// bytes, quantized to `out` (engine `xnnpack` only; `[C, H, W]` to
+    /// `[C, 1, 1]`; see [`ort::channel_mean_f32`]): what ExecuTorch runs for
+    /// a float `batch_norm [-> relu] -> mean` between a dequantize and a
+    /// quantize (densenet's tail).
+    XnnpackChannelMean {
+        /// `C * 256` f32 values, channel-major, indexed by the stored byte.
+        values: std::sync::Arc<Vec<f32>>,
+        /// The output's qparams (may be signed).
+        out: QParams,
+    },
 }
 
 impl Op {
@@ -316,6 +327,9 @@ impl Op {
                 opts: *opts,
                 out: *out,
             }),
+            Op::XnnpackChannelMean { values, out } => {
+                Box::new(ort::XnnpackChannelMean { values, out: *out })
+            }
         }
     }
 

@@ -37,6 +37,10 @@ MUTATIONS = {
     "bn_portable": "batch norm: ExecuTorch's portable formula ((x - mean) * invstd) * gamma + beta",
     "avgpool_inv": "portable avg_pool2d multiplies the sum by f32(1 / count) instead of dividing",
     "avgpool_cip_valid": "portable avg_pool2d with count_include_pad divides by the whole kernel (ONNX's count)",
+    "bnmean_div": "f32 global average (batch_norm_mean): sum / f32(N) instead of sum * f32(1.0f / N)",
+    "bnmean_colmajor": "f32 global average: pixels summed column by column instead of in row-major order",
+    "bnmean_tree": "f32 global average: pairwise (tree) sum instead of one sequential accumulator",
+    "bnmean_f64": "f32 global average: the exact (f64) mean rounded once",
 }
 MUT = None
 TIES = {}
@@ -479,6 +483,47 @@ def batch_norm_rule(nd, t, k):
     return np.clip(np.rint((y * F32(F32(1) / F32(so))).astype(F32)).astype(I64) + zo, -128, 127)
 
 
+def batch_norm_mean_rule(nd, t, pre):
+    """README "batch norm + mean": XNNPACK's f32 batch norm (+ clamp) per byte
+    (xnnpack_rules.batch_norm_values; bn_mul_add: multiply then add), its f32 global average
+    (xnnpack_rules.channel_mean_f32, or a mutated order / scale form). Returns (values [C, 256],
+    a function of the int8 input [N, C, H, W] giving the f32 means [N, C])"""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                    "python"))
+    from qfuse_export import xnnpack_rules as xr
+
+    mean, var, gamma, beta = (t[f"{pre}_{n}"] for n in ("running_mean", "running_var", "weight", "bias"))
+    si, zi = nd["input_scale"], nd["input_zero_point"]
+    lo, hi = F32(float(nd["act_min"])), F32(float(nd["act_max"]))
+    values = xr.batch_norm_values(mean, var, gamma, beta, nd["eps"], si, zi, lo, hi)
+    if MUT == "bn_mul_add":
+        w, b = xr.batch_norm_weights(mean, var, gamma, beta, nd["eps"])
+        x = ((np.arange(-128, 128) - zi).astype(F32) * F32(si)).astype(F32)[None, :]
+        values = np.minimum(np.maximum(((x * w[:, None]).astype(F32) + b[:, None]).astype(F32), lo), hi)
+
+    def pool(q):
+        if MUT not in ("bnmean_div", "bnmean_colmajor", "bnmean_tree", "bnmean_f64"):
+            return xr.channel_mean_f32(values, q)
+        n, c, h, w = q.shape
+        if MUT == "bnmean_colmajor":
+            q = q.transpose(0, 1, 3, 2)
+        v = values[np.arange(c)[None, :, None], (q.astype(I64) + 128).reshape(n, c, h * w)]
+        if MUT == "bnmean_f64":
+            return (v.astype(F64).sum(2) / (h * w)).astype(F32)
+        if MUT == "bnmean_tree":
+            while v.shape[2] > 1:
+                if v.shape[2] % 2:
+                    v = np.concatenate([v, np.zeros((n, c, 1), F32)], 2)
+                v = (v[:, :, 0::2] + v[:, :, 1::2]).astype(F32)
+            return (v[:, :, 0] * F32(F32(1) / F32(h * w))).astype(F32)
+        acc = np.zeros((n, c), F32)
+        for p in range(h * w):
+            acc = (v[:, :, p] + acc).astype(F32)
+        return (acc * F32(F32(1) / F32(h * w))).astype(F32) if MUT != "bnmean_div" else (acc / F32(h * w)).astype(F32)
+
+    return values, pool
+
+
 def avg_pool2d_portable(xf, nd):
     """ExecuTorch kernels/portable/cpu/op_avg_pool2d.cpp (kernel_reduction_then_map_2d) on f32:
     i0 = o*s - p, i1 = min(i0 + k, L + p), taps [max(i0, 0), min(i1, L)); the first tap, then
@@ -598,6 +643,11 @@ def run_case(d, verbose=False):
             c = table.shape[0]
             ch = np.arange(c).reshape((1, c) + (1,) * (ins[0].ndim - 2))
             y = table[ch, ins[0].astype(I64) + 128]
+        elif op == "batch_norm_mean":
+            values, pool = batch_norm_mean_rule(nd, t, f"n{k}")
+            if MUT is None and not np.array_equal(values.view(I32), t[f"n{k}_values"].view(I32)):
+                notes.append(f"n{k} recorded values differ from the rule")
+            y = quantize(pool(ins[0]), nd["output_scale"], nd["output_zero_point"])[:, :, None, None]
         elif op == "avg_pool2d":
             assert nd["backend"] == "portable", "this avg_pool2d is delegated to XNNPACK (f32 pooling: no rule)"
             xf = dequantize(ins[0], nd["input_scale"], nd["input_zero_point"])
@@ -625,6 +675,17 @@ def run_case(d, verbose=False):
                 msg += f", max {int(dq.max())} steps (first at flat {int(np.flatnonzero(dq)[0])}: " \
                        f"got {int(qgot.flat[np.flatnonzero(dq)[0]])}, runtime {int(qref.flat[np.flatnonzero(dq)[0]])})"
             bad.append(msg)
+    for ch in case.get("f32_chains", []):
+        # no quantize after the pool: ExecuTorch's f32 output itself
+        j = ch["id"]
+        values, pool = batch_norm_mean_rule(ch, t, f"f{j}")
+        if MUT is None and not np.array_equal(values.view(I32), t[f"f{j}_values"].view(I32)):
+            notes.append(f"f32 chain {j} recorded values differ from the rule")
+        q = quantize(t[f"f{j}_input"], ch["input_scale"], ch["input_zero_point"])
+        got, ref = pool(q).reshape(-1), t[f"f{j}_output"].reshape(-1)
+        diff = got.view(I32) != ref.view(I32)
+        if diff.any():
+            bad.append(f"f32 chain {j}: {int(diff.sum())}/{diff.size} f32 differ")
     return case, bad, notes
 
 

@@ -19,6 +19,15 @@ delegate (tests/data/pt2e/README.md "batch norm" and "ExecuTorch portable kernel
                        padded input, divisor_override, random qparams.
   avg_pool2d_portable_tie  the same windows with power-of-two scales: exact .5 ties after the
                        division.
+  batch_norm_mean      densenet's tail `dq -> batch_norm -> relu -> adaptive_avg_pool2d(1) ->
+                       flatten -> q`, left in float by XNNPACKQuantizer: the batch norm is the
+                       f32 depthwise conv above, the pool XNNPACK's f32 global average
+                       (static_mean, f32-rdsum). 6 quantized chains (2x2 .. 13x11 pixels, 100
+                       channels: a 64-channel block and a tail; relu, relu6, none; adaptive_avg_pool2d
+                       and mean keepdim), each output scale chosen so that the rule's bytes differ
+                       from those of the other sum orders / scale forms somewhere; and 6 chains
+                       without the final quantize (`f32_chains`: the pooled f32 values themselves,
+                       ExecuTorch's f32 output), which pin the order and the scale bit for bit.
 
 The oracle is ExecuTorch's runtime; each case's nodes hold what tests/pt2e_xnnpack.rs builds
 (batch_norm: the tables `n<k>_tables.npy` that qfuse_export.xnnpack_rules.batch_norm_tables
@@ -256,9 +265,190 @@ def case_avg_pool(out, tie):
     print(f"{name}: delegated {inside}, portable {outside}", flush=True)
 
 
+# densenet's tail: (H, W), activation, pool
+GAP_CHAINS = [((2, 2), "relu", "adaptive"), ((7, 7), "relu", "mean"), ((13, 11), "none", "adaptive"),
+              ((5, 3), "relu6", "adaptive"), ((1, 1), "relu", "adaptive"), ((3, 5), "relu", "mean")]
+GAP_C = 100
+ACT_BOUNDS = {"none": (-np.inf, np.inf), "relu": (0.0, np.inf), "relu6": (0.0, 6.0)}
+
+
+def gap_alternatives(values, q, params, s1, z1, lo, hi):
+    """the rule's f32 means (xnnpack_rules.channel_mean_f32) and plausible wrong ones, [C] each"""
+    n, c, h, w = q.shape
+    N = h * w
+    v = values[np.arange(c)[:, None], (q[0].reshape(c, N) + 128)]
+    inv = F32(F32(1) / F32(N))
+
+    def seq(vals):
+        acc = np.zeros(c, F32)
+        for p in range(vals.shape[1]):
+            acc = (vals[:, p] + acc).astype(F32)
+        return acc
+
+    def tree(vals):
+        while vals.shape[1] > 1:
+            if vals.shape[1] % 2:
+                vals = np.concatenate([vals, np.zeros((c, 1), F32)], 1)
+            vals = (vals[:, 0::2] + vals[:, 1::2]).astype(F32)
+        return vals[:, 0]
+
+    mean, var, gamma, beta = params
+    wb, bb = xr.batch_norm_weights(mean, var, gamma, beta, EPS)
+    x = ((q[0].reshape(c, N) - z1).astype(F32) * F32(s1)).astype(F32)
+    nofma = np.minimum(np.maximum(((x * wb[:, None]).astype(F32) + bb[:, None]).astype(F32), F32(lo)), F32(hi))
+    cm = v.reshape(c, h, w).transpose(0, 2, 1).reshape(c, N)
+    rule = (seq(v) * inv).astype(F32)
+    assert np.array_equal(rule.view(np.int32), xr.channel_mean_f32(values, q)[0].view(np.int32))
+    return rule, {"divide_by_n": (seq(v) / F32(N)).astype(F32), "column_major": (seq(cm) * inv).astype(F32),
+                  "pairwise_tree": (tree(v) * inv).astype(F32),
+                  "f64_mean": (v.astype(F64).sum(1) / N).astype(F32),
+                  "bn_mul_add": (seq(nofma.astype(F32)) * inv).astype(F32)}
+
+
+def gap_quant(m, s2, z2, div=False):
+    p = (m / F32(s2)).astype(F32) if div else (m * F32(F32(1) / F32(s2))).astype(F32)
+    return np.clip(np.rint(p).astype(I64) + z2, -128, 127)
+
+
+def pick_output_scale(rule, alts, z2, span):
+    """an output scale (f32) near max|rule| / span under which the rule's bytes differ from as
+    many alternatives' as possible (each candidate puts a rounding boundary between the rule's
+    mean and one alternative's in one channel)"""
+    vmax = float(np.abs(rule).max())
+    s_mid = vmax / span
+    cands = [F32(s_mid)]
+    for a in alts.values():
+        for c in np.flatnonzero(a != rule):
+            mid = (float(a[c]) + float(rule[c])) / 2
+            k = np.floor(abs(mid) / s_mid)
+            s = F32(abs(mid) / (k + 0.5))
+            for d in range(-2, 3):
+                cands.append(F32(s * F32(1 + d * 2.0 ** -23)))
+
+    def score(s2):
+        qr = gap_quant(rule, s2, z2)
+        if (qr == 127).any() or (qr == -128).mean() > 0.5:
+            return -1, {}
+        sep = {k: int((gap_quant(a, s2, z2) != qr).sum()) for k, a in alts.items()}
+        sep["convert_divides"] = int((gap_quant(rule, s2, z2, div=True) != qr).sum())
+        return sum(1 for v in sep.values() if v) + 1e-3 * sum(sep.values()), sep
+
+    best = max(cands, key=lambda s2: score(s2)[0])
+    return float(best), score(best)[1]
+
+
+class GapChains(nn.Module):
+    def __init__(self, specs, qps, quant):
+        super().__init__()
+        self.specs, self.qps, self.quant = specs, qps, quant
+        self.bns = nn.ModuleList([nn.BatchNorm2d(GAP_C, eps=EPS) for _ in specs])
+
+    def forward(self, *xs):
+        outs = []
+        for x, bn, (_, act, pool), (s1, z1, s2, z2) in zip(xs, self.bns, self.specs, self.qps):
+            y = bn(q_dq(x, s1, z1))
+            y = {"none": lambda t: t, "relu": F.relu, "relu6": F.relu6}[act](y)
+            y = F.adaptive_avg_pool2d(y, 1) if pool == "adaptive" else y.mean([2, 3], keepdim=True)
+            y = torch.flatten(y, 1)
+            outs.append(q_dq(y, s2, z2) if self.quant else y)
+        return tuple(outs)
+
+
+def case_batch_norm_mean(out):
+    name = "batch_norm_mean"
+    d = os.path.join(out, name)
+    os.makedirs(d, exist_ok=True)
+    g = np.random.default_rng(23)
+    runs = {}
+    for quant in (True, False):
+        params, qps, xs, values, qs_in = [], [], [], [], []
+        for (hw, act, pool) in GAP_CHAINS:
+            lo, hi = ACT_BOUNDS[act]
+            prm = (g.normal(0, 0.3, GAP_C).astype(F32), g.uniform(0.5, 2.0, GAP_C).astype(F32),
+                   g.uniform(0.3, 3.0, GAP_C).astype(F32), g.normal(0.3, 1.0, GAP_C).astype(F32))
+            s1, z1 = float(F32(g.uniform(0.02, 0.1))), int(g.integers(-20, 20))
+            x = g.normal(0, 3, (1, GAP_C) + hw).astype(F32)
+            q = np.clip(np.rint((x * F32(F32(1) / F32(s1))).astype(F32)).astype(I64) + z1, -128, 127)
+            vals = xr.batch_norm_values(*prm, EPS, s1, z1, lo, hi)
+            params.append(prm)
+            values.append(vals)
+            qs_in.append(q)
+            xs.append(torch.tensor(x))
+            qps.append([s1, z1, 1.0, 0])
+        seps = []
+        for i, ((hw, act, pool), prm, vals, q) in enumerate(zip(GAP_CHAINS, params, values, qs_in)):
+            lo, hi = ACT_BOUNDS[act]
+            rule, alts = gap_alternatives(vals, q, prm, qps[i][0], qps[i][1], lo, hi)
+            if quant:
+                z2 = 0 if act == "none" else -120
+                s2, sep = pick_output_scale(rule, alts, z2, 110 if act == "none" else 230)
+                qps[i][2:] = [s2, z2]
+            else:
+                sep = {k: int((a.view(np.int32) != rule.view(np.int32)).sum()) for k, a in alts.items()}
+            seps.append(sep)
+        m = GapChains(GAP_CHAINS, qps, quant)
+        with torch.no_grad():
+            for bn, (mean, var, gamma, beta) in zip(m.bns, params):
+                for t, v in ((bn.running_mean, mean), (bn.running_var, var), (bn.weight, gamma), (bn.bias, beta)):
+                    t.copy_(torch.tensor(v))
+        outs, inside, outside = run_executorch(m, xs)
+        runs[quant] = (params, qps, xs, values, qs_in, seps, outs, inside, outside)
+        print(f"{name} ({'quantized' if quant else 'f32'}): separated {seps}; delegated {inside}, portable {outside}",
+              flush=True)
+    # quantized chains: the case's nodes and outputs
+    params, qps, xs, values, qs_in, seps, outs, inside, outside = runs[True]
+    nodes, shapes, files, oq = [], {}, {}, []
+    for i, ((hw, act, pool), prm, (s1, z1, s2, z2), vals, sep, o) in enumerate(
+            zip(GAP_CHAINS, params, qps, values, seps, outs)):
+        lo, hi = ACT_BOUNDS[act]
+        oq.append(int8_of(o, s2, z2))
+        v = [f"c{i}_{j}" for j in range(5)]
+        k = 4 * i + 1
+        files.update({f"n{k}_running_mean": prm[0], f"n{k}_running_var": prm[1], f"n{k}_weight": prm[2],
+                      f"n{k}_bias": prm[3], f"n{k}_values": vals})
+        nodes += [
+            {"id": 4 * i, "op": "quantize", "inputs": [v[0]], "output": v[1], "output_scale": s1,
+             "output_zero_point": z1, "backend": "xnnpack"},
+            {"id": k, "op": "batch_norm_mean", "inputs": [v[1]], "output": v[2], "activation": act,
+             "act_min": lo, "act_max": hi, "eps": EPS, "channels": GAP_C, "pool": pool, "input_scale": s1,
+             "input_zero_point": z1, "output_scale": s2, "output_zero_point": z2, "backend": "xnnpack",
+             "bytes_differing_from_rule": sep},
+            {"id": 4 * i + 2, "op": "reshape", "inputs": [v[2]], "output": v[3], "shape": [1, GAP_C],
+             "backend": "xnnpack"},
+            {"id": 4 * i + 3, "op": "dequantize", "inputs": [v[3]], "output": v[4], "input_scale": s2,
+             "input_zero_point": z2, "backend": "xnnpack"},
+        ]
+        shapes.update({v[0]: [1, GAP_C] + list(hw), v[1]: [1, GAP_C] + list(hw), v[2]: [1, GAP_C, 1, 1],
+                       v[3]: [1, GAP_C], v[4]: [1, GAP_C]})
+    # f32 chains: ExecuTorch's pooled f32 values
+    fparams, fqps, fxs, fvalues, fqs, fseps, fouts, finside, foutside = runs[False]
+    f32_chains = []
+    for j, ((hw, act, pool), prm, (s1, z1, _, _), vals, sep, o) in enumerate(
+            zip(GAP_CHAINS, fparams, fqps, fvalues, fseps, fouts)):
+        lo, hi = ACT_BOUNDS[act]
+        files.update({f"f{j}_input": fxs[j].numpy(), f"f{j}_output": o, f"f{j}_running_mean": prm[0],
+                      f"f{j}_running_var": prm[1], f"f{j}_weight": prm[2], f"f{j}_bias": prm[3],
+                      f"f{j}_values": vals})
+        f32_chains.append({"id": j, "shape": [1, GAP_C] + list(hw), "activation": act, "act_min": lo,
+                           "act_max": hi, "eps": EPS, "pool": pool, "input_scale": s1, "input_zero_point": z1,
+                           "f32_outputs_differing_from_rule": sep})
+    write_case(d, name, xs, outs, oq, nodes, shapes, inside, outside,
+               {"input_kind": "randn * 3; BatchNorm statistics random; output scales chosen to separate the "
+                              "alternatives (bytes_differing_from_rule)",
+                "f32_chains": f32_chains, "f32_delegated_ops": finside, "f32_portable_ops": foutside}, files)
+    # write_case names outputs c{i}_3 (chain_nodes' layout): here the dequantize writes c{i}_4
+    with open(os.path.join(d, "case.json")) as f:
+        case = json.load(f)
+    for i, o in enumerate(case["outputs"]):
+        o["name"] = f"c{i}_4"
+    with open(os.path.join(d, "case.json"), "w") as f:
+        json.dump(case, f, indent=1)
+
+
 CASES = {"batch_norm_mined": case_batch_norm,
          "avg_pool2d_portable": lambda out: case_avg_pool(out, False),
-         "avg_pool2d_portable_tie": lambda out: case_avg_pool(out, True)}
+         "avg_pool2d_portable_tie": lambda out: case_avg_pool(out, True),
+         "batch_norm_mean": case_batch_norm_mean}
 
 
 def main():

@@ -150,6 +150,38 @@ class UnaryNet(nn.Module):
         return self.c5(F.leaky_relu(c, 0.2))
 
 
+class DenseTail(nn.Module):
+    """densenet's float tail: a dense layer (BatchNorm not after a conv -> relu -> conv, cat),
+    then `norm -> relu(inplace) -> adaptive_avg_pool2d(1) (or mean keepdim) -> flatten -> linear`,
+    which XNNPACKQuantizer leaves in float between a dequantize and a quantize (XNNPACK's f32
+    global average: xnnpack_channel_mean)"""
+
+    def __init__(self, mean=False, act="relu"):
+        super().__init__()
+        self.mean, self.act = mean, act
+        self.c1 = nn.Conv2d(3, 24, 3, stride=2, padding=1)
+        self.n1 = nn.BatchNorm2d(24)
+        self.c2 = nn.Conv2d(24, 16, 3, padding=1)
+        self.n5 = nn.BatchNorm2d(40)
+        self.fc = nn.Linear(40, 10)
+        g = torch.Generator().manual_seed(5)
+        with torch.no_grad():
+            for n in (self.n1, self.n5):
+                c = n.num_features
+                n.running_mean.copy_(torch.randn(c, generator=g) * 0.3)
+                n.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+                n.weight.copy_(torch.rand(c, generator=g) * 2 + 0.3)
+                n.bias.copy_(torch.randn(c, generator=g) * 0.5)
+
+    def forward(self, x):
+        a = self.c1(x)
+        a = torch.cat([a, self.c2(F.relu(self.n1(a)))], 1)
+        f = self.n5(a)
+        f = F.relu(f, inplace=True) if self.act == "relu" else f
+        f = f.mean([2, 3], keepdim=True) if self.mean else F.adaptive_avg_pool2d(f, 1)
+        return self.fc(torch.flatten(f, 1))
+
+
 def resnet18():
     import torchvision
 
@@ -179,6 +211,8 @@ CASES = {
     "mobilenet_v2_pc_64": (mobilenet_v2, (1, 3, 64, 64), True),
     "unarynet_pc": (UnaryNet, (2, 3, 15, 15), True),
     "unarynet_pt": (UnaryNet, (2, 3, 15, 15), False),
+    "densetail_pc": (DenseTail, (2, 3, 14, 14), True),
+    "densetail_mean_pt": (lambda: DenseTail(mean=True, act="none"), (2, 3, 13, 11), False),
 }
 
 

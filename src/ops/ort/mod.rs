@@ -14,6 +14,8 @@
 
 pub(crate) mod gpu;
 
+use std::sync::Arc;
+
 use serde_json::json;
 
 use crate::error::{Error, Result};
@@ -114,6 +116,28 @@ pub(crate) const FILE_OPS: &[FileOp] = &[
                     count_include_pad: a.bool("count_include_pad")?,
                     divisor_override,
                 },
+                out: a.qparams_signed()?,
+            })
+        },
+    },
+    FileOp {
+        name: "xnnpack_channel_mean",
+        attributes: &["scale", "zero_point", "signed"],
+        parse: |a: &Attrs<'_>, cx: &ParseCx<'_>| {
+            let c = cx
+                .inputs
+                .first()
+                .and_then(|x| x.shape.first())
+                .copied()
+                .ok_or_else(|| {
+                    Error::shape(
+                        "xnnpack_channel_mean",
+                        "needs a [C, H, W] input; the channel is dim 0 of the per-sample shape",
+                    )
+                })?;
+            let values = cx.tensors.f32(&format!("{}.values", cx.node), &[c, 256])?;
+            Ok(Op::XnnpackChannelMean {
+                values: Arc::new(values),
                 out: a.qparams_signed()?,
             })
         },
@@ -246,6 +270,9 @@ pub(crate) enum OrtMode {
     /// ExecuTorch's portable `adaptive_avg_pool2d` on dequantized values,
     /// quantized by XNNPACK (engine `xnnpack`).
     PortableAdaptive = 5,
+    /// XNNPACK's f32 global average of per-channel f32 values of the bytes
+    /// (`xnnpack_channel_mean`, engine `xnnpack`).
+    XnnChannelMean = 6,
 }
 
 /// One of ORT's ops.
@@ -685,6 +712,131 @@ impl<'a> OpKind<'a> for PortableAvgPool {
     }
 }
 
+/// `xnnpack_channel_mean` ([`Op::XnnpackChannelMean`], engine `xnnpack`
+/// only): what ExecuTorch's XNNPACK delegate computes for
+/// `dq -> (per-channel f32 map, e.g. batch_norm [-> relu]) -> mean over H, W
+/// -> q`, left in float by XNNPACKQuantizer (densenet's tail
+/// `norm5 -> relu -> adaptive_avg_pool2d(1)`): each byte `b` of channel `c`
+/// becomes the f32 `values[c][b]` (the exporter's table:
+/// `xnnpack_rules.batch_norm_values`), XNNPACK's f32 global average pooling
+/// (`static_mean` -> `f32-rdsum` 7p7x, every x86 and scalar kernel the same
+/// per channel: `((0 + v_0) + v_1) + ...` over the pixels in row-major
+/// order, then `* f32(1.0f / N)`) and XNNPACK's f32 -> qs8 convert
+/// `sat(rint(f32(m * f32(1/s_out))) + z_out)` ([`channel_mean_f32`],
+/// tests/data/pt2e/README.md "batch norm + mean"). Output `[C, 1, 1]`.
+/// Lowered to `ort.wgsl` mode 6 with the values as the table.
+pub(crate) struct XnnpackChannelMean<'a> {
+    pub values: &'a Arc<Vec<f32>>,
+    pub out: QParams,
+}
+
+impl<'a> OpKind<'a> for XnnpackChannelMean<'a> {
+    fn name(&self) -> &'static str {
+        "xnnpack_channel_mean"
+    }
+    fn infer(&self, engine: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
+        let name = self.name();
+        if engine != Requant::Xnnpack {
+            return Err(Error::config(
+                name,
+                format!(
+                    "is XNNPACK's f32 global average; the model's engine is {:?} (needs \"xnnpack\")",
+                    engine.name()
+                ),
+            ));
+        }
+        let x = ins[0];
+        quantized(x)?;
+        self.out.validate(&format!("{name} output"))?;
+        check_dequant_scale(&format!("{name} output"), self.out)?;
+        let [c, h, w] = x.shape[..] else {
+            return Err(Error::shape(
+                name,
+                format!("needs a [C, H, W] input, got {:?}", x.shape),
+            ));
+        };
+        if h * w == 0 || h * w > 1 << 24 {
+            return Err(Error::shape(
+                name,
+                format!("input {h}x{w}: 1 to 2^24 pixels per channel"),
+            ));
+        }
+        if c.checked_mul(256) != Some(self.values.len()) {
+            return Err(Error::shape(
+                format!("{name} values"),
+                format!(
+                    "{} values for an input of {c} channels: {c} x 256 expected",
+                    self.values.len()
+                ),
+            ));
+        }
+        // a GPU may flush subnormals in f32 arithmetic; XNNPACK does not
+        if let Some(i) = self
+            .values
+            .iter()
+            .position(|v| !v.is_finite() || v.is_subnormal())
+        {
+            return Err(Error::config(
+                format!("{name} values"),
+                format!(
+                    "value {} (channel {}, byte {}) is not finite or subnormal: only 0 and normal f32 values are supported",
+                    self.values[i],
+                    i / 256,
+                    i % 256
+                ),
+            ));
+        }
+        Ok(TensorInfo {
+            shape: vec![c, 1, 1],
+            dtype: DType::QUInt8(self.out),
+        })
+    }
+    fn write(&self, w: &mut NodeWriter) {
+        w.put_qparams_signed(self.out);
+        let c = self.values.len() / 256;
+        w.tensors.push((
+            format!("{}.values", w.node),
+            safetensors::Dtype::F32,
+            vec![c, 256],
+            self.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
+    }
+    fn lower(&self, sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
+        let x = sig.inputs[0];
+        let (c, h, w) = crate::layout::chw_u32(&x.shape);
+        let n = (h * w) as f32;
+        let p = OrtParams {
+            c,
+            h,
+            w,
+            c4: c.div_ceil(4),
+            oh: 1,
+            ow: 1,
+            bits: (1.0f32 / n).to_bits(),
+            zp_out: self.out.zero_point,
+            m: self.out.inv_scale(),
+            ..Default::default()
+        };
+        Ok(Box::new(OrtLowered {
+            p,
+            mode: OrtMode::XnnChannelMean,
+            tab: self.values.iter().map(|v| v.to_bits()).collect(),
+        }))
+    }
+}
+
+/// XNNPACK's f32 mean of one channel's plane of bytes through `value`
+/// (`f32-rdsum` on this CPU: one accumulator per channel, the pixels added
+/// in row-major order from 0.0, then one product by `inv_n = f32(1.0f /
+/// f32(N))`; `N = plane.len()`).
+pub fn channel_mean_f32(value: impl Fn(u8) -> f32, plane: &[u8], inv_n: f32) -> f32 {
+    let mut sum = 0f32;
+    for &b in plane {
+        sum += value(b); // f32 addition commutes: XNNPACK's `row + acc`
+    }
+    sum * inv_n
+}
+
 fn check_dequant_scale(op: &str, q: QParams) -> Result<()> {
     if !(2f32.powi(-100)..=2f32.powi(100)).contains(&q.scale) {
         return Err(Error::qparams(
@@ -831,6 +983,14 @@ impl Lowered for OrtLowered {
                             out[oy * ow + ox] = self.portable_adaptive(plane, oy, ox);
                         }
                     }
+                }
+            }
+            OrtMode::XnnChannelMean => {
+                let inv_n = f32::from_bits(p.bits);
+                for (k, (o, plane)) in y.iter_mut().zip(x.chunks(h * w)).enumerate() {
+                    let t = &self.tab[(k % c) * 256..][..256];
+                    let v = channel_mean_f32(|b| f32::from_bits(t[b as usize]), plane, inv_n);
+                    *o = crate::quant::quantize_with_inv(v, p.m, p.zp_out);
                 }
             }
             OrtMode::XnnMean => {
