@@ -126,6 +126,49 @@ class _IndWalker(P._Walker):
             self.emit("reshape", [pooled], out, shape=self.shape[out])
         return True
 
+    def on_conv_pool(self, q, src, out, oq):
+        views = []
+        while isinstance(src, torch.fx.Node) and src.op == "call_function" and \
+                src.target in P.RESHAPE + P.DROPOUT and isinstance(src.args[0], torch.fx.Node) and \
+                len(src.users) == 1:
+            views.append(src)
+            src = src.args[0]
+        if not (isinstance(src, torch.fx.Node) and src.op == "call_function" and len(src.users) == 1):
+            return False
+        t = src.target
+        if t == aten.mean.dim:
+            if sorted(int(d) % 4 for d in src.args[1]) != [2, 3]:
+                return False
+        elif not (t == aten.adaptive_avg_pool2d.default and _pair(src.args[1]) == [1, 1]):
+            return False
+        inner = src.args[0]
+        relu = None
+        if isinstance(inner, torch.fx.Node) and inner.op == "call_function" and inner.target in P.RELU and \
+                len(inner.users) == 1:
+            relu, inner = inner, inner.args[0]
+        if not (isinstance(inner, torch.fx.Node) and inner.op == "call_function" and inner.target in P.CONV):
+            return False
+        if len(inner.users) != 1:
+            self.fail(inner, "a conv2d read by a global average and by other ops: its f32 output is read "
+                             "unquantized elsewhere; not supported")
+        groups = int(inner.args[6]) if len(inner.args) > 6 and inner.args[6] is not None else 1
+        if groups != 1:
+            self.fail(inner, "a grouped conv read by a global average: only groups 1 (qfuse runs it on the "
+                             "split-K kernels)")
+        if len(self.v[inner].shape) != 4:
+            self.fail(inner, f"a conv2d of shape {list(self.v[inner].shape)} read by a global average")
+        self.covered.update([x for x in [src, relu, inner] + views if x is not None])
+        pooled = out + "__pool"
+        self.qp[pooled] = self.qp[out]
+        self.shape[pooled] = [int(self.v[inner].shape[1]), 1, 1]
+        act = (0.0, float("inf")) if relu is not None else None
+        self.layer(inner, pooled, oq, act, "onednn", global_avg_pool=True)
+        if self.shape[out] == self.shape[pooled]:
+            self.emit("identity", [pooled], out)
+        else:
+            self.emit("reshape", [pooled], out, shape=self.shape[out])
+        return True
+
     def sum_conv(self, add):
         """(conv node, the dequantize of the other addend) when `add` is conv(dq(x)) + dq(a) with the
         conv read by the add alone (Inductor's qconv2d_pointwise.binary pattern), else None"""
@@ -184,6 +227,10 @@ class _IndWalker(P._Walker):
         # relu(conv(dq(x)) + dq(a)) -> adaptive_avg_pool2d(1) [-> flatten] -> q (a resnet's end):
         # oneDNN's conv with a sum post-op writes f32, Inductor's C++ averages and quantizes
         if self.on_sum_pool(q, src, out, oq):
+            return
+        # [relu(]conv2d(dq(x))[)] -> mean([2, 3]) / adaptive_avg_pool2d(1) [-> flatten / dropout] -> q
+        # (mnasnet's end): oneDNN writes the plain conv's f32 output, Inductor's C++ averages and quantizes
+        if self.on_conv_pool(q, src, out, oq):
             return
         # a float reshape before the quantize (conv -> relu -> max pool -> flatten -> q):
         # quantize is elementwise, so it commutes with the reshape
@@ -359,6 +406,28 @@ class _IndWalker(P._Walker):
             out = o.name
             self.emit("dequantize", [a], out)
             return out
+        if o.op == "call_function" and o.target in P.RESHAPE + P.DROPOUT and isinstance(o.args[0], torch.fx.Node):
+            # dq(a) -> flatten / view [-> dropout] -> graph output (squeezenet's end): Inductor dequantizes
+            # into the output buffer (a view is no arithmetic): the bytes reshaped, then dequantized
+            chain, inner = [o], o.args[0]
+            while isinstance(inner, torch.fx.Node) and inner.op == "call_function" and \
+                    inner.target in P.RESHAPE + P.DROPOUT and len(inner.users) == 1 and \
+                    isinstance(inner.args[0], torch.fx.Node):
+                chain.append(inner)
+                inner = inner.args[0]
+            if isinstance(inner, torch.fx.Node) and inner.target in P.DQ_T and len(inner.users) == 1:
+                a, s, z = self.dq(chain[-1], inner)
+                self.covered.update(chain)
+                shp = list(self.v[o].shape[1:])
+                view = o.name + "__q"
+                self.qp[view] = (s, z)
+                self.shape[view] = shp
+                if shp == self.shape[a]:
+                    self.emit("identity", [a], view)
+                else:
+                    self.emit("reshape", [a], view, shape=shp)
+                self.emit("dequantize", [view], o.name)
+                return o.name
         lin, relu = o, False
         if isinstance(lin, torch.fx.Node) and lin.target in P.RELU and isinstance(lin.args[0], torch.fx.Node) \
                 and len(lin.args[0].users) == 1:
