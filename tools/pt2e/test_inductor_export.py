@@ -158,6 +158,24 @@ CASES = {
                                   h=nn.Sequential(conv(4, 20, 3, padding=1), nn.ReLU()),
                                   b=conv(20, 20, 1), l=nn.Linear(20, 10)),
                        (1, 4, 13, 11), 33, False),
+    # mnasnet's end: relu(conv(dq(x))) -> mean([2, 3]) [-> dropout] -> q -> linear: X86InductorQuantizer
+    # leaves the mean unannotated, so oneDNN writes the conv's f32 output (relu post-op) and Inductor's
+    # C++ averages and quantizes it (conv2d "global_avg_pool" with one input)
+    "conv_pool_2x2": (lambda: Fn(lambda s, x: s.l(F.dropout(torch.relu(s.a(x)).mean([2, 3]), 0.2, False)),
+                                 a=conv(8, 48, 1), l=nn.Linear(48, 10)),
+                      (2, 8, 2, 2), 41, False),
+    "conv_pool_7x7": (lambda: Fn(lambda s, x: s.l(torch.relu(s.a(x)).mean([2, 3])),
+                                 a=conv(8, 40, 3, stride=2, padding=1), l=nn.Linear(40, 10)),
+                      (1, 8, 14, 14), 42, False),
+    "conv_pool_13x11_norelu": (lambda: Fn(lambda s, x: s.l(torch.flatten(s.a(x).mean([-1, -2], keepdim=True), 1)),
+                                          a=conv(4, 20, 1), l=nn.Linear(20, 10)),
+                               (1, 4, 13, 11), 43, False),
+    # squeezenet's end: relu(conv) -> adaptive_avg_pool2d(1) (quantized, shared qparams) -> dq -> flatten
+    # as the graph output
+    "pool_flatten_output": (lambda: Fn(lambda s, x: torch.flatten(s.p(s.g(x)), 1),
+                                       g=nn.Sequential(conv(3, 10, 3), nn.ReLU(inplace=True)),
+                                       p=nn.AdaptiveAvgPool2d(1)),
+                            (2, 3, 5, 5), 44, False),
 }
 
 # models the exporter must refuse (with the node it names)
