@@ -16,6 +16,9 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
                                                             relu, rint(t + zo) (zero point before rounding)
   relu(conv2d(dq(x)) + dq(a)) -> adaptive_avg_pool2d(1) [-> flatten] -> q (a resnet's end: oneDNN writes
         f32, Inductor's C++ averages and quantizes)         conv2d with inputs [x, a], "global_avg_pool"
+  [relu(]conv2d(dq(x))[)] -> mean([2, 3]) / adaptive_avg_pool2d(1) [-> flatten / dropout] -> q
+        (mnasnet's end: oneDNN writes f32, Inductor's C++  conv2d with one input, "global_avg_pool"
+        averages and quantizes)                             (EpilogueForm::OnednnPool)
   adaptive_avg_pool2d(dq(a), 1) / mean(dq(a), [2, 3]) -> q (equal qparams)
                                                             adaptive_avg_pool2d [1, 1] (+ reshape)
   dq -> flatten [-> dropout] -> q with other qparams        reshape + lut (dequantize-quantize table)
@@ -23,6 +26,7 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
   cat([dq(a_i)], 1) -> q (equal qparams)                    cat
   flatten / view / reshape (dq(a)) -> q (equal qparams)     flatten / reshape
   dq(a) -> graph output                                     dequantize
+  dq(a) -> flatten / view [-> dropout] -> graph output      reshape (on the bytes) + dequantize
   linear(dq(a), w, b) [-> relu] -> graph output (oneDNN writes f32)
                                                             dequantize + host_float "onednn_linear"
                                                             (exact, on the host)
@@ -448,9 +452,17 @@ class _IndWalker(P._Walker):
             self.emit("linear_f32", [deq], o.name, input_scale=s_in, input_zero_point=z_in, weight_q=wq,
                       weight_scale=ws, bias=b, relu=relu, src=lin)
             return o.name
-        inner = o
-        while isinstance(inner, torch.fx.Node) and inner.target in P.RELU + P.HARDTANH + P.RELU6 + P.RESHAPE:
+        inner, pooled = o, False
+        while isinstance(inner, torch.fx.Node) and inner.target in P.RELU + P.HARDTANH + P.RELU6 + P.RESHAPE + \
+                P.DROPOUT + (aten.mean.dim, aten.adaptive_avg_pool2d.default):
+            pooled = pooled or inner.target in (aten.mean.dim, aten.adaptive_avg_pool2d.default)
             inner = inner.args[0]
+        if isinstance(inner, torch.fx.Node) and inner.target in P.CONV and pooled:
+            self.fail(inner, "a conv2d whose f32 output is averaged into a float graph output (e.g. "
+                             "relu(conv) -> adaptive_avg_pool2d(1) -> flatten -> output with a functional relu, "
+                             "which the quantizer does not fuse): oneDNN writes f32 and Inductor averages it in "
+                             "C++; qfuse has no float conv output (a module nn.ReLU after the conv makes the "
+                             "quantizer quantize the pool, which qfuse runs)")
         if isinstance(inner, torch.fx.Node) and inner.target in P.CONV + P.LINEAR:
             self.fail(inner, "a conv2d/linear whose output is not quantized (a graph output): oneDNN writes "
                              "it in f32 (v = f32(f32(f32(acc) * s_in) * ws) + b), and qfuse has no float "

@@ -187,6 +187,10 @@ REFUSED = {
                                                     F.max_pool2d(torch.relu(s.b(x)), 2)),
                                    a=conv(3, 8, 3, padding=1), b=conv(3, 8, 3, padding=1), c=conv(8, 8, 1)),
                         (1, 3, 8, 8), 13, False),
+    # squeezenet's end with a functional relu: the quantizer quantizes nothing after the conv, so the
+    # averaged f32 conv output is the graph output (qfuse has no float conv output)
+    "conv_pool_f32_output": (lambda: Fn(lambda s, x: torch.flatten(F.adaptive_avg_pool2d(torch.relu(s.a(x)), 1), 1),
+                                        a=conv(3, 10, 3)), (2, 3, 5, 5), 44, False),
 }
 
 
