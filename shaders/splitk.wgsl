@@ -22,8 +22,9 @@
 override WG: u32 = 64u;
 override SPLITS: u32 = 1u;
 // 1: the layer ends in a global average (quant::EpilogueForm::OnednnSumPool,
-// form 4): `p.total` is N * O4, one invocation per output word of a sample;
-// binding 2 holds the sum addend (NHWC4 words of the conv's output shape).
+// form 4, or OnednnPool, form 5): `p.total` is N * O4, one invocation per
+// output word of a sample; under form 4 binding 2 holds the sum addend (NHWC4
+// words of the conv's output shape), under form 5 it is not read.
 override POOL: u32 = 0u;
 
 // The weights' binding of the other kernels; unused here except by POOL.
@@ -31,13 +32,17 @@ override POOL: u32 = 0u;
 
 // One pixel's f32 value under form 4: v as under form 1, plus
 // d = f32(f32(a - za) * sa) (p.pad0: sa as f32 bits, p.pad1: za), then
-// oneDNN's relu post-op when p.pad2 is 1.
+// oneDNN's relu post-op when p.pad2 is 1. Form 5 (quant::EpilogueForm::OnednnPool,
+// no addend): v itself, then the relu.
 fn pool_value(oc: u32, acc: i32, a: u32) -> f32 {
     let c = chans[oc];
     let x = exact_f32(acc + c.bias_i32);
     let v = opaque(opaque(x * p.in_scale) * c.mult) + c.bias_f32;
-    let d = opaque(f32(i32(a) - i32(p.pad1)) * bitcast<f32>(p.pad0));
-    let t = v + d;
+    var t = v;
+    if p.form == 4u {
+        let d = opaque(f32(i32(a) - i32(p.pad1)) * bitcast<f32>(p.pad0));
+        t = v + d;
+    }
     if p.pad2 == 1u {
         return max(t, 0.0);
     }
@@ -60,7 +65,10 @@ fn pool_word(idx: u32) -> u32 {
             let b = sp * stride + w * 4u;
             acc += bitcast<vec4<i32>>(vec4<u32>(x[b], x[b + 1u], x[b + 2u], x[b + 3u]));
         }
-        let a = addend[w];
+        var a = 0u;
+        if p.form == 4u {
+            a = addend[w];
+        }
         for (var l = 0u; l < 4u; l++) {
             if o4 * 4u + l < p.o {
                 s[l] = s[l] + pool_value(o4 * 4u + l, acc[l], (a >> (8u * l)) & 0xffu);

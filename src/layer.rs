@@ -627,10 +627,11 @@ impl QLayer {
         Ok(l)
     }
 
-    /// The same layer (with a sum input, [`QLayer::with_sum`]) followed by a
-    /// global average and Inductor's quantize to the layer's output qparams
-    /// ([`quant::EpilogueForm::OnednnSumPool`]; output `[O, 1, 1]`). The
-    /// layer's relu becomes oneDNN's relu post-op before the average.
+    /// The same layer (oneDNN's, with a sum input ([`QLayer::with_sum`]) or
+    /// without) followed by a global average and Inductor's quantize to the
+    /// layer's output qparams ([`quant::EpilogueForm::OnednnSumPool`],
+    /// [`quant::EpilogueForm::OnednnPool`]; output `[O, 1, 1]`). The layer's
+    /// relu becomes oneDNN's relu post-op before the average.
     pub fn with_global_pool(&self) -> Result<QLayer> {
         let mut l = self.clone();
         l.epilogue = self
@@ -667,7 +668,7 @@ impl QLayer {
     pub fn global_pool(&self) -> bool {
         matches!(
             self.epilogue.form,
-            quant::EpilogueForm::OnednnSumPool { .. }
+            quant::EpilogueForm::OnednnSumPool { .. } | quant::EpilogueForm::OnednnPool { .. }
         )
     }
 

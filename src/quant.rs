@@ -744,6 +744,24 @@ pub enum EpilogueForm {
         /// The output type's offset ([`QParams::offset`]).
         offset: i32,
     },
+    /// oneDNN's plain conv (one input, [`EpilogueForm::Onednn`]'s `v`) with
+    /// an **f32** output, averaged over H, W and quantized by Inductor's C++
+    /// (mnasnet's end under X86InductorQuantizer: `relu(conv(dq(x)))` read by
+    /// `mean([2, 3])` then a quantize; tests/data/pt2e/README.md): per output
+    /// pixel `v = f32(f32(f32(acc) * input_scale) * ws) + b` (`relu`:
+    /// `max(v, 0)`), then the pool and quantize of
+    /// [`EpilogueForm::OnednnSumPool`]: per channel `S` the f32 sum of the
+    /// pixels in row-major order from 0, `m = f32(S / f32(H*W))`,
+    /// `y = clamp(rint(f32(m * inv_output_scale)) + zp, lo, hi)`. Output
+    /// `[O, 1, 1]`; uint8 only.
+    OnednnPool {
+        /// The input scale (Inductor's plain calls: the scale itself).
+        input_scale: f32,
+        /// `1/output_scale` (of the quantize after the pool).
+        inv_output_scale: f32,
+        /// oneDNN's relu post-op, before the pool.
+        relu: bool,
+    },
 }
 
 /// oneDNN's `hardswish` eltwise (x64 JIT injector, alpha `f32(1/6)`, beta
@@ -1025,33 +1043,46 @@ impl Epilogue {
         Ok(e)
     }
 
-    /// This epilogue ([`EpilogueForm::OnednnSum`], uint8) turned into
-    /// [`EpilogueForm::OnednnSumPool`]: f32 output, `relu`, then the global
+    /// This epilogue turned into one that ends in a global average: from
+    /// [`EpilogueForm::OnednnSum`] (uint8) [`EpilogueForm::OnednnSumPool`],
+    /// from [`EpilogueForm::Onednn`] (uint8, one input)
+    /// [`EpilogueForm::OnednnPool`]: f32 output, `relu`, then the global
     /// average and Inductor's quantize to the epilogue's output qparams.
     pub fn with_global_pool(&self, relu: bool) -> Result<Epilogue> {
-        let EpilogueForm::OnednnSum {
-            input_scale,
-            inv_output_scale,
-            offset: 0,
-            sum_scale,
-            sum_zero_point,
-            sum_offset: 0,
-            ..
-        } = self.form
-        else {
-            return Err(Error::Unsupported(format!(
-                "a global average after a conv needs a uint8 conv with a sum input (onednn), the layer has {:?}",
-                self.form
-            )));
+        let form = match self.form {
+            EpilogueForm::OnednnSum {
+                input_scale,
+                inv_output_scale,
+                offset: 0,
+                sum_scale,
+                sum_zero_point,
+                sum_offset: 0,
+                ..
+            } => EpilogueForm::OnednnSumPool {
+                input_scale,
+                inv_output_scale,
+                sum_scale,
+                sum_zero_point,
+                relu,
+            },
+            EpilogueForm::Onednn {
+                input_scale,
+                inv_output_scale,
+                offset: 0,
+            } => EpilogueForm::OnednnPool {
+                input_scale,
+                inv_output_scale,
+                relu,
+            },
+            _ => {
+                return Err(Error::Unsupported(format!(
+                    "a global average after a conv needs a uint8 conv under the onednn rule (with or without a sum input), the layer has {:?}",
+                    self.form
+                )))
+            }
         };
         let mut e = self.clone();
-        e.form = EpilogueForm::OnednnSumPool {
-            input_scale,
-            inv_output_scale,
-            sum_scale,
-            sum_zero_point,
-            relu,
-        };
+        e.form = form;
         Ok(e)
     }
 
@@ -1080,25 +1111,33 @@ impl Epilogue {
         Ok(e)
     }
 
-    /// Under [`EpilogueForm::OnednnSumPool`]: one output pixel's f32 value
-    /// `t` (relu applied) from channel `o`'s exact accumulator and the
-    /// addend's byte `a`; under any other form 0.
+    /// Under [`EpilogueForm::OnednnSumPool`] / [`EpilogueForm::OnednnPool`]:
+    /// one output pixel's f32 value (relu applied) from channel `o`'s exact
+    /// accumulator and the addend's byte `a` (ignored without a sum input);
+    /// under any other form 0.
     #[inline]
     pub fn pool_value(&self, o: usize, acc: i32, a: u8) -> f32 {
-        let EpilogueForm::OnednnSumPool {
-            input_scale,
-            sum_scale,
-            sum_zero_point,
-            relu,
-            ..
-        } = self.form
-        else {
-            return 0.0;
-        };
         let c = &self.channels[o];
-        let x = acc.wrapping_add(c.bias_i32) as f32;
-        let v = (x * input_scale) * c.mult + c.bias_f32;
-        let t = v + (a as i32 - sum_zero_point) as f32 * sum_scale;
+        let (t, relu) = match self.form {
+            EpilogueForm::OnednnSumPool {
+                input_scale,
+                sum_scale,
+                sum_zero_point,
+                relu,
+                ..
+            } => {
+                let x = acc.wrapping_add(c.bias_i32) as f32;
+                let v = (x * input_scale) * c.mult + c.bias_f32;
+                (v + (a as i32 - sum_zero_point) as f32 * sum_scale, relu)
+            }
+            EpilogueForm::OnednnPool {
+                input_scale, relu, ..
+            } => {
+                let x = acc.wrapping_add(c.bias_i32) as f32;
+                ((x * input_scale) * c.mult + c.bias_f32, relu)
+            }
+            _ => return 0.0,
+        };
         if relu {
             t.max(0.0)
         } else {
@@ -1106,12 +1145,16 @@ impl Epilogue {
         }
     }
 
-    /// Under [`EpilogueForm::OnednnSumPool`]: the output byte of a channel
-    /// whose `count` pixel values summed (in order, from 0) to `sum`.
+    /// Under [`EpilogueForm::OnednnSumPool`] / [`EpilogueForm::OnednnPool`]:
+    /// the output byte of a channel whose `count` pixel values summed (in
+    /// order, from 0) to `sum`.
     #[inline]
     pub fn pool_quantize(&self, sum: f32, count: usize) -> u8 {
         let inv = match self.form {
             EpilogueForm::OnednnSumPool {
+                inv_output_scale, ..
+            }
+            | EpilogueForm::OnednnPool {
                 inv_output_scale, ..
             } => inv_output_scale,
             _ => 0.0,
@@ -1168,6 +1211,9 @@ impl Epilogue {
         if let EpilogueForm::OnednnSumPool { sum_zero_point, .. } = self.form {
             // One pixel, the addend at its zero point.
             return self.pool_quantize(self.pool_value(o, acc, sum_zero_point as u8), 1);
+        }
+        if let EpilogueForm::OnednnPool { .. } = self.form {
+            return self.pool_quantize(self.pool_value(o, acc, 0), 1);
         }
         let c = &self.channels[o];
         if let EpilogueForm::Onednn {

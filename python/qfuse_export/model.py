@@ -202,8 +202,9 @@ def _infer(ctx, node, in_shapes, tensors):
             _err(ctx, "`eltwise` must be \"hardswish\" (oneDNN's post-op) on a one-input \"onednn\" layer "
                       "without activation")
         if node.get("global_avg_pool", False):
-            if len(in_shapes) != 2:
-                _err(ctx, "`global_avg_pool` needs a second (sum) input")
+            # with a sum input (a resnet's end) or without (mnasnet's): onednn rule only
+            if node.get("requant") != "onednn":
+                _err(ctx, "`global_avg_pool` needs \"requant\": \"onednn\"")
             return (o, 1, 1)
         return (o, oh, ow)
     if op == "linear":

@@ -18,6 +18,9 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
                                                             relu, rint(t + zo) (zero point before rounding)
   relu(conv2d(dq(x)) + dq(a)) -> adaptive_avg_pool2d(1) [-> flatten] -> q (a resnet's end: oneDNN writes
         f32, Inductor's C++ averages and quantizes)         conv2d with inputs [x, a], "global_avg_pool"
+  [relu(]conv2d(dq(x))[)] -> mean([2, 3]) / adaptive_avg_pool2d(1) [-> flatten / dropout] -> q
+        (mnasnet's end: oneDNN writes f32, Inductor's C++  conv2d with one input, "global_avg_pool"
+        averages and quantizes)                             (EpilogueForm::OnednnPool)
   adaptive_avg_pool2d(dq(a), 1) / mean(dq(a), [2, 3]) -> q (equal qparams)
                                                             adaptive_avg_pool2d [1, 1] (+ reshape)
   dq -> flatten [-> dropout] -> q with other qparams        reshape + lut (dequantize-quantize table)
@@ -25,6 +28,7 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
   cat([dq(a_i)], 1) -> q (equal qparams)                    cat
   flatten / view / reshape (dq(a)) -> q (equal qparams)     flatten / reshape
   dq(a) -> graph output                                     dequantize
+  dq(a) -> flatten / view [-> dropout] -> graph output      reshape (on the bytes) + dequantize
   linear(dq(a), w, b) [-> relu] -> graph output (oneDNN writes f32)
                                                             dequantize + host_float "onednn_linear"
                                                             (exact, on the host)
@@ -128,6 +132,49 @@ class _IndWalker(P._Walker):
             self.emit("reshape", [pooled], out, shape=self.shape[out])
         return True
 
+    def on_conv_pool(self, q, src, out, oq):
+        views = []
+        while isinstance(src, torch.fx.Node) and src.op == "call_function" and \
+                src.target in P.RESHAPE + P.DROPOUT and isinstance(src.args[0], torch.fx.Node) and \
+                len(src.users) == 1:
+            views.append(src)
+            src = src.args[0]
+        if not (isinstance(src, torch.fx.Node) and src.op == "call_function" and len(src.users) == 1):
+            return False
+        t = src.target
+        if t == aten.mean.dim:
+            if sorted(int(d) % 4 for d in src.args[1]) != [2, 3]:
+                return False
+        elif not (t == aten.adaptive_avg_pool2d.default and _pair(src.args[1]) == [1, 1]):
+            return False
+        inner = src.args[0]
+        relu = None
+        if isinstance(inner, torch.fx.Node) and inner.op == "call_function" and inner.target in P.RELU and \
+                len(inner.users) == 1:
+            relu, inner = inner, inner.args[0]
+        if not (isinstance(inner, torch.fx.Node) and inner.op == "call_function" and inner.target in P.CONV):
+            return False
+        if len(inner.users) != 1:
+            self.fail(inner, "a conv2d read by a global average and by other ops: its f32 output is read "
+                             "unquantized elsewhere; not supported")
+        groups = int(inner.args[6]) if len(inner.args) > 6 and inner.args[6] is not None else 1
+        if groups != 1:
+            self.fail(inner, "a grouped conv read by a global average: only groups 1 (qfuse runs it on the "
+                             "split-K kernels)")
+        if len(self.v[inner].shape) != 4:
+            self.fail(inner, f"a conv2d of shape {list(self.v[inner].shape)} read by a global average")
+        self.covered.update([x for x in [src, relu, inner] + views if x is not None])
+        pooled = out + "__pool"
+        self.qp[pooled] = self.qp[out]
+        self.shape[pooled] = [int(self.v[inner].shape[1]), 1, 1]
+        act = (0.0, float("inf")) if relu is not None else None
+        self.layer(inner, pooled, oq, act, "onednn", global_avg_pool=True)
+        if self.shape[out] == self.shape[pooled]:
+            self.emit("identity", [pooled], out)
+        else:
+            self.emit("reshape", [pooled], out, shape=self.shape[out])
+        return True
+
     def sum_conv(self, add):
         """(conv node, the dequantize of the other addend) when `add` is conv(dq(x)) + dq(a) with the
         conv read by the add alone (Inductor's qconv2d_pointwise.binary pattern), else None"""
@@ -188,6 +235,10 @@ class _IndWalker(P._Walker):
         # relu(conv(dq(x)) + dq(a)) -> adaptive_avg_pool2d(1) [-> flatten] -> q (a resnet's end):
         # oneDNN's conv with a sum post-op writes f32, Inductor's C++ averages and quantizes
         if self.on_sum_pool(q, src, out, oq):
+            return
+        # [relu(]conv2d(dq(x))[)] -> mean([2, 3]) / adaptive_avg_pool2d(1) [-> flatten / dropout] -> q
+        # (mnasnet's end): oneDNN writes the plain conv's f32 output, Inductor's C++ averages and quantizes
+        if self.on_conv_pool(q, src, out, oq):
             return
         # a float reshape before the quantize (conv -> relu -> max pool -> flatten -> q):
         # quantize is elementwise, so it commutes with the reshape
@@ -395,6 +446,28 @@ class _IndWalker(P._Walker):
             out = o.name
             self.emit("dequantize", [a], out)
             return out
+        if o.op == "call_function" and o.target in P.RESHAPE + P.DROPOUT and isinstance(o.args[0], torch.fx.Node):
+            # dq(a) -> flatten / view [-> dropout] -> graph output (squeezenet's end): Inductor dequantizes
+            # into the output buffer (a view is no arithmetic): the bytes reshaped, then dequantized
+            chain, inner = [o], o.args[0]
+            while isinstance(inner, torch.fx.Node) and inner.op == "call_function" and \
+                    inner.target in P.RESHAPE + P.DROPOUT and len(inner.users) == 1 and \
+                    isinstance(inner.args[0], torch.fx.Node):
+                chain.append(inner)
+                inner = inner.args[0]
+            if isinstance(inner, torch.fx.Node) and inner.target in P.DQ_T and len(inner.users) == 1:
+                a, s, z = self.dq(chain[-1], inner)
+                self.covered.update(chain)
+                shp = list(self.v[o].shape[1:])
+                view = o.name + "__q"
+                self.qp[view] = (s, z)
+                self.shape[view] = shp
+                if shp == self.shape[a]:
+                    self.emit("identity", [a], view)
+                else:
+                    self.emit("reshape", [a], view, shape=shp)
+                self.emit("dequantize", [view], o.name)
+                return o.name
         lin, relu = o, False
         if isinstance(lin, torch.fx.Node) and lin.target in P.RELU and isinstance(lin.args[0], torch.fx.Node) \
                 and len(lin.args[0].users) == 1:
@@ -415,9 +488,17 @@ class _IndWalker(P._Walker):
             self.emit("linear_f32", [deq], o.name, input_scale=s_in, input_zero_point=z_in, weight_q=wq,
                       weight_scale=ws, bias=b, relu=relu, src=lin)
             return o.name
-        inner = o
-        while isinstance(inner, torch.fx.Node) and inner.target in P.RELU + P.HARDTANH + P.RELU6 + P.RESHAPE:
+        inner, pooled = o, False
+        while isinstance(inner, torch.fx.Node) and inner.target in P.RELU + P.HARDTANH + P.RELU6 + P.RESHAPE + \
+                P.DROPOUT + (aten.mean.dim, aten.adaptive_avg_pool2d.default):
+            pooled = pooled or inner.target in (aten.mean.dim, aten.adaptive_avg_pool2d.default)
             inner = inner.args[0]
+        if isinstance(inner, torch.fx.Node) and inner.target in P.CONV and pooled:
+            self.fail(inner, "a conv2d whose f32 output is averaged into a float graph output (e.g. "
+                             "relu(conv) -> adaptive_avg_pool2d(1) -> flatten -> output with a functional relu, "
+                             "which the quantizer does not fuse): oneDNN writes f32 and Inductor averages it in "
+                             "C++; qfuse has no float conv output (a module nn.ReLU after the conv makes the "
+                             "quantizer quantize the pool, which qfuse runs)")
         if isinstance(inner, torch.fx.Node) and inner.target in P.CONV + P.LINEAR:
             self.fail(inner, "a conv2d/linear whose output is not quantized (a graph output): oneDNN writes "
                              "it in f32 (v = f32(f32(f32(acc) * s_in) * ws) + b), and qfuse has no float "

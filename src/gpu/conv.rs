@@ -39,7 +39,7 @@ pub struct ConvParams {
     /// 2 `OnednnF32`, 3 `OnednnSum` (then `pad0` holds `f32(sa / so)` as
     /// f32 bits and `pad1` the addend's zero point's stored byte; the output
     /// buffer holds the addend when the kernel starts), 4 `OnednnSumPool`,
-    /// 5 `OnednnHardswish`.
+    /// 5 `OnednnHardswish`, 6 `OnednnPool`.
     pub form: u32,
     /// Always 0: XORed into a float's bits, it keeps the compiler from
     /// contracting a product and the addition after it into an FMA.
@@ -674,6 +674,15 @@ impl GpuLayer {
                 inv_output_scale,
                 offset,
             } => (5, input_scale, inv_output_scale, offset),
+            crate::quant::EpilogueForm::OnednnPool {
+                input_scale,
+                inv_output_scale,
+                relu,
+            } => {
+                // No addend (splitk.wgsl, POOL, form 6); pad2: the relu.
+                pad2 = relu as u32;
+                (6, input_scale, inv_output_scale, 0)
+            }
         };
         let p = ConvParams {
             n: n as u32,
@@ -728,6 +737,37 @@ impl GpuLayer {
         addend: &wgpu::Buffer,
         output: &wgpu::Buffer,
     ) -> Result<Vec<super::Dispatch>> {
+        self.dispatch_pool(ctx, input, input_shape, Some(addend), output)
+    }
+
+    /// [`GpuLayer::dispatch_sum_pool`] for either pooled form: with the sum
+    /// addend (`Some`, [`crate::quant::EpilogueForm::OnednnSumPool`]) or
+    /// without ([`crate::quant::EpilogueForm::OnednnPool`]; binding 2 then
+    /// holds the packed weights, which the pooled pass does not read).
+    pub fn dispatch_pool(
+        &self,
+        ctx: &GpuContext,
+        input: &wgpu::Buffer,
+        input_shape: &[usize],
+        addend: Option<&wgpu::Buffer>,
+        output: &wgpu::Buffer,
+    ) -> Result<Vec<super::Dispatch>> {
+        let has_sum = self.layer.sum_input().is_some();
+        if has_sum != addend.is_some() || !self.layer.global_pool() {
+            return Err(Error::config(
+                "conv2d with a global average",
+                format!(
+                    "the layer (global average: {}) has {} sum input, the call {}",
+                    self.layer.global_pool(),
+                    if has_sum { "a" } else { "no" },
+                    if addend.is_some() {
+                        "gives one"
+                    } else {
+                        "none"
+                    }
+                ),
+            ));
+        }
         let (params, out_shape) = self.params(input_shape)?;
         let Plan::SplitK(c, splits) = self.plan(input_shape)? else {
             return Err(Error::config(
@@ -740,7 +780,11 @@ impl GpuLayer {
         };
         c.check(&ctx.limits())?;
         let pooled = GpuTensor::gpu_bytes(&[out_shape[0], out_shape[1], 1, 1])?;
-        if output.size() < pooled || addend.size() < GpuTensor::gpu_bytes(&out_shape)? {
+        let addend_short = match addend {
+            Some(a) => a.size() < GpuTensor::gpu_bytes(&out_shape)?,
+            None => false,
+        };
+        if output.size() < pooled || addend_short {
             return Err(Error::shape(
                 "conv2d with a global average",
                 format!("output buffer of {} bytes, {pooled} needed", output.size()),
@@ -784,7 +828,12 @@ impl GpuLayer {
                 Kernel::SplitK,
                 &[("WG", WG as f64), ("SPLITS", splits as f64), ("POOL", 1.0)],
                 bytemuck::bytes_of(&pass2),
-                &[(1, &scratch), (2, addend), (3, &self.chans), (4, output)],
+                &[
+                    (1, &scratch),
+                    (2, addend.unwrap_or(&self.weights)),
+                    (3, &self.chans),
+                    (4, output),
+                ],
                 pass2.total,
                 WG,
             )?,

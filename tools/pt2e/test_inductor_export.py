@@ -164,6 +164,24 @@ CASES = {
                                   a=conv(3, 16, 3, padding=1), b=conv(16, 16, 3, padding=1, groups=16),
                                   c=conv(16, 8, 1)),
                        (2, 3, 12, 12), 21, False),
+    # mnasnet's end: relu(conv(dq(x))) -> mean([2, 3]) [-> dropout] -> q -> linear: X86InductorQuantizer
+    # leaves the mean unannotated, so oneDNN writes the conv's f32 output (relu post-op) and Inductor's
+    # C++ averages and quantizes it (conv2d "global_avg_pool" with one input)
+    "conv_pool_2x2": (lambda: Fn(lambda s, x: s.l(F.dropout(torch.relu(s.a(x)).mean([2, 3]), 0.2, False)),
+                                 a=conv(8, 48, 1), l=nn.Linear(48, 10)),
+                      (2, 8, 2, 2), 41, False),
+    "conv_pool_7x7": (lambda: Fn(lambda s, x: s.l(torch.relu(s.a(x)).mean([2, 3])),
+                                 a=conv(8, 40, 3, stride=2, padding=1), l=nn.Linear(40, 10)),
+                      (1, 8, 14, 14), 42, False),
+    "conv_pool_13x11_norelu": (lambda: Fn(lambda s, x: s.l(torch.flatten(s.a(x).mean([-1, -2], keepdim=True), 1)),
+                                          a=conv(4, 20, 1), l=nn.Linear(20, 10)),
+                               (1, 4, 13, 11), 43, False),
+    # squeezenet's end: relu(conv) -> adaptive_avg_pool2d(1) (quantized, shared qparams) -> dq -> flatten
+    # as the graph output
+    "pool_flatten_output": (lambda: Fn(lambda s, x: torch.flatten(s.p(s.g(x)), 1),
+                                       g=nn.Sequential(conv(3, 10, 3), nn.ReLU(inplace=True)),
+                                       p=nn.AdaptiveAvgPool2d(1)),
+                            (2, 3, 5, 5), 44, False),
 }
 
 # models the exporter must refuse (with the node it names)
@@ -175,6 +193,10 @@ REFUSED = {
                                                     F.max_pool2d(torch.relu(s.b(x)), 2)),
                                    a=conv(3, 8, 3, padding=1), b=conv(3, 8, 3, padding=1), c=conv(8, 8, 1)),
                         (1, 3, 8, 8), 13, False),
+    # squeezenet's end with a functional relu: the quantizer quantizes nothing after the conv, so the
+    # averaged f32 conv output is the graph output (qfuse has no float conv output)
+    "conv_pool_f32_output": (lambda: Fn(lambda s, x: torch.flatten(F.adaptive_avg_pool2d(torch.relu(s.a(x)), 1), 1),
+                                        a=conv(3, 10, 3)), (2, 3, 5, 5), 44, False),
 }
 
 

@@ -90,8 +90,8 @@ impl GpuNode for GpuLayer {
     }
 }
 
-/// A conv with oneDNN's sum post-op, f32 output, and a global average
-/// ([`GpuLayer::dispatch_sum_pool`]).
+/// A conv (with oneDNN's sum post-op or without), f32 output, and a global
+/// average ([`GpuLayer::dispatch_pool`]).
 struct SumPoolLayer(GpuLayer);
 
 impl GpuNode for SumPoolLayer {
@@ -110,11 +110,11 @@ impl GpuNode for SumPoolLayer {
                 ),
             ));
         }
-        self.0.dispatch_sum_pool(
+        self.0.dispatch_pool(
             ctx,
             x.buf,
             &x.info.batched(io.batch),
-            io.inputs[1].buf,
+            io.inputs.get(1).map(|a| a.buf),
             io.output,
         )
     }

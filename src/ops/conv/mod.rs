@@ -196,6 +196,9 @@ impl Lowered for ConvLowered<'_> {
     fn run_cpu(&self, io: &CpuIo<'_>) -> Result<Value> {
         let (x, shape, _) = io.q(0)?;
         if self.0.global_pool() {
+            if self.0.sum_input().is_none() {
+                return io.q_out(run_layer_pool(self.0, x, shape, None)?.0);
+            }
             let (a, ashape, _) = io.q(1)?;
             return io.q_out(run_layer_sum_pool(self.0, x, shape, a, ashape)?.0);
         }
@@ -329,12 +332,13 @@ fn parse_layer(kind: LayerKind, a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
     if let Some(v) = a.opt("global_avg_pool") {
         match v.as_bool() {
             Some(false) => {}
-            Some(true) if cx.inputs.len() == 2 && kind == LayerKind::Conv2d => {
-                l = l.with_global_pool()?
-            }
+            // With a second input: oneDNN's sum post-op then the average
+            // (a resnet's end); with one: a plain conv's f32 output averaged
+            // (mnasnet's end). Both under the onednn rule.
+            Some(true) if kind == LayerKind::Conv2d => l = l.with_global_pool()?,
             Some(true) => {
                 return Err(Error::Model(
-                    "\"global_avg_pool\" needs a conv2d with a second (sum) input".into(),
+                    "\"global_avg_pool\" needs a conv2d (a linear has no pixels to average)".into(),
                 ))
             }
             None => {
@@ -563,20 +567,57 @@ pub fn run_layer_sum_pool(
     a: &[u8],
     a_shape: &[usize],
 ) -> Result<(Vec<u8>, Vec<usize>)> {
-    let (acc, out_shape) = conv2d_accumulators(layer, x, shape)?;
-    if a_shape != out_shape.as_slice() || a.len() != acc.len() {
-        return Err(Error::shape(
-            "sum input (input 1)",
-            format!("shape {a_shape:?}, the conv's output is {out_shape:?}"),
+    run_layer_pool(layer, x, shape, Some((a, a_shape)))
+}
+
+/// A layer ending in a global average ([`QLayer::with_global_pool`]), with
+/// its sum addend (`Some`, [`quant::EpilogueForm::OnednnSumPool`]) or
+/// without ([`quant::EpilogueForm::OnednnPool`]): output `[N, O, 1, 1]`.
+///
+/// [`quant::EpilogueForm::OnednnSumPool`]: crate::quant::EpilogueForm::OnednnSumPool
+/// [`quant::EpilogueForm::OnednnPool`]: crate::quant::EpilogueForm::OnednnPool
+pub fn run_layer_pool(
+    layer: &QLayer,
+    x: &[u8],
+    shape: &[usize],
+    addend: Option<(&[u8], &[usize])>,
+) -> Result<(Vec<u8>, Vec<usize>)> {
+    if layer.sum_input().is_some() != addend.is_some() {
+        return Err(Error::config(
+            "conv2d with a global average",
+            format!(
+                "the layer has {} sum input, the call {}",
+                if layer.sum_input().is_some() {
+                    "a"
+                } else {
+                    "no"
+                },
+                if addend.is_some() {
+                    "gives one"
+                } else {
+                    "none"
+                }
+            ),
         ));
+    }
+    let (acc, out_shape) = conv2d_accumulators(layer, x, shape)?;
+    if let Some((a, a_shape)) = addend {
+        if a_shape != out_shape.as_slice() || a.len() != acc.len() {
+            return Err(Error::shape(
+                "sum input (input 1)",
+                format!("shape {a_shape:?}, the conv's output is {out_shape:?}"),
+            ));
+        }
     }
     let (n, o) = (out_shape[0], out_shape[1]);
     let hw: usize = out_shape[2..].iter().product();
     let mut y = Vec::with_capacity(n * o);
-    for (i, (plane, ap)) in acc.chunks(hw).zip(a.chunks(hw)).enumerate() {
+    for (i, plane) in acc.chunks(hw).enumerate() {
         let oc = i % o;
+        let ap = addend.map(|(a, _)| &a[i * hw..(i + 1) * hw]);
         let mut sum = 0f32;
-        for (&s, &ab) in plane.iter().zip(ap) {
+        for (k, &s) in plane.iter().enumerate() {
+            let ab = ap.map_or(0, |a| a[k]);
             let a32 = i32::try_from(s).map_err(|_| Error::Overflow {
                 what: "conv2d".into(),
                 detail: format!("an accumulator of {s} is outside i32 (the engine's)"),
