@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Records the `inductor_x86_pool/` cases: mnasnet's end under X86InductorQuantizer,
+"""Records the `inductor_x86_convpool/` cases: mnasnet's end under X86InductorQuantizer,
 relu(conv(dq(x))) -> mean([2, 3]) -> q -> linear, compiled by torch.compile (Inductor,
 freezing). oneDNN writes the plain conv's f32 output (relu post-op); Inductor's C++
 (`cpp_fused_mean_quantize_per_tensor`) sums each channel's pixels in row-major order
@@ -14,7 +14,7 @@ has identity weights and no bias, so each pooled byte is recovered from the comp
 output (`pooled.npy`, u8 [N, O]); case.json lists how many pooled bytes each
 alternative changes. tests/pt2e_inductor_pool.rs checks all of it without Python.
 
-Usage: python3 tools/pt2e/gen_inductor_pool.py OUT (tests/data/pt2e/inductor_x86_pool)
+Usage: python3 tools/pt2e/gen_inductor_convpool.py OUT (tests/data/pt2e/inductor_x86_convpool)
 Needs the venv of tools/pt2e/requirements.txt, gcc, and qfuse_export (python/).
 Vectors depend on the CPU: AVX-512 VNNI here.
 """
@@ -166,7 +166,7 @@ def mine(v_rule, v_rt, z):
 
 
 def main():
-    out = sys.argv[1] if len(sys.argv) > 1 else "tests/data/pt2e/inductor_x86_pool"
+    out = sys.argv[1] if len(sys.argv) > 1 else "tests/data/pt2e/inductor_x86_convpool"
     for name, (c, o, k, st, p, h, w, n, seed) in CASES.items():
         cm, x = quantize(build(c, o, k, st, p), (n, c, h, w), seed, False)
         qs, conv = nodes(cm)

@@ -1,7 +1,7 @@
 //! Inductor's global average of a plain conv's f32 output (mnasnet's end under
 //! X86InductorQuantizer: `relu(conv(dq(x))) -> mean([2, 3]) -> q -> linear`;
-//! `quant::EpilogueForm::OnednnPool`), recorded by `tools/pt2e/gen_inductor_pool.py`
-//! in `tests/data/pt2e/inductor_x86_pool/<case>` from torch.compile (Inductor,
+//! `quant::EpilogueForm::OnednnPool`), recorded by `tools/pt2e/gen_inductor_convpool.py`
+//! in `tests/data/pt2e/inductor_x86_convpool/<case>` from torch.compile (Inductor,
 //! freezing) on an Intel Xeon with AVX-512 VNNI (torch 2.15, torchao 0.18):
 //!
 //! - the exported model equals the compiled output bit for bit on the CPU and the GPU;
@@ -22,7 +22,7 @@ use qfuse::ops::Op;
 use qfuse::{GpuModel, Model, QLayer, Requant, Value};
 use serde_json::Value as Json;
 
-const ROOT: &str = "tests/data/pt2e/inductor_x86_pool";
+const ROOT: &str = "tests/data/pt2e/inductor_x86_convpool";
 const ALTS: [&str; 5] = [
     "reciprocal",
     "reversed",
