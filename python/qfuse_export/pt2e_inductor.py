@@ -334,7 +334,15 @@ class _IndWalker(P._Walker):
             # Inductor's C++ average pool of a u8 tensor (dq -> pool -> q, equal qparams): per output
             # an f32 sum of f32(q - z) * s over the window in row-major order, / f32(count), then
             # rint(m * f32(1/s)) + z (tests/data/pt2e/README.md, "Inductor x86 graphs")
-            a, s_in, z_in = self.dq(op, op.args[0])
+            x = op.args[0]
+            if isinstance(x, torch.fx.Node) and x.op == "call_function" and x.target not in P.DQ_T:
+                # e.g. inception_v3: X86InductorQuantizer leaves a cat / max pool of relu(conv) outputs
+                # unquantized, so oneDNN writes the convs' f32 outputs and Inductor pools those floats
+                self.fail(op, f"{t} of the float output of {x.target} ({x.name}): X86InductorQuantizer "
+                              f"did not quantize the pool's input, so Inductor averages f32 values (oneDNN's "
+                              f"f32 conv outputs and the float ops after them), which qfuse does not hold; "
+                              f"only a pool of a dequantized u8 tensor is reproduced")
+            a, s_in, z_in = self.dq(op, x)
             self.same(op, (s_in, z_in), (s, z))
             h, w = self.shape[a][1], self.shape[a][2]
             if t == aten.adaptive_avg_pool2d.default:
