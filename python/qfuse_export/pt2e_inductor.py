@@ -18,6 +18,11 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
         f32, Inductor's C++ averages and quantizes)         conv2d with inputs [x, a], "global_avg_pool"
   adaptive_avg_pool2d(dq(a), 1) / mean(dq(a), [2, 3]) -> q (equal qparams)
                                                             adaptive_avg_pool2d [1, 1] (+ reshape)
+  avg_pool2d(dq(a)) / adaptive_avg_pool2d(dq(a), any) -> q (equal qparams)
+                                                            avg_pool2d / adaptive_avg_pool2d (Inductor's C++:
+                                                            row-major f32 sum, / f32(count), rint(v * f32(1/s)) + z;
+                                                            ATen fallbacks past 25 taps refused)
+  linear/conv [-> relu] -> dropout (eval) -> q              the dropout dropped
   dq -> flatten [-> dropout] -> q with other qparams        reshape + lut (dequantize-quantize table)
   max_pool2d(dq(a)) -> q (equal qparams)                    max_pool2d (quantized.max_pool2d on u8)
   cat([dq(a_i)], 1) -> q (equal qparams)                    cat
@@ -28,8 +33,8 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
                                                             (exact, on the host)
 Refused with ExportError naming the node: a conv whose output is not quantized
 (oneDNN writes f32) other than the resnet end above, float ops on float conv outputs (an add of
-two relu / max pool outputs: Inductor's C++ on f32 tensors qfuse does not hold), avg_pool2d,
-and anything else.
+two relu / max pool outputs: Inductor's C++ on f32 tensors qfuse does not hold), an average pool
+of a float tensor (inception_v3's branch pools), and anything else.
 """
 import numpy as np
 import torch
