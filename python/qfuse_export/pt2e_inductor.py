@@ -23,6 +23,11 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
         averages and quantizes)                             (EpilogueForm::OnednnPool)
   adaptive_avg_pool2d(dq(a), 1) / mean(dq(a), [2, 3]) -> q (equal qparams)
                                                             adaptive_avg_pool2d [1, 1] (+ reshape)
+  avg_pool2d(dq(a)) / adaptive_avg_pool2d(dq(a), any) -> q (equal qparams)
+                                                            avg_pool2d / adaptive_avg_pool2d (Inductor's C++:
+                                                            row-major f32 sum, / f32(count), rint(v * f32(1/s)) + z;
+                                                            ATen fallbacks past 25 taps refused)
+  linear/conv [-> relu] -> dropout (eval) -> q              the dropout dropped
   dq -> flatten [-> dropout] -> q with other qparams        reshape + lut (dequantize-quantize table)
   max_pool2d(dq(a)) -> q (equal qparams)                    max_pool2d (quantized.max_pool2d on u8)
   cat([dq(a_i)], 1) -> q (equal qparams)                    cat
@@ -34,8 +39,8 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
                                                             (exact, on the host)
 Refused with ExportError naming the node: a conv whose output is not quantized
 (oneDNN writes f32) other than the resnet end above, float ops on float conv outputs (an add of
-two relu / max pool outputs: Inductor's C++ on f32 tensors qfuse does not hold), avg_pool2d,
-and anything else.
+two relu / max pool outputs: Inductor's C++ on f32 tensors qfuse does not hold), an average pool
+of a float tensor (inception_v3's branch pools), and anything else.
 """
 import numpy as np
 import torch
@@ -232,6 +237,16 @@ class _IndWalker(P._Walker):
             return
         if src.op != "call_function":
             self.fail(src, f"{src.op} {src.target} feeding a quantize is not supported")
+        # linear/conv [-> relu] -> dropout (eval: the identity) -> q (a classifier's hidden layers,
+        # alexnet / vgg): the dropout is dropped, the quantize reads its input
+        if src.target in P.DROPOUT and isinstance(src.args[0], torch.fx.Node) and \
+                src.args[0].op == "call_function" and len(src.users) == 1 and \
+                src.args[0].target in P.RELU + P.HARDTANH + P.RELU6 + P.CONV + P.LINEAR and \
+                self.single_user(src.args[0], src):
+            if src.target == aten.dropout.default and len(src.args) > 2 and bool(src.args[2]):
+                self.fail(src, "a dropout in training mode")
+            self.covered.add(src)
+            src = src.args[0]
         # relu(conv(dq(x)) + dq(a)) -> adaptive_avg_pool2d(1) [-> flatten] -> q (a resnet's end):
         # oneDNN's conv with a sum post-op writes f32, Inductor's C++ averages and quantizes
         if self.on_sum_pool(q, src, out, oq):
@@ -407,8 +422,44 @@ class _IndWalker(P._Walker):
                     self.emit("reshape", [pooled], out, shape=self.shape[out])
                     return
             self.emit("adaptive_avg_pool2d", [a], out, output_size=[1, 1])
-        elif t in P.ADD + P.MUL or t in (aten.mean.dim, aten.adaptive_avg_pool2d.default,
-                                         aten.avg_pool2d.default):
+        elif t in (aten.avg_pool2d.default, aten.adaptive_avg_pool2d.default):
+            # Inductor's C++ average pool of a u8 tensor (dq -> pool -> q, equal qparams): per output
+            # an f32 sum of f32(q - z) * s over the window in row-major order, / f32(count), then
+            # rint(m * f32(1/s)) + z (tests/data/pt2e/README.md, "Inductor x86 graphs")
+            x = op.args[0]
+            if isinstance(x, torch.fx.Node) and x.op == "call_function" and x.target not in P.DQ_T:
+                # e.g. inception_v3: X86InductorQuantizer leaves a cat / max pool of relu(conv) outputs
+                # unquantized, so oneDNN writes the convs' f32 outputs and Inductor pools those floats
+                self.fail(op, f"{t} of the float output of {x.target} ({x.name}): X86InductorQuantizer "
+                              f"did not quantize the pool's input, so Inductor averages f32 values (oneDNN's "
+                              f"f32 conv outputs and the float ops after them), which qfuse does not hold; "
+                              f"only a pool of a dequantized u8 tensor is reproduced")
+            a, s_in, z_in = self.dq(op, x)
+            self.same(op, (s_in, z_in), (s, z))
+            h, w = self.shape[a][1], self.shape[a][2]
+            if t == aten.adaptive_avg_pool2d.default:
+                oh, ow = _pair(op.args[1])
+                kmax = -(-(h + oh - 1) // oh) * -(-(w + ow - 1) // ow)
+                if not (h % oh == 0 and w % ow == 0) and kmax > INDUCTOR_UNROLL:
+                    self.fail(op, f"adaptive_avg_pool2d of {h}x{w} to {oh}x{ow}: windows of up to {kmax} "
+                                  f"taps (> {INDUCTOR_UNROLL}) make Inductor call ATen's kernel (its "
+                                  f"fallback), whose arithmetic is not reproduced")
+                self.emit("adaptive_avg_pool2d", [a], out, output_size=[oh, ow])
+                return
+            a_ = list(op.args) + [None] * (7 - len(op.args))
+            k = _pair(a_[1])
+            st = _pair(a_[2]) if a_[2] else k
+            pad = _pair(a_[3] or 0)
+            ceil = bool(a_[4] or False)
+            cip = True if a_[5] is None else bool(a_[5])
+            div = None if a_[6] is None else int(a_[6])
+            if k[0] * k[1] > INDUCTOR_UNROLL and k != st:
+                self.fail(op, f"avg_pool2d with a {k[0]}x{k[1]} kernel (> {INDUCTOR_UNROLL} taps) and stride "
+                              f"{st}: Inductor calls ATen's kernel (its fallback), whose arithmetic is not "
+                              f"reproduced")
+            self.emit("avg_pool2d", [a], out, kernel=k, stride=st, padding=pad, ceil_mode=ceil,
+                      count_include_pad=cip, divisor_override=div)
+        elif t in P.ADD + P.MUL or t == aten.mean.dim:
             self.fail(op, f"{t} between dequantize and quantize: Inductor computes it in float C++ that qfuse "
                           f"does not reproduce yet (tests/data/pt2e/README.md, 'Inductor x86 graphs')")
         else:
@@ -506,6 +557,11 @@ class _IndWalker(P._Walker):
         self.fail(o, f"graph output from op {o.target}: outputs must be dequantized uint8 tensors")
 
 
+# Inductor unrolls average-pool windows of at most this many taps; past it an avg_pool2d with
+# kernel != stride, or an adaptive_avg_pool2d with varying windows, runs ATen's kernel instead
+INDUCTOR_UNROLL = 25
+
+
 def _pair(v, n=2):
     return P._pair(v, n)
 
@@ -584,6 +640,10 @@ def build_inductor(gm, example_inputs, fail, warn):
             node.update(op="adaptive_avg_pool2d", output_size=nd["output_size"])
         elif op == "requant_table":
             node.update(op="lut", table=nd["table"], **qkeys(nd["output_scale"], nd["output_zero_point"]))
+        elif op == "avg_pool2d":
+            node.update(op="avg_pool2d", kernel_size=nd["kernel"], stride=nd["stride"], padding=nd["padding"],
+                        ceil_mode=nd["ceil_mode"], count_include_pad=nd["count_include_pad"],
+                        divisor_override=nd["divisor_override"])
         elif op == "max_pool2d":
             node.update(op="max_pool2d", kernel_size=nd["kernel"], stride=nd["stride"], padding=nd["padding"],
                         dilation=nd["dilation"], ceil_mode=nd["ceil_mode"])

@@ -12,7 +12,7 @@ orders (reversed, column-major, pairwise), the input scale's reciprocal round tr
 (f32(1/f32(1/s)), PyTorch eager's) where it moves the scale. The linear after the mean
 has identity weights and no bias, so each pooled byte is recovered from the compiled
 output (`pooled.npy`, u8 [N, O]); case.json lists how many pooled bytes each
-alternative changes. tests/pt2e_inductor_pool.rs checks all of it without Python.
+alternative changes. tests/pt2e_inductor_convpool.rs checks all of it without Python.
 
 Usage: python3 tools/pt2e/gen_inductor_convpool.py OUT (tests/data/pt2e/inductor_x86_convpool)
 Needs the venv of tools/pt2e/requirements.txt, gcc, and qfuse_export (python/).

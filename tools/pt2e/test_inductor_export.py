@@ -58,6 +58,11 @@ class Fn(nn.Module):
         return self.f(self, x)
 
 
+def _branch_pool(s, h):
+    """inception's block end: a conv of the pooled block input beside a conv of the input"""
+    return torch.cat([s.c(F.avg_pool2d(h, 3, 1, 1)), s.d(h)], 1)
+
+
 def _res(s, h, relu):
     """a residual block's end: s.b(h) + h [-> relu], then s.c and a max pool (so s.c's output is quantized)"""
     y = s.b(h) + h
@@ -144,6 +149,18 @@ CASES = {
                                                          0.2, False)),
                               g=nn.Sequential(conv(3, 24, 3, padding=1), nn.ReLU()), l=nn.Linear(24, 10)),
                    (1, 3, 13, 13), 27, False),
+    # alexnet's head: a quantized max pool, adaptive_avg_pool2d to 3x3 of 4x4 (uneven windows of 2),
+    # flatten, dropout, linear -> relu -> dropout -> linear
+    "adaptive_head": (lambda: Fn(lambda s, x: s.l2(F.dropout(torch.relu(s.l1(F.dropout(torch.flatten(
+                                     F.adaptive_avg_pool2d(F.max_pool2d(s.g(x), 2), (3, 3)), 1), 0.5, False))),
+                                     0.5, False)),
+                                 g=nn.Sequential(conv(3, 24, 3, padding=1), nn.ReLU()), l1=nn.Linear(24 * 9, 32),
+                                 l2=nn.Linear(32, 10)),
+                      (2, 3, 8, 8), 34, False),
+    # an avg_pool2d (inception's 3x3, stride 1, padding 1, padding counted) of a quantized max pool
+    "avg_pool_3x3": (lambda: Fn(lambda s, x: s.l(torch.flatten(F.avg_pool2d(F.max_pool2d(s.g(x), 2), 3, 1, 1), 1)),
+                                g=nn.Sequential(conv(3, 20, 3, padding=1), nn.ReLU()), l=nn.Linear(20 * 16, 10)),
+                     (1, 3, 8, 8), 35, False),
     # a resnet's end: relu(conv(dq(h)) + dq(h)) -> adaptive_avg_pool2d(1) -> flatten -> q -> linear:
     # the conv with a sum post-op writes f32 (relu), Inductor's C++ averages and quantizes
     "sum_pool_2x2": (lambda: Fn(lambda s, x: _tail(s, s.h(x)),
@@ -197,6 +214,13 @@ REFUSED = {
     # averaged f32 conv output is the graph output (qfuse has no float conv output)
     "conv_pool_f32_output": (lambda: Fn(lambda s, x: torch.flatten(F.adaptive_avg_pool2d(torch.relu(s.a(x)), 1), 1),
                                         a=conv(3, 10, 3)), (2, 3, 5, 5), 44, False),
+    # inception's branch pool of a float cat of relu(conv) outputs (the quantizer leaves the cat's
+    # inputs unquantized: Inductor averages oneDNN's f32 outputs)
+    "avg_pool_float_cat": (lambda: Fn(lambda s, x: _branch_pool(s, torch.cat([torch.relu(s.a(x)),
+                                                                              torch.relu(s.b(x))], 1)),
+                              a=conv(3, 8, 3, padding=1), b=conv(3, 8, 3, padding=1), c=conv(16, 8, 1),
+                              d=conv(16, 8, 1)),
+                           (1, 3, 8, 8), 36, False),
 }
 
 

@@ -677,38 +677,16 @@ impl<'a> OpKind<'a> for PortableAvgPool {
         };
         let rows: Vec<[u32; 2]> = (0..oh).map(|o| win(o, 0, h)).collect();
         let cols: Vec<[u32; 2]> = (0..ow).map(|o| win(o, 1, w)).collect();
-        for r in rows.iter().chain(&cols) {
-            if r[0] & 0xffff >= r[0] >> 16 {
-                return Err(Error::config(
-                    self.name(),
-                    format!("a window holds no input tap ({:?})", self.pool),
-                ));
-            }
-        }
-        let mut tab: Vec<u32> = (0..256)
-            .map(|b| ((b - q.zero_point) as f32 * q.scale).to_bits())
-            .collect();
-        tab.extend(rows.iter().map(|r| r[0]));
-        tab.extend(cols.iter().map(|r| r[0]));
-        tab.extend(rows.iter().map(|r| r[1]));
-        tab.extend(cols.iter().map(|r| r[1]));
-        let params = OrtParams {
-            c,
-            h,
-            w,
-            c4: c.div_ceil(4),
-            oh,
-            ow,
-            kh: self.opts.divisor_override.unwrap_or(0) as u32,
-            zp_out: self.out.zero_point,
-            m: self.out.inv_scale(),
-            ..Default::default()
-        };
-        Ok(Box::new(OrtLowered {
-            p: params,
-            mode: OrtMode::PortableAdaptive,
-            tab,
-        }))
+        windowed_pool_lowered(
+            self.name(),
+            &format!("{:?}", self.pool),
+            q,
+            self.out,
+            [c, h, w, oh, ow],
+            &rows,
+            &cols,
+            self.opts.divisor_override.unwrap_or(0) as u32,
+        )
     }
 }
 
@@ -835,6 +813,128 @@ pub fn channel_mean_f32(value: impl Fn(u8) -> f32, plane: &[u8], inv_n: f32) -> 
         sum += value(b); // f32 addition commutes: XNNPACK's `row + acc`
     }
     sum * inv_n
+}
+
+/// `ort.wgsl` mode 5 ([`OrtMode::PortableAdaptive`]) for host windows:
+/// `rows` / `cols` hold per output row / column `start | end << 16` and the
+/// divisor's factor; `div_override` (when not 0) replaces the product of the
+/// factors. Input `q`, output `out`; `dims` = `[c, h, w, oh, ow]`.
+#[allow(clippy::too_many_arguments)]
+fn windowed_pool_lowered<'a>(
+    name: &str,
+    what: &str,
+    q: QParams,
+    out: QParams,
+    dims: [u32; 5],
+    rows: &[[u32; 2]],
+    cols: &[[u32; 2]],
+    div_override: u32,
+) -> Result<Box<dyn Lowered + 'a>> {
+    let [c, h, w, oh, ow] = dims;
+    for r in rows.iter().chain(cols) {
+        if r[0] & 0xffff >= r[0] >> 16 {
+            return Err(Error::config(
+                name,
+                format!("a window holds no input tap ({what})"),
+            ));
+        }
+    }
+    let mut tab: Vec<u32> = (0..256)
+        .map(|b| ((b - q.zero_point) as f32 * q.scale).to_bits())
+        .collect();
+    tab.extend(rows.iter().map(|r| r[0]));
+    tab.extend(cols.iter().map(|r| r[0]));
+    tab.extend(rows.iter().map(|r| r[1]));
+    tab.extend(cols.iter().map(|r| r[1]));
+    let params = OrtParams {
+        c,
+        h,
+        w,
+        c4: c.div_ceil(4),
+        oh,
+        ow,
+        kh: div_override,
+        zp_out: out.zero_point,
+        m: out.inv_scale(),
+        ..Default::default()
+    };
+    Ok(Box::new(OrtLowered {
+        p: params,
+        mode: OrtMode::PortableAdaptive,
+        tab,
+    }))
+}
+
+/// Inductor's `avg_pool2d` (`pool`: the window and options) or
+/// `adaptive_avg_pool2d` (`pool` = None; the output size is the signature's)
+/// under [`Requant::InductorX86`]: the C++ Inductor generates for `dq -> pool
+/// -> q` with equal qparams (tests/data/pt2e/README.md, "Inductor x86
+/// graphs"), the same operations as ExecuTorch's portable kernels: per output
+/// an f32 sum of `f32(q - z) * s` over the window's taps in row-major order
+/// (taps in the padding or outside an adaptive window are masked loads of
+/// `0.0`, which leave the sum unchanged), `v = sum / f32(count)` (a division,
+/// also by a constant divisor on the CPU), `y = sat(rint(v * f32(1/s)) + z)`.
+/// avg_pool2d: `count` = `divisor_override`, else the window clipped to the
+/// padded input (count_include_pad) or to the input; adaptive: windows
+/// `[floor(o L / O), ceil((o + 1) L / O))` in integers, `count` their size.
+pub(crate) fn inductor_pool_lowered<'a>(
+    sig: &Signature<'_>,
+    pool: Option<(Pool2d, AvgPoolOpts)>,
+) -> Result<Box<dyn Lowered + 'a>> {
+    let x = sig.inputs[0];
+    let q = sig.q_in(0)?;
+    let name = if pool.is_some() {
+        "avg_pool2d"
+    } else {
+        "adaptive_avg_pool2d"
+    };
+    check_dequant_scale(name, q)?;
+    let (c, h, w) = crate::layout::chw_u32(&x.shape);
+    let (_, oh, ow) = crate::layout::chw_u32(&sig.output.shape);
+    if h > 0xffff || w > 0xffff {
+        // the windows are packed as start | end << 16
+        return Err(Error::shape(
+            name,
+            format!("input {h}x{w}: under the inductor_x86 engine H and W are at most 65535"),
+        ));
+    }
+    let (rows, cols, div, what): (Vec<[u32; 2]>, Vec<[u32; 2]>, u32, String) = match pool {
+        Some((p, o)) => {
+            let win = |i: usize, len: u32, n: u32| -> Vec<[u32; 2]> {
+                (0..n)
+                    .map(|o_| {
+                        portable_pool_window(
+                            o_ as usize,
+                            len as usize,
+                            p.kernel[i],
+                            p.stride[i],
+                            p.padding[i],
+                            o.count_include_pad,
+                        )
+                    })
+                    .collect()
+            };
+            (
+                win(0, h, oh),
+                win(1, w, ow),
+                o.divisor_override.unwrap_or(0) as u32,
+                format!("{p:?}"),
+            )
+        }
+        None => {
+            let win = |len: u32, n: u32| -> Vec<[u32; 2]> {
+                (0..n)
+                    .map(|o_| {
+                        let (s, e) =
+                            super::pool::adaptive_window(o_ as usize, len as usize, n as usize);
+                        [s as u32 | (e as u32) << 16, (e - s) as u32]
+                    })
+                    .collect()
+            };
+            (win(h, oh), win(w, ow), 0, format!("output {oh}x{ow}"))
+        }
+    };
+    windowed_pool_lowered(name, &what, q, q, [c, h, w, oh, ow], &rows, &cols, div)
 }
 
 fn check_dequant_scale(op: &str, q: QParams) -> Result<()> {

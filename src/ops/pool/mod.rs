@@ -366,6 +366,51 @@ pub(crate) enum MeanPath {
     F32 = 2,
 }
 
+/// The most taps of a window Inductor unrolls (`unroll_reductions_threshold`
+/// in its `avg_pool2d` / `adaptive_avg_pool2d` lowerings): past it, an
+/// `avg_pool2d` whose kernel differs from its stride and an
+/// `adaptive_avg_pool2d` whose windows vary call ATen's kernel instead
+/// (Inductor's fallback), whose arithmetic was not measured.
+pub const INDUCTOR_POOL_UNROLL: usize = 25;
+
+/// Refuses, under the inductor_x86 engine, the average pools Inductor hands
+/// to ATen (see [`INDUCTOR_POOL_UNROLL`]) and inputs too large for the
+/// windows' packing (`start | end << 16`).
+fn inductor_window_check(op: &PoolOp, h: usize, w: usize) -> Result<()> {
+    let name = op.name();
+    if h > 0xffff || w > 0xffff {
+        return Err(Error::shape(
+            name,
+            format!("input {h}x{w}: under the inductor_x86 engine H and W are at most 65535"),
+        ));
+    }
+    let fallback = match op {
+        PoolOp::Avg(p, _) => {
+            let taps = p.kernel[0].saturating_mul(p.kernel[1]);
+            taps > INDUCTOR_POOL_UNROLL && p.kernel != p.stride
+        }
+        PoolOp::Adaptive([oh, ow]) if *oh > 0 && *ow > 0 => {
+            // Inductor's h_kernel_max * w_kernel_max
+            let kmax = (h + oh - 1)
+                .div_ceil(*oh)
+                .saturating_mul((w + ow - 1).div_ceil(*ow));
+            !(h.is_multiple_of(*oh) && w.is_multiple_of(*ow)) && kmax > INDUCTOR_POOL_UNROLL
+        }
+        _ => false,
+    };
+    if fallback {
+        return Err(Error::config(
+            name,
+            format!(
+                "under the inductor_x86 engine: a window of more than {INDUCTOR_POOL_UNROLL} \
+                 taps here makes Inductor call ATen's kernel (its fallback), whose arithmetic \
+                 was not measured (input {h}x{w})"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A pooling node.
 pub(crate) enum PoolOp {
     Max(Pool2d),
@@ -396,16 +441,15 @@ impl<'a> OpKind<'a> for PoolOp {
                  only as `mean`, ExecuTorch runs adaptive_avg_pool2d in its portable kernel)",
             ));
         }
-        // Inductor's global average (adaptive_avg_pool2d to 1x1) of a
-        // channels-last u8 tensor: ExecuTorch portable's rule, the same
-        // arithmetic (tests/data/pt2e/README.md, "Inductor x86 graphs").
-        if engine == Requant::InductorX86
-            && !matches!(self, PoolOp::Max(..) | PoolOp::Adaptive([1, 1]))
-        {
+        // Inductor's average pools (avg_pool2d, adaptive_avg_pool2d) of a u8
+        // tensor: its C++ on the dequantized values, ExecuTorch portable's
+        // arithmetic (tests/data/pt2e/README.md, "Inductor x86 graphs");
+        // `mean` was not measured.
+        if engine == Requant::InductorX86 && matches!(self, PoolOp::Mean { .. }) {
             return Err(Error::config(
                 self.name(),
                 "has no measured rule under the inductor_x86 engine (Inductor's float \
-                 average pooling and mean were not reproduced; tests/data/pt2e/README.md)",
+                 mean was not reproduced; tests/data/pt2e/README.md)",
             ));
         }
         let [c, h, w] = x.shape[..] else {
@@ -414,6 +458,9 @@ impl<'a> OpKind<'a> for PoolOp {
                 format!("needs a [C, H, W] input, got {:?}", x.shape),
             ));
         };
+        if engine == Requant::InductorX86 {
+            inductor_window_check(self, h, w)?;
+        }
         match self {
             PoolOp::Max(p) | PoolOp::Avg(p, _) => {
                 if let PoolOp::Avg(_, o) = self {
@@ -487,9 +534,14 @@ impl<'a> OpKind<'a> for PoolOp {
             (Requant::Xnnpack, PoolOp::Mean { .. }) => {
                 return super::ort::xnnpack_mean_lowered(sig)
             }
-            (Requant::Xnnpack, PoolOp::Adaptive(_))
-            | (Requant::InductorX86, PoolOp::Adaptive([1, 1])) => {
+            (Requant::Xnnpack, PoolOp::Adaptive(_)) => {
                 return super::ort::portable_adaptive_lowered(sig)
+            }
+            (Requant::InductorX86, PoolOp::Adaptive(_)) => {
+                return super::ort::inductor_pool_lowered(sig, None)
+            }
+            (Requant::InductorX86, PoolOp::Avg(p, o)) => {
+                return super::ort::inductor_pool_lowered(sig, Some((*p, *o)))
             }
             _ => {}
         }
