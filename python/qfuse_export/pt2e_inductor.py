@@ -31,6 +31,8 @@ Refused with ExportError naming the node: a conv whose output is not quantized
 two relu / max pool outputs: Inductor's C++ on f32 tensors qfuse does not hold), avg_pool2d,
 and anything else.
 """
+import operator
+
 import numpy as np
 import torch
 import torch.fx
@@ -72,7 +74,24 @@ def inductor_requant_table(s_in, z_in, s_out, z_out):
     return [int(v) for v in np.clip(r, 0, 255)]
 
 
+def requant_chain_table(s_in, z_in, s_out, z_out, clamps=()):
+    """Inductor's C++ dequantize, clamps (relu: max(x, 0); hardtanh: min(max(x, lo), hi), on the
+    f32 value; innermost first), then quantize of every u8 byte (inductor_requant_table's steps)"""
+    c = np.float32(1.0 / float(s_out))
+    x = ((np.arange(256, dtype=np.float32) - np.float32(z_in)).astype(np.float32) * np.float32(s_in)).astype(np.float32)
+    for lo, hi in clamps:
+        x = np.maximum(x, np.float32(lo)) if lo != -np.inf else x
+        x = np.minimum(x, np.float32(hi)) if hi != np.inf else x
+    r = np.rint((x * c).astype(np.float32)) + np.float32(z_out)
+    return [int(v) for v in np.clip(r, 0, 255)]
+
+
 class _IndWalker(P._Walker):
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.leaf_id = {}     # float-region source key -> id
+        self.leaf_info = []   # id -> dict(kind, ..., name once written)
+
     def check_act(self, node, q):
         s, z, lo, hi, dt = q
         if dt != torch.uint8:
@@ -184,6 +203,11 @@ class _IndWalker(P._Walker):
         # relu(conv(dq(x)) + dq(a)) -> adaptive_avg_pool2d(1) [-> flatten] -> q (a resnet's end):
         # oneDNN's conv with a sum post-op writes f32, Inductor's C++ averages and quantizes
         if self.on_sum_pool(q, src, out, oq):
+            return
+        # cat / channel shuffle / max pool / relu on float values (dequantized bytes and oneDNN's
+        # f32 conv outputs) -> q: Inductor's C++ moves f32 values and quantizes them
+        if self.is_float_region(src):
+            self.on_float_region(q, src, out, (s, z))
             return
         # a float reshape before the quantize (conv -> relu -> max pool -> flatten -> q):
         # quantize is elementwise, so it commutes with the reshape
@@ -326,6 +350,178 @@ class _IndWalker(P._Walker):
                           f"does not reproduce yet (tests/data/pt2e/README.md, 'Inductor x86 graphs')")
         else:
             self.fail(op, f"op {t} is not supported for pt2e/X86InductorQuantizer export")
+
+    # -- float regions: what Inductor's C++ computes between dequantizes (or oneDNN's f32 conv
+    # outputs) and a quantize when the ops between only move, select or clamp values
+    def is_float_region(self, src):
+        """True when `src` (a quantize's input) is a float region the base patterns do not take:
+        a chunk/split item, a transpose / permute, a view of a non-dequantize, a cat of other than
+        dequantizes with the output's qparams, a max pool of other than a dequantize or one conv,
+        or a relu / hardtanh of other than a conv / linear / add"""
+        if src.op != "call_function":
+            return False
+        t = src.target
+        arg0 = src.args[0] if src.args else None
+        is_node = isinstance(arg0, torch.fx.Node)
+        if t == operator.getitem:
+            return is_node and arg0.op == "call_function" and arg0.target in P.SPLIT
+        if t in P.MOVE:
+            return True
+        if t in P.RESHAPE + P.DROPOUT:
+            if not is_node or arg0.target in P.DQ_T:
+                return False
+            if t in P.DROPOUT and arg0.target in P.RESHAPE and isinstance(arg0.args[0], torch.fx.Node) and \
+                    arg0.args[0].target in P.DQ_T:
+                return False
+            return arg0.target != aten.max_pool2d.default
+        if t == aten.cat.default:
+            return not all(isinstance(x, torch.fx.Node) and x.target in P.DQ_T for x in arg0)
+        if t == aten.max_pool2d.default:
+            inner = arg0
+            if is_node and inner.target in P.RELU + P.HARDTANH + P.RELU6:
+                inner = inner.args[0]
+            return isinstance(inner, torch.fx.Node) and inner.target not in P.DQ_T + P.CONV
+        if t in P.RELU + P.HARDTANH + P.RELU6:
+            return is_node and arg0.op == "call_function" and \
+                arg0.target not in P.CONV + P.LINEAR + P.ADD + P.MUL
+        return False
+
+    def on_float_region(self, q, src, out, qp):
+        """`src -> q` where `src` is a chain of byte moves (cat, view, transpose, contiguous, chunk /
+        split items), max pools and relu / hardtanh over f32 values that are each either a
+        dequantized byte `f32(f32(b - z) * s)` or a conv's oneDNN f32 output. Inductor's C++
+        (read in the generated code: cpp_fused_cat_clone_..._quantize_per_tensor) copies those f32
+        values and quantizes each, `rint(f32(x * f32(1/s))) + z`, clamped; the moves do not change
+        a value, max and clamps commute with the monotone quantize. So every source is quantized
+        on its own with the output's qparams (a byte: a 256-entry table, or nothing when that
+        table is the identity; a conv: requant "inductor_x86", its relu / hardtanh as the clamp),
+        and the moves are one gather of those tensors (max pools on the bytes between)."""
+        self.covered.add(q)
+        fv = self.resolve(q, src, qp, ())
+        if list(fv.shape) != self.shape[out]:
+            self.fail(q, f"the moves give shape {list(fv.shape)}, PyTorch {self.shape[out]}")
+        self.materialize_fv(q, fv, out)
+
+    def leaf(self, key, info):
+        if key not in self.leaf_id:
+            self.leaf_id[key] = len(self.leaf_info)
+            self.leaf_info.append(dict(info, key=key, name=None))
+        return self.leaf_id[key]
+
+    def leaf_values(self, lid, idx):
+        return (np.int64(lid) << np.int64(32)) | np.asarray(idx, dtype=np.int64)
+
+    def resolve(self, user, n, qp, fns):
+        """the float value of node `n` after the elementwise clamps `fns` (innermost first), as an
+        int64 array of its per-sample shape: (source id << 32) | element of that source"""
+        if not (isinstance(n, torch.fx.Node) and n.op == "call_function"):
+            self.fail(user, f"reads {getattr(n, 'name', n)}, which is not a tensor the exporter follows")
+        t = n.target
+        s, z = qp
+        if t in P.DQ_T:
+            a, s_in, z_in = self.dq(user, n, virtual=True)
+            base, idx = self.view_of(a)
+            table = requant_chain_table(s_in, z_in, s, z, fns)
+            if table == list(range(256)) and (np.float32(s_in), z_in) == (np.float32(s), z):
+                lid = self.leaf(("val", base), dict(kind="val", base=base))
+            else:
+                lid = self.leaf(("bytes", base, np.float32(s), z, tuple(table)),
+                                dict(kind="bytes", base=base, table=table, s_in=s_in, z_in=z_in))
+            return self.leaf_values(lid, idx)
+        if t in P.RELU + P.HARDTANH + P.RELU6:
+            self.covered.add(n)
+            return self.resolve(n, n.args[0], qp, (self.act_of(n),) + tuple(fns))
+        if t in P.CONV:
+            if len(n.users) != 1:
+                self.fail(n, "a conv2d whose f32 output is read by several ops: not supported")
+            self.covered.add(n)
+            lo, hi = -np.inf, np.inf
+            for flo, fhi in fns:
+                lo, hi = min(max(lo, flo), fhi), min(max(hi, flo), fhi)
+            act = None if (lo, hi) == (-np.inf, np.inf) else (max(lo, -np.inf), hi)
+            if act is not None and act[0] == -np.inf:
+                self.fail(n, f"a clamp {act} without a lower bound after a conv2d: not supported")
+            lid = self.leaf(("conv", n.name, np.float32(s), z, act), dict(kind="conv", conv=n, act=act))
+            return self.leaf_values(lid, np.arange(int(np.prod(self.v[n].shape[1:]))).reshape(
+                list(self.v[n].shape[1:])))
+        if t == aten.cat.default:
+            xs = n.args[0]
+            dim = int(n.args[1]) if len(n.args) > 1 else int(n.kwargs.get("dim", 0))
+            nd = self.v[n].dim()
+            if dim % nd != 1:
+                self.fail(n, f"cat along dim {dim}: only the channels (dim 1)")
+            self.covered.add(n)
+            return np.concatenate([self.resolve(n, x, qp, fns) for x in xs], axis=0)
+        if self.is_shape_op(n):
+            self.covered.add(n)
+            inner = n.args[0]
+            if t == operator.getitem:
+                self.covered.add(inner)
+                inner = inner.args[0]
+            return self.move(n, self.resolve(n, inner, qp, fns))
+        if t == aten.max_pool2d.default:
+            self.covered.add(n)
+            vals = self.resolve(n, n.args[0], qp, fns)
+            a = self.materialize_fv(n, vals, f"{n.name}__in{len(self.ir)}", qp)
+            pooled = f"{n.name}__pool{len(self.ir)}"
+            self.qp[pooled] = qp
+            self.shape[pooled] = list(self.v[n].shape[1:])
+            self.emit_maxpool(n, a, pooled)
+            lid = self.leaf(("val", pooled), dict(kind="val", base=pooled))
+            return self.leaf_values(lid, np.arange(int(np.prod(self.shape[pooled]))).reshape(self.shape[pooled]))
+        self.fail(n, f"{t} in a float region (between dequantizes / f32 conv outputs and a quantize): only "
+                     f"cat, view, transpose, chunk / split, max_pool2d, relu and hardtanh are reproduced")
+
+    def make_leaf(self, user, lid, qp):
+        info = self.leaf_info[lid]
+        if info["name"] is not None:
+            return info["name"]
+        s, z = qp
+        oq = dict(output_scale=s, output_zero_point=z)
+        if info["kind"] == "val":
+            name = info["base"]
+        elif info["kind"] == "bytes":
+            name = f"{info['base']}__q{lid}"
+            self.qp[name] = qp
+            self.shape[name] = list(self.shape[info["base"]])
+            self.emit("requant_table", [info["base"]], name, table=info["table"], **oq)
+        else:
+            conv = info["conv"]
+            name = f"{conv.name}__q{lid}"
+            self.qp[name] = qp
+            self.shape[name] = list(self.v[conv].shape[1:])
+            self.layer(conv, name, oq, info["act"], "inductor_x86")
+        info["name"] = name
+        return name
+
+    def materialize_fv(self, user, vals, out, qp=None):
+        """writes the values `vals` (resolve's array) as the qfuse value `out`: the sources they
+        read (each once), then the identity, a reshape or one gather of them"""
+        qp = qp if qp is not None else self.qp[out]
+        self.qp[out] = qp
+        self.shape[out] = list(vals.shape)
+        lids = [int(v) for v in np.unique(vals >> np.int64(32))]
+        names = [self.make_leaf(user, lid, qp) for lid in lids]
+        offs, total = {}, 0
+        for lid, nm in zip(lids, names):
+            offs[lid] = total
+            total += int(np.prod(self.shape[nm]))
+        flat = vals.reshape(-1)
+        lidv = flat >> np.int64(32)
+        pos = flat & np.int64(0xFFFFFFFF)
+        index = pos + np.vectorize(offs.get, otypes=[np.int64])(lidv) if flat.size else pos
+        shape = list(vals.shape)
+        if len(names) == 1 and index.size == total and np.array_equal(index, np.arange(total)):
+            if shape == list(self.shape[names[0]]):
+                self.emit("identity", [names[0]], out)
+            else:
+                self.emit("reshape", [names[0]], out, shape=shape)
+        elif not 1 <= len(shape) <= 3:
+            self.fail(user, f"a tensor of per-sample shape {shape}: qfuse tensors have 1 to 3 dimensions "
+                            f"besides the batch")
+        else:
+            self.emit("gather", names, out, shape=shape, index=index.astype(np.uint32))
+        return out
 
     def run(self):
         try:
@@ -486,6 +682,9 @@ def build_inductor(gm, example_inputs, fail, warn):
                 node.update(op="flatten", start_dim=1, end_dim=-1)
             else:
                 node.update(op="reshape", shape=shp)
+        elif op == "gather":
+            node.update(op="gather", shape=nd["shape"])
+            tensors[f"{out}.index"] = np.ascontiguousarray(nd["index"], dtype=np.uint32)
         else:
             raise AssertionError(op)
         nodes.append(node)
