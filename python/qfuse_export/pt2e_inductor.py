@@ -74,16 +74,36 @@ def inductor_requant_table(s_in, z_in, s_out, z_out):
     return [int(v) for v in np.clip(r, 0, 255)]
 
 
-def requant_chain_table(s_in, z_in, s_out, z_out, clamps=()):
-    """Inductor's C++ dequantize, clamps (relu: max(x, 0); hardtanh: min(max(x, lo), hi), on the
-    f32 value; innermost first), then quantize of every u8 byte (inductor_requant_table's steps)"""
+def requant_chain_table(s_in, z_in, s_out, z_out, fns=()):
+    """Inductor's C++ dequantize, elementwise float ops `fns` (innermost first), then quantize of
+    every u8 byte (inductor_requant_table's steps): a list of 256 bytes, or a [C, 256] uint8 array
+    when a batch norm makes the map per channel. `fns` entries, each a separate f32 operation as in
+    the generated code (-ffp-contract=off):
+      ("clamp", lo, hi)               relu: max(x, 0); hardtanh: min(max(x, lo), hi)
+      ("bn", mean, invstd, w, b)      x = f32(f32(f32(x - mean[c]) * invstd[c]) * w[c]) + b[c]
+                                      (cpp_fused__native_batch_norm_legit_no_training_...: the eval
+                                      decomposition, invstd = rsqrt(var + eps) folded by freezing)"""
     c = np.float32(1.0 / float(s_out))
     x = ((np.arange(256, dtype=np.float32) - np.float32(z_in)).astype(np.float32) * np.float32(s_in)).astype(np.float32)
-    for lo, hi in clamps:
-        x = np.maximum(x, np.float32(lo)) if lo != -np.inf else x
-        x = np.minimum(x, np.float32(hi)) if hi != np.inf else x
-    r = np.rint((x * c).astype(np.float32)) + np.float32(z_out)
-    return [int(v) for v in np.clip(r, 0, 255)]
+    per_channel = any(f[0] == "bn" for f in fns)
+    if per_channel:
+        nc = len(next(f for f in fns if f[0] == "bn")[1])
+        x = np.tile(x, (nc, 1))
+    for f in fns:
+        if f[0] == "clamp":
+            lo, hi = f[1], f[2]
+            x = np.maximum(x, np.float32(lo)) if lo != -np.inf else x
+            x = np.minimum(x, np.float32(hi)) if hi != np.inf else x
+        else:
+            mean, invstd, w, b = (np.asarray(v, dtype=np.float32)[:, None] for v in f[1:])
+            x = (x - mean).astype(np.float32)
+            x = (x * invstd).astype(np.float32)
+            x = (x * w).astype(np.float32)
+            x = (x + b).astype(np.float32)
+    r = np.clip(np.rint((x * c).astype(np.float32)) + np.float32(z_out), 0, 255)
+    if per_channel:
+        return r.astype(np.uint8)
+    return [int(v) for v in r]
 
 
 class _IndWalker(P._Walker):
@@ -384,7 +404,7 @@ class _IndWalker(P._Walker):
         if t in P.RELU + P.HARDTANH + P.RELU6:
             return is_node and arg0.op == "call_function" and \
                 arg0.target not in P.CONV + P.LINEAR + P.ADD + P.MUL
-        return False
+        return self.bn_of(src) is not None
 
     def on_float_region(self, q, src, out, qp):
         """`src -> q` where `src` is a chain of byte moves (cat, view, transpose, contiguous, chunk /
@@ -418,10 +438,19 @@ class _IndWalker(P._Walker):
             self.fail(user, f"reads {getattr(n, 'name', n)}, which is not a tensor the exporter follows")
         t = n.target
         s, z = qp
+        per_channel = any(f[0] == "bn" for f in fns)
         if t in P.DQ_T:
-            a, s_in, z_in = self.dq(user, n, virtual=True)
+            # a per-channel map reads the channels of the stored tensor itself: no view
+            a, s_in, z_in = self.dq(user, n, virtual=not per_channel)
             base, idx = self.view_of(a)
             table = requant_chain_table(s_in, z_in, s, z, fns)
+            if per_channel:
+                if self.shape[base][0] != table.shape[0]:
+                    self.fail(user, f"a batch norm of {table.shape[0]} channels on a tensor of shape "
+                                    f"{self.shape[base]}")
+                lid = self.leaf(("chan", base, np.float32(s), z, table.tobytes()),
+                                dict(kind="chan", base=base, tables=table))
+                return self.leaf_values(lid, idx)
             if table == list(range(256)) and (np.float32(s_in), z_in) == (np.float32(s), z):
                 lid = self.leaf(("val", base), dict(kind="val", base=base))
             else:
@@ -430,13 +459,21 @@ class _IndWalker(P._Walker):
             return self.leaf_values(lid, idx)
         if t in P.RELU + P.HARDTANH + P.RELU6:
             self.covered.add(n)
-            return self.resolve(n, n.args[0], qp, (self.act_of(n),) + tuple(fns))
+            return self.resolve(n, n.args[0], qp, (("clamp",) + tuple(self.act_of(n)),) + tuple(fns))
+        bn = self.bn_of(n)
+        if bn is not None:
+            self.covered.update([n, bn])
+            return self.resolve(n, bn.args[0], qp, (self.bn_params(bn),) + tuple(fns))
         if t in P.CONV:
             if len(n.users) != 1:
                 self.fail(n, "a conv2d whose f32 output is read by several ops: not supported")
             self.covered.add(n)
             lo, hi = -np.inf, np.inf
-            for flo, fhi in fns:
+            for f in fns:
+                if f[0] != "clamp":
+                    self.fail(user, "a batch norm of a conv2d's f32 output (oneDNN writes f32, Inductor's C++ "
+                                    "normalizes it): qfuse holds no f32 tensors")
+                _, flo, fhi = f
                 lo, hi = min(max(lo, flo), fhi), min(max(hi, flo), fhi)
             act = None if (lo, hi) == (-np.inf, np.inf) else (max(lo, -np.inf), hi)
             if act is not None and act[0] == -np.inf:
@@ -451,7 +488,16 @@ class _IndWalker(P._Walker):
             if dim % nd != 1:
                 self.fail(n, f"cat along dim {dim}: only the channels (dim 1)")
             self.covered.add(n)
-            return np.concatenate([self.resolve(n, x, qp, fns) for x in xs], axis=0)
+            parts, c0 = [], 0
+            for x in xs:
+                c = int(self.v[x].shape[1])
+                sub = tuple(f if f[0] != "bn" else ("bn",) + tuple(v[c0:c0 + c] for v in f[1:]) for f in fns)
+                parts.append(self.resolve(n, x, qp, sub))
+                c0 += c
+            return np.concatenate(parts, axis=0)
+        if per_channel:
+            self.fail(n, f"{t} between a batch norm and the dequantize it reads: a per-channel float map "
+                         f"is reproduced only through cat")
         if self.is_shape_op(n):
             self.covered.add(n)
             inner = n.args[0]
@@ -472,6 +518,37 @@ class _IndWalker(P._Walker):
         self.fail(n, f"{t} in a float region (between dequantizes / f32 conv outputs and a quantize): only "
                      f"cat, view, transpose, chunk / split, max_pool2d, relu and hardtanh are reproduced")
 
+    def bn_params(self, bn):
+        """("bn", mean, invstd, weight, bias) of an eval batch norm: invstd = rsqrt(var + eps) as
+        torch computes it (the constant freezing folds)"""
+        a_ = list(bn.args)
+        if bn.target in P.BN:
+            names = ["input", "weight", "bias", "running_mean", "running_var", "training", "momentum", "eps"]
+        else:
+            names = ["input", "weight", "bias", "running_mean", "running_var", "momentum", "eps"]
+        arg = {k: (a_[i] if i < len(a_) else bn.kwargs.get(k)) for i, k in enumerate(names)}
+        if arg.get("training"):
+            self.fail(bn, "batch_norm in training mode")
+        c = int(self.v[bn.args[0]].shape[1])
+
+        def param(k, default):
+            nd = arg[k]
+            if nd is None:
+                return torch.full((c,), default, dtype=torch.float32)
+            t = self.v.get(nd) if isinstance(nd, torch.fx.Node) else None
+            if not isinstance(t, torch.Tensor) or t.dtype != torch.float32 or t.numel() != c:
+                self.fail(bn, f"batch_norm {k} is not a float32 constant of {c} values")
+            self.covered.add(nd)
+            return t.detach().reshape(-1).clone()
+
+        mean, var = param("running_mean", 0.0), param("running_var", 1.0)
+        w, b = param("weight", 1.0), param("bias", 0.0)
+        eps = arg["eps"]
+        if isinstance(eps, torch.fx.Node):
+            self.fail(bn, "batch_norm eps is not a constant")
+        invstd = torch.rsqrt(var + eps)
+        return ("bn",) + tuple(v.numpy().astype(np.float32) for v in (mean, invstd, w, b))
+
     def make_leaf(self, user, lid, qp):
         info = self.leaf_info[lid]
         if info["name"] is not None:
@@ -480,6 +557,11 @@ class _IndWalker(P._Walker):
         oq = dict(output_scale=s, output_zero_point=z)
         if info["kind"] == "val":
             name = info["base"]
+        elif info["kind"] == "chan":
+            name = f"{info['base']}__q{lid}"
+            self.qp[name] = qp
+            self.shape[name] = list(self.shape[info["base"]])
+            self.emit("channel_lut", [info["base"]], name, tables=info["tables"], **oq)
         elif info["kind"] == "bytes":
             name = f"{info['base']}__q{lid}"
             self.qp[name] = qp
@@ -682,6 +764,9 @@ def build_inductor(gm, example_inputs, fail, warn):
                 node.update(op="flatten", start_dim=1, end_dim=-1)
             else:
                 node.update(op="reshape", shape=shp)
+        elif op == "channel_lut":
+            node.update(op="channel_lut", **qkeys(nd["output_scale"], nd["output_zero_point"]))
+            tensors[f"{out}.tables"] = np.ascontiguousarray(nd["tables"], dtype=np.uint8)
         elif op == "gather":
             node.update(op="gather", shape=nd["shape"])
             tensors[f"{out}.index"] = np.ascontiguousarray(nd["index"], dtype=np.uint32)
