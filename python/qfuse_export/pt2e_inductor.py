@@ -84,8 +84,21 @@ def requant_chain_table(s_in, z_in, s_out, z_out, fns=()):
                                       (cpp_fused__native_batch_norm_legit_no_training_...: the eval
                                       decomposition, invstd = rsqrt(var + eps) folded by freezing)"""
     c = np.float32(1.0 / float(s_out))
+    per_channel = any(f[0] == "bn" for f in fns)
+    x = float_chain_values(s_in, z_in, fns)
+    r = np.clip(np.rint((x * c).astype(np.float32)) + np.float32(z_out), 0, 255)
+    if per_channel:
+        return r.astype(np.uint8)
+    return [int(v) for v in r]
+
+
+def float_chain_values(s_in, z_in, fns=(), channels=None):
+    """the f32 values of every u8 byte after Inductor's dequantize and `fns` (requant_chain_table):
+    [256], or [C, 256] with a batch norm or `channels`"""
     x = ((np.arange(256, dtype=np.float32) - np.float32(z_in)).astype(np.float32) * np.float32(s_in)).astype(np.float32)
     per_channel = any(f[0] == "bn" for f in fns)
+    if channels is not None and not per_channel:
+        x = np.tile(x, (channels, 1))
     if per_channel:
         nc = len(next(f for f in fns if f[0] == "bn")[1])
         x = np.tile(x, (nc, 1))
@@ -100,15 +113,14 @@ def requant_chain_table(s_in, z_in, s_out, z_out, fns=()):
             x = (x * invstd).astype(np.float32)
             x = (x * w).astype(np.float32)
             x = (x + b).astype(np.float32)
-    r = np.clip(np.rint((x * c).astype(np.float32)) + np.float32(z_out), 0, 255)
-    if per_channel:
-        return r.astype(np.uint8)
-    return [int(v) for v in r]
+    return x
 
 
 class _IndWalker(P._Walker):
     def __init__(self, *a, **k):
         super().__init__(*a, **k)
+        self.host_f32 = {}    # quantized value name -> the host float value holding its dequantized bytes
+        self.host_ok = False  # set while the graph outputs are mapped
         self.leaf_id = {}     # float-region source key -> id
         self.leaf_info = []   # id -> dict(kind, ..., name once written)
 
@@ -226,6 +238,8 @@ class _IndWalker(P._Walker):
             return
         # cat / channel shuffle / max pool / relu on float values (dequantized bytes and oneDNN's
         # f32 conv outputs) -> q: Inductor's C++ moves f32 values and quantizes them
+        if self.on_table_mean(q, src, out, (s, z)):
+            return
         if self.is_float_region(src):
             self.on_float_region(q, src, out, (s, z))
             return
@@ -309,7 +323,9 @@ class _IndWalker(P._Walker):
         elif t == aten.max_pool2d.default:
             a, s_in, z_in = self.dq(op, op.args[0])
             self.same(op, (s_in, z_in), (s, z))
-            self.emit_maxpool(op, a, out)
+            # Inductor replaces dq -> max_pool2d -> q by quantized.max_pool2d(..., ceil_mode=False):
+            # the lowering drops ceil_mode (measured: 10x10, 3x3 / 2 gives 4x4, eager 5x5)
+            self.emit_maxpool(op, a, out, inductor_u8=True)
         elif t == aten.cat.default:
             srcs = [self.dq(op, x) for x in op.args[0]]
             dim = int(op.args[1]) if len(op.args) > 1 else int(op.kwargs.get("dim", 0))
@@ -318,7 +334,10 @@ class _IndWalker(P._Walker):
                 self.fail(op, f"cat along dim {dim}: only the channels (dim 1)")
             for _, si, zi in srcs:
                 self.same(op, (si, zi), (s, z))
-            self.emit("cat", [x[0] for x in srcs], out, dim=1, **oq)
+            if len(srcs) == 1:   # densenet's first cat([x]): the tensor itself
+                self.emit("identity", [srcs[0][0]], out)
+            else:
+                self.emit("cat", [x[0] for x in srcs], out, dim=1, **oq)
         elif t in P.RESHAPE + P.DROPOUT:
             x = op.args[0]
             if t in P.DROPOUT and isinstance(x, torch.fx.Node) and x.op == "call_function" and \
@@ -393,7 +412,9 @@ class _IndWalker(P._Walker):
             if t in P.DROPOUT and arg0.target in P.RESHAPE and isinstance(arg0.args[0], torch.fx.Node) and \
                     arg0.args[0].target in P.DQ_T:
                 return False
-            return arg0.target != aten.max_pool2d.default
+            if arg0.target == aten.max_pool2d.default:
+                return self.is_float_region(arg0)
+            return True
         if t == aten.cat.default:
             return not all(isinstance(x, torch.fx.Node) and x.target in P.DQ_T for x in arg0)
         if t == aten.max_pool2d.default:
@@ -405,6 +426,66 @@ class _IndWalker(P._Walker):
             return is_node and arg0.op == "call_function" and \
                 arg0.target not in P.CONV + P.LINEAR + P.ADD + P.MUL
         return self.bn_of(src) is not None
+
+    def on_table_mean(self, q, src, out, qp):
+        """`dq(a) -> (batch_norm | relu | hardtanh)+ -> adaptive_avg_pool2d(1) / mean([2, 3]) [-> flatten]
+        -> q` (densenet's tail: the quantizer leaves the pool's input in float). Inductor's C++
+        (cpp_fused__native_batch_norm_legit_no_training_dequantize_per_tensor_mean_quantize_...):
+        per channel (channels-last, 16 per vector) `acc = 0; acc = acc + t_p` over the pixels in
+        order, t_p the elementwise chain of the dequantized byte, then `/ f32(H*W)`, `* f32(1/s)`,
+        round, `+ z`, clamp. qfuse: the dequantize then host_float `table_mean` (the chain as a
+        [C, 256] f32 table; the rest on the host, exact), read only by a last linear or the output."""
+        reshapes, n = [], src
+        while n.op == "call_function" and n.target in P.RESHAPE + P.DROPOUT and \
+                isinstance(n.args[0], torch.fx.Node) and len(n.users) == 1:
+            reshapes.append(n)
+            n = n.args[0]
+        t = n.target if n.op == "call_function" else None
+        if t == aten.mean.dim:
+            keep = bool(n.args[2]) if len(n.args) > 2 else bool(n.kwargs.get("keepdim", False))
+            if sorted(int(d) % 4 for d in n.args[1]) != [2, 3]:
+                return False
+        elif not (t == aten.adaptive_avg_pool2d.default and _pair(n.args[1]) == [1, 1]):
+            return False
+        pool, m, fns, chain = n, n.args[0], [], []
+        while isinstance(m, torch.fx.Node) and m.op == "call_function" and len(m.users) == 1:
+            if m.target in P.RELU + P.HARDTANH + P.RELU6:
+                fns.insert(0, ("clamp",) + tuple(self.act_of(m)))
+                chain.append(m)
+                m = m.args[0]
+            elif self.bn_of(m) is not None:
+                bn = self.bn_of(m)
+                fns.insert(0, self.bn_params(bn))
+                chain += [m, bn]
+                m = bn.args[0]
+            else:
+                break
+        if not fns or not (isinstance(m, torch.fx.Node) and m.target in P.DQ_T):
+            return False
+        a, s_in, z_in = self.dq(pool, m)
+        shp = self.shape[a]
+        if len(shp) != 3:
+            self.fail(pool, f"a global average of a per-sample shape {shp}: only [C, H, W]")
+        self.covered.update([q, pool] + reshapes + chain)
+        table = float_chain_values(s_in, z_in, fns, channels=shp[0])
+        deq = out + "__deq"
+        self.emit("dequantize", [a], deq)
+        pooled = out + "__mean"
+        self.emit("table_mean", [deq], pooled, table=table, input_scale=s_in, input_zero_point=z_in,
+                  output_scale=qp[0], output_zero_point=qp[1])
+        last = pooled
+        if self.shape[out] != [shp[0], 1, 1]:
+            last = out + "__view"
+            self.emit("host_reshape", [pooled], last, shape=self.shape[out])
+        self.host_f32[out] = last
+        return True
+
+    def dq(self, user, dq, virtual=False):
+        r = super().dq(user, dq, virtual)
+        if r[0] in self.host_f32 and not self.host_ok:
+            self.fail(user, "reads a global average computed on the host (table_mean, after the last GPU "
+                            "op): only a last linear or the graph output may read it")
+        return r
 
     def on_float_region(self, q, src, out, qp):
         """`src -> q` where `src` is a chain of byte moves (cat, view, transpose, contiguous, chunk /
@@ -618,11 +699,21 @@ class _IndWalker(P._Walker):
                 raise type(e)(msg) from None
             raise
 
-    def emit_maxpool(self, op, a, out):
+    def emit_maxpool(self, op, a, out, inductor_u8=False):
         a_ = list(op.args) + [None] * (6 - len(op.args))
         k = _pair(a_[1])
-        self.emit("max_pool2d", [a], out, kernel=k, stride=_pair(a_[2]) if a_[2] else k,
-                  padding=_pair(a_[3] or 0), dilation=_pair(a_[4] or 1), ceil_mode=bool(a_[5] or False))
+        stride, pad, dil = _pair(a_[2]) if a_[2] else k, _pair(a_[3] or 0), _pair(a_[4] or 1)
+        ceil = bool(a_[5] or False)
+        if ceil and inductor_u8:
+            size = list(self.v[op.args[0]].shape[2:])
+            floor = [(size[i] + 2 * pad[i] - dil[i] * (k[i] - 1) - 1) // stride[i] + 1 for i in range(2)]
+            if floor != list(self.v[op].shape[2:]):
+                self.fail(op, f"max_pool2d with ceil_mode=True between a dequantize and a quantize: Inductor "
+                              f"runs quantized.max_pool2d with ceil_mode=False (output {floor}, the graph "
+                              f"{list(self.v[op].shape[2:])}), so the compiled model differs from the graph; "
+                              f"use ceil_mode=False or an input size where it does not matter")
+            ceil = False
+        self.emit("max_pool2d", [a], out, kernel=k, stride=stride, padding=pad, dilation=dil, ceil_mode=ceil)
 
     def same(self, op, qi, qo):
         if (np.float32(qi[0]), qi[1]) != (np.float32(qo[0]), qo[1]):
@@ -630,10 +721,19 @@ class _IndWalker(P._Walker):
                           f"(X86InductorQuantizer shares them for this op)")
 
     def on_output(self, o):
+        self.host_ok = True
+        try:
+            return self.on_output_(o)
+        finally:
+            self.host_ok = False
+
+    def on_output_(self, o):
         if not isinstance(o, torch.fx.Node):
             self.fail(None, f"graph output {o!r} is not a tensor")
         if o.target in P.DQ_T:
             a, s, z = self.dq(o, o)
+            if a in self.host_f32:
+                return self.host_f32[a]
             out = o.name
             self.emit("dequantize", [a], out)
             return out
@@ -652,8 +752,10 @@ class _IndWalker(P._Walker):
             wq, ws, pc = self.weight(lin, wdq)
             b = self.const(lin, bias)
             self.covered.update([o, lin])
-            deq = o.name + "__in"
-            self.emit("dequantize", [a], deq)
+            deq = self.host_f32.get(a)
+            if deq is None:
+                deq = o.name + "__in"
+                self.emit("dequantize", [a], deq)
             self.emit("linear_f32", [deq], o.name, input_scale=s_in, input_zero_point=z_in, weight_q=wq,
                       weight_scale=ws, bias=b, relu=relu, src=lin)
             return o.name
@@ -764,6 +866,13 @@ def build_inductor(gm, example_inputs, fail, warn):
                 node.update(op="flatten", start_dim=1, end_dim=-1)
             else:
                 node.update(op="reshape", shape=shp)
+        elif op == "table_mean":
+            node.update(op="host_float", fn="table_mean", input_scale=float(nd["input_scale"]),
+                        input_zero_point=int(nd["input_zero_point"]), **qkeys(nd["output_scale"],
+                                                                           nd["output_zero_point"]))
+            tensors[f"{out}.table"] = np.ascontiguousarray(nd["table"], dtype=np.float32)
+        elif op == "host_reshape":
+            node.update(op="host_float", fn="reshape", shape=nd["shape"])
         elif op == "channel_lut":
             node.update(op="channel_lut", **qkeys(nd["output_scale"], nd["output_zero_point"]))
             tensors[f"{out}.tables"] = np.ascontiguousarray(nd["tables"], dtype=np.uint8)
