@@ -117,9 +117,9 @@ impl TableMean {
         for smp in x.chunks_exact(c * hw) {
             for (ch, plane) in smp.chunks_exact(hw).enumerate() {
                 let t = &self.table[ch * 256..ch * 256 + 256];
-                let sum = recover(plane, s).iter().fold(0f32, |acc, &d| {
-                    acc + t[(d + z).clamp(0, 255) as usize]
-                });
+                let sum = recover(plane, s)
+                    .iter()
+                    .fold(0f32, |acc, &d| acc + t[(d + z).clamp(0, 255) as usize]);
                 let m = sum / hw as f32;
                 let r = ((m * inv).round_ties_even() + zo).clamp(0.0, 255.0);
                 y.push((r - zo) * so);
