@@ -18,6 +18,7 @@ tests/pt2e_inductor_float.rs reads (default tests/data/pt2e/inductor_x86_float).
   dense_9x7          the same, 9x7 pixels averaged, other statistics
 
 Usage: python3 tools/pt2e/gen_inductor_float.py [--qfuse PATH] [--only a,b] [--no-gpu] [--save [DIR]]
+           [--mutate bn_fused|bn_mul_order]
 Vectors depend on the CPU: recorded on an Intel Xeon with AVX-512 VNNI (torch 2.15, torchao 0.18).
 """
 import argparse
@@ -98,6 +99,49 @@ CASES = {
 }
 
 
+def mutate(rule):
+    """swap one rule of the exporter for a plausible wrong one (the recorded cases must then fail)"""
+    from qfuse_export import pt2e_inductor as PI
+
+    orig = PI.float_chain_values
+    if rule == "bn_fused":
+        # batch norm as one scale and shift: x * f32(invstd * w) + f32(b - mean * f32(invstd * w))
+        def values(s_in, z_in, fns=(), channels=None):
+            out = []
+            for f in fns:
+                if f[0] == "bn":
+                    mean, invstd, w, b = (np.asarray(v, dtype=np.float32) for v in f[1:])
+                    a = (invstd * w).astype(np.float32)
+                    sh = (b - (mean * a).astype(np.float32)).astype(np.float32)
+                    out.append(("affine", a, sh))
+                else:
+                    out.append(f)
+            x = orig(s_in, z_in, (), channels=channels if channels else
+                     next((len(f[1]) for f in fns if f[0] == "bn"), None))
+            for f in out:
+                if f[0] == "affine":
+                    x = ((x * f[1][:, None]).astype(np.float32) + f[2][:, None]).astype(np.float32)
+                else:
+                    x = orig.__wrapped_clamp__(x, f) if hasattr(orig, "__wrapped_clamp__") else \
+                        np.minimum(np.maximum(x, np.float32(f[1])), np.float32(f[2])) if f[2] != np.inf else \
+                        np.maximum(x, np.float32(f[1]))
+            return x
+    elif rule == "bn_mul_order":
+        # batch norm as (x - mean) * f32(invstd * w) + b
+        def values(s_in, z_in, fns=(), channels=None):
+            fns2 = []
+            for f in fns:
+                if f[0] == "bn":
+                    mean, invstd, w, b = (np.asarray(v, dtype=np.float32) for v in f[1:])
+                    fns2.append(("bn", mean, (invstd * w).astype(np.float32), np.ones_like(w), b))
+                else:
+                    fns2.append(f)
+            return orig(s_in, z_in, tuple(fns2), channels)
+    else:
+        raise SystemExit(f"unknown --mutate {rule!r} (bn_fused, bn_mul_order)")
+    PI.float_chain_values = values
+
+
 def main():
     ap = argparse.ArgumentParser()
     tgt = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
@@ -105,7 +149,10 @@ def main():
     ap.add_argument("--only", default="")
     ap.add_argument("--no-gpu", action="store_true")
     ap.add_argument("--save", nargs="?", const=os.path.join(ROOT, "tests/data/pt2e/inductor_x86_float"), default="")
+    ap.add_argument("--mutate", default="", help="bn_fused | bn_mul_order: a wrong rule (cases must fail)")
     a = ap.parse_args()
+    if a.mutate:
+        mutate(a.mutate)
     only = set(a.only.split(",")) if a.only else None
     npass = nfail = 0
     work = tempfile.mkdtemp(prefix="qfuse_indfloat_")
