@@ -26,6 +26,18 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
   linear(dq(a), w, b) [-> relu] -> graph output (oneDNN writes f32)
                                                             dequantize + host_float "onednn_linear"
                                                             (exact, on the host)
+  float regions: cat / view / transpose / contiguous / chunk items / max_pool2d / relu / hardtanh over
+  dequantized bytes and f32 conv outputs -> q (ShuffleNet's channel shuffle, GoogLeNet's pools of cats)
+                                                            each source quantized on its own (lut, or a conv with
+                                                            requant "inductor_x86"), one gather, max_pool2d on bytes
+  dq -> batch_norm (eval) [-> relu | hardtanh] -> q (also through cat)
+                                                            channel_lut (Inductor's eval decomposition)
+  dq -> batch_norm / relu chain -> adaptive_avg_pool2d(1) / mean([2, 3]) [-> flatten] -> q (DenseNet's tail)
+                                                            dequantize + host_float "table_mean" (read only by a
+                                                            last linear or the output)
+  dq -> max_pool2d(ceil_mode) -> q                          max_pool2d without ceil_mode (Inductor's
+                                                            quantized.max_pool2d drops it; refused where the
+                                                            shape would differ)
 Refused with ExportError naming the node: a conv whose output is not quantized
 (oneDNN writes f32) other than the resnet end above, float ops on float conv outputs (an add of
 two relu / max pool outputs: Inductor's C++ on f32 tensors qfuse does not hold), avg_pool2d,
