@@ -493,6 +493,11 @@ class _IndWalker(P._Walker):
         return True
 
     def dq(self, user, dq, virtual=False):
+        if isinstance(dq, torch.fx.Node) and dq.op == "call_function" and dq.target not in P.DQ_T + P.Q_T and \
+                any(isinstance(a, torch.fx.Node) for a in dq.args):
+            self.fail(user, f"reads the float output of {dq.target} ({dq.name}) directly: Inductor computes "
+                            f"{getattr(user, 'target', user)} on f32 values in its C++ (e.g. a global average of a "
+                            f"conv's f32 output, the tail of shufflenet / mnasnet), which qfuse does not reproduce")
         r = super().dq(user, dq, virtual)
         if r[0] in self.host_f32 and not self.host_ok:
             self.fail(user, "reads a global average computed on the host (table_mean, after the last GPU "
