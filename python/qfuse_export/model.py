@@ -71,7 +71,8 @@ OPS = {
     # engine xnnpack: XNNPACK's f32 global average of per-channel f32 values of the bytes
     "xnnpack_channel_mean": (1, 1, ["scale", "zero_point"], ["signed"], "given"),
     # float ops after the last dequantize (engine xnnpack writes fn "clip")
-    "host_float": (1, 1, ["fn"], ["min", "max", "input_scale", "input_zero_point", "activation"], "float"),
+    "host_float": (1, 1, ["fn"], ["min", "max", "input_scale", "input_zero_point", "activation", "scale",
+                                  "zero_point", "shape"], "float"),
 }
 # "input's" ops may carry explicit qparams equal to their input's (MODEL_FORMAT.md).
 COMMON_KEYS = {"name", "op", "inputs"}
@@ -174,6 +175,16 @@ def _infer(ctx, node, in_shapes, tensors):
         if int(np.prod(x)) != w.shape[1]:
             _err(ctx, f"onednn_linear input must have {w.shape[1]} values per sample, got {list(x)}")
         return (w.shape[0],)
+    if op == "host_float" and node.get("fn") == "table_mean":
+        t = tensors[node["name"] + ".table"]
+        if len(x) != 3 or x[0] != t.shape[0]:
+            _err(ctx, f"table_mean input must be [C, H, W] per sample with C = {t.shape[0]}, got {list(x)}")
+        return (t.shape[0], 1, 1)
+    if op == "host_float" and node.get("fn") == "reshape":
+        shp = tuple(int(v) for v in node["shape"])
+        if int(np.prod(shp)) != int(np.prod(x)):
+            _err(ctx, f"host reshape of {list(x)} to {list(shp)}")
+        return shp
     if op in ("quantize", "dequantize", "relu", "relu6", "hardtanh", "hardswish", "lut", "lut_split", "host_float"):
         return x
     if op == "conv2d":
@@ -467,9 +478,11 @@ def validate(header, tensors):
             expected[f"{name}.tables"] = (name, i, n)
         if n["op"] == "xnnpack_channel_mean":
             expected[f"{name}.values"] = (name, i, n)
+        if n["op"] == "host_float" and n.get("fn") == "table_mean":
+            expected[f"{name}.table"] = (name, i, n)
     for k in tensors:
         if k not in expected:
-            raise FormatError(f"tensor {k!r}: not allowed (no conv2d/linear/binary/gather/channel_lut/xnnpack_channel_mean node owns it)")
+            raise FormatError(f"tensor {k!r}: not allowed (no conv2d/linear/binary/gather/channel_lut/xnnpack_channel_mean/host_float node owns it)")
     for k, (name, i, n) in expected.items():
         ctx = f"node {name!r} (nodes[{i}], {n['op']})"
         if k not in tensors:
@@ -546,6 +559,20 @@ def validate(header, tensors):
                         n.get("activation", "none") not in ("none", "relu"):
                     _err(ctx, "host_float onednn_linear: needs I8 weight [O, K], F32 weight_scale and bias [O], "
                               "input_scale > 0, input_zero_point in 0..=255, activation none/relu")
+            elif n["fn"] == "table_mean":
+                t = tensors.get(f"{name}.table")
+                if t is None or t.dtype != np.float32 or t.ndim != 2 or t.shape[1] != 256 or \
+                        not np.all(np.isfinite(t)) or \
+                        not (_is_num(n.get("input_scale")) and n["input_scale"] > 0) or \
+                        not (_is_int(n.get("input_zero_point")) and 0 <= n["input_zero_point"] <= 255) or \
+                        not (_is_num(n.get("scale")) and n["scale"] > 0) or \
+                        not (_is_int(n.get("zero_point")) and 0 <= n["zero_point"] <= 255):
+                    _err(ctx, "host_float table_mean: needs a finite F32 table [C, 256], input_scale > 0, "
+                              "input_zero_point in 0..=255, scale > 0, zero_point in 0..=255")
+            elif n["fn"] == "reshape":
+                if not (isinstance(n.get("shape"), list) and 1 <= len(n["shape"]) <= 3 and
+                        all(_is_int(v) and v >= 1 for v in n["shape"])):
+                    _err(ctx, f"host_float reshape: shape must be 1 to 3 sizes >= 1, got {n.get('shape')!r}")
             elif n["fn"] != "clip" or not (_is_num(n.get("min")) and _is_num(n.get("max")) and n["min"] <= n["max"]):
                 _err(ctx, f"host_float: this reader knows fn \"clip\" (and \"onednn_linear\") with numbers min <= max, got {n!r}")
         elif op == "quantize":

@@ -37,11 +37,25 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
   linear(dq(a), w, b) [-> relu] -> graph output (oneDNN writes f32)
                                                             dequantize + host_float "onednn_linear"
                                                             (exact, on the host)
+  float regions: cat / view / transpose / contiguous / chunk items / max_pool2d / relu / hardtanh over
+  dequantized bytes and f32 conv outputs -> q (ShuffleNet's channel shuffle, GoogLeNet's pools of cats)
+                                                            each source quantized on its own (lut, or a conv with
+                                                            requant "inductor_x86"), one gather, max_pool2d on bytes
+  dq -> batch_norm (eval) [-> relu | hardtanh] -> q (also through cat)
+                                                            channel_lut (Inductor's eval decomposition)
+  dq -> batch_norm / relu chain -> adaptive_avg_pool2d(1) / mean([2, 3]) [-> flatten] -> q (DenseNet's tail)
+                                                            dequantize + host_float "table_mean" (read only by a
+                                                            last linear or the output)
+  dq -> max_pool2d(ceil_mode) -> q                          max_pool2d without ceil_mode (Inductor's
+                                                            quantized.max_pool2d drops it; refused where the
+                                                            shape would differ)
 Refused with ExportError naming the node: a conv whose output is not quantized
 (oneDNN writes f32) other than the resnet end above, float ops on float conv outputs (an add of
 two relu / max pool outputs: Inductor's C++ on f32 tensors qfuse does not hold), an average pool
 of a float tensor (inception_v3's branch pools), and anything else.
 """
+import operator
+
 import numpy as np
 import torch
 import torch.fx
@@ -83,7 +97,56 @@ def inductor_requant_table(s_in, z_in, s_out, z_out):
     return [int(v) for v in np.clip(r, 0, 255)]
 
 
+def requant_chain_table(s_in, z_in, s_out, z_out, fns=()):
+    """Inductor's C++ dequantize, elementwise float ops `fns` (innermost first), then quantize of
+    every u8 byte (inductor_requant_table's steps): a list of 256 bytes, or a [C, 256] uint8 array
+    when a batch norm makes the map per channel. `fns` entries, each a separate f32 operation as in
+    the generated code (-ffp-contract=off):
+      ("clamp", lo, hi)               relu: max(x, 0); hardtanh: min(max(x, lo), hi)
+      ("bn", mean, invstd, w, b)      x = f32(f32(f32(x - mean[c]) * invstd[c]) * w[c]) + b[c]
+                                      (cpp_fused__native_batch_norm_legit_no_training_...: the eval
+                                      decomposition, invstd = rsqrt(var + eps) folded by freezing)"""
+    c = np.float32(1.0 / float(s_out))
+    per_channel = any(f[0] == "bn" for f in fns)
+    x = float_chain_values(s_in, z_in, fns)
+    r = np.clip(np.rint((x * c).astype(np.float32)) + np.float32(z_out), 0, 255)
+    if per_channel:
+        return r.astype(np.uint8)
+    return [int(v) for v in r]
+
+
+def float_chain_values(s_in, z_in, fns=(), channels=None):
+    """the f32 values of every u8 byte after Inductor's dequantize and `fns` (requant_chain_table):
+    [256], or [C, 256] with a batch norm or `channels`"""
+    x = ((np.arange(256, dtype=np.float32) - np.float32(z_in)).astype(np.float32) * np.float32(s_in)).astype(np.float32)
+    per_channel = any(f[0] == "bn" for f in fns)
+    if channels is not None and not per_channel:
+        x = np.tile(x, (channels, 1))
+    if per_channel:
+        nc = len(next(f for f in fns if f[0] == "bn")[1])
+        x = np.tile(x, (nc, 1))
+    for f in fns:
+        if f[0] == "clamp":
+            lo, hi = f[1], f[2]
+            x = np.maximum(x, np.float32(lo)) if lo != -np.inf else x
+            x = np.minimum(x, np.float32(hi)) if hi != np.inf else x
+        else:
+            mean, invstd, w, b = (np.asarray(v, dtype=np.float32)[:, None] for v in f[1:])
+            x = (x - mean).astype(np.float32)
+            x = (x * invstd).astype(np.float32)
+            x = (x * w).astype(np.float32)
+            x = (x + b).astype(np.float32)
+    return x
+
+
 class _IndWalker(P._Walker):
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.host_f32 = {}    # quantized value name -> the host float value holding its dequantized bytes
+        self.host_ok = False  # set while the graph outputs are mapped
+        self.leaf_id = {}     # float-region source key -> id
+        self.leaf_info = []   # id -> dict(kind, ..., name once written)
+
     def check_act(self, node, q):
         s, z, lo, hi, dt = q
         if dt != torch.uint8:
@@ -255,6 +318,13 @@ class _IndWalker(P._Walker):
         # (mnasnet's end): oneDNN writes the plain conv's f32 output, Inductor's C++ averages and quantizes
         if self.on_conv_pool(q, src, out, oq):
             return
+        # cat / channel shuffle / max pool / relu on float values (dequantized bytes and oneDNN's
+        # f32 conv outputs) -> q: Inductor's C++ moves f32 values and quantizes them
+        if self.on_table_mean(q, src, out, (s, z)):
+            return
+        if self.is_float_region(src):
+            self.on_float_region(q, src, out, (s, z))
+            return
         # a float reshape before the quantize (conv -> relu -> max pool -> flatten -> q):
         # quantize is elementwise, so it commutes with the reshape
         reshape = None
@@ -367,7 +437,9 @@ class _IndWalker(P._Walker):
         elif t == aten.max_pool2d.default:
             a, s_in, z_in = self.dq(op, op.args[0])
             self.same(op, (s_in, z_in), (s, z))
-            self.emit_maxpool(op, a, out)
+            # Inductor replaces dq -> max_pool2d -> q by quantized.max_pool2d(..., ceil_mode=False):
+            # the lowering drops ceil_mode (measured: 10x10, 3x3 / 2 gives 4x4, eager 5x5)
+            self.emit_maxpool(op, a, out, inductor_u8=True)
         elif t == aten.cat.default:
             srcs = [self.dq(op, x) for x in op.args[0]]
             dim = int(op.args[1]) if len(op.args) > 1 else int(op.kwargs.get("dim", 0))
@@ -376,7 +448,10 @@ class _IndWalker(P._Walker):
                 self.fail(op, f"cat along dim {dim}: only the channels (dim 1)")
             for _, si, zi in srcs:
                 self.same(op, (si, zi), (s, z))
-            self.emit("cat", [x[0] for x in srcs], out, dim=1, **oq)
+            if len(srcs) == 1:   # densenet's first cat([x]): the tensor itself
+                self.emit("identity", [srcs[0][0]], out)
+            else:
+                self.emit("cat", [x[0] for x in srcs], out, dim=1, **oq)
         elif t in P.RESHAPE + P.DROPOUT:
             x = op.args[0]
             if t in P.DROPOUT and isinstance(x, torch.fx.Node) and x.op == "call_function" and \
@@ -465,6 +540,307 @@ class _IndWalker(P._Walker):
         else:
             self.fail(op, f"op {t} is not supported for pt2e/X86InductorQuantizer export")
 
+    # -- float regions: what Inductor's C++ computes between dequantizes (or oneDNN's f32 conv
+    # outputs) and a quantize when the ops between only move, select or clamp values
+    def is_float_region(self, src):
+        """True when `src` (a quantize's input) is a float region the base patterns do not take:
+        a chunk/split item, a transpose / permute, a view of a non-dequantize, a cat of other than
+        dequantizes with the output's qparams, a max pool of other than a dequantize or one conv,
+        or a relu / hardtanh of other than a conv / linear / add"""
+        if src.op != "call_function":
+            return False
+        t = src.target
+        arg0 = src.args[0] if src.args else None
+        is_node = isinstance(arg0, torch.fx.Node)
+        if t == operator.getitem:
+            return is_node and arg0.op == "call_function" and arg0.target in P.SPLIT
+        if t in P.MOVE:
+            return True
+        if t in P.RESHAPE + P.DROPOUT:
+            if not is_node or arg0.target in P.DQ_T:
+                return False
+            if t in P.DROPOUT and arg0.target in P.RESHAPE and isinstance(arg0.args[0], torch.fx.Node) and \
+                    arg0.args[0].target in P.DQ_T:
+                return False
+            if arg0.target == aten.max_pool2d.default:
+                return self.is_float_region(arg0)
+            return True
+        if t == aten.cat.default:
+            return not all(isinstance(x, torch.fx.Node) and x.target in P.DQ_T for x in arg0)
+        if t == aten.max_pool2d.default:
+            inner = arg0
+            if is_node and inner.target in P.RELU + P.HARDTANH + P.RELU6:
+                inner = inner.args[0]
+            return isinstance(inner, torch.fx.Node) and inner.target not in P.DQ_T + P.CONV
+        if t in P.RELU + P.HARDTANH + P.RELU6:
+            return is_node and arg0.op == "call_function" and \
+                arg0.target not in P.CONV + P.LINEAR + P.ADD + P.MUL
+        return self.bn_of(src) is not None
+
+    def on_table_mean(self, q, src, out, qp):
+        """`dq(a) -> (batch_norm | relu | hardtanh)+ -> adaptive_avg_pool2d(1) / mean([2, 3]) [-> flatten]
+        -> q` (densenet's tail: the quantizer leaves the pool's input in float). Inductor's C++
+        (cpp_fused__native_batch_norm_legit_no_training_dequantize_per_tensor_mean_quantize_...):
+        per channel (channels-last, 16 per vector) `acc = 0; acc = acc + t_p` over the pixels in
+        order, t_p the elementwise chain of the dequantized byte, then `/ f32(H*W)`, `* f32(1/s)`,
+        round, `+ z`, clamp. qfuse: the dequantize then host_float `table_mean` (the chain as a
+        [C, 256] f32 table; the rest on the host, exact), read only by a last linear or the output."""
+        reshapes, n = [], src
+        while n.op == "call_function" and n.target in P.RESHAPE + P.DROPOUT and \
+                isinstance(n.args[0], torch.fx.Node) and len(n.users) == 1:
+            reshapes.append(n)
+            n = n.args[0]
+        t = n.target if n.op == "call_function" else None
+        if t == aten.mean.dim:
+            keep = bool(n.args[2]) if len(n.args) > 2 else bool(n.kwargs.get("keepdim", False))
+            if sorted(int(d) % 4 for d in n.args[1]) != [2, 3]:
+                return False
+        elif not (t == aten.adaptive_avg_pool2d.default and _pair(n.args[1]) == [1, 1]):
+            return False
+        pool, m, fns, chain = n, n.args[0], [], []
+        while isinstance(m, torch.fx.Node) and m.op == "call_function" and len(m.users) == 1:
+            if m.target in P.RELU + P.HARDTANH + P.RELU6:
+                fns.insert(0, ("clamp",) + tuple(self.act_of(m)))
+                chain.append(m)
+                m = m.args[0]
+            elif self.bn_of(m) is not None:
+                bn = self.bn_of(m)
+                fns.insert(0, self.bn_params(bn))
+                chain += [m, bn]
+                m = bn.args[0]
+            else:
+                break
+        if not fns or not (isinstance(m, torch.fx.Node) and m.target in P.DQ_T):
+            return False
+        a, s_in, z_in = self.dq(pool, m)
+        shp = self.shape[a]
+        if len(shp) != 3:
+            self.fail(pool, f"a global average of a per-sample shape {shp}: only [C, H, W]")
+        self.covered.update([q, pool] + reshapes + chain)
+        table = float_chain_values(s_in, z_in, fns, channels=shp[0])
+        deq = out + "__deq"
+        self.emit("dequantize", [a], deq)
+        pooled = out + "__mean"
+        self.emit("table_mean", [deq], pooled, table=table, input_scale=s_in, input_zero_point=z_in,
+                  output_scale=qp[0], output_zero_point=qp[1])
+        last = pooled
+        if self.shape[out] != [shp[0], 1, 1]:
+            last = out + "__view"
+            self.emit("host_reshape", [pooled], last, shape=self.shape[out])
+        self.host_f32[out] = last
+        return True
+
+    def dq(self, user, dq, virtual=False):
+        if isinstance(dq, torch.fx.Node) and dq.op == "call_function" and dq.target not in P.DQ_T + P.Q_T and \
+                any(isinstance(a, torch.fx.Node) for a in dq.args):
+            self.fail(user, f"reads the float output of {dq.target} ({dq.name}) directly: Inductor computes "
+                            f"{getattr(user, 'target', user)} on f32 values in its C++ (e.g. a global average of a "
+                            f"conv's f32 output, the tail of shufflenet / mnasnet), which qfuse does not reproduce")
+        r = super().dq(user, dq, virtual)
+        if r[0] in self.host_f32 and not self.host_ok:
+            self.fail(user, "reads a global average computed on the host (table_mean, after the last GPU "
+                            "op): only a last linear or the graph output may read it")
+        return r
+
+    def on_float_region(self, q, src, out, qp):
+        """`src -> q` where `src` is a chain of byte moves (cat, view, transpose, contiguous, chunk /
+        split items), max pools and relu / hardtanh over f32 values that are each either a
+        dequantized byte `f32(f32(b - z) * s)` or a conv's oneDNN f32 output. Inductor's C++
+        (read in the generated code: cpp_fused_cat_clone_..._quantize_per_tensor) copies those f32
+        values and quantizes each, `rint(f32(x * f32(1/s))) + z`, clamped; the moves do not change
+        a value, max and clamps commute with the monotone quantize. So every source is quantized
+        on its own with the output's qparams (a byte: a 256-entry table, or nothing when that
+        table is the identity; a conv: requant "inductor_x86", its relu / hardtanh as the clamp),
+        and the moves are one gather of those tensors (max pools on the bytes between)."""
+        self.covered.add(q)
+        fv = self.resolve(q, src, qp, ())
+        if list(fv.shape) != self.shape[out]:
+            self.fail(q, f"the moves give shape {list(fv.shape)}, PyTorch {self.shape[out]}")
+        self.materialize_fv(q, fv, out)
+
+    def leaf(self, key, info):
+        if key not in self.leaf_id:
+            self.leaf_id[key] = len(self.leaf_info)
+            self.leaf_info.append(dict(info, key=key, name=None))
+        return self.leaf_id[key]
+
+    def leaf_values(self, lid, idx):
+        return (np.int64(lid) << np.int64(32)) | np.asarray(idx, dtype=np.int64)
+
+    def resolve(self, user, n, qp, fns):
+        """the float value of node `n` after the elementwise clamps `fns` (innermost first), as an
+        int64 array of its per-sample shape: (source id << 32) | element of that source"""
+        if not (isinstance(n, torch.fx.Node) and n.op == "call_function"):
+            self.fail(user, f"reads {getattr(n, 'name', n)}, which is not a tensor the exporter follows")
+        t = n.target
+        s, z = qp
+        per_channel = any(f[0] == "bn" for f in fns)
+        if t in P.DQ_T:
+            # a per-channel map reads the channels of the stored tensor itself: no view
+            a, s_in, z_in = self.dq(user, n, virtual=not per_channel)
+            base, idx = self.view_of(a)
+            table = requant_chain_table(s_in, z_in, s, z, fns)
+            if per_channel:
+                if self.shape[base][0] != table.shape[0]:
+                    self.fail(user, f"a batch norm of {table.shape[0]} channels on a tensor of shape "
+                                    f"{self.shape[base]}")
+                lid = self.leaf(("chan", base, np.float32(s), z, table.tobytes()),
+                                dict(kind="chan", base=base, tables=table))
+                return self.leaf_values(lid, idx)
+            if table == list(range(256)) and (np.float32(s_in), z_in) == (np.float32(s), z):
+                lid = self.leaf(("val", base), dict(kind="val", base=base))
+            else:
+                lid = self.leaf(("bytes", base, np.float32(s), z, tuple(table)),
+                                dict(kind="bytes", base=base, table=table, s_in=s_in, z_in=z_in))
+            return self.leaf_values(lid, idx)
+        if t in P.RELU + P.HARDTANH + P.RELU6:
+            self.covered.add(n)
+            return self.resolve(n, n.args[0], qp, (("clamp",) + tuple(self.act_of(n)),) + tuple(fns))
+        bn = self.bn_of(n)
+        if bn is not None:
+            self.covered.update([n, bn])
+            return self.resolve(n, bn.args[0], qp, (self.bn_params(bn),) + tuple(fns))
+        if t in P.CONV:
+            if len(n.users) != 1:
+                self.fail(n, "a conv2d whose f32 output is read by several ops: not supported")
+            self.covered.add(n)
+            lo, hi = -np.inf, np.inf
+            for f in fns:
+                if f[0] != "clamp":
+                    self.fail(user, "a batch norm of a conv2d's f32 output (oneDNN writes f32, Inductor's C++ "
+                                    "normalizes it): qfuse holds no f32 tensors")
+                _, flo, fhi = f
+                lo, hi = min(max(lo, flo), fhi), min(max(hi, flo), fhi)
+            act = None if (lo, hi) == (-np.inf, np.inf) else (max(lo, -np.inf), hi)
+            if act is not None and act[0] == -np.inf:
+                self.fail(n, f"a clamp {act} without a lower bound after a conv2d: not supported")
+            lid = self.leaf(("conv", n.name, np.float32(s), z, act), dict(kind="conv", conv=n, act=act))
+            return self.leaf_values(lid, np.arange(int(np.prod(self.v[n].shape[1:]))).reshape(
+                list(self.v[n].shape[1:])))
+        if t == aten.cat.default:
+            xs = n.args[0]
+            dim = int(n.args[1]) if len(n.args) > 1 else int(n.kwargs.get("dim", 0))
+            nd = self.v[n].dim()
+            if dim % nd != 1:
+                self.fail(n, f"cat along dim {dim}: only the channels (dim 1)")
+            self.covered.add(n)
+            parts, c0 = [], 0
+            for x in xs:
+                c = int(self.v[x].shape[1])
+                sub = tuple(f if f[0] != "bn" else ("bn",) + tuple(v[c0:c0 + c] for v in f[1:]) for f in fns)
+                parts.append(self.resolve(n, x, qp, sub))
+                c0 += c
+            return np.concatenate(parts, axis=0)
+        if per_channel:
+            self.fail(n, f"{t} between a batch norm and the dequantize it reads: a per-channel float map "
+                         f"is reproduced only through cat")
+        if self.is_shape_op(n):
+            self.covered.add(n)
+            inner = n.args[0]
+            if t == operator.getitem:
+                self.covered.add(inner)
+                inner = inner.args[0]
+            return self.move(n, self.resolve(n, inner, qp, fns))
+        if t == aten.max_pool2d.default:
+            self.covered.add(n)
+            vals = self.resolve(n, n.args[0], qp, fns)
+            a = self.materialize_fv(n, vals, f"{n.name}__in{len(self.ir)}", qp)
+            pooled = f"{n.name}__pool{len(self.ir)}"
+            self.qp[pooled] = qp
+            self.shape[pooled] = list(self.v[n].shape[1:])
+            self.emit_maxpool(n, a, pooled)
+            lid = self.leaf(("val", pooled), dict(kind="val", base=pooled))
+            return self.leaf_values(lid, np.arange(int(np.prod(self.shape[pooled]))).reshape(self.shape[pooled]))
+        self.fail(n, f"{t} in a float region (between dequantizes / f32 conv outputs and a quantize): only "
+                     f"cat, view, transpose, chunk / split, max_pool2d, relu and hardtanh are reproduced")
+
+    def bn_params(self, bn):
+        """("bn", mean, invstd, weight, bias) of an eval batch norm: invstd = rsqrt(var + eps) as
+        torch computes it (the constant freezing folds)"""
+        a_ = list(bn.args)
+        if bn.target in P.BN:
+            names = ["input", "weight", "bias", "running_mean", "running_var", "training", "momentum", "eps"]
+        else:
+            names = ["input", "weight", "bias", "running_mean", "running_var", "momentum", "eps"]
+        arg = {k: (a_[i] if i < len(a_) else bn.kwargs.get(k)) for i, k in enumerate(names)}
+        if arg.get("training"):
+            self.fail(bn, "batch_norm in training mode")
+        c = int(self.v[bn.args[0]].shape[1])
+
+        def param(k, default):
+            nd = arg[k]
+            if nd is None:
+                return torch.full((c,), default, dtype=torch.float32)
+            t = self.v.get(nd) if isinstance(nd, torch.fx.Node) else None
+            if not isinstance(t, torch.Tensor) or t.dtype != torch.float32 or t.numel() != c:
+                self.fail(bn, f"batch_norm {k} is not a float32 constant of {c} values")
+            self.covered.add(nd)
+            return t.detach().reshape(-1).clone()
+
+        mean, var = param("running_mean", 0.0), param("running_var", 1.0)
+        w, b = param("weight", 1.0), param("bias", 0.0)
+        eps = arg["eps"]
+        if isinstance(eps, torch.fx.Node):
+            self.fail(bn, "batch_norm eps is not a constant")
+        invstd = torch.rsqrt(var + eps)
+        return ("bn",) + tuple(v.numpy().astype(np.float32) for v in (mean, invstd, w, b))
+
+    def make_leaf(self, user, lid, qp):
+        info = self.leaf_info[lid]
+        if info["name"] is not None:
+            return info["name"]
+        s, z = qp
+        oq = dict(output_scale=s, output_zero_point=z)
+        if info["kind"] == "val":
+            name = info["base"]
+        elif info["kind"] == "chan":
+            name = f"{info['base']}__q{lid}"
+            self.qp[name] = qp
+            self.shape[name] = list(self.shape[info["base"]])
+            self.emit("channel_lut", [info["base"]], name, tables=info["tables"], **oq)
+        elif info["kind"] == "bytes":
+            name = f"{info['base']}__q{lid}"
+            self.qp[name] = qp
+            self.shape[name] = list(self.shape[info["base"]])
+            self.emit("requant_table", [info["base"]], name, table=info["table"], **oq)
+        else:
+            conv = info["conv"]
+            name = f"{conv.name}__q{lid}"
+            self.qp[name] = qp
+            self.shape[name] = list(self.v[conv].shape[1:])
+            self.layer(conv, name, oq, info["act"], "inductor_x86")
+        info["name"] = name
+        return name
+
+    def materialize_fv(self, user, vals, out, qp=None):
+        """writes the values `vals` (resolve's array) as the qfuse value `out`: the sources they
+        read (each once), then the identity, a reshape or one gather of them"""
+        qp = qp if qp is not None else self.qp[out]
+        self.qp[out] = qp
+        self.shape[out] = list(vals.shape)
+        lids = [int(v) for v in np.unique(vals >> np.int64(32))]
+        names = [self.make_leaf(user, lid, qp) for lid in lids]
+        offs, total = {}, 0
+        for lid, nm in zip(lids, names):
+            offs[lid] = total
+            total += int(np.prod(self.shape[nm]))
+        flat = vals.reshape(-1)
+        lidv = flat >> np.int64(32)
+        pos = flat & np.int64(0xFFFFFFFF)
+        index = pos + np.vectorize(offs.get, otypes=[np.int64])(lidv) if flat.size else pos
+        shape = list(vals.shape)
+        if len(names) == 1 and index.size == total and np.array_equal(index, np.arange(total)):
+            if shape == list(self.shape[names[0]]):
+                self.emit("identity", [names[0]], out)
+            else:
+                self.emit("reshape", [names[0]], out, shape=shape)
+        elif not 1 <= len(shape) <= 3:
+            self.fail(user, f"a tensor of per-sample shape {shape}: qfuse tensors have 1 to 3 dimensions "
+                            f"besides the batch")
+        else:
+            self.emit("gather", names, out, shape=shape, index=index.astype(np.uint32))
+        return out
+
     def run(self):
         try:
             return super().run()
@@ -478,11 +854,21 @@ class _IndWalker(P._Walker):
                 raise type(e)(msg) from None
             raise
 
-    def emit_maxpool(self, op, a, out):
+    def emit_maxpool(self, op, a, out, inductor_u8=False):
         a_ = list(op.args) + [None] * (6 - len(op.args))
         k = _pair(a_[1])
-        self.emit("max_pool2d", [a], out, kernel=k, stride=_pair(a_[2]) if a_[2] else k,
-                  padding=_pair(a_[3] or 0), dilation=_pair(a_[4] or 1), ceil_mode=bool(a_[5] or False))
+        stride, pad, dil = _pair(a_[2]) if a_[2] else k, _pair(a_[3] or 0), _pair(a_[4] or 1)
+        ceil = bool(a_[5] or False)
+        if ceil and inductor_u8:
+            size = list(self.v[op.args[0]].shape[2:])
+            floor = [(size[i] + 2 * pad[i] - dil[i] * (k[i] - 1) - 1) // stride[i] + 1 for i in range(2)]
+            if floor != list(self.v[op].shape[2:]):
+                self.fail(op, f"max_pool2d with ceil_mode=True between a dequantize and a quantize: Inductor "
+                              f"runs quantized.max_pool2d with ceil_mode=False (output {floor}, the graph "
+                              f"{list(self.v[op].shape[2:])}), so the compiled model differs from the graph; "
+                              f"use ceil_mode=False or an input size where it does not matter")
+            ceil = False
+        self.emit("max_pool2d", [a], out, kernel=k, stride=stride, padding=pad, dilation=dil, ceil_mode=ceil)
 
     def same(self, op, qi, qo):
         if (np.float32(qi[0]), qi[1]) != (np.float32(qo[0]), qo[1]):
@@ -490,10 +876,19 @@ class _IndWalker(P._Walker):
                           f"(X86InductorQuantizer shares them for this op)")
 
     def on_output(self, o):
+        self.host_ok = True
+        try:
+            return self.on_output_(o)
+        finally:
+            self.host_ok = False
+
+    def on_output_(self, o):
         if not isinstance(o, torch.fx.Node):
             self.fail(None, f"graph output {o!r} is not a tensor")
         if o.target in P.DQ_T:
             a, s, z = self.dq(o, o)
+            if a in self.host_f32:
+                return self.host_f32[a]
             out = o.name
             self.emit("dequantize", [a], out)
             return out
@@ -534,8 +929,10 @@ class _IndWalker(P._Walker):
             wq, ws, pc = self.weight(lin, wdq)
             b = self.const(lin, bias)
             self.covered.update([o, lin])
-            deq = o.name + "__in"
-            self.emit("dequantize", [a], deq)
+            deq = self.host_f32.get(a)
+            if deq is None:
+                deq = o.name + "__in"
+                self.emit("dequantize", [a], deq)
             self.emit("linear_f32", [deq], o.name, input_scale=s_in, input_zero_point=z_in, weight_q=wq,
                       weight_scale=ws, bias=b, relu=relu, src=lin)
             return o.name
@@ -665,6 +1062,19 @@ def build_inductor(gm, example_inputs, fail, warn):
                 node.update(op="flatten", start_dim=1, end_dim=-1)
             else:
                 node.update(op="reshape", shape=shp)
+        elif op == "table_mean":
+            node.update(op="host_float", fn="table_mean", input_scale=float(nd["input_scale"]),
+                        input_zero_point=int(nd["input_zero_point"]), **qkeys(nd["output_scale"],
+                                                                           nd["output_zero_point"]))
+            tensors[f"{out}.table"] = np.ascontiguousarray(nd["table"], dtype=np.float32)
+        elif op == "host_reshape":
+            node.update(op="host_float", fn="reshape", shape=nd["shape"])
+        elif op == "channel_lut":
+            node.update(op="channel_lut", **qkeys(nd["output_scale"], nd["output_zero_point"]))
+            tensors[f"{out}.tables"] = np.ascontiguousarray(nd["tables"], dtype=np.uint8)
+        elif op == "gather":
+            node.update(op="gather", shape=nd["shape"])
+            tensors[f"{out}.index"] = np.ascontiguousarray(nd["index"], dtype=np.uint32)
         else:
             raise AssertionError(op)
         nodes.append(node)

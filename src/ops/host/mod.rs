@@ -49,6 +49,84 @@ pub enum HostFn {
     /// ONNX Runtime's QGemm with a float output (no `y_scale`), computed on
     /// the host from the dequantized input: see [`OrtLinear`]. Bit-exact.
     OrtLinear(std::sync::Arc<OrtLinear>),
+    /// Inductor's global average of per-channel float values of the input
+    /// bytes, then its quantize (engine `inductor_x86`: densenet's
+    /// `dq -> batch_norm -> relu -> adaptive_avg_pool2d(1) -> q`): see
+    /// [`TableMean`]. Bit-exact.
+    TableMean(std::sync::Arc<TableMean>),
+}
+
+/// Inductor's C++ for `dq(a) -> (float elementwise ops) -> mean over H, W ->
+/// quantize` (`cpp_fused_..._mean_quantize_per_tensor`): from the input's
+/// dequantized values `x = f32(q - zp) * s` the bytes `q` are recovered
+/// exactly, each pixel's f32 value is `table[c][q]` (the elementwise ops, as
+/// the exporter computed them), per channel `S` is the f32 sum over the
+/// pixels in row-major order from 0 (`((0 + t_0) + t_1) + ...`),
+/// `m = f32(S / f32(H*W))`, `r = clamp(rint(f32(m * f32(1/s_out))) + z_out,
+/// 0, 255)` (zero point after rounding), and the output is the dequantized
+/// byte `f32(r - z_out) * s_out`, per-sample shape `[C, 1, 1]`
+/// (tests/data/pt2e/README.md, "Inductor x86 graphs").
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableMean {
+    /// `[C, 256]` f32 values of each channel's bytes.
+    pub table: Vec<f32>,
+    /// The input's qparams (the dequantize's).
+    pub input: crate::quant::QParams,
+    /// The quantize's qparams after the mean.
+    pub output: crate::quant::QParams,
+}
+
+impl TableMean {
+    /// Checks the parts and builds the op (`C` is `table.len() / 256`).
+    pub fn new(
+        table: Vec<f32>,
+        input: crate::quant::QParams,
+        output: crate::quant::QParams,
+    ) -> Result<Self> {
+        input.validate("table_mean input")?;
+        output.validate("table_mean output")?;
+        if table.is_empty() || !table.len().is_multiple_of(256) {
+            return Err(Error::shape(
+                "table_mean",
+                format!("{} table values do not make [C, 256]", table.len()),
+            ));
+        }
+        if table.iter().any(|v| !v.is_finite()) {
+            return Err(Error::qparams(
+                "table_mean",
+                "the table's values must be finite",
+            ));
+        }
+        Ok(TableMean {
+            table,
+            input,
+            output,
+        })
+    }
+    /// `C`.
+    pub fn channels(&self) -> usize {
+        self.table.len() / 256
+    }
+    fn apply(&self, x: &[f32], shape: &[usize]) -> Vec<f32> {
+        let c = self.channels();
+        let hw: usize = shape[1..].iter().product();
+        let (s, z) = (self.input.scale, self.input.zero_point);
+        let (so, zo) = (self.output.scale, self.output.zero_point as f32);
+        let inv = 1.0f32 / so;
+        let mut y = Vec::with_capacity(x.len() / (c * hw).max(1) * c);
+        for smp in x.chunks_exact(c * hw) {
+            for (ch, plane) in smp.chunks_exact(hw).enumerate() {
+                let t = &self.table[ch * 256..ch * 256 + 256];
+                let sum = recover(plane, s)
+                    .iter()
+                    .fold(0f32, |acc, &d| acc + t[(d + z).clamp(0, 255) as usize]);
+                let m = sum / hw as f32;
+                let r = ((m * inv).round_ties_even() + zo).clamp(0.0, 255.0);
+                y.push((r - zo) * so);
+            }
+        }
+        y
+    }
 }
 
 /// ONNX Runtime's QGemm with a float output (MLAS's scale output processor):
@@ -238,6 +316,8 @@ pub(crate) const FILE_OPS: &[FileOp] = &[FileOp {
         "input_scale",
         "input_zero_point",
         "activation",
+        "scale",
+        "zero_point",
     ],
     parse,
 }];
@@ -292,9 +372,23 @@ fn parse(a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
             let sc = t.f32(&format!("{name}.scale"), &[o])?;
             HostFn::OrtLinear(std::sync::Arc::new(OrtLinear::new(w, b, sc, input)?))
         }
+        Some("table_mean") => {
+            let input = crate::quant::QParams::new(
+                a.f32("input_scale")?,
+                a.usize("input_zero_point")? as i32,
+            )?;
+            let output = a.qparams()?;
+            let c = cx
+                .inputs
+                .first()
+                .and_then(|t| t.shape.first().copied())
+                .ok_or_else(|| Error::Model("table_mean needs a [C, H, W] input".into()))?;
+            let table = cx.tensors.f32(&format!("{}.table", cx.node), &[c, 256])?;
+            HostFn::TableMean(std::sync::Arc::new(TableMean::new(table, input, output)?))
+        }
         _ => {
             return Err(Error::Model(format!(
-                "\"fn\" is {f} (known: relu, clip, sigmoid, tanh, softmax, reshape, onednn_linear, ort_linear)"
+                "\"fn\" is {f} (known: relu, clip, sigmoid, tanh, softmax, reshape, onednn_linear, ort_linear, table_mean)"
             )))
         }
     };
@@ -380,6 +474,19 @@ impl<'a> OpKind<'a> for HostOp<'a> {
                 }
                 vec![o]
             }
+            HostFn::TableMean(t) => {
+                if x.shape.len() != 3 || x.shape[0] != t.channels() {
+                    return Err(Error::shape(
+                        "table_mean",
+                        format!(
+                            "input {:?} per sample, the table has {} channels ([C, H, W] needed)",
+                            x.shape,
+                            t.channels()
+                        ),
+                    ));
+                }
+                vec![t.channels(), 1, 1]
+            }
             HostFn::Softmax { axis, .. } if *axis >= x.shape.len() => {
                 return Err(Error::shape(
                     "softmax",
@@ -452,6 +559,20 @@ impl<'a> OpKind<'a> for HostOp<'a> {
                     l.scale.iter().flat_map(|x| x.to_le_bytes()).collect(),
                 ));
             }
+            HostFn::TableMean(t) => {
+                w.put("fn", json!("table_mean"));
+                w.put("input_scale", json!(t.input.scale as f64));
+                w.put("input_zero_point", json!(t.input.zero_point));
+                w.put("scale", json!(t.output.scale as f64));
+                w.put("zero_point", json!(t.output.zero_point));
+                let name = w.node.to_string();
+                w.tensors.push((
+                    format!("{name}.table"),
+                    safetensors::Dtype::F32,
+                    vec![t.channels(), 256],
+                    t.table.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                ));
+            }
         }
         w.require_version(2);
     }
@@ -479,6 +600,7 @@ impl HostLowered {
             HostFn::Reshape(_) => x.to_vec(),
             HostFn::OnednnLinear(l) => l.apply(x),
             HostFn::OrtLinear(l) => l.apply(x),
+            HostFn::TableMean(t) => t.apply(x, shape),
             HostFn::Softmax { axis, to_end, log } => {
                 let per: usize = shape.iter().product();
                 let (len, inner) = if *to_end {
