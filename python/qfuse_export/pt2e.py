@@ -477,7 +477,11 @@ class _Walker:
                 self.fail(op, f"cat along dim {dim}: only the channels (dim 1)")
             for _, si, zi in srcs:
                 self.same(op, (si, zi), (s, z))
-            self.emit("cat", [x[0] for x in srcs], out, dim=1, **oq)
+            if len(srcs) == 1:
+                # torch.cat([x]) (densenet's first layer of each block): a copy, same qparams
+                self.emit("identity", [srcs[0][0]], out)
+            else:
+                self.emit("cat", [x[0] for x in srcs], out, dim=1, **oq)
         else:
             self.fail(op, f"op {t} is not supported for pt2e/XNNPACK export")
 
