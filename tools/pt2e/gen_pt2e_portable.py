@@ -28,6 +28,11 @@ delegate (tests/data/pt2e/README.md "batch norm" and "ExecuTorch portable kernel
                        from those of the other sum orders / scale forms somewhere; and 6 chains
                        without the final quantize (`f32_chains`: the pooled f32 values themselves,
                        ExecuTorch's f32 output), which pin the order and the scale bit for bit.
+  avg_pool2d_xnnpack   densenet's transitions `dq -> avg_pool2d -> q` delegated to XNNPACK (no
+                       ceil_mode, padding not in the divisor): its f32 average pooling (column-major
+                       taps, 9-tap tree per pass, * f32(1/n)). 7 quantized chains (2x2 .. 4x5, two
+                       and three passes, strides, one padded) with output scales that separate the
+                       alternatives, and the same 7 pools without the quantize (`f32_pools`).
 
 The oracle is ExecuTorch's runtime; each case's nodes hold what tests/pt2e_xnnpack.rs builds
 (batch_norm: the tables `n<k>_tables.npy` that qfuse_export.xnnpack_rules.batch_norm_tables
