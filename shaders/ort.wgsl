@@ -5,7 +5,8 @@
 // (src/ops/xnnpack: no float arithmetic here, the host's thresholds),
 // 5 ExecuTorch's portable adaptive_avg_pool2d / avg_pool2d quantized by XNNPACK,
 // 6 XNNPACK's f32 global average of per-channel f32 values of the bytes
-// (xnnpack_channel_mean).
+// (xnnpack_channel_mean), 7 XNNPACK's f32 average pooling of the dequantized
+// bytes (xnnpack_avg_pool2d).
 //
 // Every division is `fdiv`: IEEE binary32 division correctly rounded to
 // nearest even, in integer arithmetic on the bit patterns (WGSL's `/` on f32
@@ -155,6 +156,47 @@ fn xnn_channel_mean(b: u32, c: u32) -> i32 {
     return round_add_sat(bitcast<u32>(v * p.m), p.zp_out, 0, 255);
 }
 
+// xnnpack_avg_pool2d: XNNPACK's f32 avgpool 9p kernel. tab[b] = the
+// dequantized byte b; taps in the indirection order (column-major, t = kx *
+// kh + ky), a tap in the padding +0.0; per pass of 9 taps (missing ones
+// +0.0) s = ((i2+i3)+(i4+i5)) + (((i0+i1)+i8)+(i6+i7)), acc = acc + s from
+// 0.0, written out so that nothing reassociates; then acc * f32(1/n) (fdiv;
+// n = the taps inside the input) and XNNPACK's convert sat(rint(v * p.m) +
+// zp). All sums are of host values; the two products feed no addition (no
+// FMA contraction possible); every value is 0 or normal (host scale check).
+fn xnn_avg_pool(b: u32, oy: u32, ox: u32, c: u32) -> i32 {
+    let y0 = i32(oy * p.sh) - i32(p.pt);
+    let x0 = i32(ox * p.sw) - i32(p.pl);
+    let k = p.kh * p.kw;
+    var acc = 0.0;
+    var n = 0u;
+    for (var t0 = 0u; t0 < k; t0 += 9u) {
+        var i: array<f32, 9>;
+        for (var j = 0u; j < 9u; j++) {
+            i[j] = 0.0;
+            let t = t0 + j;
+            if t < k {
+                let iy = y0 + i32(t % p.kh);
+                let ix = x0 + i32(t / p.kh);
+                if iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w) {
+                    i[j] = bitcast<f32>(tab[byte_at(b, u32(iy), u32(ix), c)]);
+                    n += 1u;
+                }
+            }
+        }
+        let s018 = (i[0] + i[1]) + i[8];
+        let s23 = i[2] + i[3];
+        let s45 = i[4] + i[5];
+        let s67 = i[6] + i[7];
+        let s2345 = s23 + s45;
+        let s01678 = s018 + s67;
+        acc = acc + (s2345 + s01678);
+    }
+    let inv = fdiv(bitcast<u32>(1.0), bitcast<u32>(f32(n)));
+    let v = acc * bitcast<f32>(inv);
+    return round_add_sat(bitcast<u32>(v * p.m), p.zp_out, 0, 255);
+}
+
 // f32 window sum of dequantized taps from 0.0 in row-major order,
 // v = sum / f32(count), sat(rint(v / y_scale + f32(zp_y))) with the true zp_y
 // (p.zp_out), stored + p.offset; p.bits holds y_scale.
@@ -240,6 +282,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             case 4u: { v = xnn_mean(b, c); }
             case 5u: { v = portable_adaptive(b, oy, ox, c); }
             case 6u: { v = xnn_channel_mean(b, c); }
+            case 7u: { v = xnn_avg_pool(b, oy, ox, c); }
             default: { v = softmax(b, oy, ox, c); }
         }
         word |= u32(v) << (8u * l);

@@ -484,6 +484,27 @@ fn build(dir: &Path, case: &Json) -> Result<Built, String> {
                     ins,
                 );
             }
+            "avg_pool2d" if nd["backend"] == "xnnpack" => {
+                // delegated (no ceil_mode, padding not in the divisor): XNNPACK's f32
+                // average pooling between its converts (README "avg_pool2d (XNNPACK)")
+                assert_eq!(nd["ceil_mode"], false);
+                assert_eq!(nd["count_include_pad"], false);
+                assert!(nd["divisor_override"].is_null());
+                push(
+                    out_name,
+                    Op::XnnpackAvgPool2d {
+                        pool: Pool2d {
+                            kernel: usize2(&nd["kernel"]),
+                            stride: usize2(&nd["stride"]),
+                            padding: usize2(&nd["padding"]),
+                            dilation: [1, 1],
+                            ceil_mode: false,
+                        },
+                        out: qp(nd, "output_scale", "output_zero_point"),
+                    },
+                    ins,
+                );
+            }
             "avg_pool2d" => {
                 // ExecuTorch's portable avg_pool2d between two XNNPACK partitions
                 let divisor_override = nd["divisor_override"].as_u64().map(|d| d as usize);
@@ -641,7 +662,7 @@ fn cases() -> Vec<(String, PathBuf, Json)> {
 /// Runs every case with `run`, prints one line per failure and the count.
 fn run_all(device: &str, run: &dyn Fn(&Built) -> Result<Vec<Value>, String>) {
     let all = cases();
-    assert_eq!(all.len(), 103, "the committed XNNPACK cases");
+    assert_eq!(all.len(), 104, "the committed XNNPACK cases");
     let (mut pass, mut fail, mut skipped) = (0, 0, 0);
     for (name, dir, case) in &all {
         let why = NOT_EXPRESSIBLE.iter().find(|(n, _)| n == name);
@@ -755,6 +776,66 @@ fn xnnpack_f32_mean_equals_executorch() {
 }
 
 #[test]
+fn xnnpack_f32_avg_pool_equals_executorch() {
+    // The f32 pools of `avg_pool2d_xnnpack` (no quantize after the pool: ExecuTorch
+    // returned XNNPACK's pooled f32 values): qfuse's rule (`ops::xnn_avg_pool_f32` over
+    // the dequantized bytes) must give every f32 bit for bit.
+    let dir = Path::new(DIR).join("avg_pool2d_xnnpack");
+    let (_, _, case) = cases()
+        .into_iter()
+        .find(|(n, _, _)| n == "avg_pool2d_xnnpack")
+        .expect("the avg_pool2d_xnnpack case");
+    let pools = case["f32_pools"].as_array().expect("f32_pools");
+    assert!(!pools.is_empty());
+    let mut checked = 0;
+    for ch in pools {
+        let j = ch["id"].as_u64().unwrap();
+        let arr = |n: &str| npy(&dir.join(format!("f{j}_{n}.npy")));
+        let x = arr("input");
+        let (c, h, w) = (x.shape[1], x.shape[2], x.shape[3]);
+        let ([kh, kw], [sh, sw], [ph, pw]) = (
+            usize2(&ch["kernel"]),
+            usize2(&ch["stride"]),
+            usize2(&ch["padding"]),
+        );
+        let (oh, ow) = ((h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1);
+        let q = QParams::new_i8(
+            ch["input_scale"].as_f64().unwrap() as f32,
+            ch["input_zero_point"].as_i64().unwrap() as i32,
+        )
+        .unwrap();
+        let bytes = q.quantize_slice(&x.f32());
+        let dq = |b: u8| (b as i32 - q.zero_point) as f32 * q.scale;
+        let y = arr("output");
+        assert_eq!(y.shape, [1, c, oh, ow]);
+        let y = y.f32();
+        for k in 0..c {
+            let plane = &bytes[k * h * w..][..h * w];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let m = ops::xnn_avg_pool_f32(kh, kw, |ky, kx| {
+                        let (iy, ix) = (
+                            (oy * sh + ky).checked_sub(ph)?,
+                            (ox * sw + kx).checked_sub(pw)?,
+                        );
+                        (iy < h && ix < w).then(|| dq(plane[iy * w + ix]))
+                    });
+                    let e = y[(k * oh + oy) * ow + ox];
+                    assert_eq!(
+                        m.to_bits(),
+                        e.to_bits(),
+                        "f32 pool {j} ({kh}x{kw} s{sh}x{sw} p{ph}x{pw}), channel {k}, output ({oy}, {ox}): {m} vs ExecuTorch {e}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    println!("{checked} pooled f32 values equal ExecuTorch's");
+    assert_eq!(checked, 8208);
+}
+
+#[test]
 fn xnnpack_models_round_trip_through_the_file() {
     // every op form used above survives the model file and runs the same
     let mut n = 0;
@@ -770,7 +851,7 @@ fn xnnpack_models_round_trip_through_the_file() {
         assert_eq!(a, c, "{name}: the reloaded model computes differently");
         n += 1;
     }
-    assert_eq!(n, 103 - NOT_EXPRESSIBLE.len());
+    assert_eq!(n, 104 - NOT_EXPRESSIBLE.len());
 }
 
 #[test]

@@ -70,6 +70,8 @@ OPS = {
                                    "divisor_override", "scale", "zero_point"], ["signed"], "given"),
     # engine xnnpack: XNNPACK's f32 global average of per-channel f32 values of the bytes
     "xnnpack_channel_mean": (1, 1, ["scale", "zero_point"], ["signed"], "given"),
+    # engine xnnpack: XNNPACK's f32 average pooling of the dequantized input (no ceil_mode)
+    "xnnpack_avg_pool2d": (1, 1, ["kernel_size", "stride", "padding", "scale", "zero_point"], ["signed"], "given"),
     # float ops after the last dequantize (engine xnnpack writes fn "clip")
     "host_float": (1, 1, ["fn"], ["min", "max", "input_scale", "input_zero_point", "activation", "scale",
                                   "zero_point", "shape"], "float"),
@@ -233,7 +235,7 @@ def _infer(ctx, node, in_shapes, tensors):
         if len(b) > len(x) or any(d not in (1, e) for d, e in zip(b[::-1], x[::-1])):
             _err(ctx, f"input 1 {list(b)} does not broadcast into input 0 {list(x)}")
         return x
-    if op in ("max_pool2d", "avg_pool2d", "portable_avg_pool2d"):
+    if op in ("max_pool2d", "avg_pool2d", "portable_avg_pool2d", "xnnpack_avg_pool2d"):
         if len(x) != 3:
             _err(ctx, f"{op} input must be [C, H, W], got {list(x)}")
         k, s, p = node["kernel_size"], node["stride"], node["padding"]
@@ -241,8 +243,9 @@ def _infer(ctx, node, in_shapes, tensors):
         for i in range(2):
             if p[i] * 2 > (k[i] - 1) * d[i] + 1:
                 _err(ctx, f"padding {p} must be at most half of kernel_size {k}")
-        oh = _pool_out(x[1], k[0], s[0], p[0], d[0], node["ceil_mode"])
-        ow = _pool_out(x[2], k[1], s[1], p[1], d[1], node["ceil_mode"])
+        cm = node.get("ceil_mode", False)
+        oh = _pool_out(x[1], k[0], s[0], p[0], d[0], cm)
+        ow = _pool_out(x[2], k[1], s[1], p[1], d[1], cm)
         if oh < 1 or ow < 1:
             _err(ctx, f"output would be empty ({oh}x{ow})")
         return (x[0], oh, ow)

@@ -28,6 +28,7 @@ dequantize_per_tensor of an int8 tensor; `.default` and `.tensor` overloads):
   mean(dq(a), [2, 3] / [-2, -1], keepdim=True), adaptive_avg_pool2d(dq(a), 1) -> q   mean
   adaptive_avg_pool2d(dq(a), k > 1) -> q                     adaptive_avg_pool2d (ExecuTorch's portable kernel)
   avg_pool2d(dq(a), ...) -> q                                portable_avg_pool2d (ExecuTorch's portable kernel)
+  avg_pool2d(dq(a), ...) -> q, delegated (no ceil_mode, ...)  xnnpack_avg_pool2d (XNNPACK's f32 average pooling)
   batch_norm(dq(a)) (eval) [-> relu / relu6 / hardtanh] -> q  channel_lut (XNNPACK's f32 1x1 depthwise conv)
   adaptive_avg_pool2d(batch_norm(dq(a)) [-> relu ...], 1) / mean(keepdim) [-> flatten] -> q
                                                              xnnpack_channel_mean (XNNPACK's f32 global average)
@@ -454,11 +455,16 @@ class _Walker:
             div = arg["divisor_override"]
             cip = True if arg["count_include_pad"] is None else bool(arg["count_include_pad"])
             pad = _pair(arg["padding"] or 0)
+            stride = _pair(arg["stride"]) if arg["stride"] else k
             if not arg["ceil_mode"] and not (cip and any(pad)) and div in (None, k[0] * k[1]):
-                # executorch AvgPoolingConfig: then XNNPACK runs it (f32 average pooling)
-                self.fail(op, f"avg_pool2d {k} without ceil_mode, padding counted in the divisor or a divisor "
-                              f"override is delegated to XNNPACK's f32 average pooling, which qfuse does not "
-                              f"reproduce (only ExecuTorch's portable avg_pool2d is mapped)")
+                # executorch AvgPoolingConfig: then XNNPACK runs it, between its qs8 -> f32 and
+                # f32 -> qs8 converts: its f32 average pooling (padding never in the divisor;
+                # README "avg_pool2d (XNNPACK)"), densenet's transitions
+                if any(p >= kk for p, kk in zip(pad, k)):
+                    self.fail(op, f"avg_pool2d {k} with padding {pad}: padding must be smaller than the kernel")
+                self.emit("xnn_avg_pool2d", [a], out, kernel=k, stride=stride, padding=pad, input_scale=s_in,
+                          input_zero_point=z_in, **oq)
+                return
             self.emit("avg_pool2d", [a], out, kernel=k, stride=_pair(arg["stride"]) if arg["stride"] else k,
                       padding=pad, ceil_mode=bool(arg["ceil_mode"] or False), count_include_pad=cip,
                       divisor_override=None if div is None else int(div), input_scale=s_in, input_zero_point=z_in,
@@ -471,7 +477,11 @@ class _Walker:
                 self.fail(op, f"cat along dim {dim}: only the channels (dim 1)")
             for _, si, zi in srcs:
                 self.same(op, (si, zi), (s, z))
-            self.emit("cat", [x[0] for x in srcs], out, dim=1, **oq)
+            if len(srcs) == 1:
+                # torch.cat([x]) (densenet's first layer of each block): a copy, same qparams
+                self.emit("identity", [srcs[0][0]], out)
+            else:
+                self.emit("cat", [x[0] for x in srcs], out, dim=1, **oq)
         else:
             self.fail(op, f"op {t} is not supported for pt2e/XNNPACK export")
 
@@ -851,6 +861,10 @@ def build_xnnpack(gm, example_inputs, fail, warn):
             node.update(op="mean", dims=[2, 3], keepdim=True)
         elif op == "adaptive_avg_pool2d":
             node.update(op="adaptive_avg_pool2d", output_size=nd["output_size"])
+        elif op == "xnn_avg_pool2d":
+            node.update(op="xnnpack_avg_pool2d", kernel_size=nd["kernel"], stride=nd["stride"],
+                        padding=nd["padding"], scale=float(nd["output_scale"]),
+                        zero_point=int(nd["output_zero_point"]), signed=True)
         elif op == "avg_pool2d":
             node.update(op="portable_avg_pool2d", kernel_size=nd["kernel"], stride=nd["stride"],
                         padding=nd["padding"], ceil_mode=nd["ceil_mode"], count_include_pad=nd["count_include_pad"],

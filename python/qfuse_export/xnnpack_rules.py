@@ -264,3 +264,64 @@ def channel_mean_quantized(values, q, so, zo):
     m = channel_mean_f32(values, q)
     inv = F32(F32(1.0) / F32(so))
     return np.clip(np.rint((m * inv).astype(F32)).astype(I64) + int(zo), -128, 127)
+
+
+def avg_pool2d_out_hw(h, w, kernel, stride, padding):
+    """output size of a delegated avg_pool2d (no ceil_mode): (L + 2p - k) // s + 1"""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+
+
+def avg_pool2d_f32(q, si, zi, kernel, stride, padding=(0, 0), order="col", tree=True, divide=False):
+    """XNNPACK's f32 average pooling (`xnn_f32_avgpool_minmax_ukernel_9p__*`, every x86 and
+    scalar kernel the same) of the dequantized int8 input `q` ([N, C, H, W], true values;
+    XNNPACK's qs8 -> f32 convert `f32(q - zi) * si`), as ExecuTorch's XNNPACK delegate runs a
+    float `avg_pool2d` without ceil_mode between a dequantize and a quantize. Taps in the
+    indirection order (`xnn_indirection_init_dwconv2d_compressed`: column-major, kx outer, ky
+    inner; a tap in the padding reads the zero buffer, +0.0), in passes of 9:
+    `s = ((i2+i3)+(i4+i5)) + (((i0+i1)+i8)+(i6+i7))` (missing taps of the last pass +0.0),
+    `acc = acc + s` from the zero buffer; then `acc * f32(1.0f / (kh*kw))` (no padding) or
+    `* f32(1.0f / valid_count)` (padding: the pixelwise kernel's multiplier). Returns
+    [N, C, OH, OW] f32. `order`, `tree`, `divide`: the checker's mutations (row-major, one
+    sequential accumulator, sum / count)."""
+    q = np.asarray(q, np.int64)
+    n, c, h, w = q.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    oh, ow = avg_pool2d_out_hw(h, w, kernel, stride, padding)
+    xf = ((q - int(zi)).astype(F32) * F32(si)).astype(F32)
+    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), F32)
+    xp[:, :, ph:ph + h, pw:pw + w] = xf
+    y = np.zeros((n, c, oh, ow), F32)
+    z = np.zeros((n, c), F32)
+    for oy in range(oh):
+        for ox in range(ow):
+            taps = [(ky, kx) for kx in range(kw) for ky in range(kh)] if order == "col" else \
+                [(ky, kx) for ky in range(kh) for kx in range(kw)]
+            v = [xp[:, :, oy * sh + ky, ox * sw + kx] for ky, kx in taps]
+            acc = z
+            if tree:
+                for p0 in range(0, len(v), 9):
+                    t = v[p0:p0 + 9] + [z] * max(0, 9 - len(v[p0:p0 + 9]))
+                    s018 = ((t[0] + t[1]).astype(F32) + t[8]).astype(F32)
+                    s23, s45, s67 = (t[2] + t[3]).astype(F32), (t[4] + t[5]).astype(F32), (t[6] + t[7]).astype(F32)
+                    s = ((s23 + s45).astype(F32) + (s018 + s67).astype(F32)).astype(F32)
+                    acc = (acc + s).astype(F32)
+            else:
+                for t in v:
+                    acc = (acc + t).astype(F32)
+            if ph or pw:
+                vh = min(oy * sh + kh - ph, h) - max(oy * sh - ph, 0)
+                vw = min(ox * sw + kw - pw, w) - max(ox * sw - pw, 0)
+                cnt = vh * vw
+            else:
+                cnt = kh * kw
+            y[:, :, oy, ox] = (acc / F32(cnt)).astype(F32) if divide else \
+                (acc * F32(F32(1.0) / F32(cnt))).astype(F32)
+    return y
+
+
+def avg_pool2d_quantized(q, si, zi, kernel, stride, padding, so, zo, **mut):
+    """`avg_pool2d_f32`, then XNNPACK's f32 -> qs8 convert: [N, C, OH, OW] int8 (true values)"""
+    m = avg_pool2d_f32(q, si, zi, kernel, stride, padding, **mut)
+    inv = F32(F32(1.0) / F32(so))
+    return np.clip(np.rint((m * inv).astype(F32)).astype(I64) + int(zo), -128, 127)

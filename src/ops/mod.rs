@@ -58,7 +58,10 @@ pub use binary::{
     ort_add_table, ort_mul_table, pytorch_mul_table, qnnpack_add_elem, qnnpack_add_params,
     transpose_table, BINARY_TABLE_LEN,
 };
-pub use ort::{channel_mean_f32, quantize_div, requantize_table_div, softmax_table, OrtPool2d};
+pub use ort::{
+    channel_mean_f32, quantize_div, requantize_table_div, softmax_table, xnn_avg_pool_f32,
+    OrtPool2d,
+};
 pub use pool::{
     adaptive_path, adaptive_window, avg_pool2d_path, cascade_sum, cascade_sum_ilp4, div_round_even,
     mean_f32_path, mean_sum_direct, qnnpack_avg_mult, AvgPath, AvgPoolOpts, Pool2d, AVG_NHWC_SPLIT,
@@ -273,6 +276,17 @@ pub enum Op {
         /// The output's qparams (may be signed).
         out: QParams,
     },
+    /// XNNPACK's f32 average pooling of the dequantized input (no ceil_mode;
+    /// padding excluded from the divisor), quantized to `out` (engine
+    /// `xnnpack` only; see [`ort::xnn_avg_pool_f32`]): what ExecuTorch runs
+    /// for a delegated float `avg_pool2d` between a dequantize and a quantize
+    /// (densenet's transitions).
+    XnnpackAvgPool2d {
+        /// The window (PyTorch's; no dilation, no ceil_mode).
+        pool: Pool2d,
+        /// The output's qparams (may be signed).
+        out: QParams,
+    },
 }
 
 impl Op {
@@ -330,6 +344,10 @@ impl Op {
             Op::XnnpackChannelMean { values, out } => {
                 Box::new(ort::XnnpackChannelMean { values, out: *out })
             }
+            Op::XnnpackAvgPool2d { pool, out } => Box::new(ort::XnnpackAvgPool {
+                pool: *pool,
+                out: *out,
+            }),
         }
     }
 

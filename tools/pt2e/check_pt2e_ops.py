@@ -41,6 +41,9 @@ MUTATIONS = {
     "bnmean_colmajor": "f32 global average: pixels summed column by column instead of in row-major order",
     "bnmean_tree": "f32 global average: pairwise (tree) sum instead of one sequential accumulator",
     "bnmean_f64": "f32 global average: the exact (f64) mean rounded once",
+    "xpool_rowmajor": "XNNPACK f32 avg_pool2d: taps in row-major order instead of the indirection's column-major",
+    "xpool_div": "XNNPACK f32 avg_pool2d: sum / f32(n) instead of sum * f32(1.0f / n)",
+    "xpool_flat": "XNNPACK f32 avg_pool2d: one sequential accumulator instead of the 9-tap tree per pass",
 }
 MUT = None
 TIES = {}
@@ -648,8 +651,10 @@ def run_case(d, verbose=False):
             if MUT is None and not np.array_equal(values.view(I32), t[f"n{k}_values"].view(I32)):
                 notes.append(f"n{k} recorded values differ from the rule")
             y = quantize(pool(ins[0]), nd["output_scale"], nd["output_zero_point"])[:, :, None, None]
+        elif op == "avg_pool2d" and nd["backend"] == "xnnpack":
+            y = xnn_avg_pool2d(ins[0], nd["input_scale"], nd["input_zero_point"], nd)
+            y = quantize(y, nd["output_scale"], nd["output_zero_point"])
         elif op == "avg_pool2d":
-            assert nd["backend"] == "portable", "this avg_pool2d is delegated to XNNPACK (f32 pooling: no rule)"
             xf = dequantize(ins[0], nd["input_scale"], nd["input_zero_point"])
             y = quantize(avg_pool2d_portable(xf, nd), nd["output_scale"], nd["output_zero_point"])
         elif op == "f32_clamp":
@@ -686,7 +691,28 @@ def run_case(d, verbose=False):
         diff = got.view(I32) != ref.view(I32)
         if diff.any():
             bad.append(f"f32 chain {j}: {int(diff.sum())}/{diff.size} f32 differ")
+    for ch in case.get("f32_pools", []):
+        # XNNPACK's f32 avg_pool2d without the quantize: ExecuTorch's f32 output itself
+        j = ch["id"]
+        q = quantize(t[f"f{j}_input"], ch["input_scale"], ch["input_zero_point"])
+        got = xnn_avg_pool2d(q, ch["input_scale"], ch["input_zero_point"], ch).reshape(-1)
+        ref = t[f"f{j}_output"].reshape(-1)
+        diff = got.view(I32) != ref.view(I32)
+        if diff.any():
+            bad.append(f"f32 pool {j}: {int(diff.sum())}/{diff.size} f32 differ")
     return case, bad, notes
+
+
+def xnn_avg_pool2d(q, si, zi, nd):
+    """README "avg_pool2d (XNNPACK)": qfuse_export.xnnpack_rules.avg_pool2d_f32 (or a mutation)"""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                    "python"))
+    from qfuse_export import xnnpack_rules as xr
+
+    assert not nd.get("ceil_mode") and not nd.get("count_include_pad") and nd.get("divisor_override") is None
+    return xr.avg_pool2d_f32(q, si, zi, nd["kernel"], nd["stride"], nd["padding"],
+                             order="row" if MUT == "xpool_rowmajor" else "col", tree=MUT != "xpool_flat",
+                             divide=MUT == "xpool_div")
 
 
 def main():

@@ -28,6 +28,11 @@ delegate (tests/data/pt2e/README.md "batch norm" and "ExecuTorch portable kernel
                        from those of the other sum orders / scale forms somewhere; and 6 chains
                        without the final quantize (`f32_chains`: the pooled f32 values themselves,
                        ExecuTorch's f32 output), which pin the order and the scale bit for bit.
+  avg_pool2d_xnnpack   densenet's transitions `dq -> avg_pool2d -> q` delegated to XNNPACK (no
+                       ceil_mode, padding not in the divisor): its f32 average pooling (column-major
+                       taps, 9-tap tree per pass, * f32(1/n)). 7 quantized chains (2x2 .. 4x5, two
+                       and three passes, strides, one padded) with output scales that separate the
+                       alternatives, and the same 7 pools without the quantize (`f32_pools`).
 
 The oracle is ExecuTorch's runtime; each case's nodes hold what tests/pt2e_xnnpack.rs builds
 (batch_norm: the tables `n<k>_tables.npy` that qfuse_export.xnnpack_rules.batch_norm_tables
@@ -445,10 +450,90 @@ def case_batch_norm_mean(out):
         json.dump(case, f, indent=1)
 
 
+# XNNPACK's f32 average pooling (densenet's transitions): kernel, stride, padding (count_include_pad
+# False where padded: the partitioner delegates it, XNNPACK's pixelwise kernel)
+XPOOLS = [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (0, 0)), ((3, 3), (1, 1), (0, 0)), ((4, 4), (2, 2), (0, 0)),
+          ((5, 3), (3, 2), (0, 0)), ((4, 5), (1, 1), (0, 0)), ((3, 3), (2, 2), (1, 1))]
+XP_C, XP_HW = 24, (12, 13)
+
+
+def xpool_alternatives(q, s1, z1, k, s, p):
+    rule = xr.avg_pool2d_f32(q, s1, z1, k, s, p)
+    alts = {"row_major": xr.avg_pool2d_f32(q, s1, z1, k, s, p, order="row"),
+            "divide": xr.avg_pool2d_f32(q, s1, z1, k, s, p, divide=True),
+            "flat_sum": xr.avg_pool2d_f32(q, s1, z1, k, s, p, tree=False),
+            "row_major_flat_sum": xr.avg_pool2d_f32(q, s1, z1, k, s, p, order="row", tree=False)}
+    xf = ((q - z1).astype(F32) * F32(s1)).astype(F32)
+    alts["f64_mean"] = F.avg_pool2d(torch.tensor(xf.astype(F64)), k, s, p, count_include_pad=False).numpy().astype(F32)
+    return rule, alts
+
+
+class XPoolChains(nn.Module):
+    def __init__(self, qps, quant):
+        super().__init__()
+        self.qps, self.quant = qps, quant
+
+    def forward(self, *xs):
+        outs = []
+        for x, (k, s, p), (s1, z1, s2, z2) in zip(xs, XPOOLS, self.qps):
+            y = F.avg_pool2d(q_dq(x, s1, z1), k, s, p, False, False)
+            outs.append(q_dq(y, s2, z2) if self.quant else y)
+        return tuple(outs)
+
+
+def case_avg_pool_xnnpack(out):
+    name = "avg_pool2d_xnnpack"
+    d = os.path.join(out, name)
+    g = np.random.default_rng(31)
+    runs = {}
+    for quant in (True, False):
+        qps, xs, qs_in, seps = [], [], [], []
+        for (k, s, p) in XPOOLS:
+            s1, z1 = float(F32(g.uniform(0.01, 0.1))), int(g.integers(-20, 20))
+            q = g.integers(-128, 128, (1, XP_C) + XP_HW)
+            xs.append(torch.tensor(((q - z1).astype(F32) * F32(s1)).astype(F32)))
+            qs_in.append(q)
+            rule, alts = xpool_alternatives(q, s1, z1, k, s, p)
+            if quant:
+                z2 = int(g.integers(-10, 10))
+                s2, sep = pick_output_scale(rule.reshape(-1), {a: v.reshape(-1) for a, v in alts.items()}, z2, 100)
+            else:
+                s2, z2 = 1.0, 0
+                sep = {a: int((v.view(np.int32) != rule.view(np.int32)).sum()) for a, v in alts.items()}
+            qps.append((s1, z1, s2, z2))
+            seps.append(sep)
+        outs, inside, outside = run_executorch(XPoolChains(qps, quant), xs)
+        runs[quant] = (qps, xs, qs_in, seps, outs, inside, outside)
+        print(f"{name} ({'quantized' if quant else 'f32'}): separated {seps}; delegated {inside}, portable {outside}",
+              flush=True)
+    qps, xs, qs_in, seps, outs, inside, outside = runs[True]
+    nodes, shapes, oq = [], {}, []
+    for i, ((k, s, p), (s1, z1, s2, z2), sep, o) in enumerate(zip(XPOOLS, qps, seps, outs)):
+        oq.append(int8_of(o, s2, z2))
+        nn_, v = chain_nodes(i, {"op": "avg_pool2d", "kernel": list(k), "stride": list(s), "padding": list(p),
+                                 "ceil_mode": False, "count_include_pad": False, "divisor_override": None,
+                                 "bytes_differing_from_rule": sep}, (s1, z1), (s2, z2), "xnnpack")
+        nodes += nn_
+        shapes[v[0]] = shapes[v[1]] = [1, XP_C] + list(XP_HW)
+        shapes[v[2]] = shapes[v[3]] = list(o.shape)
+    fqps, fxs, fqs, fseps, fouts, finside, foutside = runs[False]
+    files, f32_pools = {}, []
+    for j, ((k, s, p), (s1, z1, _, _), sep, o) in enumerate(zip(XPOOLS, fqps, fseps, fouts)):
+        files.update({f"f{j}_input": fxs[j].numpy(), f"f{j}_output": o})
+        f32_pools.append({"id": j, "shape": [1, XP_C] + list(XP_HW), "kernel": list(k), "stride": list(s),
+                          "padding": list(p), "input_scale": s1, "input_zero_point": z1,
+                          "f32_outputs_differing_from_rule": sep})
+    write_case(d, name, xs, outs, oq, nodes, shapes, inside, outside,
+               {"input_kind": "uniform int8 codes, random f32 input scales; output scales chosen to separate the "
+                              "alternatives (bytes_differing_from_rule)",
+                "f32_pools": f32_pools, "f32_delegated_ops": finside, "f32_portable_ops": foutside}, files)
+
+
 CASES = {"batch_norm_mined": case_batch_norm,
          "avg_pool2d_portable": lambda out: case_avg_pool(out, False),
          "avg_pool2d_portable_tie": lambda out: case_avg_pool(out, True),
-         "batch_norm_mean": case_batch_norm_mean}
+         "batch_norm_mean": case_batch_norm_mean,
+         "avg_pool2d_xnnpack": case_avg_pool_xnnpack}
 
 
 def main():

@@ -142,6 +142,29 @@ pub(crate) const FILE_OPS: &[FileOp] = &[
             })
         },
     },
+    FileOp {
+        name: "xnnpack_avg_pool2d",
+        attributes: &[
+            "kernel_size",
+            "stride",
+            "padding",
+            "scale",
+            "zero_point",
+            "signed",
+        ],
+        parse: |a: &Attrs<'_>, _: &ParseCx<'_>| {
+            Ok(Op::XnnpackAvgPool2d {
+                pool: Pool2d {
+                    kernel: a.pair("kernel_size")?,
+                    stride: a.pair("stride")?,
+                    padding: a.pair("padding")?,
+                    dilation: [1, 1],
+                    ceil_mode: false,
+                },
+                out: a.qparams_signed()?,
+            })
+        },
+    },
 ];
 
 /// The window of ONNX's 2-D average pooling: begin and end pads per
@@ -273,6 +296,9 @@ pub(crate) enum OrtMode {
     /// XNNPACK's f32 global average of per-channel f32 values of the bytes
     /// (`xnnpack_channel_mean`, engine `xnnpack`).
     XnnChannelMean = 6,
+    /// XNNPACK's f32 average pooling of the dequantized bytes
+    /// (`xnnpack_avg_pool2d`, engine `xnnpack`).
+    XnnAvgPool = 7,
 }
 
 /// One of ORT's ops.
@@ -937,6 +963,161 @@ pub(crate) fn inductor_pool_lowered<'a>(
     windowed_pool_lowered(name, &what, q, q, [c, h, w, oh, ow], &rows, &cols, div)
 }
 
+/// `xnnpack_avg_pool2d` ([`Op::XnnpackAvgPool2d`], engine `xnnpack` only):
+/// what ExecuTorch's XNNPACK delegate computes for a float `avg_pool2d`
+/// (no ceil_mode; padding not counted in the divisor) between a dequantize
+/// and a quantize (densenet's transitions): XNNPACK's qs8 -> f32 convert
+/// `f32(q - z) * s`, its f32 average pooling ([`xnn_avg_pool_f32`]) and its
+/// f32 -> qs8 convert `sat(rint(f32(v * f32(1/s_out))) + z_out)`
+/// (tests/data/pt2e/README.md "avg_pool2d (XNNPACK)"). Lowered to `ort.wgsl`
+/// mode 7 with the dequantized bytes as the table.
+pub(crate) struct XnnpackAvgPool {
+    pub pool: Pool2d,
+    pub out: QParams,
+}
+
+impl<'a> OpKind<'a> for XnnpackAvgPool {
+    fn name(&self) -> &'static str {
+        "xnnpack_avg_pool2d"
+    }
+    fn infer(&self, engine: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
+        let name = self.name();
+        if engine != Requant::Xnnpack {
+            return Err(Error::config(
+                name,
+                format!(
+                    "is XNNPACK's f32 average pooling; the model's engine is {:?} (needs \"xnnpack\")",
+                    engine.name()
+                ),
+            ));
+        }
+        let x = ins[0];
+        let q = quantized(x)?;
+        self.out.validate(&format!("{name} output"))?;
+        // the dequantized bytes and their sums are 0 or >= 2^-113 (normal),
+        // and so is a sum times 1/window (>= 2^-23): no subnormal meets the GPU
+        if !(2f32.powi(-90)..=2f32.powi(100)).contains(&q.scale) {
+            return Err(Error::qparams(
+                format!("{name} input"),
+                format!("scale {:e} is outside [2^-90, 2^100]", q.scale),
+            ));
+        }
+        let [c, h, w] = x.shape[..] else {
+            return Err(Error::shape(
+                name,
+                format!("needs a [C, H, W] input, got {:?}", x.shape),
+            ));
+        };
+        let p = &self.pool;
+        if p.dilation != [1, 1] || p.ceil_mode {
+            return Err(Error::config(
+                name,
+                "dilation must be [1, 1] and ceil_mode false (XNNPACK's pooling)",
+            ));
+        }
+        let window = p.kernel[0].saturating_mul(p.kernel[1]);
+        if window > MAX_POOL_DIVISOR {
+            return Err(Error::config(
+                name,
+                format!("a window of {window} elements exceeds the bound {MAX_POOL_DIVISOR}"),
+            ));
+        }
+        if (0..2).any(|i| p.padding[i] >= p.kernel[i]) {
+            return Err(Error::config(
+                name,
+                format!(
+                    "padding {:?} must be smaller than the kernel {:?}",
+                    p.padding, p.kernel
+                ),
+            ));
+        }
+        let (oh, ow) = p.out_hw(h, w)?;
+        if oh == 0 || ow == 0 {
+            return Err(Error::shape(
+                name,
+                format!("output would be empty ({oh}x{ow})"),
+            ));
+        }
+        Ok(TensorInfo {
+            shape: vec![c, oh, ow],
+            dtype: DType::QUInt8(self.out),
+        })
+    }
+    fn write(&self, w: &mut NodeWriter) {
+        let p = &self.pool;
+        w.put("kernel_size", json!(p.kernel));
+        w.put("stride", json!(p.stride));
+        w.put("padding", json!(p.padding));
+        w.put_qparams_signed(self.out);
+    }
+    fn lower(&self, sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
+        let x = sig.inputs[0];
+        let q = sig.q_in(0)?;
+        let (c, h, w) = crate::layout::chw_u32(&x.shape);
+        let (_, oh, ow) = crate::layout::chw_u32(&sig.output.shape);
+        let p = &self.pool;
+        let tab: Vec<u32> = (0..256)
+            .map(|b| ((b - q.zero_point) as f32 * q.scale).to_bits())
+            .collect();
+        let params = OrtParams {
+            c,
+            h,
+            w,
+            c4: c.div_ceil(4),
+            oh,
+            ow,
+            kh: p.kernel[0] as u32,
+            kw: p.kernel[1] as u32,
+            sh: p.stride[0] as u32,
+            sw: p.stride[1] as u32,
+            pt: p.padding[0] as u32,
+            pl: p.padding[1] as u32,
+            zp_out: self.out.zero_point,
+            m: self.out.inv_scale(),
+            ..Default::default()
+        };
+        Ok(Box::new(OrtLowered {
+            p: params,
+            mode: OrtMode::XnnAvgPool,
+            tab,
+        }))
+    }
+}
+
+/// XNNPACK's f32 average pooling (`xnn_f32_avgpool_minmax_ukernel_9p__*`
+/// at 92a7ad50, every x86 and the scalar kernel alike) of one output: the
+/// window's taps in the indirection order (column-major: `t = kx * kh + ky`;
+/// a tap in the padding reads XNNPACK's zero buffer, `+0.0`; `tap(ky, kx)`
+/// gives `None` there), in passes of 9 (a last pass's missing taps `+0.0`),
+/// each pass `s = ((i2+i3)+(i4+i5)) + (((i0+i1)+i8)+(i6+i7))` and
+/// `acc = acc + s` from `+0.0`, then `acc * f32(1.0f / n)` with `n` the
+/// number of taps inside the input (the pooling size when unpadded).
+pub fn xnn_avg_pool_f32(kh: usize, kw: usize, tap: impl Fn(usize, usize) -> Option<f32>) -> f32 {
+    let k = kh * kw;
+    let mut acc = 0f32;
+    let mut n = 0u32;
+    let mut t0 = 0;
+    while t0 < k {
+        let mut i = [0f32; 9];
+        for (j, v) in i.iter_mut().enumerate() {
+            let t = t0 + j;
+            if t < k {
+                if let Some(x) = tap(t % kh, t / kh) {
+                    *v = x;
+                    n += 1;
+                }
+            }
+        }
+        let s018 = (i[0] + i[1]) + i[8];
+        let s23 = i[2] + i[3];
+        let s45 = i[4] + i[5];
+        let s67 = i[6] + i[7];
+        acc += (s23 + s45) + (s018 + s67);
+        t0 += 9;
+    }
+    acc * (1.0f32 / n as f32)
+}
+
 fn check_dequant_scale(op: &str, q: QParams) -> Result<()> {
     if !(2f32.powi(-100)..=2f32.powi(100)).contains(&q.scale) {
         return Err(Error::qparams(
@@ -990,6 +1171,20 @@ impl OrtLowered {
             self.tab[256 + oh + ow + oy] * self.tab[256 + 2 * oh + ow + ox]
         };
         let v = sum / count as f32;
+        crate::quant::quantize_with_inv(v, p.m, p.zp_out)
+    }
+
+    /// XNNPACK's f32 average pooling of one output, then its convert.
+    fn xnn_avg_pool(&self, plane: &[u8], oy: usize, ox: usize) -> u8 {
+        let p = &self.p;
+        let (h, w) = (p.h as i64, p.w as i64);
+        let y0 = (oy * p.sh as usize) as i64 - p.pt as i64;
+        let x0 = (ox * p.sw as usize) as i64 - p.pl as i64;
+        let v = xnn_avg_pool_f32(p.kh as usize, p.kw as usize, |ky, kx| {
+            let (iy, ix) = (y0 + ky as i64, x0 + kx as i64);
+            ((0..h).contains(&iy) && (0..w).contains(&ix))
+                .then(|| self.tab(plane[(iy * w + ix) as usize] as usize))
+        });
         crate::quant::quantize_with_inv(v, p.m, p.zp_out)
     }
 
@@ -1091,6 +1286,16 @@ impl Lowered for OrtLowered {
                     let t = &self.tab[(k % c) * 256..][..256];
                     let v = channel_mean_f32(|b| f32::from_bits(t[b as usize]), plane, inv_n);
                     *o = crate::quant::quantize_with_inv(v, p.m, p.zp_out);
+                }
+            }
+            OrtMode::XnnAvgPool => {
+                let (oh, ow) = (p.oh as usize, p.ow as usize);
+                for (out, plane) in y.chunks_mut(oh * ow).zip(x.chunks(h * w)) {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            out[oy * ow + ox] = self.xnn_avg_pool(plane, oy, ox);
+                        }
+                    }
                 }
             }
             OrtMode::XnnMean => {
