@@ -216,6 +216,8 @@ class _IndWalker(P._Walker):
         elif not (t == aten.adaptive_avg_pool2d.default and _pair(src.args[1]) == [1, 1]):
             return False
         inner = src.args[0]
+        if isinstance(inner, torch.fx.Node) and inner.op == "call_function" and inner.target == aten.cat.default:
+            return self.on_cat_pool(q, src, inner, views, out, oq)
         relu = None
         if isinstance(inner, torch.fx.Node) and inner.op == "call_function" and inner.target in P.RELU and \
                 len(inner.users) == 1:
@@ -241,6 +243,55 @@ class _IndWalker(P._Walker):
             self.emit("identity", [pooled], out)
         else:
             self.emit("reshape", [pooled], out, shape=self.shape[out])
+        return True
+
+    def on_cat_pool(self, q, pool, cat, views, out, oq):
+        """cat([relu](conv2d(dq(x_i))), 1) -> mean([2, 3]) / adaptive_avg_pool2d(1) [-> flatten / dropout] -> q
+        (googlenet's end). Inductor's C++ (cpp_fused_cat_mean_quantize_per_tensor_view_...) copies each
+        conv's oneDNN f32 output into the cat buffer unchanged, then per channel sums the pixels in
+        order from 0 (channels-last, 16 channels per vector: one lane per channel), divides by
+        f32(H*W) and quantizes: per channel exactly the plain conv's mean (on_conv_pool). A channel
+        cat commutes with a per-channel average, so each branch is one conv2d "global_avg_pool"
+        with the quantize's qparams, and the cat moves those bytes (equal qparams: a copy).
+        Returns False (the float region's message) when a branch is not [relu](conv2d)."""
+        xs = list(cat.args[0])
+        dim = int(cat.args[1]) if len(cat.args) > 1 else int(cat.kwargs.get("dim", 0))
+        if len(cat.users) != 1 or dim % self.v[cat].dim() != 1:
+            return False
+        branches = []
+        for x in xs:
+            relu, c = None, x
+            if isinstance(c, torch.fx.Node) and c.op == "call_function" and c.target in P.RELU and len(c.users) == 1:
+                relu, c = c, c.args[0]
+            if not (isinstance(c, torch.fx.Node) and c.op == "call_function" and c.target in P.CONV and
+                    len(c.users) == 1 and len(self.v[c].shape) == 4):
+                return False
+            groups = int(c.args[6]) if len(c.args) > 6 and c.args[6] is not None else 1
+            if groups != 1:
+                self.fail(c, "a grouped conv read by a global average (through a cat): only groups 1 "
+                             "(qfuse runs it on the split-K kernels)")
+            branches.append((relu, c))
+        self.covered.update([pool, cat] + views)
+        names = []
+        for i, (relu, c) in enumerate(branches):
+            self.covered.update([n for n in (relu, c) if n is not None])
+            pooled = f"{out}__pool{i}"
+            self.qp[pooled] = self.qp[out]
+            self.shape[pooled] = [int(self.v[c].shape[1]), 1, 1]
+            act = (0.0, float("inf")) if relu is not None else None
+            self.layer(c, pooled, oq, act, "onednn", global_avg_pool=True)
+            names.append(pooled)
+        cat_out = out + "__cat"
+        self.qp[cat_out] = self.qp[out]
+        self.shape[cat_out] = [sum(self.shape[n][0] for n in names), 1, 1]
+        if len(names) == 1:
+            self.emit("identity", names, cat_out)
+        else:
+            self.emit("cat", names, cat_out, dim=1, **oq)
+        if self.shape[out] == self.shape[cat_out]:
+            self.emit("identity", [cat_out], out)
+        else:
+            self.emit("reshape", [cat_out], out, shape=self.shape[out])
         return True
 
     def sum_conv(self, add):
@@ -751,6 +802,13 @@ class _IndWalker(P._Walker):
             self.emit_maxpool(n, a, pooled)
             lid = self.leaf(("val", pooled), dict(kind="val", base=pooled))
             return self.leaf_values(lid, np.arange(int(np.prod(self.shape[pooled]))).reshape(self.shape[pooled]))
+        if t in (aten.mean.dim, aten.adaptive_avg_pool2d.default):
+            src = n.args[0]
+            what = src.target if isinstance(src, torch.fx.Node) else src
+            self.fail(n, f"a global average ({t}) of float values whose input is {what}: Inductor averages f32 "
+                         f"values qfuse does not hold; reproduced only for [relu](conv2d) outputs, a channel cat "
+                         f"of them (googlenet's end: one averaged conv per branch) or a dequantize through "
+                         f"batch norms / relus")
         self.fail(n, f"{t} in a float region (between dequantizes / f32 conv outputs and a quantize): only "
                      f"cat, view, transpose, chunk / split, max_pool2d, relu and hardtanh are reproduced")
 

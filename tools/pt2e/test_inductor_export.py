@@ -199,6 +199,15 @@ CASES = {
                                        g=nn.Sequential(conv(3, 10, 3), nn.ReLU(inplace=True)),
                                        p=nn.AdaptiveAvgPool2d(1)),
                             (2, 3, 5, 5), 44, False),
+    # googlenet's end: a channel cat of relu(conv) branches (oneDNN's f32 outputs) -> global average
+    # -> flatten -> dropout -> q -> linear: one averaged conv per branch, then a cat of the bytes
+    "cat_pool_linear": (lambda: Fn(lambda s, x: (lambda h: s.l(F.dropout(torch.flatten(F.adaptive_avg_pool2d(
+        torch.cat([torch.relu(s.a(h)), torch.relu(s.b(h)), torch.relu(s.c(h))], 1), 1), 1),
+        0.2, False)))(torch.relu(s.h(x))), h=conv(3, 8, 3, padding=1), a=conv(8, 24, 1), b=conv(8, 40, 3, padding=1),
+        c=conv(8, 20, 5, padding=2), l=nn.Linear(84, 10)), (2, 3, 7, 7), 45, False),
+    "cat_pool_5x3": (lambda: Fn(lambda s, x: s.l(torch.flatten(F.adaptive_avg_pool2d(torch.cat(
+        [torch.relu(s.a(x)), torch.relu(s.b(x))], 1), 1), 1)), a=conv(6, 20, 1), b=conv(6, 12, 3, padding=1),
+        l=nn.Linear(32, 10)), (1, 6, 5, 3), 46, False),
 }
 
 # models the exporter must refuse (with the node it names)
@@ -221,6 +230,11 @@ REFUSED = {
                               a=conv(3, 8, 3, padding=1), b=conv(3, 8, 3, padding=1), c=conv(16, 8, 1),
                               d=conv(16, 8, 1)),
                            (1, 3, 8, 8), 36, False),
+    # googlenet's end with one branch max-pooled in float: the mean reads f32 values that are not a
+    # conv's output (refused, naming the adaptive_avg_pool2d)
+    "cat_pool_float_branch": (lambda: Fn(lambda s, x: s.l(torch.flatten(F.adaptive_avg_pool2d(torch.cat(
+        [torch.relu(s.a(x)), F.max_pool2d(torch.relu(s.b(x)), 3, 1, 1)], 1), 1), 1)),
+        a=conv(6, 8, 1), b=conv(6, 8, 3, padding=1), l=nn.Linear(16, 10)), (1, 6, 5, 5), 47, False),
 }
 
 
