@@ -418,3 +418,27 @@ fn qsoftmax_aten_split_reaches_the_bytes() {
         }
     }
 }
+
+/// `glibc_expf` against the host's `expf` on every f32 from -0 down to -110
+/// (1,121,714,177 arguments, about 30 s in release). Ignored in CI: it holds only
+/// on a host whose C library is glibc 2.28+ running the `__expf_fma` variant
+/// (x86-64 with FMA); run it there with
+/// `cargo test --release --test qsoftmax -- --ignored glibc_expf_equals_host`.
+#[test]
+#[ignore = "compares with the host's libm: glibc 2.28+ on x86-64 with FMA only"]
+fn glibc_expf_equals_host_expf() {
+    use qfuse::ops::qsoftmax::glibc_expf;
+    let host: fn(f32) -> f32 = std::hint::black_box(f32::exp);
+    let (mut bad, mut first) = (0u64, None);
+    let end = (-110.0f32).to_bits();
+    let mut b: u32 = 0x8000_0000;
+    while b <= end {
+        let x = f32::from_bits(b);
+        if glibc_expf(x).to_bits() != host(x).to_bits() {
+            bad += 1;
+            first.get_or_insert(b);
+        }
+        b += 1;
+    }
+    assert_eq!(bad, 0, "{bad} arguments differ, first {first:x?}");
+}
