@@ -109,7 +109,11 @@ fn aten(b: u32, oy: u32, ox: u32, c: u32) -> u32 {
     }
     let r = bitcast<f32>(fdiv(0x3f800000u, bitcast<u32>(sum)));
     let e = ev(base, byte_at(b, oy, ox, c));
-    let v = (e * r) * bitcast<f32>(p.inv_bits);
+    return quantize_out((e * r) * bitcast<f32>(p.inv_bits));
+}
+
+// rint(v) + zp, saturated to 0..255 (v = y * (1 / s_out)).
+fn quantize_out(v: f32) -> u32 {
     if abs(v) >= 4194304.0 {
         return select(255u, 0u, v < 0.0);
     }
@@ -163,11 +167,7 @@ fn aten_dim(b: u32, oy: u32, ox: u32, c: u32) -> u32 {
     }
     let e = tab[base + byte_at(b, oy, ox, c)];
     let y = fdiv(e, bitcast<u32>(sum));
-    let v = bitcast<f32>(fmul_exact(y, p.inv_bits));
-    if abs(v) >= 4194304.0 {
-        return select(255u, 0u, v < 0.0);
-    }
-    return u32(clamp(i32(round(v)) + p.zp_out, 0, 255));
+    return quantize_out(bitcast<f32>(fmul_exact(y, p.inv_bits)));
 }
 
 @compute @workgroup_size(WG)
