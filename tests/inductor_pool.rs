@@ -11,40 +11,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use common::npy_u8;
 use qfuse::model::{DType, Node, TensorInfo};
 use qfuse::ops::{AvgPoolOpts, Op, Pool2d};
 use qfuse::{GpuModel, Model, QParams, Requant, Value};
 use serde_json::Value as Json;
 
 const POOL: &str = "tests/data/pt2e/inductor_x86_pool";
-
-fn npy_u8(path: &Path) -> (Vec<usize>, Vec<u8>) {
-    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&b[..6], b"\x93NUMPY");
-    let (hlen, start) = if b[6] == 1 {
-        (u16::from_le_bytes([b[8], b[9]]) as usize, 10)
-    } else {
-        (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
-    };
-    let h = std::str::from_utf8(&b[start..start + hlen]).unwrap();
-    assert!(h.contains("'|u1'"), "{}: not uint8 ({h})", path.display());
-    assert!(h.contains("'fortran_order': False"), "{}", path.display());
-    let shape: Vec<usize> = h
-        .split("'shape': (")
-        .nth(1)
-        .unwrap()
-        .split(')')
-        .next()
-        .unwrap()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap())
-        .collect();
-    (shape, b[start + hlen..].to_vec())
-}
 
 fn pair(j: &Json) -> [usize; 2] {
     [

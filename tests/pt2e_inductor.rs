@@ -17,6 +17,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::npy_raw;
 use qfuse::model::{DType, Node, TensorInfo};
 use qfuse::ops::Op;
 use qfuse::quant::{Activation, Engine};
@@ -30,30 +31,6 @@ fn npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let (data, shape) =
         qfuse::npy::read_f32(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     (shape, data)
-}
-
-fn npy_raw(path: &Path) -> (Vec<usize>, Vec<u8>) {
-    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&b[..6], b"\x93NUMPY");
-    let (hlen, start) = if b[6] == 1 {
-        (u16::from_le_bytes([b[8], b[9]]) as usize, 10)
-    } else {
-        (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
-    };
-    let h = std::str::from_utf8(&b[start..start + hlen]).unwrap();
-    let shape: Vec<usize> = h
-        .split("'shape': (")
-        .nth(1)
-        .unwrap()
-        .split(')')
-        .next()
-        .unwrap()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap())
-        .collect();
-    (shape, b[start + hlen..].to_vec())
 }
 
 fn qp(j: &Json) -> QParams {

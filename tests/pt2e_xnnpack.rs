@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use common::npy;
 use qfuse::model::{DType, Node, TensorInfo};
 use qfuse::ops::host::HostFn;
 use qfuse::ops::{self, AvgPoolOpts, Op, Pool2d};
@@ -24,82 +25,6 @@ const DIR: &str = "tests/data/pt2e/xnnpack";
 /// Cases with an op qfuse has no XNNPACK-exact form for, and why.
 /// (None today: every committed case is expressed.)
 const NOT_EXPRESSIBLE: &[(&str, &str)] = &[];
-
-/// A `.npy` array: its element type, shape and little-endian bytes.
-struct Npy {
-    descr: String,
-    shape: Vec<usize>,
-    data: Vec<u8>,
-}
-
-fn npy(path: &Path) -> Npy {
-    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&b[..6], b"\x93NUMPY", "{}", path.display());
-    let (hlen, start) = if b[6] == 1 {
-        (u16::from_le_bytes([b[8], b[9]]) as usize, 10)
-    } else {
-        (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
-    };
-    let h = std::str::from_utf8(&b[start..start + hlen]).unwrap();
-    assert!(h.contains("'fortran_order': False"), "{}", path.display());
-    let descr = h
-        .split("'descr': '")
-        .nth(1)
-        .unwrap()
-        .split('\'')
-        .next()
-        .unwrap();
-    let shape_s = h
-        .split("'shape': (")
-        .nth(1)
-        .unwrap()
-        .split(')')
-        .next()
-        .unwrap();
-    let shape: Vec<usize> = shape_s
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap())
-        .collect();
-    let data = b[start + hlen..].to_vec();
-    let size = match descr {
-        "<f4" | "<i4" => 4,
-        "|i1" | "|u1" => 1,
-        d => panic!("{}: dtype {d}", path.display()),
-    };
-    assert_eq!(data.len(), shape.iter().product::<usize>() * size);
-    Npy {
-        descr: descr.to_string(),
-        shape,
-        data,
-    }
-}
-
-impl Npy {
-    fn f32(&self) -> Vec<f32> {
-        assert_eq!(self.descr, "<f4");
-        self.data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect()
-    }
-    fn i32(&self) -> Vec<i32> {
-        assert_eq!(self.descr, "<i4");
-        self.data
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
-            .collect()
-    }
-    fn i8(&self) -> Vec<i8> {
-        assert_eq!(self.descr, "|i1");
-        self.data.iter().map(|&b| b as i8).collect()
-    }
-    fn u8(&self) -> Vec<u8> {
-        assert_eq!(self.descr, "|u1");
-        self.data.clone()
-    }
-}
 
 /// A float attribute; the case files write infinite clamp bounds as `Infinity`.
 fn num(v: &Json) -> f32 {

@@ -1135,6 +1135,22 @@ def build_inductor(gm, example_inputs, fail, warn):
     def qkeys(s, z):
         return {"scale": float(s), "zero_point": int(z)}
 
+    def layer_node(node, nd, op, out):
+        """a conv2d/linear node's op, geometry and tensors (weights, scales, zero points, bias)"""
+        wq, ws = nd["weight_q"], nd["weight_scale"]
+        o = wq.shape[0]
+        b = nd["bias"] if nd["bias"] is not None else np.zeros(o, dtype=np.float32)
+        if b.shape != (o,):
+            fail(nd["src"], f"bias of shape {list(b.shape)} for {o} output channels")
+        node.update(op=op)
+        if op == "conv2d":
+            node.update(stride=nd["stride"], padding=nd["padding"], dilation=nd["dilation"],
+                        groups=nd["groups"])
+        tensors[f"{out}.weight"] = np.ascontiguousarray(wq)
+        tensors[f"{out}.weight_scale"] = np.ascontiguousarray(ws, dtype=np.float32)
+        tensors[f"{out}.weight_zero_point"] = np.zeros(o, dtype=np.int32)
+        tensors[f"{out}.bias"] = np.ascontiguousarray(b, dtype=np.float32)
+
     for nd in ir:
         op, out = nd["op"], canon[nd["output"]]
         ins = [nm(v) for v in nd["inputs"]]
@@ -1148,25 +1164,13 @@ def build_inductor(gm, example_inputs, fail, warn):
             node.update(op="dequantize")
         elif op in ("conv2d", "linear") and nd.get("float_output"):
             # oneDNN's f32 output (EpilogueForm::OnednnFloat): no output qparams
-            wq, ws = nd["weight_q"], nd["weight_scale"]
-            o = wq.shape[0]
-            b = nd["bias"] if nd["bias"] is not None else np.zeros(o, dtype=np.float32)
-            if b.shape != (o,):
-                fail(nd["src"], f"bias of shape {list(b.shape)} for {o} output channels")
-            node.update(op=op)
-            if op == "conv2d":
-                node.update(stride=nd["stride"], padding=nd["padding"], dilation=nd["dilation"],
-                            groups=nd["groups"])
+            layer_node(node, nd, op, out)
             relu = "act_min" in nd
             if relu and (nd["act_min"], nd["act_max"]) != (0.0, float("inf")):
                 fail(nd["src"], "a clamp other than relu on an f32 conv/linear output")
             node.update(activation="relu" if relu else "none", requant="onednn", output="float32")
             if nd.get("eltwise"):
                 node["eltwise"] = nd["eltwise"]
-            tensors[f"{out}.weight"] = np.ascontiguousarray(wq)
-            tensors[f"{out}.weight_scale"] = np.ascontiguousarray(ws, dtype=np.float32)
-            tensors[f"{out}.weight_zero_point"] = np.zeros(o, dtype=np.int32)
-            tensors[f"{out}.bias"] = np.ascontiguousarray(b, dtype=np.float32)
         elif op == "inductor_gate_mul":
             node.update(op="inductor_gate_mul", gate=nd["gate"],
                         **qkeys(nd["output_scale"], nd["output_zero_point"]))
@@ -1174,15 +1178,7 @@ def build_inductor(gm, example_inputs, fail, warn):
             node.update(op="inductor_hardswish", **qkeys(nd["output_scale"], nd["output_zero_point"]))
         elif op in ("conv2d", "linear"):
             so, zo = nd["output_scale"], nd["output_zero_point"]
-            wq, ws = nd["weight_q"], nd["weight_scale"]
-            o = wq.shape[0]
-            b = nd["bias"] if nd["bias"] is not None else np.zeros(o, dtype=np.float32)
-            if b.shape != (o,):
-                fail(nd["src"], f"bias of shape {list(b.shape)} for {o} output channels")
-            node.update(op=op)
-            if op == "conv2d":
-                node.update(stride=nd["stride"], padding=nd["padding"], dilation=nd["dilation"],
-                            groups=nd["groups"])
+            layer_node(node, nd, op, out)
             act = "none"
             lo, hi = 0, 255
             if "act_min" in nd:
@@ -1198,10 +1194,6 @@ def build_inductor(gm, example_inputs, fail, warn):
                 node["eltwise"] = nd["eltwise"]
             if (lo, hi) != (0, 255):
                 node["clamp"] = [int(lo), int(hi)]
-            tensors[f"{out}.weight"] = np.ascontiguousarray(wq)
-            tensors[f"{out}.weight_scale"] = np.ascontiguousarray(ws, dtype=np.float32)
-            tensors[f"{out}.weight_zero_point"] = np.zeros(o, dtype=np.int32)
-            tensors[f"{out}.bias"] = np.ascontiguousarray(b, dtype=np.float32)
         elif op == "adaptive_avg_pool2d":
             node.update(op="adaptive_avg_pool2d", output_size=nd["output_size"])
         elif op == "requant_table":

@@ -148,8 +148,15 @@ impl Rng {
     }
 }
 
-/// A `.npy` file's shape and raw data bytes (any dtype; little-endian).
-pub fn npy_raw(path: &Path) -> (Vec<usize>, Vec<u8>) {
+/// A `.npy` array: its element type, shape and little-endian bytes.
+pub struct Npy {
+    pub descr: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+/// Reads a C-order `.npy` file of f4, i4, i1 or u1 elements.
+pub fn npy(path: &Path) -> Npy {
     let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(&b[..6], b"\x93NUMPY", "{}", path.display());
     let (hlen, start) = if b[6] == 1 {
@@ -158,6 +165,14 @@ pub fn npy_raw(path: &Path) -> (Vec<usize>, Vec<u8>) {
         (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
     };
     let h = std::str::from_utf8(&b[start..start + hlen]).unwrap();
+    assert!(h.contains("'fortran_order': False"), "{}", path.display());
+    let descr = h
+        .split("'descr': '")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap();
     let shape: Vec<usize> = h
         .split("'shape': (")
         .nth(1)
@@ -170,5 +185,54 @@ pub fn npy_raw(path: &Path) -> (Vec<usize>, Vec<u8>) {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().unwrap())
         .collect();
-    (shape, b[start + hlen..].to_vec())
+    let data = b[start + hlen..].to_vec();
+    let size = match descr {
+        "<f4" | "<i4" => 4,
+        "|i1" | "|u1" => 1,
+        d => panic!("{}: dtype {d}", path.display()),
+    };
+    assert_eq!(data.len(), shape.iter().product::<usize>() * size);
+    Npy {
+        descr: descr.to_string(),
+        shape,
+        data,
+    }
+}
+
+impl Npy {
+    pub fn f32(&self) -> Vec<f32> {
+        assert_eq!(self.descr, "<f4");
+        self.data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+    pub fn i32(&self) -> Vec<i32> {
+        assert_eq!(self.descr, "<i4");
+        self.data
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+    pub fn i8(&self) -> Vec<i8> {
+        assert_eq!(self.descr, "|i1");
+        self.data.iter().map(|&b| b as i8).collect()
+    }
+    pub fn u8(&self) -> Vec<u8> {
+        assert_eq!(self.descr, "|u1");
+        self.data.clone()
+    }
+}
+
+/// A `.npy` file's shape and raw data bytes.
+pub fn npy_raw(path: &Path) -> (Vec<usize>, Vec<u8>) {
+    let a = npy(path);
+    (a.shape, a.data)
+}
+
+/// A uint8 `.npy` file's shape and bytes.
+pub fn npy_u8(path: &Path) -> (Vec<usize>, Vec<u8>) {
+    let a = npy(path);
+    assert_eq!(a.descr, "|u1", "{}: not uint8", path.display());
+    (a.shape, a.data)
 }

@@ -566,6 +566,28 @@ pub fn conv2d_accumulators(
 /// exactly, then requantize each output with the layer's epilogue.
 /// `x` is quint8 in NCHW (or `[N, K]`) order; returns the output and its shape.
 pub fn run_layer(layer: &QLayer, x: &[u8], shape: &[usize]) -> Result<(Vec<u8>, Vec<usize>)> {
+    map_accumulators(layer, x, shape, |oc, a| layer.epilogue.apply(oc, a))
+}
+
+/// [`run_layer`] for a layer with an f32 output
+/// ([`QLayer::with_float_output`]): each output is the epilogue's f32 value
+/// ([`crate::quant::Epilogue::float_value`]).
+pub fn run_layer_float(
+    layer: &QLayer,
+    x: &[u8],
+    shape: &[usize],
+) -> Result<(Vec<f32>, Vec<usize>)> {
+    map_accumulators(layer, x, shape, |oc, a| layer.epilogue.float_value(oc, a))
+}
+
+/// The layer's exact accumulators, each (with its output channel) through
+/// `f`; an accumulator outside i32 (the engines' accumulator) is an error.
+fn map_accumulators<T>(
+    layer: &QLayer,
+    x: &[u8],
+    shape: &[usize],
+    f: impl Fn(usize, i32) -> T,
+) -> Result<(Vec<T>, Vec<usize>)> {
     let (acc, out_shape) = conv2d_accumulators(layer, x, shape)?;
     let o = layer.geometry.out_channels;
     let spatial: usize = out_shape[2..].iter().product();
@@ -578,32 +600,7 @@ pub fn run_layer(layer: &QLayer, x: &[u8], shape: &[usize]) -> Result<(Vec<u8>, 
                 "output element {i} accumulates to {a}, outside i32 (PyTorch's accumulator)"
             ),
         })?;
-        y.push(layer.epilogue.apply(oc, a32));
-    }
-    Ok((y, out_shape))
-}
-
-/// [`run_layer`] for a layer with an f32 output
-/// ([`QLayer::with_float_output`]): each output is the epilogue's f32 value
-/// ([`crate::quant::Epilogue::float_value`]).
-pub fn run_layer_float(
-    layer: &QLayer,
-    x: &[u8],
-    shape: &[usize],
-) -> Result<(Vec<f32>, Vec<usize>)> {
-    let (acc, out_shape) = conv2d_accumulators(layer, x, shape)?;
-    let o = layer.geometry.out_channels;
-    let spatial: usize = out_shape[2..].iter().product();
-    let mut y = super::try_with_capacity(acc.len(), "conv2d/linear output")?;
-    for (i, &a) in acc.iter().enumerate() {
-        let oc = (i / spatial) % o;
-        let a32 = i32::try_from(a).map_err(|_| Error::Overflow {
-            what: "conv2d/linear".into(),
-            detail: format!(
-                "output element {i} accumulates to {a}, outside i32 (the engine's accumulator)"
-            ),
-        })?;
-        y.push(layer.epilogue.float_value(oc, a32));
+        y.push(f(oc, a32));
     }
     Ok((y, out_shape))
 }
