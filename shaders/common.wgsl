@@ -20,7 +20,8 @@ struct Params {
     // `total`: the number of work items the dispatch covers (output words,
     // or output tiles for the tiled kernel).
     zp_out: i32, lo: i32, hi: i32, total: u32,
-    // The epilogue's form (0: scaled, 1: oneDNN, 2: oneDNN f32 + Inductor quantize), `opaque` (always 0, see
+    // The epilogue's form (0: scaled, 1: oneDNN, 2: oneDNN f32 + Inductor
+    // quantize, ..., 8: oneDNN's f32 output, post-op code in pad2), `opaque` (always 0, see
     // `opaque()`), and oneDNN's input scale, 1/output scale and the output
     // type's offset (128 for qint8 images).
     form: u32, opaque: u32, in_scale: f32, inv_out: f32,
@@ -79,9 +80,7 @@ fn requant(oc: u32, acc: i32) -> u32 {
     if p.form == 5u {
         let a = exact_f32(acc + c.bias_i32);
         let v = opaque(opaque(a * p.in_scale) * c.mult) + c.bias_f32;
-        // f32(1/6) = 0x3e2aaaab, as bits (an abstract-float constant may round either way)
-        let h = clamp(opaque(v * bitcast<f32>(0x3e2aaaabu)) + 0.5, 0.0, 1.0);
-        let e = h * v;
+        let e = onednn_hardswish(v);
         let zt = p.zp_out - p.offset;
         let t = opaque(e * p.inv_out) + f32(zt);
         let r = clamp(round(t), f32(p.lo - p.offset), f32(p.hi - p.offset));
@@ -98,6 +97,30 @@ fn requant(oc: u32, acc: i32) -> u32 {
     let v = exact_f32(acc + c.bias_i32) + c.bias_f32;
     let r = clamp(round(v * c.mult), f32(p.lo - p.zp_out), f32(p.hi - p.zp_out));
     return u32(i32(r) + p.zp_out);
+}
+
+// oneDNN's hardswish eltwise: f32(max(min(f32(f32(v * f32(1/6)) + 0.5), 1), 0) * v)
+// (the product before the addition passes opaque()).
+fn onednn_hardswish(v: f32) -> f32 {
+    // f32(1/6) = 0x3e2aaaab, as bits (an abstract-float constant may round either way)
+    let h = clamp(opaque(v * bitcast<f32>(0x3e2aaaabu)) + 0.5, 0.0, 1.0);
+    return h * v;
+}
+
+// oneDNN's f32 output (quant::EpilogueForm::OnednnFloat, form 8): v as under
+// form 1, then the post-op `p.pad2` (quant::OnednnPost::code: 0 none, 1 relu
+// as `v < 0 ? 0 : v`, 2 hardswish).
+fn onednn_float(oc: u32, acc: i32) -> f32 {
+    let c = chans[oc];
+    let a = exact_f32(acc + c.bias_i32);
+    let v = opaque(opaque(a * p.in_scale) * c.mult) + c.bias_f32;
+    if p.pad2 == 1u {
+        return select(v, 0.0, v < 0.0);
+    }
+    if p.pad2 == 2u {
+        return onednn_hardswish(v);
+    }
+    return v;
 }
 
 // oneDNN's sum post-op (quant::EpilogueForm::OnednnSum, form 3): `a` is the
@@ -151,4 +174,23 @@ fn requant_at(idx: u32, o4: u32, acc: vec4<i32>) -> u32 {
         word |= requant_sum(oc, acc[l], (a >> (8u * l)) & 0xffu) << (8u * l);
     }
     return word;
+}
+
+// Stores output word `idx` (output word `o4` of its pixel). Under form 8 (an
+// f32 output) the four channels' f32 values go to words 4*idx + l (NHWC with
+// the channels padded to a multiple of 4, one f32 per word; padding
+// channels 0.0); else requant_at's packed word goes to word idx.
+fn store_out(idx: u32, o4: u32, acc: vec4<i32>) {
+    if p.form == 8u {
+        for (var l = 0u; l < 4u; l++) {
+            let oc = o4 * 4u + l;
+            var v = 0.0;
+            if oc < p.o {
+                v = onednn_float(oc, acc[l]);
+            }
+            y[4u * idx + l] = bitcast<u32>(v);
+        }
+        return;
+    }
+    y[idx] = requant_at(idx, o4, acc);
 }

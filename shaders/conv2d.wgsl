@@ -97,5 +97,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             acc[l] = reduce_words(b, oy, ox, oc);
         }
     }
-    y[idx] = requant_at(idx, o4, acc);
+    store_out(idx, o4, acc);
 }

@@ -63,5 +63,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             wi++;
         }
     }
-    y[idx] = requant_at(idx, o4, acc);
+    store_out(idx, o4, acc);
 }

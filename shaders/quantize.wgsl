@@ -1,4 +1,6 @@
-// quantize: f32 NCHW -> quint8 NHWC4 (4 channels per u32 word).
+// quantize: f32 NCHW (a model input) or NHWC4F (NHWC = true: an f32 tensor
+// computed on the GPU, one f32 per word, channels padded to 4) -> quint8
+// NHWC4 (4 channels per u32 word).
 // q = clamp(i32(rint(x * inv_scale)) + zp, 0, 255), rint ties to even; the one
 // multiplication and round() are exact in WGSL, so this equals the CPU rule.
 
@@ -8,6 +10,7 @@ struct Params {
 }
 
 override WG: u32 = 64u;
+override NHWC: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -29,7 +32,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     for (var l = 0u; l < 4u; l++) {
         let c = c4 * 4u + l;
         if c < p.c {
-            let v = x[((b * p.c + c) * p.h + hy) * p.w + wx];
+            var v = 0.0;
+            if NHWC {
+                v = x[4u * idx + l];
+            } else {
+                v = x[((b * p.c + c) * p.h + hy) * p.w + wx];
+            }
             let r = clamp(round(v * p.inv), f32(-p.zp), f32(255 - p.zp));
             word |= u32(i32(r) + p.zp) << (8u * l);
         }

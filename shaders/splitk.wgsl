@@ -105,5 +105,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let b = s * stride + idx * 4u;
         acc += bitcast<vec4<i32>>(vec4<u32>(x[b], x[b + 1u], x[b + 2u], x[b + 3u]));
     }
-    y[idx] = requant_at(idx, o4, acc);
+    store_out(idx, o4, acc);
 }

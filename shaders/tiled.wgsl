@@ -75,7 +75,7 @@ fn store(split: u32, m: u32, n: u32, step: u32, c0: vec4<i32>, c1: vec4<i32>, c2
                 y[base + 2u] = bits.z;
                 y[base + 3u] = bits.w;
             } else {
-                y[m * p.o4 + nj] = requant_at(m * p.o4 + nj, nj, acc[j]);
+                store_out(m * p.o4 + nj, nj, acc[j]);
             }
         }
     }

@@ -664,6 +664,40 @@ impl QLayer {
         )
     }
 
+    /// The same layer (oneDNN's, one input, optionally with its hardswish
+    /// post-op) with an **f32** output: oneDNN's f32 value with its post-op
+    /// ([`quant::EpilogueForm::OnednnFloat`]; Inductor's
+    /// `qconv_pointwise(..., torch.float32, ...)`). The layer's relu becomes
+    /// oneDNN's relu post-op; a folded clamp other than the relu's is refused.
+    pub fn with_float_output(&self) -> Result<QLayer> {
+        if self.clamp() != self.activation_clamp() {
+            return Err(Error::config(
+                "output",
+                "a float32 output cannot hold a folded relu6/hardtanh clamp",
+            ));
+        }
+        let post = match self.activation {
+            Activation::None => quant::OnednnPost::None,
+            Activation::Relu => quant::OnednnPost::Relu,
+        };
+        let mut l = self.clone();
+        l.epilogue = self.epilogue.with_float_output(post)?;
+        Ok(l)
+    }
+
+    /// Whether the layer writes f32 values ([`QLayer::with_float_output`]).
+    pub fn float_output(&self) -> bool {
+        matches!(self.epilogue.form, quant::EpilogueForm::OnednnFloat { .. })
+    }
+
+    /// The post-op of a layer with an f32 output.
+    pub fn float_post(&self) -> Option<quant::OnednnPost> {
+        match self.epilogue.form {
+            quant::EpilogueForm::OnednnFloat { post, .. } => Some(post),
+            _ => None,
+        }
+    }
+
     /// Whether the layer ends in a global average ([`QLayer::with_global_pool`]).
     pub fn global_pool(&self) -> bool {
         matches!(

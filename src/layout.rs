@@ -5,6 +5,12 @@
 //! "NHWC4": NHWC with the channels packed 4 bytes per u32 word (little-endian:
 //! channel 4j+l in byte l of word j), channel count rounded up to a multiple
 //! of 4 with zero bytes. A `[N, K]` tensor is the `[N, K, 1, 1]` image.
+//!
+//! A float32 tensor computed on the GPU (a conv/linear with an f32 output)
+//! has the same order with one f32 per word ("NHWC4F"): element `(n, c, h,
+//! w)` is word `((n*H + h)*W + w) * 4*ceil(C/4) + c`, i.e. word `4*j + l`
+//! for the packed byte layout's word `j` and byte `l`; padding channels
+//! hold 0.0.
 
 use crate::error::{Error, Result};
 
@@ -75,6 +81,60 @@ pub fn words(shape: &[usize]) -> Result<usize> {
     Ok(n * h * w * c.div_ceil(4))
 }
 
+/// Number of u32 words a tensor of this shape occupies on the GPU as
+/// float32 (NHWC4F: four words per NHWC4 word).
+pub fn f32_words(shape: &[usize]) -> Result<usize> {
+    words(shape)?.checked_mul(4).ok_or_else(|| {
+        Error::shape(
+            "gpu tensor",
+            format!("shape {shape:?} is too large for f32 words"),
+        )
+    })
+}
+
+/// Unpacks NHWC4F words (one f32 per word) into NCHW f32 values.
+pub fn unpack_f32(words: &[u32], shape: &[usize]) -> Result<Vec<f32>> {
+    let (n, c, h, w) = nchw(shape)?;
+    let c4 = 4 * c.div_ceil(4);
+    if words.len() != n * h * w * c4 {
+        return Err(Error::shape(
+            "gpu f32 tensor",
+            format!("{} words for shape {shape:?}", words.len()),
+        ));
+    }
+    let mut out = vec![0f32; n * c * h * w];
+    for b in 0..n {
+        for ch in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    out[((b * c + ch) * h + y) * w + x] =
+                        f32::from_bits(words[((b * h + y) * w + x) * c4 + ch]);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Packs NCHW f32 values into NHWC4F words (padding channels 0.0).
+pub fn pack_f32(data: &[f32], shape: &[usize]) -> Result<Vec<u32>> {
+    let (n, c, h, w) = nchw(shape)?;
+    check_data_len(data.len(), shape)?;
+    let c4 = 4 * c.div_ceil(4);
+    let mut out = vec![0u32; n * h * w * c4];
+    for b in 0..n {
+        for ch in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    out[((b * h + y) * w + x) * c4 + ch] =
+                        data[((b * c + ch) * h + y) * w + x].to_bits();
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Packs NCHW bytes into NHWC4 words.
 pub fn pack(data: &[u8], shape: &[usize]) -> Result<Vec<u32>> {
     let (n, c, h, w) = nchw(shape)?;
@@ -129,6 +189,19 @@ mod tests {
         assert_eq!(super::unpack(&w, &shape).unwrap(), data);
         // channel 1 of pixel (0,0,0) sits in byte 1 of word 0
         assert_eq!((w[0] >> 8) as u8, data[6]);
+    }
+
+    #[test]
+    fn pack_f32_roundtrip() {
+        let shape = [2, 5, 3, 2];
+        let data: Vec<f32> = (0..60).map(|i| i as f32 * 0.75 - 7.0).collect();
+        let w = super::pack_f32(&data, &shape).unwrap();
+        assert_eq!(w.len(), super::f32_words(&shape).unwrap());
+        assert_eq!(super::unpack_f32(&w, &shape).unwrap(), data);
+        // channel 1 of pixel (0,0,0) is word 1; pixel (0,0,1) starts at word 8
+        assert_eq!(f32::from_bits(w[1]), data[6]);
+        assert_eq!(f32::from_bits(w[8]), data[1]);
+        assert_eq!(w[5..8], [0, 0, 0]);
     }
 
     #[test]

@@ -135,9 +135,12 @@ pub struct MemoryPlan {
     pub f32_total_bytes: u64,
 }
 
+/// Bytes of a planned tensor on the GPU: packed NHWC4 bytes, or NHWC4F
+/// words for a float32 tensor computed on the GPU.
 fn int8_bytes(info: &TensorInfo, n: usize) -> u64 {
     let (c, h, w) = crate::layout::chw(&info.shape);
-    (n * h * w * c.div_ceil(4) * 4) as u64
+    let per = if info.dtype == DType::F32 { 16 } else { 4 };
+    (n * h * w * c.div_ceil(4) * per) as u64
 }
 
 fn f32_bytes(info: &TensorInfo, n: usize) -> u64 {
@@ -226,8 +229,9 @@ pub fn plan_placed(model: &Model, place: &Placements, batch: usize) -> Result<Me
     if batch == 0 {
         return Err(Error::shape("batch", "must be >= 1"));
     }
-    // Every size below is at most the sum of all tensors' f32 bytes: check
-    // once that it fits, so no size wraps.
+    // Every size below is at most 16 bytes per element of all tensors (an
+    // f32 tensor on the GPU with its channels padded to 4: at most 4 words
+    // per element): check once that it fits, so no size wraps.
     let f32_sum = model
         .inputs()
         .iter()
@@ -236,7 +240,7 @@ pub fn plan_placed(model: &Model, place: &Placements, batch: usize) -> Result<Me
         .try_fold(0usize, |acc, i| {
             i.numel()
                 .checked_mul(batch)?
-                .checked_mul(4)?
+                .checked_mul(16)?
                 .checked_add(acc)
         });
     if f32_sum.is_none() {

@@ -762,6 +762,58 @@ pub enum EpilogueForm {
         /// oneDNN's relu post-op, before the pool.
         relu: bool,
     },
+    /// oneDNN's conv with an **f32** output (Inductor's
+    /// `qconv_pointwise(..., torch.float32, post_op)` where the conv's
+    /// output is read unquantized, e.g. by a squeeze-excitation `mul`;
+    /// tests/data/pt2e/README.md): `a = f32(acc + c.bias_i32)`,
+    /// `v = f32(f32(a * input_scale) * c.mult) + c.bias_f32`, then the
+    /// post-op, no fused multiply-add. No output qparams, no clamp.
+    OnednnFloat {
+        /// The input scale (Inductor's plain calls: the scale itself).
+        input_scale: f32,
+        /// oneDNN's eltwise post-op.
+        post: OnednnPost,
+    },
+}
+
+/// oneDNN's eltwise post-op on a conv's f32 value, for a conv with an
+/// **f32** output ([`EpilogueForm::OnednnFloat`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnednnPost {
+    /// No post-op: `v` itself.
+    #[default]
+    None,
+    /// `max(v, 0)`.
+    Relu,
+    /// [`onednn_hardswish`].
+    Hardswish,
+}
+
+impl OnednnPost {
+    /// The post-op on one value.
+    #[inline]
+    pub fn apply(self, v: f32) -> f32 {
+        match self {
+            OnednnPost::None => v,
+            // `v < 0 ? 0 : v` (-0 stays -0, as on the GPU).
+            OnednnPost::Relu => {
+                if v < 0.0 {
+                    0.0
+                } else {
+                    v
+                }
+            }
+            OnednnPost::Hardswish => onednn_hardswish(v),
+        }
+    }
+    /// Its number in the GPU uniform block (`common.wgsl`'s `onednn_post`).
+    pub fn code(self) -> u32 {
+        match self {
+            OnednnPost::None => 0,
+            OnednnPost::Relu => 1,
+            OnednnPost::Hardswish => 2,
+        }
+    }
 }
 
 /// oneDNN's `hardswish` eltwise (x64 JIT injector, alpha `f32(1/6)`, beta
@@ -1109,6 +1161,46 @@ impl Epilogue {
             offset,
         };
         Ok(e)
+    }
+
+    /// This epilogue (oneDNN's, one input) with an **f32** output
+    /// ([`EpilogueForm::OnednnFloat`]): from [`EpilogueForm::Onednn`] with
+    /// `post` ([`OnednnPost::None`] or [`OnednnPost::Relu`]: the layer's
+    /// relu), from [`EpilogueForm::OnednnHardswish`] with its hardswish (then
+    /// `post` must be [`OnednnPost::None`]). Any other form is
+    /// [`Error::Unsupported`].
+    pub fn with_float_output(&self, post: OnednnPost) -> Result<Epilogue> {
+        let form = match (self.form, post) {
+            (EpilogueForm::Onednn { input_scale, .. }, _) => EpilogueForm::OnednnFloat { input_scale, post },
+            (EpilogueForm::OnednnHardswish { input_scale, .. }, OnednnPost::None) => {
+                EpilogueForm::OnednnFloat {
+                    input_scale,
+                    post: OnednnPost::Hardswish,
+                }
+            }
+            _ => {
+                return Err(Error::Unsupported(format!(
+                    "an f32 output needs a conv/linear under the onednn rule with one input (and at most one post-op), the layer has {:?} with {post:?}",
+                    self.form
+                )))
+            }
+        };
+        let mut e = self.clone();
+        e.form = form;
+        Ok(e)
+    }
+
+    /// Under [`EpilogueForm::OnednnFloat`]: output channel `o`'s f32 value
+    /// from its exact accumulator (post-op applied); under any other form 0.
+    #[inline]
+    pub fn float_value(&self, o: usize, acc: i32) -> f32 {
+        let EpilogueForm::OnednnFloat { input_scale, post } = self.form else {
+            return 0.0;
+        };
+        let c = &self.channels[o];
+        // Rust never contracts `a * b + c` into a fused multiply-add.
+        let a = acc.wrapping_add(c.bias_i32) as f32;
+        post.apply((a * input_scale) * c.mult + c.bias_f32)
     }
 
     /// Under [`EpilogueForm::OnednnSumPool`] / [`EpilogueForm::OnednnPool`]:

@@ -39,8 +39,9 @@ INT_BIAS_RULES = ("onnxruntime", "xnnpack")
 OPS = {
     "quantize": (1, 1, ["scale", "zero_point"], ["dtype"], "given"),
     "dequantize": (1, 1, [], [], "float"),
-    "conv2d": (1, 2, ["stride", "padding", "dilation", "groups", "activation", "scale", "zero_point"], ["requant", "clamp", "dtype", "global_avg_pool", "eltwise"], "given"),
-    "linear": (1, 1, ["activation", "scale", "zero_point"], ["requant", "clamp", "dtype", "eltwise"], "given"),
+    # conv2d/linear with "output": "float32" (oneDNN's f32 output, requant "onednn") have no scale/zero_point
+    "conv2d": (1, 2, ["stride", "padding", "dilation", "groups", "activation", "scale", "zero_point"], ["requant", "clamp", "dtype", "global_avg_pool", "eltwise", "output"], "given"),
+    "linear": (1, 1, ["activation", "scale", "zero_point"], ["requant", "clamp", "dtype", "eltwise", "output"], "given"),
     "add": (2, 2, ["activation", "scale", "zero_point"], [], "given"),
     "max_pool2d": (1, 1, ["kernel_size", "stride", "padding", "dilation", "ceil_mode"], [], "input"),
     "avg_pool2d": (1, 1, ["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"], [], "input"),
@@ -72,6 +73,11 @@ OPS = {
     "xnnpack_channel_mean": (1, 1, ["scale", "zero_point"], ["signed"], "given"),
     # engine xnnpack: XNNPACK's f32 average pooling of the dequantized input (no ceil_mode)
     "xnnpack_avg_pool2d": (1, 1, ["kernel_size", "stride", "padding", "scale", "zero_point"], ["signed"], "given"),
+    # engine inductor_x86: Inductor's C++ on two f32 tensors [C, H, W] and [C, 1, 1] / [C]:
+    # quantize(gate(input 1) * input 0), gate "hardsigmoid" or "sigmoid"
+    "inductor_gate_mul": (2, 2, ["gate", "scale", "zero_point"], [], "given"),
+    # engine inductor_x86: Inductor's C++ hardswish of an f32 tensor, quantized
+    "inductor_hardswish": (1, 1, ["scale", "zero_point"], [], "given"),
     # float ops after the last dequantize (engine xnnpack writes fn "clip")
     "host_float": (1, 1, ["fn"], ["min", "max", "input_scale", "input_zero_point", "activation", "scale",
                                   "zero_point", "shape"], "float"),
@@ -187,7 +193,14 @@ def _infer(ctx, node, in_shapes, tensors):
         if int(np.prod(shp)) != int(np.prod(x)):
             _err(ctx, f"host reshape of {list(x)} to {list(shp)}")
         return shp
-    if op in ("quantize", "dequantize", "relu", "relu6", "hardtanh", "hardswish", "lut", "lut_split", "host_float"):
+    if op in ("quantize", "dequantize", "relu", "relu6", "hardtanh", "hardswish", "lut", "lut_split", "host_float",
+              "inductor_hardswish"):
+        return x
+    if op == "inductor_gate_mul":
+        g = tuple(in_shapes[1])
+        if len(x) != 3 or g not in ((x[0], 1, 1), (x[0],)):
+            _err(ctx, f"inductor_gate_mul: input 0 must be [C, H, W] and input 1 [C, 1, 1] or [C], "
+                      f"got {list(x)} and {list(g)}")
         return x
     if op == "conv2d":
         if len(x) != 3:
@@ -210,10 +223,11 @@ def _infer(ctx, node, in_shapes, tensors):
                 _err(ctx, "a second (sum) input needs \"requant\": \"onednn\"")
             if tuple(in_shapes[1]) != (o, oh, ow):
                 _err(ctx, f"sum input (input 1) is {list(in_shapes[1])}, the output {[o, oh, ow]}")
-        if "eltwise" in node and (node["eltwise"] != "hardswish" or node.get("requant") != "onednn" or
+        if "eltwise" in node and (node["eltwise"] not in ("hardswish", "swish") or
+                                  node.get("requant") != "onednn" or
                                   len(in_shapes) != 1 or node.get("activation") != "none"):
-            _err(ctx, "`eltwise` must be \"hardswish\" (oneDNN's post-op) on a one-input \"onednn\" layer "
-                      "without activation")
+            _err(ctx, "`eltwise` must be \"hardswish\" or \"swish\" (oneDNN's post-op) on a one-input "
+                      "\"onednn\" layer without activation")
         if node.get("global_avg_pool", False):
             # with a sum input (a resnet's end) or without (mnasnet's): onednn rule only
             if node.get("requant") != "onednn":
@@ -374,8 +388,14 @@ def validate(header, tensors):
         for k in n:
             if k not in COMMON_KEYS and k not in req and k not in opt and k not in extra_ok:
                 _err(ctx, f"unknown key `{k}` for op {op}")
+        float_out = op in ("conv2d", "linear") and "output" in n
+        if float_out and (n["output"] != "float32" or "scale" in n or "zero_point" in n or
+                          n.get("requant") != "onednn" or len(ins) != 1 or "clamp" in n or
+                          n.get("global_avg_pool", False)):
+            _err(ctx, "`output` must be \"float32\" on a one-input \"onednn\" layer without scale, "
+                      "zero_point, clamp or global_avg_pool")
         for k in req:
-            if k not in n:
+            if k not in n and not (float_out and k in ("scale", "zero_point")):
                 _err(ctx, f"missing key `{k}` for op {op}")
         if ("scale" in n) != ("zero_point" in n):
             _err(ctx, "`scale` and `zero_point` must come together")
@@ -581,6 +601,12 @@ def validate(header, tensors):
         elif op == "quantize":
             if in_q[0] is not None:
                 _err(ctx, f"input {n['inputs'][0]!r} must be float32, it is quantized")
+        elif op in ("inductor_gate_mul", "inductor_hardswish"):
+            for s, q in zip(n["inputs"], in_q):
+                if q is not None:
+                    _err(ctx, f"input {s!r} must be float32 (a conv's f32 output), it is quantized")
+            if op == "inductor_gate_mul" and n["gate"] not in ("hardsigmoid", "sigmoid"):
+                _err(ctx, f"`gate` must be \"hardsigmoid\" or \"sigmoid\", got {n['gate']!r}")
         else:
             for s, q in zip(n["inputs"], in_q):
                 if q is None:
@@ -591,6 +617,8 @@ def validate(header, tensors):
         if op == "gather" and any(q != in_q[0] for q in in_q):
             _err(ctx, f"inputs must share qparams, got {in_q}")
         kind = OPS[op][4]
+        if op in ("conv2d", "linear") and n.get("output") == "float32":
+            kind = "float"
         if kind == "given":
             qparams[name] = (float(n["scale"]), int(n["zero_point"]))
         elif kind == "input":

@@ -142,6 +142,7 @@ def float_chain_values(s_in, z_in, fns=(), channels=None):
 class _IndWalker(P._Walker):
     def __init__(self, *a, **k):
         super().__init__(*a, **k)
+        self.fvalue = {}      # fx node -> the qfuse tensor holding its f32 value (float_value)
         self.host_f32 = {}    # quantized value name -> the host float value holding its dequantized bytes
         self.host_ok = False  # set while the graph outputs are mapped
         self.leaf_id = {}     # float-region source key -> id
@@ -306,7 +307,8 @@ class _IndWalker(P._Walker):
                 return c, o
         return None
 
-    def layer(self, op, out, oq, act, requant, extra=(), global_avg_pool=False, eltwise=None):
+    def layer(self, op, out, oq, act, requant, extra=(), global_avg_pool=False, eltwise=None,
+              float_output=False):
         t = op.target
         x, wdq = op.args[0], op.args[1]
         bias = op.args[2] if len(op.args) > 2 else op.kwargs.get("bias")
@@ -321,6 +323,8 @@ class _IndWalker(P._Walker):
             kw.update(global_avg_pool=True)
         if eltwise is not None:
             kw.update(eltwise=eltwise)
+        if float_output:
+            kw.update(float_output=True)
         if t in P.CONV:
             a_ = list(op.args) + [None] * (7 - len(op.args))
             if isinstance(a_[4], str):
@@ -334,6 +338,70 @@ class _IndWalker(P._Walker):
         if len(self.shape[a]) != 1:
             self.fail(op, f"linear on a per-sample shape {self.shape[a]}: only [N, K] inputs")
         return self.emit("linear", [a], out, **kw)
+
+    # -- f32 tensors: a conv/linear output that a float op reads (Inductor has oneDNN write it in f32)
+    def float_value(self, n):
+        """The qfuse tensor holding the f32 value of `n`: [post-op](conv2d/linear(dq(x), ...)) that
+        Inductor has oneDNN write in f32 (`qconv_pointwise(..., torch.float32, post_op)`, post-op
+        'relu' / 'hardswish' / 'swish' or none): a conv2d/linear node with "output": "float32"
+        (EpilogueForm::OnednnFloat), emitted once however many ops read it."""
+        if n in self.fvalue:
+            return self.fvalue[n]
+        hsw = (aten.hardswish.default, aten.hardswish_.default)
+        silu = (aten.silu.default, aten.silu_.default)
+        post, conv = None, n
+        if isinstance(n, torch.fx.Node) and n.op == "call_function" and n.target in P.RELU + hsw + silu:
+            post, conv = n, n.args[0]
+        if not (isinstance(conv, torch.fx.Node) and conv.op == "call_function" and
+                conv.target in P.CONV + P.LINEAR):
+            self.fail(n, f"reads the float value of {getattr(n, 'target', n)}: only a conv2d/linear "
+                         f"[-> relu | hardswish | silu] output is held in f32")
+        if post is not None and len(conv.users) != 1:
+            self.fail(conv, f"a conv2d/linear read by its {post.target} and by other ops: oneDNN applies "
+                            f"the post-op inside the conv, so the value before it is not written")
+        act, eltwise = None, None
+        if post is not None and post.target in P.RELU:
+            act = (0.0, float("inf"))
+        elif post is not None and post.target in hsw:
+            eltwise = "hardswish"
+        elif post is not None:
+            eltwise = "swish"
+        out = n.name + "__f32"
+        self.shape[out] = list(self.v[n].shape[1:])
+        self.covered.update([x for x in (post, conv) if x is not None])
+        self.layer(conv, out, {}, act, "onednn", eltwise=eltwise, float_output=True)
+        self.fvalue[n] = out
+        return out
+
+    def on_se_mul(self, q, mul, out, oq):
+        """gate(conv_b(...)) * x -> q, x = [post-op](conv_a(...)) in f32, gate hardsigmoid or sigmoid
+        (squeeze-excitation, either operand order): Inductor's C++
+        (cpp_fused_hardsigmoid_mul_quantize_per_tensor_* / ..._mul_quantize_per_tensor_sigmoid_*)
+        multiplies oneDNN's two f32 conv outputs and quantizes: conv_a and conv_b with "output":
+        "float32", then inductor_gate_mul. False when `mul` is not that pattern."""
+        gates = {aten.hardsigmoid.default: "hardsigmoid", aten.hardsigmoid_.default: "hardsigmoid",
+                 aten.sigmoid.default: "sigmoid", aten.sigmoid_.default: "sigmoid"}
+        if len(mul.args) < 2 or len(mul.users) != 1:
+            return False
+        for g, x in ((mul.args[0], mul.args[1]), (mul.args[1], mul.args[0])):
+            if not (isinstance(g, torch.fx.Node) and g.op == "call_function" and g.target in gates and
+                    len(g.users) == 1 and isinstance(x, torch.fx.Node) and x.op == "call_function"):
+                continue
+            gc = g.args[0]
+            if not (isinstance(gc, torch.fx.Node) and gc.op == "call_function" and
+                    gc.target in P.CONV + P.LINEAR and len(gc.users) == 1):
+                continue
+            gshape = list(self.v[gc].shape[1:])
+            xshape = list(self.v[x].shape[1:])
+            if len(xshape) != 3 or gshape not in ([xshape[0], 1, 1], [xshape[0]]):
+                self.fail(mul, f"a gate of shape {gshape} times a tensor of shape {xshape}: only a "
+                               f"per-channel gate [C, 1, 1] of a [C, H, W] tensor")
+            gv = self.float_value(gc)
+            xv = self.float_value(x)
+            self.covered.update([mul, g])
+            self.emit("inductor_gate_mul", [xv, gv], out, gate=gates[g.target], **oq)
+            return True
+        return False
 
     def on_quantize(self, q):
         src = q.args[0]
@@ -355,12 +423,16 @@ class _IndWalker(P._Walker):
         # alexnet / vgg): the dropout is dropped, the quantize reads its input
         if src.target in P.DROPOUT and isinstance(src.args[0], torch.fx.Node) and \
                 src.args[0].op == "call_function" and len(src.users) == 1 and \
-                src.args[0].target in P.RELU + P.HARDTANH + P.RELU6 + P.CONV + P.LINEAR and \
+                src.args[0].target in P.RELU + P.HARDTANH + P.RELU6 + P.CONV + P.LINEAR + \
+                (aten.hardswish.default, aten.hardswish_.default) and \
                 self.single_user(src.args[0], src):
             if src.target == aten.dropout.default and len(src.args) > 2 and bool(src.args[2]):
                 self.fail(src, "a dropout in training mode")
             self.covered.add(src)
             src = src.args[0]
+        # gate(conv_b) * [post-op](conv_a) -> q: the squeeze-excitation product of two f32 conv outputs
+        if src.target in P.MUL and self.on_se_mul(q, src, out, oq):
+            return
         # relu(conv(dq(x)) + dq(a)) -> adaptive_avg_pool2d(1) [-> flatten] -> q (a resnet's end):
         # oneDNN's conv with a sum post-op writes f32, Inductor's C++ averages and quantizes
         if self.on_sum_pool(q, src, out, oq):
@@ -421,6 +493,11 @@ class _IndWalker(P._Walker):
                 len(src.users) > 1:
             others = [u for u in src.users if u is not q]
             se = [u for u in others if u.target in P.MUL]
+            if se and len(se) == len(others):
+                # squeeze-excitation: oneDNN writes [post-op](conv) in f32 (read by the SE mul, see
+                # on_se_mul) and Inductor's C++ quantizes it for the pool
+                self.emit("quantize", [self.float_value(src)], out, **oq)
+                return
             if se:
                 self.fail(se[0], f"squeeze-excitation: the mul reads the float output of {src.name} "
                                  f"({src.target}) of {src.args[0].name}: Inductor has oneDNN write that conv "
@@ -435,9 +512,12 @@ class _IndWalker(P._Walker):
             # conv -> hardswish -> q: Inductor's qconv_pointwise(..., 'hardswish'), oneDNN's
             # eltwise post-op before its output quantization (EpilogueForm::OnednnHardswish)
             if src.args[0].target in P.LINEAR:
-                self.fail(src, "linear -> hardswish -> q: X86InductorQuantizer does not fuse it (Inductor's "
-                               "qlinear writes f32 and its C++ computes x * clamp(x + 3, 0, 6) / 6); not "
-                               "reproduced")
+                # linear -> hardswish -> q (mobilenet_v3's classifier): X86InductorQuantizer does not fuse
+                # it; oneDNN writes the linear in f32 and Inductor's C++
+                # (cpp_fused_hardswish_quantize_per_tensor_*) computes the hardswish and quantizes
+                self.covered.add(src)
+                self.emit("inductor_hardswish", [self.float_value(src.args[0])], out, **oq)
+                return
             self.covered.update([src, src.args[0]])
             self.layer(src.args[0], out, oq, None, "onednn", eltwise="hardswish")
             return
@@ -1005,6 +1085,11 @@ class _IndWalker(P._Walker):
                              "which the quantizer does not fuse): oneDNN writes f32 and Inductor averages it in "
                              "C++; qfuse has no float conv output (a module nn.ReLU after the conv makes the "
                              "quantizer quantize the pool, which qfuse runs)")
+        post = (aten.hardswish.default, aten.hardswish_.default, aten.silu.default, aten.silu_.default)
+        if o.op == "call_function" and (o.target in P.CONV or (o.target in P.RELU + post and isinstance(
+                o.args[0], torch.fx.Node) and o.args[0].op == "call_function" and o.args[0].target in P.CONV)):
+            # [post-op](conv2d) -> graph output: oneDNN writes it in f32 ("output": "float32")
+            return self.float_value(o)
         if isinstance(inner, torch.fx.Node) and inner.target in P.CONV + P.LINEAR:
             self.fail(inner, "a conv2d/linear whose output is not quantized (a graph output): oneDNN writes "
                              "it in f32 (v = f32(f32(f32(acc) * s_in) * ws) + b), and qfuse has no float "
@@ -1061,6 +1146,32 @@ def build_inductor(gm, example_inputs, fail, warn):
             node.update(op="quantize", **qkeys(nd["output_scale"], nd["output_zero_point"]))
         elif op == "dequantize":
             node.update(op="dequantize")
+        elif op in ("conv2d", "linear") and nd.get("float_output"):
+            # oneDNN's f32 output (EpilogueForm::OnednnFloat): no output qparams
+            wq, ws = nd["weight_q"], nd["weight_scale"]
+            o = wq.shape[0]
+            b = nd["bias"] if nd["bias"] is not None else np.zeros(o, dtype=np.float32)
+            if b.shape != (o,):
+                fail(nd["src"], f"bias of shape {list(b.shape)} for {o} output channels")
+            node.update(op=op)
+            if op == "conv2d":
+                node.update(stride=nd["stride"], padding=nd["padding"], dilation=nd["dilation"],
+                            groups=nd["groups"])
+            relu = "act_min" in nd
+            if relu and (nd["act_min"], nd["act_max"]) != (0.0, float("inf")):
+                fail(nd["src"], "a clamp other than relu on an f32 conv/linear output")
+            node.update(activation="relu" if relu else "none", requant="onednn", output="float32")
+            if nd.get("eltwise"):
+                node["eltwise"] = nd["eltwise"]
+            tensors[f"{out}.weight"] = np.ascontiguousarray(wq)
+            tensors[f"{out}.weight_scale"] = np.ascontiguousarray(ws, dtype=np.float32)
+            tensors[f"{out}.weight_zero_point"] = np.zeros(o, dtype=np.int32)
+            tensors[f"{out}.bias"] = np.ascontiguousarray(b, dtype=np.float32)
+        elif op == "inductor_gate_mul":
+            node.update(op="inductor_gate_mul", gate=nd["gate"],
+                        **qkeys(nd["output_scale"], nd["output_zero_point"]))
+        elif op == "inductor_hardswish":
+            node.update(op="inductor_hardswish", **qkeys(nd["output_scale"], nd["output_zero_point"]))
         elif op in ("conv2d", "linear"):
             so, zo = nd["output_scale"], nd["output_zero_point"]
             wq, ws = nd["weight_q"], nd["weight_scale"]

@@ -39,7 +39,8 @@ pub struct ConvParams {
     /// 2 `OnednnF32`, 3 `OnednnSum` (then `pad0` holds `f32(sa / so)` as
     /// f32 bits and `pad1` the addend's zero point's stored byte; the output
     /// buffer holds the addend when the kernel starts), 4 `OnednnSumPool`,
-    /// 5 `OnednnHardswish`, 6 `OnednnPool`.
+    /// 5 `OnednnHardswish`, 6 `OnednnPool`, 8 `OnednnFloat` (f32 words out;
+    /// `pad2` the post-op, [`crate::quant::OnednnPost::code`]).
     pub form: u32,
     /// Always 0: XORed into a float's bits, it keeps the compiler from
     /// contracting a product and the addition after it into an FMA.
@@ -683,6 +684,11 @@ impl GpuLayer {
                 pad2 = relu as u32;
                 (6, input_scale, inv_output_scale, 0)
             }
+            crate::quant::EpilogueForm::OnednnFloat { input_scale, post } => {
+                // f32 words (common.wgsl's store_out); pad2: the post-op.
+                pad2 = post.code();
+                (8, input_scale, 0.0, 0)
+            }
         };
         let p = ConvParams {
             n: n as u32,
@@ -863,7 +869,14 @@ impl GpuLayer {
             ));
         }
         let (params, out_shape) = self.params(input_shape)?;
-        let out_bytes = GpuTensor::gpu_bytes(&out_shape)?;
+        // An f32 output holds one word per channel (padded to 4) instead of one byte.
+        let out_bytes = GpuTensor::gpu_bytes(&out_shape)?
+            .checked_mul(if self.layer.float_output() { 4 } else { 1 })
+            .ok_or_else(|| Error::TooLarge {
+                what: "conv2d f32 output (bytes)".into(),
+                needed: u64::MAX,
+                limit: u64::MAX,
+            })?;
         ctx.check_storage_size("conv2d output", out_bytes)?;
         if output.size() < out_bytes {
             return Err(Error::shape(
@@ -1000,6 +1013,11 @@ impl GpuLayer {
     /// Runs the layer on a GPU tensor: its dispatches, one submit.
     pub fn run(&self, ctx: &GpuContext, input: &GpuTensor) -> Result<GpuTensor> {
         ctx.scoped("conv2d", || {
+            if self.layer.float_output() {
+                return Err(Error::Unsupported(
+                    "GpuLayer::run of a layer with an f32 output (a GpuTensor holds quint8 bytes): run it in a GpuModel".into(),
+                ));
+            }
             let out_shape = self.layer.output_shape(input.shape())?;
             let out = GpuTensor::empty(ctx, &out_shape, self.layer.output)?;
             let mut enc = ctx.device.create_command_encoder(&Default::default());

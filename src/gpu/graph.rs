@@ -192,6 +192,15 @@ impl GpuModel {
                     .map(|i| model.info(place.root(i)).expect("validated"))
                     .collect(),
                 placement: place.get(&n.name).expect("placed"),
+                gpu_f32: n
+                    .inputs
+                    .iter()
+                    .map(|i| {
+                        let r = place.root(i);
+                        place.get(r) == Some(&Placement::Buffer)
+                            && model.info(r).expect("validated").dtype == DType::F32
+                    })
+                    .collect(),
             };
             // Validation and out-of-memory errors of the uploads are returned.
             let node = ctx.scoped("uploading", || lowered.upload(&cx));
@@ -394,7 +403,13 @@ impl GpuModel {
                     "output {o:?} is a float32 model input: nothing runs on the GPU for it"
                 )));
             };
-            let bytes = layout::words(&m.info(r).expect("validated").batched(n))? as u64 * 4;
+            let ri = m.info(r).expect("validated");
+            let words = if ri.dtype == DType::F32 {
+                layout::f32_words(&ri.batched(n))?
+            } else {
+                layout::words(&ri.batched(n))?
+            };
+            let bytes = words as u64 * 4;
             let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("qfuse output"),
                 size: bytes.max(4),
@@ -605,9 +620,19 @@ impl GpuModel {
             for (o, raw) in self.model.outputs().iter().zip(raws) {
                 let r = self.place.root(o);
                 let ri = self.model.info(r).expect("validated");
-                let q = ri.qparams().expect("quantized");
-                let data = layout::unpack(bytemuck::cast_slice(&raw), &nchw4(&ri.batched(n)))?;
                 let shape = self.model.info(o).expect("validated").batched(n);
+                let Some(q) = ri.qparams() else {
+                    // An f32 tensor computed on the GPU (NHWC4F words), then
+                    // the float ops after it on the host, in order.
+                    let mut v =
+                        layout::unpack_f32(bytemuck::cast_slice(&raw), &nchw4(&ri.batched(n)))?;
+                    for (f, in_shape) in self.host_chain(o) {
+                        v = crate::ops::host::HostLowered::apply(f, &v, in_shape);
+                    }
+                    outs.push(Value::F32 { data: v, shape });
+                    continue;
+                };
+                let data = layout::unpack(bytemuck::cast_slice(&raw), &nchw4(&ri.batched(n)))?;
                 outs.push(match self.model.info(o).expect("validated").dtype {
                     DType::F32 => {
                         // Dequantize, then the float ops run on the host
@@ -672,6 +697,9 @@ fn largest_per_sample(m: &Model, place: &Placements) -> Result<(String, u64)> {
             let info = m.info(name).expect("validated");
             if info.dtype != DType::F32 {
                 consider(name, layout::words(&info.batched(1))? as u64 * 4);
+            } else {
+                // An f32 tensor computed on the GPU.
+                consider(name, layout::f32_words(&info.batched(1))? as u64 * 4);
             }
         }
     }

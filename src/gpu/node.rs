@@ -25,6 +25,10 @@ pub(crate) struct UploadCx<'a> {
     pub stored: Vec<&'a TensorInfo>,
     /// Where the node's output lives.
     pub placement: &'a Placement,
+    /// Per input: whether it is a float32 tensor computed on the GPU (NHWC4F
+    /// words, see [`crate::layout`]) rather than a float32 model input (NCHW)
+    /// or a host-side dequantize.
+    pub gpu_f32: Vec<bool>,
 }
 
 /// Uploads an op's lowered constants (weights, tables) once.

@@ -147,3 +147,28 @@ impl Rng {
         (0..n).map(|_| self.next_u64() as i8).collect()
     }
 }
+
+/// A `.npy` file's shape and raw data bytes (any dtype; little-endian).
+pub fn npy_raw(path: &Path) -> (Vec<usize>, Vec<u8>) {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&b[..6], b"\x93NUMPY", "{}", path.display());
+    let (hlen, start) = if b[6] == 1 {
+        (u16::from_le_bytes([b[8], b[9]]) as usize, 10)
+    } else {
+        (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
+    };
+    let h = std::str::from_utf8(&b[start..start + hlen]).unwrap();
+    let shape: Vec<usize> = h
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    (shape, b[start + hlen..].to_vec())
+}

@@ -208,11 +208,15 @@ CASES = {
     "cat_pool_5x3": (lambda: Fn(lambda s, x: s.l(torch.flatten(F.adaptive_avg_pool2d(torch.cat(
         [torch.relu(s.a(x)), torch.relu(s.b(x))], 1), 1), 1)), a=conv(6, 20, 1), b=conv(6, 12, 3, padding=1),
         l=nn.Linear(32, 10)), (1, 6, 5, 3), 46, False),
+    # a conv (and a relu(conv)) as the graph output: oneDNN writes f32 ("output": "float32")
+    "conv_f32_output": (lambda: Fn(lambda s, x: s.a(x), a=conv(3, 8, 3)), (1, 3, 8, 8), 12, False),
+    "conv_relu_f32_output": (lambda: Fn(lambda s, x: torch.relu(s.b(F.max_pool2d(torch.relu(s.a(x)), 2))),
+                                        a=conv(3, 8, 3, padding=1), b=conv(8, 6, 3, padding=1)),
+                             (2, 3, 8, 8), 13, False),
 }
 
 # models the exporter must refuse (with the node it names)
 REFUSED = {
-    "conv_f32_output": (lambda: Fn(lambda s, x: s.a(x), a=conv(3, 8, 3)), (1, 3, 8, 8), 12, False),
     # two f32 conv outputs max-pooled and added in float before a quantize (Inductor's C++ on f32
     # tensors qfuse does not hold)
     "add_float_pools": (lambda: Fn(lambda s, x: s.c(F.max_pool2d(torch.relu(s.a(x)), 2) +

@@ -34,6 +34,7 @@ pub(crate) const FILE_OPS: &[FileOp] = &[
             "clamp",
             "global_avg_pool",
             "eltwise",
+            "output",
         ],
         parse: |a, cx| parse_layer(LayerKind::Conv2d, a, cx),
     },
@@ -46,6 +47,7 @@ pub(crate) const FILE_OPS: &[FileOp] = &[
             "requant",
             "clamp",
             "eltwise",
+            "output",
         ],
         parse: |a, cx| parse_layer(LayerKind::Linear, a, cx),
     },
@@ -103,12 +105,26 @@ impl<'a> OpKind<'a> for Conv<'a> {
         };
         Ok(TensorInfo {
             shape,
-            dtype: DType::QUInt8(l.output),
+            dtype: if l.float_output() {
+                DType::F32
+            } else {
+                DType::QUInt8(l.output)
+            },
         })
     }
     fn write(&self, w: &mut NodeWriter) {
         let l = self.0;
-        w.put_qparams(l.output);
+        match l.float_post() {
+            // An f32 output: no output qparams; the relu is the activation.
+            Some(post) => {
+                w.put("output", json!("float32"));
+                if post == crate::quant::OnednnPost::Hardswish {
+                    w.put("eltwise", json!("hardswish"));
+                }
+                w.require_version(FLOAT_OUTPUT_VERSION);
+            }
+            None => w.put_qparams(l.output),
+        }
         if l.global_pool() {
             w.put("global_avg_pool", json!(true));
         }
@@ -195,6 +211,10 @@ pub(crate) struct ConvLowered<'a>(pub &'a QLayer);
 impl Lowered for ConvLowered<'_> {
     fn run_cpu(&self, io: &CpuIo<'_>) -> Result<Value> {
         let (x, shape, _) = io.q(0)?;
+        if self.0.float_output() {
+            let (data, shape) = run_layer_float(self.0, x, shape)?;
+            return Ok(Value::F32 { data, shape });
+        }
         if self.0.global_pool() {
             if self.0.sum_input().is_none() {
                 return io.q_out(run_layer_pool(self.0, x, shape, None)?.0);
@@ -210,9 +230,33 @@ impl Lowered for ConvLowered<'_> {
     }
 }
 
+/// The format version that holds a conv/linear's `"output": "float32"`.
+pub(crate) const FLOAT_OUTPUT_VERSION: u64 = 2;
+
 fn parse_layer(kind: LayerKind, a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
     let q_in = cx.q_in()?;
-    let out = a.qparams()?;
+    // `"output": "float32"`: oneDNN's f32 output (no output qparams).
+    let float_output = match a.opt("output") {
+        None => false,
+        Some(v) if v.as_str() == Some("float32") => {
+            if a.opt("scale").is_some() || a.opt("zero_point").is_some() {
+                return Err(Error::Model(
+                    "\"output\": \"float32\" with output \"scale\"/\"zero_point\" (a float output has no qparams)".into(),
+                ));
+            }
+            true
+        }
+        Some(v) => {
+            return Err(Error::Model(format!(
+                "\"output\" must be \"float32\" (or absent: quantized), got {v}"
+            )))
+        }
+    };
+    let out = if float_output {
+        crate::quant::QParams::new(1.0, 0)?
+    } else {
+        a.qparams()?
+    };
     let act = a.activation()?;
     let name = cx.node;
     let t = cx.tensors;
@@ -347,6 +391,20 @@ fn parse_layer(kind: LayerKind, a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
                 )))
             }
         }
+    }
+    if float_output {
+        if cx.inputs.len() != 1 || l.global_pool() {
+            return Err(Error::Model(
+                "\"output\": \"float32\" on a conv2d with a sum input or a global average".into(),
+            ));
+        }
+        if l.requant != Requant::Onednn {
+            return Err(Error::Unsupported(format!(
+                "\"output\": \"float32\" under the {} rule (only oneDNN's f32 output, \"requant\": \"onednn\", is measured)",
+                l.requant.name()
+            )));
+        }
+        l = l.with_float_output()?;
     }
     Ok(match kind {
         LayerKind::Conv2d => Op::Conv2d(Box::new(l)),
@@ -521,6 +579,31 @@ pub fn run_layer(layer: &QLayer, x: &[u8], shape: &[usize]) -> Result<(Vec<u8>, 
             ),
         })?;
         y.push(layer.epilogue.apply(oc, a32));
+    }
+    Ok((y, out_shape))
+}
+
+/// [`run_layer`] for a layer with an f32 output
+/// ([`QLayer::with_float_output`]): each output is the epilogue's f32 value
+/// ([`crate::quant::Epilogue::float_value`]).
+pub fn run_layer_float(
+    layer: &QLayer,
+    x: &[u8],
+    shape: &[usize],
+) -> Result<(Vec<f32>, Vec<usize>)> {
+    let (acc, out_shape) = conv2d_accumulators(layer, x, shape)?;
+    let o = layer.geometry.out_channels;
+    let spatial: usize = out_shape[2..].iter().product();
+    let mut y = super::try_with_capacity(acc.len(), "conv2d/linear output")?;
+    for (i, &a) in acc.iter().enumerate() {
+        let oc = (i / spatial) % o;
+        let a32 = i32::try_from(a).map_err(|_| Error::Overflow {
+            what: "conv2d/linear".into(),
+            detail: format!(
+                "output element {i} accumulates to {a}, outside i32 (the engine's accumulator)"
+            ),
+        })?;
+        y.push(layer.epilogue.float_value(oc, a32));
     }
     Ok((y, out_shape))
 }

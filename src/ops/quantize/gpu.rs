@@ -1,4 +1,5 @@
-//! `quantize` on the GPU: `quantize.wgsl` from a float32 model input, or one
+//! `quantize` on the GPU: `quantize.wgsl` from a float32 model input or an
+//! f32 tensor computed on the GPU (a conv with an f32 output), or one
 //! `lut.wgsl` requantize table when it reads a host-side dequantize.
 //! `dequantize` records nothing (its bytes are read back and dequantized).
 
@@ -29,6 +30,9 @@ pub struct QuantizeParams {
 struct QuantizeNode {
     inv: f32,
     zp: i32,
+    /// The input is NHWC4F words (an f32 tensor computed on the GPU), not
+    /// an NCHW float32 model input.
+    nhwc: bool,
 }
 
 impl Upload for QuantizeLowered {
@@ -40,6 +44,19 @@ impl Upload for QuantizeLowered {
                 Box::new(TableNode {
                     table: table_buffer(cx.ctx, &t, &t),
                     vec_split: false,
+                })
+            }
+            // An f32 tensor computed on the GPU (NHWC4F words): quantize.wgsl.
+            None if cx.gpu_f32[0] => {
+                if self.divide_by.is_some() {
+                    return Err(Error::Unsupported(
+                        "ONNX Runtime's quantize of a float32 tensor computed on the GPU".into(),
+                    ));
+                }
+                Box::new(QuantizeNode {
+                    inv: self.inv,
+                    zp: self.zp,
+                    nhwc: true,
                 })
             }
             // ONNX Runtime's rule Q: ort.wgsl, exact division.
@@ -61,6 +78,7 @@ impl Upload for QuantizeLowered {
             None => Box::new(QuantizeNode {
                 inv: self.inv,
                 zp: self.zp,
+                nhwc: false,
             }),
         })
     }
@@ -88,7 +106,7 @@ impl GpuNode for QuantizeNode {
         };
         Ok(vec![ctx.dispatch(
             Kernel::Quantize,
-            &[("WG", WG as f64)],
+            &[("WG", WG as f64), ("NHWC", self.nhwc as u8 as f64)],
             bytemuck::bytes_of(&p),
             &[x.buf, io.output],
             words,
