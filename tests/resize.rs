@@ -333,14 +333,19 @@ fn bad_parameters_are_errors() {
     );
 }
 
-/// `resize.wgsl`, `ort.wgsl` and `qsoftmax.wgsl` are compiled with the one `fdiv` of the
+/// `resize.wgsl`, `ort.wgsl`, `qsoftmax.wgsl` and `inductor.wgsl` are compiled with the one `fdiv` of the
 /// float prelude (tested in tests/ort_ops.rs); none has its own.
 #[test]
 fn fdiv_is_orts() {
     use qfuse::gpu::Kernel;
     let prelude = Kernel::file_source(Kernel::FLOAT_PRELUDE).expect("float prelude");
     assert_eq!(prelude.matches("fn fdiv(").count(), 1);
-    for k in [Kernel::Resize, Kernel::Ort, Kernel::QSoftmax] {
+    for k in [
+        Kernel::Resize,
+        Kernel::Ort,
+        Kernel::QSoftmax,
+        Kernel::Inductor,
+    ] {
         assert!(k.uses_float_prelude(), "{k:?}");
         assert!(!k.body().contains("fn fdiv("), "{k:?} has its own fdiv");
         let src = k.source();

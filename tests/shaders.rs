@@ -96,6 +96,7 @@ fn host_structs_match_wgsl_layout() {
             Kernel::Resize => std::mem::size_of::<qfuse::ops::resize::ResizeParams>(),
             Kernel::ChannelLut => std::mem::size_of::<ChannelLutParams>(),
             Kernel::QSoftmax => std::mem::size_of::<QSoftmaxParams>(),
+            Kernel::Inductor => std::mem::size_of::<InductorParams>(),
             _ => std::mem::size_of::<ConvParams>(),
         };
         assert_eq!(struct_size(&m, "Params") as usize, params, "{k:?}");

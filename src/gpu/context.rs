@@ -44,6 +44,9 @@ pub enum Kernel {
     ChannelLut,
     /// PyTorch's quantized softmax (`qsoftmax.wgsl`).
     QSoftmax,
+    /// Inductor's generated C++ on f32 tensors, then its quantize
+    /// (`inductor.wgsl`): the squeeze-excitation gate product, hardswish.
+    Inductor,
 }
 
 impl Kernel {
@@ -63,6 +66,7 @@ impl Kernel {
         Kernel::Resize,
         Kernel::ChannelLut,
         Kernel::QSoftmax,
+        Kernel::Inductor,
     ];
 
     /// The file under `shaders/` that every kernel's source starts with.
@@ -91,6 +95,7 @@ impl Kernel {
             Kernel::Resize => "resize.wgsl",
             Kernel::ChannelLut => "chanlut.wgsl",
             Kernel::QSoftmax => "qsoftmax.wgsl",
+            Kernel::Inductor => "inductor.wgsl",
         }
     }
 
@@ -111,6 +116,7 @@ impl Kernel {
             Kernel::Resize => include_str!("../../shaders/resize.wgsl"),
             Kernel::ChannelLut => include_str!("../../shaders/chanlut.wgsl"),
             Kernel::QSoftmax => include_str!("../../shaders/qsoftmax.wgsl"),
+            Kernel::Inductor => include_str!("../../shaders/inductor.wgsl"),
         }
     }
 
@@ -125,7 +131,10 @@ impl Kernel {
 
     /// Whether the kernel is compiled with [`Kernel::FLOAT_PRELUDE`] in front.
     pub fn uses_float_prelude(self) -> bool {
-        matches!(self, Kernel::Ort | Kernel::Resize | Kernel::QSoftmax)
+        matches!(
+            self,
+            Kernel::Ort | Kernel::Resize | Kernel::QSoftmax | Kernel::Inductor
+        )
     }
 
     /// The complete WGSL module: the prelude (for conv kernels) or the

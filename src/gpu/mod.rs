@@ -26,6 +26,7 @@ pub mod __internal {
     pub use crate::ops::binary::BinaryParams;
     pub use crate::ops::chanlut::ChannelLutParams;
     pub use crate::ops::gather::GatherParams;
+    pub use crate::ops::inductor::InductorParams;
     pub use crate::ops::ort::OrtParams;
     pub use crate::ops::pool::PoolParams;
     pub use crate::ops::qsoftmax::QSoftmaxParams;

@@ -20,6 +20,7 @@
 //! | [`gather`] | `gather` |
 //! | [`resize`] | `resize` (ONNX Runtime's bilinear Resize) |
 //! | [`chanlut`] | `channel_lut` |
+//! | [`inductor`] | `inductor_gate_mul`, `inductor_hardswish` (Inductor's C++ on f32 tensors, engine `inductor_x86`) |
 //! | [`xnnpack`] | (ExecuTorch XNNPACK's rules as tables for `binary`, `lut`, conv/linear clamps; `mean` under the engine `xnnpack`) |
 //!
 //! Registration is in this file: the [`Op`] variant, its arm in
@@ -45,6 +46,7 @@ pub mod chanlut;
 pub mod conv;
 pub mod gather;
 pub mod host;
+pub mod inductor;
 pub mod ort;
 pub mod pool;
 pub mod qsoftmax;
@@ -287,6 +289,22 @@ pub enum Op {
         /// The output's qparams (may be signed).
         out: QParams,
     },
+    /// Inductor's squeeze-excitation product (engine `inductor_x86` only; see
+    /// [`inductor`]): input 0 f32 `[C, H, W]`, input 1 f32 `[C, 1, 1]` or
+    /// `[C]` (the gate's input), output quint8 `[C, H, W]`
+    /// `quantize(f32(gate(v[c]) * x[c, h, w]))` by Inductor's generated C++.
+    InductorGateMul {
+        /// The gate applied to input 1.
+        gate: inductor::InductorGate,
+        /// The output's qparams (quint8).
+        out: QParams,
+    },
+    /// Inductor's `hardswish -> quantize_per_tensor` on an f32 tensor (engine
+    /// `inductor_x86` only; see [`inductor`]): output quint8, same shape.
+    InductorHardswish {
+        /// The output's qparams (quint8).
+        out: QParams,
+    },
 }
 
 impl Op {
@@ -348,6 +366,11 @@ impl Op {
                 pool: *pool,
                 out: *out,
             }),
+            Op::InductorGateMul { gate, out } => Box::new(inductor::GateMul {
+                gate: *gate,
+                out: *out,
+            }),
+            Op::InductorHardswish { out } => Box::new(inductor::Hardswish { out: *out }),
         }
     }
 
@@ -371,6 +394,7 @@ pub(crate) const FILE_OPS: &[&[FileOp]] = &[
     resize::FILE_OPS,
     chanlut::FILE_OPS,
     qsoftmax::FILE_OPS,
+    inductor::FILE_OPS,
 ];
 
 /// The file-form entry of op `name`.
