@@ -1,4 +1,5 @@
-// Common prefix of every qfuse kernel: the uniform block, the activation,
+// Common prefix of every qfuse conv kernel (after the float prelude
+// float.wgsl, whose ffma / fdiv / fmul_exact it calls): the uniform block, the activation,
 // epilogue and output bindings, and the exact requantization epilogue. The
 // host prepends this file to each kernel file (see Kernel::source() in
 // src/gpu/context.rs); the kernel file adds its weight binding (binding 2,
@@ -57,6 +58,35 @@ fn opaque(v: f32) -> f32 {
     return bitcast<f32>(bitcast<u32>(v) ^ p.opaque);
 }
 
+// oneDNN's swish eltwise, alpha 1 (quant::onednn_swish, bit for bit): the x64
+// JIT's exp and logistic. Its fused multiply-adds are the float prelude's
+// exact ffma, its division the exact fdiv (WGSL's fma() and `/` are not
+// guaranteed to round once / correctly), and the products that may produce
+// subnormals (2^-126 * p, s * v) are fmul_exact (a GPU may flush subnormal
+// f32). The result passes opaque(): a caller may add to it.
+fn onednn_swish(v: f32) -> f32 {
+    // logistic(v): t = exp(n), n = -|v|
+    let n = bitcast<f32>(bitcast<u32>(v) | 0x80000000u);
+    let under = n < bitcast<f32>(0xc2aeac50u);
+    let xc = max(n, bitcast<f32>(0xc2aeac50u)); // n <= 0 < the upper bound
+    let fx = opaque(xc * bitcast<f32>(0x3fb8aa3bu)) + 0.5;
+    let k = floor(fx);
+    let r = ffma(bitcast<u32>(-k), 0x3f317218u, bitcast<u32>(xc));
+    var q = 0x3c07cfceu;
+    q = ffma(q, r, 0x3d2b9d0du);
+    q = ffma(q, r, 0x3e2aad40u);
+    q = ffma(q, r, 0x3efffee3u);
+    q = ffma(q, r, 0x3f7ffffbu);
+    q = ffma(q, r, 0x3f800000u);
+    // 2^(k-1) from the exponent bits (k = -126: bits 0, +0), 0 below the bound
+    let pw = select(u32(i32(k) - 1 + 127) << 23u, 0u, under);
+    let t = fmul_exact(fmul_exact(q, pw), 0x40000000u);
+    let t1 = opaque(bitcast<f32>(t)) + 1.0;
+    let y = fdiv(t, bitcast<u32>(t1));
+    let s = select(bitcast<u32>(1.0 - bitcast<f32>(y)), y, (bitcast<u32>(v) & 0x80000000u) != 0u);
+    return opaque(bitcast<f32>(fmul_exact(s, bitcast<u32>(v))));
+}
+
 // The epilogue (quant::EpilogueForm). Scaled (fbgemm, qnnpack, ONNX Runtime):
 // y = clamp(rint((f32(acc + bias_i32) + bias_f32) * mult) + zp, lo, hi), an
 // addition then a product: nothing to contract. oneDNN (mult = weight scale,
@@ -82,6 +112,17 @@ fn requant(oc: u32, acc: i32) -> u32 {
         // f32(1/6) = 0x3e2aaaab, as bits (an abstract-float constant may round either way)
         let h = clamp(opaque(v * bitcast<f32>(0x3e2aaaabu)) + 0.5, 0.0, 1.0);
         let e = h * v;
+        let zt = p.zp_out - p.offset;
+        let t = opaque(e * p.inv_out) + f32(zt);
+        let r = clamp(round(t), f32(p.lo - p.offset), f32(p.hi - p.offset));
+        return u32(i32(r) + p.offset);
+    }
+    // oneDNN's swish post-op (EpilogueForm::OnednnSwish, form 7): the same v,
+    // e = onednn_swish(v), then as form 1.
+    if p.form == 7u {
+        let a = exact_f32(acc + c.bias_i32);
+        let v = opaque(opaque(a * p.in_scale) * c.mult) + c.bias_f32;
+        let e = onednn_swish(v);
         let zt = p.zp_out - p.offset;
         let t = opaque(e * p.inv_out) + f32(zt);
         let r = clamp(round(t), f32(p.lo - p.offset), f32(p.hi - p.offset));

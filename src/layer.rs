@@ -664,6 +664,27 @@ impl QLayer {
         )
     }
 
+    /// The same layer with oneDNN's `swish` eltwise post-op before the
+    /// output quantization ([`quant::EpilogueForm::OnednnSwish`]; Inductor's
+    /// `conv -> silu -> q`). Needs the [`Requant::Onednn`] rule, no sum input
+    /// and no fused activation.
+    pub fn with_swish(&self) -> Result<QLayer> {
+        if self.activation != Activation::None {
+            return Err(Error::config(
+                "swish",
+                "a layer with a fused relu cannot also have oneDNN's swish post-op",
+            ));
+        }
+        let mut l = self.clone();
+        l.epilogue = self.epilogue.with_swish()?;
+        Ok(l)
+    }
+
+    /// Whether the layer has oneDNN's `swish` post-op ([`QLayer::with_swish`]).
+    pub fn swish(&self) -> bool {
+        matches!(self.epilogue.form, quant::EpilogueForm::OnednnSwish { .. })
+    }
+
     /// Whether the layer ends in a global average ([`QLayer::with_global_pool`]).
     pub fn global_pool(&self) -> bool {
         matches!(

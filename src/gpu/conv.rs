@@ -39,7 +39,7 @@ pub struct ConvParams {
     /// 2 `OnednnF32`, 3 `OnednnSum` (then `pad0` holds `f32(sa / so)` as
     /// f32 bits and `pad1` the addend's zero point's stored byte; the output
     /// buffer holds the addend when the kernel starts), 4 `OnednnSumPool`,
-    /// 5 `OnednnHardswish`, 6 `OnednnPool`.
+    /// 5 `OnednnHardswish`, 6 `OnednnPool`, 7 `OnednnSwish`.
     pub form: u32,
     /// Always 0: XORed into a float's bits, it keeps the compiler from
     /// contracting a product and the addition after it into an FMA.
@@ -683,6 +683,11 @@ impl GpuLayer {
                 pad2 = relu as u32;
                 (6, input_scale, inv_output_scale, 0)
             }
+            crate::quant::EpilogueForm::OnednnSwish {
+                input_scale,
+                inv_output_scale,
+                offset,
+            } => (7, input_scale, inv_output_scale, offset),
         };
         let p = ConvParams {
             n: n as u32,
