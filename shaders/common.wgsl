@@ -42,6 +42,11 @@ struct Chan {
 
 const SIGN: u32 = 0x80808080u;
 
+// Set (to true) by the host only for layers whose epilogue calls the float
+// prelude (form 7, oneDNN's swish): elsewhere those branches are dead code
+// and the driver does not compile the prelude's ffma / fdiv into the pipeline.
+override EXACT_FLOAT: bool = false;
+
 // f32(a), correctly rounded for every i32: both halves convert exactly and
 // the one f32 addition rounds to nearest even. (WGSL lets a plain f32(i32)
 // round either way past 2^24.)
@@ -119,7 +124,7 @@ fn requant(oc: u32, acc: i32) -> u32 {
     }
     // oneDNN's swish post-op (EpilogueForm::OnednnSwish, form 7): the same v,
     // e = onednn_swish(v), then as form 1.
-    if p.form == 7u {
+    if EXACT_FLOAT && p.form == 7u {
         let a = exact_f32(acc + c.bias_i32);
         let v = opaque(opaque(a * p.in_scale) * c.mult) + c.bias_f32;
         let e = onednn_swish(v);

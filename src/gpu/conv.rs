@@ -878,14 +878,25 @@ impl GpuLayer {
         }
         let buffers = [input, &self.weights, &self.chans, output];
         let bytes = bytemuck::bytes_of(&params);
+        // EXACT_FLOAT (common.wgsl): compile the epilogues that call the float
+        // prelude (form 7) only into the pipelines of layers that have them;
+        // elsewhere the override keeps its default and the branch is dead
+        // (it about doubled every conv pipeline's compile time on lavapipe).
+        let exact_float = self.exact_float();
+        let with_float = |mut v: Vec<(&'static str, f64)>| {
+            if exact_float {
+                v.push(("EXACT_FLOAT", 1.0));
+            }
+            v
+        };
         let tile_constants = |c: TileConfig, splits: u32| {
-            [
+            with_float(vec![
                 ("WG", c.workgroup_size() as f64),
                 ("TM", c.tm as f64),
                 ("TN", c.tn as f64),
                 ("KT", c.kt as f64),
                 ("SPLITS", splits as f64),
-            ]
+            ])
         };
         Ok(match self.plan(input_shape)? {
             Plan::Tiled(c) => {
@@ -932,7 +943,7 @@ impl GpuLayer {
                     )?,
                     ctx.dispatch_bound(
                         Kernel::SplitK,
-                        &[("WG", WG as f64), ("SPLITS", splits as f64)],
+                        &with_float(vec![("WG", WG as f64), ("SPLITS", splits as f64)]),
                         bytemuck::bytes_of(&pass2),
                         &[
                             (1, &scratch),
@@ -947,7 +958,7 @@ impl GpuLayer {
             }
             Plan::Depthwise => vec![ctx.dispatch(
                 Kernel::Depthwise,
-                &[("WG", WG as f64)],
+                &with_float(vec![("WG", WG as f64)]),
                 bytes,
                 &buffers,
                 params.total,
@@ -955,13 +966,22 @@ impl GpuLayer {
             )?],
             Plan::Direct { gather } => vec![ctx.dispatch(
                 Kernel::Conv2d,
-                &[("WG", WG as f64), ("GATHER", gather as u8 as f64)],
+                &with_float(vec![("WG", WG as f64), ("GATHER", gather as u8 as f64)]),
                 bytes,
                 &buffers,
                 params.total,
                 WG,
             )?],
         })
+    }
+
+    /// Whether the layer's epilogue calls the float prelude
+    /// (`shaders/float.wgsl`): its pipelines set the override `EXACT_FLOAT`.
+    fn exact_float(&self) -> bool {
+        matches!(
+            self.layer.epilogue.form,
+            crate::quant::EpilogueForm::OnednnSwish { .. }
+        )
     }
 
     /// The split-K scratch buffer, at least `bytes` long (grown on demand).
