@@ -1,4 +1,5 @@
-// Common prefix of every qfuse kernel: the uniform block, the activation,
+// Common prefix of every qfuse conv kernel (after the float prelude
+// float.wgsl, whose ffma / fdiv / fmul_exact it calls): the uniform block, the activation,
 // epilogue and output bindings, and the exact requantization epilogue. The
 // host prepends this file to each kernel file (see Kernel::source() in
 // src/gpu/context.rs); the kernel file adds its weight binding (binding 2,
@@ -42,6 +43,11 @@ struct Chan {
 
 const SIGN: u32 = 0x80808080u;
 
+// Set (to true) by the host only for layers whose epilogue calls the float
+// prelude (form 7, oneDNN's swish): elsewhere those branches are dead code
+// and the driver does not compile the prelude's ffma / fdiv into the pipeline.
+override EXACT_FLOAT: bool = false;
+
 // f32(a), correctly rounded for every i32: both halves convert exactly and
 // the one f32 addition rounds to nearest even. (WGSL lets a plain f32(i32)
 // round either way past 2^24.)
@@ -56,6 +62,35 @@ fn exact_f32(a: i32) -> f32 {
 // without NoContraction and the drivers below them may contract `a * b + c`.
 fn opaque(v: f32) -> f32 {
     return bitcast<f32>(bitcast<u32>(v) ^ p.opaque);
+}
+
+// oneDNN's swish eltwise, alpha 1 (quant::onednn_swish, bit for bit): the x64
+// JIT's exp and logistic. Its fused multiply-adds are the float prelude's
+// exact ffma, its division the exact fdiv (WGSL's fma() and `/` are not
+// guaranteed to round once / correctly), and the products that may produce
+// subnormals (2^-126 * p, s * v) are fmul_exact (a GPU may flush subnormal
+// f32). The result passes opaque(): a caller may add to it.
+fn onednn_swish(v: f32) -> f32 {
+    // logistic(v): t = exp(n), n = -|v|
+    let n = bitcast<f32>(bitcast<u32>(v) | 0x80000000u);
+    let under = n < bitcast<f32>(0xc2aeac50u);
+    let xc = max(n, bitcast<f32>(0xc2aeac50u)); // n <= 0 < the upper bound
+    let fx = opaque(xc * bitcast<f32>(0x3fb8aa3bu)) + 0.5;
+    let k = floor(fx);
+    let r = ffma(bitcast<u32>(-k), 0x3f317218u, bitcast<u32>(xc));
+    var q = 0x3c07cfceu;
+    q = ffma(q, r, 0x3d2b9d0du);
+    q = ffma(q, r, 0x3e2aad40u);
+    q = ffma(q, r, 0x3efffee3u);
+    q = ffma(q, r, 0x3f7ffffbu);
+    q = ffma(q, r, 0x3f800000u);
+    // 2^(k-1) from the exponent bits (k = -126: bits 0, +0), 0 below the bound
+    let pw = select(u32(i32(k) - 1 + 127) << 23u, 0u, under);
+    let t = fmul_exact(fmul_exact(q, pw), 0x40000000u);
+    let t1 = opaque(bitcast<f32>(t)) + 1.0;
+    let y = fdiv(t, bitcast<u32>(t1));
+    let s = select(bitcast<u32>(1.0 - bitcast<f32>(y)), y, (bitcast<u32>(v) & 0x80000000u) != 0u);
+    return opaque(bitcast<f32>(fmul_exact(s, bitcast<u32>(v))));
 }
 
 // The epilogue (quant::EpilogueForm). Scaled (fbgemm, qnnpack, ONNX Runtime):
@@ -86,6 +121,17 @@ fn requant(oc: u32, acc: i32) -> u32 {
         let r = clamp(round(t), f32(p.lo - p.offset), f32(p.hi - p.offset));
         return u32(i32(r) + p.offset);
     }
+    // oneDNN's swish post-op (EpilogueForm::OnednnSwish, form 7): the same v,
+    // e = onednn_swish(v), then as form 1.
+    if EXACT_FLOAT && p.form == 7u {
+        let a = exact_f32(acc + c.bias_i32);
+        let v = opaque(opaque(a * p.in_scale) * c.mult) + c.bias_f32;
+        let e = onednn_swish(v);
+        let zt = p.zp_out - p.offset;
+        let t = opaque(e * p.inv_out) + f32(zt);
+        let r = clamp(round(t), f32(p.lo - p.offset), f32(p.hi - p.offset));
+        return u32(i32(r) + p.offset);
+    }
     // oneDNN's f32 output quantized by Inductor's C++ (EpilogueForm::OnednnF32):
     // the same v, then y = clamp(rint(f32(v * inv_out)) + zp, lo, hi).
     if p.form == 2u {
@@ -109,7 +155,7 @@ fn onednn_hardswish(v: f32) -> f32 {
 
 // oneDNN's f32 output (quant::EpilogueForm::OnednnFloat, form 8): v as under
 // form 1, then the post-op `p.pad2` (quant::OnednnPost::code: 0 none, 1 relu
-// as `v < 0 ? 0 : v`, 2 hardswish).
+// as `v < 0 ? 0 : v`, 2 hardswish, 3 swish: compiled with EXACT_FLOAT only).
 fn onednn_float(oc: u32, acc: i32) -> f32 {
     let c = chans[oc];
     let a = exact_f32(acc + c.bias_i32);
@@ -119,6 +165,9 @@ fn onednn_float(oc: u32, acc: i32) -> f32 {
     }
     if p.pad2 == 2u {
         return onednn_hardswish(v);
+    }
+    if EXACT_FLOAT && p.pad2 == 3u {
+        return onednn_swish(v);
     }
     return v;
 }

@@ -664,8 +664,8 @@ impl QLayer {
         )
     }
 
-    /// The same layer (oneDNN's, one input, optionally with its hardswish
-    /// post-op) with an **f32** output: oneDNN's f32 value with its post-op
+    /// The same layer (oneDNN's, one input, optionally with its hardswish or
+    /// swish post-op) with an **f32** output: oneDNN's f32 value with its post-op
     /// ([`quant::EpilogueForm::OnednnFloat`]; Inductor's
     /// `qconv_pointwise(..., torch.float32, ...)`). The layer's relu becomes
     /// oneDNN's relu post-op; a folded clamp other than the relu's is refused.
@@ -696,6 +696,27 @@ impl QLayer {
             quant::EpilogueForm::OnednnFloat { post, .. } => Some(post),
             _ => None,
         }
+    }
+
+    /// The same layer with oneDNN's `swish` eltwise post-op before the
+    /// output quantization ([`quant::EpilogueForm::OnednnSwish`]; Inductor's
+    /// `conv -> silu -> q`). Needs the [`Requant::Onednn`] rule, no sum input
+    /// and no fused activation.
+    pub fn with_swish(&self) -> Result<QLayer> {
+        if self.activation != Activation::None {
+            return Err(Error::config(
+                "swish",
+                "a layer with a fused relu cannot also have oneDNN's swish post-op",
+            ));
+        }
+        let mut l = self.clone();
+        l.epilogue = self.epilogue.with_swish()?;
+        Ok(l)
+    }
+
+    /// Whether the layer has oneDNN's `swish` post-op ([`QLayer::with_swish`]).
+    pub fn swish(&self) -> bool {
+        matches!(self.epilogue.form, quant::EpilogueForm::OnednnSwish { .. })
     }
 
     /// Whether the layer ends in a global average ([`QLayer::with_global_pool`]).

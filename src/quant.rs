@@ -762,6 +762,20 @@ pub enum EpilogueForm {
         /// oneDNN's relu post-op, before the pool.
         relu: bool,
     },
+    /// oneDNN's conv with a `swish` eltwise post-op (alpha 1) and a quantized
+    /// output (Inductor's `qconv_pointwise(..., 'swish')` for
+    /// `conv -> silu -> q` under X86InductorQuantizer, efficientnet; measured
+    /// in `tests/data/pt2e/README.md`): `v` as under [`EpilogueForm::Onednn`],
+    /// `e = onednn_swish(v)` ([`onednn_swish`]),
+    /// `y = clamp(rint(f32(e * inv_output_scale) + f32(zp_true)) + offset, lo, hi)`.
+    OnednnSwish {
+        /// The input scale.
+        input_scale: f32,
+        /// `1/output_scale`, one f32 division.
+        inv_output_scale: f32,
+        /// The output type's offset ([`QParams::offset`]).
+        offset: i32,
+    },
     /// oneDNN's conv with an **f32** output (Inductor's
     /// `qconv_pointwise(..., torch.float32, post_op)` where the conv's
     /// output is read unquantized, e.g. by a squeeze-excitation `mul`;
@@ -787,6 +801,8 @@ pub enum OnednnPost {
     Relu,
     /// [`onednn_hardswish`].
     Hardswish,
+    /// [`onednn_swish`].
+    Swish,
 }
 
 impl OnednnPost {
@@ -804,6 +820,7 @@ impl OnednnPost {
                 }
             }
             OnednnPost::Hardswish => onednn_hardswish(v),
+            OnednnPost::Swish => onednn_swish(v),
         }
     }
     /// Its number in the GPU uniform block (`common.wgsl`'s `onednn_post`).
@@ -812,6 +829,7 @@ impl OnednnPost {
             OnednnPost::None => 0,
             OnednnPost::Relu => 1,
             OnednnPost::Hardswish => 2,
+            OnednnPost::Swish => 3,
         }
     }
 }
@@ -824,6 +842,55 @@ impl OnednnPost {
 pub fn onednn_hardswish(x: f32) -> f32 {
     let t = x * (1.0f32 / 6.0) + 0.5;
     t.clamp(0.0, 1.0) * x
+}
+
+/// oneDNN's `exp` of the x64 JIT eltwise injector (`exp_compute_vector_fwd`,
+/// oneDNN 3.13): `x` clamped to `[0xc2aeac50, 0x42b17218]` (below the low
+/// bound the result is 0), `fx = f32(f32(x * log2(e)) + 0.5)`, `k = floor(fx)`,
+/// `r = fma(-k, ln2, x)`, the polynomial `p = fma(p, r, c)` from `0x3c07cfce`
+/// over `c` = `0x3d2b9d0d, 0x3e2aad40, 0x3efffee3, 0x3f7ffffb, 1.0`,
+/// `2^(k-1)` built from the exponent bits (`k = -126` gives the bits 0, i.e.
+/// +0), `f32(f32(p * 2^(k-1)) * 2)`.
+pub fn onednn_exp(x: f32) -> f32 {
+    let b = f32::from_bits;
+    let under = x < b(0xc2ae_ac50);
+    let x = x.min(b(0x42b1_7218)).max(b(0xc2ae_ac50));
+    // Rust never contracts `a * b + c` into a fused multiply-add.
+    let fx = x * b(0x3fb8_aa3b) + 0.5;
+    let k = fx.floor();
+    let r = (-k).mul_add(b(0x3f31_7218), x);
+    let mut p = b(0x3c07_cfce);
+    for c in [
+        0x3d2b_9d0d,
+        0x3e2a_ad40,
+        0x3eff_fee3,
+        0x3f7f_fffb,
+        0x3f80_0000,
+    ] {
+        p = p.mul_add(r, b(c));
+    }
+    let n = (k - 1.0) as i32;
+    let pw = if under {
+        0.0
+    } else {
+        b((n.wrapping_add(127) as u32) << 23)
+    };
+    (p * pw) * 2.0
+}
+
+/// oneDNN's `swish` eltwise with alpha 1 (x64 JIT injector,
+/// `swish_compute_vector_fwd`, oneDNN 3.13, PyTorch's
+/// `ideep::attr_t::fuse_swish()`): `s = logistic(f32(x * 1))`, `e = f32(s * x)`,
+/// `logistic(x)`: `t = onednn_exp(-|x|)` ([`onednn_exp`]),
+/// `y = f32(t / f32(t + 1))` (a correctly rounded division), `x` negative
+/// (sign bit) ? `y` : `f32(1 - y)`. Bit-exact with oneDNN's f32 output on
+/// `tests/data/pt2e/inductor_x86_eltwise/swish_f32` (the correctly rounded
+/// silu and `f32(x * sigmoid(x))` are not).
+pub fn onednn_swish(x: f32) -> f32 {
+    let t = onednn_exp(f32::from_bits(x.to_bits() | 0x8000_0000));
+    let y = t / (t + 1.0);
+    let s = if x.is_sign_negative() { y } else { 1.0 - y };
+    s * x
 }
 
 /// The fused epilogue of a conv/linear layer, as data: per output channel
@@ -1166,8 +1233,8 @@ impl Epilogue {
     /// This epilogue (oneDNN's, one input) with an **f32** output
     /// ([`EpilogueForm::OnednnFloat`]): from [`EpilogueForm::Onednn`] with
     /// `post` ([`OnednnPost::None`] or [`OnednnPost::Relu`]: the layer's
-    /// relu), from [`EpilogueForm::OnednnHardswish`] with its hardswish (then
-    /// `post` must be [`OnednnPost::None`]). Any other form is
+    /// relu), from [`EpilogueForm::OnednnHardswish`] / [`EpilogueForm::OnednnSwish`]
+    /// with its post-op (then `post` must be [`OnednnPost::None`]). Any other form is
     /// [`Error::Unsupported`].
     pub fn with_float_output(&self, post: OnednnPost) -> Result<Epilogue> {
         let form = match (self.form, post) {
@@ -1176,6 +1243,12 @@ impl Epilogue {
                 EpilogueForm::OnednnFloat {
                     input_scale,
                     post: OnednnPost::Hardswish,
+                }
+            }
+            (EpilogueForm::OnednnSwish { input_scale, .. }, OnednnPost::None) => {
+                EpilogueForm::OnednnFloat {
+                    input_scale,
+                    post: OnednnPost::Swish,
                 }
             }
             _ => {
@@ -1201,6 +1274,31 @@ impl Epilogue {
         // Rust never contracts `a * b + c` into a fused multiply-add.
         let a = acc.wrapping_add(c.bias_i32) as f32;
         post.apply((a * input_scale) * c.mult + c.bias_f32)
+    }
+
+    /// This epilogue (oneDNN's, [`EpilogueForm::Onednn`]) with oneDNN's
+    /// `swish` eltwise post-op before the output quantization
+    /// ([`EpilogueForm::OnednnSwish`]); any other form is
+    /// [`Error::Unsupported`].
+    pub fn with_swish(&self) -> Result<Epilogue> {
+        let EpilogueForm::Onednn {
+            input_scale,
+            inv_output_scale,
+            offset,
+        } = self.form
+        else {
+            return Err(Error::Unsupported(format!(
+                "oneDNN's swish post-op needs a conv/linear under the onednn rule with one input, the layer has {:?}",
+                self.form
+            )));
+        };
+        let mut e = self.clone();
+        e.form = EpilogueForm::OnednnSwish {
+            input_scale,
+            inv_output_scale,
+            offset,
+        };
+        Ok(e)
     }
 
     /// Under [`EpilogueForm::OnednnSumPool`] / [`EpilogueForm::OnednnPool`]:
@@ -1329,6 +1427,18 @@ impl Epilogue {
         {
             let a = acc.wrapping_add(c.bias_i32) as f32;
             let v = onednn_hardswish((a * input_scale) * c.mult + c.bias_f32);
+            let r = (v * inv_output_scale + (self.zero_point - offset) as f32).round_ties_even();
+            let r = r.clamp((self.lo - offset) as f32, (self.hi - offset) as f32);
+            return (r as i32 + offset) as u8;
+        }
+        if let EpilogueForm::OnednnSwish {
+            input_scale,
+            inv_output_scale,
+            offset,
+        } = self.form
+        {
+            let a = acc.wrapping_add(c.bias_i32) as f32;
+            let v = onednn_swish((a * input_scale) * c.mult + c.bias_f32);
             let r = (v * inv_output_scale + (self.zero_point - offset) as f32).round_ties_even();
             let r = r.clamp((self.lo - offset) as f32, (self.hi - offset) as f32);
             return (r as i32 + offset) as u8;

@@ -646,16 +646,16 @@ fn inductor_x86_model_file_conv_uses_the_scale_itself() {
 
 const ELT: &str = "tests/data/pt2e/inductor_x86_eltwise";
 
-/// The recorded `hardswish` layers of `tools/pt2e/gen_onednn_eltwise.py`
-/// (`onednn.qconv_pointwise.tensor(..., 'hardswish')`, u8 output) as
-/// `inductor_x86` models `quantize -> conv2d`; `hardswish: false` leaves the
-/// post-op out (the vectors must then fail).
-fn eltwise_cases(hardswish: bool) -> Vec<(String, Model, Vec<Value>, Vec<u8>)> {
+/// The recorded u8 layers of `tools/pt2e/gen_onednn_eltwise.py` with the
+/// post-op `post` (`onednn.qconv_pointwise.tensor(..., 'hardswish' | 'swish')`,
+/// u8 output) as `inductor_x86` models `quantize -> conv2d`; `apply: false`
+/// leaves the post-op out (the vectors must then fail).
+fn eltwise_cases(post: &str, apply: bool) -> Vec<(String, Model, Vec<Value>, Vec<u8>)> {
     let mut v = Vec::new();
     for d in dirs(ELT) {
         let j: Json =
             serde_json::from_str(&std::fs::read_to_string(d.join("case.json")).unwrap()).unwrap();
-        if j["post_op"] != "hardswish" || j["output"]["dtype"] != "uint8" {
+        if j["post_op"] != post || j["output"]["dtype"] != "uint8" {
             continue;
         }
         let (qi, qo) = (qp(&j["input"]), qp(&j["output"]));
@@ -664,10 +664,16 @@ fn eltwise_cases(hardswish: bool) -> Vec<(String, Model, Vec<Value>, Vec<u8>)> {
         let (_, ws) = npy_f32(&d.join("weight_scale.npy"));
         let (_, bias) = npy_f32(&d.join("bias.npy"));
         let (_, expect) = npy_raw(&d.join("output_u8.npy"));
-        let geom = Conv2dGeometry::new(ws_shape[1], ws_shape[0], [ws_shape[2], ws_shape[3]])
-            .stride(pair(&j["stride"]))
-            .padding(pair(&j["padding"]))
-            .dilation(pair(&j["dilation"]));
+        let groups = j["groups"].as_u64().unwrap_or(1) as usize;
+        let geom = Conv2dGeometry::new(
+            ws_shape[1] * groups,
+            ws_shape[0],
+            [ws_shape[2], ws_shape[3]],
+        )
+        .stride(pair(&j["stride"]))
+        .padding(pair(&j["padding"]))
+        .dilation(pair(&j["dilation"]))
+        .groups(groups);
         let mut layer = QLayer::new(
             LayerKind::Conv2d,
             geom,
@@ -681,8 +687,12 @@ fn eltwise_cases(hardswish: bool) -> Vec<(String, Model, Vec<Value>, Vec<u8>)> {
         )
         .unwrap()
         .with_plain_src_scale();
-        if hardswish {
-            layer = layer.with_hardswish().unwrap();
+        if apply {
+            layer = match post {
+                "hardswish" => layer.with_hardswish().unwrap(),
+                "swish" => layer.with_swish().unwrap(),
+                _ => unreachable!("{post}"),
+            };
         }
         let infos = vec![(
             "x".into(),
@@ -715,15 +725,16 @@ fn eltwise_cases(hardswish: bool) -> Vec<(String, Model, Vec<Value>, Vec<u8>)> {
             expect,
         ));
     }
-    assert_eq!(v.len(), 3, "the recorded hardswish u8 layers of {ELT}");
+    assert_eq!(v.len(), 3, "the recorded {post} u8 layers of {ELT}");
     v
 }
 
 fn eltwise_mismatches(
-    hardswish: bool,
+    post: &str,
+    apply: bool,
     run: &dyn Fn(&Model, &[Value]) -> Vec<Value>,
 ) -> Vec<(String, usize)> {
-    eltwise_cases(hardswish)
+    eltwise_cases(post, apply)
         .into_iter()
         .map(|(name, model, inputs, expect)| {
             let got = run(&model, &inputs);
@@ -734,7 +745,7 @@ fn eltwise_mismatches(
             let bad: Vec<usize> = (0..data.len()).filter(|&i| data[i] != expect[i]).collect();
             if let Some(&i) = bad.first() {
                 println!(
-                    "{name} (hardswish {hardswish}): {} of {} bytes differ; first at {i}: {} vs oneDNN {}",
+                    "{name} ({post} {apply}): {} of {} bytes differ; first at {i}: {} vs oneDNN {}",
                     bad.len(),
                     data.len(),
                     data[i],
@@ -748,15 +759,15 @@ fn eltwise_mismatches(
 
 #[test]
 fn onednn_hardswish_post_op_equals_onednn_on_cpu_and_gpu() {
-    let none = eltwise_mismatches(false, &|m, x| m.run_cpu(x).unwrap());
+    let none = eltwise_mismatches("hardswish", false, &|m, x| m.run_cpu(x).unwrap());
     assert!(
         none.iter().all(|(_, n)| *n > 1000),
         "post-op not separated: {none:?}"
     );
-    let cpu = eltwise_mismatches(true, &|m, x| m.run_cpu(x).unwrap());
+    let cpu = eltwise_mismatches("hardswish", true, &|m, x| m.run_cpu(x).unwrap());
     assert!(cpu.iter().all(|(_, n)| *n == 0), "cpu: {cpu:?}");
     // through the model file ("eltwise": "hardswish")
-    for (name, model, inputs, expect) in eltwise_cases(true) {
+    for (name, model, inputs, expect) in eltwise_cases("hardswish", true) {
         let back = Model::from_bytes(&model.to_bytes().unwrap()).unwrap();
         let Value::Q { data, .. } = &back.run_cpu(&inputs).unwrap()[0] else {
             panic!("{name}: a float output")
@@ -765,7 +776,7 @@ fn onednn_hardswish_post_op_equals_onednn_on_cpu_and_gpu() {
         assert_eq!(bad, 0, "{name}: {bad} bytes differ after the model file");
     }
     let ctx = common::gpu();
-    let gpu = eltwise_mismatches(true, &|m, x| {
+    let gpu = eltwise_mismatches("hardswish", true, &|m, x| {
         GpuModel::new(&ctx, m).and_then(|g| g.run(&ctx, x)).unwrap()
     });
     assert!(gpu.iter().all(|(_, n)| *n == 0), "gpu: {gpu:?}");
@@ -809,4 +820,456 @@ fn onednn_hardswish_matches_onednn_f32_outputs_bit_for_bit() {
     }
     assert_eq!(bad, 0, "{bad} of {} f32 outputs differ", o_n * hw);
     assert!(fma_bad > 0, "the FMA form is not separated");
+}
+
+// ---------------------------------------------------------------------------
+// oneDNN's swish post-op (efficientnet's conv -> silu -> q)
+
+/// oneDNN's swish with its steps changed (the candidates of
+/// `tools/pt2e/check_onednn_eltwise.py`): `split`: each fma rounded twice,
+/// `recip`: the division as a product by the reciprocal.
+fn swish_variant(x: f32, split: bool, recip: bool) -> f32 {
+    let b = f32::from_bits;
+    let fma = |a: f32, m: f32, c: f32| if split { a * m + c } else { a.mul_add(m, c) };
+    let n = f32::from_bits(x.to_bits() | 0x8000_0000);
+    let under = n < b(0xc2ae_ac50);
+    let xc = n.max(b(0xc2ae_ac50));
+    let k = (xc * b(0x3fb8_aa3b) + 0.5).floor();
+    let r = fma(-k, b(0x3f31_7218), xc);
+    let mut p = b(0x3c07_cfce);
+    for c in [
+        0x3d2b_9d0d,
+        0x3e2a_ad40,
+        0x3eff_fee3,
+        0x3f7f_fffb,
+        0x3f80_0000,
+    ] {
+        p = fma(p, r, b(c));
+    }
+    let pw = if under {
+        0.0
+    } else {
+        b((((k - 1.0) as i32 + 127) as u32) << 23)
+    };
+    let t = (p * pw) * 2.0;
+    let y = if recip {
+        t * (1.0 / (t + 1.0))
+    } else {
+        t / (t + 1.0)
+    };
+    let s = if x.is_sign_negative() { y } else { 1.0 - y };
+    s * x
+}
+
+/// The correctly rounded silu (through f64).
+fn silu_exact(x: f32) -> f32 {
+    let d = x as f64;
+    (d / (1.0 + (-d).exp())) as f32
+}
+
+/// f32(x * sigmoid(x)), the sigmoid correctly rounded.
+fn silu_torch(x: f32) -> f32 {
+    x * ((1.0 / (1.0 + (-(x as f64)).exp())) as f32)
+}
+
+/// A recorded 1x1 case of `ELT`: oneDNN's pre-activation values
+/// `v = f32(f32(f32(acc) * s_in) * ws) + b` (NCHW order) and the case.
+fn eltwise_values(name: &str) -> (Vec<f32>, Json) {
+    let d = Path::new(ELT).join(name);
+    let j: Json =
+        serde_json::from_str(&std::fs::read_to_string(d.join("case.json")).unwrap()).unwrap();
+    let (si, zi) = (
+        j["input"]["scale"].as_f64().unwrap() as f32,
+        j["input"]["zero_point"].as_i64().unwrap() as i32,
+    );
+    let (xs, x) = npy_raw(&d.join("x_u8.npy"));
+    let (wsh, w) = npy_raw(&d.join("weight_q.npy"));
+    let (_, ws) = npy_f32(&d.join("weight_scale.npy"));
+    let (_, b) = npy_f32(&d.join("bias.npy"));
+    assert_eq!((wsh[2], wsh[3]), (1, 1), "{name}: a 1x1 conv");
+    let (o_n, c_n, hw) = (wsh[0], wsh[1], xs[2] * xs[3]);
+    let mut v = Vec::with_capacity(o_n * hw);
+    for o in 0..o_n {
+        for p in 0..hw {
+            let acc: i32 = (0..c_n)
+                .map(|c| (x[c * hw + p] as i32 - zi) * (w[o * c_n + c] as i8 as i32))
+                .sum();
+            v.push(((acc as f32) * si) * ws[o] + b[o]);
+        }
+    }
+    (v, j)
+}
+
+#[test]
+fn onednn_swish_matches_onednn_f32_outputs_bit_for_bit() {
+    // swish_f32: oneDNN's f32 output (scale 1.0) of the post-op, the eltwise value itself
+    let (v, _) = eltwise_values("swish_f32");
+    let (_, expect) = npy_f32(&Path::new(ELT).join("swish_f32/output_f32.npy"));
+    assert_eq!(v.len(), expect.len());
+    let count = |f: &dyn Fn(f32) -> f32| {
+        (0..v.len())
+            .filter(|&i| f(v[i]).to_bits() != expect[i].to_bits())
+            .count()
+    };
+    let bad = count(&qfuse::quant::onednn_swish);
+    assert_eq!(bad, 0, "{bad} of {} f32 outputs differ", v.len());
+    assert_eq!(count(&|x| swish_variant(x, false, false)), 0);
+    // what must differ (check_onednn_eltwise.py: 7011, 5379, 1066, 1972)
+    let others = [
+        ("correctly rounded silu", count(&silu_exact)),
+        ("f32(x * sigmoid(x))", count(&silu_torch)),
+        (
+            "fma split in two roundings",
+            count(&|x| swish_variant(x, true, false)),
+        ),
+        (
+            "division by a reciprocal",
+            count(&|x| swish_variant(x, false, true)),
+        ),
+    ];
+    println!("{others:?}");
+    assert!(
+        others.iter().all(|(_, n)| *n > 500),
+        "not separated: {others:?}"
+    );
+}
+
+#[test]
+fn onednn_swish_tie_case_separates_the_other_formulas() {
+    // swish_tie_u8: output scale 2^-6, zero point 20, 62 channels' biases put one pixel's
+    // oneDNN value on an exact .5 tie of e * 64; y = clamp(rint(f32(e * 64) + 20), 0, 255)
+    let (v, j) = eltwise_values("swish_tie_u8");
+    let (_, expect) = npy_raw(&Path::new(ELT).join("swish_tie_u8/output_u8.npy"));
+    let so = j["output"]["scale"].as_f64().unwrap() as f32;
+    let zo = j["output"]["zero_point"].as_i64().unwrap() as f32;
+    assert_eq!((so, zo), (1.0 / 64.0, 20.0));
+    let inv = 1.0 / so;
+    let count = |f: &dyn Fn(f32) -> f32| {
+        (0..v.len())
+            .filter(|&i| {
+                (f(v[i]) * inv + zo).round_ties_even().clamp(0.0, 255.0) as u8 != expect[i]
+            })
+            .count()
+    };
+    assert_eq!(count(&qfuse::quant::onednn_swish), 0);
+    // check_onednn_eltwise.py: 48, 29 and 6 bytes
+    let others = [
+        ("correctly rounded silu", count(&silu_exact)),
+        ("f32(x * sigmoid(x))", count(&silu_torch)),
+        (
+            "division by a reciprocal",
+            count(&|x| swish_variant(x, false, true)),
+        ),
+    ];
+    println!("{others:?}");
+    assert!(
+        others.iter().all(|(_, n)| *n > 0),
+        "not separated: {others:?}"
+    );
+}
+
+#[test]
+fn onednn_swish_post_op_equals_onednn_on_cpu_and_gpu() {
+    // swish_u8 (1x1), swish_tie_u8 (crafted ties), swish_dw5x5_u8 (depthwise 5x5)
+    let none = eltwise_mismatches("swish", false, &|m, x| m.run_cpu(x).unwrap());
+    assert!(
+        none.iter().all(|(_, n)| *n > 1000),
+        "post-op not separated: {none:?}"
+    );
+    let cpu = eltwise_mismatches("swish", true, &|m, x| m.run_cpu(x).unwrap());
+    assert!(cpu.iter().all(|(_, n)| *n == 0), "cpu: {cpu:?}");
+    // through the model file ("eltwise": "swish")
+    for (name, model, inputs, expect) in eltwise_cases("swish", true) {
+        let bytes = model.to_bytes().unwrap();
+        let back = Model::from_bytes(&bytes).unwrap();
+        let Value::Q { data, .. } = &back.run_cpu(&inputs).unwrap()[0] else {
+            panic!("{name}: a float output")
+        };
+        let bad = (0..data.len()).filter(|&i| data[i] != expect[i]).count();
+        assert_eq!(bad, 0, "{name}: {bad} bytes differ after the model file");
+    }
+    let ctx = common::gpu();
+    let gpu = eltwise_mismatches("swish", true, &|m, x| {
+        GpuModel::new(&ctx, m).and_then(|g| g.run(&ctx, x)).unwrap()
+    });
+    assert!(gpu.iter().all(|(_, n)| *n == 0), "gpu: {gpu:?}");
+    // every kernel variant (the k-th applicable candidate of each layer)
+    use qfuse::gpu::ConvVariant;
+    for k in 0..12 {
+        let pick = move |l: &QLayer| {
+            let c: Vec<ConvVariant> = ConvVariant::candidates(l)
+                .into_iter()
+                .filter(|v| v.applies(l))
+                .collect();
+            c[k % c.len()]
+        };
+        let gpu = eltwise_mismatches("swish", true, &|m, x| {
+            GpuModel::with_variants(&ctx, m, &pick)
+                .and_then(|g| g.run(&ctx, x))
+                .unwrap()
+        });
+        assert!(
+            gpu.iter().all(|(_, n)| *n == 0),
+            "gpu variant #{k}: {gpu:?}"
+        );
+    }
+}
+
+/// `onednn_swish` of `shaders/common.wgsl` (with the float prelude) on the GPU, as bits.
+fn gpu_onednn_swish(ctx: &qfuse::GpuContext, xs: &[f32]) -> Vec<u32> {
+    use qfuse::gpu::{CustomKernel, Kernel};
+    use wgpu::util::DeviceExt;
+    let src = format!(
+        "{}\n{}\n{}",
+        Kernel::file_source(Kernel::FLOAT_PRELUDE).unwrap(),
+        Kernel::file_source(Kernel::PRELUDE).unwrap(),
+        r#"
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+    let i = gid.x + gid.y * nw.x * 64u;
+    if i >= p.total { return; }
+    y[i] = bitcast<u32>(onednn_swish(bitcast<f32>(x[i])));
+}
+"#
+    );
+    let bits: Vec<u32> = xs.iter().map(|x| x.to_bits()).collect();
+    let input = ctx
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("swish in"),
+            contents: bytemuck::cast_slice(&bits),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+    let out = ctx
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("swish out"),
+            contents: bytemuck::cast_slice(&vec![0xdeadbeefu32; xs.len()]),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        });
+    let params = qfuse::gpu::__internal::ConvParams {
+        total: xs.len() as u32,
+        ..Default::default()
+    };
+    let d = ctx
+        .dispatch_custom(
+            CustomKernel {
+                name: "test_onednn_swish.wgsl",
+                source: &src,
+            },
+            &[],
+            bytemuck::bytes_of(&params),
+            &[(1, &input), (4, &out)],
+            xs.len() as u32,
+            64,
+        )
+        .expect("swish dispatch");
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        d.record(&mut pass);
+    }
+    ctx.submit_and_wait(enc).unwrap();
+    let bytes = ctx.read_buffer(&out, 4 * xs.len() as u64).unwrap();
+    bytemuck::cast_slice(&bytes).to_vec()
+}
+
+#[test]
+fn onednn_swish_in_wgsl_equals_onednn_and_the_cpu() {
+    // the WGSL function the conv epilogue (form 7) calls, on oneDNN's recorded f32 values
+    // (which separate a split fma and a reciprocal), edge values and seeded random ones
+    let ctx = common::gpu();
+    let (v, _) = eltwise_values("swish_f32");
+    let (_, expect) = npy_f32(&Path::new(ELT).join("swish_f32/output_f32.npy"));
+    let got = gpu_onednn_swish(&ctx, &v);
+    let bad: Vec<usize> = (0..v.len())
+        .filter(|&i| got[i] != expect[i].to_bits())
+        .collect();
+    if let Some(&i) = bad.first() {
+        println!(
+            "first at {i}: swish({}) = {:#x} vs oneDNN {:#x}",
+            v[i],
+            got[i],
+            expect[i].to_bits()
+        );
+    }
+    assert!(
+        bad.is_empty(),
+        "{} of {} differ from oneDNN",
+        bad.len(),
+        v.len()
+    );
+    let seed = 0x5715_u64;
+    let mut rng = common::Rng(seed);
+    let mut xs: Vec<f32> = vec![
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        0.5,
+        -0.5,
+        20.0,
+        -20.0,
+        87.0,
+        -87.0,
+        88.0,
+        -88.0,
+        100.0,
+        -100.0,
+        1e30,
+        -1e30,
+        f32::MAX,
+        -f32::MAX,
+        f32::MIN_POSITIVE,
+        -f32::MIN_POSITIVE,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::from_bits(0xc2ae_ac50),
+        f32::from_bits(0x42ae_ac50),
+        f32::from_bits(0xc2ae_ac4f),
+        f32::from_bits(0xc2ae_ac51),
+        f32::from_bits(0x42b1_7218),
+        f32::from_bits(1),
+        f32::from_bits(0x8000_0001),
+        f32::from_bits(0x007f_ffff),
+        f32::from_bits(0x807f_ffff),
+    ];
+    for _ in 0..60_000 {
+        let r = rng.next_u64();
+        // uniform in [-100, 100], and random finite bit patterns
+        xs.push((rng.f32() - 0.5) * 200.0);
+        let b = r as u32;
+        if (b >> 23) & 0xff != 0xff {
+            xs.push(f32::from_bits(b));
+        }
+    }
+    let got = gpu_onednn_swish(&ctx, &xs);
+    // (-inf gives NaN, the GPU's one quiet NaN)
+    let same = |g: u32, c: f32| g == c.to_bits() || (c.is_nan() && f32::from_bits(g).is_nan());
+    let bad: Vec<usize> = (0..xs.len())
+        .filter(|&i| !same(got[i], qfuse::quant::onednn_swish(xs[i])))
+        .collect();
+    if let Some(&i) = bad.first() {
+        println!(
+            "seed {seed:#x}: first at {i}: swish({:e} = {:#x}) = {:#x} on the GPU, {:#x} on the CPU",
+            xs[i],
+            xs[i].to_bits(),
+            got[i],
+            qfuse::quant::onednn_swish(xs[i]).to_bits()
+        );
+    }
+    assert!(
+        bad.is_empty(),
+        "seed {seed:#x}: {} of {} differ",
+        bad.len(),
+        xs.len()
+    );
+}
+
+#[test]
+fn onednn_swish_random_layers_equal_the_cpu_on_every_gpu_kernel_variant() {
+    // efficientnet's shapes: the stem (3x3, stride 2, 3 channels), 1x1 convs, depthwise 3x3
+    // and 5x5 (strides 1 and 2); uint8 and qint8 outputs
+    use qfuse::gpu::ConvVariant;
+    let seed = 0x5717_u64;
+    let mut rng = common::Rng(seed);
+    let ctx = common::gpu();
+    // (in, out, kernel, stride, groups, h, w)
+    let shapes = [
+        (3, 32, 3, 2, 1, 17, 16),
+        (32, 16, 1, 1, 1, 8, 8),
+        (16, 96, 1, 1, 1, 8, 9),
+        (96, 96, 3, 2, 96, 9, 8),
+        (40, 40, 5, 1, 40, 7, 7),
+        (24, 24, 5, 2, 24, 11, 10),
+        (320, 64, 1, 1, 1, 3, 3),
+    ];
+    for (idx, &(cin, cout, k, s, g, h, w)) in shapes.iter().enumerate() {
+        let geom = Conv2dGeometry::new(cin, cout, [k, k])
+            .stride([s, s])
+            .padding([k / 2, k / 2])
+            .groups(g);
+        let weight = rng.i8s(geom.weight_len());
+        let ws: Vec<f32> = (0..cout).map(|_| 0.002 + 0.01 * rng.f32()).collect();
+        let bias: Vec<f32> = (0..cout).map(|_| (rng.f32() - 0.5) * 4.0).collect();
+        let qi = QParams::new(0.02 + 0.02 * rng.f32(), rng.range(0, 60) as i32).unwrap();
+        let qo = if idx % 2 == 0 {
+            QParams::new(0.02 + 0.05 * rng.f32(), rng.range(5, 80) as i32).unwrap()
+        } else {
+            QParams::new_i8(0.02 + 0.05 * rng.f32(), rng.range(0, 60) as i32 - 100).unwrap()
+        };
+        let layer = QLayer::new(
+            LayerKind::Conv2d,
+            geom,
+            weight,
+            ws,
+            bias,
+            qi,
+            qo,
+            Activation::None,
+            Requant::Onednn,
+        )
+        .unwrap()
+        .with_plain_src_scale()
+        .with_swish()
+        .unwrap();
+        let shape = vec![2, cin, h, w];
+        let x = rng.bytes(2 * cin * h * w);
+        let infos = vec![(
+            "x".into(),
+            TensorInfo {
+                shape: shape[1..].to_vec(),
+                dtype: DType::F32,
+            },
+        )];
+        let nodes = vec![
+            Node {
+                name: "xq".into(),
+                op: Op::Quantize(qi),
+                inputs: vec!["x".into()],
+            },
+            Node {
+                name: "y".into(),
+                op: Op::Conv2d(Box::new(layer.clone())),
+                inputs: vec!["xq".into()],
+            },
+        ];
+        let model = Model::new(Requant::InductorX86, infos, vec!["y".into()], nodes).unwrap();
+        let input = [Value::F32 {
+            data: qi.dequantize_slice(&x),
+            shape,
+        }];
+        let cpu = model.run_cpu(&input).unwrap();
+        let Value::Q { data: want, .. } = &cpu[0] else {
+            panic!("a float output")
+        };
+        let distinct = want.iter().collect::<std::collections::HashSet<_>>().len();
+        assert!(
+            distinct > 20,
+            "layer {idx}: only {distinct} distinct output bytes"
+        );
+        let variants: Vec<ConvVariant> = ConvVariant::candidates(&layer)
+            .into_iter()
+            .filter(|v| v.applies(&layer))
+            .collect();
+        for v in variants {
+            let got = GpuModel::with_variants(&ctx, &model, &|_| v)
+                .and_then(|g| g.run(&ctx, &input))
+                .unwrap_or_else(|e| panic!("layer {idx} {v:?}: {e}"));
+            let Value::Q { data, .. } = &got[0] else {
+                panic!("a float output")
+            };
+            let bad: Vec<usize> = (0..data.len()).filter(|&i| data[i] != want[i]).collect();
+            if let Some(&i) = bad.first() {
+                println!(
+                    "seed {seed:#x} layer {idx} {v:?}: {} of {} differ; first at {i}: {} vs cpu {}",
+                    bad.len(),
+                    data.len(),
+                    data[i],
+                    want[i]
+                );
+            }
+            assert!(bad.is_empty(), "seed {seed:#x} layer {idx} {v:?}");
+        }
+    }
 }

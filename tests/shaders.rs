@@ -55,8 +55,12 @@ fn every_shader_parses_and_validates() {
                 Some(on_disk.as_str()),
                 "{name}: not a kernel or the prelude, or stale"
             );
-            if name == Kernel::PRELUDE || name == Kernel::FLOAT_PRELUDE {
+            if name == Kernel::FLOAT_PRELUDE {
                 parse_str(&name, &on_disk);
+            } else if name == Kernel::PRELUDE {
+                // the conv prelude calls the float prelude's ffma / fdiv
+                let float = Kernel::file_source(Kernel::FLOAT_PRELUDE).unwrap();
+                parse_str(&name, &format!("{float}\n{on_disk}"));
             } else {
                 let k = Kernel::ALL.iter().find(|k| k.file() == name).unwrap();
                 let m = parse_str(&name, &k.source());

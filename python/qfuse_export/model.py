@@ -224,9 +224,9 @@ def _infer(ctx, node, in_shapes, tensors):
             if tuple(in_shapes[1]) != (o, oh, ow):
                 _err(ctx, f"sum input (input 1) is {list(in_shapes[1])}, the output {[o, oh, ow]}")
         if "eltwise" in node and (node["eltwise"] not in ("hardswish", "swish") or
-                                  node.get("requant") != "onednn" or
-                                  len(in_shapes) != 1 or node.get("activation") != "none"):
-            _err(ctx, "`eltwise` must be \"hardswish\" or \"swish\" (oneDNN's post-op) on a one-input "
+                                  node.get("requant") != "onednn" or len(in_shapes) != 1 or
+                                  node.get("activation") != "none"):
+            _err(ctx, "`eltwise` must be \"hardswish\" or \"swish\" (oneDNN's post-ops) on a one-input "
                       "\"onednn\" layer without activation")
         if node.get("global_avg_pool", False):
             # with a sum input (a resnet's end) or without (mnasnet's): onednn rule only

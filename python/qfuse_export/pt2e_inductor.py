@@ -10,6 +10,8 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
         oneDNN writes u8:                                   conv2d/linear, requant "onednn" (+ clamp)
   conv2d(dq(a), dq_per_channel(w), b) -> hardswish -> q  conv2d, requant "onednn", "eltwise": "hardswish"
         (oneDNN's hardswish post-op, u8 output)
+  conv2d(dq(a), dq_per_channel(w), b) -> silu -> q       conv2d, requant "onednn", "eltwise": "swish"
+        (oneDNN's swish post-op, u8 output)
   conv2d(...) [-> relu | hardtanh] -> max_pool2d [-> flatten] -> q (float max pool between the conv and q)
         oneDNN writes f32, Inductor's C++ pools and quantizes: conv2d, requant "inductor_x86"
         (+ clamp), then max_pool2d on bytes (exact: quantize is monotone)
@@ -521,11 +523,16 @@ class _IndWalker(P._Walker):
             self.covered.update([src, src.args[0]])
             self.layer(src.args[0], out, oq, None, "onednn", eltwise="hardswish")
             return
-        if src.target in silu and isinstance(src.args[0], torch.fx.Node) and \
-                src.args[0].target in P.CONV + P.LINEAR:
-            self.fail(src, "conv -> silu -> q: Inductor's qconv_pointwise(..., 'swish'), oneDNN's swish "
-                           "post-op (its own polynomial exp; rule measured in tests/data/pt2e/README.md, "
-                           "'Eltwise post-ops and squeeze-excitation') is not implemented in qfuse's conv epilogue yet")
+        if src.target in silu and isinstance(src.args[0], torch.fx.Node) and src.args[0].op == "call_function" \
+                and src.args[0].target in P.CONV + P.LINEAR and len(src.args[0].users) == 1:
+            # conv -> silu -> q: Inductor's qconv_pointwise(..., 'swish'), oneDNN's swish eltwise
+            # post-op (its own polynomial exp) before its output quantization (EpilogueForm::OnednnSwish)
+            if src.args[0].target in P.LINEAR:
+                self.fail(src, "linear -> silu -> q: X86InductorQuantizer does not fuse it (Inductor's "
+                               "qlinear writes f32 and its C++ computes the silu); not reproduced")
+            self.covered.update([src, src.args[0]])
+            self.layer(src.args[0], out, oq, None, "onednn", eltwise="swish")
+            return
         act = None
         op = src
         if src.target in P.RELU + P.HARDTANH + P.RELU6 and isinstance(src.args[0], torch.fx.Node) and \

@@ -129,34 +129,37 @@ impl Kernel {
         )
     }
 
-    /// Whether the kernel is compiled with [`Kernel::FLOAT_PRELUDE`] in front.
+    /// Whether the kernel is compiled with [`Kernel::FLOAT_PRELUDE`] in front
+    /// (the conv kernels too: oneDNN's swish post-op in `common.wgsl` calls
+    /// its exact `ffma` / `fdiv`).
     pub fn uses_float_prelude(self) -> bool {
         matches!(
             self,
             Kernel::Ort | Kernel::Resize | Kernel::QSoftmax | Kernel::Inductor
-        )
+        ) || self.uses_prelude()
     }
 
-    /// The complete WGSL module: the prelude (for conv kernels) or the
-    /// float prelude followed by the kernel file.
+    /// The complete WGSL module: the float prelude (if
+    /// [`Kernel::uses_float_prelude`]), the conv prelude (if
+    /// [`Kernel::uses_prelude`]), then the kernel file.
     pub fn source(self) -> String {
+        let mut s = String::new();
         if self.uses_float_prelude() {
-            return format!(
-                "{}\n// ---- {} ----\n{}",
-                Self::FLOAT_PRELUDE_SOURCE,
-                self.file(),
-                self.body()
-            );
+            s.push_str(Self::FLOAT_PRELUDE_SOURCE);
+            s.push('\n');
         }
-        if !self.uses_prelude() {
+        if self.uses_prelude() {
+            if !s.is_empty() {
+                s.push_str(&format!("// ---- {} ----\n", Self::PRELUDE));
+            }
+            s.push_str(Self::PRELUDE_SOURCE);
+            s.push('\n');
+        }
+        if s.is_empty() {
             return self.body().to_string();
         }
-        format!(
-            "{}\n// ---- {} ----\n{}",
-            Self::PRELUDE_SOURCE,
-            self.file(),
-            self.body()
-        )
+        s.push_str(&format!("// ---- {} ----\n{}", self.file(), self.body()));
+        s
     }
 
     /// Source text of a file under `shaders/` (the prelude or a kernel), or None.

@@ -39,8 +39,8 @@ pub struct ConvParams {
     /// 2 `OnednnF32`, 3 `OnednnSum` (then `pad0` holds `f32(sa / so)` as
     /// f32 bits and `pad1` the addend's zero point's stored byte; the output
     /// buffer holds the addend when the kernel starts), 4 `OnednnSumPool`,
-    /// 5 `OnednnHardswish`, 6 `OnednnPool`, 8 `OnednnFloat` (f32 words out;
-    /// `pad2` the post-op, [`crate::quant::OnednnPost::code`]).
+    /// 5 `OnednnHardswish`, 6 `OnednnPool`, 7 `OnednnSwish`, 8 `OnednnFloat` (f32
+    /// words out; `pad2` the post-op, [`crate::quant::OnednnPost::code`]).
     pub form: u32,
     /// Always 0: XORed into a float's bits, it keeps the compiler from
     /// contracting a product and the addition after it into an FMA.
@@ -684,6 +684,11 @@ impl GpuLayer {
                 pad2 = relu as u32;
                 (6, input_scale, inv_output_scale, 0)
             }
+            crate::quant::EpilogueForm::OnednnSwish {
+                input_scale,
+                inv_output_scale,
+                offset,
+            } => (7, input_scale, inv_output_scale, offset),
             crate::quant::EpilogueForm::OnednnFloat { input_scale, post } => {
                 // f32 words (common.wgsl's store_out); pad2: the post-op.
                 pad2 = post.code();
@@ -886,14 +891,25 @@ impl GpuLayer {
         }
         let buffers = [input, &self.weights, &self.chans, output];
         let bytes = bytemuck::bytes_of(&params);
+        // EXACT_FLOAT (common.wgsl): compile the epilogues that call the float
+        // prelude (form 7) only into the pipelines of layers that have them;
+        // elsewhere the override keeps its default and the branch is dead
+        // (it about doubled every conv pipeline's compile time on lavapipe).
+        let exact_float = self.exact_float();
+        let with_float = |mut v: Vec<(&'static str, f64)>| {
+            if exact_float {
+                v.push(("EXACT_FLOAT", 1.0));
+            }
+            v
+        };
         let tile_constants = |c: TileConfig, splits: u32| {
-            [
+            with_float(vec![
                 ("WG", c.workgroup_size() as f64),
                 ("TM", c.tm as f64),
                 ("TN", c.tn as f64),
                 ("KT", c.kt as f64),
                 ("SPLITS", splits as f64),
-            ]
+            ])
         };
         Ok(match self.plan(input_shape)? {
             Plan::Tiled(c) => {
@@ -940,7 +956,7 @@ impl GpuLayer {
                     )?,
                     ctx.dispatch_bound(
                         Kernel::SplitK,
-                        &[("WG", WG as f64), ("SPLITS", splits as f64)],
+                        &with_float(vec![("WG", WG as f64), ("SPLITS", splits as f64)]),
                         bytemuck::bytes_of(&pass2),
                         &[
                             (1, &scratch),
@@ -955,7 +971,7 @@ impl GpuLayer {
             }
             Plan::Depthwise => vec![ctx.dispatch(
                 Kernel::Depthwise,
-                &[("WG", WG as f64)],
+                &with_float(vec![("WG", WG as f64)]),
                 bytes,
                 &buffers,
                 params.total,
@@ -963,13 +979,26 @@ impl GpuLayer {
             )?],
             Plan::Direct { gather } => vec![ctx.dispatch(
                 Kernel::Conv2d,
-                &[("WG", WG as f64), ("GATHER", gather as u8 as f64)],
+                &with_float(vec![("WG", WG as f64), ("GATHER", gather as u8 as f64)]),
                 bytes,
                 &buffers,
                 params.total,
                 WG,
             )?],
         })
+    }
+
+    /// Whether the layer's epilogue calls the float prelude
+    /// (`shaders/float.wgsl`): its pipelines set the override `EXACT_FLOAT`.
+    fn exact_float(&self) -> bool {
+        matches!(
+            self.layer.epilogue.form,
+            crate::quant::EpilogueForm::OnednnSwish { .. }
+                | crate::quant::EpilogueForm::OnednnFloat {
+                    post: crate::quant::OnednnPost::Swish,
+                    ..
+                }
+        )
     }
 
     /// The split-K scratch buffer, at least `bytes` long (grown on demand).

@@ -58,7 +58,12 @@ LN_MAX, LN_MIN = from_bits(0x42b17218), from_bits(0xc2aeac50)
 POL = from_bits([0x3f7ffffb, 0x3efffee3, 0x3e2aad40, 0x3d2b9d0d, 0x3c07cfce])
 
 
-def exp_onednn(x):
+def fma_split(a, b, c):
+    """a * b + c rounded twice (an implementation free to split a fused multiply-add)"""
+    return f32(f32(a * b) + c)
+
+
+def exp_onednn(x, fma=fma):
     x = f32(x)
     under = x < LN_MIN
     x = np.maximum(np.minimum(x, LN_MAX), LN_MIN)
@@ -74,15 +79,25 @@ def exp_onednn(x):
     return f32(f32(p * pw) * F32(2))
 
 
-def logistic_onednn(x):
+def logistic_onednn(x, fma=fma, recip=False):
     neg = np.signbit(x)
-    e = exp_onednn(-np.abs(x))
-    y = f32(e / f32(e + ONE))
+    e = exp_onednn(-np.abs(x), fma)
+    y = f32(e * f32(ONE / f32(e + ONE))) if recip else f32(e / f32(e + ONE))
     return np.where(neg, y, f32(ONE - y)).astype(F32)
 
 
 def swish_onednn(x):
     return f32(logistic_onednn(x) * x)
+
+
+def swish_split_fma(x):
+    """oneDNN's formula with each fma rounded twice"""
+    return f32(logistic_onednn(x, fma=fma_split) * x)
+
+
+def swish_recip(x):
+    """oneDNN's formula with the division as a product by the reciprocal"""
+    return f32(logistic_onednn(x, recip=True) * x)
 
 
 def swish_exact(x):
@@ -98,18 +113,22 @@ def swish_torch(x):
 
 CANDIDATES = {"hardswish": [("onednn", hardswish_onednn), ("fma", hardswish_fma), ("torch", hardswish_torch),
                             ("exact", hardswish_exact)],
-              "swish": [("onednn", swish_onednn), ("exact", swish_exact), ("torch_f32", swish_torch)]}
+              "swish": [("onednn", swish_onednn), ("exact", swish_exact), ("torch_f32", swish_torch),
+                        ("split_fma", swish_split_fma), ("recip", swish_recip)]}
 
 
-def conv_acc(xq, zi, wq, pad):
+def conv_acc(xq, zi, wq, pad, groups=1):
     O, C, k, _ = wq.shape
     H, W = xq.shape[2], xq.shape[3]
     xp = np.pad(xq.astype(I64) - zi, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     acc = np.zeros((xq.shape[0], O, H + 2 * pad - k + 1, W + 2 * pad - k + 1), dtype=I64)
+    og, cg = O // groups, C
     for dy in range(k):
         for dx in range(k):
-            acc += np.einsum("oc,nchw->nohw", wq[:, :, dy, dx].astype(I64),
-                             xp[:, :, dy:dy + acc.shape[2], dx:dx + acc.shape[3]])
+            for g in range(groups):
+                acc[:, g * og:(g + 1) * og] += np.einsum(
+                    "oc,nchw->nohw", wq[g * og:(g + 1) * og, :, dy, dx].astype(I64),
+                    xp[:, g * cg:(g + 1) * cg, dy:dy + acc.shape[2], dx:dx + acc.shape[3]])
     return acc
 
 
@@ -124,7 +143,7 @@ def main():
         ld = lambda f: np.load(os.path.join(d, f + ".npy"))
         xq, wq, ws, b = ld("x_u8"), ld("weight_q"), ld("weight_scale"), ld("bias")
         si, zi = F32(c["input"]["scale"]), c["input"]["zero_point"]
-        acc = conv_acc(xq, zi, wq, c["padding"][0])
+        acc = conv_acc(xq, zi, wq, c["padding"][0], c.get("groups", 1))
         v = f32(f32(f32(acc.astype(F32) * si) * ws[None, :, None, None]) + b[None, :, None, None])
         f32_out = c["output"]["dtype"] == "float32"
         y = ld("output_f32") if f32_out else ld("output_u8")

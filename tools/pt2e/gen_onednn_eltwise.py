@@ -27,11 +27,11 @@ def conv_v(acc, si, ws, b):
             + b[None, :, None, None]).astype(F32)
 
 
-def layer(rng, post, out_f32, k=1):
-    C, O, H = 16, 64, 16
+def layer(rng, post, out_f32, k=1, groups=1):
+    C, O, H = (16, 64, 16) if groups == 1 else (groups, groups, 16)
     si = F32(10 ** rng.uniform(-2.5, -1.5))
     zi = int(rng.integers(0, 40))
-    wq = rng.integers(-128, 128, (O, C, k, k)).astype(np.int8)
+    wq = rng.integers(-128, 128, (O, C // groups, k, k)).astype(np.int8)
     xq = rng.integers(0, 256, (1, C, H, H)).astype(np.uint8)
     acc = np.einsum("ockl,nchw->nohw", wq.astype(I64), xq.astype(I64) - zi) if k == 1 else None
     if k != 1:
@@ -39,13 +39,16 @@ def layer(rng, post, out_f32, k=1):
         acc = np.zeros((1, O, H, H), dtype=I64)
         for dy in range(k):
             for dx in range(k):
-                acc += np.einsum("oc,nchw->nohw", wq[:, :, dy, dx].astype(I64), xp[:, :, dy:dy + H, dx:dx + H])
+                if groups == 1:
+                    acc += np.einsum("oc,nchw->nohw", wq[:, :, dy, dx].astype(I64), xp[:, :, dy:dy + H, dx:dx + H])
+                else:  # depthwise
+                    acc += wq[None, :, 0, dy, dx, None, None].astype(I64) * xp[:, :, dy:dy + H, dx:dx + H]
     # weight scales so that each channel's products spread over about [-4, 4], biases in [-2, 2]
     std = acc.reshape(O, -1).std(axis=1) + 1
     ws = (F32(3.0) / (std.astype(F32) * si)).astype(F32)
     b = rng.uniform(-2, 2, O).astype(F32)
     pw = torch.ops.onednn.qconv_prepack(torch.from_numpy(wq), torch.from_numpy(ws), float(si), zi, [1, 1],
-                                        [k // 2, k // 2], [1, 1], 1, list(xq.shape))
+                                        [k // 2, k // 2], [1, 1], groups, list(xq.shape))
     xt = torch.from_numpy(xq).contiguous(memory_format=torch.channels_last)
     if out_f32:
         so, zo, dt = 1.0, 0, torch.float32
@@ -54,19 +57,49 @@ def layer(rng, post, out_f32, k=1):
         so, zo, dt = float(F32(np.ptp(v) / 200)), int(rng.integers(20, 120)), torch.uint8
     y = torch.ops.onednn.qconv_pointwise.tensor(
         xt, torch.tensor(float(si)), torch.tensor(zi, dtype=torch.int32), pw, torch.from_numpy(ws),
-        torch.zeros(O, dtype=torch.int32), torch.from_numpy(b), [1, 1], [k // 2, k // 2], [1, 1], 1, so, zo, dt,
-        post, [None], "")
+        torch.zeros(O, dtype=torch.int32), torch.from_numpy(b), [1, 1], [k // 2, k // 2], [1, 1], groups, so, zo,
+        dt, post, [None], "")
     y = y.contiguous().numpy()
-    return dict(si=si, zi=zi, ws=ws, wq=wq, b=b, xq=xq, so=F32(so), zo=zo, y=y, acc=acc, k=k)
+    return dict(si=si, zi=zi, ws=ws, wq=wq, b=b, xq=xq, so=F32(so), zo=zo, y=y, acc=acc, k=k, groups=groups)
 
 
-def tie_layer(rng):
+def tie_bias(post, T, pj, q, strict=False):
+    """a bias putting the pre-activation value pj + bias on a v with oneDNN's post-op value
+    exactly T, where another candidate quantizes differently (None if there is none)"""
+    from check_onednn_eltwise import hardswish_onednn, hardswish_fma, hardswish_torch
+    from check_onednn_eltwise import swish_onednn, swish_exact, swish_torch, swish_split_fma, swish_recip
+    if post == "hardswish":
+        root = F32((-3 + np.sqrt(9 + 24 * float(T))) / 2)
+        cand = (root.view(np.int32) + np.arange(-20000, 20001, dtype=np.int32)).view(F32)
+        ok = hardswish_onednn(cand) == T
+        alt = (q(hardswish_fma(cand)) != q(T)) | (q(hardswish_torch(cand)) != q(T))
+    else:
+        # x * sigmoid(x) = T by Newton's method (T > 0: one root; T < 0: the one below the
+        # minimum at -1.278, where exp's rounding reaches the value undamped)
+        x = float(T) + 1.0 if T > 0 else -1.3 + 40 * float(T)
+        for _ in range(60):
+            sg = 1 / (1 + np.exp(-x))
+            x -= (x * sg - float(T)) / (sg + x * sg * (1 - sg))
+        cand = (F32(x).view(np.int32) + np.arange(-20000, 20001, dtype=np.int32)).view(F32)
+        ok = swish_onednn(cand) == T
+        alt = np.zeros(cand.shape, dtype=bool)
+        for fn in ((swish_split_fma,) if strict else (swish_exact, swish_torch, swish_split_fma, swish_recip)):
+            alt |= q(fn(cand)) != q(T)
+    for v in cand[ok & alt]:
+        bo = F32(F64(v) - F64(pj))
+        if F32(pj + bo) == v:
+            return bo
+    return None
+
+
+def tie_layer(rng, post="hardswish"):
     """hardswish, u8 output, output scale 2^-6 and zero point 0: each output channel's bias puts
     one pixel's oneDNN hardswish value on an exact .5 tie of e * (1/so) (broken to even), where
     the FMA form or PyTorch's x * clamp(x + 3, 0, 6) / 6 lands one ulp off and rounds the other
-    way (check_onednn_eltwise.py's candidates)"""
+    way (check_onednn_eltwise.py's candidates). post "swish": the same with oneDNN's swish value,
+    where the correctly rounded silu, f32(x * sigmoid(x)), oneDNN's formula with its fma split
+    in two roundings or with the division as a reciprocal's product rounds the other way."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from check_onednn_eltwise import hardswish_onednn, hardswish_fma, hardswish_torch
 
     C, O, H = 16, 64, 16
     si = F32(10 ** rng.uniform(-2.5, -1.5))
@@ -77,23 +110,26 @@ def tie_layer(rng):
     std = acc.reshape(O, -1).std(axis=1) + 1
     ws = (F32(1.0) / (std.astype(F32) * si)).astype(F32)
     p = conv_v(acc, si, ws, np.zeros(O, dtype=F32))
-    so, zo = F32(2.0 ** -6), 0
+    # swish: zero point 20, so that negative values (down to -0.278) have ties too
+    so, zo = F32(2.0 ** -6), 0 if post == "hardswish" else 20
     inv = F32(1) / so
     q = lambda e: np.clip(np.rint(f32(f32(e * inv) + F32(zo))), 0, 255)
     b = np.zeros(O, dtype=F32)
     placed = 0
     for o in range(O):
         pv = p[0, o].ravel()
-        j = int(np.flatnonzero(np.abs(pv) < 1)[0])
-        k = int(rng.integers(20, 150))
-        T = F32((k + 0.5) * float(so))
-        root = F32((-3 + np.sqrt(9 + 24 * float(T))) / 2)
-        cand = (root.view(np.int32) + np.arange(-20000, 20001, dtype=np.int32)).view(F32)
-        ok = hardswish_onednn(cand) == T
-        alt = (q(hardswish_fma(cand)) != q(T)) | (q(hardswish_torch(cand)) != q(T))
-        for v in cand[ok & alt]:
-            bo = F32(F64(v) - F64(pv[j]))
-            if F32(pv[j] + bo) == v:
+        near = np.flatnonzero(np.abs(pv) < 1)
+        j = int(near[0]) if near.size else int(np.argmin(np.abs(pv)))
+        # hardswish: one target per channel; swish (steeper, about one candidate per target hits
+        # it exactly): up to 60 targets until one separates, first one that separates the
+        # split fma (rarer), else any
+        ks = rng.integers(20, 150, 1) if post == "hardswish" else rng.integers(-17, 150, 60)
+        for strict in ((False,) if post == "hardswish" else (True, False)):
+            for k in ks:
+                bo = tie_bias(post, F32((int(k) + 0.5) * float(so)), pv[j], q, strict)
+                if bo is not None:
+                    break
+            if bo is not None:
                 b[o] = bo
                 placed += 1
                 break
@@ -104,8 +140,9 @@ def tie_layer(rng):
     y = torch.ops.onednn.qconv_pointwise.tensor(
         xt, torch.tensor(float(si)), torch.tensor(zi, dtype=torch.int32), pw, torch.from_numpy(ws),
         torch.zeros(O, dtype=torch.int32), torch.from_numpy(b), [1, 1], [0, 0], [1, 1], 1, float(so), zo,
-        torch.uint8, "hardswish", [None], "")
-    return dict(si=si, zi=zi, ws=ws, wq=wq, b=b, xq=xq, so=so, zo=zo, y=y.contiguous().numpy(), acc=acc, k=1)
+        torch.uint8, post, [None], "")
+    return dict(si=si, zi=zi, ws=ws, wq=wq, b=b, xq=xq, so=so, zo=zo, y=y.contiguous().numpy(), acc=acc, k=1,
+                groups=1)
 
 
 def f32(v):
@@ -115,14 +152,20 @@ def f32(v):
 CASES = [("hardswish_f32", "hardswish", True, 1), ("hardswish_u8", "hardswish", False, 1),
          ("hardswish3x3_u8", "hardswish", False, 3),
          ("hardswish_tie_u8", "hardswish", False, "tie"),
-         ("swish_f32", "swish", True, 1), ("swish_u8", "swish", False, 1)]
+         ("swish_f32", "swish", True, 1), ("swish_u8", "swish", False, 1),
+         ("swish_tie_u8", "swish", False, "tie"), ("swish_dw5x5_u8", "swish", False, "dw5")]
 
 
 def main():
     out = sys.argv[1]
     rng = np.random.default_rng(11)
     for name, post, out_f32, k in CASES:
-        L = tie_layer(rng) if k == "tie" else layer(rng, post, out_f32, k)
+        if k == "tie":
+            L = tie_layer(rng, post)
+        elif k == "dw5":  # depthwise 5x5 (efficientnet's), 32 channels
+            L = layer(rng, post, out_f32, 5, groups=32)
+        else:
+            L = layer(rng, post, out_f32, k)
         k = L["k"]
         d = os.path.join(out, name)
         os.makedirs(d, exist_ok=True)
@@ -133,7 +176,7 @@ def main():
         else:
             np.save(os.path.join(d, "output_u8.npy"), L["y"].astype(np.uint8))
         case = dict(name=name, op=f"onednn.qconv_pointwise.tensor, post-op {post!r}", post_op=post,
-                    stride=[1, 1], padding=[k // 2, k // 2], dilation=[1, 1], groups=1,
+                    stride=[1, 1], padding=[k // 2, k // 2], dilation=[1, 1], groups=L["groups"],
                     input=dict(scale=float(L["si"]), zero_point=L["zi"]),
                     output=dict(dtype="float32" if out_f32 else "uint8", scale=float(L["so"]),
                                 zero_point=L["zo"]),

@@ -181,6 +181,13 @@ CASES = {
                                   a=conv(3, 16, 3, padding=1), b=conv(16, 16, 3, padding=1, groups=16),
                                   c=conv(16, 8, 1)),
                        (2, 3, 12, 12), 21, False),
+    # conv -> silu -> q: oneDNN's swish post-op (qconv_pointwise(..., 'swish')), as in efficientnet: the
+    # stem (3x3, stride 2), a depthwise 5x5 and a depthwise 3x3 conv, silu_ (nn.SiLU(inplace=True)) and silu
+    "conv_swish": (lambda: Fn(lambda s, x: F.max_pool2d(s.d(F.silu(s.c(s.b(s.a(x))))), 1),
+                              a=nn.Sequential(conv(3, 16, 3, stride=2, padding=1), nn.SiLU(inplace=True)),
+                              b=nn.Sequential(conv(16, 16, 5, padding=2, groups=16), nn.SiLU(inplace=True)),
+                              c=conv(16, 16, 3, padding=1, groups=16), d=conv(16, 8, 1)),
+                   (2, 3, 24, 24), 22, False),
     # mnasnet's end: relu(conv(dq(x))) -> mean([2, 3]) [-> dropout] -> q -> linear: X86InductorQuantizer
     # leaves the mean unannotated, so oneDNN writes the conv's f32 output (relu post-op) and Inductor's
     # C++ averages and quantizes it (conv2d "global_avg_pool" with one input)

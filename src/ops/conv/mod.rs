@@ -118,8 +118,10 @@ impl<'a> OpKind<'a> for Conv<'a> {
             // An f32 output: no output qparams; the relu is the activation.
             Some(post) => {
                 w.put("output", json!("float32"));
-                if post == crate::quant::OnednnPost::Hardswish {
-                    w.put("eltwise", json!("hardswish"));
+                match post {
+                    crate::quant::OnednnPost::Hardswish => w.put("eltwise", json!("hardswish")),
+                    crate::quant::OnednnPost::Swish => w.put("eltwise", json!("swish")),
+                    _ => {}
                 }
                 w.require_version(FLOAT_OUTPUT_VERSION);
             }
@@ -130,6 +132,9 @@ impl<'a> OpKind<'a> for Conv<'a> {
         }
         if l.hardswish() {
             w.put("eltwise", json!("hardswish"));
+        }
+        if l.swish() {
+            w.put("eltwise", json!("swish"));
         }
         w.put("activation", json!(l.activation.name()));
         w.put("requant", json!(l.requant.name()));
@@ -350,18 +355,19 @@ fn parse_layer(kind: LayerKind, a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
         l = l.with_plain_src_scale();
     }
     // oneDNN's eltwise post-op before its output quantization (Inductor's
-    // `qconv_pointwise(..., 'hardswish')`).
+    // `qconv_pointwise(..., 'hardswish' | 'swish')`).
     if let Some(v) = a.opt("eltwise") {
         match v.as_str() {
             Some("hardswish") if cx.inputs.len() == 1 => l = l.with_hardswish()?,
-            Some("hardswish") => {
-                return Err(Error::Model(
-                    "\"eltwise\": \"hardswish\" on a conv2d with a second (sum) input".into(),
-                ))
+            Some("swish") if cx.inputs.len() == 1 => l = l.with_swish()?,
+            Some(e @ ("hardswish" | "swish")) => {
+                return Err(Error::Model(format!(
+                    "\"eltwise\": \"{e}\" on a conv2d with a second (sum) input"
+                )))
             }
             _ => {
                 return Err(Error::Unsupported(format!(
-                    "\"eltwise\" {v} (known: \"hardswish\", oneDNN's post-op under the onednn rule)"
+                    "\"eltwise\" {v} (known: \"hardswish\", \"swish\", oneDNN's post-ops under the onednn rule)"
                 )))
             }
         }
