@@ -139,49 +139,56 @@ fn cases() -> Vec<Case> {
             expect,
         });
     }
-    // oneDNN's direct call with the hardswish post-op and an f32 output.
-    let d = Path::new("tests/data/pt2e/inductor_x86_eltwise/hardswish_f32");
-    let j: Json =
-        serde_json::from_str(&std::fs::read_to_string(d.join("case.json")).unwrap()).unwrap();
-    let qi = QParams::new(
-        j["input"]["scale"].as_f64().unwrap() as f32,
-        j["input"]["zero_point"].as_i64().unwrap() as i32,
-    )
-    .unwrap();
-    let (xs, x) = npy_raw(&d.join("x_u8.npy"));
-    let (wsh, w) = npy_raw(&d.join("weight_q.npy"));
-    let (_, ws) = npy_f32(&d.join("weight_scale.npy"));
-    let (_, bias) = npy_f32(&d.join("bias.npy"));
-    let (_, expect) = npy_f32(&d.join("output_f32.npy"));
-    let layer = QLayer::new(
-        LayerKind::Conv2d,
-        Conv2dGeometry::new(wsh[1], wsh[0], [wsh[2], wsh[3]])
-            .stride(pair(&j["stride"]))
-            .padding(pair(&j["padding"]))
-            .dilation(pair(&j["dilation"])),
-        w.into_iter().map(|b| b as i8).collect(),
-        ws,
-        bias,
-        qi,
-        QParams::new(1.0, 0).unwrap(),
-        Activation::None,
-        Requant::Onednn,
-    )
-    .unwrap()
-    .with_plain_src_scale()
-    .with_hardswish()
-    .unwrap()
-    .with_float_output()
-    .unwrap();
-    v.push(Case {
-        name: "hardswish_f32".into(),
-        model: one_layer_model(layer, &xs[1..]),
-        input: Value::F32 {
-            data: qi.dequantize_slice(&x),
-            shape: xs,
-        },
-        expect,
-    });
+    // oneDNN's direct calls with the hardswish / swish post-op and an f32 output.
+    for post in ["hardswish", "swish"] {
+        let d = Path::new("tests/data/pt2e/inductor_x86_eltwise").join(format!("{post}_f32"));
+        let j: Json =
+            serde_json::from_str(&std::fs::read_to_string(d.join("case.json")).unwrap()).unwrap();
+        assert_eq!(j["post_op"], post);
+        let qi = QParams::new(
+            j["input"]["scale"].as_f64().unwrap() as f32,
+            j["input"]["zero_point"].as_i64().unwrap() as i32,
+        )
+        .unwrap();
+        let (xs, x) = npy_raw(&d.join("x_u8.npy"));
+        let (wsh, w) = npy_raw(&d.join("weight_q.npy"));
+        let (_, ws) = npy_f32(&d.join("weight_scale.npy"));
+        let (_, bias) = npy_f32(&d.join("bias.npy"));
+        let (_, expect) = npy_f32(&d.join("output_f32.npy"));
+        let layer = QLayer::new(
+            LayerKind::Conv2d,
+            Conv2dGeometry::new(wsh[1], wsh[0], [wsh[2], wsh[3]])
+                .stride(pair(&j["stride"]))
+                .padding(pair(&j["padding"]))
+                .dilation(pair(&j["dilation"])),
+            w.into_iter().map(|b| b as i8).collect(),
+            ws,
+            bias,
+            qi,
+            QParams::new(1.0, 0).unwrap(),
+            Activation::None,
+            Requant::Onednn,
+        )
+        .unwrap()
+        .with_plain_src_scale();
+        let layer = if post == "swish" {
+            layer.with_swish()
+        } else {
+            layer.with_hardswish()
+        }
+        .unwrap()
+        .with_float_output()
+        .unwrap();
+        v.push(Case {
+            name: format!("{post}_f32"),
+            model: one_layer_model(layer, &xs[1..]),
+            input: Value::F32 {
+                data: qi.dequantize_slice(&x),
+                shape: xs,
+            },
+            expect,
+        });
+    }
     v
 }
 
@@ -224,7 +231,7 @@ fn variant(k: usize) -> impl Fn(&QLayer) -> ConvVariant {
 #[test]
 fn onednn_f32_outputs_equal_torch_compile_on_cpu_file_and_every_gpu_variant() {
     let cases = cases();
-    assert_eq!(cases.len(), 4);
+    assert_eq!(cases.len(), 5);
     for c in &cases {
         let cpu = c.model.run_cpu(std::slice::from_ref(&c.input)).unwrap();
         assert_eq!(
@@ -403,13 +410,16 @@ fn gpu_f32_conv_outputs_equal_the_cpu_on_random_layers_and_every_variant() {
     println!("seed {seed:#x}");
     let mut rng = common::Rng(seed);
     let ctx = common::gpu();
-    let mut hardswish = 0;
+    let (mut hardswish, mut swish) = (0, 0);
     for kind in 0..5 {
-        for rep in 0..2 {
+        for rep in 0..3 {
             let (base, shape) = random_layer(&mut rng, kind);
             let layer = if rep == 1 && base.activation() == Activation::None {
                 hardswish += 1;
                 base.with_hardswish().unwrap()
+            } else if rep == 2 && base.activation() == Activation::None {
+                swish += 1;
+                base.with_swish().unwrap()
             } else {
                 base
             }
@@ -428,7 +438,10 @@ fn gpu_f32_conv_outputs_equal_the_cpu_on_random_layers_and_every_variant() {
             }
         }
     }
-    assert!(hardswish > 0, "no hardswish layer drawn");
+    assert!(
+        hardswish > 0 && swish > 0,
+        "no hardswish / swish layer drawn"
+    );
 }
 
 #[test]
