@@ -78,6 +78,12 @@ def conv(*a, **k):
     return nn.Conv2d(*a, **k)
 
 
+def _se(c, sq, act, gate):
+    """torchvision's squeeze-excitation block (mobilenet_v3: ReLU / Hardsigmoid; efficientnet: SiLU / Sigmoid)"""
+    from torchvision.ops.misc import SqueezeExcitation
+    return SqueezeExcitation(c, sq, activation=act, scale_activation=gate)
+
+
 # name -> (builder, input shape, seed, reduce_range)
 CASES = {
     # conv -> relu -> max pool (float, Inductor's C++) -> q: requant inductor_x86 + max_pool2d;
@@ -220,6 +226,20 @@ CASES = {
     "conv_relu_f32_output": (lambda: Fn(lambda s, x: torch.relu(s.b(F.max_pool2d(torch.relu(s.a(x)), 2))),
                                         a=conv(3, 8, 3, padding=1), b=conv(8, 6, 3, padding=1)),
                              (2, 3, 8, 8), 13, False),
+    # squeeze-excitation (mobilenet_v3: hardsigmoid gate; efficientnet / regnet_y: sigmoid): oneDNN
+    # writes the block input and the second SE conv in f32, Inductor's C++ multiplies and quantizes
+    # (conv "output": "float32" + inductor_gate_mul); the pool reads the input quantized
+    "se_hardsigmoid": (lambda: Fn(lambda s, x: s.d(s.se(s.a(x))),
+                                  a=nn.Sequential(conv(3, 19, 3, padding=1), nn.ReLU(inplace=True)),
+                                  se=_se(19, 8, nn.ReLU, nn.Hardsigmoid), d=conv(19, 6, 1)),
+                       (2, 3, 7, 6), 51, False),
+    "se_sigmoid_swish": (lambda: Fn(lambda s, x: s.d(s.se(s.a(x))),
+                                    a=nn.Sequential(conv(3, 40, 3, padding=1), nn.SiLU(inplace=True)),
+                                    se=_se(40, 10, nn.SiLU, nn.Sigmoid), d=conv(40, 8, 1)),
+                         (1, 3, 6, 5), 52, False),
+    # mobilenet_v3's classifier: linear -> hardswish (not fused: oneDNN writes f32, Inductor's C++)
+    "linear_hardswish": (lambda: Fn(lambda s, x: s.l2(F.dropout(F.hardswish(s.l1(x)), 0.2, False)),
+                                    l1=nn.Linear(24, 37), l2=nn.Linear(37, 10)), (3, 24), 53, False),
 }
 
 # models the exporter must refuse (with the node it names)
