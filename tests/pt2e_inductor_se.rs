@@ -820,4 +820,14 @@ fn gpu_models_with_f32_convs_equal_the_cpu() {
         }
     }
     println!("{checked} bytes equal");
+    // a float32 model input (NCHW on the GPU) is refused, naming the op
+    let c = &cases()[0];
+    let e = match GpuModel::new(&ctx, &model(c, false)) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a float32 model input feeding inductor_gate_mul was accepted on the GPU"),
+    };
+    assert!(
+        e.contains("inductor_gate_mul") && e.contains("model input"),
+        "{e}"
+    );
 }
