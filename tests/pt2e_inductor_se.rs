@@ -610,3 +610,224 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     );
     println!("{} arguments bit-exact", args.len());
 }
+
+// ---------------------------------------------------------------------------
+// Through a model: oneDNN convs/linears with an f32 output (NHWC4F on the
+// GPU) feeding the ops, GPU == CPU (the CPU rules are pinned above, the f32
+// convs by tests/inductor_f32_conv.rs).
+
+fn f32_info(shape: &[usize]) -> TensorInfo {
+    TensorInfo {
+        shape: shape.to_vec(),
+        dtype: DType::F32,
+    }
+}
+
+fn node(name: &str, op: Op, inputs: &[&str]) -> Node {
+    Node {
+        name: name.into(),
+        op,
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// A random oneDNN layer with an f32 output whose values spread over about
+/// [-5, 5] (hardsigmoid's and hardswish's bends, sigmoid's curve).
+fn f32_layer(
+    rng: &mut common::Rng,
+    geom: qfuse::Conv2dGeometry,
+    kind: qfuse::LayerKind,
+    act: qfuse::quant::Activation,
+    hardswish: bool,
+) -> qfuse::QLayer {
+    let qi = QParams::new(0.03, 120).unwrap();
+    let k = geom.cin_per_group() * geom.kernel[0] * geom.kernel[1];
+    let o = geom.out_channels;
+    let w = rng.i8s(o * k);
+    // |acc| ~ 128 * 64 * sqrt(k); scale it to ~2
+    let ws: Vec<f32> = (0..o)
+        .map(|_| (0.5 + rng.f32()) * 2.0 / (0.03 * 128.0 * 64.0 * (k as f32).sqrt()))
+        .collect();
+    let bias: Vec<f32> = (0..o).map(|_| rng.f32() * 4.0 - 2.0).collect();
+    let l = qfuse::QLayer::new(
+        kind,
+        geom,
+        w,
+        ws,
+        bias,
+        qi,
+        QParams::new(0.05, 3).unwrap(),
+        act,
+        Requant::Onednn,
+    )
+    .unwrap()
+    .with_plain_src_scale();
+    let l = if hardswish {
+        l.with_hardswish().unwrap()
+    } else {
+        l
+    };
+    l.with_float_output().unwrap()
+}
+
+fn variant(k: usize) -> impl Fn(&qfuse::QLayer) -> qfuse::gpu::ConvVariant {
+    move |l: &qfuse::QLayer| {
+        let c: Vec<_> = qfuse::gpu::ConvVariant::candidates(l)
+            .into_iter()
+            .filter(|v| v.applies(l))
+            .collect();
+        c[k % c.len()]
+    }
+}
+
+#[test]
+fn gpu_models_with_f32_convs_equal_the_cpu() {
+    use qfuse::quant::Activation;
+    use qfuse::{Conv2dGeometry, GpuModel, LayerKind};
+    let seed = 0x5e_90d5u64;
+    println!("seed {seed:#x}");
+    let mut rng = common::Rng(seed);
+    let ctx = common::gpu();
+    let qa = QParams::new(0.03, 120).unwrap();
+    let out = QParams::new(0.021, 77).unwrap();
+    let mut checked = 0;
+    // (C, H, W, the gate from a linear ([C]) instead of a 1x1 conv ([C, 1, 1]), gate, conv_a's post-op)
+    let shapes = [
+        (
+            16usize,
+            5usize,
+            4usize,
+            false,
+            InductorGate::Hardsigmoid,
+            1usize,
+        ),
+        (19, 3, 3, true, InductorGate::Sigmoid, 0),
+        (40, 2, 3, false, InductorGate::Sigmoid, 2),
+        (72, 4, 2, true, InductorGate::Hardsigmoid, 0),
+    ];
+    for &(c, h, w, linear_gate, gate, post) in &shapes {
+        let cin = 8;
+        let conv_a = f32_layer(
+            &mut rng,
+            Conv2dGeometry::new(cin, c, [3, 3]).padding([1, 1]),
+            LayerKind::Conv2d,
+            if post == 1 {
+                Activation::Relu
+            } else {
+                Activation::None
+            },
+            post == 2,
+        );
+        let (b_shape, conv_b) = if linear_gate {
+            (
+                vec![12],
+                Op::Linear(Box::new(f32_layer(
+                    &mut rng,
+                    Conv2dGeometry::linear(12, c),
+                    LayerKind::Linear,
+                    Activation::None,
+                    false,
+                ))),
+            )
+        } else {
+            (
+                vec![12, 1, 1],
+                Op::Conv2d(Box::new(f32_layer(
+                    &mut rng,
+                    Conv2dGeometry::new(12, c, [1, 1]),
+                    LayerKind::Conv2d,
+                    Activation::None,
+                    false,
+                ))),
+            )
+        };
+        let se = Model::new(
+            Requant::InductorX86,
+            vec![
+                ("a".into(), f32_info(&[cin, h, w])),
+                ("b".into(), f32_info(&b_shape)),
+            ],
+            vec!["y".into(), "hs".into()],
+            vec![
+                node("aq", Op::Quantize(qa), &["a"]),
+                node("va", Op::Conv2d(Box::new(conv_a)), &["aq"]),
+                node("bq", Op::Quantize(qa), &["b"]),
+                node("vb", conv_b, &["bq"]),
+                node("y", Op::InductorGateMul { gate, out }, &["va", "vb"]),
+                node("hs", Op::InductorHardswish { out }, &["va"]),
+            ],
+        )
+        .unwrap();
+        // the classifier: linear (f32) -> hardswish
+        let cls = Model::new(
+            Requant::InductorX86,
+            vec![("a".into(), f32_info(&[c]))],
+            vec!["y".into()],
+            vec![
+                node("aq", Op::Quantize(qa), &["a"]),
+                node(
+                    "v",
+                    Op::Linear(Box::new(f32_layer(
+                        &mut rng,
+                        Conv2dGeometry::linear(c, 2 * c + 3),
+                        LayerKind::Linear,
+                        Activation::None,
+                        false,
+                    ))),
+                    &["aq"],
+                ),
+                node("y", Op::InductorHardswish { out }, &["v"]),
+            ],
+        )
+        .unwrap();
+        let n = 2;
+        let rand = |rng: &mut common::Rng, shape: &[usize]| {
+            let mut s = vec![n];
+            s.extend_from_slice(shape);
+            let len: usize = s.iter().product();
+            Value::F32 {
+                data: (0..len).map(|_| rng.f32() * 7.0 - 3.5).collect(),
+                shape: s,
+            }
+        };
+        for (model, inputs) in [
+            (
+                &se,
+                vec![rand(&mut rng, &[cin, h, w]), rand(&mut rng, &b_shape)],
+            ),
+            (&cls, vec![rand(&mut rng, &[c])]),
+        ] {
+            let want = model.run_cpu(&inputs).unwrap();
+            for o in &want {
+                let b = bytes(o);
+                assert!(
+                    b.iter().filter(|&&v| v != b[0]).count() > b.len() / 4,
+                    "seed {seed:#x}: nearly constant output"
+                );
+            }
+            let file = Model::from_bytes(&model.to_bytes().unwrap()).unwrap();
+            assert_eq!(file.run_cpu(&inputs).unwrap(), want, "after the file");
+            for k in 0..3 {
+                let g = GpuModel::with_variants(&ctx, model, &variant(k)).unwrap();
+                let got = g.run(&ctx, &inputs).unwrap();
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    if let Some(m) = first_mismatch(bytes(a), bytes(b)) {
+                        panic!("seed {seed:#x}, C {c}, output {i}, variant #{k}: {m}");
+                    }
+                    checked += bytes(b).len();
+                }
+            }
+        }
+    }
+    println!("{checked} bytes equal");
+    // a float32 model input (NCHW on the GPU) is refused, naming the op
+    let c = &cases()[0];
+    let e = match GpuModel::new(&ctx, &model(c, false)) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a float32 model input feeding inductor_gate_mul was accepted on the GPU"),
+    };
+    assert!(
+        e.contains("inductor_gate_mul") && e.contains("model input"),
+        "{e}"
+    );
+}

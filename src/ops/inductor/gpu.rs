@@ -4,7 +4,7 @@
 //! f32 per word; see the shader's header).
 
 use super::{InductorLowered, Mode};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::node::{GpuIo, GpuNode, Upload, UploadCx, WG};
 use crate::gpu::{Dispatch, GpuContext, Kernel};
 
@@ -65,7 +65,18 @@ struct InductorNode {
 }
 
 impl Upload for InductorLowered {
-    fn upload(&self, _cx: &UploadCx<'_>) -> Result<Box<dyn GpuNode>> {
+    fn upload(&self, cx: &UploadCx<'_>) -> Result<Box<dyn GpuNode>> {
+        if let Some(i) = cx.gpu_f32.iter().position(|&g| !g) {
+            return Err(Error::Unsupported(format!(
+                "{} on the GPU: input {i} is a float32 model input or a host-side dequantize; \
+                 the GPU reads only an f32 tensor computed on the GPU (a conv/linear with \
+                 \"output\": \"float32\"), run this model on the CPU",
+                match self.mode {
+                    Mode::Hardswish => "inductor_hardswish",
+                    Mode::Gate(_) => "inductor_gate_mul",
+                }
+            )));
+        }
         Ok(Box::new(InductorNode {
             mode: self.mode.code(),
             out: self.out,
