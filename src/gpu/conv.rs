@@ -837,7 +837,11 @@ impl GpuLayer {
             )?,
             ctx.dispatch_bound(
                 Kernel::SplitK,
-                &[("WG", WG as f64), ("SPLITS", splits as f64), ("POOL", 1.0)],
+                &self.with_exact_float(vec![
+                    ("WG", WG as f64),
+                    ("SPLITS", splits as f64),
+                    ("POOL", 1.0),
+                ]),
                 bytemuck::bytes_of(&pass2),
                 &[
                     (1, &scratch),
@@ -895,13 +899,7 @@ impl GpuLayer {
         // prelude (form 7) only into the pipelines of layers that have them;
         // elsewhere the override keeps its default and the branch is dead
         // (it about doubled every conv pipeline's compile time on lavapipe).
-        let exact_float = self.exact_float();
-        let with_float = |mut v: Vec<(&'static str, f64)>| {
-            if exact_float {
-                v.push(("EXACT_FLOAT", 1.0));
-            }
-            v
-        };
+        let with_float = |v| self.with_exact_float(v);
         let tile_constants = |c: TileConfig, splits: u32| {
             with_float(vec![
                 ("WG", c.workgroup_size() as f64),
@@ -989,7 +987,10 @@ impl GpuLayer {
     }
 
     /// Whether the layer's epilogue calls the float prelude
-    /// (`shaders/float.wgsl`): its pipelines set the override `EXACT_FLOAT`.
+    /// (`shaders/float.wgsl`; today form 7, oneDNN's swish): its pipelines
+    /// set the override `EXACT_FLOAT` of `shaders/common.wgsl`, without which
+    /// those branches are dead code. A new form that calls `onednn_swish`,
+    /// `ffma` or `fdiv` must be listed here.
     fn exact_float(&self) -> bool {
         matches!(
             self.layer.epilogue.form,
@@ -999,6 +1000,18 @@ impl GpuLayer {
                     ..
                 }
         )
+    }
+
+    /// `constants` with `EXACT_FLOAT = true` appended when
+    /// [`GpuLayer::exact_float`] (other layers keep their pipelines).
+    fn with_exact_float(
+        &self,
+        mut constants: Vec<(&'static str, f64)>,
+    ) -> Vec<(&'static str, f64)> {
+        if self.exact_float() {
+            constants.push(("EXACT_FLOAT", 1.0));
+        }
+        constants
     }
 
     /// The split-K scratch buffer, at least `bytes` long (grown on demand).
