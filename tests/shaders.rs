@@ -96,6 +96,7 @@ fn host_structs_match_wgsl_layout() {
             Kernel::Resize => std::mem::size_of::<qfuse::ops::resize::ResizeParams>(),
             Kernel::ChannelLut => std::mem::size_of::<ChannelLutParams>(),
             Kernel::QSoftmax => std::mem::size_of::<QSoftmaxParams>(),
+            Kernel::PoolF32 => std::mem::size_of::<F32PoolParams>(),
             _ => std::mem::size_of::<ConvParams>(),
         };
         assert_eq!(struct_size(&m, "Params") as usize, params, "{k:?}");

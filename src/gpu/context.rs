@@ -44,6 +44,9 @@ pub enum Kernel {
     ChannelLut,
     /// PyTorch's quantized softmax (`qsoftmax.wgsl`).
     QSoftmax,
+    /// Pooling of f32 tensors (`pool_f32.wgsl`): max (f32 out) and
+    /// Inductor's average pool (quint8 out).
+    PoolF32,
 }
 
 impl Kernel {
@@ -63,6 +66,7 @@ impl Kernel {
         Kernel::Resize,
         Kernel::ChannelLut,
         Kernel::QSoftmax,
+        Kernel::PoolF32,
     ];
 
     /// The file under `shaders/` that every kernel's source starts with.
@@ -91,6 +95,7 @@ impl Kernel {
             Kernel::Resize => "resize.wgsl",
             Kernel::ChannelLut => "chanlut.wgsl",
             Kernel::QSoftmax => "qsoftmax.wgsl",
+            Kernel::PoolF32 => "pool_f32.wgsl",
         }
     }
 
@@ -111,6 +116,7 @@ impl Kernel {
             Kernel::Resize => include_str!("../../shaders/resize.wgsl"),
             Kernel::ChannelLut => include_str!("../../shaders/chanlut.wgsl"),
             Kernel::QSoftmax => include_str!("../../shaders/qsoftmax.wgsl"),
+            Kernel::PoolF32 => include_str!("../../shaders/pool_f32.wgsl"),
         }
     }
 
@@ -125,7 +131,10 @@ impl Kernel {
 
     /// Whether the kernel is compiled with [`Kernel::FLOAT_PRELUDE`] in front.
     pub fn uses_float_prelude(self) -> bool {
-        matches!(self, Kernel::Ort | Kernel::Resize | Kernel::QSoftmax)
+        matches!(
+            self,
+            Kernel::Ort | Kernel::Resize | Kernel::QSoftmax | Kernel::PoolF32
+        )
     }
 
     /// The complete WGSL module: the prelude (for conv kernels) or the
