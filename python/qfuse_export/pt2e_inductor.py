@@ -255,10 +255,25 @@ class _IndWalker(P._Walker):
         cat commutes with a per-channel average, so each branch is one conv2d "global_avg_pool"
         with the quantize's qparams, and the cat moves those bytes (equal qparams: a copy).
         Returns False (the float region's message) when a branch is not [relu](conv2d)."""
-        xs = list(cat.args[0])
         dim = int(cat.args[1]) if len(cat.args) > 1 else int(cat.kwargs.get("dim", 0))
         if len(cat.users) != 1 or dim % self.v[cat].dim() != 1:
             return False
+        # nested channel cats read only by the outer cat (inception_v3's Mixed_7c: cat([x, cat([a,
+        # b]), cat([c, d]), y])) are one cat of their inputs
+        xs, inner = [], []
+
+        def flat(n):
+            if isinstance(n, torch.fx.Node) and n.op == "call_function" and n.target == aten.cat.default and \
+                    len(n.users) == 1 and (int(n.args[1]) if len(n.args) > 1 else
+                                           int(n.kwargs.get("dim", 0))) % self.v[n].dim() == 1:
+                inner.append(n)
+                for m in n.args[0]:
+                    flat(m)
+            else:
+                xs.append(n)
+
+        for m in cat.args[0]:
+            flat(m)
         branches = []
         for x in xs:
             relu, c = None, x
@@ -272,7 +287,7 @@ class _IndWalker(P._Walker):
                 self.fail(c, "a grouped conv read by a global average (through a cat): only groups 1 "
                              "(qfuse runs it on the split-K kernels)")
             branches.append((relu, c))
-        self.covered.update([pool, cat] + views)
+        self.covered.update([pool, cat] + views + inner)
         names = []
         for i, (relu, c) in enumerate(branches):
             self.covered.update([n for n in (relu, c) if n is not None])
@@ -372,6 +387,66 @@ class _IndWalker(P._Walker):
         self.layer(conv, out, {}, act, "onednn", eltwise=eltwise, float_output=True)
         self.fvalue[n] = out
         return out
+
+    def f32_parts(self, n):
+        """The f32 tensors whose channel concatenation is the float value of `n`: a channel `cat`
+        of parts, an f32 `max_pool2d` of parts (one qfuse max_pool2d per part: max pooling is per
+        channel, so it commutes with the cat), or float_value (oneDNN's f32 conv output). Inductor's
+        C++ copies the parts into the cat buffer unchanged and max-pools in f32 (read in the code
+        generated for inception_v3: cpp_fused_avg_pool2d_cat_max_pool2d_with_indices_...)."""
+        key = ("parts", n)
+        if key in self.fvalue:
+            return self.fvalue[key]
+        if isinstance(n, torch.fx.Node) and n.op == "call_function" and n.target == aten.cat.default:
+            dim = int(n.args[1]) if len(n.args) > 1 else int(n.kwargs.get("dim", 0))
+            if dim % self.v[n].dim() != 1:
+                self.fail(n, f"an f32 cat along dim {dim}: only the channels (dim 1)")
+            parts = [p for x in n.args[0] for p in self.f32_parts(x)]
+            self.covered.add(n)
+        elif isinstance(n, torch.fx.Node) and n.op == "call_function" and n.target == aten.max_pool2d.default:
+            parts = []
+            for k, a in enumerate(self.f32_parts(n.args[0])):
+                o = f"{n.name}__f32_{k}"
+                h, w = self.v[n].shape[2:]
+                self.shape[o] = [self.shape[a][0], int(h), int(w)]
+                self.emit_maxpool(n, a, o)
+                parts.append(o)
+            self.covered.add(n)
+        else:
+            parts = [self.float_value(n)]
+        self.fvalue[key] = parts
+        return parts
+
+    def on_f32_avg_pool(self, op, x, out, oq):
+        """avg_pool2d(x) -> q with x float: oneDNN's f32 conv outputs, f32 max pools and cats of them
+        (inception_v3's branch pools). Inductor's C++ (cpp_fused_avg_pool2d_[cat_][max_pool2d_with_
+        indices_]quantize_per_tensor_*): per output and channel the window's taps summed in f32 in
+        row-major order, / f32(count), rint(v * f32(1/s)) + z, clamped. Per channel, so one
+        inductor_avg_pool2d per f32 part with the quantize's qparams, and a cat of the bytes (equal
+        qparams: a copy)."""
+        a_ = list(op.args) + [None] * (7 - len(op.args))
+        k = _pair(a_[1])
+        st = _pair(a_[2]) if a_[2] else k
+        pad = _pair(a_[3] or 0)
+        ceil = bool(a_[4] or False)
+        cip = True if a_[5] is None else bool(a_[5])
+        div = None if a_[6] is None else int(a_[6])
+        if k[0] * k[1] > INDUCTOR_UNROLL and k != st:
+            self.fail(op, f"avg_pool2d with a {k[0]}x{k[1]} kernel (> {INDUCTOR_UNROLL} taps) and stride "
+                          f"{st}: Inductor calls ATen's kernel (its fallback), whose arithmetic is not "
+                          f"reproduced")
+        parts = self.f32_parts(x)
+        oh, ow = (int(v) for v in self.v[op].shape[2:])
+        names = []
+        for i, a in enumerate(parts):
+            o = out if len(parts) == 1 else f"{out}__avg{i}"
+            self.qp[o] = self.qp[out]
+            self.shape[o] = [self.shape[a][0], oh, ow]
+            self.emit("inductor_avg_pool2d", [a], o, kernel=k, stride=st, padding=pad, ceil_mode=ceil,
+                      count_include_pad=cip, divisor_override=div, **oq)
+            names.append(o)
+        if len(names) > 1:
+            self.emit("cat", names, out, dim=1, **oq)
 
     def on_se_mul(self, q, mul, out, oq):
         """gate(conv_b(...)) * x -> q, x = [post-op](conv_a(...)) in f32, gate hardsigmoid or sigmoid
@@ -633,9 +708,13 @@ class _IndWalker(P._Walker):
             # an f32 sum of f32(q - z) * s over the window in row-major order, / f32(count), then
             # rint(m * f32(1/s)) + z (tests/data/pt2e/README.md, "Inductor x86 graphs")
             x = op.args[0]
-            if isinstance(x, torch.fx.Node) and x.op == "call_function" and x.target not in P.DQ_T:
-                # e.g. inception_v3: X86InductorQuantizer leaves a cat / max pool of relu(conv) outputs
+            if isinstance(x, torch.fx.Node) and x.op == "call_function" and x.target not in P.DQ_T and \
+                    t == aten.avg_pool2d.default:
+                # inception_v3: X86InductorQuantizer leaves a cat / max pool of relu(conv) outputs
                 # unquantized, so oneDNN writes the convs' f32 outputs and Inductor pools those floats
+                self.on_f32_avg_pool(op, x, out, oq)
+                return
+            if isinstance(x, torch.fx.Node) and x.op == "call_function" and x.target not in P.DQ_T:
                 self.fail(op, f"{t} of the float output of {x.target} ({x.name}): X86InductorQuantizer "
                               f"did not quantize the pool's input, so Inductor averages f32 values (oneDNN's "
                               f"f32 conv outputs and the float ops after them), which qfuse does not hold; "
@@ -1210,6 +1289,11 @@ def build_inductor(gm, example_inputs, fail, warn):
             node.update(op="avg_pool2d", kernel_size=nd["kernel"], stride=nd["stride"], padding=nd["padding"],
                         ceil_mode=nd["ceil_mode"], count_include_pad=nd["count_include_pad"],
                         divisor_override=nd["divisor_override"])
+        elif op == "inductor_avg_pool2d":
+            node.update(op="inductor_avg_pool2d", kernel_size=nd["kernel"], stride=nd["stride"],
+                        padding=nd["padding"], ceil_mode=nd["ceil_mode"],
+                        count_include_pad=nd["count_include_pad"], divisor_override=nd["divisor_override"],
+                        **qkeys(nd["output_scale"], nd["output_zero_point"]))
         elif op == "max_pool2d":
             node.update(op="max_pool2d", kernel_size=nd["kernel"], stride=nd["stride"], padding=nd["padding"],
                         dilation=nd["dilation"], ceil_mode=nd["ceil_mode"])
