@@ -167,7 +167,7 @@ fn all_cases() -> Vec<Case> {
             expect,
         });
     }
-    assert_eq!(v.len(), 6 + 26, "the exported inductor_x86 models");
+    assert_eq!(v.len(), 6 + 28, "the exported inductor_x86 models");
     v
 }
 
@@ -309,7 +309,7 @@ fn inductor_x86_models_round_trip_through_the_file() {
         assert_eq!(m.run_cpu(&x).unwrap(), m2.run_cpu(&x).unwrap(), "{d:?}");
         n += 1;
     }
-    assert_eq!(n, 26);
+    assert_eq!(n, 28);
 }
 
 #[test]
