@@ -448,6 +448,17 @@ class _IndWalker(P._Walker):
         if len(names) > 1:
             self.emit("cat", names, out, dim=1, **oq)
 
+    def quantized_conv(self, conv, post, name, oq, act):
+        """`name` = Inductor's quantize of oneDNN's f32 output of `post` ([act](conv)): a conv with
+        requant "inductor_x86", or, when an f32 average pool also reads that f32 value
+        (f32_wanted), a quantize of the f32 conv output (the same bytes: quantize.wgsl is the
+        fused epilogue's rule, tests/inductor_f32_conv.rs)"""
+        if post in getattr(self, "f32_wanted", ()) and (act is None or (act == (0.0, float("inf")) and
+                                                                      post.target in P.RELU)):
+            self.emit("quantize", [self.float_value(post)], name, **oq)
+        else:
+            self.layer(conv, name, oq, act, "inductor_x86")
+
     def on_se_mul(self, q, mul, out, oq):
         """gate(conv_b(...)) * x -> q, x = [post-op](conv_a(...)) in f32, gate hardsigmoid or sigmoid
         (squeeze-excitation, either operand order): Inductor's C++
@@ -549,7 +560,7 @@ class _IndWalker(P._Walker):
             pooled = out + "__conv"
             self.qp[pooled] = (s, z)
             self.shape[pooled] = list(self.v[inner].shape[1:])
-            self.layer(inner, pooled, oq, act, "inductor_x86")
+            self.quantized_conv(inner, src.args[0] if act is not None else inner, pooled, oq, act)
             if reshape is None:
                 self.emit_maxpool(src, pooled, out)
                 return
@@ -1025,7 +1036,8 @@ class _IndWalker(P._Walker):
             name = f"{conv.name}__q{lid}"
             self.qp[name] = qp
             self.shape[name] = list(self.v[conv].shape[1:])
-            self.layer(conv, name, oq, info["act"], "inductor_x86")
+            post = next(iter(conv.users)) if info["act"] is not None and len(conv.users) == 1 else conv
+            self.quantized_conv(conv, post, name, oq, info["act"])
         info["name"] = name
         return name
 
@@ -1059,6 +1071,24 @@ class _IndWalker(P._Walker):
         return out
 
     def run(self):
+        # the fx nodes whose f32 value an average pool of a float tensor reads (f32_parts' leaves:
+        # inception_v3's branch convs): where the graph also quantizes them (a cat's or max pool's
+        # quantize), that quantize reads the f32 conv output instead of a second conv
+        self.f32_wanted = set()
+        for n in self.gm.graph.nodes:
+            if n.op == "call_function" and n.target == aten.avg_pool2d.default and \
+                    isinstance(n.args[0], torch.fx.Node) and n.args[0].op == "call_function" and \
+                    n.args[0].target not in P.DQ_T:
+                stack = [n.args[0]]
+                while stack:
+                    m = stack.pop()
+                    if isinstance(m, torch.fx.Node) and m.op == "call_function" and m.target == aten.cat.default:
+                        stack += list(m.args[0])
+                    elif isinstance(m, torch.fx.Node) and m.op == "call_function" and \
+                            m.target == aten.max_pool2d.default:
+                        stack.append(m.args[0])
+                    else:
+                        self.f32_wanted.add(m)
         try:
             return super().run()
         except Exception as e:  # the base class's leftover message names XNNPACK
