@@ -46,13 +46,17 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
   dq -> batch_norm / relu chain -> adaptive_avg_pool2d(1) / mean([2, 3]) [-> flatten] -> q (DenseNet's tail)
                                                             dequantize + host_float "table_mean" (read only by a
                                                             last linear or the output)
+  avg_pool2d(x) -> q, x float: cats / max_pool2d of [relu](conv2d) outputs (inception_v3's branch pools;
+        oneDNN writes f32, Inductor's C++ max-pools,        per f32 part: conv2d "output": "float32"
+        copies into the cat buffer, averages, quantizes)    [-> max_pool2d (f32)] -> inductor_avg_pool2d;
+                                                            a cat of the bytes
   dq -> max_pool2d(ceil_mode) -> q                          max_pool2d without ceil_mode (Inductor's
                                                             quantized.max_pool2d drops it; refused where the
                                                             shape would differ)
 Refused with ExportError naming the node: a conv whose output is not quantized
 (oneDNN writes f32) other than the resnet end above, float ops on float conv outputs (an add of
 two relu / max pool outputs: Inductor's C++ on f32 tensors qfuse does not hold), an average pool
-of a float tensor (inception_v3's branch pools), and anything else.
+of a float tensor other than the inception form above, and anything else.
 """
 import operator
 
