@@ -101,6 +101,7 @@ fn host_structs_match_wgsl_layout() {
             Kernel::ChannelLut => std::mem::size_of::<ChannelLutParams>(),
             Kernel::QSoftmax => std::mem::size_of::<QSoftmaxParams>(),
             Kernel::Inductor => std::mem::size_of::<InductorParams>(),
+            Kernel::PoolF32 => std::mem::size_of::<F32PoolParams>(),
             _ => std::mem::size_of::<ConvParams>(),
         };
         assert_eq!(struct_size(&m, "Params") as usize, params, "{k:?}");

@@ -78,6 +78,10 @@ OPS = {
     "inductor_gate_mul": (2, 2, ["gate", "scale", "zero_point"], [], "given"),
     # engine inductor_x86: Inductor's C++ hardswish of an f32 tensor, quantized
     "inductor_hardswish": (1, 1, ["scale", "zero_point"], [], "given"),
+    # engine inductor_x86: Inductor's average pool of an f32 tensor (a conv's f32 output, an f32
+    # max_pool2d of one), quantized to the given qparams; max_pool2d of an f32 tensor is f32
+    "inductor_avg_pool2d": (1, 1, ["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                                   "divisor_override", "scale", "zero_point"], [], "given"),
     # float ops after the last dequantize (engine xnnpack writes fn "clip")
     "host_float": (1, 1, ["fn"], ["min", "max", "input_scale", "input_zero_point", "activation", "scale",
                                   "zero_point", "shape"], "float"),
@@ -249,7 +253,7 @@ def _infer(ctx, node, in_shapes, tensors):
         if len(b) > len(x) or any(d not in (1, e) for d, e in zip(b[::-1], x[::-1])):
             _err(ctx, f"input 1 {list(b)} does not broadcast into input 0 {list(x)}")
         return x
-    if op in ("max_pool2d", "avg_pool2d", "portable_avg_pool2d", "xnnpack_avg_pool2d"):
+    if op in ("max_pool2d", "avg_pool2d", "portable_avg_pool2d", "xnnpack_avg_pool2d", "inductor_avg_pool2d"):
         if len(x) != 3:
             _err(ctx, f"{op} input must be [C, H, W], got {list(x)}")
         k, s, p = node["kernel_size"], node["stride"], node["padding"]
@@ -427,7 +431,7 @@ def validate(header, tensors):
             _pair(ctx, n, "kernel_size", 1); _pair(ctx, n, "stride", 1); _pair(ctx, n, "padding", 0); _pair(ctx, n, "dilation", 1)
             if not isinstance(n["ceil_mode"], bool):
                 _err(ctx, "`ceil_mode` must be a boolean")
-        elif op == "avg_pool2d":
+        elif op in ("avg_pool2d", "inductor_avg_pool2d"):
             _pair(ctx, n, "kernel_size", 1); _pair(ctx, n, "stride", 1); _pair(ctx, n, "padding", 0)
             for k in ("ceil_mode", "count_include_pad"):
                 if not isinstance(n[k], bool):
@@ -601,6 +605,14 @@ def validate(header, tensors):
         elif op == "quantize":
             if in_q[0] is not None:
                 _err(ctx, f"input {n['inputs'][0]!r} must be float32, it is quantized")
+        elif op == "max_pool2d" and in_q[0] is None:
+            if header["engine"] != "inductor_x86":
+                _err(ctx, f"input {n['inputs'][0]!r} is float32: an f32 max_pool2d needs engine inductor_x86")
+        elif op == "inductor_avg_pool2d":
+            if in_q[0] is not None:
+                _err(ctx, f"input {n['inputs'][0]!r} must be float32 (a conv's f32 output), it is quantized")
+            if header["engine"] != "inductor_x86":
+                _err(ctx, "inductor_avg_pool2d needs engine inductor_x86")
         elif op in ("inductor_gate_mul", "inductor_hardswish"):
             for s, q in zip(n["inputs"], in_q):
                 if q is not None:

@@ -48,13 +48,17 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
   dq -> batch_norm / relu chain -> adaptive_avg_pool2d(1) / mean([2, 3]) [-> flatten] -> q (DenseNet's tail)
                                                             dequantize + host_float "table_mean" (read only by a
                                                             last linear or the output)
+  avg_pool2d(x) -> q, x float: cats / max_pool2d of [relu](conv2d) outputs (inception_v3's branch pools;
+        oneDNN writes f32, Inductor's C++ max-pools,        per f32 part: conv2d "output": "float32"
+        copies into the cat buffer, averages, quantizes)    [-> max_pool2d (f32)] -> inductor_avg_pool2d;
+                                                            a cat of the bytes
   dq -> max_pool2d(ceil_mode) -> q                          max_pool2d without ceil_mode (Inductor's
                                                             quantized.max_pool2d drops it; refused where the
                                                             shape would differ)
 Refused with ExportError naming the node: a conv whose output is not quantized
 (oneDNN writes f32) other than the resnet end above, float ops on float conv outputs (an add of
 two relu / max pool outputs: Inductor's C++ on f32 tensors qfuse does not hold), an average pool
-of a float tensor (inception_v3's branch pools), and anything else.
+of a float tensor other than the inception form above, and anything else.
 """
 import operator
 
@@ -257,10 +261,25 @@ class _IndWalker(P._Walker):
         cat commutes with a per-channel average, so each branch is one conv2d "global_avg_pool"
         with the quantize's qparams, and the cat moves those bytes (equal qparams: a copy).
         Returns False (the float region's message) when a branch is not [relu](conv2d)."""
-        xs = list(cat.args[0])
         dim = int(cat.args[1]) if len(cat.args) > 1 else int(cat.kwargs.get("dim", 0))
         if len(cat.users) != 1 or dim % self.v[cat].dim() != 1:
             return False
+        # nested channel cats read only by the outer cat (inception_v3's Mixed_7c: cat([x, cat([a,
+        # b]), cat([c, d]), y])) are one cat of their inputs
+        xs, inner = [], []
+
+        def flat(n):
+            if isinstance(n, torch.fx.Node) and n.op == "call_function" and n.target == aten.cat.default and \
+                    len(n.users) == 1 and (int(n.args[1]) if len(n.args) > 1 else
+                                           int(n.kwargs.get("dim", 0))) % self.v[n].dim() == 1:
+                inner.append(n)
+                for m in n.args[0]:
+                    flat(m)
+            else:
+                xs.append(n)
+
+        for m in cat.args[0]:
+            flat(m)
         branches = []
         for x in xs:
             relu, c = None, x
@@ -274,7 +293,7 @@ class _IndWalker(P._Walker):
                 self.fail(c, "a grouped conv read by a global average (through a cat): only groups 1 "
                              "(qfuse runs it on the split-K kernels)")
             branches.append((relu, c))
-        self.covered.update([pool, cat] + views)
+        self.covered.update([pool, cat] + views + inner)
         names = []
         for i, (relu, c) in enumerate(branches):
             self.covered.update([n for n in (relu, c) if n is not None])
@@ -374,6 +393,77 @@ class _IndWalker(P._Walker):
         self.layer(conv, out, {}, act, "onednn", eltwise=eltwise, float_output=True)
         self.fvalue[n] = out
         return out
+
+    def f32_parts(self, n):
+        """The f32 tensors whose channel concatenation is the float value of `n`: a channel `cat`
+        of parts, an f32 `max_pool2d` of parts (one qfuse max_pool2d per part: max pooling is per
+        channel, so it commutes with the cat), or float_value (oneDNN's f32 conv output). Inductor's
+        C++ copies the parts into the cat buffer unchanged and max-pools in f32 (read in the code
+        generated for inception_v3: cpp_fused_avg_pool2d_cat_max_pool2d_with_indices_...)."""
+        key = ("parts", n)
+        if key in self.fvalue:
+            return self.fvalue[key]
+        if isinstance(n, torch.fx.Node) and n.op == "call_function" and n.target == aten.cat.default:
+            dim = int(n.args[1]) if len(n.args) > 1 else int(n.kwargs.get("dim", 0))
+            if dim % self.v[n].dim() != 1:
+                self.fail(n, f"an f32 cat along dim {dim}: only the channels (dim 1)")
+            parts = [p for x in n.args[0] for p in self.f32_parts(x)]
+            self.covered.add(n)
+        elif isinstance(n, torch.fx.Node) and n.op == "call_function" and n.target == aten.max_pool2d.default:
+            parts = []
+            for k, a in enumerate(self.f32_parts(n.args[0])):
+                o = f"{n.name}__f32_{k}"
+                h, w = self.v[n].shape[2:]
+                self.shape[o] = [self.shape[a][0], int(h), int(w)]
+                self.emit_maxpool(n, a, o)
+                parts.append(o)
+            self.covered.add(n)
+        else:
+            parts = [self.float_value(n)]
+        self.fvalue[key] = parts
+        return parts
+
+    def on_f32_avg_pool(self, op, x, out, oq):
+        """avg_pool2d(x) -> q with x float: oneDNN's f32 conv outputs, f32 max pools and cats of them
+        (inception_v3's branch pools). Inductor's C++ (cpp_fused_avg_pool2d_[cat_][max_pool2d_with_
+        indices_]quantize_per_tensor_*): per output and channel the window's taps summed in f32 in
+        row-major order, / f32(count), rint(v * f32(1/s)) + z, clamped. Per channel, so one
+        inductor_avg_pool2d per f32 part with the quantize's qparams, and a cat of the bytes (equal
+        qparams: a copy)."""
+        a_ = list(op.args) + [None] * (7 - len(op.args))
+        k = _pair(a_[1])
+        st = _pair(a_[2]) if a_[2] else k
+        pad = _pair(a_[3] or 0)
+        ceil = bool(a_[4] or False)
+        cip = True if a_[5] is None else bool(a_[5])
+        div = None if a_[6] is None else int(a_[6])
+        if k[0] * k[1] > INDUCTOR_UNROLL and k != st:
+            self.fail(op, f"avg_pool2d with a {k[0]}x{k[1]} kernel (> {INDUCTOR_UNROLL} taps) and stride "
+                          f"{st}: Inductor calls ATen's kernel (its fallback), whose arithmetic is not "
+                          f"reproduced")
+        parts = self.f32_parts(x)
+        oh, ow = (int(v) for v in self.v[op].shape[2:])
+        names = []
+        for i, a in enumerate(parts):
+            o = out if len(parts) == 1 else f"{out}__avg{i}"
+            self.qp[o] = self.qp[out]
+            self.shape[o] = [self.shape[a][0], oh, ow]
+            self.emit("inductor_avg_pool2d", [a], o, kernel=k, stride=st, padding=pad, ceil_mode=ceil,
+                      count_include_pad=cip, divisor_override=div, **oq)
+            names.append(o)
+        if len(names) > 1:
+            self.emit("cat", names, out, dim=1, **oq)
+
+    def quantized_conv(self, conv, post, name, oq, act):
+        """`name` = Inductor's quantize of oneDNN's f32 output of `post` ([act](conv)): a conv with
+        requant "inductor_x86", or, when an f32 average pool also reads that f32 value
+        (f32_wanted), a quantize of the f32 conv output (the same bytes: quantize.wgsl is the
+        fused epilogue's rule, tests/inductor_f32_conv.rs)"""
+        if post in getattr(self, "f32_wanted", ()) and (act is None or (act == (0.0, float("inf")) and
+                                                                      post.target in P.RELU)):
+            self.emit("quantize", [self.float_value(post)], name, **oq)
+        else:
+            self.layer(conv, name, oq, act, "inductor_x86")
 
     def on_se_mul(self, q, mul, out, oq):
         """gate(conv_b(...)) * x -> q, x = [post-op](conv_a(...)) in f32, gate hardsigmoid or sigmoid
@@ -476,7 +566,7 @@ class _IndWalker(P._Walker):
             pooled = out + "__conv"
             self.qp[pooled] = (s, z)
             self.shape[pooled] = list(self.v[inner].shape[1:])
-            self.layer(inner, pooled, oq, act, "inductor_x86")
+            self.quantized_conv(inner, src.args[0] if act is not None else inner, pooled, oq, act)
             if reshape is None:
                 self.emit_maxpool(src, pooled, out)
                 return
@@ -640,9 +730,13 @@ class _IndWalker(P._Walker):
             # an f32 sum of f32(q - z) * s over the window in row-major order, / f32(count), then
             # rint(m * f32(1/s)) + z (tests/data/pt2e/README.md, "Inductor x86 graphs")
             x = op.args[0]
-            if isinstance(x, torch.fx.Node) and x.op == "call_function" and x.target not in P.DQ_T:
-                # e.g. inception_v3: X86InductorQuantizer leaves a cat / max pool of relu(conv) outputs
+            if isinstance(x, torch.fx.Node) and x.op == "call_function" and x.target not in P.DQ_T and \
+                    t == aten.avg_pool2d.default:
+                # inception_v3: X86InductorQuantizer leaves a cat / max pool of relu(conv) outputs
                 # unquantized, so oneDNN writes the convs' f32 outputs and Inductor pools those floats
+                self.on_f32_avg_pool(op, x, out, oq)
+                return
+            if isinstance(x, torch.fx.Node) and x.op == "call_function" and x.target not in P.DQ_T:
                 self.fail(op, f"{t} of the float output of {x.target} ({x.name}): X86InductorQuantizer "
                               f"did not quantize the pool's input, so Inductor averages f32 values (oneDNN's "
                               f"f32 conv outputs and the float ops after them), which qfuse does not hold; "
@@ -953,7 +1047,8 @@ class _IndWalker(P._Walker):
             name = f"{conv.name}__q{lid}"
             self.qp[name] = qp
             self.shape[name] = list(self.v[conv].shape[1:])
-            self.layer(conv, name, oq, info["act"], "inductor_x86")
+            post = next(iter(conv.users)) if info["act"] is not None and len(conv.users) == 1 else conv
+            self.quantized_conv(conv, post, name, oq, info["act"])
         info["name"] = name
         return name
 
@@ -987,6 +1082,24 @@ class _IndWalker(P._Walker):
         return out
 
     def run(self):
+        # the fx nodes whose f32 value an average pool of a float tensor reads (f32_parts' leaves:
+        # inception_v3's branch convs): where the graph also quantizes them (a cat's or max pool's
+        # quantize), that quantize reads the f32 conv output instead of a second conv
+        self.f32_wanted = set()
+        for n in self.gm.graph.nodes:
+            if n.op == "call_function" and n.target == aten.avg_pool2d.default and \
+                    isinstance(n.args[0], torch.fx.Node) and n.args[0].op == "call_function" and \
+                    n.args[0].target not in P.DQ_T:
+                stack = [n.args[0]]
+                while stack:
+                    m = stack.pop()
+                    if isinstance(m, torch.fx.Node) and m.op == "call_function" and m.target == aten.cat.default:
+                        stack += list(m.args[0])
+                    elif isinstance(m, torch.fx.Node) and m.op == "call_function" and \
+                            m.target == aten.max_pool2d.default:
+                        stack.append(m.args[0])
+                    else:
+                        self.f32_wanted.add(m)
         try:
             return super().run()
         except Exception as e:  # the base class's leftover message names XNNPACK
@@ -1209,6 +1322,11 @@ def build_inductor(gm, example_inputs, fail, warn):
             node.update(op="avg_pool2d", kernel_size=nd["kernel"], stride=nd["stride"], padding=nd["padding"],
                         ceil_mode=nd["ceil_mode"], count_include_pad=nd["count_include_pad"],
                         divisor_override=nd["divisor_override"])
+        elif op == "inductor_avg_pool2d":
+            node.update(op="inductor_avg_pool2d", kernel_size=nd["kernel"], stride=nd["stride"],
+                        padding=nd["padding"], ceil_mode=nd["ceil_mode"],
+                        count_include_pad=nd["count_include_pad"], divisor_override=nd["divisor_override"],
+                        **qkeys(nd["output_scale"], nd["output_zero_point"]))
         elif op == "max_pool2d":
             node.update(op="max_pool2d", kernel_size=nd["kernel"], stride=nd["stride"], padding=nd["padding"],
                         dilation=nd["dilation"], ceil_mode=nd["ceil_mode"])

@@ -47,6 +47,9 @@ pub enum Kernel {
     /// Inductor's generated C++ on f32 tensors, then its quantize
     /// (`inductor.wgsl`): the squeeze-excitation gate product, hardswish.
     Inductor,
+    /// Pooling of f32 tensors (`pool_f32.wgsl`): max (f32 out) and
+    /// Inductor's average pool (quint8 out).
+    PoolF32,
 }
 
 impl Kernel {
@@ -67,6 +70,7 @@ impl Kernel {
         Kernel::ChannelLut,
         Kernel::QSoftmax,
         Kernel::Inductor,
+        Kernel::PoolF32,
     ];
 
     /// The file under `shaders/` that every kernel's source starts with.
@@ -96,6 +100,7 @@ impl Kernel {
             Kernel::ChannelLut => "chanlut.wgsl",
             Kernel::QSoftmax => "qsoftmax.wgsl",
             Kernel::Inductor => "inductor.wgsl",
+            Kernel::PoolF32 => "pool_f32.wgsl",
         }
     }
 
@@ -117,6 +122,7 @@ impl Kernel {
             Kernel::ChannelLut => include_str!("../../shaders/chanlut.wgsl"),
             Kernel::QSoftmax => include_str!("../../shaders/qsoftmax.wgsl"),
             Kernel::Inductor => include_str!("../../shaders/inductor.wgsl"),
+            Kernel::PoolF32 => include_str!("../../shaders/pool_f32.wgsl"),
         }
     }
 
@@ -135,7 +141,7 @@ impl Kernel {
     pub fn uses_float_prelude(self) -> bool {
         matches!(
             self,
-            Kernel::Ort | Kernel::Resize | Kernel::QSoftmax | Kernel::Inductor
+            Kernel::Ort | Kernel::Resize | Kernel::QSoftmax | Kernel::Inductor | Kernel::PoolF32
         ) || self.uses_prelude()
     }
 

@@ -28,6 +28,7 @@ pub mod __internal {
     pub use crate::ops::gather::GatherParams;
     pub use crate::ops::inductor::InductorParams;
     pub use crate::ops::ort::OrtParams;
+    pub use crate::ops::pool::F32PoolParams;
     pub use crate::ops::pool::PoolParams;
     pub use crate::ops::qsoftmax::QSoftmaxParams;
     pub use crate::ops::quantize::QuantizeParams;

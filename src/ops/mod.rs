@@ -12,7 +12,7 @@
 //! | [`quantize`] | `quantize`, `dequantize` |
 //! | [`conv`] | `conv2d`, `linear` |
 //! | [`binary`] | `add`, `binary`, `mul` |
-//! | [`pool`] | `max_pool2d`, `avg_pool2d`, `adaptive_avg_pool2d`, `mean` |
+//! | [`pool`] | `max_pool2d` (also of an f32 tensor), `avg_pool2d`, `adaptive_avg_pool2d`, `mean`, `inductor_avg_pool2d` |
 //! | [`table`] | `relu`, `relu6`, `hardtanh`, `hardswish`, `lut`, `lut_split` |
 //! | [`shape`] | `flatten`, `reshape`, `cat` |
 //! | [`host`] | `host_float` (float ops after the last dequantize, on the host) |
@@ -305,6 +305,19 @@ pub enum Op {
         /// The output's qparams (quint8).
         out: QParams,
     },
+    /// Inductor's average pool of an **f32** tensor (`[C, H, W]`, e.g. a
+    /// conv's f32 output or an f32 max pool of one), quantized to `out`
+    /// (engine `inductor_x86` only; see [`pool`]'s `float.rs`): per output the
+    /// taps summed in f32 in row-major order, `/ f32(count)`,
+    /// `clamp(rint(v * f32(1/s)) + z)` (inception_v3's branch pools).
+    InductorAvgPool2d {
+        /// The window (PyTorch's; no dilation).
+        pool: Pool2d,
+        /// `count_include_pad`, `divisor_override`.
+        opts: AvgPoolOpts,
+        /// The output's qparams (quint8).
+        out: QParams,
+    },
 }
 
 impl Op {
@@ -371,6 +384,11 @@ impl Op {
                 out: *out,
             }),
             Op::InductorHardswish { out } => Box::new(inductor::Hardswish { out: *out }),
+            Op::InductorAvgPool2d { pool, opts, out } => Box::new(pool::InductorAvgPool {
+                pool: *pool,
+                opts: *opts,
+                out: *out,
+            }),
         }
     }
 
@@ -395,6 +413,7 @@ pub(crate) const FILE_OPS: &[&[FileOp]] = &[
     chanlut::FILE_OPS,
     qsoftmax::FILE_OPS,
     inductor::FILE_OPS,
+    pool::F32_FILE_OPS,
 ];
 
 /// The file-form entry of op `name`.

@@ -240,6 +240,27 @@ CASES = {
     # mobilenet_v3's classifier: linear -> hardswish (not fused: oneDNN writes f32, Inductor's C++)
     "linear_hardswish": (lambda: Fn(lambda s, x: s.l2(F.dropout(F.hardswish(s.l1(x)), 0.2, False)),
                                     l1=nn.Linear(24, 37), l2=nn.Linear(37, 10)), (3, 24), 53, False),
+    # inception's branch pools (the quantizer leaves the pool's input in float: Inductor averages
+    # oneDNN's f32 outputs): one inductor_avg_pool2d per f32 part (a conv's f32 output, or an f32
+    # max_pool2d of one) and a cat of the bytes
+    "avg_pool_float_cat": (lambda: Fn(lambda s, x: _branch_pool(s, torch.cat([torch.relu(s.a(x)),
+                                                                              torch.relu(s.b(x))], 1)),
+                              a=conv(3, 8, 3, padding=1), b=conv(3, 5, 3, padding=1), c=conv(13, 8, 1),
+                              d=conv(13, 8, 1)),
+                           (1, 3, 8, 8), 36, False),
+    # Mixed_5b: the branch pool of the f32 max_pool2d of relu(conv), which the other branch reads quantized
+    "avg_pool_float_maxpool": (lambda: Fn(lambda s, x: _branch_pool(s, F.max_pool2d(torch.relu(s.a(x)), 3, 2)),
+                                          a=conv(3, 19, 3, padding=1), c=conv(19, 8, 1), d=conv(19, 8, 1)),
+                               (2, 3, 11, 11), 37, False),
+    # Mixed_6b: a cat whose last part is the f32 max pool of a float cat (Mixed_6a's branch_pool)
+    "avg_pool_cat_maxpool": (lambda: Fn(lambda s, x: _branch_pool(s, torch.cat([torch.relu(s.e(x)), F.max_pool2d(
+        torch.cat([torch.relu(s.a(x)), torch.relu(s.b(x))], 1), 3, 2)], 1)),
+        a=conv(3, 8, 3, padding=1), b=conv(3, 6, 3, padding=1), e=conv(3, 7, 3, stride=2),
+        c=conv(21, 8, 1), d=conv(21, 8, 1)), (1, 3, 9, 9), 38, False),
+    # inception's end: a global average of a cat with nested cats of relu(conv) outputs (Mixed_7c)
+    "cat_pool_nested": (lambda: Fn(lambda s, x: s.l(torch.flatten(F.adaptive_avg_pool2d(torch.cat(
+        [torch.relu(s.a(x)), torch.cat([torch.relu(s.b(x)), torch.relu(s.c(x))], 1)], 1), 1), 1)),
+        a=conv(6, 8, 1), b=conv(6, 12, 3, padding=1), c=conv(6, 4, 1), l=nn.Linear(24, 10)), (1, 6, 5, 5), 48, False),
 }
 
 # models the exporter must refuse (with the node it names)
@@ -254,13 +275,6 @@ REFUSED = {
     # averaged f32 conv output is the graph output (qfuse has no float conv output)
     "conv_pool_f32_output": (lambda: Fn(lambda s, x: torch.flatten(F.adaptive_avg_pool2d(torch.relu(s.a(x)), 1), 1),
                                         a=conv(3, 10, 3)), (2, 3, 5, 5), 44, False),
-    # inception's branch pool of a float cat of relu(conv) outputs (the quantizer leaves the cat's
-    # inputs unquantized: Inductor averages oneDNN's f32 outputs)
-    "avg_pool_float_cat": (lambda: Fn(lambda s, x: _branch_pool(s, torch.cat([torch.relu(s.a(x)),
-                                                                              torch.relu(s.b(x))], 1)),
-                              a=conv(3, 8, 3, padding=1), b=conv(3, 8, 3, padding=1), c=conv(16, 8, 1),
-                              d=conv(16, 8, 1)),
-                           (1, 3, 8, 8), 36, False),
     # googlenet's end with one branch max-pooled in float: the mean reads f32 values that are not a
     # conv's output (refused, naming the adaptive_avg_pool2d)
     "cat_pool_float_branch": (lambda: Fn(lambda s, x: s.l(torch.flatten(F.adaptive_avg_pool2d(torch.cat(

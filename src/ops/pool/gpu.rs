@@ -57,3 +57,50 @@ impl GpuNode for PoolNode {
         self.tab.size()
     }
 }
+
+/// `pool_f32.wgsl`: an f32 pool (max: f32 out; Inductor's average: quint8
+/// out) over NHWC4F words or an NCHW float32 model input.
+struct F32PoolNode {
+    p: super::F32PoolParams,
+    mode: super::float::F32PoolMode,
+    nhwc: bool,
+}
+
+impl Upload for super::float::F32PoolLowered {
+    fn upload(&self, cx: &UploadCx<'_>) -> Result<Box<dyn GpuNode>> {
+        Ok(Box::new(F32PoolNode {
+            p: self.p,
+            mode: self.mode,
+            nhwc: cx.gpu_f32[0],
+        }))
+    }
+}
+
+impl GpuNode for F32PoolNode {
+    fn record(&self, ctx: &GpuContext, io: &GpuIo<'_>) -> Result<Vec<Dispatch>> {
+        let words = match self.mode {
+            // one f32 output word per invocation (NHWC4F: four per packed word)
+            super::float::F32PoolMode::Max => io.words().checked_mul(4).ok_or_else(|| {
+                Error::shape("max_pool2d output", "too many f32 words for one dispatch")
+            })?,
+            super::float::F32PoolMode::Avg => io.words(),
+        };
+        let mut p = self.p;
+        p.total = words;
+        Ok(vec![ctx.dispatch(
+            Kernel::PoolF32,
+            &[
+                ("WG", WG as f64),
+                ("MODE", self.mode as u32 as f64),
+                ("NHWC", self.nhwc as u8 as f64),
+            ],
+            bytemuck::bytes_of(&p),
+            &[io.inputs[0].buf, io.output],
+            words,
+            WG,
+        )?])
+    }
+    fn bytes(&self) -> u64 {
+        0
+    }
+}

@@ -5,7 +5,11 @@
 //! the table of reciprocals of the window sizes; the CPU loop below reads
 //! exactly those constants, as the kernel does.
 
+mod float;
 mod gpu;
+
+pub use float::{avg_window, f32_order_key, inductor_avg_f32, F32PoolParams};
+pub(crate) use float::{InductorAvgPool, FILE_OPS as F32_FILE_OPS};
 
 use serde_json::json;
 
@@ -433,6 +437,18 @@ impl<'a> OpKind<'a> for PoolOp {
     }
     fn infer(&self, engine: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
         let x = ins[0];
+        // max_pool2d of an f32 tensor (Inductor's float max pool of oneDNN's
+        // f32 conv outputs): an f32 output (`float.rs`).
+        if let (PoolOp::Max(p), crate::model::DType::F32) = (self, x.dtype) {
+            if engine != Requant::InductorX86 {
+                return Err(Error::config(
+                    "max_pool2d",
+                    "of a float32 tensor needs the inductor_x86 engine (Inductor's f32 max pool of \
+                     oneDNN's f32 conv outputs)",
+                ));
+            }
+            return float::max_infer(p, x);
+        }
         quantized(x)?;
         if engine == Requant::Xnnpack && matches!(self, PoolOp::Avg(..)) {
             return Err(Error::config(
@@ -530,6 +546,9 @@ impl<'a> OpKind<'a> for PoolOp {
         }
     }
     fn lower(&self, sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
+        if let (PoolOp::Max(p), crate::model::DType::F32) = (self, sig.inputs[0].dtype) {
+            return float::max_lowered(sig, p);
+        }
         match (sig.engine, self) {
             (Requant::Xnnpack, PoolOp::Mean { .. }) => {
                 return super::ort::xnnpack_mean_lowered(sig)
