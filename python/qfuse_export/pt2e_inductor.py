@@ -55,10 +55,16 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
   dq -> max_pool2d(ceil_mode) -> q                          max_pool2d without ceil_mode (Inductor's
                                                             quantized.max_pool2d drops it; refused where the
                                                             shape would differ)
-Refused with ExportError naming the node: a conv whose output is not quantized
-(oneDNN writes f32) other than the resnet end above, float ops on float conv outputs (an add of
-two relu / max pool outputs: Inductor's C++ on f32 tensors qfuse does not hold), an average pool
-of a float tensor other than the inception form above, and anything else.
+  [post-op](conv2d/linear) read by a float op or as a graph output (oneDNN writes f32)
+                                                            conv2d / linear with "output": "float32"
+                                                            (post-op relu / hardswish / swish), once per value
+  gate(conv_b) * [post-op](conv_a) -> q (squeeze-excitation, hardsigmoid / sigmoid gate)
+                                                            inductor_gate_mul of the two f32 outputs
+  linear -> hardswish -> q (mobilenet_v3's classifier)      inductor_hardswish of the f32 linear output
+  conv -> silu -> q                                         conv2d, requant "onednn", "eltwise": "swish"
+Refused with ExportError naming the node: float ops on float conv outputs other than those above
+(an add of two relu / max pool outputs: Inductor's C++ on f32 tensors qfuse does not reproduce), an
+average pool of a float tensor other than the inception form above, and anything else.
 """
 import operator
 
