@@ -645,14 +645,20 @@ impl QLayer {
     /// `conv -> hardswish -> q`). Needs the [`Requant::Onednn`] rule, no sum input
     /// and no fused activation.
     pub fn with_hardswish(&self) -> Result<QLayer> {
+        self.with_eltwise("hardswish", Epilogue::with_hardswish)
+    }
+
+    /// This layer with the epilogue `make` gives (oneDNN's eltwise post-op
+    /// `name`); refused on a layer with a fused relu.
+    fn with_eltwise(&self, name: &str, make: fn(&Epilogue) -> Result<Epilogue>) -> Result<QLayer> {
         if self.activation != Activation::None {
             return Err(Error::config(
-                "hardswish",
-                "a layer with a fused relu cannot also have oneDNN's hardswish post-op",
+                name,
+                format!("a layer with a fused relu cannot also have oneDNN's {name} post-op"),
             ));
         }
         let mut l = self.clone();
-        l.epilogue = self.epilogue.with_hardswish()?;
+        l.epilogue = make(&self.epilogue)?;
         Ok(l)
     }
 
@@ -703,15 +709,7 @@ impl QLayer {
     /// `conv -> silu -> q`). Needs the [`Requant::Onednn`] rule, no sum input
     /// and no fused activation.
     pub fn with_swish(&self) -> Result<QLayer> {
-        if self.activation != Activation::None {
-            return Err(Error::config(
-                "swish",
-                "a layer with a fused relu cannot also have oneDNN's swish post-op",
-            ));
-        }
-        let mut l = self.clone();
-        l.epilogue = self.epilogue.with_swish()?;
-        Ok(l)
+        self.with_eltwise("swish", Epilogue::with_swish)
     }
 
     /// Whether the layer has oneDNN's `swish` post-op ([`QLayer::with_swish`]).

@@ -1210,24 +1210,13 @@ impl Epilogue {
     /// ([`EpilogueForm::OnednnHardswish`]); any other form is
     /// [`Error::Unsupported`].
     pub fn with_hardswish(&self) -> Result<Epilogue> {
-        let EpilogueForm::Onednn {
-            input_scale,
-            inv_output_scale,
-            offset,
-        } = self.form
-        else {
-            return Err(Error::Unsupported(format!(
-                "oneDNN's hardswish post-op needs a conv/linear under the onednn rule with one input, the layer has {:?}",
-                self.form
-            )));
-        };
-        let mut e = self.clone();
-        e.form = EpilogueForm::OnednnHardswish {
-            input_scale,
-            inv_output_scale,
-            offset,
-        };
-        Ok(e)
+        self.with_eltwise("hardswish", |input_scale, inv_output_scale, offset| {
+            EpilogueForm::OnednnHardswish {
+                input_scale,
+                inv_output_scale,
+                offset,
+            }
+        })
     }
 
     /// This epilogue (oneDNN's, one input) with an **f32** output
@@ -1281,6 +1270,22 @@ impl Epilogue {
     /// ([`EpilogueForm::OnednnSwish`]); any other form is
     /// [`Error::Unsupported`].
     pub fn with_swish(&self) -> Result<Epilogue> {
+        self.with_eltwise("swish", |input_scale, inv_output_scale, offset| {
+            EpilogueForm::OnednnSwish {
+                input_scale,
+                inv_output_scale,
+                offset,
+            }
+        })
+    }
+
+    /// [`EpilogueForm::Onednn`]'s constants into the form `make` builds
+    /// (oneDNN's eltwise post-op `name` before the output quantization).
+    fn with_eltwise(
+        &self,
+        name: &str,
+        make: fn(f32, f32, i32) -> EpilogueForm,
+    ) -> Result<Epilogue> {
         let EpilogueForm::Onednn {
             input_scale,
             inv_output_scale,
@@ -1288,16 +1293,12 @@ impl Epilogue {
         } = self.form
         else {
             return Err(Error::Unsupported(format!(
-                "oneDNN's swish post-op needs a conv/linear under the onednn rule with one input, the layer has {:?}",
+                "oneDNN's {name} post-op needs a conv/linear under the onednn rule with one input, the layer has {:?}",
                 self.form
             )));
         };
         let mut e = self.clone();
-        e.form = EpilogueForm::OnednnSwish {
-            input_scale,
-            inv_output_scale,
-            offset,
-        };
+        e.form = make(input_scale, inv_output_scale, offset);
         Ok(e)
     }
 

@@ -22,8 +22,8 @@ mod common;
 use std::path::Path;
 
 use common::npy_raw;
+use common::{f32_info, node, pair};
 use qfuse::gpu::ConvVariant;
-use qfuse::model::{DType, Node, TensorInfo};
 use qfuse::ops::Op;
 use qfuse::quant::Activation;
 use qfuse::{Conv2dGeometry, GpuModel, LayerKind, Model, QLayer, QParams, Requant, Value};
@@ -33,44 +33,6 @@ fn npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let (data, shape) =
         qfuse::npy::read_f32(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     (shape, data)
-}
-
-fn pair(j: &Json) -> [usize; 2] {
-    [
-        j[0].as_u64().unwrap() as usize,
-        j[1].as_u64().unwrap() as usize,
-    ]
-}
-
-fn f32_info(shape: &[usize]) -> TensorInfo {
-    TensorInfo {
-        shape: shape.to_vec(),
-        dtype: DType::F32,
-    }
-}
-
-fn node(name: &str, op: Op, input: &str) -> Node {
-    Node {
-        name: name.into(),
-        op,
-        inputs: vec![input.into()],
-    }
-}
-
-/// `x (f32) -> quantize(qi) -> layer` with the layer's output the model's.
-fn one_layer_model(layer: QLayer, in_shape: &[usize]) -> Model {
-    let qi = layer.input();
-    let op = match layer.kind() {
-        LayerKind::Conv2d => Op::Conv2d(Box::new(layer)),
-        LayerKind::Linear => Op::Linear(Box::new(layer)),
-    };
-    Model::new(
-        Requant::InductorX86,
-        vec![("x".into(), f32_info(in_shape))],
-        vec!["y".into()],
-        vec![node("xq", Op::Quantize(qi), "x"), node("y", op, "xq")],
-    )
-    .unwrap()
 }
 
 struct Case {
@@ -134,7 +96,7 @@ fn cases() -> Vec<Case> {
         .unwrap();
         v.push(Case {
             name: name.into(),
-            model: one_layer_model(layer, &xs[1..]),
+            model: common::quantize_conv_model(layer, &xs[1..]),
             input: Value::F32 { data: x, shape: xs },
             expect,
         });
@@ -181,7 +143,7 @@ fn cases() -> Vec<Case> {
         .unwrap();
         v.push(Case {
             name: format!("{post}_f32"),
-            model: one_layer_model(layer, &xs[1..]),
+            model: common::quantize_conv_model(layer, &xs[1..]),
             input: Value::F32 {
                 data: qi.dequantize_slice(&x),
                 shape: xs,
@@ -307,9 +269,9 @@ fn quantize_pair(layer: &QLayer, in_shape: &[usize], q: QParams) -> (Model, Mode
         vec![("x".into(), f32_info(in_shape))],
         vec!["y".into()],
         vec![
-            node("xq", Op::Quantize(qi), "x"),
-            node("v", Op::Conv2d(Box::new(float)), "xq"),
-            node("y", Op::Quantize(q), "v"),
+            node("xq", Op::Quantize(qi), &["x"]),
+            node("v", Op::Conv2d(Box::new(float)), &["xq"]),
+            node("y", Op::Quantize(q), &["v"]),
         ],
     )
     .unwrap();
@@ -331,8 +293,8 @@ fn quantize_pair(layer: &QLayer, in_shape: &[usize], q: QParams) -> (Model, Mode
         vec![("x".into(), f32_info(in_shape))],
         vec!["y".into()],
         vec![
-            node("xq", Op::Quantize(qi), "x"),
-            node("y", Op::Conv2d(Box::new(fused)), "xq"),
+            node("xq", Op::Quantize(qi), &["x"]),
+            node("y", Op::Conv2d(Box::new(fused)), &["xq"]),
         ],
     )
     .unwrap();
@@ -425,7 +387,7 @@ fn gpu_f32_conv_outputs_equal_the_cpu_on_random_layers_and_every_variant() {
             }
             .with_float_output()
             .unwrap();
-            let model = one_layer_model(layer, &shape);
+            let model = common::quantize_conv_model(layer, &shape);
             let x = random_input(&mut rng, &shape);
             let want = model.run_cpu(std::slice::from_ref(&x)).unwrap();
             let want = floats(&want[0]).to_vec();

@@ -24,35 +24,13 @@ mod common;
 use std::path::Path;
 
 use common::npy_raw;
-use qfuse::model::{DType, Node, TensorInfo};
+use common::{f32_info, node, pair};
 use qfuse::ops::{AvgPoolOpts, Op, Pool2d};
 use qfuse::quant::Activation;
 use qfuse::{Conv2dGeometry, GpuModel, LayerKind, Model, QLayer, QParams, Requant, Value};
 use serde_json::Value as Json;
 
 const DIR: &str = "tests/data/pt2e/indinc_f32_pool";
-
-fn pair(j: &Json) -> [usize; 2] {
-    [
-        j[0].as_u64().unwrap() as usize,
-        j[1].as_u64().unwrap() as usize,
-    ]
-}
-
-fn f32_info(shape: &[usize]) -> TensorInfo {
-    TensorInfo {
-        shape: shape.to_vec(),
-        dtype: DType::F32,
-    }
-}
-
-fn node(name: &str, op: Op, inputs: &[&str]) -> Node {
-    Node {
-        name: name.into(),
-        op,
-        inputs: inputs.iter().map(|s| s.to_string()).collect(),
-    }
-}
 
 struct Case {
     name: String,

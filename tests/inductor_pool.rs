@@ -14,19 +14,13 @@ mod common;
 use std::path::PathBuf;
 
 use common::npy_u8;
+use common::pair;
 use qfuse::model::{DType, Node, TensorInfo};
 use qfuse::ops::{AvgPoolOpts, Op, Pool2d};
 use qfuse::{GpuModel, Model, QParams, Requant, Value};
 use serde_json::Value as Json;
 
 const POOL: &str = "tests/data/pt2e/inductor_x86_pool";
-
-fn pair(j: &Json) -> [usize; 2] {
-    [
-        j[0].as_u64().unwrap() as usize,
-        j[1].as_u64().unwrap() as usize,
-    ]
-}
 
 struct Case {
     name: String,

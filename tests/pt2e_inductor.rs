@@ -18,6 +18,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::npy_raw;
+use common::pair;
 use qfuse::model::{DType, Node, TensorInfo};
 use qfuse::ops::Op;
 use qfuse::quant::{Activation, Engine};
@@ -39,13 +40,6 @@ fn qp(j: &Json) -> QParams {
         j["zero_point"].as_i64().unwrap() as i32,
     )
     .unwrap()
-}
-
-fn pair(j: &Json) -> [usize; 2] {
-    [
-        j[0].as_u64().unwrap() as usize,
-        j[1].as_u64().unwrap() as usize,
-    ]
 }
 
 struct Case {
@@ -694,26 +688,7 @@ fn eltwise_cases(post: &str, apply: bool) -> Vec<(String, Model, Vec<Value>, Vec
                 _ => unreachable!("{post}"),
             };
         }
-        let infos = vec![(
-            "x".into(),
-            TensorInfo {
-                shape: xs[1..].to_vec(),
-                dtype: DType::F32,
-            },
-        )];
-        let nodes = vec![
-            Node {
-                name: "xq".into(),
-                op: Op::Quantize(qi),
-                inputs: vec!["x".into()],
-            },
-            Node {
-                name: "y".into(),
-                op: Op::Conv2d(Box::new(layer)),
-                inputs: vec!["xq".into()],
-            },
-        ];
-        let model = Model::new(Requant::InductorX86, infos, vec!["y".into()], nodes).unwrap();
+        let model = common::quantize_conv_model(layer, &xs[1..]);
         let input = Value::F32 {
             data: qi.dequantize_slice(&x),
             shape: xs,
@@ -1215,26 +1190,7 @@ fn onednn_swish_random_layers_equal_the_cpu_on_every_gpu_kernel_variant() {
         .unwrap();
         let shape = vec![2, cin, h, w];
         let x = rng.bytes(2 * cin * h * w);
-        let infos = vec![(
-            "x".into(),
-            TensorInfo {
-                shape: shape[1..].to_vec(),
-                dtype: DType::F32,
-            },
-        )];
-        let nodes = vec![
-            Node {
-                name: "xq".into(),
-                op: Op::Quantize(qi),
-                inputs: vec!["x".into()],
-            },
-            Node {
-                name: "y".into(),
-                op: Op::Conv2d(Box::new(layer.clone())),
-                inputs: vec!["xq".into()],
-            },
-        ];
-        let model = Model::new(Requant::InductorX86, infos, vec!["y".into()], nodes).unwrap();
+        let model = common::quantize_conv_model(layer.clone(), &shape[1..]);
         let input = [Value::F32 {
             data: qi.dequantize_slice(&x),
             shape,

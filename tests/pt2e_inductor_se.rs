@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::{f32_info, node};
+
 use std::path::{Path, PathBuf};
 
 use common::{first_mismatch, TensorFile};
@@ -615,21 +617,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 // Through a model: oneDNN convs/linears with an f32 output (NHWC4F on the
 // GPU) feeding the ops, GPU == CPU (the CPU rules are pinned above, the f32
 // convs by tests/inductor_f32_conv.rs).
-
-fn f32_info(shape: &[usize]) -> TensorInfo {
-    TensorInfo {
-        shape: shape.to_vec(),
-        dtype: DType::F32,
-    }
-}
-
-fn node(name: &str, op: Op, inputs: &[&str]) -> Node {
-    Node {
-        name: name.into(),
-        op,
-        inputs: inputs.iter().map(|s| s.to_string()).collect(),
-    }
-}
 
 /// A random oneDNN layer with an f32 output whose values spread over about
 /// [-5, 5] (hardsigmoid's and hardswish's bends, sigmoid's curve).

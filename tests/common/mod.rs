@@ -236,3 +236,58 @@ pub fn npy_u8(path: &Path) -> (Vec<usize>, Vec<u8>) {
     assert_eq!(a.descr, "|u1", "{}: not uint8", path.display());
     (a.shape, a.data)
 }
+
+/// `x (f32) -> quantize(the layer's input qparams) -> layer`, the layer's
+/// output the model's (`"y"`), under the engine `inductor_x86`.
+pub fn quantize_conv_model(layer: qfuse::QLayer, in_shape: &[usize]) -> qfuse::Model {
+    use qfuse::model::{DType, Node, TensorInfo};
+    use qfuse::ops::Op;
+    let qi = layer.input();
+    let op = match layer.kind() {
+        qfuse::LayerKind::Conv2d => Op::Conv2d(Box::new(layer)),
+        qfuse::LayerKind::Linear => Op::Linear(Box::new(layer)),
+    };
+    let node = |name: &str, op: Op, input: &str| Node {
+        name: name.into(),
+        op,
+        inputs: vec![input.into()],
+    };
+    qfuse::Model::new(
+        qfuse::Requant::InductorX86,
+        vec![(
+            "x".into(),
+            TensorInfo {
+                shape: in_shape.to_vec(),
+                dtype: DType::F32,
+            },
+        )],
+        vec!["y".into()],
+        vec![node("xq", Op::Quantize(qi), "x"), node("y", op, "xq")],
+    )
+    .unwrap()
+}
+
+/// A `[h, w]` pair of a case file.
+pub fn pair(j: &serde_json::Value) -> [usize; 2] {
+    [
+        j[0].as_u64().unwrap() as usize,
+        j[1].as_u64().unwrap() as usize,
+    ]
+}
+
+/// A float32 tensor's info of this per-sample shape.
+pub fn f32_info(shape: &[usize]) -> qfuse::model::TensorInfo {
+    qfuse::model::TensorInfo {
+        shape: shape.to_vec(),
+        dtype: qfuse::model::DType::F32,
+    }
+}
+
+/// A graph node.
+pub fn node(name: &str, op: qfuse::ops::Op, inputs: &[&str]) -> qfuse::model::Node {
+    qfuse::model::Node {
+        name: name.into(),
+        op,
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+    }
+}

@@ -98,24 +98,10 @@ pub(crate) const FILE_OPS: &[FileOp] = &[
             "signed",
         ],
         parse: |a: &Attrs<'_>, _: &ParseCx<'_>| {
-            let pool = Pool2d {
-                kernel: a.pair("kernel_size")?,
-                stride: a.pair("stride")?,
-                padding: a.pair("padding")?,
-                dilation: [1, 1],
-                ceil_mode: a.bool("ceil_mode")?,
-            };
-            let divisor_override = if a.get("divisor_override")?.is_null() {
-                None
-            } else {
-                Some(a.usize("divisor_override")?)
-            };
+            let (pool, opts) = super::pool::parse_avg_window(a)?;
             Ok(Op::PortableAvgPool2d {
                 pool,
-                opts: AvgPoolOpts {
-                    count_include_pad: a.bool("count_include_pad")?,
-                    divisor_override,
-                },
+                opts,
                 out: a.qparams_signed()?,
             })
         },
@@ -675,13 +661,7 @@ impl<'a> OpKind<'a> for PortableAvgPool {
         })
     }
     fn write(&self, w: &mut NodeWriter) {
-        let p = &self.pool;
-        w.put("kernel_size", json!(p.kernel));
-        w.put("stride", json!(p.stride));
-        w.put("padding", json!(p.padding));
-        w.put("ceil_mode", json!(p.ceil_mode));
-        w.put("count_include_pad", json!(self.opts.count_include_pad));
-        w.put("divisor_override", json!(self.opts.divisor_override));
+        super::pool::write_avg_window(w, &self.pool, &self.opts);
         w.put_qparams_signed(self.out);
     }
     fn lower(&self, sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {

@@ -27,8 +27,6 @@
 //! `fmul_exact`), so no driver's contraction or flush of subnormals can move
 //! a result.
 
-use serde_json::json;
-
 use crate::error::{Error, Result};
 use crate::model::{DType, TensorInfo, Value};
 use crate::quant::{QParams, Requant};
@@ -49,24 +47,10 @@ pub(crate) const FILE_OPS: &[FileOp] = &[FileOp {
         "zero_point",
     ],
     parse: |a: &Attrs<'_>, _: &ParseCx<'_>| {
-        let pool = Pool2d {
-            kernel: a.pair("kernel_size")?,
-            stride: a.pair("stride")?,
-            padding: a.pair("padding")?,
-            dilation: [1, 1],
-            ceil_mode: a.bool("ceil_mode")?,
-        };
-        let divisor_override = if a.get("divisor_override")?.is_null() {
-            None
-        } else {
-            Some(a.usize("divisor_override")?)
-        };
+        let (pool, opts) = super::parse_avg_window(a)?;
         Ok(Op::InductorAvgPool2d {
             pool,
-            opts: AvgPoolOpts {
-                count_include_pad: a.bool("count_include_pad")?,
-                divisor_override,
-            },
+            opts,
             out: a.qparams()?,
         })
     },
@@ -380,13 +364,7 @@ impl<'a> OpKind<'a> for InductorAvgPool {
         })
     }
     fn write(&self, w: &mut NodeWriter) {
-        let p = &self.pool;
-        w.put("kernel_size", json!(p.kernel));
-        w.put("stride", json!(p.stride));
-        w.put("padding", json!(p.padding));
-        w.put("ceil_mode", json!(p.ceil_mode));
-        w.put("count_include_pad", json!(self.opts.count_include_pad));
-        w.put("divisor_override", json!(self.opts.divisor_override));
+        super::write_avg_window(w, &self.pool, &self.opts);
         w.put_qparams(self.out);
     }
     fn lower(&self, sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {

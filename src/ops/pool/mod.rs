@@ -47,25 +47,8 @@ pub(crate) const FILE_OPS: &[FileOp] = &[
             "divisor_override",
         ],
         parse: |a: &Attrs<'_>, _: &ParseCx<'_>| {
-            let p = Pool2d {
-                kernel: a.pair("kernel_size")?,
-                stride: a.pair("stride")?,
-                padding: a.pair("padding")?,
-                dilation: [1, 1],
-                ceil_mode: a.bool("ceil_mode")?,
-            };
-            let divisor_override = if a.get("divisor_override")?.is_null() {
-                None
-            } else {
-                Some(a.usize("divisor_override")?)
-            };
-            Ok(Op::AvgPool2d(
-                p,
-                AvgPoolOpts {
-                    count_include_pad: a.bool("count_include_pad")?,
-                    divisor_override,
-                },
-            ))
+            let (p, o) = parse_avg_window(a)?;
+            Ok(Op::AvgPool2d(p, o))
         },
     },
     FileOp {
@@ -89,6 +72,47 @@ pub(crate) const FILE_OPS: &[FileOp] = &[
         },
     },
 ];
+
+/// An average pool's window and options from a node's attributes
+/// (`kernel_size`, `stride`, `padding`, `ceil_mode`, `count_include_pad`,
+/// `divisor_override`; no dilation): `avg_pool2d`, `portable_avg_pool2d`,
+/// `inductor_avg_pool2d`.
+pub(crate) fn parse_avg_window(a: &Attrs<'_>) -> Result<(Pool2d, AvgPoolOpts)> {
+    let p = Pool2d {
+        kernel: a.pair("kernel_size")?,
+        stride: a.pair("stride")?,
+        padding: a.pair("padding")?,
+        dilation: [1, 1],
+        ceil_mode: a.bool("ceil_mode")?,
+    };
+    let divisor_override = if a.get("divisor_override")?.is_null() {
+        None
+    } else {
+        Some(a.usize("divisor_override")?)
+    };
+    Ok((
+        p,
+        AvgPoolOpts {
+            count_include_pad: a.bool("count_include_pad")?,
+            divisor_override,
+        },
+    ))
+}
+
+/// Writes a pool's `kernel_size`, `stride`, `padding` and `ceil_mode`.
+pub(crate) fn write_window(w: &mut NodeWriter, p: &Pool2d) {
+    w.put("kernel_size", json!(p.kernel));
+    w.put("stride", json!(p.stride));
+    w.put("padding", json!(p.padding));
+    w.put("ceil_mode", json!(p.ceil_mode));
+}
+
+/// Writes what [`parse_avg_window`] reads.
+pub(crate) fn write_avg_window(w: &mut NodeWriter, p: &Pool2d, o: &AvgPoolOpts) {
+    write_window(w, p);
+    w.put("count_include_pad", json!(o.count_include_pad));
+    w.put("divisor_override", json!(o.divisor_override));
+}
 
 /// Pooling hyper-parameters (`[h, w]` each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -522,22 +546,12 @@ impl<'a> OpKind<'a> for PoolOp {
         }
     }
     fn write(&self, w: &mut NodeWriter) {
-        let window = |w: &mut NodeWriter, p: &Pool2d| {
-            w.put("kernel_size", json!(p.kernel));
-            w.put("stride", json!(p.stride));
-            w.put("padding", json!(p.padding));
-            w.put("ceil_mode", json!(p.ceil_mode));
-        };
         match self {
             PoolOp::Max(p) => {
-                window(w, p);
+                write_window(w, p);
                 w.put("dilation", json!(p.dilation));
             }
-            PoolOp::Avg(p, o) => {
-                window(w, p);
-                w.put("count_include_pad", json!(o.count_include_pad));
-                w.put("divisor_override", json!(o.divisor_override));
-            }
+            PoolOp::Avg(p, o) => write_avg_window(w, p, o),
             PoolOp::Adaptive(s) => w.put("output_size", json!(s)),
             PoolOp::Mean { keepdim } => {
                 w.put("dims", json!([2, 3]));
