@@ -804,6 +804,22 @@ impl Attrs<'_> {
     }
 }
 
+/// An error naming op `op` unless the model's engine is `want`: the op
+/// `what` (e.g. "follows ONNX Runtime's rule"), which only that engine runs.
+pub(crate) fn require_engine(op: &str, engine: Requant, want: Requant, what: &str) -> Result<()> {
+    if engine != want {
+        return Err(Error::config(
+            op,
+            format!(
+                "{what}; the model's engine is {:?} (needs {:?})",
+                engine.name(),
+                want.name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a window parameter (kernel, stride, padding, dilation, output size)
 /// against [`crate::model::MAX_WINDOW`].
 pub(crate) fn check_window(what: &str, v: [usize; 2]) -> Result<()> {

@@ -150,15 +150,12 @@ pub fn inductor_gate_mul(g: f32, x: f32, out: QParams) -> u8 {
 }
 
 fn check_engine(name: &str, engine: Requant) -> Result<()> {
-    if engine != Requant::InductorX86 {
-        return Err(Error::config(
-            name,
-            format!(
-                "is Inductor's generated C++ on f32 tensors; the model's engine is {:?} (needs \"inductor_x86\")",
-                engine.name()
-            ),
-        ));
-    }
+    super::require_engine(
+        name,
+        engine,
+        Requant::InductorX86,
+        "is Inductor's generated C++ on f32 tensors",
+    )?;
     Ok(())
 }
 

@@ -295,15 +295,12 @@ pub(crate) enum OrtOp {
 }
 
 fn need_ort(engine: Requant, op: &str) -> Result<()> {
-    if engine != Requant::OnnxRuntime {
-        return Err(Error::config(
-            op,
-            format!(
-                "follows ONNX Runtime's rule; the model's engine is {:?} (needs \"onnxruntime\")",
-                engine.name()
-            ),
-        ));
-    }
+    super::require_engine(
+        op,
+        engine,
+        Requant::OnnxRuntime,
+        "follows ONNX Runtime's rule",
+    )?;
     Ok(())
 }
 
@@ -601,15 +598,12 @@ impl<'a> OpKind<'a> for PortableAvgPool {
     }
     fn infer(&self, engine: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
         let name = self.name();
-        if engine != Requant::Xnnpack {
-            return Err(Error::config(
-                name,
-                format!(
-                    "is ExecuTorch's portable kernel under the XNNPACK delegate; the model's engine is {:?} (needs \"xnnpack\")",
-                    engine.name()
-                ),
-            ));
-        }
+        super::require_engine(
+            name,
+            engine,
+            Requant::Xnnpack,
+            "is ExecuTorch's portable kernel under the XNNPACK delegate",
+        )?;
         let x = ins[0];
         let q = quantized(x)?;
         self.out.validate(&format!("{name} output"))?;
@@ -720,15 +714,12 @@ impl<'a> OpKind<'a> for XnnpackChannelMean<'a> {
     }
     fn infer(&self, engine: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
         let name = self.name();
-        if engine != Requant::Xnnpack {
-            return Err(Error::config(
-                name,
-                format!(
-                    "is XNNPACK's f32 global average; the model's engine is {:?} (needs \"xnnpack\")",
-                    engine.name()
-                ),
-            ));
-        }
+        super::require_engine(
+            name,
+            engine,
+            Requant::Xnnpack,
+            "is XNNPACK's f32 global average",
+        )?;
         let x = ins[0];
         quantized(x)?;
         self.out.validate(&format!("{name} output"))?;
@@ -962,15 +953,12 @@ impl<'a> OpKind<'a> for XnnpackAvgPool {
     }
     fn infer(&self, engine: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
         let name = self.name();
-        if engine != Requant::Xnnpack {
-            return Err(Error::config(
-                name,
-                format!(
-                    "is XNNPACK's f32 average pooling; the model's engine is {:?} (needs \"xnnpack\")",
-                    engine.name()
-                ),
-            ));
-        }
+        super::require_engine(
+            name,
+            engine,
+            Requant::Xnnpack,
+            "is XNNPACK's f32 average pooling",
+        )?;
         let x = ins[0];
         let q = quantized(x)?;
         self.out.validate(&format!("{name} output"))?;

@@ -322,15 +322,12 @@ impl<'a> OpKind<'a> for InductorAvgPool {
     }
     fn infer(&self, engine: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
         let name = self.name();
-        if engine != Requant::InductorX86 {
-            return Err(Error::config(
-                name,
-                format!(
-                    "is Inductor's C++ on an f32 tensor; the model's engine is {:?} (needs \"inductor_x86\")",
-                    engine.name()
-                ),
-            ));
-        }
+        super::super::require_engine(
+            name,
+            engine,
+            Requant::InductorX86,
+            "is Inductor's C++ on an f32 tensor",
+        )?;
         let [c, h, w] = f32_chw(name, ins[0])?;
         self.out.validate(&format!("{name} output"))?;
         if self.out.signed {

@@ -787,14 +787,13 @@ impl<'a> OpKind<'a> for Resize {
                  \"onnxruntime\"",
             ));
         }
-        if !torch && engine != Requant::OnnxRuntime {
-            return Err(Error::config(
+        if !torch {
+            super::require_engine(
                 "resize",
-                format!(
-                    "follows ONNX Runtime's rule; the model's engine is {:?} (needs \"onnxruntime\")",
-                    engine.name()
-                ),
-            ));
+                engine,
+                Requant::OnnxRuntime,
+                "follows ONNX Runtime's rule",
+            )?;
         }
         self.check(ins[0])?;
         Ok(TensorInfo {
