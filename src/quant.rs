@@ -1380,8 +1380,8 @@ impl Epilogue {
         // Rust never contracts `a * b + c` into a fused multiply-add.
         let x = acc.wrapping_add(c.bias_i32) as f32;
         let v = (x * input_scale) * c.mult + c.bias_f32;
-        let w = ((a as i32 - sum_offset - sum_zero_point) as f32) * sum_mult;
-        let t = v * inv_output_scale + w;
+        let d = (a as i32 - sum_offset - sum_zero_point) as f32;
+        let t = d.mul_add(sum_mult, v * inv_output_scale);
         let r = (t + (self.zero_point - offset) as f32).round_ties_even();
         let r = r.clamp((self.lo - offset) as f32, (self.hi - offset) as f32);
         (r as i32 + offset) as u8

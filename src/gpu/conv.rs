@@ -896,7 +896,7 @@ impl GpuLayer {
         let buffers = [input, &self.weights, &self.chans, output];
         let bytes = bytemuck::bytes_of(&params);
         // EXACT_FLOAT (common.wgsl): compile the epilogues that call the float
-        // prelude (form 7) only into the pipelines of layers that have them;
+        // prelude (forms 7 and 3) only into the pipelines of layers that have them;
         // elsewhere the override keeps its default and the branch is dead
         // (it about doubled every conv pipeline's compile time on lavapipe).
         let with_float = |v| self.with_exact_float(v);
@@ -987,7 +987,8 @@ impl GpuLayer {
     }
 
     /// Whether the layer's epilogue calls the float prelude
-    /// (`shaders/float.wgsl`; today form 7, oneDNN's swish): its pipelines
+    /// (`shaders/float.wgsl`; today form 7, oneDNN's swish, and form 3, the
+    /// sum post-op's fused multiply-add): its pipelines
     /// set the override `EXACT_FLOAT` of `shaders/common.wgsl`, without which
     /// those branches are dead code. A new form that calls `onednn_swish`,
     /// `ffma` or `fdiv` must be listed here.
@@ -995,6 +996,7 @@ impl GpuLayer {
         matches!(
             self.layer.epilogue.form,
             crate::quant::EpilogueForm::OnednnSwish { .. }
+                | crate::quant::EpilogueForm::OnednnSum { .. }
                 | crate::quant::EpilogueForm::OnednnFloat {
                     post: crate::quant::OnednnPost::Swish,
                     ..

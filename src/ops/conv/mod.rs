@@ -351,7 +351,7 @@ fn parse_layer(kind: LayerKind, a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
     // scale itself (no reciprocal round trip as in PyTorch's eager
     // x86/onednn engines). Its sum convs (a second input) measured on
     // resnext50_32x4d keep the round trip (tests/data/pt2e/README.md).
-    if cx.pytorch_engine == crate::quant::Engine::InductorX86 && cx.inputs.len() == 1 {
+    if cx.pytorch_engine == crate::quant::Engine::InductorX86 {
         l = l.with_plain_src_scale();
     }
     // oneDNN's eltwise post-op before its output quantization (Inductor's
