@@ -685,10 +685,12 @@ pub enum EpilogueForm {
     /// for `conv(dq(x)) + dq(a) [-> relu] -> q`, X86InductorQuantizer's residual
     /// add; measured in `tests/data/pt2e/README.md`): the conv's second input
     /// `a` (same shape as the output, qparams `sum_scale`, `sum_zero_point`)
-    /// is added in the output's units, no fused multiply-add:
+    /// is added in the output's units by oneDNN's fused multiply-add:
     /// `v` as under [`EpilogueForm::Onednn`], `u = f32(v * inv_output_scale)`,
-    /// `w = f32(f32(a - sum_zero_point) * sum_mult)` (`sum_mult = f32(sum_scale / output_scale)`),
-    /// `t = f32(u + w)` (relu: `max(t, 0)`, the same as the clamp at `zp`),
+    /// `t = fma(f32(a - sum_zero_point), sum_mult, u)` rounded once
+    /// (`sum_mult = f32(sum_scale / output_scale)`; measured with Inductor's u8
+    /// sum, `tests/data/pt2e/inductor_x86_models/sum_src_scale_*`)
+    /// (relu: `max(t, 0)`, the same as the clamp at `zp`),
     /// `y = clamp(rint(f32(t + f32(zp_true))) + offset, lo, hi)`
     /// (the zero point added before rounding, as for `Onednn`).
     OnednnSum {
@@ -1377,7 +1379,8 @@ impl Epilogue {
         };
         let _ = sum_scale;
         let c = &self.channels[o];
-        // Rust never contracts `a * b + c` into a fused multiply-add.
+        // Rust never contracts `a * b + c` into a fused multiply-add: the
+        // one fused multiply-add (oneDNN's sum post-op) is `mul_add`.
         let x = acc.wrapping_add(c.bias_i32) as f32;
         let v = (x * input_scale) * c.mult + c.bias_f32;
         let d = (a as i32 - sum_offset - sum_zero_point) as f32;

@@ -621,14 +621,9 @@ fn inductor_src_scale_is_the_scale_itself_on_cpu_and_gpu() {
 #[test]
 fn inductor_x86_model_file_conv_uses_the_scale_itself() {
     // the model loader (engine inductor_x86, "requant": "onednn") builds the
-    // same epilogue as with_plain_src_scale
-    // (plain convs only: the loader keeps the round trip for sum convs, as
-    // measured inside Inductor's resnext50_32x4d; src_tie_sum is a direct
-    // binary_tensor call)
+    // same epilogue as with_plain_src_scale, for plain and sum convs (the
+    // sum convs inside torch.compile: inductor_x86_models/sum_src_scale_*)
     for (name, model, inputs, expect) in src_cases(true) {
-        if name.ends_with("_sum") {
-            continue;
-        }
         let back = Model::from_bytes(&model.to_bytes().unwrap()).unwrap();
         let Value::Q { data, .. } = &back.run_cpu(&inputs).unwrap()[0] else {
             panic!("{name}: a float output")

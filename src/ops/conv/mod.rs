@@ -347,10 +347,10 @@ fn parse_layer(kind: LayerKind, a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
         let byte = |x: i64| i32::try_from(x).unwrap_or(-1);
         l = l.with_clamp(byte(lo), byte(hi))?;
     }
-    // Inductor's plain qconv/qlinear calls: oneDNN multiplies by the input
-    // scale itself (no reciprocal round trip as in PyTorch's eager
-    // x86/onednn engines). Its sum convs (a second input) measured on
-    // resnext50_32x4d keep the round trip (tests/data/pt2e/README.md).
+    // Inductor's qconv/qlinear calls, plain and with a sum input: oneDNN
+    // multiplies by the input scale itself (no reciprocal round trip as in
+    // PyTorch's eager x86/onednn engines; tests/data/pt2e/README.md "Input
+    // scale", inductor_x86_models/sum_src_scale_*).
     if cx.pytorch_engine == crate::quant::Engine::InductorX86 {
         l = l.with_plain_src_scale();
     }
