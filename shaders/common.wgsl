@@ -173,24 +173,25 @@ fn onednn_float(oc: u32, acc: i32) -> f32 {
 }
 
 // oneDNN's sum post-op (quant::EpilogueForm::OnednnSum, form 3): `a` is the
-// second addend's stored byte (p.pad0: f32(sa / so) as f32 bits, p.pad1: its
-// zero point's stored byte); v as under form 1, u = f32(v * inv_out),
-// t = fma(f32(a - za), f32(sa / so), u) rounded once (the float prelude's
-// ffma: compiled with EXACT_FLOAT, which the host sets for form 3),
-// y = clamp(rint(f32(t + f32(zp_true))) + offset) (relu: the clamp at zp).
+// second addend's stored byte (p.pad0: its scale sa as f32 bits, p.pad1: its
+// zero point's stored byte); v as under form 1,
+// t = fma(f32(a - za), sa, v) rounded once (the float prelude's ffma:
+// compiled with EXACT_FLOAT, which the host sets for form 3),
+// u = f32(t * inv_out), y = clamp(rint(f32(u + f32(zp_true))) + offset)
+// (relu: the clamp at zp).
 fn requant_sum(oc: u32, acc: i32, a: u32) -> u32 {
     let c = chans[oc];
     let x = exact_f32(acc + c.bias_i32);
     let v = opaque(opaque(x * p.in_scale) * c.mult) + c.bias_f32;
     let d = f32(i32(a) - i32(p.pad1));
-    let u = opaque(v * p.inv_out);
     // (without EXACT_FLOAT, which the host never leaves off for form 3: two roundings)
-    var t = u + opaque(d * bitcast<f32>(p.pad0));
+    var t = opaque(v + opaque(d * bitcast<f32>(p.pad0)));
     if EXACT_FLOAT {
-        t = bitcast<f32>(ffma(bitcast<u32>(d), p.pad0, bitcast<u32>(u)));
+        t = bitcast<f32>(ffma(bitcast<u32>(d), p.pad0, bitcast<u32>(v)));
     }
+    let u = opaque(t * p.inv_out);
     let zt = p.zp_out - p.offset;
-    let r = clamp(round(t + f32(zt)), f32(p.lo - p.offset), f32(p.hi - p.offset));
+    let r = clamp(round(u + f32(zt)), f32(p.lo - p.offset), f32(p.hi - p.offset));
     return u32(i32(r) + p.offset);
 }
 

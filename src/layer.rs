@@ -623,7 +623,7 @@ impl QLayer {
     /// [`Requant::Onednn`] rule.
     pub fn with_sum(&self, sum: QParams) -> Result<QLayer> {
         let mut l = self.clone();
-        l.epilogue = self.epilogue.with_sum(sum, self.output.scale)?;
+        l.epilogue = self.epilogue.with_sum(sum)?;
         Ok(l)
     }
 

@@ -685,14 +685,16 @@ pub enum EpilogueForm {
     /// for `conv(dq(x)) + dq(a) [-> relu] -> q`, X86InductorQuantizer's residual
     /// add; measured in `tests/data/pt2e/README.md`): the conv's second input
     /// `a` (same shape as the output, qparams `sum_scale`, `sum_zero_point`)
-    /// is added in the output's units by oneDNN's fused multiply-add:
-    /// `v` as under [`EpilogueForm::Onednn`], `u = f32(v * inv_output_scale)`,
-    /// `t = fma(f32(a - sum_zero_point), sum_mult, u)` rounded once
-    /// (`sum_mult = f32(sum_scale / output_scale)`; measured with Inductor's u8
-    /// sum, `tests/data/pt2e/inductor_x86_models/sum_src_scale_*`)
-    /// (relu: `max(t, 0)`, the same as the clamp at `zp`),
-    /// `y = clamp(rint(f32(t + f32(zp_true))) + offset, lo, hi)`
-    /// (the zero point added before rounding, as for `Onednn`).
+    /// is added by oneDNN's fused multiply-add before the output scale
+    /// (oneDNN 3.13's brgemm and jit int8 conv kernels: src and weight scales,
+    /// bias, the sum post-op as `vfmadd231ps` with the sum scale itself, relu,
+    /// then the multiplication by `1/output_scale`):
+    /// `v` as under [`EpilogueForm::Onednn`],
+    /// `t = fma(f32(a - sum_zero_point), sum_scale, v)` rounded once,
+    /// `u = f32(t * inv_output_scale)` (relu: `max(t, 0)`, the same as the clamp at `zp`),
+    /// `y = clamp(rint(f32(u + f32(zp_true))) + offset, lo, hi)`
+    /// (the zero point added before rounding, as for `Onednn`; measured with
+    /// torch.compile, `tests/data/pt2e/README.md` "Sum convs").
     OnednnSum {
         /// The input scale.
         input_scale: f32,
@@ -706,8 +708,6 @@ pub enum EpilogueForm {
         sum_zero_point: i32,
         /// The second addend's offset ([`QParams::offset`]).
         sum_offset: i32,
-        /// `f32(sum_scale / output_scale)`: the addend rescaled to the output.
-        sum_mult: f32,
     },
     /// oneDNN's conv with a `sum` post-op and an **f32** output, averaged
     /// over H, W and quantized by Inductor's C++ (the end of a torchvision
@@ -1128,18 +1128,8 @@ impl Epilogue {
     /// This epilogue (oneDNN's, [`EpilogueForm::Onednn`]) with oneDNN's `sum`
     /// post-op reading a second addend quantized with `sum`
     /// ([`EpilogueForm::OnednnSum`]); any other form is [`Error::Unsupported`].
-    pub fn with_sum(&self, sum: QParams, output_scale: f32) -> Result<Epilogue> {
+    pub fn with_sum(&self, sum: QParams) -> Result<Epilogue> {
         sum.validate("sum input")?;
-        let sum_mult = sum.scale / output_scale;
-        if !sum_mult.is_finite() || sum_mult == 0.0 {
-            return Err(Error::qparams(
-                "sum input",
-                format!(
-                    "scale {} / output scale {output_scale} is not a usable f32 multiplier",
-                    sum.scale
-                ),
-            ));
-        }
         let EpilogueForm::Onednn {
             input_scale,
             inv_output_scale,
@@ -1159,7 +1149,6 @@ impl Epilogue {
             sum_scale: sum.scale,
             sum_zero_point: sum.true_zero_point(),
             sum_offset: sum.offset(),
-            sum_mult,
         };
         Ok(e)
     }
@@ -1372,20 +1361,18 @@ impl Epilogue {
             sum_scale,
             sum_zero_point,
             sum_offset,
-            sum_mult,
         } = self.form
         else {
             return self.apply(o, acc);
         };
-        let _ = sum_scale;
         let c = &self.channels[o];
         // Rust never contracts `a * b + c` into a fused multiply-add: the
         // one fused multiply-add (oneDNN's sum post-op) is `mul_add`.
         let x = acc.wrapping_add(c.bias_i32) as f32;
         let v = (x * input_scale) * c.mult + c.bias_f32;
         let d = (a as i32 - sum_offset - sum_zero_point) as f32;
-        let t = d.mul_add(sum_mult, v * inv_output_scale);
-        let r = (t + (self.zero_point - offset) as f32).round_ties_even();
+        let u = d.mul_add(sum_scale, v) * inv_output_scale;
+        let r = (u + (self.zero_point - offset) as f32).round_ties_even();
         let r = r.clamp((self.lo - offset) as f32, (self.hi - offset) as f32);
         (r as i32 + offset) as u8
     }

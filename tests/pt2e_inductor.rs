@@ -138,7 +138,7 @@ fn all_cases() -> Vec<Case> {
             expect,
         });
     }
-    assert_eq!(v.len(), 6 + 37, "the exported inductor_x86 models");
+    assert_eq!(v.len(), 6 + 41, "the exported inductor_x86 models");
     v
 }
 
@@ -280,7 +280,43 @@ fn inductor_x86_models_round_trip_through_the_file() {
         assert_eq!(m.run_cpu(&x).unwrap(), m2.run_cpu(&x).unwrap(), "{d:?}");
         n += 1;
     }
-    assert_eq!(n, 37);
+    assert_eq!(n, 41);
+}
+
+#[test]
+fn inductor_sum_conv_cases_separate_the_candidate_rules() {
+    // tools/pt2e/test_inductor_export.py's sum cases (sum_src_scale_*, sum_scale_*):
+    // torch.compile's sum convs with exact ties pinned under oneDNN's rule
+    // ("onednn/scale": the input scale itself, the sum as one fused
+    // multiply-add with the addend's scale, then the output scale); the
+    // generator counted, on the oracle's bytes, how many each other candidate
+    // gets wrong. qfuse's rule is "onednn/scale" (all_cases compares every byte
+    // of these models on the CPU, the GPU and every kernel variant); here: the
+    // cases separate it from every other candidate.
+    let mut worst: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut n = 0;
+    for d in dirs(MODELS) {
+        let j: Json =
+            serde_json::from_str(&std::fs::read_to_string(d.join("case.json")).unwrap()).unwrap();
+        let Some(r) = j.get("sum_conv_rules") else {
+            continue;
+        };
+        n += 1;
+        for (rule, miss) in r["mismatching_bytes"].as_object().unwrap() {
+            let miss = miss.as_u64().unwrap();
+            let w = worst.entry(rule.clone()).or_default();
+            *w = (*w).max(miss);
+        }
+        assert_eq!(r["mismatching_bytes"]["onednn/scale"], 0, "{d:?}");
+    }
+    assert_eq!(n, 8, "the recorded sum-conv cases");
+    assert_eq!(worst.len(), 8, "candidates: {worst:?}");
+    for (rule, miss) in &worst {
+        assert!(
+            rule == "onednn/scale" || *miss > 0,
+            "{rule} is not separated from oneDNN's rule: {worst:?}"
+        );
+    }
 }
 
 #[test]
@@ -319,7 +355,7 @@ fn onednn_sum_adds_the_zero_point_before_rounding() {
     let ws = [2f32.powi(-7)];
     let e = Epilogue::new(Requant::Onednn, inp, &ws, &[0.0], out, Activation::None)
         .unwrap()
-        .with_sum(sum, out.scale)
+        .with_sum(sum)
         .unwrap();
     // acc 1, a 103: rint(3.5 + 101) = 104 (the zero point after rounding: rint(3.5) + 101 = 105);
     // acc 1, a 100: rint(0.5 + 101) = 102 (after rounding: rint(0.5) + 101 = 101)
@@ -330,11 +366,11 @@ fn onednn_sum_adds_the_zero_point_before_rounding() {
     assert_eq!(e.apply(0, 1), 102, "apply: the addend at its zero point");
     // only the onednn rule takes a sum
     let f = Epilogue::new(Requant::Fbgemm, inp, &ws, &[0.0], out, Activation::None).unwrap();
-    assert!(f.with_sum(sum, out.scale).is_err());
+    assert!(f.with_sum(sum).is_err());
     // the pooled form: mean of relu(t) over 4 pixels, zero point after rounding
     let p = Epilogue::new(Requant::Onednn, inp, &ws, &[0.0], out, Activation::Relu)
         .unwrap()
-        .with_sum(sum, out.scale)
+        .with_sum(sum)
         .unwrap()
         .with_global_pool(true)
         .unwrap();

@@ -36,7 +36,7 @@ pub struct ConvParams {
     pub hi: i32,
     pub total: u32,
     /// The epilogue's form: 0 [`crate::quant::EpilogueForm::Scaled`], 1 `Onednn`,
-    /// 2 `OnednnF32`, 3 `OnednnSum` (then `pad0` holds `f32(sa / so)` as
+    /// 2 `OnednnF32`, 3 `OnednnSum` (then `pad0` holds the addend scale `sa` as
     /// f32 bits and `pad1` the addend's zero point's stored byte; the output
     /// buffer holds the addend when the kernel starts), 4 `OnednnSumPool`,
     /// 5 `OnednnHardswish`, 6 `OnednnPool`, 7 `OnednnSwish`, 8 `OnednnFloat` (f32
@@ -649,11 +649,9 @@ impl GpuLayer {
                 sum_scale,
                 sum_zero_point,
                 sum_offset,
-                sum_mult,
             } => {
-                // The addend's multiplier sa/so, and the stored byte of its zero point.
-                let _ = sum_scale;
-                pad0 = sum_mult.to_bits();
+                // The addend's scale, and the stored byte of its zero point.
+                pad0 = sum_scale.to_bits();
                 pad1 = (sum_zero_point + sum_offset) as u32;
                 (3, input_scale, inv_output_scale, offset)
             }
