@@ -16,8 +16,8 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
         oneDNN writes f32, Inductor's C++ pools and quantizes: conv2d, requant "inductor_x86"
         (+ clamp), then max_pool2d on bytes (exact: quantize is monotone)
   conv2d(dq(x)) + dq(a) [-> relu] -> q (either order)       conv2d with inputs [x, a], requant "onednn":
-        oneDNN's sum post-op (qconv2d_pointwise.binary)     t = f32(v * inv) + f32((a - za) * f32(sa/so)),
-                                                            relu, rint(t + zo) (zero point before rounding)
+        oneDNN's sum post-op (qconv2d_pointwise.binary)     t = fma(a - za, sa, v), relu, u = f32(t * inv),
+                                                            rint(u + zo) (zero point before rounding)
   relu(conv2d(dq(x)) + dq(a)) -> adaptive_avg_pool2d(1) [-> flatten] -> q (a resnet's end: oneDNN writes
         f32, Inductor's C++ averages and quantizes)         conv2d with inputs [x, a], "global_avg_pool"
   [relu(]conv2d(dq(x))[)] -> mean([2, 3]) / adaptive_avg_pool2d(1) [-> flatten / dropout] -> q
