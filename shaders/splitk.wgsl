@@ -25,21 +25,25 @@ override SPLITS: u32 = 1u;
 // form 4, or OnednnPool, form 5): `p.total` is N * O4, one invocation per
 // output word of a sample; under form 4 binding 2 holds the sum addend (NHWC4
 // words of the conv's output shape), under form 5 it is not read.
+// 2: oneDNN's sum with an f32 output (quant::EpilogueForm::OnednnSumFloat,
+// form 9): one invocation per output word (`p.total` = M * O4) reads the
+// addend word at binding 2 and writes the 4 channels' f32 values (NHWC4F,
+// word 4 * idx + l; 0 past `p.o`).
 override POOL: u32 = 0u;
 
 // The weights' binding of the other kernels; unused here except by POOL.
 @group(0) @binding(2) var<storage, read> addend: array<u32>;
 
-// One pixel's f32 value under form 4: v as under form 1, plus
-// d = f32(f32(a - za) * sa) (p.pad0: sa as f32 bits, p.pad1: za), then
-// oneDNN's relu post-op when p.pad2 is 1. Form 5 (quant::EpilogueForm::OnednnPool,
+// One pixel's f32 value under form 4 (and 9): v as under form 1, plus
+// d = f32(f32(a - za) * sa) (p.pad0: sa as f32 bits, p.pad1: za's stored
+// byte), t = f32(v + d), then oneDNN's relu post-op when p.pad2 is 1. Form 5 (quant::EpilogueForm::OnednnPool,
 // no addend): v itself, then the relu.
 fn pool_value(oc: u32, acc: i32, a: u32) -> f32 {
     let c = chans[oc];
     let x = exact_f32(acc + c.bias_i32);
     let v = opaque(opaque(x * p.in_scale) * c.mult) + c.bias_f32;
     var t = v;
-    if p.form == 4u {
+    if p.form == 4u || p.form == 9u {
         let d = opaque(f32(i32(a) - i32(p.pad1)) * bitcast<f32>(p.pad0));
         t = v + d;
     }
@@ -87,6 +91,27 @@ fn pool_word(idx: u32) -> u32 {
     return word;
 }
 
+// Output word idx (pixel m, word o4) under form 9: its partial accumulators
+// summed, the addend's word, and 4 f32 words out.
+fn sum_float_word(idx: u32) {
+    let o4 = idx % p.o4;
+    let stride = p.total * 4u;
+    var acc = vec4<i32>(0);
+    for (var s = 0u; s < SPLITS; s++) {
+        let b = s * stride + idx * 4u;
+        acc += bitcast<vec4<i32>>(vec4<u32>(x[b], x[b + 1u], x[b + 2u], x[b + 3u]));
+    }
+    let a = addend[idx];
+    for (var l = 0u; l < 4u; l++) {
+        let oc = o4 * 4u + l;
+        var v = 0.0;
+        if oc < p.o {
+            v = pool_value(oc, acc[l], (a >> (8u * l)) & 0xffu);
+        }
+        y[4u * idx + l] = bitcast<u32>(v);
+    }
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = gid.x + gid.y * nwg.x * WG;
@@ -95,6 +120,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     if POOL == 1u {
         y[idx] = pool_word(idx);
+        return;
+    }
+    if POOL == 2u {
+        sum_float_word(idx);
         return;
     }
     let o4 = idx % p.o4;

@@ -673,7 +673,9 @@ impl QLayer {
     /// The same layer (oneDNN's, one input, optionally with its hardswish or
     /// swish post-op) with an **f32** output: oneDNN's f32 value with its post-op
     /// ([`quant::EpilogueForm::OnednnFloat`]; Inductor's
-    /// `qconv_pointwise(..., torch.float32, ...)`). The layer's relu becomes
+    /// `qconv_pointwise(..., torch.float32, ...)`); with a sum input
+    /// ([`QLayer::with_sum`]) the sum's f32 value
+    /// ([`quant::EpilogueForm::OnednnSumFloat`]). The layer's relu becomes
     /// oneDNN's relu post-op; a folded clamp other than the relu's is refused.
     pub fn with_float_output(&self) -> Result<QLayer> {
         if self.clamp() != self.activation_clamp() {
@@ -693,13 +695,21 @@ impl QLayer {
 
     /// Whether the layer writes f32 values ([`QLayer::with_float_output`]).
     pub fn float_output(&self) -> bool {
-        matches!(self.epilogue.form, quant::EpilogueForm::OnednnFloat { .. })
+        matches!(
+            self.epilogue.form,
+            quant::EpilogueForm::OnednnFloat { .. } | quant::EpilogueForm::OnednnSumFloat { .. }
+        )
     }
 
     /// The post-op of a layer with an f32 output.
     pub fn float_post(&self) -> Option<quant::OnednnPost> {
         match self.epilogue.form {
             quant::EpilogueForm::OnednnFloat { post, .. } => Some(post),
+            quant::EpilogueForm::OnednnSumFloat { relu, .. } => Some(if relu {
+                quant::OnednnPost::Relu
+            } else {
+                quant::OnednnPost::None
+            }),
             _ => None,
         }
     }
@@ -730,6 +740,12 @@ impl QLayer {
     pub fn sum_input(&self) -> Option<QParams> {
         match self.epilogue.form {
             quant::EpilogueForm::OnednnSum {
+                sum_scale,
+                sum_zero_point,
+                sum_offset,
+                ..
+            }
+            | quant::EpilogueForm::OnednnSumFloat {
                 sum_scale,
                 sum_zero_point,
                 sum_offset,

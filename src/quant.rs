@@ -790,6 +790,29 @@ pub enum EpilogueForm {
         /// oneDNN's eltwise post-op.
         post: OnednnPost,
     },
+    /// oneDNN's conv with a `sum` post-op and an **f32** output (Inductor's
+    /// `qconv2d_pointwise.binary(..., torch.float32, 'sum', ...)`: the
+    /// pattern Inductor falls back to when it may not write the sum into the
+    /// addend's u8 buffer, i.e. the addend is the conv's own input or another
+    /// op still reads it; Inductor's C++ dequantizes the addend and quantizes
+    /// the result; measured in `tests/data/pt2e/README.md`):
+    /// `v` as under [`EpilogueForm::OnednnFloat`],
+    /// `d = f32(f32(a - sum_zero_point) * sum_scale)` (Inductor's dequantize),
+    /// `t = f32(v + d)` (oneDNN's sum with scale 1: one addition, no fused
+    /// multiply-add), relu: `max(t, 0)`. No output qparams, no clamp; the
+    /// output is `t`, which a `quantize` node reads.
+    OnednnSumFloat {
+        /// The input scale (the scale itself).
+        input_scale: f32,
+        /// The second addend's scale.
+        sum_scale: f32,
+        /// The second addend's true zero point (in its own type).
+        sum_zero_point: i32,
+        /// The second addend's offset ([`QParams::offset`]).
+        sum_offset: i32,
+        /// oneDNN's relu post-op after the sum.
+        relu: bool,
+    },
 }
 
 /// oneDNN's eltwise post-op on a conv's f32 value, for a conv with an
@@ -1219,6 +1242,22 @@ impl Epilogue {
     pub fn with_float_output(&self, post: OnednnPost) -> Result<Epilogue> {
         let form = match (self.form, post) {
             (EpilogueForm::Onednn { input_scale, .. }, _) => EpilogueForm::OnednnFloat { input_scale, post },
+            (
+                EpilogueForm::OnednnSum {
+                    input_scale,
+                    sum_scale,
+                    sum_zero_point,
+                    sum_offset,
+                    ..
+                },
+                OnednnPost::None | OnednnPost::Relu,
+            ) => EpilogueForm::OnednnSumFloat {
+                input_scale,
+                sum_scale,
+                sum_zero_point,
+                sum_offset,
+                relu: post == OnednnPost::Relu,
+            },
             (EpilogueForm::OnednnHardswish { input_scale, .. }, OnednnPost::None) => {
                 EpilogueForm::OnednnFloat {
                     input_scale,
@@ -1233,7 +1272,7 @@ impl Epilogue {
             }
             _ => {
                 return Err(Error::Unsupported(format!(
-                    "an f32 output needs a conv/linear under the onednn rule with one input (and at most one post-op), the layer has {:?} with {post:?}",
+                    "an f32 output needs a conv/linear under the onednn rule (one input with at most one post-op, or a sum input with at most a relu), the layer has {:?} with {post:?}",
                     self.form
                 )))
             }
@@ -1293,10 +1332,11 @@ impl Epilogue {
         Ok(e)
     }
 
-    /// Under [`EpilogueForm::OnednnSumPool`] / [`EpilogueForm::OnednnPool`]:
-    /// one output pixel's f32 value (relu applied) from channel `o`'s exact
-    /// accumulator and the addend's byte `a` (ignored without a sum input);
-    /// under any other form 0.
+    /// Under [`EpilogueForm::OnednnSumPool`] / [`EpilogueForm::OnednnPool`] /
+    /// [`EpilogueForm::OnednnSumFloat`]: one output pixel's f32 value (relu
+    /// applied; before any average) from channel `o`'s exact accumulator and
+    /// the addend's stored byte `a` (ignored without a sum input); under any
+    /// other form 0.
     #[inline]
     pub fn pool_value(&self, o: usize, acc: i32, a: u8) -> f32 {
         let c = &self.channels[o];
@@ -1311,6 +1351,18 @@ impl Epilogue {
                 let x = acc.wrapping_add(c.bias_i32) as f32;
                 let v = (x * input_scale) * c.mult + c.bias_f32;
                 (v + (a as i32 - sum_zero_point) as f32 * sum_scale, relu)
+            }
+            EpilogueForm::OnednnSumFloat {
+                input_scale,
+                sum_scale,
+                sum_zero_point,
+                sum_offset,
+                relu,
+            } => {
+                let x = acc.wrapping_add(c.bias_i32) as f32;
+                let v = (x * input_scale) * c.mult + c.bias_f32;
+                let d = (a as i32 - sum_offset - sum_zero_point) as f32 * sum_scale;
+                (v + d, relu)
             }
             EpilogueForm::OnednnPool {
                 input_scale, relu, ..

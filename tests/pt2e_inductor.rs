@@ -138,7 +138,7 @@ fn all_cases() -> Vec<Case> {
             expect,
         });
     }
-    assert_eq!(v.len(), 6 + 41, "the exported inductor_x86 models");
+    assert_eq!(v.len(), 6 + 44, "the exported inductor_x86 models");
     v
 }
 
@@ -280,42 +280,60 @@ fn inductor_x86_models_round_trip_through_the_file() {
         assert_eq!(m.run_cpu(&x).unwrap(), m2.run_cpu(&x).unwrap(), "{d:?}");
         n += 1;
     }
-    assert_eq!(n, 41);
+    assert_eq!(n, 44);
 }
 
 #[test]
 fn inductor_sum_conv_cases_separate_the_candidate_rules() {
-    // tools/pt2e/test_inductor_export.py's sum cases (sum_src_scale_*, sum_scale_*):
-    // torch.compile's sum convs with exact ties pinned under oneDNN's rule
-    // ("onednn/scale": the input scale itself, the sum as one fused
-    // multiply-add with the addend's scale, then the output scale); the
-    // generator counted, on the oracle's bytes, how many each other candidate
-    // gets wrong. qfuse's rule is "onednn/scale" (all_cases compares every byte
-    // of these models on the CPU, the GPU and every kernel variant); here: the
-    // cases separate it from every other candidate.
-    let mut worst: std::collections::BTreeMap<String, u64> = Default::default();
-    let mut n = 0;
+    // tools/pt2e/test_inductor_export.py's sum cases: torch.compile's sum
+    // convs with exact ties pinned under the rule qfuse applies, and the
+    // generator's count, on the oracle's bytes, of how many each other
+    // candidate gets wrong. Two rules: Inductor's u8 in-place sum
+    // ("onednn/scale", sum_src_scale_*, sum_scale_*: the input scale itself,
+    // the sum as one fused multiply-add with the addend's scale, then the
+    // output scale, the zero point before rounding; EpilogueForm::OnednnSum)
+    // and its f32 sum ("onednn_no_fma/scale/zp_after_rounding", sum_f32_*:
+    // f32(v + d), then Inductor's quantize; EpilogueForm::OnednnSumFloat).
+    // all_cases compares every byte of these models on the CPU, the GPU and
+    // every kernel variant; here: the cases separate each rule from every
+    // other candidate, including the other rule.
+    use std::collections::BTreeMap;
+    let mut worst: BTreeMap<String, BTreeMap<String, u64>> = Default::default();
     for d in dirs(MODELS) {
         let j: Json =
             serde_json::from_str(&std::fs::read_to_string(d.join("case.json")).unwrap()).unwrap();
         let Some(r) = j.get("sum_conv_rules") else {
             continue;
         };
-        n += 1;
-        for (rule, miss) in r["mismatching_bytes"].as_object().unwrap() {
+        let rule = r
+            .get("rule")
+            .and_then(|v| v.as_str())
+            .unwrap_or("onednn/scale");
+        let w = worst.entry(rule.to_string()).or_default();
+        for (cand, miss) in r["mismatching_bytes"].as_object().unwrap() {
             let miss = miss.as_u64().unwrap();
-            let w = worst.entry(rule.clone()).or_default();
-            *w = (*w).max(miss);
+            if cand == rule {
+                assert_eq!(miss, 0, "{d:?}: its own rule {rule} misses {miss} bytes");
+            }
+            let e = w.entry(cand.clone()).or_default();
+            *e = (*e).max(miss);
         }
-        assert_eq!(r["mismatching_bytes"]["onednn/scale"], 0, "{d:?}");
     }
-    assert_eq!(n, 8, "the recorded sum-conv cases");
-    assert_eq!(worst.len(), 8, "candidates: {worst:?}");
-    for (rule, miss) in &worst {
-        assert!(
-            rule == "onednn/scale" || *miss > 0,
-            "{rule} is not separated from oneDNN's rule: {worst:?}"
-        );
+    let count = |r: &str| worst.get(r).map_or(0, |w| w.len());
+    assert_eq!(worst.len(), 2, "rules: {:?}", worst.keys());
+    assert_eq!(count("onednn/scale"), 8, "u8 candidates");
+    assert_eq!(
+        count("onednn_no_fma/scale/zp_after_rounding"),
+        16,
+        "f32 candidates"
+    );
+    for (rule, w) in &worst {
+        for (cand, miss) in w {
+            assert!(
+                cand == rule || *miss > 0,
+                "{cand} is not separated from {rule}: {w:?}"
+            );
+        }
     }
 }
 
@@ -386,6 +404,43 @@ fn onednn_sum_adds_the_zero_point_before_rounding() {
     assert_eq!(p.pool_quantize(vals.iter().sum(), 4), 102);
     // m * inv = 0.5 exactly: ties to even, then the zero point: 101
     assert_eq!(p.pool_quantize(2.0 * 2f32.powi(-10), 4), 101);
+}
+
+#[test]
+fn onednn_sum_with_an_f32_output() {
+    use qfuse::quant::{Epilogue, EpilogueForm, OnednnPost};
+    // Inductor's f32 sum: t = f32(v + f32(f32(a - za) * sa)), relu, no output qparams
+    let inp = QParams::new(0.0625, 0).unwrap();
+    let out = QParams::new(2f32.powi(-10), 101).unwrap();
+    let sum = QParams::new(0.1, 100).unwrap();
+    let ws = [2f32.powi(-7)];
+    let e = Epilogue::new(Requant::Onednn, inp, &ws, &[0.25], out, Activation::None)
+        .unwrap()
+        .with_sum(sum)
+        .unwrap();
+    let f = e.with_float_output(OnednnPost::None).unwrap();
+    assert!(matches!(
+        f.form(),
+        EpilogueForm::OnednnSumFloat { relu: false, .. }
+    ));
+    // v = 3 * 2^-11 + 0.25; d = f32(-7 * f32(0.1)); one f32 addition
+    let v = 3.0 * 2f32.powi(-11) + 0.25;
+    assert_eq!(f.pool_value(0, 3, 93), v + (-7.0f32 * 0.1f32));
+    let r = e.with_float_output(OnednnPost::Relu).unwrap();
+    assert_eq!(r.pool_value(0, 3, 93), 0.0, "relu after the sum");
+    assert_eq!(r.pool_value(0, 3, 110), v + 10.0f32 * 0.1f32);
+    // oneDNN's eltwise post-ops other than relu do not follow a sum here
+    assert!(e.with_float_output(OnednnPost::Hardswish).is_err());
+    // a signed addend: its stored byte is v + 128
+    let sq = QParams::new_i8(0.5, -3).unwrap();
+    let g = Epilogue::new(Requant::Onednn, inp, &ws, &[0.0], out, Activation::None)
+        .unwrap()
+        .with_sum(sq)
+        .unwrap()
+        .with_float_output(OnednnPost::None)
+        .unwrap();
+    // a = 5 (stored 133): d = (5 - (-3)) * 0.5 = 4
+    assert_eq!(g.pool_value(0, 0, 133), 4.0);
 }
 
 const SUM: &str = "tests/data/pt2e/inductor_x86_sum";

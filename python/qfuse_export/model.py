@@ -394,10 +394,10 @@ def validate(header, tensors):
                 _err(ctx, f"unknown key `{k}` for op {op}")
         float_out = op in ("conv2d", "linear") and "output" in n
         if float_out and (n["output"] != "float32" or "scale" in n or "zero_point" in n or
-                          n.get("requant") != "onednn" or len(ins) != 1 or "clamp" in n or
-                          n.get("global_avg_pool", False)):
-            _err(ctx, "`output` must be \"float32\" on a one-input \"onednn\" layer without scale, "
-                      "zero_point, clamp or global_avg_pool")
+                          n.get("requant") != "onednn" or len(ins) not in (1, 2) or "clamp" in n or
+                          n.get("global_avg_pool", False) or (len(ins) == 2 and "eltwise" in n)):
+            _err(ctx, "`output` must be \"float32\" on a \"onednn\" layer (one input, or two: oneDNN's sum "
+                      "without an eltwise post-op) without scale, zero_point, clamp or global_avg_pool")
         for k in req:
             if k not in n and not (float_out and k in ("scale", "zero_point")):
                 _err(ctx, f"missing key `{k}` for op {op}")

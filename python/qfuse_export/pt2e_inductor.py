@@ -18,6 +18,9 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
   conv2d(dq(x)) + dq(a) [-> relu] -> q (either order)       conv2d with inputs [x, a], requant "onednn":
         oneDNN's sum post-op (qconv2d_pointwise.binary)     t = fma(a - za, sa, v), relu, u = f32(t * inv),
                                                             rint(u + zo) (zero point before rounding)
+        (when a is the conv's own input or an op     conv2d with inputs [x, a], "output": "float32"
+        that is not an ancestor still reads it:      (t = f32(v + f32((a - za) * sa)), relu), then quantize
+        oneDNN writes f32, Inductor quantizes)
   relu(conv2d(dq(x)) + dq(a)) -> adaptive_avg_pool2d(1) [-> flatten] -> q (a resnet's end: oneDNN writes
         f32, Inductor's C++ averages and quantizes)         conv2d with inputs [x, a], "global_avg_pool"
   [relu(]conv2d(dq(x))[)] -> mean([2, 3]) / adaptive_avg_pool2d(1) [-> flatten / dropout] -> q
@@ -333,6 +336,28 @@ class _IndWalker(P._Walker):
                     len(c.users) == 1 and isinstance(o, torch.fx.Node) and o.target in P.DQ_T:
                 return c, o
         return None
+
+    def sum_in_place(self, conv, other, add):
+        """Whether Inductor lets oneDNN write conv(x) + dq(a) into a's u8 buffer (its u8 sum
+        pattern; torch/_inductor/fx_passes/quantization.py, _is_valid_quantized_op_binary_optimization_
+        pattern): not when a is the conv's own input, nor when an op that is not an ancestor of the
+        conv still reads a. Otherwise Inductor takes the f32 pattern (oneDNN writes f32)."""
+        accum = other.args[0]
+        x = conv.args[0]
+        if isinstance(x, torch.fx.Node) and x.target in P.DQ_T and x.args[0] is accum:
+            return False
+        ancestors, todo = set(), [conv]
+        while todo:
+            n = todo.pop()
+            for i in n.all_input_nodes:
+                if i not in ancestors:
+                    ancestors.add(i)
+                    todo.append(i)
+        for u in accum.users:
+            for r in (list(u.users) if u.target in P.DQ_T else [u]):
+                if r is not add and r not in ancestors:
+                    return False
+        return True
 
     def layer(self, op, out, oq, act, requant, extra=(), global_avg_pool=False, eltwise=None,
               float_output=False):
@@ -659,7 +684,15 @@ class _IndWalker(P._Walker):
             conv_node, other = sum_conv
             self.covered.update([op, conv_node])
             a_sum, _, _ = self.dq(op, other)
-            self.layer(conv_node, out, oq, act, "onednn", extra=[a_sum])
+            if self.sum_in_place(conv_node, other, op):
+                self.layer(conv_node, out, oq, act, "onednn", extra=[a_sum])
+            else:
+                # Inductor's f32 pattern: oneDNN adds the dequantized addend to its f32 value, Inductor's
+                # C++ quantizes (EpilogueForm::OnednnSumFloat, then a quantize)
+                f = op.name + "__f32"
+                self.shape[f] = list(self.v[op].shape[1:])
+                self.layer(conv_node, f, {}, act, "onednn", extra=[a_sum], float_output=True)
+                self.emit("quantize", [f], out, **oq)
             return
         if len(src.users) != 1:
             self.fail(src, "its float output is read by the quantize and by other ops (Inductor keeps that "

@@ -39,7 +39,8 @@ pub struct ConvParams {
     /// 2 `OnednnF32`, 3 `OnednnSum` (then `pad0` holds the addend scale `sa` as
     /// f32 bits and `pad1` the addend's zero point's stored byte; the output
     /// buffer holds the addend when the kernel starts), 4 `OnednnSumPool`,
-    /// 5 `OnednnHardswish`, 6 `OnednnPool`, 7 `OnednnSwish`, 8 `OnednnFloat` (f32
+    /// 5 `OnednnHardswish`, 6 `OnednnPool`, 7 `OnednnSwish`, 9 `OnednnSumFloat`
+    /// (split-K pass 2 only, f32 words), 8 `OnednnFloat` (f32
     /// words out; `pad2` the post-op, [`crate::quant::OnednnPost::code`]).
     pub form: u32,
     /// Always 0: XORed into a float's bits, it keeps the compiler from
@@ -687,6 +688,20 @@ impl GpuLayer {
                 inv_output_scale,
                 offset,
             } => (7, input_scale, inv_output_scale, offset),
+            crate::quant::EpilogueForm::OnednnSumFloat {
+                input_scale,
+                sum_scale,
+                sum_zero_point,
+                sum_offset,
+                relu,
+            } => {
+                // splitk.wgsl, POOL 2: f32 words; pad0 sa, pad1 the addend's
+                // zero point's stored byte, pad2 the relu.
+                pad0 = sum_scale.to_bits();
+                pad1 = (sum_zero_point + sum_offset) as u32;
+                pad2 = relu as u32;
+                (9, input_scale, 0.0, 0)
+            }
             crate::quant::EpilogueForm::OnednnFloat { input_scale, post } => {
                 // f32 words (common.wgsl's store_out); pad2: the post-op.
                 pad2 = post.code();
@@ -752,7 +767,10 @@ impl GpuLayer {
     /// [`GpuLayer::dispatch_sum_pool`] for either pooled form: with the sum
     /// addend (`Some`, [`crate::quant::EpilogueForm::OnednnSumPool`]) or
     /// without ([`crate::quant::EpilogueForm::OnednnPool`]; binding 2 then
-    /// holds the packed weights, which the pooled pass does not read).
+    /// holds the packed weights, which the pooled pass does not read); and
+    /// for oneDNN's sum with an f32 output
+    /// ([`crate::quant::EpilogueForm::OnednnSumFloat`], `POOL = 2`: one
+    /// invocation per output word writes its 4 f32 words, NHWC4F).
     pub fn dispatch_pool(
         &self,
         ctx: &GpuContext,
@@ -762,12 +780,18 @@ impl GpuLayer {
         output: &wgpu::Buffer,
     ) -> Result<Vec<super::Dispatch>> {
         let has_sum = self.layer.sum_input().is_some();
-        if has_sum != addend.is_some() || !self.layer.global_pool() {
+        let pool = self.layer.global_pool();
+        // oneDNN's sum with an f32 output: pass 2 writes f32 words (POOL 2).
+        let sum_float = matches!(
+            self.layer.epilogue.form,
+            crate::quant::EpilogueForm::OnednnSumFloat { .. }
+        );
+        if has_sum != addend.is_some() || !(pool || sum_float) {
             return Err(Error::config(
                 "conv2d with a global average",
                 format!(
                     "the layer (global average: {}) has {} sum input, the call {}",
-                    self.layer.global_pool(),
+                    pool,
                     if has_sum { "a" } else { "no" },
                     if addend.is_some() {
                         "gives one"
@@ -788,7 +812,17 @@ impl GpuLayer {
             ));
         };
         c.check(&ctx.limits())?;
-        let pooled = GpuTensor::gpu_bytes(&[out_shape[0], out_shape[1], 1, 1])?;
+        let pooled = if pool {
+            GpuTensor::gpu_bytes(&[out_shape[0], out_shape[1], 1, 1])?
+        } else {
+            GpuTensor::gpu_bytes(&out_shape)?
+                .checked_mul(4)
+                .ok_or_else(|| Error::TooLarge {
+                    what: "conv2d f32 output (bytes)".into(),
+                    needed: u64::MAX,
+                    limit: u64::MAX,
+                })?
+        };
         let addend_short = match addend {
             Some(a) => a.size() < GpuTensor::gpu_bytes(&out_shape)?,
             None => false,
@@ -815,7 +849,11 @@ impl GpuLayer {
             ..params
         };
         let pass2 = ConvParams {
-            total: params.n * params.o4,
+            total: if pool {
+                params.n * params.o4
+            } else {
+                m_o4 as u32
+            },
             ..params
         };
         Ok(vec![
@@ -838,7 +876,7 @@ impl GpuLayer {
                 &self.with_exact_float(vec![
                     ("WG", WG as f64),
                     ("SPLITS", splits as f64),
-                    ("POOL", 1.0),
+                    ("POOL", if pool { 1.0 } else { 2.0 }),
                 ]),
                 bytemuck::bytes_of(&pass2),
                 &[

@@ -305,17 +305,26 @@ CASES = {
                                                              b=conv(64, 64, 1, stride=2), c=conv(64, 64, 1),
                                                              d=conv(64, 64, 1, stride=2))),
                               (1, 64, 8, 8), 69, False, dict(fn=lambda cm, g, shape: sum_conv_src_scale(cm, g, shape, so=0.0291))),
-}
-
-# open: qfuse's rule does not match yet (run with --open; recorded in tests/data/pt2e/indsum_sum_f32/)
-OPEN = {
-    # the addend is the conv's own (quantized) input: Inductor cannot write into it, so oneDNN writes
-    # f32 (sum scale 1 of the dequantized input) and Inductor's C++ quantizes: no fused multiply-add
-    # there (the dequantized addend, f32(f32(q - z) * s), added to v in f32): qfuse's OnednnSum (a fused
-    # multiply-add in the output's units) misses 1 byte
-    "sum_src_scale_f32": (lambda: _seeded(65, lambda: Fn(lambda s, x: F.max_pool2d(s.c(s.b(x) + x), 1),
+    # Inductor's f32 sum pattern (its u8 in-place sum is not allowed: the addend is the conv's own input,
+    # or an op that is not an ancestor of the conv still reads it): oneDNN's conv with a sum post-op of
+    # scale 1 writes f32 t = f32(v + d), d Inductor's dequantized addend, then Inductor's quantize with the
+    # zero point after rounding (odd output zero points, so each pinned tie also separates that)
+    "sum_f32_own_input": (lambda: _seeded(65, lambda: Fn(lambda s, x: F.max_pool2d(s.c(s.b(x) + x), 1),
                                                          b=conv(16, 16, 3, padding=1), c=conv(16, 16, 1))),
-                          (1, 16, 8, 8), 65, False, dict(fn=lambda cm, g, shape: sum_conv_src_scale(cm, g, shape))),
+                          (1, 16, 8, 8), 65, False,
+                          dict(fn=lambda cm, g, shape: sum_conv_src_scale(
+                              cm, g, shape, so=0.0187, zo=7, rule=("onednn_no_fma", "scale", True)))),
+    "sum_f32_own_input_1x1_relu": (lambda: _seeded(70, lambda: Fn(lambda s, x: F.max_pool2d(s.c(torch.relu(s.b(x) + x)), 1),
+                                                                  b=conv(64, 64, 1), c=conv(64, 64, 1))),
+                                   (1, 64, 8, 8), 70, False,
+                                   dict(fn=lambda cm, g, shape: sum_conv_src_scale(
+                                       cm, g, shape, so=0.0231, zo=11, rule=("onednn_no_fma", "scale", True)))),
+    # the addend d(x) is also read after the sum (by e, not an ancestor of b): the f32 pattern again
+    "sum_f32_addend_read_later": (lambda: _seeded(71, lambda: Fn(
+        lambda s, x: (lambda u: torch.cat([F.max_pool2d(s.c(torch.relu(s.b(x) + u)), 1),
+                                           F.max_pool2d(s.e(u), 1)], 1))(s.d(x)),
+        b=conv(16, 16, 3, padding=1), c=conv(16, 16, 1), d=conv(16, 16, 1), e=conv(16, 8, 1))),
+        (1, 16, 8, 8), 71, False),
 }
 
 # models the exporter must refuse (with the node it names)
@@ -415,13 +424,16 @@ SUM_CANDIDATES = [(f, sn) for f in SUM_FORMS for sn in ("scale", "round_trip")]
 SUM_RULES = {}  # the candidate rules' bytes of the last sum_conv_src_scale case
 
 
-def sum_conv_src_scale(cm, g, shape, so=None):
+def sum_conv_src_scale(cm, g, shape, so=None, zo=0, rule=("onednn", "scale", False)):
     """Inductor's sum conv (conv(x) + a, a the addend) with an input scale s that PyTorch eager's
     round trip f32(1/f32(1/s)) moves; output scale `so` (2^-6 unless given), zero point 0. Each
     output channel's bias puts one pixel on an exact .5 tie under oneDNN's rule (SUM_FORMS
     "onednn" with the scale itself) where one other candidate (channel o: the o-th of the others,
     cyclically) rounds the other way. The sum output is read by a 1x1 identity conv (weights 1,
-    scale 1, bias 0, output scale `so`) so the model output is the sum conv's bytes times `so`."""
+    scale 1, bias 0, output scale `so`) so the model output is the sum conv's bytes times `so`.
+    `zo` is the output zero point (odd for Inductor's f32 sum form: oneDNN writes f32, Inductor
+    quantizes with the zero point added after rounding); `rule` = (form, input scale, zero point
+    after rounding) is the rule the ties are pinned under."""
     qd = torch.ops.quantized_decomposed
     while True:
         si = F32(10 ** (-2.5 + torch.rand(1, generator=g).item()))
@@ -443,7 +455,7 @@ def sum_conv_src_scale(cm, g, shape, so=None):
     for q in [n for n in nodes if n.target == qd.quantize_per_tensor.default]:
         inp = q.args[0]
         x_side = inp.op == "placeholder" or inp in chain
-        s, z = (float(si), zi) if x_side else (float(so), 0)
+        s, z = (float(si), zi) if x_side else (float(so), zo)
         q.args = (q.args[0], s, z) + tuple(q.args[3:])
         for u in list(q.users):
             if u.target == qd.dequantize_per_tensor.default:
@@ -482,13 +494,25 @@ def sum_conv_src_scale(cm, g, shape, so=None):
     O = acc.shape[0]
     b = np.zeros(O, dtype=F32)
     scales = {"scale": si, "round_trip": _rt(si)}
-    others = [c for c in SUM_CANDIDATES if c != ("onednn", "scale")]
+    cands = [(f, sn, after) for f, sn in SUM_CANDIDATES for after in ((False, True) if zo else (False,))]
+    others = [c for c in cands if c != rule]
+
+    relu = any(u.target in (torch.ops.aten.relu.default, torch.ops.aten.relu_.default) for u in add.users)
+
+    def to_byte(val, after):
+        """the output byte of a value before rounding (relu applied): the zero point added before
+        rounding (oneDNN's u8 output) or after (Inductor's quantize)"""
+        if relu:
+            val = np.maximum(val, F32(0))
+        r = np.rint(val) + zo if after else np.rint((val + F32(zo)).astype(F32))
+        return np.clip(r, 0, 255)
     inv = F64(F32(1) / F32(so))
     pins = 0
     for o in range(O):
         alt = others[o % len(others)]
         one = lambda f, sn, bo: _sum_rule(acc[o:o + 1], scales[sn], ws[o:o + 1], np.array([bo], F32), so,
                                           aq[o:o + 1], si, zi, f)[0]
+        byte = lambda c, bo, j: to_byte(one(c[0], c[1], bo)[j], c[2])
         pA = ((acc[o].astype(F32) * F32(si)).astype(F32) * ws[o]).astype(F32)
         done = False
         for j in np.argsort(-np.abs(acc[o]).ravel(), kind="stable"):
@@ -500,8 +524,8 @@ def sum_conv_src_scale(cm, g, shape, so=None):
                     bo = F32(F64(vt) - F64(pA[j]) + dd * F64(np.spacing(vt)))
                     if abs(bo) > 4:
                         continue
-                    tA, tB = one("onednn", "scale", bo)[j], one(*alt, bo)[j]
-                    if tA == F32(kk + 0.5) and np.rint(tA) != np.rint(tB) and 0 < tB < 255:
+                    tA, tB = one(rule[0], rule[1], bo)[j], one(alt[0], alt[1], bo)[j]
+                    if tA == F32(kk + 0.5) and byte(rule, bo, j) != byte(alt, bo, j) and 0 < tB < 255 - zo:
                         b[o] = bo
                         done = True
                         break
@@ -514,10 +538,13 @@ def sum_conv_src_scale(cm, g, shape, so=None):
         _attr(cm, sc.args[2].target).copy_(torch.from_numpy(b))
     cm.recompile()
     SUM_RULES.clear()
-    SUM_RULES.update({f"{f}/{sn}": np.clip(np.rint(_sum_rule(acc, scales[sn], ws, b, so, aq, si, zi, f)), 0, 255)
-                      .astype(np.uint8) for f, sn in SUM_CANDIDATES})
+    name = lambda c: f"{c[0]}/{c[1]}" + ("/zp_after_rounding" if c[2] else "")
+    SUM_RULES.update({name(c): to_byte(_sum_rule(acc, scales[c[1]], ws, b, so, aq, si, zi, c[0]), c[2])
+                      .astype(np.uint8) for c in cands})
     SUM_RULES["_info"] = dict(input_scale=float(si), round_trip_scale=float(_rt(si)), input_zero_point=zi,
-                              output_scale=float(so), stride=stride, pinned_channels=int(pins))
+                              output_scale=float(so), stride=stride, pinned_channels=int(pins),
+                              **({} if rule == ("onednn", "scale", False) else dict(rule=name(rule))),
+                              **(dict(output_zero_point=zo) if zo else {}))
     return x
 
 
@@ -583,13 +610,12 @@ def main():
     ap.add_argument("--no-gpu", action="store_true")
     ap.add_argument("--save", default="")
     ap.add_argument("--torchvision", action="store_true")
-    ap.add_argument("--open", action="store_true", help="also the OPEN cases")
     a = ap.parse_args()
     only = set(a.only.split(",")) if a.only else None
     npass = nfail = 0
     work = tempfile.mkdtemp(prefix="qfuse_inductor_")
     devs = ["cpu"] + ([] if a.no_gpu else ["gpu"])
-    for name, (build, shape, seed, rr, *ov) in {**CASES, **(OPEN if a.open else {})}.items():
+    for name, (build, shape, seed, rr, *ov) in CASES.items():
         if only and name not in only:
             continue
         try:
@@ -611,7 +637,7 @@ def main():
             info = SUM_RULES.pop("_info")
             yb = ref[0].astype(np.float64) / np.float64(np.float32(info["output_scale"]))
             assert np.all(np.abs(yb - np.rint(yb)) < 1e-3), "the output is not the sum conv's bytes"
-            yb = np.rint(yb)
+            yb = np.rint(yb) + info.get("output_zero_point", 0)
             rules = dict(info, mismatching_bytes={k: int((v != yb.astype(np.int64)).sum()) for k, v in SUM_RULES.items()},
                          bytes=int(yb.size))
             SUM_RULES.clear()

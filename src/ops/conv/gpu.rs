@@ -9,7 +9,11 @@ use crate::gpu::{Dispatch, GpuContext, GpuLayer, Kernel};
 
 impl Upload for ConvLowered<'_> {
     fn upload(&self, cx: &UploadCx<'_>) -> Result<Box<dyn GpuNode>> {
-        if self.0.global_pool() {
+        let sum_float = matches!(
+            self.0.epilogue.form,
+            crate::quant::EpilogueForm::OnednnSumFloat { .. }
+        );
+        if self.0.global_pool() || sum_float {
             // The pooled pass reads split-K's partial accumulators: the
             // chooser's split-K variant, else one split.
             let v = match (cx.variant)(self.0) {
@@ -91,7 +95,7 @@ impl GpuNode for GpuLayer {
 }
 
 /// A conv (with oneDNN's sum post-op or without), f32 output, and a global
-/// average ([`GpuLayer::dispatch_pool`]).
+/// average, or oneDNN's sum with an f32 output ([`GpuLayer::dispatch_pool`]).
 struct SumPoolLayer(GpuLayer);
 
 impl GpuNode for SumPoolLayer {

@@ -217,7 +217,13 @@ impl Lowered for ConvLowered<'_> {
     fn run_cpu(&self, io: &CpuIo<'_>) -> Result<Value> {
         let (x, shape, _) = io.q(0)?;
         if self.0.float_output() {
-            let (data, shape) = run_layer_float(self.0, x, shape)?;
+            let (data, shape) = match self.0.sum_input() {
+                Some(_) => {
+                    let (a, ashape, _) = io.q(1)?;
+                    run_layer_sum_float(self.0, x, shape, a, ashape)?
+                }
+                None => run_layer_float(self.0, x, shape)?,
+            };
             return Ok(Value::F32 { data, shape });
         }
         if self.0.global_pool() {
@@ -399,9 +405,9 @@ fn parse_layer(kind: LayerKind, a: &Attrs<'_>, cx: &ParseCx<'_>) -> Result<Op> {
         }
     }
     if float_output {
-        if cx.inputs.len() != 1 || l.global_pool() {
+        if l.global_pool() {
             return Err(Error::Model(
-                "\"output\": \"float32\" on a conv2d with a sum input or a global average".into(),
+                "\"output\": \"float32\" on a conv2d with a global average".into(),
             ));
         }
         if l.requant != Requant::Onednn {
@@ -621,6 +627,36 @@ pub fn run_layer_sum(
     a: &[u8],
     a_shape: &[usize],
 ) -> Result<(Vec<u8>, Vec<usize>)> {
+    map_sum_accumulators(layer, x, shape, a, a_shape, |oc, acc, ab| {
+        layer.epilogue.apply_sum(oc, acc, ab)
+    })
+}
+
+/// [`run_layer_sum`] for a layer with oneDNN's `sum` post-op and an f32
+/// output ([`crate::quant::EpilogueForm::OnednnSumFloat`]): each output is
+/// the sum's f32 value ([`crate::quant::Epilogue::pool_value`]).
+pub fn run_layer_sum_float(
+    layer: &QLayer,
+    x: &[u8],
+    shape: &[usize],
+    a: &[u8],
+    a_shape: &[usize],
+) -> Result<(Vec<f32>, Vec<usize>)> {
+    map_sum_accumulators(layer, x, shape, a, a_shape, |oc, acc, ab| {
+        layer.epilogue.pool_value(oc, acc, ab)
+    })
+}
+
+/// The layer's exact accumulators, each with its output channel and the
+/// addend's byte at the same position, through `f`.
+fn map_sum_accumulators<T>(
+    layer: &QLayer,
+    x: &[u8],
+    shape: &[usize],
+    a: &[u8],
+    a_shape: &[usize],
+    f: impl Fn(usize, i32, u8) -> T,
+) -> Result<(Vec<T>, Vec<usize>)> {
     let (acc, out_shape) = conv2d_accumulators(layer, x, shape)?;
     if a_shape != out_shape.as_slice() || a.len() != acc.len() {
         return Err(Error::shape(
@@ -639,7 +675,7 @@ pub fn run_layer_sum(
                 "output element {i} accumulates to {s}, outside i32 (the engine's accumulator)"
             ),
         })?;
-        y.push(layer.epilogue.apply_sum(oc, a32, ab));
+        y.push(f(oc, a32, ab));
     }
     Ok((y, out_shape))
 }
