@@ -138,7 +138,7 @@ fn all_cases() -> Vec<Case> {
             expect,
         });
     }
-    assert_eq!(v.len(), 6 + 44, "the exported inductor_x86 models");
+    assert_eq!(v.len(), 6 + 45, "the exported inductor_x86 models");
     v
 }
 
@@ -280,7 +280,7 @@ fn inductor_x86_models_round_trip_through_the_file() {
         assert_eq!(m.run_cpu(&x).unwrap(), m2.run_cpu(&x).unwrap(), "{d:?}");
         n += 1;
     }
-    assert_eq!(n, 44);
+    assert_eq!(n, 45);
 }
 
 #[test]
@@ -334,6 +334,30 @@ fn inductor_sum_conv_cases_separate_the_candidate_rules() {
                 "{cand} is not separated from {rule}: {w:?}"
             );
         }
+    }
+}
+
+#[test]
+fn inductor_pooled_sum_case_separates_the_candidate_rules() {
+    // inductor_x86_models/sum_pool_ties (tools/pt2e/test_inductor_export.py's
+    // sum_pool_ties): a resnet tail, relu(conv(x) + x) -> global average ->
+    // quantize with an odd zero point, each channel's average on an exact
+    // tie under qfuse's rule (EpilogueForm::OnednnSumPool: the zero point
+    // after rounding); each other candidate gets some bytes wrong
+    let d = Path::new(MODELS).join("sum_pool_ties");
+    let j: Json =
+        serde_json::from_str(&std::fs::read_to_string(d.join("case.json")).unwrap()).unwrap();
+    let r = &j["pool_rules"];
+    assert_eq!(r["pinned_channels"], 16);
+    let m = r["mismatching_bytes"].as_object().unwrap();
+    assert_eq!(m.len(), 5, "{m:?}");
+    for (cand, miss) in m {
+        let miss = miss.as_u64().unwrap();
+        assert_eq!(
+            miss == 0,
+            cand == "inductor",
+            "{cand}: {miss} bytes ({m:?})"
+        );
     }
 }
 

@@ -325,6 +325,12 @@ CASES = {
                                            F.max_pool2d(s.e(u), 1)], 1))(s.d(x)),
         b=conv(16, 16, 3, padding=1), c=conv(16, 16, 1), d=conv(16, 16, 1), e=conv(16, 8, 1))),
         (1, 16, 8, 8), 71, False),
+    # the pooled tail with ties under qfuse's rule and an odd zero point after the average (a resnet's end:
+    # torchvision's zero points there are 0, which cannot tell where the zero point is added)
+    "sum_pool_ties": (lambda: _seeded(72, lambda: Fn(
+        lambda s, x: s.l(torch.flatten(F.adaptive_avg_pool2d(torch.relu(s.b(x) + x), (1, 1)), 1)),
+        b=conv(16, 16, 3, padding=1), l=nn.Linear(16, 16))),
+        (1, 16, 5, 5), 72, False, dict(fn=lambda cm, g, shape: sum_pool_ties(cm, g, shape))),
 }
 
 # models the exporter must refuse (with the node it names)
@@ -548,6 +554,120 @@ def sum_conv_src_scale(cm, g, shape, so=None, zo=0, rule=("onednn", "scale", Fal
     return x
 
 
+def _seq_sum(vals, order="C"):
+    """the f32 sum of vals from 0, element by element (row-major, or column-major with "F")"""
+    acc = F32(0)
+    for v in np.asarray(vals, F32).ravel(order=order):
+        acc = F32(acc + v)
+    return acc
+
+
+# candidate arithmetics of Inductor's pooled resnet tail (relu(conv(dq(x)) + dq(a)) -> global average
+# -> q): pixel values t (oneDNN's f32 sum), their f32 sum, the mean, the quantize
+POOL_FORMS = {
+    # qfuse's rule (EpilogueForm::OnednnSumPool): t = f32(v + f32(f32(a - za) * sa)), relu, the sum in
+    # row-major order from 0, m = f32(S / f32(H*W)), rint(f32(m * f32(1/so))) + zo
+    "inductor": dict(),
+    "zp_before_rounding": dict(zp_before=True),
+    "mean_by_product": dict(product=True),
+    "column_major_sum": dict(order="F"),
+    "fma_sum": dict(fma=True),
+}
+
+
+def _pool_byte(pA, b, aq, za, sa, so, zo, fma=False, product=False, order="C", zp_before=False):
+    v = (pA + F32(b)).astype(F32)
+    if fma:
+        t = _fma(aq.astype(F32) - F32(za), F32(sa), v)
+    else:
+        t = (v + ((aq.astype(F32) - F32(za)) * F32(sa)).astype(F32)).astype(F32)
+    t = np.maximum(t, F32(0))
+    S = _seq_sum(t, order)
+    hw = F32(t.size)
+    m = F32(S * (F32(1) / hw)) if product else F32(S / hw)
+    u = F32(m * (F32(1) / F32(so)))
+    r = np.rint(F32(u + F32(zo))) if zp_before else np.rint(u) + zo
+    return int(np.clip(r, 0, 255)), u
+
+
+POOL_RULES = {}
+
+
+def sum_pool_ties(cm, g, shape, so=0.0173, zo=9):
+    """Inductor's pooled resnet tail, l(flatten(adaptive_avg_pool2d(relu(b(x) + x), 1))), with each
+    channel's bias putting its quantized average on an exact .5 tie under qfuse's rule where one other
+    candidate (POOL_FORMS, cyclically) gives another byte; the pool's quantize has scale `so` and an odd
+    zero point `zo`, the linear l is the identity (weights 1, scale 1, bias 0), so the f32 model output
+    is (byte - zo) * so."""
+    qd = torch.ops.quantized_decomposed
+    si, zi = F32(0.0213), 60
+    nodes = list(cm.graph.nodes)
+    add = next(n for n in nodes if n.target in (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor))
+    sc = next(a for a in add.args if a.target == torch.ops.aten.conv2d.default)
+    lin = next(n for n in nodes if n.target == torch.ops.aten.linear.default)
+    for q in [n for n in nodes if n.target == qd.quantize_per_tensor.default]:
+        x_side = q.args[0].op == "placeholder"
+        sq, zq = (float(si), zi) if x_side else (float(so), zo)
+        q.args = (q.args[0], sq, zq) + tuple(q.args[3:])
+        for u in list(q.users):
+            if u.target == qd.dequantize_per_tensor.default:
+                u.args = (u.args[0], sq, zq) + tuple(u.args[3:])
+    with torch.no_grad():
+        wdq = lin.args[1]
+        wq = _attr(cm, wdq.args[0].target)
+        wq.copy_(torch.eye(wq.shape[0], dtype=wq.dtype))
+        _attr(cm, wdq.args[1].target).fill_(1.0)
+        _attr(cm, lin.args[2].target).zero_()
+    k = torch.randint(-zi, 256 - zi, shape, generator=g).double()
+    x = (k * float(si)).float()
+    aq = (k + zi)[0].numpy().astype(np.int64)
+    swdq = sc.args[1]
+    swq = _attr(cm, swdq.args[0].target)
+    ws = _attr(cm, swdq.args[1].target).numpy().astype(F32)
+    pad = list(sc.args[4]) if len(sc.args) > 4 else [0, 0]
+    acc = F.conv2d(k, swq.double(), padding=pad)[0].numpy()
+    O = acc.shape[0]
+    b = np.zeros(O, F32)
+    alts = [f for f in POOL_FORMS if f != "inductor"]
+    pins = 0
+    for o in range(O):
+        pA = ((acc[o].astype(F32) * si).astype(F32) * ws[o]).astype(F32)
+        d = ((aq[o].astype(F32) - F32(zi)) * si).astype(F32)
+        alt = POOL_FORMS[alts[o % len(alts)]]
+        done = False
+        for kk in range(40, 200, 3):
+            # the bias that puts the mean at (kk + 0.5) * so, then its neighbours
+            target = F64(kk + 0.5) * F64(so)
+            b0 = target - F64(np.mean(pA.astype(F64) + d.astype(F64)))
+            for _ in range(6):  # the relu: Newton steps on the mean of the positive pixels
+                t64 = np.maximum(pA.astype(F64) + b0 + d.astype(F64), 0)
+                npos = int((t64 > 0).sum())
+                if npos == 0:
+                    break
+                b0 += (target - t64.mean()) * t64.size / npos
+            for dd in range(-60, 61):
+                bo = F32(F64(b0) + dd * F64(np.spacing(F32(b0))))
+                byte, u = _pool_byte(pA, bo, aq[o], zi, si, so, zo)
+                if u != F32(kk + 0.5):
+                    continue
+                if _pool_byte(pA, bo, aq[o], zi, si, so, zo, **alt)[0] != byte:
+                    b[o], done = bo, True
+                    break
+            if done:
+                break
+        pins += done
+    with torch.no_grad():
+        _attr(cm, sc.args[2].target).copy_(torch.from_numpy(b))
+    cm.recompile()
+    POOL_RULES.clear()
+    for name, kw in POOL_FORMS.items():
+        POOL_RULES[name] = np.array([_pool_byte(((acc[o].astype(F32) * si).astype(F32) * ws[o]).astype(F32),
+                                                b[o], aq[o], zi, si, so, zo, **kw)[0] for o in range(O)])
+    POOL_RULES["_info"] = dict(input_scale=float(si), input_zero_point=zi, output_scale=float(so),
+                               output_zero_point=zo, pinned_channels=int(pins))
+    return x
+
+
 def quantize(model, shape, seed, reduce_range, ncal=4, override=None):
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -631,7 +751,17 @@ def main():
             print(f"FAIL {name}: export: {type(e).__name__}: {e}")
             nfail += 1
             continue
-        rules = None
+        rules, rules_key = None, "sum_conv_rules"
+        if ov and "fn" in ov[0] and POOL_RULES:
+            info = POOL_RULES.pop("_info")
+            yb = ref[0].astype(np.float64) / np.float64(np.float32(info["output_scale"]))
+            assert np.all(np.abs(yb - np.rint(yb)) < 1e-3), "the output is not the pool's bytes"
+            yb = np.rint(yb) + info["output_zero_point"]
+            rules_key = "pool_rules"
+            rules = dict(info, rule="inductor",
+                         mismatching_bytes={k: int((v != yb).sum()) for k, v in POOL_RULES.items()}, bytes=int(yb.size))
+            POOL_RULES.clear()
+            print(f"info {name}: {rules}")
         if ov and "fn" in ov[0] and SUM_RULES:
             # the sum conv's bytes: the 1x1 identity reader and the max pool of 1 keep them (times so)
             info = SUM_RULES.pop("_info")
@@ -666,7 +796,7 @@ def main():
                 json.dump(dict(name=name, input_shape=list(shape), seed=seed, reduce_range=rr,
                                torch=torch.__version__, oracle="torch.compile (Inductor, freezing=True)",
                                cpu="x86-64 with AVX-512 VNNI", ops=[list(o) for o in ops],
-                               **(dict(sum_conv_rules=rules) if rules else {})), f, indent=1)
+                               **({rules_key: rules} if rules else {})), f, indent=1)
     for name, (build, shape, seed, rr) in REFUSED.items():
         if only and name not in only:
             continue
