@@ -31,6 +31,17 @@ override SPLITS: u32 = 1u;
 // word 4 * idx + l; 0 past `p.o`).
 override POOL: u32 = 0u;
 
+// Output word w's accumulators: the SPLITS partials (split sp at word
+// sp * stride + w * 4) added in split order.
+fn split_acc(w: u32, stride: u32) -> vec4<i32> {
+    var acc = vec4<i32>(0);
+    for (var sp = 0u; sp < SPLITS; sp++) {
+        let b = sp * stride + w * 4u;
+        acc += bitcast<vec4<i32>>(vec4<u32>(x[b], x[b + 1u], x[b + 2u], x[b + 3u]));
+    }
+    return acc;
+}
+
 // The weights' binding of the other kernels; unused here except by POOL.
 @group(0) @binding(2) var<storage, read> addend: array<u32>;
 
@@ -64,11 +75,7 @@ fn pool_word(idx: u32) -> u32 {
     var s = vec4<f32>(0.0);
     for (var i = 0u; i < hw; i++) {
         let w = (n * hw + i) * p.o4 + o4;
-        var acc = vec4<i32>(0);
-        for (var sp = 0u; sp < SPLITS; sp++) {
-            let b = sp * stride + w * 4u;
-            acc += bitcast<vec4<i32>>(vec4<u32>(x[b], x[b + 1u], x[b + 2u], x[b + 3u]));
-        }
+        let acc = split_acc(w, stride);
         var a = 0u;
         if p.form == 4u {
             a = addend[w];
@@ -95,12 +102,7 @@ fn pool_word(idx: u32) -> u32 {
 // summed, the addend's word, and 4 f32 words out.
 fn sum_float_word(idx: u32) {
     let o4 = idx % p.o4;
-    let stride = p.total * 4u;
-    var acc = vec4<i32>(0);
-    for (var s = 0u; s < SPLITS; s++) {
-        let b = s * stride + idx * 4u;
-        acc += bitcast<vec4<i32>>(vec4<u32>(x[b], x[b + 1u], x[b + 2u], x[b + 3u]));
-    }
+    let acc = split_acc(idx, p.total * 4u);
     let a = addend[idx];
     for (var l = 0u; l < 4u; l++) {
         let oc = o4 * 4u + l;
@@ -128,11 +130,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     let o4 = idx % p.o4;
     // Words per split: M * O4 * 4.
-    let stride = p.total * 4u;
-    var acc = vec4<i32>(0);
-    for (var s = 0u; s < SPLITS; s++) {
-        let b = s * stride + idx * 4u;
-        acc += bitcast<vec4<i32>>(vec4<u32>(x[b], x[b + 1u], x[b + 2u], x[b + 3u]));
-    }
+    let acc = split_acc(idx, p.total * 4u);
     store_out(idx, o4, acc);
 }

@@ -1340,37 +1340,37 @@ impl Epilogue {
     #[inline]
     pub fn pool_value(&self, o: usize, acc: i32, a: u8) -> f32 {
         let c = &self.channels[o];
-        let (t, relu) = match self.form {
+        // The input scale, the addend's scale and stored zero point (its
+        // offset included; None without an addend), the relu.
+        let (input_scale, sum, relu) = match self.form {
             EpilogueForm::OnednnSumPool {
                 input_scale,
                 sum_scale,
                 sum_zero_point,
                 relu,
                 ..
-            } => {
-                let x = acc.wrapping_add(c.bias_i32) as f32;
-                let v = (x * input_scale) * c.mult + c.bias_f32;
-                (v + (a as i32 - sum_zero_point) as f32 * sum_scale, relu)
-            }
+            } => (input_scale, Some((sum_scale, sum_zero_point)), relu),
             EpilogueForm::OnednnSumFloat {
                 input_scale,
                 sum_scale,
                 sum_zero_point,
                 sum_offset,
                 relu,
-            } => {
-                let x = acc.wrapping_add(c.bias_i32) as f32;
-                let v = (x * input_scale) * c.mult + c.bias_f32;
-                let d = (a as i32 - sum_offset - sum_zero_point) as f32 * sum_scale;
-                (v + d, relu)
-            }
+            } => (
+                input_scale,
+                Some((sum_scale, sum_zero_point + sum_offset)),
+                relu,
+            ),
             EpilogueForm::OnednnPool {
                 input_scale, relu, ..
-            } => {
-                let x = acc.wrapping_add(c.bias_i32) as f32;
-                ((x * input_scale) * c.mult + c.bias_f32, relu)
-            }
+            } => (input_scale, None, relu),
             _ => return 0.0,
+        };
+        let x = acc.wrapping_add(c.bias_i32) as f32;
+        let v = (x * input_scale) * c.mult + c.bias_f32;
+        let t = match sum {
+            Some((sa, za)) => v + (a as i32 - za) as f32 * sa,
+            None => v,
         };
         if relu {
             t.max(0.0)

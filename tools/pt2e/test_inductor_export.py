@@ -360,6 +360,13 @@ def _attr(gm, target):
     return obj
 
 
+def _set_bias(cm, conv, b):
+    """the f32 bias of the conv node `conv` set to b"""
+    with torch.no_grad():
+        _attr(cm, conv.args[2].target).copy_(torch.from_numpy(b))
+    cm.recompile()
+
+
 def apply_override(cm, override, g, shape):
     """power-of-two qparams (tools/pt2e/gen_inductor.py's tie construction)"""
     if "fn" in override:  # a case's own construction (sum_conv_src_scale)
@@ -520,29 +527,19 @@ def sum_conv_src_scale(cm, g, shape, so=None, zo=0, rule=("onednn", "scale", Fal
                                           aq[o:o + 1], si, zi, f)[0]
         byte = lambda c, bo, j: to_byte(one(c[0], c[1], bo)[j], c[2])
         pA = ((acc[o].astype(F32) * F32(si)).astype(F32) * ws[o]).astype(F32)
-        done = False
-        for j in np.argsort(-np.abs(acc[o]).ravel(), kind="stable"):
-            j = np.unravel_index(j, acc[o].shape)
-            dj = F64(aq[o][j] - zi) * F64(si)
-            for kk in range(20, 230, 7):
-                vt = F32((kk + 0.5) / inv - dj)
-                for dd in range(-4, 5):
-                    bo = F32(F64(vt) - F64(pA[j]) + dd * F64(np.spacing(vt)))
-                    if abs(bo) > 4:
-                        continue
-                    tA, tB = one(rule[0], rule[1], bo)[j], one(alt[0], alt[1], bo)[j]
-                    if tA == F32(kk + 0.5) and byte(rule, bo, j) != byte(alt, bo, j) and 0 < tB < 255 - zo:
-                        b[o] = bo
-                        done = True
-                        break
-                if done:
-                    break
-            if done:
-                break
-        pins += done
-    with torch.no_grad():
-        _attr(cm, sc.args[2].target).copy_(torch.from_numpy(b))
-    cm.recompile()
+        def tie(j, kk, bo):
+            tA, tB = one(rule[0], rule[1], bo)[j], one(alt[0], alt[1], bo)[j]
+            return tA == F32(kk + 0.5) and byte(rule, bo, j) != byte(alt, bo, j) and 0 < tB < 255 - zo
+
+        # the biases that put the largest accumulators' pixels near kk + 0.5, and their neighbours
+        tries = ((np.unravel_index(j, acc[o].shape), kk, dd) for j in np.argsort(-np.abs(acc[o]).ravel(), kind="stable")
+                 for kk in range(20, 230, 7) for dd in range(-4, 5))
+        vt = lambda j, kk: F32((kk + 0.5) / inv - F64(aq[o][j] - zi) * F64(si))  # v at the tie
+        bias = lambda j, kk, dd: F32(F64(vt(j, kk)) - F64(pA[j]) + dd * F64(np.spacing(vt(j, kk))))
+        bo = next((bo for j, kk, dd in tries for bo in [bias(j, kk, dd)] if abs(bo) <= 4 and tie(j, kk, bo)), None)
+        if bo is not None:
+            b[o], pins = bo, pins + 1
+    _set_bias(cm, sc, b)
     SUM_RULES.clear()
     name = lambda c: f"{c[0]}/{c[1]}" + ("/zp_after_rounding" if c[2] else "")
     SUM_RULES.update({name(c): to_byte(_sum_rule(acc, scales[c[1]], ws, b, so, aq, si, zi, c[0]), c[2])
@@ -634,31 +631,28 @@ def sum_pool_ties(cm, g, shape, so=0.0173, zo=9):
         pA = ((acc[o].astype(F32) * si).astype(F32) * ws[o]).astype(F32)
         d = ((aq[o].astype(F32) - F32(zi)) * si).astype(F32)
         alt = POOL_FORMS[alts[o % len(alts)]]
-        done = False
-        for kk in range(40, 200, 3):
-            # the bias that puts the mean at (kk + 0.5) * so, then its neighbours
+        def b_mean(kk):
+            """the bias that puts the mean at (kk + 0.5) * so (Newton steps for the relu)"""
             target = F64(kk + 0.5) * F64(so)
             b0 = target - F64(np.mean(pA.astype(F64) + d.astype(F64)))
-            for _ in range(6):  # the relu: Newton steps on the mean of the positive pixels
+            for _ in range(6):
                 t64 = np.maximum(pA.astype(F64) + b0 + d.astype(F64), 0)
                 npos = int((t64 > 0).sum())
                 if npos == 0:
                     break
                 b0 += (target - t64.mean()) * t64.size / npos
-            for dd in range(-60, 61):
-                bo = F32(F64(b0) + dd * F64(np.spacing(F32(b0))))
-                byte, u = _pool_byte(pA, bo, aq[o], zi, si, so, zo)
-                if u != F32(kk + 0.5):
-                    continue
-                if _pool_byte(pA, bo, aq[o], zi, si, so, zo, **alt)[0] != byte:
-                    b[o], done = bo, True
-                    break
-            if done:
-                break
-        pins += done
-    with torch.no_grad():
-        _attr(cm, sc.args[2].target).copy_(torch.from_numpy(b))
-    cm.recompile()
+            return b0
+
+        def tie(kk, bo):
+            byte, u = _pool_byte(pA, bo, aq[o], zi, si, so, zo)
+            return u == F32(kk + 0.5) and _pool_byte(pA, bo, aq[o], zi, si, so, zo, **alt)[0] != byte
+
+        tries = ((kk, F32(b0 + dd * F64(np.spacing(F32(b0))))) for kk in range(40, 200, 3) for b0 in [b_mean(kk)]
+                 for dd in range(-60, 61))
+        bo = next((bo for kk, bo in tries if tie(kk, bo)), None)
+        if bo is not None:
+            b[o], pins = bo, pins + 1
+    _set_bias(cm, sc, b)
     POOL_RULES.clear()
     for name, kw in POOL_FORMS.items():
         POOL_RULES[name] = np.array([_pool_byte(((acc[o].astype(F32) * si).astype(F32) * ws[o]).astype(F32),
