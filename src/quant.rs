@@ -1283,9 +1283,20 @@ impl Epilogue {
     }
 
     /// Under [`EpilogueForm::OnednnFloat`]: output channel `o`'s f32 value
-    /// from its exact accumulator (post-op applied); under any other form 0.
+    /// from its exact accumulator (post-op applied); under
+    /// [`EpilogueForm::OnednnSumFloat`] the same with the addend at its zero
+    /// point (the real value 0; [`Epilogue::pool_value`] takes the addend);
+    /// under any other form 0.
     #[inline]
     pub fn float_value(&self, o: usize, acc: i32) -> f32 {
+        if let EpilogueForm::OnednnSumFloat {
+            sum_zero_point,
+            sum_offset,
+            ..
+        } = self.form
+        {
+            return self.pool_value(o, acc, (sum_zero_point + sum_offset) as u8);
+        }
         let EpilogueForm::OnednnFloat { input_scale, post } = self.form else {
             return 0.0;
         };

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use common::npy_raw;
 use common::pair;
+use common::OracleCase as Case;
 use qfuse::model::{DType, Node, TensorInfo};
 use qfuse::ops::Op;
 use qfuse::quant::{Activation, Engine};
@@ -40,13 +41,6 @@ fn qp(j: &Json) -> QParams {
         j["zero_point"].as_i64().unwrap() as i32,
     )
     .unwrap()
-}
-
-struct Case {
-    name: String,
-    model: Model,
-    input: Value,
-    expect: Vec<f32>,
 }
 
 /// A recorded single-conv case with a u8 output, as a qfuse model.
@@ -143,31 +137,7 @@ fn all_cases() -> Vec<Case> {
 }
 
 fn check(device: &str, run: &dyn Fn(&Case) -> Vec<Value>) {
-    let (mut pass, mut fail) = (0, 0);
-    for c in all_cases() {
-        let got = run(&c);
-        assert_eq!(got.len(), 1, "{}", c.name);
-        let y = got[0].to_f32();
-        assert_eq!(y.len(), c.expect.len(), "{}", c.name);
-        let bad: Vec<usize> = (0..y.len())
-            .filter(|&i| y[i].to_bits() != c.expect[i].to_bits())
-            .collect();
-        if let Some(&i) = bad.first() {
-            println!(
-                "FAIL {} [{device}]: {} of {} differ; first at {i}: {} vs compiled {}",
-                c.name,
-                bad.len(),
-                y.len(),
-                y[i],
-                c.expect[i]
-            );
-            fail += 1;
-        } else {
-            pass += 1;
-        }
-    }
-    println!("{device}: {pass} passed, {fail} failed");
-    assert_eq!(fail, 0);
+    common::check_oracle(device, all_cases(), run);
 }
 
 #[test]
@@ -465,6 +435,9 @@ fn onednn_sum_with_an_f32_output() {
         .unwrap();
     // a = 5 (stored 133): d = (5 - (-3)) * 0.5 = 4
     assert_eq!(g.pool_value(0, 0, 133), 4.0);
+    // without an addend byte: the addend at its zero point (the real value 0)
+    assert_eq!(f.float_value(0, 3), v);
+    assert_eq!(g.float_value(0, 0), 0.0);
 }
 
 const SUM: &str = "tests/data/pt2e/inductor_x86_sum";
@@ -472,7 +445,7 @@ const SUM: &str = "tests/data/pt2e/inductor_x86_sum";
 /// The recorded oneDNN sum layers (`tools/pt2e/gen_onednn_sum.py`) as models:
 /// the input and the addend given as their dequantized values, quantized back
 /// (exactly), then the conv with the sum input; the output is the u8 tensor.
-fn sum_cases() -> Vec<(String, Model, Vec<Value>, Vec<u8>)> {
+fn sum_cases() -> Vec<LayerCase> {
     let mut v = Vec::new();
     for d in dirs(SUM) {
         let j: Json =
@@ -606,7 +579,7 @@ const SRC: &str = "tests/data/pt2e/inductor_x86_src_scale";
 /// layer as the engine builds it (oneDNN multiplies by the input scale
 /// itself), else with PyTorch eager's reciprocal round trip of the scale
 /// (`qfuse::quant::onednn_src_scale`, `Requant::Onednn`'s default).
-fn src_cases(plain: bool) -> Vec<(String, Model, Vec<Value>, Vec<u8>)> {
+fn src_cases(plain: bool) -> Vec<LayerCase> {
     let mut v = Vec::new();
     for d in dirs(SRC) {
         let j: Json =
@@ -687,12 +660,16 @@ fn src_cases(plain: bool) -> Vec<(String, Model, Vec<Value>, Vec<u8>)> {
     v
 }
 
-/// Bytes that differ from oneDNN's, per case.
-fn src_mismatches(
-    plain: bool,
+/// A recorded layer as a model: name, model, inputs, oneDNN's output bytes.
+type LayerCase = (String, Model, Vec<Value>, Vec<u8>);
+
+/// Bytes that differ from oneDNN's, per case (`label` says which rule ran).
+fn mismatches(
+    label: &str,
+    cases: Vec<LayerCase>,
     run: &dyn Fn(&Model, &[Value]) -> Vec<Value>,
 ) -> Vec<(String, usize)> {
-    src_cases(plain)
+    cases
         .into_iter()
         .map(|(name, model, inputs, expect)| {
             let got = run(&model, &inputs);
@@ -703,7 +680,7 @@ fn src_mismatches(
             let bad: Vec<usize> = (0..data.len()).filter(|&i| data[i] != expect[i]).collect();
             if let Some(&i) = bad.first() {
                 println!(
-                    "{name} (plain scale: {plain}): {} of {} bytes differ; first at {i}: {} vs oneDNN {}",
+                    "{name} ({label}): {} of {} bytes differ; first at {i}: {} vs oneDNN {}",
                     bad.len(),
                     data.len(),
                     data[i],
@@ -713,6 +690,14 @@ fn src_mismatches(
             (name, bad.len())
         })
         .collect()
+}
+
+/// [`mismatches`] of the recorded input-scale layers.
+fn src_mismatches(
+    plain: bool,
+    run: &dyn Fn(&Model, &[Value]) -> Vec<Value>,
+) -> Vec<(String, usize)> {
+    mismatches(&format!("plain scale: {plain}"), src_cases(plain), run)
 }
 
 #[test]
@@ -754,7 +739,7 @@ const ELT: &str = "tests/data/pt2e/inductor_x86_eltwise";
 /// post-op `post` (`onednn.qconv_pointwise.tensor(..., 'hardswish' | 'swish')`,
 /// u8 output) as `inductor_x86` models `quantize -> conv2d`; `apply: false`
 /// leaves the post-op out (the vectors must then fail).
-fn eltwise_cases(post: &str, apply: bool) -> Vec<(String, Model, Vec<Value>, Vec<u8>)> {
+fn eltwise_cases(post: &str, apply: bool) -> Vec<LayerCase> {
     let mut v = Vec::new();
     for d in dirs(ELT) {
         let j: Json =
@@ -814,32 +799,13 @@ fn eltwise_cases(post: &str, apply: bool) -> Vec<(String, Model, Vec<Value>, Vec
     v
 }
 
+/// [`mismatches`] of the recorded eltwise layers.
 fn eltwise_mismatches(
     post: &str,
     apply: bool,
     run: &dyn Fn(&Model, &[Value]) -> Vec<Value>,
 ) -> Vec<(String, usize)> {
-    eltwise_cases(post, apply)
-        .into_iter()
-        .map(|(name, model, inputs, expect)| {
-            let got = run(&model, &inputs);
-            let Value::Q { data, .. } = &got[0] else {
-                panic!("{name}: a float output")
-            };
-            assert_eq!(data.len(), expect.len(), "{name}");
-            let bad: Vec<usize> = (0..data.len()).filter(|&i| data[i] != expect[i]).collect();
-            if let Some(&i) = bad.first() {
-                println!(
-                    "{name} ({post} {apply}): {} of {} bytes differ; first at {i}: {} vs oneDNN {}",
-                    bad.len(),
-                    data.len(),
-                    data[i],
-                    expect[i]
-                );
-            }
-            (name, bad.len())
-        })
-        .collect()
+    mismatches(&format!("{post} {apply}"), eltwise_cases(post, apply), run)
 }
 
 #[test]

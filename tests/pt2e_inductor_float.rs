@@ -23,6 +23,7 @@
 
 mod common;
 
+use common::OracleCase as Case;
 use std::path::{Path, PathBuf};
 
 use qfuse::ops::host::{HostFn, TableMean};
@@ -35,13 +36,6 @@ fn npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let (data, shape) =
         qfuse::npy::read_f32(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     (shape, data)
-}
-
-struct Case {
-    name: String,
-    model: Model,
-    input: Value,
-    expect: Vec<f32>,
 }
 
 fn dirs() -> Vec<PathBuf> {
@@ -119,36 +113,7 @@ fn cases() -> Vec<Case> {
 }
 
 fn check(device: &str, run: &dyn Fn(&Case) -> Vec<Value>) {
-    let (mut pass, mut fail) = (0, 0);
-    for c in cases() {
-        let got = run(&c);
-        assert_eq!(got.len(), 1, "{}", c.name);
-        let y = got[0].to_f32();
-        assert_eq!(y.len(), c.expect.len(), "{}", c.name);
-        assert!(
-            c.expect.iter().any(|&v| v != 0.0),
-            "{}: all-zero output",
-            c.name
-        );
-        let bad: Vec<usize> = (0..y.len())
-            .filter(|&i| y[i].to_bits() != c.expect[i].to_bits())
-            .collect();
-        if let Some(&i) = bad.first() {
-            println!(
-                "FAIL {} [{device}]: {} of {} differ; first at {i}: {} vs compiled {}",
-                c.name,
-                bad.len(),
-                y.len(),
-                y[i],
-                c.expect[i]
-            );
-            fail += 1;
-        } else {
-            pass += 1;
-        }
-    }
-    println!("{device}: {pass} passed, {fail} failed");
-    assert_eq!(fail, 0);
+    common::check_oracle(device, cases(), run);
 }
 
 #[test]

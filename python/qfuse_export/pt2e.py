@@ -308,7 +308,10 @@ class _Walker:
                                 f"dequantize and a quantize)")
         return self
 
-    def on_quantize(self, q):
+    def quantize_head(self, q):
+        """The start of on_quantize: records q's tensor (name, qparams, per-sample shape) and
+        returns (its source node, its name, its qparams as layer keywords), or None once the
+        quantize of a graph input is emitted."""
         src = q.args[0]
         s, z = self.check_act(q, self.qargs(q))
         out = q.name
@@ -321,7 +324,14 @@ class _Walker:
             self.fail(q, "quantizes a constant")
         if src.op == "placeholder":
             self.emit("quantize", [self.name[src]], out, **oq)
+            return None
+        return src, out, oq
+
+    def on_quantize(self, q):
+        head = self.quantize_head(q)
+        if head is None:
             return
+        src, out, oq = head
         act = None
         op = src
         if (src.op == "call_function" and src.target in RELU + HARDTANH + RELU6

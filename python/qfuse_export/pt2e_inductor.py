@@ -527,19 +527,10 @@ class _IndWalker(P._Walker):
         return False
 
     def on_quantize(self, q):
-        src = q.args[0]
-        s, z = self.check_act(q, self.qargs(q))
-        out = q.name
-        self.name[q] = out
-        self.qp[out] = (s, z)
-        self.shape[out] = self.per_sample(q)
-        self.covered.add(q)
-        oq = dict(output_scale=s, output_zero_point=z)
-        if not isinstance(src, torch.fx.Node):
-            self.fail(q, "quantizes a constant")
-        if src.op == "placeholder":
-            self.emit("quantize", [self.name[src]], out, **oq)
+        head = self.quantize_head(q)
+        if head is None:
             return
+        src, out, oq = head
         if src.op != "call_function":
             self.fail(src, f"{src.op} {src.target} feeding a quantize is not supported")
         # linear/conv [-> relu] -> dropout (eval: the identity) -> q (a classifier's hidden layers,

@@ -291,3 +291,52 @@ pub fn node(name: &str, op: qfuse::ops::Op, inputs: &[&str]) -> qfuse::model::No
         inputs: inputs.iter().map(|s| s.to_string()).collect(),
     }
 }
+
+/// A model with one input and the oracle's f32 output (e.g. torch.compile's),
+/// compared bit for bit by [`check_oracle`].
+pub struct OracleCase {
+    pub name: String,
+    pub model: qfuse::Model,
+    pub input: qfuse::Value,
+    pub expect: Vec<f32>,
+}
+
+/// Runs every case with `run` (on `device`) and compares its one output with
+/// the oracle's, bit for bit; prints each failing case's first mismatch and
+/// the counts, then panics if any failed or an oracle output is all zeros.
+pub fn check_oracle(
+    device: &str,
+    cases: Vec<OracleCase>,
+    run: &dyn Fn(&OracleCase) -> Vec<qfuse::Value>,
+) {
+    let (mut pass, mut fail) = (0, 0);
+    for c in cases {
+        let got = run(&c);
+        assert_eq!(got.len(), 1, "{}", c.name);
+        let y = got[0].to_f32();
+        assert_eq!(y.len(), c.expect.len(), "{}", c.name);
+        assert!(
+            c.expect.iter().any(|&v| v != 0.0),
+            "{}: all-zero output",
+            c.name
+        );
+        let bad: Vec<usize> = (0..y.len())
+            .filter(|&i| y[i].to_bits() != c.expect[i].to_bits())
+            .collect();
+        if let Some(&i) = bad.first() {
+            println!(
+                "FAIL {} [{device}]: {} of {} differ; first at {i}: {} vs compiled {}",
+                c.name,
+                bad.len(),
+                y.len(),
+                y[i],
+                c.expect[i]
+            );
+            fail += 1;
+        } else {
+            pass += 1;
+        }
+    }
+    println!("{device}: {pass} passed, {fail} failed");
+    assert_eq!(fail, 0);
+}

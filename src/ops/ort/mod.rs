@@ -642,13 +642,7 @@ impl<'a> OpKind<'a> for PortableAvgPool {
                 format!("input {h}x{w}: H and W are at most 65535"),
             ));
         }
-        let (oh, ow) = p.out_hw(h, w)?;
-        if oh == 0 || ow == 0 {
-            return Err(Error::shape(
-                name,
-                format!("output would be empty ({oh}x{ow})"),
-            ));
-        }
+        let (oh, ow) = p.out_hw_nonempty(name, h, w)?;
         Ok(TensorInfo {
             shape: vec![c, oh, ow],
             dtype: DType::QUInt8(self.out),
@@ -999,13 +993,7 @@ impl<'a> OpKind<'a> for XnnpackAvgPool {
                 ),
             ));
         }
-        let (oh, ow) = p.out_hw(h, w)?;
-        if oh == 0 || ow == 0 {
-            return Err(Error::shape(
-                name,
-                format!("output would be empty ({oh}x{ow})"),
-            ));
-        }
+        let (oh, ow) = p.out_hw_nonempty(name, h, w)?;
         Ok(TensorInfo {
             shape: vec![c, oh, ow],
             dtype: DType::QUInt8(self.out),

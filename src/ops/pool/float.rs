@@ -287,13 +287,7 @@ pub(crate) fn max_infer(p: &Pool2d, x: &TensorInfo) -> Result<TensorInfo> {
     let [c, h, w] = f32_chw("max_pool2d", x)?;
     let what = format!("a window (kernel {:?})", p.kernel);
     check_pool_window("max_pool2d", real_window(p, h, w), &what)?;
-    let (oh, ow) = p.out_hw(h, w)?;
-    if oh == 0 || ow == 0 {
-        return Err(Error::shape(
-            "max_pool2d",
-            format!("output would be empty ({oh}x{ow})"),
-        ));
-    }
+    let (oh, ow) = p.out_hw_nonempty("max_pool2d", h, w)?;
     Ok(TensorInfo {
         shape: vec![c, oh, ow],
         dtype: DType::F32,
@@ -348,13 +342,7 @@ impl<'a> OpKind<'a> for InductorAvgPool {
         let what = format!("a window (kernel {:?})", p.kernel);
         check_pool_window(name, real_window(p, h, w), &what)?;
         inductor_window_check(&PoolOp::Avg(*p, self.opts), h, w)?;
-        let (oh, ow) = p.out_hw(h, w)?;
-        if oh == 0 || ow == 0 {
-            return Err(Error::shape(
-                name,
-                format!("output would be empty ({oh}x{ow})"),
-            ));
-        }
+        let (oh, ow) = p.out_hw_nonempty(name, h, w)?;
         Ok(TensorInfo {
             shape: vec![c, oh, ow],
             dtype: DType::QUInt8(self.out),

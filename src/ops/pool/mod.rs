@@ -191,6 +191,18 @@ impl Pool2d {
     pub fn out_hw(&self, h: usize, w: usize) -> Result<(usize, usize)> {
         Ok((self.out_len(h, 0)?, self.out_len(w, 1)?))
     }
+
+    /// [`Pool2d::out_hw`], and an error naming `op` if the output is empty.
+    pub(crate) fn out_hw_nonempty(&self, op: &str, h: usize, w: usize) -> Result<(usize, usize)> {
+        let (oh, ow) = self.out_hw(h, w)?;
+        if oh == 0 || ow == 0 {
+            return Err(Error::shape(
+                op,
+                format!("output would be empty ({oh}x{ow})"),
+            ));
+        }
+        Ok((oh, ow))
+    }
 }
 
 /// The most elements a pooling window (clipped to the padded input; for
@@ -517,13 +529,7 @@ impl<'a> OpKind<'a> for PoolOp {
                     let what = format!("a window (kernel {:?})", p.kernel);
                     check_pool_window(self.name(), real_window(p, h, w), &what)?;
                 }
-                let (oh, ow) = p.out_hw(h, w)?;
-                if oh == 0 || ow == 0 {
-                    return Err(Error::shape(
-                        self.name(),
-                        format!("output would be empty ({oh}x{ow})"),
-                    ));
-                }
+                let (oh, ow) = p.out_hw_nonempty(self.name(), h, w)?;
                 Ok(keep(x, vec![c, oh, ow]))
             }
             PoolOp::Adaptive([oh, ow]) => {
