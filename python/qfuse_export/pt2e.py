@@ -332,6 +332,7 @@ class _Walker:
         if head is None:
             return
         src, out, oq = head
+        s, z = self.qp[out]
         act = None
         op = src
         if (src.op == "call_function" and src.target in RELU + HARDTANH + RELU6

@@ -531,6 +531,7 @@ class _IndWalker(P._Walker):
         if head is None:
             return
         src, out, oq = head
+        s, z = self.qp[out]
         if src.op != "call_function":
             self.fail(src, f"{src.op} {src.target} feeding a quantize is not supported")
         # linear/conv [-> relu] -> dropout (eval: the identity) -> q (a classifier's hidden layers,

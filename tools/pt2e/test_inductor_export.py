@@ -744,6 +744,8 @@ def main():
         except Exception as e:  # noqa: BLE001
             print(f"FAIL {name}: export: {type(e).__name__}: {e}")
             nfail += 1
+            SUM_RULES.clear()
+            POOL_RULES.clear()
             continue
         rules, rules_key = None, "sum_conv_rules"
         if ov and "fn" in ov[0] and POOL_RULES:
