@@ -2,7 +2,8 @@
 // inductor_x86; src/ops/inductor/mod.rs runs the same rules on the CPU, rules
 // in tests/data/pt2e/README.md, "Eltwise post-ops and squeeze-excitation").
 // MODE: 0 hardsigmoid gate, 1 sigmoid gate (both: y = q(f32(g(v[n, c]) *
-// x[n, c, h, w]))), 2 hardswish (y = q(f32(x * relu6(x + 3)) / 6)).
+// x[n, c, h, w]))), 2 hardswish (y = q(f32(x * relu6(x + 3)) / 6)), 3 add
+// (y = q(f32(x + v)), v of x's shape and layout).
 //
 // Inputs are f32 tensors as the GPU holds them: NHWC, channels padded to a
 // multiple of 4, one f32 per word: element (n, c, h, w) is word
@@ -112,6 +113,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         var t: u32;
         if MODE == 2u {
             t = fdiv(fmul_exact(xv, relu6_plus3(xv)), F32_SIX);
+        } else if MODE == 3u {
+            t = fadd_exact(xv, v[pix * stride + c]);
         } else {
             t = fmul_exact(gate(v[n * stride + c]), xv);
         }

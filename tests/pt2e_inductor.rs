@@ -132,7 +132,7 @@ fn all_cases() -> Vec<Case> {
             expect,
         });
     }
-    assert_eq!(v.len(), 6 + 45, "the exported inductor_x86 models");
+    assert_eq!(v.len(), 6 + 47, "the exported inductor_x86 models");
     v
 }
 
@@ -250,7 +250,7 @@ fn inductor_x86_models_round_trip_through_the_file() {
         assert_eq!(m.run_cpu(&x).unwrap(), m2.run_cpu(&x).unwrap(), "{d:?}");
         n += 1;
     }
-    assert_eq!(n, 45);
+    assert_eq!(n, 47);
 }
 
 #[test]

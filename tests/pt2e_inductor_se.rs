@@ -705,6 +705,14 @@ fn gpu_models_with_f32_convs_equal_the_cpu() {
             },
             post == 2,
         );
+        // a second f32 conv of conv_a's output shape, for inductor_add
+        let conv_c = f32_layer(
+            &mut rng,
+            Conv2dGeometry::new(cin, c, [1, 1]),
+            LayerKind::Conv2d,
+            Activation::Relu,
+            false,
+        );
         let (b_shape, conv_b) = if linear_gate {
             (
                 vec![12],
@@ -734,14 +742,16 @@ fn gpu_models_with_f32_convs_equal_the_cpu() {
                 ("a".into(), f32_info(&[cin, h, w])),
                 ("b".into(), f32_info(&b_shape)),
             ],
-            vec!["y".into(), "hs".into()],
+            vec!["y".into(), "hs".into(), "sum".into()],
             vec![
                 node("aq", Op::Quantize(qa), &["a"]),
                 node("va", Op::Conv2d(Box::new(conv_a)), &["aq"]),
+                node("vc", Op::Conv2d(Box::new(conv_c)), &["aq"]),
                 node("bq", Op::Quantize(qa), &["b"]),
                 node("vb", conv_b, &["bq"]),
                 node("y", Op::InductorGateMul { gate, out }, &["va", "vb"]),
                 node("hs", Op::InductorHardswish { out }, &["va"]),
+                node("sum", Op::InductorAdd { out }, &["va", "vc"]),
             ],
         )
         .unwrap();
@@ -817,4 +827,45 @@ fn gpu_models_with_f32_convs_equal_the_cpu() {
         e.contains("inductor_gate_mul") && e.contains("model input"),
         "{e}"
     );
+}
+
+#[test]
+fn inductor_add_quantizes_the_f32_sum_and_refuses_two_shapes() {
+    // quantize(f32(a + b)) with Inductor's quantize (zero point after rounding)
+    let out = QParams::new(0.5, 3).unwrap();
+    let m = Model::new(
+        Requant::InductorX86,
+        vec![("a".into(), f32_info(&[3])), ("b".into(), f32_info(&[3]))],
+        vec!["y".into()],
+        vec![node("y", Op::InductorAdd { out }, &["a", "b"])],
+    )
+    .unwrap();
+    let v = |d: &[f32]| Value::F32 {
+        data: d.to_vec(),
+        shape: vec![1, 3],
+    };
+    let y = m
+        .run_cpu(&[v(&[0.25, 0.5, -10.0]), v(&[0.5, 0.75, 0.0])])
+        .unwrap();
+    // 0.75 / 0.5 = 1.5 -> 2 (ties to even) + 3; 1.25 / 0.5 = 2.5 -> 2 + 3; -20 -> 0
+    assert_eq!(bytes(&y[0]), &[5, 5, 0]);
+    let file = Model::from_bytes(&m.to_bytes().unwrap()).unwrap();
+    assert_eq!(
+        file.run_cpu(&[v(&[0.25, 0.5, -10.0]), v(&[0.5, 0.75, 0.0])])
+            .unwrap(),
+        y
+    );
+    let e = Model::new(
+        Requant::InductorX86,
+        vec![
+            ("a".into(), f32_info(&[4, 2, 2])),
+            ("b".into(), f32_info(&[4, 2, 3])),
+        ],
+        vec!["y".into()],
+        vec![node("y", Op::InductorAdd { out }, &["a", "b"])],
+    )
+    .err()
+    .expect("two shapes accepted")
+    .to_string();
+    assert!(e.contains("inductor_add") && e.contains("one shape"), "{e}");
 }

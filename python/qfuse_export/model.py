@@ -78,6 +78,8 @@ OPS = {
     "inductor_gate_mul": (2, 2, ["gate", "scale", "zero_point"], [], "given"),
     # engine inductor_x86: Inductor's C++ hardswish of an f32 tensor, quantized
     "inductor_hardswish": (1, 1, ["scale", "zero_point"], [], "given"),
+    # engine inductor_x86: Inductor's C++ sum of two f32 tensors of one shape, quantized
+    "inductor_add": (2, 2, ["scale", "zero_point"], [], "given"),
     # engine inductor_x86: Inductor's average pool of an f32 tensor (a conv's f32 output, an f32
     # max_pool2d of one), quantized to the given qparams; max_pool2d of an f32 tensor is f32
     "inductor_avg_pool2d": (1, 1, ["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
@@ -199,6 +201,10 @@ def _infer(ctx, node, in_shapes, tensors):
         return shp
     if op in ("quantize", "dequantize", "relu", "relu6", "hardtanh", "hardswish", "lut", "lut_split", "host_float",
               "inductor_hardswish"):
+        return x
+    if op == "inductor_add":
+        if tuple(in_shapes[1]) != tuple(x):
+            _err(ctx, f"inductor_add: inputs of shapes {list(x)} and {list(in_shapes[1])} (one shape expected)")
         return x
     if op == "inductor_gate_mul":
         g = tuple(in_shapes[1])
@@ -613,7 +619,7 @@ def validate(header, tensors):
                 _err(ctx, f"input {n['inputs'][0]!r} must be float32 (a conv's f32 output), it is quantized")
             if header["engine"] != "inductor_x86":
                 _err(ctx, "inductor_avg_pool2d needs engine inductor_x86")
-        elif op in ("inductor_gate_mul", "inductor_hardswish"):
+        elif op in ("inductor_gate_mul", "inductor_hardswish", "inductor_add"):
             for s, q in zip(n["inputs"], in_q):
                 if q is not None:
                     _err(ctx, f"input {s!r} must be float32 (a conv's f32 output), it is quantized")

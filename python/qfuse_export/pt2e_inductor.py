@@ -64,9 +64,10 @@ Recognised (uint8 activations [0, 255], int8 per-channel symmetric weights):
   gate(conv_b) * [post-op](conv_a) -> q (squeeze-excitation, hardsigmoid / sigmoid gate)
                                                             inductor_gate_mul of the two f32 outputs
   linear -> hardswish -> q (mobilenet_v3's classifier)      inductor_hardswish of the f32 linear output
+  a + b -> q, a and b f32 (e.g. max pools of relu(conv))    inductor_add of the two f32 tensors
   conv -> silu -> q                                         conv2d, requant "onednn", "eltwise": "swish"
 Refused with ExportError naming the node: float ops on float conv outputs other than those above
-(an add of two relu / max pool outputs: Inductor's C++ on f32 tensors qfuse does not reproduce), an
+(an add with a relu after it, an add of a dequantized tensor and a float one), an
 average pool of a float tensor other than the inception form above, and anything else.
 """
 import operator
@@ -336,6 +337,14 @@ class _IndWalker(P._Walker):
                     len(c.users) == 1 and isinstance(o, torch.fx.Node) and o.target in P.DQ_T:
                 return c, o
         return None
+
+    def float_add(self, add):
+        """Whether `add` adds two float tensors Inductor holds in f32 (neither a dequantize: oneDNN's
+        f32 conv outputs or max pools of them), alpha 1"""
+        if len(add.args) < 2 or (len(add.args) > 2 and add.args[2] != 1) or add.kwargs.get("alpha", 1) != 1:
+            return False
+        return all(isinstance(v, torch.fx.Node) and v.op == "call_function" and v.target not in P.DQ_T
+                   for v in add.args[:2])
 
     def sum_in_place(self, conv, other, add):
         """Whether Inductor lets oneDNN write conv(x) + dq(a) into a's u8 buffer (its u8 sum
@@ -732,6 +741,18 @@ class _IndWalker(P._Walker):
                 self.emit("reshape", [a], view, shape=self.shape[out])
             if view != out:
                 self.emit("requant_table", [view], out, table=inductor_requant_table(s_in, z_in, s, z), **oq)
+        elif t in P.ADD and self.float_add(op):
+            # Inductor's C++ adds two f32 tensors (oneDNN's f32 conv outputs, or max pools of them)
+            # and quantizes: f32(a + b), then rint(f32(t * f32(1/s))) + z
+            if op is not src:
+                self.fail(src, f"{src.target} after an add of two float tensors: not measured")
+            fa, fb = [self.f32_parts(v) for v in op.args[:2]]
+            if len(fa) != 1 or len(fb) != 1:
+                self.fail(op, "an add of channel cats of f32 tensors: not supported")
+            if self.shape[fa[0]] != self.shape[fb[0]]:
+                self.fail(op, f"an add of f32 tensors of shapes {self.shape[fa[0]]} and {self.shape[fb[0]]} "
+                              f"(no broadcasting)")
+            self.emit("inductor_add", [fa[0], fb[0]], out, **oq)
         elif t in P.ADD and any(isinstance(v, torch.fx.Node) and v.target in P.CONV + P.LINEAR
                                 for v in op.args[:2]):
             self.fail(op, "conv2d + add (Inductor fuses it into oneDNN's qconv2d_pointwise.binary with a "
@@ -1325,8 +1346,8 @@ def build_inductor(gm, example_inputs, fail, warn):
         elif op == "inductor_gate_mul":
             node.update(op="inductor_gate_mul", gate=nd["gate"],
                         **qkeys(nd["output_scale"], nd["output_zero_point"]))
-        elif op == "inductor_hardswish":
-            node.update(op="inductor_hardswish", **qkeys(nd["output_scale"], nd["output_zero_point"]))
+        elif op in ("inductor_hardswish", "inductor_add"):
+            node.update(op=op, **qkeys(nd["output_scale"], nd["output_zero_point"]))
         elif op in ("conv2d", "linear"):
             so, zo = nd["output_scale"], nd["output_zero_point"]
             layer_node(node, nd, op, out)

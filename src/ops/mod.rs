@@ -305,6 +305,14 @@ pub enum Op {
         /// The output's qparams (quint8).
         out: QParams,
     },
+    /// Inductor's sum of two **f32** tensors of one shape (engine
+    /// `inductor_x86` only; see [`inductor`]): `quantize(f32(a + b))`, output
+    /// quint8 (an `add` of two float values, e.g. max pools of relu'd f32
+    /// conv outputs, that X86InductorQuantizer leaves unquantized).
+    InductorAdd {
+        /// The output's qparams (quint8).
+        out: QParams,
+    },
     /// Inductor's average pool of an **f32** tensor (`[C, H, W]`, e.g. a
     /// conv's f32 output or an f32 max pool of one), quantized to `out`
     /// (engine `inductor_x86` only; see [`pool`]'s `float.rs`): per output the
@@ -384,6 +392,7 @@ impl Op {
                 out: *out,
             }),
             Op::InductorHardswish { out } => Box::new(inductor::Hardswish { out: *out }),
+            Op::InductorAdd { out } => Box::new(inductor::Add { out: *out }),
             Op::InductorAvgPool2d { pool, opts, out } => Box::new(pool::InductorAvgPool {
                 pool: *pool,
                 opts: *opts,

@@ -331,16 +331,22 @@ CASES = {
         lambda s, x: s.l(torch.flatten(F.adaptive_avg_pool2d(torch.relu(s.b(x) + x), (1, 1)), 1)),
         b=conv(16, 16, 3, padding=1), l=nn.Linear(16, 16))),
         (1, 16, 5, 5), 72, False, dict(fn=lambda cm, g, shape: sum_pool_ties(cm, g, shape))),
+    # an add of two float tensors (max pools of relu'd f32 conv outputs; X86InductorQuantizer leaves the
+    # add's inputs unquantized): Inductor's C++ f32(a + b), then its quantize (inductor_add)
+    "add_float_pools": (lambda: Fn(lambda s, x: s.c(F.max_pool2d(torch.relu(s.a(x)), 2) +
+                                                    F.max_pool2d(torch.relu(s.b(x)), 2)),
+                                   a=conv(3, 8, 3, padding=1), b=conv(3, 8, 3, padding=1), c=conv(8, 8, 1)),
+                        (1, 3, 8, 8), 13, False),
+    "add_float_convs": (lambda: Fn(lambda s, x: s.c(torch.relu(s.a(x)) + torch.relu(s.b(x))),
+                                   a=conv(3, 8, 3, padding=1), b=conv(3, 8, 1), c=conv(8, 8, 1)),
+                        (1, 3, 8, 8), 14, False),
 }
 
 # models the exporter must refuse (with the node it names)
 REFUSED = {
     # two f32 conv outputs max-pooled and added in float before a quantize (Inductor's C++ on f32
     # tensors qfuse does not hold)
-    "add_float_pools": (lambda: Fn(lambda s, x: s.c(F.max_pool2d(torch.relu(s.a(x)), 2) +
-                                                    F.max_pool2d(torch.relu(s.b(x)), 2)),
-                                   a=conv(3, 8, 3, padding=1), b=conv(3, 8, 3, padding=1), c=conv(8, 8, 1)),
-                        (1, 3, 8, 8), 13, False),
+
     # squeezenet's end with a functional relu: the quantizer quantizes nothing after the conv, so the
     # averaged f32 conv output is the graph output (qfuse has no float conv output)
     "conv_pool_f32_output": (lambda: Fn(lambda s, x: torch.flatten(F.adaptive_avg_pool2d(torch.relu(s.a(x)), 1), 1),

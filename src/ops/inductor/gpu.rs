@@ -71,10 +71,7 @@ impl Upload for InductorLowered {
                 "{} on the GPU: input {i} is a float32 model input or a host-side dequantize; \
                  the GPU reads only an f32 tensor computed on the GPU (a conv/linear with \
                  \"output\": \"float32\"), run this model on the CPU",
-                match self.mode {
-                    Mode::Hardswish => "inductor_hardswish",
-                    Mode::Gate(_) => "inductor_gate_mul",
-                }
+                self.mode.op_name()
             )));
         }
         Ok(Box::new(InductorNode {
@@ -89,7 +86,8 @@ impl GpuNode for InductorNode {
         let words = io.words();
         let p = InductorParams::new(io.out_chw(), self.out, words);
         let x = io.inputs[0].buf;
-        // hardswish has no gate input: its binding reads x (unused).
+        // hardswish has no second input: its binding reads x (unused); add's
+        // second input has x's layout.
         let v = io.inputs.get(1).map_or(x, |i| i.buf);
         Ok(vec![ctx.dispatch(
             Kernel::Inductor,

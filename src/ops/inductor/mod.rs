@@ -11,6 +11,9 @@
 //! - `inductor_hardswish` ([`Op::InductorHardswish`]): mobilenet_v3's
 //!   classifier `quantize(hardswish(x))` (`cpp_fused_hardswish_quantize_per_tensor_*`),
 //!   any shape.
+//! - `inductor_add` ([`Op::InductorAdd`]): `quantize(f32(a + b))` of two f32
+//!   tensors of one shape (`cpp_fused_add_max_pool2d_with_indices_quantize_per_tensor_*`
+//!   for an add of two max pools of relu'd f32 conv outputs).
 //!
 //! Every kernel is 16-lane `at::vec` code over channels (channels-last) with
 //! a masked vector tail (`loadu(ptr, count)`): the same arithmetic for every
@@ -22,7 +25,7 @@
 //! - sigmoid gate: `g = 1 / f32(1 + e)`, `e` = Sleef's `expf_u10(-v)`
 //!   (`Vectorized<float>::exp`, [`crate::ops::qsoftmax::sleef_expf_u10`]) in
 //!   the body and in the tail;
-//! - product `t = f32(g * x)`;
+//! - product `t = f32(g * x)`; sum `t = f32(a + b)`;
 //! - hardswish: `t = f32(x * min(max(f32(x + 3), 0), 6))`, `h = t / 6`;
 //! - quantize: `clamp(rint(f32(t * c)) + z, 0, 255)`, `c = f32(1.0 / s)` (the
 //!   C++ literal is the f64 reciprocal; rounded to f32 it is `f32(1 / s)`,
@@ -65,6 +68,11 @@ pub(crate) const FILE_OPS: &[FileOp] = &[
         name: "inductor_hardswish",
         attributes: &["scale", "zero_point"],
         parse: |a: &Attrs<'_>, _: &ParseCx<'_>| Ok(Op::InductorHardswish { out: a.qparams()? }),
+    },
+    FileOp {
+        name: "inductor_add",
+        attributes: &["scale", "zero_point"],
+        parse: |a: &Attrs<'_>, _: &ParseCx<'_>| Ok(Op::InductorAdd { out: a.qparams()? }),
     },
 ];
 
@@ -287,18 +295,77 @@ impl<'a> OpKind<'a> for Hardswish {
     }
 }
 
+/// The view of [`Op::InductorAdd`].
+pub(crate) struct Add {
+    pub out: QParams,
+}
+
+impl<'a> OpKind<'a> for Add {
+    fn name(&self) -> &'static str {
+        "inductor_add"
+    }
+    fn arity(&self) -> super::Arity {
+        super::Arity::Exactly(2)
+    }
+    fn infer(&self, engine: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
+        let name = self.name();
+        check_engine(name, engine)?;
+        check_out(name, self.out)?;
+        let (a, b) = (ins[0], ins[1]);
+        float_input(name, 0, a)?;
+        float_input(name, 1, b)?;
+        if a.shape.is_empty() || a.shape.len() > 3 || a.shape.contains(&0) || a.shape != b.shape {
+            return Err(Error::shape(
+                name,
+                format!(
+                    "input shapes {:?} and {:?}: expected one shape [F], [C, H] or [C, H, W], all >= 1 (no broadcasting)",
+                    a.shape, b.shape
+                ),
+            ));
+        }
+        Ok(TensorInfo {
+            shape: a.shape.clone(),
+            dtype: DType::QUInt8(self.out),
+        })
+    }
+    fn write(&self, w: &mut NodeWriter) {
+        w.put_qparams(self.out);
+    }
+    fn lower(&self, sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
+        let s = &sig.inputs[0].shape;
+        Ok(Box::new(InductorLowered {
+            mode: Mode::Add,
+            out: self.out,
+            channels: s[0],
+            plane: s[1..].iter().product(),
+        }))
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Mode {
     Gate(InductorGate),
     Hardswish,
+    Add,
 }
 
 impl Mode {
-    /// `inductor.wgsl`'s MODE: 0 hardsigmoid gate, 1 sigmoid gate, 2 hardswish.
+    /// `inductor.wgsl`'s MODE: 0 hardsigmoid gate, 1 sigmoid gate, 2
+    /// hardswish, 3 add.
     fn code(self) -> u32 {
         match self {
             Mode::Gate(g) => g.code(),
             Mode::Hardswish => 2,
+            Mode::Add => 3,
+        }
+    }
+
+    /// The op's name in the model file.
+    fn op_name(self) -> &'static str {
+        match self {
+            Mode::Gate(_) => "inductor_gate_mul",
+            Mode::Hardswish => "inductor_hardswish",
+            Mode::Add => "inductor_add",
         }
     }
 }
@@ -322,6 +389,18 @@ impl Lowered for InductorLowered {
             Mode::Hardswish => {
                 for (o, &v) in y.iter_mut().zip(x) {
                     *o = inductor_quantize(inductor_hardswish(v), self.out);
+                }
+            }
+            Mode::Add => {
+                let b = io.f32(1)?;
+                if b.len() != x.len() {
+                    return Err(Error::shape(
+                        "inductor_add",
+                        format!("{} and {} values (one shape expected)", x.len(), b.len()),
+                    ));
+                }
+                for ((o, &u), &v) in y.iter_mut().zip(x).zip(b) {
+                    *o = inductor_quantize(u + v, self.out);
                 }
             }
             Mode::Gate(g) => {
