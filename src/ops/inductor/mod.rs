@@ -191,6 +191,17 @@ fn check_out(name: &str, out: QParams) -> Result<()> {
     Ok(())
 }
 
+/// What every op here checks first: the engine, a quint8 output, and that
+/// each input is float32.
+fn check_float_op(name: &str, engine: Requant, out: QParams, ins: &[&TensorInfo]) -> Result<()> {
+    check_engine(name, engine)?;
+    check_out(name, out)?;
+    for (i, x) in ins.iter().enumerate() {
+        float_input(name, i, x)?;
+    }
+    Ok(())
+}
+
 /// The view of [`Op::InductorGateMul`].
 pub(crate) struct GateMul {
     pub gate: InductorGate,
@@ -206,11 +217,8 @@ impl<'a> OpKind<'a> for GateMul {
     }
     fn infer(&self, engine: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
         let name = self.name();
-        check_engine(name, engine)?;
-        check_out(name, self.out)?;
+        check_float_op(name, engine, self.out, ins)?;
         let (x, v) = (ins[0], ins[1]);
-        float_input(name, 0, x)?;
-        float_input(name, 1, v)?;
         let c = match *x.shape {
             [c, h, w] if c > 0 && h > 0 && w > 0 => c,
             _ => {
@@ -263,10 +271,8 @@ impl<'a> OpKind<'a> for Hardswish {
     }
     fn infer(&self, engine: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
         let name = self.name();
-        check_engine(name, engine)?;
-        check_out(name, self.out)?;
+        check_float_op(name, engine, self.out, ins)?;
         let x = ins[0];
-        float_input(name, 0, x)?;
         if x.shape.is_empty() || x.shape.len() > 3 || x.shape.contains(&0) {
             return Err(Error::shape(
                 name,
@@ -309,11 +315,8 @@ impl<'a> OpKind<'a> for Add {
     }
     fn infer(&self, engine: Requant, ins: &[&TensorInfo]) -> Result<TensorInfo> {
         let name = self.name();
-        check_engine(name, engine)?;
-        check_out(name, self.out)?;
+        check_float_op(name, engine, self.out, ins)?;
         let (a, b) = (ins[0], ins[1]);
-        float_input(name, 0, a)?;
-        float_input(name, 1, b)?;
         if a.shape.is_empty() || a.shape.len() > 3 || a.shape.contains(&0) || a.shape != b.shape {
             return Err(Error::shape(
                 name,
