@@ -250,13 +250,11 @@ impl<'a> OpKind<'a> for GateMul {
         w.put_qparams(self.out);
     }
     fn lower(&self, sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
-        let s = &sig.inputs[0].shape;
-        Ok(Box::new(InductorLowered {
-            mode: Mode::Gate(self.gate),
-            out: self.out,
-            channels: s[0],
-            plane: s[1] * s[2],
-        }))
+        Ok(Box::new(InductorLowered::new(
+            Mode::Gate(self.gate),
+            self.out,
+            sig,
+        )))
     }
 }
 
@@ -291,13 +289,11 @@ impl<'a> OpKind<'a> for Hardswish {
         w.put_qparams(self.out);
     }
     fn lower(&self, sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
-        let s = &sig.inputs[0].shape;
-        Ok(Box::new(InductorLowered {
-            mode: Mode::Hardswish,
-            out: self.out,
-            channels: s[0],
-            plane: s[1..].iter().product(),
-        }))
+        Ok(Box::new(InductorLowered::new(
+            Mode::Hardswish,
+            self.out,
+            sig,
+        )))
     }
 }
 
@@ -335,13 +331,7 @@ impl<'a> OpKind<'a> for Add {
         w.put_qparams(self.out);
     }
     fn lower(&self, sig: &Signature<'_>) -> Result<Box<dyn Lowered + 'a>> {
-        let s = &sig.inputs[0].shape;
-        Ok(Box::new(InductorLowered {
-            mode: Mode::Add,
-            out: self.out,
-            channels: s[0],
-            plane: s[1..].iter().product(),
-        }))
+        Ok(Box::new(InductorLowered::new(Mode::Add, self.out, sig)))
     }
 }
 
@@ -381,6 +371,20 @@ pub(crate) struct InductorLowered {
     pub channels: usize,
     /// Elements per channel of one sample.
     pub plane: usize,
+}
+
+impl InductorLowered {
+    /// The lowered op of `mode` over the signature's input 0 (channels its
+    /// dim 0, the rest per channel).
+    fn new(mode: Mode, out: QParams, sig: &Signature<'_>) -> InductorLowered {
+        let s = &sig.inputs[0].shape;
+        InductorLowered {
+            mode,
+            out,
+            channels: s[0],
+            plane: s[1..].iter().product(),
+        }
+    }
 }
 
 impl Lowered for InductorLowered {
