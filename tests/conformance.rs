@@ -218,13 +218,13 @@ fn check_case(
     // Every kernel variant that applies to the layer, and the default choice.
     let default = GpuLayer::new(ctx, &layer).map(|g| g.variant());
     match &default {
-        Ok(v) if !ConvVariant::candidates(&layer).contains(v) => {
+        Ok(v) if !ConvVariant::candidates_on(ctx, &layer).contains(v) => {
             fails.push(format!("default variant {v:?} is not a candidate"))
         }
         Err(e) => fails.push(format!("GPU default variant: {e}")),
         _ => {}
     }
-    for v in ConvVariant::candidates(&layer) {
+    for v in ConvVariant::candidates_on(ctx, &layer) {
         let gpu_out = GpuLayer::with_variant(ctx, &layer, v).and_then(|g| {
             let t = GpuTensor::upload(ctx, &x, &in_shape, input)?;
             g.run(ctx, &t)?.download(ctx)
@@ -239,7 +239,7 @@ fn check_case(
         }
     }
     variants.extend(
-        ConvVariant::candidates(&layer)
+        ConvVariant::candidates_on(ctx, &layer)
             .iter()
             .map(|v| format!("{v:?}")),
     );

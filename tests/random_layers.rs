@@ -205,13 +205,9 @@ fn check_all_variants(
 ) -> usize {
     let x = GpuTensor::upload(ctx, &c.input, &c.shape, c.layer.input()).unwrap();
     let mut runs = 0;
-    let variants = ConvVariant::candidates(&c.layer);
+    let variants = ConvVariant::candidates_on(ctx, &c.layer);
     assert!(
-        variants.contains(&ConvVariant::choose(
-            &c.layer,
-            &ctx.limits(),
-            ctx.device_type()
-        )),
+        variants.contains(&ConvVariant::choose_on(ctx, &c.layer)),
         "{label}: the default variant is not a candidate"
     );
     for v in variants {
@@ -220,7 +216,11 @@ fn check_all_variants(
         if let Some(s) = g.splits(&c.shape).unwrap() {
             let geo = c.layer.geometry();
             let kq = geo.kernel[0] * geo.kernel[1] * geo.cin_per_group().div_ceil(4);
-            let kt = g.tile_config(&c.shape).unwrap().unwrap().kt as usize;
+            // K words per slice (tiled) or stage (coop).
+            let kt = g
+                .tile_config(&c.shape)
+                .unwrap()
+                .map_or(qfuse::gpu::COOP_KC / 4, |t| t.kt) as usize;
             let slices = kq.div_ceil(kt);
             let out = c.layer.output_shape(&c.shape).unwrap();
             let m = out[0] * out.get(2).unwrap_or(&1) * out.get(3).unwrap_or(&1);

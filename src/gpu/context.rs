@@ -50,6 +50,14 @@ pub enum Kernel {
     /// Pooling of f32 tensors (`pool_f32.wgsl`): max (f32 out) and
     /// Inductor's average pool (quint8 out).
     PoolF32,
+    /// Tiled implicit GEMM on cooperative matrices (tensor cores): the body
+    /// `coop.wgsl` ([`Kernel::COOP_BODY`]) on the primitives of
+    /// `coop_hw.wgsl` (16x16x16 f16 x f16 -> f32). Needs a context with
+    /// [`GpuContext::cooperative_matrix`].
+    Coop,
+    /// The same body on the primitives of `coop_emu.wgsl` (plain WGSL,
+    /// any adapter): the kernel's logic where no tensor cores are.
+    CoopEmulated,
 }
 
 impl Kernel {
@@ -71,6 +79,8 @@ impl Kernel {
         Kernel::QSoftmax,
         Kernel::Inductor,
         Kernel::PoolF32,
+        Kernel::Coop,
+        Kernel::CoopEmulated,
     ];
 
     /// The file under `shaders/` that every kernel's source starts with.
@@ -81,6 +91,13 @@ impl Kernel {
     /// kernels of [`Kernel::uses_float_prelude`].
     pub const FLOAT_PRELUDE: &'static str = "float.wgsl";
     const FLOAT_PRELUDE_SOURCE: &'static str = include_str!("../../shaders/float.wgsl");
+    /// The file under `shaders/` with the body of [`Kernel::Coop`] and
+    /// [`Kernel::CoopEmulated`] (each kernel's own file holds its matrix
+    /// primitives).
+    pub const COOP_BODY: &'static str = "coop.wgsl";
+    const COOP_BODY_SOURCE: &'static str = include_str!("../../shaders/coop.wgsl");
+    /// The WGSL extensions [`Kernel::Coop`]'s module enables (at its top).
+    const COOP_ENABLES: &'static str = "enable f16;\nenable wgpu_cooperative_matrix;\n";
 
     /// The file name under `shaders/`.
     pub fn file(self) -> &'static str {
@@ -101,6 +118,8 @@ impl Kernel {
             Kernel::QSoftmax => "qsoftmax.wgsl",
             Kernel::Inductor => "inductor.wgsl",
             Kernel::PoolF32 => "pool_f32.wgsl",
+            Kernel::Coop => "coop_hw.wgsl",
+            Kernel::CoopEmulated => "coop_emu.wgsl",
         }
     }
 
@@ -123,6 +142,8 @@ impl Kernel {
             Kernel::QSoftmax => include_str!("../../shaders/qsoftmax.wgsl"),
             Kernel::Inductor => include_str!("../../shaders/inductor.wgsl"),
             Kernel::PoolF32 => include_str!("../../shaders/pool_f32.wgsl"),
+            Kernel::Coop => include_str!("../../shaders/coop_hw.wgsl"),
+            Kernel::CoopEmulated => include_str!("../../shaders/coop_emu.wgsl"),
         }
     }
 
@@ -131,7 +152,12 @@ impl Kernel {
     pub fn uses_prelude(self) -> bool {
         matches!(
             self,
-            Kernel::Conv2d | Kernel::Tiled | Kernel::SplitK | Kernel::Depthwise
+            Kernel::Conv2d
+                | Kernel::Tiled
+                | Kernel::SplitK
+                | Kernel::Depthwise
+                | Kernel::Coop
+                | Kernel::CoopEmulated
         )
     }
 
@@ -147,9 +173,14 @@ impl Kernel {
 
     /// The complete WGSL module: the float prelude (if
     /// [`Kernel::uses_float_prelude`]), the conv prelude (if
-    /// [`Kernel::uses_prelude`]), then the kernel file.
+    /// [`Kernel::uses_prelude`]), then the kernel file (for the two coop
+    /// kernels: their `enable` directives first, and [`Kernel::COOP_BODY`]
+    /// after the kernel file).
     pub fn source(self) -> String {
         let mut s = String::new();
+        if self == Kernel::Coop {
+            s.push_str(Self::COOP_ENABLES);
+        }
         if self.uses_float_prelude() {
             s.push_str(Self::FLOAT_PRELUDE_SOURCE);
             s.push('\n');
@@ -165,6 +196,13 @@ impl Kernel {
             return self.body().to_string();
         }
         s.push_str(&format!("// ---- {} ----\n{}", self.file(), self.body()));
+        if matches!(self, Kernel::Coop | Kernel::CoopEmulated) {
+            s.push_str(&format!(
+                "\n// ---- {} ----\n{}",
+                Self::COOP_BODY,
+                Self::COOP_BODY_SOURCE
+            ));
+        }
         s
     }
 
@@ -175,6 +213,9 @@ impl Kernel {
         }
         if name == Self::FLOAT_PRELUDE {
             return Some(Self::FLOAT_PRELUDE_SOURCE);
+        }
+        if name == Self::COOP_BODY {
+            return Some(Self::COOP_BODY_SOURCE);
         }
         Self::ALL
             .iter()
@@ -257,6 +298,10 @@ pub struct AdapterReport {
     /// The largest storage buffer one binding can hold, in bytes: it bounds
     /// the largest activation and weight tensor.
     pub max_storage_buffer_binding_size: u64,
+    /// Why the tensor-core kernel ([`Kernel::Coop`]) is off, or `None` when
+    /// the device was opened with cooperative matrices and the conv layers
+    /// of one group run it (see [`GpuContext::cooperative_matrix`]).
+    pub cooperative_matrix_off: Option<String>,
 }
 
 impl std::fmt::Display for AdapterReport {
@@ -274,8 +319,60 @@ impl std::fmt::Display for AdapterReport {
             },
             if self.packed_dot { "yes" } else { "no" },
             if self.timestamps { "yes" } else { "no" },
-        )
+        )?;
+        match &self.cooperative_matrix_off {
+            None => write!(f, "; tensor cores: yes (16x16x16 f16 -> f32)"),
+            Some(why) => write!(f, "; tensor cores: no ({why})"),
+        }
     }
+}
+
+/// The environment variable that turns the tensor-core kernel off
+/// (`QFUSE_COOPERATIVE_MATRIX=0`): every adapter then runs the packed-dot
+/// kernels.
+pub const COOPERATIVE_MATRIX_ENV: &str = "QFUSE_COOPERATIVE_MATRIX";
+
+/// Whether `adapter` can run [`Kernel::Coop`]: `Ok(features to request)`
+/// or why not. It needs wgpu's experimental cooperative matrices with a
+/// 16x16x16 f16 x f16 -> f32 configuration, f16 in shaders, a fixed
+/// subgroup size of 32 (the kernel's four subgroups of 32 per workgroup of
+/// 128), and 128 invocations and 24 KiB of workgroup memory per workgroup;
+/// and [`COOPERATIVE_MATRIX_ENV`] not `0`.
+fn coop_support(adapter: &wgpu::Adapter) -> std::result::Result<wgpu::Features, String> {
+    if std::env::var(COOPERATIVE_MATRIX_ENV).is_ok_and(|v| v.trim() == "0") {
+        return Err(format!("{COOPERATIVE_MATRIX_ENV}=0"));
+    }
+    let want = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
+    let missing = want - adapter.features();
+    if !missing.is_empty() {
+        return Err(format!("the adapter lacks {missing:?}"));
+    }
+    let config = adapter
+        .cooperative_matrix_properties()
+        .into_iter()
+        .any(|c| {
+            (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
+                && c.ab_type == wgpu::CooperativeScalarType::F16
+                && c.cr_type == wgpu::CooperativeScalarType::F32
+        });
+    if !config {
+        return Err("no 16x16x16 f16 x f16 -> f32 cooperative-matrix configuration".into());
+    }
+    let info = adapter.get_info();
+    if (info.subgroup_min_size, info.subgroup_max_size) != (32, 32) {
+        return Err(format!(
+            "subgroup size {}..={}, the kernel needs exactly 32",
+            info.subgroup_min_size, info.subgroup_max_size
+        ));
+    }
+    let l = adapter.limits();
+    if l.max_compute_invocations_per_workgroup < 128
+        || l.max_compute_workgroup_size_x < 128
+        || l.max_compute_workgroup_storage_size < super::conv::COOP_WORKGROUP_BYTES
+    {
+        return Err("workgroup limits below 128 invocations / 24 KiB".into());
+    }
+    Ok(want)
 }
 
 /// How to get an adapter when wgpu finds none on any backend.
@@ -465,12 +562,23 @@ impl GpuContext {
         let limits = adapter.limits();
         let wanted =
             wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
-        let features = adapter.features() & wanted;
+        let coop = coop_support(&adapter);
+        let features = (adapter.features() & wanted) | coop.clone().unwrap_or_default();
+        let experimental_features = if coop.is_ok() {
+            // SAFETY: wgpu's experimental cooperative matrices, used by one
+            // kernel (coop.wgsl) whose matrix operations run in uniform
+            // control flow on workgroup memory it owns; the device tests
+            // hold its results against the CPU reference bit for bit.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("qfuse"),
                 required_features: features,
                 required_limits: limits.clone(),
+                experimental_features,
                 ..Default::default()
             })
             .await
@@ -490,6 +598,7 @@ impl GpuContext {
             packed_dot,
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+            cooperative_matrix_off: coop.err(),
         };
         Ok(GpuContext {
             device,
@@ -516,6 +625,15 @@ impl GpuContext {
     /// kernel heuristics use it ([`super::ConvVariant::choose`]).
     pub fn device_type(&self) -> wgpu::DeviceType {
         self.adapter.get_info().device_type
+    }
+
+    /// Whether the device runs the tensor-core kernel ([`Kernel::Coop`]):
+    /// opened with cooperative matrices (16x16x16 f16 -> f32), so
+    /// [`super::ConvVariant::choose_on`] gives conv layers of one group
+    /// [`super::ConvVariant::Coop`]. [`AdapterReport::cooperative_matrix_off`]
+    /// says why not.
+    pub fn cooperative_matrix(&self) -> bool {
+        self.report.cooperative_matrix_off.is_none()
     }
 
     /// The device's limits.

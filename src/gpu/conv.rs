@@ -182,6 +182,27 @@ impl TileConfig {
     }
 }
 
+/// The tensor-core kernel (`shaders/coop.wgsl`): pixels per workgroup tile.
+pub const COOP_TM: u32 = 64;
+/// ... output channels per tile (16 output words).
+pub const COOP_TC: u32 = 64;
+/// ... invocations per workgroup (4 subgroups of 32).
+pub const COOP_WG: u32 = 128;
+/// ... K values (bytes of the reduction) per workgroup-memory stage.
+pub const COOP_KC: u32 = 32;
+/// The K values whose products one f32 accumulator sums before it is
+/// converted to i32 and cleared: 512 products of magnitude <= 2^14 keep
+/// every partial sum <= 2^23, exact in f32 with a bit of margin (see
+/// `coop.wgsl`). The kernel's `CHUNK_STAGES * KC`.
+pub const COOP_CHUNK: u32 = 512;
+/// [`ConvVariant::Coop`] with `splits: None` runs the packed-dot kernels
+/// (tiled or split-K, as [`ConvVariant::SplitK`] would) for fewer output
+/// pixels than this: a 64-row tile would be mostly padding.
+pub const COOP_MIN_ROWS: usize = 32;
+/// Bytes of workgroup memory `coop.wgsl` declares on tensor cores (f16
+/// staging of A and B, the f32 chunk of C).
+pub const COOP_WORKGROUP_BYTES: u32 = 2048 * 2 * 2 + 4096 * 4;
+
 /// Split-K heuristic: split only when the tiled grid has fewer workgroups
 /// than this (the GPU is then latency-bound, most of it idle)...
 pub const SPLITK_MAX_TILES: usize = 256;
@@ -264,6 +285,24 @@ pub enum ConvVariant {
     /// Depthwise (`depthwise.wgsl`): groups == in_channels > 1, any channel
     /// multiplier.
     Depthwise,
+    /// Tiled implicit GEMM on cooperative matrices (`coop.wgsl`, tensor
+    /// cores): one group. 64 x 64 output tiles; the int8 products as
+    /// f16 x f16 -> f32 matrix multiply-adds, each f32 accumulator converted
+    /// to i32 every [`COOP_CHUNK`] K values (exact; see the WGSL).
+    /// `emulated: false` needs [`GpuContext::cooperative_matrix`];
+    /// `emulated: true` runs the same kernel body on plain-WGSL primitives
+    /// on any adapter (slow: for tests of the kernel's logic).
+    /// `splits` as in [`ConvVariant::SplitK`] (K cut at whole stages of
+    /// [`COOP_KC`] values; pass 2 is `splitk.wgsl`); `None` chooses per
+    /// input shape with [`splitk_for_shape`], and runs the packed-dot
+    /// kernels (as [`ConvVariant::SplitK`]) below [`COOP_MIN_ROWS`] output
+    /// pixels.
+    Coop {
+        /// Plain-WGSL primitives instead of tensor cores.
+        emulated: bool,
+        /// The number of K splits, or `None` to choose per input shape.
+        splits: Option<u32>,
+    },
 }
 
 impl ConvVariant {
@@ -273,14 +312,37 @@ impl ConvVariant {
         match self {
             ConvVariant::Gather => true,
             ConvVariant::Words => g.groups == 1 || g.cin_per_group().is_multiple_of(4),
-            ConvVariant::Tiled(_) | ConvVariant::SplitK { .. } => g.groups == 1,
+            ConvVariant::Tiled(_) | ConvVariant::SplitK { .. } | ConvVariant::Coop { .. } => {
+                g.groups == 1
+            }
             ConvVariant::Depthwise => g.groups > 1 && g.cin_per_group() == 1,
         }
     }
 
-    /// Every variant that applies to `layer`, each tile preset pinned, and
-    /// split-K chosen per shape and pinned to 1, 3 and 8 splits (for tests:
-    /// K not a multiple of the splits, more splits than K slices).
+    /// [`ConvVariant::candidates`] plus, on a context with
+    /// [`GpuContext::cooperative_matrix`], the tensor-core kernel chosen per
+    /// shape and pinned to 3 splits: every variant `ctx` can run.
+    pub fn candidates_on(ctx: &GpuContext, layer: &QLayer) -> Vec<ConvVariant> {
+        let mut v = Self::candidates(layer);
+        if ctx.cooperative_matrix() {
+            v.extend(
+                [None, Some(3)]
+                    .into_iter()
+                    .map(|splits| ConvVariant::Coop {
+                        emulated: false,
+                        splits,
+                    })
+                    .filter(|x| x.applies(layer)),
+            );
+        }
+        v
+    }
+
+    /// Every variant that applies to `layer` on any adapter, each tile
+    /// preset pinned, split-K chosen per shape and pinned to 1, 3 and 8
+    /// splits (for tests: K not a multiple of the splits, more splits than
+    /// K slices), and the tensor-core kernel's emulation chosen per shape
+    /// and pinned to 3 splits.
     pub fn candidates(layer: &QLayer) -> Vec<ConvVariant> {
         let mut v = vec![
             ConvVariant::Words,
@@ -301,8 +363,28 @@ impl ConvVariant {
                     tiles: None,
                 }),
         );
+        v.push(ConvVariant::Coop {
+            emulated: true,
+            splits: None,
+        });
         v.retain(|x| x.applies(layer));
         v
+    }
+
+    /// The kernel `GpuLayer::new` gives `layer` on `ctx`: on a context with
+    /// [`GpuContext::cooperative_matrix`], layers of one group run the
+    /// tensor-core kernel ([`ConvVariant::Coop`], splits per shape);
+    /// otherwise [`ConvVariant::choose`] for the device's limits and type.
+    pub fn choose_on(ctx: &GpuContext, layer: &QLayer) -> ConvVariant {
+        let coop = ConvVariant::Coop {
+            emulated: false,
+            splits: None,
+        };
+        if ctx.cooperative_matrix() && coop.applies(layer) {
+            coop
+        } else {
+            Self::choose(layer, &ctx.limits(), ctx.device_type())
+        }
     }
 
     /// The kernel heuristic `GpuLayer::new` uses:
@@ -381,6 +463,34 @@ enum Plan {
     Tiled(TileConfig),
     /// `tiled.wgsl` as split-K pass 1 then `splitk.wgsl`.
     SplitK(TileConfig, u32),
+    /// `coop.wgsl` (tensor cores or emulated), one pass (splits 0) or as
+    /// split-K pass 1 then `splitk.wgsl`.
+    Coop {
+        emulated: bool,
+        splits: u32,
+    },
+}
+
+impl Plan {
+    /// The split-K pass 1 of a two-pass plan: its kernel, its tiles (None
+    /// for coop) and its splits; None for one-pass plans.
+    fn pass1(self) -> Option<(Kernel, Option<TileConfig>, u32)> {
+        match self {
+            Plan::SplitK(c, s) => Some((Kernel::Tiled, Some(c), s)),
+            Plan::Coop { emulated, splits } if splits > 0 => {
+                Some((coop_kernel(emulated), None, splits))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn coop_kernel(emulated: bool) -> Kernel {
+    if emulated {
+        Kernel::CoopEmulated
+    } else {
+        Kernel::Coop
+    }
 }
 
 fn pack_word(f: impl Fn(usize) -> Option<u32>) -> u32 {
@@ -428,7 +538,7 @@ pub(crate) fn pack_weights(layer: &QLayer, variant: ConvVariant) -> (Vec<u32>, u
             }
             kq
         }
-        ConvVariant::Tiled(_) | ConvVariant::SplitK { .. } => {
+        ConvVariant::Tiled(_) | ConvVariant::SplitK { .. } | ConvVariant::Coop { .. } => {
             // K-major: word (k * O4 + o4) * 4 + l is channel 4*o4+l at K word
             // k = (ky * kw + kx) * cg4 + j, so a vec4 holds 4 channels.
             let cg4 = cg.div_ceil(4);
@@ -470,11 +580,7 @@ impl GpuLayer {
     /// Uploads a layer's weights and epilogue constants, with the variant
     /// [`ConvVariant::choose`] picks for the layer and the device.
     pub fn new(ctx: &GpuContext, layer: &QLayer) -> Result<Self> {
-        Self::with_variant(
-            ctx,
-            layer,
-            ConvVariant::choose(layer, &ctx.limits(), ctx.device_type()),
-        )
+        Self::with_variant(ctx, layer, ConvVariant::choose_on(ctx, layer))
     }
 
     /// Uploads a layer for a given kernel variant (`Gather` runs any layer).
@@ -495,7 +601,38 @@ impl GpuLayer {
             }
             _ => {}
         }
+        if let ConvVariant::Coop { emulated, .. } = variant {
+            if !emulated && !ctx.cooperative_matrix() {
+                return Err(Error::Unsupported(format!(
+                    "{variant:?}: the device has no tensor-core kernel ({})",
+                    ctx.report()
+                        .cooperative_matrix_off
+                        .as_deref()
+                        .unwrap_or("?")
+                )));
+            }
+            let l = ctx.limits();
+            // Emulated, the staging holds f32 instead of f16.
+            let bytes = COOP_WORKGROUP_BYTES + if emulated { 2 * 2048 * 2 } else { 0 };
+            if l.max_compute_invocations_per_workgroup < COOP_WG
+                || l.max_compute_workgroup_size_x < COOP_WG
+                || l.max_compute_workgroup_storage_size < bytes
+            {
+                return Err(Error::TooLarge {
+                    what: format!(
+                        "{variant:?} workgroup memory (bytes; and {COOP_WG} invocations, \
+                         the device offers {})",
+                        l.max_compute_invocations_per_workgroup
+                    ),
+                    needed: bytes as u64,
+                    limit: l.max_compute_workgroup_storage_size as u64,
+                });
+            }
+        }
         if let ConvVariant::SplitK {
+            splits: Some(s), ..
+        }
+        | ConvVariant::Coop {
             splits: Some(s), ..
         } = variant
         {
@@ -573,7 +710,45 @@ impl GpuLayer {
                     },
                 }
             }
+            ConvVariant::Coop { splits: None, .. }
+                if self.coop_rows(input_shape)? < COOP_MIN_ROWS =>
+            {
+                // Few output pixels (a linear head at small batch): most of
+                // a 64-row tile would be padding; the packed-dot kernels.
+                let (c, n_tiles) = shape_tiles(None)?;
+                match splitk_for_shape(n_tiles, self.kq as usize, c.kt) {
+                    1 => Plan::Tiled(c),
+                    s => Plan::SplitK(c, s),
+                }
+            }
+            ConvVariant::Coop { emulated, splits } => {
+                let splits = match splits {
+                    Some(s) => s,
+                    None => match splitk_for_shape(
+                        self.coop_tiles(input_shape)? as usize,
+                        self.kq as usize,
+                        COOP_KC / 4,
+                    ) {
+                        1 => 0,
+                        s => s,
+                    },
+                };
+                Plan::Coop { emulated, splits }
+            }
         })
+    }
+
+    /// The output pixels (GEMM rows) for an input shape.
+    fn coop_rows(&self, input_shape: &[usize]) -> Result<usize> {
+        let out = self.layer.output_shape(input_shape)?;
+        Ok(out[0] * out.get(2).unwrap_or(&1) * out.get(3).unwrap_or(&1))
+    }
+
+    /// The tensor-core kernel's output tiles for an input shape.
+    fn coop_tiles(&self, input_shape: &[usize]) -> Result<u64> {
+        let m = self.coop_rows(input_shape)?;
+        let o4 = self.layer.geometry.out_channels.div_ceil(4);
+        Ok((m.div_ceil(COOP_TM as usize) * o4.div_ceil(COOP_TC as usize / 4)) as u64)
     }
 
     /// The tiles the tiled kernel uses for an input shape (None for the
@@ -588,10 +763,7 @@ impl GpuLayer {
     /// The number of K splits for an input shape: `Some(s)` when the layer
     /// runs split-K (two dispatches), None when it runs one pass.
     pub fn splits(&self, input_shape: &[usize]) -> Result<Option<u32>> {
-        Ok(match self.plan(input_shape)? {
-            Plan::SplitK(_, s) => Some(s),
-            _ => None,
-        })
+        Ok(self.plan(input_shape)?.pass1().map(|(_, _, s)| s))
     }
 
     /// The number of dispatches [`GpuLayer::dispatch`] returns for an input
@@ -625,9 +797,12 @@ impl GpuLayer {
                 limit: u32::MAX as u64 / 2,
             });
         }
-        let total = match self.tile_config(input_shape)? {
-            Some(c) => ((n * oh * ow).div_ceil(c.tm as usize) * o4.div_ceil(c.tn as usize)) as u64,
-            None => total,
+        let total = match self.plan(input_shape)? {
+            Plan::Tiled(c) | Plan::SplitK(c, _) => {
+                ((n * oh * ow).div_ceil(c.tm as usize) * o4.div_ceil(c.tn as usize)) as u64
+            }
+            Plan::Coop { .. } => self.coop_tiles(input_shape)?,
+            Plan::Direct { .. } | Plan::Depthwise => total,
         };
         let zp = self.layer.input.zero_point as u32;
         let e = &self.layer.epilogue;
@@ -802,7 +977,18 @@ impl GpuLayer {
             ));
         }
         let (params, out_shape) = self.params(input_shape)?;
-        let Plan::SplitK(c, splits) = self.plan(input_shape)? else {
+        let plan = match self.plan(input_shape)? {
+            // The pooled pass 2 needs partials: one split at least.
+            Plan::Coop {
+                emulated,
+                splits: 0,
+            } => Plan::Coop {
+                emulated,
+                splits: 1,
+            },
+            p => p,
+        };
+        let Some((kernel, tiles, splits)) = plan.pass1() else {
             return Err(Error::config(
                 "conv2d with a global average",
                 format!(
@@ -811,7 +997,6 @@ impl GpuLayer {
                 ),
             ));
         };
-        c.check(&ctx.limits())?;
         let pooled = if pool {
             GpuTensor::gpu_bytes(&[out_shape[0], out_shape[1], 1, 1])?
         } else {
@@ -834,20 +1019,7 @@ impl GpuLayer {
             ));
         }
         let m_o4 = params.n as u64 * params.oh as u64 * params.ow as u64 * params.o4 as u64;
-        let groups = params.total as u64 * splits as u64;
-        let words = m_o4 * 4 * splits as u64;
-        if groups > u32::MAX as u64 || words > u32::MAX as u64 {
-            return Err(Error::TooLarge {
-                what: "split-K partial accumulators (words)".into(),
-                needed: words.max(groups),
-                limit: u32::MAX as u64,
-            });
-        }
-        let scratch = self.scratch(ctx, words * 4)?;
-        let pass1 = ConvParams {
-            total: groups as u32,
-            ..params
-        };
+        let (pass1, scratch) = self.dispatch_pass1(ctx, kernel, tiles, splits, &params, input)?;
         let pass2 = ConvParams {
             total: if pool {
                 params.n * params.o4
@@ -857,20 +1029,7 @@ impl GpuLayer {
             ..params
         };
         Ok(vec![
-            ctx.dispatch(
-                Kernel::Tiled,
-                &[
-                    ("WG", c.workgroup_size() as f64),
-                    ("TM", c.tm as f64),
-                    ("TN", c.tn as f64),
-                    ("KT", c.kt as f64),
-                    ("SPLITS", splits as f64),
-                ],
-                bytemuck::bytes_of(&pass1),
-                &[input, &self.weights, &self.chans, &scratch],
-                pass1.total,
-                1,
-            )?,
+            pass1,
             ctx.dispatch_bound(
                 Kernel::SplitK,
                 &self.with_exact_float(vec![
@@ -936,73 +1095,53 @@ impl GpuLayer {
         // elsewhere the override keeps its default and the branch is dead
         // (it about doubled every conv pipeline's compile time on lavapipe).
         let with_float = |v| self.with_exact_float(v);
-        let tile_constants = |c: TileConfig, splits: u32| {
-            with_float(vec![
-                ("WG", c.workgroup_size() as f64),
-                ("TM", c.tm as f64),
-                ("TN", c.tn as f64),
-                ("KT", c.kt as f64),
-                ("SPLITS", splits as f64),
-            ])
-        };
-        Ok(match self.plan(input_shape)? {
+        let plan = self.plan(input_shape)?;
+        if let Some((kernel, tiles, splits)) = plan.pass1() {
+            let (pass1, scratch) =
+                self.dispatch_pass1(ctx, kernel, tiles, splits, &params, input)?;
+            let pass2 = ConvParams {
+                total: params.n * params.oh * params.ow * params.o4,
+                ..params
+            };
+            return Ok(vec![
+                pass1,
+                ctx.dispatch_bound(
+                    Kernel::SplitK,
+                    &with_float(vec![("WG", WG as f64), ("SPLITS", splits as f64)]),
+                    bytemuck::bytes_of(&pass2),
+                    &[
+                        (1, &scratch),
+                        (2, &self.weights),
+                        (3, &self.chans),
+                        (4, output),
+                    ],
+                    pass2.total,
+                    WG,
+                )?,
+            ]);
+        }
+        Ok(match plan {
             Plan::Tiled(c) => {
                 c.check(&ctx.limits())?;
                 // `params.total` counts workgroups here.
                 vec![ctx.dispatch(
                     Kernel::Tiled,
-                    &tile_constants(c, 0),
+                    &with_float(tile_constants(c, 0)),
                     bytes,
                     &buffers,
                     params.total,
                     1,
                 )?]
             }
-            Plan::SplitK(c, splits) => {
-                c.check(&ctx.limits())?;
-                let m_o4 = params.n as u64 * params.oh as u64 * params.ow as u64 * params.o4 as u64;
-                let groups = params.total as u64 * splits as u64;
-                let words = m_o4 * 4 * splits as u64;
-                if groups > u32::MAX as u64 || words > u32::MAX as u64 {
-                    return Err(Error::TooLarge {
-                        what: "split-K partial accumulators (words)".into(),
-                        needed: words.max(groups),
-                        limit: u32::MAX as u64,
-                    });
-                }
-                let scratch = self.scratch(ctx, words * 4)?;
-                let pass1 = ConvParams {
-                    total: groups as u32,
-                    ..params
-                };
-                let pass2 = ConvParams {
-                    total: m_o4 as u32,
-                    ..params
-                };
-                vec![
-                    ctx.dispatch(
-                        Kernel::Tiled,
-                        &tile_constants(c, splits),
-                        bytemuck::bytes_of(&pass1),
-                        &[input, &self.weights, &self.chans, &scratch],
-                        pass1.total,
-                        1,
-                    )?,
-                    ctx.dispatch_bound(
-                        Kernel::SplitK,
-                        &with_float(vec![("WG", WG as f64), ("SPLITS", splits as f64)]),
-                        bytemuck::bytes_of(&pass2),
-                        &[
-                            (1, &scratch),
-                            (2, &self.weights),
-                            (3, &self.chans),
-                            (4, output),
-                        ],
-                        pass2.total,
-                        WG,
-                    )?,
-                ]
-            }
+            Plan::Coop { emulated, .. } => vec![ctx.dispatch(
+                coop_kernel(emulated),
+                &with_float(vec![("SPLITS", 0.0)]),
+                bytes,
+                &buffers,
+                params.total,
+                1,
+            )?],
+            Plan::SplitK(..) => unreachable!("two-pass plans return above"),
             Plan::Depthwise => vec![ctx.dispatch(
                 Kernel::Depthwise,
                 &with_float(vec![("WG", WG as f64)]),
@@ -1020,6 +1159,52 @@ impl GpuLayer {
                 WG,
             )?],
         })
+    }
+
+    /// Split-K pass 1 of `kernel` (`tiled.wgsl` with `tiles`, or a coop
+    /// kernel) over `splits` K splits, writing the layer's scratch buffer
+    /// (grown to fit); returns the dispatch and that buffer. `params` is
+    /// the layer's uniform block for the input shape (`total`: the tiles).
+    fn dispatch_pass1(
+        &self,
+        ctx: &GpuContext,
+        kernel: Kernel,
+        tiles: Option<TileConfig>,
+        splits: u32,
+        params: &ConvParams,
+        input: &wgpu::Buffer,
+    ) -> Result<(super::Dispatch, wgpu::Buffer)> {
+        if let Some(c) = tiles {
+            c.check(&ctx.limits())?;
+        }
+        let m_o4 = params.n as u64 * params.oh as u64 * params.ow as u64 * params.o4 as u64;
+        let groups = params.total as u64 * splits as u64;
+        let words = m_o4 * 4 * splits as u64;
+        if groups > u32::MAX as u64 || words > u32::MAX as u64 {
+            return Err(Error::TooLarge {
+                what: "split-K partial accumulators (words)".into(),
+                needed: words.max(groups),
+                limit: u32::MAX as u64,
+            });
+        }
+        let scratch = self.scratch(ctx, words * 4)?;
+        let pass1 = ConvParams {
+            total: groups as u32,
+            ..*params
+        };
+        let constants = match tiles {
+            Some(c) => tile_constants(c, splits),
+            None => vec![("SPLITS", splits as f64)],
+        };
+        let d = ctx.dispatch(
+            kernel,
+            &constants,
+            bytemuck::bytes_of(&pass1),
+            &[input, &self.weights, &self.chans, &scratch],
+            pass1.total,
+            1,
+        )?;
+        Ok((d, scratch))
     }
 
     /// Whether the layer's epilogue calls the float prelude
@@ -1062,11 +1247,41 @@ impl GpuLayer {
         let b = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("qfuse split-K partials"),
             size: bytes.max(16),
-            usage: wgpu::BufferUsages::STORAGE,
+            // COPY_SRC: read back by `raw_accumulators`.
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
         *slot = Some(b.clone());
         Ok(b)
+    }
+
+    /// Not public API (tests): the layer's integer accumulators on `input`
+    /// before the epilogue, as the tiled, split-K or tensor-core kernel the
+    /// layer runs for this shape computes them (its pass 1 with one split):
+    /// `[M][O4 * 4]` i32, M the output pixels, with the kernels' signed
+    /// input (`Σ (x - 128) * w`; 0 past the output channels).
+    #[doc(hidden)]
+    pub fn raw_accumulators(&self, ctx: &GpuContext, input: &GpuTensor) -> Result<Vec<i32>> {
+        let (kernel, tiles) = match self.plan(input.shape())? {
+            Plan::Tiled(c) | Plan::SplitK(c, _) => (Kernel::Tiled, Some(c)),
+            Plan::Coop { emulated, .. } => (coop_kernel(emulated), None),
+            p => {
+                return Err(Error::Unsupported(format!(
+                    "raw accumulators of the {p:?} kernel"
+                )))
+            }
+        };
+        let (params, _) = self.params(input.shape())?;
+        let (d, scratch) = self.dispatch_pass1(ctx, kernel, tiles, 1, &params, &input.buffer)?;
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            d.record(&mut pass);
+        }
+        ctx.submit_and_wait(enc)?;
+        let words = params.n as u64 * params.oh as u64 * params.ow as u64 * params.o4 as u64 * 4;
+        let bytes = ctx.read_buffer(&scratch, words * 4)?;
+        Ok(bytemuck::pod_collect_to_vec::<u8, i32>(&bytes))
     }
 
     /// Records this layer's dispatches (one compute pass), reading `input`
@@ -1106,6 +1321,18 @@ impl GpuLayer {
             Ok(out)
         })
     }
+}
+
+/// The pipeline-overridable constants of `tiled.wgsl` for tiles `c` and
+/// `splits` (0: one pass).
+fn tile_constants(c: TileConfig, splits: u32) -> Vec<(&'static str, f64)> {
+    vec![
+        ("WG", c.workgroup_size() as f64),
+        ("TM", c.tm as f64),
+        ("TN", c.tn as f64),
+        ("KT", c.kt as f64),
+        ("SPLITS", splits as f64),
+    ]
 }
 
 /// Splits a workgroup count over x and y so that neither exceeds the device's
