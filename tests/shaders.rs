@@ -207,6 +207,15 @@ fn coop_kernel_validates_and_writes_spirv() {
         let words = naga::back::spv::write_vec(&m, &info, &opts, Some(&pipe))
             .unwrap_or_else(|e| panic!("{}: SPIR-V: {e}", k.file()));
         assert!(words.len() > 100 && words[0] == 0x0723_0203);
+        // QFUSE_WRITE_SPIRV=DIR keeps the modules (for spirv-val).
+        if let Ok(dir) = std::env::var("QFUSE_WRITE_SPIRV") {
+            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            std::fs::write(
+                Path::new(&dir).join(k.file().replace(".wgsl", ".spv")),
+                bytes,
+            )
+            .unwrap();
+        }
         if k == Kernel::Coop {
             // OpTypeCooperativeMatrixKHR (4456) and OpCooperativeMatrixMulAddKHR (4459).
             let ops: std::collections::HashSet<u32> = spirv_opcodes(&words).collect();

@@ -58,6 +58,9 @@ pub enum Kernel {
     /// The same body on the primitives of `coop_emu.wgsl` (plain WGSL,
     /// any adapter): the kernel's logic where no tensor cores are.
     CoopEmulated,
+    /// GEMV-shaped int8 linear / 1x1 conv for few output pixels
+    /// (`gemv.wgsl`): K split over the workgroup, reduced in workgroup memory.
+    Gemv,
 }
 
 impl Kernel {
@@ -81,6 +84,7 @@ impl Kernel {
         Kernel::PoolF32,
         Kernel::Coop,
         Kernel::CoopEmulated,
+        Kernel::Gemv,
     ];
 
     /// The file under `shaders/` that every kernel's source starts with.
@@ -120,6 +124,7 @@ impl Kernel {
             Kernel::PoolF32 => "pool_f32.wgsl",
             Kernel::Coop => "coop_hw.wgsl",
             Kernel::CoopEmulated => "coop_emu.wgsl",
+            Kernel::Gemv => "gemv.wgsl",
         }
     }
 
@@ -144,6 +149,7 @@ impl Kernel {
             Kernel::PoolF32 => include_str!("../../shaders/pool_f32.wgsl"),
             Kernel::Coop => include_str!("../../shaders/coop_hw.wgsl"),
             Kernel::CoopEmulated => include_str!("../../shaders/coop_emu.wgsl"),
+            Kernel::Gemv => include_str!("../../shaders/gemv.wgsl"),
         }
     }
 
@@ -158,6 +164,7 @@ impl Kernel {
                 | Kernel::Depthwise
                 | Kernel::Coop
                 | Kernel::CoopEmulated
+                | Kernel::Gemv
         )
     }
 

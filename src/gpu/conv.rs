@@ -195,6 +195,17 @@ pub const COOP_KC: u32 = 32;
 /// every partial sum <= 2^23, exact in f32 with a bit of margin (see
 /// `coop.wgsl`). The kernel's `CHUNK_STAGES * KC`.
 pub const COOP_CHUNK: u32 = 512;
+/// [`ConvVariant::SplitK`] and [`ConvVariant::Coop`] with `splits: None`
+/// run [`ConvVariant::Gemv`] (where it applies) for at most this many
+/// output pixels.
+pub const GEMV_MAX_ROWS: usize = 4;
+/// Output words per workgroup of `gemv.wgsl` (its override `GW`)...
+const GEMV_GW: u32 = 16;
+/// ... and invocations per workgroup (16 K lanes).
+const GEMV_WG: u32 = 256;
+/// Output pixels per workgroup of `gemv.wgsl`.
+const GEMV_MB: usize = 4;
+
 /// [`ConvVariant::Coop`] with `splits: None` runs the packed-dot kernels
 /// (tiled or split-K, as [`ConvVariant::SplitK`] would) for fewer output
 /// pixels than this: a 64-row tile would be mostly padding.
@@ -303,6 +314,14 @@ pub enum ConvVariant {
         /// The number of K splits, or `None` to choose per input shape.
         splits: Option<u32>,
     },
+    /// GEMV-shaped (`gemv.wgsl`): linear layers and 1x1 convs of one group
+    /// with stride 1 and no padding. A workgroup computes 16 output words
+    /// (64 channels) of 4 output pixels with the reduction split over 16
+    /// K lanes and added in workgroup memory: for few output pixels (a
+    /// linear head at small batch), where a GEMM tile is mostly padding.
+    /// [`ConvVariant::SplitK`] and [`ConvVariant::Coop`] with `splits: None`
+    /// pick it per input shape for at most [`GEMV_MAX_ROWS`] output pixels.
+    Gemv,
 }
 
 impl ConvVariant {
@@ -316,6 +335,9 @@ impl ConvVariant {
                 g.groups == 1
             }
             ConvVariant::Depthwise => g.groups > 1 && g.cin_per_group() == 1,
+            ConvVariant::Gemv => {
+                g.groups == 1 && g.kernel == [1, 1] && g.stride == [1, 1] && g.padding == [0, 0]
+            }
         }
     }
 
@@ -367,6 +389,7 @@ impl ConvVariant {
             emulated: true,
             splits: None,
         });
+        v.push(ConvVariant::Gemv);
         v.retain(|x| x.applies(layer));
         v
     }
@@ -463,6 +486,8 @@ enum Plan {
     Tiled(TileConfig),
     /// `tiled.wgsl` as split-K pass 1 then `splitk.wgsl`.
     SplitK(TileConfig, u32),
+    /// `gemv.wgsl`.
+    Gemv,
     /// `coop.wgsl` (tensor cores or emulated), one pass (splits 0) or as
     /// split-K pass 1 then `splitk.wgsl`.
     Coop {
@@ -538,7 +563,10 @@ pub(crate) fn pack_weights(layer: &QLayer, variant: ConvVariant) -> (Vec<u32>, u
             }
             kq
         }
-        ConvVariant::Tiled(_) | ConvVariant::SplitK { .. } | ConvVariant::Coop { .. } => {
+        ConvVariant::Tiled(_)
+        | ConvVariant::SplitK { .. }
+        | ConvVariant::Coop { .. }
+        | ConvVariant::Gemv => {
             // K-major: word (k * O4 + o4) * 4 + l is channel 4*o4+l at K word
             // k = (ky * kw + kx) * cg4 + j, so a vec4 holds 4 channels.
             let cg4 = cg.div_ceil(4);
@@ -700,6 +728,17 @@ impl GpuLayer {
             ConvVariant::Gather => Plan::Direct { gather: true },
             ConvVariant::Depthwise => Plan::Depthwise,
             ConvVariant::Tiled(pinned) => Plan::Tiled(shape_tiles(pinned)?.0),
+            ConvVariant::Gemv => Plan::Gemv,
+            ConvVariant::SplitK {
+                splits: None,
+                tiles: None,
+            }
+            | ConvVariant::Coop { splits: None, .. }
+                if ConvVariant::Gemv.applies(&self.layer)
+                    && self.coop_rows(input_shape)? <= GEMV_MAX_ROWS =>
+            {
+                Plan::Gemv
+            }
             ConvVariant::SplitK { splits, tiles } => {
                 let (c, n_tiles) = shape_tiles(tiles)?;
                 match splits {
@@ -802,6 +841,7 @@ impl GpuLayer {
                 ((n * oh * ow).div_ceil(c.tm as usize) * o4.div_ceil(c.tn as usize)) as u64
             }
             Plan::Coop { .. } => self.coop_tiles(input_shape)?,
+            Plan::Gemv => ((n * oh * ow).div_ceil(GEMV_MB) * o4.div_ceil(GEMV_GW as usize)) as u64,
             Plan::Direct { .. } | Plan::Depthwise => total,
         };
         let zp = self.layer.input.zero_point as u32;
@@ -986,6 +1026,8 @@ impl GpuLayer {
                 emulated,
                 splits: 1,
             },
+            Plan::Tiled(c) => Plan::SplitK(c, 1),
+            Plan::Gemv => Plan::SplitK(TileConfig::SKINNY, 1),
             p => p,
         };
         let Some((kernel, tiles, splits)) = plan.pass1() else {
@@ -1136,6 +1178,14 @@ impl GpuLayer {
             Plan::Coop { emulated, .. } => vec![ctx.dispatch(
                 coop_kernel(emulated),
                 &with_float(vec![("SPLITS", 0.0)]),
+                bytes,
+                &buffers,
+                params.total,
+                1,
+            )?],
+            Plan::Gemv => vec![ctx.dispatch(
+                Kernel::Gemv,
+                &with_float(vec![("WG", GEMV_WG as f64), ("GW", GEMV_GW as f64)]),
                 bytes,
                 &buffers,
                 params.total,

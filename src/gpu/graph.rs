@@ -162,10 +162,10 @@ pub struct GpuModel {
 
 impl GpuModel {
     /// Uploads every layer's weights and every op's tables once; each
-    /// conv/linear runs the variant [`ConvVariant::choose`] picks.
+    /// conv/linear runs the variant [`ConvVariant::choose_on`] picks (the
+    /// tensor-core kernel where the context offers it).
     pub fn new(ctx: &GpuContext, model: &Model) -> Result<Self> {
-        let (limits, device) = (ctx.limits(), ctx.device_type());
-        Self::with_variants(ctx, model, &|l| ConvVariant::choose(l, &limits, device))
+        Self::with_variants(ctx, model, &|l| ConvVariant::choose_on(ctx, l))
     }
 
     /// [`GpuModel::new`] with each conv/linear layer's kernel variant chosen

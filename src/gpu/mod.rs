@@ -13,7 +13,8 @@ pub use context::COOPERATIVE_MATRIX_ENV;
 pub use context::{AdapterReport, CustomKernel, Dispatch, GpuContext, Kernel};
 pub use conv::{
     dispatch_size, splitk_for_shape, ConvVariant, GpuLayer, TileConfig, COOP_CHUNK, COOP_KC,
-    COOP_MIN_ROWS, COOP_TC, COOP_TM, COOP_WG, COOP_WORKGROUP_BYTES, SPLITK_MAX_SPLITS,
+    COOP_MIN_ROWS, COOP_TC, COOP_TM, COOP_WG, COOP_WORKGROUP_BYTES, GEMV_MAX_ROWS,
+    SPLITK_MAX_SPLITS,
 };
 pub use graph::{GpuModel, DEFAULT_MEMORY_LIMIT};
 

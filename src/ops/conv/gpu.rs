@@ -15,11 +15,13 @@ impl Upload for ConvLowered<'_> {
         );
         if self.0.global_pool() || sum_float {
             // The pooled pass reads split-K's partial accumulators: the
-            // chooser's split-K variant, else one split.
+            // chooser's split-K or tensor-core variant (one split at least),
+            // else one split.
             let v = match (cx.variant)(self.0) {
-                v @ crate::gpu::ConvVariant::SplitK {
+                v @ (crate::gpu::ConvVariant::SplitK {
                     splits: Some(_), ..
-                } => v,
+                }
+                | crate::gpu::ConvVariant::Coop { .. }) => v,
                 _ => crate::gpu::ConvVariant::SplitK {
                     splits: Some(1),
                     tiles: None,
