@@ -5,7 +5,8 @@
 //!
 //!     cargo run --release --example bench -- [--json out.json] [--quick] [--batch 1,16]
 //!         [--resolution 224] [--networks resnet18,mobilenet_v2] [--budget 0.5]
-//!         [--threads 1,2,4,8]
+//!         [--threads 1,2,4,8] [--skip-layers] [--skip-chain] [--skip-real]
+//!         [--skip-simple-f32]
 
 use clap::Parser;
 use qfuse::GpuContext;
@@ -42,6 +43,18 @@ struct Args {
     /// No progress lines on stderr.
     #[arg(long)]
     silent: bool,
+    /// Skip the per-layer table.
+    #[arg(long)]
+    skip_layers: bool,
+    /// Skip the conv chain (int8 vs f32 conv/linear layers end to end).
+    #[arg(long)]
+    skip_chain: bool,
+    /// Skip the real networks through GpuModel::run.
+    #[arg(long)]
+    skip_real: bool,
+    /// Skip the f32 simple (untiled) baseline (the tiled f32 baseline always runs).
+    #[arg(long)]
+    skip_simple_f32: bool,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -54,6 +67,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         verbose: !args.silent,
         budget_s: args.budget,
         threads: args.threads.clone(),
+        skip_layers: args.skip_layers,
+        skip_chain: args.skip_chain,
+        skip_real: args.skip_real,
+        skip_simple_f32: args.skip_simple_f32,
     };
     let ctx = GpuContext::new()?;
     let t = std::time::Instant::now();

@@ -23,7 +23,8 @@
 //!   graph; the float network for `ModelBuilder` and the activation plan of
 //!   the conv chain both come from it.
 //! - [`layers`]: one conv/linear layer as int8 ([`qfuse::GpuLayer`]) and f32
-//!   (`shaders/conv2d_f32.wgsl`) twins.
+//!   twins: tiled (`shaders/conv2d_f32_tiled.wgsl`, the like-for-like
+//!   baseline) and simple untiled (`shaders/conv2d_f32.wgsl`).
 //! - [`threads`]: images/s with 1, 2, 4, 8 threads sharing one `GpuModel`.
 //! - [`report`]: [`run`] and the [`Report`] (JSON and Markdown).
 
@@ -37,7 +38,9 @@ pub mod threads;
 pub mod timing;
 
 pub use ceilings::{measure_ceilings, CeilParams, Ceilings};
-pub use layers::{build_layer, random_buffer, BenchLayer, F32Layer, F32Mode, F32Params};
+pub use layers::{
+    build_layer, random_buffer, BenchLayer, F32Layer, F32Mode, F32Params, F32_TILED_KERNEL,
+};
 pub use networks::{
     f32_bytes, int8_bytes, mobilenet_v2, plan, random_images, resnet18, Act, GlobalPool, Network,
     Op, Plan, RealNet, Step,

@@ -21,6 +21,7 @@ fn harness_runs_both_networks() {
         verbose: false,
         budget_s: Some(0.0),
         threads: vec![1, 2],
+        ..BenchConfig::default()
     };
     let t = std::time::Instant::now();
     let r = run(&ctx, &cfg).expect("benchmark run");
@@ -51,7 +52,8 @@ fn harness_runs_both_networks() {
     assert_eq!(r.networks.len(), want.len());
     for (net, &(name, nodes, convs, int8_b, f32_b)) in r.networks.iter().zip(&want) {
         assert_eq!(net.name, name);
-        assert_eq!(net.real.nodes, nodes, "{name}: real network nodes");
+        let real = net.real.as_ref().expect("real network measured");
+        assert_eq!(real.nodes, nodes, "{name}: real network nodes");
         assert_eq!(net.conv_layers, convs, "{name}: conv/linear layers");
         assert_eq!(
             net.layers.iter().map(|l| l.count).sum::<usize>(),
@@ -71,8 +73,28 @@ fn harness_runs_both_networks() {
                 l.name,
                 l.speedup_vs_unfused
             );
+            for v in [l.speedup_vs_tiled_unfused, l.speedup_vs_tiled_fused] {
+                assert!(
+                    v.is_finite() && v > 0.0,
+                    "{name} {}: tiled f32 ratio {v}",
+                    l.name
+                );
+            }
+            // Depthwise layers run the simple f32 kernel, every other layer the tiled one.
+            let dw = l.desc.contains(" dw ");
+            assert_eq!(
+                l.f32_tiled_kernel,
+                if dw {
+                    "f32 simple (untiled)"
+                } else {
+                    "f32 tiled"
+                },
+                "{name} {}",
+                l.name
+            );
         }
-        let run = &net.real.runs[0];
+        assert!(net.conv_chain[0].speedup_vs_tiled_unfused > 0.0);
+        let run = &real.runs[0];
         assert!(run.images_per_s > 0.0, "{name}: {}", run.images_per_s);
         assert!(net.conv_chain[0].speedup_vs_unfused > 0.0);
     }
