@@ -11,6 +11,7 @@ use crate::layers::{build_layer, random_buffer, BenchLayer, F32Mode};
 use crate::networks::{
     f32_bytes, int8_bytes, mobilenet_v2, plan, random_images, resnet18, Network, Op,
 };
+use crate::peaks::{frac, ClockStats, PeakOverrides, SpecPeaks};
 use crate::rng::Lcg;
 use crate::threads::{measure_threads, ThreadsResult};
 use crate::timing::{has_encoder_timestamps, measure, measure_model, Timing, TimingOpts};
@@ -41,6 +42,18 @@ pub struct BenchConfig {
     /// Skip the f32 simple (untiled) baseline (its fields are then null);
     /// the tiled f32 baseline always runs.
     pub skip_simple_f32: bool,
+    /// Specified peaks given on the command line (replace the table's).
+    pub peaks: PeakOverrides,
+    /// An `nvidia-smi --query-gpu=timestamp,clocks.sm --format=csv -lms 200`
+    /// log written during the run: read at the end, its SM clock samples
+    /// summarized and the peaks recomputed at the median clock.
+    pub clock_log: Option<std::path::PathBuf>,
+    /// Run `nvidia-smi` (if there is one) while the ceilings are measured
+    /// and record the SM clock of exactly that phase.
+    pub sample_clock: bool,
+    /// Workgroups (of 256) of the ceiling loops; `None`: 16384 on a GPU,
+    /// 1024 on a CPU adapter.
+    pub ceiling_groups: Option<u32>,
 }
 
 impl Default for BenchConfig {
@@ -58,6 +71,10 @@ impl Default for BenchConfig {
             skip_chain: false,
             skip_real: false,
             skip_simple_f32: false,
+            peaks: PeakOverrides::default(),
+            clock_log: None,
+            sample_clock: false,
+            ceiling_groups: None,
         }
     }
 }
@@ -124,6 +141,9 @@ pub struct LayerResult {
     pub bound: String,
     /// Fraction of the int8 ceiling (compute-bound) or of copy bandwidth (memory-bound).
     pub fraction: f64,
+    /// Fraction of the specified int8 (DP4A) peak (compute-bound) or of the
+    /// specified memory bandwidth (memory-bound), where known.
+    pub spec_fraction: Option<f64>,
     /// The kernel the tiled f32 baseline runs on this layer: "f32 tiled"
     /// (`conv2d_f32_tiled.wgsl`), or "f32 simple (untiled)" for depthwise
     /// layers (as the int8 side runs its one-word-per-invocation kernel).
@@ -135,6 +155,10 @@ pub struct LayerResult {
     pub f32_tiled_fused: Timing,
     /// 2 x MACs / tiled fused time.
     pub f32_tiled_flops_per_s: f64,
+    /// Tiled fused flop/s as a fraction of the measured f32 ceiling.
+    pub f32_tiled_fraction: f64,
+    /// Tiled fused flop/s as a fraction of the specified f32 FMA peak.
+    pub f32_tiled_spec_fraction: Option<f64>,
     /// Minimum bytes an f32 layer moves: input + weights + bias + output, f32.
     pub f32_bytes: u64,
     /// Tiled f32 unfused time / int8 fused time: the like-for-like ratio.
@@ -268,6 +292,65 @@ pub struct NetworkResult {
     pub conv_chain: Vec<EndToEnd>,
 }
 
+/// Measured ceilings as fractions of specified peaks (null where the peak
+/// is unknown).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CeilingsVsSpec {
+    pub int8: Option<f64>,
+    pub int8_chained: Option<f64>,
+    pub int8_legacy: Option<f64>,
+    pub f32: Option<f64>,
+    pub f32_legacy: Option<f64>,
+    pub copy: Option<f64>,
+}
+
+impl CeilingsVsSpec {
+    fn new(c: &Ceilings, p: &SpecPeaks) -> Self {
+        CeilingsVsSpec {
+            int8: frac(c.int8_ops_per_s, p.int8_ops_per_s),
+            int8_chained: frac(c.int8_chained_ops_per_s, p.int8_ops_per_s),
+            int8_legacy: frac(c.int8_legacy_ops_per_s, p.int8_ops_per_s),
+            f32: frac(c.f32_flops_per_s, p.f32_flops_per_s),
+            f32_legacy: frac(c.f32_legacy_flops_per_s, p.f32_flops_per_s),
+            copy: frac(c.copy_bytes_per_s, p.mem_bytes_per_s),
+        }
+    }
+}
+
+/// Runs `nvidia-smi` logging the SM clock every 200 ms into a temporary
+/// file while `f` runs; `None` for the stats when there is no nvidia-smi.
+fn with_clock_samples<T>(
+    enabled: bool,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<(T, Option<ClockStats>)> {
+    if !enabled {
+        return Ok((f()?, None));
+    }
+    let path = std::env::temp_dir().join(format!("qfuse-bench-clock-{}.csv", std::process::id()));
+    let child = std::fs::File::create(&path).ok().and_then(|file| {
+        std::process::Command::new("nvidia-smi")
+            .args([
+                "--query-gpu=timestamp,clocks.sm,utilization.gpu",
+                "--format=csv",
+                "-lms",
+                "200",
+            ])
+            .stdout(file)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()
+    });
+    let r = f();
+    let stats = child.and_then(|mut c| {
+        let _ = c.kill();
+        let _ = c.wait();
+        let text = std::fs::read_to_string(&path).ok()?;
+        ClockStats::parse("nvidia-smi during the ceilings (--sample-clock)", &text)
+    });
+    let _ = std::fs::remove_file(&path);
+    Ok((r?, stats))
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub adapter: AdapterJson,
@@ -275,6 +358,20 @@ pub struct Report {
     pub quick: bool,
     pub batches: Vec<usize>,
     pub ceilings: Ceilings,
+    /// The chip's specified peaks (table by adapter name, or the command
+    /// line); null where unknown.
+    pub spec_peaks: Option<SpecPeaks>,
+    /// The measured ceilings as fractions of the specified peaks.
+    pub ceilings_vs_spec: CeilingsVsSpec,
+    /// SM clock samples during the ceilings (`sample_clock`).
+    pub ceiling_clock: Option<ClockStats>,
+    /// SM clock samples of the run (`clock_log`).
+    pub clock: Option<ClockStats>,
+    /// The specified peaks recomputed at the measured clock (the ceiling
+    /// phase's busy median if sampled, else the clock log's).
+    pub peaks_at_measured_clock: Option<SpecPeaks>,
+    /// The measured ceilings as fractions of the peaks at the measured clock.
+    pub ceilings_vs_measured_clock_peak: Option<CeilingsVsSpec>,
     pub networks: Vec<NetworkResult>,
     /// Images/s with several threads sharing one `GpuModel`.
     pub threads: Option<ThreadsResult>,
@@ -365,8 +462,14 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
     let ts = has_encoder_timestamps(ctx);
     log(&format!("adapter: {r}"));
     log("ceilings");
-    let ceilings = measure_ceilings(ctx, cfg.quick)?;
+    let (ceilings, ceiling_clock) = with_clock_samples(cfg.sample_clock, || {
+        measure_ceilings(ctx, cfg.quick, cfg.ceiling_groups)
+    })?;
     let ridge = ceilings.int8_ops_per_s / ceilings.copy_bytes_per_s;
+    let spec = SpecPeaks::lookup(&r.name, &cfg.peaks);
+    let spec_int8 = spec.as_ref().and_then(|p| p.int8_ops_per_s);
+    let spec_f32 = spec.as_ref().and_then(|p| p.f32_flops_per_s);
+    let spec_mem = spec.as_ref().and_then(|p| p.mem_bytes_per_s);
     let mut networks = vec![];
     let mut rng = Lcg(0x5eed);
     for name in cfg.networks.iter().filter(|n| !n.is_empty()) {
@@ -482,14 +585,21 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
                 let fbytes = f32_bytes(&in_shape) + f32_bytes(&out_shape) + 4 * l.f32.params as u64;
                 let intensity = ops as f64 / bytes as f64;
                 let ops_s = ops as f64 / t8.median_s;
-                let (bound, fraction) = if intensity >= ridge {
-                    ("compute", ops_s / ceilings.int8_ops_per_s)
+                let (bound, fraction, spec_fraction) = if intensity >= ridge {
+                    (
+                        "compute",
+                        ops_s / ceilings.int8_ops_per_s,
+                        frac(ops_s, spec_int8),
+                    )
                 } else {
+                    let bytes_s = bytes as f64 / t8.median_s;
                     (
                         "memory",
-                        bytes as f64 / t8.median_s / ceilings.copy_bytes_per_s,
+                        bytes_s / ceilings.copy_bytes_per_s,
+                        frac(bytes_s, spec_mem),
                     )
                 };
+                let f32_tiled_flops_per_s = ops as f64 / ttf.median_s;
                 let secs = |t: &Option<Timing>| t.as_ref().map_or(f64::NAN, |t| t.median_s);
                 results.push(LayerResult {
                     name: l.name.clone(),
@@ -503,9 +613,12 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
                     int8_ops_per_s: ops_s,
                     bound: bound.into(),
                     fraction,
+                    spec_fraction,
+                    f32_tiled_fraction: f32_tiled_flops_per_s / ceilings.f32_flops_per_s,
+                    f32_tiled_spec_fraction: frac(f32_tiled_flops_per_s, spec_f32),
+                    f32_tiled_flops_per_s,
                     f32_tiled_kernel: l.f32.kernel_name(F32Mode::TiledFused).into(),
                     f32_tiled_unfused_dispatches: l.f32.dispatches(F32Mode::TiledUnfused),
-                    f32_tiled_flops_per_s: ops as f64 / ttf.median_s,
                     f32_bytes: fbytes,
                     speedup_vs_tiled_unfused: ttu.median_s / t8.median_s,
                     speedup_vs_tiled_fused: ttf.median_s / t8.median_s,
@@ -677,7 +790,43 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
         "f32 tiled baseline (qfuse-bench/shaders/conv2d_f32_tiled.wgsl; the like-for-like comparison, 'int8 vs f32 tiled'): the same effort as the library's tiled int8 kernel (shaders/tiled.wgsl): implicit GEMM over NHWC, the int8 kernel's tile choice (TileConfig::for_shape), K staged in KT slices in workgroup memory, a 4-pixel x 4-vec4 register block of f32 per invocation, bias (BN folded) + ReLU fused. Depthwise layers run the simple kernel (the int8 side's depthwise kernel is one word per invocation too). Unfused: the tiled conv, then BatchNorm and ReLU in place.".into(),
         "f32 simple (untiled) baseline (qfuse-bench/shaders/conv2d_f32.wgsl; extra columns 'vs simple'): NHWC, one invocation per 4 output channels of one pixel, no tiling: the same effort as the int8 kernel of shaders/conv2d.wgsl. BatchNorm and ReLU run in place.".into(),
     ];
+    let clock = match &cfg.clock_log {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+                path: path.display().to_string(),
+                source: e,
+            })?;
+            let c = ClockStats::parse(&format!("clock log {}", path.display()), &text);
+            if c.is_none() {
+                log(&format!(
+                    "clock log {}: no SM clock samples in it",
+                    path.display()
+                ));
+            }
+            c
+        }
+        None => None,
+    };
+    let measured_mhz = ceiling_clock
+        .as_ref()
+        .or(clock.as_ref())
+        .map(ClockStats::clock_mhz);
+    let peaks_at_measured_clock = match (&spec, measured_mhz) {
+        (Some(p), Some(mhz)) => Some(p.at_clock(mhz)),
+        _ => None,
+    };
     Ok(Report {
+        ceilings_vs_spec: spec
+            .as_ref()
+            .map(|p| CeilingsVsSpec::new(&ceilings, p))
+            .unwrap_or_default(),
+        ceilings_vs_measured_clock_peak: peaks_at_measured_clock
+            .as_ref()
+            .map(|p| CeilingsVsSpec::new(&ceilings, p)),
+        spec_peaks: spec,
+        ceiling_clock,
+        clock,
+        peaks_at_measured_clock,
         adapter: AdapterJson {
             name: r.name.clone(),
             backend: r.backend.clone(),

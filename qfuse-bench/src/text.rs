@@ -26,6 +26,15 @@ fn ms(t: f64) -> String {
     }
 }
 
+/// A fraction as a percentage, "-" when unknown.
+fn pct(x: Option<f64>) -> String {
+    x.map_or("-".into(), |v| format!("{:.1}%", 100.0 * v))
+}
+
+fn opt_si(x: Option<f64>, unit: &str) -> String {
+    x.map_or("?".into(), |v| format!("{}{unit}", si(v)))
+}
+
 /// A ratio, "-" when not measured (NaN).
 fn ratio(x: f64) -> String {
     if x.is_finite() {
@@ -61,32 +70,88 @@ impl Report {
         );
         let _ = writeln!(s, "timing: {}\n", self.timing_method);
         let _ = writeln!(s, "## Ceilings\n");
-        let _ = writeln!(s, "| ceiling | rate | median time |\n|---|---|---|");
+        let sp = self.spec_peaks.as_ref();
+        let at = self.peaks_at_measured_clock.as_ref();
+        let vs = &self.ceilings_vs_spec;
+        let vm = self.ceilings_vs_measured_clock_peak.as_ref();
         let _ = writeln!(
             s,
-            "| int8 dot4I8Packed loop (register-only, 8 independent accumulators) | {}op/s | {} |",
-            si(c.int8_ops_per_s),
-            ms(c.int8_timing.median_s)
+            "Loops: {} workgroups x {} invocations; each row's ops = invocations x iterations x ops per iteration.\n",
+            c.groups, c.workgroup_size
         );
+        let _ = writeln!(s, "| ceiling | rate | median time | ops per iteration | iterations | ops per dispatch | % of spec peak | % of peak at measured clock |\n|---|---|---|---|---|---|---|---|");
+        for (i, f) in c.forms.iter().enumerate() {
+            let (unit, v, m) = match f.mode {
+                0 => ("op/s", vs.int8, vm.and_then(|v| v.int8)),
+                1 => ("flop/s", vs.f32, vm.and_then(|v| v.f32)),
+                2 => ("op/s", vs.int8_chained, vm.and_then(|v| v.int8_chained)),
+                3 => ("op/s", vs.int8_legacy, vm.and_then(|v| v.int8_legacy)),
+                _ => ("flop/s", vs.f32_legacy, vm.and_then(|v| v.f32_legacy)),
+            };
+            let _ = writeln!(
+                s,
+                "| {}{} | {}{unit} | {} | {} | {} | {:.3e} | {} | {} |",
+                f.name,
+                if i < 2 { " (**ceiling**)" } else { "" },
+                si(f.ops_per_s),
+                ms(f.timing.median_s),
+                f.ops_per_iteration,
+                f.iterations,
+                f.ops,
+                pct(v),
+                pct(m)
+            );
+        }
         let _ = writeln!(
             s,
-            "| int8 dot4I8Packed, 8 dependent chains (latency-bound, reference only) | {}op/s | {} |",
-            si(c.int8_chained_ops_per_s),
-            ms(c.int8_chained_timing.median_s)
-        );
-        let _ = writeln!(
-            s,
-            "| f32 FMA loop (register-only) | {}flop/s | {} |",
-            si(c.f32_flops_per_s),
-            ms(c.f32_timing.median_s)
-        );
-        let _ = writeln!(
-            s,
-            "| buffer copy ({}, read + write) | {}B/s | {} |\n",
+            "| buffer copy ({}, read + write) | {}B/s | {} | | | | {} | |\n",
             mib(c.copy_buffer_bytes),
             si(c.copy_bytes_per_s),
-            ms(c.copy_timing.median_s)
+            ms(c.copy_timing.median_s),
+            pct(vs.copy)
         );
+        match sp {
+            Some(p) => {
+                let _ = writeln!(
+                    s,
+                    "Specified peaks ({}): int8 packed dot {}, f32 FMA {}, f16 tensor core dense {}, memory {} ({})\n",
+                    p.chip,
+                    opt_si(p.int8_ops_per_s, "op/s"),
+                    opt_si(p.f32_flops_per_s, "flop/s"),
+                    opt_si(p.f16_tensor_flops_per_s, "flop/s"),
+                    opt_si(p.mem_bytes_per_s, "B/s"),
+                    p.source
+                );
+            }
+            None => {
+                let _ = writeln!(s, "Specified peaks: none known for this adapter (give --peak-int8 / --peak-f32 / --peak-f16 / --peak-bw).\n");
+            }
+        }
+        for c in [&self.ceiling_clock, &self.clock].into_iter().flatten() {
+            let _ = writeln!(
+                s,
+                "SM clock ({}): {} samples, min {:.0} / median {:.0} / max {:.0} MHz{}\n",
+                c.source,
+                c.samples,
+                c.min_mhz,
+                c.median_mhz,
+                c.max_mhz,
+                c.busy_median_mhz.map_or(String::new(), |b| format!(
+                    "; median while busy {b:.0} MHz ({} samples)",
+                    c.busy_samples.unwrap_or(0)
+                ))
+            );
+        }
+        if let Some(p) = at {
+            let _ = writeln!(
+                s,
+                "Peak at measured clock ({:.0} MHz): int8 packed dot {}, f32 FMA {}, f16 tensor core dense {}\n",
+                p.clock_mhz.unwrap_or(0.0),
+                opt_si(p.int8_ops_per_s, "op/s"),
+                opt_si(p.f32_flops_per_s, "flop/s"),
+                opt_si(p.f16_tensor_flops_per_s, "flop/s"),
+            );
+        }
         for net in &self.networks {
             let _ = writeln!(
                 s,
@@ -99,10 +164,10 @@ impl Report {
             );
             if !net.layers.is_empty() {
                 let _ = writeln!(s, "Per layer. int8 vs f32: the tiled f32 baseline (like for like: the same tiling effort as the int8 kernel); the f32 simple (untiled) baseline in the last columns.\n");
-                let _ = writeln!(s, "| layer | shape | xN | batch | int8 kernel | int8 time | int8 op/s | bound | % of ceiling | f32 tiled 3-disp | f32 tiled fused | f32 tiled flop/s | int8 vs f32 tiled unfused | int8 vs f32 tiled fused | f32 simple (untiled) 3-disp | f32 simple fused | int8 vs simple unfused | int8 vs simple fused |");
+                let _ = writeln!(s, "| layer | shape | xN | batch | int8 kernel | int8 time | int8 op/s | bound | % of ceiling | % of spec peak | f32 tiled 3-disp | f32 tiled fused | f32 tiled flop/s | % of f32 ceiling | % of f32 spec peak | int8 vs f32 tiled unfused | int8 vs f32 tiled fused | f32 simple (untiled) 3-disp | f32 simple fused | int8 vs simple unfused | int8 vs simple fused |");
                 let _ = writeln!(
                     s,
-                    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+                    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
                 );
             }
             for l in &net.layers {
@@ -113,7 +178,7 @@ impl Report {
                 };
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1}% | {} ({}){tiled_tag} | {}{tiled_tag} | {} | {:.2}x | {:.2}x | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1}% | {} | {} ({}){tiled_tag} | {}{tiled_tag} | {} | {:.1}% | {} | {:.2}x | {:.2}x | {} | {} | {} | {} |",
                     l.name,
                     l.desc,
                     l.count,
@@ -123,10 +188,13 @@ impl Report {
                     si(l.int8_ops_per_s),
                     l.bound,
                     100.0 * l.fraction,
+                    pct(l.spec_fraction),
                     ms(l.f32_tiled_unfused.median_s),
                     l.f32_tiled_unfused_dispatches,
                     ms(l.f32_tiled_fused.median_s),
                     si(l.f32_tiled_flops_per_s),
+                    100.0 * l.f32_tiled_fraction,
+                    pct(l.f32_tiled_spec_fraction),
                     l.speedup_vs_tiled_unfused,
                     l.speedup_vs_tiled_fused,
                     l.f32_unfused.as_ref().map_or("-".into(), |t| format!(
@@ -272,6 +340,17 @@ impl Report {
                 big.iter().filter(|l| l.fraction >= 0.3).count(),
                 big.iter().filter(|l| l.fraction >= 0.6).count()
             );
+            let mut sf: Vec<f64> = big.iter().filter_map(|l| l.spec_fraction).collect();
+            if !sf.is_empty() {
+                let best = sf.iter().copied().fold(0.0, f64::max);
+                let n60 = sf.iter().filter(|&&f| f >= 0.6).count();
+                let _ = writeln!(
+                    s,
+                    "- the same layers against the specified int8 peak: median {:.1}%, best {:.1}%; {n60} reach 60% (target)",
+                    100.0 * median(&mut sf),
+                    100.0 * best
+                );
+            }
         }
         for net in &self.networks {
             for e in &net.conv_chain {

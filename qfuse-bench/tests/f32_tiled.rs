@@ -256,7 +256,8 @@ fn f32_baselines_match_a_cpu_conv() {
             let want = if mode.fused() { &fused } else { &unfused };
             for (i, (&gv, &(wv, mag))) in got.iter().zip(want.iter()).enumerate() {
                 let tol = 1e-5 * mag + 1e-6;
-                if !((gv as f64 - wv).abs() <= tol) {
+                let err = (gv as f64 - wv).abs();
+                if err.is_nan() || err > tol {
                     panic!(
                         "seed {seed:#x}, {}: {mode:?} ({}): first mismatch at output {i} (NHWC; channel {}): got {gv}, want {wv} (tolerance {tol:.3e})",
                         case.name,
