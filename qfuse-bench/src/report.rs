@@ -319,7 +319,7 @@ impl CeilingsVsSpec {
 
 /// Runs `nvidia-smi` logging the SM clock every 200 ms into a temporary
 /// file while `f` runs; `None` for the stats when there is no nvidia-smi.
-fn with_clock_samples<T>(
+pub(crate) fn with_clock_samples<T>(
     enabled: bool,
     f: impl FnOnce() -> Result<T>,
 ) -> Result<(T, Option<ClockStats>)> {
@@ -342,7 +342,18 @@ fn with_clock_samples<T>(
     });
     let r = f();
     let stats = child.and_then(|mut c| {
-        let _ = c.kill();
+        // SIGINT first (what Ctrl-C sends: nvidia-smi leaves its loop and
+        // flushes), SIGKILL if it is still running after 2 s.
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &c.id().to_string()])
+            .status();
+        let t = std::time::Instant::now();
+        while matches!(c.try_wait(), Ok(None)) && t.elapsed().as_secs_f64() < 2.0 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if matches!(c.try_wait(), Ok(None)) {
+            let _ = c.kill();
+        }
         let _ = c.wait();
         let text = std::fs::read_to_string(&path).ok()?;
         ClockStats::parse("nvidia-smi during the ceilings (--sample-clock)", &text)
@@ -786,6 +797,8 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
         "Planned peak activation bytes (real network): GpuModel::plan, i.e. qfuse::plan::plan on the quantized model: the sum of the reused activation buffers, int8 packed NHWC4 (1 byte per element, channels padded to 4) vs the same plan with f32 tensors.".into(),
         "Conv chain: only the conv/linear layers (int8: one fused dispatch each, two for split-K; f32: Conv, BatchNorm, ReLU dispatches, or one fused dispatch), one command encoder and one submit per inference, on buffers from the bench's own liveness plan. The f32 baselines have no pool/add kernels, so the int8 vs f32 ratios come from this chain.".into(),
         "Weight bytes: int8 = packed int8 weights + 12 bytes of epilogue constants per output channel as held on the GPU; f32 = BN-folded f32 weights + f32 bias.".into(),
+        "Ceilings (qfuse-bench/shaders/bench_ceiling.wgsl): the int8 loop keeps 16 independent accumulators, acc_k += dot4I8Packed(x, w_k) with x changing every step, 8 steps per loop iteration (1024 ops per iteration); the f32 loop 16 independent FMA chains, 8 steps per iteration (256 flops): the loop's own compare/increment/branch and naga's loop-bound counter are a few percent of the issue slots, where with the earlier forms (reference rows, 8 operations per iteration) they took about a third. The grid is 16384 workgroups of 256 on a GPU (--ceiling-groups), 1024 on a CPU adapter; each row gives invocations x iterations x ops per iteration.".into(),
+        "Specified peaks (qfuse-bench/src/peaks.rs, or --peak-int8/--peak-f32/--peak-f16/--peak-bw): packed int8 dot = SMs x 64 DP4A/SM/clock (the 32-bit integer multiply-add rate, assumed for DP4A) x 8 ops x boost clock; f32 = SMs x FMA/SM/clock x 2 x boost clock; f16 tensor core dense and memory bandwidth from the datasheet. '% of spec peak': compute-bound layers against the int8 peak, memory-bound ones against the specified bandwidth. 'Peak at measured clock': the compute peaks scaled by the measured SM clock (the busy median of --sample-clock's samples, else of --clock-log's) over the clock they are specified at.".into(),
         "Ops: 2 x MACs for int8 and f32 alike. Int8 ceiling: a dot4I8Packed + accumulate counts 8 ops. Copy bandwidth counts bytes read + bytes written. A layer is memory-bound when its ops per byte (input + weights + output, int8) is below ceiling ops/s over copy bytes/s; its fraction is then of copy bandwidth.".into(),
         "f32 tiled baseline (qfuse-bench/shaders/conv2d_f32_tiled.wgsl; the like-for-like comparison, 'int8 vs f32 tiled'): the same effort as the library's tiled int8 kernel (shaders/tiled.wgsl): implicit GEMM over NHWC, the int8 kernel's tile choice (TileConfig::for_shape), K staged in KT slices in workgroup memory, a 4-pixel x 4-vec4 register block of f32 per invocation, bias (BN folded) + ReLU fused. Depthwise layers run the simple kernel (the int8 side's depthwise kernel is one word per invocation too). Unfused: the tiled conv, then BatchNorm and ReLU in place.".into(),
         "f32 simple (untiled) baseline (qfuse-bench/shaders/conv2d_f32.wgsl; extra columns 'vs simple'): NHWC, one invocation per 4 output channels of one pixel, no tiling: the same effort as the int8 kernel of shaders/conv2d.wgsl. BatchNorm and ReLU run in place.".into(),
@@ -847,4 +860,45 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
         threads,
         notes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--sample-clock` with a stand-in `nvidia-smi` on PATH that prints a
+    /// header and a sample every 20 ms until it is stopped; and without one.
+    #[test]
+    fn samples_the_clock_while_a_phase_runs() {
+        let dir = std::env::temp_dir().join(format!("qfuse-bench-fake-smi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let smi = dir.join("nvidia-smi");
+        std::fs::write(
+            &smi,
+            "#!/bin/sh\necho 'timestamp, clocks.current.sm [MHz], utilization.gpu [%]'\n\
+             while true; do echo '2026/11/30 12:00:00.100, 1755 MHz, 100 %'; sleep 0.02; done\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&smi, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = std::env::var("PATH").unwrap_or_default();
+        std::env::set_var("PATH", format!("{}:{path}", dir.display()));
+        let (v, stats) = with_clock_samples(true, || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            Ok(7)
+        })
+        .unwrap();
+        std::env::set_var("PATH", &path);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(v, 7);
+        let stats = stats.expect("clock samples from the stand-in nvidia-smi");
+        assert!(stats.samples >= 3, "{stats:?}");
+        assert_eq!(
+            (stats.median_mhz, stats.busy_median_mhz),
+            (1755.0, Some(1755.0))
+        );
+        // Not enabled: no samples, the phase still runs.
+        let (v, stats) = with_clock_samples(false, || Ok(8)).unwrap();
+        assert_eq!((v, stats.is_none()), (8, true));
+    }
 }
