@@ -68,7 +68,7 @@ def main(argv):
     ]
     y_lo, y_hi = min(ys) / 3, max(roof_rates + ys) * 2
 
-    fig, ax = plt.subplots(figsize=(11, 7.5))
+    fig, ax = plt.subplots(figsize=(14, 7.5))
     ax.set_xscale("log")
     ax.set_yscale("log")
 
@@ -139,7 +139,7 @@ def main(argv):
         + (" --quick" if base.get("quick") else "")
     )
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7.5, loc="lower right")
+    ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print(f"wrote {out}: {sum(p[0] == 'int8' for p in pts)} int8 and {sum(p[0] == 'f32' for p in pts)} f32 points")
