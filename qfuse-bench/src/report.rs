@@ -144,6 +144,10 @@ pub struct LayerResult {
     /// Fraction of the specified int8 (DP4A) peak (compute-bound) or of the
     /// specified memory bandwidth (memory-bound), where known.
     pub spec_fraction: Option<f64>,
+    /// int8 op/s as a fraction of the specified dense f16 tensor-core peak:
+    /// the relevant peak where the int8 kernel runs on cooperative matrices
+    /// (tensor cores), null where unknown.
+    pub tensor_spec_fraction: Option<f64>,
     /// The kernel the tiled f32 baseline runs on this layer: "f32 tiled"
     /// (`conv2d_f32_tiled.wgsl`), or "f32 simple (untiled)" for depthwise
     /// layers (as the int8 side runs its one-word-per-invocation kernel).
@@ -481,6 +485,7 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
     let spec_int8 = spec.as_ref().and_then(|p| p.int8_ops_per_s);
     let spec_f32 = spec.as_ref().and_then(|p| p.f32_flops_per_s);
     let spec_mem = spec.as_ref().and_then(|p| p.mem_bytes_per_s);
+    let spec_f16 = spec.as_ref().and_then(|p| p.f16_tensor_flops_per_s);
     let mut networks = vec![];
     let mut rng = Lcg(0x5eed);
     for name in cfg.networks.iter().filter(|n| !n.is_empty()) {
@@ -625,6 +630,7 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
                     bound: bound.into(),
                     fraction,
                     spec_fraction,
+                    tensor_spec_fraction: frac(ops_s, spec_f16),
                     f32_tiled_fraction: f32_tiled_flops_per_s / ceilings.f32_flops_per_s,
                     f32_tiled_spec_fraction: frac(f32_tiled_flops_per_s, spec_f32),
                     f32_tiled_flops_per_s,

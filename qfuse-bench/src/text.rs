@@ -207,6 +207,30 @@ impl Report {
                     ratio(l.speedup_vs_fused)
                 );
             }
+            // Layers on a cooperative-matrix (tensor core) kernel: their
+            // op/s against the f16 tensor-core peak too.
+            let coop: Vec<_> = net
+                .layers
+                .iter()
+                .filter(|l| l.int8_kernel.to_lowercase().contains("coop"))
+                .collect();
+            if !coop.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "\nLayers on a cooperative-matrix (tensor core) kernel, against the specified f16 tensor-core peak:\n"
+                );
+            }
+            for l in coop {
+                let _ = writeln!(
+                    s,
+                    "- {} batch {} ({}): {}op/s = {} of the f16 tensor-core peak",
+                    l.name,
+                    l.batch,
+                    l.int8_kernel,
+                    si(l.int8_ops_per_s),
+                    pct(l.tensor_spec_fraction)
+                );
+            }
             if let Some(rn) = &net.real {
                 let _ = writeln!(
                     s,
