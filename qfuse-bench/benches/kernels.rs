@@ -1,6 +1,6 @@
 //! Criterion benches of the fused int8 kernel (through `GpuLayer`) and the
-//! f32 baseline (3 dispatches, and 1 fused) on a few layer shapes. Kept
-//! short for software adapters. Each iteration is one encode + submit + wait.
+//! f32 baselines, tiled and simple (untiled), each as 3 dispatches and as 1
+//! fused, on a few layer shapes. Kept short for software adapters. Each iteration is one encode + submit + wait.
 //!
 //!     cargo bench -p qfuse-bench --bench kernels
 
@@ -67,8 +67,10 @@ fn kernels(c: &mut Criterion) {
         let xf = random_buffer(&ctx, f32_bytes(&in_shape), true, &mut rng);
         let yf = random_buffer(&ctx, f32_bytes(&out_shape), true, &mut rng);
         for (mode, what) in [
-            (F32Mode::Unfused, "f32_conv_bn_relu"),
-            (F32Mode::Fused, "f32_fused"),
+            (F32Mode::TiledUnfused, "f32_tiled_conv_bn_relu"),
+            (F32Mode::TiledFused, "f32_tiled_fused"),
+            (F32Mode::Unfused, "f32_simple_conv_bn_relu"),
+            (F32Mode::Fused, "f32_simple_fused"),
         ] {
             group.bench_function(format!("{name}/{what}"), |b| {
                 b.iter(|| {

@@ -5,11 +5,14 @@
 //!
 //!     cargo run --release --example bench -- [--json out.json] [--quick] [--batch 1,16]
 //!         [--resolution 224] [--networks resnet18,mobilenet_v2] [--budget 0.5]
-//!         [--threads 1,2,4,8]
+//!         [--threads 1,2,4,8] [--skip-layers] [--skip-chain] [--skip-real]
+//!         [--skip-simple-f32] [--peak-int8 T] [--peak-f32 T] [--peak-f16 T]
+//!         [--peak-bw TB/s] [--peak-clock MHz] [--clock-log FILE] [--sample-clock]
+//!         [--ceiling-groups N]
 
 use clap::Parser;
 use qfuse::GpuContext;
-use qfuse_bench::{run, BenchConfig};
+use qfuse_bench::{run, BenchConfig, PeakOverrides};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,6 +45,48 @@ struct Args {
     /// No progress lines on stderr.
     #[arg(long)]
     silent: bool,
+    /// Skip the per-layer table.
+    #[arg(long)]
+    skip_layers: bool,
+    /// Skip the conv chain (int8 vs f32 conv/linear layers end to end).
+    #[arg(long)]
+    skip_chain: bool,
+    /// Skip the real networks through GpuModel::run.
+    #[arg(long)]
+    skip_real: bool,
+    /// Skip the f32 simple (untiled) baseline (the tiled f32 baseline always runs).
+    #[arg(long)]
+    skip_simple_f32: bool,
+    /// Specified packed-int8 (DP4A) peak in T op/s (replaces the table's
+    /// value for this adapter; the table knows H200, H100 SXM/PCIe, A100).
+    #[arg(long, value_name = "T")]
+    peak_int8: Option<f64>,
+    /// Specified f32 FMA peak in T flop/s.
+    #[arg(long, value_name = "T")]
+    peak_f32: Option<f64>,
+    /// Specified dense f16 tensor-core peak in T flop/s.
+    #[arg(long, value_name = "T")]
+    peak_f16: Option<f64>,
+    /// Specified memory bandwidth in TB/s.
+    #[arg(long, value_name = "TB/s")]
+    peak_bw: Option<f64>,
+    /// The SM clock (MHz) the given peaks are specified at.
+    #[arg(long, value_name = "MHz")]
+    peak_clock: Option<f64>,
+    /// An nvidia-smi CSV log written during the run
+    /// (`nvidia-smi --query-gpu=timestamp,clocks.sm --format=csv -lms 200 > FILE`):
+    /// min/median/max SM clock and the peaks at the measured median clock.
+    #[arg(long, value_name = "FILE")]
+    clock_log: Option<std::path::PathBuf>,
+    /// Run nvidia-smi (if present) during the ceiling measurements and record
+    /// the SM clock of that phase.
+    #[arg(long)]
+    sample_clock: bool,
+    /// Workgroups (of 256 invocations) of the ceiling loops (default 16384 on
+    /// a GPU: 15.5 waves of an H200's 132 SMs x 2048 resident threads; 1024
+    /// on a CPU adapter).
+    #[arg(long)]
+    ceiling_groups: Option<u32>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -54,6 +99,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         verbose: !args.silent,
         budget_s: args.budget,
         threads: args.threads.clone(),
+        skip_layers: args.skip_layers,
+        skip_chain: args.skip_chain,
+        skip_real: args.skip_real,
+        skip_simple_f32: args.skip_simple_f32,
+        peaks: PeakOverrides {
+            int8_ops_per_s: args.peak_int8.map(|t| t * 1e12),
+            f32_flops_per_s: args.peak_f32.map(|t| t * 1e12),
+            f16_tensor_flops_per_s: args.peak_f16.map(|t| t * 1e12),
+            mem_bytes_per_s: args.peak_bw.map(|t| t * 1e12),
+            clock_mhz: args.peak_clock,
+        },
+        clock_log: args.clock_log.clone(),
+        sample_clock: args.sample_clock,
+        ceiling_groups: args.ceiling_groups,
     };
     let ctx = GpuContext::new()?;
     let t = std::time::Instant::now();

@@ -1,8 +1,11 @@
 //! One conv/linear layer of a benchmark network in both forms: fused int8
-//! through [`GpuLayer`], and the f32 baseline (`shaders/conv2d_f32.wgsl`:
-//! conv, BatchNorm and ReLU as up to three dispatches, or one fused).
+//! through [`GpuLayer`], and the f32 baselines: the tiled f32 kernel
+//! (`shaders/conv2d_f32_tiled.wgsl`, the same effort as the library's tiled
+//! int8 kernel: the like-for-like comparison) and the simple untiled one
+//! (`shaders/conv2d_f32.wgsl`, one invocation per output vec4), each as
+//! conv, BatchNorm and ReLU in up to three dispatches, or one fused.
 
-use qfuse::gpu::{dispatch_size, layout, CustomKernel};
+use qfuse::gpu::{dispatch_size, layout, CustomKernel, TileConfig};
 use qfuse::{
     Activation, BatchNorm, Conv2dGeometry, Error, FloatConv2d, FloatLinear, GpuContext, GpuLayer,
     QLayer, QParams, Requant, Result,
@@ -18,7 +21,15 @@ pub const F32_KERNEL: CustomKernel<'static> = CustomKernel {
     source: include_str!("../shaders/conv2d_f32.wgsl"),
 };
 
-/// Uniform block of `shaders/conv2d_f32.wgsl`.
+/// `shaders/conv2d_f32_tiled.wgsl`: the tiled f32 conv (groups == 1), the
+/// same effort as the library's tiled int8 kernel.
+pub const F32_TILED_KERNEL: CustomKernel<'static> = CustomKernel {
+    name: "conv2d_f32_tiled.wgsl",
+    source: include_str!("../shaders/conv2d_f32_tiled.wgsl"),
+};
+
+/// Uniform block of `shaders/conv2d_f32.wgsl` and `shaders/conv2d_f32_tiled.wgsl`
+/// (`total`: output vec4s for the simple kernel, workgroups for the tiled one).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct F32Params {
@@ -103,24 +114,104 @@ fn to_khwco(g: &Conv2dGeometry, w: &[f32]) -> Vec<f32> {
 /// Which f32 kernel to record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum F32Mode {
-    /// Conv, then BatchNorm, then ReLU: up to 3 dispatches.
+    /// f32 simple (untiled) conv, then BatchNorm, then ReLU: up to 3 dispatches.
     Unfused,
-    /// One dispatch: BN folded into the weights, ReLU in the epilogue.
+    /// f32 simple (untiled), one dispatch: BN folded into the weights, ReLU
+    /// in the epilogue.
     Fused,
+    /// Tiled f32 conv (groups == 1; the simple conv for grouped and
+    /// depthwise layers), then BatchNorm, then ReLU: up to 3 dispatches.
+    TiledUnfused,
+    /// Tiled f32 conv with BN folded and ReLU in the epilogue: one dispatch.
+    TiledFused,
+}
+
+impl F32Mode {
+    pub fn tiled(self) -> bool {
+        matches!(self, F32Mode::TiledUnfused | F32Mode::TiledFused)
+    }
+    pub fn fused(self) -> bool {
+        matches!(self, F32Mode::Fused | F32Mode::TiledFused)
+    }
 }
 
 impl F32Layer {
+    /// The float layer of geometry `g` on the GPU. `raw`: weights
+    /// `[O, C/groups, kh, kw]` and bias `[O]` of the conv (the unfused
+    /// baseline runs it, then `bn` = per-channel (scale, shift) if any, then
+    /// ReLU if `relu`); `fused`: weights and bias with the BatchNorm folded
+    /// in (the fused baseline: one dispatch, ReLU in its epilogue). The
+    /// output channel count must be a multiple of 4 (checked when encoding).
+    pub fn new(
+        ctx: &GpuContext,
+        g: Conv2dGeometry,
+        relu: bool,
+        raw: (&[f32], &[f32]),
+        bn: Option<(&[f32], &[f32])>,
+        fused: (&[f32], &[f32]),
+    ) -> F32Layer {
+        let mut bn_v = vec![0f32; 2 * g.out_channels];
+        if let Some((scale, shift)) = bn {
+            bn_v = scale.iter().chain(shift).copied().collect();
+        }
+        F32Layer {
+            geometry: g,
+            relu,
+            has_bn: bn.is_some(),
+            w_raw: storage(ctx, &to_khwco(&g, raw.0)),
+            b_raw: storage(ctx, raw.1),
+            bn: storage(ctx, &bn_v),
+            w_fused: storage(ctx, &to_khwco(&g, fused.0)),
+            b_fused: storage(ctx, fused.1),
+            dummy: storage(ctx, &[0.0; 4]),
+            params: g.weight_len() + g.out_channels,
+        }
+    }
+
     /// Number of dispatches a mode records.
     pub fn dispatches(&self, mode: F32Mode) -> usize {
-        match mode {
-            F32Mode::Fused => 1,
-            F32Mode::Unfused => 1 + self.has_bn as usize + self.relu as usize,
+        if mode.fused() {
+            1
+        } else {
+            1 + self.has_bn as usize + self.relu as usize
         }
+    }
+
+    /// Whether `mode` runs the tiled conv on this layer (tiled modes on
+    /// ungrouped layers; grouped and depthwise layers run the simple conv,
+    /// as the int8 side runs its one-word-per-invocation depthwise kernel).
+    pub fn runs_tiled(&self, mode: F32Mode) -> bool {
+        mode.tiled() && self.geometry.groups == 1
+    }
+
+    /// The conv kernel `mode` runs on this layer: "f32 tiled" or "f32 simple (untiled)".
+    pub fn kernel_name(&self, mode: F32Mode) -> &'static str {
+        if self.runs_tiled(mode) {
+            "f32 tiled"
+        } else {
+            "f32 simple (untiled)"
+        }
+    }
+
+    /// The tile the tiled conv uses at `in_shape`: the int8 kernel's choice
+    /// for the same GEMM shape (`TileConfig::for_shape`, K counted in f32
+    /// values instead of int8 words).
+    pub fn tile(&self, in_shape: &[usize]) -> Result<TileConfig> {
+        let (p, _) = self.params(in_shape)?;
+        let m = (p.n * p.oh * p.ow) as usize;
+        let k = (p.kh * p.kw * p.c) as usize;
+        Ok(TileConfig::for_shape(m, p.o4 as usize, k))
     }
 
     fn params(&self, in_shape: &[usize]) -> Result<(F32Params, Vec<usize>)> {
         let g = &self.geometry;
         let (n, c, h, w) = layout::nchw(in_shape)?;
+        if g.dilation != [1, 1] {
+            return Err(Error::Config {
+                what: "f32 baseline".into(),
+                detail: format!("dilation {:?}: only 1 is implemented", g.dilation),
+            });
+        }
         if !g.out_channels.is_multiple_of(4) {
             return Err(Error::Config {
                 what: "f32 baseline".into(),
@@ -175,32 +266,64 @@ impl F32Layer {
                 detail: format!("{} bytes for {out_shape:?}", output.size()),
             });
         }
-        let uniform = ctx
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("qfuse f32 params"),
-                contents: bytemuck::bytes_of(&p),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
+        let uniform = |p: &F32Params| {
+            ctx.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("qfuse f32 params"),
+                    contents: bytemuck::bytes_of(p),
+                    usage: wgpu::BufferUsages::UNIFORM,
+                })
+        };
+        let simple_u = uniform(&p);
         let (gx, gy) = dispatch_size(ctx, p.total.div_ceil(64))?;
-        let fused = mode == F32Mode::Fused;
+        let tiled = self.runs_tiled(mode);
+        let tiled_u = if tiled {
+            let tc = self.tile(in_shape)?;
+            tc.check(&ctx.limits())?;
+            let m = p.n * p.oh * p.ow;
+            let groups = m.div_ceil(tc.tm) * p.o4.div_ceil(tc.tn);
+            let pt = F32Params { total: groups, ..p };
+            Some((tc, uniform(&pt), dispatch_size(ctx, groups)?))
+        } else {
+            None
+        };
         let mut dispatch = |op: u32,
                             relu: bool,
                             x: &wgpu::Buffer,
                             w: &wgpu::Buffer,
                             ch: &wgpu::Buffer|
          -> Result<()> {
-            let pipeline = ctx.custom_pipeline(
-                F32_KERNEL,
-                &[("WG", 64.0), ("OP", op as f64), ("RELU", relu as u8 as f64)],
-            )?;
+            let (pipeline, u, (gx, gy)) = match (&tiled_u, op) {
+                (Some((tc, u, groups)), 0) => (
+                    ctx.custom_pipeline(
+                        F32_TILED_KERNEL,
+                        &[
+                            ("WG", tc.workgroup_size() as f64),
+                            ("TM", tc.tm as f64),
+                            ("TN", tc.tn as f64),
+                            ("KT", tc.kt as f64),
+                            ("RELU", relu as u8 as f64),
+                        ],
+                    )?,
+                    u,
+                    *groups,
+                ),
+                _ => (
+                    ctx.custom_pipeline(
+                        F32_KERNEL,
+                        &[("WG", 64.0), ("OP", op as f64), ("RELU", relu as u8 as f64)],
+                    )?,
+                    &simple_u,
+                    (gx, gy),
+                ),
+            };
             let bind = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("qfuse f32"),
                 layout: &pipeline.get_bind_group_layout(0),
                 entries: &[
                     wgpu::BindGroupEntry {
                         binding: 0,
-                        resource: uniform.as_entire_binding(),
+                        resource: u.as_entire_binding(),
                     },
                     wgpu::BindGroupEntry {
                         binding: 1,
@@ -229,7 +352,7 @@ impl F32Layer {
             pass.dispatch_workgroups(gx, gy, 1);
             Ok(())
         };
-        if fused {
+        if mode.fused() {
             dispatch(0, self.relu, input, &self.w_fused, &self.b_fused)?;
         } else {
             dispatch(0, false, input, &self.w_raw, &self.b_raw)?;
@@ -318,18 +441,15 @@ pub fn build_layer(ctx: &GpuContext, op: &Op, rng: &mut Lcg) -> Result<BenchLaye
         bn.extend(shift);
         (q, weight, vec![0f32; o], bn, wf, bf, true)
     };
-    let f = F32Layer {
-        geometry: g,
+    let (scale, shift) = bn.split_at(o);
+    let f = F32Layer::new(
+        ctx,
+        g,
         relu,
-        has_bn,
-        w_raw: storage(ctx, &to_khwco(&g, &w_raw)),
-        b_raw: storage(ctx, &b_raw),
-        bn: storage(ctx, &bn),
-        w_fused: storage(ctx, &to_khwco(&g, &w_f)),
-        b_fused: storage(ctx, &b_f),
-        dummy: storage(ctx, &[0.0; 4]),
-        params: g.weight_len() + o,
-    };
+        (&w_raw, &b_raw),
+        has_bn.then_some((scale, shift)),
+        (&w_f, &b_f),
+    );
     let int8 = GpuLayer::new(ctx, &qlayer)?;
     Ok(BenchLayer {
         name: name.clone(),
@@ -362,15 +482,24 @@ impl BenchLayer {
 }
 
 /// A storage buffer of `bytes` random bytes (or uniform f32 in [-1, 1]).
+/// Past 4 MiB the first 4 MiB of random words repeat (filling gigabytes
+/// at batch 256 word by word would cost seconds per buffer; the kernels'
+/// timing does not depend on the values).
 pub fn random_buffer(ctx: &GpuContext, bytes: u64, f32_data: bool, rng: &mut Lcg) -> wgpu::Buffer {
+    const FRESH: usize = 1 << 20;
     let words = (bytes.max(16) / 4) as usize;
-    let data: Vec<u32> = if f32_data {
-        (0..words)
+    let mut data: Vec<u32> = if f32_data {
+        (0..words.min(FRESH))
             .map(|_| (rng.uniform() * 2.0 - 1.0).to_bits())
             .collect()
     } else {
-        (0..words).map(|_| rng.next_u32()).collect()
+        (0..words.min(FRESH)).map(|_| rng.next_u32()).collect()
     };
+    data.reserve(words - data.len());
+    while data.len() < words {
+        let take = (words - data.len()).min(data.len());
+        data.extend_from_within(..take);
+    }
     ctx.device
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("qfuse bench activations"),

@@ -23,25 +23,32 @@
 //!   graph; the float network for `ModelBuilder` and the activation plan of
 //!   the conv chain both come from it.
 //! - [`layers`]: one conv/linear layer as int8 ([`qfuse::GpuLayer`]) and f32
-//!   (`shaders/conv2d_f32.wgsl`) twins.
+//!   twins: tiled (`shaders/conv2d_f32_tiled.wgsl`, the like-for-like
+//!   baseline) and simple untiled (`shaders/conv2d_f32.wgsl`).
+//! - [`peaks`]: the chip's specified peaks (table by adapter name, or the
+//!   command line) and the measured SM clock.
 //! - [`threads`]: images/s with 1, 2, 4, 8 threads sharing one `GpuModel`.
 //! - [`report`]: [`run`] and the [`Report`] (JSON and Markdown).
 
 pub mod ceilings;
 pub mod layers;
 pub mod networks;
+pub mod peaks;
 pub mod report;
 mod rng;
 mod text;
 pub mod threads;
 pub mod timing;
 
-pub use ceilings::{measure_ceilings, CeilParams, Ceilings};
-pub use layers::{build_layer, random_buffer, BenchLayer, F32Layer, F32Mode, F32Params};
+pub use ceilings::{measure_ceilings, CeilParams, CeilingForm, Ceilings};
+pub use layers::{
+    build_layer, random_buffer, BenchLayer, F32Layer, F32Mode, F32Params, F32_TILED_KERNEL,
+};
 pub use networks::{
     f32_bytes, int8_bytes, mobilenet_v2, plan, random_images, resnet18, Act, GlobalPool, Network,
     Op, Plan, RealNet, Step,
 };
+pub use peaks::{ClockStats, PeakOverrides, SpecPeaks};
 pub use report::{run, BenchConfig, Report};
 pub use rng::Lcg;
 pub use threads::{measure_threads, ThreadPoint, ThreadsResult};

@@ -11,6 +11,7 @@ use crate::layers::{build_layer, random_buffer, BenchLayer, F32Mode};
 use crate::networks::{
     f32_bytes, int8_bytes, mobilenet_v2, plan, random_images, resnet18, Network, Op,
 };
+use crate::peaks::{frac, ClockStats, PeakOverrides, SpecPeaks};
 use crate::rng::Lcg;
 use crate::threads::{measure_threads, ThreadsResult};
 use crate::timing::{has_encoder_timestamps, measure, measure_model, Timing, TimingOpts};
@@ -32,6 +33,50 @@ pub struct BenchConfig {
     /// Thread counts for the throughput-vs-threads measurement (threads
     /// sharing one `GpuModel`); empty: skipped.
     pub threads: Vec<usize>,
+    /// Skip the per-layer table.
+    pub skip_layers: bool,
+    /// Skip the conv chain.
+    pub skip_chain: bool,
+    /// Skip the real networks through `GpuModel::run`.
+    pub skip_real: bool,
+    /// Skip the f32 simple (untiled) baseline (its fields are then null);
+    /// the tiled f32 baseline always runs.
+    pub skip_simple_f32: bool,
+    /// Specified peaks given on the command line (replace the table's).
+    pub peaks: PeakOverrides,
+    /// An `nvidia-smi --query-gpu=timestamp,clocks.sm --format=csv -lms 200`
+    /// log written during the run: read at the end, its SM clock samples
+    /// summarized and the peaks recomputed at the median clock.
+    pub clock_log: Option<std::path::PathBuf>,
+    /// Run `nvidia-smi` (if there is one) while the ceilings are measured
+    /// and record the SM clock of exactly that phase.
+    pub sample_clock: bool,
+    /// Workgroups (of 256) of the ceiling loops; `None`: 16384 on a GPU,
+    /// 1024 on a CPU adapter.
+    pub ceiling_groups: Option<u32>,
+}
+
+impl Default for BenchConfig {
+    /// The full benchmark at 224x224, batches 1 and 16, both networks.
+    fn default() -> Self {
+        BenchConfig {
+            quick: false,
+            batches: vec![1, 16],
+            resolution: 224,
+            networks: vec!["resnet18".into(), "mobilenet_v2".into()],
+            verbose: false,
+            budget_s: None,
+            threads: vec![1, 2, 4, 8],
+            skip_layers: false,
+            skip_chain: false,
+            skip_real: false,
+            skip_simple_f32: false,
+            peaks: PeakOverrides::default(),
+            clock_log: None,
+            sample_clock: false,
+            ceiling_groups: None,
+        }
+    }
 }
 
 impl BenchConfig {
@@ -96,13 +141,45 @@ pub struct LayerResult {
     pub bound: String,
     /// Fraction of the int8 ceiling (compute-bound) or of copy bandwidth (memory-bound).
     pub fraction: f64,
-    pub f32_unfused: Timing,
+    /// Fraction of the specified int8 (DP4A) peak (compute-bound) or of the
+    /// specified memory bandwidth (memory-bound), where known.
+    pub spec_fraction: Option<f64>,
+    /// int8 op/s as a fraction of the specified dense f16 tensor-core peak:
+    /// the relevant peak where the int8 kernel runs on cooperative matrices
+    /// (tensor cores), null where unknown.
+    pub tensor_spec_fraction: Option<f64>,
+    /// The kernel the tiled f32 baseline runs on this layer: "f32 tiled"
+    /// (`conv2d_f32_tiled.wgsl`), or "f32 simple (untiled)" for depthwise
+    /// layers (as the int8 side runs its one-word-per-invocation kernel).
+    pub f32_tiled_kernel: String,
+    /// Tiled f32: conv, BatchNorm, ReLU (up to 3 dispatches).
+    pub f32_tiled_unfused: Timing,
+    pub f32_tiled_unfused_dispatches: usize,
+    /// Tiled f32, BN folded and ReLU fused: one dispatch.
+    pub f32_tiled_fused: Timing,
+    /// 2 x MACs / tiled fused time.
+    pub f32_tiled_flops_per_s: f64,
+    /// Tiled fused flop/s as a fraction of the measured f32 ceiling.
+    pub f32_tiled_fraction: f64,
+    /// Tiled fused flop/s as a fraction of the specified f32 FMA peak.
+    pub f32_tiled_spec_fraction: Option<f64>,
+    /// Minimum bytes an f32 layer moves: input + weights + bias + output, f32.
+    pub f32_bytes: u64,
+    /// Tiled f32 unfused time / int8 fused time: the like-for-like ratio.
+    pub speedup_vs_tiled_unfused: f64,
+    /// Tiled f32 fused time / int8 fused time: the like-for-like ratio.
+    pub speedup_vs_tiled_fused: f64,
+    /// f32 simple (untiled, `conv2d_f32.wgsl`): conv, BatchNorm, ReLU
+    /// (null with `skip_simple_f32`).
+    pub f32_unfused: Option<Timing>,
     pub f32_unfused_dispatches: usize,
-    pub f32_fused: Timing,
+    /// f32 simple (untiled), fused: one dispatch.
+    pub f32_fused: Option<Timing>,
+    /// 2 x MACs / f32 simple (untiled) fused time (NaN, i.e. null, if skipped).
     pub f32_flops_per_s: f64,
-    /// f32 unfused time / int8 fused time.
+    /// f32 simple (untiled) unfused time / int8 fused time (NaN, i.e. null, if skipped).
     pub speedup_vs_unfused: f64,
-    /// f32 fused time / int8 fused time.
+    /// f32 simple (untiled) fused time / int8 fused time (NaN, i.e. null, if skipped).
     pub speedup_vs_fused: f64,
 }
 
@@ -117,23 +194,41 @@ pub struct MemoryResult {
     pub int8_buffers: usize,
 }
 
+/// The conv chain at one batch size. `f32_tiled_*`: the tiled f32
+/// baseline (the like-for-like comparison); `f32_unfused` / `f32_fused`
+/// without "tiled": the f32 simple (untiled) baseline (null, and NaN ratios
+/// serialized as null, with `skip_simple_f32`).
 #[derive(Clone, Debug, Serialize)]
 pub struct EndToEnd {
     pub batch: usize,
     pub int8: Timing,
     pub int8_dispatches: usize,
-    pub f32_unfused: Timing,
+    pub f32_tiled_unfused: Timing,
+    pub f32_tiled_unfused_dispatches: usize,
+    pub f32_tiled_fused: Timing,
+    pub f32_tiled_fused_dispatches: usize,
+    pub f32_unfused: Option<Timing>,
     pub f32_unfused_dispatches: usize,
-    pub f32_fused: Timing,
+    pub f32_fused: Option<Timing>,
     pub f32_fused_dispatches: usize,
     pub int8_images_per_s: f64,
+    pub f32_tiled_unfused_images_per_s: f64,
+    pub f32_tiled_fused_images_per_s: f64,
     pub f32_unfused_images_per_s: f64,
     pub f32_fused_images_per_s: f64,
     /// Images/s from the wall clock (encode + one submit + wait per inference).
     pub int8_images_per_s_wall: f64,
+    pub f32_tiled_unfused_images_per_s_wall: f64,
+    pub f32_tiled_fused_images_per_s_wall: f64,
     pub f32_unfused_images_per_s_wall: f64,
     pub f32_fused_images_per_s_wall: f64,
+    /// Tiled f32 unfused / int8 fused time (like for like).
+    pub speedup_vs_tiled_unfused: f64,
+    /// Tiled f32 fused / int8 fused time (like for like).
+    pub speedup_vs_tiled_fused: f64,
+    /// f32 simple (untiled) unfused / int8 fused time.
     pub speedup_vs_unfused: f64,
+    /// f32 simple (untiled) fused / int8 fused time.
     pub speedup_vs_fused: f64,
 }
 
@@ -158,9 +253,12 @@ pub struct RealRun {
     pub images_per_s: f64,
     /// Images/s from the GPU time of the compute pass alone.
     pub gpu_images_per_s: Option<f64>,
-    /// f32 unfused conv chain time (GPU if timed, else wall) / this graph's
-    /// GPU time (wall if untimed): a conservative end-to-end ratio, since the
-    /// int8 graph also runs the pools, adds and ReLU6 the f32 chain skips.
+    /// Tiled f32 unfused conv chain time (GPU if timed, else wall) / this
+    /// graph's GPU time (wall if untimed): a conservative end-to-end ratio,
+    /// since the int8 graph also runs the pools, adds and ReLU6 the f32
+    /// chain skips.
+    pub speedup_vs_f32_tiled_unfused_chain: Option<f64>,
+    /// The same against the f32 simple (untiled) unfused conv chain.
     pub speedup_vs_f32_unfused_chain: Option<f64>,
 }
 
@@ -187,14 +285,85 @@ pub struct NetworkResult {
     pub weight_int8_bytes: u64,
     pub weight_f32_bytes: u64,
     pub weight_ratio: f64,
-    /// The real network built with `ModelBuilder`, calibrated, run by `GpuModel`.
-    pub real: RealNetwork,
+    /// The real network built with `ModelBuilder`, calibrated, run by
+    /// `GpuModel` (null with `skip_real`).
+    pub real: Option<RealNetwork>,
     pub layers: Vec<LayerResult>,
     /// The bench's own liveness plan of the conv chain's graph (used to
     /// place the conv-chain buffers; the real plan is in `real`).
     pub conv_chain_memory: Vec<MemoryResult>,
     /// Conv/linear layers only (no pool, add, ReLU6), int8 vs f32.
     pub conv_chain: Vec<EndToEnd>,
+}
+
+/// Measured ceilings as fractions of specified peaks (null where the peak
+/// is unknown).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CeilingsVsSpec {
+    pub int8: Option<f64>,
+    pub int8_chained: Option<f64>,
+    pub int8_legacy: Option<f64>,
+    pub f32: Option<f64>,
+    pub f32_legacy: Option<f64>,
+    pub copy: Option<f64>,
+}
+
+impl CeilingsVsSpec {
+    fn new(c: &Ceilings, p: &SpecPeaks) -> Self {
+        CeilingsVsSpec {
+            int8: frac(c.int8_ops_per_s, p.int8_ops_per_s),
+            int8_chained: frac(c.int8_chained_ops_per_s, p.int8_ops_per_s),
+            int8_legacy: frac(c.int8_legacy_ops_per_s, p.int8_ops_per_s),
+            f32: frac(c.f32_flops_per_s, p.f32_flops_per_s),
+            f32_legacy: frac(c.f32_legacy_flops_per_s, p.f32_flops_per_s),
+            copy: frac(c.copy_bytes_per_s, p.mem_bytes_per_s),
+        }
+    }
+}
+
+/// Runs `nvidia-smi` logging the SM clock every 200 ms into a temporary
+/// file while `f` runs; `None` for the stats when there is no nvidia-smi.
+pub(crate) fn with_clock_samples<T>(
+    enabled: bool,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<(T, Option<ClockStats>)> {
+    if !enabled {
+        return Ok((f()?, None));
+    }
+    let path = std::env::temp_dir().join(format!("qfuse-bench-clock-{}.csv", std::process::id()));
+    let child = std::fs::File::create(&path).ok().and_then(|file| {
+        std::process::Command::new("nvidia-smi")
+            .args([
+                "--query-gpu=timestamp,clocks.sm,utilization.gpu",
+                "--format=csv",
+                "-lms",
+                "200",
+            ])
+            .stdout(file)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()
+    });
+    let r = f();
+    let stats = child.and_then(|mut c| {
+        // SIGINT first (what Ctrl-C sends: nvidia-smi leaves its loop and
+        // flushes), SIGKILL if it is still running after 2 s.
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &c.id().to_string()])
+            .status();
+        let t = std::time::Instant::now();
+        while matches!(c.try_wait(), Ok(None)) && t.elapsed().as_secs_f64() < 2.0 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if matches!(c.try_wait(), Ok(None)) {
+            let _ = c.kill();
+        }
+        let _ = c.wait();
+        let text = std::fs::read_to_string(&path).ok()?;
+        ClockStats::parse("nvidia-smi during the ceilings (--sample-clock)", &text)
+    });
+    let _ = std::fs::remove_file(&path);
+    Ok((r?, stats))
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -204,6 +373,20 @@ pub struct Report {
     pub quick: bool,
     pub batches: Vec<usize>,
     pub ceilings: Ceilings,
+    /// The chip's specified peaks (table by adapter name, or the command
+    /// line); null where unknown.
+    pub spec_peaks: Option<SpecPeaks>,
+    /// The measured ceilings as fractions of the specified peaks.
+    pub ceilings_vs_spec: CeilingsVsSpec,
+    /// SM clock samples during the ceilings (`sample_clock`).
+    pub ceiling_clock: Option<ClockStats>,
+    /// SM clock samples of the run (`clock_log`).
+    pub clock: Option<ClockStats>,
+    /// The specified peaks recomputed at the measured clock (the ceiling
+    /// phase's busy median if sampled, else the clock log's).
+    pub peaks_at_measured_clock: Option<SpecPeaks>,
+    /// The measured ceilings as fractions of the peaks at the measured clock.
+    pub ceilings_vs_measured_clock_peak: Option<CeilingsVsSpec>,
     pub networks: Vec<NetworkResult>,
     /// Images/s with several threads sharing one `GpuModel`.
     pub threads: Option<ThreadsResult>,
@@ -267,6 +450,7 @@ fn run_real(
             int8_unplanned_bytes: p.total_bytes,
             images_per_s: nf / timing.wall_median_s,
             gpu_images_per_s: timing.gpu_median_s.map(|t| nf / t),
+            speedup_vs_f32_tiled_unfused_chain: None,
             speedup_vs_f32_unfused_chain: None,
             timing,
         });
@@ -293,8 +477,15 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
     let ts = has_encoder_timestamps(ctx);
     log(&format!("adapter: {r}"));
     log("ceilings");
-    let ceilings = measure_ceilings(ctx, cfg.quick)?;
+    let (ceilings, ceiling_clock) = with_clock_samples(cfg.sample_clock, || {
+        measure_ceilings(ctx, cfg.quick, cfg.ceiling_groups)
+    })?;
     let ridge = ceilings.int8_ops_per_s / ceilings.copy_bytes_per_s;
+    let spec = SpecPeaks::lookup(&r.name, &cfg.peaks);
+    let spec_int8 = spec.as_ref().and_then(|p| p.int8_ops_per_s);
+    let spec_f32 = spec.as_ref().and_then(|p| p.f32_flops_per_s);
+    let spec_mem = spec.as_ref().and_then(|p| p.mem_bytes_per_s);
+    let spec_f16 = spec.as_ref().and_then(|p| p.f16_tensor_flops_per_s);
     let mut networks = vec![];
     let mut rng = Lcg(0x5eed);
     for name in cfg.networks.iter().filter(|n| !n.is_empty()) {
@@ -307,7 +498,11 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
                 )))
             }
         };
-        let real = run_real(ctx, cfg, &net, &log)?;
+        let real = if cfg.skip_real {
+            None
+        } else {
+            Some(run_real(ctx, cfg, &net, &log)?)
+        };
         log(&format!("{}: building layers", net.name));
         // Layers, one per conv step (weights differ per layer, as in a real net).
         let mut layers: Vec<Option<BenchLayer>> = vec![];
@@ -345,8 +540,31 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
         let mut results = vec![];
         let mut memory = vec![];
         let mut e2e = vec![];
+        let simple = !cfg.skip_simple_f32;
         for &n in &cfg.batches {
-            for &(i, count) in &uniq {
+            // One input and one output buffer per batch, as large as the
+            // largest layer needs, shared by every layer (filling fresh
+            // random buffers per layer costs seconds at batch 256).
+            let (mut in8, mut out8, mut inf, mut outf) = (0u64, 0u64, 0u64, 0u64);
+            for &(i, _) in &uniq {
+                let l = layers[i].as_ref().unwrap();
+                let in_shape = l.full_shape(n, &net.tensors[net.steps[i].inputs[0]]);
+                let out_shape = l.full_shape(n, &net.tensors[net.steps[i].output]);
+                in8 = in8.max(int8_bytes(&in_shape));
+                out8 = out8.max(int8_bytes(&out_shape));
+                inf = inf.max(f32_bytes(&in_shape));
+                outf = outf.max(f32_bytes(&out_shape));
+            }
+            let bufs = (!cfg.skip_layers && !uniq.is_empty()).then(|| {
+                (
+                    random_buffer(ctx, in8, false, &mut rng),
+                    random_buffer(ctx, out8, false, &mut rng),
+                    random_buffer(ctx, inf, true, &mut rng),
+                    random_buffer(ctx, outf, true, &mut rng),
+                )
+            });
+            for &(i, count) in uniq.iter().filter(|_| !cfg.skip_layers) {
+                let (b_in8, y8, xf, yf) = bufs.as_ref().unwrap();
                 let l = layers[i].as_ref().unwrap();
                 let s = &net.tensors[net.steps[i].inputs[0]];
                 let in_shape = l.full_shape(n, s);
@@ -357,38 +575,48 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
                     l.name,
                     desc(l, s)
                 ));
-                let x8 = GpuTensor::from_buffer(
-                    random_buffer(ctx, int8_bytes(&in_shape), false, &mut rng),
-                    &in_shape,
-                    l.int8.layer().input(),
-                )?;
-                let y8 = random_buffer(ctx, int8_bytes(&out_shape), false, &mut rng);
+                let x8 = GpuTensor::from_buffer(b_in8.clone(), &in_shape, l.int8.layer().input())?;
                 let t8 = measure(ctx, cfg.layer_opts(), &mut |enc| {
-                    l.int8.encode(ctx, enc, &x8, &y8).map(|_| ())
+                    l.int8.encode(ctx, enc, &x8, y8).map(|_| ())
                 })?;
-                drop((x8, y8));
-                let xf = random_buffer(ctx, f32_bytes(&in_shape), true, &mut rng);
-                let yf = random_buffer(ctx, f32_bytes(&out_shape), true, &mut rng);
-                let tu = measure(ctx, cfg.layer_opts(), &mut |enc| {
-                    l.f32
-                        .encode(ctx, enc, F32Mode::Unfused, &xf, &in_shape, &yf)
-                })?;
-                let tf = measure(ctx, cfg.layer_opts(), &mut |enc| {
-                    l.f32.encode(ctx, enc, F32Mode::Fused, &xf, &in_shape, &yf)
-                })?;
+                drop(x8);
+                let f32_time = |mode: F32Mode| {
+                    measure(ctx, cfg.layer_opts(), &mut |enc| {
+                        l.f32.encode(ctx, enc, mode, xf, &in_shape, yf)
+                    })
+                };
+                let ttu = f32_time(F32Mode::TiledUnfused)?;
+                let ttf = f32_time(F32Mode::TiledFused)?;
+                let (tu, tf) = if simple {
+                    (
+                        Some(f32_time(F32Mode::Unfused)?),
+                        Some(f32_time(F32Mode::Fused)?),
+                    )
+                } else {
+                    (None, None)
+                };
                 let ops = 2 * l.macs(n, s);
                 let bytes =
                     int8_bytes(&in_shape) + int8_bytes(&out_shape) + l.int8.gpu_weight_bytes();
+                let fbytes = f32_bytes(&in_shape) + f32_bytes(&out_shape) + 4 * l.f32.params as u64;
                 let intensity = ops as f64 / bytes as f64;
                 let ops_s = ops as f64 / t8.median_s;
-                let (bound, fraction) = if intensity >= ridge {
-                    ("compute", ops_s / ceilings.int8_ops_per_s)
+                let (bound, fraction, spec_fraction) = if intensity >= ridge {
+                    (
+                        "compute",
+                        ops_s / ceilings.int8_ops_per_s,
+                        frac(ops_s, spec_int8),
+                    )
                 } else {
+                    let bytes_s = bytes as f64 / t8.median_s;
                     (
                         "memory",
-                        bytes as f64 / t8.median_s / ceilings.copy_bytes_per_s,
+                        bytes_s / ceilings.copy_bytes_per_s,
+                        frac(bytes_s, spec_mem),
                     )
                 };
+                let f32_tiled_flops_per_s = ops as f64 / ttf.median_s;
+                let secs = |t: &Option<Timing>| t.as_ref().map_or(f64::NAN, |t| t.median_s);
                 results.push(LayerResult {
                     name: l.name.clone(),
                     count,
@@ -401,15 +629,28 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
                     int8_ops_per_s: ops_s,
                     bound: bound.into(),
                     fraction,
+                    spec_fraction,
+                    tensor_spec_fraction: frac(ops_s, spec_f16),
+                    f32_tiled_fraction: f32_tiled_flops_per_s / ceilings.f32_flops_per_s,
+                    f32_tiled_spec_fraction: frac(f32_tiled_flops_per_s, spec_f32),
+                    f32_tiled_flops_per_s,
+                    f32_tiled_kernel: l.f32.kernel_name(F32Mode::TiledFused).into(),
+                    f32_tiled_unfused_dispatches: l.f32.dispatches(F32Mode::TiledUnfused),
+                    f32_bytes: fbytes,
+                    speedup_vs_tiled_unfused: ttu.median_s / t8.median_s,
+                    speedup_vs_tiled_fused: ttf.median_s / t8.median_s,
                     f32_unfused_dispatches: l.f32.dispatches(F32Mode::Unfused),
-                    f32_flops_per_s: ops as f64 / tf.median_s,
-                    speedup_vs_unfused: tu.median_s / t8.median_s,
-                    speedup_vs_fused: tf.median_s / t8.median_s,
+                    f32_flops_per_s: ops as f64 / secs(&tf),
+                    speedup_vs_unfused: secs(&tu) / t8.median_s,
+                    speedup_vs_fused: secs(&tf) / t8.median_s,
                     int8: t8,
+                    f32_tiled_unfused: ttu,
+                    f32_tiled_fused: ttf,
                     f32_unfused: tu,
                     f32_fused: tf,
                 });
             }
+            drop(bufs);
 
             // Memory plans and the end-to-end chains.
             let p8 = plan(&net, n, &int8_bytes);
@@ -423,7 +664,10 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
                 f32_max_live_bytes: pf.max_live_bytes,
                 int8_buffers: p8.buffer_bytes.len(),
             });
-            log(&format!("{} batch {n}: end to end", net.name));
+            if cfg.skip_chain {
+                continue;
+            }
+            log(&format!("{} batch {n}: conv chain", net.name));
             let b8: Vec<wgpu::Buffer> = p8
                 .buffer_bytes
                 .iter()
@@ -468,29 +712,50 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
                     Ok(())
                 })
             };
-            let tu = f32_chain(F32Mode::Unfused)?;
-            let tf = f32_chain(F32Mode::Fused)?;
+            let ttu = f32_chain(F32Mode::TiledUnfused)?;
+            let ttf = f32_chain(F32Mode::TiledFused)?;
+            let (tu, tf) = if simple {
+                (
+                    Some(f32_chain(F32Mode::Unfused)?),
+                    Some(f32_chain(F32Mode::Fused)?),
+                )
+            } else {
+                (None, None)
+            };
             let nf = n as f64;
+            let med = |t: &Option<Timing>| t.as_ref().map_or(f64::NAN, |t| t.median_s);
+            let wall = |t: &Option<Timing>| t.as_ref().map_or(f64::NAN, |t| t.wall_median_s);
+            let unfused_dispatches: usize = convs
+                .iter()
+                .map(|(_, l)| l.f32.dispatches(F32Mode::Unfused))
+                .sum();
             e2e.push(EndToEnd {
                 batch: n,
                 int8_dispatches: convs
                     .iter()
                     .map(|&(i, l)| l.int8.dispatch_count(&full(net.steps[i].inputs[0])))
                     .sum::<Result<usize>>()?,
-                f32_unfused_dispatches: convs
-                    .iter()
-                    .map(|(_, l)| l.f32.dispatches(F32Mode::Unfused))
-                    .sum(),
+                f32_tiled_unfused_dispatches: unfused_dispatches,
+                f32_tiled_fused_dispatches: convs.len(),
+                f32_unfused_dispatches: unfused_dispatches,
                 f32_fused_dispatches: convs.len(),
                 int8_images_per_s: nf / t8.median_s,
-                f32_unfused_images_per_s: nf / tu.median_s,
-                f32_fused_images_per_s: nf / tf.median_s,
+                f32_tiled_unfused_images_per_s: nf / ttu.median_s,
+                f32_tiled_fused_images_per_s: nf / ttf.median_s,
+                f32_unfused_images_per_s: nf / med(&tu),
+                f32_fused_images_per_s: nf / med(&tf),
                 int8_images_per_s_wall: nf / t8.wall_median_s,
-                f32_unfused_images_per_s_wall: nf / tu.wall_median_s,
-                f32_fused_images_per_s_wall: nf / tf.wall_median_s,
-                speedup_vs_unfused: tu.median_s / t8.median_s,
-                speedup_vs_fused: tf.median_s / t8.median_s,
+                f32_tiled_unfused_images_per_s_wall: nf / ttu.wall_median_s,
+                f32_tiled_fused_images_per_s_wall: nf / ttf.wall_median_s,
+                f32_unfused_images_per_s_wall: nf / wall(&tu),
+                f32_fused_images_per_s_wall: nf / wall(&tf),
+                speedup_vs_tiled_unfused: ttu.median_s / t8.median_s,
+                speedup_vs_tiled_fused: ttf.median_s / t8.median_s,
+                speedup_vs_unfused: med(&tu) / t8.median_s,
+                speedup_vs_fused: med(&tf) / t8.median_s,
                 int8: t8,
+                f32_tiled_unfused: ttu,
+                f32_tiled_fused: ttf,
                 f32_unfused: tu,
                 f32_fused: tf,
             });
@@ -503,16 +768,18 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
             weight_int8_bytes,
             weight_f32_bytes,
             weight_ratio: weight_int8_bytes as f64 / weight_f32_bytes as f64,
-            real: {
-                let mut real = real;
+            real: real.map(|mut real| {
                 for r in &mut real.runs {
                     if let Some(c) = e2e.iter().find(|e| e.batch == r.batch) {
                         let t = r.timing.gpu_median_s.unwrap_or(r.timing.wall_median_s);
-                        r.speedup_vs_f32_unfused_chain = Some(c.f32_unfused.median_s / t);
+                        r.speedup_vs_f32_tiled_unfused_chain =
+                            Some(c.f32_tiled_unfused.median_s / t);
+                        r.speedup_vs_f32_unfused_chain =
+                            c.f32_unfused.as_ref().map(|u| u.median_s / t);
                     }
                 }
                 real
-            },
+            }),
             layers: results,
             conv_chain_memory: memory,
             conv_chain: e2e,
@@ -534,12 +801,51 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
         "Threads: the bundled digits model at batch 2, one GpuModel shared by N threads (each run takes a pooled instance of the model's buffers; no lock is held while the GPU works), the same number of runs in all for each N, after an untimed round that builds the instances; images/s over the wall time of the whole round.".into(),
         "Real end to end: the network built with ModelBuilder (random seeded weights, Conv+BN(+ReLU) fused), calibrated with MinMax observers on random images (the float network runs on the CPU), converted, and run by GpuModel::run: quantize, every conv/linear, max pool, residual adds, ReLU6 tables, average pool / mean, dequantize, one submit per inference. Wall time covers the f32 input upload, the run and the output readback; GPU time is from timestamps at the start and end of the compute pass.".into(),
         "Planned peak activation bytes (real network): GpuModel::plan, i.e. qfuse::plan::plan on the quantized model: the sum of the reused activation buffers, int8 packed NHWC4 (1 byte per element, channels padded to 4) vs the same plan with f32 tensors.".into(),
-        "Conv chain: only the conv/linear layers (int8: one fused dispatch each, two for split-K; f32: Conv, BatchNorm, ReLU dispatches, or one fused dispatch), one command encoder and one submit per inference, on buffers from the bench's own liveness plan. The f32 baseline has no pool/add kernels, so the int8 vs f32 ratios come from this chain.".into(),
+        "Conv chain: only the conv/linear layers (int8: one fused dispatch each, two for split-K; f32: Conv, BatchNorm, ReLU dispatches, or one fused dispatch), one command encoder and one submit per inference, on buffers from the bench's own liveness plan. The f32 baselines have no pool/add kernels, so the int8 vs f32 ratios come from this chain.".into(),
         "Weight bytes: int8 = packed int8 weights + 12 bytes of epilogue constants per output channel as held on the GPU; f32 = BN-folded f32 weights + f32 bias.".into(),
+        "Ceilings (qfuse-bench/shaders/bench_ceiling.wgsl): the int8 loop keeps 16 independent accumulators, acc_k += dot4I8Packed(x, w_k) with x changing every step, 8 steps per loop iteration (1024 ops per iteration); the f32 loop 16 independent FMA chains, 8 steps per iteration (256 flops): the loop's own compare/increment/branch and naga's loop-bound counter are a few percent of the issue slots, where with the earlier forms (reference rows, 8 operations per iteration) they took about a third. The grid is 16384 workgroups of 256 on a GPU (--ceiling-groups), 1024 on a CPU adapter; each row gives invocations x iterations x ops per iteration.".into(),
+        "Specified peaks (qfuse-bench/src/peaks.rs, or --peak-int8/--peak-f32/--peak-f16/--peak-bw): packed int8 dot = SMs x 64 DP4A/SM/clock (the 32-bit integer multiply-add rate, assumed for DP4A) x 8 ops x boost clock; f32 = SMs x FMA/SM/clock x 2 x boost clock; f16 tensor core dense and memory bandwidth from the datasheet. '% of spec peak': compute-bound layers against the int8 peak, memory-bound ones against the specified bandwidth. 'Peak at measured clock': the compute peaks scaled by the measured SM clock (the busy median of --sample-clock's samples, else of --clock-log's) over the clock they are specified at.".into(),
         "Ops: 2 x MACs for int8 and f32 alike. Int8 ceiling: a dot4I8Packed + accumulate counts 8 ops. Copy bandwidth counts bytes read + bytes written. A layer is memory-bound when its ops per byte (input + weights + output, int8) is below ceiling ops/s over copy bytes/s; its fraction is then of copy bandwidth.".into(),
-        "f32 baseline (qfuse-bench/shaders/conv2d_f32.wgsl): NHWC, one invocation per 4 output channels of one pixel, no tiling: the same effort as the int8 kernel of shaders/conv2d.wgsl. BatchNorm and ReLU run in place.".into(),
+        "f32 tiled baseline (qfuse-bench/shaders/conv2d_f32_tiled.wgsl; the like-for-like comparison, 'int8 vs f32 tiled'): the same effort as the library's tiled int8 kernel (shaders/tiled.wgsl): implicit GEMM over NHWC, the int8 kernel's tile choice (TileConfig::for_shape), K staged in KT slices in workgroup memory, a 4-pixel x 4-vec4 register block of f32 per invocation, bias (BN folded) + ReLU fused. Depthwise layers run the simple kernel (the int8 side's depthwise kernel is one word per invocation too). Unfused: the tiled conv, then BatchNorm and ReLU in place.".into(),
+        "f32 simple (untiled) baseline (qfuse-bench/shaders/conv2d_f32.wgsl; extra columns 'vs simple'): NHWC, one invocation per 4 output channels of one pixel, no tiling: the same effort as the int8 kernel of shaders/conv2d.wgsl. BatchNorm and ReLU run in place.".into(),
     ];
+    let clock = match &cfg.clock_log {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+                path: path.display().to_string(),
+                source: e,
+            })?;
+            let c = ClockStats::parse(&format!("clock log {}", path.display()), &text);
+            if c.is_none() {
+                log(&format!(
+                    "clock log {}: no SM clock samples in it",
+                    path.display()
+                ));
+            }
+            c
+        }
+        None => None,
+    };
+    let measured_mhz = ceiling_clock
+        .as_ref()
+        .or(clock.as_ref())
+        .map(ClockStats::clock_mhz);
+    let peaks_at_measured_clock = match (&spec, measured_mhz) {
+        (Some(p), Some(mhz)) => Some(p.at_clock(mhz)),
+        _ => None,
+    };
     Ok(Report {
+        ceilings_vs_spec: spec
+            .as_ref()
+            .map(|p| CeilingsVsSpec::new(&ceilings, p))
+            .unwrap_or_default(),
+        ceilings_vs_measured_clock_peak: peaks_at_measured_clock
+            .as_ref()
+            .map(|p| CeilingsVsSpec::new(&ceilings, p)),
+        spec_peaks: spec,
+        ceiling_clock,
+        clock,
+        peaks_at_measured_clock,
         adapter: AdapterJson {
             name: r.name.clone(),
             backend: r.backend.clone(),
@@ -560,4 +866,45 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
         threads,
         notes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--sample-clock` with a stand-in `nvidia-smi` on PATH that prints a
+    /// header and a sample every 20 ms until it is stopped; and without one.
+    #[test]
+    fn samples_the_clock_while_a_phase_runs() {
+        let dir = std::env::temp_dir().join(format!("qfuse-bench-fake-smi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let smi = dir.join("nvidia-smi");
+        std::fs::write(
+            &smi,
+            "#!/bin/sh\necho 'timestamp, clocks.current.sm [MHz], utilization.gpu [%]'\n\
+             while true; do echo '2026/11/30 12:00:00.100, 1755 MHz, 100 %'; sleep 0.02; done\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&smi, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = std::env::var("PATH").unwrap_or_default();
+        std::env::set_var("PATH", format!("{}:{path}", dir.display()));
+        let (v, stats) = with_clock_samples(true, || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            Ok(7)
+        })
+        .unwrap();
+        std::env::set_var("PATH", &path);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(v, 7);
+        let stats = stats.expect("clock samples from the stand-in nvidia-smi");
+        assert!(stats.samples >= 3, "{stats:?}");
+        assert_eq!(
+            (stats.median_mhz, stats.busy_median_mhz),
+            (1755.0, Some(1755.0))
+        );
+        // Not enabled: no samples, the phase still runs.
+        let (v, stats) = with_clock_samples(false, || Ok(8)).unwrap();
+        assert_eq!((v, stats.is_none()), (8, true));
+    }
 }

@@ -26,6 +26,24 @@ fn ms(t: f64) -> String {
     }
 }
 
+/// A fraction as a percentage, "-" when unknown.
+fn pct(x: Option<f64>) -> String {
+    x.map_or("-".into(), |v| format!("{:.1}%", 100.0 * v))
+}
+
+fn opt_si(x: Option<f64>, unit: &str) -> String {
+    x.map_or("?".into(), |v| format!("{}{unit}", si(v)))
+}
+
+/// A ratio, "-" when not measured (NaN).
+fn ratio(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.2}x")
+    } else {
+        "-".into()
+    }
+}
+
 fn mib(b: u64) -> String {
     format!("{:.2} MiB", b as f64 / (1 << 20) as f64)
 }
@@ -52,32 +70,88 @@ impl Report {
         );
         let _ = writeln!(s, "timing: {}\n", self.timing_method);
         let _ = writeln!(s, "## Ceilings\n");
-        let _ = writeln!(s, "| ceiling | rate | median time |\n|---|---|---|");
+        let sp = self.spec_peaks.as_ref();
+        let at = self.peaks_at_measured_clock.as_ref();
+        let vs = &self.ceilings_vs_spec;
+        let vm = self.ceilings_vs_measured_clock_peak.as_ref();
         let _ = writeln!(
             s,
-            "| int8 dot4I8Packed loop (register-only, 8 independent accumulators) | {}op/s | {} |",
-            si(c.int8_ops_per_s),
-            ms(c.int8_timing.median_s)
+            "Loops: {} workgroups x {} invocations; each row's ops = invocations x iterations x ops per iteration.\n",
+            c.groups, c.workgroup_size
         );
+        let _ = writeln!(s, "| ceiling | rate | median time | ops per iteration | iterations | ops per dispatch | % of spec peak | % of peak at measured clock |\n|---|---|---|---|---|---|---|---|");
+        for (i, f) in c.forms.iter().enumerate() {
+            let (unit, v, m) = match f.mode {
+                0 => ("op/s", vs.int8, vm.and_then(|v| v.int8)),
+                1 => ("flop/s", vs.f32, vm.and_then(|v| v.f32)),
+                2 => ("op/s", vs.int8_chained, vm.and_then(|v| v.int8_chained)),
+                3 => ("op/s", vs.int8_legacy, vm.and_then(|v| v.int8_legacy)),
+                _ => ("flop/s", vs.f32_legacy, vm.and_then(|v| v.f32_legacy)),
+            };
+            let _ = writeln!(
+                s,
+                "| {}{} | {}{unit} | {} | {} | {} | {:.3e} | {} | {} |",
+                f.name,
+                if i < 2 { " (**ceiling**)" } else { "" },
+                si(f.ops_per_s),
+                ms(f.timing.median_s),
+                f.ops_per_iteration,
+                f.iterations,
+                f.ops,
+                pct(v),
+                pct(m)
+            );
+        }
         let _ = writeln!(
             s,
-            "| int8 dot4I8Packed, 8 dependent chains (latency-bound, reference only) | {}op/s | {} |",
-            si(c.int8_chained_ops_per_s),
-            ms(c.int8_chained_timing.median_s)
-        );
-        let _ = writeln!(
-            s,
-            "| f32 FMA loop (register-only) | {}flop/s | {} |",
-            si(c.f32_flops_per_s),
-            ms(c.f32_timing.median_s)
-        );
-        let _ = writeln!(
-            s,
-            "| buffer copy ({}, read + write) | {}B/s | {} |\n",
+            "| buffer copy ({}, read + write) | {}B/s | {} | | | | {} | |\n",
             mib(c.copy_buffer_bytes),
             si(c.copy_bytes_per_s),
-            ms(c.copy_timing.median_s)
+            ms(c.copy_timing.median_s),
+            pct(vs.copy)
         );
+        match sp {
+            Some(p) => {
+                let _ = writeln!(
+                    s,
+                    "Specified peaks ({}): int8 packed dot {}, f32 FMA {}, f16 tensor core dense {}, memory {} ({})\n",
+                    p.chip,
+                    opt_si(p.int8_ops_per_s, "op/s"),
+                    opt_si(p.f32_flops_per_s, "flop/s"),
+                    opt_si(p.f16_tensor_flops_per_s, "flop/s"),
+                    opt_si(p.mem_bytes_per_s, "B/s"),
+                    p.source
+                );
+            }
+            None => {
+                let _ = writeln!(s, "Specified peaks: none known for this adapter (give --peak-int8 / --peak-f32 / --peak-f16 / --peak-bw).\n");
+            }
+        }
+        for c in [&self.ceiling_clock, &self.clock].into_iter().flatten() {
+            let _ = writeln!(
+                s,
+                "SM clock ({}): {} samples, min {:.0} / median {:.0} / max {:.0} MHz{}\n",
+                c.source,
+                c.samples,
+                c.min_mhz,
+                c.median_mhz,
+                c.max_mhz,
+                c.busy_median_mhz.map_or(String::new(), |b| format!(
+                    "; median while busy {b:.0} MHz ({} samples)",
+                    c.busy_samples.unwrap_or(0)
+                ))
+            );
+        }
+        if let Some(p) = at {
+            let _ = writeln!(
+                s,
+                "Peak at measured clock ({:.0} MHz): int8 packed dot {}, f32 FMA {}, f16 tensor core dense {}\n",
+                p.clock_mhz.unwrap_or(0.0),
+                opt_si(p.int8_ops_per_s, "op/s"),
+                opt_si(p.f32_flops_per_s, "flop/s"),
+                opt_si(p.f16_tensor_flops_per_s, "flop/s"),
+            );
+        }
         for net in &self.networks {
             let _ = writeln!(
                 s,
@@ -88,15 +162,23 @@ impl Report {
                 net.conv_layers,
                 net.macs_per_image / 1_000_000
             );
-            let _ = writeln!(s, "| layer | shape | xN | batch | int8 kernel | int8 time | int8 op/s | bound | % of ceiling | f32 3-disp | f32 fused | f32 fused flop/s | int8 vs unfused | int8 vs fused |");
-            let _ = writeln!(
-                s,
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-            );
-            for l in &net.layers {
+            if !net.layers.is_empty() {
+                let _ = writeln!(s, "Per layer. int8 vs f32: the tiled f32 baseline (like for like: the same tiling effort as the int8 kernel); the f32 simple (untiled) baseline in the last columns.\n");
+                let _ = writeln!(s, "| layer | shape | xN | batch | int8 kernel | int8 time | int8 op/s | bound | % of ceiling | % of spec peak | f32 tiled 3-disp | f32 tiled fused | f32 tiled flop/s | % of f32 ceiling | % of f32 spec peak | int8 vs f32 tiled unfused | int8 vs f32 tiled fused | f32 simple (untiled) 3-disp | f32 simple fused | int8 vs simple unfused | int8 vs simple fused |");
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1}% | {} ({}) | {} | {} | {:.2}x | {:.2}x |",
+                    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+                );
+            }
+            for l in &net.layers {
+                let tiled_tag = if l.f32_tiled_kernel == "f32 tiled" {
+                    ""
+                } else {
+                    " (simple)"
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1}% | {} | {} ({}){tiled_tag} | {}{tiled_tag} | {} | {:.1}% | {} | {:.2}x | {:.2}x | {} | {} | {} | {} |",
                     l.name,
                     l.desc,
                     l.count,
@@ -106,48 +188,90 @@ impl Report {
                     si(l.int8_ops_per_s),
                     l.bound,
                     100.0 * l.fraction,
-                    ms(l.f32_unfused.median_s),
-                    l.f32_unfused_dispatches,
-                    ms(l.f32_fused.median_s),
-                    si(l.f32_flops_per_s),
-                    l.speedup_vs_unfused,
-                    l.speedup_vs_fused
+                    pct(l.spec_fraction),
+                    ms(l.f32_tiled_unfused.median_s),
+                    l.f32_tiled_unfused_dispatches,
+                    ms(l.f32_tiled_fused.median_s),
+                    si(l.f32_tiled_flops_per_s),
+                    100.0 * l.f32_tiled_fraction,
+                    pct(l.f32_tiled_spec_fraction),
+                    l.speedup_vs_tiled_unfused,
+                    l.speedup_vs_tiled_fused,
+                    l.f32_unfused.as_ref().map_or("-".into(), |t| format!(
+                        "{} ({})",
+                        ms(t.median_s),
+                        l.f32_unfused_dispatches
+                    )),
+                    l.f32_fused.as_ref().map_or("-".into(), |t| ms(t.median_s)),
+                    ratio(l.speedup_vs_unfused),
+                    ratio(l.speedup_vs_fused)
                 );
             }
-            let rn = &net.real;
-            let _ = writeln!(
-                s,
-                "\n### {} end to end: the real network through `GpuModel::run` ({} nodes, calibrated {} in {:.1} s)\n",
-                net.name, rn.nodes, rn.calibration, rn.calibration_s
-            );
-            let _ = writeln!(s, "| batch | wall (upload + run + readback) | images/s (wall) | GPU time (timestamps) | images/s (GPU) | runs | planned activations int8 | f32 | int8/f32 | vs f32 unfused conv chain |\n|---|---|---|---|---|---|---|---|---|---|");
-            for r in &rn.runs {
+            // Layers on a cooperative-matrix (tensor core) kernel: their
+            // op/s against the f16 tensor-core peak too.
+            let coop: Vec<_> = net
+                .layers
+                .iter()
+                .filter(|l| l.int8_kernel.to_lowercase().contains("coop"))
+                .collect();
+            if !coop.is_empty() {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {:.2} | {} | {} | {} | {} | {} | {:.3} | {} |",
-                    r.batch,
-                    ms(r.timing.wall_median_s),
-                    r.images_per_s,
-                    r.timing.gpu_median_s.map_or("-".into(), ms),
-                    r.gpu_images_per_s.map_or("-".into(), |v| format!("{v:.2}")),
-                    r.timing.runs,
-                    mib(r.int8_planned_bytes),
-                    mib(r.f32_planned_bytes),
-                    r.activation_ratio,
-                    r.speedup_vs_f32_unfused_chain
-                        .map_or("-".into(), |v| format!("{v:.2}x"))
+                    "\nLayers on a cooperative-matrix (tensor core) kernel, against the specified f16 tensor-core peak:\n"
                 );
             }
-            let _ = writeln!(
-                s,
-                "\nweights (GpuModel::weight_bytes, tables included): int8 {} vs f32 {} ({:.3}x); conv/linear layers alone: int8 {} vs f32 {} ({:.3}x)",
-                mib(rn.weight_int8_bytes),
-                mib(rn.weight_f32_bytes),
-                rn.weight_ratio,
-                mib(net.weight_int8_bytes),
-                mib(net.weight_f32_bytes),
-                net.weight_ratio
-            );
+            for l in coop {
+                let _ = writeln!(
+                    s,
+                    "- {} batch {} ({}): {}op/s = {} of the f16 tensor-core peak",
+                    l.name,
+                    l.batch,
+                    l.int8_kernel,
+                    si(l.int8_ops_per_s),
+                    pct(l.tensor_spec_fraction)
+                );
+            }
+            if let Some(rn) = &net.real {
+                let _ = writeln!(
+                    s,
+                    "\n### {} end to end: the real network through `GpuModel::run` ({} nodes, calibrated {} in {:.1} s)\n",
+                    net.name, rn.nodes, rn.calibration, rn.calibration_s
+                );
+                let _ = writeln!(s, "| batch | wall (upload + run + readback) | images/s (wall) | GPU time (timestamps) | images/s (GPU) | runs | planned activations int8 | f32 | int8/f32 | vs f32 tiled unfused conv chain | vs f32 simple unfused conv chain |\n|---|---|---|---|---|---|---|---|---|---|---|");
+                for r in &rn.runs {
+                    let _ = writeln!(
+                        s,
+                        "| {} | {} | {:.2} | {} | {} | {} | {} | {} | {:.3} | {} | {} |",
+                        r.batch,
+                        ms(r.timing.wall_median_s),
+                        r.images_per_s,
+                        r.timing.gpu_median_s.map_or("-".into(), ms),
+                        r.gpu_images_per_s.map_or("-".into(), |v| format!("{v:.2}")),
+                        r.timing.runs,
+                        mib(r.int8_planned_bytes),
+                        mib(r.f32_planned_bytes),
+                        r.activation_ratio,
+                        r.speedup_vs_f32_tiled_unfused_chain
+                            .map_or("-".into(), |v| format!("{v:.2}x")),
+                        r.speedup_vs_f32_unfused_chain
+                            .map_or("-".into(), |v| format!("{v:.2}x"))
+                    );
+                }
+                let _ = writeln!(
+                    s,
+                    "\nweights (GpuModel::weight_bytes, tables included): int8 {} vs f32 {} ({:.3}x); conv/linear layers alone: int8 {} vs f32 {} ({:.3}x)",
+                    mib(rn.weight_int8_bytes),
+                    mib(rn.weight_f32_bytes),
+                    rn.weight_ratio,
+                    mib(net.weight_int8_bytes),
+                    mib(net.weight_f32_bytes),
+                    net.weight_ratio
+                );
+            }
+            if net.conv_chain.is_empty() {
+                s.push('\n');
+                continue;
+            }
             let _ = writeln!(
                 s,
                 "\n### {} conv chain (conv/linear layers only: no pool, add or ReLU6; one submit; for the int8 vs f32 ratios)\n",
@@ -155,44 +279,65 @@ impl Report {
             );
             let _ = writeln!(s, "| conv chain | batch | time | images/s | images/s (wall, 1 submit) | dispatches |\n|---|---|---|---|---|---|");
             for e in &net.conv_chain {
-                for (what, t, ips, ipw, d) in [
+                let rows = [
                     (
                         "int8 fused",
-                        &e.int8,
+                        Some(&e.int8),
                         e.int8_images_per_s,
                         e.int8_images_per_s_wall,
                         e.int8_dispatches,
                     ),
                     (
-                        "f32 unfused",
-                        &e.f32_unfused,
+                        "f32 tiled unfused",
+                        Some(&e.f32_tiled_unfused),
+                        e.f32_tiled_unfused_images_per_s,
+                        e.f32_tiled_unfused_images_per_s_wall,
+                        e.f32_tiled_unfused_dispatches,
+                    ),
+                    (
+                        "f32 tiled fused",
+                        Some(&e.f32_tiled_fused),
+                        e.f32_tiled_fused_images_per_s,
+                        e.f32_tiled_fused_images_per_s_wall,
+                        e.f32_tiled_fused_dispatches,
+                    ),
+                    (
+                        "f32 simple (untiled) unfused",
+                        e.f32_unfused.as_ref(),
                         e.f32_unfused_images_per_s,
                         e.f32_unfused_images_per_s_wall,
                         e.f32_unfused_dispatches,
                     ),
                     (
-                        "f32 fused",
-                        &e.f32_fused,
+                        "f32 simple (untiled) fused",
+                        e.f32_fused.as_ref(),
                         e.f32_fused_images_per_s,
                         e.f32_fused_images_per_s_wall,
                         e.f32_fused_dispatches,
                     ),
-                ] {
-                    let _ = writeln!(
-                        s,
-                        "| {what} | {} | {} | {:.2} | {:.2} | {d} |",
-                        e.batch,
-                        ms(t.median_s),
-                        ips,
-                        ipw
-                    );
+                ];
+                for (what, t, ips, ipw, d) in rows {
+                    if let Some(t) = t {
+                        let _ = writeln!(
+                            s,
+                            "| {what} | {} | {} | {:.2} | {:.2} | {d} |",
+                            e.batch,
+                            ms(t.median_s),
+                            ips,
+                            ipw
+                        );
+                    }
                 }
             }
             for e in &net.conv_chain {
                 let _ = writeln!(
                     s,
-                    "\nconv chain batch {}: int8 fused is {:.2}x as fast as f32 unfused, {:.2}x as f32 fused",
-                    e.batch, e.speedup_vs_unfused, e.speedup_vs_fused
+                    "\nconv chain batch {}: int8 fused is {:.2}x as fast as f32 tiled unfused, {:.2}x as f32 tiled fused (f32 simple (untiled): {} unfused, {} fused)",
+                    e.batch,
+                    e.speedup_vs_tiled_unfused,
+                    e.speedup_vs_tiled_fused,
+                    ratio(e.speedup_vs_unfused),
+                    ratio(e.speedup_vs_fused)
                 );
             }
             s.push('\n');
@@ -219,26 +364,43 @@ impl Report {
                 big.iter().filter(|l| l.fraction >= 0.3).count(),
                 big.iter().filter(|l| l.fraction >= 0.6).count()
             );
+            let mut sf: Vec<f64> = big.iter().filter_map(|l| l.spec_fraction).collect();
+            if !sf.is_empty() {
+                let best = sf.iter().copied().fold(0.0, f64::max);
+                let n60 = sf.iter().filter(|&&f| f >= 0.6).count();
+                let _ = writeln!(
+                    s,
+                    "- the same layers against the specified int8 peak: median {:.1}%, best {:.1}%; {n60} reach 60% (target)",
+                    100.0 * median(&mut sf),
+                    100.0 * best
+                );
+            }
         }
         for net in &self.networks {
             for e in &net.conv_chain {
                 let _ = writeln!(
                     s,
-                    "- {} batch {}: conv chain int8 fused vs f32 unfused {:.2}x (target >= 3x)",
-                    net.name, e.batch, e.speedup_vs_unfused
+                    "- {} batch {}: conv chain int8 fused vs f32 tiled unfused {:.2}x (target >= 3x; vs f32 simple (untiled) unfused {})",
+                    net.name,
+                    e.batch,
+                    e.speedup_vs_tiled_unfused,
+                    ratio(e.speedup_vs_unfused)
                 );
             }
-            for r in &net.real.runs {
-                if let Some(v) = r.speedup_vs_f32_unfused_chain {
-                    let _ = writeln!(s, "- {} batch {}: real int8 network vs f32 unfused conv chain {:.2}x (conservative: the int8 side also runs pools/adds/ReLU6)", net.name, r.batch, v);
+            let runs = net.real.as_ref().map_or(&[][..], |r| &r.runs[..]);
+            for r in runs {
+                if let Some(v) = r.speedup_vs_f32_tiled_unfused_chain {
+                    let _ = writeln!(s, "- {} batch {}: real int8 network vs f32 tiled unfused conv chain {:.2}x (conservative: the int8 side also runs pools/adds/ReLU6)", net.name, r.batch, v);
                 }
             }
-            let _ = writeln!(
-                s,
-                "- {}: weight memory int8/f32 = {:.3} with op tables, {:.3} conv/linear layers only (target <= 0.26)",
-                net.name, net.real.weight_ratio, net.weight_ratio
-            );
-            for r in &net.real.runs {
+            if let Some(real) = &net.real {
+                let _ = writeln!(
+                    s,
+                    "- {}: weight memory int8/f32 = {:.3} with op tables, {:.3} conv/linear layers only (target <= 0.26)",
+                    net.name, real.weight_ratio, net.weight_ratio
+                );
+            }
+            for r in runs {
                 let _ = writeln!(
                     s,
                     "- {} batch {}: planned peak activations int8/f32 = {:.3} (GpuModel::plan; target <= 0.26)",

@@ -7,9 +7,9 @@ use std::path::Path;
 
 use qfuse::gpu::CustomKernel;
 use qfuse_bench::ceilings::CEILING_KERNEL;
-use qfuse_bench::layers::F32_KERNEL;
+use qfuse_bench::layers::{F32_KERNEL, F32_TILED_KERNEL};
 
-const KERNELS: [CustomKernel<'static>; 2] = [CEILING_KERNEL, F32_KERNEL];
+const KERNELS: [CustomKernel<'static>; 3] = [CEILING_KERNEL, F32_KERNEL, F32_TILED_KERNEL];
 
 fn parse(name: &str, src: &str) -> naga::Module {
     let module = naga::front::wgsl::parse_str(src)
@@ -85,9 +85,15 @@ fn bench_structs_and_overrides_match_the_host() {
         struct_size(&f, "F32Params"),
         std::mem::size_of::<qfuse_bench::F32Params>()
     );
+    let ft = parse(F32_TILED_KERNEL.name, F32_TILED_KERNEL.source);
+    assert_eq!(
+        struct_size(&ft, "F32Params"),
+        std::mem::size_of::<qfuse_bench::F32Params>()
+    );
     for (m, names) in [
         (&ceil, &["WG", "MODE"][..]),
         (&f, &["WG", "OP", "RELU"][..]),
+        (&ft, &["WG", "TM", "TN", "KT", "RELU"][..]),
     ] {
         let have = overrides(m);
         for c in names {
