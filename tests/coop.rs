@@ -245,7 +245,13 @@ fn coop_kernel_runs_only_where_offered() {
     let chosen = ConvVariant::choose_on(&ctx, &c.layer);
     if ctx.cooperative_matrix() {
         assert!(ctx.report().cooperative_matrix_off.is_none());
-        assert_eq!(chosen, hw);
+        // Autotuned layers time it among the candidates.
+        if ctx.autotune() {
+            assert_eq!(chosen, ConvVariant::Tuned);
+            assert!(qfuse::gpu::tune_candidates(&ctx, &c.layer).contains(&hw));
+        } else {
+            assert_eq!(chosen, hw);
+        }
         assert!(ConvVariant::candidates_on(&ctx, &c.layer).contains(&hw));
     } else {
         let why = ctx.report().cooperative_matrix_off.clone().unwrap();

@@ -350,9 +350,14 @@ fn coop_support(adapter: &wgpu::Adapter) -> std::result::Result<wgpu::Features, 
         return Err(format!("{COOPERATIVE_MATRIX_ENV}=0"));
     }
     let want = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
-    let missing = want - adapter.features();
-    if !missing.is_empty() {
-        return Err(format!("the adapter lacks {missing:?}"));
+    if !adapter
+        .features()
+        .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+    {
+        return Err("no cooperative matrices (wgpu's EXPERIMENTAL_COOPERATIVE_MATRIX)".into());
+    }
+    if !adapter.features().contains(wgpu::Features::SHADER_F16) {
+        return Err("no f16 in shaders (wgpu's SHADER_F16)".into());
     }
     let config = adapter
         .cooperative_matrix_properties()
@@ -452,6 +457,8 @@ pub struct GpuContext {
     /// The source of each custom kernel compiled so far, by name.
     custom_sources: Mutex<HashMap<&'static str, String>>,
     pipelines: Mutex<HashMap<(ModuleKey, String), wgpu::ComputePipeline>>,
+    /// The autotuner's cache (see [`super::tune`]).
+    tuner: std::sync::Arc<super::tune::Tuner>,
 }
 
 /// An instance on the backends `WGPU_BACKEND` allows (all when unset).
@@ -607,6 +614,32 @@ impl GpuContext {
             max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
             cooperative_matrix_off: coop.err(),
         };
+        let autotune = match std::env::var(super::tune::AUTOTUNE_ENV)
+            .as_deref()
+            .map(str::trim)
+        {
+            Ok("1") => true,
+            Ok("0") => false,
+            Ok(v) => {
+                return Err(Error::config(
+                    super::tune::AUTOTUNE_ENV,
+                    format!("{v:?}: expected 0 or 1"),
+                ))
+            }
+            Err(_) => matches!(
+                info.device_type,
+                wgpu::DeviceType::DiscreteGpu
+                    | wgpu::DeviceType::IntegratedGpu
+                    | wgpu::DeviceType::VirtualGpu
+            ),
+        };
+        let tuner = super::tune::Tuner::new(
+            format!("{} | {} | {}", report.name, report.driver, report.backend),
+            autotune,
+        );
+        if let Ok(path) = std::env::var(super::tune::TUNE_CACHE_ENV) {
+            tuner.load(std::path::Path::new(&path))?;
+        }
         Ok(GpuContext {
             device,
             queue,
@@ -615,6 +648,7 @@ impl GpuContext {
             modules: Mutex::default(),
             custom_sources: Mutex::default(),
             pipelines: Mutex::default(),
+            tuner: std::sync::Arc::new(tuner),
         })
     }
 
@@ -641,6 +675,54 @@ impl GpuContext {
     /// says why not.
     pub fn cooperative_matrix(&self) -> bool {
         self.report.cooperative_matrix_off.is_none()
+    }
+
+    /// Whether conv layers are autotuned ([`super::ConvVariant::Tuned`],
+    /// chosen by [`super::ConvVariant::choose_on`] for layers created after
+    /// this is set): by default on GPUs and off on CPU adapters;
+    /// [`super::AUTOTUNE_ENV`] (`0`/`1`) or [`GpuContext::set_autotune`]
+    /// decide otherwise.
+    pub fn autotune(&self) -> bool {
+        self.tuner
+            .enabled
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Turns autotuning on or off for layers created from now on.
+    pub fn set_autotune(&self, on: bool) {
+        self.tuner
+            .enabled
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Loads the tuner's entries for this adapter from a JSON cache file
+    /// (a missing file is an empty cache) and rewrites the file after each
+    /// new measurement (other adapters' entries kept; written through a
+    /// temporary file, never partially). [`super::TUNE_CACHE_ENV`] does
+    /// the same at context creation. Errors: the file cannot be read or is
+    /// not a tuner cache ([`Error::File`] naming it).
+    pub fn set_tune_cache(&self, path: &std::path::Path) -> Result<()> {
+        self.tuner.load(path)
+    }
+
+    /// The tuned variant of every shape bucket so far, in key order.
+    pub fn tuned_variants(&self) -> Vec<(super::TuneKey, super::ConvVariant)> {
+        let e = self.tuner.entries.lock().unwrap_or_else(|e| e.into_inner());
+        e.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    /// Every measurement this context made, in order: the bucket and each
+    /// candidate's seconds per run (None: it could not run).
+    pub fn tune_log(&self) -> Vec<(super::TuneKey, Vec<super::tune::Timing>)> {
+        self.tuner
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn tuner(&self) -> std::sync::Arc<super::tune::Tuner> {
+        self.tuner.clone()
     }
 
     /// The device's limits.

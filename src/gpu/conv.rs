@@ -322,6 +322,12 @@ pub enum ConvVariant {
     /// [`ConvVariant::SplitK`] and [`ConvVariant::Coop`] with `splits: None`
     /// pick it per input shape for at most [`GEMV_MAX_ROWS`] output pixels.
     Gemv,
+    /// Autotuned (see [`super::tune`]): per input shape bucket, the variant
+    /// measured fastest on this adapter among [`super::tune_candidates`],
+    /// timed at the first dispatch of a new bucket and cached in the
+    /// context (and its cache file). Layers of one group, neither pooled
+    /// nor with an f32 sum output.
+    Tuned,
 }
 
 impl ConvVariant {
@@ -338,14 +344,26 @@ impl ConvVariant {
             ConvVariant::Gemv => {
                 g.groups == 1 && g.kernel == [1, 1] && g.stride == [1, 1] && g.padding == [0, 0]
             }
+            ConvVariant::Tuned => {
+                g.groups == 1
+                    && !layer.global_pool()
+                    && !matches!(
+                        layer.epilogue.form,
+                        crate::quant::EpilogueForm::OnednnSumFloat { .. }
+                    )
+            }
         }
     }
 
     /// [`ConvVariant::candidates`] plus, on a context with
     /// [`GpuContext::cooperative_matrix`], the tensor-core kernel chosen per
-    /// shape and pinned to 3 splits: every variant `ctx` can run.
+    /// shape and pinned to 3 splits, and [`ConvVariant::Tuned`] where
+    /// [`GpuContext::autotune`]: every variant `ctx` can run.
     pub fn candidates_on(ctx: &GpuContext, layer: &QLayer) -> Vec<ConvVariant> {
         let mut v = Self::candidates(layer);
+        if ctx.autotune() && ConvVariant::Tuned.applies(layer) {
+            v.push(ConvVariant::Tuned);
+        }
         if ctx.cooperative_matrix() {
             v.extend(
                 [None, Some(3)]
@@ -394,16 +412,24 @@ impl ConvVariant {
         v
     }
 
-    /// The kernel `GpuLayer::new` gives `layer` on `ctx`: on a context with
-    /// [`GpuContext::cooperative_matrix`], layers of one group run the
-    /// tensor-core kernel ([`ConvVariant::Coop`], splits per shape);
-    /// otherwise [`ConvVariant::choose`] for the device's limits and type.
+    /// The kernel `GpuLayer::new` gives `layer` on `ctx`: where
+    /// [`GpuContext::autotune`], layers [`ConvVariant::Tuned`] applies to
+    /// run it; else, on a context with [`GpuContext::cooperative_matrix`],
+    /// layers of one group run the tensor-core kernel
+    /// ([`ConvVariant::Coop`], splits per shape); otherwise
+    /// [`ConvVariant::choose`] for the device's limits and type.
     pub fn choose_on(ctx: &GpuContext, layer: &QLayer) -> ConvVariant {
         let coop = ConvVariant::Coop {
             emulated: false,
             splits: None,
         };
-        if ctx.cooperative_matrix() && coop.applies(layer) {
+        let limits = ctx.limits();
+        if ctx.autotune()
+            && ConvVariant::Tuned.applies(layer)
+            && TileConfig::PRESETS.iter().all(|c| c.check(&limits).is_ok())
+        {
+            ConvVariant::Tuned
+        } else if ctx.cooperative_matrix() && coop.applies(layer) {
             coop
         } else {
             Self::choose(layer, &ctx.limits(), ctx.device_type())
@@ -472,6 +498,10 @@ pub struct GpuLayer {
     /// dispatched so far (dispatches run in queue order, so one buffer
     /// serves them all).
     scratch: std::sync::Mutex<Option<wgpu::Buffer>>,
+    /// [`ConvVariant::Tuned`]: the context's tuner, and the variant a shape
+    /// runs before it is tuned (the tensor-core kernel or split-K, per
+    /// shape).
+    tuned: Option<(std::sync::Arc<super::tune::Tuner>, ConvVariant)>,
 }
 
 /// How a layer runs for one input shape.
@@ -566,7 +596,8 @@ pub(crate) fn pack_weights(layer: &QLayer, variant: ConvVariant) -> (Vec<u32>, u
         ConvVariant::Tiled(_)
         | ConvVariant::SplitK { .. }
         | ConvVariant::Coop { .. }
-        | ConvVariant::Gemv => {
+        | ConvVariant::Gemv
+        | ConvVariant::Tuned => {
             // K-major: word (k * O4 + o4) * 4 + l is channel 4*o4+l at K word
             // k = (ky * kw + kx) * cg4 + j, so a vec4 holds 4 channels.
             let cg4 = cg.div_ceil(4);
@@ -626,6 +657,11 @@ impl GpuLayer {
         match variant {
             ConvVariant::Tiled(Some(c)) | ConvVariant::SplitK { tiles: Some(c), .. } => {
                 c.check(&ctx.limits())?
+            }
+            ConvVariant::Tuned => {
+                for c in TileConfig::PRESETS {
+                    c.check(&ctx.limits())?;
+                }
             }
             _ => {}
         }
@@ -690,6 +726,20 @@ impl GpuLayer {
                 contents: bytemuck::cast_slice(&epi.channels),
                 usage: wgpu::BufferUsages::STORAGE,
             });
+        let tuned = (variant == ConvVariant::Tuned).then(|| {
+            let fallback = if ctx.cooperative_matrix() {
+                ConvVariant::Coop {
+                    emulated: false,
+                    splits: None,
+                }
+            } else {
+                ConvVariant::SplitK {
+                    splits: None,
+                    tiles: None,
+                }
+            };
+            (ctx.tuner(), fallback)
+        });
         Ok(GpuLayer {
             layer: layer.clone(),
             variant,
@@ -697,6 +747,7 @@ impl GpuLayer {
             chans,
             kq,
             scratch: Default::default(),
+            tuned,
         })
     }
 
@@ -714,8 +765,152 @@ impl GpuLayer {
         self.weights.size() + self.chans.size()
     }
 
-    /// How the layer runs for an input shape.
+    /// How the layer runs for an input shape (for [`ConvVariant::Tuned`]:
+    /// the tuned variant's plan, or the fallback's before tuning).
     fn plan(&self, input_shape: &[usize]) -> Result<Plan> {
+        self.plan_for(self.variant_for(input_shape)?, input_shape)
+    }
+
+    /// The tuner's key (shape bucket) for an input shape.
+    pub fn tune_key(&self, input_shape: &[usize]) -> Result<super::tune::TuneKey> {
+        let g = &self.layer.geometry;
+        let rows = self.coop_rows(input_shape)?;
+        Ok(super::tune::TuneKey {
+            kernel: g.kernel.map(|k| k as u32),
+            stride: g.stride.map(|k| k as u32),
+            kq: self.kq,
+            o4: g.out_channels.div_ceil(4) as u32,
+            rows: u32::try_from(rows.next_power_of_two()).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// The variant an input shape runs: the variant itself, or for
+    /// [`ConvVariant::Tuned`] the one tuned for its bucket (or the fallback
+    /// before tuning).
+    pub fn variant_for(&self, input_shape: &[usize]) -> Result<ConvVariant> {
+        Ok(match &self.tuned {
+            Some((tuner, fallback)) => tuner.get(&self.tune_key(input_shape)?).unwrap_or(*fallback),
+            None => self.variant,
+        })
+    }
+
+    /// [`ConvVariant::Tuned`]: times every candidate for the bucket of
+    /// `input_shape` unless the context's tuner has it already, and records
+    /// the fastest. Other variants: nothing.
+    pub fn tune(&self, ctx: &GpuContext, input_shape: &[usize]) -> Result<()> {
+        let Some((tuner, _)) = &self.tuned else {
+            return Ok(());
+        };
+        let key = self.tune_key(input_shape)?;
+        if tuner.get(&key).is_some() {
+            return Ok(());
+        }
+        let out_shape = self.layer.output_shape(input_shape)?;
+        let in_bytes = GpuTensor::gpu_bytes(input_shape)?;
+        let out_bytes =
+            GpuTensor::gpu_bytes(&out_shape)? * if self.layer.float_output() { 4 } else { 1 };
+        ctx.check_storage_size("tuner input", in_bytes)?;
+        ctx.check_storage_size("tuner output", out_bytes)?;
+        // Deterministic non-zero bytes (the timing does not depend on them).
+        let fill: Vec<u32> = (0..in_bytes.max(out_bytes) / 4)
+            .map(|i| (i as u32).wrapping_mul(0x9E37_79B9) | 0x0101_0101)
+            .collect();
+        let buf = |bytes: u64| {
+            ctx.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("qfuse tuner"),
+                    contents: bytemuck::cast_slice(&fill[..(bytes / 4) as usize]),
+                    usage: wgpu::BufferUsages::STORAGE,
+                })
+        };
+        let (input, output) = (buf(in_bytes), buf(out_bytes));
+        let mut timings = Vec::new();
+        for v in super::tune::tune_candidates(ctx, &self.layer) {
+            let t = self
+                .plan_for(v, input_shape)
+                .and_then(|plan| self.time_plan(ctx, plan, &input, input_shape, &output))
+                .ok();
+            timings.push((v, t));
+        }
+        let best = timings
+            .iter()
+            .filter_map(|&(v, t)| Some((v, t?)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(v, _)| v)
+            .ok_or_else(|| Error::Gpu(format!("tuning {key}: no candidate ran")))?;
+        tuner.put(key, best, timings)
+    }
+
+    /// Seconds per run of `plan` (median of 5 timed runs after a warm-up):
+    /// GPU timestamps around one compute pass where the device has them,
+    /// the wall clock of a submit otherwise.
+    fn time_plan(
+        &self,
+        ctx: &GpuContext,
+        plan: Plan,
+        input: &wgpu::Buffer,
+        input_shape: &[usize],
+        output: &wgpu::Buffer,
+    ) -> Result<f64> {
+        let ds = self.dispatch_with(ctx, plan, input, input_shape, output)?;
+        let timer = ctx.report().timestamps.then(|| {
+            let qs = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("qfuse tuner"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            });
+            let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("qfuse tuner"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            (qs, resolve)
+        });
+        let mut times = Vec::new();
+        for run in 0..6 {
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("qfuse tuner"),
+                    timestamp_writes: timer.as_ref().map(|(qs, _)| {
+                        wgpu::ComputePassTimestampWrites {
+                            query_set: qs,
+                            beginning_of_pass_write_index: Some(0),
+                            end_of_pass_write_index: Some(1),
+                        }
+                    }),
+                });
+                for d in &ds {
+                    d.record(&mut pass);
+                }
+            }
+            if let Some((qs, resolve)) = &timer {
+                enc.resolve_query_set(qs, 0..2, resolve, 0);
+            }
+            let t0 = std::time::Instant::now();
+            ctx.submit_and_wait(enc)?;
+            let wall = t0.elapsed().as_secs_f64();
+            let t = match &timer {
+                Some((_, resolve)) => {
+                    let raw = ctx.read_buffer(resolve, 16)?;
+                    let ts: &[u64] = bytemuck::cast_slice(&raw);
+                    ts[1].wrapping_sub(ts[0]) as f64
+                        * ctx.queue.get_timestamp_period() as f64
+                        * 1e-9
+                }
+                None => wall,
+            };
+            if run > 0 {
+                times.push(t);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2])
+    }
+
+    /// How the layer runs an input shape with `variant`.
+    fn plan_for(&self, variant: ConvVariant, input_shape: &[usize]) -> Result<Plan> {
         let shape_tiles = |pinned: Option<TileConfig>| -> Result<(TileConfig, usize)> {
             let out = self.layer.output_shape(input_shape)?;
             let m = out[0] * out.get(2).unwrap_or(&1) * out.get(3).unwrap_or(&1);
@@ -723,7 +918,13 @@ impl GpuLayer {
             let c = pinned.unwrap_or_else(|| TileConfig::for_shape(m, o4, self.kq as usize));
             Ok((c, m.div_ceil(c.tm as usize) * o4.div_ceil(c.tn as usize)))
         };
-        Ok(match self.variant {
+        Ok(match variant {
+            ConvVariant::Tuned => {
+                return Err(Error::config(
+                    "conv2d variant",
+                    "Tuned resolves to a measured variant, it has no plan of its own",
+                ))
+            }
             ConvVariant::Words => Plan::Direct { gather: false },
             ConvVariant::Gather => Plan::Direct { gather: true },
             ConvVariant::Depthwise => Plan::Depthwise,
@@ -819,6 +1020,11 @@ impl GpuLayer {
     /// `total` counts output words, or output tiles for the tiled kernel
     /// (split-K: [`GpuLayer::dispatch`] adjusts it per pass).
     pub(crate) fn params(&self, input_shape: &[usize]) -> Result<(ConvParams, Vec<usize>)> {
+        self.params_with(self.plan(input_shape)?, input_shape)
+    }
+
+    /// [`GpuLayer::params`] for a given plan.
+    fn params_with(&self, plan: Plan, input_shape: &[usize]) -> Result<(ConvParams, Vec<usize>)> {
         let out_shape = self.layer.output_shape(input_shape)?;
         let g = &self.layer.geometry;
         let (n, c, h, w) = crate::layout::nchw(input_shape)?;
@@ -836,7 +1042,7 @@ impl GpuLayer {
                 limit: u32::MAX as u64 / 2,
             });
         }
-        let total = match self.plan(input_shape)? {
+        let total = match plan {
             Plan::Tiled(c) | Plan::SplitK(c, _) => {
                 ((n * oh * ow).div_ceil(c.tm as usize) * o4.div_ceil(c.tn as usize)) as u64
             }
@@ -1114,7 +1320,20 @@ impl GpuLayer {
                 ),
             ));
         }
-        let (params, out_shape) = self.params(input_shape)?;
+        self.tune(ctx, input_shape)?;
+        self.dispatch_with(ctx, self.plan(input_shape)?, input, input_shape, output)
+    }
+
+    /// [`GpuLayer::dispatch`] with a given plan (its input checked).
+    fn dispatch_with(
+        &self,
+        ctx: &GpuContext,
+        plan: Plan,
+        input: &wgpu::Buffer,
+        input_shape: &[usize],
+        output: &wgpu::Buffer,
+    ) -> Result<Vec<super::Dispatch>> {
+        let (params, out_shape) = self.params_with(plan, input_shape)?;
         // An f32 output holds one word per channel (padded to 4) instead of one byte.
         let out_bytes = GpuTensor::gpu_bytes(&out_shape)?
             .checked_mul(if self.layer.float_output() { 4 } else { 1 })
@@ -1137,7 +1356,6 @@ impl GpuLayer {
         // elsewhere the override keeps its default and the branch is dead
         // (it about doubled every conv pipeline's compile time on lavapipe).
         let with_float = |v| self.with_exact_float(v);
-        let plan = self.plan(input_shape)?;
         if let Some((kernel, tiles, splits)) = plan.pass1() {
             let (pass1, scratch) =
                 self.dispatch_pass1(ctx, kernel, tiles, splits, &params, input)?;

@@ -8,6 +8,7 @@ mod graph;
 pub mod layout;
 pub(crate) mod node;
 mod tensor;
+pub mod tune;
 
 pub use context::COOPERATIVE_MATRIX_ENV;
 pub use context::{AdapterReport, CustomKernel, Dispatch, GpuContext, Kernel};
@@ -17,6 +18,7 @@ pub use conv::{
     SPLITK_MAX_SPLITS,
 };
 pub use graph::{GpuModel, DEFAULT_MEMORY_LIMIT};
+pub use tune::{tune_candidates, TuneKey, AUTOTUNE_ENV, TUNE_CACHE_ENV};
 
 /// Not public API: the `#[repr(C)]` uniform blocks of the kernels, reachable
 /// only so that `tests/shaders.rs` can check their sizes against the WGSL
