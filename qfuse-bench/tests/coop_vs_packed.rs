@@ -103,10 +103,12 @@ fn coop_emulated_reports_both_paths() {
     assert_eq!(e.int8_path, COOP_EMULATED_LABEL);
     let p = e.packed_dot.as_ref().expect("conv chain on packed dot");
     assert!(p.images_per_s > 0.0 && p.time_vs_coop > 0.0, "{p:?}");
-    assert_eq!(
-        p.dispatches, 21,
-        "one dispatch per layer on lavapipe's Tiled kernels"
-    );
+    if ctx.device_type() == wgpu::DeviceType::Cpu {
+        // ConvVariant::choose on a CPU adapter: Tiled, one dispatch each.
+        assert_eq!(p.dispatches, 21, "one dispatch per layer on Tiled kernels");
+    } else {
+        assert!(p.dispatches >= 21, "{}", p.dispatches);
+    }
     assert!(e.int8_dispatches > 21, "the coop layers' split-K passes");
 
     // Real network: built twice, both timed.
