@@ -8,7 +8,7 @@
 //!         [--threads 1,2,4,8] [--skip-layers] [--skip-chain] [--skip-real]
 //!         [--skip-simple-f32] [--peak-int8 T] [--peak-f32 T] [--peak-f16 T]
 //!         [--peak-bw TB/s] [--peak-clock MHz] [--clock-log FILE] [--sample-clock]
-//!         [--ceiling-groups N]
+//!         [--ceiling-groups N] [--coop-emulated]
 
 use clap::Parser;
 use qfuse::GpuContext;
@@ -87,6 +87,12 @@ struct Args {
     /// on a CPU adapter).
     #[arg(long)]
     ceiling_groups: Option<u32>,
+    /// Use the tensor-core kernel's emulation (`Coop { emulated: true }`,
+    /// plain WGSL, slow) as the default kernel of every conv/linear layer of
+    /// one group, so that the tensor-core vs packed-dot comparison (per
+    /// layer, conv chain, real networks) runs on any adapter.
+    #[arg(long)]
+    coop_emulated: bool,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -113,6 +119,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         clock_log: args.clock_log.clone(),
         sample_clock: args.sample_clock,
         ceiling_groups: args.ceiling_groups,
+        coop_emulated: args.coop_emulated,
     };
     let ctx = GpuContext::new()?;
     let t = std::time::Instant::now();

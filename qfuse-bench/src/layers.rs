@@ -5,7 +5,7 @@
 //! (`shaders/conv2d_f32.wgsl`, one invocation per output vec4), each as
 //! conv, BatchNorm and ReLU in up to three dispatches, or one fused.
 
-use qfuse::gpu::{dispatch_size, layout, CustomKernel, TileConfig};
+use qfuse::gpu::{dispatch_size, layout, ConvVariant, CustomKernel, TileConfig, GEMV_MAX_ROWS};
 use qfuse::{
     Activation, BatchNorm, Conv2dGeometry, Error, FloatConv2d, FloatLinear, GpuContext, GpuLayer,
     QLayer, QParams, Requant, Result,
@@ -62,8 +62,92 @@ pub struct BenchLayer {
     pub linear: bool,
     pub relu: bool,
     pub has_bn: bool,
+    /// The int8 layer with the library's default variant
+    /// ([`default_variant`]: `GpuLayer::new`'s choice, or the emulated
+    /// tensor-core kernel with `coop_emulated`).
     pub int8: GpuLayer,
+    /// Where the default is a [`ConvVariant::Coop`]: the same layer on the
+    /// packed-dot (`dot4I8Packed`) kernels, i.e. [`ConvVariant::choose`] for
+    /// the device (the kernels every adapter without tensor cores runs).
+    pub packed_dot: Option<GpuLayer>,
     pub f32: F32Layer,
+}
+
+/// The kernel variant the bench gives `layer` by default: the library's
+/// choice ([`ConvVariant::choose_on`], what `GpuLayer::new` and
+/// `GpuModel::new` pick: the tensor-core kernel where the context offers
+/// it), or with `coop_emulated` the tensor-core kernel's emulation
+/// (`Coop { emulated: true, splits: None }`) wherever it applies (one
+/// group), so that the tensor-core paths of the bench run on any adapter.
+pub fn default_variant(ctx: &GpuContext, layer: &QLayer, coop_emulated: bool) -> ConvVariant {
+    let emu = ConvVariant::Coop {
+        emulated: true,
+        splits: None,
+    };
+    if coop_emulated && emu.applies(layer) {
+        emu
+    } else {
+        ConvVariant::choose_on(ctx, layer)
+    }
+}
+
+/// The packed-dot variant of `layer` on `ctx`: [`ConvVariant::choose`] for
+/// the device's limits and type (never the tensor-core kernel).
+pub fn packed_dot_variant(ctx: &GpuContext, layer: &QLayer) -> ConvVariant {
+    ConvVariant::choose(layer, &ctx.limits(), ctx.device_type())
+}
+
+/// Whether `l` runs the cooperative-matrix (tensor-core or emulated) kernel
+/// at `input_shape`. A `Coop { splits: None, .. }` layer runs the
+/// packed-dot kernels for few output pixels (GEMV up to
+/// [`GEMV_MAX_ROWS`], tiled / split-K below `COOP_MIN_ROWS`).
+pub fn runs_coop(l: &GpuLayer, input_shape: &[usize]) -> Result<bool> {
+    Ok(matches!(l.variant(), ConvVariant::Coop { .. })
+        && l.tile_config(input_shape)?.is_none()
+        && !runs_gemv(l, input_shape)?)
+}
+
+fn runs_gemv(l: &GpuLayer, input_shape: &[usize]) -> Result<bool> {
+    let shape_chosen = matches!(
+        l.variant(),
+        ConvVariant::SplitK {
+            splits: None,
+            tiles: None
+        } | ConvVariant::Coop { splits: None, .. }
+    );
+    Ok(l.variant() == ConvVariant::Gemv
+        || (shape_chosen && ConvVariant::Gemv.applies(l.layer()) && {
+            let out = l.layer().output_shape(input_shape)?;
+            out[0] * out.get(2).unwrap_or(&1) * out.get(3).unwrap_or(&1) <= GEMV_MAX_ROWS
+        }))
+}
+
+/// The kernel `l` runs at `input_shape`, resolved from its variant: e.g.
+/// "Coop (tensor cores), 3 splits", "Coop emulated, one pass", "SplitK 64x64,
+/// 4 splits", "Tiled 64x128", "Gemv", "Depthwise".
+pub fn kernel_at(l: &GpuLayer, input_shape: &[usize]) -> Result<String> {
+    let splits = |s: Option<u32>| s.map_or("one pass".to_string(), |s| format!("{s} splits"));
+    if let Some(c) = l.tile_config(input_shape)? {
+        return Ok(match l.splits(input_shape)? {
+            Some(s) => format!("SplitK {}x{}, {s} splits", c.tm, 4 * c.tn),
+            None => format!("Tiled {}x{}", c.tm, 4 * c.tn),
+        });
+    }
+    if runs_gemv(l, input_shape)? {
+        return Ok("Gemv".into());
+    }
+    Ok(match l.variant() {
+        ConvVariant::Coop { emulated, .. } => format!(
+            "Coop {}, {}",
+            if emulated {
+                "emulated"
+            } else {
+                "(tensor cores)"
+            },
+            splits(l.splits(input_shape)?)
+        ),
+        v => format!("{v:?}"),
+    })
 }
 
 /// The float layer on the GPU: raw weights + BN (unfused) and folded weights (fused).
@@ -368,8 +452,22 @@ impl F32Layer {
 }
 
 /// Builds a layer with random weights and BatchNorm, quantized (fbgemm rule)
-/// for the int8 path and kept in f32 for the baseline.
+/// for the int8 path and kept in f32 for the baseline; the int8 layer runs
+/// the library's default variant (`GpuLayer::new`).
 pub fn build_layer(ctx: &GpuContext, op: &Op, rng: &mut Lcg) -> Result<BenchLayer> {
+    build_layer_with(ctx, op, rng, false)
+}
+
+/// [`build_layer`] with the int8 variant from [`default_variant`]
+/// (`coop_emulated`: the tensor-core kernel's emulation where it applies);
+/// where that is a [`ConvVariant::Coop`], also the packed-dot twin
+/// ([`BenchLayer::packed_dot`]).
+pub fn build_layer_with(
+    ctx: &GpuContext,
+    op: &Op,
+    rng: &mut Lcg,
+    coop_emulated: bool,
+) -> Result<BenchLayer> {
     let Op::Conv {
         name,
         geometry: g,
@@ -450,7 +548,15 @@ pub fn build_layer(ctx: &GpuContext, op: &Op, rng: &mut Lcg) -> Result<BenchLaye
         has_bn.then_some((scale, shift)),
         (&w_f, &b_f),
     );
-    let int8 = GpuLayer::new(ctx, &qlayer)?;
+    let int8 = GpuLayer::with_variant(ctx, &qlayer, default_variant(ctx, &qlayer, coop_emulated))?;
+    let packed_dot = match int8.variant() {
+        ConvVariant::Coop { .. } => Some(GpuLayer::with_variant(
+            ctx,
+            &qlayer,
+            packed_dot_variant(ctx, &qlayer),
+        )?),
+        _ => None,
+    };
     Ok(BenchLayer {
         name: name.clone(),
         geometry: g,
@@ -458,6 +564,7 @@ pub fn build_layer(ctx: &GpuContext, op: &Op, rng: &mut Lcg) -> Result<BenchLaye
         relu,
         has_bn,
         int8,
+        packed_dot,
         f32: f,
     })
 }

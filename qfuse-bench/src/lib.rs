@@ -42,14 +42,18 @@ pub mod timing;
 
 pub use ceilings::{measure_ceilings, CeilParams, CeilingForm, Ceilings};
 pub use layers::{
-    build_layer, random_buffer, BenchLayer, F32Layer, F32Mode, F32Params, F32_TILED_KERNEL,
+    build_layer, build_layer_with, default_variant, kernel_at, packed_dot_variant, random_buffer,
+    runs_coop, BenchLayer, F32Layer, F32Mode, F32Params, F32_TILED_KERNEL,
 };
 pub use networks::{
     f32_bytes, int8_bytes, mobilenet_v2, plan, random_images, resnet18, Act, GlobalPool, Network,
     Op, Plan, RealNet, Step,
 };
 pub use peaks::{ClockStats, PeakOverrides, SpecPeaks};
-pub use report::{run, BenchConfig, Report};
+pub use report::{
+    run, BenchConfig, ChainPackedDot, PackedDotLayer, Report, COOP_EMULATED_LABEL, COOP_LABEL,
+    PACKED_DOT_LABEL,
+};
 pub use rng::Lcg;
 pub use threads::{measure_threads, ThreadPoint, ThreadsResult};
 pub use timing::{has_encoder_timestamps, measure, measure_model, Timing, TimingOpts};

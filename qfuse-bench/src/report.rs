@@ -7,7 +7,10 @@ use qfuse::{Error, GpuContext, GpuModel, GpuTensor, Result, Value};
 use serde::Serialize;
 
 use crate::ceilings::{measure_ceilings, Ceilings};
-use crate::layers::{build_layer, random_buffer, BenchLayer, F32Mode};
+use crate::layers::{
+    build_layer_with, default_variant, kernel_at, packed_dot_variant, random_buffer, runs_coop,
+    BenchLayer, F32Mode,
+};
 use crate::networks::{
     f32_bytes, int8_bytes, mobilenet_v2, plan, random_images, resnet18, Network, Op,
 };
@@ -54,6 +57,12 @@ pub struct BenchConfig {
     /// Workgroups (of 256) of the ceiling loops; `None`: 16384 on a GPU,
     /// 1024 on a CPU adapter.
     pub ceiling_groups: Option<u32>,
+    /// Use the tensor-core kernel's emulation (`ConvVariant::Coop {
+    /// emulated: true, splits: None }`) as the default variant of every
+    /// conv/linear layer of one group (per-layer table, conv chain, real
+    /// networks through `GpuModel::with_variants`), so that the
+    /// tensor-core-vs-packed-dot comparison runs on any adapter (slowly).
+    pub coop_emulated: bool,
 }
 
 impl Default for BenchConfig {
@@ -75,11 +84,24 @@ impl Default for BenchConfig {
             clock_log: None,
             sample_clock: false,
             ceiling_groups: None,
+            coop_emulated: false,
         }
     }
 }
 
 impl BenchConfig {
+    /// The label of the default int8 path where it is the cooperative-matrix
+    /// kernel ("tensor cores", or "tensor cores (emulated)" with
+    /// `coop_emulated`); `None` where the default is the packed-dot kernels.
+    pub fn coop_label(&self, ctx: &GpuContext) -> Option<&'static str> {
+        if self.coop_emulated {
+            Some(COOP_EMULATED_LABEL)
+        } else if ctx.cooperative_matrix() {
+            Some(COOP_LABEL)
+        } else {
+            None
+        }
+    }
     pub fn layer_opts(&self) -> TimingOpts {
         if self.quick {
             TimingOpts {
@@ -112,6 +134,13 @@ impl BenchConfig {
     }
 }
 
+/// Label of the tensor-core (cooperative-matrix) int8 path.
+pub const COOP_LABEL: &str = "tensor cores";
+/// Label of the tensor-core kernel's emulation (`--coop-emulated`).
+pub const COOP_EMULATED_LABEL: &str = "tensor cores (emulated)";
+/// Label of the packed-dot (`dot4I8Packed`) int8 path.
+pub const PACKED_DOT_LABEL: &str = "packed dot";
+
 #[derive(Clone, Debug, Serialize)]
 pub struct AdapterJson {
     pub name: String,
@@ -120,6 +149,34 @@ pub struct AdapterJson {
     pub driver: String,
     pub packed_dot: bool,
     pub timestamps: bool,
+    /// The device runs the tensor-core kernel (`GpuContext::cooperative_matrix`).
+    pub cooperative_matrix: bool,
+    /// Why not, where it does not.
+    pub cooperative_matrix_off: Option<String>,
+    /// The adapter report line (`AdapterReport`'s Display: ends with
+    /// "tensor cores: yes/no (why)").
+    pub report: String,
+}
+
+/// The packed-dot twin of a layer whose default kernel is the
+/// cooperative-matrix one: the same layer on `ConvVariant::choose`'s
+/// variant (`dot4I8Packed` kernels).
+#[derive(Clone, Debug, Serialize)]
+pub struct PackedDotLayer {
+    /// The variant (`Debug`).
+    pub kernel: String,
+    /// The kernel it runs at this shape (`layers::kernel_at`).
+    pub kernel_at_shape: String,
+    pub timing: Timing,
+    pub ops_per_s: f64,
+    /// Fraction of the int8 ceiling (compute-bound) or of copy bandwidth
+    /// (memory-bound; `bound` as the layer's).
+    pub fraction: f64,
+    /// Fraction of the specified int8 (DP4A) peak or memory bandwidth.
+    pub spec_fraction: Option<f64>,
+    /// Packed-dot time / default (cooperative-matrix) time: above 1 where
+    /// the tensor-core kernel is faster.
+    pub time_vs_coop: f64,
 }
 
 /// One unique layer shape at one batch size.
@@ -131,7 +188,16 @@ pub struct LayerResult {
     pub desc: String,
     pub batch: usize,
     pub input_shape: Vec<usize>,
+    /// The default variant (`Debug`; `GpuLayer::new`'s, or the emulated
+    /// tensor-core kernel with `coop_emulated`).
     pub int8_kernel: String,
+    /// The kernel it runs at this shape (`layers::kernel_at`), e.g.
+    /// "Coop (tensor cores), one pass", "SplitK 64x64, 4 splits", "Gemv".
+    pub int8_kernel_at_shape: String,
+    /// The int8 kernel at this shape is the cooperative-matrix one (tensor
+    /// cores, or their emulation): false for packed-dot kernels, including
+    /// a `Coop` default that runs them for few output pixels.
+    pub coop: bool,
     pub ops: u64,
     /// Minimum bytes an int8 layer moves: input + weights + output.
     pub int8_bytes: u64,
@@ -144,10 +210,14 @@ pub struct LayerResult {
     /// Fraction of the specified int8 (DP4A) peak (compute-bound) or of the
     /// specified memory bandwidth (memory-bound), where known.
     pub spec_fraction: Option<f64>,
-    /// int8 op/s as a fraction of the specified dense f16 tensor-core peak:
-    /// the relevant peak where the int8 kernel runs on cooperative matrices
-    /// (tensor cores), null where unknown.
+    /// int8 op/s as a fraction of the specified dense f16 tensor-core peak,
+    /// for layers whose int8 kernel runs on cooperative matrices at this
+    /// shape (`coop`; tensor cores, or their emulation with
+    /// `coop_emulated`); null for packed-dot kernels or an unknown peak.
     pub tensor_spec_fraction: Option<f64>,
+    /// Where the default variant is a `ConvVariant::Coop`: the same layer
+    /// on the packed-dot kernels (null otherwise).
+    pub packed_dot: Option<PackedDotLayer>,
     /// The kernel the tiled f32 baseline runs on this layer: "f32 tiled"
     /// (`conv2d_f32_tiled.wgsl`), or "f32 simple (untiled)" for depthwise
     /// layers (as the int8 side runs its one-word-per-invocation kernel).
@@ -201,8 +271,14 @@ pub struct MemoryResult {
 #[derive(Clone, Debug, Serialize)]
 pub struct EndToEnd {
     pub batch: usize,
+    /// The int8 layers' default path: "tensor cores", "tensor cores
+    /// (emulated)" or "packed dot".
+    pub int8_path: String,
     pub int8: Timing,
     pub int8_dispatches: usize,
+    /// Where the default path is the tensor-core one: the same chain with
+    /// every layer on the packed-dot kernels (null otherwise).
+    pub packed_dot: Option<ChainPackedDot>,
     pub f32_tiled_unfused: Timing,
     pub f32_tiled_unfused_dispatches: usize,
     pub f32_tiled_fused: Timing,
@@ -230,6 +306,17 @@ pub struct EndToEnd {
     pub speedup_vs_unfused: f64,
     /// f32 simple (untiled) fused / int8 fused time.
     pub speedup_vs_fused: f64,
+}
+
+/// The conv chain on the packed-dot kernels.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChainPackedDot {
+    pub timing: Timing,
+    pub dispatches: usize,
+    pub images_per_s: f64,
+    pub images_per_s_wall: f64,
+    /// Packed-dot chain time / default (tensor-core) chain time.
+    pub time_vs_coop: f64,
 }
 
 /// The real network (every op: quantize, convs, pools, adds, ReLU6, mean,
@@ -273,7 +360,16 @@ pub struct RealNetwork {
     /// f32 weights with BN folded (weights + bias per output channel).
     pub weight_f32_bytes: u64,
     pub weight_ratio: f64,
+    /// The int8 kernels of `runs`: "tensor cores" (`GpuModel::new` on a
+    /// context with cooperative matrices), "tensor cores (emulated)"
+    /// (`coop_emulated`) or "packed dot".
+    pub path: String,
     pub runs: Vec<RealRun>,
+    /// Where `runs` is a tensor-core path: the same network through
+    /// `GpuModel::with_variants` with `ConvVariant::choose` (packed dot
+    /// only), label "packed dot" (null otherwise). Its f32-chain ratios
+    /// are against the same f32 chains.
+    pub packed_dot_runs: Option<Vec<RealRun>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -429,33 +525,60 @@ fn run_real(
     let calib: Vec<_> = (0..nb).map(|_| random_images(&mut rng, bn, res)).collect();
     let model = net.builder.calibrate(&calib, ObserverKind::MinMax)?;
     let calibration_s = t.elapsed().as_secs_f64();
-    let g = GpuModel::new(ctx, &model)?;
+    let coop = cfg.coop_label(ctx);
+    // The default: GpuModel::new (tensor cores where the context has them),
+    // or the tensor-core emulation wherever it applies (coop_emulated).
+    let g = if cfg.coop_emulated {
+        GpuModel::with_variants(ctx, &model, &|l| default_variant(ctx, l, true))?
+    } else {
+        GpuModel::new(ctx, &model)?
+    };
+    // Where that is a tensor-core path: the packed-dot kernels only.
+    let packed = match coop {
+        Some(_) => Some(GpuModel::with_variants(ctx, &model, &|l| {
+            packed_dot_variant(ctx, l)
+        })?),
+        None => None,
+    };
     let weight_int8_bytes = g.weight_bytes();
+    let path = coop.unwrap_or(PACKED_DOT_LABEL);
     let mut runs = vec![];
+    let mut packed_runs = vec![];
     for &n in &cfg.batches {
-        log(&format!(
-            "{name} batch {n}: real network through GpuModel::run"
-        ));
         let (x, shape) = random_images(&mut rng, n, res);
         let input = [Value::F32 { data: x, shape }];
-        let timing = measure_model(ctx, &g, &input, cfg.e2e_opts())?;
-        let p = g.plan(ctx, n)?;
-        let nf = n as f64;
-        runs.push(RealRun {
-            batch: n,
-            int8_planned_bytes: p.peak_bytes,
-            f32_planned_bytes: p.f32_peak_bytes,
-            activation_ratio: p.peak_bytes as f64 / p.f32_peak_bytes as f64,
-            int8_buffers: p.buffers.len(),
-            int8_unplanned_bytes: p.total_bytes,
-            images_per_s: nf / timing.wall_median_s,
-            gpu_images_per_s: timing.gpu_median_s.map(|t| nf / t),
-            speedup_vs_f32_tiled_unfused_chain: None,
-            speedup_vs_f32_unfused_chain: None,
-            timing,
-        });
+        let models = [(path, Some(&g)), (PACKED_DOT_LABEL, packed.as_ref())];
+        for (i, (label, g)) in models.into_iter().enumerate() {
+            let Some(g) = g else { continue };
+            log(&format!(
+                "{name} batch {n}: real network through GpuModel::run ({label})"
+            ));
+            let timing = measure_model(ctx, g, &input, cfg.e2e_opts())?;
+            let p = g.plan(ctx, n)?;
+            let nf = n as f64;
+            let run = RealRun {
+                batch: n,
+                int8_planned_bytes: p.peak_bytes,
+                f32_planned_bytes: p.f32_peak_bytes,
+                activation_ratio: p.peak_bytes as f64 / p.f32_peak_bytes as f64,
+                int8_buffers: p.buffers.len(),
+                int8_unplanned_bytes: p.total_bytes,
+                images_per_s: nf / timing.wall_median_s,
+                gpu_images_per_s: timing.gpu_median_s.map(|t| nf / t),
+                speedup_vs_f32_tiled_unfused_chain: None,
+                speedup_vs_f32_unfused_chain: None,
+                timing,
+            };
+            if i == 0 {
+                runs.push(run);
+            } else {
+                packed_runs.push(run);
+            }
+        }
     }
     Ok(RealNetwork {
+        path: path.into(),
+        packed_dot_runs: packed.is_some().then_some(packed_runs),
         nodes: model.nodes().len(),
         calibration: format!("MinMax, {nb} random batch(es) of {bn}"),
         calibration_s,
@@ -508,7 +631,9 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
         let mut layers: Vec<Option<BenchLayer>> = vec![];
         for st in &net.steps {
             layers.push(match &st.op {
-                Op::Conv { .. } => Some(build_layer(ctx, &st.op, &mut rng)?),
+                Op::Conv { .. } => {
+                    Some(build_layer_with(ctx, &st.op, &mut rng, cfg.coop_emulated)?)
+                }
                 _ => None,
             });
         }
@@ -579,6 +704,17 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
                 let t8 = measure(ctx, cfg.layer_opts(), &mut |enc| {
                     l.int8.encode(ctx, enc, &x8, y8).map(|_| ())
                 })?;
+                let tp = match &l.packed_dot {
+                    Some(p) => {
+                        let xp =
+                            GpuTensor::from_buffer(b_in8.clone(), &in_shape, p.layer().input())?;
+                        let t = measure(ctx, cfg.layer_opts(), &mut |enc| {
+                            p.encode(ctx, enc, &xp, y8).map(|_| ())
+                        })?;
+                        Some((p, t))
+                    }
+                    None => None,
+                };
                 drop(x8);
                 let f32_time = |mode: F32Mode| {
                     measure(ctx, cfg.layer_opts(), &mut |enc| {
@@ -601,19 +737,34 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
                 let fbytes = f32_bytes(&in_shape) + f32_bytes(&out_shape) + 4 * l.f32.params as u64;
                 let intensity = ops as f64 / bytes as f64;
                 let ops_s = ops as f64 / t8.median_s;
-                let (bound, fraction, spec_fraction) = if intensity >= ridge {
-                    (
-                        "compute",
-                        ops_s / ceilings.int8_ops_per_s,
-                        frac(ops_s, spec_int8),
-                    )
-                } else {
-                    let bytes_s = bytes as f64 / t8.median_s;
-                    (
-                        "memory",
-                        bytes_s / ceilings.copy_bytes_per_s,
-                        frac(bytes_s, spec_mem),
-                    )
+                let compute = intensity >= ridge;
+                // (fraction of ceiling, of spec peak) of a time.
+                let fractions = |secs: f64| {
+                    if compute {
+                        let ops_s = ops as f64 / secs;
+                        (ops_s / ceilings.int8_ops_per_s, frac(ops_s, spec_int8))
+                    } else {
+                        let bytes_s = bytes as f64 / secs;
+                        (bytes_s / ceilings.copy_bytes_per_s, frac(bytes_s, spec_mem))
+                    }
+                };
+                let bound = if compute { "compute" } else { "memory" };
+                let (fraction, spec_fraction) = fractions(t8.median_s);
+                let coop = runs_coop(&l.int8, &in_shape)?;
+                let packed_dot = match tp {
+                    Some((p, t)) => {
+                        let (fraction, spec_fraction) = fractions(t.median_s);
+                        Some(PackedDotLayer {
+                            kernel: format!("{:?}", p.variant()),
+                            kernel_at_shape: kernel_at(p, &in_shape)?,
+                            ops_per_s: ops as f64 / t.median_s,
+                            fraction,
+                            spec_fraction,
+                            time_vs_coop: t.median_s / t8.median_s,
+                            timing: t,
+                        })
+                    }
+                    None => None,
                 };
                 let f32_tiled_flops_per_s = ops as f64 / ttf.median_s;
                 let secs = |t: &Option<Timing>| t.as_ref().map_or(f64::NAN, |t| t.median_s);
@@ -624,13 +775,16 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
                     batch: n,
                     input_shape: in_shape.clone(),
                     int8_kernel: format!("{:?}", l.int8.variant()),
+                    int8_kernel_at_shape: kernel_at(&l.int8, &in_shape)?,
+                    coop,
+                    packed_dot,
                     ops,
                     int8_bytes: bytes,
                     int8_ops_per_s: ops_s,
                     bound: bound.into(),
                     fraction,
                     spec_fraction,
-                    tensor_spec_fraction: frac(ops_s, spec_f16),
+                    tensor_spec_fraction: if coop { frac(ops_s, spec_f16) } else { None },
                     f32_tiled_fraction: f32_tiled_flops_per_s / ceilings.f32_flops_per_s,
                     f32_tiled_spec_fraction: frac(f32_tiled_flops_per_s, spec_f32),
                     f32_tiled_flops_per_s,
@@ -683,19 +837,33 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
                 v.extend_from_slice(&net.tensors[t]);
                 v
             };
-            let t8 = measure(ctx, cfg.e2e_opts(), &mut |enc| {
-                for &(i, l) in &convs {
-                    let st = &net.steps[i];
-                    let x = GpuTensor::from_buffer(
-                        b8[p8.tensor_buffer[st.inputs[0]]].clone(),
-                        &full(st.inputs[0]),
-                        l.int8.layer().input(),
-                    )?;
-                    l.int8
-                        .encode(ctx, enc, &x, &b8[p8.tensor_buffer[st.output]])?;
-                }
-                Ok(())
-            })?;
+            // The int8 chain on the default layers, or (`packed`) on the
+            // packed-dot twins where a layer has one.
+            let int8_chain = |packed: bool| {
+                measure(ctx, cfg.e2e_opts(), &mut |enc| {
+                    for &(i, l) in &convs {
+                        let st = &net.steps[i];
+                        let g = match (&l.packed_dot, packed) {
+                            (Some(p), true) => p,
+                            _ => &l.int8,
+                        };
+                        let x = GpuTensor::from_buffer(
+                            b8[p8.tensor_buffer[st.inputs[0]]].clone(),
+                            &full(st.inputs[0]),
+                            g.layer().input(),
+                        )?;
+                        g.encode(ctx, enc, &x, &b8[p8.tensor_buffer[st.output]])?;
+                    }
+                    Ok(())
+                })
+            };
+            let t8 = int8_chain(false)?;
+            let coop_path = convs.iter().any(|(_, l)| l.packed_dot.is_some());
+            let tp = if coop_path {
+                Some(int8_chain(true)?)
+            } else {
+                None
+            };
             let f32_chain = |mode: F32Mode| {
                 measure(ctx, cfg.e2e_opts(), &mut |enc| {
                     for &(i, l) in &convs {
@@ -729,8 +897,33 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
                 .iter()
                 .map(|(_, l)| l.f32.dispatches(F32Mode::Unfused))
                 .sum();
+            let packed_dot = match tp {
+                Some(t) => Some(ChainPackedDot {
+                    dispatches: convs
+                        .iter()
+                        .map(|&(i, l)| {
+                            l.packed_dot
+                                .as_ref()
+                                .unwrap_or(&l.int8)
+                                .dispatch_count(&full(net.steps[i].inputs[0]))
+                        })
+                        .sum::<Result<usize>>()?,
+                    images_per_s: nf / t.median_s,
+                    images_per_s_wall: nf / t.wall_median_s,
+                    time_vs_coop: t.median_s / t8.median_s,
+                    timing: t,
+                }),
+                None => None,
+            };
             e2e.push(EndToEnd {
                 batch: n,
+                int8_path: if coop_path {
+                    cfg.coop_label(ctx).unwrap_or(COOP_LABEL)
+                } else {
+                    PACKED_DOT_LABEL
+                }
+                .into(),
+                packed_dot,
                 int8_dispatches: convs
                     .iter()
                     .map(|&(i, l)| l.int8.dispatch_count(&full(net.steps[i].inputs[0])))
@@ -769,7 +962,8 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
             weight_f32_bytes,
             weight_ratio: weight_int8_bytes as f64 / weight_f32_bytes as f64,
             real: real.map(|mut real| {
-                for r in &mut real.runs {
+                let packed = real.packed_dot_runs.iter_mut().flatten();
+                for r in real.runs.iter_mut().chain(packed) {
                     if let Some(c) = e2e.iter().find(|e| e.batch == r.batch) {
                         let t = r.timing.gpu_median_s.unwrap_or(r.timing.wall_median_s);
                         r.speedup_vs_f32_tiled_unfused_chain =
@@ -808,6 +1002,7 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
         "Ops: 2 x MACs for int8 and f32 alike. Int8 ceiling: a dot4I8Packed + accumulate counts 8 ops. Copy bandwidth counts bytes read + bytes written. A layer is memory-bound when its ops per byte (input + weights + output, int8) is below ceiling ops/s over copy bytes/s; its fraction is then of copy bandwidth.".into(),
         "f32 tiled baseline (qfuse-bench/shaders/conv2d_f32_tiled.wgsl; the like-for-like comparison, 'int8 vs f32 tiled'): the same effort as the library's tiled int8 kernel (shaders/tiled.wgsl): implicit GEMM over NHWC, the int8 kernel's tile choice (TileConfig::for_shape), K staged in KT slices in workgroup memory, a 4-pixel x 4-vec4 register block of f32 per invocation, bias (BN folded) + ReLU fused. Depthwise layers run the simple kernel (the int8 side's depthwise kernel is one word per invocation too). Unfused: the tiled conv, then BatchNorm and ReLU in place.".into(),
         "f32 simple (untiled) baseline (qfuse-bench/shaders/conv2d_f32.wgsl; extra columns 'vs simple'): NHWC, one invocation per 4 output channels of one pixel, no tiling: the same effort as the int8 kernel of shaders/conv2d.wgsl. BatchNorm and ReLU run in place.".into(),
+        "Tensor cores vs packed dot: where the int8 default is the cooperative-matrix kernel (ConvVariant::Coop: GpuModel::new / GpuLayer::new on a device with cooperative matrices, or its emulation with --coop-emulated), every layer whose default is Coop is also built and timed on the packed-dot kernels (ConvVariant::choose for the device, through GpuLayer::with_variant), the conv chain is timed on both, and each real network is built twice: GpuModel::new ('tensor cores') and GpuModel::with_variants with ConvVariant::choose ('packed dot'). A Coop default runs the packed-dot kernels itself for fewer than 32 output pixels (GEMV up to 4): such rows say 'Coop default, few pixels' and get no f16 tensor-core fraction. The int8 '% of ceiling' of a Coop row is against the packed-dot ceiling loop (the only one measured).".into(),
     ];
     let clock = match &cfg.clock_log {
         Some(path) => {
@@ -853,6 +1048,9 @@ pub fn run(ctx: &GpuContext, cfg: &BenchConfig) -> Result<Report> {
             driver: r.driver.clone(),
             packed_dot: r.packed_dot,
             timestamps: r.timestamps,
+            cooperative_matrix: ctx.cooperative_matrix(),
+            cooperative_matrix_off: r.cooperative_matrix_off.clone(),
+            report: r.to_string(),
         },
         timing_method: if ts {
             "GPU timestamp queries (median)".into()

@@ -60,14 +60,8 @@ impl Report {
             "# qfuse benchmark{}\n",
             if self.quick { " (--quick)" } else { "" }
         );
-        let _ = writeln!(
-            s,
-            "adapter: {} ({}, {}), driver: {}",
-            a.name,
-            a.backend,
-            a.device_type,
-            if a.driver.is_empty() { "?" } else { &a.driver }
-        );
+        // The adapter report line (ends with "tensor cores: yes/no (why)").
+        let _ = writeln!(s, "adapter: {}", a.report);
         let _ = writeln!(s, "timing: {}\n", self.timing_method);
         let _ = writeln!(s, "## Ceilings\n");
         let sp = self.spec_peaks.as_ref();
@@ -152,6 +146,12 @@ impl Report {
                 opt_si(p.f16_tensor_flops_per_s, "flop/s"),
             );
         }
+        // Packed-dot columns beside the tensor-core ones, only where some
+        // layer of the run has a cooperative-matrix default.
+        let show_pd = self
+            .networks
+            .iter()
+            .any(|n| n.layers.iter().any(|l| l.packed_dot.is_some()));
         for net in &self.networks {
             let _ = writeln!(
                 s,
@@ -164,10 +164,19 @@ impl Report {
             );
             if !net.layers.is_empty() {
                 let _ = writeln!(s, "Per layer. int8 vs f32: the tiled f32 baseline (like for like: the same tiling effort as the int8 kernel); the f32 simple (untiled) baseline in the last columns.\n");
-                let _ = writeln!(s, "| layer | shape | xN | batch | int8 kernel | int8 time | int8 op/s | bound | % of ceiling | % of spec peak | f32 tiled 3-disp | f32 tiled fused | f32 tiled flop/s | % of f32 ceiling | % of f32 spec peak | int8 vs f32 tiled unfused | int8 vs f32 tiled fused | f32 simple (untiled) 3-disp | f32 simple fused | int8 vs simple unfused | int8 vs simple fused |");
+                let (pd_head, pd_rule) = if show_pd {
+                    let _ = writeln!(s, "int8 kernel: the library's default (tensor cores where the device has them); for layers whose default is the cooperative-matrix kernel, the packed-dot (dot4I8Packed) kernels on the same layer in the 'packed dot' columns, and 'packed dot / coop': packed-dot time over the default's time (above 1: the tensor cores are faster). '% of f16 tensor spec peak': int8 op/s on the cooperative-matrix kernel against the specified dense f16 tensor-core peak.\n");
+                    (
+                        " % of f16 tensor spec peak | packed-dot kernel | packed-dot time | packed-dot op/s | packed-dot % of ceiling | packed-dot % of spec peak | packed dot / coop |",
+                        "---|---|---|---|---|---|---|",
+                    )
+                } else {
+                    ("", "")
+                };
+                let _ = writeln!(s, "| layer | shape | xN | batch | int8 kernel | int8 time | int8 op/s | bound | % of ceiling | % of spec peak |{pd_head} f32 tiled 3-disp | f32 tiled fused | f32 tiled flop/s | % of f32 ceiling | % of f32 spec peak | int8 vs f32 tiled unfused | int8 vs f32 tiled fused | f32 simple (untiled) 3-disp | f32 simple fused | int8 vs simple unfused | int8 vs simple fused |");
                 let _ = writeln!(
                     s,
-                    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+                    "|---|---|---|---|---|---|---|---|---|---|{pd_rule}---|---|---|---|---|---|---|---|---|---|---|"
                 );
             }
             for l in &net.layers {
@@ -176,14 +185,37 @@ impl Report {
                 } else {
                     " (simple)"
                 };
+                let kernel = if l.packed_dot.is_some() && !l.coop {
+                    // A Coop default that runs the packed-dot kernels at
+                    // this shape (few output pixels).
+                    format!("{} (Coop default, few pixels)", l.int8_kernel_at_shape)
+                } else {
+                    l.int8_kernel_at_shape.clone()
+                };
+                let pd = match (&l.packed_dot, show_pd) {
+                    (_, false) => String::new(),
+                    (None, true) => {
+                        format!(" {} | - | - | - | - | - | - |", pct(l.tensor_spec_fraction))
+                    }
+                    (Some(p), true) => format!(
+                        " {} | {} | {} | {} | {:.1}% | {} | {:.2}x |",
+                        pct(l.tensor_spec_fraction),
+                        p.kernel_at_shape,
+                        ms(p.timing.median_s),
+                        si(p.ops_per_s),
+                        100.0 * p.fraction,
+                        pct(p.spec_fraction),
+                        p.time_vs_coop
+                    ),
+                };
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1}% | {} | {} ({}){tiled_tag} | {}{tiled_tag} | {} | {:.1}% | {} | {:.2}x | {:.2}x | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1}% | {} |{pd} {} ({}){tiled_tag} | {}{tiled_tag} | {} | {:.1}% | {} | {:.2}x | {:.2}x | {} | {} | {} | {} |",
                     l.name,
                     l.desc,
                     l.count,
                     l.batch,
-                    l.int8_kernel,
+                    kernel,
                     ms(l.int8.median_s),
                     si(l.int8_ops_per_s),
                     l.bound,
@@ -207,38 +239,32 @@ impl Report {
                     ratio(l.speedup_vs_fused)
                 );
             }
-            // Layers on a cooperative-matrix (tensor core) kernel: their
-            // op/s against the f16 tensor-core peak too.
-            let coop: Vec<_> = net
-                .layers
-                .iter()
-                .filter(|l| l.int8_kernel.to_lowercase().contains("coop"))
-                .collect();
-            if !coop.is_empty() {
-                let _ = writeln!(
-                    s,
-                    "\nLayers on a cooperative-matrix (tensor core) kernel, against the specified f16 tensor-core peak:\n"
-                );
-            }
-            for l in coop {
-                let _ = writeln!(
-                    s,
-                    "- {} batch {} ({}): {}op/s = {} of the f16 tensor-core peak",
-                    l.name,
-                    l.batch,
-                    l.int8_kernel,
-                    si(l.int8_ops_per_s),
-                    pct(l.tensor_spec_fraction)
-                );
-            }
             if let Some(rn) = &net.real {
                 let _ = writeln!(
                     s,
                     "\n### {} end to end: the real network through `GpuModel::run` ({} nodes, calibrated {} in {:.1} s)\n",
                     net.name, rn.nodes, rn.calibration, rn.calibration_s
                 );
-                let _ = writeln!(s, "| batch | wall (upload + run + readback) | images/s (wall) | GPU time (timestamps) | images/s (GPU) | runs | planned activations int8 | f32 | int8/f32 | vs f32 tiled unfused conv chain | vs f32 simple unfused conv chain |\n|---|---|---|---|---|---|---|---|---|---|---|");
+                // With a tensor-core default, each batch twice: "tensor
+                // cores" (GpuModel::new) and "packed dot" (with_variants).
+                let both = rn.packed_dot_runs.as_ref();
+                let (k_head, k_rule) = if both.is_some() {
+                    ("| int8 kernels ", "|---")
+                } else {
+                    ("", "")
+                };
+                let _ = writeln!(s, "{k_head}| batch | wall (upload + run + readback) | images/s (wall) | GPU time (timestamps) | images/s (GPU) | runs | planned activations int8 | f32 | int8/f32 | vs f32 tiled unfused conv chain | vs f32 simple unfused conv chain |\n{k_rule}|---|---|---|---|---|---|---|---|---|---|---|");
+                let mut rows: Vec<(&str, &crate::report::RealRun)> = vec![];
                 for r in &rn.runs {
+                    rows.push((&rn.path, r));
+                    for p in both.into_iter().flatten().filter(|p| p.batch == r.batch) {
+                        rows.push((crate::report::PACKED_DOT_LABEL, p));
+                    }
+                }
+                for (label, r) in rows {
+                    if both.is_some() {
+                        let _ = write!(s, "| {label} ");
+                    }
                     let _ = writeln!(
                         s,
                         "| {} | {} | {:.2} | {} | {} | {} | {} | {} | {:.3} | {} | {} |",
@@ -256,6 +282,22 @@ impl Report {
                         r.speedup_vs_f32_unfused_chain
                             .map_or("-".into(), |v| format!("{v:.2}x"))
                     );
+                }
+                for p in both.into_iter().flatten() {
+                    if let Some(r) = rn.runs.iter().find(|r| r.batch == p.batch) {
+                        let _ = writeln!(
+                            s,
+                            "\nbatch {}: {} {:.2} images/s, packed dot {:.2} images/s ({}; packed dot / {} time {:.2}x)",
+                            r.batch,
+                            rn.path,
+                            r.gpu_images_per_s.unwrap_or(r.images_per_s),
+                            p.gpu_images_per_s.unwrap_or(p.images_per_s),
+                            if r.gpu_images_per_s.is_some() { "GPU time" } else { "wall" },
+                            rn.path,
+                            p.timing.gpu_median_s.unwrap_or(p.timing.wall_median_s)
+                                / r.timing.gpu_median_s.unwrap_or(r.timing.wall_median_s)
+                        );
+                    }
                 }
                 let _ = writeln!(
                     s,
@@ -279,13 +321,26 @@ impl Report {
             );
             let _ = writeln!(s, "| conv chain | batch | time | images/s | images/s (wall, 1 submit) | dispatches |\n|---|---|---|---|---|---|");
             for e in &net.conv_chain {
+                let int8_label = match &e.packed_dot {
+                    Some(_) => format!("int8 fused ({})", e.int8_path),
+                    None => "int8 fused".into(),
+                };
+                let pd_label = format!("int8 fused ({})", crate::report::PACKED_DOT_LABEL);
+                let pd = e.packed_dot.as_ref();
                 let rows = [
                     (
-                        "int8 fused",
+                        int8_label.as_str(),
                         Some(&e.int8),
                         e.int8_images_per_s,
                         e.int8_images_per_s_wall,
                         e.int8_dispatches,
+                    ),
+                    (
+                        pd_label.as_str(),
+                        pd.map(|p| &p.timing),
+                        pd.map_or(f64::NAN, |p| p.images_per_s),
+                        pd.map_or(f64::NAN, |p| p.images_per_s_wall),
+                        pd.map_or(0, |p| p.dispatches),
                     ),
                     (
                         "f32 tiled unfused",
@@ -339,6 +394,13 @@ impl Report {
                     ratio(e.speedup_vs_unfused),
                     ratio(e.speedup_vs_fused)
                 );
+                if let Some(p) = &e.packed_dot {
+                    let _ = writeln!(
+                        s,
+                        "conv chain batch {}: {} {:.2} images/s, packed dot {:.2} images/s (packed dot / {} time {:.2}x)",
+                        e.batch, e.int8_path, e.int8_images_per_s, p.images_per_s, e.int8_path, p.time_vs_coop
+                    );
+                }
             }
             s.push('\n');
         }
@@ -349,22 +411,31 @@ impl Report {
             .flat_map(|n| n.layers.iter())
             .filter(|l| l.bound == "compute" && l.ops >= 200_000_000)
             .collect();
+        // The packed-dot numbers of each large layer: its own where its
+        // kernel is a packed-dot one, else its packed-dot twin's.
+        let packed: Vec<(f64, Option<f64>)> = big
+            .iter()
+            .filter_map(|l| match &l.packed_dot {
+                Some(p) => Some((p.fraction, p.spec_fraction)),
+                None => (!l.coop).then_some((l.fraction, l.spec_fraction)),
+            })
+            .collect();
         if big.is_empty() {
             let _ = writeln!(s, "- large layers (>= 0.2 Gop per dispatch, compute-bound): none at this resolution/batch");
         } else {
-            let best = big.iter().map(|l| l.fraction).fold(0.0, f64::max);
-            let mut f: Vec<f64> = big.iter().map(|l| l.fraction).collect();
+            let best = packed.iter().map(|p| p.0).fold(0.0, f64::max);
+            let mut f: Vec<f64> = packed.iter().map(|p| p.0).collect();
             let med = median(&mut f);
             let _ = writeln!(
                 s,
-                "- large compute-bound layers (>= 0.2 Gop per dispatch): {} measured, median {:.1}%, best {:.1}% of the int8 ceiling; {} reach 30% (target), {} reach 60%",
-                big.len(),
+                "- large compute-bound layers (>= 0.2 Gop per dispatch) on the packed-dot kernels: {} measured, median {:.1}%, best {:.1}% of the int8 ceiling; {} reach 30% (target), {} reach 60%",
+                packed.len(),
                 100.0 * med,
                 100.0 * best,
-                big.iter().filter(|l| l.fraction >= 0.3).count(),
-                big.iter().filter(|l| l.fraction >= 0.6).count()
+                packed.iter().filter(|p| p.0 >= 0.3).count(),
+                packed.iter().filter(|p| p.0 >= 0.6).count()
             );
-            let mut sf: Vec<f64> = big.iter().filter_map(|l| l.spec_fraction).collect();
+            let mut sf: Vec<f64> = packed.iter().filter_map(|p| p.1).collect();
             if !sf.is_empty() {
                 let best = sf.iter().copied().fold(0.0, f64::max);
                 let n60 = sf.iter().filter(|&&f| f >= 0.6).count();
@@ -373,6 +444,31 @@ impl Report {
                     "- the same layers against the specified int8 peak: median {:.1}%, best {:.1}%; {n60} reach 60% (target)",
                     100.0 * median(&mut sf),
                     100.0 * best
+                );
+            }
+            let mut coop: Vec<f64> = big
+                .iter()
+                .filter(|l| l.coop)
+                .map(|l| l.int8_ops_per_s)
+                .collect();
+            if !coop.is_empty() {
+                let best = coop.iter().copied().fold(0.0, f64::max);
+                let n300 = coop.iter().filter(|&&v| v >= 300e12).count();
+                let tf: Vec<f64> = big.iter().filter_map(|l| l.tensor_spec_fraction).collect();
+                let _ = writeln!(
+                    s,
+                    "- the same layers on the cooperative-matrix kernel: {} measured, median {}op/s, best {}op/s{}; {n300} reach 300 T op/s (target)",
+                    coop.len(),
+                    si(median(&mut coop)),
+                    si(best),
+                    if tf.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (best {:.1}% of the f16 tensor-core spec peak)",
+                            100.0 * tf.iter().copied().fold(0.0, f64::max)
+                        )
+                    }
                 );
             }
         }
@@ -394,6 +490,27 @@ impl Report {
                 }
             }
             if let Some(real) = &net.real {
+                let pd = real.packed_dot_runs.iter().flatten();
+                for (label, r) in real
+                    .runs
+                    .iter()
+                    .map(|r| (real.path.as_str(), r))
+                    .chain(pd.map(|r| (crate::report::PACKED_DOT_LABEL, r)))
+                {
+                    let _ = writeln!(
+                        s,
+                        "- {} batch {}: real network {:.0} images/s ({}, {})",
+                        net.name,
+                        r.batch,
+                        r.gpu_images_per_s.unwrap_or(r.images_per_s),
+                        label,
+                        if r.gpu_images_per_s.is_some() {
+                            "GPU time"
+                        } else {
+                            "wall"
+                        }
+                    );
+                }
                 let _ = writeln!(
                     s,
                     "- {}: weight memory int8/f32 = {:.3} with op tables, {:.3} conv/linear layers only (target <= 0.26)",
