@@ -125,12 +125,12 @@ fn random_case(seed: u64) -> Case {
     let mut weight = rng.i8s(g.weight_len());
     if extreme {
         for x in input.iter_mut() {
-            if *x % 8 != 0 {
+            if !x.is_multiple_of(8) {
                 *x = 0;
             }
         }
         for w in weight.iter_mut() {
-            if *w as u8 % 8 != 0 {
+            if !(*w as u8).is_multiple_of(8) {
                 *w = -128;
             }
         }
