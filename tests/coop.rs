@@ -281,3 +281,18 @@ fn coop_kernel_runs_only_where_offered() {
     )
     .is_err());
 }
+
+/// The known-answer check a context runs before it turns the tensor-core
+/// kernel on passes (emulated here; on tensor cores too where offered: a
+/// context whose check failed reports why and does not offer the kernel).
+#[test]
+fn coop_self_check_passes() {
+    let ctx = gpu();
+    for emulated in coop_kinds(&ctx) {
+        qfuse::gpu::__internal::coop_self_check(&ctx, emulated)
+            .unwrap_or_else(|e| panic!("emulated {emulated}: {e}"));
+    }
+    if let Some(why) = &ctx.report().cooperative_matrix_off {
+        assert!(!why.contains("self-check"), "{why}");
+    }
+}

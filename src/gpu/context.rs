@@ -640,7 +640,7 @@ impl GpuContext {
         if let Ok(path) = std::env::var(super::tune::TUNE_CACHE_ENV) {
             tuner.load(std::path::Path::new(&path))?;
         }
-        Ok(GpuContext {
+        let mut ctx = GpuContext {
             device,
             queue,
             adapter,
@@ -649,7 +649,14 @@ impl GpuContext {
             custom_sources: Mutex::default(),
             pipelines: Mutex::default(),
             tuner: std::sync::Arc::new(tuner),
-        })
+        };
+        if ctx.cooperative_matrix() {
+            // The tensor cores' arithmetic, once, before any layer uses it.
+            if let Err(e) = super::conv::coop_self_check(&ctx, false) {
+                ctx.report.cooperative_matrix_off = Some(e.to_string());
+            }
+        }
+        Ok(ctx)
     }
 
     /// What adapter this context runs on and what it offers.

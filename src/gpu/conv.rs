@@ -1591,6 +1591,76 @@ impl GpuLayer {
     }
 }
 
+/// The tensor-core kernel's known-answer check, run once when a context
+/// opens a device with cooperative matrices (a failure turns the kernel off
+/// for that context, with the reason in
+/// [`super::AdapterReport::cooperative_matrix_off`]): a 1x1 conv over 1024
+/// channels, 2 x 2 output tiles, whose accumulators reach the exactness
+/// limit (chunks of 512 products of -128 x -128 = 2^23, and odd products of
+/// 127 x 127 past 2^24 in total), against the CPU's exact sums. `emulated`
+/// runs the plain-WGSL primitives instead (tests).
+#[doc(hidden)]
+pub fn coop_self_check(ctx: &GpuContext, emulated: bool) -> Result<()> {
+    let (c, o, h, w) = (1024usize, 72usize, 9usize, 8usize);
+    let hw = h * w;
+    let x: Vec<u8> = (0..c * hw)
+        .map(|i| {
+            let (ch, p) = (i / hw, i % hw);
+            if (8..16).contains(&p) || (p >= 16 && (p * 7 + ch) % 11 == 0) {
+                255
+            } else {
+                0
+            }
+        })
+        .collect();
+    let weight: Vec<i8> = (0..o * c)
+        .map(|i| {
+            let (oc, ch) = (i / c, i % c);
+            if oc == 1 || (oc > 1 && (oc * 3 + ch) % 13 == 0) {
+                127
+            } else {
+                -128
+            }
+        })
+        .collect();
+    let q = crate::quant::QParams::new(1.0, 128)?;
+    let layer = QLayer::new(
+        LayerKind::Conv2d,
+        crate::Conv2dGeometry::new(c, o, [1, 1]),
+        weight,
+        vec![1.0; o],
+        vec![0.0; o],
+        q,
+        q,
+        crate::Activation::None,
+        crate::quant::Requant::Fbgemm,
+    )?;
+    let shape = [1, c, h, w];
+    let (acc, _) = crate::ops::conv::conv2d_accumulators(&layer, &x, &shape)?;
+    let g = GpuLayer::with_variant(
+        ctx,
+        &layer,
+        ConvVariant::Coop {
+            emulated,
+            splits: None,
+        },
+    )?;
+    let t = GpuTensor::upload(ctx, &x, &shape, q)?;
+    let got = g.raw_accumulators(ctx, &t)?;
+    // zero point 128: the kernels' Σ (x - 128) * w is the CPU's Σ (x - zp) * w.
+    for p in 0..hw {
+        for oc in 0..o {
+            let (want, have) = (acc[oc * hw + p], got[p * o + oc] as i64);
+            if want != have {
+                return Err(Error::Gpu(format!(
+                    "tensor-core self-check: pixel {p} channel {oc}: {have}, expected {want}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The pipeline-overridable constants of `tiled.wgsl` for tiles `c` and
 /// `splits` (0: one pass).
 fn tile_constants(c: TileConfig, splits: u32) -> Vec<(&'static str, f64)> {
