@@ -55,7 +55,13 @@ def main(argv):
     pts = []  # (kind, net, batch, intensity, rate)
     for net, l in layers:
         if l["int8_bytes"] > 0 and l["int8_ops_per_s"] > 0:
-            pts.append(("int8", net, l["batch"], l["ops"] / l["int8_bytes"], l["int8_ops_per_s"]))
+            # Layers that run on the tensor cores get their own marker, and
+            # their packed-dot run (same intensity) is plotted beside them.
+            kind = "coop" if l.get("coop") else "int8"
+            pts.append((kind, net, l["batch"], l["ops"] / l["int8_bytes"], l["int8_ops_per_s"]))
+            pd = l.get("packed_dot") or {}
+            if pd.get("ops_per_s"):
+                pts.append(("int8", net, l["batch"], l["ops"] / l["int8_bytes"], pd["ops_per_s"]))
         fb = l.get("f32_bytes")
         fr = l.get("f32_tiled_flops_per_s")
         if fb and fr:
@@ -102,8 +108,8 @@ def main(argv):
     batches = sorted({p[2] for p in pts})
     cmap = plt.get_cmap("viridis" if len(batches) > 4 else "tab10")
     colors = {b: cmap(i / max(1, len(batches) - 1)) if len(batches) > 4 else cmap(i) for i, b in enumerate(batches)}
-    markers = {"int8": "o", "f32": "^"}
-    for kind in ("f32", "int8"):
+    markers = {"int8": "o", "f32": "^", "coop": "D"}
+    for kind in ("f32", "int8", "coop"):
         for b in batches:
             for filled in (True, False):
                 sel = [p for p in pts if p[0] == kind and p[2] == b and (p[1] == "resnet18") == filled]
@@ -125,6 +131,8 @@ def main(argv):
         ax.scatter([], [], marker="s", color=colors[b], label=f"batch {b}")
     ax.scatter([], [], marker="o", facecolors="gray", edgecolors="gray", label="int8 layer (qfuse, op/s)")
     ax.scatter([], [], marker="^", facecolors="gray", edgecolors="gray", label="f32 tiled baseline layer (flop/s)")
+    if any(p[0] == "coop" for p in pts):
+        ax.scatter([], [], marker="D", facecolors="gray", edgecolors="gray", label="int8 layer on tensor cores (op/s)")
     ax.scatter([], [], marker="o", facecolors="none", edgecolors="gray", label="hollow: MobileNetV2 (filled: ResNet-18)")
 
     ax.set_xlim(x_lo, x_hi)
@@ -142,7 +150,10 @@ def main(argv):
     ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
-    print(f"wrote {out}: {sum(p[0] == 'int8' for p in pts)} int8 and {sum(p[0] == 'f32' for p in pts)} f32 points")
+    print(
+        f"wrote {out}: {sum(p[0] == 'int8' for p in pts)} packed-dot int8, "
+        f"{sum(p[0] == 'coop' for p in pts)} tensor-core int8 and {sum(p[0] == 'f32' for p in pts)} f32 points"
+    )
     return 0
 
 
