@@ -5,7 +5,9 @@
 # networks end to end with the autotuner. Prepare here first with
 # `bash tools/device_prepare.sh` (it says how to call the device tool).
 #
-#   bash tools/device_h200.sh [tests] [bench] [tuned]   (default: all three)
+#   bash tools/device_h200.sh [tests] [bench] [tuned] [checks]
+#   (default: tests bench tuned; `checks` times ResNet-18's layers with
+#   wgpu's loop-bound and index-bound checks off, QFUSE_SHADER_CHECKS)
 #
 # Results under $OUT (they come back): env.txt, clocks.csv (SM clock every
 # 200 ms through the whole call), tests.log, bench_<net>.md/.json (per-layer
@@ -102,7 +104,17 @@ for stage in $stages; do
             --json "$OUT/tuned.json" >"$OUT/tuned.md" 2>>"$OUT/run.log"
         echo "tuned: exit $?"
         ;;
-    *) echo "unknown stage $stage (tests, bench, tuned)" >&2; rc=2 ;;
+    checks)
+        # wgpu's runtime checks in qfuse's kernels (QFUSE_SHADER_CHECKS):
+        # ResNet-18's layers with loop bounds off, then also index bounds off.
+        for c in loops none; do
+            QFUSE_SHADER_CHECKS=$c QFUSE_AUTOTUNE=0 timeout "$(limit 90)" .devbin/bench --resolution 224 \
+                --batch 16,256 --budget "${QFUSE_BUDGET:-0.05}" --skip-chain --skip-real --skip-simple-f32 \
+                --networks resnet18 --json "$OUT/checks_$c.json" >"$OUT/checks_$c.md" 2>>"$OUT/run.log"
+            echo "checks $c: exit $?"
+        done
+        ;;
+    *) echo "unknown stage $stage (tests, bench, tuned, checks)" >&2; rc=2 ;;
     esac
 done
 echo "done in $(($(date +%s) - t0)) s"

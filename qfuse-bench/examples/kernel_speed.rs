@@ -87,11 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 if v.len() != 3 {
                     return Err("--tile expects TM,TN,KT".into());
                 }
-                tiles.push(TileConfig {
-                    tm: v[0],
-                    tn: v[1],
-                    kt: v[2],
-                });
+                tiles.push(TileConfig::new(v[0], v[1], v[2]));
                 i += 1;
             }
             "--only-custom" => tiles.retain(|t| !TileConfig::PRESETS.contains(t)),

@@ -334,6 +334,45 @@ impl std::fmt::Display for AdapterReport {
     }
 }
 
+/// The environment variable that relaxes the runtime checks wgpu compiles
+/// into qfuse's own kernels (a speed experiment; the default keeps them):
+/// `loops` drops the loop-bound counter wgpu adds to every loop (each loop
+/// of qfuse's kernels is bounded by its uniforms), `none` also the bounds
+/// checks of every array index (unsafe: only for kernels whose indices are
+/// known to stay inside their buffers, as qfuse's tests hold them), `all`
+/// (the default) keeps both.
+pub const SHADER_CHECKS_ENV: &str = "QFUSE_SHADER_CHECKS";
+
+/// The runtime checks compiled into qfuse's kernels (see [`SHADER_CHECKS_ENV`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShaderChecks {
+    /// wgpu's default: loop bounds and index bounds checks.
+    All,
+    /// Index bounds checks only.
+    NoLoopBounds,
+    /// Neither.
+    None,
+}
+
+impl ShaderChecks {
+    fn from_env() -> Result<Self> {
+        Self::parse(std::env::var(SHADER_CHECKS_ENV).ok().as_deref())
+    }
+
+    /// The value of [`SHADER_CHECKS_ENV`] (None: unset).
+    fn parse(v: Option<&str>) -> Result<Self> {
+        match v.map(str::trim) {
+            None | Some("all") => Ok(ShaderChecks::All),
+            Some("loops") => Ok(ShaderChecks::NoLoopBounds),
+            Some("none") => Ok(ShaderChecks::None),
+            Some(v) => Err(Error::config(
+                SHADER_CHECKS_ENV,
+                format!("{v:?}: expected all, loops or none"),
+            )),
+        }
+    }
+}
+
 /// The environment variable that turns the tensor-core kernel off
 /// (`QFUSE_COOPERATIVE_MATRIX=0`): every adapter then runs the packed-dot
 /// kernels.
@@ -459,6 +498,8 @@ pub struct GpuContext {
     pipelines: Mutex<HashMap<(ModuleKey, String), wgpu::ComputePipeline>>,
     /// The autotuner's cache (see [`super::tune`]).
     tuner: std::sync::Arc<super::tune::Tuner>,
+    /// The runtime checks compiled into qfuse's kernels.
+    shader_checks: ShaderChecks,
 }
 
 /// An instance on the backends `WGPU_BACKEND` allows (all when unset).
@@ -649,6 +690,7 @@ impl GpuContext {
             custom_sources: Mutex::default(),
             pipelines: Mutex::default(),
             tuner: std::sync::Arc::new(tuner),
+            shader_checks: ShaderChecks::from_env()?,
         };
         if ctx.cooperative_matrix() {
             // The tensor cores' arithmetic, once, before any layer uses it.
@@ -682,6 +724,12 @@ impl GpuContext {
     /// says why not.
     pub fn cooperative_matrix(&self) -> bool {
         self.report.cooperative_matrix_off.is_none()
+    }
+
+    /// The runtime checks compiled into qfuse's kernels
+    /// ([`SHADER_CHECKS_ENV`]; all of wgpu's by default).
+    pub fn shader_checks(&self) -> ShaderChecks {
+        self.shader_checks
     }
 
     /// Whether conv layers are autotuned ([`super::ConvVariant::Tuned`],
@@ -825,11 +873,29 @@ impl GpuContext {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let cached = self.modules.lock().unwrap().get(&key.0).cloned();
         let module = cached.clone().unwrap_or_else(|| {
-            self.device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(label),
-                    source: wgpu::ShaderSource::Wgsl(source().into()),
-                })
+            let desc = wgpu::ShaderModuleDescriptor {
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(source().into()),
+            };
+            match (key.0, self.shader_checks) {
+                // Custom kernels always keep wgpu's checks.
+                (ModuleKey::Kernel(_), ShaderChecks::NoLoopBounds | ShaderChecks::None) => {
+                    let checks = wgpu::ShaderRuntimeChecks {
+                        bounds_checks: self.shader_checks == ShaderChecks::NoLoopBounds,
+                        force_loop_bounding: false,
+                        ..wgpu::ShaderRuntimeChecks::checked()
+                    };
+                    // SAFETY: opted into by SHADER_CHECKS_ENV. Every loop of
+                    // qfuse's kernels is bounded by uniform sizes (no loop
+                    // bound is needed for termination); without bounds
+                    // checks, every index stays inside the buffers the host
+                    // sized for the dispatch (the tests compare every
+                    // kernel's output bit for bit, an out-of-bounds read
+                    // would show there as it does with clamped reads).
+                    unsafe { self.device.create_shader_module_trusted(desc, checks) }
+                }
+                _ => self.device.create_shader_module(desc),
+            }
         });
         let pipeline = self
             .device
@@ -1087,5 +1153,29 @@ impl GpuContext {
         drop(view);
         staging.unmap();
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ShaderChecks;
+
+    #[test]
+    fn shader_checks_parse() {
+        assert_eq!(ShaderChecks::parse(None).unwrap(), ShaderChecks::All);
+        assert_eq!(ShaderChecks::parse(Some("all")).unwrap(), ShaderChecks::All);
+        assert_eq!(
+            ShaderChecks::parse(Some(" loops")).unwrap(),
+            ShaderChecks::NoLoopBounds
+        );
+        assert_eq!(
+            ShaderChecks::parse(Some("none")).unwrap(),
+            ShaderChecks::None
+        );
+        let e = ShaderChecks::parse(Some("off")).unwrap_err().to_string();
+        assert!(
+            e.contains("QFUSE_SHADER_CHECKS") && e.contains("off"),
+            "{e}"
+        );
     }
 }

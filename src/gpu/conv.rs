@@ -67,53 +67,88 @@ pub struct TileConfig {
     pub tn: u32,
     /// K words (input words of the reduction) per workgroup-memory slice.
     pub kt: u32,
+    /// Register block rows: 4 or 8 output pixels per invocation (each x 4
+    /// output words).
+    pub rm: u32,
+    /// Prefetch: the next slice is read into registers while the current
+    /// one is computed (double-buffered staging through registers).
+    pub prefetch: bool,
 }
 
 /// Sizes of the workgroup arrays and the register block in `tiled.wgsl`.
 const XS_MAX: u32 = 2048;
 const WS_MAX: u32 = 512;
-/// The register block of `tiled.wgsl`: pixels x output words per invocation.
+/// The smaller register block of `tiled.wgsl`: pixels x output words per
+/// invocation (a [`TileConfig`] may set 8 rows instead).
 pub const TILE_RM: u32 = 4;
 /// See [`TILE_RM`].
 pub const TILE_RN: u32 = 4;
+/// `tiled.wgsl`'s prefetch registers: weight vectors and activation words
+/// per invocation.
+const PF_W: u32 = 32;
+const PF_X: u32 = 16;
 
 impl TileConfig {
+    /// A tile of `tm` pixels x `tn` output words over `kt` K words, with
+    /// the 4-row register block and no prefetch.
+    pub const fn new(tm: u32, tn: u32, kt: u32) -> TileConfig {
+        TileConfig {
+            tm,
+            tn,
+            kt,
+            rm: TILE_RM,
+            prefetch: false,
+        }
+    }
     /// 64 pixels x 64 channels, 64 invocations: large layers.
-    pub const LARGE: TileConfig = TileConfig {
-        tm: 64,
-        tn: 16,
-        kt: 16,
-    };
+    pub const LARGE: TileConfig = TileConfig::new(64, 16, 16);
     /// 128 pixels x 64 channels, 128 invocations.
-    pub const TALL: TileConfig = TileConfig {
-        tm: 128,
-        tn: 16,
-        kt: 16,
-    };
+    pub const TALL: TileConfig = TileConfig::new(128, 16, 16);
     /// 64 pixels x 128 channels, 128 invocations.
-    pub const WIDE: TileConfig = TileConfig {
-        tm: 64,
-        tn: 32,
-        kt: 16,
+    pub const WIDE: TileConfig = TileConfig::new(64, 32, 16);
+    /// 4 pixels x 256 channels, 16 invocations: few output pixels (a
+    /// linear layer's small batch).
+    pub const SKINNY: TileConfig = TileConfig::new(4, 64, 8);
+    /// 64 pixels x 128 channels with the 8-row register block (128
+    /// accumulators per invocation), 64 invocations.
+    pub const BIG: TileConfig = TileConfig {
+        rm: 8,
+        ..TileConfig::new(64, 32, 16)
     };
-    /// 4 pixels x 256 channels, 16 invocations: few output pixels (a linear
-    /// layer's small batch).
-    pub const SKINNY: TileConfig = TileConfig {
-        tm: 4,
-        tn: 64,
-        kt: 8,
+    /// [`TileConfig::BIG`] with prefetch.
+    pub const BIG_PF: TileConfig = TileConfig {
+        prefetch: true,
+        ..TileConfig::BIG
     };
-    /// Every preset (tests run each).
+    /// 128 pixels x 128 channels, 8-row register block, prefetch, 128
+    /// invocations.
+    pub const HUGE_PF: TileConfig = TileConfig {
+        rm: 8,
+        prefetch: true,
+        ..TileConfig::new(128, 32, 16)
+    };
+    /// [`TileConfig::WIDE`] with prefetch.
+    pub const WIDE_PF: TileConfig = TileConfig {
+        prefetch: true,
+        ..TileConfig::WIDE
+    };
+    /// Every preset (tests run each; the autotuner times each). The
+    /// per-shape heuristic ([`TileConfig::for_shape`]) picks among the
+    /// first four.
     pub const PRESETS: &'static [TileConfig] = &[
         TileConfig::LARGE,
         TileConfig::TALL,
         TileConfig::WIDE,
         TileConfig::SKINNY,
+        TileConfig::BIG,
+        TileConfig::BIG_PF,
+        TileConfig::HUGE_PF,
+        TileConfig::WIDE_PF,
     ];
 
-    /// Invocations per workgroup, `(tm/rm) * (tn/rn)`.
+    /// Invocations per workgroup, `(tm/rm) * (tn/4)`.
     pub fn workgroup_size(&self) -> u32 {
-        (self.tm / TILE_RM) * (self.tn / TILE_RN)
+        (self.tm / self.rm.max(1)) * (self.tn / TILE_RN)
     }
 
     /// Bytes of workgroup memory the kernel declares.
@@ -124,13 +159,16 @@ impl TileConfig {
         let c = self;
         let wg = c.workgroup_size();
         let bad = |why: &str| Err(Error::config("tile config", format!("{c:?}: {why}")));
+        if c.rm != 4 && c.rm != 8 {
+            return bad("rm must be 4 or 8");
+        }
         if c.tm == 0
             || c.tn == 0
             || c.kt == 0
-            || !c.tm.is_multiple_of(TILE_RM)
+            || !c.tm.is_multiple_of(c.rm)
             || !c.tn.is_multiple_of(TILE_RN)
         {
-            return bad("tm and tn must be positive multiples of 4, kt >= 1");
+            return bad("tm must be a positive multiple of rm, tn of 4, kt >= 1");
         }
         if c.tm * c.kt > XS_MAX || c.tn * c.kt > WS_MAX {
             return bad(&format!(
@@ -139,6 +177,15 @@ impl TileConfig {
         }
         if !wg.is_multiple_of(c.tm) || !c.kt.is_multiple_of(wg / c.tm) {
             return bad("the workgroup size must be a multiple of tm, and kt a multiple of workgroup size / tm");
+        }
+        if c.prefetch
+            && (!(c.tn * c.kt).is_multiple_of(wg)
+                || c.tn * c.kt / wg > PF_W
+                || c.kt / (wg / c.tm) > PF_X)
+        {
+            return bad(&format!(
+                "prefetch needs tn*kt a multiple of the workgroup size, tn*kt/wg <= {PF_W} and kt/(wg/tm) <= {PF_X}"
+            ));
         }
         if wg > limits.max_compute_invocations_per_workgroup
             || wg > limits.max_compute_workgroup_size_x
@@ -1664,13 +1711,21 @@ pub fn coop_self_check(ctx: &GpuContext, emulated: bool) -> Result<()> {
 /// The pipeline-overridable constants of `tiled.wgsl` for tiles `c` and
 /// `splits` (0: one pass).
 fn tile_constants(c: TileConfig, splits: u32) -> Vec<(&'static str, f64)> {
-    vec![
+    let mut v = vec![
         ("WG", c.workgroup_size() as f64),
         ("TM", c.tm as f64),
         ("TN", c.tn as f64),
         ("KT", c.kt as f64),
         ("SPLITS", splits as f64),
-    ]
+    ];
+    // Only when set: the presets of before keep their pipelines' keys.
+    if c.rm != 4 {
+        v.push(("RM", c.rm as f64));
+    }
+    if c.prefetch {
+        v.push(("PF", 1.0));
+    }
+    v
 }
 
 /// Splits a workgroup count over x and y so that neither exceeds the device's

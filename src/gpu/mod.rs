@@ -10,8 +10,8 @@ pub(crate) mod node;
 mod tensor;
 pub mod tune;
 
-pub use context::COOPERATIVE_MATRIX_ENV;
 pub use context::{AdapterReport, CustomKernel, Dispatch, GpuContext, Kernel};
+pub use context::{ShaderChecks, COOPERATIVE_MATRIX_ENV, SHADER_CHECKS_ENV};
 pub use conv::{
     dispatch_size, splitk_for_shape, ConvVariant, GpuLayer, TileConfig, COOP_CHUNK, COOP_KC,
     COOP_MIN_ROWS, COOP_TC, COOP_TM, COOP_WG, COOP_WORKGROUP_BYTES, GEMV_MAX_ROWS,

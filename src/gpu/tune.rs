@@ -92,11 +92,19 @@ impl std::str::FromStr for TuneKey {
     }
 }
 
-/// A variant as the cache file writes it: `tiled:TMxTNxKT`, `splitk:auto`,
+/// A variant as the cache file writes it: `tiled:TMxTNxKT` (then `r8` for
+/// the 8-row register block, `pf` for prefetch), `splitk:auto`,
 /// `splitk:S`, `coop:auto`, `coop:S`, `gemv`.
 pub fn variant_name(v: ConvVariant) -> Option<String> {
     Some(match v {
-        ConvVariant::Tiled(Some(c)) => format!("tiled:{}x{}x{}", c.tm, c.tn, c.kt),
+        ConvVariant::Tiled(Some(c)) => format!(
+            "tiled:{}x{}x{}{}{}",
+            c.tm,
+            c.tn,
+            c.kt,
+            if c.rm == 8 { "r8" } else { "" },
+            if c.prefetch { "pf" } else { "" }
+        ),
         ConvVariant::SplitK {
             splits: None,
             tiles: None,
@@ -140,12 +148,24 @@ pub fn parse_variant(s: &str) -> Option<ConvVariant> {
             splits: Some(n.parse().ok().filter(|&s| s > 0)?),
         },
         ("tiled", t) => {
+            let (t, prefetch) = match t.strip_suffix("pf") {
+                Some(t) => (t, true),
+                None => (t, false),
+            };
+            let (t, rm) = match t.strip_suffix("r8") {
+                Some(t) => (t, 8),
+                None => (t, 4),
+            };
             let v: Vec<u32> = t
                 .split('x')
                 .map(|x| x.parse().ok())
                 .collect::<Option<_>>()?;
             let [tm, tn, kt] = v[..] else { return None };
-            ConvVariant::Tiled(Some(TileConfig { tm, tn, kt }))
+            ConvVariant::Tiled(Some(TileConfig {
+                rm,
+                prefetch,
+                ..TileConfig::new(tm, tn, kt)
+            }))
         }
         _ => return None,
     })
