@@ -149,18 +149,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
             let k0 = s * KCW;
             for (var i = 0u; i < 4u; i++) {
                 let kw = kw0 + 2u * i;
-                let k = k0 + kw;
-                var v = 0u; // past K the weights are 0
-                if k < p.kq && m_ok {
-                    let j = k % cg4;
-                    let tap = k / cg4;
-                    let iy = iy0 + i32((tap / p.kw) * p.dil_h);
-                    let ix = ix0 + i32((tap % p.kw) * p.dil_w);
-                    v = p.pad_word;
-                    if in_bounds(iy, ix) {
-                        v = x[((b * p.h + u32(iy)) * p.w + u32(ix)) * cg4 + j];
-                    }
-                }
+                let v = act_word(k0 + kw, m_ok, b, iy0, ix0, cg4);
                 let q = unpack4xI8(v ^ SIGN);
                 let o = lm * KC + kw * 4u;
                 sa[o] = half(q.x);

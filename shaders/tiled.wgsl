@@ -278,20 +278,3 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         store(split, m1 + 7u * tmr, n, tnr, b30, b31, b32, b33);
     }
 }
-
-// The activation word at K word k of pixel m (its batch b and its input
-// origin iy0, ix0), unsigned: `pad_word` at padded positions, 0 past K or
-// past M (the weights there are 0, or the pixel is not stored).
-fn act_word(k: u32, m_ok: bool, b: u32, iy0: i32, ix0: i32, cg4: u32) -> u32 {
-    if k >= p.kq || !m_ok {
-        return 0u;
-    }
-    let j = k % cg4;
-    let tap = k / cg4;
-    let iy = iy0 + i32((tap / p.kw) * p.dil_h);
-    let ix = ix0 + i32((tap % p.kw) * p.dil_w);
-    if in_bounds(iy, ix) {
-        return x[((b * p.h + u32(iy)) * p.w + u32(ix)) * p.c4 + j];
-    }
-    return p.pad_word;
-}

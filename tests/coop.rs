@@ -67,26 +67,7 @@ fn layer(kind: LayerKind, g: Conv2dGeometry, weight: Vec<i8>, zp_in: i32, s_out:
 /// here and there (so a transposed or shifted fragment shows).
 fn limit_case() -> Case {
     let (c, o, h, w) = (1536, 72, 9, 8);
-    let input: Vec<u8> = (0..c * h * w)
-        .map(|i| {
-            let (ch, p) = (i / (h * w), i % (h * w));
-            if (8..16).contains(&p) || (p >= 16 && (p * 7 + ch) % 11 == 0) {
-                255
-            } else {
-                0
-            }
-        })
-        .collect();
-    let weight: Vec<i8> = (0..o * c)
-        .map(|i| {
-            let (oc, ch) = (i / c, i % c);
-            if oc == 1 || (oc > 1 && (oc * 3 + ch) % 13 == 0) {
-                127
-            } else {
-                -128
-            }
-        })
-        .collect();
+    let (input, weight) = qfuse::gpu::__internal::coop_limit_data(c, o, h * w);
     let g = Conv2dGeometry::new(c, o, [1, 1]);
     Case {
         name: "limit 1x1 1536->72".into(),

@@ -32,6 +32,15 @@ fn struct_size(module: &naga::Module, name: &str) -> u32 {
     panic!("no struct {name}");
 }
 
+/// Bytes of workgroup memory a module declares.
+fn workgroup_bytes(m: &naga::Module) -> u32 {
+    m.global_variables
+        .iter()
+        .filter(|(_, v)| v.space == naga::AddressSpace::WorkGroup)
+        .map(|(_, v)| m.types[v.ty].inner.size(m.to_ctx()))
+        .sum()
+}
+
 fn override_names(module: &naga::Module) -> Vec<String> {
     module
         .overrides
@@ -140,12 +149,7 @@ fn tiled_kernel_constants_match_the_host() {
             "splitk.wgsl has no override {c}"
         );
     }
-    let bytes: u32 = m
-        .global_variables
-        .iter()
-        .filter(|(_, v)| v.space == naga::AddressSpace::WorkGroup)
-        .map(|(_, v)| m.types[v.ty].inner.size(m.to_ctx()))
-        .sum();
+    let bytes = workgroup_bytes(&m);
     assert_eq!(bytes, qfuse::gpu::TileConfig::WORKGROUP_BYTES);
     for c in qfuse::gpu::TileConfig::PRESETS {
         c.check(&wgpu::Limits::default()).unwrap();
@@ -164,12 +168,7 @@ fn coop_kernel_validates_and_writes_spirv() {
         let src = k.source();
         let m = parse_str(k.file(), &src);
         assert!(override_names(&m).iter().any(|n| n == "SPLITS"));
-        let bytes: u32 = m
-            .global_variables
-            .iter()
-            .filter(|(_, v)| v.space == naga::AddressSpace::WorkGroup)
-            .map(|(_, v)| m.types[v.ty].inner.size(m.to_ctx()))
-            .sum();
+        let bytes = workgroup_bytes(&m);
         let want = if k == Kernel::Coop {
             qfuse::gpu::COOP_WORKGROUP_BYTES
         } else {

@@ -32,16 +32,8 @@ mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
 
-# Vulkan loader from the carried .debs (the image has none), as the device
-# README says: unpack into / and refresh the linker cache.
-for f in .gl/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
-ldconfig
-icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ] && ! ls /usr/share/vulkan/icd.d/*nvidia* >/dev/null 2>&1 && ! ls /etc/vulkan/icd.d/*nvidia* >/dev/null 2>&1; then
-    export VK_DRIVER_FILES=$icd
-    export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
-fi
-export WGPU_BACKEND=${WGPU_BACKEND:-vulkan}
+# The Vulkan loader and driver (see tools/device_vulkan.sh).
+. tools/device_vulkan.sh
 
 bin=${QFUSE_BENCH_BIN:-}
 for c in .devbin/bench target/release/examples/bench; do

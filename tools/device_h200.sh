@@ -34,18 +34,8 @@ limit() {
     [ "$l" -lt "$1" ] && echo $((l > 1 ? l : 1)) || echo "$1"
 }
 
-# The Vulkan loader from the carried .debs (the image has none;
-# QFUSE_NO_DEBS=1 skips this, for a dry run on a machine that has one).
-if [ -z "${QFUSE_NO_DEBS:-}" ]; then
-    for f in .gl/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
-    ldconfig
-fi
-icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ] && ! ls /usr/share/vulkan/icd.d/*nvidia* >/dev/null 2>&1 && ! ls /etc/vulkan/icd.d/*nvidia* >/dev/null 2>&1; then
-    export VK_DRIVER_FILES=$icd
-    export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
-fi
-export WGPU_BACKEND=${WGPU_BACKEND:-vulkan}
+# The Vulkan loader and driver (see tools/device_vulkan.sh).
+. tools/device_vulkan.sh
 
 # The tests read tests/data through the path they were compiled in.
 if [ -f .devbin/manifest_dir ]; then

@@ -1002,11 +1002,13 @@ impl GpuLayer {
             {
                 // Few output pixels (a linear head at small batch): most of
                 // a 64-row tile would be padding; the packed-dot kernels.
-                let (c, n_tiles) = shape_tiles(None)?;
-                match splitk_for_shape(n_tiles, self.kq as usize, c.kt) {
-                    1 => Plan::Tiled(c),
-                    s => Plan::SplitK(c, s),
-                }
+                return self.plan_for(
+                    ConvVariant::SplitK {
+                        splits: None,
+                        tiles: None,
+                    },
+                    input_shape,
+                );
             }
             ConvVariant::Coop { emulated, splits } => {
                 let splits = match splits {
@@ -1641,35 +1643,17 @@ impl GpuLayer {
 /// The tensor-core kernel's known-answer check, run once when a context
 /// opens a device with cooperative matrices (a failure turns the kernel off
 /// for that context, with the reason in
-/// [`super::AdapterReport::cooperative_matrix_off`]): a 1x1 conv over 1024
+/// [`super::AdapterReport::cooperative_matrix_off`]): a 1x1 conv over 1536
 /// channels, 2 x 2 output tiles, whose accumulators reach the exactness
-/// limit (chunks of 512 products of -128 x -128 = 2^23, and odd products of
-/// 127 x 127 past 2^24 in total), against the CPU's exact sums. `emulated`
+/// limit ([`coop_limit_data`]: chunks of 512 products of -128 x -128 =
+/// 2^23, and odd products of 127 x 127 past 2^24 in total), against the
+/// CPU's exact sums. `emulated`
 /// runs the plain-WGSL primitives instead (tests).
 #[doc(hidden)]
 pub fn coop_self_check(ctx: &GpuContext, emulated: bool) -> Result<()> {
-    let (c, o, h, w) = (1024usize, 72usize, 9usize, 8usize);
+    let (c, o, h, w) = (1536usize, 72usize, 9usize, 8usize);
     let hw = h * w;
-    let x: Vec<u8> = (0..c * hw)
-        .map(|i| {
-            let (ch, p) = (i / hw, i % hw);
-            if (8..16).contains(&p) || (p >= 16 && (p * 7 + ch) % 11 == 0) {
-                255
-            } else {
-                0
-            }
-        })
-        .collect();
-    let weight: Vec<i8> = (0..o * c)
-        .map(|i| {
-            let (oc, ch) = (i / c, i % c);
-            if oc == 1 || (oc > 1 && (oc * 3 + ch) % 13 == 0) {
-                127
-            } else {
-                -128
-            }
-        })
-        .collect();
+    let (x, weight) = coop_limit_data(c, o, hw);
     let q = crate::quant::QParams::new(1.0, 128)?;
     let layer = QLayer::new(
         LayerKind::Conv2d,
@@ -1706,6 +1690,38 @@ pub fn coop_self_check(ctx: &GpuContext, emulated: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Not public API (tests): the input bytes (NCHW, one image of `c`
+/// channels and `hw` pixels) and weights (`o` x `c`) of a 1x1 conv at the
+/// tensor-core kernel's exactness limit: channel 0 of pixels 0..8 multiplies
+/// -128 (byte 0 after the shift) by -128 at every K value (chunks of exactly
+/// 2^23), channel 1 of pixels 8..16 multiplies 127 by 127 (odd products,
+/// past 2^24 in total from 1040 channels on), other values flipped to 127
+/// here and there so that a transposed or shifted fragment shows.
+#[doc(hidden)]
+pub fn coop_limit_data(c: usize, o: usize, hw: usize) -> (Vec<u8>, Vec<i8>) {
+    let x = (0..c * hw)
+        .map(|i| {
+            let (ch, p) = (i / hw, i % hw);
+            if (8..16).contains(&p) || (p >= 16 && (p * 7 + ch) % 11 == 0) {
+                255
+            } else {
+                0
+            }
+        })
+        .collect();
+    let weight = (0..o * c)
+        .map(|i| {
+            let (oc, ch) = (i / c, i % c);
+            if oc == 1 || (oc > 1 && (oc * 3 + ch) % 13 == 0) {
+                127
+            } else {
+                -128
+            }
+        })
+        .collect();
+    (x, weight)
 }
 
 /// The pipeline-overridable constants of `tiled.wgsl` for tiles `c` and

@@ -25,8 +25,8 @@ pub use tune::{tune_candidates, TuneKey, AUTOTUNE_ENV, TUNE_CACHE_ENV};
 /// declarations. They change with the shaders, without notice.
 #[doc(hidden)]
 pub mod __internal {
-    pub use super::conv::coop_self_check;
     pub use super::conv::ConvParams;
+    pub use super::conv::{coop_limit_data, coop_self_check};
     pub use super::node::LutParams;
     pub use crate::ops::binary::AddParams;
     pub use crate::ops::binary::BinaryParams;
