@@ -44,13 +44,15 @@
 // the 4 channels' words at K word k), read through binding 2.
 //
 // Pipeline-overridable constant:
-//   SPLITS  0: one pass, fused epilogue. S >= 1: split-K pass 1 as in
+//   SPLIT   false: one pass, fused epilogue. true: split-K pass 1 as in
 //           tiled.wgsl (K cut into S ranges of whole stages, raw i32
 //           accumulators to y[((s*M + m)*O4 + o4)*4 + l], every word
 //           written); splitk.wgsl sums them.
-// `p.total` is the number of workgroups, ceil(M/TM) * ceil(O4/TW) * max(SPLITS, 1).
+// `p.total` is the number of workgroups, ceil(M/TM) * ceil(O4/TW) * S (S = 1
+// for one pass): the kernel derives S from it, so one pipeline serves every
+// split count.
 
-override SPLITS: u32 = 0u;
+override SPLIT: bool = false;
 
 const WG: u32 = 128u;
 const SG: u32 = 32u;
@@ -84,7 +86,7 @@ fn store_word(split: u32, m0: u32, n0: u32, w: u32, acc: vec4<i32>) {
     if m >= m_total || nw >= p.o4 {
         return;
     }
-    if SPLITS > 0u {
+    if SPLIT {
         let base = ((split * m_total + m) * p.o4 + nw) * 4u;
         let bits = bitcast<vec4<u32>>(acc);
         y[base] = bits.x;
@@ -105,16 +107,16 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     if idx >= p.total {
         return;
     }
-    let splits = max(SPLITS, 1u);
-    let tiles = p.total / splits;
+    let m_total = p.n * p.oh * p.ow;
+    let n_tiles = (p.o4 + TW - 1u) / TW;
+    let tiles = (m_total + TM - 1u) / TM * n_tiles;
+    let splits = p.total / tiles;
     let tile = idx % tiles;
     let split = idx / tiles;
     let stages = (p.kq + KCW - 1u) / KCW;
     let per = (stages + splits - 1u) / splits;
     let s_begin = min(split * per, stages);
     let s_end = min(s_begin + per, stages);
-    let m_total = p.n * p.oh * p.ow;
-    let n_tiles = (p.o4 + TW - 1u) / TW;
     let m0 = (tile / n_tiles) * TM;
     let n0 = (tile % n_tiles) * TW;
     let cg4 = p.c4;

@@ -218,13 +218,13 @@ fn check_case(
     // Every kernel variant that applies to the layer, and the default choice.
     let default = GpuLayer::new(ctx, &layer).map(|g| g.variant());
     match &default {
-        Ok(v) if !ConvVariant::candidates_on(ctx, &layer).contains(v) => {
+        Ok(v) if !variants_for(ctx, &layer).contains(v) => {
             fails.push(format!("default variant {v:?} is not a candidate"))
         }
         Err(e) => fails.push(format!("GPU default variant: {e}")),
         _ => {}
     }
-    for v in ConvVariant::candidates_on(ctx, &layer) {
+    for v in variants_for(ctx, &layer) {
         let gpu_out = GpuLayer::with_variant(ctx, &layer, v).and_then(|g| {
             let t = GpuTensor::upload(ctx, &x, &in_shape, input)?;
             g.run(ctx, &t)?.download(ctx)
@@ -238,12 +238,22 @@ fn check_case(
             Err(e) => fails.push(format!("GPU {v:?}: {e}")),
         }
     }
-    variants.extend(
-        ConvVariant::candidates_on(ctx, &layer)
-            .iter()
-            .map(|v| format!("{v:?}")),
-    );
+    variants.extend(variants_for(ctx, &layer).iter().map(|v| format!("{v:?}")));
     (name, fails)
+}
+
+/// Every variant `ctx` runs, and the tensor-core kernel's emulation (the
+/// kernel's logic on every PyTorch-quantized layer where no tensor cores are).
+fn variants_for(ctx: &qfuse::GpuContext, layer: &qfuse::QLayer) -> Vec<ConvVariant> {
+    let mut v = ConvVariant::candidates_on(ctx, layer);
+    let emu = ConvVariant::Coop {
+        emulated: true,
+        splits: None,
+    };
+    if emu.applies(layer) {
+        v.push(emu);
+    }
+    v
 }
 
 #[test]

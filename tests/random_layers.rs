@@ -202,10 +202,12 @@ fn check_all_variants(
     over: bool,
     cov: &mut SplitCoverage,
     failures: &mut Vec<String>,
+    extra: &[ConvVariant],
 ) -> usize {
     let x = GpuTensor::upload(ctx, &c.input, &c.shape, c.layer.input()).unwrap();
     let mut runs = 0;
-    let variants = ConvVariant::candidates_on(ctx, &c.layer);
+    let mut variants = ConvVariant::candidates_on(ctx, &c.layer);
+    variants.extend(extra.iter().filter(|v| v.applies(&c.layer)));
     assert!(
         variants.contains(&ConvVariant::choose_on(ctx, &c.layer)),
         "{label}: the default variant is not a candidate"
@@ -253,6 +255,18 @@ fn check_all_variants(
     }
     runs
 }
+
+/// Variants the edge shapes run besides the candidates: the tensor-core
+/// kernel's emulation and the two tiles that combine the 8-row register
+/// block and prefetch differently from the candidates.
+const EDGE_EXTRA: [ConvVariant; 3] = [
+    ConvVariant::Coop {
+        emulated: true,
+        splits: None,
+    },
+    ConvVariant::Tiled(Some(qfuse::gpu::TileConfig::BIG_PF)),
+    ConvVariant::Tiled(Some(qfuse::gpu::TileConfig::WIDE_PF)),
+];
 
 /// Shapes at the tiled kernel's edges: M, O/4 and K words not multiples of any
 /// tile, M = 1, O = 1, K > 4096, exactly one tile, accumulators past 2^24; and
@@ -330,6 +344,7 @@ fn every_variant_on_tile_edge_shapes() {
                 big,
                 &mut cov,
                 &mut failures,
+                &EDGE_EXTRA,
             );
         }
     }
@@ -382,6 +397,7 @@ fn gpu_equals_cpu_on_random_layers() {
             big,
             &mut cov,
             &mut failures,
+            &[],
         );
     }
     println!("{runs} GPU runs of {count} random layers (seeds {base}..{}); {over_2_24} layers with accumulators >= 2^24; {nonconstant} with non-constant outputs; split-K {cov:?}", base + count);
@@ -534,6 +550,7 @@ fn gpu_equals_cpu_on_random_onednn_layers() {
             big,
             &mut cov,
             &mut failures,
+            &[],
         );
     }
     println!("{runs} GPU runs of {count} random oneDNN layers (seeds {base}..{}, {signed} with qint8 outputs, {over_2_24} with accumulators >= 2^24, {nonconstant} with non-constant outputs); split-K {cov:?}", base + count);

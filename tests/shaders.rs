@@ -167,7 +167,7 @@ fn coop_kernel_validates_and_writes_spirv() {
     for k in [Kernel::Coop, Kernel::CoopEmulated] {
         let src = k.source();
         let m = parse_str(k.file(), &src);
-        assert!(override_names(&m).iter().any(|n| n == "SPLITS"));
+        assert!(override_names(&m).iter().any(|n| n == "SPLIT"));
         let bytes = workgroup_bytes(&m);
         let want = if k == Kernel::Coop {
             qfuse::gpu::COOP_WORKGROUP_BYTES
@@ -187,7 +187,7 @@ fn coop_kernel_validates_and_writes_spirv() {
         .validate(&m)
         .unwrap();
         // As wgpu does: the overrides resolved (split-K pass 1 here), then SPIR-V.
-        let constants = naga::back::PipelineConstants::from([("SPLITS".to_string(), 3.0)]);
+        let constants = naga::back::PipelineConstants::from([("SPLIT".to_string(), 1.0)]);
         let (m, info) = naga::back::pipeline_constants::process_overrides(
             &m,
             &info,

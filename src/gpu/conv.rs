@@ -425,11 +425,13 @@ impl ConvVariant {
         v
     }
 
-    /// Every variant that applies to `layer` on any adapter, each tile
-    /// preset pinned, split-K chosen per shape and pinned to 1, 3 and 8
-    /// splits (for tests: K not a multiple of the splits, more splits than
-    /// K slices), and the tensor-core kernel's emulation chosen per shape
-    /// and pinned to 3 splits.
+    /// Every variant that applies to `layer` on any adapter: the tiled
+    /// presets (the four of the heuristic, `BIG`, `HUGE_PF`) pinned,
+    /// split-K chosen per shape and pinned to 1, 3 and 8 splits (for tests:
+    /// K not a multiple of the splits, more splits than K slices), and
+    /// GEMV. (The tensor-core kernel's emulation,
+    /// `Coop { emulated: true, .. }`, runs anywhere too; it is slow on CPU
+    /// adapters, so tests add it where they want it.)
     pub fn candidates(layer: &QLayer) -> Vec<ConvVariant> {
         let mut v = vec![
             ConvVariant::Words,
@@ -437,8 +439,13 @@ impl ConvVariant {
             ConvVariant::Depthwise,
             ConvVariant::Tiled(None),
         ];
+        // The first four presets, split-K, then the 8-row register block
+        // without and with prefetch (tests that take the k-th candidate of
+        // every layer for k below 12 keep their reach: every preset of
+        // before and split-K). BIG_PF and WIDE_PF combine the same code
+        // paths; `every_variant_on_tile_edge_shapes` runs them too.
         v.extend(
-            TileConfig::PRESETS
+            TileConfig::PRESETS[..4]
                 .iter()
                 .map(|&c| ConvVariant::Tiled(Some(c))),
         );
@@ -450,10 +457,7 @@ impl ConvVariant {
                     tiles: None,
                 }),
         );
-        v.push(ConvVariant::Coop {
-            emulated: true,
-            splits: None,
-        });
+        v.extend([TileConfig::BIG, TileConfig::HUGE_PF].map(|c| ConvVariant::Tiled(Some(c))));
         v.push(ConvVariant::Gemv);
         v.retain(|x| x.applies(layer));
         v
@@ -1444,7 +1448,7 @@ impl GpuLayer {
             }
             Plan::Coop { emulated, .. } => vec![ctx.dispatch(
                 coop_kernel(emulated),
-                &with_float(vec![("SPLITS", 0.0)]),
+                &with_float(vec![]),
                 bytes,
                 &buffers,
                 params.total,
@@ -1511,7 +1515,8 @@ impl GpuLayer {
         };
         let constants = match tiles {
             Some(c) => tile_constants(c, splits),
-            None => vec![("SPLITS", splits as f64)],
+            // coop.wgsl takes the split count from `total`.
+            None => vec![("SPLIT", 1.0)],
         };
         let d = ctx.dispatch(
             kernel,
