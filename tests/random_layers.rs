@@ -194,6 +194,7 @@ struct SplitCoverage {
 /// Runs `c` with every applicable variant (and the default choice); returns the
 /// number of runs and records mismatches and split-K coverage (`over`: the
 /// layer's accumulators reach 2^24).
+#[allow(clippy::too_many_arguments)]
 fn check_all_variants(
     ctx: &qfuse::GpuContext,
     label: &str,
