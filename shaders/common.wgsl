@@ -230,6 +230,23 @@ fn act_word(k: u32, m_ok: bool, b: u32, iy0: i32, ix0: i32, cg4: u32) -> u32 {
     return p.pad_word;
 }
 
+// The 4 output channels of output word `w` against activation word `a`.
+fn dot4(a: u32, w: vec4<u32>) -> vec4<i32> {
+    return vec4<i32>(dot4I8Packed(a, w.x), dot4I8Packed(a, w.y), dot4I8Packed(a, w.z), dot4I8Packed(a, w.w));
+}
+
+// Split-K pass 1 (tiled.wgsl, coop.wgsl): the raw i32 accumulators of output
+// word o4 of pixel m for split `split`, as bit patterns at
+// y[((split * M + m) * O4 + o4) * 4 + l] (what splitk.wgsl reads).
+fn store_partial(split: u32, m: u32, o4: u32, acc: vec4<i32>) {
+    let base = ((split * p.n * p.oh * p.ow + m) * p.o4 + o4) * 4u;
+    let bits = bitcast<vec4<u32>>(acc);
+    y[base] = bits.x;
+    y[base + 1u] = bits.y;
+    y[base + 2u] = bits.z;
+    y[base + 3u] = bits.w;
+}
+
 // The output word at `idx` (output word `o4` of its pixel): requant_word, or
 // under form 3 the sum post-op with the addend word the host copied into `y`
 // before the dispatch (every kernel reads and writes only its own words).

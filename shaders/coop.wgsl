@@ -87,12 +87,7 @@ fn store_word(split: u32, m0: u32, n0: u32, w: u32, acc: vec4<i32>) {
         return;
     }
     if SPLIT {
-        let base = ((split * m_total + m) * p.o4 + nw) * 4u;
-        let bits = bitcast<vec4<u32>>(acc);
-        y[base] = bits.x;
-        y[base + 1u] = bits.y;
-        y[base + 2u] = bits.z;
-        y[base + 3u] = bits.w;
+        store_partial(split, m, nw, acc);
     } else {
         store_out(m * p.o4 + nw, nw, acc);
     }

@@ -30,10 +30,6 @@ const MB: u32 = 4u;
 
 var<workgroup> red: array<vec4<i32>, 1024>; // [MB][WG]
 
-fn dot4(a: u32, w: vec4<u32>) -> vec4<i32> {
-    return vec4<i32>(dot4I8Packed(a, w.x), dot4I8Packed(a, w.y), dot4I8Packed(a, w.z), dot4I8Packed(a, w.w));
-}
-
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = wid.x + wid.y * nwg.x;

@@ -64,11 +64,6 @@ const PF_X: u32 = 16u;
 var<workgroup> xs: array<u32, XS_MAX>;
 var<workgroup> ws: array<vec4<u32>, WS_MAX>;
 
-// The 4 output channels of output word `w` against activation word `a`.
-fn dot4(a: u32, w: vec4<u32>) -> vec4<i32> {
-    return vec4<i32>(dot4I8Packed(a, w.x), dot4I8Packed(a, w.y), dot4I8Packed(a, w.z), dot4I8Packed(a, w.w));
-}
-
 // Requantizes and stores one pixel's row of the register block: output
 // words n, n + step, n + 2*step, n + 3*step of pixel m (when inside). As
 // split-K pass 1, stores the raw accumulators of split `split` instead.
@@ -82,12 +77,7 @@ fn store(split: u32, m: u32, n: u32, step: u32, c0: vec4<i32>, c1: vec4<i32>, c2
         let nj = n + j * step;
         if nj < p.o4 {
             if SPLITS > 0u {
-                let base = ((split * m_total + m) * p.o4 + nj) * 4u;
-                let bits = bitcast<vec4<u32>>(acc[j]);
-                y[base] = bits.x;
-                y[base + 1u] = bits.y;
-                y[base + 2u] = bits.z;
-                y[base + 3u] = bits.w;
+                store_partial(split, m, nj, acc[j]);
             } else {
                 store_out(m * p.o4 + nj, nj, acc[j]);
             }
