@@ -12,7 +12,7 @@
 //                  (any adapter; tests run the kernel's indexing, staging,
 //                  chunking and epilogue with it where no tensor cores are).
 // The primitives: `half` (f16, or f32 when emulated), `CoopA`/`CoopB`/`CoopC`
-// (16x16 fragments), `coop_lane(lid)`, `c_zero()`, `load_a(off)` (rows of
+// (FR x FR fragments), `coop_lane(lid)`, `c_zero()`, `load_a(off)` (rows of
 // `sa` from element `off`, row stride KC), `load_b(off)` (rows of `sb`, row
 // stride TC), `mma(a, b, c)` (c + a*b), `c_store(c, off)` (rows of `sc`,
 // row stride TC).
@@ -31,11 +31,13 @@
 // Work split. M = N*OH*OW output pixels, N = O output channels, K = the
 // reduction in bytes, (ky, kx, c) with c padded to whole words (`p.kq` words;
 // padding bytes have weight 0). A workgroup computes a TM x TC tile (64
-// pixels x 64 channels) with WG = 128 invocations, 4 subgroups of SG = 32
-// (the adapter's fixed subgroup size; the host checks it), each subgroup a
-// 32 x 32 block of 2 x 2 fragments. It walks K in stages of KC = 32 values:
-// stages the TM x KC activations (`sa`, f16) and KC x TC weights (`sb`, f16)
-// in workgroup memory, then each subgroup runs 2 k-steps of 4 mma. After
+// pixels x 64 channels) with WG = 128 invocations, WG / SG subgroups (SG is
+// the adapter's fixed subgroup size; the host checks it and sets SG and the
+// fragment edge FR with the fragment types: FR = 16 on SG = 32, 4
+// subgroups; FR = 8 on SG = 8, 16 subgroups), each subgroup a 2FR x 2FR
+// block of 2 x 2 fragments. It walks K in stages of KC = 32 values: stages
+// the TM x KC activations (`sa`, f16) and KC x TC weights (`sb`, f16) in
+// workgroup memory, then each subgroup runs KC / FR k-steps of 4 mma. After
 // every CHUNK values (and at the end) the subgroups store their fragments
 // to `sc` (f32) and every invocation adds the values of its 8 output words
 // to 8 i32 vec4s (word e = lid + j*WG of the tile: pixel e / TW, word e % TW).
@@ -55,7 +57,6 @@
 override SPLIT: bool = false;
 
 const WG: u32 = 128u;
-const SG: u32 = 32u;
 const TM: u32 = 64u;
 const TC: u32 = 64u;
 const TW: u32 = 16u;
@@ -63,6 +64,9 @@ const KC: u32 = 32u;
 const KCW: u32 = 8u;
 // Stages per exact chunk: CHUNK_STAGES * KC = 512 values.
 const CHUNK_STAGES: u32 = 16u;
+// Subgroup blocks per tile edge: the subgroups cover the tile.
+const BLOCKS: u32 = TM / (2u * FR);
+const_assert BLOCKS * BLOCKS * SG == WG;
 
 @group(0) @binding(2) var<storage, read> wt: array<vec4<u32>>;
 
@@ -131,10 +135,10 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     // Staging of B: K word kb of the stage, output word nb of the tile.
     let kb = lid / TW;
     let nb = lid % TW;
-    // This subgroup's 32 x 32 block of the tile.
+    // This subgroup's 2FR x 2FR block of the tile.
     let sg = lid / SG;
-    let bm = (sg % 2u) * 32u;
-    let bn = (sg / 2u) * 32u;
+    let bm = (sg % BLOCKS) * 2u * FR;
+    let bn = (sg / BLOCKS) * 2u * FR;
 
     var acc0 = vec4<i32>(0); var acc1 = vec4<i32>(0); var acc2 = vec4<i32>(0); var acc3 = vec4<i32>(0);
     var acc4 = vec4<i32>(0); var acc5 = vec4<i32>(0); var acc6 = vec4<i32>(0); var acc7 = vec4<i32>(0);
@@ -170,11 +174,11 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
                 }
             }
             workgroupBarrier();
-            for (var ks = 0u; ks < KC; ks += 16u) {
+            for (var ks = 0u; ks < KC; ks += FR) {
                 let a0 = load_a(bm * KC + ks);
-                let a1 = load_a((bm + 16u) * KC + ks);
+                let a1 = load_a((bm + FR) * KC + ks);
                 let b0 = load_b(ks * TC + bn);
-                let b1 = load_b(ks * TC + bn + 16u);
+                let b1 = load_b(ks * TC + bn + FR);
                 c00 = mma(a0, b0, c00);
                 c01 = mma(a0, b1, c01);
                 c10 = mma(a1, b0, c10);
@@ -184,9 +188,9 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         }
         // End of a chunk: its exact f32 sums into the i32 accumulators.
         c_store(c00, bm * TC + bn);
-        c_store(c01, bm * TC + bn + 16u);
-        c_store(c10, (bm + 16u) * TC + bn);
-        c_store(c11, (bm + 16u) * TC + bn + 16u);
+        c_store(c01, bm * TC + bn + FR);
+        c_store(c10, (bm + FR) * TC + bn);
+        c_store(c11, (bm + FR) * TC + bn + FR);
         workgroupBarrier();
         acc0 += chunk_word(lid);
         acc1 += chunk_word(lid + WG);

@@ -1,13 +1,12 @@
 // The matrix primitives of coop.wgsl on cooperative matrices (tensor
-// cores): 16x16x16, f16 inputs, f32 accumulators, subgroup scope. The host
-// puts `enable f16;` and `enable wgpu_cooperative_matrix;` at the top of the
-// module and runs this only on adapters that list that configuration (see
-// coop.wgsl for the rest).
+// cores): FR x FR x FR fragments, f16 inputs, f32 accumulators, subgroup
+// scope. The host puts `enable f16;` and `enable wgpu_cooperative_matrix;`
+// at the top of the module, then the fragment types `CoopA`, `CoopB`,
+// `CoopC` (`coop_mat16x16` or `coop_mat8x8`, Kernel::coop_shape) and the
+// constants FR and SG, and runs this only on adapters that list that
+// configuration at that subgroup size (see coop.wgsl for the rest).
 
 alias half = f16;
-alias CoopA = coop_mat16x16<f16, A>;
-alias CoopB = coop_mat16x16<f16, B>;
-alias CoopC = coop_mat16x16<f32, C>;
 
 fn coop_lane(lid: u32) {}
 

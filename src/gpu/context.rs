@@ -52,9 +52,14 @@ pub enum Kernel {
     PoolF32,
     /// Tiled implicit GEMM on cooperative matrices (tensor cores): the body
     /// `coop.wgsl` ([`Kernel::COOP_BODY`]) on the primitives of
-    /// `coop_hw.wgsl` (16x16x16 f16 x f16 -> f32). Needs a context with
-    /// [`GpuContext::cooperative_matrix`].
+    /// `coop_hw.wgsl`, 16x16x16 f16 x f16 -> f32 fragments on subgroups of
+    /// 32 (NVIDIA). Needs a context whose
+    /// [`GpuContext::cooperative_matrix_kernel`] is this kernel.
     Coop,
+    /// The same kernel on 8x8x8 f16 x f16 -> f32 fragments and subgroups of
+    /// 8 (Mesa's lavapipe from Mesa 26 on); the same file, another
+    /// [`Kernel::coop_shape`].
+    Coop8,
     /// The same body on the primitives of `coop_emu.wgsl` (plain WGSL,
     /// any adapter): the kernel's logic where no tensor cores are.
     CoopEmulated,
@@ -83,6 +88,7 @@ impl Kernel {
         Kernel::Inductor,
         Kernel::PoolF32,
         Kernel::Coop,
+        Kernel::Coop8,
         Kernel::CoopEmulated,
         Kernel::Gemv,
     ];
@@ -122,7 +128,7 @@ impl Kernel {
             Kernel::QSoftmax => "qsoftmax.wgsl",
             Kernel::Inductor => "inductor.wgsl",
             Kernel::PoolF32 => "pool_f32.wgsl",
-            Kernel::Coop => "coop_hw.wgsl",
+            Kernel::Coop | Kernel::Coop8 => "coop_hw.wgsl",
             Kernel::CoopEmulated => "coop_emu.wgsl",
             Kernel::Gemv => "gemv.wgsl",
         }
@@ -147,7 +153,7 @@ impl Kernel {
             Kernel::QSoftmax => include_str!("../../shaders/qsoftmax.wgsl"),
             Kernel::Inductor => include_str!("../../shaders/inductor.wgsl"),
             Kernel::PoolF32 => include_str!("../../shaders/pool_f32.wgsl"),
-            Kernel::Coop => include_str!("../../shaders/coop_hw.wgsl"),
+            Kernel::Coop | Kernel::Coop8 => include_str!("../../shaders/coop_hw.wgsl"),
             Kernel::CoopEmulated => include_str!("../../shaders/coop_emu.wgsl"),
             Kernel::Gemv => include_str!("../../shaders/gemv.wgsl"),
         }
@@ -163,9 +169,22 @@ impl Kernel {
                 | Kernel::SplitK
                 | Kernel::Depthwise
                 | Kernel::Coop
+                | Kernel::Coop8
                 | Kernel::CoopEmulated
                 | Kernel::Gemv
         )
+    }
+
+    /// The fragment edge and the subgroup size the coop kernels are
+    /// compiled for (`FR`, `SG` of `coop.wgsl`): (16, 32) for
+    /// [`Kernel::Coop`] and its emulation [`Kernel::CoopEmulated`], (8, 8)
+    /// for [`Kernel::Coop8`]; None for the other kernels.
+    pub fn coop_shape(self) -> Option<(u32, u32)> {
+        match self {
+            Kernel::Coop | Kernel::CoopEmulated => Some((16, 32)),
+            Kernel::Coop8 => Some((8, 8)),
+            _ => None,
+        }
     }
 
     /// Whether the kernel is compiled with [`Kernel::FLOAT_PRELUDE`] in front
@@ -180,13 +199,22 @@ impl Kernel {
 
     /// The complete WGSL module: the float prelude (if
     /// [`Kernel::uses_float_prelude`]), the conv prelude (if
-    /// [`Kernel::uses_prelude`]), then the kernel file (for the two coop
-    /// kernels: their `enable` directives first, and [`Kernel::COOP_BODY`]
-    /// after the kernel file).
+    /// [`Kernel::uses_prelude`]), then the kernel file (for the coop
+    /// kernels: their `enable` directives and fragment types first, and
+    /// [`Kernel::COOP_BODY`] after the kernel file).
     pub fn source(self) -> String {
         let mut s = String::new();
-        if self == Kernel::Coop {
-            s.push_str(Self::COOP_ENABLES);
+        if let Some((fr, sg)) = self.coop_shape() {
+            if self != Kernel::CoopEmulated {
+                s.push_str(Self::COOP_ENABLES);
+                s.push_str(&format!(
+                    "// ---- fragments (host) ----\n\
+                     alias CoopA = coop_mat{fr}x{fr}<f16, A>;\n\
+                     alias CoopB = coop_mat{fr}x{fr}<f16, B>;\n\
+                     alias CoopC = coop_mat{fr}x{fr}<f32, C>;\n"
+                ));
+            }
+            s.push_str(&format!("const FR: u32 = {fr}u;\nconst SG: u32 = {sg}u;\n"));
         }
         if self.uses_float_prelude() {
             s.push_str(Self::FLOAT_PRELUDE_SOURCE);
@@ -203,7 +231,7 @@ impl Kernel {
             return self.body().to_string();
         }
         s.push_str(&format!("// ---- {} ----\n{}", self.file(), self.body()));
-        if matches!(self, Kernel::Coop | Kernel::CoopEmulated) {
+        if self.coop_shape().is_some() {
             s.push_str(&format!(
                 "\n// ---- {} ----\n{}",
                 Self::COOP_BODY,
@@ -305,10 +333,16 @@ pub struct AdapterReport {
     /// The largest storage buffer one binding can hold, in bytes: it bounds
     /// the largest activation and weight tensor.
     pub max_storage_buffer_binding_size: u64,
-    /// Why the tensor-core kernel ([`Kernel::Coop`]) is off, or `None` when
-    /// the device was opened with cooperative matrices and the conv layers
-    /// of one group run it (see [`GpuContext::cooperative_matrix`]).
+    /// Why the tensor-core kernel ([`Kernel::Coop`] or [`Kernel::Coop8`])
+    /// is off, or `None` when the device was opened with cooperative
+    /// matrices and the conv layers of one group run it (see
+    /// [`GpuContext::cooperative_matrix`]).
     pub cooperative_matrix_off: Option<String>,
+    /// The fragment edge and subgroup size of the configuration the
+    /// tensor-core kernel was compiled for ([`Kernel::coop_shape`]), where
+    /// the adapter offers one (even if the known-answer check then turned
+    /// the kernel off).
+    pub cooperative_matrix_shape: Option<(u32, u32)>,
 }
 
 impl std::fmt::Display for AdapterReport {
@@ -327,9 +361,13 @@ impl std::fmt::Display for AdapterReport {
             if self.packed_dot { "yes" } else { "no" },
             if self.timestamps { "yes" } else { "no" },
         )?;
-        match &self.cooperative_matrix_off {
-            None => write!(f, "; tensor cores: yes (16x16x16 f16 -> f32)"),
-            Some(why) => write!(f, "; tensor cores: no ({why})"),
+        match (&self.cooperative_matrix_off, self.cooperative_matrix_shape) {
+            (None, Some((fr, sg))) => write!(
+                f,
+                "; tensor cores: yes ({fr}x{fr}x{fr} f16 -> f32, subgroups of {sg})"
+            ),
+            (None, None) => write!(f, "; tensor cores: yes"),
+            (Some(why), _) => write!(f, "; tensor cores: no ({why})"),
         }
     }
 }
@@ -378,13 +416,15 @@ impl ShaderChecks {
 /// kernels.
 pub const COOPERATIVE_MATRIX_ENV: &str = "QFUSE_COOPERATIVE_MATRIX";
 
-/// Whether `adapter` can run [`Kernel::Coop`]: `Ok(features to request)`
-/// or why not. It needs wgpu's experimental cooperative matrices with a
-/// 16x16x16 f16 x f16 -> f32 configuration, f16 in shaders, a fixed
-/// subgroup size of 32 (the kernel's four subgroups of 32 per workgroup of
-/// 128), and 128 invocations and 24 KiB of workgroup memory per workgroup;
-/// and [`COOPERATIVE_MATRIX_ENV`] not `0`.
-fn coop_support(adapter: &wgpu::Adapter) -> std::result::Result<wgpu::Features, String> {
+/// Which coop kernel `adapter` can run: `Ok((features to request, kernel))`
+/// or why none. It needs wgpu's experimental cooperative matrices with
+/// f16 in shaders, a fixed subgroup size and an f16 x f16 -> f32
+/// configuration of the kernel's shape at that size: 16x16x16 on subgroups
+/// of 32 ([`Kernel::Coop`]: NVIDIA) or 8x8x8 on subgroups of 8
+/// ([`Kernel::Coop8`]: Mesa's lavapipe); 128 invocations and
+/// [`super::COOP_WORKGROUP_BYTES`] of workgroup memory; and
+/// [`COOPERATIVE_MATRIX_ENV`] not `0`.
+fn coop_support(adapter: &wgpu::Adapter) -> std::result::Result<(wgpu::Features, Kernel), String> {
     if std::env::var(COOPERATIVE_MATRIX_ENV).is_ok_and(|v| v.trim() == "0") {
         return Err(format!("{COOPERATIVE_MATRIX_ENV}=0"));
     }
@@ -398,24 +438,38 @@ fn coop_support(adapter: &wgpu::Adapter) -> std::result::Result<wgpu::Features, 
     if !adapter.features().contains(wgpu::Features::SHADER_F16) {
         return Err("no f16 in shaders (wgpu's SHADER_F16)".into());
     }
-    let config = adapter
-        .cooperative_matrix_properties()
-        .into_iter()
-        .any(|c| {
-            (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
+    let configs = adapter.cooperative_matrix_properties();
+    let offered = |fr: u32| {
+        configs.iter().any(|c| {
+            (c.m_size, c.n_size, c.k_size) == (fr, fr, fr)
                 && c.ab_type == wgpu::CooperativeScalarType::F16
                 && c.cr_type == wgpu::CooperativeScalarType::F32
-        });
-    if !config {
-        return Err("no 16x16x16 f16 x f16 -> f32 cooperative-matrix configuration".into());
-    }
+        })
+    };
     let info = adapter.get_info();
-    if (info.subgroup_min_size, info.subgroup_max_size) != (32, 32) {
+    let sizes = (info.subgroup_min_size, info.subgroup_max_size);
+    let Some(kernel) = [Kernel::Coop, Kernel::Coop8].into_iter().find(|k| {
+        let (fr, sg) = k.coop_shape().unwrap_or_default();
+        offered(fr) && sizes == (sg, sg)
+    }) else {
+        let listed: Vec<String> = configs
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}x{}x{} {:?} -> {:?}",
+                    c.m_size, c.n_size, c.k_size, c.ab_type, c.cr_type
+                )
+            })
+            .collect();
         return Err(format!(
-            "subgroup size {}..={}, the kernel needs exactly 32",
-            info.subgroup_min_size, info.subgroup_max_size
+            "no f16 x f16 -> f32 cooperative-matrix configuration the kernel runs on \
+             (16x16x16 on subgroups of exactly 32, or 8x8x8 on subgroups of exactly 8); \
+             the adapter lists [{}] with subgroups of {}..={}",
+            listed.join(", "),
+            sizes.0,
+            sizes.1
         ));
-    }
+    };
     let l = adapter.limits();
     if l.max_compute_invocations_per_workgroup < 128
         || l.max_compute_workgroup_size_x < 128
@@ -423,7 +477,7 @@ fn coop_support(adapter: &wgpu::Adapter) -> std::result::Result<wgpu::Features, 
     {
         return Err("workgroup limits below 128 invocations / 24 KiB".into());
     }
-    Ok(want)
+    Ok((want, kernel))
 }
 
 /// How to get an adapter when wgpu finds none on any backend.
@@ -500,6 +554,9 @@ pub struct GpuContext {
     tuner: std::sync::Arc<super::tune::Tuner>,
     /// The runtime checks compiled into qfuse's kernels.
     shader_checks: ShaderChecks,
+    /// The coop kernel the adapter's configurations suit (used where
+    /// `report.cooperative_matrix_off` is None).
+    coop: Kernel,
 }
 
 /// An instance on the backends `WGPU_BACKEND` allows (all when unset).
@@ -618,7 +675,8 @@ impl GpuContext {
         let wanted =
             wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
         let coop = coop_support(&adapter);
-        let features = (adapter.features() & wanted) | coop.clone().unwrap_or_default();
+        let features = (adapter.features() & wanted)
+            | coop.as_ref().map(|c| c.0).unwrap_or_default();
         let experimental_features = if coop.is_ok() {
             // SAFETY: wgpu's experimental cooperative matrices, used by one
             // kernel (coop.wgsl) whose matrix operations run in uniform
@@ -653,7 +711,8 @@ impl GpuContext {
             packed_dot,
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
-            cooperative_matrix_off: coop.err(),
+            cooperative_matrix_shape: coop.as_ref().ok().and_then(|c| c.1.coop_shape()),
+            cooperative_matrix_off: coop.as_ref().err().cloned(),
         };
         let autotune = match std::env::var(super::tune::AUTOTUNE_ENV)
             .as_deref()
@@ -691,6 +750,7 @@ impl GpuContext {
             pipelines: Mutex::default(),
             tuner: std::sync::Arc::new(tuner),
             shader_checks: ShaderChecks::from_env()?,
+            coop: coop.map_or(Kernel::Coop, |c| c.1),
         };
         if ctx.cooperative_matrix() {
             // The tensor cores' arithmetic, once, before any layer uses it.
@@ -717,13 +777,21 @@ impl GpuContext {
         self.adapter.get_info().device_type
     }
 
-    /// Whether the device runs the tensor-core kernel ([`Kernel::Coop`]):
-    /// opened with cooperative matrices (16x16x16 f16 -> f32), so
+    /// Whether the device runs the tensor-core kernel
+    /// ([`GpuContext::cooperative_matrix_kernel`]): opened with cooperative
+    /// matrices (16x16x16 or 8x8x8 f16 -> f32), so
     /// [`super::ConvVariant::choose_on`] gives conv layers of one group
     /// [`super::ConvVariant::Coop`]. [`AdapterReport::cooperative_matrix_off`]
     /// says why not.
     pub fn cooperative_matrix(&self) -> bool {
         self.report.cooperative_matrix_off.is_none()
+    }
+
+    /// The tensor-core kernel this device runs ([`Kernel::Coop`] or
+    /// [`Kernel::Coop8`], by the adapter's configurations), or None where
+    /// [`GpuContext::cooperative_matrix`] is false.
+    pub fn cooperative_matrix_kernel(&self) -> Option<Kernel> {
+        self.cooperative_matrix().then_some(self.coop)
     }
 
     /// The runtime checks compiled into qfuse's kernels

@@ -553,6 +553,8 @@ pub struct GpuLayer {
     /// runs before it is tuned (the tensor-core kernel or split-K, per
     /// shape).
     tuned: Option<(std::sync::Arc<super::tune::Tuner>, ConvVariant)>,
+    /// The tensor-core kernel of the context (`Coop { emulated: false }`).
+    coop: Kernel,
 }
 
 /// How a layer runs for one input shape.
@@ -569,10 +571,10 @@ enum Plan {
     SplitK(TileConfig, u32),
     /// `gemv.wgsl`.
     Gemv,
-    /// `coop.wgsl` (tensor cores or emulated), one pass (splits 0) or as
-    /// split-K pass 1 then `splitk.wgsl`.
+    /// `coop.wgsl` (`kernel`: on tensor cores, or emulated), one pass
+    /// (splits 0) or as split-K pass 1 then `splitk.wgsl`.
     Coop {
-        emulated: bool,
+        kernel: Kernel,
         splits: u32,
     },
 }
@@ -583,19 +585,9 @@ impl Plan {
     fn pass1(self) -> Option<(Kernel, Option<TileConfig>, u32)> {
         match self {
             Plan::SplitK(c, s) => Some((Kernel::Tiled, Some(c), s)),
-            Plan::Coop { emulated, splits } if splits > 0 => {
-                Some((coop_kernel(emulated), None, splits))
-            }
+            Plan::Coop { kernel, splits } if splits > 0 => Some((kernel, None, splits)),
             _ => None,
         }
-    }
-}
-
-fn coop_kernel(emulated: bool) -> Kernel {
-    if emulated {
-        Kernel::CoopEmulated
-    } else {
-        Kernel::Coop
     }
 }
 
@@ -792,6 +784,7 @@ impl GpuLayer {
             (ctx.tuner(), fallback)
         });
         Ok(GpuLayer {
+            coop: ctx.cooperative_matrix_kernel().unwrap_or(Kernel::Coop),
             layer: layer.clone(),
             variant,
             weights,
@@ -1026,7 +1019,12 @@ impl GpuLayer {
                         s => s,
                     },
                 };
-                Plan::Coop { emulated, splits }
+                let kernel = if emulated {
+                    Kernel::CoopEmulated
+                } else {
+                    self.coop
+                };
+                Plan::Coop { kernel, splits }
             }
         })
     }
@@ -1278,13 +1276,7 @@ impl GpuLayer {
         let (params, out_shape) = self.params(input_shape)?;
         let plan = match self.plan(input_shape)? {
             // The pooled pass 2 needs partials: one split at least.
-            Plan::Coop {
-                emulated,
-                splits: 0,
-            } => Plan::Coop {
-                emulated,
-                splits: 1,
-            },
+            Plan::Coop { kernel, splits: 0 } => Plan::Coop { kernel, splits: 1 },
             Plan::Tiled(c) => Plan::SplitK(c, 1),
             Plan::Gemv => Plan::SplitK(TileConfig::SKINNY, 1),
             p => p,
@@ -1446,8 +1438,8 @@ impl GpuLayer {
                     1,
                 )?]
             }
-            Plan::Coop { emulated, .. } => vec![ctx.dispatch(
-                coop_kernel(emulated),
+            Plan::Coop { kernel, .. } => vec![ctx.dispatch(
+                kernel,
                 &with_float(vec![]),
                 bytes,
                 &buffers,
@@ -1586,7 +1578,7 @@ impl GpuLayer {
     pub fn raw_accumulators(&self, ctx: &GpuContext, input: &GpuTensor) -> Result<Vec<i32>> {
         let (kernel, tiles) = match self.plan(input.shape())? {
             Plan::Tiled(c) | Plan::SplitK(c, _) => (Kernel::Tiled, Some(c)),
-            Plan::Coop { emulated, .. } => (coop_kernel(emulated), None),
+            Plan::Coop { kernel, .. } => (kernel, None),
             p => {
                 return Err(Error::Unsupported(format!(
                     "raw accumulators of the {p:?} kernel"

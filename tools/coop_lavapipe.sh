@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The tensor-core kernel on real cooperative matrices without a GPU.
+#
+# Mesa's software Vulkan driver, lavapipe, has VK_KHR_cooperative_matrix from
+# Mesa 26 on (8x8x8 f16 x f16 -> f32 on subgroups of 8: qfuse's Kernel::Coop8,
+# the same coop.wgsl as the 16x16x16 kernel of NVIDIA's tensor cores). Debian
+# ships it in trixie-backports; the Debian of CI and of this repository's
+# machines (bookworm, Mesa 22) is too old for it, and its C library too old
+# for trixie's driver. So this script makes a minimal Debian trixie root
+# (debootstrap) under target/coop-root, installs that lavapipe in it, builds
+# the test binaries here, and runs them in the root (chroot; the repository
+# bind-mounted at its own path, where the binaries find tests/data) with
+# QFUSE_EXPECT_COOPERATIVE_MATRIX=8: a driver without the configuration fails
+# the run rather than letting the tensor-core tests skip.
+#
+#   bash tools/coop_lavapipe.sh [TEST ...]     (tests/TEST.rs; default: coop)
+#
+# .ci/run runs it after tools/test.sh. Needs root (or sudo), debootstrap
+# (installed when missing) and Debian's mirror; the root is kept for the next
+# run (delete target/coop-root to renew it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+tests=("$@")
+[ ${#tests[@]} -gt 0 ] || tests=(coop)
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+mirror=${QFUSE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+root=$repo/target/coop-root
+
+if [ ! -e "$root/.qfuse-ready" ]; then
+  if ! command -v debootstrap >/dev/null; then
+    echo "tools/coop_lavapipe.sh: installing debootstrap"
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq debootstrap >/dev/null
+  fi
+  echo "tools/coop_lavapipe.sh: a Debian trixie root in $root (debootstrap)"
+  $SUDO rm -rf "$root"
+  mkdir -p "$root"
+  $SUDO debootstrap --variant=minbase trixie "$root" "$mirror" >"$repo/target/coop-root.log" 2>&1 ||
+    { tail -20 "$repo/target/coop-root.log"; exit 1; }
+  echo "deb $mirror trixie-backports main" | $SUDO tee "$root/etc/apt/sources.list.d/backports.list" >/dev/null
+  $SUDO chroot "$root" apt-get update -qq
+  $SUDO chroot "$root" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq -t trixie-backports mesa-vulkan-drivers libvulkan1 >/dev/null
+  $SUDO touch "$root/.qfuse-ready"
+fi
+echo "tools/coop_lavapipe.sh: $($SUDO chroot "$root" dpkg-query -W -f '${Package} ${Version}' mesa-vulkan-drivers)"
+
+# The test executables (their paths, from cargo's JSON messages).
+args=()
+for t in "${tests[@]}"; do args+=(--test "$t"); done
+exes=$(cargo test --release --no-run --message-format=json "${args[@]}" |
+  python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["executable"])
+')
+[ -n "$exes" ] || { echo "tools/coop_lavapipe.sh: no test binary for ${tests[*]}" >&2; exit 1; }
+
+mounted=()
+cleanup() {
+  for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do $SUDO umount "${mounted[i]}" || true; done
+}
+trap cleanup EXIT
+bind() { # bind SRC DEST-inside-root
+  $SUDO mkdir -p "$root$2"
+  $SUDO mount --bind "$1" "$root$2"
+  mounted+=("$root$2")
+}
+bind /dev /dev
+$SUDO mkdir -p "$root/proc"
+$SUDO mount -t proc proc "$root/proc"
+mounted+=("$root/proc")
+bind "$repo" "$repo"
+
+status=0
+for exe in $exes; do
+  echo "tools/coop_lavapipe.sh: $(basename "$exe") on Mesa's lavapipe with cooperative matrices"
+  $SUDO chroot "$root" env -i PATH=/usr/bin:/bin HOME=/tmp XDG_RUNTIME_DIR=/tmp \
+    VK_ICD_FILENAMES=/usr/share/vulkan/icd.d/lvp_icd.json WGPU_BACKEND=vulkan \
+    QFUSE_EXPECT_COOPERATIVE_MATRIX=8 RUST_BACKTRACE=1 \
+    "$exe" --nocapture --test-threads=1 || status=1
+done
+exit $status
