@@ -242,15 +242,17 @@ fn check_case(
     (name, fails)
 }
 
-/// Every variant `ctx` runs, and the tensor-core kernel's emulation (the
-/// kernel's logic on every PyTorch-quantized layer where no tensor cores are).
+/// Every variant `ctx` runs, and where it has no cooperative matrices the
+/// tensor-core kernel's emulation (the kernel's logic on every
+/// PyTorch-quantized layer; where it has them, `candidates_on` gives the
+/// kernel itself).
 fn variants_for(ctx: &qfuse::GpuContext, layer: &qfuse::QLayer) -> Vec<ConvVariant> {
     let mut v = ConvVariant::candidates_on(ctx, layer);
     let emu = ConvVariant::Coop {
         emulated: true,
         splits: None,
     };
-    if emu.applies(layer) {
+    if !ctx.cooperative_matrix() && emu.applies(layer) {
         v.push(emu);
     }
     v

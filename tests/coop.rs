@@ -237,12 +237,20 @@ fn coop_kernel_runs_only_where_offered() {
         let k = ctx.cooperative_matrix_kernel().unwrap();
         assert_eq!(ctx.report().cooperative_matrix_shape, k.coop_shape());
         println!("tensor-core kernel here: {k:?}, {:?}", k.coop_shape());
-        // Autotuned layers time it among the candidates.
+        // Autotuned layers time it among the candidates; otherwise it is
+        // the default where the context says so (GPUs, or
+        // QFUSE_COOPERATIVE_MATRIX=1), the packed-dot kernels elsewhere.
         if ctx.autotune() {
             assert_eq!(chosen, ConvVariant::Tuned);
             assert!(qfuse::gpu::tune_candidates(&ctx, &c.layer).contains(&hw));
-        } else {
+        } else if ctx.cooperative_matrix_by_default() {
             assert_eq!(chosen, hw);
+        } else {
+            assert_eq!(ctx.device_type(), wgpu::DeviceType::Cpu);
+            assert_eq!(
+                chosen,
+                ConvVariant::choose(&c.layer, &ctx.limits(), ctx.device_type())
+            );
         }
         assert!(ConvVariant::candidates_on(&ctx, &c.layer).contains(&hw));
     } else {

@@ -10,8 +10,11 @@
 # (debootstrap) under target/coop-root, installs that lavapipe in it, builds
 # the test binaries here, and runs them in the root (chroot; the repository
 # bind-mounted at its own path, where the binaries find tests/data) with
-# QFUSE_EXPECT_COOPERATIVE_MATRIX=8: a driver without the configuration fails
-# the run rather than letting the tensor-core tests skip.
+# QFUSE_EXPECT_COOPERATIVE_MATRIX=8 (a driver without the configuration fails
+# the run rather than letting the tensor-core tests skip) and
+# QFUSE_COOPERATIVE_MATRIX=1 (the tensor-core kernel is then the default of
+# every conv layer of one group, as on a GPU: models built with
+# GpuModel::new run it).
 #
 #   bash tools/coop_lavapipe.sh [TEST ...]     (tests/TEST.rs; default: coop)
 #
@@ -52,16 +55,7 @@ echo "tools/coop_lavapipe.sh: $($SUDO chroot "$root" dpkg-query -W -f '${Package
 args=()
 for t in "${tests[@]}"; do args+=(--test "$t"); done
 exes=$(cargo test --release --no-run --message-format=json "${args[@]}" |
-  python3 -c '
-import json, sys
-for line in sys.stdin:
-    try:
-        m = json.loads(line)
-    except ValueError:
-        continue
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
-        print(m["executable"])
-')
+  python3 tools/cargo_test_exes.py | cut -d' ' -f2)
 [ -n "$exes" ] || { echo "tools/coop_lavapipe.sh: no test binary for ${tests[*]}" >&2; exit 1; }
 
 mounted=()
@@ -85,7 +79,7 @@ for exe in $exes; do
   echo "tools/coop_lavapipe.sh: $(basename "$exe") on Mesa's lavapipe with cooperative matrices"
   $SUDO chroot "$root" env -i PATH=/usr/bin:/bin HOME=/tmp XDG_RUNTIME_DIR=/tmp \
     VK_ICD_FILENAMES=/usr/share/vulkan/icd.d/lvp_icd.json WGPU_BACKEND=vulkan \
-    QFUSE_EXPECT_COOPERATIVE_MATRIX=8 RUST_BACKTRACE=1 \
+    QFUSE_EXPECT_COOPERATIVE_MATRIX=8 QFUSE_COOPERATIVE_MATRIX=1 RUST_BACKTRACE=1 \
     "$exe" --nocapture --test-threads=1 || status=1
 done
 exit $status

@@ -41,16 +41,7 @@ for t in "${tests[@]}"; do args+=(--test "$t"); done
 cargo build --release --example bench
 # The test executables cargo builds (their paths, from its JSON messages).
 cargo test --release --no-run --message-format=json "${args[@]}" 2>/dev/null |
-    python3 -c '
-import json, sys
-for line in sys.stdin:
-    try:
-        m = json.loads(line)
-    except ValueError:
-        continue
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
-        print(m["target"]["name"], m["executable"])
-' >/tmp/qfuse_device_tests.txt
+    python3 tools/cargo_test_exes.py >/tmp/qfuse_device_tests.txt
 rm -rf .devbin
 mkdir -p .devbin/tests
 while read -r name exe; do

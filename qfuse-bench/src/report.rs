@@ -96,7 +96,7 @@ impl BenchConfig {
     pub fn coop_label(&self, ctx: &GpuContext) -> Option<&'static str> {
         if self.coop_emulated {
             Some(COOP_EMULATED_LABEL)
-        } else if ctx.cooperative_matrix() {
+        } else if ctx.cooperative_matrix_by_default() {
             Some(COOP_LABEL)
         } else {
             None

@@ -168,7 +168,7 @@ fn no_coop_default_no_extra_columns() {
         Ok(ctx) => ctx,
         Err(e) => panic!("this test needs a GPU adapter and found none: {e}"),
     };
-    if ctx.cooperative_matrix() {
+    if ctx.cooperative_matrix_by_default() {
         eprintln!(
             "this adapter runs the tensor-core kernel: the check below is for adapters without"
         );
@@ -181,14 +181,14 @@ fn no_coop_default_no_extra_columns() {
         budget_s: Some(0.0),
         threads: vec![],
         skip_simple_f32: true,
-        skip_real: ctx.cooperative_matrix(),
+        skip_real: ctx.cooperative_matrix_by_default(),
         ..BenchConfig::default()
     };
     let r = run(&ctx, &cfg).expect("benchmark run");
     let net = &r.networks[0];
     let any = net.layers.iter().any(|l| l.packed_dot.is_some());
-    assert_eq!(any, ctx.cooperative_matrix());
-    if !ctx.cooperative_matrix() {
+    assert_eq!(any, ctx.cooperative_matrix_by_default());
+    if !ctx.cooperative_matrix_by_default() {
         assert!(net
             .layers
             .iter()

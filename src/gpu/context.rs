@@ -411,10 +411,32 @@ impl ShaderChecks {
     }
 }
 
-/// The environment variable that turns the tensor-core kernel off
-/// (`QFUSE_COOPERATIVE_MATRIX=0`): every adapter then runs the packed-dot
-/// kernels.
+/// The environment variable that sets where the tensor-core kernel runs:
+/// `0` turns it off (every adapter runs the packed-dot kernels); `1` makes
+/// it the default kernel of conv layers of one group on every adapter that
+/// offers it, CPU adapters included; unset, it is the default on GPUs only
+/// (on Mesa's lavapipe, a CPU adapter, it is offered among the variants but
+/// measured slower than packed dot, so [`super::ConvVariant::choose_on`]
+/// keeps packed dot there).
 pub const COOPERATIVE_MATRIX_ENV: &str = "QFUSE_COOPERATIVE_MATRIX";
+
+/// [`COOPERATIVE_MATRIX_ENV`]: Some(false) for `0`, Some(true) for `1`,
+/// None when unset.
+fn coop_env() -> Result<Option<bool>> {
+    parse_coop_env(std::env::var(COOPERATIVE_MATRIX_ENV).ok().as_deref())
+}
+
+fn parse_coop_env(v: Option<&str>) -> Result<Option<bool>> {
+    match v.map(str::trim) {
+        None => Ok(None),
+        Some("0") => Ok(Some(false)),
+        Some("1") => Ok(Some(true)),
+        Some(v) => Err(Error::config(
+            COOPERATIVE_MATRIX_ENV,
+            format!("{v:?}: expected 0 or 1"),
+        )),
+    }
+}
 
 /// Which coop kernel `adapter` can run: `Ok((features to request, kernel))`
 /// or why none. It needs wgpu's experimental cooperative matrices with
@@ -422,12 +444,8 @@ pub const COOPERATIVE_MATRIX_ENV: &str = "QFUSE_COOPERATIVE_MATRIX";
 /// configuration of the kernel's shape at that size: 16x16x16 on subgroups
 /// of 32 ([`Kernel::Coop`]: NVIDIA) or 8x8x8 on subgroups of 8
 /// ([`Kernel::Coop8`]: Mesa's lavapipe); 128 invocations and
-/// [`super::COOP_WORKGROUP_BYTES`] of workgroup memory; and
-/// [`COOPERATIVE_MATRIX_ENV`] not `0`.
+/// [`super::COOP_WORKGROUP_BYTES`] of workgroup memory.
 fn coop_support(adapter: &wgpu::Adapter) -> std::result::Result<(wgpu::Features, Kernel), String> {
-    if std::env::var(COOPERATIVE_MATRIX_ENV).is_ok_and(|v| v.trim() == "0") {
-        return Err(format!("{COOPERATIVE_MATRIX_ENV}=0"));
-    }
     let want = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
     if !adapter
         .features()
@@ -557,6 +575,9 @@ pub struct GpuContext {
     /// The coop kernel the adapter's configurations suit (used where
     /// `report.cooperative_matrix_off` is None).
     coop: Kernel,
+    /// Whether `coop` is the default kernel of layers of one group
+    /// ([`COOPERATIVE_MATRIX_ENV`]).
+    coop_default: bool,
 }
 
 /// An instance on the backends `WGPU_BACKEND` allows (all when unset).
@@ -674,7 +695,12 @@ impl GpuContext {
         let limits = adapter.limits();
         let wanted =
             wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
-        let coop = coop_support(&adapter);
+        let coop_on = coop_env()?;
+        let coop = if coop_on == Some(false) {
+            Err(format!("{COOPERATIVE_MATRIX_ENV}=0"))
+        } else {
+            coop_support(&adapter)
+        };
         let features = (adapter.features() & wanted)
             | coop.as_ref().map(|c| c.0).unwrap_or_default();
         let experimental_features = if coop.is_ok() {
@@ -751,6 +777,8 @@ impl GpuContext {
             tuner: std::sync::Arc::new(tuner),
             shader_checks: ShaderChecks::from_env()?,
             coop: coop.map_or(Kernel::Coop, |c| c.1),
+            coop_default: coop_on
+                .unwrap_or(info.device_type != wgpu::DeviceType::Cpu),
         };
         if ctx.cooperative_matrix() {
             // The tensor cores' arithmetic, once, before any layer uses it.
@@ -792,6 +820,13 @@ impl GpuContext {
     /// [`GpuContext::cooperative_matrix`] is false.
     pub fn cooperative_matrix_kernel(&self) -> Option<Kernel> {
         self.cooperative_matrix().then_some(self.coop)
+    }
+
+    /// Whether [`super::ConvVariant::choose_on`] gives layers of one group
+    /// the tensor-core kernel: [`GpuContext::cooperative_matrix`], and the
+    /// adapter a GPU or [`COOPERATIVE_MATRIX_ENV`] `1`.
+    pub fn cooperative_matrix_by_default(&self) -> bool {
+        self.cooperative_matrix() && self.coop_default
     }
 
     /// The runtime checks compiled into qfuse's kernels
@@ -1226,7 +1261,19 @@ impl GpuContext {
 
 #[cfg(test)]
 mod tests {
-    use super::ShaderChecks;
+    use super::{parse_coop_env, ShaderChecks};
+
+    #[test]
+    fn cooperative_matrix_env_parse() {
+        assert_eq!(parse_coop_env(None).unwrap(), None);
+        assert_eq!(parse_coop_env(Some("0")).unwrap(), Some(false));
+        assert_eq!(parse_coop_env(Some(" 1 ")).unwrap(), Some(true));
+        let e = parse_coop_env(Some("yes")).unwrap_err().to_string();
+        assert!(
+            e.contains("QFUSE_COOPERATIVE_MATRIX") && e.contains("yes"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn shader_checks_parse() {

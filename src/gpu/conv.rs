@@ -465,8 +465,9 @@ impl ConvVariant {
 
     /// The kernel `GpuLayer::new` gives `layer` on `ctx`: where
     /// [`GpuContext::autotune`], layers [`ConvVariant::Tuned`] applies to
-    /// run it; else, on a context with [`GpuContext::cooperative_matrix`],
-    /// layers of one group run the tensor-core kernel
+    /// run it; else, on a context with
+    /// [`GpuContext::cooperative_matrix_by_default`], layers of one group
+    /// run the tensor-core kernel
     /// ([`ConvVariant::Coop`], splits per shape); otherwise
     /// [`ConvVariant::choose`] for the device's limits and type.
     pub fn choose_on(ctx: &GpuContext, layer: &QLayer) -> ConvVariant {
@@ -480,7 +481,7 @@ impl ConvVariant {
             && TileConfig::PRESETS.iter().all(|c| c.check(&limits).is_ok())
         {
             ConvVariant::Tuned
-        } else if ctx.cooperative_matrix() && coop.applies(layer) {
+        } else if ctx.cooperative_matrix_by_default() && coop.applies(layer) {
             coop
         } else {
             Self::choose(layer, &ctx.limits(), ctx.device_type())
@@ -770,7 +771,7 @@ impl GpuLayer {
                 usage: wgpu::BufferUsages::STORAGE,
             });
         let tuned = (variant == ConvVariant::Tuned).then(|| {
-            let fallback = if ctx.cooperative_matrix() {
+            let fallback = if ctx.cooperative_matrix_by_default() {
                 ConvVariant::Coop {
                     emulated: false,
                     splits: None,
