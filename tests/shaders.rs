@@ -155,12 +155,12 @@ fn tiled_kernel_constants_match_the_host() {
     }
 }
 
-/// The tensor-core kernel cannot run on lavapipe (no cooperative matrices):
-/// here it validates, naga writes its SPIR-V (what wgpu's Vulkan backend
-/// hands the driver), and its workgroup memory fits the 48 KiB Vulkan
-/// drivers of NVIDIA offer; its emulated twin (same body) validates too and
-/// runs in the GPU tests. The constants the host relies on are those of the
-/// WGSL.
+/// The tensor-core kernels (16x16x16 and 8x8x8 fragments) and their emulated
+/// twin validate, naga writes their SPIR-V (what wgpu's Vulkan backend hands
+/// the driver; `QFUSE_WRITE_SPIRV=DIR` keeps it: `tools/coop_lavapipe.sh`
+/// runs it through a spirv-val new enough for cooperative matrices), and
+/// their workgroup memory fits the 48 KiB Vulkan drivers of NVIDIA offer.
+/// The constants the host relies on are those of the WGSL.
 #[test]
 fn coop_kernel_validates_and_writes_spirv() {
     for k in [Kernel::Coop, Kernel::Coop8, Kernel::CoopEmulated] {

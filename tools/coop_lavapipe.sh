@@ -7,8 +7,9 @@
 # ships it in trixie-backports; the Debian of CI and of this repository's
 # machines (bookworm, Mesa 22) is too old for it, and its C library too old
 # for trixie's driver. So this script makes a minimal Debian trixie root
-# (debootstrap) under target/coop-root, installs that lavapipe in it, builds
-# the test binaries here, and runs them in the root (chroot; the repository
+# (debootstrap) under target/coop-root, installs that lavapipe in it (and
+# spirv-tools: the coop kernels' SPIR-V goes through its validator first),
+# builds the test binaries here, and runs them in the root (chroot; the repository
 # bind-mounted at its own path, where the binaries find tests/data) with
 # QFUSE_EXPECT_COOPERATIVE_MATRIX=8 (a driver without the configuration fails
 # the run rather than letting the tensor-core tests skip) and
@@ -46,7 +47,7 @@ if [ ! -e "$root/.qfuse-ready" ]; then
   echo "deb $mirror trixie-backports main" | $SUDO tee "$root/etc/apt/sources.list.d/backports.list" >/dev/null
   $SUDO chroot "$root" apt-get update -qq
   $SUDO chroot "$root" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq -t trixie-backports mesa-vulkan-drivers libvulkan1 >/dev/null
+    apt-get install -y -qq -t trixie-backports mesa-vulkan-drivers libvulkan1 spirv-tools >/dev/null
   $SUDO touch "$root/.qfuse-ready"
 fi
 echo "tools/coop_lavapipe.sh: $($SUDO chroot "$root" dpkg-query -W -f '${Package} ${Version}' mesa-vulkan-drivers)"
@@ -75,6 +76,21 @@ mounted+=("$root/proc")
 bind "$repo" "$repo"
 
 status=0
+# The coop kernels' SPIR-V as wgpu's Vulkan backend writes it (naga, split-K
+# overrides resolved), through trixie's spirv-val (bookworm's predates
+# SPV_KHR_cooperative_matrix).
+spv=$repo/target/coop-spv
+rm -rf "$spv" && mkdir -p "$spv"
+QFUSE_WRITE_SPIRV=$spv cargo test --release -q --test shaders coop_kernel_validates_and_writes_spirv >/dev/null
+for f in "$spv"/*.spv; do
+  if $SUDO chroot "$root" spirv-val --target-env vulkan1.1 "$f"; then
+    echo "tools/coop_lavapipe.sh: spirv-val: $(basename "$f") valid"
+  else
+    echo "tools/coop_lavapipe.sh: spirv-val: $(basename "$f") INVALID" >&2
+    status=1
+  fi
+done
+[ "$(ls "$spv"/*.spv | wc -l)" -eq 3 ] || { echo "tools/coop_lavapipe.sh: expected 3 SPIR-V modules in $spv" >&2; status=1; }
 for exe in $exes; do
   echo "tools/coop_lavapipe.sh: $(basename "$exe") on Mesa's lavapipe with cooperative matrices"
   $SUDO chroot "$root" env -i PATH=/usr/bin:/bin HOME=/tmp XDG_RUNTIME_DIR=/tmp \
