@@ -24,6 +24,8 @@
 # run (delete target/coop-root to renew it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# debootstrap and chroot live in sbin, which a non-login root shell may lack.
+export PATH="$PATH:/usr/sbin:/sbin"
 repo=$PWD
 tests=("$@")
 [ ${#tests[@]} -gt 0 ] || tests=(coop)
@@ -40,14 +42,21 @@ if [ ! -e "$root/.qfuse-ready" ]; then
     $SUDO apt-get install -y -qq debootstrap >/dev/null
   fi
   echo "tools/coop_lavapipe.sh: a Debian trixie root in $root (debootstrap)"
-  $SUDO rm -rf "$root"
-  mkdir -p "$root"
-  $SUDO debootstrap --variant=minbase trixie "$root" "$mirror" >"$repo/target/coop-root.log" 2>&1 ||
-    { tail -20 "$repo/target/coop-root.log"; exit 1; }
+  # Twice, for a mirror that drops a connection.
+  for try in 1 2; do
+    $SUDO rm -rf "$root"
+    mkdir -p "$root"
+    if $SUDO debootstrap --variant=minbase trixie "$root" "$mirror" >"$repo/target/coop-root.log" 2>&1; then
+      break
+    fi
+    tail -20 "$repo/target/coop-root.log"
+    [ "$try" = 2 ] && { echo "tools/coop_lavapipe.sh: debootstrap failed" >&2; exit 1; }
+  done
   echo "deb $mirror trixie-backports main" | $SUDO tee "$root/etc/apt/sources.list.d/backports.list" >/dev/null
-  $SUDO chroot "$root" apt-get update -qq
-  $SUDO chroot "$root" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq -t trixie-backports mesa-vulkan-drivers libvulkan1 spirv-tools >/dev/null
+  $SUDO chroot "$root" apt-get update -qq || $SUDO chroot "$root" apt-get update -qq
+  install="apt-get install -y -qq -t trixie-backports mesa-vulkan-drivers libvulkan1 spirv-tools"
+  $SUDO chroot "$root" env DEBIAN_FRONTEND=noninteractive $install >/dev/null ||
+    $SUDO chroot "$root" env DEBIAN_FRONTEND=noninteractive $install >/dev/null
   $SUDO touch "$root/.qfuse-ready"
 fi
 echo "tools/coop_lavapipe.sh: $($SUDO chroot "$root" dpkg-query -W -f '${Package} ${Version}' mesa-vulkan-drivers)"
