@@ -208,11 +208,7 @@ fn coop_kernel_validates_and_writes_spirv() {
         // QFUSE_WRITE_SPIRV=DIR keeps the modules (for spirv-val).
         if let Ok(dir) = std::env::var("QFUSE_WRITE_SPIRV") {
             let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-            std::fs::write(
-                Path::new(&dir).join(format!("{k:?}.spv")),
-                bytes,
-            )
-            .unwrap();
+            std::fs::write(Path::new(&dir).join(format!("{k:?}.spv")), bytes).unwrap();
         }
         if k != Kernel::CoopEmulated {
             // OpTypeCooperativeMatrixKHR (4456) and OpCooperativeMatrixMulAddKHR (4459).

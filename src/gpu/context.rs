@@ -701,8 +701,8 @@ impl GpuContext {
         } else {
             coop_support(&adapter)
         };
-        let features = (adapter.features() & wanted)
-            | coop.as_ref().map(|c| c.0).unwrap_or_default();
+        let features =
+            (adapter.features() & wanted) | coop.as_ref().map(|c| c.0).unwrap_or_default();
         let experimental_features = if coop.is_ok() {
             // SAFETY: wgpu's experimental cooperative matrices, used by one
             // kernel (coop.wgsl) whose matrix operations run in uniform
@@ -777,8 +777,7 @@ impl GpuContext {
             tuner: std::sync::Arc::new(tuner),
             shader_checks: ShaderChecks::from_env()?,
             coop: coop.map_or(Kernel::Coop, |c| c.1),
-            coop_default: coop_on
-                .unwrap_or(info.device_type != wgpu::DeviceType::Cpu),
+            coop_default: coop_on.unwrap_or(info.device_type != wgpu::DeviceType::Cpu),
         };
         if ctx.cooperative_matrix() {
             // The tensor cores' arithmetic, once, before any layer uses it.
