@@ -3,10 +3,10 @@
 // K chunking and epilogue with them on lavapipe). The host sets FR = 16
 // and SG = 32: a "subgroup" is 32 consecutive invocations; lane l of it
 // holds row l / 2, columns 8 * (l % 2) .. + 7 of each C fragment in two
-// vec4s. An A or B fragment is
-// its offset into `sa` / `sb`, read when multiplied: the kernel does not
-// write them between its loads and its mma (a barrier separates staging and
-// use). Values are f32 (int8 values and their sums below 2^24: exact).
+// vec4s. An A or B fragment is its offset into `sa` / `sb`, read when
+// multiplied: the kernel does not write them between its loads and its mma
+// (a barrier separates staging and use). Values are f32 (int8 values and
+// their sums below 2^24: exact).
 
 alias half = f32;
 alias CoopA = u32;
